@@ -1,0 +1,233 @@
+//! The extregs kernel command line.
+//!
+//! QEMU passes it as the fw_cfg file `opt/extregs/cmdline`: whitespace
+//! separated `key=value` words (DESIGN §4). This crate is `no_std` and
+//! allocation-free so the kernel can use it, and it is tested on the host.
+//! Anything unknown or malformed is an error with a one-line reason; nothing
+//! is silently ignored.
+
+#![no_std]
+
+use core::fmt;
+
+/// What the kernel does after boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Default: show the extended frame at work (int3 with a non-default
+    /// PKRS, show_regs, check PKRS came back).
+    Demo,
+    /// KTAP selftests of the entry paths.
+    Selftest,
+    /// Deliberately die of an unhandled event, to exercise the oops path.
+    Oops,
+}
+
+impl Mode {
+    /// Every mode with its command-line spelling.
+    pub const ALL: [(Mode, &'static str); 3] =
+        [(Mode::Demo, "demo"), (Mode::Selftest, "selftest"), (Mode::Oops, "oops")];
+
+    /// The command-line spelling.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(mode, _)| *mode == self).map(|(_, name)| *name).unwrap_or("?")
+    }
+}
+
+/// What `mode=oops` dies of (`cause=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OopsCause {
+    /// `ud2`: an unhandled #UD.
+    InvalidOpcode,
+    /// A load from a non-canonical address: an unhandled #GP.
+    GeneralProtection,
+    /// A read of a page whose pkey the default PKRS forbids: an unresolved
+    /// PKS fault (#PF with the PK bit).
+    PksViolation,
+    /// A Rust `panic!`.
+    Panic,
+}
+
+impl OopsCause {
+    /// Every cause with its command-line spelling.
+    pub const ALL: [(OopsCause, &'static str); 4] = [
+        (OopsCause::InvalidOpcode, "ud2"),
+        (OopsCause::GeneralProtection, "gp"),
+        (OopsCause::PksViolation, "pks"),
+        (OopsCause::Panic, "panic"),
+    ];
+}
+
+/// A parsed command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandLine {
+    pub mode: Mode,
+    /// Only with `mode=oops` (where it is required).
+    pub oops_cause: Option<OopsCause>,
+}
+
+/// Why a command line was rejected. `Display` gives the one-line reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandLineError<'a> {
+    /// A word without `=`, or with an empty key or value.
+    Malformed(&'a str),
+    /// A key no mode knows.
+    UnknownKey(&'a str),
+    /// The same key twice.
+    DuplicateKey(&'a str),
+    /// A value not in the key's list.
+    BadValue { key: &'a str, value: &'a str, expected: &'static str },
+    /// A key the chosen mode does not take.
+    KeyNotForMode { key: &'a str, mode: Mode },
+    /// A key the chosen mode requires is missing.
+    MissingKey { key: &'static str, mode: Mode },
+}
+
+impl fmt::Display for CommandLineError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandLineError::Malformed(word) => {
+                write!(f, "malformed command-line word '{word}' (expected key=value)")
+            }
+            CommandLineError::UnknownKey(key) => {
+                write!(f, "unknown command-line key '{key}' (known: mode, cause)")
+            }
+            CommandLineError::DuplicateKey(key) => write!(f, "command-line key '{key}' given twice"),
+            CommandLineError::BadValue { key, value, expected } => {
+                write!(f, "bad value '{value}' for '{key}' (expected one of: {expected})")
+            }
+            CommandLineError::KeyNotForMode { key, mode } => {
+                write!(f, "key '{key}' does not apply to mode={}", mode.name())
+            }
+            CommandLineError::MissingKey { key, mode } => {
+                write!(f, "mode={} needs {key}=", mode.name())
+            }
+        }
+    }
+}
+
+fn lookup<T: Copy>(table: &[(T, &'static str)], value: &str) -> Option<T> {
+    table.iter().find(|(_, name)| *name == value).map(|(item, _)| *item)
+}
+
+/// Parses a command line. An empty line means `mode=demo`.
+pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
+    let mut mode = None;
+    let mut cause = None;
+    let mut cause_key = "";
+    for word in text.split_ascii_whitespace() {
+        let (key, value) = match word.split_once('=') {
+            Some((key, value)) if !key.is_empty() && !value.is_empty() => (key, value),
+            _ => return Err(CommandLineError::Malformed(word)),
+        };
+        match key {
+            "mode" => {
+                if mode.is_some() {
+                    return Err(CommandLineError::DuplicateKey(key));
+                }
+                mode = Some(lookup(&Mode::ALL, value).ok_or(CommandLineError::BadValue {
+                    key,
+                    value,
+                    expected: "demo, selftest, oops",
+                })?);
+            }
+            "cause" => {
+                if cause.is_some() {
+                    return Err(CommandLineError::DuplicateKey(key));
+                }
+                cause_key = key;
+                cause = Some(lookup(&OopsCause::ALL, value).ok_or(CommandLineError::BadValue {
+                    key,
+                    value,
+                    expected: "ud2, gp, pks, panic",
+                })?);
+            }
+            _ => return Err(CommandLineError::UnknownKey(key)),
+        }
+    }
+    let mode = mode.unwrap_or(Mode::Demo);
+    match (mode, cause) {
+        (Mode::Oops, None) => Err(CommandLineError::MissingKey { key: "cause", mode }),
+        (Mode::Oops, Some(_)) | (_, None) => Ok(CommandLine { mode, oops_cause: cause }),
+        (_, Some(_)) => Err(CommandLineError::KeyNotForMode { key: cause_key, mode }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::string::ToString;
+
+    #[test]
+    fn empty_means_demo() {
+        assert_eq!(parse("").unwrap(), CommandLine { mode: Mode::Demo, oops_cause: None });
+        assert_eq!(parse("  \n\t ").unwrap().mode, Mode::Demo);
+    }
+
+    #[test]
+    fn modes_and_causes_parse() {
+        assert_eq!(parse("mode=selftest").unwrap().mode, Mode::Selftest);
+        assert_eq!(
+            parse("mode=oops cause=pks").unwrap(),
+            CommandLine { mode: Mode::Oops, oops_cause: Some(OopsCause::PksViolation) }
+        );
+        assert_eq!(parse("cause=ud2 mode=oops").unwrap().oops_cause, Some(OopsCause::InvalidOpcode));
+    }
+
+    #[test]
+    fn errors_say_why() {
+        assert_eq!(parse("mode").unwrap_err(), CommandLineError::Malformed("mode"));
+        assert_eq!(parse("=x").unwrap_err(), CommandLineError::Malformed("=x"));
+        assert_eq!(parse("mode=").unwrap_err(), CommandLineError::Malformed("mode="));
+        assert_eq!(parse("colour=red").unwrap_err(), CommandLineError::UnknownKey("colour"));
+        assert_eq!(
+            parse("mode=demo mode=selftest").unwrap_err(),
+            CommandLineError::DuplicateKey("mode")
+        );
+        assert_eq!(
+            parse("mode=dance").unwrap_err().to_string(),
+            "bad value 'dance' for 'mode' (expected one of: demo, selftest, oops)"
+        );
+        assert_eq!(
+            parse("mode=oops").unwrap_err(),
+            CommandLineError::MissingKey { key: "cause", mode: Mode::Oops }
+        );
+        assert_eq!(
+            parse("mode=selftest cause=gp").unwrap_err().to_string(),
+            "key 'cause' does not apply to mode=selftest"
+        );
+    }
+
+    proptest! {
+        /// Any word list made of valid words in any order and spacing parses,
+        /// and to what the words say.
+        #[test]
+        fn valid_lines_parse_whatever_the_spacing(
+            cause_index in 0usize..4,
+            spaces in proptest::collection::vec("[ \t\n]{1,3}", 3),
+            cause_first in any::<bool>(),
+        ) {
+            let (cause, cause_name) = OopsCause::ALL[cause_index];
+            let words = if cause_first {
+                ["cause=", cause_name, "mode=", "oops"]
+            } else {
+                ["mode=", "oops", "cause=", cause_name]
+            };
+            let line = std::format!(
+                "{}{}{}{}{}{}{}",
+                spaces[0], words[0], words[1], spaces[1], words[2], words[3], spaces[2]
+            );
+            prop_assert_eq!(parse(&line).unwrap(), CommandLine { mode: Mode::Oops, oops_cause: Some(cause) });
+        }
+
+        /// Arbitrary input never panics, and errors always render one line.
+        #[test]
+        fn arbitrary_input_is_accepted_or_explained(line in ".{0,64}") {
+            if let Err(error) = parse(&line) {
+                prop_assert!(!error.to_string().contains('\n'));
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+/*
+ * entry_64.S - extregs exception entry and exit.
+ *
+ * Assembled by global_asm! (AT&T syntax) right after the generated
+ * asm-offsets.S. Every frame offset below is a generated constant
+ * (PTREGS_*, GENERIC_PTREGS_SIZE, EXTREGS_*); none is typed by hand.
+ *
+ * The frame every stub builds, and the point of the whole project:
+ *
+ *   higher addresses
+ *   +--------------------+  <- RSP before the event (aligned to 16 by the CPU)
+ *   | ss                 |
+ *   | sp                 |
+ *   | flags              |   pushed by the CPU
+ *   | cs                 |
+ *   | ip                 |
+ *   | orig_ax            |   error code (CPU) or -1 (stub)
+ *   | di si dx cx ax     |
+ *   | r8 r9 r10 r11      |   PUSH_AND_CLEAR_REGS
+ *   | bx bp r12..r15     |
+ *   +--------------------+  <- %rdi for the call: &PtRegs
+ *   | extension          |   subq $GENERIC_PTREGS_SIZE, %rsp
+ *   +--------------------+  <- %rsp at the call: &ExtendedPtRegs
+ *
+ * Rust receives only &PtRegs and finds the extension with container_of
+ * (ExtendedPtRegs::from_regs). (PTREGS_SIZE + GENERIC_PTREGS_SIZE) is a
+ * multiple of 16 (asserted in extregs-regs), so %rsp is 16-byte aligned at
+ * the call, as the C ABI needs.
+ *
+ * Everything runs in ring 0 for now, so there is no SWAPGS and no CR3 switch.
+ */
+
+/*
+ * PUSH_AND_CLEAR_REGS: save the 15 GPRs into the PtRegs slots below orig_ax
+ * and clear them, so values of the interrupted context cannot steer
+ * speculation in the handler (as Linux does).
+ *
+ *   before:                         after:
+ *   | ...ip cs flags sp ss |        | ...ip cs flags sp ss |
+ *   | orig_ax              | <-rsp  | orig_ax              |
+ *                                   | di ... r15           |
+ *                                   +----------------------+ <- rsp = &PtRegs
+ *
+ * The slots are filled with movq at generated offsets rather than a push
+ * sequence, so the layout is decided by extregs-regs alone.
+ */
+.macro PUSH_AND_CLEAR_REGS
+	subq	$PTREGS_ORIG_AX, %rsp
+	movq	%rdi, PTREGS_DI(%rsp)
+	movq	%rsi, PTREGS_SI(%rsp)
+	movq	%rdx, PTREGS_DX(%rsp)
+	movq	%rcx, PTREGS_CX(%rsp)
+	movq	%rax, PTREGS_AX(%rsp)
+	movq	%r8,  PTREGS_R8(%rsp)
+	movq	%r9,  PTREGS_R9(%rsp)
+	movq	%r10, PTREGS_R10(%rsp)
+	movq	%r11, PTREGS_R11(%rsp)
+	movq	%rbx, PTREGS_BX(%rsp)
+	movq	%rbp, PTREGS_BP(%rsp)
+	movq	%r12, PTREGS_R12(%rsp)
+	movq	%r13, PTREGS_R13(%rsp)
+	movq	%r14, PTREGS_R14(%rsp)
+	movq	%r15, PTREGS_R15(%rsp)
+	xorl	%edi, %edi
+	xorl	%esi, %esi
+	xorl	%edx, %edx
+	xorl	%ecx, %ecx
+	xorl	%eax, %eax
+	xorl	%r8d, %r8d
+	xorl	%r9d, %r9d
+	xorl	%r10d, %r10d
+	xorl	%r11d, %r11d
+	xorl	%ebx, %ebx
+	xorl	%ebp, %ebp
+	xorl	%r12d, %r12d
+	xorl	%r13d, %r13d
+	xorl	%r14d, %r14d
+	xorl	%r15d, %r15d
+.endm
+
+/*
+ * POP_REGS: reload the 15 GPRs from PtRegs (possibly edited by a handler)
+ * and drop them and orig_ax, leaving %rsp at ip for iretq.
+ *
+ *   before:                         after:
+ *   | ...ip cs flags sp ss |        | ip cs flags sp ss    | <- rsp
+ *   | orig_ax              |
+ *   | di ... r15           |
+ *   +----------------------+ <-rsp
+ */
+.macro POP_REGS
+	movq	PTREGS_R15(%rsp), %r15
+	movq	PTREGS_R14(%rsp), %r14
+	movq	PTREGS_R13(%rsp), %r13
+	movq	PTREGS_R12(%rsp), %r12
+	movq	PTREGS_BP(%rsp), %rbp
+	movq	PTREGS_BX(%rsp), %rbx
+	movq	PTREGS_R11(%rsp), %r11
+	movq	PTREGS_R10(%rsp), %r10
+	movq	PTREGS_R9(%rsp), %r9
+	movq	PTREGS_R8(%rsp), %r8
+	movq	PTREGS_AX(%rsp), %rax
+	movq	PTREGS_CX(%rsp), %rcx
+	movq	PTREGS_DX(%rsp), %rdx
+	movq	PTREGS_SI(%rsp), %rsi
+	movq	PTREGS_DI(%rsp), %rdi
+	addq	$PTREGS_IP, %rsp
+.endm
+
+/*
+ * The stub table: IDTENTRY appends one .quad per vector, in vector order.
+ * It lives in .data.rel.ro because the kernel is position independent and
+ * the bootloader relocates these addresses.
+ */
+	.pushsection .data.rel.ro.extregs_stub_table, "aw"
+	.p2align 3
+	.globl	extregs_exception_stub_table
+extregs_exception_stub_table:
+	.popsection
+
+	.set	extregs_next_vector, 0
+
+/*
+ * IDTENTRY vector, name, has_error_code: one stub.
+ *
+ * If the CPU pushed no error code, push -1 so orig_ax is always there and
+ * every vector has the same frame. Then save the GPRs, load the vector into
+ * %esi (after the save, so no interrupted register is lost) and share the
+ * rest with every other vector in extregs_entry_common.
+ */
+.macro IDTENTRY vector, name, has_error_code
+	.if \vector - extregs_next_vector
+	.error "IDTENTRY lines must list every vector in order"
+	.endif
+	.set	extregs_next_vector, extregs_next_vector + 1
+
+	.pushsection .data.rel.ro.extregs_stub_table, "aw"
+	.quad	asm_exc_\name
+	.popsection
+
+	.text
+	.p2align 4
+	.globl	asm_exc_\name
+	.type	asm_exc_\name, @function
+asm_exc_\name:
+	.if \has_error_code == 0
+	pushq	$-1
+	.endif
+	PUSH_AND_CLEAR_REGS
+	movl	$\vector, %esi
+	jmp	extregs_entry_common
+	.size	asm_exc_\name, . - asm_exc_\name
+.endm
+
+/*
+ * extregs_entry_common: reserve the extension, call Rust, undo, iretq.
+ *
+ *   on entry:                       at the call:
+ *   | ip cs flags sp ss    |        | ip cs flags sp ss    |
+ *   | orig_ax              |        | orig_ax              |
+ *   | di ... r15           |        | di ... r15           |
+ *   +----------------------+ <-rsp  +----------------------+ <- rdi = &PtRegs
+ *                                   | generic | arch.pks   |
+ *                                   +----------------------+ <- rsp
+ */
+	.text
+	.p2align 4
+	.type	extregs_entry_common, @function
+extregs_entry_common:
+	cld
+	subq	$GENERIC_PTREGS_SIZE, %rsp
+	leaq	EXTREGS_REGS(%rsp), %rdi
+	call	extregs_exception_entry
+	addq	$GENERIC_PTREGS_SIZE, %rsp
+	POP_REGS
+	iretq
+	.size	extregs_entry_common, . - extregs_entry_common
+
+/* Vector, name (Linux's asm_exc_* names), and whether the CPU pushes an error code. */
+IDTENTRY  0, divide_error,                 0
+IDTENTRY  1, debug,                        0
+IDTENTRY  2, nmi,                          0
+IDTENTRY  3, int3,                         0
+IDTENTRY  4, overflow,                     0
+IDTENTRY  5, bounds,                       0
+IDTENTRY  6, invalid_op,                   0
+IDTENTRY  7, device_not_available,         0
+IDTENTRY  8, double_fault,                 1
+IDTENTRY  9, coproc_segment_overrun,       0
+IDTENTRY 10, invalid_tss,                  1
+IDTENTRY 11, segment_not_present,          1
+IDTENTRY 12, stack_segment,                1
+IDTENTRY 13, general_protection,           1
+IDTENTRY 14, page_fault,                   1
+IDTENTRY 15, spurious_interrupt_bug,       0
+IDTENTRY 16, coprocessor_error,            0
+IDTENTRY 17, alignment_check,              1
+IDTENTRY 18, machine_check,                0
+IDTENTRY 19, simd_coprocessor_error,       0
+IDTENTRY 20, virtualization_exception,     0
+IDTENTRY 21, control_protection,           1
+IDTENTRY 22, reserved_22,                  0
+IDTENTRY 23, reserved_23,                  0
+IDTENTRY 24, reserved_24,                  0
+IDTENTRY 25, reserved_25,                  0
+IDTENTRY 26, reserved_26,                  0
+IDTENTRY 27, reserved_27,                  0
+IDTENTRY 28, hypervisor_injection,         0
+IDTENTRY 29, vmm_communication,            1
+IDTENTRY 30, security_exception,           1
+IDTENTRY 31, reserved_31,                  0
+
+	.if extregs_next_vector - 32
+	.error "the stub table must cover all 32 exception vectors"
+	.endif

@@ -1,0 +1,86 @@
+//! The entry and exit stubs, in one assembly file (`entry_64.S`).
+//!
+//! The `.S` is assembled by `global_asm!` behind the generated
+//! `asm-offsets.S`, so every frame offset it uses is a `.set` constant
+//! produced from the `extregs-regs` types at build time. This crate exports:
+//!
+//! * [`exception_stub_addresses`]: one stub per exception vector (0..32), for
+//!   the IDT;
+//! * [`asm_offsets`]: the generated constants as Rust items, checked here at
+//!   compile time against `offset_of!` on the target itself.
+//!
+//! Each stub builds `PtRegs` and the extension below it and calls
+//! `extregs_exception_entry(regs: &mut PtRegs, vector: u64)`, which the
+//! kernel defines. The stubs hand Rust a pointer to `PtRegs`, never to the
+//! extension: Rust finds the extension with `ExtendedPtRegs::from_regs`.
+
+#![no_std]
+
+use memoffset::offset_of;
+use static_assertions::const_assert_eq;
+
+/// The generated asm-offsets constants (see the `asm-offsets` crate).
+pub mod asm_offsets {
+    include!(concat!(env!("OUT_DIR"), "/asm_offsets.rs"));
+}
+
+use asm_offsets::*;
+use extregs_regs::{ExtendedPtRegs, PtRegs};
+
+// The constants were computed by a build script on the host. Check them again
+// here, compiled for the target that runs the stubs: if the layouts ever
+// differed, the build fails instead of the stubs corrupting frames.
+const_assert_eq!(PTREGS_R15, offset_of!(PtRegs, r15));
+const_assert_eq!(PTREGS_R14, offset_of!(PtRegs, r14));
+const_assert_eq!(PTREGS_R13, offset_of!(PtRegs, r13));
+const_assert_eq!(PTREGS_R12, offset_of!(PtRegs, r12));
+const_assert_eq!(PTREGS_BP, offset_of!(PtRegs, bp));
+const_assert_eq!(PTREGS_BX, offset_of!(PtRegs, bx));
+const_assert_eq!(PTREGS_R11, offset_of!(PtRegs, r11));
+const_assert_eq!(PTREGS_R10, offset_of!(PtRegs, r10));
+const_assert_eq!(PTREGS_R9, offset_of!(PtRegs, r9));
+const_assert_eq!(PTREGS_R8, offset_of!(PtRegs, r8));
+const_assert_eq!(PTREGS_AX, offset_of!(PtRegs, ax));
+const_assert_eq!(PTREGS_CX, offset_of!(PtRegs, cx));
+const_assert_eq!(PTREGS_DX, offset_of!(PtRegs, dx));
+const_assert_eq!(PTREGS_SI, offset_of!(PtRegs, si));
+const_assert_eq!(PTREGS_DI, offset_of!(PtRegs, di));
+const_assert_eq!(PTREGS_ORIG_AX, offset_of!(PtRegs, orig_ax));
+const_assert_eq!(PTREGS_IP, offset_of!(PtRegs, ip));
+const_assert_eq!(PTREGS_CS, offset_of!(PtRegs, cs));
+const_assert_eq!(PTREGS_FLAGS, offset_of!(PtRegs, flags));
+const_assert_eq!(PTREGS_SP, offset_of!(PtRegs, sp));
+const_assert_eq!(PTREGS_SS, offset_of!(PtRegs, ss));
+const_assert_eq!(PTREGS_SIZE, core::mem::size_of::<PtRegs>());
+const_assert_eq!(GENERIC_PTREGS_SIZE, extregs_regs::GENERIC_PTREGS_SIZE);
+const_assert_eq!(EXTREGS_REGS, offset_of!(ExtendedPtRegs, regs));
+const_assert_eq!(EXTENDED_PTREGS_SIZE, core::mem::size_of::<ExtendedPtRegs>());
+
+core::arch::global_asm!(
+    include_str!(concat!(env!("OUT_DIR"), "/asm-offsets.S")),
+    include_str!("entry_64.S"),
+    options(att_syntax)
+);
+
+/// Number of exception vectors the CPU defines (0..=31).
+pub const EXCEPTION_VECTORS: usize = 32;
+
+extern "C" {
+    static extregs_exception_stub_table: [usize; EXCEPTION_VECTORS];
+}
+
+/// Addresses of the entry stubs, indexed by vector (0..32).
+pub fn exception_stub_addresses() -> [usize; EXCEPTION_VECTORS] {
+    // SAFETY: the table is defined in entry_64.S with exactly one `.quad` per
+    // vector (the IDTENTRY macro checks the count at assembly time) and is
+    // never written after relocation.
+    unsafe { extregs_exception_stub_table }
+}
+
+/// True when the CPU pushes an error code for this exception vector. The
+/// stubs push -1 into `orig_ax` for all the others; this list must agree with
+/// the `has_error_code` column of the IDTENTRY lines in `entry_64.S`, which
+/// the kernel's selftests check by reading `orig_ax`.
+pub const fn vector_has_error_code(vector: u8) -> bool {
+    matches!(vector, 8 | 10 | 11 | 12 | 13 | 14 | 17 | 21 | 29 | 30)
+}

@@ -1,0 +1,307 @@
+//! Generic entry code, in the shape Lutomirski proposed.
+//!
+//! Linux 5.10's `irqentry_enter()` returned an `irqentry_state_t` by value and
+//! every caller had to carry it to `irqentry_exit()`. Here the entry functions
+//! take only `&mut PtRegs`; the state lives in the extension the entry
+//! assembly reserved below `PtRegs`, found with
+//! [`ExtendedPtRegs::from_regs`](extregs_regs::ExtendedPtRegs::from_regs).
+//!
+//! The crate is generic over [`EntryPlatform`], which supplies the RCU and
+//! lockdep models and the architecture hooks. The hooks get the opaque
+//! [`ArchExtRegs`] to save and restore; this crate never looks inside it (on
+//! x86 it holds the PKS register, which the kernel's hooks manage).
+//!
+//! Order matters and mirrors Linux: the arch state is saved first on entry
+//! (so the handler runs with the kernel's defaults before it touches
+//! anything) and restored last on exit.
+
+#![no_std]
+
+use extregs_regs::{ArchExtRegs, ExtendedPtRegs, GenericExtRegs, PtRegs};
+
+/// What the generic entry code needs from the kernel that runs it.
+///
+/// All functions act on the current CPU. The kernel implements this once;
+/// host tests implement it with a mock.
+pub trait EntryPlatform {
+    /// Is RCU watching this CPU (false while the CPU is idle)?
+    fn rcu_is_watching() -> bool;
+    /// Make RCU watch this CPU (Linux: `ct_irq_enter()` from idle).
+    fn rcu_irq_enter();
+    /// Let RCU stop watching again (Linux: `ct_irq_exit()` back to idle).
+    fn rcu_irq_exit();
+    /// Lockdep's view: were hardirqs enabled?
+    fn lockdep_hardirqs_enabled() -> bool;
+    /// Set lockdep's view of the hardirq state.
+    fn lockdep_set_hardirqs_enabled(enabled: bool);
+    /// Save the interrupted context's arch state into `arch` and install the
+    /// kernel's entry defaults.
+    fn arch_enter(arch: &mut ArchExtRegs);
+    /// Restore the arch state from `arch` (which a handler may have edited).
+    fn arch_exit(arch: &ArchExtRegs);
+}
+
+/// Entry work for exceptions and interrupts.
+///
+/// Saves the arch state, then records in the extension whether RCU had to be
+/// made to watch (`exit_rcu`), replacing the value Linux 5.10 returned.
+///
+/// # Safety
+///
+/// `regs` must be the `PtRegs` of a frame built by the entry stubs (or a
+/// whole [`ExtendedPtRegs`] laid out by the caller): the extension below it is
+/// written. Pair every call with exactly one [`irqentry_exit`] on the same
+/// frame.
+pub unsafe fn irqentry_enter<P: EntryPlatform>(regs: &mut PtRegs) {
+    // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
+    let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
+    P::arch_enter(&mut frame.arch);
+    let mut generic = GenericExtRegs::default();
+    if !P::rcu_is_watching() {
+        P::rcu_irq_enter();
+        generic.exit_rcu = 1;
+    }
+    frame.generic = generic;
+}
+
+/// Exit work matching [`irqentry_enter`]: undoes what `exit_rcu` records, then
+/// restores the arch state last.
+///
+/// # Safety
+///
+/// `regs` must be the frame [`irqentry_enter`] ran on, with its extension
+/// untouched except through the documented accessors.
+pub unsafe fn irqentry_exit<P: EntryPlatform>(regs: &mut PtRegs) {
+    // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
+    let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
+    if frame.generic.exit_rcu != 0 {
+        P::rcu_irq_exit();
+    }
+    P::arch_exit(&frame.arch);
+}
+
+/// Entry work for NMIs: saves lockdep's hardirq state into the extension and
+/// marks hardirqs disabled, makes RCU watch if needed, saves the arch state.
+///
+/// # Safety
+///
+/// As [`irqentry_enter`]; pair with [`irqentry_nmi_exit`].
+pub unsafe fn irqentry_nmi_enter<P: EntryPlatform>(regs: &mut PtRegs) {
+    // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
+    let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
+    P::arch_enter(&mut frame.arch);
+    let mut generic = GenericExtRegs {
+        lockdep_hardirqs_enabled: u8::from(P::lockdep_hardirqs_enabled()),
+        ..GenericExtRegs::default()
+    };
+    P::lockdep_set_hardirqs_enabled(false);
+    if !P::rcu_is_watching() {
+        P::rcu_irq_enter();
+        generic.exit_rcu = 1;
+    }
+    frame.generic = generic;
+}
+
+/// Exit work matching [`irqentry_nmi_enter`]: restores lockdep's hardirq state
+/// and RCU from the extension, then the arch state.
+///
+/// # Safety
+///
+/// As [`irqentry_exit`].
+pub unsafe fn irqentry_nmi_exit<P: EntryPlatform>(regs: &mut PtRegs) {
+    // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
+    let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
+    if frame.generic.exit_rcu != 0 {
+        P::rcu_irq_exit();
+    }
+    P::lockdep_set_hardirqs_enabled(frame.generic.lockdep_hardirqs_enabled != 0);
+    P::arch_exit(&frame.arch);
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use core::cell::RefCell;
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    /// A mock CPU: an RCU flag, a lockdep flag and an arch "register", plus a
+    /// log of every hook call so ordering can be asserted.
+    #[derive(Default)]
+    struct MockCpu {
+        rcu_watching: bool,
+        hardirqs_enabled: bool,
+        arch_register: u32,
+        arch_default: u32,
+        calls: Vec<&'static str>,
+    }
+
+    std::thread_local! {
+        static CPU: RefCell<MockCpu> = RefCell::new(MockCpu::default());
+    }
+
+    struct MockPlatform;
+
+    impl EntryPlatform for MockPlatform {
+        fn rcu_is_watching() -> bool {
+            CPU.with(|c| c.borrow().rcu_watching)
+        }
+        fn rcu_irq_enter() {
+            CPU.with(|c| {
+                let mut c = c.borrow_mut();
+                assert!(!c.rcu_watching, "rcu_irq_enter while already watching");
+                c.rcu_watching = true;
+                c.calls.push("rcu_irq_enter");
+            })
+        }
+        fn rcu_irq_exit() {
+            CPU.with(|c| {
+                let mut c = c.borrow_mut();
+                assert!(c.rcu_watching, "rcu_irq_exit while not watching");
+                c.rcu_watching = false;
+                c.calls.push("rcu_irq_exit");
+            })
+        }
+        fn lockdep_hardirqs_enabled() -> bool {
+            CPU.with(|c| c.borrow().hardirqs_enabled)
+        }
+        fn lockdep_set_hardirqs_enabled(enabled: bool) {
+            CPU.with(|c| c.borrow_mut().hardirqs_enabled = enabled)
+        }
+        fn arch_enter(arch: &mut ArchExtRegs) {
+            CPU.with(|c| {
+                let mut c = c.borrow_mut();
+                arch.pks = c.arch_register;
+                c.arch_register = c.arch_default;
+                c.calls.push("arch_enter");
+            })
+        }
+        fn arch_exit(arch: &ArchExtRegs) {
+            CPU.with(|c| {
+                let mut c = c.borrow_mut();
+                c.arch_register = arch.pks;
+                c.calls.push("arch_exit");
+            })
+        }
+    }
+
+    fn reset_cpu(rcu_watching: bool, hardirqs_enabled: bool, arch_register: u32) {
+        CPU.with(|c| {
+            *c.borrow_mut() = MockCpu {
+                rcu_watching,
+                hardirqs_enabled,
+                arch_register,
+                arch_default: 0x5555_5554,
+                calls: Vec::new(),
+            }
+        });
+    }
+
+    fn cpu<T>(f: impl FnOnce(&MockCpu) -> T) -> T {
+        CPU.with(|c| f(&c.borrow()))
+    }
+
+    /// A frame whose extension holds garbage, like the stack after `sub`.
+    fn garbage_frame() -> ExtendedPtRegs {
+        ExtendedPtRegs {
+            generic: GenericExtRegs {
+                exit_rcu: 0xa5,
+                lockdep_hardirqs_enabled: 0x5a,
+                reserved: 0xdead,
+            },
+            ..ExtendedPtRegs::default()
+        }
+    }
+
+    #[test]
+    fn enter_from_idle_records_exit_rcu_and_exit_undoes_it() {
+        reset_cpu(false, true, 7);
+        let mut frame = garbage_frame();
+        // SAFETY: frame.regs is inside a whole ExtendedPtRegs.
+        unsafe { irqentry_enter::<MockPlatform>(&mut frame.regs) };
+        assert_eq!(frame.generic.exit_rcu, 1);
+        assert_eq!(frame.generic.reserved, 0);
+        assert!(cpu(|c| c.rcu_watching));
+        // SAFETY: as above.
+        unsafe { irqentry_exit::<MockPlatform>(&mut frame.regs) };
+        assert!(!cpu(|c| c.rcu_watching));
+        assert_eq!(
+            cpu(|c| c.calls.clone()),
+            ["arch_enter", "rcu_irq_enter", "rcu_irq_exit", "arch_exit"]
+        );
+    }
+
+    #[test]
+    fn enter_while_watching_leaves_rcu_alone() {
+        reset_cpu(true, false, 7);
+        let mut frame = garbage_frame();
+        // SAFETY: frame.regs is inside a whole ExtendedPtRegs.
+        unsafe { irqentry_enter::<MockPlatform>(&mut frame.regs) };
+        assert_eq!(frame.generic.exit_rcu, 0);
+        // SAFETY: as above.
+        unsafe { irqentry_exit::<MockPlatform>(&mut frame.regs) };
+        assert!(cpu(|c| c.rcu_watching));
+        assert_eq!(cpu(|c| c.calls.clone()), ["arch_enter", "arch_exit"]);
+    }
+
+    #[test]
+    fn arch_state_is_saved_defaulted_and_restored_with_handler_edits() {
+        reset_cpu(true, false, 0x1234);
+        let mut frame = garbage_frame();
+        // SAFETY: frame.regs is inside a whole ExtendedPtRegs.
+        unsafe { irqentry_enter::<MockPlatform>(&mut frame.regs) };
+        assert_eq!(frame.arch.pks, 0x1234);
+        assert_eq!(cpu(|c| c.arch_register), 0x5555_5554);
+        frame.arch.pks = 0x4321; // a handler editing the saved value
+        // SAFETY: as above.
+        unsafe { irqentry_exit::<MockPlatform>(&mut frame.regs) };
+        assert_eq!(cpu(|c| c.arch_register), 0x4321);
+    }
+
+    proptest! {
+        /// Any nesting of entries (each with its own frame and its own
+        /// interrupted state) unwinds back to exactly the state before it.
+        #[test]
+        fn nested_enter_exit_round_trips(
+            levels in proptest::collection::vec((any::<bool>(), any::<u32>()), 1..12),
+            start_watching in any::<bool>(),
+            start_hardirqs in any::<bool>(),
+        ) {
+            reset_cpu(start_watching, start_hardirqs, 0x10);
+            let mut frames: Vec<ExtendedPtRegs> = levels.iter().map(|_| garbage_frame()).collect();
+            let mut before = Vec::new();
+            for (frame, &(is_nmi, arch_value)) in frames.iter_mut().zip(&levels) {
+                CPU.with(|c| c.borrow_mut().arch_register = arch_value);
+                before.push(cpu(|c| (c.rcu_watching, c.hardirqs_enabled, c.arch_register)));
+                // SAFETY: frame.regs is inside a whole ExtendedPtRegs.
+                unsafe {
+                    if is_nmi {
+                        irqentry_nmi_enter::<MockPlatform>(&mut frame.regs);
+                    } else {
+                        irqentry_enter::<MockPlatform>(&mut frame.regs);
+                    }
+                }
+                prop_assert!(cpu(|c| c.rcu_watching));
+                prop_assert_eq!(frame.arch.pks, arch_value);
+                if is_nmi {
+                    prop_assert!(!cpu(|c| c.hardirqs_enabled));
+                }
+            }
+            for ((frame, &(is_nmi, _)), expected) in
+                frames.iter_mut().zip(&levels).zip(before).rev()
+            {
+                // SAFETY: as above.
+                unsafe {
+                    if is_nmi {
+                        irqentry_nmi_exit::<MockPlatform>(&mut frame.regs);
+                    } else {
+                        irqentry_exit::<MockPlatform>(&mut frame.regs);
+                    }
+                }
+                prop_assert_eq!(cpu(|c| (c.rcu_watching, c.hardirqs_enabled, c.arch_register)), expected);
+            }
+        }
+    }
+}

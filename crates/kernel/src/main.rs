@@ -1,0 +1,115 @@
+//! The extregs kernel.
+//!
+//! Boots through `bootloader_api`, installs a GDT/TSS and an IDT whose every
+//! exception gate enters through the `extregs-entry-asm` stubs (which build
+//! `PtRegs` plus the extension below it), turns on PKS when the CPU has it,
+//! reads its command line from fw_cfg, and runs one mode: `demo` (default),
+//! `selftest` or `oops`. Every mode ends with one `RESULT {json}` line and
+//! leaves QEMU through `isa-debug-exit`.
+
+#![no_std]
+#![no_main]
+
+mod cpu;
+mod demo;
+mod events;
+mod exit;
+mod fwcfg;
+mod gdt;
+mod idt;
+mod memory;
+mod oops;
+mod pks;
+mod result;
+mod selftest;
+mod serial;
+mod show_regs;
+mod symbols;
+mod traps;
+
+use bootloader_api::config::{BootloaderConfig, Mapping};
+use bootloader_api::{entry_point, BootInfo};
+use exit::{exit_qemu, ExitCode};
+use extregs_cmdline::Mode;
+
+/// Physical memory mapped (for page tables and the pkey page), and a larger
+/// stack than the default for the selftests' nested frames.
+pub static BOOTLOADER_CONFIG: BootloaderConfig = {
+    let mut config = BootloaderConfig::new_default();
+    config.mappings.physical_memory = Some(Mapping::Dynamic);
+    config.kernel_stack_size = 128 * 1024;
+    config
+};
+
+entry_point!(kernel_main, config = &BOOTLOADER_CONFIG);
+
+/// The pkey the test page is tagged with.
+const TEST_PKEY: u8 = 1;
+
+fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
+    serial::init();
+    println!("extregs: extended pt_regs kernel, booting");
+    let mut cmdline_buffer = [0u8; fwcfg::CMDLINE_MAX];
+    let text = match fwcfg::read_cmdline(&mut cmdline_buffer) {
+        Ok(text) => text,
+        Err(why) => reject_cmdline(format_args!("{why}")),
+    };
+    let cmdline = match extregs_cmdline::parse(text) {
+        Ok(cmdline) => cmdline,
+        Err(why) => reject_cmdline(format_args!("{why}")),
+    };
+    result::set_mode(cmdline.mode);
+
+    gdt::init();
+    idt::init();
+    let physical_memory_offset = boot_info
+        .physical_memory_offset
+        .into_option()
+        .expect("the bootloader config asks for the physical memory mapping");
+    memory::init(physical_memory_offset, &boot_info.memory_regions);
+    let kernel_elf = memory::physical_to_virtual(x86_64::PhysAddr::new(boot_info.kernel_addr));
+    // SAFETY: the bootloader loaded the kernel ELF at `kernel_addr` (physical)
+    // with length `kernel_len`, mapped through the physical-memory mapping,
+    // and nothing writes it.
+    unsafe {
+        symbols::init(
+            core::slice::from_raw_parts(kernel_elf.as_ptr(), boot_info.kernel_len as usize),
+            boot_info.kernel_image_offset,
+        );
+    }
+
+    let features = cpu::detect();
+    cpu::print_summary(&features);
+    pks::init(features.pks);
+    let pkey_page = if pks::enabled() {
+        let page = memory::map_pkey_page(TEST_PKEY, selftest::PKEY_PAGE_FILL);
+        println!(
+            "extregs: pks: on, PKRS {:08x}; pkey-{} test page at {:#x}",
+            pks::read_pkrs(),
+            page.pkey,
+            page.address.as_u64()
+        );
+        Some(page)
+    } else {
+        println!("extregs: pks: not supported by this CPU; PKRS is not saved (pks=false)");
+        None
+    };
+    println!("extregs: mode={}", cmdline.mode.name());
+
+    let ok = match cmdline.mode {
+        Mode::Demo => demo::run(pkey_page),
+        Mode::Selftest => selftest::run(&selftest::Context { pkey_page }),
+        Mode::Oops => {
+            let cause = cmdline.oops_cause.expect("the parser requires cause= with mode=oops");
+            oops::die_on_purpose(cause, pkey_page)
+        }
+    };
+    exit_qemu(if ok { ExitCode::Success } else { ExitCode::Failure })
+}
+
+/// A bad command line: one `extregs: error:` line and the failure exit,
+/// before anything else runs (DESIGN §4).
+fn reject_cmdline(why: core::fmt::Arguments<'_>) -> ! {
+    println!("extregs: error: {why}");
+    exit_qemu(ExitCode::Failure)
+}

@@ -1,0 +1,124 @@
+//! Paging: the bootloader's page tables seen through its physical-memory
+//! mapping, a frame allocator over the usable regions, and the pkey-tagged
+//! test page that shows PKS really guards memory.
+
+use bootloader_api::info::{MemoryRegionKind, MemoryRegions};
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Mutex;
+use x86_64::registers::control::Cr3;
+use x86_64::structures::paging::mapper::Translate;
+use x86_64::structures::paging::{
+    FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags, PhysFrame, Size4KiB,
+};
+use x86_64::{PhysAddr, VirtAddr};
+
+/// Where the bootloader mapped all of physical memory (0 before [`init`]).
+static PHYSICAL_MEMORY_OFFSET: AtomicU64 = AtomicU64::new(0);
+
+/// Hands out the usable frames of the bootloader's memory map, in order.
+struct BootFrameAllocator {
+    regions: &'static MemoryRegions,
+    next: usize,
+}
+
+// SAFETY: frames come only from regions the bootloader marked Usable, and
+// each is returned at most once (`next` only grows).
+unsafe impl FrameAllocator<Size4KiB> for BootFrameAllocator {
+    fn allocate_frame(&mut self) -> Option<PhysFrame> {
+        let frame = self
+            .regions
+            .iter()
+            .filter(|region| region.kind == MemoryRegionKind::Usable)
+            .flat_map(|region| (region.start..region.end).step_by(4096))
+            .map(|address| PhysFrame::containing_address(PhysAddr::new(address)))
+            .nth(self.next)?;
+        self.next += 1;
+        Some(frame)
+    }
+}
+
+static FRAME_ALLOCATOR: Mutex<Option<BootFrameAllocator>> = Mutex::new(None);
+
+/// Records the physical-memory mapping and the memory map.
+pub fn init(physical_memory_offset: u64, regions: &'static MemoryRegions) {
+    PHYSICAL_MEMORY_OFFSET.store(physical_memory_offset, Ordering::Relaxed);
+    *FRAME_ALLOCATOR.lock() = Some(BootFrameAllocator { regions, next: 0 });
+}
+
+/// The virtual address of a physical address, through the bootloader's map.
+pub fn physical_to_virtual(address: PhysAddr) -> VirtAddr {
+    VirtAddr::new(PHYSICAL_MEMORY_OFFSET.load(Ordering::Relaxed) + address.as_u64())
+}
+
+/// Runs `f` on the active page tables.
+fn with_page_table<T>(f: impl FnOnce(&mut OffsetPageTable<'static>) -> T) -> T {
+    let (level_4_frame, _) = Cr3::read();
+    let level_4 = physical_to_virtual(level_4_frame.start_address()).as_mut_ptr::<PageTable>();
+    let offset = VirtAddr::new(PHYSICAL_MEMORY_OFFSET.load(Ordering::Relaxed));
+    // SAFETY: CR3 names the live level-4 table and the bootloader maps all
+    // physical memory at `offset`. One CPU, and callers never nest: the
+    // mapping helpers run at boot, translation from show_regs only reads.
+    let mut table = unsafe { OffsetPageTable::new(&mut *level_4, offset) };
+    f(&mut table)
+}
+
+/// Is `address` mapped (readable by the kernel, PKS aside)?
+pub fn is_mapped(address: VirtAddr) -> bool {
+    with_page_table(|table| table.translate_addr(address).is_some())
+}
+
+/// The raw page-table flags of the 4 KiB page holding `address`, if mapped
+/// with 4 KiB pages.
+pub fn page_flags(address: VirtAddr) -> Option<PageTableFlags> {
+    use x86_64::structures::paging::mapper::TranslateResult;
+    with_page_table(|table| match table.translate(address) {
+        TranslateResult::Mapped { flags, .. } => Some(flags),
+        _ => None,
+    })
+}
+
+/// PTE bits 62:59 hold a supervisor page's protection key.
+pub const PTE_PKEY_SHIFT: u32 = 59;
+
+/// A page whose PTE carries a non-zero pkey.
+#[derive(Clone, Copy, Debug)]
+pub struct PkeyPage {
+    pub pkey: u8,
+    pub address: VirtAddr,
+}
+
+/// Maps one fresh supervisor page tagged with `pkey` at an address in an
+/// unused level-4 slot, and fills it with `fill` through the frame's alias in
+/// the physical-memory map (key 0, so always accessible).
+pub fn map_pkey_page(pkey: u8, fill: u64) -> PkeyPage {
+    assert!(pkey < 16, "PKS has 16 keys");
+    let mut allocator_slot = FRAME_ALLOCATOR.lock();
+    let allocator = allocator_slot.as_mut().expect("memory::init ran");
+    let frame = allocator.allocate_frame().expect("a free frame for the pkey page");
+    let alias = physical_to_virtual(frame.start_address());
+    let words = alias.as_mut_ptr::<u64>();
+    for index in 0..512 {
+        // SAFETY: the frame was just allocated and is mapped (key 0) at
+        // `alias`; 512 words are exactly one 4 KiB page.
+        unsafe { words.add(index).write_volatile(fill) };
+    }
+    let address = with_page_table(|table| {
+        let level_4 = table.level_4_table();
+        // Lower half, skipping slot 0 (null-pointer neighbourhood).
+        let free_slot = (1..256)
+            .find(|&slot| level_4[slot].is_unused())
+            .expect("an unused level-4 slot for the pkey page");
+        let address = VirtAddr::new((free_slot as u64) << 39);
+        let flags = PageTableFlags::PRESENT
+            | PageTableFlags::WRITABLE
+            | PageTableFlags::from_bits_retain(u64::from(pkey) << PTE_PKEY_SHIFT);
+        let page = Page::<Size4KiB>::containing_address(address);
+        // SAFETY: the page lies in a level-4 slot nothing uses, and the frame
+        // is fresh, so the new mapping aliases only our own `alias` view.
+        unsafe { table.map_to(page, frame, flags, allocator) }
+            .expect("mapping the pkey page")
+            .flush();
+        address
+    });
+    PkeyPage { pkey, address }
+}

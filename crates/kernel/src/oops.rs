@@ -1,0 +1,201 @@
+//! Dying well: unhandled exceptions and panics print show_regs, the
+//! `RESULT` line with `"ok":false`, and leave through the failure exit.
+
+use crate::exit::{exit_qemu, ExitCode};
+use crate::{idt, pks, println, result, serial, show_regs, symbols};
+use crate::memory::PkeyPage;
+use core::arch::asm;
+use extregs_cmdline::OopsCause;
+use core::sync::atomic::{AtomicBool, Ordering};
+use extregs_regs::{ExtendedPtRegs, PtRegs};
+use x86_64::registers::control::Cr2;
+
+/// Set by the first oops or panic; a second one (the dump itself failing)
+/// leaves at once rather than recursing.
+static DYING: AtomicBool = AtomicBool::new(false);
+
+/// #PF error-code bits (SDM vol. 3 §4.7).
+const PF_PRESENT: u64 = 1 << 0;
+const PF_WRITE: u64 = 1 << 1;
+const PF_USER: u64 = 1 << 2;
+const PF_INSTRUCTION: u64 = 1 << 4;
+const PF_PROTECTION_KEY: u64 = 1 << 5;
+
+const PAGE_FAULT: u8 = 14;
+
+fn begin_dying() {
+    if DYING.swap(true, Ordering::SeqCst) {
+        exit_qemu(ExitCode::Failure);
+    }
+    serial::force_unlock();
+}
+
+/// An exception nobody claimed: describe it, show_regs, fail.
+pub fn die_unhandled(regs: &mut PtRegs, vector: u8) -> ! {
+    begin_dying();
+    println!(
+        "extregs: oops: unhandled {} (vector {}){}",
+        idt::exception_name(vector),
+        vector,
+        if regs.has_error_code() { "" } else { ", no error code" }
+    );
+    if regs.has_error_code() {
+        println!("extregs: error code: {:#x}", regs.orig_ax);
+    }
+    if vector == PAGE_FAULT {
+        describe_page_fault(regs);
+    }
+    // SAFETY: `regs` came from an entry stub (this is only called from
+    // extregs_exception_entry).
+    unsafe { show_regs::show_regs(regs) };
+    finish("unhandled exception")
+}
+
+fn describe_page_fault(regs: &PtRegs) {
+    let address = Cr2::read_raw();
+    let code = regs.orig_ax;
+    println!(
+        "BUG: {} {} at {:#018x} ({}{}{})",
+        if code & PF_USER != 0 { "user" } else { "supervisor" },
+        if code & PF_INSTRUCTION != 0 {
+            "instruction fetch"
+        } else if code & PF_WRITE != 0 {
+            "write access"
+        } else {
+            "read access"
+        },
+        address,
+        if code & PF_PRESENT != 0 { "protection fault" } else { "page not present" },
+        if code & PF_PROTECTION_KEY != 0 { ", protection key" } else { "" },
+        if code & PF_USER != 0 { ", user" } else { "" },
+    );
+    if code & PF_PROTECTION_KEY != 0 {
+        describe_pks_violation(regs, address, code & PF_WRITE != 0);
+    }
+}
+
+/// Which key, which right: the PTE names the key, the saved PKRS the rights.
+fn describe_pks_violation(regs: &PtRegs, address: u64, write: bool) {
+    let Some(flags) = x86_64::VirtAddr::try_new(address).ok().and_then(crate::memory::page_flags)
+    else {
+        println!("PKS: the faulting address has no 4 KiB mapping to name its key");
+        return;
+    };
+    let pkey = ((flags.bits() >> crate::memory::PTE_PKEY_SHIFT) & 0xf) as u8;
+    // SAFETY: `regs` came from an entry stub.
+    let saved = unsafe { ExtendedPtRegs::from_regs_ref(regs) }.arch.pks;
+    let rights = pks::key_rights(saved, pkey);
+    let denied = match rights {
+        pks::KeyRights::NoAccess => "access-disable (AD) set",
+        pks::KeyRights::ReadOnly if write => "write-disable (WD) set",
+        _ => "rights allow it: stale PKRS?",
+    };
+    println!(
+        "PKS: {} of pkey {} denied: {} in saved PKRS {:08x} (key {} is {})",
+        if write { "write" } else { "read" },
+        pkey,
+        denied,
+        saved,
+        pkey,
+        rights.short()
+    );
+}
+
+fn finish(why: &str) -> ! {
+    if let Some(offset) = symbols::image_offset() {
+        println!("Kernel Offset: {offset:#x}");
+    }
+    println!("---[ end trace ]---");
+    result::emit(false, format_args!(",\"error\":\"{why}\""));
+    exit_qemu(ExitCode::Failure)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    begin_dying();
+    println!("extregs: panic: {info}");
+    let mut frame = ExtendedPtRegs::default();
+    capture_current(&mut frame.regs);
+    if pks::enabled() {
+        frame.arch.pks = pks::read_pkrs();
+    }
+    println!("extregs: registers at the panic (GPRs other than RSP/RBP not captured):");
+    // SAFETY: `frame.regs` is the regs field of a whole ExtendedPtRegs.
+    unsafe { show_regs::show_regs(&frame.regs) };
+    finish("panic")
+}
+
+/// Fills the parts of `regs` that describe "here": RIP, RSP, RBP, CS, SS and
+/// RFLAGS of the caller.
+#[inline(always)]
+fn capture_current(regs: &mut PtRegs) {
+    let (ip, sp, bp, cs, ss, flags): (u64, u64, u64, u64, u64, u64);
+    // SAFETY: only reads registers (and pushes/pops one word for RFLAGS).
+    unsafe {
+        asm!(
+            "leaq 0(%rip), {ip}",
+            "movq %rsp, {sp}",
+            "movq %rbp, {bp}",
+            "movq %cs, {cs}",
+            "movq %ss, {ss}",
+            "pushfq",
+            "popq {flags}",
+            ip = out(reg) ip, sp = out(reg) sp, bp = out(reg) bp,
+            cs = out(reg) cs, ss = out(reg) ss, flags = out(reg) flags,
+            options(att_syntax)
+        );
+    }
+    *regs = PtRegs { ip, sp, bp, cs, ss, flags, orig_ax: extregs_regs::NO_ERROR_CODE, ..PtRegs::default() };
+}
+
+/// `mode=oops`: dies of `cause`, to show (and test) the oops path.
+pub fn die_on_purpose(cause: OopsCause, pkey_page: Option<PkeyPage>) -> ! {
+    println!("extregs: oops: dying on purpose ({cause:?})");
+    match cause {
+        OopsCause::InvalidOpcode => oops_invalid_opcode(),
+        OopsCause::GeneralProtection => oops_general_protection(),
+        OopsCause::PksViolation => match pkey_page {
+            Some(page) => oops_pks_violation(page.address.as_u64()),
+            None => {
+                println!("extregs: error: cause=pks needs a CPU with PKS (try -cpu max)");
+                result::emit(false, format_args!(",\"error\":\"no PKS\""));
+                exit_qemu(ExitCode::Failure)
+            }
+        },
+        OopsCause::Panic => panic!("deliberate panic (mode=oops cause=panic)"),
+    }
+}
+
+#[inline(never)]
+fn oops_invalid_opcode() -> ! {
+    // SAFETY: ud2 raises #UD, which nothing claims: the oops path ends the VM.
+    unsafe { asm!("ud2", options(att_syntax, noreturn)) }
+}
+
+#[inline(never)]
+fn oops_general_protection() -> ! {
+    // SAFETY: the load from a non-canonical address raises #GP, which
+    // nothing claims: the oops path ends the VM.
+    unsafe {
+        asm!(
+            "movabsq $0x8000000000000000, %rax",
+            "movq (%rax), %rax",
+            "ud2",
+            options(att_syntax, noreturn)
+        )
+    }
+}
+
+#[inline(never)]
+fn oops_pks_violation(address: u64) -> ! {
+    // SAFETY: the page's key is access-disabled in the default PKRS, so the
+    // load raises #PF with the PK bit, which nothing claims.
+    unsafe {
+        asm!(
+            "movq ({address}), %rax",
+            "ud2",
+            address = in(reg) address,
+            options(att_syntax, noreturn)
+        )
+    }
+}

@@ -1,0 +1,466 @@
+//! `mode=selftest`: KTAP version 1 tests of the extended frame on every
+//! exception kind the kernel can raise on purpose.
+//!
+//! Each test raises one event through [`expect_event!`] (or the GPR
+//! trampoline below), lets [`events::recording_hook`] capture the frame, and
+//! checks what the handler saw and what came back after IRET.
+
+use crate::events::{self, FrameEdit, Observed, FAULT_IP, RESUME_IP};
+use crate::memory::PkeyPage;
+use crate::pks::{self, KeyRights, PKRS_DEFAULT};
+use crate::{expect_event, gdt, println, result, traps};
+use core::sync::atomic::Ordering;
+use extregs_entry_asm::{asm_offsets, vector_has_error_code};
+use extregs_regs::{PtRegs, GENERIC_PTREGS_SIZE, NO_ERROR_CODE};
+
+/// How one test ended.
+enum Outcome {
+    Pass,
+    Fail,
+    Skip(&'static str),
+}
+
+/// Prints a KTAP diagnostic and fails the test when `condition` is false.
+macro_rules! check {
+    ($condition:expr, $($message:tt)*) => {
+        if !$condition {
+            println!("# {}: {}", stringify!($condition), format_args!($($message)*));
+            return Outcome::Fail;
+        }
+    };
+}
+
+/// Everything a test may need from boot.
+pub struct Context {
+    pub pkey_page: Option<PkeyPage>,
+}
+
+/// Value the pkey page is filled with.
+pub const PKEY_PAGE_FILL: u64 = 0x5eed_0f0d_dba1_1000;
+
+type Test = fn(&Context) -> Outcome;
+
+const TESTS: &[(&str, Test)] = &[
+    ("container_of_below_ptregs", container_of_below_ptregs),
+    ("divide_error_frame", divide_error_frame),
+    ("int3_frame", int3_frame),
+    ("invalid_opcode_frame", invalid_opcode_frame),
+    ("general_protection_frame", general_protection_frame),
+    ("pks_read_fault_frame", pks_read_fault_frame),
+    ("pks_write_fault_frame", pks_write_fault_frame),
+    ("gprs_round_trip", gprs_round_trip),
+    ("gpr_edit_through_ptregs", gpr_edit_through_ptregs),
+    ("pkrs_saved_live_restored", pkrs_saved_live_restored),
+    ("pkrs_saved_edit_applies_after_iret", pkrs_saved_edit_applies_after_iret),
+    ("exit_rcu_round_trip", exit_rcu_round_trip),
+];
+
+/// Runs every test, prints KTAP and the RESULT line; true when none failed.
+pub fn run(context: &Context) -> bool {
+    println!("KTAP version 1");
+    println!("1..{}", TESTS.len());
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for (number, (name, test)) in TESTS.iter().enumerate() {
+        let outcome = traps::with_trap_hook(events::recording_hook, || test(context));
+        // Every test leaves PKRS at the default, whatever it did.
+        if pks::enabled() && pks::read_pkrs() != PKRS_DEFAULT {
+            // SAFETY: PKS is on; the default keeps key 0 read/write.
+            unsafe { pks::write_pkrs(PKRS_DEFAULT) };
+        }
+        match outcome {
+            Outcome::Pass => {
+                passed += 1;
+                println!("ok {} {}", number + 1, name);
+            }
+            Outcome::Fail => {
+                failed += 1;
+                println!("not ok {} {}", number + 1, name);
+            }
+            Outcome::Skip(reason) => {
+                skipped += 1;
+                println!("ok {} {} # SKIP {}", number + 1, name, reason);
+            }
+        }
+    }
+    println!("# extregs-selftest: pass:{passed} fail:{failed} skip:{skipped} total:{}", TESTS.len());
+    let ok = failed == 0;
+    result::emit(
+        ok,
+        format_args!(
+            ",\"tests\":{},\"passed\":{passed},\"failed\":{failed},\"skipped\":{skipped}",
+            TESTS.len()
+        ),
+    );
+    ok
+}
+
+/// The handler's observation, or a failed test when it never ran.
+macro_rules! observed_or_fail {
+    () => {
+        match events::observed() {
+            Some(observed) => observed,
+            None => {
+                println!("# the handler never saw the event");
+                return Outcome::Fail;
+            }
+        }
+    };
+}
+
+/// Checks vector, `orig_ax`, `ip` and the kernel segments of a frame.
+fn check_frame(observed: &Observed, vector: u8, error_code: Option<u64>, ip: u64) -> Outcome {
+    check!(observed.vector == vector, "vector {} (expected {})", observed.vector, vector);
+    let expected_orig_ax = error_code.unwrap_or(NO_ERROR_CODE);
+    check!(
+        observed.regs.orig_ax == expected_orig_ax,
+        "orig_ax {:#x} (expected {:#x})",
+        observed.regs.orig_ax,
+        expected_orig_ax
+    );
+    check!(
+        vector_has_error_code(vector) == error_code.is_some(),
+        "the stub table disagrees about vector {}'s error code",
+        vector
+    );
+    check!(observed.regs.ip == ip, "ip {:#x} (expected {:#x})", observed.regs.ip, ip);
+    check!(
+        observed.regs.cs == u64::from(gdt::KERNEL_CS.0),
+        "cs {:#x} (expected __KERNEL_CS)",
+        observed.regs.cs
+    );
+    check!(
+        observed.regs.ss == u64::from(gdt::KERNEL_DS.0),
+        "ss {:#x} (expected __KERNEL_DS)",
+        observed.regs.ss
+    );
+    Outcome::Pass
+}
+
+fn container_of_below_ptregs(_: &Context) -> Outcome {
+    events::arm(FrameEdit::None);
+    expect_event!(setup: [], event: "int3");
+    let observed = observed_or_fail!();
+    check!(
+        observed.regs_address - observed.extension_address == GENERIC_PTREGS_SIZE as u64,
+        "extension at {:#x}, PtRegs at {:#x}",
+        observed.extension_address,
+        observed.regs_address
+    );
+    check!(
+        GENERIC_PTREGS_SIZE == asm_offsets::GENERIC_PTREGS_SIZE,
+        "asm-offsets says {}",
+        asm_offsets::GENERIC_PTREGS_SIZE
+    );
+    check!(
+        observed.extension_address % 16 == 0,
+        "RSP at the call into Rust ({:#x}) is not 16-byte aligned",
+        observed.extension_address
+    );
+    Outcome::Pass
+}
+
+fn divide_error_frame(_: &Context) -> Outcome {
+    events::arm(FrameEdit::None);
+    expect_event!(
+        setup: ["xorl %edx, %edx", "movl $1, %eax", "xorl %ecx, %ecx"],
+        event: "divl %ecx",
+        out("rdx") _, out("rcx") _
+    );
+    let observed = observed_or_fail!();
+    check_frame(&observed, 0, None, FAULT_IP.load(Ordering::SeqCst))
+}
+
+fn int3_frame(_: &Context) -> Outcome {
+    events::arm(FrameEdit::None);
+    expect_event!(setup: [], event: "int3");
+    let observed = observed_or_fail!();
+    // int3 is a trap: the saved ip is the instruction after it.
+    check_frame(&observed, 3, None, RESUME_IP.load(Ordering::SeqCst))
+}
+
+fn invalid_opcode_frame(_: &Context) -> Outcome {
+    events::arm(FrameEdit::None);
+    expect_event!(setup: [], event: "ud2");
+    let observed = observed_or_fail!();
+    check_frame(&observed, 6, None, FAULT_IP.load(Ordering::SeqCst))
+}
+
+fn general_protection_frame(_: &Context) -> Outcome {
+    events::arm(FrameEdit::None);
+    expect_event!(
+        setup: ["movabsq $0x8000000000000000, %rcx"],
+        event: "movq (%rcx), %rcx",
+        out("rcx") _
+    );
+    let observed = observed_or_fail!();
+    // A non-canonical address: #GP with error code 0.
+    check_frame(&observed, 13, Some(0), FAULT_IP.load(Ordering::SeqCst))
+}
+
+/// #PF error-code bits: present, write, protection key.
+const PF_PRESENT: u64 = 1 << 0;
+const PF_WRITE: u64 = 1 << 1;
+const PF_PROTECTION_KEY: u64 = 1 << 5;
+
+fn pks_read_fault_frame(context: &Context) -> Outcome {
+    let Some(page) = context.pkey_page else { return Outcome::Skip("no PKS") };
+    // The default PKRS access-disables the page's key: a read faults.
+    events::arm(FrameEdit::None);
+    expect_event!(
+        setup: [],
+        event: "movq ({address}), %rcx",
+        address = in(reg) page.address.as_u64(), out("rcx") _
+    );
+    let observed = observed_or_fail!();
+    if let Outcome::Fail = check_frame(
+        &observed,
+        14,
+        Some(PF_PRESENT | PF_PROTECTION_KEY),
+        FAULT_IP.load(Ordering::SeqCst),
+    ) {
+        return Outcome::Fail;
+    }
+    check!(observed.cr2 == page.address.as_u64(), "cr2 {:#x}", observed.cr2);
+    Outcome::Pass
+}
+
+fn pks_write_fault_frame(context: &Context) -> Outcome {
+    let Some(page) = context.pkey_page else { return Outcome::Skip("no PKS") };
+    let read_only = pks::with_key_rights(PKRS_DEFAULT, page.pkey, KeyRights::ReadOnly);
+    // SAFETY: PKS is on (there is a pkey page); key 0 stays read/write.
+    unsafe { pks::write_pkrs(read_only) };
+    // With write-disable only, a read works and returns the page's fill...
+    // SAFETY: the page is mapped and its key now allows reads.
+    let value = unsafe { core::ptr::read_volatile(page.address.as_ptr::<u64>()) };
+    check!(value == PKEY_PAGE_FILL, "read {:#x} through the pkey page", value);
+    // ...and a write faults.
+    events::arm(FrameEdit::None);
+    expect_event!(
+        setup: [],
+        event: "movq %rcx, ({address})",
+        address = in(reg) page.address.as_u64(), in("rcx") 0u64
+    );
+    let observed = observed_or_fail!();
+    if let Outcome::Fail = check_frame(
+        &observed,
+        14,
+        Some(PF_PRESENT | PF_WRITE | PF_PROTECTION_KEY),
+        FAULT_IP.load(Ordering::SeqCst),
+    ) {
+        return Outcome::Fail;
+    }
+    check!(observed.saved_pkrs == read_only, "saved PKRS {:08x}", observed.saved_pkrs);
+    check!(pks::read_pkrs() == read_only, "PKRS after IRET {:08x}", pks::read_pkrs());
+    Outcome::Pass
+}
+
+// The GPR trampoline: loads all 15 GPRs from a PtRegs, executes int3, and
+// stores all 15 into another PtRegs. Offsets come from asm-offsets.
+//
+//   on int3:                         after int3 (before the stores):
+//   | return address |               | return address |
+//   | rbx rbp r12..r15 (saved) |     | rbx rbp r12..r15 (saved) |
+//   | output pointer | <- rsp        | di of the context | <- rsp (xchg)
+//                                     rdi = output pointer
+core::arch::global_asm!(
+    ".text",
+    ".globl extregs_selftest_int3_with_gprs",
+    ".type extregs_selftest_int3_with_gprs, @function",
+    "extregs_selftest_int3_with_gprs:",
+    "pushq %rbx",
+    "pushq %rbp",
+    "pushq %r12",
+    "pushq %r13",
+    "pushq %r14",
+    "pushq %r15",
+    "pushq %rsi",
+    "movq {r15}(%rdi), %r15",
+    "movq {r14}(%rdi), %r14",
+    "movq {r13}(%rdi), %r13",
+    "movq {r12}(%rdi), %r12",
+    "movq {bp}(%rdi), %rbp",
+    "movq {bx}(%rdi), %rbx",
+    "movq {r11}(%rdi), %r11",
+    "movq {r10}(%rdi), %r10",
+    "movq {r9}(%rdi), %r9",
+    "movq {r8}(%rdi), %r8",
+    "movq {ax}(%rdi), %rax",
+    "movq {cx}(%rdi), %rcx",
+    "movq {dx}(%rdi), %rdx",
+    "movq {si}(%rdi), %rsi",
+    "movq {di}(%rdi), %rdi",
+    "int3",
+    ".globl extregs_selftest_int3_resume",
+    "extregs_selftest_int3_resume:",
+    "xchgq %rdi, (%rsp)",
+    "movq %r15, {r15}(%rdi)",
+    "movq %r14, {r14}(%rdi)",
+    "movq %r13, {r13}(%rdi)",
+    "movq %r12, {r12}(%rdi)",
+    "movq %rbp, {bp}(%rdi)",
+    "movq %rbx, {bx}(%rdi)",
+    "movq %r11, {r11}(%rdi)",
+    "movq %r10, {r10}(%rdi)",
+    "movq %r9, {r9}(%rdi)",
+    "movq %r8, {r8}(%rdi)",
+    "movq %rax, {ax}(%rdi)",
+    "movq %rcx, {cx}(%rdi)",
+    "movq %rdx, {dx}(%rdi)",
+    "movq %rsi, {si}(%rdi)",
+    "popq {di}(%rdi)",
+    "popq %r15",
+    "popq %r14",
+    "popq %r13",
+    "popq %r12",
+    "popq %rbp",
+    "popq %rbx",
+    "ret",
+    ".size extregs_selftest_int3_with_gprs, . - extregs_selftest_int3_with_gprs",
+    r15 = const asm_offsets::PTREGS_R15,
+    r14 = const asm_offsets::PTREGS_R14,
+    r13 = const asm_offsets::PTREGS_R13,
+    r12 = const asm_offsets::PTREGS_R12,
+    bp = const asm_offsets::PTREGS_BP,
+    bx = const asm_offsets::PTREGS_BX,
+    r11 = const asm_offsets::PTREGS_R11,
+    r10 = const asm_offsets::PTREGS_R10,
+    r9 = const asm_offsets::PTREGS_R9,
+    r8 = const asm_offsets::PTREGS_R8,
+    ax = const asm_offsets::PTREGS_AX,
+    cx = const asm_offsets::PTREGS_CX,
+    dx = const asm_offsets::PTREGS_DX,
+    si = const asm_offsets::PTREGS_SI,
+    di = const asm_offsets::PTREGS_DI,
+    options(att_syntax)
+);
+
+extern "C" {
+    fn extregs_selftest_int3_with_gprs(input: *const PtRegs, output: *mut PtRegs);
+    fn extregs_selftest_int3_resume();
+}
+
+/// A distinct, recognisable value per GPR.
+fn gpr_patterns() -> PtRegs {
+    let pattern = |index: u64| 0xe1e2_0000_0000_0000 | (index << 40) | (index * 0x0101_0101);
+    PtRegs {
+        r15: pattern(1),
+        r14: pattern(2),
+        r13: pattern(3),
+        r12: pattern(4),
+        bp: pattern(5),
+        bx: pattern(6),
+        r11: pattern(7),
+        r10: pattern(8),
+        r9: pattern(9),
+        r8: pattern(10),
+        ax: pattern(11),
+        cx: pattern(12),
+        dx: pattern(13),
+        si: pattern(14),
+        di: pattern(15),
+        ..PtRegs::default()
+    }
+}
+
+/// Runs the trampoline with `edit`; returns (what the handler saw, what came
+/// back).
+fn int3_with_gprs(input: &PtRegs, edit: FrameEdit) -> (Option<Observed>, PtRegs) {
+    events::arm(edit);
+    RESUME_IP.store(extregs_selftest_int3_resume as *const () as u64, Ordering::SeqCst);
+    let mut output = PtRegs::default();
+    // SAFETY: the trampoline reads `input` and writes `output` (both valid
+    // PtRegs), restores every callee-saved register and executes one int3,
+    // which the installed recording hook claims.
+    unsafe { extregs_selftest_int3_with_gprs(input, &mut output) };
+    (events::observed(), output)
+}
+
+fn gprs_round_trip(_: &Context) -> Outcome {
+    let input = gpr_patterns();
+    let (observed, output) = int3_with_gprs(&input, FrameEdit::None);
+    let Some(observed) = observed else {
+        println!("# the handler never saw the int3");
+        return Outcome::Fail;
+    };
+    for ((name, expected), ((_, in_frame), (_, returned))) in
+        input.gprs().iter().zip(observed.regs.gprs().iter().zip(output.gprs().iter()))
+    {
+        check!(*in_frame == *expected, "{} in PtRegs {:#x}, loaded {:#x}", name, in_frame, expected);
+        check!(*returned == *expected, "{} came back {:#x}, was {:#x}", name, returned, expected);
+    }
+    Outcome::Pass
+}
+
+fn gpr_edit_through_ptregs(_: &Context) -> Outcome {
+    let input = gpr_patterns();
+    let (new_r12, new_bx) = (0x1212_1212_dead_beef, 0xb0b0_b0b0_cafe_f00d);
+    let (observed, output) = int3_with_gprs(&input, FrameEdit::Gprs { r12: new_r12, bx: new_bx });
+    check!(observed.is_some(), "the handler never saw the int3");
+    let expected = PtRegs { r12: new_r12, bx: new_bx, ..input };
+    for ((name, want), (_, got)) in expected.gprs().iter().zip(output.gprs().iter()) {
+        check!(*got == *want, "{} came back {:#x}, expected {:#x}", name, got, want);
+    }
+    Outcome::Pass
+}
+
+fn pkrs_saved_live_restored(context: &Context) -> Outcome {
+    let Some(page) = context.pkey_page else { return Outcome::Skip("no PKS") };
+    let interrupted = pks::with_key_rights(PKRS_DEFAULT, page.pkey, KeyRights::ReadWrite);
+    // SAFETY: PKS is on; key 0 stays read/write.
+    unsafe { pks::write_pkrs(interrupted) };
+    events::arm(FrameEdit::None);
+    expect_event!(setup: [], event: "int3");
+    let after = pks::read_pkrs();
+    let observed = observed_or_fail!();
+    check!(
+        observed.saved_pkrs == interrupted,
+        "saved {:08x}, interrupted context had {:08x}",
+        observed.saved_pkrs,
+        interrupted
+    );
+    check!(
+        observed.live_pkrs == PKRS_DEFAULT,
+        "live PKRS in the handler {:08x}, default {:08x}",
+        observed.live_pkrs,
+        PKRS_DEFAULT
+    );
+    check!(after == interrupted, "PKRS after IRET {:08x}, saved {:08x}", after, interrupted);
+    Outcome::Pass
+}
+
+fn pkrs_saved_edit_applies_after_iret(context: &Context) -> Outcome {
+    let Some(page) = context.pkey_page else { return Outcome::Skip("no PKS") };
+    // Interrupted context: default rights, so the page is off limits. The
+    // handler grants the key in the *saved* PKRS only.
+    events::arm(FrameEdit::GrantPkey(page.pkey));
+    expect_event!(setup: [], event: "int3");
+    let after = pks::read_pkrs();
+    let observed = observed_or_fail!();
+    let granted = pks::with_key_rights(PKRS_DEFAULT, page.pkey, KeyRights::ReadWrite);
+    check!(observed.saved_pkrs == PKRS_DEFAULT, "saved {:08x}", observed.saved_pkrs);
+    check!(after == granted, "PKRS after IRET {:08x}, handler granted {:08x}", after, granted);
+    // SAFETY: the key is now granted, so the mapped page is readable.
+    let value = unsafe { core::ptr::read_volatile(page.address.as_ptr::<u64>()) };
+    check!(value == PKEY_PAGE_FILL, "read {:#x} through the granted key", value);
+    Outcome::Pass
+}
+
+fn exit_rcu_round_trip(_: &Context) -> Outcome {
+    // Pretend the CPU is idle (RCU not watching), as the idle loop will.
+    traps::set_rcu_watching(false);
+    events::arm(FrameEdit::None);
+    expect_event!(setup: [], event: "int3");
+    let watching_after = traps::rcu_is_watching();
+    traps::set_rcu_watching(true);
+    let observed = observed_or_fail!();
+    check!(observed.rcu_watching, "RCU was not watching inside the handler");
+    check!(observed.generic.exit_rcu == 1, "exit_rcu {} in the extension", observed.generic.exit_rcu);
+    check!(!watching_after, "irqentry_exit did not undo rcu_irq_enter");
+    // And while watching, exit_rcu stays clear.
+    events::arm(FrameEdit::None);
+    expect_event!(setup: [], event: "int3");
+    let observed = observed_or_fail!();
+    check!(observed.generic.exit_rcu == 0, "exit_rcu {} while watching", observed.generic.exit_rcu);
+    check!(traps::rcu_is_watching(), "RCU stopped watching");
+    Outcome::Pass
+}

@@ -1,0 +1,276 @@
+//! The extended `pt_regs` frame.
+//!
+//! Every entry into the kernel builds the same frame on the stack (DESIGN §1):
+//!
+//! ```text
+//!   higher addresses
+//!   +--------------------+  <- RSP before the event (the CPU aligns it to 16)
+//!   | ss sp flags cs ip  |   pushed by the CPU
+//!   | orig_ax            |   error code, or -1 when the vector has none
+//!   | di si dx cx ax     |
+//!   | r8 r9 r10 r11      |   saved by PUSH_AND_CLEAR_REGS, Linux order
+//!   | bx bp r12..r15     |
+//!   +--------------------+  <- &PtRegs (168 bytes)
+//!   | arch:    pks       |   ArchExtRegs
+//!   | generic: exit_rcu, |   GenericExtRegs
+//!   |   lockdep          |   (`sub $GENERIC_PTREGS_SIZE, %rsp`)
+//!   +--------------------+  <- &ExtendedPtRegs == container_of(&PtRegs)
+//! ```
+//!
+//! Handlers receive `&mut PtRegs` only. Code that needs the per-interrupt state
+//! recovers the whole frame with [`ExtendedPtRegs::from_regs`], the Rust
+//! spelling of Linux's `container_of(regs, struct extended_pt_regs, regs)`.
+//!
+//! This crate is `no_std` and built both for the kernel and for the host (unit
+//! tests and the asm-offsets generator), so the layout checked here is the
+//! layout the assembly uses.
+
+#![no_std]
+
+use core::mem::size_of;
+use memoffset::offset_of;
+use static_assertions::const_assert_eq;
+
+/// The register frame of an interrupted context, in Linux's x86_64 order
+/// (`arch/x86/include/asm/ptrace.h`): callee-saved GPRs at the lowest
+/// addresses, then the caller-clobbered ones, then `orig_ax` and the five words
+/// the CPU pushes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PtRegs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub bp: u64,
+    pub bx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub ax: u64,
+    pub cx: u64,
+    pub dx: u64,
+    pub si: u64,
+    pub di: u64,
+    /// The CPU's error code, or `u64::MAX` (-1) when the vector has none.
+    pub orig_ax: u64,
+    pub ip: u64,
+    pub cs: u64,
+    pub flags: u64,
+    pub sp: u64,
+    pub ss: u64,
+}
+
+/// Value the entry stubs store in [`PtRegs::orig_ax`] for vectors without an
+/// error code (Linux pushes `$-1` the same way).
+pub const NO_ERROR_CODE: u64 = u64::MAX;
+
+/// Architecture-independent per-interrupt state, the part of Linux's
+/// `irqentry_state_t` that Lutomirski proposed to move below `pt_regs`.
+///
+/// The fields are plain bytes rather than `bool` on purpose: the entry
+/// assembly only reserves this space (`sub`), so until `irqentry_enter`
+/// writes it the bytes are whatever was on the stack, and every bit pattern
+/// must be a valid value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenericExtRegs {
+    /// Non-zero when `irqentry_enter` had to make RCU watch (the CPU was
+    /// idle), so `irqentry_exit` must undo it.
+    pub exit_rcu: u8,
+    /// Non-zero when hardirqs were enabled (lockdep view) at NMI entry;
+    /// `irqentry_nmi_exit` restores that state.
+    pub lockdep_hardirqs_enabled: u8,
+    /// Padding, kept zero by the entry code so dumps are deterministic.
+    pub reserved: u16,
+}
+
+/// Architecture-specific per-interrupt state: on x86 the PKS register of the
+/// interrupted context (Weiny's `pt_regs_auxiliary`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArchExtRegs {
+    /// Saved PKRS (MSR 0x6E1; a 32-bit value, the upper half of the MSR is 0).
+    pub pks: u32,
+}
+
+/// The whole frame: the extension directly below [`PtRegs`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExtendedPtRegs {
+    pub generic: GenericExtRegs,
+    pub arch: ArchExtRegs,
+    pub regs: PtRegs,
+}
+
+/// Size of [`PtRegs`]: 21 eight-byte words.
+pub const PTREGS_SIZE: usize = size_of::<PtRegs>();
+
+/// Bytes the entry assembly reserves below [`PtRegs`] for the extension.
+pub const GENERIC_PTREGS_SIZE: usize = size_of::<ExtendedPtRegs>() - size_of::<PtRegs>();
+
+// PtRegs must be exactly Linux's 168 bytes: the entry stubs build it from the
+// five CPU words, orig_ax and 15 GPRs, and `PTREGS_SIZE` is what they skip.
+const_assert_eq!(PTREGS_SIZE, 168);
+// The extension is 8 bytes: generic and arch state cost no more per frame
+// than Weiny's PKS-only `pt_regs_auxiliary`.
+const_assert_eq!(GENERIC_PTREGS_SIZE, 8);
+// The CPU pushes its frame on a 16-byte aligned RSP in 64-bit mode. The stub
+// then adds orig_ax, the GPRs and the extension, and calls into Rust, whose
+// ABI needs RSP % 16 == 0 at the `call`. So the frame must keep the alignment.
+const_assert_eq!((PTREGS_SIZE + GENERIC_PTREGS_SIZE) % 16, 0);
+// `regs` must be the last field so the extension lies *below* it and the
+// frame ends where the CPU's words end.
+const_assert_eq!(offset_of!(ExtendedPtRegs, regs), GENERIC_PTREGS_SIZE);
+const_assert_eq!(offset_of!(ExtendedPtRegs, generic), 0);
+const_assert_eq!(offset_of!(ExtendedPtRegs, arch), size_of::<GenericExtRegs>());
+
+// Every field at Linux's offset: the asm-offsets generator and the stubs rely
+// on this order, and show_regs dumps and outside tools read frames by it.
+macro_rules! assert_ptregs_order {
+    ($($field:ident),+ $(,)?) => {
+        assert_ptregs_order!(@at 0usize; $($field),+);
+    };
+    (@at $index:expr; $field:ident $(, $rest:ident)*) => {
+        const_assert_eq!(offset_of!(PtRegs, $field), $index * 8);
+        assert_ptregs_order!(@at $index + 1usize; $($rest),*);
+    };
+    (@at $index:expr;) => {};
+}
+assert_ptregs_order!(
+    r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp,
+    ss,
+);
+
+impl ExtendedPtRegs {
+    /// Recovers the whole frame from the `PtRegs` inside it (`container_of`).
+    ///
+    /// # Safety
+    ///
+    /// `regs` must be the `regs` field of an [`ExtendedPtRegs`]: a frame built
+    /// by the extregs entry stubs (which reserve `GENERIC_PTREGS_SIZE` bytes
+    /// below `PtRegs` before they call Rust), or one the caller laid out as a
+    /// whole `ExtendedPtRegs`. A bare `PtRegs` (a copy, a local, one inside
+    /// some other struct) has no extension below it, and the result would
+    /// alias unrelated memory. The returned reference borrows `regs` mutably,
+    /// so no other reference to the frame may be live while it is used.
+    pub unsafe fn from_regs(regs: &mut PtRegs) -> &mut ExtendedPtRegs {
+        let regs_address = regs as *mut PtRegs as *mut u8;
+        // SAFETY: the caller guarantees `regs` sits at offset
+        // `offset_of!(ExtendedPtRegs, regs)` inside a live ExtendedPtRegs, so
+        // stepping back by that offset stays inside the same allocation and
+        // yields a properly aligned pointer to its start. The mutable borrow
+        // of `regs` is carried over to the result.
+        unsafe {
+            &mut *(regs_address.sub(offset_of!(ExtendedPtRegs, regs)) as *mut ExtendedPtRegs)
+        }
+    }
+
+    /// Immutable version of [`ExtendedPtRegs::from_regs`].
+    ///
+    /// # Safety
+    ///
+    /// Same as [`ExtendedPtRegs::from_regs`].
+    pub unsafe fn from_regs_ref(regs: &PtRegs) -> &ExtendedPtRegs {
+        let regs_address = regs as *const PtRegs as *const u8;
+        // SAFETY: as in `from_regs`; shared borrow carried over.
+        unsafe { &*(regs_address.sub(offset_of!(ExtendedPtRegs, regs)) as *const ExtendedPtRegs) }
+    }
+}
+
+impl PtRegs {
+    /// The 15 general-purpose registers with their Linux names, in frame
+    /// order. Used by show_regs, selftests and the fuzzer to compare frames.
+    pub fn gprs(&self) -> [(&'static str, u64); 15] {
+        [
+            ("r15", self.r15),
+            ("r14", self.r14),
+            ("r13", self.r13),
+            ("r12", self.r12),
+            ("bp", self.bp),
+            ("bx", self.bx),
+            ("r11", self.r11),
+            ("r10", self.r10),
+            ("r9", self.r9),
+            ("r8", self.r8),
+            ("ax", self.ax),
+            ("cx", self.cx),
+            ("dx", self.dx),
+            ("si", self.si),
+            ("di", self.di),
+        ]
+    }
+
+    /// True when the vector delivered an error code in `orig_ax`.
+    pub fn has_error_code(&self) -> bool {
+        self.orig_ax != NO_ERROR_CODE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame_with(regs: PtRegs, generic: GenericExtRegs, pks: u32) -> ExtendedPtRegs {
+        ExtendedPtRegs { generic, arch: ArchExtRegs { pks }, regs }
+    }
+
+    #[test]
+    fn container_of_is_generic_ptregs_size_below_regs() {
+        let mut frame = ExtendedPtRegs::default();
+        let frame_address = &frame as *const ExtendedPtRegs as usize;
+        let regs_address = &frame.regs as *const PtRegs as usize;
+        assert_eq!(regs_address - frame_address, GENERIC_PTREGS_SIZE);
+        // SAFETY: `frame.regs` is the regs field of a whole ExtendedPtRegs.
+        let recovered = unsafe { ExtendedPtRegs::from_regs(&mut frame.regs) };
+        assert_eq!(recovered as *mut ExtendedPtRegs as usize, frame_address);
+    }
+
+    #[test]
+    fn layout_matches_linux() {
+        assert_eq!(size_of::<PtRegs>(), 168);
+        assert_eq!(offset_of!(PtRegs, orig_ax), 15 * 8);
+        assert_eq!(offset_of!(PtRegs, ss), 20 * 8);
+        assert_eq!(GENERIC_PTREGS_SIZE, 8);
+    }
+
+    proptest! {
+        /// Writing through the accessor lands in the frame's extension and
+        /// never touches PtRegs; reading back gives what was written.
+        #[test]
+        fn extension_round_trips_through_container_of(
+            words in proptest::array::uniform21(any::<u64>()),
+            pks in any::<u32>(),
+            exit_rcu in any::<u8>(),
+            lockdep in any::<u8>(),
+        ) {
+            let regs = PtRegs {
+                r15: words[0], r14: words[1], r13: words[2], r12: words[3], bp: words[4],
+                bx: words[5], r11: words[6], r10: words[7], r9: words[8], r8: words[9],
+                ax: words[10], cx: words[11], dx: words[12], si: words[13], di: words[14],
+                orig_ax: words[15], ip: words[16], cs: words[17], flags: words[18],
+                sp: words[19], ss: words[20],
+            };
+            let mut frame = frame_with(regs, GenericExtRegs::default(), 0);
+            {
+                // SAFETY: frame.regs lives inside a whole ExtendedPtRegs.
+                let ext = unsafe { ExtendedPtRegs::from_regs(&mut frame.regs) };
+                ext.arch.pks = pks;
+                ext.generic.exit_rcu = exit_rcu;
+                ext.generic.lockdep_hardirqs_enabled = lockdep;
+                ext.regs.ax ^= 1;
+            }
+            prop_assert_eq!(frame.arch.pks, pks);
+            prop_assert_eq!(frame.generic.exit_rcu, exit_rcu);
+            prop_assert_eq!(frame.generic.lockdep_hardirqs_enabled, lockdep);
+            let mut expected = regs;
+            expected.ax ^= 1;
+            prop_assert_eq!(frame.regs, expected);
+            // SAFETY: as above.
+            let again = unsafe { ExtendedPtRegs::from_regs_ref(&frame.regs) };
+            prop_assert_eq!(again.arch.pks, pks);
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The extregs runner: boots the kernel image under QEMU and turns what
+//! happens into an exit status (DESIGN §4).
+//!
+//! The `extregs` binary and the QEMU tests in `tests/` both go through this
+//! library, so the tests exercise exactly what users run.
+
+pub mod images;
+pub mod qemu;
+pub mod report;

@@ -1,0 +1,262 @@
+//! Starting QEMU for the kernel and collecting what it prints.
+//!
+//! The machine is always the same: serial on stdio, `isa-debug-exit` at port
+//! 0xf4 (the kernel writes 0x10 for success, 0x11 for failure; QEMU exits with
+//! `(value << 1) | 1`, so 33 and 35), the command line as the fw_cfg file
+//! `opt/extregs/cmdline`, and `-no-reboot` so a triple fault ends QEMU instead
+//! of looping.
+
+use crate::images;
+use crate::report::{Outcome, RunStatus};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+use wait_timeout::ChildExt;
+
+/// QEMU's exit status when the kernel wrote 0x10 to isa-debug-exit.
+pub const QEMU_EXIT_SUCCESS: i32 = (0x10 << 1) | 1;
+/// QEMU's exit status when the kernel wrote 0x11 to isa-debug-exit.
+pub const QEMU_EXIT_FAILURE: i32 = (0x11 << 1) | 1;
+
+/// Where OVMF lives once the `ovmf` package is installed.
+pub const OVMF_PATH: &str = "/usr/share/ovmf/OVMF.fd";
+
+/// Which firmware boots the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Firmware {
+    Bios,
+    Uefi,
+}
+
+/// Which QEMU accelerator runs the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// Software emulation: the default, and what every test uses.
+    Tcg,
+    /// KVM. On the reference machine it cannot deliver guest exceptions
+    /// (DESIGN §3), so it is only for experiments.
+    Kvm,
+    /// KVM when `/dev/kvm` can be opened, TCG otherwise.
+    Auto,
+}
+
+impl Accel {
+    fn qemu_name(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+            Accel::Auto => {
+                let kvm_usable =
+                    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+                if kvm_usable {
+                    "kvm"
+                } else {
+                    "tcg"
+                }
+            }
+        }
+    }
+}
+
+/// One boot of the kernel.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub firmware: Firmware,
+    pub accel: Accel,
+    /// QEMU `-cpu` model; `max` exposes PKS under TCG.
+    pub cpu: String,
+    /// The kernel command line (DESIGN §4), passed through fw_cfg.
+    pub cmdline: String,
+    /// Kill QEMU after this long and report a timeout.
+    pub timeout: Duration,
+    /// Start QEMU's gdb stub on :1234 and wait for the debugger.
+    pub gdb: bool,
+    /// Copy the serial console to our stdout as it arrives.
+    pub echo: bool,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            firmware: Firmware::Bios,
+            accel: Accel::Tcg,
+            cpu: "max".to_string(),
+            cmdline: String::new(),
+            timeout: Duration::from_secs(120),
+            gdb: false,
+            echo: false,
+        }
+    }
+}
+
+/// Something stopped QEMU from starting at all (exit status 2).
+#[derive(Debug)]
+pub struct SetupError(pub String);
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// The QEMU binary: `$EXTREGS_QEMU` or `qemu-system-x86_64` on PATH.
+pub fn qemu_binary() -> PathBuf {
+    std::env::var_os("EXTREGS_QEMU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64"))
+}
+
+/// Checks the command line can go through fw_cfg's `string=` form: QEMU
+/// splits `-fw_cfg` options at commas, so a comma would silently cut it.
+pub fn check_cmdline(cmdline: &str) -> Result<(), SetupError> {
+    if cmdline.contains(',') {
+        return Err(SetupError(format!(
+            "the kernel command line cannot contain ',' (QEMU's option syntax): {cmdline:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The QEMU arguments for a boot, without the binary. Public so the README's
+/// plain-QEMU recipe and the runner cannot drift apart (a test checks it).
+pub fn qemu_arguments(config: &RunConfig, image: &Path) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "-machine".into(),
+        "q35".into(),
+        "-m".into(),
+        "256M".into(),
+        "-accel".into(),
+        config.accel.qemu_name().into(),
+        "-cpu".into(),
+        config.cpu.clone(),
+        "-display".into(),
+        "none".into(),
+        "-serial".into(),
+        "stdio".into(),
+        "-monitor".into(),
+        "none".into(),
+        "-no-reboot".into(),
+        "-device".into(),
+        "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
+    ];
+    // QEMU refuses an empty string=; no file means the default (mode=demo).
+    if !config.cmdline.trim().is_empty() {
+        args.extend(["-fw_cfg".into(), format!("name=opt/extregs/cmdline,string={}", config.cmdline)]);
+    }
+    if config.firmware == Firmware::Uefi {
+        args.extend(["-bios".into(), OVMF_PATH.into()]);
+    }
+    args.extend(["-drive".into(), format!("format=raw,file={}", image.display())]);
+    if config.gdb {
+        args.extend(["-s".into(), "-S".into()]);
+    }
+    args
+}
+
+/// Boots the kernel once and waits for QEMU to end or the timeout.
+pub fn run(config: &RunConfig) -> Result<Outcome, SetupError> {
+    check_cmdline(&config.cmdline)?;
+    let image = match config.firmware {
+        Firmware::Bios => images::bios_image(),
+        Firmware::Uefi => images::uefi_image(),
+    };
+    if !image.exists() {
+        return Err(SetupError(format!("boot image {} is missing: rebuild", image.display())));
+    }
+    if config.firmware == Firmware::Uefi && !Path::new(OVMF_PATH).exists() {
+        return Err(SetupError(format!(
+            "UEFI firmware {OVMF_PATH} is missing: install the ovmf package (make run does)"
+        )));
+    }
+    let qemu = qemu_binary();
+    let mut child = Command::new(&qemu)
+        .args(qemu_arguments(config, image))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| {
+            SetupError(format!(
+                "cannot start {}: {error} (install qemu-system-x86; make run does)",
+                qemu.display()
+            ))
+        })?;
+
+    // Serial and QEMU's own stderr are read on threads, so a chatty guest can
+    // never block on a full pipe while we wait.
+    let stdout = child.stdout.take().expect("stdout was piped");
+    let stderr = child.stderr.take().expect("stderr was piped");
+    let echo = config.echo;
+    let (serial_sender, serial_receiver) = mpsc::channel();
+    let serial_reader = std::thread::spawn(move || {
+        let mut collected = String::new();
+        let mut reader = BufReader::new(stdout);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
+            let text = String::from_utf8_lossy(&line).replace('\r', "");
+            if echo {
+                print!("{text}");
+                let _ = std::io::stdout().flush();
+            }
+            collected.push_str(&text);
+            line.clear();
+        }
+        let _ = serial_sender.send(collected);
+    });
+    let stderr_reader = std::thread::spawn(move || {
+        let mut collected = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut collected);
+        collected
+    });
+
+    let waited = child
+        .wait_timeout(config.timeout)
+        .map_err(|error| SetupError(format!("waiting for QEMU: {error}")))?;
+    let status = match waited {
+        Some(exit) => RunStatus::Exited(exit.code()),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            RunStatus::TimedOut
+        }
+    };
+    let _ = serial_reader.join();
+    let serial = serial_receiver.recv().unwrap_or_default();
+    let qemu_stderr = stderr_reader.join().unwrap_or_default();
+    Ok(Outcome::new(status, serial, qemu_stderr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_carry_the_contract() {
+        let config = RunConfig { cmdline: "mode=selftest".into(), ..RunConfig::default() };
+        let args = qemu_arguments(&config, Path::new("/tmp/x.img")).join(" ");
+        assert!(args.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"));
+        assert!(args.contains("-fw_cfg name=opt/extregs/cmdline,string=mode=selftest"));
+        assert!(args.contains("-cpu max"));
+        assert!(args.contains("-accel tcg"));
+        assert!(args.contains("-no-reboot"));
+        assert!(!args.contains(OVMF_PATH));
+        let uefi = RunConfig { firmware: Firmware::Uefi, ..config };
+        assert!(qemu_arguments(&uefi, Path::new("/tmp/x.img")).join(" ").contains(OVMF_PATH));
+    }
+
+    #[test]
+    fn commas_in_the_command_line_are_refused() {
+        assert!(check_cmdline("mode=demo").is_ok());
+        assert!(check_cmdline("mode=demo,x").is_err());
+    }
+
+    #[test]
+    fn exit_codes_follow_isa_debug_exit() {
+        assert_eq!(QEMU_EXIT_SUCCESS, 33);
+        assert_eq!(QEMU_EXIT_FAILURE, 35);
+    }
+}

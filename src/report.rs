@@ -1,0 +1,237 @@
+//! Reading a finished boot: the exit status, the `RESULT {json}` line, KTAP
+//! results and show_regs dumps in the serial log.
+
+use crate::qemu::{QEMU_EXIT_FAILURE, QEMU_EXIT_SUCCESS};
+
+/// `extregs` exit status: the kernel reported success.
+pub const EXIT_SUCCESS: i32 = 0;
+/// `extregs` exit status: the kernel failed, crashed or said nothing.
+pub const EXIT_KERNEL_FAILURE: i32 = 1;
+/// `extregs` exit status: bad usage or missing set-up.
+pub const EXIT_USAGE: i32 = 2;
+/// `extregs` exit status: QEMU was killed at the timeout.
+pub const EXIT_TIMEOUT: i32 = 124;
+
+/// How QEMU ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunStatus {
+    /// QEMU exited; `None` when a signal ended it.
+    Exited(Option<i32>),
+    /// Still running at the timeout, and killed.
+    TimedOut,
+}
+
+/// Everything a boot produced.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub status: RunStatus,
+    /// The serial console, `\r` removed.
+    pub serial: String,
+    /// What QEMU itself printed on stderr.
+    pub qemu_stderr: String,
+}
+
+/// One KTAP result line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KtapResult {
+    pub number: u32,
+    pub ok: bool,
+    pub name: String,
+    /// The text after `# SKIP`, if the test was skipped.
+    pub skip: Option<String>,
+}
+
+impl Outcome {
+    pub fn new(status: RunStatus, serial: String, qemu_stderr: String) -> Self {
+        Outcome { status, serial, qemu_stderr }
+    }
+
+    /// Every `RESULT {json}` line, parsed (unparsable ones as `Err`).
+    pub fn result_lines(&self) -> Vec<Result<serde_json::Value, String>> {
+        self.serial
+            .lines()
+            .filter_map(|line| line.strip_prefix("RESULT "))
+            .map(|json| serde_json::from_str(json).map_err(|e| format!("{e}: {json}")))
+            .collect()
+    }
+
+    /// The single well-formed `RESULT` object, if there is exactly one.
+    pub fn result(&self) -> Option<serde_json::Value> {
+        match self.result_lines().as_slice() {
+            [Ok(value)] if value.is_object() => Some(value.clone()),
+            _ => None,
+        }
+    }
+
+    /// The `extregs` exit status (DESIGN §4) and why.
+    pub fn verdict(&self) -> (i32, String) {
+        let result = self.result();
+        let result_ok = result
+            .as_ref()
+            .and_then(|r| r.get("ok"))
+            .and_then(serde_json::Value::as_bool);
+        match self.status {
+            RunStatus::TimedOut => (EXIT_TIMEOUT, "timed out: QEMU was killed".into()),
+            RunStatus::Exited(Some(QEMU_EXIT_SUCCESS)) => match result_ok {
+                Some(true) => (EXIT_SUCCESS, "kernel reported success".into()),
+                Some(false) => {
+                    (EXIT_KERNEL_FAILURE, "kernel exited with success but RESULT says ok=false".into())
+                }
+                None => (EXIT_KERNEL_FAILURE, self.result_problem()),
+            },
+            RunStatus::Exited(Some(QEMU_EXIT_FAILURE)) => {
+                (EXIT_KERNEL_FAILURE, "kernel reported failure".into())
+            }
+            RunStatus::Exited(Some(code)) => (
+                EXIT_KERNEL_FAILURE,
+                format!("QEMU exited with {code} without the kernel's exit (crash or triple fault?)"),
+            ),
+            RunStatus::Exited(None) => (EXIT_KERNEL_FAILURE, "QEMU was killed by a signal".into()),
+        }
+    }
+
+    fn result_problem(&self) -> String {
+        let lines = self.result_lines();
+        match lines.as_slice() {
+            [] => "no RESULT line: the kernel crashed".into(),
+            [Err(e)] => format!("unparsable RESULT line: {e}"),
+            [_] => "RESULT has no boolean \"ok\"".into(),
+            many => format!("{} RESULT lines, expected exactly one", many.len()),
+        }
+    }
+
+    /// KTAP result lines (`ok N name`, `not ok N name # SKIP why`).
+    pub fn ktap_results(&self) -> Vec<KtapResult> {
+        self.serial.lines().filter_map(parse_ktap_result).collect()
+    }
+
+    /// The declared plan (`1..N`), if present.
+    pub fn ktap_plan(&self) -> Option<u32> {
+        self.serial.lines().find_map(|line| line.strip_prefix("1..")?.trim().parse().ok())
+    }
+}
+
+/// Parses one KTAP result line.
+pub fn parse_ktap_result(line: &str) -> Option<KtapResult> {
+    let (ok, rest) = if let Some(rest) = line.strip_prefix("not ok ") {
+        (false, rest)
+    } else {
+        (true, line.strip_prefix("ok ")?)
+    };
+    let (number, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    let number = number.parse().ok()?;
+    let (name, directive) = match rest.split_once(" # ") {
+        Some((name, directive)) => (name, Some(directive)),
+        None => (rest, None),
+    };
+    let skip = directive
+        .and_then(|d| d.strip_prefix("SKIP"))
+        .map(|reason| reason.trim().to_string());
+    Some(KtapResult { number, ok, name: name.trim().to_string(), skip })
+}
+
+/// The parts of a show_regs dump that tools compare.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShowRegsDump {
+    pub cs: u16,
+    /// `RIP: 0010:<this>`: a symbol with `+0xoff/0xlen`, or plain hex.
+    pub rip_text: String,
+    /// Code bytes, and the index of the one in `<..>` (the byte at RIP).
+    pub code: Vec<u8>,
+    pub code_rip_index: usize,
+    /// The saved PKRS from the `PKRS:` line, if present.
+    pub saved_pkrs: Option<u32>,
+}
+
+/// Finds the first show_regs dump in a serial log.
+pub fn parse_show_regs(serial: &str) -> Option<ShowRegsDump> {
+    let lines: Vec<&str> = serial.lines().collect();
+    let rip_at = lines.iter().position(|line| line.starts_with("RIP: "))?;
+    let (cs, rip_text) = lines[rip_at]["RIP: ".len()..].split_once(':')?;
+    let cs = u16::from_str_radix(cs, 16).ok()?;
+    let code_line = lines[rip_at..].iter().find_map(|line| line.strip_prefix("Code: "))?;
+    let mut code = Vec::new();
+    let mut code_rip_index = None;
+    for word in code_line.split_whitespace() {
+        let byte = if let Some(inner) = word.strip_prefix('<').and_then(|w| w.strip_suffix('>')) {
+            code_rip_index = Some(code.len());
+            inner
+        } else {
+            word
+        };
+        code.push(u8::from_str_radix(byte, 16).ok()?);
+    }
+    let saved_pkrs = lines[rip_at..]
+        .iter()
+        .find_map(|line| line.strip_prefix("PKRS: "))
+        .and_then(|rest| u32::from_str_radix(rest.split_whitespace().next()?, 16).ok());
+    Some(ShowRegsDump {
+        cs,
+        rip_text: rip_text.trim().to_string(),
+        code,
+        code_rip_index: code_rip_index?,
+        saved_pkrs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(code: i32, serial: &str) -> Outcome {
+        Outcome::new(RunStatus::Exited(Some(code)), serial.into(), String::new())
+    }
+
+    #[test]
+    fn success_needs_a_result_line_that_says_ok() {
+        assert_eq!(outcome(33, "RESULT {\"mode\":\"demo\",\"ok\":true,\"pks\":true}\n").verdict().0, 0);
+        assert_eq!(outcome(33, "RESULT {\"ok\":false}\n").verdict().0, 1);
+        assert_eq!(outcome(33, "booting\n").verdict().0, 1);
+        assert_eq!(outcome(33, "RESULT {\"ok\":true}\nRESULT {\"ok\":true}\n").verdict().0, 1);
+        assert_eq!(outcome(33, "RESULT {not json\n").verdict().0, 1);
+    }
+
+    #[test]
+    fn failures_crashes_and_timeouts_map_to_their_codes() {
+        assert_eq!(outcome(35, "RESULT {\"ok\":false}\n").verdict().0, 1);
+        assert_eq!(outcome(0, "").verdict().0, 1);
+        let hung = Outcome::new(RunStatus::TimedOut, String::new(), String::new());
+        assert_eq!(hung.verdict().0, 124);
+        let killed = Outcome::new(RunStatus::Exited(None), String::new(), String::new());
+        assert_eq!(killed.verdict().0, 1);
+    }
+
+    #[test]
+    fn ktap_lines_parse() {
+        assert_eq!(
+            parse_ktap_result("ok 3 int3_frame"),
+            Some(KtapResult { number: 3, ok: true, name: "int3_frame".into(), skip: None })
+        );
+        assert_eq!(
+            parse_ktap_result("not ok 12 pks_fault # SKIP no PKS"),
+            Some(KtapResult {
+                number: 12,
+                ok: false,
+                name: "pks_fault".into(),
+                skip: Some("no PKS".into())
+            })
+        );
+        assert_eq!(parse_ktap_result("# ok 1 comment"), None);
+        let o = outcome(33, "KTAP version 1\n1..2\nok 1 a\nnot ok 2 b\n");
+        assert_eq!(o.ktap_plan(), Some(2));
+        assert_eq!(o.ktap_results().len(), 2);
+    }
+
+    #[test]
+    fn show_regs_dump_parses() {
+        let serial = "oops\nRIP: 0010:extregs_kernel::oops+0x12/0x40\n\
+            Code: 90 90 <0f> 0b 90\nRSP: 0018:ffff800000010000 EFLAGS: 00000046\n\
+            PKRS: 55555554 (live 55555554)\n";
+        let dump = parse_show_regs(serial).unwrap();
+        assert_eq!(dump.cs, 0x10);
+        assert_eq!(dump.rip_text, "extregs_kernel::oops+0x12/0x40");
+        assert_eq!(dump.code, [0x90, 0x90, 0x0f, 0x0b, 0x90]);
+        assert_eq!(dump.code_rip_index, 2);
+        assert_eq!(dump.saved_pkrs, Some(0x5555_5554));
+    }
+}
