@@ -7,12 +7,16 @@
 use clap::{Parser, Subcommand};
 use extregs::images;
 use extregs::qemu::{self, Accel, Firmware, RunConfig};
-use extregs::report::{EXIT_USAGE, EXIT_SUCCESS};
+use extregs::report::{EXIT_SUCCESS, EXIT_USAGE};
 use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "extregs", version, about = "Boot and test the extregs kernel (extended pt_regs)")]
+#[command(
+    name = "extregs",
+    version,
+    about = "Boot and test the extregs kernel (extended pt_regs)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,7 +57,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
-            let code = if error.use_stderr() { EXIT_USAGE } else { EXIT_SUCCESS };
+            let code = if error.use_stderr() {
+                EXIT_USAGE
+            } else {
+                EXIT_SUCCESS
+            };
             return ExitCode::from(code as u8);
         }
     };

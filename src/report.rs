@@ -43,7 +43,11 @@ pub struct KtapResult {
 
 impl Outcome {
     pub fn new(status: RunStatus, serial: String, qemu_stderr: String) -> Self {
-        Outcome { status, serial, qemu_stderr }
+        Outcome {
+            status,
+            serial,
+            qemu_stderr,
+        }
     }
 
     /// Every `RESULT {json}` line, parsed (unparsable ones as `Err`).
@@ -74,9 +78,10 @@ impl Outcome {
             RunStatus::TimedOut => (EXIT_TIMEOUT, "timed out: QEMU was killed".into()),
             RunStatus::Exited(Some(QEMU_EXIT_SUCCESS)) => match result_ok {
                 Some(true) => (EXIT_SUCCESS, "kernel reported success".into()),
-                Some(false) => {
-                    (EXIT_KERNEL_FAILURE, "kernel exited with success but RESULT says ok=false".into())
-                }
+                Some(false) => (
+                    EXIT_KERNEL_FAILURE,
+                    "kernel exited with success but RESULT says ok=false".into(),
+                ),
                 None => (EXIT_KERNEL_FAILURE, self.result_problem()),
             },
             RunStatus::Exited(Some(QEMU_EXIT_FAILURE)) => {
@@ -84,7 +89,9 @@ impl Outcome {
             }
             RunStatus::Exited(Some(code)) => (
                 EXIT_KERNEL_FAILURE,
-                format!("QEMU exited with {code} without the kernel's exit (crash or triple fault?)"),
+                format!(
+                    "QEMU exited with {code} without the kernel's exit (crash or triple fault?)"
+                ),
             ),
             RunStatus::Exited(None) => (EXIT_KERNEL_FAILURE, "QEMU was killed by a signal".into()),
         }
@@ -107,7 +114,9 @@ impl Outcome {
 
     /// The declared plan (`1..N`), if present.
     pub fn ktap_plan(&self) -> Option<u32> {
-        self.serial.lines().find_map(|line| line.strip_prefix("1..")?.trim().parse().ok())
+        self.serial
+            .lines()
+            .find_map(|line| line.strip_prefix("1..")?.trim().parse().ok())
     }
 }
 
@@ -127,7 +136,12 @@ pub fn parse_ktap_result(line: &str) -> Option<KtapResult> {
     let skip = directive
         .and_then(|d| d.strip_prefix("SKIP"))
         .map(|reason| reason.trim().to_string());
-    Some(KtapResult { number, ok, name: name.trim().to_string(), skip })
+    Some(KtapResult {
+        number,
+        ok,
+        name: name.trim().to_string(),
+        skip,
+    })
 }
 
 /// The parts of a show_regs dump that tools compare.
@@ -149,7 +163,9 @@ pub fn parse_show_regs(serial: &str) -> Option<ShowRegsDump> {
     let rip_at = lines.iter().position(|line| line.starts_with("RIP: "))?;
     let (cs, rip_text) = lines[rip_at]["RIP: ".len()..].split_once(':')?;
     let cs = u16::from_str_radix(cs, 16).ok()?;
-    let code_line = lines[rip_at..].iter().find_map(|line| line.strip_prefix("Code: "))?;
+    let code_line = lines[rip_at..]
+        .iter()
+        .find_map(|line| line.strip_prefix("Code: "))?;
     let mut code = Vec::new();
     let mut code_rip_index = None;
     for word in code_line.split_whitespace() {
@@ -184,10 +200,20 @@ mod tests {
 
     #[test]
     fn success_needs_a_result_line_that_says_ok() {
-        assert_eq!(outcome(33, "RESULT {\"mode\":\"demo\",\"ok\":true,\"pks\":true}\n").verdict().0, 0);
+        assert_eq!(
+            outcome(33, "RESULT {\"mode\":\"demo\",\"ok\":true,\"pks\":true}\n")
+                .verdict()
+                .0,
+            0
+        );
         assert_eq!(outcome(33, "RESULT {\"ok\":false}\n").verdict().0, 1);
         assert_eq!(outcome(33, "booting\n").verdict().0, 1);
-        assert_eq!(outcome(33, "RESULT {\"ok\":true}\nRESULT {\"ok\":true}\n").verdict().0, 1);
+        assert_eq!(
+            outcome(33, "RESULT {\"ok\":true}\nRESULT {\"ok\":true}\n")
+                .verdict()
+                .0,
+            1
+        );
         assert_eq!(outcome(33, "RESULT {not json\n").verdict().0, 1);
     }
 
@@ -205,7 +231,12 @@ mod tests {
     fn ktap_lines_parse() {
         assert_eq!(
             parse_ktap_result("ok 3 int3_frame"),
-            Some(KtapResult { number: 3, ok: true, name: "int3_frame".into(), skip: None })
+            Some(KtapResult {
+                number: 3,
+                ok: true,
+                name: "int3_frame".into(),
+                skip: None
+            })
         );
         assert_eq!(
             parse_ktap_result("not ok 12 pks_fault # SKIP no PKS"),

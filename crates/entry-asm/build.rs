@@ -2,7 +2,8 @@
 //! constants (Linux's `asm-offsets.h`, made the same way at build time).
 
 fn main() {
-    let out_dir = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let out_dir =
+        std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     asm_offsets::write_all(&out_dir).expect("writing the generated asm-offsets files");
     println!("cargo:rerun-if-changed=src/entry_64.S");
     println!("cargo:rerun-if-changed=../regs/src/lib.rs");

@@ -5,10 +5,10 @@
 //! next to the live one (the entry default). After IRET the kernel checks it
 //! got its PKRS back.
 
-use crate::events::{self, FrameEdit};
+use crate::events::{self, expect_event, FrameEdit};
 use crate::memory::PkeyPage;
 use crate::pks::{self, KeyRights, PKRS_DEFAULT};
-use crate::{expect_event, println, result, show_regs, traps};
+use crate::{println, result, show_regs, traps};
 use extregs_regs::PtRegs;
 
 /// Prints show_regs for the demo's int3, then lets the recording hook
@@ -59,7 +59,10 @@ pub fn run(pkey_page: Option<PkeyPage>) -> bool {
     }
     let Some(observed) = events::observed() else {
         println!("extregs: demo: the int3 handler never ran");
-        result::emit(false, format_args!(",\"error\":\"int3 handler did not run\""));
+        result::emit(
+            false,
+            format_args!(",\"error\":\"int3 handler did not run\""),
+        );
         return false;
     };
     match (interrupted, after) {

@@ -40,7 +40,10 @@ pub enum FrameEdit {
     None,
     /// Set R12 and RBX (RBX: the register LLVM reserves, so only the frame
     /// can carry a new value back).
-    Gprs { r12: u64, bx: u64 },
+    Gprs {
+        r12: u64,
+        bx: u64,
+    },
     /// Grant `pkey` read/write in the saved PKRS.
     GrantPkey(u8),
 }
@@ -99,7 +102,6 @@ pub fn recording_hook(regs: &mut PtRegs, vector: u8) -> bool {
 /// Runs `setup` instructions, then the `event` instruction at label `3:`,
 /// with label `4:` after it, recording both addresses for the hook first.
 /// Extra operands (inputs, clobbers) follow; RAX is always clobbered.
-#[macro_export]
 macro_rules! expect_event {
     (setup: [$($setup:literal),*], event: $event:literal $(, $($operands:tt)+)?) => {
         // SAFETY: the instructions raise exactly one exception that the
@@ -124,3 +126,4 @@ macro_rules! expect_event {
         }
     };
 }
+pub(crate) use expect_event;

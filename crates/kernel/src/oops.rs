@@ -2,11 +2,11 @@
 //! `RESULT` line with `"ok":false`, and leave through the failure exit.
 
 use crate::exit::{exit_qemu, ExitCode};
-use crate::{idt, pks, println, result, serial, show_regs, symbols};
 use crate::memory::PkeyPage;
+use crate::{idt, pks, println, result, serial, show_regs, symbols};
 use core::arch::asm;
-use extregs_cmdline::OopsCause;
 use core::sync::atomic::{AtomicBool, Ordering};
+use extregs_cmdline::OopsCause;
 use extregs_regs::{ExtendedPtRegs, PtRegs};
 use x86_64::registers::control::Cr2;
 
@@ -37,7 +37,11 @@ pub fn die_unhandled(regs: &mut PtRegs, vector: u8) -> ! {
         "extregs: oops: unhandled {} (vector {}){}",
         idt::exception_name(vector),
         vector,
-        if regs.has_error_code() { "" } else { ", no error code" }
+        if regs.has_error_code() {
+            ""
+        } else {
+            ", no error code"
+        }
     );
     if regs.has_error_code() {
         println!("extregs: error code: {:#x}", regs.orig_ax);
@@ -56,7 +60,11 @@ fn describe_page_fault(regs: &PtRegs) {
     let code = regs.orig_ax;
     println!(
         "BUG: {} {} at {:#018x} ({}{}{})",
-        if code & PF_USER != 0 { "user" } else { "supervisor" },
+        if code & PF_USER != 0 {
+            "user"
+        } else {
+            "supervisor"
+        },
         if code & PF_INSTRUCTION != 0 {
             "instruction fetch"
         } else if code & PF_WRITE != 0 {
@@ -65,8 +73,16 @@ fn describe_page_fault(regs: &PtRegs) {
             "read access"
         },
         address,
-        if code & PF_PRESENT != 0 { "protection fault" } else { "page not present" },
-        if code & PF_PROTECTION_KEY != 0 { ", protection key" } else { "" },
+        if code & PF_PRESENT != 0 {
+            "protection fault"
+        } else {
+            "page not present"
+        },
+        if code & PF_PROTECTION_KEY != 0 {
+            ", protection key"
+        } else {
+            ""
+        },
         if code & PF_USER != 0 { ", user" } else { "" },
     );
     if code & PF_PROTECTION_KEY != 0 {
@@ -76,7 +92,9 @@ fn describe_page_fault(regs: &PtRegs) {
 
 /// Which key, which right: the PTE names the key, the saved PKRS the rights.
 fn describe_pks_violation(regs: &PtRegs, address: u64, write: bool) {
-    let Some(flags) = x86_64::VirtAddr::try_new(address).ok().and_then(crate::memory::page_flags)
+    let Some(flags) = x86_64::VirtAddr::try_new(address)
+        .ok()
+        .and_then(crate::memory::page_flags)
     else {
         println!("PKS: the faulting address has no 4 KiB mapping to name its key");
         return;
@@ -145,7 +163,16 @@ fn capture_current(regs: &mut PtRegs) {
             options(att_syntax)
         );
     }
-    *regs = PtRegs { ip, sp, bp, cs, ss, flags, orig_ax: extregs_regs::NO_ERROR_CODE, ..PtRegs::default() };
+    *regs = PtRegs {
+        ip,
+        sp,
+        bp,
+        cs,
+        ss,
+        flags,
+        orig_ax: extregs_regs::NO_ERROR_CODE,
+        ..PtRegs::default()
+    };
 }
 
 /// `mode=oops`: dies of `cause`, to show (and test) the oops path.

@@ -6,8 +6,8 @@
 
 use core::fmt::{self, Write};
 use spin::Mutex;
-use uart_16550::{Config, Uart16550};
 use uart_16550::backend::PioBackend;
+use uart_16550::{Config, Uart16550};
 
 /// The legacy COM1 I/O port base.
 const COM1_PORT: u16 = 0x3f8;

@@ -124,7 +124,10 @@ const_assert_eq!((PTREGS_SIZE + GENERIC_PTREGS_SIZE) % 16, 0);
 // frame ends where the CPU's words end.
 const_assert_eq!(offset_of!(ExtendedPtRegs, regs), GENERIC_PTREGS_SIZE);
 const_assert_eq!(offset_of!(ExtendedPtRegs, generic), 0);
-const_assert_eq!(offset_of!(ExtendedPtRegs, arch), size_of::<GenericExtRegs>());
+const_assert_eq!(
+    offset_of!(ExtendedPtRegs, arch),
+    size_of::<GenericExtRegs>()
+);
 
 // Every field at Linux's offset: the asm-offsets generator and the stubs rely
 // on this order, and show_regs dumps and outside tools read frames by it.
@@ -162,9 +165,7 @@ impl ExtendedPtRegs {
         // stepping back by that offset stays inside the same allocation and
         // yields a properly aligned pointer to its start. The mutable borrow
         // of `regs` is carried over to the result.
-        unsafe {
-            &mut *(regs_address.sub(offset_of!(ExtendedPtRegs, regs)) as *mut ExtendedPtRegs)
-        }
+        unsafe { &mut *(regs_address.sub(offset_of!(ExtendedPtRegs, regs)) as *mut ExtendedPtRegs) }
     }
 
     /// Immutable version of [`ExtendedPtRegs::from_regs`].
@@ -214,7 +215,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn frame_with(regs: PtRegs, generic: GenericExtRegs, pks: u32) -> ExtendedPtRegs {
-        ExtendedPtRegs { generic, arch: ArchExtRegs { pks }, regs }
+        ExtendedPtRegs {
+            generic,
+            arch: ArchExtRegs { pks },
+            regs,
+        }
     }
 
     #[test]

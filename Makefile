@@ -1,0 +1,65 @@
+# extregs: the two commands a user needs.
+#
+#   make run    boot the kernel (demo mode) under QEMU with PKS on
+#   make test   host unit tests, then the QEMU tests
+#
+# Both install what is missing first: the pinned nightly (rust-toolchain.toml)
+# and QEMU + OVMF (Debian packages). Nothing else needs to be set up by hand.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+TOOLCHAIN := $(shell sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
+RUN_ARGS ?=
+
+.PHONY: run test setup toolchain qemu host-tests qemu-tests mutants lint
+
+run: setup
+	$(CARGO) run --quiet -- run $(RUN_ARGS)
+
+test: setup lint host-tests qemu-tests mutants
+
+setup: toolchain qemu
+
+# The toolchain file names the channel, components and target; install them
+# when any is missing (RUSTUP_AUTO_INSTALL may be off).
+toolchain:
+	@command -v rustup >/dev/null || { echo "make: rustup is required to install $(TOOLCHAIN)" >&2; exit 2; }
+	@if rustup run $(TOOLCHAIN) rustc --version >/dev/null 2>&1 \
+	    && rustup component list --installed --toolchain $(TOOLCHAIN) | grep -q '^rust-src' \
+	    && rustup component list --installed --toolchain $(TOOLCHAIN) | grep -q '^llvm-tools' \
+	    && rustup component list --installed --toolchain $(TOOLCHAIN) | grep -q '^clippy' \
+	    && rustup component list --installed --toolchain $(TOOLCHAIN) | grep -q '^rustfmt' \
+	    && rustup target list --installed --toolchain $(TOOLCHAIN) | grep -q '^x86_64-unknown-none'; then \
+	    echo "make: toolchain $(TOOLCHAIN) present"; \
+	else \
+	    rustup toolchain install $(TOOLCHAIN) --profile minimal \
+	        --component rust-src --component llvm-tools --component rustfmt --component clippy \
+	        --target x86_64-unknown-none; \
+	fi
+
+# QEMU and OVMF (for --firmware uefi) from Debian's packages.
+qemu:
+	@if command -v qemu-system-x86_64 >/dev/null && [ -f /usr/share/ovmf/OVMF.fd ]; then \
+	    echo "make: $$(qemu-system-x86_64 --version | head -n1) and OVMF present"; \
+	else \
+	    SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	    $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y qemu-system-x86 ovmf; \
+	fi
+
+# Formatting and clippy, warnings as errors, on the host crates and on the
+# kernel for its own target.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --quiet --all-targets -- -D warnings
+	$(CARGO) clippy --quiet -p extregs-kernel -p extregs-entry-asm --target x86_64-unknown-none -- -D warnings
+
+host-tests:
+	$(CARGO) test --lib --bins
+
+qemu-tests:
+	$(CARGO) test --test qemu
+
+# Proof by mutation: break the entry path on purpose and require the
+# selftests to catch it (see scripts/mutants.sh).
+mutants:
+	scripts/mutants.sh

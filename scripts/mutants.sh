@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Proof by mutation: the selftests must be able to fail.
+#
+# Each mutant breaks the entry path on purpose (one sed on a copy of the
+# tree), builds it, boots `mode=selftest` under QEMU, and requires the named
+# KTAP test to report `not ok` (or to end in an oops, when the broken frame
+# takes the kernel down) and the run to exit 1. A mutant that the selftests
+# do not catch fails this script.
+#
+# Usage: scripts/mutants.sh            (all mutants)
+#        scripts/mutants.sh NAME...    (only these)
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# A target directory of its own, so mutant images never replace the real ones.
+export CARGO_TARGET_DIR="$root/target/mutants"
+
+# name | file | sed expression | KTAP test that must fail
+mutants=(
+  "pop-regs-skips-r12|crates/entry-asm/src/entry_64.S|s/^\tmovq\tPTREGS_R12(%rsp), %r12$/\t\/* mutant: r12 not restored *\//|gprs_round_trip"
+  "pkrs-not-restored-on-exit|crates/kernel/src/pks.rs|s/^    if read_pkrs() != arch.pks {$/    if false \&\& read_pkrs() != arch.pks {/|pkrs_saved_live_restored"
+  "pkrs-not-saved-on-entry|crates/entry/src/lib.rs|0,/^    P::arch_enter(&mut frame.arch);$/s//    let _ = \&frame.arch;/|pkrs_saved_live_restored"
+  "handler-edit-of-bx-dropped|crates/kernel/src/events.rs|s/^            frame.regs.bx = bx;$//|gpr_edit_through_ptregs"
+  "error-code-vector-without-error-code|crates/entry-asm/src/entry_64.S|s/^IDTENTRY 13, general_protection,  *1$/IDTENTRY 13, general_protection, 0/|general_protection_frame"
+  "exit-rcu-not-recorded|crates/entry/src/lib.rs|0,/^        generic.exit_rcu = 1;$/s//        generic.exit_rcu = 0;/|exit_rcu_round_trip"
+)
+
+selected=("$@")
+failures=0
+for entry in "${mutants[@]}"; do
+  IFS='|' read -r name file expression expected <<<"$entry"
+  if [ ${#selected[@]} -gt 0 ] && [[ ! " ${selected[*]} " =~ " $name " ]]; then
+    continue
+  fi
+  tree="$work/tree"
+  rm -rf "$tree"
+  mkdir -p "$tree"
+  (cd "$root" && git ls-files -z | xargs -0 cp --parents -t "$tree")
+  sed -i "$expression" "$tree/$file"
+  if cmp -s "$root/$file" "$tree/$file"; then
+    echo "mutant $name: the mutation no longer applies to $file (update scripts/mutants.sh)" >&2
+    failures=$((failures + 1))
+    continue
+  fi
+  echo "mutant $name: building"
+  (cd "$tree" && cargo build --quiet)
+  set +e
+  output=$("$CARGO_TARGET_DIR/debug/extregs" run --cmdline mode=selftest --timeout 180 2>&1)
+  status=$?
+  set -e
+  if [ "$status" -eq 1 ] && grep -Eq "^not ok [0-9]+ $expected\$" <<<"$output"; then
+    echo "mutant $name: caught by $expected (exit $status)"
+    grep -E '^(not ok|# )' <<<"$output" | sed 's/^/    /'
+  elif [ "$status" -eq 1 ] && ! grep -Eq "^ok [0-9]+ $expected( |\$)" <<<"$output" \
+      && grep -q "^extregs: oops: unhandled" <<<"$output"; then
+    # The broken frame took the kernel down during the test: also caught.
+    echo "mutant $name: caught: $expected ended in an oops (exit $status)"
+    grep -E '^(extregs: oops|RIP:)' <<<"$output" | sed 's/^/    /'
+  else
+    echo "mutant $name: NOT caught (exit $status; expected 'not ok … $expected')" >&2
+    tail -n 30 <<<"$output" >&2
+    failures=$((failures + 1))
+  fi
+done
+
+total=${#mutants[@]}
+[ ${#selected[@]} -gt 0 ] && total=${#selected[@]}
+echo "mutants: $((total - failures)) passed, $failures failed"
+[ "$failures" -eq 0 ]

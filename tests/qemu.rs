@@ -1,0 +1,346 @@
+//! QEMU tests: boot the real kernel image under TCG through the runner
+//! library (what `extregs run` uses) and check serial output and exit
+//! status. Every boot has a timeout; nothing here measures time.
+
+use extregs::images;
+use extregs::qemu::{self, Firmware, RunConfig};
+use extregs::report::{self, Outcome, EXIT_KERNEL_FAILURE, EXIT_SUCCESS, EXIT_TIMEOUT, EXIT_USAGE};
+use object::{Object, ObjectSection, ObjectSymbol};
+use std::process::Command;
+use std::time::Duration;
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn boot(firmware: Firmware, cpu: &str, cmdline: &str) -> Outcome {
+    let config = RunConfig {
+        firmware,
+        cpu: cpu.into(),
+        cmdline: cmdline.into(),
+        timeout: BOOT_TIMEOUT,
+        ..RunConfig::default()
+    };
+    qemu::run(&config).expect("QEMU starts (make test installs it)")
+}
+
+fn dump(outcome: &Outcome) -> String {
+    format!(
+        "--- serial ---\n{}\n--- qemu stderr ---\n{}",
+        outcome.serial, outcome.qemu_stderr
+    )
+}
+
+fn assert_demo_succeeds(outcome: &Outcome, pks: bool) {
+    assert_eq!(outcome.verdict().0, EXIT_SUCCESS, "{}", dump(outcome));
+    let result = outcome.result().expect("one RESULT line");
+    assert_eq!(result["mode"], "demo");
+    assert_eq!(result["ok"], true);
+    assert_eq!(result["pks"], pks, "{}", dump(outcome));
+    let show_regs = report::parse_show_regs(&outcome.serial).expect("a show_regs dump");
+    assert_eq!(show_regs.cs, 0x10);
+    if pks {
+        // The saved PKRS (key 1 granted) next to the live default.
+        assert!(
+            outcome.serial.contains("PKRS: 55555550 live: 55555554"),
+            "{}",
+            dump(outcome)
+        );
+        assert_eq!(result["saved_pkrs"], "55555550");
+        assert_eq!(result["pkrs_after_iret"], "55555550");
+    }
+}
+
+#[test]
+fn bios_boot_with_pks() {
+    assert_demo_succeeds(&boot(Firmware::Bios, "max", ""), true);
+}
+
+#[test]
+fn uefi_boot_with_pks() {
+    assert_demo_succeeds(&boot(Firmware::Uefi, "max", ""), true);
+}
+
+#[test]
+fn qemu64_has_no_pks_and_still_succeeds() {
+    let outcome = boot(Firmware::Bios, "qemu64", "");
+    assert_demo_succeeds(&outcome, false);
+    assert!(
+        outcome.serial.contains("pks: not supported by this CPU"),
+        "{}",
+        dump(&outcome)
+    );
+    assert!(outcome.serial.contains("PKRS: none (this CPU has no PKS)"));
+}
+
+/// The tests the foundation issue requires, by name.
+const REQUIRED_SELFTESTS: &[&str] = &[
+    "container_of_below_ptregs",
+    "divide_error_frame",
+    "int3_frame",
+    "invalid_opcode_frame",
+    "general_protection_frame",
+    "pks_read_fault_frame",
+    "pks_write_fault_frame",
+    "gprs_round_trip",
+    "gpr_edit_through_ptregs",
+    "pkrs_saved_live_restored",
+    "pkrs_saved_edit_applies_after_iret",
+    "exit_rcu_round_trip",
+];
+
+fn selftest_results(outcome: &Outcome) -> Vec<report::KtapResult> {
+    assert!(
+        outcome.serial.contains("KTAP version 1\n"),
+        "{}",
+        dump(outcome)
+    );
+    let results = outcome.ktap_results();
+    assert_eq!(
+        outcome.ktap_plan(),
+        Some(results.len() as u32),
+        "{}",
+        dump(outcome)
+    );
+    for (index, result) in results.iter().enumerate() {
+        assert_eq!(result.number as usize, index + 1, "KTAP numbering");
+    }
+    for name in REQUIRED_SELFTESTS {
+        assert!(
+            results.iter().any(|r| r.name == *name),
+            "selftest {name} missing\n{}",
+            dump(outcome)
+        );
+    }
+    results
+}
+
+#[test]
+fn selftests_all_pass_with_pks() {
+    let outcome = boot(Firmware::Bios, "max", "mode=selftest");
+    let results = selftest_results(&outcome);
+    for result in &results {
+        assert!(
+            result.ok && result.skip.is_none(),
+            "{result:?}\n{}",
+            dump(&outcome)
+        );
+    }
+    assert_eq!(outcome.verdict().0, EXIT_SUCCESS, "{}", dump(&outcome));
+    let result = outcome.result().unwrap();
+    assert_eq!(result["pks"], true);
+    assert_eq!(result["passed"], results.len());
+}
+
+#[test]
+fn selftests_without_pks_skip_only_pks_tests() {
+    let outcome = boot(Firmware::Bios, "qemu64", "mode=selftest");
+    let results = selftest_results(&outcome);
+    for result in &results {
+        assert!(result.ok, "{result:?}\n{}", dump(&outcome));
+        let pks_test = result.name.starts_with("pks") || result.name.starts_with("pkrs");
+        assert_eq!(result.skip.is_some(), pks_test, "{result:?}");
+    }
+    assert_eq!(outcome.verdict().0, EXIT_SUCCESS, "{}", dump(&outcome));
+}
+
+#[test]
+fn malformed_command_lines_fail_with_one_error_line() {
+    for (cmdline, reason) in [
+        ("mode=bogus", "bad value 'bogus' for 'mode'"),
+        ("mode", "malformed command-line word 'mode'"),
+        ("seed=1", "unknown command-line key 'seed'"),
+        ("mode=oops", "mode=oops needs cause="),
+    ] {
+        let outcome = boot(Firmware::Bios, "max", cmdline);
+        let errors: Vec<&str> = outcome
+            .serial
+            .lines()
+            .filter(|l| l.starts_with("extregs: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{cmdline}: {}", dump(&outcome));
+        assert!(errors[0].contains(reason), "{cmdline}: {}", errors[0]);
+        assert!(
+            outcome.result_lines().is_empty(),
+            "{cmdline}: mode must not run"
+        );
+        assert_eq!(outcome.verdict().0, EXIT_KERNEL_FAILURE, "{cmdline}");
+    }
+}
+
+/// The bytes of the kernel ELF at virtual address `address`, if loaded.
+fn image_bytes(elf: &object::File<'_>, address: u64, length: usize) -> Vec<u8> {
+    let section = elf
+        .sections()
+        .find(|s| (s.address()..s.address() + s.size()).contains(&address))
+        .expect("a section holds the address");
+    let data = section.data().expect("section data");
+    let start = (address - section.address()) as usize;
+    data[start..start + length].to_vec()
+}
+
+/// The ELF address of a function symbol given by its demangled name.
+fn symbol_address(elf: &object::File<'_>, demangled: &str) -> u64 {
+    elf.symbols()
+        .find(|s| {
+            s.name()
+                .is_ok_and(|n| format!("{:#}", rustc_demangle::demangle(n)) == demangled)
+        })
+        .unwrap_or_else(|| panic!("symbol {demangled} in the kernel ELF"))
+        .address()
+}
+
+#[test]
+fn unhandled_exception_dumps_code_bytes_of_the_image() {
+    let outcome = boot(Firmware::Bios, "max", "mode=oops cause=ud2");
+    assert_eq!(
+        outcome.verdict().0,
+        EXIT_KERNEL_FAILURE,
+        "{}",
+        dump(&outcome)
+    );
+    assert!(outcome
+        .serial
+        .contains("oops: unhandled invalid opcode (vector 6)"));
+    assert_eq!(outcome.result().unwrap()["ok"], false);
+    let dump_regs = report::parse_show_regs(&outcome.serial).expect("show_regs");
+    // RIP: 0010:kernel::oops::oops_invalid_opcode+0x1/0x5
+    let (symbol, offsets) = dump_regs
+        .rip_text
+        .split_once('+')
+        .expect("a symbolised RIP");
+    let offset = u64::from_str_radix(
+        offsets.split('/').next().unwrap().trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    assert_eq!(symbol, "kernel::oops::oops_invalid_opcode");
+    let elf_bytes = std::fs::read(images::kernel_elf()).expect("kernel ELF");
+    let elf = object::File::parse(&*elf_bytes).expect("parse the kernel ELF");
+    let rip = symbol_address(&elf, symbol) + offset;
+    let first = rip - dump_regs.code_rip_index as u64;
+    assert_eq!(
+        image_bytes(&elf, first, dump_regs.code.len()),
+        dump_regs.code
+    );
+    assert_eq!(
+        &dump_regs.code[dump_regs.code_rip_index..][..2],
+        [0x0f, 0x0b],
+        "ud2 at RIP"
+    );
+}
+
+#[test]
+fn unresolved_pks_fault_is_an_oops_that_names_key_and_right() {
+    let outcome = boot(Firmware::Bios, "max", "mode=oops cause=pks");
+    assert_eq!(
+        outcome.verdict().0,
+        EXIT_KERNEL_FAILURE,
+        "{}",
+        dump(&outcome)
+    );
+    assert!(
+        outcome.serial.contains("protection key"),
+        "{}",
+        dump(&outcome)
+    );
+    assert!(
+        outcome
+            .serial
+            .contains("PKS: read of pkey 1 denied: access-disable (AD) set"),
+        "{}",
+        dump(&outcome)
+    );
+    let dump_regs = report::parse_show_regs(&outcome.serial).expect("show_regs");
+    assert_eq!(dump_regs.saved_pkrs, Some(0x5555_5554));
+}
+
+#[test]
+fn panic_and_gp_print_show_regs_and_fail() {
+    for cmdline in ["mode=oops cause=panic", "mode=oops cause=gp"] {
+        let outcome = boot(Firmware::Bios, "max", cmdline);
+        assert_eq!(
+            outcome.verdict().0,
+            EXIT_KERNEL_FAILURE,
+            "{}",
+            dump(&outcome)
+        );
+        assert!(
+            report::parse_show_regs(&outcome.serial).is_some(),
+            "{}",
+            dump(&outcome)
+        );
+        assert_eq!(outcome.result().unwrap()["ok"], false);
+    }
+}
+
+fn extregs_cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_extregs"))
+        .args(args)
+        .output()
+        .expect("run extregs")
+}
+
+#[test]
+fn cli_images_prints_both_existing_paths() {
+    let output = extregs_cli(&["images"]);
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    for (key, path) in [
+        ("bios=", images::bios_image()),
+        ("uefi=", images::uefi_image()),
+    ] {
+        let line = text.lines().find(|l| l.starts_with(key)).expect(key);
+        assert_eq!(std::path::Path::new(&line[key.len()..]), path);
+        assert!(path.exists());
+    }
+}
+
+#[test]
+fn cli_exit_statuses() {
+    assert_eq!(
+        extregs_cli(&["run", "--firmware", "floppy"]).status.code(),
+        Some(EXIT_USAGE)
+    );
+    assert_eq!(
+        extregs_cli(&["run", "--cmdline", "mode=demo,x"])
+            .status
+            .code(),
+        Some(EXIT_USAGE)
+    );
+    let failed = extregs_cli(&["run", "--cmdline", "mode=oops cause=ud2"]);
+    assert_eq!(failed.status.code(), Some(EXIT_KERNEL_FAILURE));
+    // --gdb makes QEMU wait for a debugger forever: a real hang.
+    let hung = extregs_cli(&["run", "--gdb", "--timeout", "3"]);
+    assert_eq!(hung.status.code(), Some(EXIT_TIMEOUT));
+    let ok = extregs_cli(&["run"]);
+    assert_eq!(ok.status.code(), Some(EXIT_SUCCESS));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("RESULT {\"mode\":\"demo\""));
+}
+
+/// The plain QEMU command line the README documents boots the image too.
+#[test]
+fn readme_plain_qemu_command_line_boots() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.trim_start().starts_with("qemu-system-x86_64 "))
+        .expect("README has a plain qemu-system-x86_64 command");
+    let command = line
+        .trim()
+        .replace("$BIOS_IMAGE", &images::bios_image().display().to_string());
+    let output = Command::new("timeout")
+        .args(["180", "sh", "-c", &command])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the README command");
+    let serial = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(qemu::QEMU_EXIT_SUCCESS),
+        "{serial}"
+    );
+    assert!(
+        serial.contains("RESULT {\"mode\":\"selftest\",\"ok\":true"),
+        "{serial}"
+    );
+}
