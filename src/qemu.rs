@@ -158,7 +158,7 @@ pub fn qemu_arguments(config: &RunConfig, image: &Path) -> Vec<String> {
     }
     args.extend([
         "-drive".into(),
-        format!("format=raw,file={}", image.display()),
+        format!("format=raw,snapshot=on,file={}", image.display()),
     ]);
     if config.gdb {
         args.extend(["-s".into(), "-S".into()]);

@@ -87,6 +87,15 @@ impl Outcome {
             RunStatus::Exited(Some(QEMU_EXIT_FAILURE)) => {
                 (EXIT_KERNEL_FAILURE, "kernel reported failure".into())
             }
+            // QEMU's own exit status 1 with a silent guest: QEMU refused its
+            // configuration (bad option, locked image, missing firmware...).
+            RunStatus::Exited(Some(1)) if self.serial.trim().is_empty() => (
+                EXIT_USAGE,
+                format!(
+                    "QEMU could not start the machine: {}",
+                    self.qemu_stderr.lines().next().unwrap_or("no message")
+                ),
+            ),
             RunStatus::Exited(Some(code)) => (
                 EXIT_KERNEL_FAILURE,
                 format!(
@@ -221,6 +230,12 @@ mod tests {
     fn failures_crashes_and_timeouts_map_to_their_codes() {
         assert_eq!(outcome(35, "RESULT {\"ok\":false}\n").verdict().0, 1);
         assert_eq!(outcome(0, "").verdict().0, 1);
+        assert_eq!(outcome(1, "booting\n").verdict().0, 1);
+        let refused = Outcome::new(RunStatus::Exited(Some(1)), String::new(), "bad -cpu".into());
+        assert_eq!(
+            refused.verdict(),
+            (2, "QEMU could not start the machine: bad -cpu".into())
+        );
         let hung = Outcome::new(RunStatus::TimedOut, String::new(), String::new());
         assert_eq!(hung.verdict().0, 124);
         let killed = Outcome::new(RunStatus::Exited(None), String::new(), String::new());
