@@ -13,19 +13,9 @@ fn main() {
     let bios_image = out_dir.join("extregs-bios.img");
     let uefi_image = out_dir.join("extregs-uefi.img");
     let builder = DiskImageBuilder::new(kernel.clone());
-    builder
-        .create_bios_image(&bios_image)
-        .expect("creating the BIOS image");
-    builder
-        .create_uefi_image(&uefi_image)
-        .expect("creating the UEFI image");
-    println!(
-        "cargo:rustc-env=EXTREGS_BIOS_IMAGE={}",
-        bios_image.display()
-    );
-    println!(
-        "cargo:rustc-env=EXTREGS_UEFI_IMAGE={}",
-        uefi_image.display()
-    );
+    builder.create_bios_image(&bios_image).expect("creating the BIOS image");
+    builder.create_uefi_image(&uefi_image).expect("creating the UEFI image");
+    println!("cargo:rustc-env=EXTREGS_BIOS_IMAGE={}", bios_image.display());
+    println!("cargo:rustc-env=EXTREGS_UEFI_IMAGE={}", uefi_image.display());
     println!("cargo:rustc-env=EXTREGS_KERNEL_ELF={}", kernel.display());
 }

@@ -12,11 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(
-    name = "extregs",
-    version,
-    about = "Boot and test the extregs kernel (extended pt_regs)"
-)]
+#[command(name = "extregs", version, about = "Boot and test the extregs kernel (extended pt_regs)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,11 +53,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
-            let code = if error.use_stderr() {
-                EXIT_USAGE
-            } else {
-                EXIT_SUCCESS
-            };
+            let code = if error.use_stderr() { EXIT_USAGE } else { EXIT_SUCCESS };
             return ExitCode::from(code as u8);
         }
     };

@@ -48,11 +48,8 @@ impl Accel {
             Accel::Tcg => "tcg",
             Accel::Kvm => "kvm",
             Accel::Auto => {
-                let kvm_usable = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open("/dev/kvm")
-                    .is_ok();
+                let kvm_usable =
+                    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
                 if kvm_usable {
                     "kvm"
                 } else {
@@ -156,10 +153,7 @@ pub fn qemu_arguments(config: &RunConfig, image: &Path) -> Vec<String> {
     if config.firmware == Firmware::Uefi {
         args.extend(["-bios".into(), OVMF_PATH.into()]);
     }
-    args.extend([
-        "-drive".into(),
-        format!("format=raw,snapshot=on,file={}", image.display()),
-    ]);
+    args.extend(["-drive".into(), format!("format=raw,snapshot=on,file={}", image.display())]);
     if config.gdb {
         args.extend(["-s".into(), "-S".into()]);
     }
@@ -174,10 +168,7 @@ pub fn run(config: &RunConfig) -> Result<Outcome, SetupError> {
         Firmware::Uefi => images::uefi_image(),
     };
     if !image.exists() {
-        return Err(SetupError(format!(
-            "boot image {} is missing: rebuild",
-            image.display()
-        )));
+        return Err(SetupError(format!("boot image {} is missing: rebuild", image.display())));
     }
     if config.firmware == Firmware::Uefi && !Path::new(OVMF_PATH).exists() {
         return Err(SetupError(format!(
@@ -208,11 +199,7 @@ pub fn run(config: &RunConfig) -> Result<Outcome, SetupError> {
         let mut collected = String::new();
         let mut reader = BufReader::new(stdout);
         let mut line = Vec::new();
-        while reader
-            .read_until(b'\n', &mut line)
-            .map(|n| n > 0)
-            .unwrap_or(false)
-        {
+        while reader.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
             let text = String::from_utf8_lossy(&line).replace('\r', "");
             if echo {
                 print!("{text}");
@@ -252,10 +239,7 @@ mod tests {
 
     #[test]
     fn arguments_carry_the_contract() {
-        let config = RunConfig {
-            cmdline: "mode=selftest".into(),
-            ..RunConfig::default()
-        };
+        let config = RunConfig { cmdline: "mode=selftest".into(), ..RunConfig::default() };
         let args = qemu_arguments(&config, Path::new("/tmp/x.img")).join(" ");
         assert!(args.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"));
         assert!(args.contains("-fw_cfg name=opt/extregs/cmdline,string=mode=selftest"));
@@ -263,13 +247,8 @@ mod tests {
         assert!(args.contains("-accel tcg"));
         assert!(args.contains("-no-reboot"));
         assert!(!args.contains(OVMF_PATH));
-        let uefi = RunConfig {
-            firmware: Firmware::Uefi,
-            ..config
-        };
-        assert!(qemu_arguments(&uefi, Path::new("/tmp/x.img"))
-            .join(" ")
-            .contains(OVMF_PATH));
+        let uefi = RunConfig { firmware: Firmware::Uefi, ..config };
+        assert!(qemu_arguments(&uefi, Path::new("/tmp/x.img")).join(" ").contains(OVMF_PATH));
     }
 
     #[test]

@@ -43,11 +43,7 @@ pub struct KtapResult {
 
 impl Outcome {
     pub fn new(status: RunStatus, serial: String, qemu_stderr: String) -> Self {
-        Outcome {
-            status,
-            serial,
-            qemu_stderr,
-        }
+        Outcome { status, serial, qemu_stderr }
     }
 
     /// Every `RESULT {json}` line, parsed (unparsable ones as `Err`).
@@ -70,10 +66,8 @@ impl Outcome {
     /// The `extregs` exit status (DESIGN §4) and why.
     pub fn verdict(&self) -> (i32, String) {
         let result = self.result();
-        let result_ok = result
-            .as_ref()
-            .and_then(|r| r.get("ok"))
-            .and_then(serde_json::Value::as_bool);
+        let result_ok =
+            result.as_ref().and_then(|r| r.get("ok")).and_then(serde_json::Value::as_bool);
         match self.status {
             RunStatus::TimedOut => (EXIT_TIMEOUT, "timed out: QEMU was killed".into()),
             RunStatus::Exited(Some(QEMU_EXIT_SUCCESS)) => match result_ok {
@@ -123,9 +117,7 @@ impl Outcome {
 
     /// The declared plan (`1..N`), if present.
     pub fn ktap_plan(&self) -> Option<u32> {
-        self.serial
-            .lines()
-            .find_map(|line| line.strip_prefix("1..")?.trim().parse().ok())
+        self.serial.lines().find_map(|line| line.strip_prefix("1..")?.trim().parse().ok())
     }
 }
 
@@ -142,15 +134,9 @@ pub fn parse_ktap_result(line: &str) -> Option<KtapResult> {
         Some((name, directive)) => (name, Some(directive)),
         None => (rest, None),
     };
-    let skip = directive
-        .and_then(|d| d.strip_prefix("SKIP"))
-        .map(|reason| reason.trim().to_string());
-    Some(KtapResult {
-        number,
-        ok,
-        name: name.trim().to_string(),
-        skip,
-    })
+    let skip =
+        directive.and_then(|d| d.strip_prefix("SKIP")).map(|reason| reason.trim().to_string());
+    Some(KtapResult { number, ok, name: name.trim().to_string(), skip })
 }
 
 /// The parts of a show_regs dump that tools compare.
@@ -172,9 +158,7 @@ pub fn parse_show_regs(serial: &str) -> Option<ShowRegsDump> {
     let rip_at = lines.iter().position(|line| line.starts_with("RIP: "))?;
     let (cs, rip_text) = lines[rip_at]["RIP: ".len()..].split_once(':')?;
     let cs = u16::from_str_radix(cs, 16).ok()?;
-    let code_line = lines[rip_at..]
-        .iter()
-        .find_map(|line| line.strip_prefix("Code: "))?;
+    let code_line = lines[rip_at..].iter().find_map(|line| line.strip_prefix("Code: "))?;
     let mut code = Vec::new();
     let mut code_rip_index = None;
     for word in code_line.split_whitespace() {
@@ -210,19 +194,12 @@ mod tests {
     #[test]
     fn success_needs_a_result_line_that_says_ok() {
         assert_eq!(
-            outcome(33, "RESULT {\"mode\":\"demo\",\"ok\":true,\"pks\":true}\n")
-                .verdict()
-                .0,
+            outcome(33, "RESULT {\"mode\":\"demo\",\"ok\":true,\"pks\":true}\n").verdict().0,
             0
         );
         assert_eq!(outcome(33, "RESULT {\"ok\":false}\n").verdict().0, 1);
         assert_eq!(outcome(33, "booting\n").verdict().0, 1);
-        assert_eq!(
-            outcome(33, "RESULT {\"ok\":true}\nRESULT {\"ok\":true}\n")
-                .verdict()
-                .0,
-            1
-        );
+        assert_eq!(outcome(33, "RESULT {\"ok\":true}\nRESULT {\"ok\":true}\n").verdict().0, 1);
         assert_eq!(outcome(33, "RESULT {not json\n").verdict().0, 1);
     }
 
@@ -232,10 +209,7 @@ mod tests {
         assert_eq!(outcome(0, "").verdict().0, 1);
         assert_eq!(outcome(1, "booting\n").verdict().0, 1);
         let refused = Outcome::new(RunStatus::Exited(Some(1)), String::new(), "bad -cpu".into());
-        assert_eq!(
-            refused.verdict(),
-            (2, "QEMU could not start the machine: bad -cpu".into())
-        );
+        assert_eq!(refused.verdict(), (2, "QEMU could not start the machine: bad -cpu".into()));
         let hung = Outcome::new(RunStatus::TimedOut, String::new(), String::new());
         assert_eq!(hung.verdict().0, 124);
         let killed = Outcome::new(RunStatus::Exited(None), String::new(), String::new());
@@ -246,12 +220,7 @@ mod tests {
     fn ktap_lines_parse() {
         assert_eq!(
             parse_ktap_result("ok 3 int3_frame"),
-            Some(KtapResult {
-                number: 3,
-                ok: true,
-                name: "int3_frame".into(),
-                skip: None
-            })
+            Some(KtapResult { number: 3, ok: true, name: "int3_frame".into(), skip: None })
         );
         assert_eq!(
             parse_ktap_result("not ok 12 pks_fault # SKIP no PKS"),

@@ -23,14 +23,16 @@ fn boot(firmware: Firmware, cpu: &str, cmdline: &str) -> Outcome {
 }
 
 fn dump(outcome: &Outcome) -> String {
-    format!(
-        "--- serial ---\n{}\n--- qemu stderr ---\n{}",
-        outcome.serial, outcome.qemu_stderr
-    )
+    format!("--- serial ---\n{}\n--- qemu stderr ---\n{}", outcome.serial, outcome.qemu_stderr)
+}
+
+/// Asserts the runner's verdict, showing the whole boot when it differs.
+fn assert_verdict(outcome: &Outcome, expected: i32) {
+    assert_eq!(outcome.verdict().0, expected, "{}", dump(outcome));
 }
 
 fn assert_demo_succeeds(outcome: &Outcome, pks: bool) {
-    assert_eq!(outcome.verdict().0, EXIT_SUCCESS, "{}", dump(outcome));
+    assert_verdict(outcome, EXIT_SUCCESS);
     let result = outcome.result().expect("one RESULT line");
     assert_eq!(result["mode"], "demo");
     assert_eq!(result["ok"], true);
@@ -39,11 +41,7 @@ fn assert_demo_succeeds(outcome: &Outcome, pks: bool) {
     assert_eq!(show_regs.cs, 0x10);
     if pks {
         // The saved PKRS (key 1 granted) next to the live default.
-        assert!(
-            outcome.serial.contains("PKRS: 55555550 live: 55555554"),
-            "{}",
-            dump(outcome)
-        );
+        assert!(outcome.serial.contains("PKRS: 55555550 live: 55555554"), "{}", dump(outcome));
         assert_eq!(result["saved_pkrs"], "55555550");
         assert_eq!(result["pkrs_after_iret"], "55555550");
     }
@@ -63,11 +61,7 @@ fn uefi_boot_with_pks() {
 fn qemu64_has_no_pks_and_still_succeeds() {
     let outcome = boot(Firmware::Bios, "qemu64", "");
     assert_demo_succeeds(&outcome, false);
-    assert!(
-        outcome.serial.contains("pks: not supported by this CPU"),
-        "{}",
-        dump(&outcome)
-    );
+    assert!(outcome.serial.contains("pks: not supported by this CPU"), "{}", dump(&outcome));
     assert!(outcome.serial.contains("PKRS: none (this CPU has no PKS)"));
 }
 
@@ -88,18 +82,9 @@ const REQUIRED_SELFTESTS: &[&str] = &[
 ];
 
 fn selftest_results(outcome: &Outcome) -> Vec<report::KtapResult> {
-    assert!(
-        outcome.serial.contains("KTAP version 1\n"),
-        "{}",
-        dump(outcome)
-    );
+    assert!(outcome.serial.contains("KTAP version 1\n"), "{}", dump(outcome));
     let results = outcome.ktap_results();
-    assert_eq!(
-        outcome.ktap_plan(),
-        Some(results.len() as u32),
-        "{}",
-        dump(outcome)
-    );
+    assert_eq!(outcome.ktap_plan(), Some(results.len() as u32), "{}", dump(outcome));
     for (index, result) in results.iter().enumerate() {
         assert_eq!(result.number as usize, index + 1, "KTAP numbering");
     }
@@ -118,13 +103,9 @@ fn selftests_all_pass_with_pks() {
     let outcome = boot(Firmware::Bios, "max", "mode=selftest");
     let results = selftest_results(&outcome);
     for result in &results {
-        assert!(
-            result.ok && result.skip.is_none(),
-            "{result:?}\n{}",
-            dump(&outcome)
-        );
+        assert!(result.ok && result.skip.is_none(), "{result:?}\n{}", dump(&outcome));
     }
-    assert_eq!(outcome.verdict().0, EXIT_SUCCESS, "{}", dump(&outcome));
+    assert_verdict(&outcome, EXIT_SUCCESS);
     let result = outcome.result().unwrap();
     assert_eq!(result["pks"], true);
     assert_eq!(result["passed"], results.len());
@@ -139,7 +120,7 @@ fn selftests_without_pks_skip_only_pks_tests() {
         let pks_test = result.name.starts_with("pks") || result.name.starts_with("pkrs");
         assert_eq!(result.skip.is_some(), pks_test, "{result:?}");
     }
-    assert_eq!(outcome.verdict().0, EXIT_SUCCESS, "{}", dump(&outcome));
+    assert_verdict(&outcome, EXIT_SUCCESS);
 }
 
 #[test]
@@ -151,17 +132,11 @@ fn malformed_command_lines_fail_with_one_error_line() {
         ("mode=oops", "mode=oops needs cause="),
     ] {
         let outcome = boot(Firmware::Bios, "max", cmdline);
-        let errors: Vec<&str> = outcome
-            .serial
-            .lines()
-            .filter(|l| l.starts_with("extregs: error:"))
-            .collect();
+        let errors: Vec<&str> =
+            outcome.serial.lines().filter(|l| l.starts_with("extregs: error:")).collect();
         assert_eq!(errors.len(), 1, "{cmdline}: {}", dump(&outcome));
         assert!(errors[0].contains(reason), "{cmdline}: {}", errors[0]);
-        assert!(
-            outcome.result_lines().is_empty(),
-            "{cmdline}: mode must not run"
-        );
+        assert!(outcome.result_lines().is_empty(), "{cmdline}: mode must not run");
         assert_eq!(outcome.verdict().0, EXIT_KERNEL_FAILURE, "{cmdline}");
     }
 }
@@ -180,10 +155,7 @@ fn image_bytes(elf: &object::File<'_>, address: u64, length: usize) -> Vec<u8> {
 /// The ELF address of a function symbol given by its demangled name.
 fn symbol_address(elf: &object::File<'_>, demangled: &str) -> u64 {
     elf.symbols()
-        .find(|s| {
-            s.name()
-                .is_ok_and(|n| format!("{:#}", rustc_demangle::demangle(n)) == demangled)
-        })
+        .find(|s| s.name().is_ok_and(|n| format!("{:#}", rustc_demangle::demangle(n)) == demangled))
         .unwrap_or_else(|| panic!("symbol {demangled} in the kernel ELF"))
         .address()
 }
@@ -191,61 +163,31 @@ fn symbol_address(elf: &object::File<'_>, demangled: &str) -> u64 {
 #[test]
 fn unhandled_exception_dumps_code_bytes_of_the_image() {
     let outcome = boot(Firmware::Bios, "max", "mode=oops cause=ud2");
-    assert_eq!(
-        outcome.verdict().0,
-        EXIT_KERNEL_FAILURE,
-        "{}",
-        dump(&outcome)
-    );
-    assert!(outcome
-        .serial
-        .contains("oops: unhandled invalid opcode (vector 6)"));
+    assert_verdict(&outcome, EXIT_KERNEL_FAILURE);
+    assert!(outcome.serial.contains("oops: unhandled invalid opcode (vector 6)"));
     assert_eq!(outcome.result().unwrap()["ok"], false);
     let dump_regs = report::parse_show_regs(&outcome.serial).expect("show_regs");
     // RIP: 0010:kernel::oops::oops_invalid_opcode+0x1/0x5
-    let (symbol, offsets) = dump_regs
-        .rip_text
-        .split_once('+')
-        .expect("a symbolised RIP");
-    let offset = u64::from_str_radix(
-        offsets.split('/').next().unwrap().trim_start_matches("0x"),
-        16,
-    )
-    .unwrap();
+    let (symbol, offsets) = dump_regs.rip_text.split_once('+').expect("a symbolised RIP");
+    let offset =
+        u64::from_str_radix(offsets.split('/').next().unwrap().trim_start_matches("0x"), 16)
+            .unwrap();
     assert_eq!(symbol, "kernel::oops::oops_invalid_opcode");
     let elf_bytes = std::fs::read(images::kernel_elf()).expect("kernel ELF");
     let elf = object::File::parse(&*elf_bytes).expect("parse the kernel ELF");
     let rip = symbol_address(&elf, symbol) + offset;
     let first = rip - dump_regs.code_rip_index as u64;
-    assert_eq!(
-        image_bytes(&elf, first, dump_regs.code.len()),
-        dump_regs.code
-    );
-    assert_eq!(
-        &dump_regs.code[dump_regs.code_rip_index..][..2],
-        [0x0f, 0x0b],
-        "ud2 at RIP"
-    );
+    assert_eq!(image_bytes(&elf, first, dump_regs.code.len()), dump_regs.code);
+    assert_eq!(&dump_regs.code[dump_regs.code_rip_index..][..2], [0x0f, 0x0b], "ud2 at RIP");
 }
 
 #[test]
 fn unresolved_pks_fault_is_an_oops_that_names_key_and_right() {
     let outcome = boot(Firmware::Bios, "max", "mode=oops cause=pks");
-    assert_eq!(
-        outcome.verdict().0,
-        EXIT_KERNEL_FAILURE,
-        "{}",
-        dump(&outcome)
-    );
+    assert_verdict(&outcome, EXIT_KERNEL_FAILURE);
+    assert!(outcome.serial.contains("protection key"), "{}", dump(&outcome));
     assert!(
-        outcome.serial.contains("protection key"),
-        "{}",
-        dump(&outcome)
-    );
-    assert!(
-        outcome
-            .serial
-            .contains("PKS: read of pkey 1 denied: access-disable (AD) set"),
+        outcome.serial.contains("PKS: read of pkey 1 denied: access-disable (AD) set"),
         "{}",
         dump(&outcome)
     );
@@ -257,26 +199,14 @@ fn unresolved_pks_fault_is_an_oops_that_names_key_and_right() {
 fn panic_and_gp_print_show_regs_and_fail() {
     for cmdline in ["mode=oops cause=panic", "mode=oops cause=gp"] {
         let outcome = boot(Firmware::Bios, "max", cmdline);
-        assert_eq!(
-            outcome.verdict().0,
-            EXIT_KERNEL_FAILURE,
-            "{}",
-            dump(&outcome)
-        );
-        assert!(
-            report::parse_show_regs(&outcome.serial).is_some(),
-            "{}",
-            dump(&outcome)
-        );
+        assert_verdict(&outcome, EXIT_KERNEL_FAILURE);
+        assert!(report::parse_show_regs(&outcome.serial).is_some(), "{}", dump(&outcome));
         assert_eq!(outcome.result().unwrap()["ok"], false);
     }
 }
 
 fn extregs_cli(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_extregs"))
-        .args(args)
-        .output()
-        .expect("run extregs")
+    Command::new(env!("CARGO_BIN_EXE_extregs")).args(args).output().expect("run extregs")
 }
 
 #[test]
@@ -284,10 +214,7 @@ fn cli_images_prints_both_existing_paths() {
     let output = extregs_cli(&["images"]);
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();
-    for (key, path) in [
-        ("bios=", images::bios_image()),
-        ("uefi=", images::uefi_image()),
-    ] {
+    for (key, path) in [("bios=", images::bios_image()), ("uefi=", images::uefi_image())] {
         let line = text.lines().find(|l| l.starts_with(key)).expect(key);
         assert_eq!(std::path::Path::new(&line[key.len()..]), path);
         assert!(path.exists());
@@ -296,16 +223,8 @@ fn cli_images_prints_both_existing_paths() {
 
 #[test]
 fn cli_exit_statuses() {
-    assert_eq!(
-        extregs_cli(&["run", "--firmware", "floppy"]).status.code(),
-        Some(EXIT_USAGE)
-    );
-    assert_eq!(
-        extregs_cli(&["run", "--cmdline", "mode=demo,x"])
-            .status
-            .code(),
-        Some(EXIT_USAGE)
-    );
+    assert_eq!(extregs_cli(&["run", "--firmware", "floppy"]).status.code(), Some(EXIT_USAGE));
+    assert_eq!(extregs_cli(&["run", "--cmdline", "mode=demo,x"]).status.code(), Some(EXIT_USAGE));
     let failed = extregs_cli(&["run", "--cmdline", "mode=oops cause=ud2"]);
     assert_eq!(failed.status.code(), Some(EXIT_KERNEL_FAILURE));
     // --gdb makes QEMU wait for a debugger forever: a real hang.
@@ -325,22 +244,13 @@ fn readme_plain_qemu_command_line_boots() {
         .lines()
         .find(|l| l.trim_start().starts_with("qemu-system-x86_64 "))
         .expect("README has a plain qemu-system-x86_64 command");
-    let command = line
-        .trim()
-        .replace("$BIOS_IMAGE", &images::bios_image().display().to_string());
+    let command = line.trim().replace("$BIOS_IMAGE", &images::bios_image().display().to_string());
     let output = Command::new("timeout")
         .args(["180", "sh", "-c", &command])
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run the README command");
     let serial = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(qemu::QEMU_EXIT_SUCCESS),
-        "{serial}"
-    );
-    assert!(
-        serial.contains("RESULT {\"mode\":\"selftest\",\"ok\":true"),
-        "{serial}"
-    );
+    assert_eq!(output.status.code(), Some(qemu::QEMU_EXIT_SUCCESS), "{serial}");
+    assert!(serial.contains("RESULT {\"mode\":\"selftest\",\"ok\":true"), "{serial}");
 }

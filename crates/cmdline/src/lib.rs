@@ -24,19 +24,12 @@ pub enum Mode {
 
 impl Mode {
     /// Every mode with its command-line spelling.
-    pub const ALL: [(Mode, &'static str); 3] = [
-        (Mode::Demo, "demo"),
-        (Mode::Selftest, "selftest"),
-        (Mode::Oops, "oops"),
-    ];
+    pub const ALL: [(Mode, &'static str); 3] =
+        [(Mode::Demo, "demo"), (Mode::Selftest, "selftest"), (Mode::Oops, "oops")];
 
     /// The command-line spelling.
     pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(mode, _)| *mode == self)
-            .map(|(_, name)| *name)
-            .unwrap_or("?")
+        Self::ALL.iter().find(|(mode, _)| *mode == self).map(|(_, name)| *name).unwrap_or("?")
     }
 }
 
@@ -82,11 +75,7 @@ pub enum CommandLineError<'a> {
     /// The same key twice.
     DuplicateKey(&'a str),
     /// A value not in the key's list.
-    BadValue {
-        key: &'a str,
-        value: &'a str,
-        expected: &'static str,
-    },
+    BadValue { key: &'a str, value: &'a str, expected: &'static str },
     /// A key the chosen mode does not take.
     KeyNotForMode { key: &'a str, mode: Mode },
     /// A key the chosen mode requires is missing.
@@ -97,10 +86,7 @@ impl fmt::Display for CommandLineError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CommandLineError::Malformed(word) => {
-                write!(
-                    f,
-                    "malformed command-line word '{word}' (expected key=value)"
-                )
+                write!(f, "malformed command-line word '{word}' (expected key=value)")
             }
             CommandLineError::UnknownKey(key) => {
                 write!(f, "unknown command-line key '{key}' (known: mode, cause)")
@@ -108,15 +94,8 @@ impl fmt::Display for CommandLineError<'_> {
             CommandLineError::DuplicateKey(key) => {
                 write!(f, "command-line key '{key}' given twice")
             }
-            CommandLineError::BadValue {
-                key,
-                value,
-                expected,
-            } => {
-                write!(
-                    f,
-                    "bad value '{value}' for '{key}' (expected one of: {expected})"
-                )
+            CommandLineError::BadValue { key, value, expected } => {
+                write!(f, "bad value '{value}' for '{key}' (expected one of: {expected})")
             }
             CommandLineError::KeyNotForMode { key, mode } => {
                 write!(f, "key '{key}' does not apply to mode={}", mode.name())
@@ -129,10 +108,7 @@ impl fmt::Display for CommandLineError<'_> {
 }
 
 fn lookup<T: Copy>(table: &[(T, &'static str)], value: &str) -> Option<T> {
-    table
-        .iter()
-        .find(|(_, name)| *name == value)
-        .map(|(item, _)| *item)
+    table.iter().find(|(_, name)| *name == value).map(|(item, _)| *item)
 }
 
 /// Parses a command line. An empty line means `mode=demo`.
@@ -161,13 +137,11 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                     return Err(CommandLineError::DuplicateKey(key));
                 }
                 cause_key = key;
-                cause = Some(
-                    lookup(&OopsCause::ALL, value).ok_or(CommandLineError::BadValue {
-                        key,
-                        value,
-                        expected: "ud2, gp, pks, panic",
-                    })?,
-                );
+                cause = Some(lookup(&OopsCause::ALL, value).ok_or(CommandLineError::BadValue {
+                    key,
+                    value,
+                    expected: "ud2, gp, pks, panic",
+                })?);
             }
             _ => return Err(CommandLineError::UnknownKey(key)),
         }
@@ -175,14 +149,8 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
     let mode = mode.unwrap_or(Mode::Demo);
     match (mode, cause) {
         (Mode::Oops, None) => Err(CommandLineError::MissingKey { key: "cause", mode }),
-        (Mode::Oops, Some(_)) | (_, None) => Ok(CommandLine {
-            mode,
-            oops_cause: cause,
-        }),
-        (_, Some(_)) => Err(CommandLineError::KeyNotForMode {
-            key: cause_key,
-            mode,
-        }),
+        (Mode::Oops, Some(_)) | (_, None) => Ok(CommandLine { mode, oops_cause: cause }),
+        (_, Some(_)) => Err(CommandLineError::KeyNotForMode { key: cause_key, mode }),
     }
 }
 
@@ -196,13 +164,7 @@ mod tests {
 
     #[test]
     fn empty_means_demo() {
-        assert_eq!(
-            parse("").unwrap(),
-            CommandLine {
-                mode: Mode::Demo,
-                oops_cause: None
-            }
-        );
+        assert_eq!(parse("").unwrap(), CommandLine { mode: Mode::Demo, oops_cause: None });
         assert_eq!(parse("  \n\t ").unwrap().mode, Mode::Demo);
     }
 
@@ -211,10 +173,7 @@ mod tests {
         assert_eq!(parse("mode=selftest").unwrap().mode, Mode::Selftest);
         assert_eq!(
             parse("mode=oops cause=pks").unwrap(),
-            CommandLine {
-                mode: Mode::Oops,
-                oops_cause: Some(OopsCause::PksViolation)
-            }
+            CommandLine { mode: Mode::Oops, oops_cause: Some(OopsCause::PksViolation) }
         );
         assert_eq!(
             parse("cause=ud2 mode=oops").unwrap().oops_cause,
@@ -224,19 +183,10 @@ mod tests {
 
     #[test]
     fn errors_say_why() {
-        assert_eq!(
-            parse("mode").unwrap_err(),
-            CommandLineError::Malformed("mode")
-        );
+        assert_eq!(parse("mode").unwrap_err(), CommandLineError::Malformed("mode"));
         assert_eq!(parse("=x").unwrap_err(), CommandLineError::Malformed("=x"));
-        assert_eq!(
-            parse("mode=").unwrap_err(),
-            CommandLineError::Malformed("mode=")
-        );
-        assert_eq!(
-            parse("colour=red").unwrap_err(),
-            CommandLineError::UnknownKey("colour")
-        );
+        assert_eq!(parse("mode=").unwrap_err(), CommandLineError::Malformed("mode="));
+        assert_eq!(parse("colour=red").unwrap_err(), CommandLineError::UnknownKey("colour"));
         assert_eq!(
             parse("mode=demo mode=selftest").unwrap_err(),
             CommandLineError::DuplicateKey("mode")
@@ -247,10 +197,7 @@ mod tests {
         );
         assert_eq!(
             parse("mode=oops").unwrap_err(),
-            CommandLineError::MissingKey {
-                key: "cause",
-                mode: Mode::Oops
-            }
+            CommandLineError::MissingKey { key: "cause", mode: Mode::Oops }
         );
         assert_eq!(
             parse("mode=selftest cause=gp").unwrap_err().to_string(),

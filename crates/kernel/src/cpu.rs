@@ -32,10 +32,7 @@ pub fn detect() -> CpuFeatures {
 pub fn print_summary(features: &CpuFeatures) {
     let cpu = CpuId::new();
     let brand = cpu.get_processor_brand_string();
-    let brand = brand
-        .as_ref()
-        .map(|b| b.as_str().trim())
-        .unwrap_or("unknown CPU");
+    let brand = brand.as_ref().map(|b| b.as_str().trim()).unwrap_or("unknown CPU");
     crate::println!(
         "extregs: cpu: {brand}: pks={} pku={} x2apic={}",
         yes_no(features.pks),

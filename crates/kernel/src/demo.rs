@@ -59,10 +59,7 @@ pub fn run(pkey_page: Option<PkeyPage>) -> bool {
     }
     let Some(observed) = events::observed() else {
         println!("extregs: demo: the int3 handler never ran");
-        result::emit(
-            false,
-            format_args!(",\"error\":\"int3 handler did not run\""),
-        );
+        result::emit(false, format_args!(",\"error\":\"int3 handler did not run\""));
         return false;
     };
     match (interrupted, after) {

@@ -41,9 +41,7 @@ pub fn init() {
         let mut gdt = GlobalDescriptorTable::new();
         // Entry 1 is Linux's __KERNEL32_CS; it keeps the 64-bit selectors at
         // the values every Linux oops shows.
-        gdt.append(Descriptor::UserSegment(
-            DescriptorFlags::KERNEL_CODE32.bits(),
-        ));
+        gdt.append(Descriptor::UserSegment(DescriptorFlags::KERNEL_CODE32.bits()));
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());
         assert_eq!((code, data), (KERNEL_CS, KERNEL_DS));

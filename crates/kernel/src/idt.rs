@@ -29,9 +29,7 @@ pub fn init() {
                 idt[vector].set_handler_addr(stub(usize::from(vector)));
             }
             // Vectors with an error code, and #MC, are typed fields.
-            idt.double_fault
-                .set_handler_addr(stub(8))
-                .set_stack_index(DOUBLE_FAULT_IST_INDEX);
+            idt.double_fault.set_handler_addr(stub(8)).set_stack_index(DOUBLE_FAULT_IST_INDEX);
             idt.invalid_tss.set_handler_addr(stub(10));
             idt.segment_not_present.set_handler_addr(stub(11));
             idt.stack_segment_fault.set_handler_addr(stub(12));

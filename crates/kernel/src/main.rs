@@ -100,17 +100,11 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         Mode::Demo => demo::run(pkey_page),
         Mode::Selftest => selftest::run(&selftest::Context { pkey_page }),
         Mode::Oops => {
-            let cause = cmdline
-                .oops_cause
-                .expect("the parser requires cause= with mode=oops");
+            let cause = cmdline.oops_cause.expect("the parser requires cause= with mode=oops");
             oops::die_on_purpose(cause, pkey_page)
         }
     };
-    exit_qemu(if ok {
-        ExitCode::Success
-    } else {
-        ExitCode::Failure
-    })
+    exit_qemu(if ok { ExitCode::Success } else { ExitCode::Failure })
 }
 
 /// A bad command line: one `extregs: error:` line and the failure exit,

@@ -94,9 +94,7 @@ pub fn map_pkey_page(pkey: u8, fill: u64) -> PkeyPage {
     assert!(pkey < 16, "PKS has 16 keys");
     let mut allocator_slot = FRAME_ALLOCATOR.lock();
     let allocator = allocator_slot.as_mut().expect("memory::init ran");
-    let frame = allocator
-        .allocate_frame()
-        .expect("a free frame for the pkey page");
+    let frame = allocator.allocate_frame().expect("a free frame for the pkey page");
     let alias = physical_to_virtual(frame.start_address());
     let words = alias.as_mut_ptr::<u64>();
     for index in 0..512 {

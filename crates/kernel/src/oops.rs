@@ -37,11 +37,7 @@ pub fn die_unhandled(regs: &mut PtRegs, vector: u8) -> ! {
         "extregs: oops: unhandled {} (vector {}){}",
         idt::exception_name(vector),
         vector,
-        if regs.has_error_code() {
-            ""
-        } else {
-            ", no error code"
-        }
+        if regs.has_error_code() { "" } else { ", no error code" }
     );
     if regs.has_error_code() {
         println!("extregs: error code: {:#x}", regs.orig_ax);
@@ -60,11 +56,7 @@ fn describe_page_fault(regs: &PtRegs) {
     let code = regs.orig_ax;
     println!(
         "BUG: {} {} at {:#018x} ({}{}{})",
-        if code & PF_USER != 0 {
-            "user"
-        } else {
-            "supervisor"
-        },
+        if code & PF_USER != 0 { "user" } else { "supervisor" },
         if code & PF_INSTRUCTION != 0 {
             "instruction fetch"
         } else if code & PF_WRITE != 0 {
@@ -73,16 +65,8 @@ fn describe_page_fault(regs: &PtRegs) {
             "read access"
         },
         address,
-        if code & PF_PRESENT != 0 {
-            "protection fault"
-        } else {
-            "page not present"
-        },
-        if code & PF_PROTECTION_KEY != 0 {
-            ", protection key"
-        } else {
-            ""
-        },
+        if code & PF_PRESENT != 0 { "protection fault" } else { "page not present" },
+        if code & PF_PROTECTION_KEY != 0 { ", protection key" } else { "" },
         if code & PF_USER != 0 { ", user" } else { "" },
     );
     if code & PF_PROTECTION_KEY != 0 {
@@ -92,9 +76,7 @@ fn describe_page_fault(regs: &PtRegs) {
 
 /// Which key, which right: the PTE names the key, the saved PKRS the rights.
 fn describe_pks_violation(regs: &PtRegs, address: u64, write: bool) {
-    let Some(flags) = x86_64::VirtAddr::try_new(address)
-        .ok()
-        .and_then(crate::memory::page_flags)
+    let Some(flags) = x86_64::VirtAddr::try_new(address).ok().and_then(crate::memory::page_flags)
     else {
         println!("PKS: the faulting address has no 4 KiB mapping to name its key");
         return;

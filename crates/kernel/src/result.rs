@@ -10,19 +10,13 @@ const NO_MODE: u8 = u8::MAX;
 
 /// Records the mode the kernel is running.
 pub fn set_mode(mode: Mode) {
-    let index = Mode::ALL
-        .iter()
-        .position(|(m, _)| *m == mode)
-        .expect("every mode is listed");
+    let index = Mode::ALL.iter().position(|(m, _)| *m == mode).expect("every mode is listed");
     CURRENT_MODE.store(index as u8, Ordering::Relaxed);
 }
 
 fn mode_name() -> &'static str {
     let index = usize::from(CURRENT_MODE.load(Ordering::Relaxed));
-    Mode::ALL
-        .get(index)
-        .map(|(_, name)| *name)
-        .unwrap_or("boot")
+    Mode::ALL.get(index).map(|(_, name)| *name).unwrap_or("boot")
 }
 
 /// Prints `RESULT {"mode":…,"ok":…,"pks":…<extra>}`. `extra` is either

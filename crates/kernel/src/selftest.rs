@@ -51,10 +51,7 @@ const TESTS: &[(&str, Test)] = &[
     ("gprs_round_trip", gprs_round_trip),
     ("gpr_edit_through_ptregs", gpr_edit_through_ptregs),
     ("pkrs_saved_live_restored", pkrs_saved_live_restored),
-    (
-        "pkrs_saved_edit_applies_after_iret",
-        pkrs_saved_edit_applies_after_iret,
-    ),
+    ("pkrs_saved_edit_applies_after_iret", pkrs_saved_edit_applies_after_iret),
     ("exit_rcu_round_trip", exit_rcu_round_trip),
 ];
 
@@ -115,12 +112,7 @@ macro_rules! observed_or_fail {
 
 /// Checks vector, `orig_ax`, `ip` and the kernel segments of a frame.
 fn check_frame(observed: &Observed, vector: u8, error_code: Option<u64>, ip: u64) -> Outcome {
-    check!(
-        observed.vector == vector,
-        "vector {} (expected {})",
-        observed.vector,
-        vector
-    );
+    check!(observed.vector == vector, "vector {} (expected {})", observed.vector, vector);
     let expected_orig_ax = error_code.unwrap_or(NO_ERROR_CODE);
     check!(
         observed.regs.orig_ax == expected_orig_ax,
@@ -133,12 +125,7 @@ fn check_frame(observed: &Observed, vector: u8, error_code: Option<u64>, ip: u64
         "the stub table disagrees about vector {}'s error code",
         vector
     );
-    check!(
-        observed.regs.ip == ip,
-        "ip {:#x} (expected {:#x})",
-        observed.regs.ip,
-        ip
-    );
+    check!(observed.regs.ip == ip, "ip {:#x} (expected {:#x})", observed.regs.ip, ip);
     check!(
         observed.regs.cs == u64::from(gdt::KERNEL_CS.0),
         "cs {:#x} (expected __KERNEL_CS)",
@@ -238,11 +225,7 @@ fn pks_read_fault_frame(context: &Context) -> Outcome {
     ) {
         return Outcome::Fail;
     }
-    check!(
-        observed.cr2 == page.address.as_u64(),
-        "cr2 {:#x}",
-        observed.cr2
-    );
+    check!(observed.cr2 == page.address.as_u64(), "cr2 {:#x}", observed.cr2);
     Outcome::Pass
 }
 
@@ -256,11 +239,7 @@ fn pks_write_fault_frame(context: &Context) -> Outcome {
     // With write-disable only, a read works and returns the page's fill...
     // SAFETY: the page is mapped and its key now allows reads.
     let value = unsafe { core::ptr::read_volatile(page.address.as_ptr::<u64>()) };
-    check!(
-        value == PKEY_PAGE_FILL,
-        "read {:#x} through the pkey page",
-        value
-    );
+    check!(value == PKEY_PAGE_FILL, "read {:#x} through the pkey page", value);
     // ...and a write faults.
     events::arm(FrameEdit::None);
     expect_event!(
@@ -277,16 +256,8 @@ fn pks_write_fault_frame(context: &Context) -> Outcome {
     ) {
         return Outcome::Fail;
     }
-    check!(
-        observed.saved_pkrs == read_only,
-        "saved PKRS {:08x}",
-        observed.saved_pkrs
-    );
-    check!(
-        pks::read_pkrs() == read_only,
-        "PKRS after IRET {:08x}",
-        pks::read_pkrs()
-    );
+    check!(observed.saved_pkrs == read_only, "saved PKRS {:08x}", observed.saved_pkrs);
+    check!(pks::read_pkrs() == read_only, "PKRS after IRET {:08x}", pks::read_pkrs());
     Outcome::Pass
 }
 
@@ -402,10 +373,7 @@ fn gpr_patterns() -> PtRegs {
 /// back).
 fn int3_with_gprs(input: &PtRegs, edit: FrameEdit) -> (Option<Observed>, PtRegs) {
     events::arm(edit);
-    RESUME_IP.store(
-        extregs_selftest_int3_resume as *const () as u64,
-        Ordering::SeqCst,
-    );
+    RESUME_IP.store(extregs_selftest_int3_resume as *const () as u64, Ordering::SeqCst);
     let mut output = PtRegs::default();
     // SAFETY: the trampoline reads `input` and writes `output` (both valid
     // PtRegs), restores every callee-saved register and executes one int3,
@@ -421,10 +389,8 @@ fn gprs_round_trip(_: &Context) -> Outcome {
         println!("# the handler never saw the int3");
         return Outcome::Fail;
     };
-    for ((name, expected), ((_, in_frame), (_, returned))) in input
-        .gprs()
-        .iter()
-        .zip(observed.regs.gprs().iter().zip(output.gprs().iter()))
+    for ((name, expected), ((_, in_frame), (_, returned))) in
+        input.gprs().iter().zip(observed.regs.gprs().iter().zip(output.gprs().iter()))
     {
         check!(
             *in_frame == *expected,
@@ -433,13 +399,7 @@ fn gprs_round_trip(_: &Context) -> Outcome {
             in_frame,
             expected
         );
-        check!(
-            *returned == *expected,
-            "{} came back {:#x}, was {:#x}",
-            name,
-            returned,
-            expected
-        );
+        check!(*returned == *expected, "{} came back {:#x}, was {:#x}", name, returned, expected);
     }
     Outcome::Pass
 }
@@ -447,27 +407,11 @@ fn gprs_round_trip(_: &Context) -> Outcome {
 fn gpr_edit_through_ptregs(_: &Context) -> Outcome {
     let input = gpr_patterns();
     let (new_r12, new_bx) = (0x1212_1212_dead_beef, 0xb0b0_b0b0_cafe_f00d);
-    let (observed, output) = int3_with_gprs(
-        &input,
-        FrameEdit::Gprs {
-            r12: new_r12,
-            bx: new_bx,
-        },
-    );
+    let (observed, output) = int3_with_gprs(&input, FrameEdit::Gprs { r12: new_r12, bx: new_bx });
     check!(observed.is_some(), "the handler never saw the int3");
-    let expected = PtRegs {
-        r12: new_r12,
-        bx: new_bx,
-        ..input
-    };
+    let expected = PtRegs { r12: new_r12, bx: new_bx, ..input };
     for ((name, want), (_, got)) in expected.gprs().iter().zip(output.gprs().iter()) {
-        check!(
-            *got == *want,
-            "{} came back {:#x}, expected {:#x}",
-            name,
-            got,
-            want
-        );
+        check!(*got == *want, "{} came back {:#x}, expected {:#x}", name, got, want);
     }
     Outcome::Pass
 }
@@ -495,12 +439,7 @@ fn pkrs_saved_live_restored(context: &Context) -> Outcome {
         observed.live_pkrs,
         PKRS_DEFAULT
     );
-    check!(
-        after == interrupted,
-        "PKRS after IRET {:08x}, saved {:08x}",
-        after,
-        interrupted
-    );
+    check!(after == interrupted, "PKRS after IRET {:08x}, saved {:08x}", after, interrupted);
     Outcome::Pass
 }
 
@@ -515,24 +454,11 @@ fn pkrs_saved_edit_applies_after_iret(context: &Context) -> Outcome {
     let after = pks::read_pkrs();
     let observed = observed_or_fail!();
     let granted = pks::with_key_rights(PKRS_DEFAULT, page.pkey, KeyRights::ReadWrite);
-    check!(
-        observed.saved_pkrs == PKRS_DEFAULT,
-        "saved {:08x}",
-        observed.saved_pkrs
-    );
-    check!(
-        after == granted,
-        "PKRS after IRET {:08x}, handler granted {:08x}",
-        after,
-        granted
-    );
+    check!(observed.saved_pkrs == PKRS_DEFAULT, "saved {:08x}", observed.saved_pkrs);
+    check!(after == granted, "PKRS after IRET {:08x}, handler granted {:08x}", after, granted);
     // SAFETY: the key is now granted, so the mapped page is readable.
     let value = unsafe { core::ptr::read_volatile(page.address.as_ptr::<u64>()) };
-    check!(
-        value == PKEY_PAGE_FILL,
-        "read {:#x} through the granted key",
-        value
-    );
+    check!(value == PKEY_PAGE_FILL, "read {:#x} through the granted key", value);
     Outcome::Pass
 }
 
@@ -544,10 +470,7 @@ fn exit_rcu_round_trip(_: &Context) -> Outcome {
     let watching_after = traps::rcu_is_watching();
     traps::set_rcu_watching(true);
     let observed = observed_or_fail!();
-    check!(
-        observed.rcu_watching,
-        "RCU was not watching inside the handler"
-    );
+    check!(observed.rcu_watching, "RCU was not watching inside the handler");
     check!(
         observed.generic.exit_rcu == 1,
         "exit_rcu {} in the extension",
@@ -558,11 +481,7 @@ fn exit_rcu_round_trip(_: &Context) -> Outcome {
     events::arm(FrameEdit::None);
     expect_event!(setup: [], event: "int3");
     let observed = observed_or_fail!();
-    check!(
-        observed.generic.exit_rcu == 0,
-        "exit_rcu {} while watching",
-        observed.generic.exit_rcu
-    );
+    check!(observed.generic.exit_rcu == 0, "exit_rcu {} while watching", observed.generic.exit_rcu);
     check!(traps::rcu_is_watching(), "RCU stopped watching");
     Outcome::Pass
 }

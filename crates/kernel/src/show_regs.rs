@@ -41,31 +41,13 @@ pub unsafe fn show_regs(regs: &PtRegs) {
             regs.ss, regs.sp, regs.flags, regs.orig_ax
         );
     } else {
-        println!(
-            "RSP: {:04x}:{:016x} EFLAGS: {:08x}",
-            regs.ss, regs.sp, regs.flags
-        );
+        println!("RSP: {:04x}:{:016x} EFLAGS: {:08x}", regs.ss, regs.sp, regs.flags);
     }
-    println!(
-        "RAX: {:016x} RBX: {:016x} RCX: {:016x}",
-        regs.ax, regs.bx, regs.cx
-    );
-    println!(
-        "RDX: {:016x} RSI: {:016x} RDI: {:016x}",
-        regs.dx, regs.si, regs.di
-    );
-    println!(
-        "RBP: {:016x} R08: {:016x} R09: {:016x}",
-        regs.bp, regs.r8, regs.r9
-    );
-    println!(
-        "R10: {:016x} R11: {:016x} R12: {:016x}",
-        regs.r10, regs.r11, regs.r12
-    );
-    println!(
-        "R13: {:016x} R14: {:016x} R15: {:016x}",
-        regs.r13, regs.r14, regs.r15
-    );
+    println!("RAX: {:016x} RBX: {:016x} RCX: {:016x}", regs.ax, regs.bx, regs.cx);
+    println!("RDX: {:016x} RSI: {:016x} RDI: {:016x}", regs.dx, regs.si, regs.di);
+    println!("RBP: {:016x} R08: {:016x} R09: {:016x}", regs.bp, regs.r8, regs.r9);
+    println!("R10: {:016x} R11: {:016x} R12: {:016x}", regs.r10, regs.r11, regs.r12);
+    println!("R13: {:016x} R14: {:016x} R15: {:016x}", regs.r13, regs.r14, regs.r15);
     println!(
         "FS:  {:016x}({:04x}) GS:{:016x}({:04x}) knlGS:{:016x}",
         FsBase::read().as_u64(),
@@ -96,9 +78,8 @@ pub unsafe fn show_regs(regs: &PtRegs) {
 fn show_code(ip: u64) {
     let start = ip.wrapping_sub(CODE_PROLOGUE_BYTES);
     let end = start.wrapping_add(CODE_BYTES - 1);
-    let readable = [start, end]
-        .iter()
-        .all(|&address| VirtAddr::try_new(address).is_ok_and(memory::is_mapped));
+    let readable =
+        [start, end].iter().all(|&address| VirtAddr::try_new(address).is_ok_and(memory::is_mapped));
     if !readable {
         println!("Code: Unable to access opcode bytes at {:#x}.", start);
         return;
@@ -120,17 +101,9 @@ fn show_code(ip: u64) {
 
 fn show_extension(frame: &ExtendedPtRegs) {
     if pks::enabled() {
-        crate::print!(
-            "PKRS: {:08x} live: {:08x} rights:",
-            frame.arch.pks,
-            pks::read_pkrs()
-        );
+        crate::print!("PKRS: {:08x} live: {:08x} rights:", frame.arch.pks, pks::read_pkrs());
         for pkey in 0..16 {
-            crate::print!(
-                " {}:{}",
-                pkey,
-                pks::key_rights(frame.arch.pks, pkey).short()
-            );
+            crate::print!(" {}:{}", pkey, pks::key_rights(frame.arch.pks, pkey).short());
         }
         println!();
     } else {

@@ -40,13 +40,7 @@ pub struct Symbol {
 impl fmt::Display for Symbol {
     /// Linux's `%pS` form: `name+0xoff/0xlen`, the name demangled.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:#}+{:#x}/{:#x}",
-            rustc_demangle::demangle(self.name),
-            self.offset,
-            self.size
-        )
+        write!(f, "{:#}+{:#x}/{:#x}", rustc_demangle::demangle(self.name), self.offset, self.size)
     }
 }
 

@@ -124,10 +124,7 @@ const_assert_eq!((PTREGS_SIZE + GENERIC_PTREGS_SIZE) % 16, 0);
 // frame ends where the CPU's words end.
 const_assert_eq!(offset_of!(ExtendedPtRegs, regs), GENERIC_PTREGS_SIZE);
 const_assert_eq!(offset_of!(ExtendedPtRegs, generic), 0);
-const_assert_eq!(
-    offset_of!(ExtendedPtRegs, arch),
-    size_of::<GenericExtRegs>()
-);
+const_assert_eq!(offset_of!(ExtendedPtRegs, arch), size_of::<GenericExtRegs>());
 
 // Every field at Linux's offset: the asm-offsets generator and the stubs rely
 // on this order, and show_regs dumps and outside tools read frames by it.
@@ -160,12 +157,14 @@ impl ExtendedPtRegs {
     /// so no other reference to the frame may be live while it is used.
     pub unsafe fn from_regs(regs: &mut PtRegs) -> &mut ExtendedPtRegs {
         let regs_address = regs as *mut PtRegs as *mut u8;
-        // SAFETY: the caller guarantees `regs` sits at offset
+        // The caller guarantees `regs` sits at offset
         // `offset_of!(ExtendedPtRegs, regs)` inside a live ExtendedPtRegs, so
         // stepping back by that offset stays inside the same allocation and
-        // yields a properly aligned pointer to its start. The mutable borrow
-        // of `regs` is carried over to the result.
-        unsafe { &mut *(regs_address.sub(offset_of!(ExtendedPtRegs, regs)) as *mut ExtendedPtRegs) }
+        // yields a properly aligned pointer to its start.
+        let frame = regs_address.wrapping_sub(offset_of!(ExtendedPtRegs, regs));
+        // SAFETY: `frame` is the start of that ExtendedPtRegs (see above); the
+        // mutable borrow of `regs` is carried over to the result.
+        unsafe { &mut *(frame as *mut ExtendedPtRegs) }
     }
 
     /// Immutable version of [`ExtendedPtRegs::from_regs`].
@@ -175,8 +174,9 @@ impl ExtendedPtRegs {
     /// Same as [`ExtendedPtRegs::from_regs`].
     pub unsafe fn from_regs_ref(regs: &PtRegs) -> &ExtendedPtRegs {
         let regs_address = regs as *const PtRegs as *const u8;
-        // SAFETY: as in `from_regs`; shared borrow carried over.
-        unsafe { &*(regs_address.sub(offset_of!(ExtendedPtRegs, regs)) as *const ExtendedPtRegs) }
+        let frame = regs_address.wrapping_sub(offset_of!(ExtendedPtRegs, regs));
+        // SAFETY: as in `from_regs`; the shared borrow is carried over.
+        unsafe { &*(frame as *const ExtendedPtRegs) }
     }
 }
 
@@ -215,11 +215,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn frame_with(regs: PtRegs, generic: GenericExtRegs, pks: u32) -> ExtendedPtRegs {
-        ExtendedPtRegs {
-            generic,
-            arch: ArchExtRegs { pks },
-            regs,
-        }
+        ExtendedPtRegs { generic, arch: ArchExtRegs { pks }, regs }
     }
 
     #[test]
