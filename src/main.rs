@@ -2,7 +2,7 @@
 //!
 //! `extregs run` boots the kernel under QEMU and exits 0 (kernel success),
 //! 1 (kernel failure or crash), 2 (usage or set-up error) or 124 (timeout).
-//! `extregs images` prints where the boot images are.
+//! `extregs images` prints where the boot images (and the kernel ELF) are.
 
 use clap::{Parser, Subcommand};
 use extregs::images;
@@ -22,7 +22,7 @@ struct Cli {
 enum Command {
     /// Boot the kernel under QEMU and report its result.
     Run(RunArgs),
-    /// Print the paths of the BIOS and UEFI boot images.
+    /// Print the paths of the BIOS and UEFI boot images (and the kernel ELF).
     Images,
 }
 
@@ -61,6 +61,7 @@ fn main() -> ExitCode {
         Command::Images => {
             println!("bios={}", images::bios_image().display());
             println!("uefi={}", images::uefi_image().display());
+            println!("kernel={}", images::kernel_elf().display());
             EXIT_SUCCESS
         }
         Command::Run(args) => run(args),

@@ -210,11 +210,15 @@ fn extregs_cli(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn cli_images_prints_both_existing_paths() {
+fn cli_images_prints_existing_paths() {
     let output = extregs_cli(&["images"]);
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();
-    for (key, path) in [("bios=", images::bios_image()), ("uefi=", images::uefi_image())] {
+    for (key, path) in [
+        ("bios=", images::bios_image()),
+        ("uefi=", images::uefi_image()),
+        ("kernel=", images::kernel_elf()),
+    ] {
         let line = text.lines().find(|l| l.starts_with(key)).expect(key);
         assert_eq!(std::path::Path::new(&line[key.len()..]), path);
         assert!(path.exists());
