@@ -254,8 +254,9 @@ mod tests {
         unsafe { irqentry_enter::<MockPlatform>(&mut frame.regs) };
         assert_eq!(frame.arch.pks, 0x1234);
         assert_eq!(cpu(|c| c.arch_register), 0x5555_5554);
-        frame.arch.pks = 0x4321; // a handler editing the saved value
-                                 // SAFETY: as above.
+        // A handler editing the saved value.
+        frame.arch.pks = 0x4321;
+        // SAFETY: as above.
         unsafe { irqentry_exit::<MockPlatform>(&mut frame.regs) };
         assert_eq!(cpu(|c| c.arch_register), 0x4321);
     }
