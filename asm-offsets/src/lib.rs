@@ -18,7 +18,9 @@
 //! fact rather than an assumption.
 
 use core::mem::size_of;
-use extregs_regs::{ArchExtRegs, ExtendedPtRegs, GenericExtRegs, PtRegs};
+use extregs_regs::{
+    nmi_state, ArchExtRegs, ExtendedPtRegs, GenericExtRegs, IretFrame, NmiStackTop, PtRegs,
+};
 use memoffset::offset_of;
 use std::fmt::Write as _;
 use std::io;
@@ -94,6 +96,51 @@ pub fn constants() -> Vec<AsmConstant> {
         offset_of!(ExtendedPtRegs, regs),
         "offsetof(struct extended_pt_regs, regs)",
     ));
+    for (field, offset) in [
+        ("ip", offset_of!(IretFrame, ip)),
+        ("cs", offset_of!(IretFrame, cs)),
+        ("flags", offset_of!(IretFrame, flags)),
+        ("sp", offset_of!(IretFrame, sp)),
+        ("ss", offset_of!(IretFrame, ss)),
+    ] {
+        constants.push(constant(
+            &format!("IRET_FRAME_{}", field.to_uppercase()),
+            offset,
+            &format!("offsetof(struct iret_frame, {field})"),
+        ));
+    }
+    constants.push(constant(
+        "IRET_FRAME_SIZE",
+        size_of::<IretFrame>(),
+        "sizeof(struct iret_frame)",
+    ));
+    for (field, offset) in [
+        ("iret_copy", offset_of!(NmiStackTop, iret_copy)),
+        ("scratch", offset_of!(NmiStackTop, scratch)),
+        ("landing", offset_of!(NmiStackTop, landing)),
+    ] {
+        constants.push(constant(
+            &format!("NMI_TOP_{}", field.to_uppercase()),
+            offset,
+            &format!("offsetof(struct nmi_stack_top, {field})"),
+        ));
+    }
+    constants.push(constant(
+        "NMI_TOP_SIZE",
+        size_of::<NmiStackTop>(),
+        "sizeof(struct nmi_stack_top): what the NMI IST stack keeps above the outermost PtRegs",
+    ));
+    for (name, value) in [
+        ("IDLE", nmi_state::IDLE),
+        ("RUNNING", nmi_state::RUNNING),
+        ("PENDING", nmi_state::PENDING),
+    ] {
+        constants.push(constant(
+            &format!("NMI_STATE_{name}"),
+            usize::from(value),
+            &format!("extregs_nmi_state value: {}", name.to_lowercase()),
+        ));
+    }
     constants
 }
 

@@ -20,12 +20,19 @@ pub enum Mode {
     Selftest,
     /// Deliberately die of an unhandled event, to exercise the oops path.
     Oops,
+    /// Idle (`sti; hlt`) with the periodic timer running for `seconds=`,
+    /// counting timer IRQs and NMIs (e.g. injected from outside).
+    Idle,
 }
 
 impl Mode {
     /// Every mode with its command-line spelling.
-    pub const ALL: [(Mode, &'static str); 3] =
-        [(Mode::Demo, "demo"), (Mode::Selftest, "selftest"), (Mode::Oops, "oops")];
+    pub const ALL: [(Mode, &'static str); 4] = [
+        (Mode::Demo, "demo"),
+        (Mode::Selftest, "selftest"),
+        (Mode::Oops, "oops"),
+        (Mode::Idle, "idle"),
+    ];
 
     /// The command-line spelling.
     pub fn name(self) -> &'static str {
@@ -45,15 +52,19 @@ pub enum OopsCause {
     PksViolation,
     /// A Rust `panic!`.
     Panic,
+    /// Unbounded recursion into the kernel stack's guard page: the #PF can't
+    /// be delivered on the overflowed stack, so it becomes a #DF (on its IST).
+    StackOverflow,
 }
 
 impl OopsCause {
     /// Every cause with its command-line spelling.
-    pub const ALL: [(OopsCause, &'static str); 4] = [
+    pub const ALL: [(OopsCause, &'static str); 5] = [
         (OopsCause::InvalidOpcode, "ud2"),
         (OopsCause::GeneralProtection, "gp"),
         (OopsCause::PksViolation, "pks"),
         (OopsCause::Panic, "panic"),
+        (OopsCause::StackOverflow, "stack-overflow"),
     ];
 }
 
@@ -63,7 +74,14 @@ pub struct CommandLine {
     pub mode: Mode,
     /// Only with `mode=oops` (where it is required).
     pub oops_cause: Option<OopsCause>,
+    /// `seconds=` of `mode=idle` ([`DEFAULT_IDLE_SECONDS`] when absent).
+    pub idle_seconds: u32,
 }
+
+/// How long `mode=idle` idles without `seconds=`.
+pub const DEFAULT_IDLE_SECONDS: u32 = 5;
+/// The longest `seconds=` accepted.
+pub const MAX_IDLE_SECONDS: u32 = 3600;
 
 /// Why a command line was rejected. `Display` gives the one-line reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +98,8 @@ pub enum CommandLineError<'a> {
     KeyNotForMode { key: &'a str, mode: Mode },
     /// A key the chosen mode requires is missing.
     MissingKey { key: &'static str, mode: Mode },
+    /// A number out of range or not a decimal number.
+    BadNumber { key: &'a str, value: &'a str, min: u32, max: u32 },
 }
 
 impl fmt::Display for CommandLineError<'_> {
@@ -89,7 +109,7 @@ impl fmt::Display for CommandLineError<'_> {
                 write!(f, "malformed command-line word '{word}' (expected key=value)")
             }
             CommandLineError::UnknownKey(key) => {
-                write!(f, "unknown command-line key '{key}' (known: mode, cause)")
+                write!(f, "unknown command-line key '{key}' (known: mode, cause, seconds)")
             }
             CommandLineError::DuplicateKey(key) => {
                 write!(f, "command-line key '{key}' given twice")
@@ -102,6 +122,9 @@ impl fmt::Display for CommandLineError<'_> {
             }
             CommandLineError::MissingKey { key, mode } => {
                 write!(f, "mode={} needs {key}=", mode.name())
+            }
+            CommandLineError::BadNumber { key, value, min, max } => {
+                write!(f, "bad value '{value}' for '{key}' (expected a number from {min} to {max})")
             }
         }
     }
@@ -116,6 +139,8 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
     let mut mode = None;
     let mut cause = None;
     let mut cause_key = "";
+    let mut seconds = None;
+    let mut seconds_key = "";
     for word in text.split_ascii_whitespace() {
         let (key, value) = match word.split_once('=') {
             Some((key, value)) if !key.is_empty() && !value.is_empty() => (key, value),
@@ -129,7 +154,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                 mode = Some(lookup(&Mode::ALL, value).ok_or(CommandLineError::BadValue {
                     key,
                     value,
-                    expected: "demo, selftest, oops",
+                    expected: "demo, selftest, oops, idle",
                 })?);
             }
             "cause" => {
@@ -140,18 +165,44 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                 cause = Some(lookup(&OopsCause::ALL, value).ok_or(CommandLineError::BadValue {
                     key,
                     value,
-                    expected: "ud2, gp, pks, panic",
+                    expected: "ud2, gp, pks, panic, stack-overflow",
                 })?);
+            }
+            "seconds" => {
+                if seconds.is_some() {
+                    return Err(CommandLineError::DuplicateKey(key));
+                }
+                seconds_key = key;
+                seconds = Some(
+                    value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=MAX_IDLE_SECONDS).contains(n))
+                        .ok_or(CommandLineError::BadNumber {
+                            key,
+                            value,
+                            min: 1,
+                            max: MAX_IDLE_SECONDS,
+                        })?,
+                );
             }
             _ => return Err(CommandLineError::UnknownKey(key)),
         }
     }
     let mode = mode.unwrap_or(Mode::Demo);
     match (mode, cause) {
-        (Mode::Oops, None) => Err(CommandLineError::MissingKey { key: "cause", mode }),
-        (Mode::Oops, Some(_)) | (_, None) => Ok(CommandLine { mode, oops_cause: cause }),
-        (_, Some(_)) => Err(CommandLineError::KeyNotForMode { key: cause_key, mode }),
+        (Mode::Oops, None) => return Err(CommandLineError::MissingKey { key: "cause", mode }),
+        (Mode::Oops, Some(_)) | (_, None) => {}
+        (_, Some(_)) => return Err(CommandLineError::KeyNotForMode { key: cause_key, mode }),
     }
+    if seconds.is_some() && mode != Mode::Idle {
+        return Err(CommandLineError::KeyNotForMode { key: seconds_key, mode });
+    }
+    Ok(CommandLine {
+        mode,
+        oops_cause: cause,
+        idle_seconds: seconds.unwrap_or(DEFAULT_IDLE_SECONDS),
+    })
 }
 
 #[cfg(test)]
@@ -164,7 +215,10 @@ mod tests {
 
     #[test]
     fn empty_means_demo() {
-        assert_eq!(parse("").unwrap(), CommandLine { mode: Mode::Demo, oops_cause: None });
+        assert_eq!(
+            parse("").unwrap(),
+            CommandLine { mode: Mode::Demo, oops_cause: None, idle_seconds: DEFAULT_IDLE_SECONDS }
+        );
         assert_eq!(parse("  \n\t ").unwrap().mode, Mode::Demo);
     }
 
@@ -173,7 +227,17 @@ mod tests {
         assert_eq!(parse("mode=selftest").unwrap().mode, Mode::Selftest);
         assert_eq!(
             parse("mode=oops cause=pks").unwrap(),
-            CommandLine { mode: Mode::Oops, oops_cause: Some(OopsCause::PksViolation) }
+            CommandLine {
+                mode: Mode::Oops,
+                oops_cause: Some(OopsCause::PksViolation),
+                idle_seconds: DEFAULT_IDLE_SECONDS
+            }
+        );
+        assert_eq!(parse("mode=idle seconds=7").unwrap().idle_seconds, 7);
+        assert_eq!(parse("mode=idle").unwrap().idle_seconds, DEFAULT_IDLE_SECONDS);
+        assert_eq!(
+            parse("mode=oops cause=stack-overflow").unwrap().oops_cause,
+            Some(OopsCause::StackOverflow)
         );
         assert_eq!(
             parse("cause=ud2 mode=oops").unwrap().oops_cause,
@@ -193,7 +257,22 @@ mod tests {
         );
         assert_eq!(
             parse("mode=dance").unwrap_err().to_string(),
-            "bad value 'dance' for 'mode' (expected one of: demo, selftest, oops)"
+            "bad value 'dance' for 'mode' (expected one of: demo, selftest, oops, idle)"
+        );
+        for bad in ["0", "-1", "3601", "ten", "1e3"] {
+            let line = std::format!("mode=idle seconds={bad}");
+            assert_eq!(
+                parse(&line).unwrap_err().to_string(),
+                std::format!("bad value '{bad}' for 'seconds' (expected a number from 1 to 3600)")
+            );
+        }
+        assert_eq!(
+            parse("mode=selftest seconds=3").unwrap_err().to_string(),
+            "key 'seconds' does not apply to mode=selftest"
+        );
+        assert_eq!(
+            parse("mode=idle seconds=3 seconds=4").unwrap_err(),
+            CommandLineError::DuplicateKey("seconds")
         );
         assert_eq!(
             parse("mode=oops").unwrap_err(),
@@ -210,7 +289,7 @@ mod tests {
         /// and to what the words say.
         #[test]
         fn valid_lines_parse_whatever_the_spacing(
-            cause_index in 0usize..4,
+            cause_index in 0usize..OopsCause::ALL.len(),
             spaces in proptest::collection::vec("[ \t\n]{1,3}", 3),
             cause_first in any::<bool>(),
         ) {
@@ -224,7 +303,9 @@ mod tests {
                 "{}{}{}{}{}{}{}",
                 spaces[0], words[0], words[1], spaces[1], words[2], words[3], spaces[2]
             );
-            prop_assert_eq!(parse(&line).unwrap(), CommandLine { mode: Mode::Oops, oops_cause: Some(cause) });
+            let parsed = parse(&line).unwrap();
+            prop_assert_eq!(parsed.mode, Mode::Oops);
+            prop_assert_eq!(parsed.oops_cause, Some(cause));
         }
 
         /// Arbitrary input never panics, and errors always render one line.

@@ -153,6 +153,20 @@ asm_exc_\name:
 .endm
 
 /*
+ * IDTENTRY_TABLE_ONLY vector, name: a table slot for a vector whose stub is
+ * written out by hand below (the NMI), keeping the order check.
+ */
+.macro IDTENTRY_TABLE_ONLY vector, name
+	.if \vector - extregs_next_vector
+	.error "IDTENTRY lines must list every vector in order"
+	.endif
+	.set	extregs_next_vector, extregs_next_vector + 1
+	.pushsection .data.rel.ro.extregs_stub_table, "aw"
+	.quad	asm_exc_\name
+	.popsection
+.endm
+
+/*
  * extregs_entry_common: reserve the extension, call Rust, undo, iretq.
  *
  *   on entry:                       at the call:
@@ -179,7 +193,7 @@ extregs_entry_common:
 /* Vector, name (Linux's asm_exc_* names), and whether the CPU pushes an error code. */
 IDTENTRY  0, divide_error,                 0
 IDTENTRY  1, debug,                        0
-IDTENTRY  2, nmi,                          0
+IDTENTRY_TABLE_ONLY 2, nmi
 IDTENTRY  3, int3,                         0
 IDTENTRY  4, overflow,                     0
 IDTENTRY  5, bounds,                       0
@@ -213,3 +227,165 @@ IDTENTRY 31, reserved_31,                  0
 	.if extregs_next_vector - 32
 	.error "the stub table must cover all 32 exception vectors"
 	.endif
+
+/*
+ * External interrupts: vectors FIRST_EXTERNAL_VECTOR..NR_VECTORS-1.
+ *
+ * One small stub per vector pushes its vector number into the orig_ax slot
+ * (as Linux's irq_entries_start does) and jumps to extregs_irq_common, which
+ * saves the GPRs, moves the vector into %esi and stores -1 in orig_ax, so an
+ * IRQ frame looks exactly like an exception frame without an error code.
+ *
+ *   stub:                            extregs_irq_common, at the jmp:
+ *   | ip cs flags sp ss |            | ip cs flags sp ss |
+ *   | vector            | <- rsp     | -1 (orig_ax)      |  rsi = vector
+ *                                    | di ... r15        |
+ *                                    +-------------------+ <- rsp = &PtRegs
+ */
+	.set	NMI_VECTOR, 2
+	.set	FIRST_EXTERNAL_VECTOR, 32
+	.set	NR_VECTORS, 256
+
+	.text
+	.p2align 4
+	.globl	extregs_irq_entries_start
+extregs_irq_entries_start:
+	.rept	NR_VECTORS - FIRST_EXTERNAL_VECTOR
+	.pushsection .data.rel.ro.extregs_stub_table, "aw"
+	.quad	1f
+	.popsection
+	.p2align 3
+1:	pushq	$extregs_next_vector
+	jmp	extregs_irq_common
+	.set	extregs_next_vector, extregs_next_vector + 1
+	.endr
+	.globl	extregs_irq_entries_end
+extregs_irq_entries_end:
+
+	.if extregs_next_vector - NR_VECTORS
+	.error "the stub table must cover all 256 vectors"
+	.endif
+
+	.p2align 4
+	.type	extregs_irq_common, @function
+extregs_irq_common:
+	PUSH_AND_CLEAR_REGS
+	movq	PTREGS_ORIG_AX(%rsp), %rsi
+	movq	$-1, PTREGS_ORIG_AX(%rsp)
+	jmp	extregs_entry_common
+	.size	extregs_irq_common, . - extregs_irq_common
+
+/*
+ * NMI: IST stack, and safe against nesting.
+ *
+ * The problem (Linux's entry_64.S explains it at length): NMIs are blocked
+ * from delivery until the next IRET, *any* IRET. If the NMI handler takes an
+ * exception (an int3, a #PF, a #DB), that exception's IRETQ unblocks NMIs
+ * while the first NMI is still running. A second NMI then enters through the
+ * same IST pointer, so the CPU writes its frame exactly where the first NMI's
+ * frame is, and the first NMI can no longer return.
+ *
+ * The scheme here keeps Linux's idea (the outermost NMI owns a *copy* of its
+ * frame; a nested NMI only marks work as pending; the outermost repeats the
+ * handler) with the state in one memory byte instead of on the stack:
+ *
+ *   +-------------------------+  <- IST top
+ *   | landing: ip cs fl sp ss |  every NMI's CPU frame lands here; only
+ *   |                         |  the stub reads it, and only while NMIs
+ *   |                         |  are still blocked
+ *   | scratch                 |  %rax while the stub decides
+ *   | iret_copy: ip..ss       |  the outermost NMI's frame, copied down:
+ *   | orig_ax = -1            |  no later NMI writes here
+ *   | di ... r15              |
+ *   +-------------------------+  <- &PtRegs
+ *   | extension               |
+ *   +-------------------------+  <- rsp at the call; the handler, and any
+ *   | ...                     |     exception it takes, run below
+ *
+ * extregs_nmi_state is IDLE, RUNNING or PENDING:
+ *
+ *  - IDLE, and the interrupted RIP is not in the exit window: this is the
+ *    outermost NMI. Mark RUNNING, copy the landing frame to iret_copy, build
+ *    PtRegs on it and run the handler (NMIs are still blocked throughout).
+ *  - RUNNING or PENDING: an NMI nested inside the outermost one. Set PENDING
+ *    and IRETQ straight back from the landing zone. Nothing below the
+ *    landing zone was touched, so the outer frame is intact.
+ *  - On the way out the outermost NMI restores the GPRs and then does
+ *    `decb extregs_nmi_state`: RUNNING -> IDLE means done; PENDING ->
+ *    RUNNING means an NMI came in meanwhile, so it runs the handler again on
+ *    the same iret_copy (Linux's repeat_nmi). The check and the state change
+ *    are one instruction, so no NMI can slip between them.
+ *  - IDLE, but the interrupted RIP is in the exit window (after that decb,
+ *    up to and including the final iretq): the outermost NMI has finished
+ *    everything but its IRETQ. This NMI takes over: it drops its own landing
+ *    frame, moves %rsp back to iret_copy (still intact, with every GPR
+ *    already restored) and handles itself as the outermost NMI would have
+ *    on a repeat.
+ */
+	.data
+	.globl	extregs_nmi_state
+	.type	extregs_nmi_state, @object
+extregs_nmi_state:
+	.byte	NMI_STATE_IDLE
+	.size	extregs_nmi_state, . - extregs_nmi_state
+
+/* NMI_COPY_WORD field: landing.field -> iret_copy.field, with %rsp at scratch. */
+.macro NMI_COPY_WORD field
+	movq	NMI_TOP_LANDING-NMI_TOP_SCRATCH+\field(%rsp), %rax
+	movq	%rax, NMI_TOP_IRET_COPY-NMI_TOP_SCRATCH+\field(%rsp)
+.endm
+
+	.text
+	.p2align 4
+	.globl	asm_exc_nmi
+	.type	asm_exc_nmi, @function
+asm_exc_nmi:
+	/* rsp = &landing.ip: the CPU's frame. NMIs are blocked. */
+	pushq	%rax					/* rsp = &scratch */
+	cmpb	$NMI_STATE_IDLE, extregs_nmi_state(%rip)
+	jne	.Lnmi_nested
+	leaq	.Lnmi_exit_window_start(%rip), %rax
+	cmpq	%rax, NMI_TOP_LANDING-NMI_TOP_SCRATCH+IRET_FRAME_IP(%rsp)
+	jb	.Lnmi_outermost
+	leaq	.Lnmi_exit_window_end(%rip), %rax
+	cmpq	%rax, NMI_TOP_LANDING-NMI_TOP_SCRATCH+IRET_FRAME_IP(%rsp)
+	jbe	.Lnmi_take_over_exit
+
+.Lnmi_outermost:
+	NMI_COPY_WORD IRET_FRAME_IP
+	NMI_COPY_WORD IRET_FRAME_CS
+	NMI_COPY_WORD IRET_FRAME_FLAGS
+	NMI_COPY_WORD IRET_FRAME_SP
+	NMI_COPY_WORD IRET_FRAME_SS
+	popq	%rax					/* rsp = &landing */
+	leaq	NMI_TOP_IRET_COPY-NMI_TOP_LANDING(%rsp), %rsp	/* rsp = &iret_copy */
+.Lnmi_run:
+	movb	$NMI_STATE_RUNNING, extregs_nmi_state(%rip)
+	pushq	$-1					/* orig_ax */
+	PUSH_AND_CLEAR_REGS
+	cld
+	subq	$GENERIC_PTREGS_SIZE, %rsp
+	leaq	EXTREGS_REGS(%rsp), %rdi
+	movl	$NMI_VECTOR, %esi
+	call	extregs_exception_entry
+	addq	$GENERIC_PTREGS_SIZE, %rsp
+	POP_REGS					/* rsp = &iret_copy */
+	decb	extregs_nmi_state(%rip)
+.Lnmi_exit_window_start:
+	jnz	.Lnmi_repeat
+.Lnmi_exit_window_end:
+	iretq
+.Lnmi_repeat:
+	/* An NMI nested while we ran: handle it on the same iret_copy. */
+	jmp	.Lnmi_run
+
+.Lnmi_nested:
+	movb	$NMI_STATE_PENDING, extregs_nmi_state(%rip)
+	popq	%rax					/* rsp = &landing */
+	iretq
+
+.Lnmi_take_over_exit:
+	popq	%rax					/* rsp = &landing */
+	leaq	NMI_TOP_IRET_COPY-NMI_TOP_LANDING(%rsp), %rsp	/* rsp = &iret_copy */
+	jmp	.Lnmi_run
+	.size	asm_exc_nmi, . - asm_exc_nmi

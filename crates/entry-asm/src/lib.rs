@@ -4,8 +4,9 @@
 //! `asm-offsets.S`, so every frame offset it uses is a `.set` constant
 //! produced from the `extregs-regs` types at build time. This crate exports:
 //!
-//! * [`exception_stub_addresses`]: one stub per exception vector (0..32), for
-//!   the IDT;
+//! * [`stub_addresses`]: one stub per vector (0..256) for the IDT: the 32
+//!   exception vectors (NMI with its own nesting-safe stub), then the external
+//!   interrupt vectors;
 //! * [`asm_offsets`]: the generated constants as Rust items, checked here at
 //!   compile time against `offset_of!` on the target itself.
 //!
@@ -64,17 +65,31 @@ core::arch::global_asm!(
 
 /// Number of exception vectors the CPU defines (0..=31).
 pub const EXCEPTION_VECTORS: usize = 32;
+/// The first vector of an external interrupt (after the exceptions).
+pub const FIRST_EXTERNAL_VECTOR: usize = EXCEPTION_VECTORS;
+/// Number of IDT vectors.
+pub const NR_VECTORS: usize = 256;
 
 extern "C" {
-    static extregs_exception_stub_table: [usize; EXCEPTION_VECTORS];
+    static extregs_exception_stub_table: [usize; NR_VECTORS];
+    static extregs_nmi_state: u8;
 }
 
-/// Addresses of the entry stubs, indexed by vector (0..32).
-pub fn exception_stub_addresses() -> [usize; EXCEPTION_VECTORS] {
+/// Addresses of the entry stubs, indexed by vector (0..256).
+pub fn stub_addresses() -> [usize; NR_VECTORS] {
     // SAFETY: the table is defined in entry_64.S with exactly one `.quad` per
-    // vector (the IDTENTRY macro checks the count at assembly time) and is
-    // never written after relocation.
+    // vector (the IDTENTRY macros and the IRQ `.rept` check the count at
+    // assembly time) and is never written after relocation.
     unsafe { extregs_exception_stub_table }
+}
+
+/// The NMI entry's nesting state (`extregs_regs::nmi_state`): IDLE outside
+/// NMIs, RUNNING while the outermost NMI's handler runs, PENDING once a
+/// nested NMI was latched for a repeat.
+pub fn nmi_state() -> u8 {
+    // SAFETY: a byte defined in entry_64.S's .data; only the NMI stub writes
+    // it, and a volatile byte read can't tear.
+    unsafe { core::ptr::read_volatile(&raw const extregs_nmi_state) }
 }
 
 /// True when the CPU pushes an error code for this exception vector. The

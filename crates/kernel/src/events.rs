@@ -30,7 +30,38 @@ pub struct Observed {
     pub regs_address: u64,
     pub extension_address: u64,
     pub cr2: u64,
+    /// DR6 as the handler found it (which debug condition hit).
+    pub dr6: u64,
     pub rcu_watching: bool,
+    /// The lockdep model's "hardirqs enabled" inside the handler.
+    pub lockdep_hardirqs_enabled: bool,
+}
+
+/// Snapshots a frame and the CPU state its handler runs with.
+///
+/// # Safety
+///
+/// `regs` must be the `PtRegs` of an entry-stub frame.
+pub unsafe fn observe(regs: &mut PtRegs, vector: u8) -> Observed {
+    let regs_address = regs as *mut PtRegs as u64;
+    // SAFETY: per the function contract.
+    let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
+    let dr6: u64;
+    // SAFETY: reading DR6 has no side effects in ring 0.
+    unsafe { core::arch::asm!("mov {}, dr6", out(reg) dr6, options(nomem, nostack)) };
+    Observed {
+        vector,
+        regs: frame.regs,
+        generic: frame.generic,
+        saved_pkrs: frame.arch.pks,
+        live_pkrs: if pks::enabled() { pks::read_pkrs() } else { 0 },
+        regs_address,
+        extension_address: frame as *mut ExtendedPtRegs as u64,
+        cr2: x86_64::registers::control::Cr2::read_raw(),
+        dr6,
+        rcu_watching: crate::traps::rcu_is_watching(),
+        lockdep_hardirqs_enabled: crate::traps::lockdep_hardirqs_enabled(),
+    }
 }
 
 /// A change the handler makes to the interrupted context, through
@@ -69,21 +100,11 @@ pub fn recording_hook(regs: &mut PtRegs, vector: u8) -> bool {
     if observed.is_some() {
         return false;
     }
-    let regs_address = regs as *mut PtRegs as u64;
     let edit = *EDIT.lock();
     // SAFETY: hooks only ever get the PtRegs of an entry-stub frame.
+    *observed = Some(unsafe { observe(regs, vector) });
+    // SAFETY: as above.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
-    *observed = Some(Observed {
-        vector,
-        regs: frame.regs,
-        generic: frame.generic,
-        saved_pkrs: frame.arch.pks,
-        live_pkrs: if pks::enabled() { pks::read_pkrs() } else { 0 },
-        regs_address,
-        extension_address: frame as *mut ExtendedPtRegs as u64,
-        cr2: x86_64::registers::control::Cr2::read_raw(),
-        rcu_watching: crate::traps::rcu_is_watching(),
-    });
     match edit {
         FrameEdit::None => {}
         FrameEdit::Gprs { r12, bx } => {
@@ -95,9 +116,21 @@ pub fn recording_hook(regs: &mut PtRegs, vector: u8) -> bool {
             unsafe { pks::pks_update_saved(&mut frame.regs, pkey, pks::KeyRights::ReadWrite) };
         }
     }
+    if vector == DEBUG_VECTOR {
+        // A debug trap must not fire again on the way back: drop the trap
+        // flag (single-step) and disarm the breakpoints.
+        frame.regs.flags &= !X86_EFLAGS_TF;
+        // SAFETY: DR7 = 0 disables every hardware breakpoint; nothing else
+        // in the kernel uses them.
+        unsafe { core::arch::asm!("mov dr7, {}", in(reg) 0u64, options(nomem, nostack)) };
+    }
     frame.regs.ip = RESUME_IP.load(Ordering::SeqCst);
     true
 }
+
+const DEBUG_VECTOR: u8 = 1;
+/// RFLAGS.TF: single-step.
+pub const X86_EFLAGS_TF: u64 = 1 << 8;
 
 /// Runs `setup` instructions, then the `event` instruction at label `3:`,
 /// with label `4:` after it, recording both addresses for the hook first.

@@ -1,5 +1,6 @@
 //! GDT and TSS, laid out like Linux's so dumps read the same
-//! (`__KERNEL_CS` = 0x10, `__KERNEL_DS` = 0x18), with an IST stack for #DF.
+//! (`__KERNEL_CS` = 0x10, `__KERNEL_DS` = 0x18), with the four IST stacks
+//! of Linux's paranoid entries: #DF, NMI, #DB and #MC.
 
 use spin::Once;
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
@@ -9,16 +10,45 @@ use x86_64::structures::gdt::{Descriptor, DescriptorFlags, GlobalDescriptorTable
 use x86_64::structures::tss::TaskStateSegment;
 use x86_64::{PrivilegeLevel, VirtAddr};
 
-/// IST slot (0-based, i.e. IST1) of the double-fault stack.
+/// IST slots (0-based, so IST1..IST4), in Linux's order (`IST_INDEX_*`).
 pub const DOUBLE_FAULT_IST_INDEX: u16 = 0;
+pub const NMI_IST_INDEX: u16 = 1;
+pub const DEBUG_IST_INDEX: u16 = 2;
+pub const MACHINE_CHECK_IST_INDEX: u16 = 3;
+const IST_STACKS: usize = 4;
 
-const IST_STACK_SIZE: usize = 16 * 1024;
+const IST_STACK_SIZE: usize = 32 * 1024;
 
 /// A stack for an IST entry, 16-byte aligned as the CPU's push expects.
 #[repr(C, align(16))]
 struct IstStack([u8; IST_STACK_SIZE]);
 
-static mut DOUBLE_FAULT_STACK: IstStack = IstStack([0; IST_STACK_SIZE]);
+static mut IST_STACK_AREAS: [IstStack; IST_STACKS] =
+    [const { IstStack([0; IST_STACK_SIZE]) }; IST_STACKS];
+
+/// The address range `[bottom, top)` of an IST stack: where frames taken on
+/// it must lie.
+pub fn ist_stack_range(index: u16) -> core::ops::Range<u64> {
+    let base = (&raw const IST_STACK_AREAS) as u64;
+    let bottom = base + u64::from(index) * IST_STACK_SIZE as u64;
+    bottom..bottom + IST_STACK_SIZE as u64
+}
+
+/// Which IST stack (if any) holds `address`.
+pub fn ist_stack_of(address: u64) -> Option<u16> {
+    (0..IST_STACKS as u16).find(|&index| ist_stack_range(index).contains(&address))
+}
+
+/// Linux's name of an IST stack, for dumps.
+pub fn ist_stack_name(index: u16) -> &'static str {
+    match index {
+        DOUBLE_FAULT_IST_INDEX => "DF",
+        NMI_IST_INDEX => "NMI",
+        DEBUG_IST_INDEX => "DB",
+        MACHINE_CHECK_IST_INDEX => "MCE",
+        _ => "?",
+    }
+}
 
 static TSS: Once<TaskStateSegment> = Once::new();
 static GDT: Once<GlobalDescriptorTable> = Once::new();
@@ -32,9 +62,10 @@ pub const KERNEL_DS: SegmentSelector = SegmentSelector::new(3, PrivilegeLevel::R
 pub fn init() {
     let tss = TSS.call_once(|| {
         let mut tss = TaskStateSegment::new();
-        let stack_start = VirtAddr::from_ptr(&raw const DOUBLE_FAULT_STACK);
-        tss.interrupt_stack_table[usize::from(DOUBLE_FAULT_IST_INDEX)] =
-            stack_start + IST_STACK_SIZE as u64;
+        for index in 0..IST_STACKS as u16 {
+            tss.interrupt_stack_table[usize::from(index)] =
+                VirtAddr::new(ist_stack_range(index).end);
+        }
         tss
     });
     let gdt = GDT.call_once(|| {

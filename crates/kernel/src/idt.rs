@@ -1,12 +1,14 @@
 //! The IDT, built from the entry-asm stub table: every exception vector the
-//! CPU can raise enters through a stub that builds the extended frame.
+//! CPU can raise, and every external-interrupt vector 32..=255, enters
+//! through a stub that builds the extended frame. NMI, #DF, #DB and #MC run
+//! on their IST stacks (Linux's paranoid entries).
 //!
 //! Vectors 15, 22..=27 and 31 are reserved by Intel and never raised by the
 //! CPU; the `x86_64` crate keeps them not-present, and their stubs stay
 //! unused.
 
-use crate::gdt::DOUBLE_FAULT_IST_INDEX;
-use extregs_entry_asm::exception_stub_addresses;
+use crate::gdt::{DEBUG_IST_INDEX, DOUBLE_FAULT_IST_INDEX, MACHINE_CHECK_IST_INDEX, NMI_IST_INDEX};
+use extregs_entry_asm::{stub_addresses, FIRST_EXTERNAL_VECTOR, NR_VECTORS};
 use spin::Once;
 use x86_64::structures::idt::InterruptDescriptorTable;
 use x86_64::VirtAddr;
@@ -17,7 +19,7 @@ static IDT: Once<InterruptDescriptorTable> = Once::new();
 /// the current CS).
 pub fn init() {
     let idt = IDT.call_once(|| {
-        let stubs = exception_stub_addresses();
+        let stubs = stub_addresses();
         let stub = |vector: usize| VirtAddr::new(stubs[vector] as u64);
         let mut idt = InterruptDescriptorTable::new();
         // SAFETY: each address is the entry stub for exactly that vector
@@ -25,9 +27,12 @@ pub fn init() {
         // the stubs handle the CPU's frame for it, error code or not.
         unsafe {
             // Vectors without an error code: the crate indexes these directly.
-            for vector in [0u8, 1, 2, 3, 4, 5, 6, 7, 9, 16, 19, 20, 28] {
+            for vector in [0u8, 3, 4, 5, 6, 7, 9, 16, 19, 20, 28] {
                 idt[vector].set_handler_addr(stub(usize::from(vector)));
             }
+            // The paranoid entries, each on its own IST stack.
+            idt.debug.set_handler_addr(stub(1)).set_stack_index(DEBUG_IST_INDEX);
+            idt.non_maskable_interrupt.set_handler_addr(stub(2)).set_stack_index(NMI_IST_INDEX);
             // Vectors with an error code, and #MC, are typed fields.
             idt.double_fault.set_handler_addr(stub(8)).set_stack_index(DOUBLE_FAULT_IST_INDEX);
             idt.invalid_tss.set_handler_addr(stub(10));
@@ -36,10 +41,15 @@ pub fn init() {
             idt.general_protection_fault.set_handler_addr(stub(13));
             idt.page_fault.set_handler_addr(stub(14));
             idt.alignment_check.set_handler_addr(stub(17));
-            idt.machine_check.set_handler_addr(stub(18));
+            idt.machine_check.set_handler_addr(stub(18)).set_stack_index(MACHINE_CHECK_IST_INDEX);
             idt.cp_protection_exception.set_handler_addr(stub(21));
             idt.vmm_communication_exception.set_handler_addr(stub(29));
             idt.security_exception.set_handler_addr(stub(30));
+            // External interrupts: interrupt gates, so IF is clear in the
+            // handler until it returns.
+            for vector in FIRST_EXTERNAL_VECTOR..NR_VECTORS {
+                idt[vector as u8].set_handler_addr(stub(vector));
+            }
         }
         idt
     });

@@ -1,23 +1,29 @@
 //! The extregs kernel.
 //!
-//! Boots through `bootloader_api`, installs a GDT/TSS and an IDT whose every
-//! exception gate enters through the `extregs-entry-asm` stubs (which build
-//! `PtRegs` plus the extension below it), turns on PKS when the CPU has it,
-//! reads its command line from fw_cfg, and runs one mode: `demo` (default),
-//! `selftest` or `oops`. Every mode ends with one `RESULT {json}` line and
-//! leaves QEMU through `isa-debug-exit`.
+//! Boots through `bootloader_api`, installs a GDT/TSS (with Linux's four IST
+//! stacks) and an IDT whose every gate, exceptions and external interrupts
+//! alike, enters through the `extregs-entry-asm` stubs (which build
+//! `PtRegs` plus the extension below it), masks the PIC and enables the
+//! local APIC, turns on PKS when the CPU has it, reads its command line from
+//! fw_cfg, and runs one mode: `demo` (default), `selftest`, `oops` or
+//! `idle`. Every mode ends with one `RESULT {json}` line and leaves QEMU
+//! through `isa-debug-exit`.
 
 #![no_std]
 #![no_main]
 
+mod apic;
 mod cpu;
 mod demo;
 mod events;
 mod exit;
 mod fwcfg;
 mod gdt;
+mod idle;
 mod idt;
+mod irq;
 mod memory;
+mod nmi;
 mod oops;
 mod pks;
 mod result;
@@ -80,6 +86,13 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
     let features = cpu::detect();
     cpu::print_summary(&features);
+    apic::init(features.x2apic);
+    println!(
+        "extregs: apic: {} mode, id {}, timer {} ticks/ms (bus/16, PIT-calibrated); PIC masked",
+        apic::current_mode().name(),
+        apic::id(),
+        apic::timer_ticks_per_ms()
+    );
     pks::init(features.pks);
     let pkey_page = if pks::enabled() {
         let page = memory::map_pkey_page(TEST_PKEY, selftest::PKEY_PAGE_FILL);
@@ -99,6 +112,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let ok = match cmdline.mode {
         Mode::Demo => demo::run(pkey_page),
         Mode::Selftest => selftest::run(&selftest::Context { pkey_page }),
+        Mode::Idle => idle::run(cmdline.idle_seconds),
         Mode::Oops => {
             let cause = cmdline.oops_cause.expect("the parser requires cause= with mode=oops");
             oops::die_on_purpose(cause, pkey_page)

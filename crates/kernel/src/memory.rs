@@ -91,10 +91,18 @@ pub struct PkeyPage {
 /// unused level-4 slot, and fills it with `fill` through the frame's alias in
 /// the physical-memory map (key 0, so always accessible).
 pub fn map_pkey_page(pkey: u8, fill: u64) -> PkeyPage {
+    map_tagged_page(pkey, fill, PageTableFlags::empty())
+}
+
+/// Like [`map_pkey_page`], but a *user* page (U/S set at every level): PKRS
+/// never applies to it, whatever its key (kvm-unit-tests `x86/pks.c`).
+pub fn map_user_pkey_page(pkey: u8, fill: u64) -> PkeyPage {
+    map_tagged_page(pkey, fill, PageTableFlags::USER_ACCESSIBLE)
+}
+
+fn map_tagged_page(pkey: u8, fill: u64, extra: PageTableFlags) -> PkeyPage {
     assert!(pkey < 16, "PKS has 16 keys");
-    let mut allocator_slot = FRAME_ALLOCATOR.lock();
-    let allocator = allocator_slot.as_mut().expect("memory::init ran");
-    let frame = allocator.allocate_frame().expect("a free frame for the pkey page");
+    let frame = allocate_frame();
     let alias = physical_to_virtual(frame.start_address());
     let words = alias.as_mut_ptr::<u64>();
     for index in 0..512 {
@@ -102,23 +110,53 @@ pub fn map_pkey_page(pkey: u8, fill: u64) -> PkeyPage {
         // `alias`; 512 words are exactly one 4 KiB page.
         unsafe { words.add(index).write_volatile(fill) };
     }
-    let address = with_page_table(|table| {
+    let flags = PageTableFlags::PRESENT
+        | PageTableFlags::WRITABLE
+        | extra
+        | PageTableFlags::from_bits_retain(u64::from(pkey) << PTE_PKEY_SHIFT);
+    let address = map_in_free_slot(frame, flags, extra);
+    PkeyPage { pkey, address }
+}
+
+/// Maps the 4 KiB of device registers at `physical` uncached (for the xAPIC).
+pub fn map_mmio(physical: PhysAddr) -> VirtAddr {
+    let frame = PhysFrame::containing_address(physical);
+    let flags = PageTableFlags::PRESENT
+        | PageTableFlags::WRITABLE
+        | PageTableFlags::NO_CACHE
+        | PageTableFlags::WRITE_THROUGH;
+    map_in_free_slot(frame, flags, PageTableFlags::empty()) + (physical.as_u64() & 0xfff)
+}
+
+fn allocate_frame() -> PhysFrame {
+    let mut allocator_slot = FRAME_ALLOCATOR.lock();
+    let allocator = allocator_slot.as_mut().expect("memory::init ran");
+    allocator.allocate_frame().expect("a free frame")
+}
+
+/// Maps `frame` at the start of an unused level-4 slot, with `flags` on the
+/// page and `extra_table_flags` on the new intermediate tables (USER for a
+/// user page: U/S must be set at every level).
+fn map_in_free_slot(
+    frame: PhysFrame,
+    flags: PageTableFlags,
+    extra_table_flags: PageTableFlags,
+) -> VirtAddr {
+    let mut allocator_slot = FRAME_ALLOCATOR.lock();
+    let allocator = allocator_slot.as_mut().expect("memory::init ran");
+    with_page_table(|table| {
         let level_4 = table.level_4_table();
         // Lower half, skipping slot 0 (null-pointer neighbourhood).
-        let free_slot = (1..256)
-            .find(|&slot| level_4[slot].is_unused())
-            .expect("an unused level-4 slot for the pkey page");
+        let free_slot =
+            (1..256).find(|&slot| level_4[slot].is_unused()).expect("an unused level-4 slot");
         let address = VirtAddr::new((free_slot as u64) << 39);
-        let flags = PageTableFlags::PRESENT
-            | PageTableFlags::WRITABLE
-            | PageTableFlags::from_bits_retain(u64::from(pkey) << PTE_PKEY_SHIFT);
         let page = Page::<Size4KiB>::containing_address(address);
-        // SAFETY: the page lies in a level-4 slot nothing uses, and the frame
-        // is fresh, so the new mapping aliases only our own `alias` view.
-        unsafe { table.map_to(page, frame, flags, allocator) }
-            .expect("mapping the pkey page")
+        let table_flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE | extra_table_flags;
+        // SAFETY: the page lies in a level-4 slot nothing uses, so the new
+        // mapping aliases nothing but the frame's own physical-map view.
+        unsafe { table.map_to_with_table_flags(page, frame, flags, table_flags, allocator) }
+            .expect("mapping a page")
             .flush();
         address
-    });
-    PkeyPage { pkey, address }
+    })
 }

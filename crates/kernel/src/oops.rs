@@ -51,6 +51,15 @@ pub fn die_unhandled(regs: &mut PtRegs, vector: u8) -> ! {
     finish("unhandled exception")
 }
 
+/// A broken kernel invariant found inside a handler (Linux's `BUG()`).
+pub fn bug(regs: &mut PtRegs, vector: u8, why: &str) -> ! {
+    begin_dying();
+    println!("extregs: BUG: {why} (vector {vector})");
+    // SAFETY: `regs` came from an entry stub.
+    unsafe { show_regs::show_regs(regs) };
+    finish(why)
+}
+
 fn describe_page_fault(regs: &PtRegs) {
     let address = Cr2::read_raw();
     let code = regs.orig_ax;
@@ -172,7 +181,30 @@ pub fn die_on_purpose(cause: OopsCause, pkey_page: Option<PkeyPage>) -> ! {
             }
         },
         OopsCause::Panic => panic!("deliberate panic (mode=oops cause=panic)"),
+        OopsCause::StackOverflow => oops_stack_overflow(),
     }
+}
+
+/// Recurses until the kernel stack runs into its guard page. The #PF that
+/// follows can't push its frame on the same stack, so the CPU raises #DF,
+/// which runs on its own IST stack and dumps the overflowed frame.
+fn oops_stack_overflow() -> ! {
+    // Never returns on purpose: the guard page ends it.
+    #[allow(unconditional_recursion)]
+    #[inline(never)]
+    fn recurse(depth: u64) -> u64 {
+        let mut filler = [depth; 64];
+        core::hint::black_box(&mut filler);
+        recurse(depth + 1) + filler[(depth % 64) as usize]
+    }
+    let stack_here = 0u8;
+    println!(
+        "extregs: recursing from rsp ~{:#x} into the kernel stack's guard page",
+        &stack_here as *const u8 as u64
+    );
+    let sum = recurse(0);
+    println!("extregs: error: recursion returned {sum}: no guard page below the stack?");
+    finish("stack overflow did not fault")
 }
 
 #[inline(never)]

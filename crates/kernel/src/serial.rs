@@ -49,9 +49,23 @@ pub fn force_unlock() {
 
 #[doc(hidden)]
 pub fn print_args(args: fmt::Arguments<'_>) {
-    if let Some(console) = SERIAL.lock().as_mut() {
-        let _ = console.write_fmt(args);
-    }
+    // With IF clear an IRQ handler can't find the lock held by the code it
+    // interrupted. An NMI can, so inside an NMI a busy console drops the
+    // message instead of deadlocking.
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let in_nmi = extregs_entry_asm::nmi_state() != extregs_regs::nmi_state::IDLE;
+        let mut guard = if in_nmi {
+            match SERIAL.try_lock() {
+                Some(guard) => guard,
+                None => return,
+            }
+        } else {
+            SERIAL.lock()
+        };
+        if let Some(console) = guard.as_mut() {
+            let _ = console.write_fmt(args);
+        }
+    })
 }
 
 /// Prints to the serial console.

@@ -1,28 +1,47 @@
-//! The Rust side of every exception entry.
+//! The Rust side of every entry: exceptions, external interrupts, and the
+//! paranoid entries (NMI, #DB, #MC, #DF).
 //!
 //! `entry_64.S` calls [`extregs_exception_entry`] with `&mut PtRegs` and the
-//! vector. It runs the generic entry (which saves PKRS and the generic state
-//! into the extension), offers the event to the installed trap hook, and
-//! treats anything unclaimed as an oops.
+//! vector. It picks the generic entry the vector needs (`irqentry_nmi_*` for
+//! the paranoid ones, `irqentry_*` for the rest), checks the frame
+//! ([`check_frame`]), then runs the handler: the NMI handler, the IRQ
+//! dispatcher, or for exceptions the per-pkey PKS fault handlers and the
+//! installed trap hook. Anything unclaimed is an oops.
+//!
+//! This module also holds the kernel's two generic-state models: RCU
+//! watching (false while idle) and the lockdep-style "hardirqs enabled"
+//! flag, which mirrors IF through [`local_irq_enable`]/[`local_irq_disable`].
 
-use crate::{oops, pks};
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
-use extregs_entry::{irqentry_enter, irqentry_exit, EntryPlatform};
-use extregs_regs::{ArchExtRegs, PtRegs};
+use crate::{gdt, irq, nmi, oops, pks, println};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use extregs_entry::{
+    irqentry_enter, irqentry_exit, irqentry_nmi_enter, irqentry_nmi_exit, EntryPlatform,
+};
+use extregs_entry_asm::FIRST_EXTERNAL_VECTOR;
+use extregs_regs::{ArchExtRegs, ExtendedPtRegs, PtRegs, GENERIC_PTREGS_SIZE};
 
-/// A handler that may claim an event: returns true when it handled it (and
-/// may edit the frame on the way).
+/// A handler that may claim an exception: returns true when it handled it
+/// (and may edit the frame on the way).
 pub type TrapHook = fn(regs: &mut PtRegs, vector: u8) -> bool;
 
 /// The installed hook, as a raw function pointer (null: none). An atomic
 /// rather than a lock, so a trap can read it whatever the trapped code held.
 static TRAP_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
-/// RCU model: is RCU watching this CPU? The kernel never idles yet, so it
-/// always is; the entry code still checks it and records `exit_rcu`.
+/// RCU model: is RCU watching this CPU? False only inside the idle loop.
 static RCU_WATCHING: AtomicBool = AtomicBool::new(true);
-/// Lockdep model: were hardirqs enabled (mirrors IF)?
+/// Lockdep model: are hardirqs enabled? Mirrors IF (off at boot).
 static HARDIRQS_ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Frames [`check_frame`] looked at, and how many were wrong.
+static FRAMES_CHECKED: AtomicU64 = AtomicU64::new(0);
+static FRAME_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+pub const DEBUG_VECTOR: u8 = 1;
+pub const NMI_VECTOR: u8 = 2;
+pub const DOUBLE_FAULT_VECTOR: u8 = 8;
+pub const PAGE_FAULT_VECTOR: u8 = 14;
+pub const MACHINE_CHECK_VECTOR: u8 = 18;
 
 /// The kernel's side of the generic entry code.
 pub struct KernelPlatform;
@@ -70,7 +89,23 @@ fn installed_hook() -> Option<TrapHook> {
     Some(unsafe { core::mem::transmute::<*mut (), TrapHook>(raw) })
 }
 
-/// Called by `extregs_entry_common` in entry_64.S for every exception.
+/// Is this vector one of Linux's paranoid (IST) entries?
+fn is_paranoid(vector: u8) -> bool {
+    matches!(vector, DEBUG_VECTOR | NMI_VECTOR | DOUBLE_FAULT_VECTOR | MACHINE_CHECK_VECTOR)
+}
+
+/// The IST stack a vector's gate switches to.
+pub fn ist_index_of(vector: u8) -> Option<u16> {
+    match vector {
+        DOUBLE_FAULT_VECTOR => Some(gdt::DOUBLE_FAULT_IST_INDEX),
+        NMI_VECTOR => Some(gdt::NMI_IST_INDEX),
+        DEBUG_VECTOR => Some(gdt::DEBUG_IST_INDEX),
+        MACHINE_CHECK_VECTOR => Some(gdt::MACHINE_CHECK_IST_INDEX),
+        _ => None,
+    }
+}
+
+/// Called by the entry stubs in entry_64.S for every vector.
 ///
 /// # Safety
 ///
@@ -79,15 +114,89 @@ fn installed_hook() -> Option<TrapHook> {
 /// they were entered through.
 #[no_mangle]
 pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64) {
-    // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
-    unsafe { irqentry_enter::<KernelPlatform>(regs) };
     let vector = vector as u8;
+    if is_paranoid(vector) {
+        // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
+        unsafe { irqentry_nmi_enter::<KernelPlatform>(regs) };
+        check_frame(regs, vector);
+        if vector == NMI_VECTOR {
+            nmi::handle(regs);
+        } else {
+            handle_exception(regs, vector);
+        }
+        // SAFETY: the same frame irqentry_nmi_enter ran on.
+        unsafe { irqentry_nmi_exit::<KernelPlatform>(regs) };
+    } else {
+        // SAFETY: as above.
+        unsafe { irqentry_enter::<KernelPlatform>(regs) };
+        check_frame(regs, vector);
+        if usize::from(vector) >= FIRST_EXTERNAL_VECTOR {
+            irq::handle(regs, vector);
+        } else {
+            handle_exception(regs, vector);
+        }
+        // SAFETY: the same frame irqentry_enter ran on.
+        unsafe { irqentry_exit::<KernelPlatform>(regs) };
+    }
+}
+
+fn handle_exception(regs: &mut PtRegs, vector: u8) {
+    if vector == 3 && nmi::claim_int3(regs) {
+        return;
+    }
+    if vector == PAGE_FAULT_VECTOR && pks::handle_fault(regs) {
+        return;
+    }
     let handled = installed_hook().is_some_and(|hook| hook(regs, vector));
     if !handled {
         oops::die_unhandled(regs, vector);
     }
-    // SAFETY: the same frame irqentry_enter ran on.
-    unsafe { irqentry_exit::<KernelPlatform>(regs) };
+}
+
+/// The checks every handler runs on its own frame, after the generic entry:
+///
+/// * RCU is watching (irqentry_enter made it watch if the CPU was idle);
+/// * the extension sits exactly `GENERIC_PTREGS_SIZE` below `PtRegs`;
+/// * `cs`/`ss` are the kernel's selectors (everything runs in ring 0);
+/// * the live PKRS is the default (the arch hook installed it);
+/// * a paranoid entry's frame lies on its IST stack, and the NMI's PtRegs
+///   ends exactly at the copied frame at the top of the NMI stack.
+///
+/// A failure is counted (`frame_errors` in RESULT) and reported once per
+/// kind of failure; RCU not watching is a BUG, as in Linux.
+pub fn check_frame(regs: &mut PtRegs, vector: u8) {
+    FRAMES_CHECKED.fetch_add(1, Ordering::Relaxed);
+    if !rcu_is_watching() {
+        oops::bug(regs, vector, "RCU is not watching in an interrupt handler");
+    }
+    let regs_address = regs as *mut PtRegs as u64;
+    // SAFETY: `regs` is an entry-stub frame (only extregs_exception_entry
+    // calls this).
+    let extension_address = unsafe { ExtendedPtRegs::from_regs(regs) } as *mut _ as u64;
+    let mut error = None;
+    if regs_address - extension_address != GENERIC_PTREGS_SIZE as u64 {
+        error = Some("extension is not GENERIC_PTREGS_SIZE below PtRegs");
+    } else if regs.cs != u64::from(gdt::KERNEL_CS.0) || regs.ss != u64::from(gdt::KERNEL_DS.0) {
+        error = Some("cs/ss are not the kernel's");
+    } else if pks::enabled() && pks::read_pkrs() != pks::PKRS_DEFAULT {
+        error = Some("live PKRS in the handler is not the default");
+    } else if let Some(ist) = ist_index_of(vector) {
+        if gdt::ist_stack_of(regs_address) != Some(ist) {
+            error = Some("paranoid frame is not on its IST stack");
+        } else if vector == NMI_VECTOR && regs_address != nmi::outermost_regs_address() {
+            error = Some("NMI PtRegs is not built on the copied frame at the NMI stack top");
+        }
+    }
+    if let Some(why) = error {
+        if FRAME_ERRORS.fetch_add(1, Ordering::Relaxed) == 0 {
+            println!("extregs: bad frame on vector {vector}: {why} (PtRegs at {regs_address:#x})");
+        }
+    }
+}
+
+/// (frames checked, frames that failed a check) since boot.
+pub fn frame_counts() -> (u64, u64) {
+    (FRAMES_CHECKED.load(Ordering::Relaxed), FRAME_ERRORS.load(Ordering::Relaxed))
 }
 
 /// Is RCU watching this CPU (the model the generic entry code maintains)?
@@ -95,7 +204,36 @@ pub fn rcu_is_watching() -> bool {
     RCU_WATCHING.load(Ordering::Relaxed)
 }
 
-/// Marks this CPU as (not) watching, as entering or leaving idle would.
+/// Marks this CPU as (not) watching, as entering or leaving idle does.
 pub fn set_rcu_watching(watching: bool) {
     RCU_WATCHING.store(watching, Ordering::Relaxed);
+}
+
+/// The lockdep model's "hardirqs enabled".
+pub fn lockdep_hardirqs_enabled() -> bool {
+    HARDIRQS_ENABLED.load(Ordering::Relaxed)
+}
+
+/// `local_irq_enable()`: tell the model first, then STI (Linux's
+/// `trace_hardirqs_on(); native_irq_enable()`).
+pub fn local_irq_enable() {
+    HARDIRQS_ENABLED.store(true, Ordering::Relaxed);
+    x86_64::instructions::interrupts::enable();
+}
+
+/// `local_irq_disable()`: CLI first, then tell the model.
+pub fn local_irq_disable() {
+    x86_64::instructions::interrupts::disable();
+    HARDIRQS_ENABLED.store(false, Ordering::Relaxed);
+}
+
+/// The model half of `local_irq_enable()`, for code that sets IF itself in
+/// the same instruction sequence (the idle loop's `sti; hlt`).
+pub fn local_irq_enable_model_only() {
+    HARDIRQS_ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// The model half of `local_irq_disable()`, after a raw `cli`.
+pub fn local_irq_disable_model_only() {
+    HARDIRQS_ENABLED.store(false, Ordering::Relaxed);
 }

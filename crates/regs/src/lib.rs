@@ -62,6 +62,9 @@ pub struct PtRegs {
     pub ss: u64,
 }
 
+/// RFLAGS.IF: maskable interrupts enabled.
+pub const X86_EFLAGS_IF: u64 = 1 << 9;
+
 /// Value the entry stubs store in [`PtRegs::orig_ax`] for vectors without an
 /// error code (Linux pushes `$-1` the same way).
 pub const NO_ERROR_CODE: u64 = u64::MAX;
@@ -143,6 +146,65 @@ assert_ptregs_order!(
     ss,
 );
 
+/// The five words the CPU pushes for every event in 64-bit mode, lowest
+/// address first. They are also the last five fields of [`PtRegs`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IretFrame {
+    pub ip: u64,
+    pub cs: u64,
+    pub flags: u64,
+    pub sp: u64,
+    pub ss: u64,
+}
+
+// The hardware words at the end of PtRegs are an IretFrame: the NMI stub
+// builds PtRegs on top of a copied IretFrame, so the two must agree.
+const_assert_eq!(offset_of!(PtRegs, ip) + size_of::<IretFrame>(), PTREGS_SIZE);
+const_assert_eq!(offset_of!(PtRegs, cs) - offset_of!(PtRegs, ip), offset_of!(IretFrame, cs));
+const_assert_eq!(offset_of!(PtRegs, ss) - offset_of!(PtRegs, ip), offset_of!(IretFrame, ss));
+
+/// The top of the NMI IST stack, which the NMI entry divides into three parts
+/// so that a second NMI can never overwrite the first one's frame (see the
+/// nested-NMI comment in `entry_64.S`):
+///
+/// ```text
+///   +--------------------+  <- TSS IST pointer for NMI (16-byte aligned)
+///   | landing            |   where the CPU pushes *every* NMI's frame
+///   | scratch            |   %rax while the stub decides what this NMI is
+///   | iret_copy          |   the outermost NMI's frame, copied out of the
+///   +--------------------+   landing zone; its PtRegs is built below it
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NmiStackTop {
+    pub iret_copy: IretFrame,
+    pub scratch: u64,
+    pub landing: IretFrame,
+}
+
+/// NMI entry state, kept in memory (not on the NMI stack) so a nested NMI can
+/// read it without touching the stack the outer NMI is using.
+pub mod nmi_state {
+    /// No NMI is being handled.
+    pub const IDLE: u8 = 0;
+    /// The outermost NMI is being handled.
+    pub const RUNNING: u8 = 1;
+    /// A second NMI arrived meanwhile: the outermost runs the handler again.
+    pub const PENDING: u8 = 2;
+}
+
+// The landing zone must end exactly at the IST pointer, so the CPU's five
+// pushes fill it, and the copied frame must leave PtRegs plus extension
+// 16-byte aligned for the call into Rust: sizeof(NmiStackTop) - the copy's
+// own 40 bytes is what lies above the copied frame, and that must keep the
+// same alignment the hardware frame had (IST top - 40).
+const_assert_eq!(
+    offset_of!(NmiStackTop, landing) + size_of::<IretFrame>(),
+    size_of::<NmiStackTop>()
+);
+const_assert_eq!((size_of::<NmiStackTop>() - size_of::<IretFrame>()) % 16, 0);
+
 impl ExtendedPtRegs {
     /// Recovers the whole frame from the `PtRegs` inside it (`container_of`).
     ///
@@ -201,6 +263,11 @@ impl PtRegs {
             ("si", self.si),
             ("di", self.di),
         ]
+    }
+
+    /// True when the interrupted context ran with IF set (IRET sets it again).
+    pub fn interrupts_enabled(&self) -> bool {
+        self.flags & X86_EFLAGS_IF != 0
     }
 
     /// True when the vector delivered an error code in `orig_ax`.

@@ -1,0 +1,281 @@
+//! The local APIC (x2APIC mode when the CPU has it, xAPIC through MMIO
+//! otherwise), with the legacy 8259 PIC remapped and masked (the `pic8259`
+//! crate).
+//!
+//! The driver is small and written here rather than taken from the `x2apic`
+//! crate: that crate masks LINT1 when it enables the APIC (so NMIs injected
+//! from outside, which QEMU delivers through LINT1, would be dropped), starts
+//! the timer on enable, and sends self-IPIs through the x2APIC-only SELF IPI
+//! register even in xAPIC mode.
+//!
+//! Vectors follow Linux's layout at the top of the IDT.
+
+use crate::memory;
+use spin::Once;
+use x86_64::instructions::port::Port;
+use x86_64::registers::model_specific::Msr;
+use x86_64::PhysAddr;
+
+/// Linux's `LOCAL_TIMER_VECTOR`.
+pub const TIMER_VECTOR: u8 = 0xec;
+/// The fixed vector the selftests and the fuzzer send self-IPIs on.
+pub const SELF_IPI_VECTOR: u8 = 0xf3;
+/// Linux's `ERROR_APIC_VECTOR`.
+pub const ERROR_VECTOR: u8 = 0xfe;
+/// Linux's `SPURIOUS_APIC_VECTOR`.
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+
+const IA32_APIC_BASE: u32 = 0x1b;
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+const APIC_BASE_ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// Register offsets in the xAPIC MMIO page; the x2APIC MSR is
+/// `0x800 + offset / 16`.
+mod reg {
+    pub const ID: u32 = 0x20;
+    pub const TPR: u32 = 0x80;
+    pub const EOI: u32 = 0xb0;
+    pub const SVR: u32 = 0xf0;
+    pub const ISR: u32 = 0x100;
+    pub const ESR: u32 = 0x280;
+    pub const ICR_LOW: u32 = 0x300;
+    pub const ICR_HIGH: u32 = 0x310;
+    pub const LVT_TIMER: u32 = 0x320;
+    pub const LVT_LINT0: u32 = 0x350;
+    pub const LVT_LINT1: u32 = 0x360;
+    pub const LVT_ERROR: u32 = 0x370;
+    pub const TIMER_INITIAL: u32 = 0x380;
+    pub const TIMER_CURRENT: u32 = 0x390;
+    pub const TIMER_DIVIDE: u32 = 0x3e0;
+}
+
+const SVR_APIC_ENABLE: u32 = 1 << 8;
+const LVT_MASKED: u32 = 1 << 16;
+const LVT_DELIVERY_NMI: u32 = 0b100 << 8;
+const LVT_TIMER_PERIODIC: u32 = 1 << 17;
+const ICR_DELIVERY_NMI: u32 = 0b100 << 8;
+const ICR_DELIVERY_PENDING: u32 = 1 << 12;
+const ICR_ASSERT: u32 = 1 << 14;
+const ICR_SHORTHAND_SELF: u32 = 0b01 << 18;
+/// Timer divide configuration 0b0011: divide the bus clock by 16.
+const TIMER_DIVIDE_BY_16: u32 = 0b0011;
+
+/// How the registers are reached.
+#[derive(Clone, Copy, Debug)]
+pub enum Mode {
+    X2Apic,
+    XApic { registers: u64 },
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::X2Apic => "x2apic",
+            Mode::XApic { .. } => "xapic",
+        }
+    }
+}
+
+static MODE: Once<Mode> = Once::new();
+/// APIC timer ticks (bus clock / 16) per millisecond, from the PIT.
+static TIMER_TICKS_PER_MS: Once<u32> = Once::new();
+
+fn mode() -> Mode {
+    *MODE.get().expect("apic::init ran")
+}
+
+fn read(offset: u32) -> u32 {
+    match mode() {
+        // SAFETY: x2APIC mode is on, so every APIC register is an MSR at
+        // 0x800 + offset/16; the offsets used here are all readable.
+        Mode::X2Apic => unsafe { Msr::new(0x800 + offset / 16).read() as u32 },
+        // SAFETY: `registers` is the APIC page mapped uncached by init, and
+        // `offset` is one of its 32-bit registers.
+        Mode::XApic { registers } => unsafe {
+            core::ptr::read_volatile((registers + u64::from(offset)) as *const u32)
+        },
+    }
+}
+
+fn write(offset: u32, value: u32) {
+    match mode() {
+        // SAFETY: as in `read`; writes to these registers have only the
+        // APIC effects their callers ask for.
+        Mode::X2Apic => unsafe { Msr::new(0x800 + offset / 16).write(u64::from(value)) },
+        // SAFETY: as in `read`.
+        Mode::XApic { registers } => unsafe {
+            core::ptr::write_volatile((registers + u64::from(offset)) as *mut u32, value)
+        },
+    }
+}
+
+/// Sends an IPI: `high` is the destination APIC ID, `low` the ICR low word.
+fn write_icr(destination: u32, low: u32) {
+    match mode() {
+        Mode::X2Apic => {
+            let value = (u64::from(destination) << 32) | u64::from(low);
+            // SAFETY: x2APIC mode; the ICR is one 64-bit MSR (0x830).
+            unsafe { Msr::new(0x800 + reg::ICR_LOW / 16).write(value) };
+        }
+        Mode::XApic { .. } => {
+            write(reg::ICR_HIGH, destination << 24);
+            write(reg::ICR_LOW, low);
+            while read(reg::ICR_LOW) & ICR_DELIVERY_PENDING != 0 {
+                core::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// Masks the PIC, enables the local APIC (x2APIC when `has_x2apic`),
+/// routes LINT1 as NMI (QEMU's `inject-nmi` arrives there), and calibrates
+/// the timer. Interrupts must be disabled.
+pub fn init(has_x2apic: bool) {
+    // SAFETY: the standard PIC ports; remapping to 0x20..0x2f first keeps a
+    // spurious PIC IRQ off the exception vectors, then every line is masked.
+    unsafe {
+        let mut pics = pic8259::ChainedPics::new(0x20, 0x28);
+        pics.initialize();
+        pics.disable();
+    }
+    let mut base = Msr::new(IA32_APIC_BASE);
+    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; setting the global
+    // enable bit (and the x2APIC bit only when CPUID reports x2APIC) is the
+    // architected way to turn the APIC on.
+    let base_value = unsafe { base.read() };
+    let mode = if has_x2apic {
+        // SAFETY: see above.
+        unsafe { base.write(base_value | APIC_BASE_ENABLE | APIC_BASE_X2APIC) };
+        Mode::X2Apic
+    } else {
+        // SAFETY: see above.
+        unsafe { base.write(base_value | APIC_BASE_ENABLE) };
+        let registers = memory::map_mmio(PhysAddr::new(base_value & APIC_BASE_ADDRESS_MASK));
+        Mode::XApic { registers: registers.as_u64() }
+    };
+    MODE.call_once(|| mode);
+    write(reg::TPR, 0);
+    write(reg::LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    write(reg::LVT_LINT0, LVT_MASKED);
+    write(reg::LVT_LINT1, LVT_DELIVERY_NMI);
+    write(reg::LVT_ERROR, u32::from(ERROR_VECTOR));
+    write(reg::SVR, SVR_APIC_ENABLE | u32::from(SPURIOUS_VECTOR));
+    // Clear any error latched before the APIC was set up.
+    write(reg::ESR, 0);
+    write(reg::ESR, 0);
+    let ticks_per_ms = calibrate_timer();
+    TIMER_TICKS_PER_MS.call_once(|| ticks_per_ms);
+}
+
+/// Which mode init chose.
+pub fn current_mode() -> Mode {
+    mode()
+}
+
+/// This CPU's APIC ID.
+pub fn id() -> u32 {
+    match mode() {
+        Mode::X2Apic => read(reg::ID),
+        Mode::XApic { .. } => read(reg::ID) >> 24,
+    }
+}
+
+/// Counts APIC timer ticks over 10 ms of PIT channel 2 (mode 0, gated by
+/// port 0x61), Linux's `pit_calibrate_tsc` approach.
+fn calibrate_timer() -> u32 {
+    const PIT_HZ: u32 = 1_193_182;
+    const CALIBRATION_MS: u32 = 10;
+    let pit_count = (PIT_HZ * CALIBRATION_MS / 1000) as u16;
+    write(reg::TIMER_DIVIDE, TIMER_DIVIDE_BY_16);
+    write(reg::LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    // SAFETY: ports 0x61 (NMI status/control: gate and OUT of channel 2),
+    // 0x43 (PIT mode) and 0x42 (channel 2 data), as on every PC. Channel 2
+    // drives only the speaker, which stays off.
+    unsafe {
+        let control = inb(0x61);
+        outb(0x61, (control & !0x02) & !0x01);
+        outb(0x43, 0b1011_0000); // channel 2, lo/hi byte, mode 0, binary
+        outb(0x42, pit_count as u8);
+        outb(0x42, (pit_count >> 8) as u8);
+        write(reg::TIMER_INITIAL, u32::MAX);
+        outb(0x61, (control & !0x02) | 0x01); // gate high: count
+        while inb(0x61) & 0x20 == 0 {
+            core::hint::spin_loop();
+        }
+    }
+    let elapsed = u32::MAX - read(reg::TIMER_CURRENT);
+    write(reg::TIMER_INITIAL, 0);
+    (elapsed / CALIBRATION_MS).max(1)
+}
+
+/// APIC timer ticks per millisecond (after divide-by-16).
+pub fn timer_ticks_per_ms() -> u32 {
+    *TIMER_TICKS_PER_MS.get().expect("apic::init ran")
+}
+
+/// # Safety
+///
+/// `port` must be a PIT or NMI-control port whose read has no side effect
+/// the caller did not intend.
+unsafe fn inb(port: u16) -> u8 {
+    // SAFETY: per the function contract.
+    unsafe { Port::<u8>::new(port).read() }
+}
+
+/// # Safety
+///
+/// As [`inb`], for writes.
+unsafe fn outb(port: u16, value: u8) {
+    // SAFETY: per the function contract.
+    unsafe { Port::<u8>::new(port).write(value) }
+}
+
+/// How the timer fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerMode {
+    OneShot,
+    Periodic,
+}
+
+/// Starts the timer on [`TIMER_VECTOR`] with `ticks` (divide-by-16 ticks).
+pub fn start_timer(mode: TimerMode, ticks: u32) {
+    let periodic = if mode == TimerMode::Periodic { LVT_TIMER_PERIODIC } else { 0 };
+    write(reg::TIMER_DIVIDE, TIMER_DIVIDE_BY_16);
+    write(reg::LVT_TIMER, periodic | u32::from(TIMER_VECTOR));
+    write(reg::TIMER_INITIAL, ticks.max(1));
+}
+
+/// Starts the timer with a period (or delay) in microseconds.
+pub fn start_timer_us(mode: TimerMode, microseconds: u32) {
+    let ticks = u64::from(timer_ticks_per_ms()) * u64::from(microseconds) / 1000;
+    start_timer(mode, ticks.clamp(1, u64::from(u32::MAX)) as u32);
+}
+
+/// Stops and masks the timer.
+pub fn stop_timer() {
+    write(reg::LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    write(reg::TIMER_INITIAL, 0);
+}
+
+/// Signals end of interrupt for the highest-priority in-service vector.
+pub fn eoi() {
+    write(reg::EOI, 0);
+}
+
+/// Is `vector` in service (its ISR bit set)?
+pub fn in_service(vector: u8) -> bool {
+    let word = read(reg::ISR + 0x10 * u32::from(vector / 32));
+    word & (1 << (vector % 32)) != 0
+}
+
+/// Sends a fixed IPI on `vector` to this CPU (destination shorthand self).
+pub fn send_self_ipi(vector: u8) {
+    write_icr(0, ICR_SHORTHAND_SELF | ICR_ASSERT | u32::from(vector));
+}
+
+/// Sends an NMI to this CPU through the ICR (the self shorthand is not
+/// valid for NMIs, so the destination is this CPU's own APIC ID).
+pub fn send_self_nmi() {
+    write_icr(id(), ICR_DELIVERY_NMI | ICR_ASSERT);
+}

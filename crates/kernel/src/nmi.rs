@@ -1,0 +1,148 @@
+//! The NMI handler, and the evidence the nested-NMI selftest needs.
+//!
+//! `entry_64.S` runs this through `irqentry_nmi_enter`/`irqentry_nmi_exit`
+//! on the NMI IST stack (see its nested-NMI comment). The handler counts
+//! NMIs and logs their frames; on request it executes an `int3` whose
+//! handler sends a self-NMI, which is the deterministic way to make a second
+//! NMI arrive while the first is still running.
+//!
+//! Nothing here takes a lock that interrupted code might hold: the logs are
+//! `try_lock`ed and skipped when busy.
+
+use crate::apic;
+use crate::events::{observe, Observed};
+use crate::gdt;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use extregs_entry_asm::nmi_state;
+use extregs_regs::{nmi_state as state, IretFrame, NmiStackTop, PtRegs};
+use memoffset::offset_of;
+use spin::Mutex;
+
+static NMI_COUNT: AtomicU64 = AtomicU64::new(0);
+
+/// Frames of the NMIs since the last [`take_log`] (at most [`LOG_SIZE`]).
+pub const LOG_SIZE: usize = 4;
+static LOG: Mutex<([Option<Observed>; LOG_SIZE], usize)> = Mutex::new(([None; LOG_SIZE], 0));
+
+/// What the next NMI does beyond counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum NmiAction {
+    Nothing = 0,
+    /// Execute `int3`; its handler sends a self-NMI (the nested-NMI test).
+    Int3ThenSelfNmi = 1,
+}
+
+static ACTION: AtomicU8 = AtomicU8::new(NmiAction::Nothing as u8);
+/// Set while the handler's own `int3` is outstanding.
+static INT3_ARMED: AtomicBool = AtomicBool::new(false);
+
+/// What the outermost NMI saw after its `int3` returned.
+#[derive(Clone, Copy, Debug)]
+pub struct NestedEvidence {
+    /// The int3 taken inside the NMI handler.
+    pub int3: Observed,
+    /// `extregs_nmi_state` after the int3's IRETQ (PENDING if the second
+    /// NMI arrived and was latched).
+    pub state_after_int3: u8,
+    /// The top of the NMI stack at that moment.
+    pub stack_top: NmiStackTop,
+}
+
+static EVIDENCE: Mutex<Option<NestedEvidence>> = Mutex::new(None);
+static INT3_OBSERVED: Mutex<Option<Observed>> = Mutex::new(None);
+
+/// NMIs handled since boot (each repeat of the handler counts).
+pub fn count() -> u64 {
+    NMI_COUNT.load(Ordering::SeqCst)
+}
+
+/// Arms `action` for the next NMI only.
+pub fn set_action(action: NmiAction) {
+    ACTION.store(action as u8, Ordering::SeqCst);
+}
+
+/// The logged NMI frames, oldest first, clearing the log.
+pub fn take_log() -> ([Option<Observed>; LOG_SIZE], usize) {
+    core::mem::replace(&mut *LOG.lock(), ([None; LOG_SIZE], 0))
+}
+
+/// The nested-NMI evidence of the last `Int3ThenSelfNmi` NMI, clearing it.
+pub fn take_evidence() -> Option<NestedEvidence> {
+    EVIDENCE.lock().take()
+}
+
+/// The top of the NMI IST stack, where the entry keeps the landing zone and
+/// the outermost NMI's copied frame.
+fn stack_top_address() -> u64 {
+    gdt::ist_stack_range(gdt::NMI_IST_INDEX).end - core::mem::size_of::<NmiStackTop>() as u64
+}
+
+/// Where the outermost NMI's `PtRegs` must be: ending exactly at the copied
+/// frame (`iret_copy` is its `ip..ss`).
+pub fn outermost_regs_address() -> u64 {
+    stack_top_address() + offset_of!(NmiStackTop, iret_copy) as u64 - offset_of!(PtRegs, ip) as u64
+}
+
+/// A snapshot of the NMI stack top.
+pub fn read_stack_top() -> NmiStackTop {
+    // SAFETY: the address is inside the NMI IST stack (a static the kernel
+    // owns), aligned for u64; it is only ever written by the CPU and the NMI
+    // stub, and a volatile read of plain integers can't be invalid.
+    unsafe { core::ptr::read_volatile(stack_top_address() as *const NmiStackTop) }
+}
+
+/// The NMI handler proper (after `irqentry_nmi_enter`).
+pub fn handle(regs: &mut PtRegs) {
+    NMI_COUNT.fetch_add(1, Ordering::SeqCst);
+    if let Some(mut log) = LOG.try_lock() {
+        let (entries, length) = &mut *log;
+        if *length < LOG_SIZE {
+            // SAFETY: `regs` is the NMI stub's frame.
+            entries[*length] = Some(unsafe { observe(regs, 2) });
+            *length += 1;
+        }
+    }
+    let action = ACTION.swap(NmiAction::Nothing as u8, Ordering::SeqCst);
+    if action == NmiAction::Int3ThenSelfNmi as u8 {
+        INT3_ARMED.store(true, Ordering::SeqCst);
+        // SAFETY: int3 is a trap: claim_int3 handles it and IRET resumes
+        // after it. It clobbers nothing.
+        unsafe { core::arch::asm!("int3", options(nomem, nostack)) };
+        // The int3's IRETQ unblocked NMIs, so the self-NMI its handler sent
+        // arrives here, nested, and must only be latched. Give it a moment.
+        let mut spins = 0u32;
+        while nmi_state() != state::PENDING && spins < 1_000_000 {
+            core::hint::spin_loop();
+            spins += 1;
+        }
+        let evidence_int3 = INT3_OBSERVED.try_lock().and_then(|mut o| o.take());
+        if let (Some(int3), Some(mut evidence)) = (evidence_int3, EVIDENCE.try_lock()) {
+            *evidence = Some(NestedEvidence {
+                int3,
+                state_after_int3: nmi_state(),
+                stack_top: read_stack_top(),
+            });
+        }
+    }
+}
+
+/// The `int3` handler's part: claims the int3 the NMI handler executed and
+/// sends the self-NMI from inside it (still blocked: NMIs stay blocked until
+/// this int3 returns).
+pub fn claim_int3(regs: &mut PtRegs) -> bool {
+    if !INT3_ARMED.swap(false, Ordering::SeqCst) {
+        return false;
+    }
+    if let Some(mut observed) = INT3_OBSERVED.try_lock() {
+        // SAFETY: `regs` is the int3 stub's frame.
+        *observed = Some(unsafe { observe(regs, 3) });
+    }
+    apic::send_self_nmi();
+    true
+}
+
+/// The copied frame of the outermost NMI as an IretFrame (for the tests).
+pub fn frame_of(regs: &PtRegs) -> IretFrame {
+    IretFrame { ip: regs.ip, cs: regs.cs, flags: regs.flags, sp: regs.sp, ss: regs.ss }
+}
