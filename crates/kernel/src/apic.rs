@@ -252,6 +252,11 @@ pub fn start_timer_us(mode: TimerMode, microseconds: u32) {
     start_timer(mode, ticks.clamp(1, u64::from(u32::MAX)) as u32);
 }
 
+/// The timer's current count (0 once a one-shot count has run out).
+pub fn timer_current() -> u32 {
+    read(reg::TIMER_CURRENT)
+}
+
 /// Stops and masks the timer.
 pub fn stop_timer() {
     write(reg::LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));

@@ -111,7 +111,11 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
     let ok = match cmdline.mode {
         Mode::Demo => demo::run(pkey_page),
-        Mode::Selftest => selftest::run(&selftest::Context { pkey_page }),
+        Mode::Selftest => {
+            let user_pkey_page = pkey_page
+                .map(|page| memory::map_user_pkey_page(page.pkey, selftest::PKEY_PAGE_FILL));
+            selftest::run(&selftest::Context { pkey_page, user_pkey_page })
+        }
         Mode::Idle => idle::run(cmdline.idle_seconds),
         Mode::Oops => {
             let cause = cmdline.oops_cause.expect("the parser requires cause= with mode=oops");

@@ -157,7 +157,7 @@ fn handle_exception(regs: &mut PtRegs, vector: u8) {
 ///
 /// * RCU is watching (irqentry_enter made it watch if the CPU was idle);
 /// * the extension sits exactly `GENERIC_PTREGS_SIZE` below `PtRegs`;
-/// * `cs`/`ss` are the kernel's selectors (everything runs in ring 0);
+/// * `cs`/`ss` are the kernel's selectors, or SS is null (ring 0 only);
 /// * the live PKRS is the default (the arch hook installed it);
 /// * a paranoid entry's frame lies on its IST stack, and the NMI's PtRegs
 ///   ends exactly at the copied frame at the top of the NMI stack.
@@ -176,7 +176,12 @@ pub fn check_frame(regs: &mut PtRegs, vector: u8) {
     let mut error = None;
     if regs_address - extension_address != GENERIC_PTREGS_SIZE as u64 {
         error = Some("extension is not GENERIC_PTREGS_SIZE below PtRegs");
-    } else if regs.cs != u64::from(gdt::KERNEL_CS.0) || regs.ss != u64::from(gdt::KERNEL_DS.0) {
+    } else if regs.cs != u64::from(gdt::KERNEL_CS.0)
+        || (regs.ss != u64::from(gdt::KERNEL_DS.0) && regs.ss != 0)
+    {
+        // SS is the kernel's, or null: a 64-bit IST switch loads a null SS,
+        // so code running in an IST handler (the int3 inside an NMI) is
+        // interrupted with SS = 0.
         error = Some("cs/ss are not the kernel's");
     } else if pks::enabled() && pks::read_pkrs() != pks::PKRS_DEFAULT {
         error = Some("live PKRS in the handler is not the default");

@@ -5,6 +5,10 @@
 //! trampoline below), lets [`events::recording_hook`] capture the frame, and
 //! checks what the handler saw and what came back after IRET.
 
+mod irqs;
+mod paranoid;
+mod pkeys;
+
 use crate::events::{self, expect_event, FrameEdit, Observed, FAULT_IP, RESUME_IP};
 use crate::memory::PkeyPage;
 use crate::pks::{self, KeyRights, PKRS_DEFAULT};
@@ -14,25 +18,30 @@ use extregs_entry_asm::{asm_offsets, vector_has_error_code};
 use extregs_regs::{PtRegs, GENERIC_PTREGS_SIZE, NO_ERROR_CODE};
 
 /// How one test ended.
-enum Outcome {
+pub(crate) enum Outcome {
     Pass,
     Fail,
     Skip(&'static str),
 }
 
 /// Prints a KTAP diagnostic and fails the test when `condition` is false.
-macro_rules! check {
+#[macro_export]
+#[doc(hidden)]
+macro_rules! selftest_check {
     ($condition:expr, $($message:tt)*) => {
         if !$condition {
-            println!("# {}: {}", stringify!($condition), format_args!($($message)*));
-            return Outcome::Fail;
+            $crate::println!("# {}: {}", stringify!($condition), format_args!($($message)*));
+            return $crate::selftest::Outcome::Fail;
         }
     };
 }
+use selftest_check as check;
 
 /// Everything a test may need from boot.
 pub struct Context {
     pub pkey_page: Option<PkeyPage>,
+    /// A *user* page with the same key (PKRS must never apply to it).
+    pub user_pkey_page: Option<PkeyPage>,
 }
 
 /// Value the pkey page is filled with.
@@ -53,6 +62,22 @@ const TESTS: &[(&str, Test)] = &[
     ("pkrs_saved_live_restored", pkrs_saved_live_restored),
     ("pkrs_saved_edit_applies_after_iret", pkrs_saved_edit_applies_after_iret),
     ("exit_rcu_round_trip", exit_rcu_round_trip),
+    ("irq_stubs_report_their_vectors", irqs::irq_stubs_report_their_vectors),
+    ("lapic_timer_one_shot", irqs::lapic_timer_one_shot),
+    ("lapic_timer_periodic", irqs::lapic_timer_periodic),
+    ("self_ipi_fixed_vector", irqs::self_ipi_fixed_vector),
+    ("spurious_vector_eoi_rule", irqs::spurious_vector_eoi_rule),
+    ("idle_irq_records_exit_rcu", irqs::idle_irq_records_exit_rcu),
+    ("idle_irq_nmi_nesting_rcu_lockdep", irqs::idle_irq_nmi_nesting_rcu_lockdep),
+    ("nmi_self_on_ist", paranoid::nmi_self_on_ist),
+    ("nmi_lockdep_round_trip", paranoid::nmi_lockdep_round_trip),
+    ("nmi_int3_self_nmi_nested", paranoid::nmi_int3_self_nmi_nested),
+    ("debug_single_step_on_ist", paranoid::debug_single_step_on_ist),
+    ("debug_dr0_breakpoint_on_ist", paranoid::debug_dr0_breakpoint_on_ist),
+    ("machine_check_entry_on_ist", paranoid::machine_check_entry_on_ist),
+    ("pks_fault_callback_run_exception", pkeys::pks_fault_callback_run_exception),
+    ("pkrs_cache_skips_wrmsr", pkeys::pkrs_cache_skips_wrmsr),
+    ("pks_kvm_unit_tests_matrix", pkeys::pks_kvm_unit_tests_matrix),
 ];
 
 /// Runs every test, prints KTAP and the RESULT line; true when none failed.
@@ -61,7 +86,17 @@ pub fn run(context: &Context) -> bool {
     println!("1..{}", TESTS.len());
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for (number, (name, test)) in TESTS.iter().enumerate() {
-        let outcome = traps::with_trap_hook(events::recording_hook, || test(context));
+        let (_, frame_errors_before) = traps::frame_counts();
+        let mut outcome = traps::with_trap_hook(events::recording_hook, || test(context));
+        // Every frame taken during the test went through traps::check_frame.
+        let (_, frame_errors_after) = traps::frame_counts();
+        if frame_errors_after != frame_errors_before {
+            println!(
+                "# {} frames failed the entry checks",
+                frame_errors_after - frame_errors_before
+            );
+            outcome = Outcome::Fail;
+        }
         // Every test leaves PKRS at the default, whatever it did.
         if pks::enabled() && pks::read_pkrs() != PKRS_DEFAULT {
             // SAFETY: PKS is on; the default keeps key 0 read/write.
@@ -98,20 +133,28 @@ pub fn run(context: &Context) -> bool {
 }
 
 /// The handler's observation, or a failed test when it never ran.
-macro_rules! observed_or_fail {
+#[macro_export]
+#[doc(hidden)]
+macro_rules! selftest_observed_or_fail {
     () => {
-        match events::observed() {
+        match $crate::events::observed() {
             Some(observed) => observed,
             None => {
-                println!("# the handler never saw the event");
-                return Outcome::Fail;
+                $crate::println!("# the handler never saw the event");
+                return $crate::selftest::Outcome::Fail;
             }
         }
     };
 }
+use selftest_observed_or_fail as observed_or_fail;
 
 /// Checks vector, `orig_ax`, `ip` and the kernel segments of a frame.
-fn check_frame(observed: &Observed, vector: u8, error_code: Option<u64>, ip: u64) -> Outcome {
+pub(crate) fn check_frame(
+    observed: &Observed,
+    vector: u8,
+    error_code: Option<u64>,
+    ip: u64,
+) -> Outcome {
     check!(observed.vector == vector, "vector {} (expected {})", observed.vector, vector);
     let expected_orig_ax = error_code.unwrap_or(NO_ERROR_CODE);
     check!(
@@ -201,9 +244,9 @@ fn general_protection_frame(_: &Context) -> Outcome {
 }
 
 /// #PF error-code bits: present, write, protection key.
-const PF_PRESENT: u64 = 1 << 0;
-const PF_WRITE: u64 = 1 << 1;
-const PF_PROTECTION_KEY: u64 = 1 << 5;
+pub(crate) const PF_PRESENT: u64 = 1 << 0;
+pub(crate) const PF_WRITE: u64 = 1 << 1;
+pub(crate) const PF_PROTECTION_KEY: u64 = 1 << 5;
 
 fn pks_read_fault_frame(context: &Context) -> Outcome {
     let Some(page) = context.pkey_page else {
@@ -485,3 +528,21 @@ fn exit_rcu_round_trip(_: &Context) -> Outcome {
     check!(traps::rcu_is_watching(), "RCU stopped watching");
     Outcome::Pass
 }
+
+/// Spins until `condition` holds or about `max_tsc_ticks` TSC ticks pass
+/// (a guard against hangs, not a timing assertion). True if it held.
+pub(crate) fn wait_until(condition: impl Fn() -> bool, max_tsc_ticks: u64) -> bool {
+    // SAFETY: RDTSC has no side effects.
+    let start = unsafe { core::arch::x86_64::_rdtsc() };
+    while !condition() {
+        // SAFETY: as above.
+        if unsafe { core::arch::x86_64::_rdtsc() } - start > max_tsc_ticks {
+            return condition();
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
+
+/// A generous guard for events that should arrive within microseconds.
+pub(crate) const EVENT_TIMEOUT_TSC: u64 = 5_000_000_000;
