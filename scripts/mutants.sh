@@ -20,11 +20,17 @@ export CARGO_TARGET_DIR="$root/target/mutants"
 # name | file | sed expression | KTAP test that must fail
 mutants=(
   "pop-regs-skips-r12|crates/entry-asm/src/entry_64.S|s/^\tmovq\tPTREGS_R12(%rsp), %r12$/\t\/* mutant: r12 not restored *\//|gprs_round_trip"
-  "pkrs-not-restored-on-exit|crates/kernel/src/pks.rs|s/^    if read_pkrs() != arch.pks {$/    if false \&\& read_pkrs() != arch.pks {/|pkrs_saved_live_restored"
+  "pkrs-not-restored-on-exit|crates/kernel/src/pks.rs|s/^    unsafe { update_pkrs(arch.pks) };$/    let _ = arch;/|pkrs_saved_live_restored"
+  "pkrs-cache-bypassed-on-exit|crates/kernel/src/pks.rs|s/^    unsafe { update_pkrs(arch.pks) };$/    unsafe { write_pkrs(arch.pks) };/|pkrs_cache_skips_wrmsr"
   "pkrs-not-saved-on-entry|crates/entry/src/lib.rs|0,/^    P::arch_enter(&mut frame.arch);$/s//    let _ = \&frame.arch;/|pkrs_saved_live_restored"
   "handler-edit-of-bx-dropped|crates/kernel/src/events.rs|s/^            frame.regs.bx = bx;$//|gpr_edit_through_ptregs"
   "error-code-vector-without-error-code|crates/entry-asm/src/entry_64.S|s/^IDTENTRY 13, general_protection,  *1$/IDTENTRY 13, general_protection, 0/|general_protection_frame"
   "exit-rcu-not-recorded|crates/entry/src/lib.rs|0,/^        generic.exit_rcu = 1;$/s//        generic.exit_rcu = 0;/|exit_rcu_round_trip"
+  "irq-stubs-all-push-one-vector|crates/entry-asm/src/entry_64.S|s/^1:\tpushq\t\$extregs_next_vector$/1:\tpushq\t\$0x40/|irq_stubs_report_their_vectors"
+  "irq-exit-keeps-rcu-watching|crates/entry/src/lib.rs|0,/^        P::rcu_irq_exit();$/s//        \/\/ mutant: rcu_irq_exit skipped/|idle_irq_records_exit_rcu"
+  "nmi-exit-forgets-lockdep|crates/entry/src/lib.rs|s/^    P::lockdep_set_hardirqs_enabled(frame.generic.lockdep_hardirqs_enabled != 0);$//|nmi_lockdep_round_trip"
+  "nested-nmi-treated-as-outermost|crates/entry-asm/src/entry_64.S|s/^\tjne\t.Lnmi_nested$/\t\/* mutant: no nesting check *\//|nmi_int3_self_nmi_nested"
+  "debug-not-on-ist|crates/kernel/src/idt.rs|s/idt.debug.set_handler_addr(stub(1)).set_stack_index(DEBUG_IST_INDEX);/idt.debug.set_handler_addr(stub(1));/|debug_single_step_on_ist"
 )
 
 selected=("$@")
@@ -47,17 +53,17 @@ for entry in "${mutants[@]}"; do
   echo "mutant $name: building"
   (cd "$tree" && cargo build --quiet)
   set +e
-  output=$("$CARGO_TARGET_DIR/debug/extregs" run --cmdline mode=selftest --timeout 180 2>&1)
+  output=$("$CARGO_TARGET_DIR/debug/extregs" run --cmdline mode=selftest --timeout 90 2>&1)
   status=$?
   set -e
   if [ "$status" -eq 1 ] && grep -Eq "^not ok [0-9]+ $expected\$" <<<"$output"; then
     echo "mutant $name: caught by $expected (exit $status)"
     grep -E '^(not ok|# )' <<<"$output" | sed 's/^/    /'
   elif [ "$status" -eq 1 ] && ! grep -Eq "^ok [0-9]+ $expected( |\$)" <<<"$output" \
-      && grep -q "^extregs: oops: unhandled" <<<"$output"; then
+      && grep -Eq "^extregs: (oops: unhandled|BUG: )" <<<"$output"; then
     # The broken frame took the kernel down during the test: also caught.
     echo "mutant $name: caught: $expected ended in an oops (exit $status)"
-    grep -E '^(extregs: oops|RIP:)' <<<"$output" | sed 's/^/    /'
+    grep -E '^(extregs: (oops|BUG)|RIP:)' <<<"$output" | sed 's/^/    /'
   else
     echo "mutant $name: NOT caught (exit $status; expected 'not ok … $expected')" >&2
     tail -n 30 <<<"$output" >&2

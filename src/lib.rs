@@ -6,4 +6,5 @@
 
 pub mod images;
 pub mod qemu;
+pub mod qmp;
 pub mod report;

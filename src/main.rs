@@ -3,11 +3,15 @@
 //! `extregs run` boots the kernel under QEMU and exits 0 (kernel success),
 //! 1 (kernel failure or crash), 2 (usage or set-up error) or 124 (timeout).
 //! `extregs images` prints where the boot images (and the kernel ELF) are.
+//! `extregs inject-nmi --qmp PATH` sends NMIs to a kernel started with
+//! `extregs run --qmp PATH` (e.g. in `mode=idle`).
 
 use clap::{Parser, Subcommand};
 use extregs::images;
 use extregs::qemu::{self, Accel, Firmware, RunConfig};
+use extregs::qmp::Qmp;
 use extregs::report::{EXIT_SUCCESS, EXIT_USAGE};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -24,6 +28,22 @@ enum Command {
     Run(RunArgs),
     /// Print the paths of the BIOS and UEFI boot images (and the kernel ELF).
     Images,
+    /// Inject NMIs through QMP into a kernel started with `run --qmp PATH`.
+    InjectNmi(InjectNmiArgs),
+}
+
+#[derive(clap::Args)]
+struct InjectNmiArgs {
+    /// The QMP socket given to `extregs run --qmp`.
+    #[arg(long)]
+    qmp: PathBuf,
+    /// How many NMIs to send.
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+    /// Milliseconds between NMIs (NMIs that arrive together merge into one,
+    /// as on hardware).
+    #[arg(long, default_value_t = 100)]
+    interval_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -46,6 +66,10 @@ struct RunArgs {
     /// Wait for gdb on localhost:1234 before the first instruction.
     #[arg(long)]
     gdb: bool,
+    /// Serve QMP on this Unix socket (for `extregs inject-nmi` or any QMP
+    /// client).
+    #[arg(long)]
+    qmp: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +89,7 @@ fn main() -> ExitCode {
             EXIT_SUCCESS
         }
         Command::Run(args) => run(args),
+        Command::InjectNmi(args) => inject_nmi(args),
     };
     ExitCode::from(code as u8)
 }
@@ -82,6 +107,8 @@ fn run(args: RunArgs) -> i32 {
         timeout: Duration::from_secs(args.timeout),
         gdb: args.gdb,
         echo: true,
+        qmp: args.qmp,
+        serial_lines: None,
     };
     if config.gdb {
         eprintln!("extregs: QEMU waits for gdb: target remote localhost:1234");
@@ -100,4 +127,25 @@ fn run(args: RunArgs) -> i32 {
             EXIT_USAGE
         }
     }
+}
+
+fn inject_nmi(args: InjectNmiArgs) -> i32 {
+    let mut qmp = match Qmp::connect(&args.qmp, Duration::from_secs(5)) {
+        Ok(qmp) => qmp,
+        Err(error) => {
+            eprintln!("extregs: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    for sent in 0..args.count {
+        if sent > 0 {
+            std::thread::sleep(Duration::from_millis(args.interval_ms));
+        }
+        if let Err(error) = qmp.inject_nmi() {
+            eprintln!("extregs: after {sent} NMIs: {error}");
+            return EXIT_USAGE;
+        }
+    }
+    eprintln!("extregs: injected {} NMIs", args.count);
+    EXIT_SUCCESS
 }

@@ -75,6 +75,12 @@ pub struct RunConfig {
     pub gdb: bool,
     /// Copy the serial console to our stdout as it arrives.
     pub echo: bool,
+    /// Open a QMP server on this Unix socket (`-qmp unix:PATH,server=on,
+    /// wait=off`), e.g. to inject NMIs while the kernel idles.
+    pub qmp: Option<PathBuf>,
+    /// Also send every serial line here as it arrives (tests use it to act
+    /// on the kernel's progress, e.g. inject NMIs once it idles).
+    pub serial_lines: Option<mpsc::Sender<String>>,
 }
 
 impl Default for RunConfig {
@@ -87,6 +93,8 @@ impl Default for RunConfig {
             timeout: Duration::from_secs(120),
             gdb: false,
             echo: false,
+            qmp: None,
+            serial_lines: None,
         }
     }
 }
@@ -154,6 +162,9 @@ pub fn qemu_arguments(config: &RunConfig, image: &Path) -> Vec<String> {
         args.extend(["-bios".into(), OVMF_PATH.into()]);
     }
     args.extend(["-drive".into(), format!("format=raw,snapshot=on,file={}", image.display())]);
+    if let Some(socket) = &config.qmp {
+        args.extend(["-qmp".into(), format!("unix:{},server=on,wait=off", socket.display())]);
+    }
     if config.gdb {
         args.extend(["-s".into(), "-S".into()]);
     }
@@ -163,6 +174,14 @@ pub fn qemu_arguments(config: &RunConfig, image: &Path) -> Vec<String> {
 /// Boots the kernel once and waits for QEMU to end or the timeout.
 pub fn run(config: &RunConfig) -> Result<Outcome, SetupError> {
     check_cmdline(&config.cmdline)?;
+    if let Some(socket) = &config.qmp {
+        if socket.to_string_lossy().contains(',') {
+            return Err(SetupError(format!(
+                "the QMP socket path cannot contain ',' (QEMU's option syntax): {}",
+                socket.display()
+            )));
+        }
+    }
     let image = match config.firmware {
         Firmware::Bios => images::bios_image(),
         Firmware::Uefi => images::uefi_image(),
@@ -194,6 +213,7 @@ pub fn run(config: &RunConfig) -> Result<Outcome, SetupError> {
     let stdout = child.stdout.take().expect("stdout was piped");
     let stderr = child.stderr.take().expect("stderr was piped");
     let echo = config.echo;
+    let line_sink = config.serial_lines.clone();
     let (serial_sender, serial_receiver) = mpsc::channel();
     let serial_reader = std::thread::spawn(move || {
         let mut collected = String::new();
@@ -204,6 +224,9 @@ pub fn run(config: &RunConfig) -> Result<Outcome, SetupError> {
             if echo {
                 print!("{text}");
                 let _ = std::io::stdout().flush();
+            }
+            if let Some(sink) = &line_sink {
+                let _ = sink.send(text.trim_end_matches('\n').to_string());
             }
             collected.push_str(&text);
             line.clear();
@@ -247,6 +270,10 @@ mod tests {
         assert!(args.contains("-accel tcg"));
         assert!(args.contains("-no-reboot"));
         assert!(!args.contains(OVMF_PATH));
+        let with_qmp = RunConfig { qmp: Some("/tmp/q.sock".into()), ..config.clone() };
+        assert!(qemu_arguments(&with_qmp, Path::new("/tmp/x.img"))
+            .join(" ")
+            .contains("-qmp unix:/tmp/q.sock,server=on,wait=off"));
         let uefi = RunConfig { firmware: Firmware::Uefi, ..config };
         assert!(qemu_arguments(&uefi, Path::new("/tmp/x.img")).join(" ").contains(OVMF_PATH));
     }

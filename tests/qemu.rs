@@ -65,7 +65,7 @@ fn qemu64_has_no_pks_and_still_succeeds() {
     assert!(outcome.serial.contains("PKRS: none (this CPU has no PKS)"));
 }
 
-/// The tests the foundation issue requires, by name.
+/// The tests the entry issues require, by name.
 const REQUIRED_SELFTESTS: &[&str] = &[
     "container_of_below_ptregs",
     "divide_error_frame",
@@ -79,6 +79,22 @@ const REQUIRED_SELFTESTS: &[&str] = &[
     "pkrs_saved_live_restored",
     "pkrs_saved_edit_applies_after_iret",
     "exit_rcu_round_trip",
+    "irq_stubs_report_their_vectors",
+    "lapic_timer_one_shot",
+    "lapic_timer_periodic",
+    "self_ipi_fixed_vector",
+    "spurious_vector_eoi_rule",
+    "idle_irq_records_exit_rcu",
+    "idle_irq_nmi_nesting_rcu_lockdep",
+    "nmi_self_on_ist",
+    "nmi_lockdep_round_trip",
+    "nmi_int3_self_nmi_nested",
+    "debug_single_step_on_ist",
+    "debug_dr0_breakpoint_on_ist",
+    "machine_check_entry_on_ist",
+    "pks_fault_callback_run_exception",
+    "pkrs_cache_skips_wrmsr",
+    "pks_kvm_unit_tests_matrix",
 ];
 
 fn selftest_results(outcome: &Outcome) -> Vec<report::KtapResult> {
@@ -109,6 +125,77 @@ fn selftests_all_pass_with_pks() {
     let result = outcome.result().unwrap();
     assert_eq!(result["pks"], true);
     assert_eq!(result["passed"], results.len());
+    // The one unexpected vector the IRQ-stub test lets through loudly.
+    assert!(
+        outcome.serial.contains("extregs: unexpected interrupt on vector 0x40 (64)\n"),
+        "{}",
+        dump(&outcome)
+    );
+    // The APIC mode follows CPUID: x2APIC when the CPU has it.
+    let x2apic = outcome.serial.contains("x2apic=yes");
+    let mode = if x2apic { "apic: x2apic mode" } else { "apic: xapic mode" };
+    assert!(outcome.serial.contains(mode), "{}", dump(&outcome));
+}
+
+/// A QMP socket path unique to this test process.
+fn qmp_socket(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("extregs-{}-{name}.qmp", std::process::id()))
+}
+
+#[test]
+fn idle_counts_every_nmi_injected_over_qmp() {
+    const NMIS: u64 = 5;
+    const SECONDS: u64 = 4;
+    let socket = qmp_socket("idle");
+    let _ = std::fs::remove_file(&socket);
+    let (lines, serial) = std::sync::mpsc::channel();
+    let config = RunConfig {
+        cmdline: format!("mode=idle seconds={SECONDS}"),
+        timeout: BOOT_TIMEOUT,
+        qmp: Some(socket.clone()),
+        serial_lines: Some(lines),
+        ..RunConfig::default()
+    };
+    let kernel = std::thread::spawn(move || qemu::run(&config).expect("QEMU starts"));
+    // Inject only once the kernel idles (before its IDT exists an NMI would
+    // be fatal); space them so no two merge into one.
+    let idling =
+        serial.iter().any(|line| line.starts_with("extregs: idle: ") && line.contains(" s at HZ="));
+    assert!(idling, "the kernel never started idling");
+    let mut qmp = extregs::qmp::Qmp::connect(&socket, Duration::from_secs(10)).expect("QMP");
+    for _ in 0..NMIS {
+        qmp.inject_nmi().expect("inject-nmi");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(qmp);
+    let outcome = kernel.join().unwrap();
+    let _ = std::fs::remove_file(&socket);
+    assert_verdict(&outcome, EXIT_SUCCESS);
+    let result = outcome.result().expect("RESULT");
+    assert_eq!(result["mode"], "idle");
+    assert_eq!(result["ok"], true);
+    assert_eq!(result["nmis"], NMIS, "{}", dump(&outcome));
+    assert_eq!(result["timer_irqs"], SECONDS * 100);
+    assert_eq!(result["frame_errors"], 0);
+    assert_eq!(result["rcu_leaks"], 0);
+    assert!(result["frames_checked"].as_u64().unwrap() >= SECONDS * 100 + NMIS);
+}
+
+#[test]
+fn stack_overflow_ends_in_a_double_fault_dump_not_a_reset() {
+    let outcome = boot(Firmware::Bios, "max", "mode=oops cause=stack-overflow");
+    assert_verdict(&outcome, EXIT_KERNEL_FAILURE);
+    assert!(
+        outcome.serial.contains("extregs: oops: unhandled double fault (vector 8)"),
+        "{}",
+        dump(&outcome)
+    );
+    assert_eq!(outcome.serial.matches("booting").count(), 1, "the machine reset");
+    let dump_regs = report::parse_show_regs(&outcome.serial).expect("show_regs of the #DF");
+    assert!(dump_regs.rip_text.contains("recurse"), "RIP {}", dump_regs.rip_text);
+    assert!(dump_regs.saved_pkrs.is_some(), "the #DF frame carries the saved PKRS");
+    assert!(outcome.serial.contains("(PtRegs - 8) on the DF stack"), "{}", dump(&outcome));
+    assert_eq!(outcome.result().unwrap()["ok"], false);
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! ...
 //! CR2: ... CR3: ... CR4: ...
 //! PKRS: 55555550 live: 55555554 rights: 0:rw 1:rw 2:-- ... 15:--
-//! GENERIC: exit_rcu: 0 lockdep_hardirqs_enabled: 0 extension at ...
+//! GENERIC: exit_rcu: 0 lockdep_hardirqs_enabled: 0 extension at ... on the DF stack
 //! ```
 
 use crate::{memory, pks, println, symbols};
@@ -110,10 +110,12 @@ fn show_extension(frame: &ExtendedPtRegs) {
         println!("PKRS: none (this CPU has no PKS)");
     }
     println!(
-        "GENERIC: exit_rcu: {} lockdep_hardirqs_enabled: {} extension at {:016x} (PtRegs - {})",
+        "GENERIC: exit_rcu: {} lockdep_hardirqs_enabled: {} extension at {:016x} (PtRegs - {}) on the {} stack",
         frame.generic.exit_rcu,
         frame.generic.lockdep_hardirqs_enabled,
         frame as *const ExtendedPtRegs as u64,
-        GENERIC_PTREGS_SIZE
+        GENERIC_PTREGS_SIZE,
+        crate::gdt::ist_stack_of(frame as *const ExtendedPtRegs as u64)
+            .map_or("task", crate::gdt::ist_stack_name)
     );
 }

@@ -160,7 +160,9 @@ fn handle_exception(regs: &mut PtRegs, vector: u8) {
 /// * `cs`/`ss` are the kernel's selectors, or SS is null (ring 0 only);
 /// * the live PKRS is the default (the arch hook installed it);
 /// * a paranoid entry's frame lies on its IST stack, and the NMI's PtRegs
-///   ends exactly at the copied frame at the top of the NMI stack.
+///   ends exactly at the copied frame at the top of the NMI stack;
+/// * an NMI never interrupted code running on the NMI stack: a nested NMI
+///   must have been latched by the entry, not handled (a BUG otherwise).
 ///
 /// A failure is counted (`frame_errors` in RESULT) and reported once per
 /// kind of failure; RCU not watching is a BUG, as in Linux.
@@ -168,6 +170,11 @@ pub fn check_frame(regs: &mut PtRegs, vector: u8) {
     FRAMES_CHECKED.fetch_add(1, Ordering::Relaxed);
     if !rcu_is_watching() {
         oops::bug(regs, vector, "RCU is not watching in an interrupt handler");
+    }
+    if vector == NMI_VECTOR && gdt::ist_stack_of(regs.sp) == Some(gdt::NMI_IST_INDEX) {
+        // The entry let an NMI nest inside the NMI handler as if it were
+        // the outermost one: its frame now overlays the first NMI's.
+        oops::bug(regs, vector, "NMI handled while an NMI was running (not latched)");
     }
     let regs_address = regs as *mut PtRegs as u64;
     // SAFETY: `regs` is an entry-stub frame (only extregs_exception_entry
