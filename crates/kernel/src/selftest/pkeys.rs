@@ -18,7 +18,11 @@ static CALLBACK_CALLS: AtomicU64 = AtomicU64::new(0);
 /// The test key's handler: record, then grant read/write in the *saved*
 /// PKRS so the faulting load succeeds when retried.
 fn grant_on_fault(regs: &mut PtRegs, fault: PksFault) -> bool {
-    CALLBACK_CALLS.fetch_add(1, Ordering::SeqCst);
+    if CALLBACK_CALLS.fetch_add(1, Ordering::SeqCst) > 0 {
+        // The retry faulted again: the grant never reached PKRS. Leave it
+        // unresolved (an oops) rather than granting forever.
+        return false;
+    }
     // SAFETY: PKS fault handlers get the #PF stub's frame.
     let saved = unsafe { ExtendedPtRegs::from_regs(regs) }.arch.pks;
     CALLBACK_SAVED.store(saved, Ordering::SeqCst);
