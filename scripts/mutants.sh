@@ -53,7 +53,7 @@ for entry in "${mutants[@]}"; do
   echo "mutant $name: building"
   (cd "$tree" && cargo build --quiet)
   set +e
-  output=$("$CARGO_TARGET_DIR/debug/extregs" run --cmdline mode=selftest --timeout 90 2>&1)
+  output=$("$CARGO_TARGET_DIR/debug/extregs" run --cmdline mode=selftest --timeout 60 2>&1)
   status=$?
   set -e
   # The named test must report `not ok`; a later test may then hang on the

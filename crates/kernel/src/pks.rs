@@ -201,8 +201,7 @@ pub struct PksFault {
 /// (typically by [`pks_update_saved`]), so the instruction is retried.
 pub type PksFaultHandler = fn(regs: &mut PtRegs, fault: PksFault) -> bool;
 
-static FAULT_HANDLERS: [AtomicPtr<()>; 16] =
-    [const { AtomicPtr::new(core::ptr::null_mut()) }; 16];
+static FAULT_HANDLERS: [AtomicPtr<()>; 16] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 16];
 
 /// Installs `handler` for faults on pages tagged `pkey` (replacing any).
 pub fn register_fault_handler(pkey: u8, handler: PksFaultHandler) {
