@@ -178,6 +178,7 @@ fn idle_counts_every_nmi_injected_over_qmp() {
     assert_eq!(result["timer_irqs"], SECONDS * 100);
     assert_eq!(result["frame_errors"], 0);
     assert_eq!(result["rcu_leaks"], 0);
+    assert_eq!(result["pkrs_wrmsrs"], 0, "the PKRS cache let a WRMSR through");
     assert!(result["frames_checked"].as_u64().unwrap() >= SECONDS * 100 + NMIS);
 }
 

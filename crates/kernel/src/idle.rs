@@ -10,7 +10,7 @@
 //! `seconds * HZ` ticks have passed, counting timer IRQs and NMIs (QEMU's
 //! `inject-nmi` over QMP is the way to send NMIs from outside).
 
-use crate::{apic, irq, nmi, println, result, traps};
+use crate::{apic, irq, nmi, pks, println, result, traps};
 
 /// Timer ticks per second in `mode=idle`.
 pub const HZ: u32 = 100;
@@ -47,6 +47,7 @@ pub fn run(seconds: u32) -> bool {
     let start = irq::counts();
     let nmis_before = nmi::count();
     let (frames_before, errors_before) = traps::frame_counts();
+    let wrmsrs_before = pks::wrmsr_count();
     let mut rcu_leaks = 0u64;
     println!(
         "extregs: idle: {} s at HZ={} ({} mode, {} timer ticks/ms); NMIs welcome (QMP inject-nmi)",
@@ -68,6 +69,9 @@ pub fn run(seconds: u32) -> bool {
     let (frames, errors) = traps::frame_counts();
     let (frames_checked, frame_errors) = (frames - frames_before, errors - errors_before);
     let unexpected = end.unexpected - start.unexpected;
+    // Idle runs with the default PKRS, so the cache must have saved every
+    // entry and exit its WRMSR.
+    let pkrs_wrmsrs = pks::wrmsr_count() - wrmsrs_before;
     println!(
         "extregs: idle: done: {timer_irqs} timer IRQs, {nmis} NMIs, {frames_checked} frames checked, {frame_errors} bad"
     );
@@ -78,7 +82,7 @@ pub fn run(seconds: u32) -> bool {
     result::emit(
         ok,
         format_args!(
-            ",\"seconds\":{seconds},\"hz\":{HZ},\"timer_irqs\":{timer_irqs},\"nmis\":{nmis},\"frames_checked\":{frames_checked},\"frame_errors\":{frame_errors},\"unexpected_irqs\":{unexpected},\"rcu_leaks\":{rcu_leaks}"
+            ",\"seconds\":{seconds},\"hz\":{HZ},\"timer_irqs\":{timer_irqs},\"nmis\":{nmis},\"frames_checked\":{frames_checked},\"frame_errors\":{frame_errors},\"unexpected_irqs\":{unexpected},\"rcu_leaks\":{rcu_leaks},\"pkrs_wrmsrs\":{pkrs_wrmsrs}"
         ),
     );
     ok
