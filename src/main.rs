@@ -3,16 +3,21 @@
 //! `extregs run` boots the kernel under QEMU and exits 0 (kernel success),
 //! 1 (kernel failure or crash), 2 (usage or set-up error) or 124 (timeout).
 //! `extregs images` prints where the boot images (and the kernel ELF) are.
+//! `extregs fuzz --seeds A..B` runs a fuzz campaign; `--seed S` replays one.
 //! `extregs inject-nmi --qmp PATH` sends NMIs to a kernel started with
 //! `extregs run --qmp PATH` (e.g. in `mode=idle`).
 
 use clap::{Parser, Subcommand};
+use extregs::campaign::{self, CampaignConfig};
 use extregs::images;
 use extregs::qemu::{self, Accel, Firmware, RunConfig};
 use extregs::qmp::Qmp;
-use extregs::report::{EXIT_SUCCESS, EXIT_USAGE};
+use extregs::report::{EXIT_KERNEL_FAILURE, EXIT_SUCCESS, EXIT_USAGE};
+use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -30,6 +35,41 @@ enum Command {
     Images,
     /// Inject NMIs through QMP into a kernel started with `run --qmp PATH`.
     InjectNmi(InjectNmiArgs),
+    /// Fuzz nested interrupt frames: a campaign over a seed range, or the
+    /// replay of one seed.
+    Fuzz(FuzzArgs),
+}
+
+#[derive(clap::Args)]
+struct FuzzArgs {
+    /// Seeds to run, `A..B` (B excluded) or `A..=B`, one QEMU boot each.
+    #[arg(long, conflicts_with = "seed")]
+    seeds: Option<String>,
+    /// Replay one seed, showing the kernel's output.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Event programs per seed.
+    #[arg(long, default_value_t = 1000)]
+    iterations: u64,
+    /// Deepest nesting (1..=12).
+    #[arg(long, default_value_t = 8)]
+    max_depth: u32,
+    /// Parallel QEMU instances.
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    /// Write the campaign (settings, one row per seed, totals) as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Run QEMU with -icount so asynchronous events replay exactly and a
+    /// seed always gives the same digest.
+    #[arg(long)]
+    deterministic: bool,
+    /// QEMU CPU model.
+    #[arg(long, default_value = "max")]
+    cpu: String,
+    /// Seconds before one seed's boot counts as hung (124).
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
 }
 
 #[derive(clap::Args)]
@@ -90,6 +130,7 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => run(args),
         Command::InjectNmi(args) => inject_nmi(args),
+        Command::Fuzz(args) => fuzz(args),
     };
     ExitCode::from(code as u8)
 }
@@ -108,6 +149,8 @@ fn run(args: RunArgs) -> i32 {
         gdb: args.gdb,
         echo: true,
         qmp: args.qmp,
+        deterministic: false,
+        cancel: None,
         serial_lines: None,
     };
     if config.gdb {
@@ -148,4 +191,144 @@ fn inject_nmi(args: InjectNmiArgs) -> i32 {
     }
     eprintln!("extregs: injected {} NMIs", args.count);
     EXIT_SUCCESS
+}
+
+fn fuzz(args: FuzzArgs) -> i32 {
+    if !(1..=12).contains(&args.max_depth) {
+        eprintln!("extregs: --max-depth must be from 1 to 12");
+        return EXIT_USAGE;
+    }
+    if args.iterations == 0 || args.jobs == 0 || args.timeout == 0 {
+        eprintln!("extregs: --iterations, --jobs and --timeout must be at least 1");
+        return EXIT_USAGE;
+    }
+    let seeds = match (&args.seeds, args.seed) {
+        (Some(range), None) => match campaign::parse_seed_range(range) {
+            Ok(seeds) => seeds,
+            Err(error) => {
+                eprintln!("extregs: {error}");
+                return EXIT_USAGE;
+            }
+        },
+        (None, Some(seed)) => return replay(&args, seed),
+        _ => {
+            eprintln!("extregs: give --seeds A..B for a campaign or --seed S to replay one");
+            return EXIT_USAGE;
+        }
+    };
+    let config = CampaignConfig {
+        seeds: seeds.clone(),
+        iterations: args.iterations,
+        max_depth: args.max_depth,
+        jobs: args.jobs,
+        deterministic: args.deterministic,
+        cpu: args.cpu.clone(),
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        if let Err(error) = ctrlc::set_handler(move || cancel.store(true, Ordering::SeqCst)) {
+            eprintln!("extregs: cannot catch Ctrl-C: {error}");
+        }
+    }
+    let bar = ProgressBar::new(seeds.end - seeds.start);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} seeds  {msg}")
+            .expect("a valid progress template")
+            .progress_chars("=> "),
+    );
+    eprintln!(
+        "extregs: fuzz: seeds {}..{} x {} iterations, max depth {}, {} jobs{}",
+        seeds.start,
+        seeds.end,
+        args.iterations,
+        args.max_depth,
+        args.jobs,
+        if args.deterministic { ", deterministic (-icount)" } else { "" }
+    );
+    let (reports, totals, interrupted) =
+        campaign::run_campaign(&config, cancel, |report, totals| {
+            if !report.ok() {
+                bar.println(format!(
+                    "extregs: fuzz: seed {} FAILED ({}{}); replay: {}",
+                    report.seed,
+                    report.invariant().map(|i| format!("invariant {i}, ")).unwrap_or_default(),
+                    report.why,
+                    campaign::replay_command(&config, report.seed)
+                ));
+            }
+            bar.set_message(format!(
+                "{} frames, {:.0} frames/s, {} failed",
+                totals.frames,
+                totals.frames_per_second(),
+                totals.seeds_failed
+            ));
+            bar.inc(1);
+        });
+    bar.finish_and_clear();
+    println!(
+        "extregs: fuzz: {} seeds{} ({} failed), {} iterations, {} frames validated in {:.1} s = {:.0} frames/s, {} violations, max depth {}, {} latched NMIs repeated",
+        totals.seeds_run,
+        if interrupted { " before Ctrl-C" } else { "" },
+        totals.seeds_failed,
+        totals.iterations,
+        totals.frames,
+        totals.wall_seconds,
+        totals.frames_per_second(),
+        totals.violations,
+        totals.max_depth_reached,
+        totals.latched_nmis
+    );
+    let kinds: Vec<String> =
+        totals.kinds.iter().map(|(kind, count)| format!("{kind} {count}")).collect();
+    println!("extregs: fuzz: events: {}", kinds.join(", "));
+    for report in reports.iter().filter(|report| !report.ok()) {
+        println!(
+            "extregs: fuzz: replay seed {}: {}",
+            report.seed,
+            campaign::replay_command(&config, report.seed)
+        );
+    }
+    if let Some(path) = &args.json {
+        let document = campaign::to_json(&config, &reports, &totals, interrupted);
+        let text = serde_json::to_string_pretty(&document).expect("JSON renders");
+        if let Err(error) = std::fs::write(path, text + "\n") {
+            eprintln!("extregs: cannot write {}: {error}", path.display());
+            return EXIT_USAGE;
+        }
+        println!("extregs: fuzz: wrote {}", path.display());
+    }
+    if interrupted {
+        eprintln!("extregs: fuzz: interrupted");
+        return 130;
+    }
+    if totals.seeds_failed == 0 {
+        EXIT_SUCCESS
+    } else {
+        EXIT_KERNEL_FAILURE
+    }
+}
+
+/// `extregs fuzz --seed S`: one boot, its output shown.
+fn replay(args: &FuzzArgs, seed: u64) -> i32 {
+    let config = RunConfig {
+        cpu: args.cpu.clone(),
+        cmdline: campaign::cmdline(seed, args.iterations, args.max_depth),
+        timeout: Duration::from_secs(args.timeout),
+        deterministic: args.deterministic,
+        echo: true,
+        ..RunConfig::default()
+    };
+    match qemu::run(&config) {
+        Ok(outcome) => {
+            let (code, why) = outcome.verdict();
+            eprintln!("extregs: {why} (exit {code})");
+            code
+        }
+        Err(error) => {
+            eprintln!("extregs: {error}");
+            EXIT_USAGE
+        }
+    }
 }

@@ -11,7 +11,8 @@ use crate::report::{Outcome, RunStatus};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 use wait_timeout::ChildExt;
 
@@ -78,6 +79,12 @@ pub struct RunConfig {
     /// Open a QMP server on this Unix socket (`-qmp unix:PATH,server=on,
     /// wait=off`), e.g. to inject NMIs while the kernel idles.
     pub qmp: Option<PathBuf>,
+    /// Run with `-icount shift=0,sleep=off`: guest time follows the
+    /// instruction count, so timer and IPI delivery points replay exactly.
+    pub deterministic: bool,
+    /// Kill QEMU early when this becomes true (Ctrl-C in a campaign); the
+    /// outcome is then reported as a timeout.
+    pub cancel: Option<Arc<AtomicBool>>,
     /// Also send every serial line here as it arrives (tests use it to act
     /// on the kernel's progress, e.g. inject NMIs once it idles).
     pub serial_lines: Option<mpsc::Sender<String>>,
@@ -94,6 +101,8 @@ impl Default for RunConfig {
             gdb: false,
             echo: false,
             qmp: None,
+            deterministic: false,
+            cancel: None,
             serial_lines: None,
         }
     }
@@ -162,6 +171,9 @@ pub fn qemu_arguments(config: &RunConfig, image: &Path) -> Vec<String> {
         args.extend(["-bios".into(), OVMF_PATH.into()]);
     }
     args.extend(["-drive".into(), format!("format=raw,snapshot=on,file={}", image.display())]);
+    if config.deterministic {
+        args.extend(["-icount".into(), "shift=0,sleep=off".into()]);
+    }
     if let Some(socket) = &config.qmp {
         args.extend(["-qmp".into(), format!("unix:{},server=on,wait=off", socket.display())]);
     }
@@ -239,9 +251,19 @@ pub fn run(config: &RunConfig) -> Result<Outcome, SetupError> {
         collected
     });
 
-    let waited = child
-        .wait_timeout(config.timeout)
-        .map_err(|error| SetupError(format!("waiting for QEMU: {error}")))?;
+    let deadline = std::time::Instant::now() + config.timeout;
+    let waited = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let slice =
+            if config.cancel.is_some() { left.min(Duration::from_millis(100)) } else { left };
+        let exited = child
+            .wait_timeout(slice)
+            .map_err(|error| SetupError(format!("waiting for QEMU: {error}")))?;
+        let cancelled = config.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::SeqCst));
+        if exited.is_some() || left.is_zero() || cancelled {
+            break exited;
+        }
+    };
     let status = match waited {
         Some(exit) => RunStatus::Exited(exit.code()),
         None => {

@@ -216,7 +216,8 @@ fn malformed_command_lines_fail_with_one_error_line() {
     for (cmdline, reason) in [
         ("mode=bogus", "bad value 'bogus' for 'mode'"),
         ("mode", "malformed command-line word 'mode'"),
-        ("seed=1", "unknown command-line key 'seed'"),
+        ("colour=red", "unknown command-line key 'colour'"),
+        ("seed=1", "key 'seed' does not apply to mode=demo"),
         ("mode=oops", "mode=oops needs cause="),
     ] {
         let outcome = boot(Firmware::Bios, "max", cmdline);

@@ -23,15 +23,18 @@ pub enum Mode {
     /// Idle (`sti; hlt`) with the periodic timer running for `seconds=`,
     /// counting timer IRQs and NMIs (e.g. injected from outside).
     Idle,
+    /// The nested-interrupt fuzzer: `seed=`, `iterations=`, `max-depth=`.
+    Fuzz,
 }
 
 impl Mode {
     /// Every mode with its command-line spelling.
-    pub const ALL: [(Mode, &'static str); 4] = [
+    pub const ALL: [(Mode, &'static str); 5] = [
         (Mode::Demo, "demo"),
         (Mode::Selftest, "selftest"),
         (Mode::Oops, "oops"),
         (Mode::Idle, "idle"),
+        (Mode::Fuzz, "fuzz"),
     ];
 
     /// The command-line spelling.
@@ -76,7 +79,33 @@ pub struct CommandLine {
     pub oops_cause: Option<OopsCause>,
     /// `seconds=` of `mode=idle` ([`DEFAULT_IDLE_SECONDS`] when absent).
     pub idle_seconds: u32,
+    /// `mode=fuzz` settings (defaults when absent).
+    pub fuzz: FuzzSettings,
 }
+
+/// What `mode=fuzz` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FuzzSettings {
+    /// `seed=`: the PRNG seed (decimal or 0x-hex).
+    pub seed: u64,
+    /// `iterations=`: event programs to run.
+    pub iterations: u64,
+    /// `max-depth=`: the deepest nesting a program may reach.
+    pub max_depth: u32,
+}
+
+impl Default for FuzzSettings {
+    fn default() -> Self {
+        FuzzSettings { seed: 0, iterations: 100, max_depth: DEFAULT_FUZZ_MAX_DEPTH }
+    }
+}
+
+/// `max-depth=` when absent.
+pub const DEFAULT_FUZZ_MAX_DEPTH: u32 = 8;
+/// The deepest nesting `max-depth=` accepts (the IST stacks bound it).
+pub const MAX_FUZZ_DEPTH: u32 = 12;
+/// The most `iterations=` accepted.
+pub const MAX_FUZZ_ITERATIONS: u64 = 100_000_000;
 
 /// How long `mode=idle` idles without `seconds=`.
 pub const DEFAULT_IDLE_SECONDS: u32 = 5;
@@ -98,8 +127,8 @@ pub enum CommandLineError<'a> {
     KeyNotForMode { key: &'a str, mode: Mode },
     /// A key the chosen mode requires is missing.
     MissingKey { key: &'static str, mode: Mode },
-    /// A number out of range or not a decimal number.
-    BadNumber { key: &'a str, value: &'a str, min: u32, max: u32 },
+    /// A number out of range or not a number.
+    BadNumber { key: &'a str, value: &'a str, min: u64, max: u64 },
 }
 
 impl fmt::Display for CommandLineError<'_> {
@@ -109,7 +138,7 @@ impl fmt::Display for CommandLineError<'_> {
                 write!(f, "malformed command-line word '{word}' (expected key=value)")
             }
             CommandLineError::UnknownKey(key) => {
-                write!(f, "unknown command-line key '{key}' (known: mode, cause, seconds)")
+                write!(f, "unknown command-line key '{key}' (known: mode, cause, seconds, seed, iterations, max-depth)")
             }
             CommandLineError::DuplicateKey(key) => {
                 write!(f, "command-line key '{key}' given twice")
@@ -130,6 +159,25 @@ impl fmt::Display for CommandLineError<'_> {
     }
 }
 
+/// A decimal or `0x` hexadecimal number in `min..=max`.
+fn number<'a>(
+    key: &'a str,
+    value: &'a str,
+    min: u64,
+    max: u64,
+) -> Result<u64, CommandLineError<'a>> {
+    let parsed = match value.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => value.parse::<u64>().ok(),
+    };
+    parsed.filter(|n| (min..=max).contains(n)).ok_or(CommandLineError::BadNumber {
+        key,
+        value,
+        min,
+        max,
+    })
+}
+
 fn lookup<T: Copy>(table: &[(T, &'static str)], value: &str) -> Option<T> {
     table.iter().find(|(_, name)| *name == value).map(|(item, _)| *item)
 }
@@ -141,6 +189,8 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
     let mut cause_key = "";
     let mut seconds = None;
     let mut seconds_key = "";
+    let (mut seed, mut iterations, mut max_depth) = (None, None, None);
+    let mut fuzz_key = "";
     for word in text.split_ascii_whitespace() {
         let (key, value) = match word.split_once('=') {
             Some((key, value)) if !key.is_empty() && !value.is_empty() => (key, value),
@@ -154,7 +204,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                 mode = Some(lookup(&Mode::ALL, value).ok_or(CommandLineError::BadValue {
                     key,
                     value,
-                    expected: "demo, selftest, oops, idle",
+                    expected: "demo, selftest, oops, idle, fuzz",
                 })?);
             }
             "cause" => {
@@ -173,18 +223,24 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                     return Err(CommandLineError::DuplicateKey(key));
                 }
                 seconds_key = key;
-                seconds = Some(
-                    value
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|n| (1..=MAX_IDLE_SECONDS).contains(n))
-                        .ok_or(CommandLineError::BadNumber {
-                            key,
-                            value,
-                            min: 1,
-                            max: MAX_IDLE_SECONDS,
-                        })?,
-                );
+                seconds = Some(number(key, value, 1, u64::from(MAX_IDLE_SECONDS))? as u32);
+            }
+            "seed" | "iterations" | "max-depth" => {
+                let slot = match key {
+                    "seed" => &mut seed,
+                    "iterations" => &mut iterations,
+                    _ => &mut max_depth,
+                };
+                if slot.is_some() {
+                    return Err(CommandLineError::DuplicateKey(key));
+                }
+                let (min, max) = match key {
+                    "seed" => (0, u64::MAX),
+                    "iterations" => (1, MAX_FUZZ_ITERATIONS),
+                    _ => (1, u64::from(MAX_FUZZ_DEPTH)),
+                };
+                *slot = Some(number(key, value, min, max)?);
+                fuzz_key = key;
             }
             _ => return Err(CommandLineError::UnknownKey(key)),
         }
@@ -198,10 +254,19 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
     if seconds.is_some() && mode != Mode::Idle {
         return Err(CommandLineError::KeyNotForMode { key: seconds_key, mode });
     }
+    if !fuzz_key.is_empty() && mode != Mode::Fuzz {
+        return Err(CommandLineError::KeyNotForMode { key: fuzz_key, mode });
+    }
+    let defaults = FuzzSettings::default();
     Ok(CommandLine {
         mode,
         oops_cause: cause,
         idle_seconds: seconds.unwrap_or(DEFAULT_IDLE_SECONDS),
+        fuzz: FuzzSettings {
+            seed: seed.unwrap_or(defaults.seed),
+            iterations: iterations.unwrap_or(defaults.iterations),
+            max_depth: max_depth.map_or(defaults.max_depth, |depth| depth as u32),
+        },
     })
 }
 
@@ -217,7 +282,12 @@ mod tests {
     fn empty_means_demo() {
         assert_eq!(
             parse("").unwrap(),
-            CommandLine { mode: Mode::Demo, oops_cause: None, idle_seconds: DEFAULT_IDLE_SECONDS }
+            CommandLine {
+                mode: Mode::Demo,
+                oops_cause: None,
+                idle_seconds: DEFAULT_IDLE_SECONDS,
+                fuzz: FuzzSettings::default()
+            }
         );
         assert_eq!(parse("  \n\t ").unwrap().mode, Mode::Demo);
     }
@@ -230,10 +300,28 @@ mod tests {
             CommandLine {
                 mode: Mode::Oops,
                 oops_cause: Some(OopsCause::PksViolation),
-                idle_seconds: DEFAULT_IDLE_SECONDS
+                idle_seconds: DEFAULT_IDLE_SECONDS,
+                fuzz: FuzzSettings::default()
             }
         );
         assert_eq!(parse("mode=idle seconds=7").unwrap().idle_seconds, 7);
+        assert_eq!(
+            parse("mode=fuzz seed=0x2a iterations=1000 max-depth=12").unwrap().fuzz,
+            FuzzSettings { seed: 42, iterations: 1000, max_depth: 12 }
+        );
+        assert_eq!(parse("mode=fuzz").unwrap().fuzz, FuzzSettings::default());
+        assert_eq!(
+            parse("mode=fuzz max-depth=13").unwrap_err().to_string(),
+            "bad value '13' for 'max-depth' (expected a number from 1 to 12)"
+        );
+        assert_eq!(
+            parse("mode=selftest seed=1").unwrap_err().to_string(),
+            "key 'seed' does not apply to mode=selftest"
+        );
+        assert_eq!(
+            parse("mode=fuzz seed=1 seed=2").unwrap_err(),
+            CommandLineError::DuplicateKey("seed")
+        );
         assert_eq!(parse("mode=idle").unwrap().idle_seconds, DEFAULT_IDLE_SECONDS);
         assert_eq!(
             parse("mode=oops cause=stack-overflow").unwrap().oops_cause,
@@ -257,7 +345,7 @@ mod tests {
         );
         assert_eq!(
             parse("mode=dance").unwrap_err().to_string(),
-            "bad value 'dance' for 'mode' (expected one of: demo, selftest, oops, idle)"
+            "bad value 'dance' for 'mode' (expected one of: demo, selftest, oops, idle, fuzz)"
         );
         for bad in ["0", "-1", "3601", "ten", "1e3"] {
             let line = std::format!("mode=idle seconds={bad}");

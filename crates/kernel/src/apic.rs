@@ -80,6 +80,8 @@ impl Mode {
 static MODE: Once<Mode> = Once::new();
 /// APIC timer ticks (bus clock / 16) per millisecond, from the PIT.
 static TIMER_TICKS_PER_MS: Once<u32> = Once::new();
+/// TSC ticks per millisecond, measured over the same PIT interval.
+static TSC_TICKS_PER_MS: Once<u64> = Once::new();
 
 fn mode() -> Mode {
     *MODE.get().expect("apic::init ran")
@@ -164,8 +166,9 @@ pub fn init(has_x2apic: bool) {
     // Clear any error latched before the APIC was set up.
     write(reg::ESR, 0);
     write(reg::ESR, 0);
-    let ticks_per_ms = calibrate_timer();
+    let (ticks_per_ms, tsc_per_ms) = calibrate_timer();
     TIMER_TICKS_PER_MS.call_once(|| ticks_per_ms);
+    TSC_TICKS_PER_MS.call_once(|| tsc_per_ms);
 }
 
 /// Which mode init chose.
@@ -181,9 +184,9 @@ pub fn id() -> u32 {
     }
 }
 
-/// Counts APIC timer ticks over 10 ms of PIT channel 2 (mode 0, gated by
-/// port 0x61), Linux's `pit_calibrate_tsc` approach.
-fn calibrate_timer() -> u32 {
+/// Counts APIC timer and TSC ticks over 10 ms of PIT channel 2 (mode 0,
+/// gated by port 0x61), Linux's `pit_calibrate_tsc` approach.
+fn calibrate_timer() -> (u32, u64) {
     const PIT_HZ: u32 = 1_193_182;
     const CALIBRATION_MS: u32 = 10;
     let pit_count = (PIT_HZ * CALIBRATION_MS / 1000) as u16;
@@ -199,14 +202,21 @@ fn calibrate_timer() -> u32 {
         outb(0x42, pit_count as u8);
         outb(0x42, (pit_count >> 8) as u8);
         write(reg::TIMER_INITIAL, u32::MAX);
+        let tsc_start = core::arch::x86_64::_rdtsc();
         outb(0x61, (control & !0x02) | 0x01); // gate high: count
         while inb(0x61) & 0x20 == 0 {
             core::hint::spin_loop();
         }
+        let tsc_elapsed = core::arch::x86_64::_rdtsc() - tsc_start;
+        let elapsed = u32::MAX - read(reg::TIMER_CURRENT);
+        write(reg::TIMER_INITIAL, 0);
+        ((elapsed / CALIBRATION_MS).max(1), (tsc_elapsed / u64::from(CALIBRATION_MS)).max(1))
     }
-    let elapsed = u32::MAX - read(reg::TIMER_CURRENT);
-    write(reg::TIMER_INITIAL, 0);
-    (elapsed / CALIBRATION_MS).max(1)
+}
+
+/// TSC ticks per millisecond (PIT-calibrated at boot).
+pub fn tsc_ticks_per_ms() -> u64 {
+    *TSC_TICKS_PER_MS.get().expect("apic::init ran")
 }
 
 /// APIC timer ticks per millisecond (after divide-by-16).
@@ -283,4 +293,26 @@ pub fn send_self_ipi(vector: u8) {
 /// valid for NMIs, so the destination is this CPU's own APIC ID).
 pub fn send_self_nmi() {
     write_icr(id(), ICR_DELIVERY_NMI | ICR_ASSERT);
+}
+
+/// The operands of a raw self-NMI store, for code that must send one with
+/// a single instruction (the fuzzer's trampolines).
+#[derive(Clone, Copy, Debug)]
+pub enum SelfNmiStore {
+    /// `movl value, (icr_low)` (the destination is already in ICR high).
+    XApic { icr_low: u64, value: u32 },
+    /// `wrmsr` with ECX = `msr`, EDX:EAX = `high`:`low`.
+    X2Apic { msr: u32, high: u32, low: u32 },
+}
+
+/// Sets up everything but the final store of a self-NMI.
+pub fn prepare_self_nmi_store() -> SelfNmiStore {
+    let low = ICR_DELIVERY_NMI | ICR_ASSERT;
+    match mode() {
+        Mode::X2Apic => SelfNmiStore::X2Apic { msr: 0x800 + reg::ICR_LOW / 16, high: id(), low },
+        Mode::XApic { registers } => {
+            write(reg::ICR_HIGH, id() << 24);
+            SelfNmiStore::XApic { icr_low: registers + u64::from(reg::ICR_LOW), value: low }
+        }
+    }
 }

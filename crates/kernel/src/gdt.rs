@@ -17,7 +17,7 @@ pub const DEBUG_IST_INDEX: u16 = 2;
 pub const MACHINE_CHECK_IST_INDEX: u16 = 3;
 const IST_STACKS: usize = 4;
 
-const IST_STACK_SIZE: usize = 32 * 1024;
+const IST_STACK_SIZE: usize = 64 * 1024;
 
 /// A stack for an IST entry, 16-byte aligned as the CPU's push expects.
 #[repr(C, align(16))]

@@ -17,6 +17,7 @@ mod cpu;
 mod demo;
 mod events;
 mod exit;
+mod fuzz;
 mod fwcfg;
 mod gdt;
 mod idle;
@@ -117,6 +118,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
             selftest::run(&selftest::Context { pkey_page, user_pkey_page })
         }
         Mode::Idle => idle::run(cmdline.idle_seconds),
+        Mode::Fuzz => fuzz::run(cmdline.fuzz),
         Mode::Oops => {
             let cause = cmdline.oops_cause.expect("the parser requires cause= with mode=oops");
             oops::die_on_purpose(cause, pkey_page)

@@ -91,16 +91,23 @@ pub struct PkeyPage {
 /// unused level-4 slot, and fills it with `fill` through the frame's alias in
 /// the physical-memory map (key 0, so always accessible).
 pub fn map_pkey_page(pkey: u8, fill: u64) -> PkeyPage {
-    map_tagged_page(pkey, fill, PageTableFlags::empty())
+    map_tagged_page(pkey, fill, PageTableFlags::empty(), None)
+}
+
+/// Like [`map_pkey_page`], at a fixed address whose level-4 slot must be
+/// unused (the fuzzer's page: its trampolines name the address in the
+/// instruction, so no register has to carry it).
+pub fn map_pkey_page_at(pkey: u8, fill: u64, address: VirtAddr) -> PkeyPage {
+    map_tagged_page(pkey, fill, PageTableFlags::empty(), Some(address))
 }
 
 /// Like [`map_pkey_page`], but a *user* page (U/S set at every level): PKRS
 /// never applies to it, whatever its key (kvm-unit-tests `x86/pks.c`).
 pub fn map_user_pkey_page(pkey: u8, fill: u64) -> PkeyPage {
-    map_tagged_page(pkey, fill, PageTableFlags::USER_ACCESSIBLE)
+    map_tagged_page(pkey, fill, PageTableFlags::USER_ACCESSIBLE, None)
 }
 
-fn map_tagged_page(pkey: u8, fill: u64, extra: PageTableFlags) -> PkeyPage {
+fn map_tagged_page(pkey: u8, fill: u64, extra: PageTableFlags, at: Option<VirtAddr>) -> PkeyPage {
     assert!(pkey < 16, "PKS has 16 keys");
     let frame = allocate_frame();
     let alias = physical_to_virtual(frame.start_address());
@@ -114,7 +121,7 @@ fn map_tagged_page(pkey: u8, fill: u64, extra: PageTableFlags) -> PkeyPage {
         | PageTableFlags::WRITABLE
         | extra
         | PageTableFlags::from_bits_retain(u64::from(pkey) << PTE_PKEY_SHIFT);
-    let address = map_in_free_slot(frame, flags, extra);
+    let address = map_in_free_slot(frame, flags, extra, at);
     PkeyPage { pkey, address }
 }
 
@@ -125,7 +132,7 @@ pub fn map_mmio(physical: PhysAddr) -> VirtAddr {
         | PageTableFlags::WRITABLE
         | PageTableFlags::NO_CACHE
         | PageTableFlags::WRITE_THROUGH;
-    map_in_free_slot(frame, flags, PageTableFlags::empty()) + (physical.as_u64() & 0xfff)
+    map_in_free_slot(frame, flags, PageTableFlags::empty(), None) + (physical.as_u64() & 0xfff)
 }
 
 fn allocate_frame() -> PhysFrame {
@@ -134,22 +141,34 @@ fn allocate_frame() -> PhysFrame {
     allocator.allocate_frame().expect("a free frame")
 }
 
-/// Maps `frame` at the start of an unused level-4 slot, with `flags` on the
-/// page and `extra_table_flags` on the new intermediate tables (USER for a
-/// user page: U/S must be set at every level).
+/// Maps `frame` at the start of an unused level-4 slot (the one holding `at`,
+/// or the first free one), with `flags` on the page and `extra_table_flags`
+/// on the new intermediate tables (USER for a user page: U/S must be set at
+/// every level).
 fn map_in_free_slot(
     frame: PhysFrame,
     flags: PageTableFlags,
     extra_table_flags: PageTableFlags,
+    at: Option<VirtAddr>,
 ) -> VirtAddr {
     let mut allocator_slot = FRAME_ALLOCATOR.lock();
     let allocator = allocator_slot.as_mut().expect("memory::init ran");
     with_page_table(|table| {
         let level_4 = table.level_4_table();
-        // Lower half, skipping slot 0 (null-pointer neighbourhood).
-        let free_slot =
-            (1..256).find(|&slot| level_4[slot].is_unused()).expect("an unused level-4 slot");
-        let address = VirtAddr::new((free_slot as u64) << 39);
+        let address = match at {
+            Some(address) => {
+                let slot = usize::from(address.p4_index());
+                assert!(level_4[slot].is_unused(), "level-4 slot {slot} for {address:?} is in use");
+                address
+            }
+            None => {
+                // Lower half, skipping slot 0 (null-pointer neighbourhood).
+                let free_slot = (1..256)
+                    .find(|&slot| level_4[slot].is_unused())
+                    .expect("an unused level-4 slot");
+                VirtAddr::new((free_slot as u64) << 39)
+            }
+        };
         let page = Page::<Size4KiB>::containing_address(address);
         let table_flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE | extra_table_flags;
         // SAFETY: the page lies in a level-4 slot nothing uses, so the new

@@ -23,7 +23,7 @@ const PF_PROTECTION_KEY: u64 = 1 << 5;
 
 const PAGE_FAULT: u8 = 14;
 
-fn begin_dying() {
+pub fn begin_dying() {
     if DYING.swap(true, Ordering::SeqCst) {
         exit_qemu(ExitCode::Failure);
     }

@@ -28,6 +28,10 @@ pub type TrapHook = fn(regs: &mut PtRegs, vector: u8) -> bool;
 /// rather than a lock, so a trap can read it whatever the trapped code held.
 static TRAP_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
+/// A hook offered *every* event first (IRQs and NMIs included, #PF aside,
+/// which goes to the per-pkey PKS handlers): the fuzzer's. Null: none.
+static EVENT_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
 /// RCU model: is RCU watching this CPU? False only inside the idle loop.
 static RCU_WATCHING: AtomicBool = AtomicBool::new(true);
 /// Lockdep model: are hardirqs enabled? Mirrors IF (off at boot).
@@ -78,6 +82,28 @@ pub fn with_trap_hook<T>(hook: TrapHook, body: impl FnOnce() -> T) -> T {
     result
 }
 
+/// Runs `body` with `hook` offered every event before anything else.
+pub fn with_event_hook<T>(hook: TrapHook, body: impl FnOnce() -> T) -> T {
+    EVENT_HOOK.store(hook as *mut (), Ordering::SeqCst);
+    let result = body();
+    EVENT_HOOK.store(core::ptr::null_mut(), Ordering::SeqCst);
+    result
+}
+
+fn event_hook_claims(regs: &mut PtRegs, vector: u8) -> bool {
+    if vector == PAGE_FAULT_VECTOR {
+        return false;
+    }
+    let raw = EVENT_HOOK.load(Ordering::SeqCst);
+    if raw.is_null() {
+        return false;
+    }
+    // SAFETY: only `with_event_hook` stores non-null values, each a
+    // `TrapHook` cast to a pointer.
+    let hook = unsafe { core::mem::transmute::<*mut (), TrapHook>(raw) };
+    hook(regs, vector)
+}
+
 fn installed_hook() -> Option<TrapHook> {
     let raw = TRAP_HOOK.load(Ordering::SeqCst);
     if raw.is_null() {
@@ -119,7 +145,8 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
         // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
         unsafe { irqentry_nmi_enter::<KernelPlatform>(regs) };
         check_frame(regs, vector);
-        if vector == NMI_VECTOR {
+        if event_hook_claims(regs, vector) {
+        } else if vector == NMI_VECTOR {
             nmi::handle(regs);
         } else {
             handle_exception(regs, vector);
@@ -130,7 +157,8 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
         // SAFETY: as above.
         unsafe { irqentry_enter::<KernelPlatform>(regs) };
         check_frame(regs, vector);
-        if usize::from(vector) >= FIRST_EXTERNAL_VECTOR {
+        if event_hook_claims(regs, vector) {
+        } else if usize::from(vector) >= FIRST_EXTERNAL_VECTOR {
             irq::handle(regs, vector);
         } else {
             handle_exception(regs, vector);

@@ -1,0 +1,1105 @@
+//! `mode=fuzz seed=S iterations=N max-depth=D`: the nested-interrupt fuzzer.
+//!
+//! Each iteration a seeded PRNG (`rand_xoshiro`) writes an *event program*:
+//! one [`Level`] per nesting depth, each with an event kind, a random value
+//! for all 15 GPRs, a random PKRS for the interrupted context, and whether
+//! the handler edits its frame (a GPR, or the saved PKRS through
+//! `pks_update_saved`). Level 0 is raised from the mode's own context; the
+//! handler of level d raises level d+1 from inside itself, so frames really
+//! nest: on the kernel stack, and on the NMI IST stack below an NMI.
+//!
+//! Every event is raised by a *trampoline* (assembly below) that loads the
+//! level's 15 GPRs, executes the event at a known address (`site`) and, when
+//! the handler lets it continue at `resume`, stores the 15 GPRs back. So the
+//! handler can check the interrupted GPRs exactly, and the interrupted level
+//! can check what came back after IRET.
+//!
+//! Every frame is checked ([`validate`]); the interrupted level re-checks
+//! its GPRs and PKRS after return. The first violation prints show_regs, the
+//! seed, iteration, event number and the event path from the outermost
+//! level, a `RESULT` with `"ok":false`, and exits with failure.
+//!
+//! Asynchronous events (LAPIC timer, self-IPI) are armed before the
+//! trampoline, which then spins in a loop with IF set until the handler moves
+//! `ip` to `resume`; the loop counts down a memory counter, so an event that
+//! never comes falls out of it and is reported instead of hanging. A self-NMI
+//! is sent by the trampoline itself with a store to the ICR, so two GPRs of
+//! that level carry the ICR address and value (x2APIC: the MSR operands).
+//! Inside an NMI only synchronous events are raised (IF must stay clear and
+//! NMIs are blocked); there the handler may also send a self-NMI before it
+//! returns, which the entry must *latch* and the outer NMI then repeats.
+
+use crate::apic::{self, SELF_IPI_VECTOR, TIMER_VECTOR};
+use crate::memory;
+use crate::pks::{self, KeyRights, PksFault, PKRS_DEFAULT};
+use crate::{exit, gdt, nmi, oops, println, result, show_regs, traps};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use extregs_cmdline::FuzzSettings;
+use extregs_entry_asm::asm_offsets;
+use extregs_regs::{ExtendedPtRegs, PtRegs, GENERIC_PTREGS_SIZE, NO_ERROR_CODE};
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// The fuzzer's pkey page, at a fixed address so the PKS trampolines can
+/// name it in the instruction (`movabs`) and leave every GPR random.
+pub const FUZZ_PAGE_ADDRESS: u64 = 0x7f80_0000_0000;
+const FUZZ_PKEY: u8 = 1;
+const FUZZ_PAGE_FILL: u64 = 0xf022_0f0d_dba1_1001;
+/// The vector of the fuzzer's `int n`.
+pub const SOFT_INT_VECTOR: u8 = 0x81;
+const MAX_LEVELS: usize = extregs_cmdline::MAX_FUZZ_DEPTH as usize;
+
+const PF_PRESENT: u64 = 1 << 0;
+const PF_PROTECTION_KEY: u64 = 1 << 5;
+
+/// Spins of an asynchronous trampoline's wait loop before it gives up.
+const ASYNC_SPINS: u32 = 2_000_000;
+
+/// One kind of event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    IntN,
+    Int3,
+    Ud2,
+    DivideError,
+    GeneralProtection,
+    PksResolved,
+    PksFixup,
+    Timer,
+    SelfIpi,
+    SelfNmi,
+}
+
+const KINDS: [Kind; 10] = [
+    Kind::IntN,
+    Kind::Int3,
+    Kind::Ud2,
+    Kind::DivideError,
+    Kind::GeneralProtection,
+    Kind::PksResolved,
+    Kind::PksFixup,
+    Kind::Timer,
+    Kind::SelfIpi,
+    Kind::SelfNmi,
+];
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::IntN => "int_n",
+            Kind::Int3 => "int3",
+            Kind::Ud2 => "ud2",
+            Kind::DivideError => "divide_error",
+            Kind::GeneralProtection => "general_protection",
+            Kind::PksResolved => "pks_fault_resolved",
+            Kind::PksFixup => "pks_fault_fixup",
+            Kind::Timer => "timer",
+            Kind::SelfIpi => "self_ipi",
+            Kind::SelfNmi => "self_nmi",
+        }
+    }
+
+    fn vector(self) -> u8 {
+        match self {
+            Kind::IntN => SOFT_INT_VECTOR,
+            Kind::Int3 => 3,
+            Kind::Ud2 => 6,
+            Kind::DivideError => 0,
+            Kind::GeneralProtection => 13,
+            Kind::PksResolved | Kind::PksFixup => 14,
+            Kind::Timer => TIMER_VECTOR,
+            Kind::SelfIpi => SELF_IPI_VECTOR,
+            Kind::SelfNmi => 2,
+        }
+    }
+
+    fn error_code(self) -> u64 {
+        match self {
+            Kind::GeneralProtection => 0,
+            Kind::PksResolved | Kind::PksFixup => PF_PRESENT | PF_PROTECTION_KEY,
+            _ => NO_ERROR_CODE,
+        }
+    }
+
+    /// Delivered while the trampoline spins (IF set for the maskable ones).
+    fn is_async(self) -> bool {
+        matches!(self, Kind::Timer | Kind::SelfIpi | Kind::SelfNmi)
+    }
+
+    fn is_maskable_irq(self) -> bool {
+        matches!(self, Kind::Timer | Kind::SelfIpi)
+    }
+
+    /// A trap: the saved `ip` is already past the instruction.
+    fn is_trap(self) -> bool {
+        matches!(self, Kind::IntN | Kind::Int3)
+    }
+
+    fn needs_pks(self) -> bool {
+        matches!(self, Kind::PksResolved | Kind::PksFixup)
+    }
+}
+
+/// What a handler changes in its own frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mutation {
+    None,
+    /// R12 of the interrupted context.
+    R12(u64),
+    /// A key's rights in the saved PKRS (through `pks_update_saved`).
+    SavedPkrs {
+        pkey: u8,
+        rights: KeyRights,
+    },
+}
+
+/// One nesting level of an event program.
+#[derive(Clone, Copy, Debug)]
+struct Level {
+    kind: Kind,
+    /// The GPRs the trampoline loads (other fields unused).
+    gprs: PtRegs,
+    /// PKRS of the interrupted context.
+    pkrs: u32,
+    /// The lockdep model's "hardirqs enabled" while the event hits; an NMI
+    /// must save it and put it back (for maskable IRQs it mirrors IF: true).
+    lockdep_model: bool,
+    mutation: Mutation,
+    /// Inside an NMI: the handler sends a self-NMI before it returns.
+    send_latched_nmi: bool,
+}
+
+const EMPTY_LEVEL: Level = Level {
+    kind: Kind::Int3,
+    gprs: PtRegs {
+        r15: 0,
+        r14: 0,
+        r13: 0,
+        r12: 0,
+        bp: 0,
+        bx: 0,
+        r11: 0,
+        r10: 0,
+        r9: 0,
+        r8: 0,
+        ax: 0,
+        cx: 0,
+        dx: 0,
+        si: 0,
+        di: 0,
+        orig_ax: 0,
+        ip: 0,
+        cs: 0,
+        flags: 0,
+        sp: 0,
+        ss: 0,
+    },
+    pkrs: PKRS_DEFAULT,
+    lockdep_model: false,
+    mutation: Mutation::None,
+    send_latched_nmi: false,
+};
+
+struct Program {
+    levels: [Level; MAX_LEVELS],
+    len: usize,
+}
+
+/// The running program. One CPU: it is written only between iterations,
+/// when no fuzz event is outstanding, and only read by the handlers.
+struct ProgramCell(UnsafeCell<Program>);
+// SAFETY: see above; the kernel runs on one CPU and the writer never runs
+// while a reader (a handler of this program) can.
+unsafe impl Sync for ProgramCell {}
+
+static PROGRAM: ProgramCell =
+    ProgramCell(UnsafeCell::new(Program { levels: [EMPTY_LEVEL; MAX_LEVELS], len: 0 }));
+
+fn level(index: usize) -> Level {
+    // SAFETY: a plain copy out of the program; see ProgramCell.
+    unsafe { (*PROGRAM.0.get()).levels[index] }
+}
+
+fn program_len() -> usize {
+    // SAFETY: as in `level`.
+    unsafe { (*PROGRAM.0.get()).len }
+}
+
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// Levels whose handler is running (so the next event is for this level).
+static DEPTH: AtomicUsize = AtomicUsize::new(0);
+/// Bit d: level d's event was handled (its handler ran to the end).
+static HANDLED: AtomicU32 = AtomicU32::new(0);
+/// Bit d: level d (an NMI) saw the repeat of a latched NMI.
+static REPEATED: AtomicU32 = AtomicU32::new(0);
+/// Where each level's PtRegs was (for the nesting checks).
+static FRAME_ADDRESS: [AtomicU64; MAX_LEVELS] = [const { AtomicU64::new(0) }; MAX_LEVELS];
+static FRAMES: AtomicU64 = AtomicU64::new(0);
+static KIND_COUNTS: [AtomicU64; KINDS.len()] = [const { AtomicU64::new(0) }; KINDS.len()];
+static LATCHED_NMIS: AtomicU64 = AtomicU64::new(0);
+static MAX_DEPTH_REACHED: AtomicUsize = AtomicUsize::new(0);
+static DIGEST: AtomicU64 = AtomicU64::new(FNV_OFFSET);
+static SEED: AtomicU64 = AtomicU64::new(0);
+static ITERATION: AtomicU64 = AtomicU64::new(0);
+static EVENT_NUMBER: AtomicU64 = AtomicU64::new(0);
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// Folds `value` into the trace digest (FNV-1a over its bytes).
+fn digest(value: u64) {
+    let mut hash = DIGEST.load(Ordering::Relaxed);
+    for byte in value.to_le_bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
+    }
+    DIGEST.store(hash, Ordering::Relaxed);
+}
+
+// ---------------------------------------------------------------------------
+// Trampolines.
+//
+//   extregs_fuzz_<kind>(input: *const PtRegs, output: *mut PtRegs)
+//
+//   | return address           |
+//   | rbx rbp r12 r13 r14 r15  |  callee-saved, pushed
+//   | output                   |  <- rsp while the GPRs hold the level's values
+//
+// FUZZ_ENTER loads all 15 GPRs from `input` (rdi last); the event follows at
+// `_site`; at `_resume` FUZZ_LEAVE swaps rdi with the saved output pointer
+// and stores all 15 GPRs into `output`. Offsets come from asm-offsets.
+// ---------------------------------------------------------------------------
+core::arch::global_asm!(
+    ".macro FUZZ_ENTER name",
+    ".text",
+    ".p2align 4",
+    ".globl extregs_fuzz_\\name",
+    "extregs_fuzz_\\name:",
+    "pushq %rbx",
+    "pushq %rbp",
+    "pushq %r12",
+    "pushq %r13",
+    "pushq %r14",
+    "pushq %r15",
+    "pushq %rsi",
+    "movq {r15}(%rdi), %r15",
+    "movq {r14}(%rdi), %r14",
+    "movq {r13}(%rdi), %r13",
+    "movq {r12}(%rdi), %r12",
+    "movq {bp}(%rdi), %rbp",
+    "movq {bx}(%rdi), %rbx",
+    "movq {r11}(%rdi), %r11",
+    "movq {r10}(%rdi), %r10",
+    "movq {r9}(%rdi), %r9",
+    "movq {r8}(%rdi), %r8",
+    "movq {ax}(%rdi), %rax",
+    "movq {cx}(%rdi), %rcx",
+    "movq {dx}(%rdi), %rdx",
+    "movq {si}(%rdi), %rsi",
+    "movq {di}(%rdi), %rdi",
+    ".globl extregs_fuzz_\\name\\()_site",
+    "extregs_fuzz_\\name\\()_site:",
+    ".endm",
+    ".macro FUZZ_RESUME name",
+    ".globl extregs_fuzz_\\name\\()_resume",
+    "extregs_fuzz_\\name\\()_resume:",
+    ".endm",
+    ".macro FUZZ_LEAVE name",
+    "FUZZ_RESUME \\name",
+    "FUZZ_STORE",
+    ".endm",
+    ".macro FUZZ_STORE",
+    "xchgq %rdi, (%rsp)",
+    "movq %r15, {r15}(%rdi)",
+    "movq %r14, {r14}(%rdi)",
+    "movq %r13, {r13}(%rdi)",
+    "movq %r12, {r12}(%rdi)",
+    "movq %rbp, {bp}(%rdi)",
+    "movq %rbx, {bx}(%rdi)",
+    "movq %r11, {r11}(%rdi)",
+    "movq %r10, {r10}(%rdi)",
+    "movq %r9, {r9}(%rdi)",
+    "movq %r8, {r8}(%rdi)",
+    "movq %rax, {ax}(%rdi)",
+    "movq %rcx, {cx}(%rdi)",
+    "movq %rdx, {dx}(%rdi)",
+    "movq %rsi, {si}(%rdi)",
+    "popq {di}(%rdi)",
+    "popq %r15",
+    "popq %r14",
+    "popq %r13",
+    "popq %r12",
+    "popq %rbp",
+    "popq %rbx",
+    "ret",
+    ".endm",
+    // The wait loop of the asynchronous events: no GPR is touched.
+    ".macro FUZZ_WAIT",
+    "1: decl {spins}(%rip)",
+    "jnz 1b",
+    ".endm",
+    "FUZZ_ENTER int_n",
+    "int ${soft_int}",
+    "FUZZ_LEAVE int_n",
+    "FUZZ_ENTER int3",
+    "int3",
+    "FUZZ_LEAVE int3",
+    "FUZZ_ENTER ud2",
+    "ud2",
+    "FUZZ_LEAVE ud2",
+    "FUZZ_ENTER divide_error",
+    "divq {zero}(%rip)",
+    "FUZZ_LEAVE divide_error",
+    "FUZZ_ENTER general_protection",
+    "movabsq 0x8000000000000000, %rax",
+    "FUZZ_LEAVE general_protection",
+    // Both PKS kinds load from the fuzz page; the callback decides.
+    "FUZZ_ENTER pks",
+    "movabsq {page}, %rax",
+    "FUZZ_LEAVE pks",
+    // The handler resumes at the CLI, so IF is clear again on the way out.
+    "FUZZ_ENTER irq",
+    "sti",
+    "FUZZ_WAIT",
+    "FUZZ_RESUME irq",
+    "cli",
+    "FUZZ_STORE",
+    // xAPIC: rdi = &ICR low, eax = NMI | assert; the store sends it.
+    "FUZZ_ENTER nmi_xapic",
+    "movl %eax, (%rdi)",
+    "FUZZ_WAIT",
+    "FUZZ_LEAVE nmi_xapic",
+    // x2APIC: ecx = ICR MSR, edx:eax = destination : NMI | assert.
+    "FUZZ_ENTER nmi_x2apic",
+    "wrmsr",
+    "FUZZ_WAIT",
+    "FUZZ_LEAVE nmi_x2apic",
+    r15 = const asm_offsets::PTREGS_R15,
+    r14 = const asm_offsets::PTREGS_R14,
+    r13 = const asm_offsets::PTREGS_R13,
+    r12 = const asm_offsets::PTREGS_R12,
+    bp = const asm_offsets::PTREGS_BP,
+    bx = const asm_offsets::PTREGS_BX,
+    r11 = const asm_offsets::PTREGS_R11,
+    r10 = const asm_offsets::PTREGS_R10,
+    r9 = const asm_offsets::PTREGS_R9,
+    r8 = const asm_offsets::PTREGS_R8,
+    ax = const asm_offsets::PTREGS_AX,
+    cx = const asm_offsets::PTREGS_CX,
+    dx = const asm_offsets::PTREGS_DX,
+    si = const asm_offsets::PTREGS_SI,
+    di = const asm_offsets::PTREGS_DI,
+    spins = sym extregs_fuzz_spins,
+    zero = sym extregs_fuzz_zero,
+    soft_int = const SOFT_INT_VECTOR,
+    page = const FUZZ_PAGE_ADDRESS,
+    options(att_syntax)
+);
+
+/// The wait loop's counter (set before each asynchronous event).
+#[no_mangle]
+static extregs_fuzz_spins: AtomicU32 = AtomicU32::new(0);
+/// The divisor of the #DE trampoline.
+#[no_mangle]
+static extregs_fuzz_zero: u64 = 0;
+
+type Trampoline = unsafe extern "C" fn(input: *const PtRegs, output: *mut PtRegs);
+
+extern "C" {
+    fn extregs_fuzz_int_n(input: *const PtRegs, output: *mut PtRegs);
+    fn extregs_fuzz_int_n_site();
+    fn extregs_fuzz_int_n_resume();
+    fn extregs_fuzz_int3(input: *const PtRegs, output: *mut PtRegs);
+    fn extregs_fuzz_int3_site();
+    fn extregs_fuzz_int3_resume();
+    fn extregs_fuzz_ud2(input: *const PtRegs, output: *mut PtRegs);
+    fn extregs_fuzz_ud2_site();
+    fn extregs_fuzz_ud2_resume();
+    fn extregs_fuzz_divide_error(input: *const PtRegs, output: *mut PtRegs);
+    fn extregs_fuzz_divide_error_site();
+    fn extregs_fuzz_divide_error_resume();
+    fn extregs_fuzz_general_protection(input: *const PtRegs, output: *mut PtRegs);
+    fn extregs_fuzz_general_protection_site();
+    fn extregs_fuzz_general_protection_resume();
+    fn extregs_fuzz_pks(input: *const PtRegs, output: *mut PtRegs);
+    fn extregs_fuzz_pks_site();
+    fn extregs_fuzz_pks_resume();
+    fn extregs_fuzz_irq(input: *const PtRegs, output: *mut PtRegs);
+    fn extregs_fuzz_irq_site();
+    fn extregs_fuzz_irq_resume();
+    fn extregs_fuzz_nmi_xapic(input: *const PtRegs, output: *mut PtRegs);
+    fn extregs_fuzz_nmi_xapic_site();
+    fn extregs_fuzz_nmi_xapic_resume();
+    fn extregs_fuzz_nmi_x2apic(input: *const PtRegs, output: *mut PtRegs);
+    fn extregs_fuzz_nmi_x2apic_site();
+    fn extregs_fuzz_nmi_x2apic_resume();
+}
+
+/// A kind's trampoline, event address and resume address.
+fn trampoline(kind: Kind) -> (Trampoline, u64, u64) {
+    let entry = |f: Trampoline, site: unsafe extern "C" fn(), resume: unsafe extern "C" fn()| {
+        (f, site as usize as u64, resume as usize as u64)
+    };
+    match kind {
+        Kind::IntN => entry(extregs_fuzz_int_n, extregs_fuzz_int_n_site, extregs_fuzz_int_n_resume),
+        Kind::Int3 => entry(extregs_fuzz_int3, extregs_fuzz_int3_site, extregs_fuzz_int3_resume),
+        Kind::Ud2 => entry(extregs_fuzz_ud2, extregs_fuzz_ud2_site, extregs_fuzz_ud2_resume),
+        Kind::DivideError => entry(
+            extregs_fuzz_divide_error,
+            extregs_fuzz_divide_error_site,
+            extregs_fuzz_divide_error_resume,
+        ),
+        Kind::GeneralProtection => entry(
+            extregs_fuzz_general_protection,
+            extregs_fuzz_general_protection_site,
+            extregs_fuzz_general_protection_resume,
+        ),
+        Kind::PksResolved | Kind::PksFixup => {
+            entry(extregs_fuzz_pks, extregs_fuzz_pks_site, extregs_fuzz_pks_resume)
+        }
+        Kind::Timer | Kind::SelfIpi => {
+            entry(extregs_fuzz_irq, extregs_fuzz_irq_site, extregs_fuzz_irq_resume)
+        }
+        Kind::SelfNmi => match apic::current_mode() {
+            apic::Mode::X2Apic => entry(
+                extregs_fuzz_nmi_x2apic,
+                extregs_fuzz_nmi_x2apic_site,
+                extregs_fuzz_nmi_x2apic_resume,
+            ),
+            apic::Mode::XApic { .. } => entry(
+                extregs_fuzz_nmi_xapic,
+                extregs_fuzz_nmi_xapic_site,
+                extregs_fuzz_nmi_xapic_resume,
+            ),
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Generating programs.
+// ---------------------------------------------------------------------------
+
+/// A random PKRS for an interrupted context: key 0 read/write (all kernel
+/// memory), every other key random; for the PKS kinds the fuzz key denies
+/// reads, so the load faults.
+fn random_pkrs(rng: &mut Xoshiro256PlusPlus, kind: Kind) -> u32 {
+    let mut pkrs = (rng.next_u32() & !0b11) | (PKRS_DEFAULT & 0b11);
+    if kind.needs_pks() {
+        pkrs = pks::with_key_rights(pkrs, FUZZ_PKEY, KeyRights::NoAccess);
+    }
+    pkrs
+}
+
+fn random_gprs(rng: &mut Xoshiro256PlusPlus) -> PtRegs {
+    PtRegs {
+        r15: rng.next_u64(),
+        r14: rng.next_u64(),
+        r13: rng.next_u64(),
+        r12: rng.next_u64(),
+        bp: rng.next_u64(),
+        bx: rng.next_u64(),
+        r11: rng.next_u64(),
+        r10: rng.next_u64(),
+        r9: rng.next_u64(),
+        r8: rng.next_u64(),
+        ax: rng.next_u64(),
+        cx: rng.next_u64(),
+        dx: rng.next_u64(),
+        si: rng.next_u64(),
+        di: rng.next_u64(),
+        ..PtRegs::default()
+    }
+}
+
+fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: &mut Program) {
+    // Half the programs go to the full depth, the rest stop anywhere.
+    let len =
+        if rng.next_u32() & 1 == 0 { max_depth } else { 1 + (rng.next_u32() as usize % max_depth) };
+    let with_pks = pks::enabled();
+    let mut in_nmi = false;
+    for index in 0..len {
+        let kind = loop {
+            let kind = KINDS[rng.next_u32() as usize % KINDS.len()];
+            // Inside an NMI: IF stays clear and NMIs are blocked, so only
+            // synchronous events.
+            if (in_nmi && kind.is_async()) || (kind.needs_pks() && !with_pks) {
+                continue;
+            }
+            break kind;
+        };
+        let mut gprs = random_gprs(rng);
+        if kind == Kind::SelfNmi {
+            match apic::prepare_self_nmi_store() {
+                apic::SelfNmiStore::XApic { icr_low, value } => {
+                    gprs.di = icr_low;
+                    gprs.ax = (gprs.ax & !0xffff_ffff) | u64::from(value);
+                }
+                apic::SelfNmiStore::X2Apic { msr, high, low } => {
+                    gprs.cx = (gprs.cx & !0xffff_ffff) | u64::from(msr);
+                    gprs.dx = (gprs.dx & !0xffff_ffff) | u64::from(high);
+                    gprs.ax = (gprs.ax & !0xffff_ffff) | u64::from(low);
+                }
+            }
+        }
+        let mutation = match rng.next_u32() % 4 {
+            0 => Mutation::R12(rng.next_u64()),
+            1 if with_pks => Mutation::SavedPkrs {
+                // Keys 2..=15: key 0 must stay read/write, key 1 is the
+                // fuzz page's.
+                pkey: 2 + (rng.next_u32() % 14) as u8,
+                rights: [KeyRights::ReadWrite, KeyRights::ReadOnly, KeyRights::NoAccess]
+                    [rng.next_u32() as usize % 3],
+            },
+            _ => Mutation::None,
+        };
+        program.levels[index] = Level {
+            kind,
+            gprs,
+            pkrs: if with_pks { random_pkrs(rng, kind) } else { 0 },
+            // Maskable IRQs arrive with IF set, which the model mirrors; an
+            // NMI may hit whatever the model says.
+            lockdep_model: kind.is_maskable_irq()
+                || (kind == Kind::SelfNmi && rng.next_u32() & 1 == 0),
+            mutation,
+            // The level's handler, inside an NMI, sends a self-NMI that must
+            // be latched until the outer NMI is done.
+            send_latched_nmi: in_nmi && rng.next_u32() % 4 == 0,
+        };
+        in_nmi |= kind == Kind::SelfNmi;
+    }
+    program.len = len;
+}
+
+// ---------------------------------------------------------------------------
+// Raising a level and checking what comes back.
+// ---------------------------------------------------------------------------
+
+/// The GPRs the interrupted level must see after return.
+fn expected_gprs_after(level: &Level) -> PtRegs {
+    let mut expected = level.gprs;
+    if let Mutation::R12(value) = level.mutation {
+        expected.r12 = value;
+    }
+    if level.kind == Kind::PksResolved {
+        // The retried load succeeded.
+        expected.ax = FUZZ_PAGE_FILL;
+    }
+    expected
+}
+
+/// The PKRS the interrupted level must run with after return.
+fn expected_pkrs_after(level: &Level) -> u32 {
+    if !pks::enabled() {
+        return 0;
+    }
+    let mut pkrs = level.pkrs;
+    if let Mutation::SavedPkrs { pkey, rights } = level.mutation {
+        pkrs = pks::with_key_rights(pkrs, pkey, rights);
+    }
+    if level.kind == Kind::PksResolved {
+        pkrs = pks::with_key_rights(pkrs, FUZZ_PKEY, KeyRights::ReadWrite);
+    }
+    pkrs
+}
+
+/// Raises level `index` from the current context and checks the return.
+fn raise(index: usize) {
+    let level = level(index);
+    let (entry, _, _) = trampoline(level.kind);
+    EVENT_NUMBER.fetch_add(1, Ordering::Relaxed);
+    match level.kind {
+        Kind::Timer => apic::start_timer(apic::TimerMode::OneShot, 1),
+        Kind::SelfIpi => apic::send_self_ipi(SELF_IPI_VECTOR),
+        _ => {}
+    }
+    extregs_fuzz_spins.store(ASYNC_SPINS, Ordering::SeqCst);
+    HANDLED.fetch_and(!(1 << index), Ordering::SeqCst);
+    REPEATED.fetch_and(!(1 << index), Ordering::SeqCst);
+    let model_before = traps::lockdep_hardirqs_enabled();
+    if level.lockdep_model {
+        traps::local_irq_enable_model_only();
+    } else {
+        traps::local_irq_disable_model_only();
+    }
+    if pks::enabled() {
+        // SAFETY: PKS is on and the generated value keeps key 0 read/write.
+        unsafe { pks::write_pkrs(level.pkrs) };
+    }
+    let mut output = PtRegs::default();
+    // SAFETY: the trampoline reads `input` and writes `output` (both valid
+    // PtRegs), keeps every callee-saved register, and raises exactly one
+    // event that the fuzz hook handles (and resumes past, where needed).
+    unsafe { entry(&level.gprs, &mut output) };
+    let live_pkrs = if pks::enabled() { pks::read_pkrs() } else { 0 };
+    let model_after = traps::lockdep_hardirqs_enabled();
+    if pks::enabled() {
+        // SAFETY: PKS is on; the default keeps key 0 read/write.
+        unsafe { pks::update_pkrs(PKRS_DEFAULT) };
+    }
+    if model_before {
+        traps::local_irq_enable_model_only();
+    } else {
+        traps::local_irq_disable_model_only();
+    }
+    if HANDLED.load(Ordering::SeqCst) & (1 << index) == 0 {
+        violation_after(
+            index,
+            &output,
+            "event_delivered",
+            format_args!("the {} event never reached its handler", level.kind.name()),
+        );
+    }
+    let expected = expected_gprs_after(&level);
+    for ((name, want), (_, got)) in expected.gprs().iter().zip(output.gprs().iter()) {
+        if want != got {
+            violation_after(
+                index,
+                &output,
+                "gprs_after_return",
+                format_args!("{name} came back {got:#018x}, expected {want:#018x}"),
+            );
+        }
+    }
+    let pkrs_expected = expected_pkrs_after(&level);
+    if live_pkrs != pkrs_expected {
+        violation_after(
+            index,
+            &output,
+            "pkrs_after_return",
+            format_args!("PKRS {live_pkrs:08x} after return, expected {pkrs_expected:08x}"),
+        );
+    }
+    if model_after != level.lockdep_model {
+        violation_after(
+            index,
+            &output,
+            "lockdep_after_return",
+            format_args!(
+                "hardirqs-enabled model {model_after} after return, was {}",
+                level.lockdep_model
+            ),
+        );
+    }
+    if level.kind == Kind::SelfNmi
+        && (index + 1..program_len()).any(|i| self::level(i).send_latched_nmi)
+        && REPEATED.load(Ordering::SeqCst) & (1 << index) == 0
+    {
+        violation_after(
+            index,
+            &output,
+            "nmi_latched_and_repeated",
+            format_args!("an NMI sent inside this NMI was never handled by a repeat"),
+        );
+    }
+}
+
+fn nmi_ancestor(index: usize) -> bool {
+    (0..index).any(|i| level(i).kind == Kind::SelfNmi)
+}
+
+// ---------------------------------------------------------------------------
+// The handlers.
+// ---------------------------------------------------------------------------
+
+/// The event hook (everything but #PF): claims the event of the current
+/// level while fuzzing.
+fn event_hook(regs: &mut PtRegs, vector: u8) -> bool {
+    if !ACTIVE.load(Ordering::SeqCst) {
+        return false;
+    }
+    handle(regs, vector);
+    true
+}
+
+/// The fuzz page's PKS fault handler.
+fn pks_fault(regs: &mut PtRegs, fault: PksFault) -> bool {
+    if !ACTIVE.load(Ordering::SeqCst) || fault.address != FUZZ_PAGE_ADDRESS {
+        return false;
+    }
+    handle(regs, 14);
+    true
+}
+
+fn handle(regs: &mut PtRegs, vector: u8) {
+    let depth = DEPTH.load(Ordering::SeqCst);
+    // A latched NMI's repeat: the NMI level already ran (its handler is
+    // done, so DEPTH is back at it) and the entry runs it again.
+    if vector == 2 && depth < program_len() && HANDLED.load(Ordering::SeqCst) & (1 << depth) != 0 {
+        let level = level(depth);
+        if level.kind != Kind::SelfNmi {
+            violation(regs, depth, "event_kind", format_args!("a second NMI at a non-NMI level"));
+        }
+        validate(regs, vector, depth, &level, true);
+        REPEATED.fetch_or(1 << depth, Ordering::SeqCst);
+        LATCHED_NMIS.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if depth >= program_len() {
+        violation(
+            regs,
+            depth,
+            "event_kind",
+            format_args!("vector {vector} beyond the program ({} levels)", program_len()),
+        );
+    }
+    let level = level(depth);
+    validate(regs, vector, depth, &level, false);
+    FRAME_ADDRESS[depth].store(regs as *mut PtRegs as u64, Ordering::SeqCst);
+    if level.kind.is_maskable_irq() {
+        // Ack early (as Linux's sysvec handlers do), so nested IRQs of any
+        // priority can come in while this handler raises the next level.
+        apic::eoi();
+    }
+    DEPTH.store(depth + 1, Ordering::SeqCst);
+    MAX_DEPTH_REACHED.fetch_max(depth + 1, Ordering::Relaxed);
+    if depth + 1 < program_len() {
+        raise(depth + 1);
+    }
+    // This level's edits of its own frame.
+    match level.mutation {
+        Mutation::None => {}
+        Mutation::R12(value) => regs.r12 = value,
+        // SAFETY: `regs` is this event's entry frame.
+        Mutation::SavedPkrs { pkey, rights } => unsafe {
+            pks::pks_update_saved(regs, pkey, rights)
+        },
+    }
+    let (_, _, resume) = trampoline(level.kind);
+    match level.kind {
+        // SAFETY: as above; granting the fuzz key makes the retried load
+        // succeed.
+        Kind::PksResolved => unsafe {
+            pks::pks_update_saved(regs, FUZZ_PKEY, KeyRights::ReadWrite)
+        },
+        kind if kind.is_trap() => {}
+        // Faults and the wait loops continue after the event.
+        _ => regs.ip = resume,
+    }
+    if level.send_latched_nmi {
+        // NMIs are blocked until the outer NMI's IRET... or this handler's:
+        // the NMI arrives right after it returns, still inside the outer NMI.
+        apic::send_self_nmi();
+    }
+    DEPTH.store(depth, Ordering::SeqCst);
+    HANDLED.fetch_or(1 << depth, Ordering::SeqCst);
+}
+
+/// Every check on one frame. `repeat`: the second run of an NMI level,
+/// which sees the state its first run left (mutations applied).
+fn validate(regs: &mut PtRegs, vector: u8, depth: usize, level: &Level, repeat: bool) {
+    FRAMES.fetch_add(1, Ordering::Relaxed);
+    KIND_COUNTS[level.kind as usize].fetch_add(1, Ordering::Relaxed);
+    let (_, site, resume) = trampoline(level.kind);
+    let regs_address = regs as *mut PtRegs as u64;
+    digest(ITERATION.load(Ordering::Relaxed));
+    digest(depth as u64);
+    digest(u64::from(vector));
+    digest(regs.orig_ax);
+    digest(regs.ip.wrapping_sub(site));
+    if vector != level.kind.vector() {
+        violation(
+            regs,
+            depth,
+            "vector",
+            format_args!(
+                "vector {vector}, the level raised {} (vector {})",
+                level.kind.name(),
+                level.kind.vector()
+            ),
+        );
+    }
+    // SAFETY: `regs` is an entry-stub frame (the hooks get nothing else).
+    let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
+    let extension_address = frame as *mut ExtendedPtRegs as u64;
+    let (saved_pkrs, generic) = (frame.arch.pks, frame.generic);
+    if regs_address.wrapping_sub(extension_address) != GENERIC_PTREGS_SIZE as u64 {
+        violation(
+            regs,
+            depth,
+            "extension_offset",
+            format_args!("extension at {extension_address:#x}, PtRegs at {regs_address:#x}"),
+        );
+    }
+    let expected = if repeat { expected_gprs_after(level) } else { level.gprs };
+    for ((name, want), (_, got)) in expected.gprs().iter().zip(regs.gprs().iter()) {
+        if want != got {
+            violation(
+                regs,
+                depth,
+                "gprs",
+                format_args!("{name} is {got:#018x} in the frame, the level loaded {want:#018x}"),
+            );
+        }
+    }
+    let ip_ok = if level.kind.is_async() {
+        (site..=resume).contains(&regs.ip)
+    } else if level.kind.is_trap() {
+        regs.ip == resume
+    } else {
+        regs.ip == site
+    };
+    if !ip_ok {
+        violation(
+            regs,
+            depth,
+            "ip",
+            format_args!("ip {:#x}; event at {site:#x}, resume at {resume:#x}", regs.ip),
+        );
+    }
+    if regs.cs != u64::from(gdt::KERNEL_CS.0) {
+        violation(regs, depth, "cs", format_args!("cs {:#x}", regs.cs));
+    }
+    if regs.orig_ax != level.kind.error_code() {
+        violation(
+            regs,
+            depth,
+            "orig_ax",
+            format_args!("orig_ax {:#x}, expected {:#x}", regs.orig_ax, level.kind.error_code()),
+        );
+    }
+    if level.kind.is_maskable_irq() != regs.interrupts_enabled() && level.kind != Kind::SelfNmi {
+        violation(
+            regs,
+            depth,
+            "flags",
+            format_args!("IF {} in the interrupted flags", regs.interrupts_enabled()),
+        );
+    }
+    if pks::enabled() {
+        let want = if repeat { expected_pkrs_after(level) } else { level.pkrs };
+        if saved_pkrs != want {
+            violation(
+                regs,
+                depth,
+                "saved_pkrs",
+                format_args!(
+                    "saved PKRS {saved_pkrs:08x}, the interrupted level ran with {want:08x}"
+                ),
+            );
+        }
+        let live = pks::read_pkrs();
+        if live != PKRS_DEFAULT {
+            violation(
+                regs,
+                depth,
+                "live_pkrs",
+                format_args!("live PKRS {live:08x} in the handler, default {PKRS_DEFAULT:08x}"),
+            );
+        }
+    }
+    if generic.exit_rcu != 0 {
+        violation(
+            regs,
+            depth,
+            "exit_rcu",
+            format_args!("exit_rcu {} outside idle", generic.exit_rcu),
+        );
+    }
+    if level.kind == Kind::SelfNmi
+        && generic.lockdep_hardirqs_enabled != u8::from(level.lockdep_model)
+    {
+        violation(
+            regs,
+            depth,
+            "lockdep_saved",
+            format_args!(
+                "NMI saved hardirqs-enabled {}, the model said {}",
+                generic.lockdep_hardirqs_enabled, level.lockdep_model
+            ),
+        );
+    }
+    if traps::lockdep_hardirqs_enabled() {
+        violation(
+            regs,
+            depth,
+            "lockdep_in_handler",
+            format_args!("hardirqs 'enabled' inside a handler"),
+        );
+    }
+    // Nesting: an NMI's frame is on the copied frame at the NMI stack top;
+    // anything else lies below its parent's frame, on the NMI stack if an
+    // NMI is an ancestor, on the kernel stack otherwise.
+    let stack = gdt::ist_stack_of(regs_address);
+    if level.kind == Kind::SelfNmi {
+        if regs_address != nmi::outermost_regs_address() {
+            violation(
+                regs,
+                depth,
+                "nmi_frame",
+                format_args!(
+                    "NMI PtRegs at {regs_address:#x}, expected {:#x}",
+                    nmi::outermost_regs_address()
+                ),
+            );
+        }
+        if gdt::ist_stack_of(regs.sp) == Some(gdt::NMI_IST_INDEX) {
+            violation(
+                regs,
+                depth,
+                "nmi_not_latched",
+                format_args!("an NMI interrupted code on the NMI stack"),
+            );
+        }
+    } else {
+        let expected_stack = if nmi_ancestor(depth) { Some(gdt::NMI_IST_INDEX) } else { None };
+        if stack != expected_stack {
+            violation(
+                regs,
+                depth,
+                "stack",
+                format_args!(
+                    "frame at {regs_address:#x} on stack {:?}, expected {:?}",
+                    stack, expected_stack
+                ),
+            );
+        }
+        if depth > 0 {
+            let parent = FRAME_ADDRESS[depth - 1].load(Ordering::SeqCst);
+            if regs_address + core::mem::size_of::<PtRegs>() as u64
+                > parent - GENERIC_PTREGS_SIZE as u64
+            {
+                violation(
+                    regs,
+                    depth,
+                    "nesting",
+                    format_args!(
+                        "frame at {regs_address:#x} not below its parent's at {parent:#x}"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Violations and the run.
+// ---------------------------------------------------------------------------
+
+fn print_path(depth: usize) {
+    crate::print!("extregs: fuzz: path:");
+    for index in 0..=depth.min(program_len().saturating_sub(1)) {
+        crate::print!("{} {}", if index == 0 { "" } else { " >" }, level(index).kind.name());
+    }
+    println!();
+}
+
+fn report_and_die(invariant: &str, depth: usize, detail: core::fmt::Arguments<'_>) -> ! {
+    println!(
+        "extregs: fuzz: seed={} iteration={} event={} level={}",
+        SEED.load(Ordering::Relaxed),
+        ITERATION.load(Ordering::Relaxed),
+        EVENT_NUMBER.load(Ordering::Relaxed),
+        depth
+    );
+    print_path(depth);
+    result::emit(
+        false,
+        format_args!(
+            ",\"seed\":{},\"iteration\":{},\"event\":{},\"level\":{depth},\"violations\":1,\"invariant\":\"{invariant}\",\"frames\":{},\"error\":\"{detail}\"",
+            SEED.load(Ordering::Relaxed),
+            ITERATION.load(Ordering::Relaxed),
+            EVENT_NUMBER.load(Ordering::Relaxed),
+            FRAMES.load(Ordering::Relaxed),
+        ),
+    );
+    exit::exit_qemu(exit::ExitCode::Failure)
+}
+
+/// A frame broke an invariant: show it and die.
+fn violation(regs: &PtRegs, depth: usize, invariant: &str, detail: core::fmt::Arguments<'_>) -> ! {
+    oops::begin_dying();
+    println!("extregs: fuzz: VIOLATION {invariant}: {detail}");
+    // SAFETY: the hooks only get entry-stub frames.
+    unsafe { show_regs::show_regs(regs) };
+    report_and_die(invariant, depth, detail)
+}
+
+/// What came back after an event broke an invariant: show it as a frame.
+fn violation_after(
+    depth: usize,
+    output: &PtRegs,
+    invariant: &str,
+    detail: core::fmt::Arguments<'_>,
+) -> ! {
+    oops::begin_dying();
+    println!("extregs: fuzz: VIOLATION {invariant}: {detail}");
+    println!("extregs: fuzz: registers of level {depth}'s context after the return:");
+    let mut frame = ExtendedPtRegs { regs: *output, ..ExtendedPtRegs::default() };
+    frame.regs.cs = u64::from(gdt::KERNEL_CS.0);
+    frame.regs.ss = u64::from(gdt::KERNEL_DS.0);
+    if pks::enabled() {
+        frame.arch.pks = pks::read_pkrs();
+    }
+    // SAFETY: `frame.regs` is inside a whole ExtendedPtRegs.
+    unsafe { show_regs::show_regs(&frame.regs) };
+    report_and_die(invariant, depth, detail)
+}
+
+/// `mode=fuzz`.
+pub fn run(settings: FuzzSettings) -> bool {
+    if pks::enabled() {
+        memory::map_pkey_page_at(
+            FUZZ_PKEY,
+            FUZZ_PAGE_FILL,
+            x86_64::VirtAddr::new(FUZZ_PAGE_ADDRESS),
+        );
+        pks::register_fault_handler(FUZZ_PKEY, pks_fault);
+    }
+    SEED.store(settings.seed, Ordering::Relaxed);
+    let max_depth = settings.max_depth as usize;
+    println!(
+        "extregs: fuzz: seed={} iterations={} max-depth={} (pks={}, {} mode)",
+        settings.seed,
+        settings.iterations,
+        max_depth,
+        pks::enabled(),
+        apic::current_mode().name()
+    );
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(settings.seed);
+    // SAFETY: RDTSC has no side effects.
+    let start = unsafe { core::arch::x86_64::_rdtsc() };
+    ACTIVE.store(true, Ordering::SeqCst);
+    traps::with_event_hook(event_hook, || {
+        for iteration in 0..settings.iterations {
+            ITERATION.store(iteration, Ordering::Relaxed);
+            // SAFETY: no fuzz event is outstanding between iterations, so
+            // nothing reads the program while it is rewritten.
+            generate(&mut rng, max_depth, unsafe { &mut *PROGRAM.0.get() });
+
+            DEPTH.store(0, Ordering::SeqCst);
+            raise(0);
+        }
+    });
+    ACTIVE.store(false, Ordering::SeqCst);
+    // SAFETY: as above.
+    let cycles = unsafe { core::arch::x86_64::_rdtsc() } - start;
+    let milliseconds = (cycles / apic::tsc_ticks_per_ms()).max(1);
+    let frames = FRAMES.load(Ordering::Relaxed);
+    let frames_per_s = frames * 1000 / milliseconds;
+    println!(
+        "extregs: fuzz: {} iterations, {frames} frames validated in {milliseconds} ms ({frames_per_s} frames/s), max depth {}, digest {:016x}",
+        settings.iterations,
+        MAX_DEPTH_REACHED.load(Ordering::Relaxed),
+        DIGEST.load(Ordering::Relaxed)
+    );
+    crate::print!("RESULT {{\"mode\":\"fuzz\",\"ok\":true,\"pks\":{}", pks::enabled());
+    crate::print!(
+        ",\"seed\":{},\"iterations\":{},\"max_depth\":{max_depth},\"frames\":{frames},\"max_depth_reached\":{},\"violations\":0,\"frames_per_s\":{frames_per_s},\"latched_nmis\":{},\"digest\":\"{:016x}\",\"kinds\":{{",
+        settings.seed,
+        settings.iterations,
+        MAX_DEPTH_REACHED.load(Ordering::Relaxed),
+        LATCHED_NMIS.load(Ordering::Relaxed),
+        DIGEST.load(Ordering::Relaxed)
+    );
+    for (index, kind) in KINDS.iter().enumerate() {
+        crate::print!(
+            "{}\"{}\":{}",
+            if index == 0 { "" } else { "," },
+            kind.name(),
+            KIND_COUNTS[index].load(Ordering::Relaxed)
+        );
+    }
+    println!("}}}}");
+    true
+}
