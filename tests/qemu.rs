@@ -2,11 +2,14 @@
 //! library (what `extregs run` uses) and check serial output and exit
 //! status. Every boot has a timeout; nothing here measures time.
 
+use extregs::campaign::{self, CampaignConfig};
 use extregs::images;
 use extregs::qemu::{self, Firmware, RunConfig};
 use extregs::report::{self, Outcome, EXIT_KERNEL_FAILURE, EXIT_SUCCESS, EXIT_TIMEOUT, EXIT_USAGE};
 use object::{Object, ObjectSection, ObjectSymbol};
 use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -346,4 +349,112 @@ fn readme_plain_qemu_command_line_boots() {
     let serial = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(qemu::QEMU_EXIT_SUCCESS), "{serial}");
     assert!(serial.contains("RESULT {\"mode\":\"selftest\",\"ok\":true"), "{serial}");
+}
+
+fn campaign_config(
+    seeds: std::ops::Range<u64>,
+    iterations: u64,
+    deterministic: bool,
+) -> CampaignConfig {
+    CampaignConfig {
+        seeds,
+        iterations,
+        max_depth: 8,
+        jobs: 2,
+        deterministic,
+        cpu: "max".into(),
+        timeout: BOOT_TIMEOUT,
+    }
+}
+
+#[test]
+fn short_fuzz_campaign_finds_no_violations() {
+    let config = campaign_config(0..4, 200, false);
+    let (reports, totals, interrupted) =
+        campaign::run_campaign(&config, Arc::new(AtomicBool::new(false)), |_, _| {});
+    assert!(!interrupted);
+    for report in &reports {
+        assert!(
+            report.ok(),
+            "seed {}: {}\n{}",
+            report.seed,
+            report.why,
+            report.serial.clone().unwrap_or_default()
+        );
+    }
+    assert_eq!(totals.seeds_run, 4);
+    assert_eq!(totals.violations, 0);
+    assert_eq!(totals.iterations, 800);
+    assert_eq!(totals.max_depth_reached, 8, "programs reach the full depth");
+    // Every kind of event was raised, and NMIs were latched inside NMIs.
+    for kind in [
+        "int_n",
+        "int3",
+        "ud2",
+        "divide_error",
+        "general_protection",
+        "pks_fault_resolved",
+        "pks_fault_fixup",
+        "timer",
+        "self_ipi",
+        "self_nmi",
+    ] {
+        assert!(
+            totals.kinds.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind} events: {:?}",
+            totals.kinds
+        );
+    }
+    assert!(totals.latched_nmis > 0);
+}
+
+#[test]
+fn deterministic_fuzz_gives_the_same_digest_twice() {
+    let config = campaign_config(11..12, 100, true);
+    let digest = |seed| {
+        let report = campaign::run_seed(&config, seed, None);
+        assert!(report.ok(), "{}", report.why);
+        report.result.unwrap()["digest"].as_str().unwrap().to_string()
+    };
+    let first = digest(11);
+    assert_eq!(first, digest(11), "same seed, same digest");
+    assert_ne!(first, digest(12), "another seed, another trace");
+}
+
+#[test]
+fn cli_fuzz_replays_a_seed_and_rejects_bad_arguments() {
+    let replay = extregs_cli(&["fuzz", "--seed", "3", "--iterations", "20"]);
+    assert_eq!(
+        replay.status.code(),
+        Some(EXIT_SUCCESS),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&replay.stdout);
+    assert!(stdout.contains("RESULT {\"mode\":\"fuzz\",\"ok\":true"), "{stdout}");
+    assert!(stdout.contains("\"seed\":3,\"iterations\":20"), "{stdout}");
+    for bad in [
+        &["fuzz", "--seeds", "5..5"][..],
+        &["fuzz", "--seeds", "0..2", "--max-depth", "13"],
+        &["fuzz"],
+        &["fuzz", "--seeds", "0..2", "--seed", "1"],
+    ] {
+        assert_eq!(extregs_cli(bad).status.code(), Some(EXIT_USAGE), "{bad:?}");
+    }
+    let json = std::env::temp_dir().join(format!("extregs-{}-campaign.json", std::process::id()));
+    let campaign = extregs_cli(&[
+        "fuzz",
+        "--seeds",
+        "0..2",
+        "--iterations",
+        "10",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(campaign.status.code(), Some(EXIT_SUCCESS));
+    let document: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    assert_eq!(document["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(document["totals"]["violations"], 0);
 }
