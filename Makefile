@@ -1,7 +1,8 @@
 # extregs: the two commands a user needs.
 #
 #   make run    boot the kernel (demo mode) under QEMU with PKS on
-#   make test   host unit tests, then the QEMU tests
+#   make test   lint, host unit tests, QEMU tests (a short fuzz campaign
+#               among them), and both proofs by mutation
 #
 # Both install what is missing first: the pinned nightly (rust-toolchain.toml)
 # and QEMU + OVMF (Debian packages). Nothing else needs to be set up by hand.
@@ -11,12 +12,12 @@ CARGO ?= cargo
 TOOLCHAIN := $(shell sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
 RUN_ARGS ?=
 
-.PHONY: run test setup toolchain qemu host-tests qemu-tests mutants lint
+.PHONY: run test setup toolchain qemu host-tests qemu-tests mutants fuzz-faults lint
 
 run: setup
 	$(CARGO) run --quiet -- run $(RUN_ARGS)
 
-test: setup lint host-tests qemu-tests mutants
+test: setup lint host-tests qemu-tests mutants fuzz-faults
 
 setup: toolchain qemu
 
@@ -63,3 +64,8 @@ qemu-tests:
 # selftests to catch it (see scripts/mutants.sh).
 mutants:
 	scripts/mutants.sh
+
+# Proof by mutation for the fuzzer: a fault-injection build, one short seed
+# per named fault, each must be reported (see scripts/fuzz-faults.sh).
+fuzz-faults:
+	scripts/fuzz-faults.sh

@@ -26,6 +26,8 @@ pub struct CampaignConfig {
     pub cpu: String,
     /// Per-seed timeout.
     pub timeout: Duration,
+    /// `inject=NAME`: a fault for a fault-injection kernel build to switch on.
+    pub inject: Option<String>,
 }
 
 /// One seed's boot.
@@ -118,18 +120,23 @@ impl Totals {
 }
 
 /// The kernel command line for one seed.
-pub fn cmdline(seed: u64, iterations: u64, max_depth: u32) -> String {
-    format!("mode=fuzz seed={seed} iterations={iterations} max-depth={max_depth}")
+pub fn cmdline(seed: u64, iterations: u64, max_depth: u32, inject: Option<&str>) -> String {
+    let mut line = format!("mode=fuzz seed={seed} iterations={iterations} max-depth={max_depth}");
+    if let Some(fault) = inject {
+        line.push_str(&format!(" inject={fault}"));
+    }
+    line
 }
 
 /// The one-line command that replays a seed.
 pub fn replay_command(config: &CampaignConfig, seed: u64) -> String {
     format!(
-        "extregs fuzz --seed {seed} --iterations {} --max-depth {}{}{}",
+        "extregs fuzz --seed {seed} --iterations {} --max-depth {}{}{}{}",
         config.iterations,
         config.max_depth,
         if config.deterministic { " --deterministic" } else { "" },
-        if config.cpu != "max" { format!(" --cpu {}", config.cpu) } else { String::new() }
+        if config.cpu != "max" { format!(" --cpu {}", config.cpu) } else { String::new() },
+        config.inject.as_ref().map(|fault| format!(" --inject {fault}")).unwrap_or_default()
     )
 }
 
@@ -137,7 +144,7 @@ pub fn replay_command(config: &CampaignConfig, seed: u64) -> String {
 pub fn run_seed(config: &CampaignConfig, seed: u64, cancel: Option<Arc<AtomicBool>>) -> SeedReport {
     let run = RunConfig {
         cpu: config.cpu.clone(),
-        cmdline: cmdline(seed, config.iterations, config.max_depth),
+        cmdline: cmdline(seed, config.iterations, config.max_depth, config.inject.as_deref()),
         timeout: config.timeout,
         deterministic: config.deterministic,
         cancel,
@@ -332,6 +339,7 @@ mod tests {
             deterministic: true,
             cpu: "max".into(),
             timeout: Duration::from_secs(1),
+            inject: None,
         };
         assert_eq!(
             replay_command(&config, 42),

@@ -70,6 +70,11 @@ struct FuzzArgs {
     /// Seconds before one seed's boot counts as hung (124).
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Switch on a named fault (skip-gpr-restore, skip-pkrs-restore,
+    /// extension-offset, nmi-exit-forgets-lockdep, nmi-reuses-ist-frame).
+    /// Only a kernel built with EXTREGS_FAULT_INJECTION=1 accepts it.
+    #[arg(long)]
+    inject: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -224,6 +229,7 @@ fn fuzz(args: FuzzArgs) -> i32 {
         deterministic: args.deterministic,
         cpu: args.cpu.clone(),
         timeout: Duration::from_secs(args.timeout),
+        inject: args.inject.clone(),
     };
     let cancel = Arc::new(AtomicBool::new(false));
     {
@@ -314,7 +320,7 @@ fn fuzz(args: FuzzArgs) -> i32 {
 fn replay(args: &FuzzArgs, seed: u64) -> i32 {
     let config = RunConfig {
         cpu: args.cpu.clone(),
-        cmdline: campaign::cmdline(seed, args.iterations, args.max_depth),
+        cmdline: campaign::cmdline(seed, args.iterations, args.max_depth, args.inject.as_deref()),
         timeout: Duration::from_secs(args.timeout),
         deterministic: args.deterministic,
         echo: true,

@@ -364,6 +364,7 @@ fn campaign_config(
         deterministic,
         cpu: "max".into(),
         timeout: BOOT_TIMEOUT,
+        inject: None,
     }
 }
 

@@ -8,4 +8,10 @@ fn main() {
     println!("cargo:rerun-if-changed=src/entry_64.S");
     println!("cargo:rerun-if-changed=../regs/src/lib.rs");
     println!("cargo:rerun-if-changed=../../asm-offsets/src/lib.rs");
+    // The fuzzer's proof by mutation (see crates/kernel/build.rs).
+    println!("cargo::rustc-check-cfg=cfg(fault_injection)");
+    println!("cargo:rerun-if-env-changed=EXTREGS_FAULT_INJECTION");
+    if std::env::var_os("EXTREGS_FAULT_INJECTION").is_some_and(|value| value == "1") {
+        println!("cargo:rustc-cfg=fault_injection");
+    }
 }

@@ -83,6 +83,33 @@ pub struct CommandLine {
     pub fuzz: FuzzSettings,
 }
 
+/// A fault a fault-injection kernel build can switch on (`inject=`), for
+/// the fuzzer's proof by mutation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The int3 exit does not restore R12.
+    SkipGprRestore,
+    /// The IRQ exit path does not restore PKRS.
+    SkipPkrsRestore,
+    /// The extension accessor steps back too far.
+    ExtensionOffset,
+    /// NMI exit does not restore the lockdep flag.
+    NmiExitForgetsLockdep,
+    /// A nested NMI is handled as the outermost, reusing the NMI IST frame.
+    NmiReusesIstFrame,
+}
+
+impl Fault {
+    /// Every fault with its command-line spelling.
+    pub const ALL: [(Fault, &'static str); 5] = [
+        (Fault::SkipGprRestore, "skip-gpr-restore"),
+        (Fault::SkipPkrsRestore, "skip-pkrs-restore"),
+        (Fault::ExtensionOffset, "extension-offset"),
+        (Fault::NmiExitForgetsLockdep, "nmi-exit-forgets-lockdep"),
+        (Fault::NmiReusesIstFrame, "nmi-reuses-ist-frame"),
+    ];
+}
+
 /// What `mode=fuzz` runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FuzzSettings {
@@ -92,11 +119,13 @@ pub struct FuzzSettings {
     pub iterations: u64,
     /// `max-depth=`: the deepest nesting a program may reach.
     pub max_depth: u32,
+    /// `inject=`: a fault to switch on (fault-injection builds only).
+    pub inject: Option<Fault>,
 }
 
 impl Default for FuzzSettings {
     fn default() -> Self {
-        FuzzSettings { seed: 0, iterations: 100, max_depth: DEFAULT_FUZZ_MAX_DEPTH }
+        FuzzSettings { seed: 0, iterations: 100, max_depth: DEFAULT_FUZZ_MAX_DEPTH, inject: None }
     }
 }
 
@@ -138,7 +167,7 @@ impl fmt::Display for CommandLineError<'_> {
                 write!(f, "malformed command-line word '{word}' (expected key=value)")
             }
             CommandLineError::UnknownKey(key) => {
-                write!(f, "unknown command-line key '{key}' (known: mode, cause, seconds, seed, iterations, max-depth)")
+                write!(f, "unknown command-line key '{key}' (known: mode, cause, seconds, seed, iterations, max-depth, inject)")
             }
             CommandLineError::DuplicateKey(key) => {
                 write!(f, "command-line key '{key}' given twice")
@@ -191,6 +220,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
     let mut seconds_key = "";
     let (mut seed, mut iterations, mut max_depth) = (None, None, None);
     let mut fuzz_key = "";
+    let mut inject = None;
     for word in text.split_ascii_whitespace() {
         let (key, value) = match word.split_once('=') {
             Some((key, value)) if !key.is_empty() && !value.is_empty() => (key, value),
@@ -224,6 +254,17 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                 }
                 seconds_key = key;
                 seconds = Some(number(key, value, 1, u64::from(MAX_IDLE_SECONDS))? as u32);
+            }
+            "inject" => {
+                if inject.is_some() {
+                    return Err(CommandLineError::DuplicateKey(key));
+                }
+                inject = Some(lookup(&Fault::ALL, value).ok_or(CommandLineError::BadValue {
+                    key,
+                    value,
+                    expected: "skip-gpr-restore, skip-pkrs-restore, extension-offset, nmi-exit-forgets-lockdep, nmi-reuses-ist-frame",
+                })?);
+                fuzz_key = key;
             }
             "seed" | "iterations" | "max-depth" => {
                 let slot = match key {
@@ -266,6 +307,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
             seed: seed.unwrap_or(defaults.seed),
             iterations: iterations.unwrap_or(defaults.iterations),
             max_depth: max_depth.map_or(defaults.max_depth, |depth| depth as u32),
+            inject,
         },
     })
 }
@@ -307,9 +349,13 @@ mod tests {
         assert_eq!(parse("mode=idle seconds=7").unwrap().idle_seconds, 7);
         assert_eq!(
             parse("mode=fuzz seed=0x2a iterations=1000 max-depth=12").unwrap().fuzz,
-            FuzzSettings { seed: 42, iterations: 1000, max_depth: 12 }
+            FuzzSettings { seed: 42, iterations: 1000, max_depth: 12, inject: None }
         );
         assert_eq!(parse("mode=fuzz").unwrap().fuzz, FuzzSettings::default());
+        assert_eq!(
+            parse("mode=fuzz inject=nmi-reuses-ist-frame").unwrap().fuzz.inject,
+            Some(Fault::NmiReusesIstFrame)
+        );
         assert_eq!(
             parse("mode=fuzz max-depth=13").unwrap_err().to_string(),
             "bad value '13' for 'max-depth' (expected a number from 1 to 12)"

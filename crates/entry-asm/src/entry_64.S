@@ -92,7 +92,12 @@
 	movq	PTREGS_R15(%rsp), %r15
 	movq	PTREGS_R14(%rsp), %r14
 	movq	PTREGS_R13(%rsp), %r13
+	.if EXTREGS_FAULT_INJECTION
+	cmpb	$0, extregs_fault_skip_r12(%rip)
+	jne	.Lskip_r12_\@
+	.endif
 	movq	PTREGS_R12(%rsp), %r12
+.Lskip_r12_\@:
 	movq	PTREGS_BP(%rsp), %rbp
 	movq	PTREGS_BX(%rsp), %rbx
 	movq	PTREGS_R11(%rsp), %r11
@@ -187,8 +192,23 @@ extregs_entry_common:
 	call	extregs_exception_entry
 	addq	$GENERIC_PTREGS_SIZE, %rsp
 	POP_REGS
+	.if EXTREGS_FAULT_INJECTION
+	movb	$0, extregs_fault_skip_r12(%rip)
+	.endif
 	iretq
 	.size	extregs_entry_common, . - extregs_entry_common
+
+	.if EXTREGS_FAULT_INJECTION
+	/* Fault-injection flag bytes (EXTREGS_FAULT_INJECTION=1 builds only). */
+	.data
+	.globl	extregs_fault_skip_r12
+extregs_fault_skip_r12:
+	.byte	0
+	.globl	extregs_fault_nmi_reuse
+extregs_fault_nmi_reuse:
+	.byte	0
+	.text
+	.endif
 
 /* Vector, name (Linux's asm_exc_* names), and whether the CPU pushes an error code. */
 IDTENTRY  0, divide_error,                 0
@@ -342,6 +362,10 @@ extregs_nmi_state:
 asm_exc_nmi:
 	/* rsp = &landing.ip: the CPU's frame. NMIs are blocked. */
 	pushq	%rax					/* rsp = &scratch */
+	.if EXTREGS_FAULT_INJECTION
+	cmpb	$0, extregs_fault_nmi_reuse(%rip)
+	jne	.Lnmi_outermost
+	.endif
 	cmpb	$NMI_STATE_IDLE, extregs_nmi_state(%rip)
 	jne	.Lnmi_nested
 	leaq	.Lnmi_exit_window_start(%rip), %rax

@@ -57,11 +57,37 @@ const_assert_eq!(GENERIC_PTREGS_SIZE, extregs_regs::GENERIC_PTREGS_SIZE);
 const_assert_eq!(EXTREGS_REGS, offset_of!(ExtendedPtRegs, regs));
 const_assert_eq!(EXTENDED_PTREGS_SIZE, core::mem::size_of::<ExtendedPtRegs>());
 
+#[cfg(not(fault_injection))]
 core::arch::global_asm!(
     include_str!(concat!(env!("OUT_DIR"), "/asm-offsets.S")),
+    ".set EXTREGS_FAULT_INJECTION, 0",
     include_str!("entry_64.S"),
     options(att_syntax)
 );
+
+// A fault-injection build (EXTREGS_FAULT_INJECTION=1): entry_64.S assembles
+// the two entry faults the fuzzer must catch, each off until the kernel sets
+// its flag byte.
+#[cfg(fault_injection)]
+core::arch::global_asm!(
+    include_str!(concat!(env!("OUT_DIR"), "/asm-offsets.S")),
+    ".set EXTREGS_FAULT_INJECTION, 1",
+    include_str!("entry_64.S"),
+    options(att_syntax)
+);
+
+/// The entry faults of a fault-injection build (flag bytes in entry_64.S).
+#[cfg(fault_injection)]
+pub mod faults {
+    extern "C" {
+        /// Non-zero: the next exit through `extregs_entry_common` does not
+        /// restore R12 (the flag clears itself).
+        pub static mut extregs_fault_skip_r12: u8;
+        /// Non-zero: every NMI is handled as the outermost one, reusing the
+        /// NMI IST frame of the one it interrupted.
+        pub static mut extregs_fault_nmi_reuse: u8;
+    }
+}
 
 /// Number of exception vectors the CPU defines (0..=31).
 pub const EXCEPTION_VECTORS: usize = 32;

@@ -32,7 +32,7 @@
 use crate::apic::{self, SELF_IPI_VECTOR, TIMER_VECTOR};
 use crate::memory;
 use crate::pks::{self, KeyRights, PksFault, PKRS_DEFAULT};
-use crate::{exit, gdt, nmi, oops, println, result, show_regs, traps};
+use crate::{exit, fault, gdt, nmi, oops, println, result, show_regs, traps};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use extregs_cmdline::FuzzSettings;
@@ -723,6 +723,19 @@ fn pks_fault(regs: &mut PtRegs, fault: PksFault) -> bool {
 
 fn handle(regs: &mut PtRegs, vector: u8) {
     let depth = DEPTH.load(Ordering::SeqCst);
+    if vector == 2 && gdt::ist_stack_of(regs.sp) == Some(gdt::NMI_IST_INDEX) {
+        // The entry handled an NMI that hit NMI-stack code instead of
+        // latching it: this frame now overlays the outer NMI's.
+        violation(
+            regs,
+            depth,
+            "nmi_not_latched",
+            format_args!(
+                "an NMI interrupted code on the NMI stack (sp {:#x}) and was handled, not latched",
+                regs.sp
+            ),
+        );
+    }
     // A latched NMI's repeat: the NMI level already ran (its handler is
     // done, so DEPTH is back at it) and the entry runs it again.
     if vector == 2 && depth < program_len() && HANDLED.load(Ordering::SeqCst) & (1 << depth) != 0 {
@@ -1047,6 +1060,17 @@ pub fn run(settings: FuzzSettings) -> bool {
         pks::register_fault_handler(FUZZ_PKEY, pks_fault);
     }
     SEED.store(settings.seed, Ordering::Relaxed);
+    if let Some(injected) = settings.inject {
+        if let Err(why) = fault::activate(injected) {
+            println!("extregs: error: inject={}: {why}", fault::name(injected));
+            result::emit(false, format_args!(",\"error\":\"{why}\""));
+            return false;
+        }
+        println!(
+            "extregs: fuzz: injecting fault {} (the fuzzer must catch it)",
+            fault::name(injected)
+        );
+    }
     let max_depth = settings.max_depth as usize;
     println!(
         "extregs: fuzz: seed={} iterations={} max-depth={} (pks={}, {} mode)",

@@ -17,6 +17,7 @@ mod cpu;
 mod demo;
 mod events;
 mod exit;
+mod fault;
 mod fuzz;
 mod fwcfg;
 mod gdt;

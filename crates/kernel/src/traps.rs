@@ -12,7 +12,7 @@
 //! watching (false while idle) and the lockdep-style "hardirqs enabled"
 //! flag, which mirrors IF through [`local_irq_enable`]/[`local_irq_disable`].
 
-use crate::{gdt, irq, nmi, oops, pks, println};
+use crate::{fault, gdt, irq, nmi, oops, pks, println};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use extregs_entry::{
     irqentry_enter, irqentry_exit, irqentry_nmi_enter, irqentry_nmi_exit, EntryPlatform,
@@ -64,12 +64,18 @@ impl EntryPlatform for KernelPlatform {
         HARDIRQS_ENABLED.load(Ordering::Relaxed)
     }
     fn lockdep_set_hardirqs_enabled(enabled: bool) {
+        if fault::take_skip_lockdep_restore() {
+            return;
+        }
         HARDIRQS_ENABLED.store(enabled, Ordering::Relaxed);
     }
     fn arch_enter(arch: &mut ArchExtRegs) {
         pks::arch_enter(arch);
     }
     fn arch_exit(arch: &ArchExtRegs) {
+        if fault::take_skip_arch_exit() {
+            return;
+        }
         pks::arch_exit(arch);
     }
 }
@@ -151,6 +157,7 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
         } else {
             handle_exception(regs, vector);
         }
+        fault::before_exit(vector);
         // SAFETY: the same frame irqentry_nmi_enter ran on.
         unsafe { irqentry_nmi_exit::<KernelPlatform>(regs) };
     } else {
@@ -163,6 +170,7 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
         } else {
             handle_exception(regs, vector);
         }
+        fault::before_exit(vector);
         // SAFETY: the same frame irqentry_enter ran on.
         unsafe { irqentry_exit::<KernelPlatform>(regs) };
     }
@@ -199,7 +207,12 @@ pub fn check_frame(regs: &mut PtRegs, vector: u8) {
     if !rcu_is_watching() {
         oops::bug(regs, vector, "RCU is not watching in an interrupt handler");
     }
-    if vector == NMI_VECTOR && gdt::ist_stack_of(regs.sp) == Some(gdt::NMI_IST_INDEX) {
+    // (With the fuzzer's hook installed, the fuzzer reports this itself,
+    // with its seed and event path.)
+    if vector == NMI_VECTOR
+        && gdt::ist_stack_of(regs.sp) == Some(gdt::NMI_IST_INDEX)
+        && EVENT_HOOK.load(Ordering::SeqCst).is_null()
+    {
         // The entry let an NMI nest inside the NMI handler as if it were
         // the outermost one: its frame now overlays the first NMI's.
         oops::bug(regs, vector, "NMI handled while an NMI was running (not latched)");

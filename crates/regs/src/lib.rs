@@ -205,6 +205,24 @@ const_assert_eq!(
 );
 const_assert_eq!((size_of::<NmiStackTop>() - size_of::<IretFrame>()) % 16, 0);
 
+/// The "extension at the wrong offset" fault of a fault-injection build
+/// (`EXTREGS_FAULT_INJECTION=1`): extra bytes the accessor steps back, 0
+/// until the kernel's `inject=extension-offset` sets it. Normal builds have
+/// no such variable and always step back exactly `GENERIC_PTREGS_SIZE`.
+#[cfg(fault_injection)]
+pub static FAULT_EXTENSION_SKEW: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(0);
+
+#[cfg(fault_injection)]
+fn fault_skew() -> usize {
+    FAULT_EXTENSION_SKEW.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(not(fault_injection))]
+const fn fault_skew() -> usize {
+    0
+}
+
 impl ExtendedPtRegs {
     /// Recovers the whole frame from the `PtRegs` inside it (`container_of`).
     ///
@@ -223,7 +241,7 @@ impl ExtendedPtRegs {
         // `offset_of!(ExtendedPtRegs, regs)` inside a live ExtendedPtRegs, so
         // stepping back by that offset stays inside the same allocation and
         // yields a properly aligned pointer to its start.
-        let frame = regs_address.wrapping_sub(offset_of!(ExtendedPtRegs, regs));
+        let frame = regs_address.wrapping_sub(offset_of!(ExtendedPtRegs, regs) + fault_skew());
         // SAFETY: `frame` is the start of that ExtendedPtRegs (see above); the
         // mutable borrow of `regs` is carried over to the result.
         unsafe { &mut *(frame as *mut ExtendedPtRegs) }
@@ -236,7 +254,7 @@ impl ExtendedPtRegs {
     /// Same as [`ExtendedPtRegs::from_regs`].
     pub unsafe fn from_regs_ref(regs: &PtRegs) -> &ExtendedPtRegs {
         let regs_address = regs as *const PtRegs as *const u8;
-        let frame = regs_address.wrapping_sub(offset_of!(ExtendedPtRegs, regs));
+        let frame = regs_address.wrapping_sub(offset_of!(ExtendedPtRegs, regs) + fault_skew());
         // SAFETY: as in `from_regs`; the shared borrow is carried over.
         unsafe { &*(frame as *const ExtendedPtRegs) }
     }

@@ -1,0 +1,12 @@
+//! Build-time switch for the fuzzer's proof by mutation: with
+//! `EXTREGS_FAULT_INJECTION=1` in the environment, `cfg(fault_injection)`
+//! compiles in the named faults that `mode=fuzz inject=NAME` turns on. Normal
+//! builds contain none of that code.
+
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(fault_injection)");
+    println!("cargo:rerun-if-env-changed=EXTREGS_FAULT_INJECTION");
+    if std::env::var_os("EXTREGS_FAULT_INJECTION").is_some_and(|value| value == "1") {
+        println!("cargo:rustc-cfg=fault_injection");
+    }
+}
