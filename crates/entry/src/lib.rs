@@ -312,5 +312,101 @@ mod tests {
                 prop_assert_eq!(cpu(|c| (c.rcu_watching, c.hardirqs_enabled, c.arch_register)), expected);
             }
         }
+
+        /// Arbitrary interleavings of nested entries and exits on one
+        /// simulated stack: each entry carves a frame (PtRegs with the
+        /// extension below it, like the stubs) out of a byte buffer below its
+        /// parent, with a random gap for the handler's own locals. Checks the
+        /// accessor arithmetic (the extension is exactly GENERIC_PTREGS_SIZE
+        /// below PtRegs and never touches the parent's frame), that every exit
+        /// pairs with the innermost open entry, and that each exit restores
+        /// exactly the state its entry saw.
+        #[test]
+        fn nested_events_on_a_simulated_stack(
+            ops in proptest::collection::vec((any::<bool>(), any::<bool>(), any::<u32>(), 0usize..8, any::<u64>()), 1..64),
+            start_watching in any::<bool>(),
+        ) {
+            const STACK_BYTES: usize = 64 * 1024;
+            // u128 words: the buffer is 16-byte aligned, as a kernel stack is.
+            let mut stack = std::vec![0u128; STACK_BYTES / 16];
+            let base = stack.as_mut_ptr() as usize;
+            let frame_size = core::mem::size_of::<ExtendedPtRegs>();
+            reset_cpu(start_watching, false, 0x10);
+            // Open entries: (frame address, is_nmi, state before, GPR pattern).
+            let mut open: Vec<(usize, bool, (bool, bool, u32), u64)> = Vec::new();
+            let mut sp = base + STACK_BYTES;
+            for (exit_now, is_nmi, arch_value, gap_words, pattern) in ops {
+                if exit_now && !open.is_empty() {
+                    let (address, was_nmi, before, pattern) = open.pop().unwrap();
+                    // SAFETY: `address` is a frame carved out of `stack` below.
+                    let frame = unsafe { &mut *(address as *mut ExtendedPtRegs) };
+                    // Nested frames never wrote into this one's PtRegs.
+                    prop_assert_eq!(frame.regs.r15, pattern);
+                    prop_assert_eq!(frame.regs.di, !pattern);
+                    // SAFETY: as above.
+                    unsafe {
+                        if was_nmi {
+                            irqentry_nmi_exit::<MockPlatform>(&mut frame.regs);
+                        } else {
+                            irqentry_exit::<MockPlatform>(&mut frame.regs);
+                        }
+                    }
+                    prop_assert_eq!(cpu(|c| (c.rcu_watching, c.hardirqs_enabled, c.arch_register)), before);
+                    sp = open.last().map_or(base + STACK_BYTES, |(parent, ..)| *parent);
+                    continue;
+                }
+                // Carve a frame below the current one (16-byte aligned, as the
+                // CPU aligns RSP and the stubs keep it), after a gap.
+                let top = (sp - 16 * gap_words) & !15;
+                let address = top - frame_size;
+                prop_assume!(address >= base);
+                CPU.with(|c| c.borrow_mut().arch_register = arch_value);
+                let before = cpu(|c| (c.rcu_watching, c.hardirqs_enabled, c.arch_register));
+                // SAFETY: [address, top) lies inside `stack`, aligned for
+                // ExtendedPtRegs, and no live reference points into it.
+                let frame = unsafe { &mut *(address as *mut ExtendedPtRegs) };
+                *frame = garbage_frame();
+                frame.regs.r15 = pattern;
+                frame.regs.di = !pattern;
+                if before.1 {
+                    frame.regs.flags |= extregs_regs::X86_EFLAGS_IF;
+                }
+                let regs_address = &frame.regs as *const PtRegs as usize;
+                // SAFETY: frame.regs is inside a whole ExtendedPtRegs.
+                let found = unsafe { ExtendedPtRegs::from_regs(&mut frame.regs) } as *mut ExtendedPtRegs as usize;
+                prop_assert_eq!(regs_address - found, extregs_regs::GENERIC_PTREGS_SIZE);
+                prop_assert_eq!(found, address);
+                if let Some((parent, ..)) = open.last() {
+                    prop_assert!(address + frame_size <= *parent, "frame overlaps its parent");
+                }
+                // SAFETY: as above.
+                unsafe {
+                    if is_nmi {
+                        irqentry_nmi_enter::<MockPlatform>(&mut frame.regs);
+                    } else {
+                        irqentry_enter::<MockPlatform>(&mut frame.regs);
+                    }
+                }
+                prop_assert!(cpu(|c| c.rcu_watching));
+                prop_assert_eq!(frame.arch.pks, arch_value);
+                open.push((address, is_nmi, before, pattern));
+                sp = address;
+            }
+            // Unwind whatever is still open.
+            while let Some((address, was_nmi, before, _)) = open.pop() {
+                // SAFETY: as above.
+                let frame = unsafe { &mut *(address as *mut ExtendedPtRegs) };
+                // SAFETY: as above.
+                unsafe {
+                    if was_nmi {
+                        irqentry_nmi_exit::<MockPlatform>(&mut frame.regs);
+                    } else {
+                        irqentry_exit::<MockPlatform>(&mut frame.regs);
+                    }
+                }
+                prop_assert_eq!(cpu(|c| (c.rcu_watching, c.hardirqs_enabled, c.arch_register)), before);
+            }
+            prop_assert_eq!(cpu(|c| c.rcu_watching), start_watching);
+        }
     }
 }
