@@ -323,7 +323,10 @@ mod tests {
         /// exactly the state its entry saw.
         #[test]
         fn nested_events_on_a_simulated_stack(
-            ops in proptest::collection::vec((any::<bool>(), any::<bool>(), any::<u32>(), 0usize..8, any::<u64>()), 1..64),
+            ops in proptest::collection::vec(
+                (any::<bool>(), any::<bool>(), any::<u32>(), 0usize..8, any::<u64>(), any::<bool>()),
+                1..64,
+            ),
             start_watching in any::<bool>(),
         ) {
             const STACK_BYTES: usize = 64 * 1024;
@@ -333,9 +336,10 @@ mod tests {
             let frame_size = core::mem::size_of::<ExtendedPtRegs>();
             reset_cpu(start_watching, false, 0x10);
             // Open entries: (frame address, is_nmi, state before, GPR pattern).
-            let mut open: Vec<(usize, bool, (bool, bool, u32), u64)> = Vec::new();
+            type OpenEntry = (usize, bool, (bool, bool, u32), u64);
+            let mut open: Vec<OpenEntry> = Vec::new();
             let mut sp = base + STACK_BYTES;
-            for (exit_now, is_nmi, arch_value, gap_words, pattern) in ops {
+            for (exit_now, is_nmi, arch_value, gap_words, pattern, hardirqs) in ops {
                 if exit_now && !open.is_empty() {
                     let (address, was_nmi, before, pattern) = open.pop().unwrap();
                     // SAFETY: `address` is a frame carved out of `stack` below.
@@ -360,7 +364,13 @@ mod tests {
                 let top = (sp - 16 * gap_words) & !15;
                 let address = top - frame_size;
                 prop_assume!(address >= base);
-                CPU.with(|c| c.borrow_mut().arch_register = arch_value);
+                CPU.with(|c| {
+                    let mut c = c.borrow_mut();
+                    c.arch_register = arch_value;
+                    // The interrupted code may have enabled interrupts (an
+                    // NMI may even hit where lockdep and IF disagree).
+                    c.hardirqs_enabled = hardirqs;
+                });
                 let before = cpu(|c| (c.rcu_watching, c.hardirqs_enabled, c.arch_register));
                 // SAFETY: [address, top) lies inside `stack`, aligned for
                 // ExtendedPtRegs, and no live reference points into it.
