@@ -207,18 +207,24 @@ pub fn run(config: &RunConfig) -> Result<Outcome, SetupError> {
         )));
     }
     let qemu = qemu_binary();
-    let mut child = Command::new(&qemu)
+    let mut command = Command::new(&qemu);
+    command
         .args(qemu_arguments(config, image))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|error| {
-            SetupError(format!(
-                "cannot start {}: {error} (install qemu-system-x86; make run does)",
-                qemu.display()
-            ))
-        })?;
+        .stderr(Stdio::piped());
+    if config.cancel.is_some() {
+        // The owner stops this boot through `cancel`; keep a terminal's
+        // Ctrl-C (sent to the whole foreground group) away from QEMU, so a
+        // boot killed by Ctrl-C is never mistaken for a kernel failure.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    }
+    let mut child = command.spawn().map_err(|error| {
+        SetupError(format!(
+            "cannot start {}: {error} (install qemu-system-x86; make run does)",
+            qemu.display()
+        ))
+    })?;
 
     // Serial and QEMU's own stderr are read on threads, so a chatty guest can
     // never block on a full pipe while we wait.

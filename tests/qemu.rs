@@ -459,3 +459,31 @@ fn cli_fuzz_replays_a_seed_and_rejects_bad_arguments() {
     assert_eq!(document["runs"].as_array().unwrap().len(), 2);
     assert_eq!(document["totals"]["violations"], 0);
 }
+
+#[test]
+fn cli_fuzz_campaign_stops_cleanly_on_ctrl_c() {
+    let child = Command::new(env!("CARGO_BIN_EXE_extregs"))
+        .args(["fuzz", "--seeds", "0..1000", "--iterations", "210", "--jobs", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a campaign");
+    // Let a few seeds finish, then Ctrl-C (SIGINT) as a terminal would.
+    std::thread::sleep(Duration::from_secs(6));
+    let interrupted = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    assert!(interrupted.unwrap().success());
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stdout}\n{stderr}");
+    assert!(stderr.contains("extregs: fuzz: interrupted"), "{stderr}");
+    // The totals of what did finish, and no QEMU left behind.
+    let totals =
+        stdout.lines().find(|l| l.contains(" seeds before Ctrl-C (")).expect("totals line");
+    assert!(totals.contains("0 failed"), "{totals}");
+    assert!(!totals.starts_with("extregs: fuzz: 0 seeds"), "no seed finished in 6 s: {totals}");
+    // (No other test uses 210 iterations.)
+    std::thread::sleep(Duration::from_millis(500));
+    let leftover = Command::new("pgrep").args(["-f", "iterations=210 max-depth"]).output().unwrap();
+    assert!(leftover.stdout.is_empty(), "QEMU still running after Ctrl-C");
+}

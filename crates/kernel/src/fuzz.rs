@@ -53,8 +53,12 @@ const MAX_LEVELS: usize = extregs_cmdline::MAX_FUZZ_DEPTH as usize;
 const PF_PRESENT: u64 = 1 << 0;
 const PF_PROTECTION_KEY: u64 = 1 << 5;
 
-/// Spins of an asynchronous trampoline's wait loop before it gives up.
-const ASYNC_SPINS: u32 = 2_000_000;
+/// Spins of an asynchronous trampoline's wait loop before it gives up (the
+/// event never came). Seconds of TCG time: a self-IPI is pending before the
+/// loop starts, but the timer's expiry is a QEMU host timer, which a busy
+/// host can delay by many milliseconds (2,000,000 spins were too few with
+/// two QEMUs on two cores).
+const ASYNC_SPINS: u32 = 1_000_000_000;
 
 /// One kind of event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1039,6 +1043,8 @@ fn violation_after(
     println!("extregs: fuzz: VIOLATION {invariant}: {detail}");
     println!("extregs: fuzz: registers of level {depth}'s context after the return:");
     let mut frame = ExtendedPtRegs { regs: *output, ..ExtendedPtRegs::default() };
+    // The context went on at the trampoline's resume point.
+    frame.regs.ip = trampoline(level(depth).kind).2;
     frame.regs.cs = u64::from(gdt::KERNEL_CS.0);
     frame.regs.ss = u64::from(gdt::KERNEL_DS.0);
     if pks::enabled() {
