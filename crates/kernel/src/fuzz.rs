@@ -522,7 +522,7 @@ fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: &mut Progra
         if rng.next_u32() & 1 == 0 { max_depth } else { 1 + (rng.next_u32() as usize % max_depth) };
     let with_pks = pks::enabled();
     let mut in_nmi = false;
-    for index in 0..len {
+    for slot in program.levels.iter_mut().take(len) {
         let kind = loop {
             let kind = KINDS[rng.next_u32() as usize % KINDS.len()];
             // Inside an NMI: IF stays clear and NMIs are blocked, so only
@@ -557,7 +557,7 @@ fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: &mut Progra
             },
             _ => Mutation::None,
         };
-        program.levels[index] = Level {
+        *slot = Level {
             kind,
             gprs,
             pkrs: if with_pks { random_pkrs(rng, kind) } else { 0 },
@@ -568,7 +568,7 @@ fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: &mut Progra
             mutation,
             // The level's handler, inside an NMI, sends a self-NMI that must
             // be latched until the outer NMI is done.
-            send_latched_nmi: in_nmi && rng.next_u32() % 4 == 0,
+            send_latched_nmi: in_nmi && rng.next_u32().is_multiple_of(4),
         };
         in_nmi |= kind == Kind::SelfNmi;
     }
