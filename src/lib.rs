@@ -4,6 +4,7 @@
 //! The `extregs` binary and the QEMU tests in `tests/` both go through this
 //! library, so the tests exercise exactly what users run.
 
+pub mod bench;
 pub mod campaign;
 pub mod images;
 pub mod qemu;

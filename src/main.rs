@@ -8,6 +8,7 @@
 //! `extregs run --qmp PATH` (e.g. in `mode=idle`).
 
 use clap::{Parser, Subcommand};
+use extregs::bench;
 use extregs::campaign::{self, CampaignConfig};
 use extregs::images;
 use extregs::qemu::{self, Accel, Firmware, RunConfig};
@@ -38,6 +39,36 @@ enum Command {
     /// Fuzz nested interrupt frames: a campaign over a seed range, or the
     /// replay of one seed.
     Fuzz(FuzzArgs),
+    /// Measure the entry variants (floor, x86-interrupt, by-value,
+    /// by-reference, extended, extended+pks-hit/-write) side by side.
+    Bench(BenchArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Harness {
+    Native,
+    Kernel,
+    Both,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Where to run: ring 3 on this CPU, inside the booted kernel, or both.
+    #[arg(long, value_enum, default_value = "both")]
+    harness: Harness,
+    /// QEMU accelerator for the kernel harness (KVM here cannot deliver
+    /// guest exceptions; its failure is reported).
+    #[arg(long, value_enum, default_value = "tcg")]
+    accel: Accel,
+    /// Timed round trips per variant, after a warm-up (kernel: at most 200000).
+    #[arg(long, default_value_t = 100_000)]
+    iterations: u64,
+    /// Write one JSON row per variant and harness.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw the medians (as ratios to each harness's floor) as an SVG bar chart.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -136,6 +167,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::InjectNmi(args) => inject_nmi(args),
         Command::Fuzz(args) => fuzz(args),
+        Command::Bench(args) => bench(args),
     };
     ExitCode::from(code as u8)
 }
@@ -337,4 +369,108 @@ fn replay(args: &FuzzArgs, seed: u64) -> i32 {
             EXIT_USAGE
         }
     }
+}
+
+fn bench(args: BenchArgs) -> i32 {
+    if args.iterations == 0 || args.iterations > extregs_cmdline_max_bench() {
+        eprintln!("extregs: --iterations must be from 1 to {}", extregs_cmdline_max_bench());
+        return EXIT_USAGE;
+    }
+    let mut rows = Vec::new();
+    let mut nesting = Vec::new();
+    let mut code = EXIT_SUCCESS;
+    if args.harness != Harness::Kernel {
+        let native = bench::native(args.iterations);
+        println!(
+            "{}",
+            bench::table(
+                &native,
+                &format!("native harness: ring 3 on {} (TSC cycles per round trip, synthetic frame + iretq)", bench::host_cpu())
+            )
+        );
+        rows.extend(native);
+    }
+    if args.harness != Harness::Native {
+        match bench::kernel(args.iterations, args.accel) {
+            Ok((kernel_rows, nest_rows, cpu)) => {
+                let accel = match args.accel {
+                    Accel::Tcg => "TCG",
+                    Accel::Kvm => "KVM",
+                    Accel::Auto => "auto",
+                };
+                println!(
+                    "{}",
+                    bench::table(
+                        &kernel_rows,
+                        &format!("kernel harness: QEMU {accel} on {cpu} (TSC cycles per `int $vector` round trip; under TCG only ratios mean anything)")
+                    )
+                );
+                println!("nesting: extended, kernel harness (cycles for the outermost round trip)");
+                println!(
+                    "  {:>5} {:>8} {:>8} {:>8} {:>7}",
+                    "depth", "min", "median", "p99", "stack"
+                );
+                for row in &nest_rows {
+                    println!(
+                        "  {:>5} {:>8} {:>8} {:>8} {:>7}",
+                        row.depth,
+                        row.summary.min,
+                        row.summary.median,
+                        row.summary.p99,
+                        row.stack_bytes
+                    );
+                }
+                println!();
+                rows.extend(kernel_rows);
+                nesting = nest_rows;
+            }
+            Err(error) => {
+                eprintln!("extregs: bench: {error}");
+                code = EXIT_KERNEL_FAILURE;
+            }
+        }
+    }
+    if let Some(path) = &args.json {
+        let harness_rows = |harness: &str| -> Vec<bench::Row> {
+            rows.iter().filter(|r| r.harness == harness).cloned().collect()
+        };
+        let json_rows: Vec<serde_json::Value> =
+            rows.iter().map(|row| bench::row_json(row, &harness_rows(&row.harness))).collect();
+        let nest_json: Vec<serde_json::Value> = nesting
+            .iter()
+            .map(|n| {
+                serde_json::json!({"name": "extended", "harness": "kernel", "depth": n.depth,
+                    "min_cycles": n.summary.min, "median_cycles": n.summary.median,
+                    "p99_cycles": n.summary.p99, "stack_bytes": n.stack_bytes})
+            })
+            .collect();
+        let document = serde_json::json!({
+            "host_cpu": bench::host_cpu(),
+            "iterations": args.iterations,
+            "rows": json_rows,
+            "nesting": nest_json,
+        });
+        if let Err(error) =
+            std::fs::write(path, serde_json::to_string_pretty(&document).unwrap() + "\n")
+        {
+            eprintln!("extregs: cannot write {}: {error}", path.display());
+            return EXIT_USAGE;
+        }
+        println!("extregs: bench: wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        if let Err(error) =
+            bench::plot(&rows, path, "extregs: entry variants, median cycles / floor")
+        {
+            eprintln!("extregs: cannot draw {}: {error}", path.display());
+            return EXIT_USAGE;
+        }
+        println!("extregs: bench: drew {}", path.display());
+    }
+    code
+}
+
+/// The kernel harness keeps at most this many samples per variant.
+fn extregs_cmdline_max_bench() -> u64 {
+    200_000
 }

@@ -487,3 +487,81 @@ fn cli_fuzz_campaign_stops_cleanly_on_ctrl_c() {
     let leftover = Command::new("pgrep").args(["-f", "iterations=210 max-depth"]).output().unwrap();
     assert!(leftover.stdout.is_empty(), "QEMU still running after Ctrl-C");
 }
+
+#[test]
+fn bench_runs_both_harnesses_and_reports_every_variant() {
+    let dir = std::env::temp_dir();
+    let json = dir.join(format!("extregs-{}-bench.json", std::process::id()));
+    let svg = dir.join(format!("extregs-{}-bench.svg", std::process::id()));
+    let output = extregs_cli(&[
+        "bench",
+        "--harness",
+        "both",
+        "--iterations",
+        "20000",
+        "--json",
+        json.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(EXIT_SUCCESS),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The table names the harness, the CPU and the accelerator.
+    assert!(stdout.contains("native harness: ring 3 on "), "{stdout}");
+    assert!(stdout.contains("kernel harness: QEMU TCG on "), "{stdout}");
+    assert!(stdout.contains("nesting: extended"), "{stdout}");
+    let document: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let _ = std::fs::remove_file(&svg);
+    assert!(plot.contains("<svg") && plot.contains("extended"), "not an SVG chart");
+    let rows = document["rows"].as_array().unwrap();
+    for harness in ["native", "kernel"] {
+        let of: Vec<&serde_json::Value> = rows.iter().filter(|r| r["harness"] == harness).collect();
+        let names: Vec<&str> = of.iter().map(|r| r["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "floor",
+                "x86-interrupt",
+                "by-value",
+                "by-reference",
+                "extended",
+                "extended+pks-hit",
+                "extended+pks-write"
+            ],
+            "{harness}: every variant, each either measured or with a reason"
+        );
+        let floor = of[0]["median_cycles"].as_u64().unwrap();
+        for row in &of {
+            if row["ran"] == true {
+                for key in ["min_cycles", "median_cycles", "p99_cycles", "stack_bytes"] {
+                    assert!(row[key].as_u64().unwrap() > 0, "{harness} {}: {key}", row["name"]);
+                }
+                assert!(row["iterations"].as_u64().unwrap() >= 20000);
+                assert!(
+                    row["median_cycles"].as_u64().unwrap() >= floor,
+                    "{harness}: {} is cheaper than the floor",
+                    row["name"]
+                );
+            } else {
+                assert!(row["why_not_run"].as_str().is_some_and(|why| !why.is_empty()));
+            }
+        }
+    }
+    // The native harness runs the four it can; the kernel runs all seven
+    // (with PKS, which -cpu max has).
+    assert_eq!(rows.iter().filter(|r| r["harness"] == "native" && r["ran"] == true).count(), 4);
+    assert_eq!(rows.iter().filter(|r| r["harness"] == "kernel" && r["ran"] == true).count(), 7);
+    let nesting = document["nesting"].as_array().unwrap();
+    let depths: Vec<u64> = nesting.iter().map(|n| n["depth"].as_u64().unwrap()).collect();
+    assert_eq!(depths, [1, 2, 4, 8]);
+    let stacks: Vec<u64> = nesting.iter().map(|n| n["stack_bytes"].as_u64().unwrap()).collect();
+    assert!(stacks.windows(2).all(|pair| pair[1] > pair[0]), "stack grows with depth: {stacks:?}");
+}

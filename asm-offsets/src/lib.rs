@@ -67,6 +67,11 @@ pub fn constants() -> Vec<AsmConstant> {
         "sizeof(struct extended_pt_regs) - sizeof(struct pt_regs): the extension below pt_regs",
     ));
     constants.push(constant(
+        "CALL_PAD_BELOW_PTREGS",
+        (16 - size_of::<PtRegs>() % 16) % 16,
+        "bytes a stub with only pt_regs on the stack adds so its call is 16-byte aligned",
+    ));
+    constants.push(constant(
         "EXTENDED_PTREGS_SIZE",
         size_of::<ExtendedPtRegs>(),
         "sizeof(struct extended_pt_regs)",
@@ -231,7 +236,16 @@ mod tests {
     /// no `sub`/`add` on RSP may use a literal size.
     #[test]
     fn entry_assembly_has_no_numeric_frame_offsets() {
-        let source = include_str!("../../crates/entry-asm/src/entry_64.S");
+        for (file, source) in [
+            ("entry_64.S", include_str!("../../crates/entry-asm/src/entry_64.S")),
+            ("calling.S", include_str!("../../crates/entry-asm/src/calling.S")),
+            ("bench_64.S", include_str!("../../crates/bench/src/bench_64.S")),
+        ] {
+            assert_no_numeric_frame_offsets(file, source);
+        }
+    }
+
+    fn assert_no_numeric_frame_offsets(file: &str, source: &str) {
         let mut in_comment = false;
         for (number, line) in source.lines().enumerate() {
             let mut code = String::new();
@@ -266,7 +280,8 @@ mod tests {
                     .unwrap_or("");
                 assert!(
                     !displacement.starts_with(|c: char| c.is_ascii_digit() || c == '-'),
-                    "entry_64.S:{}: numeric offset in `{}`",
+                    "{}:{}: numeric offset in `{}`",
+                    file,
                     number + 1,
                     code.trim()
                 );
@@ -278,7 +293,8 @@ mod tests {
                 .any(|(index, _)| code[index + 1..].starts_with(|c: char| c.is_ascii_digit()));
             assert!(
                 !(adjusts_rsp && literal_immediate),
-                "entry_64.S:{}: literal stack adjustment in `{}`",
+                "{}:{}: literal stack adjustment in `{}`",
+                file,
                 number + 1,
                 code.trim()
             );

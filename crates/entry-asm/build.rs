@@ -6,6 +6,7 @@ fn main() {
         std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     asm_offsets::write_all(&out_dir).expect("writing the generated asm-offsets files");
     println!("cargo:rerun-if-changed=src/entry_64.S");
+    println!("cargo:rerun-if-changed=src/calling.S");
     println!("cargo:rerun-if-changed=../regs/src/lib.rs");
     println!("cargo:rerun-if-changed=../../asm-offsets/src/lib.rs");
     // The fuzzer's proof by mutation (see crates/kernel/build.rs).

@@ -25,16 +25,20 @@ pub enum Mode {
     Idle,
     /// The nested-interrupt fuzzer: `seed=`, `iterations=`, `max-depth=`.
     Fuzz,
+    /// The kernel harness of `extregs bench`: `iterations=` round trips per
+    /// entry variant.
+    Bench,
 }
 
 impl Mode {
     /// Every mode with its command-line spelling.
-    pub const ALL: [(Mode, &'static str); 5] = [
+    pub const ALL: [(Mode, &'static str); 6] = [
         (Mode::Demo, "demo"),
         (Mode::Selftest, "selftest"),
         (Mode::Oops, "oops"),
         (Mode::Idle, "idle"),
         (Mode::Fuzz, "fuzz"),
+        (Mode::Bench, "bench"),
     ];
 
     /// The command-line spelling.
@@ -81,7 +85,14 @@ pub struct CommandLine {
     pub idle_seconds: u32,
     /// `mode=fuzz` settings (defaults when absent).
     pub fuzz: FuzzSettings,
+    /// `iterations=` of `mode=bench` ([`DEFAULT_BENCH_ITERATIONS`] when absent).
+    pub bench_iterations: u64,
 }
+
+/// Round trips per variant in `mode=bench` without `iterations=`.
+pub const DEFAULT_BENCH_ITERATIONS: u64 = 100_000;
+/// The most `mode=bench` keeps samples for.
+pub const MAX_BENCH_ITERATIONS: u64 = 200_000;
 
 /// A fault a fault-injection kernel build can switch on (`inject=`), for
 /// the fuzzer's proof by mutation.
@@ -221,6 +232,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
     let (mut seed, mut iterations, mut max_depth) = (None, None, None);
     let mut fuzz_key = "";
     let mut inject = None;
+    let mut iterations_text = "";
     for word in text.split_ascii_whitespace() {
         let (key, value) = match word.split_once('=') {
             Some((key, value)) if !key.is_empty() && !value.is_empty() => (key, value),
@@ -234,7 +246,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                 mode = Some(lookup(&Mode::ALL, value).ok_or(CommandLineError::BadValue {
                     key,
                     value,
-                    expected: "demo, selftest, oops, idle, fuzz",
+                    expected: "demo, selftest, oops, idle, fuzz, bench",
                 })?);
             }
             "cause" => {
@@ -281,6 +293,9 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                     _ => (1, u64::from(MAX_FUZZ_DEPTH)),
                 };
                 *slot = Some(number(key, value, min, max)?);
+                if key == "iterations" {
+                    iterations_text = value;
+                }
                 fuzz_key = key;
             }
             _ => return Err(CommandLineError::UnknownKey(key)),
@@ -295,9 +310,32 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
     if seconds.is_some() && mode != Mode::Idle {
         return Err(CommandLineError::KeyNotForMode { key: seconds_key, mode });
     }
-    if !fuzz_key.is_empty() && mode != Mode::Fuzz {
+    let bench_only_iterations = mode == Mode::Bench && fuzz_key == "iterations";
+    if !fuzz_key.is_empty() && mode != Mode::Fuzz && !bench_only_iterations {
         return Err(CommandLineError::KeyNotForMode { key: fuzz_key, mode });
     }
+    if mode == Mode::Bench && (seed.is_some() || max_depth.is_some() || inject.is_some()) {
+        let key = if seed.is_some() {
+            "seed"
+        } else if max_depth.is_some() {
+            "max-depth"
+        } else {
+            "inject"
+        };
+        return Err(CommandLineError::KeyNotForMode { key, mode });
+    }
+    let bench_iterations = match (mode, iterations) {
+        (Mode::Bench, Some(n)) if n > MAX_BENCH_ITERATIONS => {
+            return Err(CommandLineError::BadNumber {
+                key: "iterations",
+                value: iterations_text,
+                min: 1,
+                max: MAX_BENCH_ITERATIONS,
+            })
+        }
+        (Mode::Bench, Some(n)) => n,
+        _ => DEFAULT_BENCH_ITERATIONS,
+    };
     let defaults = FuzzSettings::default();
     Ok(CommandLine {
         mode,
@@ -309,6 +347,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
             max_depth: max_depth.map_or(defaults.max_depth, |depth| depth as u32),
             inject,
         },
+        bench_iterations,
     })
 }
 
@@ -328,7 +367,8 @@ mod tests {
                 mode: Mode::Demo,
                 oops_cause: None,
                 idle_seconds: DEFAULT_IDLE_SECONDS,
-                fuzz: FuzzSettings::default()
+                fuzz: FuzzSettings::default(),
+                bench_iterations: DEFAULT_BENCH_ITERATIONS
             }
         );
         assert_eq!(parse("  \n\t ").unwrap().mode, Mode::Demo);
@@ -343,7 +383,8 @@ mod tests {
                 mode: Mode::Oops,
                 oops_cause: Some(OopsCause::PksViolation),
                 idle_seconds: DEFAULT_IDLE_SECONDS,
-                fuzz: FuzzSettings::default()
+                fuzz: FuzzSettings::default(),
+                bench_iterations: DEFAULT_BENCH_ITERATIONS
             }
         );
         assert_eq!(parse("mode=idle seconds=7").unwrap().idle_seconds, 7);
@@ -352,6 +393,15 @@ mod tests {
             FuzzSettings { seed: 42, iterations: 1000, max_depth: 12, inject: None }
         );
         assert_eq!(parse("mode=fuzz").unwrap().fuzz, FuzzSettings::default());
+        assert_eq!(parse("mode=bench iterations=5000").unwrap().bench_iterations, 5000);
+        assert_eq!(
+            parse("mode=bench iterations=200001").unwrap_err().to_string(),
+            "bad value '200001' for 'iterations' (expected a number from 1 to 200000)"
+        );
+        assert_eq!(
+            parse("mode=bench seed=1").unwrap_err().to_string(),
+            "key 'seed' does not apply to mode=bench"
+        );
         assert_eq!(
             parse("mode=fuzz inject=nmi-reuses-ist-frame").unwrap().fuzz.inject,
             Some(Fault::NmiReusesIstFrame)
@@ -391,7 +441,7 @@ mod tests {
         );
         assert_eq!(
             parse("mode=dance").unwrap_err().to_string(),
-            "bad value 'dance' for 'mode' (expected one of: demo, selftest, oops, idle, fuzz)"
+            "bad value 'dance' for 'mode' (expected one of: demo, selftest, oops, idle, fuzz, bench)"
         );
         for bad in ["0", "-1", "3601", "ten", "1e3"] {
             let line = std::format!("mode=idle seconds={bad}");

@@ -61,6 +61,7 @@ const_assert_eq!(EXTENDED_PTREGS_SIZE, core::mem::size_of::<ExtendedPtRegs>());
 core::arch::global_asm!(
     include_str!(concat!(env!("OUT_DIR"), "/asm-offsets.S")),
     ".set EXTREGS_FAULT_INJECTION, 0",
+    include_str!("calling.S"),
     include_str!("entry_64.S"),
     options(att_syntax)
 );
@@ -72,6 +73,7 @@ core::arch::global_asm!(
 core::arch::global_asm!(
     include_str!(concat!(env!("OUT_DIR"), "/asm-offsets.S")),
     ".set EXTREGS_FAULT_INJECTION, 1",
+    include_str!("calling.S"),
     include_str!("entry_64.S"),
     options(att_syntax)
 );

@@ -54,6 +54,9 @@ pub trait EntryPlatform {
 /// whole [`ExtendedPtRegs`] laid out by the caller): the extension below it is
 /// written. Pair every call with exactly one [`irqentry_exit`] on the same
 /// frame.
+// Out of line, as Linux's noinstr entry functions are (and as the by-value
+// and by-reference variants are, so the benchmark compares like with like).
+#[inline(never)]
 pub unsafe fn irqentry_enter<P: EntryPlatform>(regs: &mut PtRegs) {
     // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
@@ -75,6 +78,9 @@ pub unsafe fn irqentry_enter<P: EntryPlatform>(regs: &mut PtRegs) {
 ///
 /// `regs` must be the frame [`irqentry_enter`] ran on, with its extension
 /// untouched except through the documented accessors.
+// Out of line, as Linux's noinstr entry functions are (and as the by-value
+// and by-reference variants are, so the benchmark compares like with like).
+#[inline(never)]
 pub unsafe fn irqentry_exit<P: EntryPlatform>(regs: &mut PtRegs) {
     // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
@@ -91,6 +97,9 @@ pub unsafe fn irqentry_exit<P: EntryPlatform>(regs: &mut PtRegs) {
 /// # Safety
 ///
 /// As [`irqentry_enter`]; pair with [`irqentry_nmi_exit`].
+// Out of line, as Linux's noinstr entry functions are (and as the by-value
+// and by-reference variants are, so the benchmark compares like with like).
+#[inline(never)]
 pub unsafe fn irqentry_nmi_enter<P: EntryPlatform>(regs: &mut PtRegs) {
     // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
@@ -113,6 +122,9 @@ pub unsafe fn irqentry_nmi_enter<P: EntryPlatform>(regs: &mut PtRegs) {
 /// # Safety
 ///
 /// As [`irqentry_exit`].
+// Out of line, as Linux's noinstr entry functions are (and as the by-value
+// and by-reference variants are, so the benchmark compares like with like).
+#[inline(never)]
 pub unsafe fn irqentry_nmi_exit<P: EntryPlatform>(regs: &mut PtRegs) {
     // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
@@ -121,6 +133,88 @@ pub unsafe fn irqentry_nmi_exit<P: EntryPlatform>(regs: &mut PtRegs) {
     }
     P::lockdep_set_hardirqs_enabled(frame.generic.lockdep_hardirqs_enabled != 0);
     P::arch_exit(&frame.arch);
+}
+
+/// Linux 5.10's `irqentry_state_t` (plus the arch state, as Weiny's PKS
+/// series needed): what the two designs the extension replaces carry
+/// around. Eight bytes, so it fits a register.
+///
+/// These variants exist for the benchmark (`extregs bench`), which compares
+/// them with the extension on the same frame and the same platform.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IrqentryState {
+    pub generic: GenericExtRegs,
+    pub arch: ArchExtRegs,
+}
+
+/// Linux 5.10: `irqentry_enter()` returns the state by value.
+///
+/// # Safety
+///
+/// `regs` is the interrupted context's frame; pair with
+/// [`irqentry_exit_by_value`].
+#[inline(never)]
+pub unsafe fn irqentry_enter_by_value<P: EntryPlatform>(_regs: &mut PtRegs) -> IrqentryState {
+    let mut state = IrqentryState::default();
+    P::arch_enter(&mut state.arch);
+    P::lockdep_set_hardirqs_enabled(false);
+    if !P::rcu_is_watching() {
+        P::rcu_irq_enter();
+        state.generic.exit_rcu = 1;
+    }
+    state
+}
+
+/// Exit matching [`irqentry_enter_by_value`].
+///
+/// # Safety
+///
+/// As [`irqentry_enter_by_value`].
+#[inline(never)]
+pub unsafe fn irqentry_exit_by_value<P: EntryPlatform>(regs: &mut PtRegs, state: IrqentryState) {
+    if state.generic.exit_rcu != 0 {
+        P::rcu_irq_exit();
+    }
+    P::lockdep_set_hardirqs_enabled(regs.interrupts_enabled());
+    P::arch_exit(&state.arch);
+}
+
+/// Weiny's V3: the state lives in the caller's frame, passed by reference.
+///
+/// # Safety
+///
+/// As [`irqentry_enter_by_value`]; pair with [`irqentry_exit_by_reference`]
+/// on the same `state`.
+#[inline(never)]
+pub unsafe fn irqentry_enter_by_reference<P: EntryPlatform>(
+    _regs: &mut PtRegs,
+    state: &mut IrqentryState,
+) {
+    P::arch_enter(&mut state.arch);
+    P::lockdep_set_hardirqs_enabled(false);
+    state.generic = GenericExtRegs::default();
+    if !P::rcu_is_watching() {
+        P::rcu_irq_enter();
+        state.generic.exit_rcu = 1;
+    }
+}
+
+/// Exit matching [`irqentry_enter_by_reference`].
+///
+/// # Safety
+///
+/// As [`irqentry_enter_by_reference`].
+#[inline(never)]
+pub unsafe fn irqentry_exit_by_reference<P: EntryPlatform>(
+    regs: &mut PtRegs,
+    state: &IrqentryState,
+) {
+    if state.generic.exit_rcu != 0 {
+        P::rcu_irq_exit();
+    }
+    P::lockdep_set_hardirqs_enabled(regs.interrupts_enabled());
+    P::arch_exit(&state.arch);
 }
 
 #[cfg(test)]
@@ -264,6 +358,39 @@ mod tests {
         // SAFETY: as above.
         unsafe { irqentry_exit::<MockPlatform>(&mut frame.regs) };
         assert_eq!(cpu(|c| c.arch_register), 0x4321);
+    }
+
+    #[test]
+    fn by_value_and_by_reference_do_what_the_extension_does() {
+        for by_value in [true, false] {
+            reset_cpu(false, true, 0x1234);
+            let mut frame = garbage_frame();
+            let mut state = IrqentryState::default();
+            // SAFETY: frame.regs is a valid PtRegs (these variants never
+            // look below it).
+            unsafe {
+                if by_value {
+                    state = irqentry_enter_by_value::<MockPlatform>(&mut frame.regs);
+                } else {
+                    irqentry_enter_by_reference::<MockPlatform>(&mut frame.regs, &mut state);
+                }
+            }
+            assert_eq!(state.generic.exit_rcu, 1);
+            assert_eq!(state.arch.pks, 0x1234);
+            assert!(cpu(|c| c.rcu_watching) && !cpu(|c| c.hardirqs_enabled));
+            // SAFETY: as above.
+            unsafe {
+                if by_value {
+                    irqentry_exit_by_value::<MockPlatform>(&mut frame.regs, state);
+                } else {
+                    irqentry_exit_by_reference::<MockPlatform>(&mut frame.regs, &state);
+                }
+            }
+            assert!(!cpu(|c| c.rcu_watching));
+            assert_eq!(cpu(|c| c.arch_register), 0x1234);
+            // The frame below PtRegs was never touched.
+            assert_eq!(frame.generic.exit_rcu, 0xa5);
+        }
     }
 
     proptest! {

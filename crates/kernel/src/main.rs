@@ -11,8 +11,11 @@
 
 #![no_std]
 #![no_main]
+// The benchmark's comparison point: Rust's x86-interrupt handlers.
+#![feature(abi_x86_interrupt)]
 
 mod apic;
+mod bench;
 mod cpu;
 mod demo;
 mod events;
@@ -120,6 +123,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         }
         Mode::Idle => idle::run(cmdline.idle_seconds),
         Mode::Fuzz => fuzz::run(cmdline.fuzz),
+        Mode::Bench => bench::run(cmdline.bench_iterations),
         Mode::Oops => {
             let cause = cmdline.oops_cause.expect("the parser requires cause= with mode=oops");
             oops::die_on_purpose(cause, pkey_page)

@@ -1,0 +1,254 @@
+//! `mode=bench iterations=N`: the kernel harness of `extregs bench`.
+//!
+//! Each variant gets its own IDT vector whose gate points at that
+//! variant's stub (`crates/bench`, or a Rust `extern "x86-interrupt"`
+//! handler), and `int $vector` round trips are timed with the TSC. Every
+//! handler runs the same body. Results are `BENCH {json}` lines (one per
+//! variant, a `why` for those this CPU can't run) and `BENCH_NEST {json}`
+//! lines for the `extended` variant nested 1, 2, 4 and 8 deep.
+//!
+//! Under TCG the cycles measure the emulator: only ratios between variants
+//! of the same run mean anything.
+
+use crate::{idt, pks, println, result, traps::KernelPlatform};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
+use extregs_bench::{CellPlatform, Stub, Summary, HANDLER_RSP};
+use extregs_entry::{irqentry_enter, irqentry_exit};
+use extregs_regs::PtRegs;
+use x86_64::structures::idt::InterruptStackFrame;
+
+const FLOOR_VECTOR: u8 = 0xa0;
+const X86_INTERRUPT_VECTOR: u8 = 0xa1;
+const BY_VALUE_VECTOR: u8 = 0xa2;
+const BY_REFERENCE_VECTOR: u8 = 0xa3;
+const EXTENDED_VECTOR: u8 = 0xa4;
+const EXTENDED_PKS_VECTOR: u8 = 0xa5;
+const NESTED_VECTOR: u8 = 0xa6;
+
+/// # Safety
+///
+/// Called only by the `by_value` stub, with the frame it built.
+#[no_mangle]
+pub unsafe extern "C" fn extregs_bench_by_value_handler(regs: &mut PtRegs) {
+    // SAFETY: per the function contract.
+    unsafe { extregs_bench::by_value::<CellPlatform>(regs) }
+}
+
+/// # Safety
+///
+/// Called only by the `by_reference` stub, with the frame it built.
+#[no_mangle]
+pub unsafe extern "C" fn extregs_bench_by_reference_handler(regs: &mut PtRegs) {
+    // SAFETY: per the function contract.
+    unsafe { extregs_bench::by_reference::<CellPlatform>(regs) }
+}
+
+/// # Safety
+///
+/// Called only by the `extended` stub, with the frame it built.
+#[no_mangle]
+pub unsafe extern "C" fn extregs_bench_extended_handler(regs: &mut PtRegs) {
+    // SAFETY: per the function contract.
+    unsafe { extregs_bench::extended::<CellPlatform>(regs) }
+}
+
+/// The kernel's own platform: the real PKRS (cached) save and restore.
+///
+/// # Safety
+///
+/// Called only by the `extended_pks` stub, with the frame it built.
+#[no_mangle]
+pub unsafe extern "C" fn extregs_bench_extended_pks_handler(regs: &mut PtRegs) {
+    // SAFETY: per the function contract.
+    unsafe { extregs_bench::extended::<KernelPlatform>(regs) }
+}
+
+/// Levels still to nest below this one.
+static NEST_LEFT: AtomicU64 = AtomicU64::new(0);
+
+/// The `extended` handler that raises itself again while [`NEST_LEFT`] is
+/// non-zero (the body runs first, so the deepest level notes RSP last).
+///
+/// # Safety
+///
+/// Called only by the `extended_nested` stub, with the frame it built.
+#[no_mangle]
+pub unsafe extern "C" fn extregs_bench_extended_nested_handler(regs: &mut PtRegs) {
+    // SAFETY: per the function contract.
+    unsafe { irqentry_enter::<CellPlatform>(regs) };
+    extregs_bench::handler_body();
+    if NEST_LEFT.load(Ordering::Relaxed) > 0 {
+        NEST_LEFT.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: the nested vector's gate is this same stub.
+        unsafe { core::arch::asm!("int {v}", v = const NESTED_VECTOR) };
+    }
+    // SAFETY: the same frame.
+    unsafe { irqentry_exit::<CellPlatform>(regs) };
+}
+
+/// The Rust ecosystem's default: no pt_regs, the compiler saves what the
+/// body clobbers.
+extern "x86-interrupt" fn x86_interrupt_handler(_frame: InterruptStackFrame) {
+    extregs_bench::handler_body();
+}
+
+/// One `int $V` round trip: (TSC ticks, RSP before the int).
+macro_rules! round_trip {
+    ($vector:expr) => {{
+        let (start, end, top): (u64, u64, u64);
+        // SAFETY: the vector's gate is one of the bench stubs (or the
+        // x86-interrupt handler), which restore every register and return
+        // with iretq. RAX and RDX are declared clobbered.
+        unsafe {
+            core::arch::asm!(
+                "lfence",
+                "rdtsc",
+                "shl rdx, 32",
+                "or rax, rdx",
+                "mov {start}, rax",
+                "mov {top}, rsp",
+                "int {v}",
+                "lfence",
+                "rdtsc",
+                "shl rdx, 32",
+                "or rax, rdx",
+                "mov {end}, rax",
+                v = const $vector,
+                start = out(reg) start,
+                end = out(reg) end,
+                top = out(reg) top,
+                out("rax") _,
+                out("rdx") _,
+            )
+        };
+        (end - start, top)
+    }};
+}
+
+fn round_trip(vector: u8) -> (u64, u64) {
+    match vector {
+        FLOOR_VECTOR => round_trip!(FLOOR_VECTOR),
+        X86_INTERRUPT_VECTOR => round_trip!(X86_INTERRUPT_VECTOR),
+        BY_VALUE_VECTOR => round_trip!(BY_VALUE_VECTOR),
+        BY_REFERENCE_VECTOR => round_trip!(BY_REFERENCE_VECTOR),
+        EXTENDED_VECTOR => round_trip!(EXTENDED_VECTOR),
+        EXTENDED_PKS_VECTOR => round_trip!(EXTENDED_PKS_VECTOR),
+        _ => round_trip!(NESTED_VECTOR),
+    }
+}
+
+/// Sample storage: one CPU, used only by this mode, one variant at a time.
+struct Samples(UnsafeCell<[u64; extregs_cmdline::MAX_BENCH_ITERATIONS as usize]>);
+// SAFETY: see above.
+unsafe impl Sync for Samples {}
+static SAMPLES: Samples =
+    Samples(UnsafeCell::new([0; extregs_cmdline::MAX_BENCH_ITERATIONS as usize]));
+
+/// Times `iterations` round trips on `vector` after a warm-up; returns the
+/// summary and the stack bytes from the RSP before `int` to RSP inside the
+/// handler (None when no handler body ran).
+fn measure(vector: u8, iterations: usize) -> (Summary, Option<u64>) {
+    for _ in 0..iterations.min(10_000) {
+        round_trip(vector);
+    }
+    // SAFETY: only this function touches the samples, and never reentrantly.
+    let samples = unsafe { &mut *SAMPLES.0.get() };
+    HANDLER_RSP.store(0, Ordering::SeqCst);
+    let mut stack = None;
+    for sample in samples.iter_mut().take(iterations) {
+        let (ticks, top) = round_trip(vector);
+        *sample = ticks;
+        let rsp = HANDLER_RSP.swap(0, Ordering::SeqCst);
+        if rsp != 0 {
+            stack = Some(top - rsp);
+        }
+    }
+    (extregs_bench::summarize(&mut samples[..iterations]), stack)
+}
+
+fn print_row(name: &str, iterations: usize, measured: Result<(Summary, Option<u64>), &str>) {
+    match measured {
+        Ok((summary, stack)) => println!(
+            "BENCH {{\"name\":\"{name}\",\"iterations\":{iterations},\"min\":{},\"median\":{},\"p99\":{},\"stack_bytes\":{}}}",
+            summary.min,
+            summary.median,
+            summary.p99,
+            // The floor has no handler: the CPU's frame is all it uses.
+            stack.unwrap_or(40)
+        ),
+        Err(why) => println!("BENCH {{\"name\":\"{name}\",\"iterations\":0,\"why\":\"{why}\"}}"),
+    }
+}
+
+/// `mode=bench`.
+pub fn run(iterations: u64) -> bool {
+    let iterations = iterations as usize;
+    idt::load_with_extra_gates(&[
+        (FLOOR_VECTOR, Stub::Floor.address()),
+        (X86_INTERRUPT_VECTOR, x86_interrupt_handler as *const () as u64),
+        (BY_VALUE_VECTOR, Stub::ByValue.address()),
+        (BY_REFERENCE_VECTOR, Stub::ByReference.address()),
+        (EXTENDED_VECTOR, Stub::Extended.address()),
+        (EXTENDED_PKS_VECTOR, Stub::ExtendedPks.address()),
+        (NESTED_VECTOR, Stub::ExtendedNested.address()),
+    ]);
+    println!(
+        "extregs: bench: {iterations} round trips per variant after a warm-up (int $vector, TSC)"
+    );
+    for (name, vector) in [
+        ("floor", FLOOR_VECTOR),
+        ("x86-interrupt", X86_INTERRUPT_VECTOR),
+        ("by-value", BY_VALUE_VECTOR),
+        ("by-reference", BY_REFERENCE_VECTOR),
+        ("extended", EXTENDED_VECTOR),
+    ] {
+        print_row(name, iterations, Ok(measure(vector, iterations)));
+    }
+    if pks::enabled() {
+        // Interrupted with the default: the cache saves both WRMSRs.
+        // SAFETY: PKS is on; the default keeps key 0 read/write.
+        unsafe { pks::update_pkrs(pks::PKRS_DEFAULT) };
+        let before = pks::wrmsr_count();
+        let hit = measure(EXTENDED_PKS_VECTOR, iterations);
+        let hit_wrmsrs = pks::wrmsr_count() - before;
+        print_row("extended+pks-hit", iterations, Ok(hit));
+        // Interrupted with another value: one WRMSR in, one out.
+        let other = pks::with_key_rights(pks::PKRS_DEFAULT, 1, pks::KeyRights::ReadWrite);
+        // SAFETY: as above; key 0 stays read/write.
+        unsafe { pks::write_pkrs(other) };
+        let before = pks::wrmsr_count();
+        let write = measure(EXTENDED_PKS_VECTOR, iterations);
+        let write_wrmsrs = pks::wrmsr_count() - before;
+        // SAFETY: as above.
+        unsafe { pks::write_pkrs(pks::PKRS_DEFAULT) };
+        print_row("extended+pks-write", iterations, Ok(write));
+        println!("extregs: bench: WRMSRs to PKRS: {hit_wrmsrs} for pks-hit, {write_wrmsrs} for pks-write (warm-up included)");
+    } else {
+        print_row("extended+pks-hit", iterations, Err("this CPU has no PKS"));
+        print_row("extended+pks-write", iterations, Err("this CPU has no PKS"));
+    }
+    for depth in [1u64, 2, 4, 8] {
+        let mut samples_done = 0;
+        let nest_iterations = iterations.min(20_000);
+        // SAFETY: as in measure.
+        let samples = unsafe { &mut *SAMPLES.0.get() };
+        let mut deepest = 0;
+        for sample in samples.iter_mut().take(nest_iterations) {
+            NEST_LEFT.store(depth - 1, Ordering::SeqCst);
+            HANDLER_RSP.store(0, Ordering::SeqCst);
+            let (ticks, top) = round_trip(NESTED_VECTOR);
+            *sample = ticks;
+            deepest = top - HANDLER_RSP.load(Ordering::SeqCst);
+            samples_done += 1;
+        }
+        let summary = extregs_bench::summarize(&mut samples[..samples_done]);
+        println!(
+            "BENCH_NEST {{\"depth\":{depth},\"iterations\":{samples_done},\"min\":{},\"median\":{},\"p99\":{},\"stack_bytes\":{deepest}}}",
+            summary.min, summary.median, summary.p99
+        );
+    }
+    idt::init();
+    result::emit(true, format_args!(",\"iterations\":{iterations}"));
+    true
+}

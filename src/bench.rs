@@ -1,0 +1,391 @@
+//! `extregs bench`: the thread's question measured. Each entry variant runs
+//! the same trivial handler, so only the entry design differs.
+//!
+//! * **native**: the variants' stubs (`crates/bench`, built from the same
+//!   `calling.S` and `extregs-entry` code as the kernel) run in this very
+//!   process, in ring 3: a synthetic interrupt frame (`ss`=0x2b, `rsp`,
+//!   `rflags`, `cs`=0x33, `rip`) is pushed and the stub entered with a jump;
+//!   its `iretq` comes back. Real TSC cycles of the stub and entry code,
+//!   without the CPU's own delivery. PKRS is a memory cell
+//!   (`extregs_bench::CellPlatform`).
+//! * **kernel**: `int $vector` round trips inside the booted kernel (QEMU;
+//!   under TCG only the ratios mean anything), plus the kernel-only
+//!   variants (`x86-interrupt`, and the real PKRS save/restore with and
+//!   without a WRMSR).
+
+use crate::qemu::{self, Accel, RunConfig};
+use extregs_bench::{Stub, Summary, CELL_PKRS, CELL_PKRS_DEFAULT, HANDLER_RSP};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+// The stubs' handlers come from `extregs-bench` (feature `cell-handlers`).
+
+/// The variants in report order.
+pub const VARIANTS: [&str; 7] = [
+    "floor",
+    "x86-interrupt",
+    "by-value",
+    "by-reference",
+    "extended",
+    "extended+pks-hit",
+    "extended+pks-write",
+];
+
+/// One variant in one harness.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub name: String,
+    pub harness: String,
+    /// None: the variant cannot run in this harness (`why` says so).
+    pub summary: Option<Summary>,
+    pub stack_bytes: Option<u64>,
+    pub iterations: u64,
+    pub why: Option<String>,
+}
+
+/// One nesting depth of the kernel's `extended` variant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NestRow {
+    pub depth: u64,
+    pub summary: Summary,
+    pub stack_bytes: u64,
+}
+
+/// Reads the TSC, ordered after earlier instructions.
+#[inline(always)]
+fn tsc() -> u64 {
+    // SAFETY: LFENCE and RDTSC have no side effects.
+    unsafe {
+        core::arch::x86_64::_mm_lfence();
+        core::arch::x86_64::_rdtsc()
+    }
+}
+
+/// One synthetic-frame round trip through `stub`; returns (TSC ticks,
+/// RSP before the frame was pushed).
+#[inline(never)]
+fn round_trip(stub: u64) -> (u64, u64) {
+    let start: u64;
+    let end: u64;
+    let top: u64;
+    // SAFETY: pushes a ring-3 interrupt frame (the user selectors Linux
+    // gives every x86_64 process) that returns to label 2, and jumps to a
+    // stub that saves and restores every GPR it touches (or, for the floor,
+    // none) and ends in iretq. RAX, RCX and RDX are declared clobbered; the
+    // stack is back where it was after the iretq.
+    unsafe {
+        core::arch::asm!(
+            "lfence",
+            "rdtsc",
+            "shl rdx, 32",
+            "or rax, rdx",
+            "mov {start}, rax",
+            "mov {top}, rsp",
+            "mov rcx, rsp",
+            "push 0x2b",
+            "push rcx",
+            "pushfq",
+            "push 0x33",
+            "lea rcx, [rip + 2f]",
+            "push rcx",
+            "jmp {stub}",
+            "2:",
+            "lfence",
+            "rdtsc",
+            "shl rdx, 32",
+            "or rax, rdx",
+            "mov {end}, rax",
+            stub = in(reg) stub,
+            start = out(reg) start,
+            end = out(reg) end,
+            top = out(reg) top,
+            out("rax") _,
+            out("rcx") _,
+            out("rdx") _,
+        );
+    }
+    (end - start, top)
+}
+
+/// Runs `stub` `iterations` times after a warm-up; returns the summary and
+/// the stack bytes from the frame's top to RSP inside the handler (None
+/// when no handler ran: the floor).
+fn measure_native(stub: Stub, iterations: u64) -> (Summary, Option<u64>) {
+    let address = stub.address();
+    for _ in 0..iterations.min(10_000) {
+        round_trip(address);
+    }
+    let mut samples = Vec::with_capacity(iterations as usize);
+    HANDLER_RSP.store(0, Ordering::SeqCst);
+    let mut stack = None;
+    for _ in 0..iterations {
+        let (ticks, top) = round_trip(address);
+        samples.push(ticks);
+        let handler_rsp = HANDLER_RSP.swap(0, Ordering::SeqCst);
+        if handler_rsp != 0 {
+            stack = Some(top - handler_rsp);
+        }
+    }
+    let _ = tsc();
+    (extregs_bench::summarize(&mut samples), stack)
+}
+
+/// The native harness: every variant it can run, and why not the others.
+pub fn native(iterations: u64) -> Vec<Row> {
+    CELL_PKRS.store(CELL_PKRS_DEFAULT, Ordering::SeqCst);
+    VARIANTS
+        .iter()
+        .map(|&name| {
+            let stub = match name {
+                "floor" => Some(Stub::Floor),
+                "by-value" => Some(Stub::ByValue),
+                "by-reference" => Some(Stub::ByReference),
+                "extended" => Some(Stub::Extended),
+                _ => None,
+            };
+            match stub {
+                Some(stub) => {
+                    let (summary, stack) = measure_native(stub, iterations);
+                    Row {
+                        name: name.into(),
+                        harness: "native".into(),
+                        summary: Some(summary),
+                        stack_bytes: Some(stack.unwrap_or(FRAME_ONLY_BYTES)),
+                        iterations,
+                        why: None,
+                    }
+                }
+                None => Row {
+                    name: name.into(),
+                    harness: "native".into(),
+                    summary: None,
+                    stack_bytes: None,
+                    iterations,
+                    why: Some(match name {
+                        "x86-interrupt" => "in-kernel only: a Rust x86-interrupt handler needs a real interrupt gate".into(),
+                        _ => "in-kernel only: needs the PKRS MSR".into(),
+                    }),
+                },
+            }
+        })
+        .collect()
+}
+
+/// The CPU's frame without a handler: 5 words.
+const FRAME_ONLY_BYTES: u64 = 40;
+
+/// The kernel harness: boots `mode=bench` and reads its `BENCH` lines.
+pub fn kernel(iterations: u64, accel: Accel) -> Result<(Vec<Row>, Vec<NestRow>, String), String> {
+    let config = RunConfig {
+        accel,
+        cmdline: format!("mode=bench iterations={iterations}"),
+        timeout: Duration::from_secs(900),
+        ..RunConfig::default()
+    };
+    let outcome = qemu::run(&config).map_err(|error| error.to_string())?;
+    if outcome.qemu_stderr.contains("KVM internal error") {
+        return Err("KVM cannot deliver guest exceptions on this host (\"KVM internal error\"): use --accel tcg".into());
+    }
+    let (code, why) = outcome.verdict();
+    if code != 0 {
+        let tail: Vec<&str> = outcome.serial.lines().rev().take(15).collect();
+        return Err(format!(
+            "the kernel harness failed: {why}\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
+    let mut rows = Vec::new();
+    let mut nesting = Vec::new();
+    for line in outcome.serial.lines() {
+        if let Some(json) = line.strip_prefix("BENCH ") {
+            let value: Value =
+                serde_json::from_str(json).map_err(|e| format!("bad BENCH line ({e}): {line}"))?;
+            let summary = value["median"].as_u64().map(|median| Summary {
+                min: value["min"].as_u64().unwrap_or(0),
+                median,
+                p99: value["p99"].as_u64().unwrap_or(0),
+            });
+            rows.push(Row {
+                name: value["name"].as_str().unwrap_or("?").into(),
+                harness: "kernel".into(),
+                summary,
+                stack_bytes: value["stack_bytes"].as_u64(),
+                iterations: value["iterations"].as_u64().unwrap_or(0),
+                why: value["why"].as_str().map(String::from),
+            });
+        } else if let Some(json) = line.strip_prefix("BENCH_NEST ") {
+            let value: Value = serde_json::from_str(json)
+                .map_err(|e| format!("bad BENCH_NEST line ({e}): {line}"))?;
+            nesting.push(NestRow {
+                depth: value["depth"].as_u64().unwrap_or(0),
+                summary: Summary {
+                    min: value["min"].as_u64().unwrap_or(0),
+                    median: value["median"].as_u64().unwrap_or(0),
+                    p99: value["p99"].as_u64().unwrap_or(0),
+                },
+                stack_bytes: value["stack_bytes"].as_u64().unwrap_or(0),
+            });
+        }
+    }
+    let cpu = outcome
+        .serial
+        .lines()
+        .find_map(|line| line.strip_prefix("extregs: cpu: "))
+        .map(|text| text.split(": pks=").next().unwrap_or(text).to_string())
+        .unwrap_or_else(|| "unknown".into());
+    Ok((rows, nesting, cpu))
+}
+
+/// A variant's median, by name, in one harness's rows.
+fn median_of(rows: &[Row], name: &str) -> Option<u64> {
+    rows.iter().find(|row| row.name == name).and_then(|row| row.summary).map(|s| s.median)
+}
+
+/// `value / base` with two decimals, or "-".
+fn ratio(value: Option<u64>, base: Option<u64>) -> Option<f64> {
+    match (value, base) {
+        (Some(value), Some(base)) if base > 0 => Some(value as f64 / base as f64),
+        _ => None,
+    }
+}
+
+/// The table for one harness.
+pub fn table(rows: &[Row], title: &str) -> String {
+    let floor = median_of(rows, "floor");
+    let by_value = median_of(rows, "by-value");
+    let mut text = format!("{title}\n");
+    text.push_str(&format!(
+        "  {:<20} {:>8} {:>8} {:>8} {:>7} {:>8} {:>10}\n",
+        "variant", "min", "median", "p99", "stack", "x floor", "x by-value"
+    ));
+    for row in rows {
+        match row.summary {
+            Some(summary) => {
+                let show = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}"));
+                text.push_str(&format!(
+                    "  {:<20} {:>8} {:>8} {:>8} {:>7} {:>8} {:>10}\n",
+                    row.name,
+                    summary.min,
+                    summary.median,
+                    summary.p99,
+                    row.stack_bytes.map_or("-".into(), |b| b.to_string()),
+                    show(ratio(Some(summary.median), floor)),
+                    show(ratio(Some(summary.median), by_value)),
+                ));
+            }
+            None => text.push_str(&format!(
+                "  {:<20} not run: {}\n",
+                row.name,
+                row.why.as_deref().unwrap_or("not available")
+            )),
+        }
+    }
+    text
+}
+
+/// One JSON row per variant and harness.
+pub fn row_json(row: &Row, rows_of_harness: &[Row]) -> Value {
+    let floor = median_of(rows_of_harness, "floor");
+    let by_value = median_of(rows_of_harness, "by-value");
+    json!({
+        "name": row.name,
+        "harness": row.harness,
+        "ran": row.summary.is_some(),
+        "iterations": row.iterations,
+        "min_cycles": row.summary.map(|s| s.min),
+        "median_cycles": row.summary.map(|s| s.median),
+        "p99_cycles": row.summary.map(|s| s.p99),
+        "stack_bytes": row.stack_bytes,
+        "ratio_to_floor": ratio(row.summary.map(|s| s.median), floor),
+        "ratio_to_by_value": ratio(row.summary.map(|s| s.median), by_value),
+        "why_not_run": row.why,
+    })
+}
+
+/// Draws the medians as grouped bars (one group per variant, one bar per
+/// harness), as ratios to each harness's floor so TCG and native share a
+/// scale.
+pub fn plot(rows: &[Row], path: &std::path::Path, caption: &str) -> Result<(), String> {
+    use plotters::prelude::*;
+    let harnesses: Vec<String> = {
+        let mut names: Vec<String> = rows.iter().map(|r| r.harness.clone()).collect();
+        names.dedup();
+        names
+    };
+    let ratio_of = |harness: &str, name: &str| {
+        let of_harness: Vec<Row> = rows.iter().filter(|r| r.harness == harness).cloned().collect();
+        ratio(median_of(&of_harness, name), median_of(&of_harness, "floor"))
+    };
+    let max = VARIANTS
+        .iter()
+        .flat_map(|name| harnesses.iter().filter_map(move |h| ratio_of(h, name)))
+        .fold(1.0f64, f64::max);
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(60)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..VARIANTS.len() as f64, (BAR_BASE..max * 1.5).log_scale())
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        // A tick every half slot; only the slot centres get a name.
+        .x_labels(VARIANTS.len() * 2 + 1)
+        .x_label_formatter(&|x| {
+            if (x.fract() - 0.5).abs() < 1e-6 {
+                VARIANTS.get(x.floor() as usize).map(|s| s.to_string()).unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("median cycles / floor (log scale)")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let colours = [RGBColor(52, 101, 164), RGBColor(204, 0, 0)];
+    let width = 0.8 / harnesses.len().max(1) as f64;
+    for (index, harness) in harnesses.iter().enumerate() {
+        let colour = colours[index % colours.len()];
+        let bars: Vec<Rectangle<(f64, f64)>> = VARIANTS
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, name)| {
+                let value = ratio_of(harness, name)?;
+                let left = slot as f64 + 0.1 + width * index as f64;
+                Some(Rectangle::new([(left, BAR_BASE), (left + width, value)], colour.filled()))
+            })
+            .collect();
+        chart
+            .draw_series(bars)
+            .map_err(|e| e.to_string())?
+            .label(harness.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Where the log-scale bars start (below the floor's 1.0).
+const BAR_BASE: f64 = 0.5;
+
+/// The host CPU's name, from /proc/cpuinfo.
+pub fn host_cpu() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split(':').nth(1))
+                .map(|name| name.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
