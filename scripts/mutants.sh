@@ -67,6 +67,12 @@ for entry in "${mutants[@]}"; do
     # The broken frame took the kernel down during the test: also caught.
     echo "mutant $name: caught: $expected ended in an oops (exit $status)"
     grep -E '^(extregs: (oops|BUG)|RIP:)' <<<"$output" | sed 's/^/    /'
+  elif [ "$status" -eq 1 ] && ! grep -Eq "^ok [0-9]+ $expected( |\$)" <<<"$output" \
+      && ! grep -q '^RESULT ' <<<"$output"; then
+    # The broken entry took the whole machine down (e.g. garbage restored
+    # into PKRS): no RESULT, and the named test never passed.
+    echo "mutant $name: caught: the kernel crashed before $expected passed (exit $status)"
+    grep -E '^extregs: (QEMU|oops)' <<<"$output" | sed 's/^/    /' || true
   else
     echo "mutant $name: NOT caught (exit $status; expected 'not ok … $expected')" >&2
     tail -n 30 <<<"$output" >&2
