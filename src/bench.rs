@@ -69,11 +69,12 @@ fn round_trip(stub: u64) -> (u64, u64) {
     let start: u64;
     let end: u64;
     let top: u64;
-    // SAFETY: pushes a ring-3 interrupt frame (the user selectors Linux
+    // The asm pushes a ring-3 interrupt frame (the user selectors Linux
     // gives every x86_64 process) that returns to label 2, and jumps to a
     // stub that saves and restores every GPR it touches (or, for the floor,
-    // none) and ends in iretq. RAX, RCX and RDX are declared clobbered; the
-    // stack is back where it was after the iretq.
+    // none) and ends in iretq.
+    // SAFETY: see above; RAX, RCX and RDX are declared clobbered, and the
+    // stack is back where it was once the iretq has popped the frame.
     unsafe {
         core::arch::asm!(
             "lfence",

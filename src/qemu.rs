@@ -251,21 +251,34 @@ pub fn run(config: &RunConfig) -> Result<Outcome, SetupError> {
         }
         let _ = serial_sender.send(collected);
     });
+    // KVM on some hosts cannot deliver guest exceptions: QEMU then prints
+    // "KVM internal error" and stops the guest without exiting. Spot it and
+    // end the boot at once instead of waiting for the timeout.
+    let kvm_failed = Arc::new(AtomicBool::new(false));
+    let kvm_failed_flag = kvm_failed.clone();
     let stderr_reader = std::thread::spawn(move || {
         let mut collected = String::new();
-        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut collected);
+        let mut reader = BufReader::new(stderr);
+        let mut line = String::new();
+        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            if line.contains("KVM internal error") {
+                kvm_failed_flag.store(true, Ordering::SeqCst);
+            }
+            collected.push_str(&line);
+            line.clear();
+        }
         collected
     });
 
     let deadline = std::time::Instant::now() + config.timeout;
     let waited = loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let slice =
-            if config.cancel.is_some() { left.min(Duration::from_millis(100)) } else { left };
+        let slice = left.min(Duration::from_millis(100));
         let exited = child
             .wait_timeout(slice)
             .map_err(|error| SetupError(format!("waiting for QEMU: {error}")))?;
-        let cancelled = config.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::SeqCst));
+        let cancelled = config.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::SeqCst))
+            || kvm_failed.load(Ordering::SeqCst);
         if exited.is_some() || left.is_zero() || cancelled {
             break exited;
         }
@@ -275,7 +288,12 @@ pub fn run(config: &RunConfig) -> Result<Outcome, SetupError> {
         None => {
             let _ = child.kill();
             let _ = child.wait();
-            RunStatus::TimedOut
+            if kvm_failed.load(Ordering::SeqCst) {
+                // Killed because KVM failed: a crash of the run, not a hang.
+                RunStatus::Exited(None)
+            } else {
+                RunStatus::TimedOut
+            }
         }
     };
     let _ = serial_reader.join();
