@@ -408,7 +408,7 @@ static extregs_fuzz_spins: AtomicU32 = AtomicU32::new(0);
 #[no_mangle]
 static extregs_fuzz_zero: u64 = 0;
 
-type Trampoline = unsafe extern "C" fn(input: *const PtRegs, output: *mut PtRegs);
+pub(crate) type Trampoline = unsafe extern "C" fn(input: *const PtRegs, output: *mut PtRegs);
 
 extern "C" {
     fn extregs_fuzz_int_n(input: *const PtRegs, output: *mut PtRegs);
@@ -440,8 +440,9 @@ extern "C" {
     fn extregs_fuzz_nmi_x2apic_resume();
 }
 
-/// A kind's trampoline, event address and resume address.
-fn trampoline(kind: Kind) -> (Trampoline, u64, u64) {
+/// A kind's trampoline, event address and resume address (the selftests
+/// use the int3 one too).
+pub(crate) fn trampoline(kind: Kind) -> (Trampoline, u64, u64) {
     let entry = |f: Trampoline, site: unsafe extern "C" fn(), resume: unsafe extern "C" fn()| {
         (f, site as usize as u64, resume as usize as u64)
     };

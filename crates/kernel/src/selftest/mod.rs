@@ -84,6 +84,7 @@ const TESTS: &[(&str, Test)] = &[
 pub fn run(context: &Context) -> bool {
     println!("KTAP version 1");
     println!("1..{}", TESTS.len());
+    crate::irq::set_recording(true);
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for (number, (name, test)) in TESTS.iter().enumerate() {
         let (_, frame_errors_before) = traps::frame_counts();
@@ -304,91 +305,6 @@ fn pks_write_fault_frame(context: &Context) -> Outcome {
     Outcome::Pass
 }
 
-// The GPR trampoline: loads all 15 GPRs from a PtRegs, executes int3, and
-// stores all 15 into another PtRegs. Offsets come from asm-offsets.
-//
-//   on int3:                         after int3 (before the stores):
-//   | return address |               | return address |
-//   | rbx rbp r12..r15 (saved) |     | rbx rbp r12..r15 (saved) |
-//   | output pointer | <- rsp        | di of the context | <- rsp (xchg)
-//                                     rdi = output pointer
-core::arch::global_asm!(
-    ".text",
-    ".globl extregs_selftest_int3_with_gprs",
-    ".type extregs_selftest_int3_with_gprs, @function",
-    "extregs_selftest_int3_with_gprs:",
-    "pushq %rbx",
-    "pushq %rbp",
-    "pushq %r12",
-    "pushq %r13",
-    "pushq %r14",
-    "pushq %r15",
-    "pushq %rsi",
-    "movq {r15}(%rdi), %r15",
-    "movq {r14}(%rdi), %r14",
-    "movq {r13}(%rdi), %r13",
-    "movq {r12}(%rdi), %r12",
-    "movq {bp}(%rdi), %rbp",
-    "movq {bx}(%rdi), %rbx",
-    "movq {r11}(%rdi), %r11",
-    "movq {r10}(%rdi), %r10",
-    "movq {r9}(%rdi), %r9",
-    "movq {r8}(%rdi), %r8",
-    "movq {ax}(%rdi), %rax",
-    "movq {cx}(%rdi), %rcx",
-    "movq {dx}(%rdi), %rdx",
-    "movq {si}(%rdi), %rsi",
-    "movq {di}(%rdi), %rdi",
-    "int3",
-    ".globl extregs_selftest_int3_resume",
-    "extregs_selftest_int3_resume:",
-    "xchgq %rdi, (%rsp)",
-    "movq %r15, {r15}(%rdi)",
-    "movq %r14, {r14}(%rdi)",
-    "movq %r13, {r13}(%rdi)",
-    "movq %r12, {r12}(%rdi)",
-    "movq %rbp, {bp}(%rdi)",
-    "movq %rbx, {bx}(%rdi)",
-    "movq %r11, {r11}(%rdi)",
-    "movq %r10, {r10}(%rdi)",
-    "movq %r9, {r9}(%rdi)",
-    "movq %r8, {r8}(%rdi)",
-    "movq %rax, {ax}(%rdi)",
-    "movq %rcx, {cx}(%rdi)",
-    "movq %rdx, {dx}(%rdi)",
-    "movq %rsi, {si}(%rdi)",
-    "popq {di}(%rdi)",
-    "popq %r15",
-    "popq %r14",
-    "popq %r13",
-    "popq %r12",
-    "popq %rbp",
-    "popq %rbx",
-    "ret",
-    ".size extregs_selftest_int3_with_gprs, . - extregs_selftest_int3_with_gprs",
-    r15 = const asm_offsets::PTREGS_R15,
-    r14 = const asm_offsets::PTREGS_R14,
-    r13 = const asm_offsets::PTREGS_R13,
-    r12 = const asm_offsets::PTREGS_R12,
-    bp = const asm_offsets::PTREGS_BP,
-    bx = const asm_offsets::PTREGS_BX,
-    r11 = const asm_offsets::PTREGS_R11,
-    r10 = const asm_offsets::PTREGS_R10,
-    r9 = const asm_offsets::PTREGS_R9,
-    r8 = const asm_offsets::PTREGS_R8,
-    ax = const asm_offsets::PTREGS_AX,
-    cx = const asm_offsets::PTREGS_CX,
-    dx = const asm_offsets::PTREGS_DX,
-    si = const asm_offsets::PTREGS_SI,
-    di = const asm_offsets::PTREGS_DI,
-    options(att_syntax)
-);
-
-extern "C" {
-    fn extregs_selftest_int3_with_gprs(input: *const PtRegs, output: *mut PtRegs);
-    fn extregs_selftest_int3_resume();
-}
-
 /// A distinct, recognisable value per GPR.
 fn gpr_patterns() -> PtRegs {
     let pattern = |index: u64| 0xe1e2_0000_0000_0000 | (index << 40) | (index * 0x0101_0101);
@@ -415,13 +331,16 @@ fn gpr_patterns() -> PtRegs {
 /// Runs the trampoline with `edit`; returns (what the handler saw, what came
 /// back).
 fn int3_with_gprs(input: &PtRegs, edit: FrameEdit) -> (Option<Observed>, PtRegs) {
+    // The fuzzer's int3 trampoline: loads all 15 GPRs from `input`,
+    // executes int3, stores all 15 into `output`.
+    let (trampoline, _, resume) = crate::fuzz::trampoline(crate::fuzz::Kind::Int3);
     events::arm(edit);
-    RESUME_IP.store(extregs_selftest_int3_resume as *const () as u64, Ordering::SeqCst);
+    RESUME_IP.store(resume, Ordering::SeqCst);
     let mut output = PtRegs::default();
     // SAFETY: the trampoline reads `input` and writes `output` (both valid
     // PtRegs), restores every callee-saved register and executes one int3,
     // which the installed recording hook claims.
-    unsafe { extregs_selftest_int3_with_gprs(input, &mut output) };
+    unsafe { trampoline(input, &mut output) };
     (events::observed(), output)
 }
 
