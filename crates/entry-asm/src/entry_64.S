@@ -46,6 +46,20 @@ extregs_exception_stub_table:
 	.set	extregs_next_vector, 0
 
 /*
+ * IDTENTRY_TABLE_ONLY vector, name: a table slot for a vector whose stub is
+ * written out by hand below (the NMI), keeping the order check.
+ */
+.macro IDTENTRY_TABLE_ONLY vector, name
+	.if \vector - extregs_next_vector
+	.error "IDTENTRY lines must list every vector in order"
+	.endif
+	.set	extregs_next_vector, extregs_next_vector + 1
+	.pushsection .data.rel.ro.extregs_stub_table, "aw"
+	.quad	asm_exc_\name
+	.popsection
+.endm
+
+/*
  * IDTENTRY vector, name, has_error_code: one stub.
  *
  * If the CPU pushed no error code, push -1 so orig_ax is always there and
@@ -54,14 +68,7 @@ extregs_exception_stub_table:
  * rest with every other vector in extregs_entry_common.
  */
 .macro IDTENTRY vector, name, has_error_code
-	.if \vector - extregs_next_vector
-	.error "IDTENTRY lines must list every vector in order"
-	.endif
-	.set	extregs_next_vector, extregs_next_vector + 1
-
-	.pushsection .data.rel.ro.extregs_stub_table, "aw"
-	.quad	asm_exc_\name
-	.popsection
+	IDTENTRY_TABLE_ONLY \vector, \name
 
 	.text
 	.p2align 4
@@ -77,19 +84,6 @@ asm_exc_\name:
 	.size	asm_exc_\name, . - asm_exc_\name
 .endm
 
-/*
- * IDTENTRY_TABLE_ONLY vector, name: a table slot for a vector whose stub is
- * written out by hand below (the NMI), keeping the order check.
- */
-.macro IDTENTRY_TABLE_ONLY vector, name
-	.if \vector - extregs_next_vector
-	.error "IDTENTRY lines must list every vector in order"
-	.endif
-	.set	extregs_next_vector, extregs_next_vector + 1
-	.pushsection .data.rel.ro.extregs_stub_table, "aw"
-	.quad	asm_exc_\name
-	.popsection
-.endm
 
 /*
  * extregs_entry_common: reserve the extension, call Rust, undo, iretq.
