@@ -51,6 +51,9 @@ fn is_active(fault: Fault) -> bool {
 /// Called on every entry right before the generic exit work: arms the
 /// faults that break one path's exit.
 pub fn before_exit(vector: u8) {
+    if !cfg!(fault_injection) {
+        return;
+    }
     if is_active(Fault::SkipGprRestore) && vector == 3 {
         // SAFETY: a flag byte in entry_64.S's .data, read (and cleared) by
         // the exit of this very entry; one CPU.
@@ -69,10 +72,11 @@ pub fn before_exit(vector: u8) {
 
 /// Should this arch exit be skipped (the PKRS restore fault)?
 pub fn take_skip_arch_exit() -> bool {
-    SKIP_NEXT_ARCH_EXIT.swap(false, Ordering::SeqCst)
+    // Normal builds: a constant, so the entry's exit path pays nothing.
+    cfg!(fault_injection) && SKIP_NEXT_ARCH_EXIT.swap(false, Ordering::SeqCst)
 }
 
 /// Should this lockdep restore be skipped (the NMI lockdep fault)?
 pub fn take_skip_lockdep_restore() -> bool {
-    SKIP_NEXT_LOCKDEP_RESTORE.swap(false, Ordering::SeqCst)
+    cfg!(fault_injection) && SKIP_NEXT_LOCKDEP_RESTORE.swap(false, Ordering::SeqCst)
 }

@@ -24,8 +24,8 @@ pub fn load_with_extra_gates(gates: &[(u8, u64)]) {
     let idt = BENCH_IDT.call_once(|| {
         let mut idt = IDT.get().expect("idt::init ran").clone();
         for &(vector, address) in gates {
-            // SAFETY: each address is an entry stub (or an x86-interrupt
-            // handler) that handles the CPU's frame for a vector without
+            // SAFETY: each address is a benchmark entry stub (or the
+            // benchmark's Rust-ABI interrupt handler) that handles the CPU's frame for a vector without
             // an error code and returns with iretq.
             unsafe {
                 idt[vector].set_handler_addr(VirtAddr::new(address));

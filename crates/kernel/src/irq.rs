@@ -20,8 +20,16 @@ static UNEXPECTED: AtomicU64 = AtomicU64::new(0);
 static LAST_UNEXPECTED_VECTOR: AtomicU8 = AtomicU8::new(0);
 static REPORT_UNEXPECTED: AtomicBool = AtomicBool::new(true);
 
-/// The last IRQ frame seen, for the selftests.
+/// The last IRQ frame seen, for the selftests (only while they record:
+/// a snapshot reads DR6, CR2 and PKRS, which the idle loop and the fuzzer
+/// should not pay for on every IRQ).
 static LAST_FRAME: Mutex<Option<Observed>> = Mutex::new(None);
+static RECORD_FRAMES: AtomicBool = AtomicBool::new(false);
+
+/// Keep (or stop keeping) the last IRQ frame for [`take_last_frame`].
+pub fn set_recording(record: bool) {
+    RECORD_FRAMES.store(record, Ordering::SeqCst);
+}
 
 /// Something a test asks the self-IPI handler to do from inside the IRQ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,9 +89,11 @@ pub fn handle(regs: &mut PtRegs, vector: u8) {
     // and by take_last_frame with IF clear... or by a test between IRQs), so
     // try_lock only fails if a test holds it across an IRQ; then the frame
     // is simply not recorded.
-    if let Some(mut last) = LAST_FRAME.try_lock() {
-        // SAFETY: `regs` is the IRQ stub's frame.
-        *last = Some(unsafe { observe(regs, vector) });
+    if RECORD_FRAMES.load(Ordering::Relaxed) {
+        if let Some(mut last) = LAST_FRAME.try_lock() {
+            // SAFETY: `regs` is the IRQ stub's frame.
+            *last = Some(unsafe { observe(regs, vector) });
+        }
     }
     match vector {
         TIMER_VECTOR => {
