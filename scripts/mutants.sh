@@ -19,7 +19,7 @@ export CARGO_TARGET_DIR="$root/target/mutants"
 
 # name | file | sed expression | KTAP test that must fail
 mutants=(
-  "pop-regs-skips-r12|crates/entry-asm/src/calling.S|s/^\tmovq\tPTREGS_R12(%rsp), %r12$/\t\/* mutant: r12 not restored *\//|gprs_round_trip"
+  "pop-regs-skips-r9|crates/entry-asm/src/calling.S|s/^\tmovq\tPTREGS_R9(%rsp), %r9$/\t\/* mutant: r9 not restored *\//|gprs_round_trip"
   "pkrs-not-restored-on-exit|crates/kernel/src/pks.rs|s/^    unsafe { update_pkrs(arch.pks) };$/    let _ = arch;/|pkrs_saved_live_restored"
   "pkrs-cache-bypassed-on-exit|crates/kernel/src/pks.rs|s/^    unsafe { update_pkrs(arch.pks) };$/    unsafe { write_pkrs(arch.pks) };/|pkrs_cache_skips_wrmsr"
   "pkrs-not-saved-on-entry|crates/entry/src/lib.rs|0,/^    P::arch_enter(&mut frame.arch);$/s//    let _ = \&frame.arch;/|pkrs_saved_live_restored"
