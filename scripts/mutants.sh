@@ -31,6 +31,15 @@ mutants=(
   "nmi-exit-forgets-lockdep|crates/entry/src/lib.rs|s/^    P::lockdep_set_hardirqs_enabled(frame.generic.lockdep_hardirqs_enabled != 0);$//|nmi_lockdep_round_trip"
   "nested-nmi-treated-as-outermost|crates/entry-asm/src/entry_64.S|s/^\tjne\t.Lnmi_nested$/\t\/* mutant: no nesting check *\//|nmi_int3_self_nmi_nested"
   "debug-not-on-ist|crates/kernel/src/idt.rs|s/idt.debug.set_handler_addr(stub(1)).set_stack_index(DEBUG_IST_INDEX);/idt.debug.set_handler_addr(stub(1));/|debug_single_step_on_ist"
+  # The races of the hardening review, each put back as it was:
+  # the PKRS cache stored before the WRMSR, with nothing telling an entry.
+  "pkrs-cache-stored-before-wrmsr|crates/kernel/src/pks.rs|s/^    PKRS_WRITES_IN_PROGRESS.fetch_add(1, Ordering::Relaxed);$/    PKRS_CACHE.store(value, Ordering::Relaxed);/; s/^    PKRS_WRITES_IN_PROGRESS.fetch_sub(1, Ordering::Relaxed);$//|pkrs_write_window_every_instruction"
+  "paranoid-exit-keeps-changed-cr2|crates/kernel/src/paranoid.rs|s/^            core::arch::asm!(\"mov cr2, {}\".*$/            core::hint::black_box(state.cr2)/|cr2_survives_paranoid_page_fault"
+  "paranoid-entry-keeps-dr7-armed|crates/kernel/src/paranoid.rs|0,/^        unsafe { write_dr7(DR7_RESET) };$/s//        let _ = DR7_RESET;/|breakpoints_masked_in_paranoid_handlers"
+  "breakpoints-allowed-on-entry|crates/kernel/src/paranoid.rs|s/^    if let Some(why) = breakpoint_refused(address) {$/    if let Some(why) = None::<\&str> {/|breakpoints_refused_where_entries_run"
+  "debug-ist-not-shifted|crates/kernel/src/paranoid.rs|s/^        unsafe { gdt::shift_debug_ist(\(.*\)) };$/        let _ = \1;/|debug_recursion_shifts_the_ist"
+  "paranoid-print-waits-for-console|crates/kernel/src/serial.rs|s/^        let paranoid = crate::paranoid::in_paranoid_context() .*$/        let paranoid = false;/|console_from_paranoid_handler"
+  "ist-guard-pages-left-mapped|crates/kernel/src/main.rs|s/^    gdt::protect_ist_stacks();$//|ist_stacks_have_guard_pages"
 )
 
 selected=("$@")
@@ -73,6 +82,11 @@ for entry in "${mutants[@]}"; do
     # into PKRS): no RESULT, and the named test never passed.
     echo "mutant $name: caught: the kernel crashed before $expected passed (exit $status)"
     grep -E '^extregs: (QEMU|oops)' <<<"$output" | sed 's/^/    /' || true
+  elif [ "$status" -eq 124 ] && ! grep -Eq "^(not )?ok [0-9]+ $expected( |\$)" <<<"$output" \
+      && ! grep -q '^RESULT ' <<<"$output"; then
+    # The named test hung (e.g. a deadlock): the timeout ended the run.
+    echo "mutant $name: caught: $expected hung until the timeout (exit $status)"
+    grep -E '^(not )?ok [0-9]+ ' <<<"$output" | tail -n 1 | sed 's/^/    last report: /'
   else
     echo "mutant $name: NOT caught (exit $status; expected 'not ok … $expected')" >&2
     tail -n 30 <<<"$output" >&2

@@ -96,8 +96,15 @@ asm_exc_\name:
  *                                   | generic | arch.pks   |
  *                                   +----------------------+ <- rsp
  */
+/*
+ * extregs_entry_text_start .. extregs_entry_text_end: all of this file's
+ * code. Hardware breakpoints are refused there (a paranoid entry runs it
+ * before it clears DR7), and interrupt-point coverage counts it.
+ */
 	.text
 	.p2align 4
+	.globl	extregs_entry_text_start
+extregs_entry_text_start:
 	.type	extregs_entry_common, @function
 extregs_entry_common:
 	cld
@@ -327,3 +334,7 @@ asm_exc_nmi:
 	leaq	NMI_TOP_IRET_COPY-NMI_TOP_LANDING(%rsp), %rsp	/* rsp = &iret_copy */
 	jmp	.Lnmi_run
 	.size	asm_exc_nmi, . - asm_exc_nmi
+
+	.text
+	.globl	extregs_entry_text_end
+extregs_entry_text_end:

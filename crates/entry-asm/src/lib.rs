@@ -101,6 +101,20 @@ pub const NR_VECTORS: usize = 256;
 extern "C" {
     static extregs_exception_stub_table: [usize; NR_VECTORS];
     static extregs_nmi_state: u8;
+    static extregs_entry_text_start: u8;
+    static extregs_entry_text_end: u8;
+}
+
+/// The address range of `entry_64.S`'s code: every stub, the common paths
+/// and the NMI entry.
+pub fn entry_text_range() -> core::ops::Range<u64> {
+    // Only the symbols' addresses are taken; nothing is read through them.
+    (&raw const extregs_entry_text_start) as u64..(&raw const extregs_entry_text_end) as u64
+}
+
+/// The address of the NMI entry's state byte.
+pub fn nmi_state_address() -> u64 {
+    (&raw const extregs_nmi_state) as u64
 }
 
 /// Addresses of the entry stubs, indexed by vector (0..256).

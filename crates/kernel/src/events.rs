@@ -30,7 +30,8 @@ pub struct Observed {
     pub regs_address: u64,
     pub extension_address: u64,
     pub cr2: u64,
-    /// DR6 as the handler found it (which debug condition hit).
+    /// DR6 as the #DB entry found it (which debug condition hit); 0 for
+    /// other vectors.
     pub dr6: u64,
     pub rcu_watching: bool,
     /// The lockdep model's "hardirqs enabled" inside the handler.
@@ -46,9 +47,8 @@ pub unsafe fn observe(regs: &mut PtRegs, vector: u8) -> Observed {
     let regs_address = regs as *mut PtRegs as u64;
     // SAFETY: per the function contract.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
-    let dr6: u64;
-    // SAFETY: reading DR6 has no side effects in ring 0.
-    unsafe { core::arch::asm!("mov {}, dr6", out(reg) dr6, options(nomem, nostack)) };
+    // The #DB entry read and reset DR6; it kept the value for the handler.
+    let dr6 = if vector == DEBUG_VECTOR { crate::paranoid::debug_status() } else { 0 };
     Observed {
         vector,
         regs: frame.regs,
@@ -117,12 +117,10 @@ pub fn recording_hook(regs: &mut PtRegs, vector: u8) -> bool {
         }
     }
     if vector == DEBUG_VECTOR {
-        // A debug trap must not fire again on the way back: drop the trap
-        // flag (single-step) and disarm the breakpoints.
+        // A single-step trap must not fire again on the way back. (DR7 is
+        // the #DB entry's to restore: a test that armed a breakpoint
+        // disarms it itself once the event is over.)
         frame.regs.flags &= !X86_EFLAGS_TF;
-        // SAFETY: DR7 = 0 disables every hardware breakpoint; nothing else
-        // in the kernel uses them.
-        unsafe { core::arch::asm!("mov dr7, {}", in(reg) 0u64, options(nomem, nostack)) };
     }
     frame.regs.ip = RESUME_IP.load(Ordering::SeqCst);
     true

@@ -1,7 +1,9 @@
 //! GDT and TSS, laid out like Linux's so dumps read the same
 //! (`__KERNEL_CS` = 0x10, `__KERNEL_DS` = 0x18), with the four IST stacks
-//! of Linux's paranoid entries: #DF, NMI, #DB and #MC.
+//! of Linux's paranoid entries: #DF, NMI, #DB and #MC, each with an unmapped
+//! guard page below it.
 
+use core::cell::UnsafeCell;
 use spin::Once;
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
 use x86_64::instructions::tables::load_tss;
@@ -18,20 +20,65 @@ pub const MACHINE_CHECK_IST_INDEX: u16 = 3;
 const IST_STACKS: usize = 4;
 
 const IST_STACK_SIZE: usize = 64 * 1024;
+/// One unmapped page below every IST stack: an overflow faults there, and
+/// the fault (which can't push its frame either) becomes a #DF on the DF
+/// stack, with a dump, instead of running on into the stack below.
+const IST_GUARD_SIZE: usize = 4096;
 
-/// A stack for an IST entry, 16-byte aligned as the CPU's push expects.
-#[repr(C, align(16))]
-struct IstStack([u8; IST_STACK_SIZE]);
+/// How far a #DB moves the #DB IST pointer down while its handler runs
+/// (Linux's old `DB_STACK_OFFSET` idea): a #DB raised inside the handler
+/// (`int1`, TF set by the handler) then lands below the running frame
+/// instead of on top of it. Four levels fit the stack; a fifth reaches the
+/// guard page and ends as a #DF with a dump.
+pub const DEBUG_IST_SHIFT: u64 = 16 * 1024;
 
-static mut IST_STACK_AREAS: [IstStack; IST_STACKS] =
-    [const { IstStack([0; IST_STACK_SIZE]) }; IST_STACKS];
+/// A guard page and the IST stack above it, both page aligned; the stack is
+/// 16-byte aligned at its top as the CPU's push expects.
+#[repr(C, align(4096))]
+struct IstSlot {
+    guard: [u8; IST_GUARD_SIZE],
+    stack: [u8; IST_STACK_SIZE],
+}
+
+/// The four IST slots, one after the other: guard, DF, guard, NMI, ...
+struct IstArea(UnsafeCell<[IstSlot; IST_STACKS]>);
+
+// SAFETY: the CPU and the entry code are the only users of the stacks; Rust
+// code never forms references into them (only addresses).
+unsafe impl Sync for IstArea {}
+
+static IST_AREA: IstArea = IstArea(UnsafeCell::new(
+    [const { IstSlot { guard: [0; IST_GUARD_SIZE], stack: [0; IST_STACK_SIZE] } }; IST_STACKS],
+));
+
+fn ist_slot_address(index: u16) -> u64 {
+    IST_AREA.0.get() as u64 + u64::from(index) * core::mem::size_of::<IstSlot>() as u64
+}
 
 /// The address range `[bottom, top)` of an IST stack: where frames taken on
 /// it must lie.
 pub fn ist_stack_range(index: u16) -> core::ops::Range<u64> {
-    let base = (&raw const IST_STACK_AREAS) as u64;
-    let bottom = base + u64::from(index) * IST_STACK_SIZE as u64;
+    let bottom = ist_slot_address(index) + IST_GUARD_SIZE as u64;
     bottom..bottom + IST_STACK_SIZE as u64
+}
+
+/// The unmapped guard page below an IST stack.
+pub fn ist_guard_range(index: u16) -> core::ops::Range<u64> {
+    let guard = ist_slot_address(index);
+    guard..guard + IST_GUARD_SIZE as u64
+}
+
+/// Which IST stack's guard page (if any) holds `address`.
+pub fn ist_guard_of(address: u64) -> Option<u16> {
+    (0..IST_STACKS as u16).find(|&index| ist_guard_range(index).contains(&address))
+}
+
+/// Unmaps the guard page below every IST stack. Called once at boot, after
+/// the page tables are reachable (`memory::init`).
+pub fn protect_ist_stacks() {
+    for index in 0..IST_STACKS as u16 {
+        crate::memory::unmap_guard_page(VirtAddr::new(ist_guard_range(index).start));
+    }
 }
 
 /// Which IST stack (if any) holds `address`.
@@ -50,8 +97,55 @@ pub fn ist_stack_name(index: u16) -> &'static str {
     }
 }
 
-static TSS: Once<TaskStateSegment> = Once::new();
+/// The TSS. Interior mutability because the #DB entry moves its IST
+/// pointer while a #DB runs ([`shift_debug_ist`]); the CPU reads it on
+/// every event that switches stacks.
+struct TssCell(UnsafeCell<TaskStateSegment>);
+
+// SAFETY: one CPU; the only writes after boot are the #DB IST shifts, made
+// with volatile stores from the #DB entry (see `shift_debug_ist`).
+unsafe impl Sync for TssCell {}
+
+static TSS: TssCell = TssCell(UnsafeCell::new(TaskStateSegment::new()));
 static GDT: Once<GlobalDescriptorTable> = Once::new();
+
+/// Moves the #DB IST pointer down by `bytes` (a #DB entering) or back up
+/// (negative, the #DB leaving).
+///
+/// # Safety
+///
+/// Only the #DB entry calls this, in matched pairs, with DR7 already
+/// cleared (so no breakpoint can fire between the CPU's read of the pointer
+/// and this update).
+pub unsafe fn shift_debug_ist(bytes: i64) {
+    // SAFETY: `TSS` is 'static; the field is written through a raw pointer
+    // (no reference to the packed struct is formed), volatile because the
+    // CPU reads it behind the compiler's back. No Rust reference to the TSS
+    // exists after `init`, so nothing aliases this write.
+    unsafe {
+        let ist = (&raw mut (*TSS.0.get()).interrupt_stack_table)
+            .cast::<u64>()
+            .add(usize::from(DEBUG_IST_INDEX));
+        ist.write_unaligned(ist.read_unaligned().wrapping_add_signed(-bytes));
+    }
+}
+
+/// The #DB IST pointer as the CPU will use it for the next #DB.
+pub fn debug_ist_pointer() -> u64 {
+    // SAFETY: as in `shift_debug_ist`: a raw read of one field.
+    unsafe {
+        (&raw const (*TSS.0.get()).interrupt_stack_table)
+            .cast::<u64>()
+            .add(usize::from(DEBUG_IST_INDEX))
+            .read_unaligned()
+    }
+}
+
+/// The TSS's address range, for code that must not touch it (breakpoints).
+pub fn tss_range() -> core::ops::Range<u64> {
+    let start = TSS.0.get() as u64;
+    start..start + core::mem::size_of::<TaskStateSegment>() as u64
+}
 
 /// Linux's kernel code selector, `__KERNEL_CS`.
 pub const KERNEL_CS: SegmentSelector = SegmentSelector::new(2, PrivilegeLevel::Ring0);
@@ -60,14 +154,14 @@ pub const KERNEL_DS: SegmentSelector = SegmentSelector::new(3, PrivilegeLevel::R
 
 /// Loads the GDT and TSS and reloads every segment register.
 pub fn init() {
-    let tss = TSS.call_once(|| {
-        let mut tss = TaskStateSegment::new();
-        for index in 0..IST_STACKS as u16 {
-            tss.interrupt_stack_table[usize::from(index)] =
-                VirtAddr::new(ist_stack_range(index).end);
+    // SAFETY: boot, before the TSS is loaded: nothing else reads or writes
+    // it yet; raw place writes, no reference to the packed struct.
+    unsafe {
+        let ist = (&raw mut (*TSS.0.get()).interrupt_stack_table).cast::<u64>();
+        for index in 0..IST_STACKS {
+            ist.add(index).write_unaligned(ist_stack_range(index as u16).end);
         }
-        tss
-    });
+    }
     let gdt = GDT.call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
         // Entry 1 is Linux's __KERNEL32_CS; it keeps the 64-bit selectors at
@@ -76,7 +170,9 @@ pub fn init() {
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());
         assert_eq!((code, data), (KERNEL_CS, KERNEL_DS));
-        gdt.append(Descriptor::tss_segment(tss));
+        // SAFETY: the TSS is a static, so it outlives the GDT; it is only
+        // written through raw pointers (see `shift_debug_ist`).
+        gdt.append(unsafe { Descriptor::tss_segment_unchecked(TSS.0.get()) });
         gdt
     });
     gdt.load();

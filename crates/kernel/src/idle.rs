@@ -33,8 +33,12 @@ pub fn idle_once() -> IdleExit {
     // lost. The lockdep model is told first, as local_irq_enable() does.
     traps::local_irq_enable_model_only();
     // SAFETY: enables interrupts only for the HLT; every vector has a
-    // handler, and the CLI puts the state back.
-    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+    // handler, and the CLI puts the state back. Not `nomem`: the handlers
+    // that run at the HLT write memory this function reads right after
+    // (the RCU model, the IRQ counters of `run`), so the compiler must
+    // treat the block as reading and writing memory and may neither cache
+    // those values across it nor move the stores above it below it.
+    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nostack)) };
     traps::local_irq_disable_model_only();
     let rcu_watching_after_wakeup = traps::rcu_is_watching();
     traps::set_rcu_watching(true);

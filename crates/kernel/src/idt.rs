@@ -8,6 +8,7 @@
 //! unused.
 
 use crate::gdt::{DEBUG_IST_INDEX, DOUBLE_FAULT_IST_INDEX, MACHINE_CHECK_IST_INDEX, NMI_IST_INDEX};
+use core::cell::UnsafeCell;
 use extregs_entry_asm::{stub_addresses, FIRST_EXTERNAL_VECTOR, NR_VECTORS};
 use spin::Once;
 use x86_64::structures::idt::InterruptDescriptorTable;
@@ -34,6 +35,56 @@ pub fn load_with_extra_gates(gates: &[(u8, u64)]) {
         idt
     });
     idt.load();
+}
+
+/// A second IDT for tests that route vector 1 (#DB) to another entry stub
+/// (see [`with_debug_gate`]).
+struct SpareIdt(UnsafeCell<InterruptDescriptorTable>);
+
+// SAFETY: one CPU; written only by `with_debug_gate` while the kernel's own
+// IDT is the one loaded (so the CPU does not read it meanwhile).
+unsafe impl Sync for SpareIdt {}
+
+static SPARE_IDT: SpareIdt = SpareIdt(UnsafeCell::new(InterruptDescriptorTable::new()));
+
+/// Runs `body` with vector 1 (#DB: single-step traps and hardware
+/// breakpoints) entering through `stub` on IST `ist` (None: the current
+/// stack), then reloads the kernel's IDT.
+///
+/// With the NMI stub as the #DB gate, every single-stepped instruction is
+/// interrupted by the real NMI entry, so a test can put an NMI at *each*
+/// instruction boundary of a sequence, deterministically. The CPU treats
+/// the event as a #DB (no NMI blocking), which the NMI entry does not rely
+/// on.
+pub fn with_debug_gate<T>(stub: u64, ist: Option<u16>, body: impl FnOnce() -> T) -> T {
+    let kernel = IDT.get().expect("idt::init ran");
+    kernel.load();
+    // SAFETY: the kernel's IDT is loaded, so the CPU does not read the
+    // spare while it is rewritten; one CPU, and this function is not
+    // reentered (a test runs it from task context).
+    let spare = unsafe { &mut *SPARE_IDT.0.get() };
+    *spare = kernel.clone();
+    // SAFETY: `stub` is an entry stub that handles a frame without an error
+    // code and returns with iretq (the callers pass the NMI, #DB or int3
+    // stub); `ist` names one of the TSS's IST stacks.
+    unsafe {
+        let options = spare.debug.set_handler_addr(VirtAddr::new(stub));
+        match ist {
+            Some(index) => options.set_stack_index(index),
+            None => options,
+        };
+    }
+    // SAFETY: the spare IDT is a static, so it outlives its use; it is not
+    // written again until the kernel's IDT is back.
+    unsafe { spare.load_unsafe() };
+    let result = body();
+    kernel.load();
+    result
+}
+
+/// The entry stub of `vector` (as the kernel's IDT uses it).
+pub fn stub_address(vector: u8) -> u64 {
+    stub_addresses()[usize::from(vector)] as u64
 }
 
 /// Builds and loads the IDT. The GDT must be loaded first (the gates take

@@ -30,6 +30,7 @@ mod irq;
 mod memory;
 mod nmi;
 mod oops;
+mod paranoid;
 mod pks;
 mod result;
 mod selftest;
@@ -78,6 +79,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         .into_option()
         .expect("the bootloader config asks for the physical memory mapping");
     memory::init(physical_memory_offset, &boot_info.memory_regions);
+    gdt::protect_ist_stacks();
     let kernel_elf = memory::physical_to_virtual(x86_64::PhysAddr::new(boot_info.kernel_addr));
     // SAFETY: the bootloader loaded the kernel ELF at `kernel_addr` (physical)
     // with length `kernel_len`, mapped through the physical-memory mapping,

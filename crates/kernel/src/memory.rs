@@ -179,3 +179,13 @@ fn map_in_free_slot(
         address
     })
 }
+
+/// Unmaps the 4 KiB page at `address` (a guard page inside the kernel's own
+/// image) and flushes it from the TLB. Its frame is not reused.
+pub fn unmap_guard_page(address: VirtAddr) {
+    let page = Page::<Size4KiB>::containing_address(address);
+    with_page_table(|table| match table.unmap(page) {
+        Ok((_, flush)) => flush.flush(),
+        Err(why) => panic!("unmapping the guard page at {address:?}: {why:?}"),
+    });
+}

@@ -8,7 +8,6 @@ use core::arch::asm;
 use core::sync::atomic::{AtomicBool, Ordering};
 use extregs_cmdline::OopsCause;
 use extregs_regs::{ExtendedPtRegs, PtRegs};
-use x86_64::registers::control::Cr2;
 
 /// Set by the first oops or panic; a second one (the dump itself failing)
 /// leaves at once rather than recursing.
@@ -51,6 +50,47 @@ pub fn die_unhandled(regs: &mut PtRegs, vector: u8) -> ! {
     finish("unhandled exception")
 }
 
+/// A double fault: never returns (no hook is asked). Names the stack the
+/// fault hit when the interrupted RSP is in a guard page: the usual cause.
+pub fn die_double_fault(regs: &mut PtRegs) -> ! {
+    begin_dying();
+    println!("extregs: oops: unhandled double fault (vector 8)");
+    match crate::gdt::ist_guard_of(regs.sp) {
+        Some(ist) => println!(
+            "extregs: stack overflow: RSP {:#x} is in the guard page below the {} IST stack",
+            regs.sp,
+            crate::gdt::ist_stack_name(ist)
+        ),
+        None if !x86_64::VirtAddr::try_new(regs.sp).is_ok_and(crate::memory::is_mapped) => {
+            println!("extregs: stack overflow: RSP {:#x} is in an unmapped (guard) page", regs.sp)
+        }
+        None => {}
+    }
+    // SAFETY: `regs` came from the #DF entry stub.
+    unsafe { show_regs::show_regs(regs) };
+    finish("double fault")
+}
+
+/// A machine check: never returns (no hook is asked). Prints MCG_STATUS,
+/// whose RIPV/EIPV/MCIP bits say whether the interrupted context could
+/// have been restarted (`int $18` raises the vector with all three clear).
+pub fn die_machine_check(regs: &mut PtRegs) -> ! {
+    begin_dying();
+    // SAFETY: MCG_STATUS exists on every CPU with MCE (QEMU's do); reading
+    // it has no side effects.
+    let status = unsafe { x86_64::registers::model_specific::Msr::new(0x17a).read() };
+    println!(
+        "extregs: oops: machine check (vector 18): MCG_STATUS {:#x} (RIPV {} EIPV {} MCIP {}): fatal in the kernel",
+        status,
+        status & 1,
+        (status >> 1) & 1,
+        (status >> 2) & 1
+    );
+    // SAFETY: `regs` came from the #MC entry stub.
+    unsafe { show_regs::show_regs(regs) };
+    finish("machine check")
+}
+
 /// A broken kernel invariant found inside a handler (Linux's `BUG()`).
 pub fn bug(regs: &mut PtRegs, vector: u8, why: &str) -> ! {
     begin_dying();
@@ -61,7 +101,8 @@ pub fn bug(regs: &mut PtRegs, vector: u8, why: &str) -> ! {
 }
 
 fn describe_page_fault(regs: &PtRegs) {
-    let address = Cr2::read_raw();
+    // As the #PF entry read it first thing (CR2 may have changed since).
+    let address = crate::traps::fault_address();
     let code = regs.orig_ax;
     println!(
         "BUG: {} {} at {:#018x} ({}{}{})",

@@ -9,12 +9,23 @@
 //! a WRMSR happens only when the value really changes. [`wrmsr_count`]
 //! counts the WRMSRs for the selftests and the benchmark.
 //!
+//! The cache and the MSR can't change in one instruction, and an NMI, #DB
+//! or #MC can land between any two. So [`write_pkrs`] brackets its WRMSR
+//! and cache store with a count of writes in progress. While the count is
+//! zero the cache equals the MSR, and an entry trusts it (no RDMSR: the
+//! fast path). An entry that finds the count non-zero interrupted a write
+//! somewhere between its first and last instruction: it reads the MSR for
+//! the interrupted context's live rights and resynchronises the cache from
+//! it (the only RDMSR on any entry path, and only in that window). Every
+//! exit leaves MSR = cache = the interrupted context's value, and the
+//! interrupted write then completes as if nothing had happened.
+//!
 //! A PKS fault (#PF with the PK bit) is first offered to the handler
 //! registered for the page's key ([`register_fault_handler`]); it may grant
 //! access by editing the *saved* PKRS ([`pks_update_saved`]) so the faulting
 //! instruction succeeds when it is retried after IRET.
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use extregs_regs::{ArchExtRegs, ExtendedPtRegs, PtRegs};
 use x86_64::registers::control::{Cr4, Cr4Flags};
 use x86_64::registers::model_specific::Msr;
@@ -29,8 +40,13 @@ pub const PKRS_DEFAULT: u32 = 0x5555_5554;
 /// Set once CR4.PKS is on.
 static PKS_ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// The value last written to PKRS (Linux: per-CPU `pkrs_cache`).
+/// The value last written to PKRS (Linux: per-CPU `pkrs_cache`). Equal to
+/// the MSR whenever [`PKRS_WRITES_IN_PROGRESS`] is zero.
 static PKRS_CACHE: AtomicU32 = AtomicU32::new(0);
+/// [`write_pkrs`] calls between their first and last instruction, in this
+/// context and every context it interrupted (each handler's own writes
+/// finish before it returns, so they never leave the count changed).
+static PKRS_WRITES_IN_PROGRESS: AtomicU32 = AtomicU32::new(0);
 /// WRMSRs to PKRS since boot.
 static PKRS_WRMSR_COUNT: AtomicU64 = AtomicU64::new(0);
 
@@ -113,6 +129,21 @@ pub fn cached_pkrs() -> u32 {
     PKRS_CACHE.load(Ordering::Relaxed)
 }
 
+/// The interrupted context's live PKRS, for an entry: the cache (no
+/// RDMSR), unless the entry interrupted a [`write_pkrs`]. Then the MSR is
+/// read and the cache resynchronised from it, so that in the handler the
+/// cache is the MSR again.
+///
+/// Must only be called when [`enabled`], from an entry hook.
+fn interrupted_pkrs() -> u32 {
+    if PKRS_WRITES_IN_PROGRESS.load(Ordering::Relaxed) == 0 {
+        return cached_pkrs();
+    }
+    let live = read_pkrs();
+    PKRS_CACHE.store(live, Ordering::Relaxed);
+    live
+}
+
 /// WRMSRs to PKRS since boot.
 pub fn wrmsr_count() -> u64 {
     PKRS_WRMSR_COUNT.load(Ordering::Relaxed)
@@ -126,15 +157,26 @@ pub fn wrmsr_count() -> u64 {
 /// the kernel makes before they change again (the stack, code and data all
 /// use key 0).
 pub unsafe fn write_pkrs(value: u32) {
-    // The cache first: an NMI between the two stores then saves the new
-    // value, installs the default and on its exit writes the new value
-    // back, which is what the WRMSR below writes too. The other order would
-    // let that NMI restore the stale value.
-    PKRS_CACHE.store(value, Ordering::Relaxed);
+    // An event can land at any instruction here. Outside the bracket the
+    // cache is the MSR. Inside it, an entry reads the MSR (old or new,
+    // whichever the WRMSR left) instead of trusting the cache. Storing the
+    // cache before the WRMSR *without* the bracket would let an NMI in
+    // between believe the default was already live, skip its own WRMSR and
+    // run its handler with this context's rights (the selftest
+    // `pkrs_write_window_every_instruction` steps through every
+    // instruction here with an NMI, a #DB and an exception).
+    PKRS_WRITES_IN_PROGRESS.fetch_add(1, Ordering::Relaxed);
+    // One CPU: the events that matter run on this CPU, so program order
+    // is enough; the fences only stop the compiler from moving the
+    // bracket's stores across the WRMSR and the cache store.
+    compiler_fence(Ordering::SeqCst);
     PKRS_WRMSR_COUNT.fetch_add(1, Ordering::Relaxed);
     // SAFETY: per the function contract; the upper half of the MSR is
     // written as 0 as the SDM requires.
     unsafe { Msr::new(MSR_IA32_PKRS).write(u64::from(value)) };
+    PKRS_CACHE.store(value, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    PKRS_WRITES_IN_PROGRESS.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Writes PKRS only when `value` differs from the cache.
@@ -149,22 +191,24 @@ pub unsafe fn update_pkrs(value: u32) {
     }
 }
 
-/// Entry hook: saves the interrupted PKRS (from the cache, no RDMSR) into
-/// the extension and installs the default, so the handler never inherits a
-/// context's extra rights.
+/// Entry hook: saves the interrupted PKRS (from the cache: no RDMSR unless
+/// the event interrupted a [`write_pkrs`]) into the extension and installs
+/// the default, so the handler never inherits a context's extra rights.
 pub fn arch_enter(arch: &mut ArchExtRegs) {
     if !enabled() {
         arch.pks = 0;
         return;
     }
-    arch.pks = cached_pkrs();
+    arch.pks = interrupted_pkrs();
     // SAFETY: PKS is on; the default keeps key 0 (all kernel memory)
     // read/write.
     unsafe { update_pkrs(PKRS_DEFAULT) };
 }
 
 /// Exit hook: puts back the saved (possibly handler-edited) PKRS, with a
-/// WRMSR only when it differs from what is live.
+/// WRMSR only when it differs from what is live. The handler's own writes
+/// have all completed, so the cache is the MSR here; on return both hold
+/// the interrupted context's value, even if it was inside [`write_pkrs`].
 pub fn arch_exit(arch: &ArchExtRegs) {
     if !enabled() {
         return;
@@ -223,13 +267,13 @@ pub fn pkey_of(address: u64) -> Option<u8> {
 const PF_WRITE: u64 = 1 << 1;
 const PF_PROTECTION_KEY: u64 = 1 << 5;
 
-/// Offers a #PF to the handler of the faulting page's key. True when the
-/// fault was a PKS fault and that handler resolved it.
-pub fn handle_fault(regs: &mut PtRegs) -> bool {
+/// Offers a #PF at `address` (CR2, as the #PF entry read it first thing) to
+/// the handler of the faulting page's key. True when the fault was a PKS
+/// fault and that handler resolved it.
+pub fn handle_fault(regs: &mut PtRegs, address: u64) -> bool {
     if regs.orig_ax & PF_PROTECTION_KEY == 0 {
         return false;
     }
-    let address = x86_64::registers::control::Cr2::read_raw();
     let Some(pkey) = pkey_of(address) else {
         return false;
     };

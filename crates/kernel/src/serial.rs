@@ -4,7 +4,9 @@
 //! Everything the kernel says goes here: QEMU maps it to stdio, and the
 //! runner and tests read it.
 
+use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
 use uart_16550::backend::PioBackend;
 use uart_16550::{Config, Uart16550};
@@ -36,10 +38,15 @@ pub fn init() {
     }
 }
 
+/// Set once the kernel is dying: from then on every print goes straight to
+/// the UART, whatever context it comes from.
+static DYING: AtomicBool = AtomicBool::new(false);
+
 /// Releases the console lock unconditionally, for the oops and panic paths:
 /// the event may have hit while the lock was held, and nothing else runs
 /// after an oops (one CPU, interrupts off).
 pub fn force_unlock() {
+    DYING.store(true, Ordering::SeqCst);
     if SERIAL.is_locked() {
         // SAFETY: only called on the way to the failure exit, when the holder
         // can never run again; see the function documentation.
@@ -47,25 +54,148 @@ pub fn force_unlock() {
     }
 }
 
+/// Output of paranoid handlers (NMI, #DB, #MC) that found the console lock
+/// held by the code they interrupted. Waiting would deadlock, dropping
+/// would lose it, so it waits here until the next print that can take the
+/// lock writes it out first (Linux's printk defers NMI output the same
+/// way).
+///
+/// One CPU: writers reserve a region with one `fetch_add`, so a nested
+/// writer (an NMI inside a #DB) gets its own region, and every writer
+/// finishes before the code it interrupted continues. The flush runs only
+/// outside paranoid context, so when it reads `reserved` every region below
+/// is complete.
+struct DeferredOutput {
+    bytes: UnsafeCell<[u8; DEFERRED_BYTES]>,
+    reserved: AtomicUsize,
+    messages: AtomicU64,
+    lost_bytes: AtomicU64,
+}
+
+const DEFERRED_BYTES: usize = 8192;
+
+// SAFETY: see the type's documentation: disjoint regions per writer, and
+// the reader runs only when no writer is active on this (the only) CPU.
+unsafe impl Sync for DeferredOutput {}
+
+static DEFERRED: DeferredOutput = DeferredOutput {
+    bytes: UnsafeCell::new([0; DEFERRED_BYTES]),
+    reserved: AtomicUsize::new(0),
+    messages: AtomicU64::new(0),
+    lost_bytes: AtomicU64::new(0),
+};
+
+/// Messages deferred so far, and bytes lost because the buffer was full.
+pub fn deferred_counts() -> (u64, u64) {
+    (DEFERRED.messages.load(Ordering::Relaxed), DEFERRED.lost_bytes.load(Ordering::Relaxed))
+}
+
+/// One deferred message, formatted on the stack first so nested writers
+/// never interleave inside it.
+struct LineBuffer {
+    bytes: [u8; 512],
+    length: usize,
+    truncated: bool,
+}
+
+impl Write for LineBuffer {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let room = self.bytes.len() - self.length;
+        let take = text.len().min(room);
+        self.bytes[self.length..self.length + take].copy_from_slice(&text.as_bytes()[..take]);
+        self.length += take;
+        self.truncated |= take < text.len();
+        Ok(())
+    }
+}
+
+fn defer(args: fmt::Arguments<'_>) {
+    let mut line = LineBuffer { bytes: [0; 512], length: 0, truncated: false };
+    let _ = line.write_fmt(args);
+    if line.truncated {
+        DEFERRED.lost_bytes.fetch_add(1, Ordering::Relaxed);
+    }
+    let start = DEFERRED.reserved.fetch_add(line.length, Ordering::Relaxed);
+    if start + line.length > DEFERRED_BYTES {
+        DEFERRED.reserved.fetch_sub(line.length, Ordering::Relaxed);
+        DEFERRED.lost_bytes.fetch_add(line.length as u64, Ordering::Relaxed);
+        return;
+    }
+    // SAFETY: `start..start + length` was reserved by this writer alone
+    // (see DeferredOutput), inside the buffer (checked above).
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            line.bytes.as_ptr(),
+            DEFERRED.bytes.get().cast::<u8>().add(start),
+            line.length,
+        )
+    };
+    DEFERRED.messages.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Writes out what paranoid handlers deferred. Called with the console
+/// lock held and outside paranoid context.
+fn flush_deferred(console: &mut SerialConsole) {
+    let mut written = 0;
+    loop {
+        let reserved = DEFERRED.reserved.load(Ordering::Relaxed);
+        if reserved == written {
+            // Nothing new since: empty the buffer unless a writer got in.
+            if DEFERRED
+                .reserved
+                .compare_exchange(reserved, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+            continue;
+        }
+        // SAFETY: every region below `reserved` is complete (see
+        // DeferredOutput) and nobody writes below it again until the
+        // compare_exchange above resets the buffer.
+        let pending = unsafe {
+            core::slice::from_raw_parts(
+                DEFERRED.bytes.get().cast::<u8>().add(written),
+                reserved - written,
+            )
+        };
+        console.0.send_bytes_exact(pending);
+        written = reserved;
+    }
+}
+
 #[doc(hidden)]
 pub fn print_args(args: fmt::Arguments<'_>) {
     // With IF clear an IRQ handler can't find the lock held by the code it
-    // interrupted. An NMI can, so inside an NMI a busy console drops the
-    // message instead of deadlocking.
+    // interrupted. A paranoid handler (NMI, #DB, #MC) can: then it defers
+    // its output rather than deadlock or lose it.
     x86_64::instructions::interrupts::without_interrupts(|| {
-        let in_nmi = extregs_entry_asm::nmi_state() != extregs_regs::nmi_state::IDLE;
-        let mut guard = if in_nmi {
+        let paranoid = crate::paranoid::in_paranoid_context() && !DYING.load(Ordering::SeqCst);
+        let mut guard = if paranoid {
             match SERIAL.try_lock() {
                 Some(guard) => guard,
-                None => return,
+                None => return defer(args),
             }
         } else {
             SERIAL.lock()
         };
         if let Some(console) = guard.as_mut() {
+            if !paranoid {
+                flush_deferred(console);
+            }
             let _ = console.write_fmt(args);
         }
     })
+}
+
+/// Runs `body` with the console lock held, as code printing a long message
+/// would: for the selftest that a paranoid handler printing meanwhile
+/// neither deadlocks nor loses its output.
+pub fn with_console_locked<T>(body: impl FnOnce() -> T) -> T {
+    let guard = SERIAL.lock();
+    let result = body();
+    drop(guard);
+    result
 }
 
 /// Prints to the serial console.

@@ -12,13 +12,14 @@
 //! watching (false while idle) and the lockdep-style "hardirqs enabled"
 //! flag, which mirrors IF through [`local_irq_enable`]/[`local_irq_disable`].
 
-use crate::{fault, gdt, irq, nmi, oops, pks, println};
+use crate::{fault, gdt, irq, nmi, oops, paranoid, pks, println};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use extregs_entry::{
     irqentry_enter, irqentry_exit, irqentry_nmi_enter, irqentry_nmi_exit, EntryPlatform,
 };
 use extregs_entry_asm::FIRST_EXTERNAL_VECTOR;
 use extregs_regs::{ArchExtRegs, ExtendedPtRegs, PtRegs, GENERIC_PTREGS_SIZE};
+use x86_64::registers::control::Cr2;
 
 /// A handler that may claim an exception: returns true when it handled it
 /// (and may edit the frame on the way).
@@ -148,45 +149,83 @@ pub fn ist_index_of(vector: u8) -> Option<u16> {
 pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64) {
     let vector = vector as u8;
     if is_paranoid(vector) {
-        // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
-        unsafe { irqentry_nmi_enter::<KernelPlatform>(regs) };
-        check_frame(regs, vector);
-        if event_hook_claims(regs, vector) {
-        } else if vector == NMI_VECTOR {
-            nmi::handle(regs);
-        } else {
-            handle_exception(regs, vector);
-        }
-        fault::before_exit(vector);
-        // SAFETY: the same frame irqentry_nmi_enter ran on.
-        unsafe { irqentry_nmi_exit::<KernelPlatform>(regs) };
-    } else {
-        // SAFETY: as above.
-        unsafe { irqentry_enter::<KernelPlatform>(regs) };
-        check_frame(regs, vector);
-        if event_hook_claims(regs, vector) {
-        } else if usize::from(vector) >= FIRST_EXTERNAL_VECTOR {
-            irq::handle(regs, vector);
-        } else {
-            handle_exception(regs, vector);
-        }
-        fault::before_exit(vector);
-        // SAFETY: the same frame irqentry_enter ran on.
-        unsafe { irqentry_exit::<KernelPlatform>(regs) };
+        // SAFETY: per this function's contract.
+        unsafe { paranoid_entry(regs, vector) };
+        return;
     }
+    // #PF: CR2 first, as Linux's exc_page_fault reads it before
+    // irqentry_enter. A paranoid event that lands before this line and
+    // takes a #PF of its own puts CR2 back on its exit (paranoid::exit).
+    let fault_address = (vector == PAGE_FAULT_VECTOR).then(Cr2::read_raw);
+    // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
+    unsafe { irqentry_enter::<KernelPlatform>(regs) };
+    check_frame(regs, vector);
+    if event_hook_claims(regs, vector) {
+    } else if usize::from(vector) >= FIRST_EXTERNAL_VECTOR {
+        irq::handle(regs, vector);
+    } else {
+        handle_exception(regs, vector, fault_address);
+    }
+    fault::before_exit(vector);
+    // SAFETY: the same frame irqentry_enter ran on.
+    unsafe { irqentry_exit::<KernelPlatform>(regs) };
 }
 
-fn handle_exception(regs: &mut PtRegs, vector: u8) {
+/// NMI, #DB, #MC and #DF: [`paranoid::enter`] before anything else (DR7,
+/// DR6, the #DB IST shift, CR2), then the NMI flavour of the generic entry.
+///
+/// #DF and #MC never return: no hook is offered them, the frame is dumped
+/// and the kernel dies (a double fault's frame can't be trusted to return
+/// to; a machine check in the kernel is not recoverable here).
+///
+/// # Safety
+///
+/// As [`extregs_exception_entry`].
+unsafe fn paranoid_entry(regs: &mut PtRegs, vector: u8) {
+    let saved = paranoid::enter(vector);
+    // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
+    unsafe { irqentry_nmi_enter::<KernelPlatform>(regs) };
+    check_frame(regs, vector);
+    match vector {
+        DOUBLE_FAULT_VECTOR => oops::die_double_fault(regs),
+        MACHINE_CHECK_VECTOR => oops::die_machine_check(regs),
+        _ if event_hook_claims(regs, vector) => {}
+        NMI_VECTOR => nmi::handle(regs),
+        _ => handle_exception(regs, vector, None),
+    }
+    fault::before_exit(vector);
+    // SAFETY: the same frame irqentry_nmi_enter ran on.
+    unsafe { irqentry_nmi_exit::<KernelPlatform>(regs) };
+    paranoid::exit(saved);
+}
+
+/// An exception (not an IRQ, not #DF/#MC): the int3 the NMI selftest
+/// raises, PKS faults for their key's handler, then the installed hook.
+/// `fault_address`: CR2 as the #PF entry read it first thing.
+fn handle_exception(regs: &mut PtRegs, vector: u8, fault_address: Option<u64>) {
     if vector == 3 && nmi::claim_int3(regs) {
         return;
     }
-    if vector == PAGE_FAULT_VECTOR && pks::handle_fault(regs) {
-        return;
+    if let Some(address) = fault_address {
+        if pks::handle_fault(regs, address) {
+            return;
+        }
+        LAST_FAULT_ADDRESS.store(address, Ordering::Relaxed);
     }
     let handled = installed_hook().is_some_and(|hook| hook(regs, vector));
     if !handled {
         oops::die_unhandled(regs, vector);
     }
+}
+
+/// CR2 as the last #PF entry read it, for hooks and the oops path (CR2
+/// itself may have changed since: a paranoid handler puts it back only on
+/// its exit).
+static LAST_FAULT_ADDRESS: AtomicU64 = AtomicU64::new(0);
+
+/// The fault address of the #PF being handled, as its entry read it.
+pub fn fault_address() -> u64 {
+    LAST_FAULT_ADDRESS.load(Ordering::Relaxed)
 }
 
 /// The checks every handler runs on its own frame, after the generic entry:

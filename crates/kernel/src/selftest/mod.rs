@@ -5,6 +5,7 @@
 //! trampoline below), lets [`events::recording_hook`] capture the frame, and
 //! checks what the handler saw and what came back after IRET.
 
+mod hardening;
 mod irqs;
 mod paranoid;
 mod pkeys;
@@ -74,7 +75,13 @@ const TESTS: &[(&str, Test)] = &[
     ("nmi_int3_self_nmi_nested", paranoid::nmi_int3_self_nmi_nested),
     ("debug_single_step_on_ist", paranoid::debug_single_step_on_ist),
     ("debug_dr0_breakpoint_on_ist", paranoid::debug_dr0_breakpoint_on_ist),
-    ("machine_check_entry_on_ist", paranoid::machine_check_entry_on_ist),
+    ("pkrs_write_window_every_instruction", hardening::pkrs_write_window_every_instruction),
+    ("cr2_survives_paranoid_page_fault", hardening::cr2_survives_paranoid_page_fault),
+    ("breakpoints_masked_in_paranoid_handlers", hardening::breakpoints_masked_in_paranoid_handlers),
+    ("breakpoints_refused_where_entries_run", hardening::breakpoints_refused_where_entries_run),
+    ("debug_recursion_shifts_the_ist", hardening::debug_recursion_shifts_the_ist),
+    ("console_from_paranoid_handler", hardening::console_from_paranoid_handler),
+    ("ist_stacks_have_guard_pages", hardening::ist_stacks_have_guard_pages),
     ("pks_fault_callback_run_exception", pkeys::pks_fault_callback_run_exception),
     ("pkrs_cache_skips_wrmsr", pkeys::pkrs_cache_skips_wrmsr),
     ("pks_kvm_unit_tests_matrix", pkeys::pks_kvm_unit_tests_matrix),

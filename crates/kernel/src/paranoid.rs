@@ -1,0 +1,209 @@
+//! What a paranoid entry (NMI, #DB, #MC, #DF) saves beyond the extension,
+//! because it can land on *any* instruction, including the first ones of
+//! another entry:
+//!
+//! * **DR7** is saved and cleared first thing and restored last (Linux's
+//!   `local_db_save`/`local_db_restore`), so no hardware breakpoint fires
+//!   inside an NMI or #DB handler. A #DB inside them would re-enter the #DB
+//!   IST, and its IRETQ would unblock NMIs in the middle of an NMI.
+//! * **DR6** is read and reset by the #DB entry (Linux's
+//!   `debug_read_clear_dr6`), so a stale condition never looks like a new
+//!   one. The value is kept for the handler ([`debug_status`]).
+//! * **The #DB IST pointer** moves down while a #DB runs
+//!   ([`gdt::DEBUG_IST_SHIFT`]), so a #DB raised inside the #DB handler
+//!   lands below the running frame instead of over it.
+//! * **CR2** is saved on entry and written back on exit when the handler
+//!   changed it (Linux's `nmi_cr2`): a paranoid event that hits a #PF entry
+//!   before it read CR2, and takes a #PF itself, must not change the
+//!   address the interrupted #PF handler is about to read.
+//!
+//! None of this lives in the extension: it is kept in the Rust frame of
+//! the paranoid entry (by value, like Linux's `irqentry_state_t`), so the
+//! extension stays 8 bytes and the fast path is unchanged.
+//!
+//! [`depth`] counts the paranoid handlers running, so code that must not
+//! wait for a lock the interrupted code may hold (the console) knows.
+
+use crate::gdt;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use x86_64::registers::control::Cr2;
+
+/// DR7's value with every breakpoint disabled (bit 10 reads as one).
+pub const DR7_RESET: u64 = 0x400;
+/// DR6's value with no debug condition recorded (the reserved bits read as
+/// one, RTM and BLD read as one when no such condition happened).
+pub const DR6_RESET: u64 = 0xffff_0ff0;
+
+const DEBUG_VECTOR: u8 = 1;
+
+/// Paranoid handlers running now (nested ones counted once each).
+static DEPTH: AtomicU32 = AtomicU32::new(0);
+/// DR6 of the innermost running #DB, as its entry found it.
+static DEBUG_STATUS: AtomicU64 = AtomicU64::new(0);
+
+/// What a paranoid entry saved, to put back on its exit.
+pub struct ParanoidState {
+    dr7: u64,
+    cr2: u64,
+    /// #DB only: the DR6 of the #DB this one interrupted (if any).
+    outer_debug_status: Option<u64>,
+}
+
+fn read_dr7() -> u64 {
+    let value: u64;
+    // SAFETY: reading DR7 in ring 0 has no side effects.
+    unsafe {
+        core::arch::asm!("mov {}, dr7", out(reg) value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
+/// # Safety
+///
+/// `value` must be a DR7 the kernel saved, or [`DR7_RESET`].
+unsafe fn write_dr7(value: u64) {
+    // SAFETY: per the function contract: DR0-3 still hold the addresses
+    // the saved value was armed with (nothing else writes them while the
+    // paranoid handler runs).
+    unsafe {
+        core::arch::asm!("mov dr7, {}", in(reg) value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+fn read_and_reset_dr6() -> u64 {
+    let value: u64;
+    // SAFETY: DR6 only records debug conditions; writing the reset value
+    // clears them and changes nothing else.
+    unsafe {
+        core::arch::asm!(
+            "mov {value}, dr6",
+            "mov dr6, {reset}",
+            value = out(reg) value,
+            reset = in(reg) DR6_RESET,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+    value
+}
+
+/// The first thing every paranoid entry does (before the generic entry,
+/// whose code is ordinary code a breakpoint could be set on).
+#[inline(always)]
+pub fn enter(vector: u8) -> ParanoidState {
+    let dr7 = read_dr7();
+    if dr7 != DR7_RESET {
+        // SAFETY: disables every breakpoint; `exit` writes `dr7` back.
+        unsafe { write_dr7(DR7_RESET) };
+    }
+    let outer_debug_status = (vector == DEBUG_VECTOR).then(|| {
+        let status = read_and_reset_dr6();
+        // SAFETY: DR7 is clear, so no breakpoint can fire between the CPU
+        // reading the IST pointer and this shift; `exit` undoes it.
+        unsafe { gdt::shift_debug_ist(gdt::DEBUG_IST_SHIFT as i64) };
+        DEBUG_STATUS.swap(status, Ordering::Relaxed)
+    });
+    let cr2 = Cr2::read_raw();
+    DEPTH.fetch_add(1, Ordering::Relaxed);
+    ParanoidState { dr7, cr2, outer_debug_status }
+}
+
+/// The last thing every returning paranoid entry does.
+#[inline(always)]
+pub fn exit(state: ParanoidState) {
+    DEPTH.fetch_sub(1, Ordering::Relaxed);
+    if Cr2::read_raw() != state.cr2 {
+        // SAFETY: CR2 only reports fault addresses; this puts back the one
+        // the interrupted context may still read.
+        unsafe {
+            core::arch::asm!("mov cr2, {}", in(reg) state.cr2, options(nomem, nostack, preserves_flags))
+        };
+    }
+    if let Some(outer) = state.outer_debug_status {
+        DEBUG_STATUS.store(outer, Ordering::Relaxed);
+        // SAFETY: undoes this #DB's shift in `enter`.
+        unsafe { gdt::shift_debug_ist(-(gdt::DEBUG_IST_SHIFT as i64)) };
+    }
+    if state.dr7 != DR7_RESET {
+        // SAFETY: the value this entry saved.
+        unsafe { write_dr7(state.dr7) };
+    }
+}
+
+/// Paranoid handlers running now.
+pub fn depth() -> u32 {
+    DEPTH.load(Ordering::Relaxed)
+}
+
+/// Is this code running inside an NMI, #DB, #MC or #DF handler (or
+/// anything they interrupted themselves with)? The NMI counts from its
+/// stub's first store, before any Rust runs.
+pub fn in_paranoid_context() -> bool {
+    depth() != 0 || extregs_entry_asm::nmi_state() != extregs_regs::nmi_state::IDLE
+}
+
+/// DR6 of the #DB being handled, as its entry found it (the live DR6 was
+/// reset by then).
+pub fn debug_status() -> u64 {
+    DEBUG_STATUS.load(Ordering::Relaxed)
+}
+
+/// DR7 as it is now (breakpoints armed outside any paranoid handler).
+pub fn dr7() -> u64 {
+    read_dr7()
+}
+
+/// Disables every hardware breakpoint (outside paranoid handlers: inside
+/// one, the entry's exit would re-arm the saved DR7).
+pub fn disarm_breakpoints() {
+    // SAFETY: DR7_RESET enables no breakpoint.
+    unsafe { write_dr7(DR7_RESET) };
+}
+
+/// Resets DR6, for tests whose single steps were taken by another gate
+/// than the #DB entry (which would have reset it).
+pub fn reset_debug_status() {
+    let _ = read_and_reset_dr6();
+}
+
+/// Why a hardware breakpoint at `address` is refused, if it is: the entry
+/// text, the NMI state byte, the IST stacks and the TSS are what the
+/// paranoid entries touch before they clear DR7 (Linux refuses the same
+/// for its cpu_entry_area and entry text). A data breakpoint on
+/// `extregs_nmi_state` would raise a #DB inside the NMI stub before it
+/// copied its frame, and that #DB's IRETQ would unblock NMIs.
+pub fn breakpoint_refused(address: u64) -> Option<&'static str> {
+    let entry_text = extregs_entry_asm::entry_text_range();
+    let nmi_state = extregs_entry_asm::nmi_state_address();
+    if entry_text.contains(&address) {
+        Some("the entry text")
+    } else if address / 8 == nmi_state / 8 {
+        Some("the NMI entry state")
+    } else if gdt::ist_stack_of(address).is_some() || gdt::ist_guard_of(address).is_some() {
+        Some("an IST stack")
+    } else if gdt::tss_range().contains(&address) {
+        Some("the TSS")
+    } else {
+        None
+    }
+}
+
+/// Arms DR0 as an execute breakpoint at `address`, refusing what
+/// [`breakpoint_refused`] names.
+pub fn set_execute_breakpoint(address: u64) -> Result<(), &'static str> {
+    if let Some(why) = breakpoint_refused(address) {
+        return Err(why);
+    }
+    arm_execute_breakpoint(address);
+    Ok(())
+}
+
+/// Arms DR0 as an execute breakpoint at `address`, without the check: for
+/// the selftests that put a breakpoint on an entry stub on purpose.
+pub fn arm_execute_breakpoint(address: u64) {
+    // SAFETY: DR0 holds an address only; DR7 = L0 with RW0 = LEN0 = 0
+    // arms it as an instruction breakpoint, whose #DB the caller handles.
+    unsafe {
+        core::arch::asm!("mov dr0, {}", in(reg) address, options(nomem, nostack, preserves_flags));
+        write_dr7(DR7_RESET | 1);
+    }
+}
