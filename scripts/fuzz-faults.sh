@@ -54,5 +54,25 @@ for entry in "${faults[@]}"; do
     failures=$((failures + 1))
   fi
 done
+# Not the fuzzer alone: a frame that fails the entry checks fails *any*
+# mode. The demo with the accessor skewed must report ok:false with the
+# failed frames counted in its RESULT.
+if [ ${#selected[@]} -eq 0 ]; then
+  count=$((count + 1))
+  set +e
+  output=$("$CARGO_TARGET_DIR/debug/extregs" run --cmdline "mode=demo inject=extension-offset" \
+    --timeout "$budget_seconds" 2>&1)
+  status=$?
+  set -e
+  result=$(grep '^RESULT ' <<<"$output" | tail -n 1)
+  if [ "$status" -eq 1 ] && grep -q '"ok":false' <<<"$result" \
+      && grep -Eq '"frame_errors":[1-9]' <<<"$result"; then
+    echo "fuzz-faults: demo with extension-offset: failed as it must: $result"
+  else
+    echo "fuzz-faults: demo with extension-offset: NOT failed (exit $status): $result" >&2
+    tail -n 20 <<<"$output" >&2
+    failures=$((failures + 1))
+  fi
+fi
 echo "fuzz-faults: $((count - failures)) caught, $failures missed"
 [ "$failures" -eq 0 ]

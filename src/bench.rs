@@ -52,37 +52,49 @@ pub struct NestRow {
     pub stack_bytes: u64,
 }
 
-/// Reads the TSC, ordered after earlier instructions.
-#[inline(always)]
-fn tsc() -> u64 {
-    // SAFETY: LFENCE and RDTSC have no side effects.
-    unsafe {
-        core::arch::x86_64::_mm_lfence();
-        core::arch::x86_64::_rdtsc()
-    }
+/// The native harness's build, as the table header and the JSON name it.
+pub fn native_build() -> Value {
+    json!({"profile": extregs_bench::BUILD_PROFILE, "opt_level": extregs_bench::BUILD_OPT_LEVEL})
 }
 
-/// One synthetic-frame round trip through `stub`; returns (TSC ticks,
-/// RSP before the frame was pushed).
+/// "profile dev, opt-level 2" for a table header.
+pub fn describe_build(build: &Value) -> String {
+    format!(
+        "profile {}, opt-level {}",
+        build["profile"].as_str().unwrap_or("?"),
+        build["opt_level"].as_str().unwrap_or("?")
+    )
+}
+
+/// Round trips timed per pair of TSC reads in the native harness. Some
+/// hosts' TSC advances in steps (26 ticks on an AMD EPYC host here), which
+/// quantised single round trips to multiples of the step; a batch of 32
+/// resolves differences below one step (1/32 of it).
+pub const NATIVE_BATCH: u64 = 32;
+
+/// `batch` synthetic-frame round trips through `stub`; returns (TSC ticks
+/// for all of them, RSP before each frame was pushed).
 #[inline(never)]
-fn round_trip(stub: u64) -> (u64, u64) {
-    let start: u64;
-    let end: u64;
+fn round_trips(stub: u64, batch: u64) -> (u64, u64) {
+    let ticks: u64;
     let top: u64;
     // The asm pushes a ring-3 interrupt frame (the user selectors Linux
     // gives every x86_64 process) that returns to label 2, and jumps to a
-    // stub that saves and restores every GPR it touches (or, for the floor,
-    // none) and ends in iretq.
-    // SAFETY: see above; RAX, RCX and RDX are declared clobbered, and the
-    // stack is back where it was once the iretq has popped the frame.
+    // stub, which calls host-compiled Rust handlers (any caller-saved
+    // register, SSE/AVX included, may change: clobber_abi) and ends in
+    // iretq. The stub address, the count and the start time live in
+    // callee-saved registers across the loop.
+    // SAFETY: see above; the stack is back where it was once each iretq
+    // has popped its frame.
     unsafe {
         core::arch::asm!(
             "lfence",
             "rdtsc",
             "shl rdx, 32",
             "or rax, rdx",
-            "mov {start}, rax",
-            "mov {top}, rsp",
+            "mov r14, rax",
+            "mov r15, rsp",
+            "3:",
             "mov rcx, rsp",
             "push 0x2b",
             "push rcx",
@@ -90,46 +102,48 @@ fn round_trip(stub: u64) -> (u64, u64) {
             "push 0x33",
             "lea rcx, [rip + 2f]",
             "push rcx",
-            "jmp {stub}",
+            "jmp r12",
             "2:",
+            "dec r13",
+            "jnz 3b",
             "lfence",
             "rdtsc",
             "shl rdx, 32",
             "or rax, rdx",
-            "mov {end}, rax",
-            stub = in(reg) stub,
-            start = out(reg) start,
-            end = out(reg) end,
-            top = out(reg) top,
-            out("rax") _,
-            out("rcx") _,
-            out("rdx") _,
+            "sub rax, r14",
+            in("r12") stub,
+            inout("r13") batch.max(1) => _,
+            out("r14") _,
+            out("r15") top,
+            lateout("rax") ticks,
+            clobber_abi("C"),
         );
     }
-    (end - start, top)
+    (ticks, top)
 }
 
-/// Runs `stub` `iterations` times after a warm-up; returns the summary and
-/// the stack bytes from the frame's top to RSP inside the handler (None
+/// Runs `stub` for `iterations` round trips (in batches of
+/// [`NATIVE_BATCH`]) after a warm-up; returns the per-round-trip summary
+/// and the stack bytes from the frame's top to RSP inside the handler (None
 /// when no handler ran: the floor).
 fn measure_native(stub: Stub, iterations: u64) -> (Summary, Option<u64>) {
     let address = stub.address();
-    for _ in 0..iterations.min(10_000) {
-        round_trip(address);
+    for _ in 0..(iterations.min(10_000) / NATIVE_BATCH).max(1) {
+        round_trips(address, NATIVE_BATCH);
     }
-    let mut samples = Vec::with_capacity(iterations as usize);
+    let batches = (iterations / NATIVE_BATCH).max(1);
+    let mut samples = Vec::with_capacity(batches as usize);
     HANDLER_RSP.store(0, Ordering::SeqCst);
     let mut stack = None;
-    for _ in 0..iterations {
-        let (ticks, top) = round_trip(address);
+    for _ in 0..batches {
+        let (ticks, top) = round_trips(address, NATIVE_BATCH);
         samples.push(ticks);
         let handler_rsp = HANDLER_RSP.swap(0, Ordering::SeqCst);
         if handler_rsp != 0 {
             stack = Some(top - handler_rsp);
         }
     }
-    let _ = tsc();
-    (extregs_bench::summarize(&mut samples), stack)
+    (extregs_bench::summarize(&mut samples, NATIVE_BATCH), stack)
 }
 
 /// The native harness: every variant it can run, and why not the others.
@@ -177,7 +191,12 @@ pub fn native(iterations: u64) -> Vec<Row> {
 const FRAME_ONLY_BYTES: u64 = 40;
 
 /// The kernel harness: boots `mode=bench` and reads its `BENCH` lines.
-pub fn kernel(iterations: u64, accel: Accel) -> Result<(Vec<Row>, Vec<NestRow>, String), String> {
+/// What the kernel harness measured: rows, the nesting table, the CPU
+/// model, and the kernel's build (`profile`, `opt_level`,
+/// `debug_assertions`, from its `BENCH_BUILD` line).
+pub type KernelBench = (Vec<Row>, Vec<NestRow>, String, Value);
+
+pub fn kernel(iterations: u64, accel: Accel) -> Result<KernelBench, String> {
     let config = RunConfig {
         accel,
         cmdline: format!("mode=bench iterations={iterations}"),
@@ -198,14 +217,19 @@ pub fn kernel(iterations: u64, accel: Accel) -> Result<(Vec<Row>, Vec<NestRow>, 
     }
     let mut rows = Vec::new();
     let mut nesting = Vec::new();
+    let mut build = Value::Null;
     for line in outcome.serial.lines() {
-        if let Some(json) = line.strip_prefix("BENCH ") {
+        if let Some(json) = line.strip_prefix("BENCH_BUILD ") {
+            build = serde_json::from_str(json)
+                .map_err(|e| format!("bad BENCH_BUILD line ({e}): {line}"))?;
+        } else if let Some(json) = line.strip_prefix("BENCH ") {
             let value: Value =
                 serde_json::from_str(json).map_err(|e| format!("bad BENCH line ({e}): {line}"))?;
-            let summary = value["median"].as_u64().map(|median| Summary {
-                min: value["min"].as_u64().unwrap_or(0),
+            let summary = value["median"].as_f64().map(|median| Summary {
+                min: value["min"].as_f64().unwrap_or(0.0),
                 median,
-                p99: value["p99"].as_u64().unwrap_or(0),
+                p99: value["p99"].as_f64().unwrap_or(0.0),
+                iqr: value["iqr"].as_f64().unwrap_or(0.0),
             });
             rows.push(Row {
                 name: value["name"].as_str().unwrap_or("?").into(),
@@ -221,9 +245,10 @@ pub fn kernel(iterations: u64, accel: Accel) -> Result<(Vec<Row>, Vec<NestRow>, 
             nesting.push(NestRow {
                 depth: value["depth"].as_u64().unwrap_or(0),
                 summary: Summary {
-                    min: value["min"].as_u64().unwrap_or(0),
-                    median: value["median"].as_u64().unwrap_or(0),
-                    p99: value["p99"].as_u64().unwrap_or(0),
+                    min: value["min"].as_f64().unwrap_or(0.0),
+                    median: value["median"].as_f64().unwrap_or(0.0),
+                    p99: value["p99"].as_f64().unwrap_or(0.0),
+                    iqr: value["iqr"].as_f64().unwrap_or(0.0),
                 },
                 stack_bytes: value["stack_bytes"].as_u64().unwrap_or(0),
             });
@@ -235,18 +260,21 @@ pub fn kernel(iterations: u64, accel: Accel) -> Result<(Vec<Row>, Vec<NestRow>, 
         .find_map(|line| line.strip_prefix("extregs: cpu: "))
         .map(|text| text.split(": pks=").next().unwrap_or(text).to_string())
         .unwrap_or_else(|| "unknown".into());
-    Ok((rows, nesting, cpu))
+    if build.is_null() {
+        return Err("the kernel printed no BENCH_BUILD line".into());
+    }
+    Ok((rows, nesting, cpu, build))
 }
 
 /// A variant's median, by name, in one harness's rows.
-fn median_of(rows: &[Row], name: &str) -> Option<u64> {
+fn median_of(rows: &[Row], name: &str) -> Option<f64> {
     rows.iter().find(|row| row.name == name).and_then(|row| row.summary).map(|s| s.median)
 }
 
 /// `value / base` with two decimals, or "-".
-fn ratio(value: Option<u64>, base: Option<u64>) -> Option<f64> {
+fn ratio(value: Option<f64>, base: Option<f64>) -> Option<f64> {
     match (value, base) {
-        (Some(value), Some(base)) if base > 0 => Some(value as f64 / base as f64),
+        (Some(value), Some(base)) if base > 0.0 => Some(value / base),
         _ => None,
     }
 }
@@ -257,19 +285,20 @@ pub fn table(rows: &[Row], title: &str) -> String {
     let by_value = median_of(rows, "by-value");
     let mut text = format!("{title}\n");
     text.push_str(&format!(
-        "  {:<20} {:>8} {:>8} {:>8} {:>7} {:>8} {:>10}\n",
-        "variant", "min", "median", "p99", "stack", "x floor", "x by-value"
+        "  {:<20} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>10}\n",
+        "variant", "min", "median", "p99", "iqr", "stack", "x floor", "x by-value"
     ));
     for row in rows {
         match row.summary {
             Some(summary) => {
                 let show = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}"));
                 text.push_str(&format!(
-                    "  {:<20} {:>8} {:>8} {:>8} {:>7} {:>8} {:>10}\n",
+                    "  {:<20} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>7} {:>8} {:>10}\n",
                     row.name,
                     summary.min,
                     summary.median,
                     summary.p99,
+                    summary.iqr,
                     row.stack_bytes.map_or("-".into(), |b| b.to_string()),
                     show(ratio(Some(summary.median), floor)),
                     show(ratio(Some(summary.median), by_value)),
@@ -297,6 +326,7 @@ pub fn row_json(row: &Row, rows_of_harness: &[Row]) -> Value {
         "min_cycles": row.summary.map(|s| s.min),
         "median_cycles": row.summary.map(|s| s.median),
         "p99_cycles": row.summary.map(|s| s.p99),
+        "iqr_cycles": row.summary.map(|s| s.iqr),
         "stack_bytes": row.stack_bytes,
         "ratio_to_floor": ratio(row.summary.map(|s| s.median), floor),
         "ratio_to_by_value": ratio(row.summary.map(|s| s.median), by_value),

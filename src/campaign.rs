@@ -28,6 +28,10 @@ pub struct CampaignConfig {
     pub timeout: Duration,
     /// `inject=NAME`: a fault for a fault-injection kernel build to switch on.
     pub inject: Option<String>,
+    /// Every boot gets an NMI storm over QMP (foreign NMIs).
+    pub nmi_storm: bool,
+    /// Every boot runs one guest instruction per translation block.
+    pub granular: bool,
 }
 
 /// One seed's boot.
@@ -148,6 +152,8 @@ pub fn run_seed(config: &CampaignConfig, seed: u64, cancel: Option<Arc<AtomicBoo
         timeout: config.timeout,
         deterministic: config.deterministic,
         cancel,
+        nmi_storm: config.nmi_storm,
+        granular: config.granular,
         ..RunConfig::default()
     };
     match qemu::run(&run) {
@@ -245,6 +251,8 @@ pub fn to_json(
                     "frames_per_s",
                     "digest",
                     "latched_nmis",
+                    "foreign_nmis",
+                    "entry_points_hit",
                     "invariant",
                 ] {
                     if !result[key].is_null() {
@@ -266,6 +274,8 @@ pub fn to_json(
         "jobs": config.jobs,
         "deterministic": config.deterministic,
         "cpu": config.cpu,
+        "nmi_storm": config.nmi_storm,
+        "granular": config.granular,
         "interrupted": interrupted,
         "totals": totals.to_json(),
         "runs": seeds,
@@ -340,6 +350,8 @@ mod tests {
             cpu: "max".into(),
             timeout: Duration::from_secs(1),
             inject: None,
+            nmi_storm: false,
+            granular: false,
         };
         assert_eq!(
             replay_command(&config, 42),

@@ -85,9 +85,10 @@ struct FuzzArgs {
     /// Deepest nesting (1..=12).
     #[arg(long, default_value_t = 8)]
     max_depth: u32,
-    /// Parallel QEMU instances.
-    #[arg(long, default_value_t = 2)]
-    jobs: usize,
+    /// Parallel QEMU instances (default 2; a campaign only: a replay is one
+    /// boot).
+    #[arg(long)]
+    jobs: Option<usize>,
     /// Write the campaign (settings, one row per seed, totals) as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -106,6 +107,14 @@ struct FuzzArgs {
     /// Only a kernel built with EXTREGS_FAULT_INJECTION=1 accepts it.
     #[arg(long)]
     inject: Option<String>,
+    /// Send NMIs from outside during every boot (QMP inject-nmi, back to
+    /// back): foreign events the fuzzer validates and counts.
+    #[arg(long)]
+    nmi_storm: bool,
+    /// One guest instruction per translation block (QEMU -singlestep), so
+    /// foreign NMIs land at every instruction boundary (slower).
+    #[arg(long)]
+    granular: bool,
 }
 
 #[derive(clap::Args)]
@@ -146,6 +155,14 @@ struct RunArgs {
     /// client).
     #[arg(long)]
     qmp: Option<PathBuf>,
+    /// Send NMIs from outside (QMP inject-nmi, back to back) from the
+    /// kernel's mode line until it exits.
+    #[arg(long)]
+    nmi_storm: bool,
+    /// One guest instruction per translation block (QEMU -singlestep), so
+    /// NMIs and IRQs can land at every instruction boundary (slower).
+    #[arg(long)]
+    granular: bool,
 }
 
 fn main() -> ExitCode {
@@ -189,13 +206,22 @@ fn run(args: RunArgs) -> i32 {
         deterministic: false,
         cancel: None,
         serial_lines: None,
+        granular: args.granular,
+        nmi_storm: args.nmi_storm,
     };
+    if config.nmi_storm && config.accel == Accel::Kvm {
+        eprintln!("extregs: --nmi-storm needs TCG here (KVM cannot deliver guest exceptions)");
+        return EXIT_USAGE;
+    }
     if config.gdb {
         eprintln!("extregs: QEMU waits for gdb: target remote localhost:1234");
     }
     match qemu::run(&config) {
         Ok(outcome) => {
             let (code, why) = outcome.verdict();
+            if let Some(sent) = outcome.nmis_sent {
+                eprintln!("extregs: NMI storm: {sent} NMIs sent over QMP");
+            }
             if !outcome.qemu_stderr.trim().is_empty() {
                 eprintln!("qemu: {}", outcome.qemu_stderr.trim_end());
             }
@@ -235,7 +261,7 @@ fn fuzz(args: FuzzArgs) -> i32 {
         eprintln!("extregs: --max-depth must be from 1 to 12");
         return EXIT_USAGE;
     }
-    if args.iterations == 0 || args.jobs == 0 || args.timeout == 0 {
+    if args.iterations == 0 || args.jobs == Some(0) || args.timeout == 0 {
         eprintln!("extregs: --iterations, --jobs and --timeout must be at least 1");
         return EXIT_USAGE;
     }
@@ -247,7 +273,15 @@ fn fuzz(args: FuzzArgs) -> i32 {
                 return EXIT_USAGE;
             }
         },
-        (None, Some(seed)) => return replay(&args, seed),
+        (None, Some(seed)) => {
+            if args.jobs.is_some() {
+                eprintln!(
+                    "extregs: --jobs is for a campaign (--seeds); a replay (--seed) is one boot"
+                );
+                return EXIT_USAGE;
+            }
+            return replay(&args, seed);
+        }
         _ => {
             eprintln!("extregs: give --seeds A..B for a campaign or --seed S to replay one");
             return EXIT_USAGE;
@@ -257,11 +291,13 @@ fn fuzz(args: FuzzArgs) -> i32 {
         seeds: seeds.clone(),
         iterations: args.iterations,
         max_depth: args.max_depth,
-        jobs: args.jobs,
+        jobs: args.jobs.unwrap_or(DEFAULT_FUZZ_JOBS),
         deterministic: args.deterministic,
         cpu: args.cpu.clone(),
         timeout: Duration::from_secs(args.timeout),
         inject: args.inject.clone(),
+        nmi_storm: args.nmi_storm,
+        granular: args.granular,
     };
     let cancel = Arc::new(AtomicBool::new(false));
     {
@@ -282,7 +318,7 @@ fn fuzz(args: FuzzArgs) -> i32 {
         seeds.end,
         args.iterations,
         args.max_depth,
-        args.jobs,
+        config.jobs,
         if args.deterministic { ", deterministic (-icount)" } else { "" }
     );
     let (reports, totals, interrupted) =
@@ -349,6 +385,11 @@ fn fuzz(args: FuzzArgs) -> i32 {
 }
 
 /// `extregs fuzz --seed S`: one boot, its output shown.
+/// Parallel boots of a campaign without `--jobs`.
+const DEFAULT_FUZZ_JOBS: usize = 2;
+
+/// `fuzz --seed S`: one boot with its output shown; `--json` writes it as a
+/// one-seed campaign (the same format as `--seeds`).
 fn replay(args: &FuzzArgs, seed: u64) -> i32 {
     let config = RunConfig {
         cpu: args.cpu.clone(),
@@ -356,19 +397,53 @@ fn replay(args: &FuzzArgs, seed: u64) -> i32 {
         timeout: Duration::from_secs(args.timeout),
         deterministic: args.deterministic,
         echo: true,
+        nmi_storm: args.nmi_storm,
+        granular: args.granular,
         ..RunConfig::default()
     };
-    match qemu::run(&config) {
-        Ok(outcome) => {
-            let (code, why) = outcome.verdict();
-            eprintln!("extregs: {why} (exit {code})");
-            code
-        }
+    let outcome = match qemu::run(&config) {
+        Ok(outcome) => outcome,
         Err(error) => {
             eprintln!("extregs: {error}");
-            EXIT_USAGE
+            return EXIT_USAGE;
         }
+    };
+    let (code, why) = outcome.verdict();
+    eprintln!("extregs: {why} (exit {code})");
+    if let Some(sent) = outcome.nmis_sent {
+        eprintln!("extregs: NMI storm: {sent} NMIs sent over QMP");
     }
+    if let Some(path) = &args.json {
+        let campaign_config = CampaignConfig {
+            seeds: seed..seed + 1,
+            iterations: args.iterations,
+            max_depth: args.max_depth,
+            jobs: 1,
+            deterministic: args.deterministic,
+            cpu: args.cpu.clone(),
+            timeout: Duration::from_secs(args.timeout),
+            inject: args.inject.clone(),
+            nmi_storm: args.nmi_storm,
+            granular: args.granular,
+        };
+        let report = campaign::SeedReport {
+            seed,
+            exit: code,
+            why,
+            result: outcome.result(),
+            serial: (code != EXIT_SUCCESS).then_some(outcome.serial),
+        };
+        let mut totals = campaign::Totals::default();
+        totals.add(&report);
+        let document = campaign::to_json(&campaign_config, &[report], &totals, false);
+        let text = serde_json::to_string_pretty(&document).expect("JSON renders");
+        if let Err(error) = std::fs::write(path, text + "\n") {
+            eprintln!("extregs: cannot write {}: {error}", path.display());
+            return EXIT_USAGE;
+        }
+        eprintln!("extregs: fuzz: wrote {}", path.display());
+    }
+    code
 }
 
 fn bench(args: BenchArgs) -> i32 {
@@ -378,6 +453,7 @@ fn bench(args: BenchArgs) -> i32 {
     }
     let mut rows = Vec::new();
     let mut nesting = Vec::new();
+    let mut kernel_build = serde_json::Value::Null;
     let mut code = EXIT_SUCCESS;
     if args.harness != Harness::Kernel {
         let native = bench::native(args.iterations);
@@ -385,14 +461,19 @@ fn bench(args: BenchArgs) -> i32 {
             "{}",
             bench::table(
                 &native,
-                &format!("native harness: ring 3 on {} (TSC cycles per round trip, synthetic frame + iretq)", bench::host_cpu())
+                &format!(
+                    "native harness: ring 3 on {} ({}; TSC cycles per round trip, synthetic frame + iretq, {} round trips per TSC read)",
+                    bench::host_cpu(),
+                    bench::describe_build(&bench::native_build()),
+                    bench::NATIVE_BATCH
+                )
             )
         );
         rows.extend(native);
     }
     if args.harness != Harness::Native {
         match bench::kernel(args.iterations, args.accel) {
-            Ok((kernel_rows, nest_rows, cpu)) => {
+            Ok((kernel_rows, nest_rows, cpu, build)) => {
                 let accel = match args.accel {
                     Accel::Tcg => "TCG",
                     Accel::Kvm => "KVM",
@@ -402,27 +483,29 @@ fn bench(args: BenchArgs) -> i32 {
                     "{}",
                     bench::table(
                         &kernel_rows,
-                        &format!("kernel harness: QEMU {accel} on {cpu} (TSC cycles per `int $vector` round trip; under TCG only ratios mean anything)")
+                        &format!("kernel harness: QEMU {accel} on {cpu} (kernel {}; TSC cycles per `int $vector` round trip; under TCG only ratios mean anything)", bench::describe_build(&build))
                     )
                 );
                 println!("nesting: extended, kernel harness (cycles for the outermost round trip)");
                 println!(
-                    "  {:>5} {:>8} {:>8} {:>8} {:>7}",
-                    "depth", "min", "median", "p99", "stack"
+                    "  {:>5} {:>8} {:>8} {:>8} {:>7} {:>7}",
+                    "depth", "min", "median", "p99", "iqr", "stack"
                 );
                 for row in &nest_rows {
                     println!(
-                        "  {:>5} {:>8} {:>8} {:>8} {:>7}",
+                        "  {:>5} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>7}",
                         row.depth,
                         row.summary.min,
                         row.summary.median,
                         row.summary.p99,
+                        row.summary.iqr,
                         row.stack_bytes
                     );
                 }
                 println!();
                 rows.extend(kernel_rows);
                 nesting = nest_rows;
+                kernel_build = build;
             }
             Err(error) => {
                 eprintln!("extregs: bench: {error}");
@@ -441,11 +524,15 @@ fn bench(args: BenchArgs) -> i32 {
             .map(|n| {
                 serde_json::json!({"name": "extended", "harness": "kernel", "depth": n.depth,
                     "min_cycles": n.summary.min, "median_cycles": n.summary.median,
-                    "p99_cycles": n.summary.p99, "stack_bytes": n.stack_bytes})
+                    "p99_cycles": n.summary.p99, "iqr_cycles": n.summary.iqr,
+                    "stack_bytes": n.stack_bytes})
             })
             .collect();
         let document = serde_json::json!({
             "host_cpu": bench::host_cpu(),
+            "native_build": bench::native_build(),
+            "native_round_trips_per_tsc_read": bench::NATIVE_BATCH,
+            "kernel_build": kernel_build,
             "iterations": args.iterations,
             "rows": json_rows,
             "nesting": nest_json,

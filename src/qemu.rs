@@ -88,7 +88,19 @@ pub struct RunConfig {
     /// Also send every serial line here as it arrives (tests use it to act
     /// on the kernel's progress, e.g. inject NMIs once it idles).
     pub serial_lines: Option<mpsc::Sender<String>>,
+    /// One guest instruction per translation block (QEMU 7.2 `-singlestep`):
+    /// TCG delivers interrupts only between blocks, so this lets an NMI or
+    /// IRQ land at every instruction boundary (slower).
+    pub granular: bool,
+    /// Send NMIs from outside (QMP `inject-nmi`, back to back) from the
+    /// moment the kernel names its mode (it has its IDT then) until QEMU
+    /// exits. Uses `qmp` when given, else a socket of its own.
+    pub nmi_storm: bool,
 }
+
+/// The gap between two NMIs of a storm. QEMU keeps one pending NMI per
+/// CPU, so a shorter gap only merges more of them.
+pub const NMI_STORM_INTERVAL: Duration = Duration::from_micros(500);
 
 impl Default for RunConfig {
     fn default() -> Self {
@@ -104,6 +116,8 @@ impl Default for RunConfig {
             deterministic: false,
             cancel: None,
             serial_lines: None,
+            granular: false,
+            nmi_storm: false,
         }
     }
 }
@@ -174,7 +188,10 @@ pub fn qemu_arguments(config: &RunConfig, image: &Path) -> Vec<String> {
     if config.deterministic {
         args.extend(["-icount".into(), "shift=0,sleep=off".into()]);
     }
-    if let Some(socket) = &config.qmp {
+    if config.granular {
+        args.push("-singlestep".into());
+    }
+    if let Some(socket) = qmp_socket(config) {
         args.extend(["-qmp".into(), format!("unix:{},server=on,wait=off", socket.display())]);
     }
     if config.gdb {
@@ -183,10 +200,54 @@ pub fn qemu_arguments(config: &RunConfig, image: &Path) -> Vec<String> {
     args
 }
 
+/// The QMP socket of a boot: the one asked for, or a private one for an
+/// NMI storm.
+fn qmp_socket(config: &RunConfig) -> Option<PathBuf> {
+    match (&config.qmp, config.nmi_storm) {
+        (Some(socket), _) => Some(socket.clone()),
+        (None, true) => Some(std::env::temp_dir().join(format!(
+            "extregs-{}-{}-storm.qmp",
+            std::process::id(),
+            storm_socket_number(config)
+        ))),
+        (None, false) => None,
+    }
+}
+
+/// A number that tells the storm sockets of one process's boots apart
+/// (parallel campaign boots): derived from the config's address, stable
+/// while the boot runs.
+fn storm_socket_number(config: &RunConfig) -> usize {
+    config as *const RunConfig as usize
+}
+
+/// Sends NMIs over `socket` once `ready` is set, until `done` is; returns
+/// how many QEMU accepted.
+fn nmi_storm(socket: PathBuf, ready: Arc<AtomicBool>, done: Arc<AtomicBool>) -> u64 {
+    while !ready.load(Ordering::SeqCst) {
+        if done.load(Ordering::SeqCst) {
+            return 0;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let Ok(mut qmp) = crate::qmp::Qmp::connect(&socket, Duration::from_secs(10)) else {
+        return 0;
+    };
+    let mut sent = 0;
+    while !done.load(Ordering::SeqCst) {
+        if qmp.inject_nmi().is_err() {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(NMI_STORM_INTERVAL);
+    }
+    sent
+}
+
 /// Boots the kernel once and waits for QEMU to end or the timeout.
 pub fn run(config: &RunConfig) -> Result<Outcome, SetupError> {
     check_cmdline(&config.cmdline)?;
-    if let Some(socket) = &config.qmp {
+    if let Some(socket) = qmp_socket(config) {
         if socket.to_string_lossy().contains(',') {
             return Err(SetupError(format!(
                 "the QMP socket path cannot contain ',' (QEMU's option syntax): {}",
@@ -232,6 +293,18 @@ pub fn run(config: &RunConfig) -> Result<Outcome, SetupError> {
     let stderr = child.stderr.take().expect("stderr was piped");
     let echo = config.echo;
     let line_sink = config.serial_lines.clone();
+    // The kernel names its mode once its IDT is in: before that an NMI
+    // would triple-fault the guest (DESIGN §3).
+    let kernel_ready = Arc::new(AtomicBool::new(false));
+    let kernel_ready_flag = kernel_ready.clone();
+    let storm_done = Arc::new(AtomicBool::new(false));
+    let storm = match (config.nmi_storm, qmp_socket(config)) {
+        (true, Some(socket)) => {
+            let (ready, done) = (kernel_ready.clone(), storm_done.clone());
+            Some(std::thread::spawn(move || nmi_storm(socket, ready, done)))
+        }
+        _ => None,
+    };
     let (serial_sender, serial_receiver) = mpsc::channel();
     let serial_reader = std::thread::spawn(move || {
         let mut collected = String::new();
@@ -245,6 +318,9 @@ pub fn run(config: &RunConfig) -> Result<Outcome, SetupError> {
             }
             if let Some(sink) = &line_sink {
                 let _ = sink.send(text.trim_end_matches('\n').to_string());
+            }
+            if text.starts_with("extregs: mode=") {
+                kernel_ready_flag.store(true, Ordering::SeqCst);
             }
             collected.push_str(&text);
             line.clear();
@@ -296,10 +372,19 @@ pub fn run(config: &RunConfig) -> Result<Outcome, SetupError> {
             }
         }
     };
+    storm_done.store(true, Ordering::SeqCst);
+    let nmis_sent = storm.map(|thread| thread.join().unwrap_or(0));
     let _ = serial_reader.join();
     let serial = serial_receiver.recv().unwrap_or_default();
     let qemu_stderr = stderr_reader.join().unwrap_or_default();
-    Ok(Outcome::new(status, serial, qemu_stderr))
+    if config.nmi_storm && config.qmp.is_none() {
+        if let Some(socket) = qmp_socket(config) {
+            let _ = std::fs::remove_file(socket);
+        }
+    }
+    let mut outcome = Outcome::new(status, serial, qemu_stderr);
+    outcome.nmis_sent = nmis_sent;
+    Ok(outcome)
 }
 
 #[cfg(test)]

@@ -29,6 +29,9 @@ pub struct Outcome {
     pub serial: String,
     /// What QEMU itself printed on stderr.
     pub qemu_stderr: String,
+    /// NMIs an `--nmi-storm` sent (QEMU merges NMIs that arrive while one
+    /// is pending, so the kernel may count fewer).
+    pub nmis_sent: Option<u64>,
 }
 
 /// One KTAP result line.
@@ -43,7 +46,7 @@ pub struct KtapResult {
 
 impl Outcome {
     pub fn new(status: RunStatus, serial: String, qemu_stderr: String) -> Self {
-        Outcome { status, serial, qemu_stderr }
+        Outcome { status, serial, qemu_stderr, nmis_sent: None }
     }
 
     /// Every `RESULT {json}` line, parsed (unparsable ones as `Err`).

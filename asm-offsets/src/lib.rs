@@ -301,6 +301,79 @@ mod tests {
         }
     }
 
+    /// Every `asm!` block (not `global_asm!`) in the kernel and the runner,
+    /// as (file, first line, text up to the closing parenthesis).
+    fn inline_asm_blocks() -> Vec<(String, usize, String)> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        let mut pending = vec![root.join("crates/kernel/src"), root.join("src")];
+        while let Some(directory) = pending.pop() {
+            for entry in std::fs::read_dir(&directory).expect("source directory") {
+                let path = entry.expect("directory entry").path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        let mut blocks = Vec::new();
+        for path in files {
+            let source = std::fs::read_to_string(&path).expect("readable source");
+            for (start, _) in source.match_indices("asm!(") {
+                if source[..start].ends_with("global_") {
+                    continue;
+                }
+                let mut depth = 0;
+                let mut end = start;
+                for (offset, c) in source[start + 4..].char_indices() {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    if depth == 0 {
+                        end = start + 4 + offset;
+                        break;
+                    }
+                }
+                let line = source[..start].lines().count();
+                blocks.push((path.display().to_string(), line, source[start..=end].to_string()));
+            }
+        }
+        blocks
+    }
+
+    /// An `asm!` block that raises an event or waits for one runs handlers,
+    /// and handlers write memory the surrounding Rust reads: such a block
+    /// must not promise `nomem` (the compiler could keep values in
+    /// registers across it, or move stores over it). Neither may a block
+    /// that jumps into entry stubs or calls Rust without declaring the
+    /// C ABI's clobbers (the callee may use any caller-saved register,
+    /// SSE and AVX included).
+    #[test]
+    fn inline_asm_that_runs_handlers_declares_what_they_touch() {
+        let raises_events = ["int3", "int $", "int {", "\"int", "hlt", "sti", "ud2", "int1"];
+        let blocks = inline_asm_blocks();
+        assert!(blocks.len() > 10, "found only {} asm! blocks", blocks.len());
+        for (file, line, text) in &blocks {
+            if raises_events.iter().any(|needle| text.contains(needle)) {
+                assert!(
+                    !text.contains("nomem"),
+                    "{file}:{line}: an asm! block that runs handlers says nomem:\n{text}"
+                );
+            }
+            let calls_out =
+                text.contains("\"call ") || text.contains("\"jmp {") || text.contains("\"call {");
+            if calls_out {
+                assert!(
+                    text.contains("clobber_abi(\"C\")"),
+                    "{file}:{line}: an asm! block that calls or jumps into code without clobber_abi(\"C\"):\n{text}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn outputs_name_every_constant() {
         let constants = constants();

@@ -2,8 +2,16 @@
 //! `EXTREGS_FAULT_INJECTION=1` in the environment, `cfg(fault_injection)`
 //! compiles in the named faults that `mode=fuzz inject=NAME` turns on. Normal
 //! builds contain none of that code.
+//!
+//! It also records the build profile and opt-level for `mode=bench`.
 
 fn main() {
+    // What this kernel was built as, for `mode=bench` to report (cargo sets
+    // OPT_LEVEL per package, after profile overrides).
+    for key in ["PROFILE", "OPT_LEVEL", "DEBUG"] {
+        let value = std::env::var(key).unwrap_or_else(|_| "?".into());
+        println!("cargo:rustc-env=EXTREGS_BUILD_{key}={value}");
+    }
     println!("cargo::rustc-check-cfg=cfg(fault_injection)");
     println!("cargo:rerun-if-env-changed=EXTREGS_FAULT_INJECTION");
     if std::env::var_os("EXTREGS_FAULT_INJECTION").is_some_and(|value| value == "1") {

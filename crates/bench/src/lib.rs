@@ -175,22 +175,38 @@ impl EntryPlatform for CellPlatform {
     }
 }
 
-/// Sorted samples reduced to what the report shows.
+/// The cargo profile this crate (the measured handlers of the native
+/// harness) was built with, and its opt-level.
+pub const BUILD_PROFILE: &str = env!("EXTREGS_BENCH_BUILD_PROFILE");
+pub const BUILD_OPT_LEVEL: &str = env!("EXTREGS_BENCH_BUILD_OPT_LEVEL");
+
+/// Sorted samples reduced to what the report shows, in TSC ticks per round
+/// trip (fractional when a sample timed a batch of round trips).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Summary {
-    pub min: u64,
-    pub median: u64,
-    pub p99: u64,
+    pub min: f64,
+    pub median: f64,
+    pub p99: f64,
+    /// The spread: interquartile range (p75 - p25).
+    pub iqr: f64,
 }
 
-/// Summarises `samples` (sorts them in place). Empty gives zeros.
-pub fn summarize(samples: &mut [u64]) -> Summary {
+/// Summarises `samples` (sorts them in place), each the ticks of
+/// `round_trips_per_sample` round trips. Empty gives zeros.
+pub fn summarize(samples: &mut [u64], round_trips_per_sample: u64) -> Summary {
     if samples.is_empty() {
         return Summary::default();
     }
     samples.sort_unstable();
-    let at = |fraction: f64| samples[((samples.len() - 1) as f64 * fraction) as usize];
-    Summary { min: samples[0], median: at(0.5), p99: at(0.99) }
+    let per_trip = round_trips_per_sample.max(1) as f64;
+    let at =
+        |fraction: f64| samples[((samples.len() - 1) as f64 * fraction) as usize] as f64 / per_trip;
+    Summary {
+        min: samples[0] as f64 / per_trip,
+        median: at(0.5),
+        p99: at(0.99),
+        iqr: at(0.75) - at(0.25),
+    }
 }
 
 /// The handlers the stubs call, on the memory-cell platform, for binaries

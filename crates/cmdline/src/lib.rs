@@ -62,16 +62,24 @@ pub enum OopsCause {
     /// Unbounded recursion into the kernel stack's guard page: the #PF can't
     /// be delivered on the overflowed stack, so it becomes a #DF (on its IST).
     StackOverflow,
+    /// Unbounded recursion inside an NMI handler, into the guard page below
+    /// the NMI IST stack: a #DF, not a silent run into the next stack.
+    NmiStackOverflow,
+    /// `int $18` through the #MC gate: a machine check is fatal in the
+    /// kernel, even with a hook installed that would claim it.
+    MachineCheck,
 }
 
 impl OopsCause {
     /// Every cause with its command-line spelling.
-    pub const ALL: [(OopsCause, &'static str); 5] = [
+    pub const ALL: [(OopsCause, &'static str); 7] = [
         (OopsCause::InvalidOpcode, "ud2"),
         (OopsCause::GeneralProtection, "gp"),
         (OopsCause::PksViolation, "pks"),
         (OopsCause::Panic, "panic"),
         (OopsCause::StackOverflow, "stack-overflow"),
+        (OopsCause::NmiStackOverflow, "nmi-stack-overflow"),
+        (OopsCause::MachineCheck, "machine-check"),
     ];
 }
 
@@ -257,7 +265,8 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                 cause = Some(lookup(&OopsCause::ALL, value).ok_or(CommandLineError::BadValue {
                     key,
                     value,
-                    expected: "ud2, gp, pks, panic, stack-overflow",
+                    expected:
+                        "ud2, gp, pks, panic, stack-overflow, nmi-stack-overflow, machine-check",
                 })?);
             }
             "seconds" => {

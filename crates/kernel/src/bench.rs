@@ -164,16 +164,17 @@ fn measure(vector: u8, iterations: usize) -> (Summary, Option<u64>) {
             stack = Some(top - rsp);
         }
     }
-    (extregs_bench::summarize(&mut samples[..iterations]), stack)
+    (extregs_bench::summarize(&mut samples[..iterations], 1), stack)
 }
 
 fn print_row(name: &str, iterations: usize, measured: Result<(Summary, Option<u64>), &str>) {
     match measured {
         Ok((summary, stack)) => println!(
-            "BENCH {{\"name\":\"{name}\",\"iterations\":{iterations},\"min\":{},\"median\":{},\"p99\":{},\"stack_bytes\":{}}}",
+            "BENCH {{\"name\":\"{name}\",\"iterations\":{iterations},\"min\":{:.2},\"median\":{:.2},\"p99\":{:.2},\"iqr\":{:.2},\"stack_bytes\":{}}}",
             summary.min,
             summary.median,
             summary.p99,
+            summary.iqr,
             // The floor has no handler: the CPU's frame is all it uses.
             stack.unwrap_or(40)
         ),
@@ -195,6 +196,12 @@ pub fn run(iterations: u64) -> bool {
     ]);
     println!(
         "extregs: bench: {iterations} round trips per variant after a warm-up (int $vector, TSC)"
+    );
+    println!(
+        "BENCH_BUILD {{\"profile\":\"{}\",\"opt_level\":\"{}\",\"debug_assertions\":{}}}",
+        env!("EXTREGS_BUILD_PROFILE"),
+        env!("EXTREGS_BUILD_OPT_LEVEL"),
+        cfg!(debug_assertions)
     );
     for (name, vector) in [
         ("floor", FLOOR_VECTOR),
@@ -242,10 +249,10 @@ pub fn run(iterations: u64) -> bool {
             deepest = top - HANDLER_RSP.load(Ordering::SeqCst);
             samples_done += 1;
         }
-        let summary = extregs_bench::summarize(&mut samples[..samples_done]);
+        let summary = extregs_bench::summarize(&mut samples[..samples_done], 1);
         println!(
-            "BENCH_NEST {{\"depth\":{depth},\"iterations\":{samples_done},\"min\":{},\"median\":{},\"p99\":{},\"stack_bytes\":{deepest}}}",
-            summary.min, summary.median, summary.p99
+            "BENCH_NEST {{\"depth\":{depth},\"iterations\":{samples_done},\"min\":{:.2},\"median\":{:.2},\"p99\":{:.2},\"iqr\":{:.2},\"stack_bytes\":{deepest}}}",
+            summary.min, summary.median, summary.p99, summary.iqr
         );
     }
     idt::init();

@@ -32,7 +32,7 @@
 use crate::apic::{self, SELF_IPI_VECTOR, TIMER_VECTOR};
 use crate::memory;
 use crate::pks::{self, KeyRights, PksFault, PKRS_DEFAULT};
-use crate::{exit, fault, gdt, nmi, oops, println, result, show_regs, traps};
+use crate::{coverage, exit, fault, gdt, nmi, oops, println, result, show_regs, traps};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use extregs_cmdline::FuzzSettings;
@@ -619,6 +619,9 @@ fn raise(index: usize) {
         _ => {}
     }
     extregs_fuzz_spins.store(ASYNC_SPINS, Ordering::SeqCst);
+    if level.kind == Kind::SelfNmi {
+        OWN_NMI_IP.store(0, Ordering::SeqCst);
+    }
     HANDLED.fetch_and(!(1 << index), Ordering::SeqCst);
     REPEATED.fetch_and(!(1 << index), Ordering::SeqCst);
     let model_before = traps::lockdep_hardirqs_enabled();
@@ -726,8 +729,44 @@ fn pks_fault(regs: &mut PtRegs, fault: PksFault) -> bool {
     true
 }
 
+/// NMIs the program did not raise (QMP `inject-nmi`, a storm): validated
+/// by the entry checks that need no program (`traps::check_frame`:
+/// extension offset, CS/SS, live PKRS, the NMI stack copy), counted, and
+/// otherwise left alone: they never enter the digest.
+static FOREIGN_NMIS: AtomicU64 = AtomicU64::new(0);
+/// The `ip` the running chain's own NMI left in its frame (0: none yet),
+/// so a latched repeat can be told from a foreign NMI.
+static OWN_NMI_IP: AtomicU64 = AtomicU64::new(0);
+
+/// Is this NMI one the program did not raise?
+fn is_foreign_nmi(regs: &PtRegs, depth: usize) -> bool {
+    if depth >= program_len() {
+        return true;
+    }
+    let level = level(depth);
+    if level.kind != Kind::SelfNmi {
+        return true;
+    }
+    if HANDLED.load(Ordering::SeqCst) & (1 << depth) != 0 {
+        // After the level's NMI ran: the program's own only as the one
+        // repeat a deeper level asked for, on the same interrupted context.
+        let expects_repeat = (depth + 1..program_len()).any(|i| self::level(i).send_latched_nmi);
+        let repeated = REPEATED.load(Ordering::SeqCst) & (1 << depth) != 0;
+        return !(expects_repeat && !repeated && regs.ip == OWN_NMI_IP.load(Ordering::SeqCst));
+    }
+    // Before it: the program's own lands right after the trampoline's ICR
+    // store, in its wait loop.
+    let (_, site, resume) = trampoline(level.kind);
+    !(site..=resume).contains(&regs.ip)
+}
+
 fn handle(regs: &mut PtRegs, vector: u8) {
     let depth = DEPTH.load(Ordering::SeqCst);
+    if vector == 2 && is_foreign_nmi(regs, depth) {
+        FOREIGN_NMIS.fetch_add(1, Ordering::Relaxed);
+        coverage::record(regs.ip);
+        return;
+    }
     if vector == 2 && gdt::ist_stack_of(regs.sp) == Some(gdt::NMI_IST_INDEX) {
         // The entry handled an NMI that hit NMI-stack code instead of
         // latching it: this frame now overlays the outer NMI's.
@@ -798,6 +837,11 @@ fn handle(regs: &mut PtRegs, vector: u8) {
         // NMIs are blocked until the outer NMI's IRET... or this handler's:
         // the NMI arrives right after it returns, still inside the outer NMI.
         apic::send_self_nmi();
+    }
+    if vector == 2 {
+        // What a latched repeat will find in the frame (after this
+        // handler's edits: ip moved to `resume`).
+        OWN_NMI_IP.store(regs.ip, Ordering::SeqCst);
     }
     DEPTH.store(depth, Ordering::SeqCst);
     HANDLED.fetch_or(1 << depth, Ordering::SeqCst);
@@ -1114,7 +1158,23 @@ pub fn run(settings: FuzzSettings) -> bool {
         MAX_DEPTH_REACHED.load(Ordering::Relaxed),
         DIGEST.load(Ordering::Relaxed)
     );
-    crate::print!("RESULT {{\"mode\":\"fuzz\",\"ok\":true,\"pks\":{}", pks::enabled());
+    let (frames_checked, frame_errors) = traps::frame_counts();
+    let ok = frame_errors == 0;
+    let entry_points_hit = coverage::hit_count();
+    println!(
+        "extregs: fuzz: {} foreign NMIs validated; they interrupted {entry_points_hit} distinct instructions of the {}-byte entry text",
+        FOREIGN_NMIS.load(Ordering::Relaxed),
+        coverage::text_bytes()
+    );
+    crate::print!(
+        "RESULT {{\"mode\":\"fuzz\",\"ok\":{ok},\"pks\":{},\"frames_checked\":{frames_checked},\"frame_errors\":{frame_errors}",
+        pks::enabled()
+    );
+    crate::print!(
+        ",\"foreign_nmis\":{},\"entry_points_hit\":{entry_points_hit},\"entry_text_bytes\":{}",
+        FOREIGN_NMIS.load(Ordering::Relaxed),
+        coverage::text_bytes()
+    );
     crate::print!(
         ",\"seed\":{},\"iterations\":{},\"max_depth\":{max_depth},\"frames\":{frames},\"max_depth_reached\":{},\"violations\":0,\"frames_per_s\":{frames_per_s},\"latched_nmis\":{},\"digest\":\"{:016x}\",\"kinds\":{{",
         settings.seed,
@@ -1132,5 +1192,5 @@ pub fn run(settings: FuzzSettings) -> bool {
         );
     }
     println!("}}}}");
-    true
+    ok
 }

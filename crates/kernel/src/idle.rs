@@ -86,7 +86,7 @@ pub fn run(seconds: u32) -> bool {
     result::emit(
         ok,
         format_args!(
-            ",\"seconds\":{seconds},\"hz\":{HZ},\"timer_irqs\":{timer_irqs},\"nmis\":{nmis},\"frames_checked\":{frames_checked},\"frame_errors\":{frame_errors},\"unexpected_irqs\":{unexpected},\"rcu_leaks\":{rcu_leaks},\"pkrs_wrmsrs\":{pkrs_wrmsrs}"
+            ",\"seconds\":{seconds},\"hz\":{HZ},\"timer_irqs\":{timer_irqs},\"nmis\":{nmis},\"unexpected_irqs\":{unexpected},\"rcu_leaks\":{rcu_leaks},\"pkrs_wrmsrs\":{pkrs_wrmsrs}"
         ),
     );
     ok

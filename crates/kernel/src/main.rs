@@ -16,6 +16,7 @@
 
 mod apic;
 mod bench;
+mod coverage;
 mod cpu;
 mod demo;
 mod events;
@@ -115,6 +116,15 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         None
     };
     println!("extregs: mode={}", cmdline.mode.name());
+    // `inject=` in the other modes (the fuzzer switches its fault on itself,
+    // with its own message): e.g. `mode=demo inject=extension-offset`
+    // shows that a bad frame fails the mode.
+    if let (Some(injected), false) = (cmdline.fuzz.inject, cmdline.mode == Mode::Fuzz) {
+        if let Err(why) = fault::activate(injected) {
+            reject_cmdline(format_args!("inject={}: {why}", fault::name(injected)));
+        }
+        println!("extregs: injecting fault {}", fault::name(injected));
+    }
 
     let ok = match cmdline.mode {
         Mode::Demo => demo::run(pkey_page),

@@ -31,6 +31,9 @@ pub enum NmiAction {
     Nothing = 0,
     /// Execute `int3`; its handler sends a self-NMI (the nested-NMI test).
     Int3ThenSelfNmi = 1,
+    /// Recurse until the NMI stack overflows (`mode=oops
+    /// cause=nmi-stack-overflow`): must end in a #DF, never return.
+    RecurseUntilOverflow = 2,
 }
 
 static ACTION: AtomicU8 = AtomicU8::new(NmiAction::Nothing as u8);
@@ -104,6 +107,9 @@ pub fn handle(regs: &mut PtRegs) {
         }
     }
     let action = ACTION.swap(NmiAction::Nothing as u8, Ordering::SeqCst);
+    if action == NmiAction::RecurseUntilOverflow as u8 {
+        recurse_until_overflow(0);
+    }
     if action == NmiAction::Int3ThenSelfNmi as u8 {
         INT3_ARMED.store(true, Ordering::SeqCst);
         // SAFETY: int3 is a trap: claim_int3 handles it and IRET resumes
@@ -147,4 +153,13 @@ pub fn claim_int3(regs: &mut PtRegs) -> bool {
 /// The copied frame of the outermost NMI as an IretFrame (for the tests).
 pub fn frame_of(regs: &PtRegs) -> IretFrame {
     IretFrame { ip: regs.ip, cs: regs.cs, flags: regs.flags, sp: regs.sp, ss: regs.ss }
+}
+
+/// Never returns: the guard page below the NMI stack ends it in a #DF.
+#[allow(unconditional_recursion)]
+#[inline(never)]
+fn recurse_until_overflow(depth: u64) -> u64 {
+    let mut filler = [depth; 64];
+    core::hint::black_box(&mut filler);
+    recurse_until_overflow(depth + 1) + filler[(depth % 64) as usize]
 }

@@ -222,8 +222,52 @@ pub fn die_on_purpose(cause: OopsCause, pkey_page: Option<PkeyPage>) -> ! {
             }
         },
         OopsCause::Panic => panic!("deliberate panic (mode=oops cause=panic)"),
-        OopsCause::StackOverflow => oops_stack_overflow(),
+        OopsCause::StackOverflow => with_claim_everything_hooks(oops_stack_overflow),
+        OopsCause::NmiStackOverflow => oops_nmi_stack_overflow(),
+        OopsCause::MachineCheck => with_claim_everything_hooks(oops_machine_check),
     }
+}
+
+/// A hook that claims every event it is offered: installed as both the
+/// trap hook and the event hook by the #DF and #MC causes, to show that
+/// those two never return through a hook.
+fn claim_everything(_: &mut PtRegs, _: u8) -> bool {
+    true
+}
+
+fn with_claim_everything_hooks(die: fn() -> !) -> ! {
+    crate::traps::with_trap_hook(claim_everything, || {
+        crate::traps::with_event_hook(claim_everything, || die())
+    })
+}
+
+/// `int $18` enters through the #MC gate (its IST, the paranoid entry)
+/// without the MCE banks: fatal, whatever hooks are installed.
+fn oops_machine_check() -> ! {
+    if pks::enabled() {
+        // A non-default PKRS, so the dump shows the extension saved it.
+        // SAFETY: PKS is on; key 0 stays read/write.
+        unsafe {
+            pks::write_pkrs(pks::with_key_rights(pks::PKRS_DEFAULT, 1, pks::KeyRights::ReadWrite))
+        };
+    }
+    // SAFETY: the #MC entry never returns (it dies with a dump).
+    unsafe { asm!("int $18", "ud2", options(att_syntax, noreturn)) }
+}
+
+/// Recurses inside an NMI handler until the NMI IST stack runs into its
+/// guard page: the #PF can't push its frame there, so the CPU raises #DF
+/// (on the DF stack), which names the NMI stack's guard page.
+fn oops_nmi_stack_overflow() -> ! {
+    crate::nmi::set_action(crate::nmi::NmiAction::RecurseUntilOverflow);
+    crate::apic::send_self_nmi();
+    // The NMI is delivered at once and never returns; a kernel that gets
+    // here has no NMI or no guard page.
+    for _ in 0..100_000_000u64 {
+        core::hint::spin_loop();
+    }
+    println!("extregs: error: the NMI handler returned: no guard page below the NMI stack?");
+    finish("NMI stack overflow did not fault")
 }
 
 /// Recurses until the kernel stack runs into its guard page. The #PF that

@@ -1,6 +1,6 @@
 //! The single `RESULT {json}` line every mode ends with (DESIGN §4).
 
-use crate::{pks, println};
+use crate::{pks, println, traps};
 use core::sync::atomic::{AtomicU8, Ordering};
 use extregs_cmdline::Mode;
 
@@ -19,14 +19,22 @@ fn mode_name() -> &'static str {
     Mode::ALL.get(index).map(|(_, name)| *name).unwrap_or("boot")
 }
 
-/// Prints `RESULT {"mode":…,"ok":…,"pks":…<extra>}`. `extra` is either
-/// empty or starts with a comma and continues the JSON object.
+/// Prints `RESULT {"mode":…,"ok":…,"pks":…,"frames_checked":…,
+/// "frame_errors":…<extra>}`. `extra` is either empty or starts with a
+/// comma and continues the JSON object.
+///
+/// Every mode reports the entry checks (`traps::check_frame`) of the whole
+/// run, and no mode is ok when a frame failed them, whatever it checked
+/// itself.
 pub fn emit(ok: bool, extra: core::fmt::Arguments<'_>) {
+    let (frames_checked, frame_errors) = traps::frame_counts();
     println!(
-        "RESULT {{\"mode\":\"{}\",\"ok\":{},\"pks\":{}{}}}",
+        "RESULT {{\"mode\":\"{}\",\"ok\":{},\"pks\":{},\"frames_checked\":{},\"frame_errors\":{}{}}}",
         mode_name(),
-        ok,
+        ok && frame_errors == 0,
         pks::enabled(),
+        frames_checked,
+        frame_errors,
         extra
     );
 }

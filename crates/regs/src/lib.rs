@@ -235,6 +235,30 @@ impl ExtendedPtRegs {
     /// some other struct) has no extension below it, and the result would
     /// alias unrelated memory. The returned reference borrows `regs` mutably,
     /// so no other reference to the frame may be live while it is used.
+    ///
+    /// **Provenance and the aliasing model.** The result reaches 8 bytes
+    /// *outside* the referent of `regs`. Whether that is allowed depends on
+    /// the pointer's provenance, not on the address arithmetic:
+    ///
+    /// * In the kernel, `regs` comes from the entry stub as a raw address
+    ///   (`lea EXTREGS_REGS(%rsp), %rdi`) into a stack frame no Rust
+    ///   reference covers; the `&mut PtRegs` the Rust entry receives has
+    ///   whatever provenance the whole stack has, and nothing else aliases
+    ///   the frame while the handler runs (one CPU; a nested event builds its
+    ///   own frame below).
+    /// * Under Miri's Tree Borrows (`-Zmiri-tree-borrows`) this step is
+    ///   accepted: a `&mut` reborrow gets permission for its referent but
+    ///   its parent tag's access to the surrounding `ExtendedPtRegs` is kept,
+    ///   so the container_of pointer, derived from the same allocation, may
+    ///   use it. `make test` runs the regs and entry tests that way.
+    /// * Under Stacked Borrows (Miri's default) it is UB: the tag of
+    ///   `&mut frame.regs` only covers bytes 8..176 of the frame. Miri says:
+    ///   "trying to retag from `<tag>` for Unique permission at `alloc[0x0]`,
+    ///   but that tag does not exist in the borrow stack for this location
+    ///   ... `<tag>` was created by a SharedReadWrite retag at offsets
+    ///   `[0x8..0xb0]`". A sound-under-both form would have to hand the
+    ///   generic entry a pointer to the whole frame, which the design card
+    ///   rules out (it takes only `&mut PtRegs`).
     pub unsafe fn from_regs(regs: &mut PtRegs) -> &mut ExtendedPtRegs {
         let regs_address = regs as *mut PtRegs as *mut u8;
         // The caller guarantees `regs` sits at offset
