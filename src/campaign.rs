@@ -7,7 +7,7 @@
 use crate::qemu::{self, RunConfig};
 use crate::report::EXIT_SUCCESS;
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -32,6 +32,8 @@ pub struct CampaignConfig {
     pub nmi_storm: bool,
     /// Every boot runs one guest instruction per translation block.
     pub granular: bool,
+    /// `foreign-timer-hz=` for every boot (0: no foreign timer).
+    pub foreign_timer_hz: u32,
 }
 
 /// One seed's boot.
@@ -45,6 +47,8 @@ pub struct SeedReport {
     pub result: Option<Value>,
     /// The serial output, kept only for failures.
     pub serial: Option<String>,
+    /// Entry-text offsets a foreign event interrupted (`COVERAGE_HIT`).
+    pub coverage_hits: BTreeSet<u64>,
 }
 
 impl SeedReport {
@@ -78,6 +82,13 @@ pub struct Totals {
     pub max_depth_reached: u64,
     pub kinds: BTreeMap<String, u64>,
     pub wall_seconds: f64,
+    /// NMIs the kernels did not raise themselves (an `--nmi-storm`).
+    pub foreign_nmis: u64,
+    /// Union of the seeds' interrupted entry-text offsets.
+    pub coverage_hits: BTreeSet<u64>,
+    /// (instructions hit, instructions in the entry text), once
+    /// [`Totals::measure_coverage`] decoded the kernel's entry text.
+    pub entry_points: Option<(u64, u64)>,
 }
 
 impl Totals {
@@ -90,12 +101,22 @@ impl Totals {
         self.frames += report.frames();
         self.violations += report.number("violations");
         self.latched_nmis += report.number("latched_nmis");
+        self.foreign_nmis += report.number("foreign_nmis");
+        self.coverage_hits.extend(&report.coverage_hits);
         self.max_depth_reached = self.max_depth_reached.max(report.number("max_depth_reached"));
         if let Some(kinds) = report.result.as_ref().and_then(|r| r["kinds"].as_object()) {
             for (kind, count) in kinds {
                 *self.kinds.entry(kind.clone()).or_default() += count.as_u64().unwrap_or(0);
             }
         }
+    }
+
+    /// Decodes the kernel's entry text and sets `entry_points` from the
+    /// union of hits; returns the decoded text (for a `--coverage` listing).
+    pub fn measure_coverage(&mut self) -> Result<crate::coverage::EntryText, String> {
+        let text = crate::coverage::EntryText::from_elf(crate::images::kernel_elf())?;
+        self.entry_points = Some((text.hit(&self.coverage_hits), text.total()));
+        Ok(text)
     }
 
     /// Frames validated per second of campaign wall time (all jobs).
@@ -119,28 +140,46 @@ impl Totals {
             "kinds": self.kinds,
             "wall_seconds": self.wall_seconds,
             "frames_per_s": self.frames_per_second(),
+            "foreign_nmis": self.foreign_nmis,
+            "entry_points_hit": self.entry_points.map(|(hit, _)| hit),
+            "entry_points_total": self.entry_points.map(|(_, total)| total),
         })
     }
 }
 
 /// The kernel command line for one seed.
-pub fn cmdline(seed: u64, iterations: u64, max_depth: u32, inject: Option<&str>) -> String {
-    let mut line = format!("mode=fuzz seed={seed} iterations={iterations} max-depth={max_depth}");
-    if let Some(fault) = inject {
+pub fn cmdline(config: &CampaignConfig, seed: u64) -> String {
+    let mut line = format!(
+        "mode=fuzz seed={seed} iterations={} max-depth={}",
+        config.iterations, config.max_depth
+    );
+    if let Some(fault) = &config.inject {
         line.push_str(&format!(" inject={fault}"));
+    }
+    if config.foreign_timer_hz > 0 {
+        line.push_str(&format!(" foreign-timer-hz={}", config.foreign_timer_hz));
     }
     line
 }
 
-/// The one-line command that replays a seed.
+/// The one-line command that replays a seed (with the same foreign
+/// sources: a storm's NMIs land elsewhere each time, so such a replay
+/// repeats the program, not the exact interleaving).
 pub fn replay_command(config: &CampaignConfig, seed: u64) -> String {
     format!(
-        "extregs fuzz --seed {seed} --iterations {} --max-depth {}{}{}{}",
+        "extregs fuzz --seed {seed} --iterations {} --max-depth {}{}{}{}{}{}{}",
         config.iterations,
         config.max_depth,
         if config.deterministic { " --deterministic" } else { "" },
         if config.cpu != "max" { format!(" --cpu {}", config.cpu) } else { String::new() },
-        config.inject.as_ref().map(|fault| format!(" --inject {fault}")).unwrap_or_default()
+        config.inject.as_ref().map(|fault| format!(" --inject {fault}")).unwrap_or_default(),
+        if config.nmi_storm { " --nmi-storm" } else { "" },
+        if config.granular { " --granular" } else { "" },
+        if config.foreign_timer_hz > 0 {
+            format!(" --foreign-timer {}", config.foreign_timer_hz)
+        } else {
+            String::new()
+        },
     )
 }
 
@@ -148,7 +187,7 @@ pub fn replay_command(config: &CampaignConfig, seed: u64) -> String {
 pub fn run_seed(config: &CampaignConfig, seed: u64, cancel: Option<Arc<AtomicBool>>) -> SeedReport {
     let run = RunConfig {
         cpu: config.cpu.clone(),
-        cmdline: cmdline(seed, config.iterations, config.max_depth, config.inject.as_deref()),
+        cmdline: cmdline(config, seed),
         timeout: config.timeout,
         deterministic: config.deterministic,
         cancel,
@@ -164,6 +203,7 @@ pub fn run_seed(config: &CampaignConfig, seed: u64, cancel: Option<Arc<AtomicBoo
                 exit,
                 why,
                 result: outcome.result(),
+                coverage_hits: crate::coverage::hits_in(&outcome.serial),
                 serial: (exit != EXIT_SUCCESS).then_some(outcome.serial),
             }
         }
@@ -173,6 +213,7 @@ pub fn run_seed(config: &CampaignConfig, seed: u64, cancel: Option<Arc<AtomicBoo
             why: error.to_string(),
             result: None,
             serial: None,
+            coverage_hits: BTreeSet::new(),
         },
     }
 }
@@ -276,6 +317,7 @@ pub fn to_json(
         "cpu": config.cpu,
         "nmi_storm": config.nmi_storm,
         "granular": config.granular,
+        "foreign_timer_hz": config.foreign_timer_hz,
         "interrupted": interrupted,
         "totals": totals.to_json(),
         "runs": seeds,
@@ -328,14 +370,19 @@ mod tests {
             exit: if ok { 0 } else { 1 },
             why: String::new(),
             result: Some(json!({"frames": frames, "iterations": 10, "max_depth_reached": seed,
-                "violations": u64::from(!ok), "kinds": {"int3": 2, "ud2": 1}})),
+                "violations": u64::from(!ok), "kinds": {"int3": 2, "ud2": 1},
+                "foreign_nmis": 4})),
             serial: None,
+            coverage_hits: BTreeSet::from([seed, 7]),
         };
         let mut totals = Totals::default();
         totals.add(&report(3, 100, true));
         totals.add(&report(5, 50, false));
         assert_eq!((totals.seeds_run, totals.seeds_failed, totals.frames), (2, 1, 150));
         assert_eq!((totals.violations, totals.max_depth_reached, totals.iterations), (1, 5, 20));
+        // Foreign NMIs add up; interrupt points are a union across seeds.
+        assert_eq!(totals.foreign_nmis, 8);
+        assert_eq!(totals.coverage_hits, BTreeSet::from([3, 5, 7]));
         assert_eq!(totals.kinds["int3"], 4);
     }
 
@@ -352,6 +399,7 @@ mod tests {
             inject: None,
             nmi_storm: false,
             granular: false,
+            foreign_timer_hz: 0,
         };
         assert_eq!(
             replay_command(&config, 42),

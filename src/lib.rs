@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod campaign;
+pub mod coverage;
 pub mod images;
 pub mod qemu;
 pub mod qmp;

@@ -15,7 +15,7 @@ use extregs::qemu::{self, Accel, Firmware, RunConfig};
 use extregs::qmp::Qmp;
 use extregs::report::{EXIT_KERNEL_FAILURE, EXIT_SUCCESS, EXIT_USAGE};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -115,6 +115,14 @@ struct FuzzArgs {
     /// foreign NMIs land at every instruction boundary (slower).
     #[arg(long)]
     granular: bool,
+    /// Write the entry-text instructions no foreign event interrupted
+    /// (offset, symbol+offset, instruction), one per line.
+    #[arg(long)]
+    coverage: Option<PathBuf>,
+    /// A foreign timer IRQ at this rate (Hz, 1..=10000): the PIT through
+    /// the 8259, firing wherever IF=1, which the fuzzer validates and counts.
+    #[arg(long)]
+    foreign_timer: Option<u32>,
 }
 
 #[derive(clap::Args)]
@@ -261,6 +269,10 @@ fn fuzz(args: FuzzArgs) -> i32 {
         eprintln!("extregs: --max-depth must be from 1 to 12");
         return EXIT_USAGE;
     }
+    if args.foreign_timer.is_some_and(|hz| !(1..=10_000).contains(&hz)) {
+        eprintln!("extregs: --foreign-timer must be from 1 to 10000 (Hz)");
+        return EXIT_USAGE;
+    }
     if args.iterations == 0 || args.jobs == Some(0) || args.timeout == 0 {
         eprintln!("extregs: --iterations, --jobs and --timeout must be at least 1");
         return EXIT_USAGE;
@@ -298,6 +310,7 @@ fn fuzz(args: FuzzArgs) -> i32 {
         inject: args.inject.clone(),
         nmi_storm: args.nmi_storm,
         granular: args.granular,
+        foreign_timer_hz: args.foreign_timer.unwrap_or(0),
     };
     let cancel = Arc::new(AtomicBool::new(false));
     {
@@ -341,6 +354,10 @@ fn fuzz(args: FuzzArgs) -> i32 {
             bar.inc(1);
         });
     bar.finish_and_clear();
+    let mut totals = totals;
+    if let Err(code) = report_coverage(&mut totals, args.coverage.as_deref()) {
+        return code;
+    }
     println!(
         "extregs: fuzz: {} seeds{} ({} failed), {} iterations, {} frames validated in {:.1} s = {:.0} frames/s, {} violations, max depth {}, {} latched NMIs repeated",
         totals.seeds_run,
@@ -390,10 +407,50 @@ const DEFAULT_FUZZ_JOBS: usize = 2;
 
 /// `fuzz --seed S`: one boot with its output shown; `--json` writes it as a
 /// one-seed campaign (the same format as `--seeds`).
+/// Decodes the entry text, prints the campaign's interrupt-point coverage
+/// and writes the `--coverage` listing; Err(exit code) when it can't.
+fn report_coverage(totals: &mut campaign::Totals, listing: Option<&Path>) -> Result<(), i32> {
+    let text = match totals.measure_coverage() {
+        Ok(text) => text,
+        Err(error) if listing.is_some() => {
+            eprintln!("extregs: --coverage: cannot decode the kernel's entry text: {error}");
+            return Err(EXIT_USAGE);
+        }
+        Err(_) => return Ok(()),
+    };
+    let (hit, total) = totals.entry_points.unwrap_or_default();
+    println!(
+        "extregs: fuzz: {} foreign NMIs; interrupt points of the entry text hit: {hit} of {total}",
+        totals.foreign_nmis
+    );
+    if let Some(path) = listing {
+        let missed = text.missed_listing(&totals.coverage_hits);
+        if let Err(error) = std::fs::write(path, missed) {
+            eprintln!("extregs: cannot write {}: {error}", path.display());
+            return Err(EXIT_USAGE);
+        }
+        println!("extregs: fuzz: wrote the {} points never hit to {}", total - hit, path.display());
+    }
+    Ok(())
+}
+
 fn replay(args: &FuzzArgs, seed: u64) -> i32 {
+    let campaign_config = CampaignConfig {
+        seeds: seed..seed + 1,
+        iterations: args.iterations,
+        max_depth: args.max_depth,
+        jobs: 1,
+        deterministic: args.deterministic,
+        cpu: args.cpu.clone(),
+        timeout: Duration::from_secs(args.timeout),
+        inject: args.inject.clone(),
+        nmi_storm: args.nmi_storm,
+        granular: args.granular,
+        foreign_timer_hz: args.foreign_timer.unwrap_or(0),
+    };
     let config = RunConfig {
         cpu: args.cpu.clone(),
-        cmdline: campaign::cmdline(seed, args.iterations, args.max_depth, args.inject.as_deref()),
+        cmdline: campaign::cmdline(&campaign_config, seed),
         timeout: Duration::from_secs(args.timeout),
         deterministic: args.deterministic,
         echo: true,
@@ -413,35 +470,29 @@ fn replay(args: &FuzzArgs, seed: u64) -> i32 {
     if let Some(sent) = outcome.nmis_sent {
         eprintln!("extregs: NMI storm: {sent} NMIs sent over QMP");
     }
-    if let Some(path) = &args.json {
-        let campaign_config = CampaignConfig {
-            seeds: seed..seed + 1,
-            iterations: args.iterations,
-            max_depth: args.max_depth,
-            jobs: 1,
-            deterministic: args.deterministic,
-            cpu: args.cpu.clone(),
-            timeout: Duration::from_secs(args.timeout),
-            inject: args.inject.clone(),
-            nmi_storm: args.nmi_storm,
-            granular: args.granular,
-        };
+    if args.json.is_some() || args.coverage.is_some() {
         let report = campaign::SeedReport {
             seed,
             exit: code,
             why,
             result: outcome.result(),
-            serial: (code != EXIT_SUCCESS).then_some(outcome.serial),
+            coverage_hits: extregs::coverage::hits_in(&outcome.serial),
+            serial: (code != EXIT_SUCCESS).then_some(outcome.serial.clone()),
         };
         let mut totals = campaign::Totals::default();
         totals.add(&report);
-        let document = campaign::to_json(&campaign_config, &[report], &totals, false);
-        let text = serde_json::to_string_pretty(&document).expect("JSON renders");
-        if let Err(error) = std::fs::write(path, text + "\n") {
-            eprintln!("extregs: cannot write {}: {error}", path.display());
-            return EXIT_USAGE;
+        if let Err(code) = report_coverage(&mut totals, args.coverage.as_deref()) {
+            return code;
         }
-        eprintln!("extregs: fuzz: wrote {}", path.display());
+        if let Some(path) = &args.json {
+            let document = campaign::to_json(&campaign_config, &[report], &totals, false);
+            let text = serde_json::to_string_pretty(&document).expect("JSON renders");
+            if let Err(error) = std::fs::write(path, text + "\n") {
+                eprintln!("extregs: cannot write {}: {error}", path.display());
+                return EXIT_USAGE;
+            }
+            eprintln!("extregs: fuzz: wrote {}", path.display());
+        }
     }
     code
 }

@@ -210,9 +210,10 @@ fn stack_overflow_ends_in_a_double_fault_dump_not_a_reset() {
 
 #[test]
 fn fuzz_under_an_nmi_storm_at_every_instruction_boundary_has_no_violations() {
-    // Foreign NMIs (QMP inject-nmi, back to back) with one instruction per
-    // translation block: they land anywhere, including the entry text; the
-    // fuzzer must tell them from its own events and validate them.
+    // Foreign NMIs (QMP inject-nmi, back to back) and a foreign timer IRQ
+    // with one instruction per translation block: they land anywhere, the
+    // entry text included; the fuzzer must tell them from its own events
+    // and validate them.
     let config = CampaignConfig {
         seeds: 0..2,
         iterations: 150,
@@ -224,6 +225,7 @@ fn fuzz_under_an_nmi_storm_at_every_instruction_boundary_has_no_violations() {
         inject: None,
         nmi_storm: true,
         granular: true,
+        foreign_timer_hz: 1000,
     };
     let (reports, totals, interrupted) =
         campaign::run_campaign(&config, Arc::new(AtomicBool::new(false)), |_, _| {});
@@ -234,6 +236,7 @@ fn fuzz_under_an_nmi_storm_at_every_instruction_boundary_has_no_violations() {
         assert_eq!(result["violations"], 0);
         assert_eq!(result["frame_errors"], 0);
         assert!(result["foreign_nmis"].as_u64().unwrap() > 0, "no foreign NMI arrived: {result}");
+        assert!(result["foreign_irqs"].as_u64().unwrap() > 0, "no foreign IRQ arrived: {result}");
     }
     assert_eq!(totals.seeds_failed, 0);
 }
@@ -440,6 +443,7 @@ fn campaign_config(
         inject: None,
         nmi_storm: false,
         granular: false,
+        foreign_timer_hz: 0,
     }
 }
 
@@ -631,15 +635,17 @@ fn bench_runs_both_harnesses_and_reports_every_variant() {
             ],
             "{harness}: every variant, each either measured or with a reason"
         );
-        let floor = of[0]["median_cycles"].as_u64().unwrap();
+        let floor = of[0]["median_cycles"].as_f64().unwrap();
         for row in &of {
             if row["ran"] == true {
-                for key in ["min_cycles", "median_cycles", "p99_cycles", "stack_bytes"] {
-                    assert!(row[key].as_u64().unwrap() > 0, "{harness} {}: {key}", row["name"]);
+                for key in ["min_cycles", "median_cycles", "p99_cycles"] {
+                    assert!(row[key].as_f64().unwrap() > 0.0, "{harness} {}: {key}", row["name"]);
                 }
+                assert!(row["iqr_cycles"].as_f64().unwrap() >= 0.0);
+                assert!(row["stack_bytes"].as_u64().unwrap() > 0);
                 assert!(row["iterations"].as_u64().unwrap() >= 20000);
                 assert!(
-                    row["median_cycles"].as_u64().unwrap() >= floor,
+                    row["median_cycles"].as_f64().unwrap() >= floor,
                     "{harness}: {} is cheaper than the floor",
                     row["name"]
                 );
@@ -653,6 +659,11 @@ fn bench_runs_both_harnesses_and_reports_every_variant() {
     assert_eq!(rows.iter().filter(|r| r["harness"] == "native" && r["ran"] == true).count(), 4);
     assert_eq!(rows.iter().filter(|r| r["harness"] == "kernel" && r["ran"] == true).count(), 7);
     let nesting = document["nesting"].as_array().unwrap();
+    // Both builds are named: the kernel's (from its BENCH_BUILD line) and the
+    // native harness's, with the same opt-level in every profile.
+    assert_eq!(document["kernel_build"]["opt_level"], "2", "{document}");
+    assert_eq!(document["native_build"]["opt_level"], "3", "{document}");
+    assert!(stdout.contains("kernel profile "), "{stdout}");
     let depths: Vec<u64> = nesting.iter().map(|n| n["depth"].as_u64().unwrap()).collect();
     assert_eq!(depths, [1, 2, 4, 8]);
     let stacks: Vec<u64> = nesting.iter().map(|n| n["stack_bytes"].as_u64().unwrap()).collect();

@@ -140,11 +140,24 @@ pub struct FuzzSettings {
     pub max_depth: u32,
     /// `inject=`: a fault to switch on (fault-injection builds only).
     pub inject: Option<Fault>,
+    /// `foreign-timer-hz=`: a timer the fuzzer knows nothing of (the PIT
+    /// through the 8259 on LINT0), firing wherever IF=1; 0 = off.
+    pub foreign_timer_hz: u32,
 }
+
+/// The fastest `foreign-timer-hz=` (the PIT's rate generator goes far
+/// higher, but under TCG more would only starve the fuzzer).
+pub const MAX_FOREIGN_TIMER_HZ: u32 = 10_000;
 
 impl Default for FuzzSettings {
     fn default() -> Self {
-        FuzzSettings { seed: 0, iterations: 100, max_depth: DEFAULT_FUZZ_MAX_DEPTH, inject: None }
+        FuzzSettings {
+            seed: 0,
+            iterations: 100,
+            max_depth: DEFAULT_FUZZ_MAX_DEPTH,
+            inject: None,
+            foreign_timer_hz: 0,
+        }
     }
 }
 
@@ -186,7 +199,7 @@ impl fmt::Display for CommandLineError<'_> {
                 write!(f, "malformed command-line word '{word}' (expected key=value)")
             }
             CommandLineError::UnknownKey(key) => {
-                write!(f, "unknown command-line key '{key}' (known: mode, cause, seconds, seed, iterations, max-depth, inject)")
+                write!(f, "unknown command-line key '{key}' (known: mode, cause, seconds, seed, iterations, max-depth, inject, foreign-timer-hz)")
             }
             CommandLineError::DuplicateKey(key) => {
                 write!(f, "command-line key '{key}' given twice")
@@ -240,6 +253,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
     let (mut seed, mut iterations, mut max_depth) = (None, None, None);
     let mut fuzz_key = "";
     let mut inject = None;
+    let mut foreign_timer_hz = None;
     let mut iterations_text = "";
     for word in text.split_ascii_whitespace() {
         let (key, value) = match word.split_once('=') {
@@ -285,6 +299,14 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                     value,
                     expected: "skip-gpr-restore, skip-pkrs-restore, extension-offset, nmi-exit-forgets-lockdep, nmi-reuses-ist-frame",
                 })?);
+                // Any mode but bench: a bad frame must fail every mode.
+            }
+            "foreign-timer-hz" => {
+                if foreign_timer_hz.is_some() {
+                    return Err(CommandLineError::DuplicateKey(key));
+                }
+                foreign_timer_hz =
+                    Some(number(key, value, 0, u64::from(MAX_FOREIGN_TIMER_HZ))? as u32);
                 fuzz_key = key;
             }
             "seed" | "iterations" | "max-depth" => {
@@ -355,6 +377,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
             iterations: iterations.unwrap_or(defaults.iterations),
             max_depth: max_depth.map_or(defaults.max_depth, |depth| depth as u32),
             inject,
+            foreign_timer_hz: foreign_timer_hz.unwrap_or(0),
         },
         bench_iterations,
     })
@@ -399,7 +422,13 @@ mod tests {
         assert_eq!(parse("mode=idle seconds=7").unwrap().idle_seconds, 7);
         assert_eq!(
             parse("mode=fuzz seed=0x2a iterations=1000 max-depth=12").unwrap().fuzz,
-            FuzzSettings { seed: 42, iterations: 1000, max_depth: 12, inject: None }
+            FuzzSettings {
+                seed: 42,
+                iterations: 1000,
+                max_depth: 12,
+                inject: None,
+                foreign_timer_hz: 0
+            }
         );
         assert_eq!(parse("mode=fuzz").unwrap().fuzz, FuzzSettings::default());
         assert_eq!(parse("mode=bench iterations=5000").unwrap().bench_iterations, 5000);
@@ -410,6 +439,13 @@ mod tests {
         assert_eq!(
             parse("mode=bench seed=1").unwrap_err().to_string(),
             "key 'seed' does not apply to mode=bench"
+        );
+        assert_eq!(parse("mode=fuzz foreign-timer-hz=500").unwrap().fuzz.foreign_timer_hz, 500);
+        assert!(parse("mode=fuzz foreign-timer-hz=10001").is_err());
+        assert!(parse("mode=demo foreign-timer-hz=5").is_err());
+        assert_eq!(
+            parse("mode=demo inject=extension-offset").unwrap().fuzz.inject,
+            Some(Fault::ExtensionOffset)
         );
         assert_eq!(
             parse("mode=fuzz inject=nmi-reuses-ist-frame").unwrap().fuzz.inject,

@@ -241,6 +241,48 @@ unsafe fn outb(port: u16, value: u8) {
     unsafe { Port::<u8>::new(port).write(value) }
 }
 
+/// The vector of the foreign timer: PIT channel 0 through the 8259's IRQ 0
+/// (remapped to 0x20 at boot), delivered on LINT0 as ExtINT.
+pub const FOREIGN_TIMER_VECTOR: u8 = 0x20;
+/// LVT delivery mode ExtINT: the 8259 supplies the vector.
+const LVT_DELIVERY_EXTINT: u32 = 0b111 << 8;
+
+/// Starts a timer the kernel's own code knows nothing of: PIT channel 0 as a
+/// rate generator at `hz`, through the 8259 (IRQ 0 only) and LINT0. It
+/// fires wherever IF=1 (the fuzzer's foreign IRQs).
+pub fn start_foreign_timer(hz: u32) {
+    const PIT_HZ: u32 = 1_193_182;
+    let divisor = (PIT_HZ / hz.max(19)).min(0xffff) as u16;
+    // SAFETY: the PIT's mode/command port and channel 0 data port, and the
+    // 8259 mask registers; only this function and `stop_foreign_timer`
+    // drive channel 0 (calibration uses channel 2).
+    unsafe {
+        outb(0x43, 0b0011_0100); // channel 0, lobyte/hibyte, mode 2, binary
+        outb(0x40, divisor as u8);
+        outb(0x40, (divisor >> 8) as u8);
+        let mut pics = pic8259::ChainedPics::new(FOREIGN_TIMER_VECTOR, FOREIGN_TIMER_VECTOR + 8);
+        pics.write_masks(0xfe, 0xff);
+    }
+    write(reg::LVT_LINT0, LVT_DELIVERY_EXTINT);
+}
+
+/// Stops the foreign timer: LINT0 and the 8259 masked again.
+pub fn stop_foreign_timer() {
+    write(reg::LVT_LINT0, LVT_MASKED);
+    // SAFETY: the 8259 mask registers, as in `start_foreign_timer`.
+    unsafe { pic8259::ChainedPics::new(FOREIGN_TIMER_VECTOR, FOREIGN_TIMER_VECTOR + 8).disable() };
+}
+
+/// Ends a foreign timer IRQ at the 8259 (an ExtINT needs no local APIC EOI).
+pub fn end_foreign_timer_irq() {
+    // SAFETY: a non-specific EOI to the master 8259, for the IRQ 0 it
+    // delivered.
+    unsafe {
+        pic8259::ChainedPics::new(FOREIGN_TIMER_VECTOR, FOREIGN_TIMER_VECTOR + 8)
+            .notify_end_of_interrupt(FOREIGN_TIMER_VECTOR)
+    };
+}
+
 /// How the timer fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimerMode {

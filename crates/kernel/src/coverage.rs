@@ -30,6 +30,24 @@ pub fn hit_count() -> u64 {
     HIT.iter().map(|word| u64::from(word.load(Ordering::Relaxed).count_ones())).sum()
 }
 
+/// Prints `COVERAGE_HIT off,off,…`: the entry-text offsets a foreign
+/// event interrupted, for the runner, which decodes the kernel ELF's entry
+/// text into instructions and reports hit/total and the points never hit.
+pub fn print_hits() {
+    crate::print!("COVERAGE_HIT ");
+    let mut first = true;
+    for (index, word) in HIT.iter().enumerate() {
+        let mut bits = word.load(Ordering::Relaxed);
+        while bits != 0 {
+            let bit = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            crate::print!("{}{:x}", if first { "" } else { "," }, index * 64 + bit);
+            first = false;
+        }
+    }
+    crate::println!();
+}
+
 /// The size of the entry text in bytes (the denominator the runner's
 /// decoder refines into instructions).
 pub fn text_bytes() -> u64 {

@@ -84,6 +84,14 @@ pub fn take_last_frame() -> Option<Observed> {
 
 /// Dispatches one external interrupt. Called with IF clear, after
 /// `irqentry_enter`.
+/// IRQs of the foreign timer (`apic::start_foreign_timer`).
+static FOREIGN_TIMER_IRQS: AtomicU64 = AtomicU64::new(0);
+
+/// Foreign timer IRQs handled since boot.
+pub fn foreign_timer_irqs() -> u64 {
+    FOREIGN_TIMER_IRQS.load(Ordering::SeqCst)
+}
+
 pub fn handle(regs: &mut PtRegs, vector: u8) {
     // An IRQ can't interrupt a holder of this lock (it is taken only here
     // and by take_last_frame with IF clear... or by a test between IRQs), so
@@ -96,6 +104,11 @@ pub fn handle(regs: &mut PtRegs, vector: u8) {
         }
     }
     match vector {
+        apic::FOREIGN_TIMER_VECTOR => {
+            FOREIGN_TIMER_IRQS.fetch_add(1, Ordering::SeqCst);
+            crate::coverage::record(regs.ip);
+            apic::end_foreign_timer_irq();
+        }
         TIMER_VECTOR => {
             TIMER_IRQS.fetch_add(1, Ordering::SeqCst);
             apic::eoi();
