@@ -131,6 +131,16 @@ fn selftests_all_pass_with_pks() {
         assert!(result.ok && result.skip.is_none(), "{result:?}\n{}", dump(&outcome));
     }
     assert_verdict(&outcome, EXIT_SUCCESS);
+    // console_from_paranoid_handler: the #DB handler's line, deferred while
+    // the console was locked, comes out, and before the test's next line.
+    let deferred =
+        outcome.serial.find("# printed from a #DB handler while the console lock was held");
+    let after = outcome.serial.find("# the console is free again");
+    assert!(
+        matches!((deferred, after), (Some(d), Some(a)) if d < a),
+        "deferred line missing or out of order\n{}",
+        dump(&outcome)
+    );
     let result = outcome.result().unwrap();
     assert_eq!(result["pks"], true);
     assert_eq!(result["passed"], results.len());

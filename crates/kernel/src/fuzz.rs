@@ -212,7 +212,9 @@ struct Program {
 }
 
 /// The running program. One CPU: it is written only between iterations,
-/// when no fuzz event is outstanding, and only read by the handlers.
+/// when no fuzz event is outstanding and with the fuzz hook off (`ACTIVE`
+/// clear, so a foreign NMI meanwhile goes to the kernel's NMI handler and
+/// never reads it); only the hook's handlers read it.
 struct ProgramCell(UnsafeCell<Program>);
 // SAFETY: see above; the kernel runs on one CPU and the writer never runs
 // while a reader (a handler of this program) can.
@@ -731,10 +733,13 @@ fn pks_fault(regs: &mut PtRegs, fault: PksFault) -> bool {
     true
 }
 
-/// NMIs the program did not raise (QMP `inject-nmi`, a storm): validated
-/// by the entry checks that need no program (`traps::check_frame`:
-/// extension offset, CS/SS, live PKRS, the NMI stack copy), counted, and
-/// otherwise left alone: they never enter the digest.
+/// NMIs the program did not raise (QMP `inject-nmi`, a storm) that came
+/// in while an iteration ran: checked for latching like every NMI (first
+/// thing in [`handle`]), validated by the entry checks that need no program
+/// (`traps::check_frame`: extension offset, CS/SS, live PKRS, IST
+/// placement and the NMI frame on the copy), counted, and otherwise left
+/// alone: they never enter the digest. Those between iterations go to the
+/// kernel's NMI handler and are counted from `nmi::count`.
 static FOREIGN_NMIS: AtomicU64 = AtomicU64::new(0);
 /// The `ip` the running chain's own NMI left in its frame (0: none yet),
 /// so a latched repeat can be told from a foreign NMI.
@@ -757,18 +762,16 @@ fn is_foreign_nmi(regs: &PtRegs, depth: usize) -> bool {
         return !(expects_repeat && !repeated && regs.ip == OWN_NMI_IP.load(Ordering::SeqCst));
     }
     // Before it: the program's own lands right after the trampoline's ICR
-    // store, in its wait loop.
+    // store (`site`), in its wait loop; one at `site` itself came before the
+    // store sent anything.
     let (_, site, resume) = trampoline(level.kind);
-    !(site..=resume).contains(&regs.ip)
+    !(site < regs.ip && regs.ip <= resume)
 }
 
 fn handle(regs: &mut PtRegs, vector: u8) {
     let depth = DEPTH.load(Ordering::SeqCst);
-    if vector == 2 && is_foreign_nmi(regs, depth) {
-        FOREIGN_NMIS.fetch_add(1, Ordering::Relaxed);
-        coverage::record(regs.ip);
-        return;
-    }
+    // First, for every NMI, the program's or not: one that interrupted
+    // NMI-stack code must have been latched by the entry, never handled.
     if vector == 2 && gdt::ist_stack_of(regs.sp) == Some(gdt::NMI_IST_INDEX) {
         // The entry handled an NMI that hit NMI-stack code instead of
         // latching it: this frame now overlays the outer NMI's.
@@ -781,6 +784,11 @@ fn handle(regs: &mut PtRegs, vector: u8) {
                 regs.sp
             ),
         );
+    }
+    if vector == 2 && is_foreign_nmi(regs, depth) {
+        FOREIGN_NMIS.fetch_add(1, Ordering::Relaxed);
+        coverage::record(regs.ip);
+        return;
     }
     // A latched NMI's repeat: the NMI level already ran (its handler is
     // done, so DEPTH is back at it) and the entry runs it again.
@@ -815,25 +823,36 @@ fn handle(regs: &mut PtRegs, vector: u8) {
     if depth + 1 < program_len() {
         raise(depth + 1);
     }
-    // This level's edits of its own frame.
+    // This level's edits of its own frame. (The trampolines never write
+    // PKRS, so an edit is never refused; if one were, the level's PKRS
+    // check after return would report it.)
+    let mut edits_applied = true;
     match level.mutation {
         Mutation::None => {}
         Mutation::R12(value) => regs.r12 = value,
         // SAFETY: `regs` is this event's entry frame.
-        Mutation::SavedPkrs { pkey, rights } => unsafe {
-            pks::pks_update_saved(regs, pkey, rights)
-        },
+        Mutation::SavedPkrs { pkey, rights } => {
+            edits_applied &= unsafe { pks::pks_update_saved(regs, pkey, rights) }
+        }
     }
     let (_, _, resume) = trampoline(level.kind);
     match level.kind {
         // SAFETY: as above; granting the fuzz key makes the retried load
         // succeed.
-        Kind::PksResolved => unsafe {
-            pks::pks_update_saved(regs, FUZZ_PKEY, KeyRights::ReadWrite)
-        },
+        Kind::PksResolved => {
+            edits_applied &= unsafe { pks::pks_update_saved(regs, FUZZ_PKEY, KeyRights::ReadWrite) }
+        }
         kind if kind.is_trap() => {}
         // Faults and the wait loops continue after the event.
         _ => regs.ip = resume,
+    }
+    if !edits_applied {
+        violation(
+            regs,
+            depth,
+            "pkrs_edit_refused",
+            format_args!("pks_update_saved refused an edit"),
+        );
     }
     if level.send_latched_nmi {
         // NMIs are blocked until the outer NMI's IRET... or this handler's:
@@ -1137,6 +1156,7 @@ pub fn run(settings: FuzzSettings) -> bool {
     // SAFETY: RDTSC has no side effects.
     let start = unsafe { core::arch::x86_64::_rdtsc() };
     let foreign_irqs_before = irq::foreign_timer_irqs();
+    let kernel_nmis_before = nmi::count();
     if settings.foreign_timer_hz > 0 {
         println!(
             "extregs: fuzz: foreign timer at {} Hz (PIT through the 8259 on LINT0)",
@@ -1148,11 +1168,18 @@ pub fn run(settings: FuzzSettings) -> bool {
     traps::with_event_hook(event_hook, || {
         for iteration in 0..settings.iterations {
             ITERATION.store(iteration, Ordering::Relaxed);
-            // SAFETY: no fuzz event is outstanding between iterations, so
-            // nothing reads the program while it is rewritten.
+            // Foreign NMIs may come at any time: while the program is
+            // rewritten the hook stands aside (they go to the kernel's NMI
+            // handler), so nothing reads it meanwhile.
+            ACTIVE.store(false, Ordering::SeqCst);
+            // SAFETY: with ACTIVE clear no handler reads the program, and no
+            // fuzz event is outstanding between iterations.
             generate(&mut rng, max_depth, unsafe { &mut *PROGRAM.0.get() });
-
+            HANDLED.store(0, Ordering::SeqCst);
+            REPEATED.store(0, Ordering::SeqCst);
+            OWN_NMI_IP.store(0, Ordering::SeqCst);
             DEPTH.store(0, Ordering::SeqCst);
+            ACTIVE.store(true, Ordering::SeqCst);
             raise(0);
         }
     });
@@ -1161,6 +1188,9 @@ pub fn run(settings: FuzzSettings) -> bool {
         apic::stop_foreign_timer();
     }
     let foreign_irqs = irq::foreign_timer_irqs() - foreign_irqs_before;
+    // The program's own NMIs never reach the kernel's NMI handler (the
+    // hook claims them), so every NMI it counted was foreign.
+    let foreign_nmis = FOREIGN_NMIS.load(Ordering::Relaxed) + (nmi::count() - kernel_nmis_before);
     // SAFETY: as above.
     let cycles = unsafe { core::arch::x86_64::_rdtsc() } - start;
     let milliseconds = (cycles / apic::tsc_ticks_per_ms()).max(1);
@@ -1177,8 +1207,7 @@ pub fn run(settings: FuzzSettings) -> bool {
     let entry_points_hit = coverage::hit_count();
     coverage::print_hits();
     println!(
-        "extregs: fuzz: {} foreign NMIs and {foreign_irqs} foreign IRQs validated; they interrupted {entry_points_hit} distinct instructions of the {}-byte entry text",
-        FOREIGN_NMIS.load(Ordering::Relaxed),
+        "extregs: fuzz: {foreign_nmis} foreign NMIs and {foreign_irqs} foreign IRQs validated; they interrupted {entry_points_hit} distinct instructions of the {}-byte entry text",
         coverage::text_bytes()
     );
     crate::print!(
@@ -1186,8 +1215,7 @@ pub fn run(settings: FuzzSettings) -> bool {
         pks::enabled()
     );
     crate::print!(
-        ",\"foreign_nmis\":{},\"foreign_irqs\":{foreign_irqs},\"entry_points_hit\":{entry_points_hit},\"entry_text_bytes\":{}",
-        FOREIGN_NMIS.load(Ordering::Relaxed),
+        ",\"foreign_nmis\":{foreign_nmis},\"foreign_irqs\":{foreign_irqs},\"entry_points_hit\":{entry_points_hit},\"entry_text_bytes\":{}",
         coverage::text_bytes()
     );
     crate::print!(

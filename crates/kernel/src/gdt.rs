@@ -27,9 +27,12 @@ const IST_GUARD_SIZE: usize = 4096;
 
 /// How far a #DB moves the #DB IST pointer down while its handler runs
 /// (Linux's old `DB_STACK_OFFSET` idea): a #DB raised inside the handler
-/// (`int1`, TF set by the handler) then lands below the running frame
-/// instead of on top of it. Four levels fit the stack; a fifth reaches the
-/// guard page and ends as a #DF with a dump.
+/// (`int $1`, TF set by the handler) then lands below the running frame
+/// instead of on top of it. Four levels fit the stack, 16 KiB each with no
+/// guard between them. A fifth finds the pointer in the guard page: the
+/// CPU's push faults, and since #DB is a benign exception that #PF is
+/// delivered normally, through the (non-IST) #PF gate onto the interrupted
+/// #DB handler's stack, and ends as an oops naming the guard page.
 pub const DEBUG_IST_SHIFT: u64 = 16 * 1024;
 
 /// A guard page and the IST stack above it, both page aligned; the stack is
@@ -116,12 +119,20 @@ static GDT: Once<GlobalDescriptorTable> = Once::new();
 ///
 /// Only the #DB entry calls this, in matched pairs, with DR7 already
 /// cleared (so no breakpoint can fire between the CPU's read of the pointer
-/// and this update).
+/// and this update; breakpoints on the Rust entry code before it are
+/// refused by `paranoid::set_execute_breakpoint`).
 pub unsafe fn shift_debug_ist(bytes: i64) {
-    // SAFETY: `TSS` is 'static; the field is written through a raw pointer
-    // (no reference to the packed struct is formed), volatile because the
-    // CPU reads it behind the compiler's back. No Rust reference to the TSS
-    // exists after `init`, so nothing aliases this write.
+    // SAFETY: `TSS` is 'static and the pointer comes from its UnsafeCell,
+    // so it carries the provenance of the whole TSS; the field is read and
+    // written through raw pointers, unaligned (the struct is packed(4)) and
+    // without forming a reference. No Rust reference to the TSS exists
+    // after `init` (the GDT descriptor holds only its address), so nothing
+    // aliases these accesses. The CPU reads the field on the next #DB; the
+    // write is an ordinary store the CPU sees in program order (one CPU).
+    // The read-modify-write is not atomic, but a nested paranoid event that
+    // lands between its read and write and shifts too (an NMI whose
+    // handler takes a #DB) undoes its own shift before it returns, so the
+    // value read is still right when this write happens.
     unsafe {
         let ist = (&raw mut (*TSS.0.get()).interrupt_stack_table)
             .cast::<u64>()

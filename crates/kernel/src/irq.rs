@@ -104,7 +104,10 @@ pub fn handle(regs: &mut PtRegs, vector: u8) {
         }
     }
     match vector {
-        apic::FOREIGN_TIMER_VECTOR => {
+        // The 8259's IRQ 0 arrives as ExtINT, which sets no local APIC ISR
+        // bit; anything in service on this vector came through the local
+        // APIC (a fixed IPI) and is merely unexpected.
+        apic::FOREIGN_TIMER_VECTOR if !apic::in_service(vector) => {
             FOREIGN_TIMER_IRQS.fetch_add(1, Ordering::SeqCst);
             crate::coverage::record(regs.ip);
             apic::end_foreign_timer_irq();

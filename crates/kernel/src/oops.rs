@@ -43,6 +43,12 @@ pub fn die_unhandled(regs: &mut PtRegs, vector: u8) -> ! {
     }
     if vector == PAGE_FAULT {
         describe_page_fault(regs);
+        if let Some(ist) = crate::gdt::ist_guard_of(crate::traps::fault_address()) {
+            println!(
+                "extregs: stack overflow: the fault address is in the guard page below the {} IST stack",
+                crate::gdt::ist_stack_name(ist)
+            );
+        }
     }
     // SAFETY: `regs` came from an entry stub (this is only called from
     // extregs_exception_entry).

@@ -115,7 +115,7 @@ pub fn exit(state: ParanoidState) {
         // SAFETY: CR2 only reports fault addresses; this puts back the one
         // the interrupted context may still read.
         unsafe {
-            core::arch::asm!("mov cr2, {}", in(reg) state.cr2, options(nomem, nostack, preserves_flags))
+            core::arch::asm!("mov cr2, {}", in(reg) state.cr2, options(nostack, preserves_flags))
         };
     }
     if let Some(outer) = state.outer_debug_status {
@@ -176,6 +176,8 @@ pub fn breakpoint_refused(address: u64) -> Option<&'static str> {
     let nmi_state = extregs_entry_asm::nmi_state_address();
     if entry_text.contains(&address) {
         Some("the entry text")
+    } else if in_noinstr_function(address) {
+        Some("Rust entry code (runs before DR7 is cleared, or restores it)")
     } else if address / 8 == nmi_state / 8 {
         Some("the NMI entry state")
     } else if gdt::ist_stack_of(address).is_some() || gdt::ist_guard_of(address).is_some() {
@@ -184,6 +186,52 @@ pub fn breakpoint_refused(address: u64) -> Option<&'static str> {
         Some("the TSS")
     } else {
         None
+    }
+}
+
+/// The Rust functions a paranoid entry runs before [`enter`] cleared DR7
+/// and moved the #DB stack, or after [`exit`] restored them, and what they
+/// call on the way (Linux's `noinstr` text): by symbol-name prefix of the
+/// function holding the address (demangled, without the hash).
+const NOINSTR_PREFIXES: &[&str] = &[
+    "extregs_exception_entry",
+    "kernel::traps::",
+    "kernel::paranoid::",
+    "kernel::pks::",
+    "kernel::gdt::",
+    "kernel::serial::",
+    "kernel::nmi::",
+    "kernel::irq::",
+    "extregs_entry::",
+    "extregs_regs::",
+    "extregs_entry_asm::",
+];
+
+/// Is `address` inside one of the [`NOINSTR_PREFIXES`] functions? (Without
+/// a symbol table, every text address counts: refuse rather than guess.)
+fn in_noinstr_function(address: u64) -> bool {
+    let Some(symbol) = crate::symbols::lookup(address) else {
+        return !crate::symbols::available();
+    };
+    let mut name = NameBuffer { bytes: [0; 160], length: 0 };
+    let _ =
+        core::fmt::write(&mut name, format_args!("{:#}", rustc_demangle::demangle(symbol.name)));
+    let name = core::str::from_utf8(&name.bytes[..name.length]).unwrap_or("");
+    NOINSTR_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+}
+
+/// A demangled name, truncated to what the prefixes need.
+struct NameBuffer {
+    bytes: [u8; 160],
+    length: usize,
+}
+
+impl core::fmt::Write for NameBuffer {
+    fn write_str(&mut self, text: &str) -> core::fmt::Result {
+        let take = text.len().min(self.bytes.len() - self.length);
+        self.bytes[self.length..self.length + take].copy_from_slice(&text.as_bytes()[..take]);
+        self.length += take;
+        Ok(())
     }
 }
 

@@ -16,9 +16,12 @@
 //! fast path). An entry that finds the count non-zero interrupted a write
 //! somewhere between its first and last instruction: it reads the MSR for
 //! the interrupted context's live rights and resynchronises the cache from
-//! it (the only RDMSR on any entry path, and only in that window). Every
-//! exit leaves MSR = cache = the interrupted context's value, and the
-//! interrupted write then completes as if nothing had happened.
+//! it (the only RDMSR in the PKS hooks, and only in that window; the
+//! selftests' `check_frame` reads the MSR too, as a check). Every exit
+//! leaves MSR = cache = the interrupted context's (possibly edited) value,
+//! and the interrupted write then completes as if nothing had happened;
+//! editing the saved value of a context inside a write is refused
+//! ([`pks_update_saved`]), since that write's cache store would undo it.
 //!
 //! A PKS fault (#PF with the PK bit) is first offered to the handler
 //! registered for the page's key ([`register_fault_handler`]); it may grant
@@ -221,16 +224,27 @@ pub fn arch_exit(arch: &ArchExtRegs) {
 
 /// Grants or revokes `pkey` rights in the *saved* PKRS of the interrupted
 /// context whose frame `regs` is: after IRET that context runs with the new
-/// rights (the exit hook writes them).
+/// rights (the exit hook writes them). Returns false, and changes nothing,
+/// when a [`write_pkrs`] is in progress below this handler: that write
+/// would store its own value in the cache after the exit hook wrote the
+/// edited one to the MSR, leaving the two apart. (Conservative: any write
+/// in progress further down refuses too.) Edits come from PKS fault
+/// handlers, whose faulting instruction is never inside `write_pkrs`, so
+/// only a hook on an asynchronous event can meet this.
 ///
 /// # Safety
 ///
 /// `regs` must be the `PtRegs` an entry stub handed to a handler (so the
 /// extension lies below it), as for `ExtendedPtRegs::from_regs`.
-pub unsafe fn pks_update_saved(regs: &mut PtRegs, pkey: u8, rights: KeyRights) {
+#[must_use = "the edit is refused while a PKRS write is in progress below the handler"]
+pub unsafe fn pks_update_saved(regs: &mut PtRegs, pkey: u8, rights: KeyRights) -> bool {
+    if PKRS_WRITES_IN_PROGRESS.load(Ordering::Relaxed) != 0 {
+        return false;
+    }
     // SAFETY: per the function contract.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
     frame.arch.pks = with_key_rights(frame.arch.pks, pkey, rights);
+    true
 }
 
 /// A PKS fault, as the per-key handler sees it.

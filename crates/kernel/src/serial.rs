@@ -62,12 +62,14 @@ pub fn force_unlock() {
 ///
 /// One CPU: writers reserve a region with one `fetch_add`, so a nested
 /// writer (an NMI inside a #DB) gets its own region, and every writer
-/// finishes before the code it interrupted continues. The flush runs only
-/// outside paranoid context, so when it reads `reserved` every region below
-/// is complete.
+/// finishes before the code it interrupted continues. `writers` counts the
+/// writers between their reservation and the end of their copy: the flush
+/// runs only when it is zero (no writer is below the flusher on the
+/// stack), so every region below `reserved` is complete when it is read.
 struct DeferredOutput {
     bytes: UnsafeCell<[u8; DEFERRED_BYTES]>,
     reserved: AtomicUsize,
+    writers: AtomicUsize,
     messages: AtomicU64,
     lost_bytes: AtomicU64,
 }
@@ -75,12 +77,14 @@ struct DeferredOutput {
 const DEFERRED_BYTES: usize = 8192;
 
 // SAFETY: see the type's documentation: disjoint regions per writer, and
-// the reader runs only when no writer is active on this (the only) CPU.
+// the reader reads only while `writers` is zero, i.e. no writer is
+// between its reservation and the end of its copy on this (the only) CPU.
 unsafe impl Sync for DeferredOutput {}
 
 static DEFERRED: DeferredOutput = DeferredOutput {
     bytes: UnsafeCell::new([0; DEFERRED_BYTES]),
     reserved: AtomicUsize::new(0),
+    writers: AtomicUsize::new(0),
     messages: AtomicU64::new(0),
     lost_bytes: AtomicU64::new(0),
 };
@@ -95,7 +99,8 @@ pub fn deferred_counts() -> (u64, u64) {
 struct LineBuffer {
     bytes: [u8; 512],
     length: usize,
-    truncated: bool,
+    /// Bytes that did not fit.
+    truncated: usize,
 }
 
 impl Write for LineBuffer {
@@ -104,21 +109,21 @@ impl Write for LineBuffer {
         let take = text.len().min(room);
         self.bytes[self.length..self.length + take].copy_from_slice(&text.as_bytes()[..take]);
         self.length += take;
-        self.truncated |= take < text.len();
+        self.truncated += text.len() - take;
         Ok(())
     }
 }
 
 fn defer(args: fmt::Arguments<'_>) {
-    let mut line = LineBuffer { bytes: [0; 512], length: 0, truncated: false };
+    let mut line = LineBuffer { bytes: [0; 512], length: 0, truncated: 0 };
     let _ = line.write_fmt(args);
-    if line.truncated {
-        DEFERRED.lost_bytes.fetch_add(1, Ordering::Relaxed);
-    }
-    let start = DEFERRED.reserved.fetch_add(line.length, Ordering::Relaxed);
+    DEFERRED.lost_bytes.fetch_add(line.truncated as u64, Ordering::Relaxed);
+    DEFERRED.writers.fetch_add(1, Ordering::SeqCst);
+    let start = DEFERRED.reserved.fetch_add(line.length, Ordering::SeqCst);
     if start + line.length > DEFERRED_BYTES {
-        DEFERRED.reserved.fetch_sub(line.length, Ordering::Relaxed);
+        DEFERRED.reserved.fetch_sub(line.length, Ordering::SeqCst);
         DEFERRED.lost_bytes.fetch_add(line.length as u64, Ordering::Relaxed);
+        DEFERRED.writers.fetch_sub(1, Ordering::SeqCst);
         return;
     }
     // SAFETY: `start..start + length` was reserved by this writer alone
@@ -131,11 +136,22 @@ fn defer(args: fmt::Arguments<'_>) {
         )
     };
     DEFERRED.messages.fetch_add(1, Ordering::Relaxed);
+    DEFERRED.writers.fetch_sub(1, Ordering::SeqCst);
 }
 
-/// Writes out what paranoid handlers deferred. Called with the console
-/// lock held and outside paranoid context.
+/// Writes out what paranoid handlers deferred, oldest first. Called with
+/// the console lock held; does nothing while a writer is mid-copy below the
+/// caller (a paranoid handler that interrupted `defer`, or the dying path),
+/// since its region is not complete yet.
 fn flush_deferred(console: &mut SerialConsole) {
+    if DEFERRED.writers.load(Ordering::SeqCst) != 0 {
+        if DYING.load(Ordering::SeqCst) {
+            console.0.send_bytes_exact(
+                b"[extregs: deferred console output withheld: a writer was interrupted]\n",
+            );
+        }
+        return;
+    }
     let mut written = 0;
     loop {
         let reserved = DEFERRED.reserved.load(Ordering::Relaxed);
@@ -180,9 +196,8 @@ pub fn print_args(args: fmt::Arguments<'_>) {
             SERIAL.lock()
         };
         if let Some(console) = guard.as_mut() {
-            if !paranoid {
-                flush_deferred(console);
-            }
+            // Earlier deferred lines first, so the order is kept.
+            flush_deferred(console);
             let _ = console.write_fmt(args);
         }
     })
@@ -192,10 +207,14 @@ pub fn print_args(args: fmt::Arguments<'_>) {
 /// would: for the selftest that a paranoid handler printing meanwhile
 /// neither deadlocks nor loses its output.
 pub fn with_console_locked<T>(body: impl FnOnce() -> T) -> T {
-    let guard = SERIAL.lock();
-    let result = body();
-    drop(guard);
-    result
+    // With IF clear, as every holder of the lock: an IRQ handler that
+    // prints would otherwise spin on it forever.
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let guard = SERIAL.lock();
+        let result = body();
+        drop(guard);
+        result
+    })
 }
 
 /// Prints to the serial console.

@@ -25,6 +25,11 @@ pub unsafe fn init(elf: &'static [u8], image_offset: u64) {
     KERNEL_IMAGE.call_once(|| KernelImage { elf, image_offset });
 }
 
+/// Is the symbol table there (set up at boot)?
+pub fn available() -> bool {
+    KERNEL_IMAGE.get().is_some()
+}
+
 /// The offset the kernel was loaded at (Linux prints it as "Kernel Offset").
 pub fn image_offset() -> Option<u64> {
     KERNEL_IMAGE.get().map(|image| image.image_offset)

@@ -12,7 +12,7 @@ use super::{check, wait_until, Context, Outcome, EVENT_TIMEOUT_TSC};
 use crate::events::{self, expect_event, FrameEdit};
 use crate::pks::{self, KeyRights, PksFault, PKRS_DEFAULT};
 use crate::{apic, gdt, idt, memory, paranoid, println, serial, traps};
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use extregs_regs::PtRegs;
 
 const NMI_VECTOR: u8 = 2;
@@ -28,6 +28,11 @@ static STEPS: AtomicU64 = AtomicU64::new(0);
 static STEPS_AT_WRMSR: AtomicU64 = AtomicU64::new(0);
 static STEPS_WITH_WRONG_LIVE_PKRS: AtomicU64 = AtomicU64::new(0);
 static STEP_VECTOR: AtomicU64 = AtomicU64::new(0);
+/// While set, every stepping handler also tries to grant [`EDIT_PKEY`] in
+/// its frame's saved PKRS; refusals are counted.
+static STEP_EDITS: AtomicBool = AtomicBool::new(false);
+static STEP_EDITS_REFUSED: AtomicU64 = AtomicU64::new(0);
+const EDIT_PKEY: u8 = 2;
 
 /// The event hook while stepping: every trap is one step. Checks the
 /// handler's live PKRS itself (as check_frame does) and keeps TF set.
@@ -45,22 +50,24 @@ fn stepping_hook(regs: &mut PtRegs, vector: u8) -> bool {
     if pks::read_pkrs() != PKRS_DEFAULT {
         STEPS_WITH_WRONG_LIVE_PKRS.fetch_add(1, Ordering::Relaxed);
     }
+    // SAFETY: `regs` is this entry's frame.
+    if STEP_EDITS.load(Ordering::Relaxed)
+        && !unsafe { pks::pks_update_saved(regs, EDIT_PKEY, KeyRights::ReadWrite) }
+    {
+        STEP_EDITS_REFUSED.fetch_add(1, Ordering::Relaxed);
+    }
     true
 }
 
-/// The sequence stepped through: grant a key, then back to the default,
-/// both through the cache (a WRMSR each).
+/// The sequence stepped through: one PKRS write through the cache.
 #[inline(never)]
-extern "C" fn pkrs_writes(granted: u32) {
-    // SAFETY: PKS is on (the caller checks); both values keep key 0.
-    unsafe {
-        pks::update_pkrs(granted);
-        pks::update_pkrs(PKRS_DEFAULT);
-    }
+extern "C" fn pkrs_write(value: u32) {
+    // SAFETY: PKS is on (the caller checks); every value used keeps key 0.
+    unsafe { pks::update_pkrs(value) };
 }
 
-/// Runs `pkrs_writes(granted)` with TF set, so every instruction of it traps.
-fn single_step_pkrs_writes(granted: u32) {
+/// Runs `pkrs_write(value)` with TF set, so every instruction of it traps.
+fn single_step_pkrs_write(value: u32) {
     // SAFETY: POPF sets TF; the trap after each instruction is claimed by
     // the stepping hook, which keeps TF; the final POPF clears it (one more
     // trap after it). The call follows the C ABI (clobber_abi).
@@ -75,8 +82,8 @@ fn single_step_pkrs_writes(granted: u32) {
             "popfq",
             tf = const events::X86_EFLAGS_TF,
             not_tf = const !events::X86_EFLAGS_TF,
-            function = sym pkrs_writes,
-            in("edi") granted,
+            function = sym pkrs_write,
+            in("edi") value,
             clobber_abi("C"),
             options(att_syntax)
         );
@@ -88,42 +95,71 @@ fn single_step_pkrs_writes(granted: u32) {
 /// interrupted write's result intact. (The old `write_pkrs` stored the
 /// cache before the WRMSR; an NMI at the WRMSR then saw cache == default,
 /// skipped its own WRMSR and ran with the interrupted context's rights.)
+/// A fourth run has every NMI also edit its frame's saved PKRS: edits
+/// inside a write must be refused, or the write's cache store would leave
+/// cache and MSR apart.
 pub fn pkrs_write_window_every_instruction(context: &Context) -> Outcome {
     let Some(page) = context.pkey_page else {
         return Outcome::Skip("no PKS");
     };
     let granted = pks::with_key_rights(PKRS_DEFAULT, page.pkey, KeyRights::ReadWrite);
     let gates = [
-        ("NMI", idt::stub_address(NMI_VECTOR), Some(gdt::NMI_IST_INDEX), NMI_VECTOR),
-        ("#DB", idt::stub_address(DEBUG_VECTOR), Some(gdt::DEBUG_IST_INDEX), DEBUG_VECTOR),
-        ("exception", idt::stub_address(INT3_VECTOR), None, INT3_VECTOR),
+        ("NMI", idt::stub_address(NMI_VECTOR), Some(gdt::NMI_IST_INDEX), NMI_VECTOR, false),
+        ("#DB", idt::stub_address(DEBUG_VECTOR), Some(gdt::DEBUG_IST_INDEX), DEBUG_VECTOR, false),
+        ("exception", idt::stub_address(INT3_VECTOR), None, INT3_VECTOR, false),
+        ("editing NMI", idt::stub_address(NMI_VECTOR), Some(gdt::NMI_IST_INDEX), NMI_VECTOR, true),
     ];
-    for (name, stub, ist, vector) in gates {
+    for (name, stub, ist, vector, edits) in gates {
         STEPS.store(0, Ordering::Relaxed);
         STEPS_AT_WRMSR.store(0, Ordering::Relaxed);
         STEPS_WITH_WRONG_LIVE_PKRS.store(0, Ordering::Relaxed);
+        STEP_EDITS_REFUSED.store(0, Ordering::Relaxed);
         STEP_VECTOR.store(u64::from(vector), Ordering::Relaxed);
-        let wrmsrs_before = pks::wrmsr_count();
+        STEP_EDITS.store(edits, Ordering::Relaxed);
+        // Grant, check, back to the default, check: each write stepped.
+        let mut after = [(0, 0); 2];
         traps::with_event_hook(stepping_hook, || {
-            idt::with_debug_gate(stub, ist, || single_step_pkrs_writes(granted))
+            idt::with_debug_gate(stub, ist, || {
+                for (index, value) in [granted, PKRS_DEFAULT].into_iter().enumerate() {
+                    single_step_pkrs_write(value);
+                    after[index] = (pks::read_pkrs(), pks::cached_pkrs());
+                }
+            })
         });
+        STEP_EDITS.store(false, Ordering::Relaxed);
         paranoid::reset_debug_status();
         let steps = STEPS.load(Ordering::Relaxed);
         let at_wrmsr = STEPS_AT_WRMSR.load(Ordering::Relaxed);
         let wrong = STEPS_WITH_WRONG_LIVE_PKRS.load(Ordering::Relaxed);
+        let refused = STEP_EDITS_REFUSED.load(Ordering::Relaxed);
         println!("# {name} entry at each of {steps} instructions, {at_wrmsr} of them a WRMSR");
+        if edits {
+            println!("# {name}: {refused} of {steps} saved-PKRS edits refused (inside a write)");
+        }
         check!(steps > 20, "{name}: only {steps} steps: single-stepping did not work");
         check!(at_wrmsr >= 2, "{name}: no step landed on the two WRMSRs ({at_wrmsr})");
         check!(wrong == 0, "{name}: {wrong} handlers ran with a live PKRS other than the default");
-        check!(
-            pks::read_pkrs() == PKRS_DEFAULT && pks::cached_pkrs() == PKRS_DEFAULT,
-            "{name}: PKRS {:08x}, cache {:08x} after the writes",
-            pks::read_pkrs(),
-            pks::cached_pkrs()
-        );
-        // The interrupted writes happened exactly once each (the handlers'
-        // own WRMSRs come on top, in pairs).
-        check!(pks::wrmsr_count() - wrmsrs_before >= 2, "{name}: the WRMSRs went missing");
+        for (index, (live, cache)) in after.into_iter().enumerate() {
+            check!(
+                live == cache,
+                "{name}: after write {index}: PKRS {live:08x}, cache {cache:08x}"
+            );
+        }
+        if edits {
+            // The edits outside the writes were applied (and then written
+            // over by the next write); those inside were refused.
+            check!(refused > 0, "{name}: no edit was refused inside a write");
+            check!(refused < steps, "{name}: every edit was refused");
+            // SAFETY: PKS is on; the default keeps key 0 read/write.
+            unsafe { pks::update_pkrs(PKRS_DEFAULT) };
+        } else {
+            check!(after[0] == (granted, granted), "{name}: the grant was lost: {:08x?}", after[0]);
+            check!(
+                after[1] == (PKRS_DEFAULT, PKRS_DEFAULT),
+                "{name}: the default was not restored: {:08x?}",
+                after[1]
+            );
+        }
     }
     Outcome::Pass
 }
@@ -142,8 +178,7 @@ fn recording_pks_handler(regs: &mut PtRegs, fault: PksFault) -> bool {
         slot.store(fault.address, Ordering::Relaxed);
     }
     // SAFETY: `regs` is the #PF entry's frame.
-    unsafe { pks::pks_update_saved(regs, fault.pkey, KeyRights::ReadWrite) };
-    true
+    unsafe { pks::pks_update_saved(regs, fault.pkey, KeyRights::ReadWrite) }
 }
 
 /// The paranoid handler that lands at the #PF stub's first instruction:
@@ -447,6 +482,10 @@ pub fn breakpoints_refused_where_entries_run(_: &Context) -> Outcome {
         ("asm_exc_debug", idt::stub_address(DEBUG_VECTOR)),
         ("the NMI IST stack", gdt::ist_stack_range(gdt::NMI_IST_INDEX).end - 8),
         ("the TSS", gdt::tss_range().start),
+        // The Rust entry, which runs before DR7 is cleared and the #DB
+        // stack is moved.
+        ("extregs_exception_entry", traps::extregs_exception_entry as *const () as u64),
+        ("pks::arch_enter", pks::arch_enter as *const () as u64),
     ];
     for (name, address) in refused {
         let result = paranoid::set_execute_breakpoint(address);

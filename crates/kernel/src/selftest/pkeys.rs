@@ -28,8 +28,7 @@ fn grant_on_fault(regs: &mut PtRegs, fault: PksFault) -> bool {
     CALLBACK_SAVED.store(saved, Ordering::SeqCst);
     CALLBACK_LIVE.store(pks::read_pkrs(), Ordering::SeqCst);
     // SAFETY: as above.
-    unsafe { pks::pks_update_saved(regs, fault.pkey, KeyRights::ReadWrite) };
-    true
+    unsafe { pks::pks_update_saved(regs, fault.pkey, KeyRights::ReadWrite) }
 }
 
 pub fn pks_fault_callback_run_exception(context: &Context) -> Outcome {
