@@ -459,10 +459,27 @@ mod tests {
         let manifest = include_str!("../Cargo.toml");
         let dev = package_overrides(manifest, "dev");
         let release = package_overrides(manifest, "release");
-        for package in ["extregs-kernel", "extregs-regs", "extregs-entry", "extregs-bench"] {
+        // Everything the kernel image and the native handlers are built
+        // from: the workspace crates they link, and every dependency.
+        for package in [
+            "extregs-kernel",
+            "extregs-regs",
+            "extregs-entry",
+            "extregs-entry-asm",
+            "extregs-cmdline",
+            "extregs-bench",
+            "\"*\"",
+        ] {
             let settings =
                 dev.get(package).unwrap_or_else(|| panic!("no dev override for {package}"));
-            for key in ["opt-level", "debug-assertions", "overflow-checks", "codegen-units"] {
+            for key in [
+                "opt-level",
+                "debug-assertions",
+                "overflow-checks",
+                "codegen-units",
+                "incremental",
+                "debug",
+            ] {
                 assert!(
                     settings.iter().any(|line| line.starts_with(key)),
                     "{package}: dev override does not pin {key}"

@@ -84,6 +84,8 @@ pub struct Totals {
     pub wall_seconds: f64,
     /// NMIs the kernels did not raise themselves (an `--nmi-storm`).
     pub foreign_nmis: u64,
+    /// Foreign timer IRQs (`--foreign-timer`).
+    pub foreign_irqs: u64,
     /// Union of the seeds' interrupted entry-text offsets.
     pub coverage_hits: BTreeSet<u64>,
     /// (instructions hit, instructions in the entry text), once
@@ -102,6 +104,7 @@ impl Totals {
         self.violations += report.number("violations");
         self.latched_nmis += report.number("latched_nmis");
         self.foreign_nmis += report.number("foreign_nmis");
+        self.foreign_irqs += report.number("foreign_irqs");
         self.coverage_hits.extend(&report.coverage_hits);
         self.max_depth_reached = self.max_depth_reached.max(report.number("max_depth_reached"));
         if let Some(kinds) = report.result.as_ref().and_then(|r| r["kinds"].as_object()) {
@@ -141,6 +144,7 @@ impl Totals {
             "wall_seconds": self.wall_seconds,
             "frames_per_s": self.frames_per_second(),
             "foreign_nmis": self.foreign_nmis,
+            "foreign_irqs": self.foreign_irqs,
             "entry_points_hit": self.entry_points.map(|(hit, _)| hit),
             "entry_points_total": self.entry_points.map(|(_, total)| total),
         })
@@ -293,6 +297,7 @@ pub fn to_json(
                     "digest",
                     "latched_nmis",
                     "foreign_nmis",
+                    "foreign_irqs",
                     "entry_points_hit",
                     "invariant",
                 ] {

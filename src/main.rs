@@ -420,8 +420,8 @@ fn report_coverage(totals: &mut campaign::Totals, listing: Option<&Path>) -> Res
     };
     let (hit, total) = totals.entry_points.unwrap_or_default();
     println!(
-        "extregs: fuzz: {} foreign NMIs; interrupt points of the entry text hit: {hit} of {total}",
-        totals.foreign_nmis
+        "extregs: fuzz: {} foreign NMIs, {} foreign IRQs; interrupt points of the entry text hit: {hit} of {total}",
+        totals.foreign_nmis, totals.foreign_irqs
     );
     if let Some(path) = listing {
         let missed = text.missed_listing(&totals.coverage_hits);
@@ -534,7 +534,7 @@ fn bench(args: BenchArgs) -> i32 {
                     "{}",
                     bench::table(
                         &kernel_rows,
-                        &format!("kernel harness: QEMU {accel} on {cpu} (kernel {}; TSC cycles per `int $vector` round trip; under TCG only ratios mean anything)", bench::describe_build(&build))
+                        &format!("kernel harness: QEMU {accel} on {cpu} (kernel {}; TSC cycles per `int $vector` round trip, 16 per TSC read; under TCG only ratios mean anything)", bench::describe_build(&build))
                     )
                 );
                 println!("nesting: extended, kernel harness (cycles for the outermost round trip)");
