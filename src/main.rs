@@ -299,19 +299,7 @@ fn fuzz(args: FuzzArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let config = CampaignConfig {
-        seeds: seeds.clone(),
-        iterations: args.iterations,
-        max_depth: args.max_depth,
-        jobs: args.jobs.unwrap_or(DEFAULT_FUZZ_JOBS),
-        deterministic: args.deterministic,
-        cpu: args.cpu.clone(),
-        timeout: Duration::from_secs(args.timeout),
-        inject: args.inject.clone(),
-        nmi_storm: args.nmi_storm,
-        granular: args.granular,
-        foreign_timer_hz: args.foreign_timer.unwrap_or(0),
-    };
+    let config = campaign_config(&args, seeds.clone(), args.jobs.unwrap_or(DEFAULT_FUZZ_JOBS));
     let cancel = Arc::new(AtomicBool::new(false));
     {
         let cancel = cancel.clone();
@@ -402,6 +390,23 @@ fn fuzz(args: FuzzArgs) -> i32 {
 }
 
 /// `extregs fuzz --seed S`: one boot, its output shown.
+/// The campaign settings `fuzz` was given, for `seeds` on `jobs` workers.
+fn campaign_config(args: &FuzzArgs, seeds: std::ops::Range<u64>, jobs: usize) -> CampaignConfig {
+    CampaignConfig {
+        seeds,
+        iterations: args.iterations,
+        max_depth: args.max_depth,
+        jobs,
+        deterministic: args.deterministic,
+        cpu: args.cpu.clone(),
+        timeout: Duration::from_secs(args.timeout),
+        inject: args.inject.clone(),
+        nmi_storm: args.nmi_storm,
+        granular: args.granular,
+        foreign_timer_hz: args.foreign_timer.unwrap_or(0),
+    }
+}
+
 /// Parallel boots of a campaign without `--jobs`.
 const DEFAULT_FUZZ_JOBS: usize = 2;
 
@@ -435,19 +440,7 @@ fn report_coverage(totals: &mut campaign::Totals, listing: Option<&Path>) -> Res
 }
 
 fn replay(args: &FuzzArgs, seed: u64) -> i32 {
-    let campaign_config = CampaignConfig {
-        seeds: seed..seed + 1,
-        iterations: args.iterations,
-        max_depth: args.max_depth,
-        jobs: 1,
-        deterministic: args.deterministic,
-        cpu: args.cpu.clone(),
-        timeout: Duration::from_secs(args.timeout),
-        inject: args.inject.clone(),
-        nmi_storm: args.nmi_storm,
-        granular: args.granular,
-        foreign_timer_hz: args.foreign_timer.unwrap_or(0),
-    };
+    let campaign_config = campaign_config(args, seed..seed + 1, 1);
     let config = RunConfig {
         cpu: args.cpu.clone(),
         cmdline: campaign::cmdline(&campaign_config, seed),

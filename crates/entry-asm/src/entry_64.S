@@ -105,6 +105,7 @@ asm_exc_\name:
 	.p2align 4
 	.globl	extregs_entry_text_start
 extregs_entry_text_start:
+	.globl	extregs_entry_common
 	.type	extregs_entry_common, @function
 extregs_entry_common:
 	cld
@@ -208,6 +209,7 @@ extregs_irq_entries_end:
 	.endif
 
 	.p2align 4
+	.globl	extregs_irq_common
 	.type	extregs_irq_common, @function
 extregs_irq_common:
 	PUSH_AND_CLEAR_REGS

@@ -103,6 +103,16 @@ extern "C" {
     static extregs_nmi_state: u8;
     static extregs_entry_text_start: u8;
     static extregs_entry_text_end: u8;
+    static extregs_entry_common: u8;
+    static extregs_irq_common: u8;
+}
+
+/// The addresses of the two shared paths of `entry_64.S`: the common
+/// exception/IRQ tail (reserve the extension, call Rust, POP_REGS, iretq)
+/// and the IRQ head (save the GPRs, vector into %esi).
+pub fn common_paths() -> (u64, u64) {
+    // Only the symbols' addresses are taken; nothing is read through them.
+    ((&raw const extregs_entry_common) as u64, (&raw const extregs_irq_common) as u64)
 }
 
 /// The address range of `entry_64.S`'s code: every stub, the common paths

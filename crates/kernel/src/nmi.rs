@@ -108,7 +108,8 @@ pub fn handle(regs: &mut PtRegs) {
     }
     let action = ACTION.swap(NmiAction::Nothing as u8, Ordering::SeqCst);
     if action == NmiAction::RecurseUntilOverflow as u8 {
-        recurse_until_overflow(0);
+        // Never returns: the guard page below the NMI stack ends it in a #DF.
+        crate::oops::recurse_until_overflow(0);
     }
     if action == NmiAction::Int3ThenSelfNmi as u8 {
         INT3_ARMED.store(true, Ordering::SeqCst);
@@ -153,13 +154,4 @@ pub fn claim_int3(regs: &mut PtRegs) -> bool {
 /// The copied frame of the outermost NMI as an IretFrame (for the tests).
 pub fn frame_of(regs: &PtRegs) -> IretFrame {
     IretFrame { ip: regs.ip, cs: regs.cs, flags: regs.flags, sp: regs.sp, ss: regs.ss }
-}
-
-/// Never returns: the guard page below the NMI stack ends it in a #DF.
-#[allow(unconditional_recursion)]
-#[inline(never)]
-fn recurse_until_overflow(depth: u64) -> u64 {
-    let mut filler = [depth; 64];
-    core::hint::black_box(&mut filler);
-    recurse_until_overflow(depth + 1) + filler[(depth % 64) as usize]
 }

@@ -213,6 +213,17 @@ fn capture_current(regs: &mut PtRegs) {
     };
 }
 
+/// Recurses, 512 bytes of stack a level, until the stack it runs on hits
+/// its guard page (the kernel stack's, or an IST stack's from inside an NMI
+/// handler). Never returns on purpose.
+#[allow(unconditional_recursion)]
+#[inline(never)]
+pub fn recurse_until_overflow(depth: u64) -> u64 {
+    let mut filler = [depth; 64];
+    core::hint::black_box(&mut filler);
+    recurse_until_overflow(depth + 1) + filler[(depth % 64) as usize]
+}
+
 /// `mode=oops`: dies of `cause`, to show (and test) the oops path.
 pub fn die_on_purpose(cause: OopsCause, pkey_page: Option<PkeyPage>) -> ! {
     println!("extregs: oops: dying on purpose ({cause:?})");
@@ -280,20 +291,12 @@ fn oops_nmi_stack_overflow() -> ! {
 /// follows can't push its frame on the same stack, so the CPU raises #DF,
 /// which runs on its own IST stack and dumps the overflowed frame.
 fn oops_stack_overflow() -> ! {
-    // Never returns on purpose: the guard page ends it.
-    #[allow(unconditional_recursion)]
-    #[inline(never)]
-    fn recurse(depth: u64) -> u64 {
-        let mut filler = [depth; 64];
-        core::hint::black_box(&mut filler);
-        recurse(depth + 1) + filler[(depth % 64) as usize]
-    }
     let stack_here = 0u8;
     println!(
         "extregs: recursing from rsp ~{:#x} into the kernel stack's guard page",
         &stack_here as *const u8 as u64
     );
-    let sum = recurse(0);
+    let sum = recurse_until_overflow(0);
     println!("extregs: error: recursion returned {sum}: no guard page below the stack?");
     finish("stack overflow did not fault")
 }

@@ -11,7 +11,7 @@
 use super::{check, wait_until, Context, Outcome, EVENT_TIMEOUT_TSC};
 use crate::events::{self, expect_event, FrameEdit};
 use crate::pks::{self, KeyRights, PksFault, PKRS_DEFAULT};
-use crate::{apic, gdt, idt, memory, paranoid, println, serial, traps};
+use crate::{apic, coverage, gdt, idt, memory, paranoid, println, serial, traps};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use extregs_regs::PtRegs;
 
@@ -248,6 +248,23 @@ pub fn cr2_survives_paranoid_page_fault(context: &Context) -> Outcome {
     outcome
 }
 
+/// Sets TF for one `nop`: one single-step #DB, which the installed event
+/// hook must claim (clearing TF in its frame).
+fn single_step_one_nop() {
+    // SAFETY: POPF sets TF; the trap after the nop is claimed by the test's
+    // event hook, which clears TF in the frame; no register changes.
+    unsafe {
+        core::arch::asm!(
+            "pushfq",
+            "orq ${tf}, (%rsp)",
+            "popfq",
+            "nop",
+            tf = const events::X86_EFLAGS_TF,
+            options(att_syntax)
+        )
+    };
+}
+
 /// Called by the tests' breakpoint; never inlined, so it has an address.
 #[inline(never)]
 #[no_mangle]
@@ -307,18 +324,7 @@ pub fn breakpoints_masked_in_paranoid_handlers(_: &Context) -> Outcome {
         // Inside a #DB (single-step).
         CALL_TARGET_FROM.store(2, Ordering::Relaxed);
         let dr7_in_nmi = DR7_INSIDE.swap(0, Ordering::Relaxed);
-        // SAFETY: POPF sets TF; the trap after the nop is claimed by the
-        // hook, which clears TF in the frame.
-        unsafe {
-            core::arch::asm!(
-                "pushfq",
-                "orq ${tf}, (%rsp)",
-                "popfq",
-                "nop",
-                tf = const events::X86_EFLAGS_TF,
-                options(att_syntax)
-            )
-        };
+        single_step_one_nop();
         CALL_TARGET_FROM.store(0, Ordering::Relaxed);
         let dr7_in_db = DR7_INSIDE.load(Ordering::Relaxed);
         let dr7_after = paranoid::dr7();
@@ -423,18 +429,7 @@ pub fn console_from_paranoid_handler(_: &Context) -> Outcome {
     let (deferred_before, lost_before) = serial::deferred_counts();
     traps::with_event_hook(printing_debug_hook, || {
         serial::with_console_locked(|| {
-            // SAFETY: POPF sets TF; the trap after the nop is claimed by
-            // the hook, which clears TF in the frame.
-            unsafe {
-                core::arch::asm!(
-                    "pushfq",
-                    "orq ${tf}, (%rsp)",
-                    "popfq",
-                    "nop",
-                    tf = const events::X86_EFLAGS_TF,
-                    options(att_syntax)
-                )
-            };
+            single_step_one_nop();
         })
     });
     paranoid::reset_debug_status();
@@ -495,4 +490,92 @@ pub fn breakpoints_refused_where_entries_run(_: &Context) -> Outcome {
     let ordinary = extregs_selftest_breakpoint_target as *const () as u64;
     check!(paranoid::breakpoint_refused(ordinary).is_none(), "ordinary code refused");
     Outcome::Pass
+}
+
+/// NMIs (through the NMI-stub #DB gate) that hit the armed breakpoint.
+static BREAKPOINT_NMIS: AtomicU64 = AtomicU64::new(0);
+
+/// The NMI handler while a breakpoint walks an entry path: counts, and sets
+/// RF so the breakpointed instruction runs once the NMI returns.
+fn breakpoint_nmi_hook(regs: &mut PtRegs, vector: u8) -> bool {
+    if vector != NMI_VECTOR {
+        return false;
+    }
+    BREAKPOINT_NMIS.fetch_add(1, Ordering::Relaxed);
+    coverage::record(regs.ip);
+    regs.flags |= X86_EFLAGS_RF;
+    true
+}
+
+/// The code range of the function symbol at `address` (its whole size).
+fn function_range(address: u64) -> Option<core::ops::Range<u64>> {
+    let symbol = crate::symbols::lookup(address)?;
+    let start = address - symbol.offset;
+    Some(start..start + symbol.size)
+}
+
+/// A real NMI entry at **every** instruction of the int3 path: its stub
+/// and the common tail (extension reserved, the call into Rust, POP_REGS,
+/// the final iretq). An instruction breakpoint is armed on each byte in
+/// turn with the #DB gate pointed at the NMI stub; where a byte starts an
+/// instruction, the int3 path runs into the breakpoint and the NMI entry
+/// interrupts it right there. After every int3, all 15 GPRs and the
+/// interrupted PKRS must have come back. (A deterministic complement to
+/// the foreign-NMI storm, which only hits what chance gives it.)
+pub fn nmi_at_every_instruction_of_the_int3_path(context: &Context) -> Outcome {
+    let stub = idt::stub_address(INT3_VECTOR);
+    let (common, _) = extregs_entry_asm::common_paths();
+    let (Some(stub_range), Some(common_range)) = (function_range(stub), function_range(common))
+    else {
+        return Outcome::Skip("no symbol table for the entry stubs");
+    };
+    let interrupted_pkrs = context
+        .pkey_page
+        .map(|page| pks::with_key_rights(PKRS_DEFAULT, page.pkey, KeyRights::ReadWrite));
+    let input = super::gpr_patterns();
+    let mut instructions = 0;
+    for address in stub_range.clone().chain(common_range.clone()) {
+        BREAKPOINT_NMIS.store(0, Ordering::Relaxed);
+        if let Some(value) = interrupted_pkrs {
+            // SAFETY: PKS is on; key 0 stays read/write.
+            unsafe { pks::write_pkrs(value) };
+        }
+        let (observed, output) = traps::with_event_hook(breakpoint_nmi_hook, || {
+            idt::with_debug_gate(stub_address_of_nmi(), Some(gdt::NMI_IST_INDEX), || {
+                paranoid::arm_execute_breakpoint(address);
+                let result = super::int3_with_gprs(&input, FrameEdit::None);
+                paranoid::disarm_breakpoints();
+                result
+            })
+        });
+        let live_pkrs = interrupted_pkrs.map(|_| pks::read_pkrs());
+        paranoid::reset_debug_status();
+        let nmis = BREAKPOINT_NMIS.load(Ordering::Relaxed);
+        check!(observed.is_some(), "{address:#x}: the int3 was not handled");
+        check!(nmis <= 1, "{address:#x}: the breakpoint fired {nmis} times");
+        instructions += nmis;
+        check!(output.gprs() == input.gprs(), "{address:#x}: the GPRs did not come back");
+        check!(
+            live_pkrs == interrupted_pkrs,
+            "{address:#x}: PKRS {live_pkrs:08x?} after the int3, was {interrupted_pkrs:08x?}"
+        );
+    }
+    if pks::enabled() {
+        // SAFETY: PKS is on; the default keeps key 0 read/write.
+        unsafe { pks::update_pkrs(PKRS_DEFAULT) };
+    }
+    println!(
+        "# an NMI at each of {instructions} instructions of the int3 path ({} + {} bytes walked)",
+        stub_range.end - stub_range.start,
+        common_range.end - common_range.start
+    );
+    // The stub (push, PUSH_AND_CLEAR_REGS: 15 stores and 15 clears, the
+    // vector, the jmp) and the tail (cld, sub, lea, call, add, POP_REGS,
+    // iretq) are well over 50 instructions.
+    check!(instructions > 50, "only {instructions} instructions were interrupted");
+    Outcome::Pass
+}
+
+fn stub_address_of_nmi() -> u64 {
+    idt::stub_address(NMI_VECTOR)
 }

@@ -82,6 +82,10 @@ const TESTS: &[(&str, Test)] = &[
     ("debug_recursion_shifts_the_ist", hardening::debug_recursion_shifts_the_ist),
     ("console_from_paranoid_handler", hardening::console_from_paranoid_handler),
     ("ist_stacks_have_guard_pages", hardening::ist_stacks_have_guard_pages),
+    (
+        "nmi_at_every_instruction_of_the_int3_path",
+        hardening::nmi_at_every_instruction_of_the_int3_path,
+    ),
     ("pks_fault_callback_run_exception", pkeys::pks_fault_callback_run_exception),
     ("pkrs_cache_skips_wrmsr", pkeys::pkrs_cache_skips_wrmsr),
     ("pks_kvm_unit_tests_matrix", pkeys::pks_kvm_unit_tests_matrix),
@@ -313,7 +317,7 @@ fn pks_write_fault_frame(context: &Context) -> Outcome {
 }
 
 /// A distinct, recognisable value per GPR.
-fn gpr_patterns() -> PtRegs {
+pub(crate) fn gpr_patterns() -> PtRegs {
     let pattern = |index: u64| 0xe1e2_0000_0000_0000 | (index << 40) | (index * 0x0101_0101);
     PtRegs {
         r15: pattern(1),
@@ -337,7 +341,7 @@ fn gpr_patterns() -> PtRegs {
 
 /// Runs the trampoline with `edit`; returns (what the handler saw, what came
 /// back).
-fn int3_with_gprs(input: &PtRegs, edit: FrameEdit) -> (Option<Observed>, PtRegs) {
+pub(crate) fn int3_with_gprs(input: &PtRegs, edit: FrameEdit) -> (Option<Observed>, PtRegs) {
     // The fuzzer's int3 trampoline: loads all 15 GPRs from `input`,
     // executes int3, stores all 15 into `output`.
     let (trampoline, _, resume) = crate::fuzz::trampoline(crate::fuzz::Kind::Int3);
