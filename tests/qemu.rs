@@ -101,7 +101,7 @@ const REQUIRED_SELFTESTS: &[&str] = &[
     "debug_recursion_shifts_the_ist",
     "console_from_paranoid_handler",
     "ist_stacks_have_guard_pages",
-    "nmi_at_every_instruction_of_the_int3_path",
+    "nmi_at_every_instruction_of_the_entry_paths",
     "pks_fault_callback_run_exception",
     "pkrs_cache_skips_wrmsr",
     "pks_kvm_unit_tests_matrix",

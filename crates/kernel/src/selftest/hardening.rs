@@ -9,15 +9,17 @@
 //! save.
 
 use super::{check, wait_until, Context, Outcome, EVENT_TIMEOUT_TSC};
+use crate::apic::SELF_IPI_VECTOR;
 use crate::events::{self, expect_event, FrameEdit};
 use crate::pks::{self, KeyRights, PksFault, PKRS_DEFAULT};
-use crate::{apic, coverage, gdt, idt, memory, paranoid, println, serial, traps};
+use crate::{apic, coverage, gdt, idt, irq, memory, paranoid, println, serial, traps};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use extregs_regs::PtRegs;
 
 const NMI_VECTOR: u8 = 2;
 const DEBUG_VECTOR: u8 = 1;
 const INT3_VECTOR: u8 = 3;
+const GP_VECTOR: u8 = 13;
 /// RFLAGS.RF: suppresses an instruction breakpoint for one instruction.
 const X86_EFLAGS_RF: u64 = 1 << 16;
 /// The WRMSR opcode.
@@ -514,68 +516,125 @@ fn function_range(address: u64) -> Option<core::ops::Range<u64>> {
     Some(start..start + symbol.size)
 }
 
-/// A real NMI entry at **every** instruction of the int3 path: its stub
-/// and the common tail (extension reserved, the call into Rust, POP_REGS,
-/// the final iretq). An instruction breakpoint is armed on each byte in
-/// turn with the #DB gate pointed at the NMI stub; where a byte starts an
-/// instruction, the int3 path runs into the breakpoint and the NMI entry
-/// interrupts it right there. After every int3, all 15 GPRs and the
-/// interrupted PKRS must have come back. (A deterministic complement to
-/// the foreign-NMI storm, which only hits what chance gives it.)
-pub fn nmi_at_every_instruction_of_the_int3_path(context: &Context) -> Outcome {
-    let stub = idt::stub_address(INT3_VECTOR);
-    let (common, _) = extregs_entry_asm::common_paths();
-    let (Some(stub_range), Some(common_range)) = (function_range(stub), function_range(common))
-    else {
+/// Arms an instruction breakpoint on every byte of `ranges` in turn (the
+/// #DB gate on the NMI stub) and runs `event` once per byte: where the
+/// byte starts an instruction the event's path runs into the breakpoint,
+/// and the real NMI entry interrupts it right there. `event` checks what
+/// came back. Returns the number of instructions interrupted.
+fn nmi_at_every_instruction(
+    name: &str,
+    ranges: &[core::ops::Range<u64>],
+    mut event: impl FnMut() -> Result<(), &'static str>,
+) -> Result<u64, ()> {
+    let mut instructions = 0;
+    for address in ranges.iter().flat_map(|range| range.clone()) {
+        BREAKPOINT_NMIS.store(0, Ordering::Relaxed);
+        let outcome = traps::with_event_hook(breakpoint_nmi_hook, || {
+            idt::with_debug_gate(idt::stub_address(NMI_VECTOR), Some(gdt::NMI_IST_INDEX), || {
+                paranoid::arm_execute_breakpoint(address);
+                let outcome = event();
+                paranoid::disarm_breakpoints();
+                outcome
+            })
+        });
+        paranoid::reset_debug_status();
+        let nmis = BREAKPOINT_NMIS.load(Ordering::Relaxed);
+        if let Err(why) = outcome {
+            println!("# {name}: breakpoint at {address:#x}: {why}");
+            return Err(());
+        }
+        if nmis > 1 {
+            println!("# {name}: the breakpoint at {address:#x} fired {nmis} times");
+            return Err(());
+        }
+        instructions += nmis;
+    }
+    let bytes: u64 = ranges.iter().map(|range| range.end - range.start).sum();
+    println!("# {name}: an NMI at each of its {instructions} instructions ({bytes} bytes walked)");
+    Ok(instructions)
+}
+
+/// A real NMI entry at **every** instruction of three entry paths, by an
+/// instruction breakpoint walked over them with the #DB gate on the NMI
+/// stub (a deterministic complement to the foreign-NMI storm, which only
+/// hits what chance gives it):
+///
+/// * the int3 path: its stub (push -1, PUSH_AND_CLEAR_REGS, the vector,
+///   the jmp) and the common tail (the extension reserved, the call,
+///   POP_REGS, iretq), with all 15 GPRs and the interrupted PKRS checked
+///   after every int3;
+/// * the #GP stub, which has a CPU error code;
+/// * a self-IPI's stub and the IRQ head (`extregs_irq_common`).
+pub fn nmi_at_every_instruction_of_the_entry_paths(context: &Context) -> Outcome {
+    let (common, irq_common) = extregs_entry_asm::common_paths();
+    let ranges = (
+        function_range(idt::stub_address(INT3_VECTOR)),
+        function_range(common),
+        function_range(idt::stub_address(GP_VECTOR)),
+        function_range(irq_common),
+    );
+    let (Some(int3_stub), Some(tail), Some(gp_stub), Some(irq_head)) = ranges else {
         return Outcome::Skip("no symbol table for the entry stubs");
     };
+    // The IRQ stubs are 8-byte slots (push the vector, jmp) without symbols.
+    let ipi_stub = idt::stub_address(SELF_IPI_VECTOR);
+    let ipi_stub = ipi_stub..ipi_stub + 8;
     let interrupted_pkrs = context
         .pkey_page
         .map(|page| pks::with_key_rights(PKRS_DEFAULT, page.pkey, KeyRights::ReadWrite));
     let input = super::gpr_patterns();
-    let mut instructions = 0;
-    for address in stub_range.clone().chain(common_range.clone()) {
-        BREAKPOINT_NMIS.store(0, Ordering::Relaxed);
+    let int3_path = nmi_at_every_instruction("int3 path", &[int3_stub, tail], || {
         if let Some(value) = interrupted_pkrs {
             // SAFETY: PKS is on; key 0 stays read/write.
             unsafe { pks::write_pkrs(value) };
         }
-        let (observed, output) = traps::with_event_hook(breakpoint_nmi_hook, || {
-            idt::with_debug_gate(stub_address_of_nmi(), Some(gdt::NMI_IST_INDEX), || {
-                paranoid::arm_execute_breakpoint(address);
-                let result = super::int3_with_gprs(&input, FrameEdit::None);
-                paranoid::disarm_breakpoints();
-                result
-            })
-        });
-        let live_pkrs = interrupted_pkrs.map(|_| pks::read_pkrs());
-        paranoid::reset_debug_status();
-        let nmis = BREAKPOINT_NMIS.load(Ordering::Relaxed);
-        check!(observed.is_some(), "{address:#x}: the int3 was not handled");
-        check!(nmis <= 1, "{address:#x}: the breakpoint fired {nmis} times");
-        instructions += nmis;
-        check!(output.gprs() == input.gprs(), "{address:#x}: the GPRs did not come back");
-        check!(
-            live_pkrs == interrupted_pkrs,
-            "{address:#x}: PKRS {live_pkrs:08x?} after the int3, was {interrupted_pkrs:08x?}"
+        let (observed, output) = super::int3_with_gprs(&input, FrameEdit::None);
+        let live = interrupted_pkrs.map(|_| pks::read_pkrs());
+        if pks::enabled() {
+            // SAFETY: PKS is on; the default keeps key 0 read/write.
+            unsafe { pks::update_pkrs(PKRS_DEFAULT) };
+        }
+        match () {
+            _ if observed.is_none() => Err("the int3 was not handled"),
+            _ if output.gprs() != input.gprs() => Err("the GPRs did not come back"),
+            _ if live != interrupted_pkrs => Err("the interrupted PKRS did not come back"),
+            _ => Ok(()),
+        }
+    });
+    let gp_path = nmi_at_every_instruction("#GP stub", &[gp_stub], || {
+        events::arm(FrameEdit::None);
+        expect_event!(
+            setup: ["movabsq $0x8000000000000000, %rcx"],
+            event: "movq (%rcx), %rcx",
+            out("rcx") _
         );
-    }
-    if pks::enabled() {
-        // SAFETY: PKS is on; the default keeps key 0 read/write.
-        unsafe { pks::update_pkrs(PKRS_DEFAULT) };
-    }
-    println!(
-        "# an NMI at each of {instructions} instructions of the int3 path ({} + {} bytes walked)",
-        stub_range.end - stub_range.start,
-        common_range.end - common_range.start
-    );
-    // The stub (push, PUSH_AND_CLEAR_REGS: 15 stores and 15 clears, the
-    // vector, the jmp) and the tail (cld, sub, lea, call, add, POP_REGS,
-    // iretq) are well over 50 instructions.
-    check!(instructions > 50, "only {instructions} instructions were interrupted");
+        match events::observed() {
+            Some(observed) if observed.vector == 13 && observed.regs.orig_ax == 0 => Ok(()),
+            Some(_) => Err("the #GP frame was wrong"),
+            None => Err("the #GP was not handled"),
+        }
+    });
+    let irq_path =
+        nmi_at_every_instruction("self-IPI stub and IRQ head", &[ipi_stub, irq_head], || {
+            let before = irq::counts().self_ipi;
+            apic::send_self_ipi(SELF_IPI_VECTOR);
+            traps::local_irq_enable();
+            let arrived = wait_until(|| irq::counts().self_ipi != before, EVENT_TIMEOUT_TSC);
+            traps::local_irq_disable();
+            if arrived {
+                Ok(())
+            } else {
+                Err("the self-IPI never arrived")
+            }
+        });
+    let (Ok(int3_path), Ok(gp_path), Ok(irq_path)) = (int3_path, gp_path, irq_path) else {
+        return Outcome::Fail;
+    };
+    // The int3 stub alone is 33 instructions (push, 15 stores, 15 clears,
+    // the vector, the jmp), the tail 23; the #GP stub has no push (32); the
+    // IRQ stub is 2, the IRQ head more than 30.
+    check!(int3_path >= 50, "only {int3_path} instructions of the int3 path");
+    check!(gp_path >= 30, "only {gp_path} instructions of the #GP stub");
+    check!(irq_path >= 30, "only {irq_path} instructions of the IRQ path");
     Outcome::Pass
-}
-
-fn stub_address_of_nmi() -> u64 {
-    idt::stub_address(NMI_VECTOR)
 }

@@ -83,8 +83,8 @@ const TESTS: &[(&str, Test)] = &[
     ("console_from_paranoid_handler", hardening::console_from_paranoid_handler),
     ("ist_stacks_have_guard_pages", hardening::ist_stacks_have_guard_pages),
     (
-        "nmi_at_every_instruction_of_the_int3_path",
-        hardening::nmi_at_every_instruction_of_the_int3_path,
+        "nmi_at_every_instruction_of_the_entry_paths",
+        hardening::nmi_at_every_instruction_of_the_entry_paths,
     ),
     ("pks_fault_callback_run_exception", pkeys::pks_fault_callback_run_exception),
     ("pkrs_cache_skips_wrmsr", pkeys::pkrs_cache_skips_wrmsr),
