@@ -55,9 +55,9 @@ pub fn before_exit(vector: u8) {
         return;
     }
     if is_active(Fault::SkipGprRestore) && vector == 3 {
+        #[cfg(fault_injection)]
         // SAFETY: a flag byte in entry_64.S's .data, read (and cleared) by
         // the exit of this very entry; one CPU.
-        #[cfg(fault_injection)]
         unsafe {
             (&raw mut extregs_entry_asm::faults::extregs_fault_skip_r12).write_volatile(1)
         };

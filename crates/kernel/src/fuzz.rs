@@ -830,16 +830,16 @@ fn handle(regs: &mut PtRegs, vector: u8) {
     match level.mutation {
         Mutation::None => {}
         Mutation::R12(value) => regs.r12 = value,
-        // SAFETY: `regs` is this event's entry frame.
         Mutation::SavedPkrs { pkey, rights } => {
+            // SAFETY: `regs` is this event's entry frame.
             edits_applied &= unsafe { pks::pks_update_saved(regs, pkey, rights) }
         }
     }
     let (_, _, resume) = trampoline(level.kind);
     match level.kind {
-        // SAFETY: as above; granting the fuzz key makes the retried load
-        // succeed.
         Kind::PksResolved => {
+            // SAFETY: `regs` is this event's entry frame; granting the fuzz
+            // key makes the retried load succeed.
             edits_applied &= unsafe { pks::pks_update_saved(regs, FUZZ_PKEY, KeyRights::ReadWrite) }
         }
         kind if kind.is_trap() => {}

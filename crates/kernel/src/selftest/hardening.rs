@@ -52,11 +52,13 @@ fn stepping_hook(regs: &mut PtRegs, vector: u8) -> bool {
     if pks::read_pkrs() != PKRS_DEFAULT {
         STEPS_WITH_WRONG_LIVE_PKRS.fetch_add(1, Ordering::Relaxed);
     }
-    // SAFETY: `regs` is this entry's frame.
-    if STEP_EDITS.load(Ordering::Relaxed)
-        && !unsafe { pks::pks_update_saved(regs, EDIT_PKEY, KeyRights::ReadWrite) }
-    {
-        STEP_EDITS_REFUSED.fetch_add(1, Ordering::Relaxed);
+    if STEP_EDITS.load(Ordering::Relaxed) {
+        // SAFETY: `regs` is this entry's frame (the stepping gate's stub
+        // built it); an edit refused changes nothing.
+        let applied = unsafe { pks::pks_update_saved(regs, EDIT_PKEY, KeyRights::ReadWrite) };
+        if !applied {
+            STEP_EDITS_REFUSED.fetch_add(1, Ordering::Relaxed);
+        }
     }
     true
 }
