@@ -39,7 +39,7 @@ mutants=(
   "breakpoints-allowed-on-entry|crates/kernel/src/paranoid.rs|s/^    if let Some(why) = breakpoint_refused(address) {$/    if let Some(why) = None::<\&str> {/|breakpoints_refused_where_entries_run"
   "debug-ist-not-shifted|crates/kernel/src/paranoid.rs|s/^        unsafe { gdt::shift_debug_ist(\(.*\)) };$/        let _ = \1;/|debug_recursion_shifts_the_ist"
   "paranoid-print-waits-for-console|crates/kernel/src/serial.rs|s/^        let paranoid = crate::paranoid::in_paranoid_context() .*$/        let paranoid = false;/|console_from_paranoid_handler"
-  "pks-edit-accepted-inside-a-write|crates/kernel/src/pks.rs|s/^    if PKRS_WRITES_IN_PROGRESS.load(Ordering::Relaxed) != 0 {$/    if false {/|pkrs_write_window_every_instruction"
+  "pks-edit-accepted-inside-a-write|crates/kernel/src/pks.rs|s/^    if interrupted_a_pkrs_write(regs) {$/    if false {/|pkrs_write_window_every_instruction"
   "ist-guard-pages-left-mapped|crates/kernel/src/main.rs|s/^    gdt::protect_ist_stacks();$//|ist_stacks_have_guard_pages"
 )
 

@@ -1172,6 +1172,8 @@ pub fn run(settings: FuzzSettings) -> bool {
             // rewritten the hook stands aside (they go to the kernel's NMI
             // handler), so nothing reads it meanwhile.
             ACTIVE.store(false, Ordering::SeqCst);
+            // A store is only a release: keep the rewrite below it.
+            core::sync::atomic::compiler_fence(Ordering::SeqCst);
             // SAFETY: with ACTIVE clear no handler reads the program, and no
             // fuzz event is outstanding between iterations.
             generate(&mut rng, max_depth, unsafe { &mut *PROGRAM.0.get() });

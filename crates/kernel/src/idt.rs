@@ -54,8 +54,11 @@ static SPARE_IDT: SpareIdt = SpareIdt(UnsafeCell::new(InterruptDescriptorTable::
 /// With the NMI stub as the #DB gate, every single-stepped instruction is
 /// interrupted by the real NMI entry, so a test can put an NMI at *each*
 /// instruction boundary of a sequence, deterministically. The CPU treats
-/// the event as a #DB (no NMI blocking), which the NMI entry does not rely
-/// on.
+/// the event as a #DB, so NMIs are not blocked: the NMI entry relies on
+/// that blocking from delivery until it marks itself RUNNING, so a real
+/// NMI arriving in those few instructions would overwrite the landing frame
+/// being copied. The tests using this send no NMIs of their own meanwhile;
+/// don't run them under an outside NMI storm.
 pub fn with_debug_gate<T>(stub: u64, ist: Option<u16>, body: impl FnOnce() -> T) -> T {
     let kernel = IDT.get().expect("idt::init ran");
     kernel.load();

@@ -51,10 +51,10 @@ pub struct ParanoidState {
 
 fn read_dr7() -> u64 {
     let value: u64;
+    // Not `nomem`: like Linux's __FORCE_ORDER on DR7, a compiler barrier,
+    // so no memory access moves across the DR7 access.
     // SAFETY: reading DR7 in ring 0 has no side effects.
-    unsafe {
-        core::arch::asm!("mov {}, dr7", out(reg) value, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { core::arch::asm!("mov {}, dr7", out(reg) value, options(nostack, preserves_flags)) };
     value
 }
 
@@ -64,10 +64,9 @@ fn read_dr7() -> u64 {
 unsafe fn write_dr7(value: u64) {
     // SAFETY: per the function contract: DR0-3 still hold the addresses
     // the saved value was armed with (nothing else writes them while the
-    // paranoid handler runs).
-    unsafe {
-        core::arch::asm!("mov dr7, {}", in(reg) value, options(nomem, nostack, preserves_flags))
-    };
+    // paranoid handler runs). Not `nomem`: a compiler barrier, so no access
+    // moves into or out of the region where breakpoints are off.
+    unsafe { core::arch::asm!("mov dr7, {}", in(reg) value, options(nostack, preserves_flags)) };
 }
 
 fn read_and_reset_dr6() -> u64 {
@@ -80,7 +79,7 @@ fn read_and_reset_dr6() -> u64 {
             "mov dr6, {reset}",
             value = out(reg) value,
             reset = in(reg) DR6_RESET,
-            options(nomem, nostack, preserves_flags)
+            options(nostack, preserves_flags)
         )
     };
     value

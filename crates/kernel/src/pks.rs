@@ -116,6 +116,28 @@ pub fn init(cpu_has_pks: bool) {
         Cr4::update(|flags| flags.insert(Cr4Flags::PROTECTION_KEY_SUPERVISOR));
     }
     PKS_ENABLED.store(true, Ordering::Relaxed);
+    // Where write_pkrs's code is, for `pks_update_saved` (read from the
+    // symbol table once, here, so no handler ever scans it).
+    if let Some(symbol) = crate::symbols::lookup(write_pkrs as *const () as u64) {
+        let start = write_pkrs as *const () as u64 - symbol.offset;
+        WRITE_PKRS_TEXT.0.store(start, Ordering::Relaxed);
+        WRITE_PKRS_TEXT.1.store(start + symbol.size, Ordering::Relaxed);
+    }
+}
+
+/// `[start, end)` of [`write_pkrs`]'s code; empty until `init` found it.
+static WRITE_PKRS_TEXT: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
+
+/// Did the context whose frame this is get interrupted inside
+/// [`write_pkrs`]? Without the symbol table: whether any write is in
+/// progress at all (conservative).
+fn interrupted_a_pkrs_write(regs: &PtRegs) -> bool {
+    let (start, end) =
+        (WRITE_PKRS_TEXT.0.load(Ordering::Relaxed), WRITE_PKRS_TEXT.1.load(Ordering::Relaxed));
+    if start == end {
+        return PKRS_WRITES_IN_PROGRESS.load(Ordering::Relaxed) != 0;
+    }
+    (start..end).contains(&regs.ip)
 }
 
 /// Reads PKRS.
@@ -159,6 +181,9 @@ pub fn wrmsr_count() -> u64 {
 /// The CPU must have PKS, and the new rights must still allow every access
 /// the kernel makes before they change again (the stack, code and data all
 /// use key 0).
+// Out of line, so `pks_update_saved` can tell from a frame's `ip` whether
+// it interrupted a write.
+#[inline(never)]
 pub unsafe fn write_pkrs(value: u32) {
     // An event can land at any instruction here. Outside the bracket the
     // cache is the MSR. Inside it, an entry reads the MSR (old or new,
@@ -225,12 +250,13 @@ pub fn arch_exit(arch: &ArchExtRegs) {
 /// Grants or revokes `pkey` rights in the *saved* PKRS of the interrupted
 /// context whose frame `regs` is: after IRET that context runs with the new
 /// rights (the exit hook writes them). Returns false, and changes nothing,
-/// when a [`write_pkrs`] is in progress below this handler: that write
-/// would store its own value in the cache after the exit hook wrote the
-/// edited one to the MSR, leaving the two apart. (Conservative: any write
-/// in progress further down refuses too.) Edits come from PKS fault
-/// handlers, whose faulting instruction is never inside `write_pkrs`, so
-/// only a hook on an asynchronous event can meet this.
+/// when that context was interrupted inside [`write_pkrs`] (its `ip` is in
+/// that function's code): the write would store its own value in the cache
+/// after the exit hook wrote the edited one to the MSR, leaving the two
+/// apart. The decision is per frame: a PKS fault inside an NMI that itself
+/// interrupted a write edits the fault's frame freely. Fault handlers'
+/// frames never interrupted `write_pkrs`, so only a hook on an asynchronous
+/// event can be refused.
 ///
 /// # Safety
 ///
@@ -238,7 +264,7 @@ pub fn arch_exit(arch: &ArchExtRegs) {
 /// extension lies below it), as for `ExtendedPtRegs::from_regs`.
 #[must_use = "the edit is refused while a PKRS write is in progress below the handler"]
 pub unsafe fn pks_update_saved(regs: &mut PtRegs, pkey: u8, rights: KeyRights) -> bool {
-    if PKRS_WRITES_IN_PROGRESS.load(Ordering::Relaxed) != 0 {
+    if interrupted_a_pkrs_write(regs) {
         return false;
     }
     // SAFETY: per the function contract.

@@ -632,11 +632,13 @@ pub fn nmi_at_every_instruction_of_the_entry_paths(context: &Context) -> Outcome
     let (Ok(int3_path), Ok(gp_path), Ok(irq_path)) = (int3_path, gp_path, irq_path) else {
         return Outcome::Fail;
     };
-    // The int3 stub alone is 33 instructions (push, 15 stores, 15 clears,
-    // the vector, the jmp), the tail 23; the #GP stub has no push (32); the
-    // IRQ stub is 2, the IRQ head more than 30.
-    check!(int3_path >= 50, "only {int3_path} instructions of the int3 path");
-    check!(gp_path >= 30, "only {gp_path} instructions of the #GP stub");
-    check!(irq_path >= 30, "only {irq_path} instructions of the IRQ path");
+    // Every instruction, exactly: the int3 stub is 34 (push -1, sub, 15
+    // stores, 15 clears, the vector, the jmp) and the tail 22 (cld, sub,
+    // lea, call, add, 15 loads, add, iretq); the #GP stub has no push (33);
+    // the IRQ stub is 2 (push, jmp) and the IRQ head 34 (sub, 15 stores,
+    // 15 clears, two movs, the jmp). A change to the stubs changes these.
+    check!(int3_path == 34 + 22, "{int3_path} instructions of the int3 path interrupted");
+    check!(gp_path == 33, "{gp_path} instructions of the #GP stub interrupted");
+    check!(irq_path == 2 + 34, "{irq_path} instructions of the IRQ path interrupted");
     Outcome::Pass
 }
