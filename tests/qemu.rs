@@ -346,12 +346,12 @@ fn unhandled_exception_dumps_code_bytes_of_the_image() {
     assert!(outcome.serial.contains("oops: unhandled invalid opcode (vector 6)"));
     assert_eq!(outcome.result().unwrap()["ok"], false);
     let dump_regs = report::parse_show_regs(&outcome.serial).expect("show_regs");
-    // RIP: 0010:kernel::oops::oops_invalid_opcode+0x1/0x5
+    // RIP: 0010:kernel::debug::oops::oops_invalid_opcode+0x1/0x5
     let (symbol, offsets) = dump_regs.rip_text.split_once('+').expect("a symbolised RIP");
     let offset =
         u64::from_str_radix(offsets.split('/').next().unwrap().trim_start_matches("0x"), 16)
             .unwrap();
-    assert_eq!(symbol, "kernel::oops::oops_invalid_opcode");
+    assert_eq!(symbol, "kernel::debug::oops::oops_invalid_opcode");
     let elf_bytes = std::fs::read(images::kernel_elf()).expect("kernel ELF");
     let elf = object::File::parse(&*elf_bytes).expect("parse the kernel ELF");
     let rip = symbol_address(&elf, symbol) + offset;

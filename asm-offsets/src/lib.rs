@@ -19,7 +19,8 @@
 
 use core::mem::size_of;
 use extregs_regs::{
-    nmi_state, ArchExtRegs, ExtendedPtRegs, GenericExtRegs, IretFrame, NmiStackTop, PtRegs,
+    nmi_state, ArchExtRegs, ExtendedPtRegs, GenericExtRegs, InactiveTaskFrame, IretFrame,
+    NmiStackTop, PtRegs, ThreadContext,
 };
 use memoffset::offset_of;
 use std::fmt::Write as _;
@@ -135,6 +136,26 @@ pub fn constants() -> Vec<AsmConstant> {
         size_of::<NmiStackTop>(),
         "sizeof(struct nmi_stack_top): what the NMI IST stack keeps above the outermost PtRegs",
     ));
+    for (field, offset) in [
+        ("r15", offset_of!(InactiveTaskFrame, r15)),
+        ("r14", offset_of!(InactiveTaskFrame, r14)),
+        ("r13", offset_of!(InactiveTaskFrame, r13)),
+        ("r12", offset_of!(InactiveTaskFrame, r12)),
+        ("bx", offset_of!(InactiveTaskFrame, bx)),
+        ("bp", offset_of!(InactiveTaskFrame, bp)),
+        ("ret_addr", offset_of!(InactiveTaskFrame, ret_addr)),
+    ] {
+        constants.push(constant(
+            &format!("INACTIVE_TASK_FRAME_{}", field.to_uppercase()),
+            offset,
+            &format!("offsetof(struct inactive_task_frame, {field})"),
+        ));
+    }
+    constants.push(constant(
+        "THREAD_SP",
+        offset_of!(ThreadContext, sp),
+        "offsetof(struct thread_struct, sp): a switched-out task's stack pointer",
+    ));
     for (name, value) in [
         ("IDLE", nmi_state::IDLE),
         ("RUNNING", nmi_state::RUNNING),
@@ -240,6 +261,7 @@ mod tests {
             ("entry_64.S", include_str!("../../crates/entry-asm/src/entry_64.S")),
             ("calling.S", include_str!("../../crates/entry-asm/src/calling.S")),
             ("bench_64.S", include_str!("../../crates/bench/src/bench_64.S")),
+            ("switch_64.S", include_str!("../../crates/entry-asm/src/switch_64.S")),
         ] {
             assert_no_numeric_frame_offsets(file, source);
         }

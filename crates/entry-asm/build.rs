@@ -7,6 +7,7 @@ fn main() {
     asm_offsets::write_all(&out_dir).expect("writing the generated asm-offsets files");
     println!("cargo:rerun-if-changed=src/entry_64.S");
     println!("cargo:rerun-if-changed=src/calling.S");
+    println!("cargo:rerun-if-changed=src/switch_64.S");
     println!("cargo:rerun-if-changed=../regs/src/lib.rs");
     println!("cargo:rerun-if-changed=../../asm-offsets/src/lib.rs");
     // The fuzzer's proof by mutation (see crates/kernel/build.rs).

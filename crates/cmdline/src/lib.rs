@@ -28,17 +28,21 @@ pub enum Mode {
     /// The kernel harness of `extregs bench`: `iterations=` round trips per
     /// entry variant.
     Bench,
+    /// Preemptive kernel tasks: `tasks=` workers, each with its own PKRS,
+    /// for `seconds=`.
+    Tasks,
 }
 
 impl Mode {
     /// Every mode with its command-line spelling.
-    pub const ALL: [(Mode, &'static str); 6] = [
+    pub const ALL: [(Mode, &'static str); 7] = [
         (Mode::Demo, "demo"),
         (Mode::Selftest, "selftest"),
         (Mode::Oops, "oops"),
         (Mode::Idle, "idle"),
         (Mode::Fuzz, "fuzz"),
         (Mode::Bench, "bench"),
+        (Mode::Tasks, "tasks"),
     ];
 
     /// The command-line spelling.
@@ -68,11 +72,14 @@ pub enum OopsCause {
     /// `int $18` through the #MC gate: a machine check is fatal in the
     /// kernel, even with a hook installed that would claim it.
     MachineCheck,
+    /// Unbounded recursion in a kernel task, into the guard page below its
+    /// own stack: a #DF whose dump names the task.
+    TaskStackOverflow,
 }
 
 impl OopsCause {
     /// Every cause with its command-line spelling.
-    pub const ALL: [(OopsCause, &'static str); 7] = [
+    pub const ALL: [(OopsCause, &'static str); 8] = [
         (OopsCause::InvalidOpcode, "ud2"),
         (OopsCause::GeneralProtection, "gp"),
         (OopsCause::PksViolation, "pks"),
@@ -80,6 +87,7 @@ impl OopsCause {
         (OopsCause::StackOverflow, "stack-overflow"),
         (OopsCause::NmiStackOverflow, "nmi-stack-overflow"),
         (OopsCause::MachineCheck, "machine-check"),
+        (OopsCause::TaskStackOverflow, "task-stack-overflow"),
     ];
 }
 
@@ -89,8 +97,11 @@ pub struct CommandLine {
     pub mode: Mode,
     /// Only with `mode=oops` (where it is required).
     pub oops_cause: Option<OopsCause>,
-    /// `seconds=` of `mode=idle` ([`DEFAULT_IDLE_SECONDS`] when absent).
-    pub idle_seconds: u32,
+    /// `seconds=` of `mode=idle` and `mode=tasks` ([`DEFAULT_SECONDS`] when
+    /// absent).
+    pub seconds: u32,
+    /// `tasks=` of `mode=tasks` ([`DEFAULT_TASKS`] when absent).
+    pub tasks: u32,
     /// `mode=fuzz` settings (defaults when absent).
     pub fuzz: FuzzSettings,
     /// `iterations=` of `mode=bench` ([`DEFAULT_BENCH_ITERATIONS`] when absent).
@@ -168,10 +179,14 @@ pub const MAX_FUZZ_DEPTH: u32 = 12;
 /// The most `iterations=` accepted.
 pub const MAX_FUZZ_ITERATIONS: u64 = 100_000_000;
 
-/// How long `mode=idle` idles without `seconds=`.
-pub const DEFAULT_IDLE_SECONDS: u32 = 5;
+/// How long `mode=idle` idles, and `mode=tasks` runs, without `seconds=`.
+pub const DEFAULT_SECONDS: u32 = 5;
 /// The longest `seconds=` accepted.
-pub const MAX_IDLE_SECONDS: u32 = 3600;
+pub const MAX_SECONDS: u32 = 3600;
+/// Workers of `mode=tasks` without `tasks=`.
+pub const DEFAULT_TASKS: u32 = 4;
+/// The most workers `tasks=` accepts.
+pub const MAX_TASKS: u32 = 64;
 
 /// Why a command line was rejected. `Display` gives the one-line reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,7 +214,7 @@ impl fmt::Display for CommandLineError<'_> {
                 write!(f, "malformed command-line word '{word}' (expected key=value)")
             }
             CommandLineError::UnknownKey(key) => {
-                write!(f, "unknown command-line key '{key}' (known: mode, cause, seconds, seed, iterations, max-depth, inject, foreign-timer-hz)")
+                write!(f, "unknown command-line key '{key}' (known: mode, cause, seconds, tasks, seed, iterations, max-depth, inject, foreign-timer-hz)")
             }
             CommandLineError::DuplicateKey(key) => {
                 write!(f, "command-line key '{key}' given twice")
@@ -250,6 +265,8 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
     let mut cause_key = "";
     let mut seconds = None;
     let mut seconds_key = "";
+    let mut tasks = None;
+    let mut tasks_key = "";
     let (mut seed, mut iterations, mut max_depth) = (None, None, None);
     let mut fuzz_key = "";
     let mut inject = None;
@@ -268,7 +285,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                 mode = Some(lookup(&Mode::ALL, value).ok_or(CommandLineError::BadValue {
                     key,
                     value,
-                    expected: "demo, selftest, oops, idle, fuzz, bench",
+                    expected: "demo, selftest, oops, idle, fuzz, bench, tasks",
                 })?);
             }
             "cause" => {
@@ -280,7 +297,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                     key,
                     value,
                     expected:
-                        "ud2, gp, pks, panic, stack-overflow, nmi-stack-overflow, machine-check",
+                        "ud2, gp, pks, panic, stack-overflow, nmi-stack-overflow, machine-check, task-stack-overflow",
                 })?);
             }
             "seconds" => {
@@ -288,7 +305,14 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                     return Err(CommandLineError::DuplicateKey(key));
                 }
                 seconds_key = key;
-                seconds = Some(number(key, value, 1, u64::from(MAX_IDLE_SECONDS))? as u32);
+                seconds = Some(number(key, value, 1, u64::from(MAX_SECONDS))? as u32);
+            }
+            "tasks" => {
+                if tasks.is_some() {
+                    return Err(CommandLineError::DuplicateKey(key));
+                }
+                tasks_key = key;
+                tasks = Some(number(key, value, 1, u64::from(MAX_TASKS))? as u32);
             }
             "inject" => {
                 if inject.is_some() {
@@ -338,8 +362,11 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
         (Mode::Oops, Some(_)) | (_, None) => {}
         (_, Some(_)) => return Err(CommandLineError::KeyNotForMode { key: cause_key, mode }),
     }
-    if seconds.is_some() && mode != Mode::Idle {
+    if seconds.is_some() && !matches!(mode, Mode::Idle | Mode::Tasks) {
         return Err(CommandLineError::KeyNotForMode { key: seconds_key, mode });
+    }
+    if tasks.is_some() && mode != Mode::Tasks {
+        return Err(CommandLineError::KeyNotForMode { key: tasks_key, mode });
     }
     let bench_only_iterations = mode == Mode::Bench && fuzz_key == "iterations";
     if !fuzz_key.is_empty() && mode != Mode::Fuzz && !bench_only_iterations {
@@ -371,7 +398,8 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
     Ok(CommandLine {
         mode,
         oops_cause: cause,
-        idle_seconds: seconds.unwrap_or(DEFAULT_IDLE_SECONDS),
+        seconds: seconds.unwrap_or(DEFAULT_SECONDS),
+        tasks: tasks.unwrap_or(DEFAULT_TASKS),
         fuzz: FuzzSettings {
             seed: seed.unwrap_or(defaults.seed),
             iterations: iterations.unwrap_or(defaults.iterations),
@@ -398,7 +426,8 @@ mod tests {
             CommandLine {
                 mode: Mode::Demo,
                 oops_cause: None,
-                idle_seconds: DEFAULT_IDLE_SECONDS,
+                seconds: DEFAULT_SECONDS,
+                tasks: DEFAULT_TASKS,
                 fuzz: FuzzSettings::default(),
                 bench_iterations: DEFAULT_BENCH_ITERATIONS
             }
@@ -414,12 +443,13 @@ mod tests {
             CommandLine {
                 mode: Mode::Oops,
                 oops_cause: Some(OopsCause::PksViolation),
-                idle_seconds: DEFAULT_IDLE_SECONDS,
+                seconds: DEFAULT_SECONDS,
+                tasks: DEFAULT_TASKS,
                 fuzz: FuzzSettings::default(),
                 bench_iterations: DEFAULT_BENCH_ITERATIONS
             }
         );
-        assert_eq!(parse("mode=idle seconds=7").unwrap().idle_seconds, 7);
+        assert_eq!(parse("mode=idle seconds=7").unwrap().seconds, 7);
         assert_eq!(
             parse("mode=fuzz seed=0x2a iterations=1000 max-depth=12").unwrap().fuzz,
             FuzzSettings {
@@ -463,7 +493,7 @@ mod tests {
             parse("mode=fuzz seed=1 seed=2").unwrap_err(),
             CommandLineError::DuplicateKey("seed")
         );
-        assert_eq!(parse("mode=idle").unwrap().idle_seconds, DEFAULT_IDLE_SECONDS);
+        assert_eq!(parse("mode=idle").unwrap().seconds, DEFAULT_SECONDS);
         assert_eq!(
             parse("mode=oops cause=stack-overflow").unwrap().oops_cause,
             Some(OopsCause::StackOverflow)
@@ -471,6 +501,30 @@ mod tests {
         assert_eq!(
             parse("cause=ud2 mode=oops").unwrap().oops_cause,
             Some(OopsCause::InvalidOpcode)
+        );
+    }
+
+    #[test]
+    fn tasks_mode_takes_tasks_and_seconds() {
+        let line = parse("mode=tasks").unwrap();
+        assert_eq!((line.mode, line.tasks, line.seconds), (Mode::Tasks, 4, 5));
+        let line = parse("mode=tasks tasks=64 seconds=10").unwrap();
+        assert_eq!((line.tasks, line.seconds), (64, 10));
+        assert_eq!(parse("mode=tasks tasks=1").unwrap().tasks, 1);
+        for bad in ["0", "65", "-1", "four", "4x", "0x41"] {
+            let line = std::format!("mode=tasks tasks={bad}");
+            assert_eq!(
+                parse(&line).unwrap_err().to_string(),
+                std::format!("bad value '{bad}' for 'tasks' (expected a number from 1 to 64)")
+            );
+        }
+        assert_eq!(
+            parse("mode=idle tasks=3").unwrap_err().to_string(),
+            "key 'tasks' does not apply to mode=idle"
+        );
+        assert_eq!(
+            parse("mode=tasks tasks=3 tasks=4").unwrap_err(),
+            CommandLineError::DuplicateKey("tasks")
         );
     }
 
@@ -486,7 +540,7 @@ mod tests {
         );
         assert_eq!(
             parse("mode=dance").unwrap_err().to_string(),
-            "bad value 'dance' for 'mode' (expected one of: demo, selftest, oops, idle, fuzz, bench)"
+            "bad value 'dance' for 'mode' (expected one of: demo, selftest, oops, idle, fuzz, bench, tasks)"
         );
         for bad in ["0", "-1", "3601", "ten", "1e3"] {
             let line = std::format!("mode=idle seconds={bad}");

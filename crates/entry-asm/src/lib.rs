@@ -26,7 +26,7 @@ pub mod asm_offsets {
 }
 
 use asm_offsets::*;
-use extregs_regs::{ExtendedPtRegs, PtRegs};
+use extregs_regs::{ExtendedPtRegs, InactiveTaskFrame, PtRegs, ThreadContext};
 
 // The constants were computed by a build script on the host. Check them again
 // here, compiled for the target that runs the stubs: if the layouts ever
@@ -56,6 +56,10 @@ const_assert_eq!(PTREGS_SIZE, core::mem::size_of::<PtRegs>());
 const_assert_eq!(GENERIC_PTREGS_SIZE, extregs_regs::GENERIC_PTREGS_SIZE);
 const_assert_eq!(EXTREGS_REGS, offset_of!(ExtendedPtRegs, regs));
 const_assert_eq!(EXTENDED_PTREGS_SIZE, core::mem::size_of::<ExtendedPtRegs>());
+const_assert_eq!(INACTIVE_TASK_FRAME_R15, offset_of!(InactiveTaskFrame, r15));
+const_assert_eq!(INACTIVE_TASK_FRAME_BP, offset_of!(InactiveTaskFrame, bp));
+const_assert_eq!(INACTIVE_TASK_FRAME_RET_ADDR, offset_of!(InactiveTaskFrame, ret_addr));
+const_assert_eq!(THREAD_SP, offset_of!(ThreadContext, sp));
 
 #[cfg(not(fault_injection))]
 core::arch::global_asm!(
@@ -63,6 +67,7 @@ core::arch::global_asm!(
     ".set EXTREGS_FAULT_INJECTION, 0",
     include_str!("calling.S"),
     include_str!("entry_64.S"),
+    include_str!("switch_64.S"),
     options(att_syntax)
 );
 
@@ -75,6 +80,7 @@ core::arch::global_asm!(
     ".set EXTREGS_FAULT_INJECTION, 1",
     include_str!("calling.S"),
     include_str!("entry_64.S"),
+    include_str!("switch_64.S"),
     options(att_syntax)
 );
 
@@ -89,6 +95,21 @@ pub mod faults {
         /// NMI IST frame of the one it interrupted.
         pub static mut extregs_fault_nmi_reuse: u8;
     }
+}
+
+extern "C" {
+    /// Saves the callee-saved registers on the current stack as an
+    /// [`InactiveTaskFrame`], stores RSP into `prev.sp`, loads RSP from
+    /// `next.sp` and returns through the frame found there (`switch_64.S`).
+    ///
+    /// # Safety
+    ///
+    /// `prev` must be writable and `next.sp` must point at an
+    /// `InactiveTaskFrame` on a stack nothing else uses, whose `ret_addr`
+    /// continues a switched-out task (or starts a new one); interrupts must
+    /// be off (an IRQ handler that switched tasks meanwhile would find
+    /// `prev.sp` stale).
+    pub fn extregs_context_switch(prev: *mut ThreadContext, next: *const ThreadContext);
 }
 
 /// Number of exception vectors the CPU defines (0..=31).

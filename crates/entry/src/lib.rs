@@ -39,6 +39,26 @@ pub trait EntryPlatform {
     fn arch_enter(arch: &mut ArchExtRegs);
     /// Restore the arch state from `arch` (which a handler may have edited).
     fn arch_exit(arch: &ArchExtRegs);
+    /// The current task's preempt count (Linux: `preempt_count()`); 0 means
+    /// it may be preempted.
+    fn preempt_count() -> u32;
+    /// Has the scheduler asked for a reschedule (Linux: `need_resched()`)?
+    fn need_resched() -> bool;
+    /// Switches to another task from an interrupt's exit, interrupts off,
+    /// and returns once this task is picked again (Linux:
+    /// `preempt_schedule_irq()`). Other tasks' handlers and exits run
+    /// meanwhile, so arch state may have changed when it returns.
+    fn preempt_schedule_irq();
+}
+
+/// Linux's `irqentry_exit_cond_resched()`: preempt the interrupted kernel
+/// code when nothing forbids it (preempt count 0) and the scheduler wants
+/// to. The caller has checked that the interrupted context had IF set and
+/// that RCU was watching on entry.
+pub fn irqentry_exit_cond_resched<P: EntryPlatform>() {
+    if P::preempt_count() == 0 && P::need_resched() {
+        P::preempt_schedule_irq();
+    }
 }
 
 /// Entry work for exceptions and interrupts.
@@ -71,8 +91,11 @@ pub unsafe fn irqentry_enter<P: EntryPlatform>(regs: &mut PtRegs) {
 }
 
 /// Exit work matching [`irqentry_enter`]: undoes what `exit_rcu` records,
-/// tells lockdep hardirqs are on again when IRET will set IF (Linux checks
-/// `regs_irqs_disabled()` the same way), then restores the arch state last.
+/// or, when the interrupted code ran with IF set, preempts it if the
+/// scheduler asks ([`irqentry_exit_cond_resched`]; an interrupt from idle,
+/// with `exit_rcu`, never preempts, as in Linux); tells lockdep hardirqs
+/// are on again when IRET will set IF (Linux checks `regs_irqs_disabled()`
+/// the same way), then restores the arch state last.
 ///
 /// # Safety
 ///
@@ -86,6 +109,12 @@ pub unsafe fn irqentry_exit<P: EntryPlatform>(regs: &mut PtRegs) {
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
     if frame.generic.exit_rcu != 0 {
         P::rcu_irq_exit();
+    } else if frame.regs.interrupts_enabled() {
+        // The task may be switched out here, with this frame and its
+        // extension left on its stack; whatever the tasks that run
+        // meanwhile do to the arch state, the restore below reads this
+        // frame's extension.
+        irqentry_exit_cond_resched::<P>();
     }
     P::lockdep_set_hardirqs_enabled(frame.regs.interrupts_enabled());
     P::arch_exit(&frame.arch);
@@ -175,6 +204,8 @@ pub unsafe fn irqentry_enter_by_value<P: EntryPlatform>(_regs: &mut PtRegs) -> I
 pub unsafe fn irqentry_exit_by_value<P: EntryPlatform>(regs: &mut PtRegs, state: IrqentryState) {
     if state.generic.exit_rcu != 0 {
         P::rcu_irq_exit();
+    } else if regs.interrupts_enabled() {
+        irqentry_exit_cond_resched::<P>();
     }
     P::lockdep_set_hardirqs_enabled(regs.interrupts_enabled());
     P::arch_exit(&state.arch);
@@ -212,6 +243,8 @@ pub unsafe fn irqentry_exit_by_reference<P: EntryPlatform>(
 ) {
     if state.generic.exit_rcu != 0 {
         P::rcu_irq_exit();
+    } else if regs.interrupts_enabled() {
+        irqentry_exit_cond_resched::<P>();
     }
     P::lockdep_set_hardirqs_enabled(regs.interrupts_enabled());
     P::arch_exit(&state.arch);
@@ -234,6 +267,12 @@ mod tests {
         hardirqs_enabled: bool,
         arch_register: u32,
         arch_default: u32,
+        preempt_count: u32,
+        need_resched: bool,
+        /// What another task leaves in the arch register when this one is
+        /// preempted (it runs with its own value meanwhile).
+        other_task_arch_register: u32,
+        preemptions: u32,
         calls: Vec<&'static str>,
     }
 
@@ -284,6 +323,22 @@ mod tests {
                 c.calls.push("arch_exit");
             })
         }
+        fn preempt_count() -> u32 {
+            CPU.with(|c| c.borrow().preempt_count)
+        }
+        fn need_resched() -> bool {
+            CPU.with(|c| c.borrow().need_resched)
+        }
+        fn preempt_schedule_irq() {
+            CPU.with(|c| {
+                let mut c = c.borrow_mut();
+                assert!(c.rcu_watching, "preempted with RCU not watching");
+                c.need_resched = false;
+                c.preemptions += 1;
+                c.arch_register = c.other_task_arch_register;
+                c.calls.push("preempt_schedule_irq");
+            })
+        }
     }
 
     fn reset_cpu(rcu_watching: bool, hardirqs_enabled: bool, arch_register: u32) {
@@ -294,6 +349,7 @@ mod tests {
                 arch_register,
                 arch_default: 0x5555_5554,
                 calls: Vec::new(),
+                ..MockCpu::default()
             }
         });
     }
@@ -312,6 +368,107 @@ mod tests {
             },
             ..ExtendedPtRegs::default()
         }
+    }
+
+    /// A frame that interrupted kernel code with IF set or clear.
+    fn frame_with_interrupts(enabled: bool) -> ExtendedPtRegs {
+        let mut frame = garbage_frame();
+        if enabled {
+            frame.regs.flags |= extregs_regs::X86_EFLAGS_IF;
+        }
+        frame
+    }
+
+    fn set_preemption(preempt_count: u32, need_resched: bool) {
+        CPU.with(|c| {
+            let mut c = c.borrow_mut();
+            c.preempt_count = preempt_count;
+            c.need_resched = need_resched;
+            c.other_task_arch_register = 0x1234_5670;
+        });
+    }
+
+    #[test]
+    fn exit_preempts_only_what_linux_preempts() {
+        // (IF in the frame, RCU watching on entry, preempt count,
+        // need_resched) -> preempted?
+        for if_set in [false, true] {
+            for watching in [false, true] {
+                for count in [0, 1, 2] {
+                    for resched in [false, true] {
+                        reset_cpu(watching, if_set, 7);
+                        set_preemption(count, resched);
+                        let mut frame = frame_with_interrupts(if_set);
+                        // SAFETY: frame.regs is inside a whole ExtendedPtRegs.
+                        unsafe { irqentry_enter::<MockPlatform>(&mut frame.regs) };
+                        // SAFETY: as above.
+                        unsafe { irqentry_exit::<MockPlatform>(&mut frame.regs) };
+                        let expected = if_set && watching && count == 0 && resched;
+                        assert_eq!(
+                            cpu(|c| c.preemptions) == 1,
+                            expected,
+                            "IF {if_set}, watching {watching}, count {count}, resched {resched}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn preempted_frame_restores_its_own_arch_state() {
+        reset_cpu(true, true, 0x5555_5550);
+        set_preemption(0, true);
+        let mut frame = frame_with_interrupts(true);
+        // SAFETY: frame.regs is inside a whole ExtendedPtRegs.
+        unsafe { irqentry_enter::<MockPlatform>(&mut frame.regs) };
+        // SAFETY: as above.
+        unsafe { irqentry_exit::<MockPlatform>(&mut frame.regs) };
+        // The other task left its own value; the exit wrote back the one
+        // this frame's extension saved, after the switch.
+        assert_eq!(cpu(|c| c.arch_register), 0x5555_5550);
+        assert_eq!(cpu(|c| c.calls.clone()), ["arch_enter", "preempt_schedule_irq", "arch_exit"]);
+        assert!(cpu(|c| c.hardirqs_enabled));
+    }
+
+    #[test]
+    fn all_three_variants_preempt_alike() {
+        for variant in 0..3 {
+            reset_cpu(true, true, 3);
+            set_preemption(0, true);
+            let mut frame = frame_with_interrupts(true);
+            // SAFETY: frame.regs is inside a whole ExtendedPtRegs.
+            unsafe {
+                match variant {
+                    0 => {
+                        irqentry_enter::<MockPlatform>(&mut frame.regs);
+                        irqentry_exit::<MockPlatform>(&mut frame.regs);
+                    }
+                    1 => {
+                        let state = irqentry_enter_by_value::<MockPlatform>(&mut frame.regs);
+                        irqentry_exit_by_value::<MockPlatform>(&mut frame.regs, state);
+                    }
+                    _ => {
+                        let mut state = IrqentryState::default();
+                        irqentry_enter_by_reference::<MockPlatform>(&mut frame.regs, &mut state);
+                        irqentry_exit_by_reference::<MockPlatform>(&mut frame.regs, &state);
+                    }
+                }
+            }
+            assert_eq!(cpu(|c| (c.preemptions, c.arch_register)), (1, 3), "variant {variant}");
+        }
+    }
+
+    #[test]
+    fn nmi_exit_never_preempts() {
+        reset_cpu(true, true, 3);
+        set_preemption(0, true);
+        let mut frame = frame_with_interrupts(true);
+        // SAFETY: frame.regs is inside a whole ExtendedPtRegs.
+        unsafe { irqentry_nmi_enter::<MockPlatform>(&mut frame.regs) };
+        // SAFETY: as above.
+        unsafe { irqentry_nmi_exit::<MockPlatform>(&mut frame.regs) };
+        assert_eq!(cpu(|c| c.preemptions), 0);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! alike, enters through the `extregs-entry-asm` stubs (which build
 //! `PtRegs` plus the extension below it), masks the PIC and enables the
 //! local APIC, turns on PKS when the CPU has it, reads its command line from
-//! fw_cfg, and runs one mode: `demo` (default), `selftest`, `oops` or
-//! `idle`. Every mode ends with one `RESULT {json}` line and leaves QEMU
+//! fw_cfg, makes the boot flow task 1 (`init`) of the scheduler, and runs
+//! one mode: `demo` (default), `selftest`, `oops`, `idle`, `fuzz`, `bench`
+//! or `tasks`. Every mode ends with one `RESULT {json}` line and leaves QEMU
 //! through `isa-debug-exit`.
 
 #![no_std]
@@ -14,31 +15,18 @@
 // The benchmark's comparison point: Rust's x86-interrupt handlers.
 #![feature(abi_x86_interrupt)]
 
-mod apic;
-mod bench;
-mod coverage;
-mod cpu;
-mod demo;
-mod events;
-mod exit;
-mod fault;
-mod fuzz;
-mod fwcfg;
-mod gdt;
-mod idle;
-mod idt;
-mod irq;
-mod memory;
-mod nmi;
-mod oops;
-mod paranoid;
-mod pks;
-mod result;
-mod selftest;
-mod serial;
-mod show_regs;
-mod symbols;
-mod traps;
+// Grouped by concern (DESIGN §7); each group's modules are re-exported at
+// the crate root, so every path is `crate::<module>`.
+mod arch;
+mod debug;
+mod entry;
+mod modes;
+mod sched;
+
+use arch::{apic, cpu, exit, fwcfg, gdt, idt, memory, pks, serial};
+use debug::{coverage, oops, show_regs, symbols};
+use entry::{events, fault, irq, nmi, paranoid, traps};
+use modes::{bench, demo, fuzz, idle, result, selftest, tasks};
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};
@@ -115,6 +103,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         println!("extregs: pks: not supported by this CPU; PKRS is not saved (pks=false)");
         None
     };
+    sched::init();
     println!("extregs: mode={}", cmdline.mode.name());
     // `inject=` in the other modes (the fuzzer switches its fault on itself,
     // with its own message): e.g. `mode=demo inject=extension-offset`
@@ -133,7 +122,8 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
                 .map(|page| memory::map_user_pkey_page(page.pkey, selftest::PKEY_PAGE_FILL));
             selftest::run(&selftest::Context { pkey_page, user_pkey_page })
         }
-        Mode::Idle => idle::run(cmdline.idle_seconds),
+        Mode::Idle => idle::run(cmdline.seconds),
+        Mode::Tasks => tasks::run(cmdline.tasks, cmdline.seconds),
         Mode::Fuzz => fuzz::run(cmdline.fuzz),
         Mode::Bench => bench::run(cmdline.bench_iterations),
         Mode::Oops => {

@@ -183,6 +183,48 @@ pub struct NmiStackTop {
     pub landing: IretFrame,
 }
 
+/// What `context_switch` leaves on the stack of a task it switches away
+/// from (Linux's `struct inactive_task_frame`), lowest address first: the
+/// callee-saved registers, then the address the switch returns to. The C
+/// ABI lets the switch forget every other register: its caller saved what
+/// it needs. A new task's stack starts with one of these, built by the
+/// scheduler, whose `ret_addr` is the task's first instruction.
+///
+/// ```text
+///   +--------------------+  <- higher addresses: the task's own frames
+///   | ret_addr           |   pushed by the `call` into context_switch
+///   | bp bx r12 r13 r14  |
+///   | r15                |
+///   +--------------------+  <- ThreadContext::sp while the task is switched out
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InactiveTaskFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub bx: u64,
+    pub bp: u64,
+    pub ret_addr: u64,
+}
+
+// The switch reserves everything below `ret_addr` with one `sub`, so the
+// return address must be the last word.
+const_assert_eq!(
+    offset_of!(InactiveTaskFrame, ret_addr) + size_of::<u64>(),
+    size_of::<InactiveTaskFrame>()
+);
+
+/// The part of a task that `context_switch` reads and writes (the
+/// `thread.sp` of Linux's `struct thread_struct`): the stack pointer of a
+/// switched-out task, which points at its [`InactiveTaskFrame`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadContext {
+    pub sp: u64,
+}
+
 /// NMI entry state, kept in memory (not on the NMI stack) so a nested NMI can
 /// read it without touching the stack the outer NMI is using.
 pub mod nmi_state {

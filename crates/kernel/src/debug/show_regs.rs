@@ -1,13 +1,14 @@
 //! `show_regs`: Linux's x86_64 `__show_regs` layout, then the extension.
 //!
 //! ```text
+//! CPU: 0 PID: 1 Comm: init
 //! RIP: 0010:extregs_kernel::demo::run+0x1a4/0x5f0
 //! Code: 48 89 ... <cc> 90 ...
 //! RSP: 0018:0000010000017d48 EFLAGS: 00000046
 //! RAX: ... RBX: ... RCX: ...
 //! ...
 //! CR2: ... CR3: ... CR4: ...
-//! PKRS: 55555550 live: 55555554 rights: 0:rw 1:rw 2:-- ... 15:--
+//! PKRS: 55555550 live: 55555554 task: 55555554 rights: 0:rw 1:rw 2:-- ... 15:--
 //! GENERIC: exit_rcu: 0 lockdep_hardirqs_enabled: 0 extension at ... on the DF stack
 //! ```
 
@@ -23,13 +24,18 @@ const CODE_PROLOGUE_BYTES: u64 = 42;
 /// Bytes shown in all (Linux's `OPCODE_BUFSIZE`).
 const CODE_BYTES: u64 = 64;
 
-/// Prints the frame and its extension.
+/// Prints the running task (Linux's `CPU: 0 PID: 3 Comm: worker-2`
+/// line), the frame and its extension. `PKRS:` tells apart the value the
+/// frame saved (what the interrupted context ran with), the live one (the
+/// handler's) and the task's own (what it runs with in task context).
 ///
 /// # Safety
 ///
 /// `regs` must be the `PtRegs` of an extended frame (built by an entry stub,
 /// or a whole `ExtendedPtRegs`), as for `ExtendedPtRegs::from_regs_ref`.
 pub unsafe fn show_regs(regs: &PtRegs) {
+    let task = crate::sched::current();
+    println!("CPU: 0 PID: {} Comm: {}", task.pid, task.name);
     match symbols::lookup(regs.ip) {
         Some(symbol) => println!("RIP: {:04x}:{}", regs.cs, symbol),
         None => println!("RIP: {:04x}:{:#018x}", regs.cs, regs.ip),
@@ -101,7 +107,12 @@ fn show_code(ip: u64) {
 
 fn show_extension(frame: &ExtendedPtRegs) {
     if pks::enabled() {
-        crate::print!("PKRS: {:08x} live: {:08x} rights:", frame.arch.pks, pks::read_pkrs());
+        crate::print!(
+            "PKRS: {:08x} live: {:08x} task: {:08x} rights:",
+            frame.arch.pks,
+            pks::read_pkrs(),
+            crate::sched::current_pkrs()
+        );
         for pkey in 0..16 {
             crate::print!(" {}:{}", pkey, pks::key_rights(frame.arch.pks, pkey).short());
         }

@@ -114,7 +114,10 @@ pub fn handle(regs: &mut PtRegs, vector: u8) {
         }
         TIMER_VECTOR => {
             TIMER_IRQS.fetch_add(1, Ordering::SeqCst);
+            // EOI before the tick: the exit may switch tasks, and the
+            // next task must not run with the timer still in service.
             apic::eoi();
+            crate::sched::scheduler_tick();
         }
         SELF_IPI_VECTOR => {
             SELF_IPIS.fetch_add(1, Ordering::SeqCst);

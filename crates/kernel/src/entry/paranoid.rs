@@ -194,13 +194,10 @@ pub fn breakpoint_refused(address: u64) -> Option<&'static str> {
 /// function holding the address (demangled, without the hash).
 const NOINSTR_PREFIXES: &[&str] = &[
     "extregs_exception_entry",
-    "kernel::traps::",
-    "kernel::paranoid::",
-    "kernel::pks::",
-    "kernel::gdt::",
-    "kernel::serial::",
-    "kernel::nmi::",
-    "kernel::irq::",
+    "kernel::entry::",
+    "kernel::arch::pks::",
+    "kernel::arch::gdt::",
+    "kernel::arch::serial::",
     "extregs_entry::",
     "extregs_regs::",
     "extregs_entry_asm::",

@@ -12,7 +12,7 @@
 //! watching (false while idle) and the lockdep-style "hardirqs enabled"
 //! flag, which mirrors IF through [`local_irq_enable`]/[`local_irq_disable`].
 
-use crate::{fault, gdt, irq, nmi, oops, paranoid, pks, println};
+use crate::{fault, gdt, irq, nmi, oops, paranoid, pks, println, sched};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use extregs_entry::{
     irqentry_enter, irqentry_exit, irqentry_nmi_enter, irqentry_nmi_exit, EntryPlatform,
@@ -78,6 +78,15 @@ impl EntryPlatform for KernelPlatform {
             return;
         }
         pks::arch_exit(arch);
+    }
+    fn preempt_count() -> u32 {
+        sched::preempt_count()
+    }
+    fn need_resched() -> bool {
+        sched::need_resched()
+    }
+    fn preempt_schedule_irq() {
+        sched::preempt_schedule_irq();
     }
 }
 
@@ -235,7 +244,8 @@ pub fn fault_address() -> u64 {
 /// * `cs`/`ss` are the kernel's selectors, or SS is null (ring 0 only);
 /// * the live PKRS is the default (the arch hook installed it);
 /// * a paranoid entry's frame lies on its IST stack, and the NMI's PtRegs
-///   ends exactly at the copied frame at the top of the NMI stack;
+///   ends exactly at the copied frame at the top of the NMI stack; any
+///   other frame not on an IST stack lies on the running task's stack;
 /// * an NMI never interrupted code running on the NMI stack: a nested NMI
 ///   must have been latched by the entry, not handled (a BUG otherwise).
 ///
@@ -278,6 +288,11 @@ pub fn check_frame(regs: &mut PtRegs, vector: u8) {
         } else if vector == NMI_VECTOR && regs_address != nmi::outermost_regs_address() {
             error = Some("NMI PtRegs is not built on the copied frame at the NMI stack top");
         }
+    } else if gdt::ist_stack_of(regs_address).is_none() && !sched::on_current_stack(regs_address) {
+        // Not on an IST stack (an exception inside a paranoid handler
+        // stays there): then on the running task's own stack, where a
+        // preempted frame also waits until its task runs again.
+        error = Some("frame is not on the running task's stack");
     }
     if let Some(why) = error {
         if FRAME_ERRORS.fetch_add(1, Ordering::Relaxed) == 0 {

@@ -381,6 +381,11 @@ core::arch::global_asm!(
     "wrmsr",
     "FUZZ_WAIT",
     "FUZZ_LEAVE nmi_x2apic",
+    // Not an event: a voluntary switch to the next task and back, with the
+    // callee-saved registers loaded (the selftests check they survive).
+    "FUZZ_ENTER yield",
+    "call {yield_now}",
+    "FUZZ_LEAVE yield",
     r15 = const asm_offsets::PTREGS_R15,
     r14 = const asm_offsets::PTREGS_R14,
     r13 = const asm_offsets::PTREGS_R13,
@@ -400,6 +405,7 @@ core::arch::global_asm!(
     zero = sym extregs_fuzz_zero,
     soft_int = const SOFT_INT_VECTOR,
     page = const FUZZ_PAGE_ADDRESS,
+    yield_now = sym crate::sched::yield_from_asm,
     options(att_syntax)
 );
 
@@ -413,6 +419,7 @@ static extregs_fuzz_zero: u64 = 0;
 pub(crate) type Trampoline = unsafe extern "C" fn(input: *const PtRegs, output: *mut PtRegs);
 
 extern "C" {
+    fn extregs_fuzz_yield(input: *const PtRegs, output: *mut PtRegs);
     fn extregs_fuzz_int_n(input: *const PtRegs, output: *mut PtRegs);
     fn extregs_fuzz_int_n_site();
     fn extregs_fuzz_int_n_resume();
@@ -440,6 +447,13 @@ extern "C" {
     fn extregs_fuzz_nmi_x2apic(input: *const PtRegs, output: *mut PtRegs);
     fn extregs_fuzz_nmi_x2apic_site();
     fn extregs_fuzz_nmi_x2apic_resume();
+}
+
+/// The trampoline that loads every GPR, yields to the next task
+/// (`sched::yield_now`), and stores every GPR: only the callee-saved ones
+/// (rbx, rbp, r12–r15) must come back, as after any call.
+pub(crate) fn yield_trampoline() -> Trampoline {
+    extregs_fuzz_yield
 }
 
 /// A kind's trampoline, event address and resume address (the selftests

@@ -9,6 +9,7 @@ mod hardening;
 mod irqs;
 mod paranoid;
 mod pkeys;
+mod sched;
 
 use crate::events::{self, expect_event, FrameEdit, Observed, FAULT_IP, RESUME_IP};
 use crate::memory::PkeyPage;
@@ -89,6 +90,12 @@ const TESTS: &[(&str, Test)] = &[
     ("pks_fault_callback_run_exception", pkeys::pks_fault_callback_run_exception),
     ("pkrs_cache_skips_wrmsr", pkeys::pkrs_cache_skips_wrmsr),
     ("pks_kvm_unit_tests_matrix", pkeys::pks_kvm_unit_tests_matrix),
+    ("preemption_on_irq_exit", sched::preemption_on_irq_exit),
+    ("preempt_disable_holds_off_preemption", sched::preempt_disable_holds_off_preemption),
+    ("per_task_pkrs_after_switch", sched::per_task_pkrs_after_switch),
+    ("preempted_frame_pkrs_restored_on_resume", sched::preempted_frame_pkrs_restored_on_resume),
+    ("nmi_during_context_switch", sched::nmi_during_context_switch),
+    ("idle_task_irqs_record_exit_rcu", sched::idle_task_irqs_record_exit_rcu),
 ];
 
 /// Runs every test, prints KTAP and the RESULT line; true when none failed.

@@ -189,3 +189,23 @@ pub fn unmap_guard_page(address: VirtAddr) {
         Err(why) => panic!("unmapping the guard page at {address:?}: {why:?}"),
     });
 }
+
+/// The run of mapped 4 KiB pages around `address` (at most 1 MiB each way):
+/// `[first mapped byte, end of the last mapped page)`. For a stack whose
+/// bounds nobody recorded (the bootloader's), this is the stack itself
+/// when it is mapped alone with a guard page below.
+pub fn mapped_range_around(address: VirtAddr) -> core::ops::Range<u64> {
+    const PAGE: u64 = 4096;
+    const MAX_PAGES: u64 = 256;
+    let page = address.as_u64() & !(PAGE - 1);
+    let mut bottom = page;
+    while page - bottom < MAX_PAGES * PAGE && VirtAddr::try_new(bottom - PAGE).is_ok_and(is_mapped)
+    {
+        bottom -= PAGE;
+    }
+    let mut top = page + PAGE;
+    while top - page < MAX_PAGES * PAGE && VirtAddr::try_new(top).is_ok_and(is_mapped) {
+        top += PAGE;
+    }
+    bottom..top
+}

@@ -67,6 +67,7 @@ pub fn die_double_fault(regs: &mut PtRegs) -> ! {
             regs.sp,
             crate::gdt::ist_stack_name(ist)
         ),
+        None if report_task_stack_guard(regs.sp) => {}
         None if !x86_64::VirtAddr::try_new(regs.sp).is_ok_and(crate::memory::is_mapped) => {
             println!("extregs: stack overflow: RSP {:#x} is in an unmapped (guard) page", regs.sp)
         }
@@ -75,6 +76,17 @@ pub fn die_double_fault(regs: &mut PtRegs) -> ! {
     // SAFETY: `regs` came from the #DF entry stub.
     unsafe { show_regs::show_regs(regs) };
     finish("double fault")
+}
+
+/// Prints which task's stack guard page `rsp` is in; false when none.
+fn report_task_stack_guard(rsp: u64) -> bool {
+    let Some((pid, name)) = crate::sched::task_of_guard_page(rsp) else {
+        return false;
+    };
+    println!(
+        "extregs: stack overflow: RSP {rsp:#x} is in the guard page below the stack of task {pid} ({name})"
+    );
+    true
 }
 
 /// A machine check: never returns (no hook is asked). Prints MCG_STATUS,
@@ -242,7 +254,28 @@ pub fn die_on_purpose(cause: OopsCause, pkey_page: Option<PkeyPage>) -> ! {
         OopsCause::StackOverflow => with_claim_everything_hooks(oops_stack_overflow),
         OopsCause::NmiStackOverflow => oops_nmi_stack_overflow(),
         OopsCause::MachineCheck => with_claim_everything_hooks(oops_machine_check),
+        OopsCause::TaskStackOverflow => oops_task_stack_overflow(),
     }
+}
+
+/// A kernel task recurses into the guard page below its own stack; init
+/// waits for it (the #DF ends the run first).
+fn oops_task_stack_overflow() -> ! {
+    fn overflow(_: usize) {
+        let stack_here = 0u8;
+        println!(
+            "extregs: task {} recursing from rsp ~{:#x} into its stack's guard page",
+            crate::sched::current_pid(),
+            &stack_here as *const u8 as u64
+        );
+        let sum = recurse_until_overflow(0);
+        println!("extregs: error: recursion returned {sum}: no guard page below the task stack?");
+    }
+    match crate::sched::spawn(format_args!("overflow"), overflow, 0) {
+        Ok(handle) => crate::sched::wait(handle),
+        Err(why) => println!("extregs: error: spawning the overflowing task: {why:?}"),
+    }
+    finish("task stack overflow did not fault")
 }
 
 /// A hook that claims every event it is offered: installed as both the

@@ -1,0 +1,7 @@
+//! Seeing what happened: show_regs, oopses, the kernel's own symbol table
+//! and interrupt-point coverage.
+
+pub mod coverage;
+pub mod oops;
+pub mod show_regs;
+pub mod symbols;

@@ -1,0 +1,541 @@
+//! Kernel tasks and preemption, on one CPU.
+//!
+//! * A run queue with round-robin [`schedule`]: a task that gives up the CPU
+//!   while runnable goes to the back.
+//! * [`spawn`], [`exit_current`], [`wait`] (for another task's exit),
+//!   [`sleep_ticks`] and [`yield_now`]; the idle task runs when nothing
+//!   else can.
+//! * The LAPIC periodic timer is the tick ([`start_tick`]). A tick asks for a
+//!   reschedule when another task is runnable. The generic entry's
+//!   `irqentry_exit` then preempts the interrupted task if its frame had
+//!   IF set and its preempt count is 0 (Linux's
+//!   `irqentry_exit_cond_resched`, through [`preempt_schedule_irq`]); the
+//!   task's frame and extension stay on its own stack until it is picked
+//!   again, and the exit resumes with that frame's saved PKRS.
+//! * [`preempt_disable`]/[`preempt_enable`]; the enable that drops the count
+//!   to 0 preempts when a reschedule is pending.
+//! * Per-task PKRS ([`pks_set_readwrite`], [`pks_set_noaccess`]): the
+//!   switch installs the next task's value through the per-CPU cache, so a
+//!   WRMSR happens only when the value changes.
+//!
+//! The run queue is behind a spin lock that is only ever taken with
+//! interrupts off (an IRQ could otherwise find it held by the code it
+//! interrupted); NMI handlers never take it.
+
+pub mod task;
+
+use crate::{apic, pks, traps};
+use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use extregs_entry_asm::extregs_context_switch;
+use extregs_regs::InactiveTaskFrame;
+use spin::Mutex;
+use task::{TaskName, TaskState, IDLE_SLOT, INIT_SLOT, MAX_TASKS, TASKS};
+
+/// Scheduler ticks per second.
+pub const TICK_HZ: u32 = 250;
+
+/// The running task's slot.
+static CURRENT: AtomicUsize = AtomicUsize::new(INIT_SLOT);
+/// Set by the tick when another task should run; cleared by `schedule`.
+static NEED_RESCHED: AtomicBool = AtomicBool::new(false);
+static INITIALISED: AtomicBool = AtomicBool::new(false);
+static TICK_RUNNING: AtomicBool = AtomicBool::new(false);
+static NEXT_PID: AtomicU64 = AtomicU64::new(2);
+
+static TICKS: AtomicU64 = AtomicU64::new(0);
+static CONTEXT_SWITCHES: AtomicU64 = AtomicU64::new(0);
+static IRQ_PREEMPTIONS: AtomicU64 = AtomicU64::new(0);
+static ENABLE_PREEMPTIONS: AtomicU64 = AtomicU64::new(0);
+/// Switches that found the RCU or lockdep model wrong (RCU not watching,
+/// or lockdep believing hardirqs on while the switch runs with IF clear).
+static MODEL_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// A FIFO of runnable task slots.
+struct RunQueue {
+    slots: [u8; MAX_TASKS],
+    head: usize,
+    len: usize,
+}
+
+impl RunQueue {
+    const fn new() -> RunQueue {
+        RunQueue { slots: [0; MAX_TASKS], head: 0, len: 0 }
+    }
+
+    fn push(&mut self, slot: usize) {
+        assert!(self.len < MAX_TASKS, "run queue overflow");
+        self.slots[(self.head + self.len) % MAX_TASKS] = slot as u8;
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        let slot = usize::from(self.slots[self.head]);
+        self.head = (self.head + 1) % MAX_TASKS;
+        self.len -= 1;
+        Some(slot)
+    }
+}
+
+static RUN_QUEUE: Mutex<RunQueue> = Mutex::new(RunQueue::new());
+
+/// Takes the run-queue lock; interrupts must be off.
+fn run_queue() -> spin::MutexGuard<'static, RunQueue> {
+    debug_assert!(!x86_64::instructions::interrupts::are_enabled());
+    RUN_QUEUE.try_lock().expect("the run-queue lock is only taken with interrupts off")
+}
+
+/// Counts since boot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedCounts {
+    pub ticks: u64,
+    pub context_switches: u64,
+    /// Tasks switched out at an interrupt's exit.
+    pub irq_preemptions: u64,
+    /// Tasks switched out by the `preempt_enable` that ended a
+    /// non-preemptible section.
+    pub enable_preemptions: u64,
+    pub model_errors: u64,
+}
+
+pub fn counts() -> SchedCounts {
+    SchedCounts {
+        ticks: TICKS.load(Ordering::Relaxed),
+        context_switches: CONTEXT_SWITCHES.load(Ordering::Relaxed),
+        irq_preemptions: IRQ_PREEMPTIONS.load(Ordering::Relaxed),
+        enable_preemptions: ENABLE_PREEMPTIONS.load(Ordering::Relaxed),
+        model_errors: MODEL_ERRORS.load(Ordering::Relaxed),
+    }
+}
+
+/// Makes the boot flow task 1 (`init`) and creates the idle task; unmaps
+/// every task stack's guard page. Call once, after paging and PKS are set
+/// up, with interrupts off.
+pub fn init() {
+    for slot in 0..MAX_TASKS {
+        if slot != INIT_SLOT {
+            crate::memory::unmap_guard_page(x86_64::VirtAddr::new(task::guard_range(slot).start));
+        }
+    }
+    let default_pkrs = if pks::enabled() { pks::PKRS_DEFAULT } else { 0 };
+    let init = &TASKS[INIT_SLOT];
+    init.id.store(1, Ordering::Relaxed);
+    init.set_name(task::format_name(format_args!("init")));
+    init.pkrs.store(default_pkrs, Ordering::Relaxed);
+    init.switched_out_pkrs.store(default_pkrs, Ordering::Relaxed);
+    // init runs on the bootloader's stack: the mapped pages around the
+    // current RSP (the bootloader leaves an unmapped guard page below).
+    let stack = crate::memory::mapped_range_around(x86_64::VirtAddr::new(current_stack_pointer()));
+    init.stack_bottom.store(stack.start, Ordering::Relaxed);
+    init.stack_top.store(stack.end, Ordering::Relaxed);
+    init.set_state(TaskState::Running);
+    CURRENT.store(INIT_SLOT, Ordering::Relaxed);
+    let idle = &TASKS[IDLE_SLOT];
+    prepare_new_task(IDLE_SLOT, 0, task::format_name(format_args!("swapper/0")), idle_task, 0);
+    idle.set_state(TaskState::Runnable);
+    INITIALISED.store(true, Ordering::Release);
+}
+
+fn current_stack_pointer() -> u64 {
+    let rsp: u64;
+    // SAFETY: reads RSP; no memory is touched.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack)) };
+    rsp
+}
+
+/// The running task.
+fn current_task() -> &'static task::Task {
+    &TASKS[CURRENT.load(Ordering::Relaxed)]
+}
+
+/// What dumps print about the running task.
+#[derive(Clone, Copy)]
+pub struct CurrentTask {
+    pub pid: u32,
+    pub name: TaskName,
+}
+
+/// The running task, for show_regs (safe from any handler: atomics only).
+pub fn current() -> CurrentTask {
+    let task = current_task();
+    CurrentTask { pid: task.id.load(Ordering::Relaxed), name: task.name() }
+}
+
+/// The PID of the running task.
+pub fn current_pid() -> u32 {
+    current_task().id.load(Ordering::Relaxed)
+}
+
+/// Is `address` on the running task's kernel stack? (True before
+/// [`init`]: there is only the boot flow.)
+pub fn on_current_stack(address: u64) -> bool {
+    !INITIALISED.load(Ordering::Acquire) || current_task().stack().contains(&address)
+}
+
+/// The task whose stack guard page holds `address`: (PID, name).
+pub fn task_of_guard_page(address: u64) -> Option<(u32, TaskName)> {
+    let slot = task::guard_slot_of(address)?;
+    let task = &TASKS[slot];
+    Some((task.id.load(Ordering::Relaxed), task.name()))
+}
+
+/// A spawned task, to wait for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskHandle {
+    slot: usize,
+    pid: u32,
+}
+
+/// Why a task could not be spawned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpawnError {
+    /// Every slot is taken.
+    NoFreeSlot,
+}
+
+/// Writes a new task's first frame: its stack starts as if
+/// `context_switch` had switched it out right before `task_start`.
+///
+/// ```text
+///   +--------------------+  <- stack top (16-byte aligned)
+///   | 0                  |   task_start's return address: none (unwinders stop)
+///   | task_start         |   InactiveTaskFrame::ret_addr
+///   | bp bx r12..r15 = 0 |
+///   +--------------------+  <- thread.sp
+/// ```
+///
+/// After the switch's `ret`, RSP is 8 below a 16-byte boundary, as at the
+/// entry of any function that was called.
+fn prepare_new_task(slot: usize, pid: u32, name: TaskName, entry: fn(usize), arg: usize) {
+    let task = &TASKS[slot];
+    let stack = task::stack_range(slot);
+    task.id.store(pid, Ordering::Relaxed);
+    task.set_name(name);
+    let default_pkrs = if pks::enabled() { pks::PKRS_DEFAULT } else { 0 };
+    task.pkrs.store(default_pkrs, Ordering::Relaxed);
+    task.switched_out_pkrs.store(default_pkrs, Ordering::Relaxed);
+    task.preempt_count.store(0, Ordering::Relaxed);
+    task.waiter.store(0, Ordering::Relaxed);
+    task.entry.store(entry as usize, Ordering::Relaxed);
+    task.arg.store(arg, Ordering::Relaxed);
+    task.stack_bottom.store(stack.start, Ordering::Relaxed);
+    task.stack_top.store(stack.end, Ordering::Relaxed);
+    let frame_address = stack.end - 8 - core::mem::size_of::<InactiveTaskFrame>() as u64;
+    let frame =
+        InactiveTaskFrame { ret_addr: task_start as *const () as u64, ..Default::default() };
+    // SAFETY: the slot is free (or is the idle task's, at init), so no code
+    // runs on its stack; both writes lie inside it ([frame_address, top)),
+    // through pointers derived from the stacks' static, aligned to 8.
+    unsafe {
+        (frame_address as *mut InactiveTaskFrame).write(frame);
+        ((stack.end - 8) as *mut u64).write(0);
+        (*task.thread.get()).sp = frame_address;
+    }
+}
+
+/// Creates a task running `entry(arg)` with the default PKRS and puts it on
+/// the run queue. `name` is cut to 15 bytes.
+pub fn spawn(
+    name: core::fmt::Arguments<'_>,
+    entry: fn(usize),
+    arg: usize,
+) -> Result<TaskHandle, SpawnError> {
+    assert!(INITIALISED.load(Ordering::Acquire), "sched::init ran");
+    let name = task::format_name(name);
+    with_irqs_off(|| {
+        let slot = (INIT_SLOT + 1..MAX_TASKS)
+            .find(|&slot| TASKS[slot].state() == TaskState::Free)
+            .ok_or(SpawnError::NoFreeSlot)?;
+        let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed) as u32;
+        prepare_new_task(slot, pid, name, entry, arg);
+        TASKS[slot].set_state(TaskState::Runnable);
+        run_queue().push(slot);
+        Ok(TaskHandle { slot, pid })
+    })
+}
+
+/// The first code a new task runs (the `ret` of its first switch lands
+/// here, interrupts off).
+extern "C" fn task_start() -> ! {
+    traps::local_irq_enable();
+    let task = current_task();
+    let entry = task.entry.load(Ordering::Relaxed);
+    let arg = task.arg.load(Ordering::Relaxed);
+    // SAFETY: `entry` was stored from a `fn(usize)` by prepare_new_task.
+    let entry = unsafe { core::mem::transmute::<usize, fn(usize)>(entry) };
+    entry(arg);
+    exit_current()
+}
+
+/// Ends the running task: it becomes a zombie until [`wait`] reaps it, and
+/// the task waiting for it (if any) is woken.
+pub fn exit_current() -> ! {
+    traps::local_irq_disable();
+    let slot = CURRENT.load(Ordering::Relaxed);
+    assert!(slot != INIT_SLOT && slot != IDLE_SLOT, "init and idle never exit");
+    let task = &TASKS[slot];
+    task.set_state(TaskState::Zombie);
+    let waiter = task.waiter.swap(0, Ordering::Relaxed);
+    if waiter != 0 {
+        wake(waiter - 1);
+    }
+    schedule();
+    unreachable!("a zombie task was switched back in");
+}
+
+/// Blocks until the task exits, then frees its slot.
+pub fn wait(handle: TaskHandle) {
+    let task = &TASKS[handle.slot];
+    loop {
+        let done = with_irqs_off(|| {
+            assert_eq!(task.id.load(Ordering::Relaxed), handle.pid, "task waited for twice");
+            if task.state() == TaskState::Zombie {
+                task.set_state(TaskState::Free);
+                task.id.store(0, Ordering::Relaxed);
+                return true;
+            }
+            task.waiter.store(CURRENT.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            current_task().set_state(TaskState::Waiting);
+            schedule();
+            false
+        });
+        if done {
+            return;
+        }
+    }
+}
+
+/// Sleeps for `ticks` scheduler ticks (the tick must be running).
+pub fn sleep_ticks(ticks: u64) {
+    assert!(TICK_RUNNING.load(Ordering::Relaxed), "sleep_ticks needs the tick (start_tick)");
+    with_irqs_off(|| {
+        let task = current_task();
+        task.wake_tick.store(TICKS.load(Ordering::Relaxed) + ticks, Ordering::Relaxed);
+        task.set_state(TaskState::Sleeping);
+        schedule();
+    });
+}
+
+/// Gives the CPU to the next runnable task, if any (this one goes to the
+/// back of the run queue).
+pub fn yield_now() {
+    with_irqs_off(|| {
+        schedule();
+    });
+}
+
+/// [`yield_now`] for assembly callers (the selftests' GPR trampoline).
+pub extern "C" fn yield_from_asm() {
+    yield_now();
+}
+
+/// Makes a sleeping or waiting task runnable. Interrupts off.
+fn wake(slot: usize) {
+    let task = &TASKS[slot];
+    if matches!(task.state(), TaskState::Sleeping | TaskState::Waiting) {
+        task.set_state(TaskState::Runnable);
+        run_queue().push(slot);
+    }
+}
+
+/// Runs `body` with interrupts off (and the lockdep model told), then puts
+/// IF back as it was (Linux's `local_irq_save`/`local_irq_restore`).
+fn with_irqs_off<T>(body: impl FnOnce() -> T) -> T {
+    let were_enabled = x86_64::instructions::interrupts::are_enabled();
+    if were_enabled {
+        traps::local_irq_disable();
+    }
+    let result = body();
+    if were_enabled {
+        traps::local_irq_enable();
+    }
+    result
+}
+
+/// Picks the next task and switches to it; returns (true) when this task
+/// runs again, or at once (false) when it stays on the CPU. Interrupts must
+/// be off.
+fn schedule() -> bool {
+    let prev = CURRENT.load(Ordering::Relaxed);
+    let prev_task = &TASKS[prev];
+    let prev_running = prev_task.state() == TaskState::Running;
+    let next = {
+        let mut queue = run_queue();
+        match queue.pop() {
+            Some(next) => {
+                if prev_running && prev != IDLE_SLOT {
+                    prev_task.set_state(TaskState::Runnable);
+                    queue.push(prev);
+                }
+                next
+            }
+            None if prev_running => prev,
+            None => IDLE_SLOT,
+        }
+    };
+    NEED_RESCHED.store(false, Ordering::Relaxed);
+    if next == prev {
+        prev_task.set_state(TaskState::Running);
+        return false;
+    }
+    if prev == IDLE_SLOT {
+        prev_task.set_state(TaskState::Runnable);
+    }
+    switch_to(prev, next);
+    true
+}
+
+/// Switches from `prev` (running) to `next`. Returns when `prev` is
+/// switched back in.
+fn switch_to(prev: usize, next: usize) {
+    let (prev_task, next_task) = (&TASKS[prev], &TASKS[next]);
+    // Nothing may switch with the models claiming otherwise: IF is off, so
+    // lockdep must say hardirqs are off, and RCU must watch (only the idle
+    // loop's `hlt` doesn't, and it is over before idle switches).
+    if traps::lockdep_hardirqs_enabled() || !traps::rcu_is_watching() {
+        MODEL_ERRORS.fetch_add(1, Ordering::Relaxed);
+    }
+    if pks::enabled() {
+        prev_task.switched_out_pkrs.store(pks::cached_pkrs(), Ordering::Relaxed);
+        // SAFETY: PKS is on; every value a task runs with keeps key 0 (all
+        // kernel memory, the stacks included) read/write.
+        unsafe { pks::update_pkrs(next_task.switched_out_pkrs.load(Ordering::Relaxed)) };
+    }
+    next_task.set_state(TaskState::Running);
+    CURRENT.store(next, Ordering::Relaxed);
+    CONTEXT_SWITCHES.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: interrupts are off; `prev` is the running task, so its
+    // ThreadContext is ours to write; `next` is switched out (runnable, or
+    // the idle task), so its `sp` points at the InactiveTaskFrame its last
+    // switch (or prepare_new_task) left on its own stack, which nothing
+    // else uses. Both pointers come from the TASKS static.
+    unsafe { extregs_context_switch(prev_task.thread.get(), next_task.thread.get()) };
+}
+
+/// The idle task: `sti; hlt` until something is runnable (an interrupt
+/// from here finds RCU not watching and records `exit_rcu`; its exit never
+/// preempts, as in Linux), then schedule.
+fn idle_task(_: usize) {
+    loop {
+        traps::local_irq_disable();
+        if !NEED_RESCHED.load(Ordering::Relaxed) {
+            crate::idle::idle_once();
+        }
+        schedule();
+    }
+}
+
+/// The scheduler tick, from the LAPIC timer's IRQ handler: wakes sleepers
+/// whose tick has come and asks for a reschedule when another task is
+/// runnable (a time slice is one tick).
+pub fn scheduler_tick() {
+    let now = TICKS.fetch_add(1, Ordering::Relaxed) + 1;
+    if !INITIALISED.load(Ordering::Acquire) {
+        return;
+    }
+    for (slot, task) in TASKS.iter().enumerate() {
+        if task.state() == TaskState::Sleeping && task.wake_tick.load(Ordering::Relaxed) <= now {
+            wake(slot);
+        }
+    }
+    if run_queue().len != 0 {
+        NEED_RESCHED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Starts the periodic tick at [`TICK_HZ`].
+pub fn start_tick() {
+    TICK_RUNNING.store(true, Ordering::Relaxed);
+    apic::start_timer_us(apic::TimerMode::Periodic, 1_000_000 / TICK_HZ);
+}
+
+/// Stops the tick.
+pub fn stop_tick() {
+    apic::stop_timer();
+    TICK_RUNNING.store(false, Ordering::Relaxed);
+}
+
+/// The scheduler ticks since boot.
+pub fn ticks() -> u64 {
+    TICKS.load(Ordering::Relaxed)
+}
+
+/// The platform hooks of the generic entry.
+pub fn preempt_count() -> u32 {
+    current_task().preempt_count.load(Ordering::Relaxed)
+}
+
+pub fn need_resched() -> bool {
+    NEED_RESCHED.load(Ordering::Relaxed)
+}
+
+/// Linux's `preempt_schedule_irq()`: called by `irqentry_exit` with
+/// interrupts off, preempt count 0 and a reschedule pending; switches away
+/// and returns when this task is picked again.
+pub fn preempt_schedule_irq() {
+    loop {
+        if schedule() {
+            IRQ_PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        if !NEED_RESCHED.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+}
+
+/// Holds preemption off for the running task until the matching
+/// [`preempt_enable`].
+pub fn preempt_disable() {
+    current_task().preempt_count.fetch_add(1, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+}
+
+/// Ends a [`preempt_disable`] section; the enable that drops the count to 0
+/// switches at once when a reschedule is pending (and IF is set).
+pub fn preempt_enable() {
+    compiler_fence(Ordering::SeqCst);
+    let previous = current_task().preempt_count.fetch_sub(1, Ordering::Relaxed);
+    assert!(previous != 0, "preempt_enable without preempt_disable");
+    if previous == 1
+        && NEED_RESCHED.load(Ordering::Relaxed)
+        && x86_64::instructions::interrupts::are_enabled()
+    {
+        traps::local_irq_disable();
+        if schedule() {
+            ENABLE_PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        traps::local_irq_enable();
+    }
+}
+
+/// Sets the running task's rights for `pkey` (its own PKRS, and the live
+/// one: it runs in task context).
+pub fn pks_set_rights(pkey: u8, rights: pks::KeyRights) {
+    with_irqs_off(|| {
+        let task = current_task();
+        let value = pks::with_key_rights(task.pkrs.load(Ordering::Relaxed), pkey, rights);
+        task.pkrs.store(value, Ordering::Relaxed);
+        if pks::enabled() {
+            // SAFETY: PKS is on; key 0 (all kernel memory) keeps its rights
+            // unless a caller revokes them on purpose.
+            unsafe { pks::update_pkrs(value) };
+        }
+    });
+}
+
+/// Grants the running task read/write access to `pkey`'s pages.
+pub fn pks_set_readwrite(pkey: u8) {
+    pks_set_rights(pkey, pks::KeyRights::ReadWrite);
+}
+
+/// Revokes the running task's access to `pkey`'s pages.
+pub fn pks_set_noaccess(pkey: u8) {
+    pks_set_rights(pkey, pks::KeyRights::NoAccess);
+}
+
+/// The running task's own PKRS.
+pub fn current_pkrs() -> u32 {
+    current_task().pkrs.load(Ordering::Relaxed)
+}

@@ -1,0 +1,245 @@
+//! The task table: every task's identity, state, saved stack pointer,
+//! PKRS and preempt count, and the kernel stacks (each with an unmapped
+//! guard page below it).
+//!
+//! Slot 0 is the idle task (PID 0, `swapper/0`) and slot 1 is `init`
+//! (PID 1): the boot flow, which keeps running on the bootloader's stack.
+//! Spawned tasks take the other slots and get increasing PIDs.
+//!
+//! Every field is an atomic or an `UnsafeCell` the switch alone touches, so
+//! an NMI's show_regs can read the current task's name and PKRS without the
+//! run-queue lock it must never take.
+
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use extregs_regs::ThreadContext;
+
+/// Tasks at most: idle, init and 64 more (`mode=tasks` runs up to 64
+/// workers).
+pub const MAX_TASKS: usize = 66;
+/// The idle task's slot (PID 0).
+pub const IDLE_SLOT: usize = 0;
+/// init's slot (PID 1): the boot flow.
+pub const INIT_SLOT: usize = 1;
+
+/// Bytes of each task's kernel stack. The IRQ path's Rust frames, a
+/// preempted frame and a second task's nested frames must fit: the dev
+/// build's frames are large.
+pub const TASK_STACK_SIZE: usize = 32 * 1024;
+/// The unmapped page below each task stack.
+pub const TASK_GUARD_SIZE: usize = 4096;
+
+/// What a task is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TaskState {
+    /// The slot holds no task.
+    Free = 0,
+    /// On the run queue.
+    Runnable = 1,
+    /// On the CPU.
+    Running = 2,
+    /// Until a tick (`wake_tick`).
+    Sleeping = 3,
+    /// Until a task it waits for exits.
+    Waiting = 4,
+    /// Exited; its slot is freed by the task that waits for it.
+    Zombie = 5,
+}
+
+impl TaskState {
+    fn from_raw(raw: u8) -> TaskState {
+        match raw {
+            1 => TaskState::Runnable,
+            2 => TaskState::Running,
+            3 => TaskState::Sleeping,
+            4 => TaskState::Waiting,
+            5 => TaskState::Zombie,
+            _ => TaskState::Free,
+        }
+    }
+}
+
+/// Bytes of a task's name (Linux's `TASK_COMM_LEN`).
+pub const TASK_COMM_LEN: usize = 16;
+
+/// A task's name, copied out of its slot.
+#[derive(Clone, Copy)]
+pub struct TaskName {
+    bytes: [u8; TASK_COMM_LEN],
+    len: usize,
+}
+
+impl TaskName {
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("?")
+    }
+}
+
+impl fmt::Display for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Formats a name into a `TaskName`, cut at `TASK_COMM_LEN` bytes (on a
+/// character boundary), as Linux's `comm` is.
+struct NameWriter(TaskName);
+
+impl fmt::Write for NameWriter {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        for character in text.chars() {
+            let mut buffer = [0u8; 4];
+            let encoded = character.encode_utf8(&mut buffer).as_bytes();
+            if self.0.len + encoded.len() > TASK_COMM_LEN {
+                return Ok(());
+            }
+            self.0.bytes[self.0.len..self.0.len + encoded.len()].copy_from_slice(encoded);
+            self.0.len += encoded.len();
+        }
+        Ok(())
+    }
+}
+
+pub fn format_name(name: fmt::Arguments<'_>) -> TaskName {
+    let mut writer = NameWriter(TaskName { bytes: [0; TASK_COMM_LEN], len: 0 });
+    // NameWriter never fails; it truncates.
+    let _ = fmt::write(&mut writer, name);
+    writer.0
+}
+
+/// One task.
+pub struct Task {
+    pub id: AtomicU32,
+    name: [AtomicU8; TASK_COMM_LEN],
+    name_len: AtomicUsize,
+    state: AtomicU8,
+    /// The saved stack pointer while switched out (`context_switch`).
+    pub thread: UnsafeCell<ThreadContext>,
+    /// The task's own PKRS: what it runs with in task context
+    /// (`pks_set_readwrite`/`pks_set_noaccess` change it).
+    pub pkrs: AtomicU32,
+    /// The PKRS that was live when the task was switched out, installed
+    /// again when it is switched in: its own value if it switched out from
+    /// task context (yield, sleep, preempt_enable), the handlers' default
+    /// if it was preempted at an interrupt's exit (whose restore then puts
+    /// back the value its frame's extension saved).
+    pub switched_out_pkrs: AtomicU32,
+    pub preempt_count: AtomicU32,
+    /// The tick a sleeping task wakes at.
+    pub wake_tick: AtomicU64,
+    /// What a new task runs: `entry(arg)`.
+    pub entry: AtomicUsize,
+    pub arg: AtomicUsize,
+    /// The slot of the task waiting for this one to exit, plus one (0:
+    /// none).
+    pub waiter: AtomicUsize,
+    /// `[bottom, top)` of the task's kernel stack.
+    pub stack_bottom: AtomicU64,
+    pub stack_top: AtomicU64,
+}
+
+// SAFETY: every field but `thread` is atomic. `thread` is written only by
+// `context_switch` (storing the RSP of the task being switched *out*, which
+// is the running task) and by `spawn` (before the task is on the run
+// queue), and read only by the switch *into* the task; all of these run
+// with interrupts off on the one CPU, and NMI handlers never touch it.
+unsafe impl Sync for Task {}
+
+impl Task {
+    const fn new() -> Task {
+        Task {
+            id: AtomicU32::new(0),
+            name: [const { AtomicU8::new(0) }; TASK_COMM_LEN],
+            name_len: AtomicUsize::new(0),
+            state: AtomicU8::new(TaskState::Free as u8),
+            thread: UnsafeCell::new(ThreadContext { sp: 0 }),
+            pkrs: AtomicU32::new(0),
+            switched_out_pkrs: AtomicU32::new(0),
+            preempt_count: AtomicU32::new(0),
+            wake_tick: AtomicU64::new(0),
+            entry: AtomicUsize::new(0),
+            arg: AtomicUsize::new(0),
+            waiter: AtomicUsize::new(0),
+            stack_bottom: AtomicU64::new(0),
+            stack_top: AtomicU64::new(0),
+        }
+    }
+
+    pub fn state(&self) -> TaskState {
+        TaskState::from_raw(self.state.load(Ordering::Relaxed))
+    }
+
+    pub fn set_state(&self, state: TaskState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    pub fn name(&self) -> TaskName {
+        let mut name = TaskName { bytes: [0; TASK_COMM_LEN], len: 0 };
+        name.len = self.name_len.load(Ordering::Relaxed).min(TASK_COMM_LEN);
+        for (byte, stored) in name.bytes.iter_mut().zip(&self.name) {
+            *byte = stored.load(Ordering::Relaxed);
+        }
+        name
+    }
+
+    pub fn set_name(&self, name: TaskName) {
+        for (stored, byte) in self.name.iter().zip(name.bytes) {
+            stored.store(byte, Ordering::Relaxed);
+        }
+        self.name_len.store(name.len, Ordering::Relaxed);
+    }
+
+    pub fn stack(&self) -> core::ops::Range<u64> {
+        self.stack_bottom.load(Ordering::Relaxed)..self.stack_top.load(Ordering::Relaxed)
+    }
+}
+
+/// The task table.
+pub static TASKS: [Task; MAX_TASKS] = [const { Task::new() }; MAX_TASKS];
+
+/// A guard page and the stack above it, both page aligned; the stack top is
+/// 16-byte aligned.
+#[repr(C, align(4096))]
+struct TaskStackSlot {
+    guard: [u8; TASK_GUARD_SIZE],
+    stack: [u8; TASK_STACK_SIZE],
+}
+
+/// One stack slot per task slot (init's goes unused: init keeps the
+/// bootloader's stack).
+struct TaskStacks(UnsafeCell<[TaskStackSlot; MAX_TASKS]>);
+
+// SAFETY: Rust never forms references into the stacks: spawn writes a new
+// task's first frame through a raw pointer derived from the static (while
+// the slot is free, so no code runs on that stack), and after that only the
+// task that owns the stack uses it.
+unsafe impl Sync for TaskStacks {}
+
+static TASK_STACKS: TaskStacks = TaskStacks(UnsafeCell::new(
+    [const { TaskStackSlot { guard: [0; TASK_GUARD_SIZE], stack: [0; TASK_STACK_SIZE] } };
+        MAX_TASKS],
+));
+
+fn stack_slot_address(slot: usize) -> u64 {
+    assert!(slot < MAX_TASKS);
+    TASK_STACKS.0.get() as u64 + (slot * core::mem::size_of::<TaskStackSlot>()) as u64
+}
+
+/// `[bottom, top)` of slot `slot`'s stack.
+pub fn stack_range(slot: usize) -> core::ops::Range<u64> {
+    let bottom = stack_slot_address(slot) + TASK_GUARD_SIZE as u64;
+    bottom..bottom + TASK_STACK_SIZE as u64
+}
+
+/// The guard page below slot `slot`'s stack.
+pub fn guard_range(slot: usize) -> core::ops::Range<u64> {
+    let guard = stack_slot_address(slot);
+    guard..guard + TASK_GUARD_SIZE as u64
+}
+
+/// The slot whose stack guard page holds `address`.
+pub fn guard_slot_of(address: u64) -> Option<usize> {
+    (0..MAX_TASKS).find(|&slot| slot != INIT_SLOT && guard_range(slot).contains(&address))
+}
