@@ -41,7 +41,7 @@ mutants=(
   "paranoid-print-waits-for-console|crates/kernel/src/arch/serial.rs|s/^        let paranoid = crate::paranoid::in_paranoid_context() .*$/        let paranoid = false;/|console_from_paranoid_handler"
   "pks-edit-accepted-inside-a-write|crates/kernel/src/arch/pks.rs|s/^    if interrupted_a_pkrs_write(regs) {$/    if false {/|pkrs_write_window_every_instruction"
   "ist-guard-pages-left-mapped|crates/kernel/src/main.rs|s/^    gdt::protect_ist_stacks();$//|ist_stacks_have_guard_pages"
-  "switch-forgets-pkrs|crates/kernel/src/sched/mod.rs|s/^        unsafe { pks::update_pkrs(next_task.switched_out_pkrs.load(Ordering::Relaxed)) };$/        let _ = next_task;/|per_task_pkrs_after_switch"
+  "switch-forgets-pkrs|crates/kernel/src/sched/mod.rs|s/^        unsafe { pks::update_pkrs(next_task.switched_out_pkrs.load(Ordering::Relaxed)) };$/        let _ = next_task;/|pkrs_per_task_after_switch"
   "switch-forgets-r15|crates/entry-asm/src/switch_64.S|/INACTIVE_TASK_FRAME_R15/d|nmi_during_context_switch"
   "preemption-with-preempt-count-held|crates/entry/src/lib.rs|s/^    if P::preempt_count() == 0 \&\& P::need_resched() {$/    if P::need_resched() {/|preempt_disable_holds_off_preemption"
   "task-sp-saved-after-switch|crates/entry-asm/src/switch_64.S|/^\tmovq\t%rsp, THREAD_SP(%rdi)$/d; s/^\tmovq\tTHREAD_SP(%rsi), %rsp$/\&\n\tmovq\t%rsp, THREAD_SP(%rdi)/|preemption_on_irq_exit"

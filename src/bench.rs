@@ -22,7 +22,7 @@ use std::time::Duration;
 // The stubs' handlers come from `extregs-bench` (feature `cell-handlers`).
 
 /// The variants in report order.
-pub const VARIANTS: [&str; 7] = [
+pub const VARIANTS: [&str; 9] = [
     "floor",
     "x86-interrupt",
     "by-value",
@@ -30,6 +30,8 @@ pub const VARIANTS: [&str; 7] = [
     "extended",
     "extended+pks-hit",
     "extended+pks-write",
+    "yield",
+    "yield+pkrs-switch",
 ];
 
 /// One variant in one harness.
@@ -179,6 +181,7 @@ pub fn native(iterations: u64) -> Vec<Row> {
                     iterations,
                     why: Some(match name {
                         "x86-interrupt" => "in-kernel only: a Rust x86-interrupt handler needs a real interrupt gate".into(),
+                        "yield" | "yield+pkrs-switch" => "in-kernel only: needs kernel tasks".into(),
                         _ => "in-kernel only: needs the PKRS MSR".into(),
                     }),
                 },

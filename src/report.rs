@@ -153,6 +153,11 @@ pub struct ShowRegsDump {
     pub code_rip_index: usize,
     /// The saved PKRS from the `PKRS:` line, if present.
     pub saved_pkrs: Option<u32>,
+    /// The task's own PKRS (`task:` on the `PKRS:` line), if present.
+    pub task_pkrs: Option<u32>,
+    /// The running task from the `CPU: 0 PID: 3 Comm: worker-2` line just
+    /// before `RIP:`: (PID, name).
+    pub task: Option<(u32, String)>,
 }
 
 /// Finds the first show_regs dump in a serial log.
@@ -173,17 +178,32 @@ pub fn parse_show_regs(serial: &str) -> Option<ShowRegsDump> {
         };
         code.push(u8::from_str_radix(byte, 16).ok()?);
     }
-    let saved_pkrs = lines[rip_at..]
-        .iter()
-        .find_map(|line| line.strip_prefix("PKRS: "))
-        .and_then(|rest| u32::from_str_radix(rest.split_whitespace().next()?, 16).ok());
+    let pkrs_line = lines[rip_at..].iter().find_map(|line| line.strip_prefix("PKRS: "));
+    let saved_pkrs =
+        pkrs_line.and_then(|rest| u32::from_str_radix(rest.split_whitespace().next()?, 16).ok());
+    let task_pkrs = pkrs_line.and_then(|rest| {
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let at = words.iter().position(|word| *word == "task:")?;
+        u32::from_str_radix(words.get(at + 1)?, 16).ok()
+    });
+    let task = rip_at.checked_sub(1).and_then(|at| parse_task_line(lines[at]));
     Some(ShowRegsDump {
         cs,
         rip_text: rip_text.trim().to_string(),
         code,
         code_rip_index: code_rip_index?,
         saved_pkrs,
+        task_pkrs,
+        task,
     })
+}
+
+/// `CPU: 0 PID: 3 Comm: worker-2` -> (3, "worker-2").
+fn parse_task_line(line: &str) -> Option<(u32, String)> {
+    let rest = line.strip_prefix("CPU: ")?;
+    let (_, rest) = rest.split_once(" PID: ")?;
+    let (pid, name) = rest.split_once(" Comm: ")?;
+    Some((pid.parse().ok()?, name.split_whitespace().next()?.to_string()))
 }
 
 #[cfg(test)]
@@ -242,14 +262,19 @@ mod tests {
 
     #[test]
     fn show_regs_dump_parses() {
-        let serial = "oops\nRIP: 0010:extregs_kernel::oops+0x12/0x40\n\
+        let serial = "oops\nCPU: 0 PID: 3 Comm: worker-2\n\
+            RIP: 0010:extregs_kernel::oops+0x12/0x40\n\
             Code: 90 90 <0f> 0b 90\nRSP: 0018:ffff800000010000 EFLAGS: 00000046\n\
-            PKRS: 55555554 (live 55555554)\n";
+            PKRS: 55555554 live: 55555554 task: 55555550 rights: 0:rw\n";
         let dump = parse_show_regs(serial).unwrap();
         assert_eq!(dump.cs, 0x10);
         assert_eq!(dump.rip_text, "extregs_kernel::oops+0x12/0x40");
         assert_eq!(dump.code, [0x90, 0x90, 0x0f, 0x0b, 0x90]);
         assert_eq!(dump.code_rip_index, 2);
         assert_eq!(dump.saved_pkrs, Some(0x5555_5554));
+        assert_eq!(dump.task_pkrs, Some(0x5555_5550));
+        assert_eq!(dump.task, Some((3, "worker-2".to_string())));
+        let without_task = parse_show_regs("RIP: 0010:f+0x1/0x2\nCode: <90>\n").unwrap();
+        assert_eq!((without_task.task, without_task.task_pkrs), (None, None));
     }
 }

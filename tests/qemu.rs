@@ -42,9 +42,15 @@ fn assert_demo_succeeds(outcome: &Outcome, pks: bool) {
     assert_eq!(result["pks"], pks, "{}", dump(outcome));
     let show_regs = report::parse_show_regs(&outcome.serial).expect("a show_regs dump");
     assert_eq!(show_regs.cs, 0x10);
+    assert_eq!(show_regs.task, Some((1, "init".to_string())), "{}", dump(outcome));
     if pks {
         // The saved PKRS (key 1 granted) next to the live default.
-        assert!(outcome.serial.contains("PKRS: 55555550 live: 55555554"), "{}", dump(outcome));
+        assert!(
+            outcome.serial.contains("PKRS: 55555550 live: 55555554 task: 55555550"),
+            "{}",
+            dump(outcome)
+        );
+        assert_eq!(show_regs.task_pkrs, Some(0x5555_5550));
         assert_eq!(result["saved_pkrs"], "55555550");
         assert_eq!(result["pkrs_after_iret"], "55555550");
     }
@@ -105,6 +111,12 @@ const REQUIRED_SELFTESTS: &[&str] = &[
     "pks_fault_callback_run_exception",
     "pkrs_cache_skips_wrmsr",
     "pks_kvm_unit_tests_matrix",
+    "preemption_on_irq_exit",
+    "preempt_disable_holds_off_preemption",
+    "pkrs_per_task_after_switch",
+    "pkrs_of_preempted_frame_restored_on_resume",
+    "nmi_during_context_switch",
+    "idle_task_irqs_record_exit_rcu",
 ];
 
 fn selftest_results(outcome: &Outcome) -> Vec<report::KtapResult> {
@@ -301,6 +313,84 @@ fn selftests_without_pks_skip_only_pks_tests() {
     assert_verdict(&outcome, EXIT_SUCCESS);
 }
 
+/// The checks every `mode=tasks` run must pass: all workers progressed,
+/// nothing mismatched, every frame passed the entry checks.
+fn assert_tasks_ok(outcome: &Outcome, workers: u64) -> serde_json::Value {
+    assert_verdict(outcome, EXIT_SUCCESS);
+    let result = outcome.result().expect("RESULT");
+    assert_eq!(result["mode"], "tasks");
+    assert_eq!(result["ok"], true, "{}", dump(outcome));
+    assert_eq!(result["tasks"], workers);
+    let per_task = result["per_task"].as_array().expect("per_task");
+    assert_eq!(per_task.len() as u64, workers);
+    assert!(per_task.iter().all(|n| n.as_u64().unwrap() > 0), "{result}");
+    for key in ["pkrs_mismatches", "gpr_mismatches", "page_mismatches", "model_errors"] {
+        assert_eq!(result[key], 0, "{key}: {result}");
+    }
+    assert_eq!(result["frame_errors"], 0);
+    result
+}
+
+#[test]
+fn tasks_mode_preempts_eight_workers_each_with_its_own_pkrs() {
+    let outcome = boot(Firmware::Bios, "max", "mode=tasks tasks=8 seconds=10");
+    let result = assert_tasks_ok(&outcome, 8);
+    assert_eq!(result["pks_checks"], true);
+    let preemptions = result["preemptions"].as_u64().unwrap();
+    assert!(preemptions >= 500, "only {preemptions} preemptions: {result}");
+    assert!(result["context_switches"].as_u64().unwrap() >= preemptions);
+    // Every timer frame that interrupted a worker saved that worker's own
+    // PKRS, and the entry and exit of each wrote PKRS (the switch itself
+    // runs between two handler contexts: no WRMSR).
+    assert!(result["timer_frames_checked"].as_u64().unwrap() >= preemptions);
+    assert!(result["pkrs_wrmsrs"].as_u64().unwrap() >= 2 * preemptions, "{result}");
+}
+
+#[test]
+fn tasks_mode_survives_an_nmi_storm() {
+    let config = RunConfig {
+        cmdline: "mode=tasks tasks=4 seconds=4".into(),
+        timeout: BOOT_TIMEOUT,
+        nmi_storm: true,
+        ..RunConfig::default()
+    };
+    let outcome = qemu::run(&config).expect("QEMU starts");
+    let result = assert_tasks_ok(&outcome, 4);
+    let nmis = result["nmis"].as_u64().unwrap();
+    assert!(nmis > 0, "no NMI arrived during the run: {result}");
+    assert!(
+        nmis <= outcome.nmis_sent.unwrap_or(0),
+        "{nmis} NMIs handled, {:?} sent",
+        outcome.nmis_sent
+    );
+}
+
+#[test]
+fn tasks_mode_without_pks_says_its_pks_checks_are_skipped() {
+    let outcome = boot(Firmware::Bios, "qemu64", "mode=tasks tasks=3 seconds=2");
+    let result = assert_tasks_ok(&outcome, 3);
+    assert_eq!(result["pks"], false);
+    assert_eq!(result["pks_checks"], false);
+    assert!(outcome.serial.contains("PKS checks are skipped"), "{}", dump(&outcome));
+}
+
+#[test]
+fn task_stack_overflow_ends_in_a_double_fault_naming_the_task() {
+    let outcome = boot(Firmware::Bios, "max", "mode=oops cause=task-stack-overflow");
+    assert_verdict(&outcome, EXIT_KERNEL_FAILURE);
+    assert!(
+        outcome.serial.contains("extregs: oops: unhandled double fault (vector 8)")
+            && outcome.serial.contains("is in the guard page below the stack of task 2 (overflow)"),
+        "{}",
+        dump(&outcome)
+    );
+    assert_eq!(outcome.serial.matches("booting").count(), 1, "the machine reset");
+    let dump_regs = report::parse_show_regs(&outcome.serial).expect("show_regs of the #DF");
+    assert_eq!(dump_regs.task, Some((2, "overflow".to_string())), "{}", dump(&outcome));
+    assert!(dump_regs.rip_text.contains("recurse_until_overflow"), "RIP {}", dump_regs.rip_text);
+    assert_eq!(dump_regs.task_pkrs, Some(0x5555_5554));
+}
+
 #[test]
 fn malformed_command_lines_fail_with_one_error_line() {
     for (cmdline, reason) in [
@@ -309,6 +399,9 @@ fn malformed_command_lines_fail_with_one_error_line() {
         ("colour=red", "unknown command-line key 'colour'"),
         ("seed=1", "key 'seed' does not apply to mode=demo"),
         ("mode=oops", "mode=oops needs cause="),
+        ("mode=tasks tasks=0", "bad value '0' for 'tasks' (expected a number from 1 to 64)"),
+        ("mode=tasks tasks=65", "bad value '65' for 'tasks' (expected a number from 1 to 64)"),
+        ("mode=tasks tasks=eight", "bad value 'eight' for 'tasks'"),
     ] {
         let outcome = boot(Firmware::Bios, "max", cmdline);
         let errors: Vec<&str> =
@@ -489,6 +582,7 @@ fn short_fuzz_campaign_finds_no_violations() {
         "timer",
         "self_ipi",
         "self_nmi",
+        "preempt",
     ] {
         assert!(
             totals.kinds.get(kind).copied().unwrap_or(0) > 0,
@@ -642,7 +736,9 @@ fn bench_runs_both_harnesses_and_reports_every_variant() {
                 "by-reference",
                 "extended",
                 "extended+pks-hit",
-                "extended+pks-write"
+                "extended+pks-write",
+                "yield",
+                "yield+pkrs-switch"
             ],
             "{harness}: every variant, each either measured or with a reason"
         );
@@ -665,10 +761,10 @@ fn bench_runs_both_harnesses_and_reports_every_variant() {
             }
         }
     }
-    // The native harness runs the four it can; the kernel runs all seven
+    // The native harness runs the four it can; the kernel runs all nine
     // (with PKS, which -cpu max has).
     assert_eq!(rows.iter().filter(|r| r["harness"] == "native" && r["ran"] == true).count(), 4);
-    assert_eq!(rows.iter().filter(|r| r["harness"] == "kernel" && r["ran"] == true).count(), 7);
+    assert_eq!(rows.iter().filter(|r| r["harness"] == "kernel" && r["ran"] == true).count(), 9);
     let nesting = document["nesting"].as_array().unwrap();
     // Both builds are named: the kernel's (from its BENCH_BUILD line) and the
     // native harness's, with the same opt-level in every profile.

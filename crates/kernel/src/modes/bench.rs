@@ -5,14 +5,16 @@
 //! handler), and `int $vector` round trips are timed with the TSC. Every
 //! handler runs the same body. Results are `BENCH {json}` lines (one per
 //! variant, a `why` for those this CPU can't run) and `BENCH_NEST {json}`
-//! lines for the `extended` variant nested 1, 2, 4 and 8 deep.
+//! lines for the `extended` variant nested 1, 2, 4 and 8 deep. Two more
+//! rows time a `yield` round trip between two kernel tasks, with equal
+//! and with different PKRS: the price of per-task PKRS.
 //!
 //! Under TCG the cycles measure the emulator: only ratios between variants
 //! of the same run mean anything.
 
-use crate::{idt, pks, println, result, traps::KernelPlatform};
+use crate::{idt, pks, println, result, sched, traps::KernelPlatform};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use extregs_bench::{CellPlatform, Stub, Summary, HANDLER_RSP};
 use extregs_entry::{irqentry_enter, irqentry_exit};
 use extregs_regs::PtRegs;
@@ -195,6 +197,94 @@ fn print_row(name: &str, iterations: usize, measured: Result<(Summary, Option<u6
     }
 }
 
+/// Stops the yield partner.
+static PARTNER_STOP: AtomicBool = AtomicBool::new(false);
+/// init's RSP as the partner last found it switched out.
+static INIT_SWITCHED_OUT_SP: AtomicU64 = AtomicU64::new(0);
+
+/// The other half of a yield round trip: yields straight back, with the
+/// default PKRS (arg 0) or with pkey 2 granted (arg 1).
+fn yield_partner(other_pkrs: usize) {
+    if other_pkrs != 0 {
+        sched::pks_set_readwrite(2);
+    }
+    while !PARTNER_STOP.load(Ordering::Relaxed) {
+        INIT_SWITCHED_OUT_SP.store(sched::init_switched_out_stack_pointer(), Ordering::Relaxed);
+        sched::yield_now();
+    }
+}
+
+/// `batch` yield round trips (init -> partner -> init) timed by one pair
+/// of TSC reads: (ticks, RSP before the first yield).
+fn yield_round_trips(batch: u64) -> (u64, u64) {
+    let top: u64;
+    // SAFETY: reads RSP.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) top, options(nomem, nostack)) };
+    // SAFETY: LFENCE and RDTSC have no side effects.
+    let start = unsafe {
+        core::arch::x86_64::_mm_lfence();
+        core::arch::x86_64::_rdtsc()
+    };
+    for _ in 0..batch {
+        sched::yield_now();
+    }
+    // SAFETY: as above.
+    let end = unsafe {
+        core::arch::x86_64::_mm_lfence();
+        core::arch::x86_64::_rdtsc()
+    };
+    (end - start, top)
+}
+
+/// The price of per-task PKRS: a yield round trip between two tasks with
+/// the same PKRS (the cache skips every WRMSR), then with different ones
+/// (a WRMSR at each of the two switches). Stack: what a switched-out task
+/// keeps below its caller's RSP.
+fn measure_yields(iterations: usize) {
+    let mut wrmsrs = [0u64; 2];
+    for (index, (name, other_pkrs)) in
+        [("yield", 0), ("yield+pkrs-switch", 1)].into_iter().enumerate()
+    {
+        if other_pkrs != 0 && !pks::enabled() {
+            print_row(name, iterations, Err("this CPU has no PKS"));
+            continue;
+        }
+        PARTNER_STOP.store(false, Ordering::Relaxed);
+        let Ok(partner) = sched::spawn(format_args!("bench-yield"), yield_partner, other_pkrs)
+        else {
+            print_row(name, iterations, Err("no free task slot"));
+            continue;
+        };
+        // Warm-up (and the partner's first run, which sets its PKRS).
+        for _ in 0..(iterations.min(10_000) as u64 / KERNEL_BATCH).max(1) {
+            yield_round_trips(KERNEL_BATCH);
+        }
+        // SAFETY: only this mode touches the samples, one variant at a time.
+        let samples = unsafe { &mut *SAMPLES.0.get() };
+        let batches = (iterations / KERNEL_BATCH as usize).max(1);
+        let wrmsrs_before = pks::wrmsr_count();
+        let mut stack = None;
+        for sample in samples.iter_mut().take(batches) {
+            let (ticks, top) = yield_round_trips(KERNEL_BATCH);
+            *sample = ticks;
+            stack = Some(top - INIT_SWITCHED_OUT_SP.load(Ordering::Relaxed));
+        }
+        wrmsrs[index] = pks::wrmsr_count() - wrmsrs_before;
+        PARTNER_STOP.store(true, Ordering::Relaxed);
+        sched::yield_now();
+        sched::wait(partner);
+        let summary = extregs_bench::summarize(&mut samples[..batches], KERNEL_BATCH);
+        print_row(name, iterations, Ok((summary, stack)));
+    }
+    if pks::enabled() {
+        let round_trips = (iterations / KERNEL_BATCH as usize).max(1) as u64 * KERNEL_BATCH;
+        println!(
+            "extregs: bench: WRMSRs to PKRS: {} for {round_trips} yield round trips, {} for {round_trips} yield+pkrs-switch",
+            wrmsrs[0], wrmsrs[1]
+        );
+    }
+}
+
 /// `mode=bench`.
 pub fn run(iterations: u64) -> bool {
     let iterations = iterations as usize;
@@ -248,6 +338,7 @@ pub fn run(iterations: u64) -> bool {
         print_row("extended+pks-hit", iterations, Err("this CPU has no PKS"));
         print_row("extended+pks-write", iterations, Err("this CPU has no PKS"));
     }
+    measure_yields(iterations);
     for depth in [1u64, 2, 4, 8] {
         let mut samples_done = 0;
         let nest_iterations = iterations.min(20_000);

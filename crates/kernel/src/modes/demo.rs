@@ -32,8 +32,8 @@ pub fn run(pkey_page: Option<PkeyPage>) -> bool {
                 "extregs: demo: granting pkey {} read/write: PKRS {:08x} -> {:08x}",
                 page.pkey, PKRS_DEFAULT, granted
             );
-            // SAFETY: PKS is on (a pkey page exists); key 0 stays read/write.
-            unsafe { pks::write_pkrs(granted) };
+            // The running task's own PKRS (init's), and the live one.
+            crate::sched::pks_set_readwrite(page.pkey);
             // SAFETY: the page is mapped and its key is now granted.
             let value = unsafe { core::ptr::read_volatile(page.address.as_ptr::<u64>()) };
             println!(
@@ -53,9 +53,8 @@ pub fn run(pkey_page: Option<PkeyPage>) -> bool {
     events::arm(FrameEdit::None);
     traps::with_trap_hook(show_and_record, || expect_event!(setup: [], event: "int3"));
     let after = pks::enabled().then(pks::read_pkrs);
-    if pks::enabled() {
-        // SAFETY: PKS is on; back to the default rights.
-        unsafe { pks::write_pkrs(PKRS_DEFAULT) };
+    if let Some(page) = pkey_page {
+        crate::sched::pks_set_noaccess(page.pkey);
     }
     let Some(observed) = events::observed() else {
         println!("extregs: demo: the int3 handler never ran");

@@ -28,11 +28,19 @@
 //! Inside an NMI only synchronous events are raised (IF must stay clear and
 //! NMIs are blocked); there the handler may also send a self-NMI before it
 //! returns, which the entry must *latch* and the outer NMI then repeats.
+//!
+//! A `preempt` level is a timer IRQ whose handler wakes the fuzz partner
+//! task and asks for a reschedule: the IRQ's exit switches to the partner,
+//! which raises the rest of the program from its own stack and parks
+//! again. The preempted level's frame and extension wait on the first
+//! task's stack meanwhile; after the switch back, the exit restores the
+//! PKRS that frame saved (with the handler's edits), which the level checks
+//! after return like every other.
 
 use crate::apic::{self, SELF_IPI_VECTOR, TIMER_VECTOR};
 use crate::memory;
 use crate::pks::{self, KeyRights, PksFault, PKRS_DEFAULT};
-use crate::{coverage, exit, fault, gdt, irq, nmi, oops, println, result, show_regs, traps};
+use crate::{coverage, exit, fault, gdt, irq, nmi, oops, println, result, sched, show_regs, traps};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use extregs_cmdline::FuzzSettings;
@@ -74,9 +82,13 @@ pub enum Kind {
     Timer,
     SelfIpi,
     SelfNmi,
+    /// A timer IRQ whose exit preempts the interrupted task: the fuzz
+    /// partner task runs the rest of the program on its own stack, then
+    /// parks, and the preempted frame resumes.
+    Preempt,
 }
 
-const KINDS: [Kind; 10] = [
+const KINDS: [Kind; 11] = [
     Kind::IntN,
     Kind::Int3,
     Kind::Ud2,
@@ -87,6 +99,7 @@ const KINDS: [Kind; 10] = [
     Kind::Timer,
     Kind::SelfIpi,
     Kind::SelfNmi,
+    Kind::Preempt,
 ];
 
 impl Kind {
@@ -102,6 +115,7 @@ impl Kind {
             Kind::Timer => "timer",
             Kind::SelfIpi => "self_ipi",
             Kind::SelfNmi => "self_nmi",
+            Kind::Preempt => "preempt",
         }
     }
 
@@ -113,7 +127,7 @@ impl Kind {
             Kind::DivideError => 0,
             Kind::GeneralProtection => 13,
             Kind::PksResolved | Kind::PksFixup => 14,
-            Kind::Timer => TIMER_VECTOR,
+            Kind::Timer | Kind::Preempt => TIMER_VECTOR,
             Kind::SelfIpi => SELF_IPI_VECTOR,
             Kind::SelfNmi => 2,
         }
@@ -129,11 +143,11 @@ impl Kind {
 
     /// Delivered while the trampoline spins (IF set for the maskable ones).
     fn is_async(self) -> bool {
-        matches!(self, Kind::Timer | Kind::SelfIpi | Kind::SelfNmi)
+        matches!(self, Kind::Timer | Kind::SelfIpi | Kind::SelfNmi | Kind::Preempt)
     }
 
     fn is_maskable_irq(self) -> bool {
-        matches!(self, Kind::Timer | Kind::SelfIpi)
+        matches!(self, Kind::Timer | Kind::SelfIpi | Kind::Preempt)
     }
 
     /// A trap: the saved `ip` is already past the instruction.
@@ -479,7 +493,7 @@ pub(crate) fn trampoline(kind: Kind) -> (Trampoline, u64, u64) {
         Kind::PksResolved | Kind::PksFixup => {
             entry(extregs_fuzz_pks, extregs_fuzz_pks_site, extregs_fuzz_pks_resume)
         }
-        Kind::Timer | Kind::SelfIpi => {
+        Kind::Timer | Kind::SelfIpi | Kind::Preempt => {
             entry(extregs_fuzz_irq, extregs_fuzz_irq_site, extregs_fuzz_irq_resume)
         }
         Kind::SelfNmi => match apic::current_mode() {
@@ -539,16 +553,22 @@ fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: &mut Progra
         if rng.next_u32() & 1 == 0 { max_depth } else { 1 + (rng.next_u32() as usize % max_depth) };
     let with_pks = pks::enabled();
     let mut in_nmi = false;
+    let mut preempted = false;
     for slot in program.levels.iter_mut().take(len) {
         let kind = loop {
             let kind = KINDS[rng.next_u32() as usize % KINDS.len()];
             // Inside an NMI: IF stays clear and NMIs are blocked, so only
-            // synchronous events.
-            if (in_nmi && kind.is_async()) || (kind.needs_pks() && !with_pks) {
+            // synchronous events. One preemption per program: the partner
+            // runs the rest, and it has no partner of its own.
+            if (in_nmi && kind.is_async())
+                || (kind.needs_pks() && !with_pks)
+                || (kind == Kind::Preempt && preempted)
+            {
                 continue;
             }
             break kind;
         };
+        preempted |= kind == Kind::Preempt;
         let mut gprs = random_gprs(rng);
         if kind == Kind::SelfNmi {
             match apic::prepare_self_nmi_store() {
@@ -629,8 +649,9 @@ fn raise(index: usize) {
     let level = level(index);
     let (entry, _, _) = trampoline(level.kind);
     EVENT_NUMBER.fetch_add(1, Ordering::Relaxed);
+    let partner_runs_before = PARTNER_RUNS.load(Ordering::SeqCst);
     match level.kind {
-        Kind::Timer => apic::start_timer(apic::TimerMode::OneShot, 1),
+        Kind::Timer | Kind::Preempt => apic::start_timer(apic::TimerMode::OneShot, 1),
         Kind::SelfIpi => apic::send_self_ipi(SELF_IPI_VECTOR),
         _ => {}
     }
@@ -672,6 +693,14 @@ fn raise(index: usize) {
             &output,
             "event_delivered",
             format_args!("the {} event never reached its handler", level.kind.name()),
+        );
+    }
+    if level.kind == Kind::Preempt && PARTNER_RUNS.load(Ordering::SeqCst) == partner_runs_before {
+        violation_after(
+            index,
+            &output,
+            "preempted",
+            format_args!("the preempt event's exit never switched to the partner task"),
         );
     }
     let expected = expected_gprs_after(&level);
@@ -834,7 +863,16 @@ fn handle(regs: &mut PtRegs, vector: u8) {
     }
     DEPTH.store(depth + 1, Ordering::SeqCst);
     MAX_DEPTH_REACHED.fetch_max(depth + 1, Ordering::Relaxed);
-    if depth + 1 < program_len() {
+    if level.kind == Kind::Preempt {
+        // The rest of the program runs in the partner task, after this
+        // IRQ's exit has switched to it, with this frame and its
+        // extension left on the interrupted task's stack.
+        PARTNER_START.store(depth + 1, Ordering::SeqCst);
+        match PARTNER.get() {
+            Some(partner) => sched::unpark_and_resched(*partner),
+            None => violation(regs, depth, "preempted", format_args!("no partner task")),
+        }
+    } else if depth + 1 < program_len() {
         raise(depth + 1);
     }
     // This level's edits of its own frame. (The trampolines never write
@@ -1051,7 +1089,23 @@ fn validate(regs: &mut PtRegs, vector: u8, depth: usize, level: &Level, repeat: 
                 ),
             );
         }
-        if depth > 0 {
+        if depth > 0 && self::level(depth - 1).kind == Kind::Preempt {
+            // The first event the partner raised: on the partner's own
+            // stack, while the preempted parent frame waits on the other.
+            let parent = FRAME_ADDRESS[depth - 1].load(Ordering::SeqCst);
+            let partner = PARTNER.get().map_or(0, |partner| partner.pid());
+            if sched::current_pid() != partner || sched::on_current_stack(parent) {
+                violation(
+                    regs,
+                    depth,
+                    "preempt_nesting",
+                    format_args!(
+                        "frame at {regs_address:#x} in PID {}, the preempted parent's at {parent:#x}",
+                        sched::current_pid()
+                    ),
+                );
+            }
+        } else if depth > 0 {
             let parent = FRAME_ADDRESS[depth - 1].load(Ordering::SeqCst);
             if regs_address + core::mem::size_of::<PtRegs>() as u64
                 > parent - GENERIC_PTREGS_SIZE as u64
@@ -1135,8 +1189,45 @@ fn violation_after(
     report_and_die(invariant, depth, detail)
 }
 
+/// The task a `preempt` event switches to, and what it does.
+static PARTNER: spin::Once<sched::TaskHandle> = spin::Once::new();
+/// The level the partner raises next (the one after the preempt event).
+static PARTNER_START: AtomicUsize = AtomicUsize::new(0);
+/// Programs (possibly empty) the partner ran to the end.
+static PARTNER_RUNS: AtomicU64 = AtomicU64::new(0);
+static PARTNER_STOP: AtomicBool = AtomicBool::new(false);
+
+/// The partner task: parked until a `preempt` event's handler unparks it;
+/// then (switched to by that IRQ's exit) raises the rest of the program,
+/// parks again, and the preempted task resumes.
+fn partner(_: usize) {
+    loop {
+        sched::park();
+        if PARTNER_STOP.load(Ordering::SeqCst) {
+            return;
+        }
+        // As in the mode's own context: events are raised with IF clear.
+        traps::local_irq_disable();
+        let start = PARTNER_START.load(Ordering::SeqCst);
+        if start < program_len() {
+            DEPTH.store(start, Ordering::SeqCst);
+            raise(start);
+            DEPTH.store(start - 1, Ordering::SeqCst);
+        }
+        PARTNER_RUNS.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// `mode=fuzz`.
 pub fn run(settings: FuzzSettings) -> bool {
+    match sched::spawn(format_args!("fuzz-partner"), partner, 0) {
+        Ok(handle) => {
+            PARTNER.call_once(|| handle);
+            // Let it park.
+            sched::yield_now();
+        }
+        Err(why) => panic!("spawning the fuzz partner task: {why:?}"),
+    }
     if pks::enabled() {
         memory::map_pkey_page_at(
             FUZZ_PKEY,
@@ -1202,6 +1293,13 @@ pub fn run(settings: FuzzSettings) -> bool {
     ACTIVE.store(false, Ordering::SeqCst);
     if settings.foreign_timer_hz > 0 {
         apic::stop_foreign_timer();
+    }
+    if let Some(partner) = PARTNER.get() {
+        PARTNER_STOP.store(true, Ordering::SeqCst);
+        x86_64::instructions::interrupts::without_interrupts(|| {
+            sched::unpark_and_resched(*partner);
+        });
+        sched::wait(*partner);
     }
     let foreign_irqs = irq::foreign_timer_irqs() - foreign_irqs_before;
     // The program's own NMIs never reach the kernel's NMI handler (the

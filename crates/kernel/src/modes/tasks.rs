@@ -175,6 +175,7 @@ pub fn run(tasks: u32, seconds: u32) -> bool {
         );
     }
     let sched_before = sched::counts();
+    let nmis_before = crate::nmi::count();
     let wrmsrs_before = pks::wrmsr_count();
     let (frames_before, _) = traps::frame_counts();
     let mut handles: [Option<TaskHandle>; MAX_WORKERS] = [None; MAX_WORKERS];
@@ -203,6 +204,7 @@ pub fn run(tasks: u32, seconds: u32) -> bool {
         + (counts.enable_preemptions - sched_before.enable_preemptions);
     let model_errors = counts.model_errors - sched_before.model_errors;
     let pkrs_wrmsrs = pks::wrmsr_count() - wrmsrs_before;
+    let nmis = crate::nmi::count() - nmis_before;
     let (frames_after, _) = traps::frame_counts();
     let gpr_mismatches = GPR_MISMATCHES.load(Ordering::Relaxed);
     let pkrs_mismatches = PKRS_MISMATCHES.load(Ordering::Relaxed);
@@ -231,7 +233,7 @@ pub fn run(tasks: u32, seconds: u32) -> bool {
     result::emit(
         ok,
         format_args!(
-            ",\"tasks\":{workers},\"seconds\":{seconds},\"tick_hz\":{TICK_HZ},\"context_switches\":{context_switches},\"preemptions\":{preemptions},\"per_task\":{},\"pkrs_mismatches\":{pkrs_mismatches},\"gpr_mismatches\":{gpr_mismatches},\"page_mismatches\":{page_mismatches},\"model_errors\":{model_errors},\"timer_frames_checked\":{timer_frames},\"pkrs_wrmsrs\":{pkrs_wrmsrs},\"pks_checks\":{}",
+            ",\"tasks\":{workers},\"seconds\":{seconds},\"tick_hz\":{TICK_HZ},\"context_switches\":{context_switches},\"preemptions\":{preemptions},\"per_task\":{},\"pkrs_mismatches\":{pkrs_mismatches},\"gpr_mismatches\":{gpr_mismatches},\"page_mismatches\":{page_mismatches},\"model_errors\":{model_errors},\"timer_frames_checked\":{timer_frames},\"pkrs_wrmsrs\":{pkrs_wrmsrs},\"nmis\":{nmis},\"pks_checks\":{}",
             PerTask(workers),
             pks::enabled()
         ),

@@ -188,6 +188,12 @@ pub struct TaskHandle {
     pid: u32,
 }
 
+impl TaskHandle {
+    pub fn pid(self) -> u32 {
+        self.pid
+    }
+}
+
 /// Why a task could not be spawned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpawnError {
@@ -318,12 +324,43 @@ pub fn sleep_ticks(ticks: u64) {
     });
 }
 
+/// Blocks the running task until [`unpark`] (no tick needed).
+pub fn park() {
+    with_irqs_off(|| {
+        let task = current_task();
+        task.wake_tick.store(u64::MAX, Ordering::Relaxed);
+        task.set_state(TaskState::Sleeping);
+        schedule();
+    });
+}
+
+/// Makes a [`park`]ed task runnable again and asks for a reschedule, so
+/// the exit of the interrupt that calls this (from a handler, interrupts
+/// off) preempts the interrupted task in its favour.
+pub fn unpark_and_resched(handle: TaskHandle) {
+    assert!(!x86_64::instructions::interrupts::are_enabled(), "unpark from a handler");
+    assert_eq!(TASKS[handle.slot].id.load(Ordering::Relaxed), handle.pid, "unpark of a dead task");
+    wake(handle.slot);
+    if run_queue().len != 0 {
+        NEED_RESCHED.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Gives the CPU to the next runnable task, if any (this one goes to the
 /// back of the run queue).
 pub fn yield_now() {
     with_irqs_off(|| {
         schedule();
     });
+}
+
+/// init's saved stack pointer (its `InactiveTaskFrame`), read by a task
+/// that runs while init is switched out (the bench's yield partner).
+pub fn init_switched_out_stack_pointer() -> u64 {
+    // SAFETY: a plain read of an aligned u64 in the TASKS static; only the
+    // switch writes it, with interrupts off, and not while the caller runs
+    // (init is switched out).
+    unsafe { core::ptr::read_volatile(&raw const (*TASKS[INIT_SLOT].thread.get()).sp) }
 }
 
 /// [`yield_now`] for assembly callers (the selftests' GPR trampoline).

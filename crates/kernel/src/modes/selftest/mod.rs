@@ -92,8 +92,11 @@ const TESTS: &[(&str, Test)] = &[
     ("pks_kvm_unit_tests_matrix", pkeys::pks_kvm_unit_tests_matrix),
     ("preemption_on_irq_exit", sched::preemption_on_irq_exit),
     ("preempt_disable_holds_off_preemption", sched::preempt_disable_holds_off_preemption),
-    ("per_task_pkrs_after_switch", sched::per_task_pkrs_after_switch),
-    ("preempted_frame_pkrs_restored_on_resume", sched::preempted_frame_pkrs_restored_on_resume),
+    ("pkrs_per_task_after_switch", sched::pkrs_per_task_after_switch),
+    (
+        "pkrs_of_preempted_frame_restored_on_resume",
+        sched::pkrs_of_preempted_frame_restored_on_resume,
+    ),
     ("nmi_during_context_switch", sched::nmi_during_context_switch),
     ("idle_task_irqs_record_exit_rcu", sched::idle_task_irqs_record_exit_rcu),
 ];

@@ -128,7 +128,7 @@ fn pkrs_helper(_: usize) {
 /// Two tasks with different PKRS yield to each other: each runs with its
 /// own value after every switch, and the switch writes PKRS only when the
 /// value changes.
-pub fn per_task_pkrs_after_switch(_: &Context) -> Outcome {
+pub fn pkrs_per_task_after_switch(_: &Context) -> Outcome {
     if !pks::enabled() {
         return Outcome::Skip("no PKS");
     }
@@ -223,7 +223,7 @@ fn timer_frame_hook(regs: &mut PtRegs, vector: u8) -> bool {
 /// A task is preempted with its own PKRS saved in its frame's extension;
 /// another task changes its own PKRS meanwhile; on resume the exit puts
 /// back exactly the saved value.
-pub fn preempted_frame_pkrs_restored_on_resume(_: &Context) -> Outcome {
+pub fn pkrs_of_preempted_frame_restored_on_resume(_: &Context) -> Outcome {
     if !pks::enabled() {
         return Outcome::Skip("no PKS");
     }
