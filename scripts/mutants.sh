@@ -44,7 +44,7 @@ mutants=(
   "switch-forgets-pkrs|crates/kernel/src/sched/mod.rs|s/^        unsafe { pks::update_pkrs(next_task.switched_out_pkrs.load(Ordering::Relaxed)) };$/        let _ = next_task;/|pkrs_per_task_after_switch"
   "switch-forgets-r15|crates/entry-asm/src/switch_64.S|/INACTIVE_TASK_FRAME_R15/d|nmi_during_context_switch"
   "preemption-with-preempt-count-held|crates/entry/src/lib.rs|s/^    if P::preempt_count() == 0 \&\& P::need_resched() {$/    if P::need_resched() {/|preempt_disable_holds_off_preemption"
-  "task-sp-saved-after-switch|crates/entry-asm/src/switch_64.S|/^\tmovq\t%rsp, THREAD_SP(%rdi)$/d; s/^\tmovq\tTHREAD_SP(%rsi), %rsp$/\&\n\tmovq\t%rsp, THREAD_SP(%rdi)/|preemption_on_irq_exit"
+  "task-sp-saved-after-switch|crates/entry-asm/src/switch_64.S|/^\tmovq\t%rsp, THREAD_SP(%rdi)$/d; s/^\tmovq\tTHREAD_SP(%rsi), %rsp$/&\n\tmovq\t%rsp, THREAD_SP(%rdi)/|preemption_on_irq_exit"
 )
 
 selected=("$@")

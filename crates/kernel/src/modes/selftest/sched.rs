@@ -101,9 +101,9 @@ pub fn preempt_disable_holds_off_preemption(_: &Context) -> Outcome {
     let enable_preemptions = sched::counts().enable_preemptions - before.enable_preemptions;
     traps::local_irq_disable();
     stop_and_wait(helper);
-    check!(ticked, "no tick asked for a reschedule");
     check!(preempted_while_disabled == 0, "{preempted_while_disabled} preemptions while disabled");
     check!(spins_while_disabled == 0, "the helper ran {spins_while_disabled} times meanwhile");
+    check!(ticked, "no tick asked for a reschedule");
     check!(enable_preemptions == 1, "{enable_preemptions} switches at preempt_enable");
     check!(spins_after_enable > 0, "the helper did not run at preempt_enable");
     Outcome::Pass
