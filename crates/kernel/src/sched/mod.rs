@@ -265,6 +265,7 @@ pub fn spawn(
 /// The first code a new task runs (the `ret` of its first switch lands
 /// here, interrupts off).
 extern "C" fn task_start() -> ! {
+    assert_on_own_stack("task_start");
     traps::local_irq_enable();
     let task = current_task();
     let entry = task.entry.load(Ordering::Relaxed);
@@ -449,6 +450,23 @@ fn switch_to(prev: usize, next: usize) {
     // switch (or prepare_new_task) left on its own stack, which nothing
     // else uses. Both pointers come from the TASKS static.
     unsafe { extregs_context_switch(prev_task.thread.get(), next_task.thread.get()) };
+    assert_on_own_stack("switch_to");
+}
+
+/// A task that runs again must run on its own stack: anything else means
+/// a switch restored the wrong stack pointer, and going on would run one
+/// task's frames as another's.
+fn assert_on_own_stack(place: &str) {
+    let rsp = current_stack_pointer();
+    let task = current_task();
+    if !task.stack().contains(&rsp) {
+        panic!(
+            "{place}: task {} ({}) resumed with RSP {rsp:#x}, outside its stack {:#x?}",
+            task.id.load(Ordering::Relaxed),
+            task.name(),
+            task.stack()
+        );
+    }
 }
 
 /// The idle task: `sti; hlt` until something is runnable (an interrupt
