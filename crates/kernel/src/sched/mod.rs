@@ -441,6 +441,17 @@ fn switch_to(prev: usize, next: usize) {
         // kernel memory, the stacks included) read/write.
         unsafe { pks::update_pkrs(next_task.switched_out_pkrs.load(Ordering::Relaxed)) };
     }
+    // SAFETY: `next` is switched out: only a switch into it (this one)
+    // reads its ThreadContext, and nothing writes it meanwhile.
+    let next_sp = unsafe { (*next_task.thread.get()).sp };
+    if !next_task.stack().contains(&next_sp) {
+        panic!(
+            "switch to task {} ({}): its saved RSP {next_sp:#x} is outside its stack {:#x?}",
+            next_task.id.load(Ordering::Relaxed),
+            next_task.name(),
+            next_task.stack()
+        );
+    }
     next_task.set_state(TaskState::Running);
     CURRENT.store(next, Ordering::Relaxed);
     CONTEXT_SWITCHES.fetch_add(1, Ordering::Relaxed);
