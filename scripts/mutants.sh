@@ -77,10 +77,11 @@ for entry in "${mutants[@]}"; do
     echo "mutant $name: caught by $expected (exit $status)"
     grep -E '^(not ok|# )' <<<"$output" | sed 's/^/    /'
   elif [ "$status" -eq 1 ] && ! grep -Eq "^ok [0-9]+ $expected( |\$)" <<<"$output" \
-      && grep -Eq "^extregs: (oops: unhandled|BUG: )" <<<"$output"; then
-    # The broken frame took the kernel down during the test: also caught.
+      && grep -Eq "^extregs: (oops: unhandled|BUG: |panic: )" <<<"$output"; then
+    # The broken frame took the kernel down during the test (an oops, a
+    # BUG, or a panic of a check such as the scheduler's stack checks): also caught.
     echo "mutant $name: caught: $expected ended in an oops (exit $status)"
-    grep -E '^(extregs: (oops|BUG)|RIP:)' <<<"$output" | sed 's/^/    /'
+    grep -E '^(extregs: (oops|BUG|panic)|RIP:)' <<<"$output" | sed 's/^/    /'
   elif [ "$status" -eq 1 ] && ! grep -Eq "^ok [0-9]+ $expected( |\$)" <<<"$output" \
       && ! grep -q '^RESULT ' <<<"$output"; then
     # The broken entry took the whole machine down (e.g. garbage restored
