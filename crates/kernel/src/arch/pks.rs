@@ -180,11 +180,15 @@ pub fn wrmsr_count() -> u64 {
 ///
 /// The CPU must have PKS, and the new rights must still allow every access
 /// the kernel makes before they change again (the stack, code and data all
-/// use key 0).
+/// use key 0). Interrupts must be off: a task preempted inside the bracket
+/// below would leave the count of writes in progress raised while other
+/// tasks run (tasks change their PKRS through `sched::pks_set_rights`,
+/// which disables them).
 // Out of line, so `pks_update_saved` can tell from a frame's `ip` whether
 // it interrupted a write.
 #[inline(never)]
 pub unsafe fn write_pkrs(value: u32) {
+    assert!(!x86_64::instructions::interrupts::are_enabled(), "write_pkrs with interrupts enabled");
     // An event can land at any instruction here. Outside the bracket the
     // cache is the MSR. Inside it, an entry reads the MSR (old or new,
     // whichever the WRMSR left) instead of trusting the cache. Storing the

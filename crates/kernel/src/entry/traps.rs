@@ -169,11 +169,21 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
     // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
     unsafe { irqentry_enter::<KernelPlatform>(regs) };
     check_frame(regs, vector);
+    // A hard interrupt's handler runs with HARDIRQ_OFFSET in the preempt
+    // count (Linux's irq_enter_rcu/irq_exit_rcu), so an IRQ nested in it
+    // never preempts; the count is back before irqentry_exit decides.
+    let hardirq = usize::from(vector) >= FIRST_EXTERNAL_VECTOR;
+    if hardirq {
+        sched::hardirq_enter();
+    }
     if event_hook_claims(regs, vector) {
-    } else if usize::from(vector) >= FIRST_EXTERNAL_VECTOR {
+    } else if hardirq {
         irq::handle(regs, vector);
     } else {
         handle_exception(regs, vector, fault_address);
+    }
+    if hardirq {
+        sched::hardirq_exit();
     }
     fault::before_exit(vector);
     // SAFETY: the same frame irqentry_enter ran on.
@@ -195,6 +205,9 @@ unsafe fn paranoid_entry(regs: &mut PtRegs, vector: u8) {
     // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
     unsafe { irqentry_nmi_enter::<KernelPlatform>(regs) };
     check_frame(regs, vector);
+    // NMI_OFFSET in the preempt count while the handler runs (Linux's
+    // __nmi_enter): nothing in it may schedule.
+    sched::nmi_enter();
     match vector {
         DOUBLE_FAULT_VECTOR => oops::die_double_fault(regs),
         MACHINE_CHECK_VECTOR => oops::die_machine_check(regs),
@@ -202,6 +215,7 @@ unsafe fn paranoid_entry(regs: &mut PtRegs, vector: u8) {
         NMI_VECTOR => nmi::handle(regs),
         _ => handle_exception(regs, vector, None),
     }
+    sched::nmi_exit();
     fault::before_exit(vector);
     // SAFETY: the same frame irqentry_nmi_enter ran on.
     unsafe { irqentry_nmi_exit::<KernelPlatform>(regs) };

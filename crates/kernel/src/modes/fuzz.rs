@@ -554,21 +554,27 @@ fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: &mut Progra
     let with_pks = pks::enabled();
     let mut in_nmi = false;
     let mut preempted = false;
+    let mut in_hardirq = false;
     for slot in program.levels.iter_mut().take(len) {
         let kind = loop {
             let kind = KINDS[rng.next_u32() as usize % KINDS.len()];
             // Inside an NMI: IF stays clear and NMIs are blocked, so only
-            // synchronous events. One preemption per program: the partner
-            // runs the rest, and it has no partner of its own.
+            // synchronous events. One preemption per program (the partner
+            // runs the rest, and it has no partner of its own), and never
+            // inside an interrupt handler: its HARDIRQ_OFFSET in the preempt
+            // count forbids it, as in Linux.
             if (in_nmi && kind.is_async())
                 || (kind.needs_pks() && !with_pks)
-                || (kind == Kind::Preempt && preempted)
+                || (kind == Kind::Preempt && (preempted || in_hardirq))
             {
                 continue;
             }
             break kind;
         };
         preempted |= kind == Kind::Preempt;
+        // `int $0x81` enters through an external-interrupt stub, so its
+        // handler runs as a hard interrupt too.
+        in_hardirq |= kind.is_async() || kind == Kind::IntN;
         let mut gprs = random_gprs(rng);
         if kind == Kind::SelfNmi {
             match apic::prepare_self_nmi_store() {
@@ -1261,6 +1267,7 @@ pub fn run(settings: FuzzSettings) -> bool {
     // SAFETY: RDTSC has no side effects.
     let start = unsafe { core::arch::x86_64::_rdtsc() };
     let foreign_irqs_before = irq::foreign_timer_irqs();
+    let model_errors_before = sched::counts().model_errors;
     let kernel_nmis_before = nmi::count();
     if settings.foreign_timer_hz > 0 {
         println!(
@@ -1317,7 +1324,15 @@ pub fn run(settings: FuzzSettings) -> bool {
         DIGEST.load(Ordering::Relaxed)
     );
     let (frames_checked, frame_errors) = traps::frame_counts();
-    let ok = frame_errors == 0;
+    // The preempt events' switches must also have found the RCU and lockdep
+    // models right.
+    let model_errors = sched::counts().model_errors - model_errors_before;
+    if model_errors != 0 {
+        println!(
+            "extregs: fuzz: {model_errors} context switches found the RCU/lockdep model wrong"
+        );
+    }
+    let ok = frame_errors == 0 && model_errors == 0;
     let entry_points_hit = coverage::hit_count();
     coverage::print_hits();
     println!(
@@ -1329,7 +1344,7 @@ pub fn run(settings: FuzzSettings) -> bool {
         pks::enabled()
     );
     crate::print!(
-        ",\"foreign_nmis\":{foreign_nmis},\"foreign_irqs\":{foreign_irqs},\"entry_points_hit\":{entry_points_hit},\"entry_text_bytes\":{}",
+        ",\"model_errors\":{model_errors},\"foreign_nmis\":{foreign_nmis},\"foreign_irqs\":{foreign_irqs},\"entry_points_hit\":{entry_points_hit},\"entry_text_bytes\":{}",
         coverage::text_bytes()
     );
     crate::print!(

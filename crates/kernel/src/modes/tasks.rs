@@ -4,7 +4,10 @@
 //! Worker `i` (named `worker-<i+1>`) grants itself read/write on pkey
 //! `1 + i % 15` and, from the sixteenth worker on, read-only on a second key,
 //! so every worker's PKRS differs. It spins with IF set, so the tick
-//! preempts it at any instruction, and keeps checking:
+//! preempts it at any instruction (one spin in eight inside a
+//! preempt_disable section, and one iteration in eight ends in a yield, so
+//! switches from task context, where the switch installs PKRS, happen too),
+//! and keeps checking:
 //!
 //! * that 12 GPRs held across a spin loop come back (a preempted task's
 //!   registers live in its frame on its own stack while others run);
@@ -37,6 +40,7 @@ static GPR_MISMATCHES: AtomicU64 = AtomicU64::new(0);
 static PKRS_MISMATCHES: AtomicU64 = AtomicU64::new(0);
 static PAGE_MISMATCHES: AtomicU64 = AtomicU64::new(0);
 static TIMER_FRAMES_CHECKED: AtomicU64 = AtomicU64::new(0);
+static YIELDS: AtomicU64 = AtomicU64::new(0);
 static STOP: AtomicBool = AtomicBool::new(false);
 /// The page of each key 1..=15 (index = key).
 static PAGES: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
@@ -97,6 +101,14 @@ fn worker(index: usize) {
         read_only_key.map(|key| PAGES[usize::from(key)].load(Ordering::Relaxed) as *const u64);
     let mut iteration = 0u64;
     while !STOP.load(Ordering::Relaxed) {
+        // One iteration in eight runs its spin with preemption disabled
+        // (the enable then switches if a tick asked meanwhile), and one in
+        // eight ends with a yield: switches from task context, where the
+        // switch itself must install the next task's PKRS.
+        let phase = iteration % 8;
+        if phase == 7 {
+            sched::preempt_disable();
+        }
         let seed = 0x5eed_0000_0000_0000 ^ ((index as u64) << 40) ^ iteration;
         if !spin_with_gprs(seed) {
             GPR_MISMATCHES.fetch_add(1, Ordering::Relaxed);
@@ -125,6 +137,13 @@ fn worker(index: usize) {
                     PAGE_MISMATCHES.fetch_add(1, Ordering::Relaxed);
                 }
             }
+        }
+        if phase == 7 {
+            sched::preempt_enable();
+        }
+        if phase == 3 {
+            sched::yield_now();
+            YIELDS.fetch_add(1, Ordering::Relaxed);
         }
         ITERATIONS[index].fetch_add(1, Ordering::Relaxed);
         iteration += 1;
@@ -200,8 +219,10 @@ pub fn run(tasks: u32, seconds: u32) -> bool {
 
     let counts = sched::counts();
     let context_switches = counts.context_switches - sched_before.context_switches;
-    let preemptions = (counts.irq_preemptions - sched_before.irq_preemptions)
-        + (counts.enable_preemptions - sched_before.enable_preemptions);
+    let irq_preemptions = counts.irq_preemptions - sched_before.irq_preemptions;
+    let enable_preemptions = counts.enable_preemptions - sched_before.enable_preemptions;
+    let preemptions = irq_preemptions + enable_preemptions;
+    let yields = YIELDS.load(Ordering::Relaxed);
     let model_errors = counts.model_errors - sched_before.model_errors;
     let pkrs_wrmsrs = pks::wrmsr_count() - wrmsrs_before;
     let nmis = crate::nmi::count() - nmis_before;
@@ -219,7 +240,7 @@ pub fn run(tasks: u32, seconds: u32) -> bool {
         }
     }
     println!(
-        "extregs: tasks: done: {context_switches} context switches, {preemptions} preemptions, {} frames checked ({timer_frames} timer frames' saved PKRS), {pkrs_wrmsrs} PKRS WRMSRs",
+        "extregs: tasks: done: {context_switches} context switches, {preemptions} preemptions ({enable_preemptions} at preempt_enable), {yields} yields, {} frames checked ({timer_frames} timer frames' saved PKRS), {pkrs_wrmsrs} PKRS WRMSRs",
         frames_after - frames_before
     );
     println!(
@@ -233,7 +254,7 @@ pub fn run(tasks: u32, seconds: u32) -> bool {
     result::emit(
         ok,
         format_args!(
-            ",\"tasks\":{workers},\"seconds\":{seconds},\"tick_hz\":{TICK_HZ},\"context_switches\":{context_switches},\"preemptions\":{preemptions},\"per_task\":{},\"pkrs_mismatches\":{pkrs_mismatches},\"gpr_mismatches\":{gpr_mismatches},\"page_mismatches\":{page_mismatches},\"model_errors\":{model_errors},\"timer_frames_checked\":{timer_frames},\"pkrs_wrmsrs\":{pkrs_wrmsrs},\"nmis\":{nmis},\"pks_checks\":{}",
+            ",\"tasks\":{workers},\"seconds\":{seconds},\"tick_hz\":{TICK_HZ},\"context_switches\":{context_switches},\"preemptions\":{preemptions},\"enable_preemptions\":{enable_preemptions},\"yields\":{yields},\"per_task\":{},\"pkrs_mismatches\":{pkrs_mismatches},\"gpr_mismatches\":{gpr_mismatches},\"page_mismatches\":{page_mismatches},\"model_errors\":{model_errors},\"timer_frames_checked\":{timer_frames},\"pkrs_wrmsrs\":{pkrs_wrmsrs},\"nmis\":{nmis},\"pks_checks\":{}",
             PerTask(workers),
             pks::enabled()
         ),

@@ -36,6 +36,23 @@ pub const TICK_HZ: u32 = 250;
 
 /// The running task's slot.
 static CURRENT: AtomicUsize = AtomicUsize::new(INIT_SLOT);
+/// The slot a switch in flight is leaving, plus one (0: none): from the
+/// moment CURRENT names the next task until that task runs on its own
+/// stack, the CPU is still on this one's (an NMI or a single-step trap
+/// there is on the stack of the task being left).
+static SWITCHING_FROM: AtomicUsize = AtomicUsize::new(0);
+
+/// What a hard interrupt handler adds to the running task's preempt count
+/// while it runs (Linux's `HARDIRQ_OFFSET`): an interrupt nested in it
+/// that returns to it with IF set must not preempt.
+pub const HARDIRQ_OFFSET: u32 = 1 << 16;
+/// What a paranoid entry (NMI, #DB, #MC, #DF) adds on top (Linux's
+/// `NMI_OFFSET` with `HARDIRQ_OFFSET`, as `__nmi_enter` does).
+pub const NMI_OFFSET: u32 = (1 << 20) + HARDIRQ_OFFSET;
+/// The idle task runs with preemption disabled, as Linux's does: it is
+/// never preempted at an interrupt's exit, it schedules when it sees a
+/// reschedule pending.
+const IDLE_PREEMPT_COUNT: u32 = 1;
 /// Set by the tick when another task should run; cleared by `schedule`.
 static NEED_RESCHED: AtomicBool = AtomicBool::new(false);
 static INITIALISED: AtomicBool = AtomicBool::new(false);
@@ -171,7 +188,14 @@ pub fn current_pid() -> u32 {
 /// Is `address` on the running task's kernel stack? (True before
 /// [`init`]: there is only the boot flow.)
 pub fn on_current_stack(address: u64) -> bool {
-    !INITIALISED.load(Ordering::Acquire) || current_task().stack().contains(&address)
+    if !INITIALISED.load(Ordering::Acquire) || current_task().stack().contains(&address) {
+        return true;
+    }
+    // A switch in flight: the CPU may still be on the stack being left.
+    match SWITCHING_FROM.load(Ordering::Relaxed) {
+        0 => false,
+        from => TASKS[from - 1].stack().contains(&address),
+    }
 }
 
 /// The task whose stack guard page holds `address`: (PID, name).
@@ -222,22 +246,28 @@ fn prepare_new_task(slot: usize, pid: u32, name: TaskName, entry: fn(usize), arg
     let default_pkrs = if pks::enabled() { pks::PKRS_DEFAULT } else { 0 };
     task.pkrs.store(default_pkrs, Ordering::Relaxed);
     task.switched_out_pkrs.store(default_pkrs, Ordering::Relaxed);
-    task.preempt_count.store(0, Ordering::Relaxed);
+    let preempt_count = if slot == IDLE_SLOT { IDLE_PREEMPT_COUNT } else { 0 };
+    task.preempt_count.store(preempt_count, Ordering::Relaxed);
     task.waiter.store(0, Ordering::Relaxed);
-    task.entry.store(entry as usize, Ordering::Relaxed);
+    task.wakeup_pending.store(false, Ordering::Relaxed);
+    task.entry.store(entry as *mut (), Ordering::Relaxed);
     task.arg.store(arg, Ordering::Relaxed);
     task.stack_bottom.store(stack.start, Ordering::Relaxed);
     task.stack_top.store(stack.end, Ordering::Relaxed);
-    let frame_address = stack.end - 8 - core::mem::size_of::<InactiveTaskFrame>() as u64;
+    let frame_offset = 8 + core::mem::size_of::<InactiveTaskFrame>();
+    let frame_pointer = task::stack_pointer_below_top(slot, frame_offset);
+    let top_word = task::stack_pointer_below_top(slot, 8);
     let frame =
         InactiveTaskFrame { ret_addr: task_start as *const () as u64, ..Default::default() };
     // SAFETY: the slot is free (or is the idle task's, at init), so no code
-    // runs on its stack; both writes lie inside it ([frame_address, top)),
-    // through pointers derived from the stacks' static, aligned to 8.
+    // runs on its stack and nothing else points into it; both pointers are
+    // derived from the stacks' static (their provenance covers the whole
+    // array), lie inside this slot's stack ([top - 64, top)) and are
+    // 8-byte aligned (the top is page aligned).
     unsafe {
-        (frame_address as *mut InactiveTaskFrame).write(frame);
-        ((stack.end - 8) as *mut u64).write(0);
-        (*task.thread.get()).sp = frame_address;
+        frame_pointer.cast::<InactiveTaskFrame>().write(frame);
+        top_word.cast::<u64>().write(0);
+        (*task.thread.get()).sp = frame_pointer as u64;
     }
 }
 
@@ -265,13 +295,19 @@ pub fn spawn(
 /// The first code a new task runs (the `ret` of its first switch lands
 /// here, interrupts off).
 extern "C" fn task_start() -> ! {
+    SWITCHING_FROM.store(0, Ordering::Relaxed);
     assert_on_own_stack("task_start");
-    traps::local_irq_enable();
+    // The idle task keeps IF clear: it sets it only in `sti; hlt`.
+    if CURRENT.load(Ordering::Relaxed) != IDLE_SLOT {
+        traps::local_irq_enable();
+    }
     let task = current_task();
     let entry = task.entry.load(Ordering::Relaxed);
     let arg = task.arg.load(Ordering::Relaxed);
-    // SAFETY: `entry` was stored from a `fn(usize)` by prepare_new_task.
-    let entry = unsafe { core::mem::transmute::<usize, fn(usize)>(entry) };
+    // SAFETY: prepare_new_task stored a `fn(usize)` cast to a pointer (fn
+    // and data pointers have the same size and representation on x86_64),
+    // and nothing else writes the field while the task lives.
+    let entry = unsafe { core::mem::transmute::<*mut (), fn(usize)>(entry) };
     entry(arg);
     exit_current()
 }
@@ -303,7 +339,9 @@ pub fn wait(handle: TaskHandle) {
                 task.id.store(0, Ordering::Relaxed);
                 return true;
             }
-            task.waiter.store(CURRENT.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            let waiter = CURRENT.load(Ordering::Relaxed) + 1;
+            let previous = task.waiter.swap(waiter, Ordering::Relaxed);
+            assert!(previous == 0 || previous == waiter, "a second task waits for the same task");
             current_task().set_state(TaskState::Waiting);
             schedule();
             false
@@ -319,7 +357,8 @@ pub fn sleep_ticks(ticks: u64) {
     assert!(TICK_RUNNING.load(Ordering::Relaxed), "sleep_ticks needs the tick (start_tick)");
     with_irqs_off(|| {
         let task = current_task();
-        task.wake_tick.store(TICKS.load(Ordering::Relaxed) + ticks, Ordering::Relaxed);
+        task.wake_tick
+            .store(TICKS.load(Ordering::Relaxed).saturating_add(ticks), Ordering::Relaxed);
         task.set_state(TaskState::Sleeping);
         schedule();
     });
@@ -329,8 +368,10 @@ pub fn sleep_ticks(ticks: u64) {
 pub fn park() {
     with_irqs_off(|| {
         let task = current_task();
-        task.wake_tick.store(u64::MAX, Ordering::Relaxed);
-        task.set_state(TaskState::Sleeping);
+        if task.wakeup_pending.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        task.set_state(TaskState::Parked);
         schedule();
     });
 }
@@ -341,7 +382,14 @@ pub fn park() {
 pub fn unpark_and_resched(handle: TaskHandle) {
     assert!(!x86_64::instructions::interrupts::are_enabled(), "unpark from a handler");
     assert_eq!(TASKS[handle.slot].id.load(Ordering::Relaxed), handle.pid, "unpark of a dead task");
-    wake(handle.slot);
+    let task = &TASKS[handle.slot];
+    if task.state() == TaskState::Parked {
+        task.set_state(TaskState::Runnable);
+        run_queue().push(handle.slot);
+    } else {
+        // Not parked yet: its next park returns at once.
+        task.wakeup_pending.store(true, Ordering::Relaxed);
+    }
     if run_queue().len != 0 {
         NEED_RESCHED.store(true, Ordering::Relaxed);
     }
@@ -398,6 +446,17 @@ fn with_irqs_off<T>(body: impl FnOnce() -> T) -> T {
 fn schedule() -> bool {
     let prev = CURRENT.load(Ordering::Relaxed);
     let prev_task = &TASKS[prev];
+    // Linux's "scheduling while atomic": no switch inside a
+    // preempt_disable section, an interrupt handler or an NMI.
+    let expected_count = if prev == IDLE_SLOT { IDLE_PREEMPT_COUNT } else { 0 };
+    let count = prev_task.preempt_count.load(Ordering::Relaxed);
+    if count != expected_count {
+        panic!(
+            "scheduling while atomic: task {} ({}) has preempt count {count:#x}",
+            prev_task.id.load(Ordering::Relaxed),
+            prev_task.name()
+        );
+    }
     let prev_running = prev_task.state() == TaskState::Running;
     let next = {
         let mut queue = run_queue();
@@ -429,6 +488,8 @@ fn schedule() -> bool {
 /// switched back in.
 fn switch_to(prev: usize, next: usize) {
     let (prev_task, next_task) = (&TASKS[prev], &TASKS[next]);
+    // Never from an IST stack (or any stack not the task's own).
+    assert_on_own_stack("switch_to, leaving");
     // Nothing may switch with the models claiming otherwise: IF is off, so
     // lockdep must say hardirqs are off, and RCU must watch (only the idle
     // loop's `hlt` doesn't, and it is over before idle switches).
@@ -453,6 +514,7 @@ fn switch_to(prev: usize, next: usize) {
         );
     }
     next_task.set_state(TaskState::Running);
+    SWITCHING_FROM.store(prev + 1, Ordering::Relaxed);
     CURRENT.store(next, Ordering::Relaxed);
     CONTEXT_SWITCHES.fetch_add(1, Ordering::Relaxed);
     // SAFETY: interrupts are off; `prev` is the running task, so its
@@ -461,6 +523,8 @@ fn switch_to(prev: usize, next: usize) {
     // switch (or prepare_new_task) left on its own stack, which nothing
     // else uses. Both pointers come from the TASKS static.
     unsafe { extregs_context_switch(prev_task.thread.get(), next_task.thread.get()) };
+    // Back in `prev`, on its own stack: the switch into it is complete.
+    SWITCHING_FROM.store(0, Ordering::Relaxed);
     assert_on_own_stack("switch_to");
 }
 
@@ -521,6 +585,13 @@ pub fn start_tick() {
 pub fn stop_tick() {
     apic::stop_timer();
     TICK_RUNNING.store(false, Ordering::Relaxed);
+    if let Some(sleeper) = TASKS.iter().find(|task| task.state() == TaskState::Sleeping) {
+        panic!(
+            "stop_tick with task {} ({}) asleep: it would never wake",
+            sleeper.id.load(Ordering::Relaxed),
+            sleeper.name()
+        );
+    }
 }
 
 /// The scheduler ticks since boot.
@@ -541,6 +612,11 @@ pub fn need_resched() -> bool {
 /// interrupts off, preempt count 0 and a reschedule pending; switches away
 /// and returns when this task is picked again.
 pub fn preempt_schedule_irq() {
+    assert!(
+        preempt_count() == 0 && !x86_64::instructions::interrupts::are_enabled(),
+        "preempt_schedule_irq with preempt count {:#x} or IF set",
+        preempt_count()
+    );
     loop {
         if schedule() {
             IRQ_PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
@@ -549,6 +625,27 @@ pub fn preempt_schedule_irq() {
             break;
         }
     }
+}
+
+/// A hard interrupt handler starts (Linux's `irq_enter_rcu`): the running
+/// task's preempt count gains [`HARDIRQ_OFFSET`] until [`hardirq_exit`].
+pub fn hardirq_enter() {
+    current_task().preempt_count.fetch_add(HARDIRQ_OFFSET, Ordering::Relaxed);
+}
+
+/// The hard interrupt handler is done (before `irqentry_exit`).
+pub fn hardirq_exit() {
+    current_task().preempt_count.fetch_sub(HARDIRQ_OFFSET, Ordering::Relaxed);
+}
+
+/// A paranoid entry's handler starts (Linux's `__nmi_enter`).
+pub fn nmi_enter() {
+    current_task().preempt_count.fetch_add(NMI_OFFSET, Ordering::Relaxed);
+}
+
+/// The paranoid handler is done.
+pub fn nmi_exit() {
+    current_task().preempt_count.fetch_sub(NMI_OFFSET, Ordering::Relaxed);
 }
 
 /// Holds preemption off for the running task until the matching
@@ -579,6 +676,7 @@ pub fn preempt_enable() {
 /// Sets the running task's rights for `pkey` (its own PKRS, and the live
 /// one: it runs in task context).
 pub fn pks_set_rights(pkey: u8, rights: pks::KeyRights) {
+    assert!((1..16).contains(&pkey), "pkey {pkey}: key 0 is all kernel memory, keys end at 15");
     with_irqs_off(|| {
         let task = current_task();
         let value = pks::with_key_rights(task.pkrs.load(Ordering::Relaxed), pkey, rights);
@@ -599,6 +697,19 @@ pub fn pks_set_readwrite(pkey: u8) {
 /// Revokes the running task's access to `pkey`'s pages.
 pub fn pks_set_noaccess(pkey: u8) {
     pks_set_rights(pkey, pks::KeyRights::NoAccess);
+}
+
+/// Puts the running task's own PKRS, and the live one, back to the
+/// default (the selftest harness, after each test).
+pub fn pks_reset_current() {
+    with_irqs_off(|| {
+        let default_pkrs = if pks::enabled() { pks::PKRS_DEFAULT } else { 0 };
+        current_task().pkrs.store(default_pkrs, Ordering::Relaxed);
+        if pks::enabled() {
+            // SAFETY: PKS is on; the default keeps key 0 read/write.
+            unsafe { pks::update_pkrs(default_pkrs) };
+        }
+    });
 }
 
 /// The running task's own PKRS.

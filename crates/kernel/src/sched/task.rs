@@ -12,7 +12,9 @@
 
 use core::cell::UnsafeCell;
 use core::fmt;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 use extregs_regs::ThreadContext;
 
 /// Tasks at most: idle, init and 64 more (`mode=tasks` runs up to 64
@@ -46,6 +48,8 @@ pub enum TaskState {
     Waiting = 4,
     /// Exited; its slot is freed by the task that waits for it.
     Zombie = 5,
+    /// Until another task or a handler unparks it.
+    Parked = 6,
 }
 
 impl TaskState {
@@ -56,6 +60,7 @@ impl TaskState {
             3 => TaskState::Sleeping,
             4 => TaskState::Waiting,
             5 => TaskState::Zombie,
+            6 => TaskState::Parked,
             _ => TaskState::Free,
         }
     }
@@ -129,9 +134,13 @@ pub struct Task {
     pub preempt_count: AtomicU32,
     /// The tick a sleeping task wakes at.
     pub wake_tick: AtomicU64,
-    /// What a new task runs: `entry(arg)`.
-    pub entry: AtomicUsize,
+    /// What a new task runs: `entry(arg)` (a `fn(usize)`, kept as a
+    /// pointer so its provenance survives).
+    pub entry: AtomicPtr<()>,
     pub arg: AtomicUsize,
+    /// An unpark that came while the task was not parked: its next park
+    /// returns at once (no wakeup is lost).
+    pub wakeup_pending: AtomicBool,
     /// The slot of the task waiting for this one to exit, plus one (0:
     /// none).
     pub waiter: AtomicUsize,
@@ -143,8 +152,10 @@ pub struct Task {
 // SAFETY: every field but `thread` is atomic. `thread` is written only by
 // `context_switch` (storing the RSP of the task being switched *out*, which
 // is the running task) and by `spawn` (before the task is on the run
-// queue), and read only by the switch *into* the task; all of these run
-// with interrupts off on the one CPU, and NMI handlers never touch it.
+// queue), and read only by the switch *into* the task and by the bench's
+// partner task reading init's while init is switched out; all of these run
+// on the one CPU at times no write can be in progress (the writes run with
+// interrupts off, and NMI handlers never touch it).
 unsafe impl Sync for Task {}
 
 impl Task {
@@ -159,7 +170,8 @@ impl Task {
             switched_out_pkrs: AtomicU32::new(0),
             preempt_count: AtomicU32::new(0),
             wake_tick: AtomicU64::new(0),
-            entry: AtomicUsize::new(0),
+            entry: AtomicPtr::new(core::ptr::null_mut()),
+            wakeup_pending: AtomicBool::new(false),
             arg: AtomicUsize::new(0),
             waiter: AtomicUsize::new(0),
             stack_bottom: AtomicU64::new(0),
@@ -214,7 +226,11 @@ struct TaskStacks(UnsafeCell<[TaskStackSlot; MAX_TASKS]>);
 // SAFETY: Rust never forms references into the stacks: spawn writes a new
 // task's first frame through a raw pointer derived from the static (while
 // the slot is free, so no code runs on that stack), and after that only the
-// task that owns the stack uses it.
+// task that owns the stack uses it, as its stack (so the static's bytes are
+// aliased by the frames of whatever runs there, which only ever reach them
+// through RSP). The guard pages are unmapped at boot although they lie
+// inside this static: nothing reads the static through a reference, so
+// nothing may assume those bytes dereferenceable.
 unsafe impl Sync for TaskStacks {}
 
 static TASK_STACKS: TaskStacks = TaskStacks(UnsafeCell::new(
@@ -223,8 +239,22 @@ static TASK_STACKS: TaskStacks = TaskStacks(UnsafeCell::new(
 ));
 
 fn stack_slot_address(slot: usize) -> u64 {
+    stack_slot_pointer(slot) as u64
+}
+
+/// The start of slot `slot` (its guard page), as a pointer derived from the
+/// stacks' static.
+fn stack_slot_pointer(slot: usize) -> *mut u8 {
     assert!(slot < MAX_TASKS);
-    TASK_STACKS.0.get() as u64 + (slot * core::mem::size_of::<TaskStackSlot>()) as u64
+    // In bounds of the static: slot < MAX_TASKS.
+    TASK_STACKS.0.get().cast::<u8>().wrapping_add(slot * core::mem::size_of::<TaskStackSlot>())
+}
+
+/// A pointer `offset_from_top` bytes below the top of slot `slot`'s stack,
+/// derived from the stacks' static (for writing a new task's first frame).
+pub fn stack_pointer_below_top(slot: usize, offset_from_top: usize) -> *mut u8 {
+    assert!(offset_from_top <= TASK_STACK_SIZE);
+    stack_slot_pointer(slot).wrapping_add(core::mem::size_of::<TaskStackSlot>() - offset_from_top)
 }
 
 /// `[bottom, top)` of slot `slot`'s stack.

@@ -119,7 +119,9 @@ pub fn run(context: &Context) -> bool {
             );
             outcome = Outcome::Fail;
         }
-        // Every test leaves PKRS at the default, whatever it did.
+        // Every test leaves PKRS at the default, whatever it did: the
+        // live value, and init's own.
+        crate::sched::pks_reset_current();
         if pks::enabled() && pks::read_pkrs() != PKRS_DEFAULT {
             // SAFETY: PKS is on; the default keeps key 0 read/write.
             unsafe { pks::write_pkrs(PKRS_DEFAULT) };

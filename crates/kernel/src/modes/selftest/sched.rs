@@ -14,6 +14,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use extregs_regs::{ExtendedPtRegs, PtRegs};
 
 const NMI_VECTOR: u8 = 2;
+const INT3_VECTOR: u8 = 3;
 
 /// Helper tasks stop when this is set.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -274,14 +275,16 @@ pub fn pkrs_of_preempted_frame_restored_on_resume(_: &Context) -> Outcome {
     Outcome::Pass
 }
 
-/// The stepping hook: every single-step trap (entering through the NMI
-/// stub) is one step; counts the steps inside `context_switch`.
+/// The stepping hook: every single-step trap (entering through the stub
+/// the #DB gate points at) is one step; counts the steps inside
+/// `context_switch`.
 static STEPS: AtomicU64 = AtomicU64::new(0);
 static STEPS_IN_SWITCH: AtomicU64 = AtomicU64::new(0);
+static STEP_VECTOR: AtomicU64 = AtomicU64::new(0);
 static SWITCH_TEXT: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
 
 fn stepping_hook(regs: &mut PtRegs, vector: u8) -> bool {
-    if vector != NMI_VECTOR {
+    if u64::from(vector) != STEP_VECTOR.load(Ordering::Relaxed) {
         return false;
     }
     STEPS.fetch_add(1, Ordering::Relaxed);
@@ -299,10 +302,14 @@ fn yield_back(_: usize) {
     sched::yield_now();
 }
 
-/// The real NMI entry at every instruction of a switch to another task and
-/// back (single-stepped, with the #DB gate on the NMI stub): the callee-saved
-/// registers and each task's PKRS survive, and every NMI frame passes the
-/// entry checks.
+/// The real NMI entry, then an exception entry, at every instruction of a
+/// switch to another task and back (single-stepped, with the #DB gate on
+/// the NMI stub, then on the int3 stub): the callee-saved registers and
+/// each task's PKRS survive, and every frame passes the entry checks. The
+/// exception entry pushes its frame on whichever stack RSP is on, so its
+/// pass also checks that a frame taken while a switch is in flight (the
+/// next task already current, RSP still on the one being left) is on a
+/// task stack the entry accepts.
 pub fn nmi_during_context_switch(_: &Context) -> Outcome {
     let switch = extregs_entry_asm::extregs_context_switch as *const () as u64;
     let Some(symbol) = crate::symbols::lookup(switch) else {
@@ -310,69 +317,81 @@ pub fn nmi_during_context_switch(_: &Context) -> Outcome {
     };
     SWITCH_TEXT.0.store(switch - symbol.offset, Ordering::Relaxed);
     SWITCH_TEXT.1.store(switch - symbol.offset + symbol.size, Ordering::Relaxed);
-    if pks::enabled() {
-        sched::pks_set_readwrite(INIT_KEY);
+    let gates = [
+        ("NMI", idt::stub_address(NMI_VECTOR), Some(gdt::NMI_IST_INDEX), NMI_VECTOR),
+        ("exception", idt::stub_address(INT3_VECTOR), None, INT3_VECTOR),
+    ];
+    for (name, stub, ist, vector) in gates {
+        if pks::enabled() {
+            sched::pks_set_readwrite(INIT_KEY);
+        }
+        let init_own = sched::current_pkrs();
+        let Some(helper) = spawn("st-yield-back", yield_back) else {
+            return Outcome::Fail;
+        };
+        STEPS.store(0, Ordering::Relaxed);
+        STEPS_IN_SWITCH.store(0, Ordering::Relaxed);
+        STEP_VECTOR.store(u64::from(vector), Ordering::Relaxed);
+        let input = gpr_patterns();
+        let mut output = PtRegs::default();
+        let trampoline = crate::fuzz::yield_trampoline();
+        traps::with_event_hook(stepping_hook, || {
+            idt::with_debug_gate(stub, ist, || {
+                // SAFETY: POPF sets TF; every trap after it is claimed by
+                // the stepping hook (which keeps TF); the second POPF clears
+                // it. The trampoline reads `input`, writes `output` and
+                // restores every callee-saved register itself; the call
+                // follows the C ABI.
+                unsafe {
+                    core::arch::asm!(
+                        "pushfq",
+                        "orq ${tf}, (%rsp)",
+                        "popfq",
+                        "call *{trampoline}",
+                        "pushfq",
+                        "andq ${not_tf}, (%rsp)",
+                        "popfq",
+                        tf = const events::X86_EFLAGS_TF,
+                        not_tf = const !events::X86_EFLAGS_TF,
+                        trampoline = in(reg) trampoline,
+                        in("rdi") &input as *const PtRegs,
+                        in("rsi") &mut output as *mut PtRegs,
+                        clobber_abi("C"),
+                        options(att_syntax)
+                    );
+                }
+            })
+        });
+        crate::paranoid::reset_debug_status();
+        let live_after = if pks::enabled() { pks::read_pkrs() } else { 0 };
+        sched::yield_now(); // the helper exits
+        sched::wait(helper);
+        if pks::enabled() {
+            sched::pks_set_noaccess(INIT_KEY);
+        }
+        let steps = STEPS.load(Ordering::Relaxed);
+        let in_switch = STEPS_IN_SWITCH.load(Ordering::Relaxed);
+        crate::println!(
+            "# {name} entry at each of {steps} instructions, {in_switch} of them in context_switch"
+        );
+        // Two switches (init -> helper, helper -> init), 17 instructions
+        // each.
+        check!(in_switch >= 34, "{name}: only {in_switch} steps inside context_switch");
+        for (register, before, after) in [
+            ("rbx", input.bx, output.bx),
+            ("rbp", input.bp, output.bp),
+            ("r12", input.r12, output.r12),
+            ("r13", input.r13, output.r13),
+            ("r14", input.r14, output.r14),
+            ("r15", input.r15, output.r15),
+        ] {
+            check!(before == after, "{name}: {register}: {before:#x} before, {after:#x} after");
+        }
+        check!(
+            live_after == init_own,
+            "{name}: init's PKRS after the switch back: {live_after:08x}"
+        );
     }
-    let init_own = sched::current_pkrs();
-    let Some(helper) = spawn("st-yield-back", yield_back) else {
-        return Outcome::Fail;
-    };
-    STEPS.store(0, Ordering::Relaxed);
-    STEPS_IN_SWITCH.store(0, Ordering::Relaxed);
-    let input = gpr_patterns();
-    let mut output = PtRegs::default();
-    let trampoline = crate::fuzz::yield_trampoline();
-    traps::with_event_hook(stepping_hook, || {
-        idt::with_debug_gate(idt::stub_address(NMI_VECTOR), Some(gdt::NMI_IST_INDEX), || {
-            // SAFETY: POPF sets TF; every trap after it is claimed by the
-            // stepping hook (which keeps TF); the second POPF clears it. The
-            // trampoline reads `input`, writes `output` and restores every
-            // callee-saved register itself; the call follows the C ABI.
-            unsafe {
-                core::arch::asm!(
-                    "pushfq",
-                    "orq ${tf}, (%rsp)",
-                    "popfq",
-                    "call *{trampoline}",
-                    "pushfq",
-                    "andq ${not_tf}, (%rsp)",
-                    "popfq",
-                    tf = const events::X86_EFLAGS_TF,
-                    not_tf = const !events::X86_EFLAGS_TF,
-                    trampoline = in(reg) trampoline,
-                    in("rdi") &input as *const PtRegs,
-                    in("rsi") &mut output as *mut PtRegs,
-                    clobber_abi("C"),
-                    options(att_syntax)
-                );
-            }
-        })
-    });
-    crate::paranoid::reset_debug_status();
-    let live_after = if pks::enabled() { pks::read_pkrs() } else { 0 };
-    sched::yield_now(); // the helper exits
-    sched::wait(helper);
-    if pks::enabled() {
-        sched::pks_set_noaccess(INIT_KEY);
-    }
-    let steps = STEPS.load(Ordering::Relaxed);
-    let in_switch = STEPS_IN_SWITCH.load(Ordering::Relaxed);
-    crate::println!(
-        "# an NMI at each of {steps} instructions, {in_switch} of them in context_switch"
-    );
-    // Two switches (init -> helper, helper -> init), 17 instructions each.
-    check!(in_switch >= 34, "only {in_switch} steps inside context_switch");
-    for (name, before, after) in [
-        ("rbx", input.bx, output.bx),
-        ("rbp", input.bp, output.bp),
-        ("r12", input.r12, output.r12),
-        ("r13", input.r13, output.r13),
-        ("r14", input.r14, output.r14),
-        ("r15", input.r15, output.r15),
-    ] {
-        check!(before == after, "{name}: {before:#x} before the switch, {after:#x} after");
-    }
-    check!(live_after == init_own, "init's PKRS after the switch back: {live_after:08x}");
     Outcome::Pass
 }
 
