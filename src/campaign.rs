@@ -355,6 +355,173 @@ pub fn parse_seed_range(text: &str) -> Result<Range<u64>, String> {
     Ok(start..end)
 }
 
+/// One of N deterministic slices of a seed range (`--shard K/N`, K from 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+/// Parses `K/N` with 1 <= K <= N.
+pub fn parse_shard(text: &str) -> Result<Shard, String> {
+    let (index, count) =
+        text.split_once('/').ok_or_else(|| format!("shard '{text}' is not K/N"))?;
+    let number = |part: &str| {
+        part.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("'{part}' in shard '{text}' is not a number"))
+    };
+    let (index, count) = (number(index)?, number(count)?);
+    if count == 0 {
+        return Err(format!("shard '{text}': N must be at least 1"));
+    }
+    if index == 0 || index > count {
+        return Err(format!("shard '{text}': K must be from 1 to {count}"));
+    }
+    Ok(Shard { index, count })
+}
+
+/// Parses `VAR/N` for `--shard-from-env`: the worker's index is the
+/// 0-based value of the environment variable VAR, as a batch engine sets it
+/// (Kubernetes Indexed Jobs: `JOB_COMPLETION_INDEX`; Slurm job arrays
+/// submitted with `--array=0-(N-1)`: `SLURM_ARRAY_TASK_ID`).
+pub fn parse_shard_from_env(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Shard, String> {
+    let (variable, count) =
+        text.split_once('/').ok_or_else(|| format!("shard-from-env '{text}' is not VAR/N"))?;
+    let value = lookup(variable)
+        .ok_or_else(|| format!("shard-from-env '{text}': {variable} is not set"))?;
+    let index = value.trim().parse::<u64>().map_err(|_| {
+        format!("shard-from-env '{text}': {variable}={value} is not a 0-based index")
+    })?;
+    parse_shard(&format!("{}/{count}", index + 1))
+}
+
+/// The seeds of `shard` within `seeds`: the K-th of N contiguous slices
+/// whose sizes differ by at most one. An empty slice is an error (more
+/// shards than seeds).
+pub fn shard_seeds(seeds: &Range<u64>, shard: Shard) -> Result<Range<u64>, String> {
+    let length = u128::from(seeds.end - seeds.start);
+    let bound = |k: u64| seeds.start + (length * u128::from(k) / u128::from(shard.count)) as u64;
+    let slice = bound(shard.index - 1)..bound(shard.index);
+    if slice.is_empty() {
+        return Err(format!(
+            "shard {}/{} of seeds {}..{} is empty ({} seeds for {} shards)",
+            shard.index, shard.count, seeds.start, seeds.end, length, shard.count
+        ));
+    }
+    Ok(slice)
+}
+
+/// Marks a campaign document as shard `shard` of the range `of`.
+pub fn mark_shard(document: &mut Value, shard: Shard, of: &Range<u64>) {
+    document["shard"] = json!({
+        "index": shard.index,
+        "count": shard.count,
+        "of": format!("{}..{}", of.start, of.end),
+    });
+}
+
+/// The settings two documents must share to be merged.
+const MERGE_SETTINGS: [&str; 7] = [
+    "iterations",
+    "max_depth",
+    "deterministic",
+    "cpu",
+    "nmi_storm",
+    "granular",
+    "foreign_timer_hz",
+];
+
+/// Merges campaign documents (`--json` of shards, or of any campaigns with
+/// the same settings) into one: runs sorted by seed, totals added up.
+/// Refused: different settings, different shardings, a seed in two
+/// documents. The merged `wall_seconds` is the longest document's (shards
+/// run side by side on different machines), so `frames_per_s` is the
+/// rate of the whole fleet. Interrupt-point coverage is not merged (the
+/// documents carry counts, not the points): those totals are null.
+pub fn merge(documents: &[(String, Value)]) -> Result<Value, String> {
+    let Some((first_name, first)) = documents.first() else {
+        return Err("nothing to merge".into());
+    };
+    let mut runs: BTreeMap<u64, Value> = BTreeMap::new();
+    let mut totals = Totals::default();
+    let mut interrupted = false;
+    for (name, document) in documents {
+        if document["runs"].as_array().is_none() || document["totals"].is_null() {
+            return Err(format!("{name}: not an extregs fuzz campaign document"));
+        }
+        for key in MERGE_SETTINGS {
+            if document[key] != first[key] {
+                return Err(format!(
+                    "{name} and {first_name} differ in {key} ({} vs {}): not slices of one campaign",
+                    document[key], first[key]
+                ));
+            }
+        }
+        let sharding = |d: &Value| (d["shard"]["count"].clone(), d["shard"]["of"].clone());
+        if sharding(document) != sharding(first) {
+            return Err(format!(
+                "{name} and {first_name} are shards of different campaigns ({} vs {})",
+                document["shard"], first["shard"]
+            ));
+        }
+        for run in document["runs"].as_array().into_iter().flatten() {
+            let seed =
+                run["seed"].as_u64().ok_or_else(|| format!("{name}: a run without a seed"))?;
+            if runs.insert(seed, run.clone()).is_some() {
+                return Err(format!(
+                    "seed {seed} is in {name} and in another document: overlapping slices"
+                ));
+            }
+        }
+        let t = &document["totals"];
+        let number = |key: &str| t[key].as_u64().unwrap_or(0);
+        totals.seeds_run += number("seeds_run");
+        totals.seeds_failed += number("seeds_failed");
+        totals.iterations += number("iterations");
+        totals.frames += number("frames");
+        totals.violations += number("violations");
+        totals.latched_nmis += number("latched_nmis");
+        totals.foreign_nmis += number("foreign_nmis");
+        totals.foreign_irqs += number("foreign_irqs");
+        totals.max_depth_reached = totals.max_depth_reached.max(number("max_depth_reached"));
+        totals.wall_seconds = totals.wall_seconds.max(t["wall_seconds"].as_f64().unwrap_or(0.0));
+        for (kind, count) in t["kinds"].as_object().into_iter().flatten() {
+            *totals.kinds.entry(kind.clone()).or_default() += count.as_u64().unwrap_or(0);
+        }
+        interrupted |= document["interrupted"].as_bool().unwrap_or(false);
+    }
+    // The seeds as ranges: one `A..B` when the slices tile it.
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for &seed in runs.keys() {
+        match ranges.last_mut() {
+            Some((_, end)) if *end == seed => *end += 1,
+            _ => ranges.push((seed, seed + 1)),
+        }
+    }
+    let seeds: Vec<String> = ranges.iter().map(|(start, end)| format!("{start}..{end}")).collect();
+    let mut merged = Map::new();
+    merged.insert("seeds".into(), json!(seeds.join(",")));
+    for key in MERGE_SETTINGS {
+        merged.insert(key.into(), first[key].clone());
+    }
+    merged.insert("interrupted".into(), json!(interrupted));
+    merged.insert(
+        "merged_from".into(),
+        json!(documents.iter().map(|(name, _)| name.clone()).collect::<Vec<_>>()),
+    );
+    if let Some(of) = first["shard"]["of"].as_str() {
+        let complete = seeds.len() == 1 && seeds[0] == of;
+        merged.insert("complete".into(), json!(complete));
+    }
+    merged.insert("totals".into(), totals.to_json());
+    merged.insert("runs".into(), Value::Array(runs.into_values().collect()));
+    Ok(Value::Object(merged))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +556,93 @@ mod tests {
         assert_eq!(totals.foreign_nmis, 8);
         assert_eq!(totals.coverage_hits, BTreeSet::from([3, 5, 7]));
         assert_eq!(totals.kinds["int3"], 4);
+    }
+
+    #[test]
+    fn shards_parse_or_explain() {
+        assert_eq!(parse_shard("1/3").unwrap(), Shard { index: 1, count: 3 });
+        assert_eq!(parse_shard("3/3").unwrap(), Shard { index: 3, count: 3 });
+        for bad in ["0/3", "4/3", "1/0", "x/2", "2", "1/-1"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+        let env =
+            |value: &'static str| move |name: &str| (name == "IDX").then(|| value.to_string());
+        assert_eq!(parse_shard_from_env("IDX/4", env("0")).unwrap(), Shard { index: 1, count: 4 });
+        assert_eq!(parse_shard_from_env("IDX/4", env("3")).unwrap(), Shard { index: 4, count: 4 });
+        assert!(parse_shard_from_env("IDX/4", env("4")).is_err());
+        assert!(parse_shard_from_env("IDX/4", env("one")).is_err());
+        assert!(parse_shard_from_env("OTHER/4", env("1")).unwrap_err().contains("not set"));
+    }
+
+    #[test]
+    fn shards_tile_the_range_without_overlap() {
+        for (start, end) in [(0u64, 10u64), (5, 6), (100, 1107), (7, 10)] {
+            for count in 1..=(end - start).min(9) {
+                let mut next = start;
+                for index in 1..=count {
+                    let slice = shard_seeds(&(start..end), Shard { index, count }).unwrap();
+                    assert_eq!(slice.start, next, "{start}..{end} {index}/{count}");
+                    assert!(!slice.is_empty());
+                    next = slice.end;
+                }
+                assert_eq!(next, end);
+            }
+        }
+        assert!(shard_seeds(&(0..2), Shard { index: 1, count: 3 }).unwrap_err().contains("empty"));
+    }
+
+    fn document(seeds: Range<u64>, iterations: u64, shard: Option<Shard>) -> Value {
+        let runs: Vec<Value> = seeds
+            .clone()
+            .map(
+                |seed| json!({"seed": seed, "frames": 10 * seed, "digest": format!("{seed:016x}")}),
+            )
+            .collect();
+        let mut document = json!({
+            "seeds": format!("{}..{}", seeds.start, seeds.end),
+            "iterations": iterations, "max_depth": 8, "deterministic": true, "cpu": "max",
+            "nmi_storm": false, "granular": false, "foreign_timer_hz": 0, "interrupted": false,
+            "totals": {"seeds_run": seeds.end - seeds.start, "seeds_failed": 0,
+                "iterations": iterations * (seeds.end - seeds.start),
+                "frames": seeds.clone().map(|s| 10 * s).sum::<u64>(), "violations": 0,
+                "latched_nmis": 1, "max_depth_reached": 8, "kinds": {"int3": 2},
+                "wall_seconds": 3.0},
+            "runs": runs,
+        });
+        if let Some(shard) = shard {
+            mark_shard(&mut document, shard, &(0..6));
+        }
+        document
+    }
+
+    #[test]
+    fn merged_slices_add_up_and_bad_merges_are_refused() {
+        let a = ("a.json".to_string(), document(0..3, 50, Some(Shard { index: 1, count: 2 })));
+        let b = ("b.json".to_string(), document(3..6, 50, Some(Shard { index: 2, count: 2 })));
+        let merged = merge(&[b.clone(), a.clone()]).unwrap();
+        assert_eq!(merged["seeds"], "0..6");
+        assert_eq!(merged["complete"], true);
+        assert_eq!(merged["totals"]["frames"], 150);
+        assert_eq!(merged["totals"]["seeds_run"], 6);
+        assert_eq!(merged["totals"]["kinds"]["int3"], 4);
+        let seeds: Vec<u64> = merged["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["seed"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seeds, [0, 1, 2, 3, 4, 5]);
+        // Overlap, other settings, other sharding.
+        assert!(merge(&[a.clone(), a.clone()]).unwrap_err().contains("overlapping"));
+        let other = ("c.json".to_string(), document(3..6, 60, Some(Shard { index: 2, count: 2 })));
+        assert!(merge(&[a.clone(), other]).unwrap_err().contains("iterations"));
+        let mut resharded = b.1.clone();
+        resharded["shard"]["count"] = json!(3);
+        assert!(merge(&[a.clone(), ("d.json".into(), resharded)])
+            .unwrap_err()
+            .contains("shards of different"));
+        // A missing slice: merged, but not complete.
+        assert_eq!(merge(&[a]).unwrap()["complete"], false);
     }
 
     #[test]

@@ -123,6 +123,35 @@ struct FuzzArgs {
     /// the 8259, firing wherever IF=1, which the fuzzer validates and counts.
     #[arg(long)]
     foreign_timer: Option<u32>,
+    /// Run only the K-th (1..=N) of N deterministic, contiguous slices of
+    /// --seeds (for spreading one campaign over machines; `fuzz merge`
+    /// joins their --json documents).
+    #[arg(long, conflicts_with = "shard_from_env")]
+    shard: Option<String>,
+    /// Like --shard, with K taken from a batch engine's 0-based worker
+    /// index in an environment variable: VAR/N (e.g.
+    /// JOB_COMPLETION_INDEX/8 in a Kubernetes Indexed Job).
+    #[arg(long)]
+    shard_from_env: Option<String>,
+    #[command(subcommand)]
+    action: Option<FuzzAction>,
+}
+
+#[derive(Subcommand)]
+enum FuzzAction {
+    /// Merge the --json documents of a campaign's shards (or of campaigns
+    /// with the same settings) into one: runs by seed, totals added up.
+    Merge(MergeArgs),
+}
+
+#[derive(clap::Args)]
+struct MergeArgs {
+    /// The documents to merge.
+    #[arg(required = true)]
+    documents: Vec<PathBuf>,
+    /// Where to write the merged document.
+    #[arg(long)]
+    json: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -265,6 +294,9 @@ fn inject_nmi(args: InjectNmiArgs) -> i32 {
 }
 
 fn fuzz(args: FuzzArgs) -> i32 {
+    if let Some(FuzzAction::Merge(merge)) = &args.action {
+        return fuzz_merge(merge);
+    }
     if !(1..=12).contains(&args.max_depth) {
         eprintln!("extregs: --max-depth must be from 1 to 12");
         return EXIT_USAGE;
@@ -277,7 +309,7 @@ fn fuzz(args: FuzzArgs) -> i32 {
         eprintln!("extregs: --iterations, --jobs and --timeout must be at least 1");
         return EXIT_USAGE;
     }
-    let seeds = match (&args.seeds, args.seed) {
+    let mut seeds = match (&args.seeds, args.seed) {
         (Some(range), None) => match campaign::parse_seed_range(range) {
             Ok(seeds) => seeds,
             Err(error) => {
@@ -286,6 +318,12 @@ fn fuzz(args: FuzzArgs) -> i32 {
             }
         },
         (None, Some(seed)) => {
+            if args.shard.is_some() || args.shard_from_env.is_some() {
+                eprintln!(
+                    "extregs: --shard is for a campaign (--seeds); a replay (--seed) is one seed"
+                );
+                return EXIT_USAGE;
+            }
             if args.jobs.is_some() {
                 eprintln!(
                     "extregs: --jobs is for a campaign (--seeds); a replay (--seed) is one boot"
@@ -295,9 +333,36 @@ fn fuzz(args: FuzzArgs) -> i32 {
             return replay(&args, seed);
         }
         _ => {
-            eprintln!("extregs: give --seeds A..B for a campaign or --seed S to replay one");
+            eprintln!("extregs: give --seeds A..B for a campaign, --seed S to replay one, or `fuzz merge` to join shards");
             return EXIT_USAGE;
         }
+    };
+    let shard = match (&args.shard, &args.shard_from_env) {
+        (Some(text), _) => Some(campaign::parse_shard(text)),
+        (None, Some(text)) => {
+            Some(campaign::parse_shard_from_env(text, |name| std::env::var(name).ok()))
+        }
+        (None, None) => None,
+    };
+    let (shard, full_range) = match shard {
+        Some(Ok(shard)) => match campaign::shard_seeds(&seeds, shard) {
+            Ok(slice) => {
+                eprintln!(
+                    "extregs: fuzz: shard {}/{} of seeds {}..{}: seeds {}..{}",
+                    shard.index, shard.count, seeds.start, seeds.end, slice.start, slice.end
+                );
+                (Some(shard), std::mem::replace(&mut seeds, slice))
+            }
+            Err(error) => {
+                eprintln!("extregs: {error}");
+                return EXIT_USAGE;
+            }
+        },
+        Some(Err(error)) => {
+            eprintln!("extregs: {error}");
+            return EXIT_USAGE;
+        }
+        None => (None, seeds.clone()),
     };
     let config = campaign_config(&args, seeds.clone(), args.jobs.unwrap_or(DEFAULT_FUZZ_JOBS));
     let cancel = Arc::new(AtomicBool::new(false));
@@ -370,7 +435,10 @@ fn fuzz(args: FuzzArgs) -> i32 {
         );
     }
     if let Some(path) = &args.json {
-        let document = campaign::to_json(&config, &reports, &totals, interrupted);
+        let mut document = campaign::to_json(&config, &reports, &totals, interrupted);
+        if let Some(shard) = shard {
+            campaign::mark_shard(&mut document, shard, &full_range);
+        }
         let text = serde_json::to_string_pretty(&document).expect("JSON renders");
         if let Err(error) = std::fs::write(path, text + "\n") {
             eprintln!("extregs: cannot write {}: {error}", path.display());
@@ -383,6 +451,56 @@ fn fuzz(args: FuzzArgs) -> i32 {
         return 130;
     }
     if totals.seeds_failed == 0 {
+        EXIT_SUCCESS
+    } else {
+        EXIT_KERNEL_FAILURE
+    }
+}
+
+/// `extregs fuzz merge A.json B.json … --json ALL.json`.
+fn fuzz_merge(args: &MergeArgs) -> i32 {
+    let mut documents = Vec::new();
+    for path in &args.documents {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) => {
+                eprintln!("extregs: cannot read {}: {error}", path.display());
+                return EXIT_USAGE;
+            }
+        };
+        match serde_json::from_str(&text) {
+            Ok(document) => documents.push((path.display().to_string(), document)),
+            Err(error) => {
+                eprintln!("extregs: {} is not JSON: {error}", path.display());
+                return EXIT_USAGE;
+            }
+        }
+    }
+    let merged = match campaign::merge(&documents) {
+        Ok(merged) => merged,
+        Err(error) => {
+            eprintln!("extregs: fuzz merge: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    let totals = &merged["totals"];
+    println!(
+        "extregs: fuzz merge: {} documents, seeds {}{}: {} seeds ({} failed), {} frames, {} violations",
+        documents.len(),
+        merged["seeds"].as_str().unwrap_or("?"),
+        if merged["complete"] == false { " (not every shard)" } else { "" },
+        totals["seeds_run"],
+        totals["seeds_failed"],
+        totals["frames"],
+        totals["violations"]
+    );
+    let text = serde_json::to_string_pretty(&merged).expect("JSON renders");
+    if let Err(error) = std::fs::write(&args.json, text + "\n") {
+        eprintln!("extregs: cannot write {}: {error}", args.json.display());
+        return EXIT_USAGE;
+    }
+    println!("extregs: fuzz merge: wrote {}", args.json.display());
+    if totals["seeds_failed"].as_u64().unwrap_or(0) == 0 {
         EXIT_SUCCESS
     } else {
         EXIT_KERNEL_FAILURE

@@ -645,6 +645,11 @@ fn cli_fuzz_replays_a_seed_and_rejects_bad_arguments() {
         &["fuzz", "--seeds", "0..2", "--max-depth", "13"],
         &["fuzz"],
         &["fuzz", "--seeds", "0..2", "--seed", "1"],
+        &["fuzz", "--seeds", "0..6", "--shard", "0/3"],
+        &["fuzz", "--seeds", "0..6", "--shard", "4/3"],
+        &["fuzz", "--seeds", "0..6", "--shard", "1/0"],
+        &["fuzz", "--seeds", "0..2", "--shard", "1/3"],
+        &["fuzz", "--seed", "1", "--shard", "1/2"],
     ] {
         assert_eq!(extregs_cli(bad).status.code(), Some(EXIT_USAGE), "{bad:?}");
     }
@@ -664,6 +669,82 @@ fn cli_fuzz_replays_a_seed_and_rejects_bad_arguments() {
     let _ = std::fs::remove_file(&json);
     assert_eq!(document["runs"].as_array().unwrap().len(), 2);
     assert_eq!(document["totals"]["violations"], 0);
+}
+
+#[test]
+fn sharded_campaign_merged_equals_the_unsharded_one() {
+    let dir = std::env::temp_dir();
+    let path = |name: &str| dir.join(format!("extregs-{}-{name}.json", std::process::id()));
+    let (full, first, second, merged) =
+        (path("full"), path("shard1"), path("shard2"), path("merged"));
+    let campaign = |extra: &[&str], json: &std::path::Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_extregs"));
+        command.args(["fuzz", "--seeds", "0..5", "--iterations", "30", "--deterministic"]);
+        command.args(extra).arg("--json").arg(json);
+        let output = command.output().expect("extregs runs");
+        assert_eq!(output.status.code(), Some(EXIT_SUCCESS), "{extra:?}: {output:?}");
+    };
+    campaign(&[], &full);
+    campaign(&["--shard", "1/2"], &first);
+    // The second slice as the Slurm array task with index 1 runs it: the
+    // job script in docs/, with the 0-based index in SLURM_ARRAY_TASK_ID.
+    let out_dir = dir.join(format!("extregs-{}-slurm", std::process::id()));
+    let script = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/extregs-fuzz.sbatch"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("SLURM_SUBMIT_DIR")
+        .env("SLURM_ARRAY_TASK_ID", "1")
+        .env("SEEDS", "0..5")
+        .env("SHARDS", "2")
+        .env("ITERATIONS", "30")
+        .env("EXTRA", "--deterministic")
+        .env("OUT", &out_dir)
+        .output()
+        .expect("bash runs the Slurm job script");
+    assert_eq!(script.status.code(), Some(EXIT_SUCCESS), "{script:?}");
+    std::fs::rename(out_dir.join("shard-1.json"), &second).expect("the script wrote shard-1.json");
+    let _ = std::fs::remove_dir(&out_dir);
+    let merge = extregs_cli(&[
+        "fuzz",
+        "merge",
+        second.to_str().unwrap(),
+        first.to_str().unwrap(),
+        "--json",
+        merged.to_str().unwrap(),
+    ]);
+    assert_eq!(merge.status.code(), Some(EXIT_SUCCESS), "{merge:?}");
+    let overlap = extregs_cli(&[
+        "fuzz",
+        "merge",
+        first.to_str().unwrap(),
+        first.to_str().unwrap(),
+        "--json",
+        merged.with_extension("overlap").to_str().unwrap(),
+    ]);
+    assert_eq!(overlap.status.code(), Some(EXIT_USAGE), "overlapping slices must be refused");
+    let read = |path: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let (full_doc, first_doc, merged_doc) = (read(&full), read(&first), read(&merged));
+    for path in [&full, &first, &second, &merged] {
+        let _ = std::fs::remove_file(path);
+    }
+    assert_eq!(first_doc["shard"]["of"], "0..5");
+    assert_eq!(first_doc["seeds"], "0..2", "slice 1 of 2 of five seeds");
+    assert_eq!(merged_doc["seeds"], "0..5");
+    assert_eq!(merged_doc["complete"], true);
+    let digests = |doc: &serde_json::Value| -> Vec<(u64, String)> {
+        doc["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|run| (run["seed"].as_u64().unwrap(), run["digest"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    assert_eq!(digests(&merged_doc), digests(&full_doc), "per-seed digests");
+    for key in ["seeds_run", "iterations", "frames", "violations", "latched_nmis", "kinds"] {
+        assert_eq!(merged_doc["totals"][key], full_doc["totals"][key], "totals.{key}");
+    }
 }
 
 #[test]
