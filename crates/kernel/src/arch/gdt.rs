@@ -122,16 +122,16 @@ static GDT: Once<GlobalDescriptorTable> = Once::new();
 /// and this update; breakpoints on the Rust entry code before it are
 /// refused by `paranoid::set_execute_breakpoint`).
 pub unsafe fn shift_debug_ist(bytes: i64) {
-    // The read-modify-write is not atomic, but a nested paranoid event that
-    // lands between its read and write and shifts too (an NMI whose handler
-    // takes a #DB) undoes its own shift before it returns, so the value
-    // read is still right when this write happens.
     // SAFETY: `TSS` is 'static and the pointer comes from its UnsafeCell,
     // so it carries the provenance of the whole TSS; the field is read and
     // written through raw pointers, unaligned (the struct is packed(4)) and
     // without forming a reference. No Rust reference to the TSS exists
     // after `init` (the GDT descriptor holds only its address), so nothing
     // aliases these accesses. The CPU reads the field on the next #DB.
+    // The read-modify-write is not atomic, but a nested paranoid event that
+    // lands between its read and write and shifts too (an NMI whose handler
+    // takes a #DB) undoes its own shift before it returns, so the value
+    // read is still right when this write happens.
     unsafe {
         let ist = (&raw mut (*TSS.0.get()).interrupt_stack_table)
             .cast::<u64>()

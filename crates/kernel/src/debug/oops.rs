@@ -295,8 +295,8 @@ fn with_claim_everything_hooks(die: fn() -> !) -> ! {
 /// without the MCE banks: fatal, whatever hooks are installed.
 fn oops_machine_check() -> ! {
     if pks::enabled() {
-        // A non-default PKRS, so the dump shows the extension saved it.
-        // SAFETY: PKS is on; key 0 stays read/write.
+        // SAFETY: PKS is on; key 0 stays read/write. (A non-default PKRS,
+        // so the dump shows the extension saved it.)
         unsafe {
             pks::write_pkrs(pks::with_key_rights(pks::PKRS_DEFAULT, 1, pks::KeyRights::ReadWrite))
         };

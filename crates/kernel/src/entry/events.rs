@@ -115,9 +115,9 @@ pub fn recording_hook(regs: &mut PtRegs, vector: u8) -> bool {
             // The tests' events never interrupt a PKRS write, so the grant
             // is never refused; if it were, the missing grant would show in
             // their checks of the PKRS after IRET.
+            let rights = pks::KeyRights::ReadWrite;
             // SAFETY: `frame.regs` is the entry frame's PtRegs.
-            let _granted =
-                unsafe { pks::pks_update_saved(&mut frame.regs, pkey, pks::KeyRights::ReadWrite) };
+            let _granted = unsafe { pks::pks_update_saved(&mut frame.regs, pkey, rights) };
         }
     }
     if vector == DEBUG_VECTOR {

@@ -51,9 +51,9 @@ pub struct ParanoidState {
 
 fn read_dr7() -> u64 {
     let value: u64;
-    // Not `nomem`: like Linux's __FORCE_ORDER on DR7, a compiler barrier,
-    // so no memory access moves across the DR7 access.
-    // SAFETY: reading DR7 in ring 0 has no side effects.
+    // SAFETY: reading DR7 in ring 0 has no side effects. Not `nomem`:
+    // like Linux's __FORCE_ORDER on DR7, a compiler barrier, so no memory
+    // access moves across the DR7 access.
     unsafe { core::arch::asm!("mov {}, dr7", out(reg) value, options(nostack, preserves_flags)) };
     value
 }

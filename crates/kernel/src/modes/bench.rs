@@ -316,8 +316,8 @@ pub fn run(iterations: u64) -> bool {
         print_row(name, iterations, Ok(measure(vector, iterations)));
     }
     if pks::enabled() {
-        // Interrupted with the default: the cache saves both WRMSRs.
         // SAFETY: PKS is on; the default keeps key 0 read/write.
+        // (Interrupted with the default: the cache saves both WRMSRs.)
         unsafe { pks::update_pkrs(pks::PKRS_DEFAULT) };
         let before = pks::wrmsr_count();
         let hit = measure(EXTENDED_PKS_VECTOR, iterations);

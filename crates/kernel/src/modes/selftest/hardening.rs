@@ -233,8 +233,8 @@ pub fn cr2_survives_paranoid_page_fault(context: &Context) -> Outcome {
             })
         });
         paranoid::reset_debug_status();
-        // The grant applied to this context too: back to the default.
-        // SAFETY: PKS is on; the default keeps key 0 read/write.
+        // SAFETY: PKS is on; the default keeps key 0 read/write. (The
+        // grant applied to this context too: back to the default.)
         unsafe { pks::update_pkrs(PKRS_DEFAULT) };
         let seen = FAULTS_SEEN.load(Ordering::Relaxed);
         let first = FAULT_ADDRESSES[0].load(Ordering::Relaxed);

@@ -303,8 +303,8 @@ fn pks_write_fault_frame(context: &Context) -> Outcome {
     let read_only = pks::with_key_rights(PKRS_DEFAULT, page.pkey, KeyRights::ReadOnly);
     // SAFETY: PKS is on (there is a pkey page); key 0 stays read/write.
     unsafe { pks::write_pkrs(read_only) };
-    // With write-disable only, a read works and returns the page's fill...
-    // SAFETY: the page is mapped and its key now allows reads.
+    // SAFETY: the page is mapped and its key now allows reads. (With
+    // write-disable only, a read works and returns the page's fill...)
     let value = unsafe { core::ptr::read_volatile(page.address.as_ptr::<u64>()) };
     check!(value == PKEY_PAGE_FILL, "read {:#x} through the pkey page", value);
     // ...and a write faults.

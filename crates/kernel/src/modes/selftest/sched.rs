@@ -34,6 +34,13 @@ fn spawn(name: &str, entry: fn(usize)) -> Option<TaskHandle> {
     sched::spawn(format_args!("{name}"), entry, 0).ok()
 }
 
+/// Spawns a fresh [`spinner`] (its count at 0), or None.
+fn start_spinner() -> Option<TaskHandle> {
+    STOP.store(false, Ordering::Relaxed);
+    SPINS.store(0, Ordering::Relaxed);
+    spawn("st-spinner", spinner)
+}
+
 /// Stops the helpers and waits for `handle`'s exit, with IF set (the
 /// helpers may need ticks to get the CPU), then stops the tick.
 fn stop_and_wait(handle: TaskHandle) {
@@ -48,9 +55,7 @@ fn stop_and_wait(handle: TaskHandle) {
 /// frame left on its own stack (check_frame counts any frame that is not),
 /// and the other task runs.
 pub fn preemption_on_irq_exit(_: &Context) -> Outcome {
-    STOP.store(false, Ordering::Relaxed);
-    SPINS.store(0, Ordering::Relaxed);
-    let Some(helper) = spawn("st-spinner", spinner) else {
+    let Some(helper) = start_spinner() else {
         return Outcome::Fail;
     };
     let before = sched::counts();
@@ -79,9 +84,7 @@ pub fn preemption_on_irq_exit(_: &Context) -> Outcome {
 /// `preempt_disable` keeps the helper off the CPU across many ticks that
 /// ask for a reschedule; the `preempt_enable` switches at once.
 pub fn preempt_disable_holds_off_preemption(_: &Context) -> Outcome {
-    STOP.store(false, Ordering::Relaxed);
-    SPINS.store(0, Ordering::Relaxed);
-    let Some(helper) = spawn("st-spinner", spinner) else {
+    let Some(helper) = start_spinner() else {
         return Outcome::Fail;
     };
     let before = sched::counts();
