@@ -19,8 +19,8 @@
 
 use core::mem::size_of;
 use extregs_regs::{
-    nmi_state, ArchExtRegs, ExtendedPtRegs, GenericExtRegs, InactiveTaskFrame, IretFrame,
-    NmiStackTop, PtRegs, ThreadContext,
+    nmi_state, selectors, ArchExtRegs, ExtendedPtRegs, GenericExtRegs, InactiveTaskFrame,
+    IretFrame, NmiStackTop, PerCpuEntry, PtRegs, ThreadContext, MSR_GS_BASE,
 };
 use memoffset::offset_of;
 use std::fmt::Write as _;
@@ -156,6 +156,36 @@ pub fn constants() -> Vec<AsmConstant> {
         offset_of!(ThreadContext, sp),
         "offsetof(struct thread_struct, sp): a switched-out task's stack pointer",
     ));
+    for (field, offset) in [
+        ("top_of_stack", offset_of!(PerCpuEntry, top_of_stack)),
+        ("user_rsp_scratch", offset_of!(PerCpuEntry, user_rsp_scratch)),
+        ("ist_scratch", offset_of!(PerCpuEntry, ist_scratch)),
+        ("self_address", offset_of!(PerCpuEntry, self_address)),
+    ] {
+        constants.push(constant(
+            &format!("PERCPU_{}", field.to_uppercase()),
+            offset,
+            &format!("offsetof(struct per_cpu_entry, {field}): %gs-relative"),
+        ));
+    }
+    constants.push(constant(
+        "PERCPU_SIZE",
+        size_of::<PerCpuEntry>(),
+        "sizeof(struct per_cpu_entry)",
+    ));
+    for (name, value) in [
+        ("KERNEL_CS", selectors::KERNEL_CS),
+        ("KERNEL_DS", selectors::KERNEL_DS),
+        ("USER_CS", selectors::USER_CS),
+        ("USER_DS", selectors::USER_DS),
+    ] {
+        constants.push(constant(
+            &format!("__{name}"),
+            usize::from(value),
+            &format!("segment selector __{name}"),
+        ));
+    }
+    constants.push(constant("MSR_GS_BASE", MSR_GS_BASE as usize, "MSR_GS_BASE: the live GS base"));
     for (name, value) in [
         ("IDLE", nmi_state::IDLE),
         ("RUNNING", nmi_state::RUNNING),

@@ -184,6 +184,26 @@ impl EntryPlatform for CellPlatform {
     fn preempt_schedule_irq() {
         unreachable!("the bench harness never sets need_resched");
     }
+    // The harness's frames are kernel frames; the user-mode hooks cost
+    // what the kernel's do (one store each) should a row ever use them.
+    fn enter_from_user_mode() {
+        CELL_RCU_WATCHING.store(1, Ordering::Relaxed);
+    }
+    fn exit_to_user_mode() {
+        CELL_RCU_WATCHING.store(0, Ordering::Relaxed);
+    }
+    fn exit_to_user_mode_work() -> extregs_entry::ExitToUserWork {
+        extregs_entry::ExitToUserWork {
+            need_resched: CELL_NEED_RESCHED.load(Ordering::Relaxed) != 0,
+            fatal_signal: false,
+        }
+    }
+    fn schedule_before_user_return() {
+        unreachable!("the bench harness never sets need_resched");
+    }
+    fn kill_current_task() -> ! {
+        unreachable!("the bench harness never kills");
+    }
 }
 
 static CELL_PREEMPT_COUNT: AtomicU32 = AtomicU32::new(0);

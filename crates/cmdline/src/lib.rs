@@ -31,11 +31,14 @@ pub enum Mode {
     /// Preemptive kernel tasks: `tasks=` workers, each with its own PKRS,
     /// for `seconds=`.
     Tasks,
+    /// User mode: ring-3 tasks over SYSCALL (a hello world, a spinner the
+    /// timer preempts, a task killed by its ud2, 10,000 syscalls).
+    User,
 }
 
 impl Mode {
     /// Every mode with its command-line spelling.
-    pub const ALL: [(Mode, &'static str); 7] = [
+    pub const ALL: [(Mode, &'static str); 8] = [
         (Mode::Demo, "demo"),
         (Mode::Selftest, "selftest"),
         (Mode::Oops, "oops"),
@@ -43,6 +46,7 @@ impl Mode {
         (Mode::Fuzz, "fuzz"),
         (Mode::Bench, "bench"),
         (Mode::Tasks, "tasks"),
+        (Mode::User, "user"),
     ];
 
     /// The command-line spelling.
@@ -285,7 +289,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                 mode = Some(lookup(&Mode::ALL, value).ok_or(CommandLineError::BadValue {
                     key,
                     value,
-                    expected: "demo, selftest, oops, idle, fuzz, bench, tasks",
+                    expected: "demo, selftest, oops, idle, fuzz, bench, tasks, user",
                 })?);
             }
             "cause" => {
@@ -540,7 +544,7 @@ mod tests {
         );
         assert_eq!(
             parse("mode=dance").unwrap_err().to_string(),
-            "bad value 'dance' for 'mode' (expected one of: demo, selftest, oops, idle, fuzz, bench, tasks)"
+            "bad value 'dance' for 'mode' (expected one of: demo, selftest, oops, idle, fuzz, bench, tasks, user)"
         );
         for bad in ["0", "-1", "3601", "ten", "1e3"] {
             let line = std::format!("mode=idle seconds={bad}");

@@ -27,7 +27,23 @@
  * multiple of 16 (asserted in extregs-regs), so %rsp is 16-byte aligned at
  * the call, as the C ABI needs.
  *
- * Everything runs in ring 0 for now, so there is no SWAPGS and no CR3 switch.
+ * User mode (ring 3) enters here too, and through entry_SYSCALL_64 below.
+ * Three rules carry it, as in Linux:
+ *
+ *  - SWAPGS on every entry from user mode and every exit to it, so kernel
+ *    code always runs with GS = extregs_per_cpu and user code never sees it.
+ *    The ordinary stubs decide by the saved CS; a paranoid entry (NMI, #DB,
+ *    #MC, #DF) can land between an exit's SWAPGS and its IRETQ, where CS is
+ *    the kernel's but GS the user's, so from kernel mode it reads
+ *    MSR_GS_BASE instead (PARANOID_GS_ENTER; FSGSBASE is not assumed).
+ *  - TSS.RSP0 is the top of the running task's kernel stack (the scheduler
+ *    updates it and %gs:PERCPU_TOP_OF_STACK on every switch), so a frame
+ *    from user mode lands exactly at task_pt_regs(task).
+ *  - The IST entries (NMI, #DB, #MC, #DF) from user mode copy their frame
+ *    from the IST stack to that same place and run there
+ *    (IST_FRAME_TO_TASK_STACK): every user frame sits at task_pt_regs.
+ *
+ * No CR3 switch: the kernel and user pages share one page table (no PTI).
  */
 
 /* PUSH_AND_CLEAR_REGS and POP_REGS: calling.S, assembled just before this file. */
@@ -84,6 +100,36 @@ asm_exc_\name:
 	.size	asm_exc_\name, . - asm_exc_\name
 .endm
 
+/*
+ * IDTENTRY_IST vector, name, has_error_code: a stub whose gate switches to
+ * an IST stack (#DB, #DF, #MC). From user mode the frame moves to the task
+ * stack first and runs like any user entry; from kernel mode it stays on
+ * the IST and takes extregs_paranoid_common.
+ */
+.macro IDTENTRY_IST vector, name, has_error_code
+	IDTENTRY_TABLE_ONLY \vector, \name
+
+	.text
+	.p2align 4
+	.globl	asm_exc_\name
+	.type	asm_exc_\name, @function
+asm_exc_\name:
+	.if \has_error_code == 0
+	pushq	$-1
+	.endif
+	testb	$3, PTREGS_CS-PTREGS_ORIG_AX(%rsp)
+	jnz	.Lfrom_user_\@
+	PUSH_AND_CLEAR_REGS
+	movl	$\vector, %esi
+	jmp	extregs_paranoid_common
+.Lfrom_user_\@:
+	IST_FRAME_TO_TASK_STACK
+	PUSH_AND_CLEAR_REGS
+	movl	$\vector, %esi
+	jmp	extregs_entry_gs_ready
+	.size	asm_exc_\name, . - asm_exc_\name
+.endm
+
 
 /*
  * extregs_entry_common: reserve the extension, call Rust, undo, iretq.
@@ -108,17 +154,152 @@ extregs_entry_text_start:
 	.globl	extregs_entry_common
 	.type	extregs_entry_common, @function
 extregs_entry_common:
+	/* From user mode (saved CS RPL 3): GS is still the user's. */
+	testb	$3, PTREGS_CS(%rsp)
+	jnz	.Lentry_swapgs
+	/*
+	 * From kernel mode, GS is the kernel's, except for a fault on the
+	 * IRETQ to user mode (a non-canonical RIP: #GP), which comes after
+	 * that exit's SWAPGS (Linux's error_entry checks the same RIP).
+	 * %rax is free: PUSH_AND_CLEAR_REGS saved it.
+	 */
+	leaq	extregs_return_to_user_iretq(%rip), %rax
+	cmpq	%rax, PTREGS_IP(%rsp)
+	jne	extregs_entry_gs_ready
+.Lentry_swapgs:
+	swapgs
+	.globl	extregs_entry_gs_ready
+extregs_entry_gs_ready:
 	cld
 	subq	$GENERIC_PTREGS_SIZE, %rsp
 	leaq	EXTREGS_REGS(%rsp), %rdi
 	call	extregs_exception_entry
 	addq	$GENERIC_PTREGS_SIZE, %rsp
+	testb	$3, PTREGS_CS(%rsp)
+	jnz	extregs_return_to_user
 	POP_REGS
 	.if EXTREGS_FAULT_INJECTION
 	movb	$0, extregs_fault_skip_r12(%rip)
 	.endif
 	iretq
 	.size	extregs_entry_common, . - extregs_entry_common
+
+/*
+ * extregs_return_to_user: the one IRET exit to user mode (Linux's
+ * swapgs_restore_regs_and_return_to_usermode). Entered with %rsp = &PtRegs
+ * of a user frame (at task_pt_regs), IF clear, the generic exit-to-user work
+ * done. An NMI between the SWAPGS and the IRETQ finds CS = kernel and
+ * GS = user: PARANOID_GS_ENTER reads MSR_GS_BASE and copes.
+ *
+ *   | ip cs flags sp ss |            | ip cs flags sp ss | <- rsp at iretq
+ *   | orig_ax           |
+ *   | di ... r15        |
+ *   +-------------------+ <- rsp
+ */
+	.globl	extregs_return_to_user
+	.type	extregs_return_to_user, @function
+extregs_return_to_user:
+	POP_REGS
+	.if EXTREGS_FAULT_INJECTION
+	movb	$0, extregs_fault_skip_r12(%rip)
+	.endif
+	swapgs
+	.globl	extregs_return_to_user_iretq
+extregs_return_to_user_iretq:
+	iretq
+	.size	extregs_return_to_user, . - extregs_return_to_user
+
+/*
+ * extregs_enter_user_mode(regs): the first exit to user mode of a user task
+ * (Linux's ret_from_fork into user mode): %rdi = task_pt_regs of the
+ * current task, a whole user frame the scheduler built, extension below
+ * it. Drops everything else on the kernel stack (the task's kernel frames
+ * never return) and leaves through extregs_return_to_user.
+ */
+	.globl	extregs_enter_user_mode
+	.type	extregs_enter_user_mode, @function
+extregs_enter_user_mode:
+	movq	%rdi, %rsp
+	jmp	extregs_return_to_user
+	.size	extregs_enter_user_mode, . - extregs_enter_user_mode
+
+/*
+ * PARANOID_GS_ENTER / PARANOID_GS_EXIT: a paranoid entry from kernel mode
+ * may have interrupted the few instructions where CS is the kernel's but GS
+ * is still (or again) the user's: the first instructions of
+ * entry_SYSCALL_64, an exit between its SWAPGS and its SYSRETQ/IRETQ, an
+ * IDT stub before its SWAPGS. So it does not trust CS: it reads
+ * MSR_GS_BASE, and SWAPGS unless that is already extregs_per_cpu (Linux's
+ * paranoid_entry without FSGSBASE). %ebx remembers whether to swap back;
+ * the C ABI keeps it across the call. Runs after PUSH_AND_CLEAR_REGS, so
+ * %rax, %rcx and %rdx are free.
+ */
+.macro PARANOID_GS_ENTER
+	movl	$MSR_GS_BASE, %ecx
+	rdmsr
+	shlq	$32, %rdx
+	orq	%rax, %rdx
+	leaq	extregs_per_cpu(%rip), %rax
+	xorl	%ebx, %ebx
+	cmpq	%rax, %rdx
+	je	.Lparanoid_gs_kernel_\@
+	swapgs
+	movl	$1, %ebx
+.Lparanoid_gs_kernel_\@:
+.endm
+
+.macro PARANOID_GS_EXIT
+	testl	%ebx, %ebx
+	jz	.Lparanoid_gs_done_\@
+	swapgs
+.Lparanoid_gs_done_\@:
+.endm
+
+/*
+ * IST_FRAME_TO_TASK_STACK: an IST entry (NMI, #DB, #MC, #DF) that came from
+ * user mode moves its frame to the task stack, where every user frame lives
+ * (Linux does the same for the NMI and with sync_regs for #DB/#MC). Nothing
+ * can nest on the IST meanwhile that would need this frame: user code is
+ * not running, and a paranoid event landing here comes from kernel mode and
+ * builds its own frame below on the IST.
+ *
+ *   IST stack:                        task stack:
+ *   | ip cs flags sp ss |             +-------------------+ <- PERCPU_TOP_OF_STACK
+ *   | orig_ax           | <- rsp      | ip cs flags sp ss |
+ *                                     | orig_ax           | <- rsp after
+ */
+.macro IST_FRAME_TO_TASK_STACK
+	swapgs
+	movq	%rdx, %gs:PERCPU_IST_SCRATCH
+	movq	%rsp, %rdx
+	movq	%gs:PERCPU_TOP_OF_STACK, %rsp
+	pushq	PTREGS_SS-PTREGS_ORIG_AX(%rdx)
+	pushq	PTREGS_SP-PTREGS_ORIG_AX(%rdx)
+	pushq	PTREGS_FLAGS-PTREGS_ORIG_AX(%rdx)
+	pushq	PTREGS_CS-PTREGS_ORIG_AX(%rdx)
+	pushq	PTREGS_IP-PTREGS_ORIG_AX(%rdx)
+	pushq	(%rdx)
+	movq	%gs:PERCPU_IST_SCRATCH, %rdx
+.endm
+
+/*
+ * extregs_paranoid_common: #DB, #MC and #DF from kernel mode, on their IST
+ * stack; %esi = vector. As extregs_entry_common, with the GS decision of
+ * PARANOID_GS_ENTER instead of the saved CS.
+ */
+	.globl	extregs_paranoid_common
+	.type	extregs_paranoid_common, @function
+extregs_paranoid_common:
+	PARANOID_GS_ENTER
+	cld
+	subq	$GENERIC_PTREGS_SIZE, %rsp
+	leaq	EXTREGS_REGS(%rsp), %rdi
+	call	extregs_exception_entry
+	addq	$GENERIC_PTREGS_SIZE, %rsp
+	PARANOID_GS_EXIT
+	POP_REGS
+	iretq
+	.size	extregs_paranoid_common, . - extregs_paranoid_common
 
 	.if EXTREGS_FAULT_INJECTION
 	/* Fault-injection flag bytes (EXTREGS_FAULT_INJECTION=1 builds only). */
@@ -134,14 +315,14 @@ extregs_fault_nmi_reuse:
 
 /* Vector, name (Linux's asm_exc_* names), and whether the CPU pushes an error code. */
 IDTENTRY  0, divide_error,                 0
-IDTENTRY  1, debug,                        0
+IDTENTRY_IST  1, debug,                    0
 IDTENTRY_TABLE_ONLY 2, nmi
 IDTENTRY  3, int3,                         0
 IDTENTRY  4, overflow,                     0
 IDTENTRY  5, bounds,                       0
 IDTENTRY  6, invalid_op,                   0
 IDTENTRY  7, device_not_available,         0
-IDTENTRY  8, double_fault,                 1
+IDTENTRY_IST  8, double_fault,             1
 IDTENTRY  9, coproc_segment_overrun,       0
 IDTENTRY 10, invalid_tss,                  1
 IDTENTRY 11, segment_not_present,          1
@@ -151,7 +332,7 @@ IDTENTRY 14, page_fault,                   1
 IDTENTRY 15, spurious_interrupt_bug,       0
 IDTENTRY 16, coprocessor_error,            0
 IDTENTRY 17, alignment_check,              1
-IDTENTRY 18, machine_check,                0
+IDTENTRY_IST 18, machine_check,            0
 IDTENTRY 19, simd_coprocessor_error,       0
 IDTENTRY 20, virtualization_exception,     0
 IDTENTRY 21, control_protection,           1
@@ -284,6 +465,8 @@ extregs_nmi_state:
 	.type	asm_exc_nmi, @function
 asm_exc_nmi:
 	/* rsp = &landing.ip: the CPU's frame. NMIs are blocked. */
+	testb	$3, IRET_FRAME_CS(%rsp)
+	jnz	.Lnmi_from_user
 	pushq	%rax					/* rsp = &scratch */
 	.if EXTREGS_FAULT_INJECTION
 	cmpb	$0, extregs_fault_nmi_reuse(%rip)
@@ -310,12 +493,14 @@ asm_exc_nmi:
 	movb	$NMI_STATE_RUNNING, extregs_nmi_state(%rip)
 	pushq	$-1					/* orig_ax */
 	PUSH_AND_CLEAR_REGS
+	PARANOID_GS_ENTER
 	cld
 	subq	$GENERIC_PTREGS_SIZE, %rsp
 	leaq	EXTREGS_REGS(%rsp), %rdi
 	movl	$NMI_VECTOR, %esi
 	call	extregs_exception_entry
 	addq	$GENERIC_PTREGS_SIZE, %rsp
+	PARANOID_GS_EXIT
 	POP_REGS					/* rsp = &iret_copy */
 	decb	extregs_nmi_state(%rip)
 .Lnmi_exit_window_start:
@@ -331,12 +516,109 @@ asm_exc_nmi:
 	popq	%rax					/* rsp = &landing */
 	iretq
 
+/*
+ * An NMI from user mode: no nesting problem, as in Linux. It moves to the
+ * task stack (the frame lands at task_pt_regs like every user frame) and
+ * leaves NMIs blocked until its own IRETQ; an NMI that nests after an
+ * exception's IRETQ unblocked them comes from kernel mode and is handled on
+ * the IST, below nothing of this one's.
+ *
+ *   NMI IST:                          task stack:
+ *   | landing: ip..ss   |             | ip cs flags sp ss |
+ *   | scratch = -1      | <- rsp      | orig_ax = -1      |
+ *                                     | di ... r15        |
+ *                                     +-------------------+ <- rsp
+ */
+.Lnmi_from_user:
+	pushq	$-1					/* orig_ax, in scratch */
+	IST_FRAME_TO_TASK_STACK
+	PUSH_AND_CLEAR_REGS
+	movl	$NMI_VECTOR, %esi
+	jmp	extregs_entry_gs_ready
+
 .Lnmi_take_over_exit:
 	popq	%rax					/* rsp = &landing */
 	leaq	NMI_TOP_IRET_COPY-NMI_TOP_LANDING(%rsp), %rsp	/* rsp = &iret_copy */
 	jmp	.Lnmi_run
 	.size	asm_exc_nmi, . - asm_exc_nmi
 
+/*
+ * entry_SYSCALL_64: the SYSCALL instruction from user mode (LSTAR).
+ *
+ * The CPU saved the user RIP in %rcx and RFLAGS in %r11, loaded CS/SS from
+ * STAR and cleared the FMASK bits of RFLAGS (IF, TF, DF, AC, NT ...); it
+ * did not switch stacks or GS. So: SWAPGS, park the user RSP in the per-CPU
+ * scratch, load the task's kernel stack top, and build by hand the frame
+ * an interrupt from user mode would have had, the extension below it as
+ * everywhere else:
+ *
+ *   +----------------------+  <- %gs:PERCPU_TOP_OF_STACK (TSS.RSP0)
+ *   | ss = __USER_DS       |
+ *   | sp = user RSP        |
+ *   | flags = %r11         |
+ *   | cs = __USER_CS       |
+ *   | ip = %rcx            |
+ *   | orig_ax = %rax (nr)  |
+ *   | di ... r15           |   PUSH_AND_CLEAR_REGS
+ *   +----------------------+  <- %rdi = &PtRegs = task_pt_regs(current)
+ *   | extension            |
+ *   +----------------------+  <- %rsp at the call
+ *
+ * extregs_syscall_entry returns true when SYSRETQ may return: it checked
+ * Linux's conditions (RCX == RIP, RCX canonical, R11 == RFLAGS, no TF/RF).
+ * Then POP_REGS reloads RCX and R11 from the frame (equal to ip and flags)
+ * and SYSRETQ returns on the user stack. Otherwise the IRET exit.
+ *
+ * Windows: IF is off throughout (FMASK), so only NMI, #DB and #MC can land
+ * here, all on IST stacks; before the first SWAPGS and after the last one
+ * they find kernel CS with the user's GS, which PARANOID_GS_ENTER handles.
+ * Between `movq ..., %rsp` and SYSRETQ the kernel runs on the user stack,
+ * which is why nothing but IST events may be taken there.
+ */
+	.text
+	.p2align 4
+	.globl	entry_SYSCALL_64
+	.type	entry_SYSCALL_64, @function
+entry_SYSCALL_64:
+	swapgs
+	movq	%rsp, %gs:PERCPU_USER_RSP_SCRATCH
+	movq	%gs:PERCPU_TOP_OF_STACK, %rsp
+	pushq	$__USER_DS				/* ss */
+	pushq	%gs:PERCPU_USER_RSP_SCRATCH		/* sp */
+	pushq	%r11					/* flags */
+	pushq	$__USER_CS				/* cs */
+	pushq	%rcx					/* ip */
+	pushq	%rax					/* orig_ax: the syscall number */
+	PUSH_AND_CLEAR_REGS
+	cld
+	subq	$GENERIC_PTREGS_SIZE, %rsp
+	leaq	EXTREGS_REGS(%rsp), %rdi
+	call	extregs_syscall_entry
+	addq	$GENERIC_PTREGS_SIZE, %rsp
+	testb	%al, %al
+	jz	extregs_return_to_user
+	POP_REGS					/* rsp = &ip */
+	movq	IRET_FRAME_SP(%rsp), %rsp
+	swapgs
+	.globl	extregs_syscall_sysretq
+extregs_syscall_sysretq:
+	sysretq
+	.size	entry_SYSCALL_64, . - entry_SYSCALL_64
+
 	.text
 	.globl	extregs_entry_text_end
 extregs_entry_text_end:
+
+/*
+ * The per-CPU entry area (one CPU), reached through %gs in kernel mode:
+ * struct PerCpuEntry in extregs-regs. Written from Rust only through raw
+ * pointers (extregs_entry_asm::per_cpu).
+ */
+	.bss
+	.p2align 6
+	.globl	extregs_per_cpu
+	.type	extregs_per_cpu, @object
+extregs_per_cpu:
+	.skip	PERCPU_SIZE
+	.size	extregs_per_cpu, . - extregs_per_cpu
+	.text

@@ -26,7 +26,7 @@ pub mod asm_offsets {
 }
 
 use asm_offsets::*;
-use extregs_regs::{ExtendedPtRegs, InactiveTaskFrame, PtRegs, ThreadContext};
+use extregs_regs::{ExtendedPtRegs, InactiveTaskFrame, PerCpuEntry, PtRegs, ThreadContext};
 
 // The constants were computed by a build script on the host. Check them again
 // here, compiled for the target that runs the stubs: if the layouts ever
@@ -60,6 +60,10 @@ const_assert_eq!(INACTIVE_TASK_FRAME_R15, offset_of!(InactiveTaskFrame, r15));
 const_assert_eq!(INACTIVE_TASK_FRAME_BP, offset_of!(InactiveTaskFrame, bp));
 const_assert_eq!(INACTIVE_TASK_FRAME_RET_ADDR, offset_of!(InactiveTaskFrame, ret_addr));
 const_assert_eq!(THREAD_SP, offset_of!(ThreadContext, sp));
+const_assert_eq!(PERCPU_TOP_OF_STACK, offset_of!(PerCpuEntry, top_of_stack));
+const_assert_eq!(PERCPU_USER_RSP_SCRATCH, offset_of!(PerCpuEntry, user_rsp_scratch));
+const_assert_eq!(PERCPU_IST_SCRATCH, offset_of!(PerCpuEntry, ist_scratch));
+const_assert_eq!(PERCPU_SIZE, core::mem::size_of::<PerCpuEntry>());
 
 #[cfg(not(fault_injection))]
 core::arch::global_asm!(
@@ -126,6 +130,73 @@ extern "C" {
     static extregs_entry_text_end: u8;
     static extregs_entry_common: u8;
     static extregs_irq_common: u8;
+    static extregs_return_to_user: u8;
+    static extregs_syscall_sysretq: u8;
+    static extregs_return_to_user_iretq: u8;
+    static entry_SYSCALL_64: u8;
+    static mut extregs_per_cpu: PerCpuEntry;
+    fn extregs_enter_user_mode(regs: *const PtRegs) -> !;
+}
+
+/// The address of `entry_SYSCALL_64`, for MSR_LSTAR.
+pub fn syscall_entry_address() -> u64 {
+    // Only the symbol's address is taken.
+    (&raw const entry_SYSCALL_64) as u64
+}
+
+/// The user-mode exits: (`extregs_return_to_user`, its IRETQ, the SYSRETQ
+/// of entry_SYSCALL_64). For tests and for show_regs.
+pub fn user_exit_addresses() -> (u64, u64, u64) {
+    // Only the symbols' addresses are taken.
+    (
+        (&raw const extregs_return_to_user) as u64,
+        (&raw const extregs_return_to_user_iretq) as u64,
+        (&raw const extregs_syscall_sysretq) as u64,
+    )
+}
+
+/// The per-CPU entry area (`%gs` in kernel mode), as a raw pointer with the
+/// provenance of the whole static; its address is the kernel's GS base.
+pub fn per_cpu() -> *mut PerCpuEntry {
+    // Only the address is taken; no reference to the mutable static is
+    // formed.
+    &raw mut extregs_per_cpu
+}
+
+/// Sets `%gs:PERCPU_TOP_OF_STACK`, which the SYSCALL entry and the IST
+/// entries from user mode load as their stack.
+///
+/// # Safety
+///
+/// Interrupts off (no user entry can read it halfway: it is one aligned
+/// store anyway), and `top` is the top of the kernel stack of the task that
+/// will run next in user mode.
+pub unsafe fn set_top_of_stack(top: u64) {
+    // SAFETY: the area is a static defined in entry_64.S, written only
+    // through this raw pointer (no Rust reference to it exists) and read by
+    // the entry code with %gs-relative loads; one CPU, interrupts off.
+    unsafe { (&raw mut (*per_cpu()).top_of_stack).write_volatile(top) };
+}
+
+/// `%gs:PERCPU_TOP_OF_STACK` as the entry code will use it next.
+pub fn top_of_stack() -> u64 {
+    // SAFETY: an aligned read of a field of the static area (see
+    // `set_top_of_stack`); no reference is formed.
+    unsafe { (&raw const (*per_cpu()).top_of_stack).read_volatile() }
+}
+
+/// Leaves for user mode through the IRET exit with the frame at `regs`
+/// (the first return of a user task, Linux's ret_from_fork).
+///
+/// # Safety
+///
+/// `regs` must be `task_pt_regs` of the running task: a whole user frame
+/// (extension below it) at the top of its kernel stack, with the generic
+/// exit-to-user work done and interrupts off. Everything the caller has on
+/// the stack below is abandoned.
+pub unsafe fn enter_user_mode(regs: *const PtRegs) -> ! {
+    // SAFETY: per this function's contract.
+    unsafe { extregs_enter_user_mode(regs) }
 }
 
 /// The addresses of the two shared paths of `entry_64.S`: the common

@@ -49,6 +49,102 @@ pub trait EntryPlatform {
     /// `preempt_schedule_irq()`). Other tasks' handlers and exits run
     /// meanwhile, so arch state may have changed when it returns.
     fn preempt_schedule_irq();
+    /// Context tracking, leaving user mode (Linux's `user_exit_irqoff()`
+    /// in `enter_from_user_mode()`): RCU watches again. Interrupts off.
+    fn enter_from_user_mode();
+    /// Context tracking, returning to user mode (`user_enter_irqoff()`):
+    /// RCU stops watching this CPU. Interrupts off.
+    fn exit_to_user_mode();
+    /// The work pending before a return to user mode (Linux's thread-info
+    /// flags: `_TIF_NEED_RESCHED`, `_TIF_SIGPENDING`).
+    fn exit_to_user_mode_work() -> ExitToUserWork;
+    /// Switches to another task on the way to user mode and returns when
+    /// this one runs again (Linux's `schedule()` in the exit loop).
+    fn schedule_before_user_return();
+    /// The pending fatal signal: the task dies here (Linux's
+    /// `arch_do_signal_or_restart()` ending in `do_exit()`).
+    fn kill_current_task() -> !;
+}
+
+/// What [`EntryPlatform::exit_to_user_mode_work`] reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitToUserWork {
+    /// The scheduler wants the CPU for another task.
+    pub need_resched: bool,
+    /// The task took a fault nothing handled and must die.
+    pub fatal_signal: bool,
+}
+
+impl ExitToUserWork {
+    pub fn is_empty(self) -> bool {
+        !self.need_resched && !self.fatal_signal
+    }
+}
+
+/// Linux's `enter_from_user_mode()`: the entry work of every entry from
+/// user mode (interrupt, exception or syscall). Saves the arch state,
+/// tells lockdep hardirqs are off and context tracking that the CPU left
+/// user mode. Nothing needs undoing later, so the generic state is zero.
+fn enter_from_user_mode<P: EntryPlatform>(arch: &mut ArchExtRegs) -> GenericExtRegs {
+    P::arch_enter(arch);
+    P::lockdep_set_hardirqs_enabled(false);
+    P::enter_from_user_mode();
+    GenericExtRegs::default()
+}
+
+/// Linux's `exit_to_user_mode_loop()`: until no work is left, reschedule
+/// and deliver the fatal signal (which does not return). Interrupts off.
+fn exit_to_user_mode_loop<P: EntryPlatform>() {
+    loop {
+        let work = P::exit_to_user_mode_work();
+        if work.is_empty() {
+            return;
+        }
+        if work.fatal_signal {
+            P::kill_current_task();
+        }
+        if work.need_resched {
+            P::schedule_before_user_return();
+        }
+    }
+}
+
+/// Linux's `irqentry_exit_to_user_mode()` (and the tail of
+/// `syscall_exit_to_user_mode()`): the exit work loop, then lockdep and
+/// context tracking told the CPU is back in user mode (where IF is always
+/// set), then the arch state restored last.
+fn exit_to_user_mode<P: EntryPlatform>(arch: &ArchExtRegs) {
+    exit_to_user_mode_loop::<P>();
+    P::lockdep_set_hardirqs_enabled(true);
+    P::exit_to_user_mode();
+    P::arch_exit(arch);
+}
+
+/// Entry work of a SYSCALL (Linux's `syscall_enter_from_user_mode()`
+/// before it enables interrupts): as [`irqentry_enter`] from user mode.
+///
+/// # Safety
+///
+/// As [`irqentry_enter`]: `regs` is the SYSCALL frame the entry built
+/// (extension below it); pair with [`syscall_exit_to_user_mode`].
+#[inline(never)]
+pub unsafe fn syscall_enter_from_user_mode<P: EntryPlatform>(regs: &mut PtRegs) {
+    // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
+    let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
+    frame.generic = enter_from_user_mode::<P>(&mut frame.arch);
+}
+
+/// Exit work of a SYSCALL, interrupts off again (Linux's
+/// `syscall_exit_to_user_mode()`).
+///
+/// # Safety
+///
+/// As [`irqentry_exit`].
+#[inline(never)]
+pub unsafe fn syscall_exit_to_user_mode<P: EntryPlatform>(regs: &mut PtRegs) {
+    // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
+    let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
+    exit_to_user_mode::<P>(&frame.arch);
 }
 
 /// Linux's `irqentry_exit_cond_resched()`: preempt the interrupted kernel
@@ -80,6 +176,10 @@ pub fn irqentry_exit_cond_resched<P: EntryPlatform>() {
 pub unsafe fn irqentry_enter<P: EntryPlatform>(regs: &mut PtRegs) {
     // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
+    if frame.regs.user_mode() {
+        frame.generic = enter_from_user_mode::<P>(&mut frame.arch);
+        return;
+    }
     P::arch_enter(&mut frame.arch);
     P::lockdep_set_hardirqs_enabled(false);
     let mut generic = GenericExtRegs::default();
@@ -107,6 +207,10 @@ pub unsafe fn irqentry_enter<P: EntryPlatform>(regs: &mut PtRegs) {
 pub unsafe fn irqentry_exit<P: EntryPlatform>(regs: &mut PtRegs) {
     // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
+    if frame.regs.user_mode() {
+        exit_to_user_mode::<P>(&frame.arch);
+        return;
+    }
     if frame.generic.exit_rcu != 0 {
         P::rcu_irq_exit();
     } else if frame.regs.interrupts_enabled() {
@@ -184,8 +288,12 @@ pub struct IrqentryState {
 /// `regs` is the interrupted context's frame; pair with
 /// [`irqentry_exit_by_value`].
 #[inline(never)]
-pub unsafe fn irqentry_enter_by_value<P: EntryPlatform>(_regs: &mut PtRegs) -> IrqentryState {
+pub unsafe fn irqentry_enter_by_value<P: EntryPlatform>(regs: &mut PtRegs) -> IrqentryState {
     let mut state = IrqentryState::default();
+    if regs.user_mode() {
+        state.generic = enter_from_user_mode::<P>(&mut state.arch);
+        return state;
+    }
     P::arch_enter(&mut state.arch);
     P::lockdep_set_hardirqs_enabled(false);
     if !P::rcu_is_watching() {
@@ -202,6 +310,10 @@ pub unsafe fn irqentry_enter_by_value<P: EntryPlatform>(_regs: &mut PtRegs) -> I
 /// As [`irqentry_enter_by_value`].
 #[inline(never)]
 pub unsafe fn irqentry_exit_by_value<P: EntryPlatform>(regs: &mut PtRegs, state: IrqentryState) {
+    if regs.user_mode() {
+        exit_to_user_mode::<P>(&state.arch);
+        return;
+    }
     if state.generic.exit_rcu != 0 {
         P::rcu_irq_exit();
     } else if regs.interrupts_enabled() {
@@ -219,9 +331,13 @@ pub unsafe fn irqentry_exit_by_value<P: EntryPlatform>(regs: &mut PtRegs, state:
 /// on the same `state`.
 #[inline(never)]
 pub unsafe fn irqentry_enter_by_reference<P: EntryPlatform>(
-    _regs: &mut PtRegs,
+    regs: &mut PtRegs,
     state: &mut IrqentryState,
 ) {
+    if regs.user_mode() {
+        state.generic = enter_from_user_mode::<P>(&mut state.arch);
+        return;
+    }
     P::arch_enter(&mut state.arch);
     P::lockdep_set_hardirqs_enabled(false);
     state.generic = GenericExtRegs::default();
@@ -241,6 +357,10 @@ pub unsafe fn irqentry_exit_by_reference<P: EntryPlatform>(
     regs: &mut PtRegs,
     state: &IrqentryState,
 ) {
+    if regs.user_mode() {
+        exit_to_user_mode::<P>(&state.arch);
+        return;
+    }
     if state.generic.exit_rcu != 0 {
         P::rcu_irq_exit();
     } else if regs.interrupts_enabled() {
@@ -273,6 +393,10 @@ mod tests {
         /// preempted (it runs with its own value meanwhile).
         other_task_arch_register: u32,
         preemptions: u32,
+        /// Context tracking: the mock CPU is in user mode.
+        in_user: bool,
+        /// A fatal signal is pending for the current task.
+        fatal_signal: bool,
         calls: Vec<&'static str>,
     }
 
@@ -339,6 +463,151 @@ mod tests {
                 c.calls.push("preempt_schedule_irq");
             })
         }
+        fn enter_from_user_mode() {
+            CPU.with(|c| {
+                let mut c = c.borrow_mut();
+                assert!(c.in_user && !c.rcu_watching, "entered from user mode twice");
+                c.in_user = false;
+                c.rcu_watching = true;
+                c.calls.push("enter_from_user_mode");
+            })
+        }
+        fn exit_to_user_mode() {
+            CPU.with(|c| {
+                let mut c = c.borrow_mut();
+                assert!(!c.in_user && c.rcu_watching, "exit to user mode from user mode");
+                c.in_user = true;
+                c.rcu_watching = false;
+                c.calls.push("exit_to_user_mode");
+            })
+        }
+        fn exit_to_user_mode_work() -> ExitToUserWork {
+            CPU.with(|c| {
+                let c = c.borrow();
+                ExitToUserWork { need_resched: c.need_resched, fatal_signal: c.fatal_signal }
+            })
+        }
+        fn schedule_before_user_return() {
+            CPU.with(|c| {
+                let mut c = c.borrow_mut();
+                assert!(c.rcu_watching, "scheduled with RCU not watching");
+                c.need_resched = false;
+                c.preemptions += 1;
+                c.calls.push("schedule_before_user_return");
+            })
+        }
+        fn kill_current_task() -> ! {
+            CPU.with(|c| c.borrow_mut().calls.push("kill_current_task"));
+            std::panic::panic_any(KilledTask)
+        }
+    }
+
+    /// What the mock's `kill_current_task` unwinds with.
+    struct KilledTask;
+
+    /// A frame that interrupted user mode (RPL 3, IF set as always there).
+    fn user_frame() -> ExtendedPtRegs {
+        let mut frame = garbage_frame();
+        frame.regs.cs = 0x33;
+        frame.regs.ss = 0x2b;
+        frame.regs.flags = extregs_regs::X86_EFLAGS_IF | extregs_regs::X86_EFLAGS_FIXED;
+        frame
+    }
+
+    /// The mock CPU running a user task: RCU not watching, IF on.
+    fn reset_cpu_in_user(arch_register: u32) {
+        reset_cpu(false, true, arch_register);
+        CPU.with(|c| c.borrow_mut().in_user = true);
+    }
+
+    #[test]
+    fn user_entry_takes_the_user_path_of_all_three_variants() {
+        type Enter = unsafe fn(&mut ExtendedPtRegs);
+        fn extension(frame: &mut ExtendedPtRegs) {
+            // SAFETY: a whole ExtendedPtRegs.
+            unsafe { irqentry_enter::<MockPlatform>(&mut frame.regs) };
+            cpu(|c| assert!(!c.in_user && c.rcu_watching && !c.hardirqs_enabled));
+            // SAFETY: the same frame.
+            unsafe { irqentry_exit::<MockPlatform>(&mut frame.regs) };
+        }
+        fn by_value(frame: &mut ExtendedPtRegs) {
+            // SAFETY: the variants only read the frame.
+            let state = unsafe { irqentry_enter_by_value::<MockPlatform>(&mut frame.regs) };
+            assert_eq!(state.generic, GenericExtRegs::default());
+            // SAFETY: as above.
+            unsafe { irqentry_exit_by_value::<MockPlatform>(&mut frame.regs, state) };
+        }
+        fn by_reference(frame: &mut ExtendedPtRegs) {
+            let mut state = IrqentryState::default();
+            // SAFETY: the variants only read the frame.
+            unsafe { irqentry_enter_by_reference::<MockPlatform>(&mut frame.regs, &mut state) };
+            // SAFETY: as above.
+            unsafe { irqentry_exit_by_reference::<MockPlatform>(&mut frame.regs, &state) };
+        }
+        for variant in [extension as Enter, by_value, by_reference] {
+            reset_cpu_in_user(0x5555_5554);
+            let mut frame = user_frame();
+            // SAFETY: each variant is given a whole frame.
+            unsafe { variant(&mut frame) };
+            let calls = cpu(|c| c.calls.clone());
+            assert_eq!(
+                calls,
+                ["arch_enter", "enter_from_user_mode", "exit_to_user_mode", "arch_exit"],
+                "no rcu_irq_enter/exit: context tracking does it"
+            );
+            cpu(|c| assert!(c.in_user && !c.rcu_watching && c.hardirqs_enabled));
+        }
+    }
+
+    #[test]
+    fn exit_to_user_runs_the_work_loop_and_a_fatal_signal_kills() {
+        reset_cpu_in_user(0x5555_5554);
+        set_preemption(0, true);
+        let mut frame = user_frame();
+        // SAFETY: a whole frame.
+        unsafe { irqentry_enter::<MockPlatform>(&mut frame.regs) };
+        CPU.with(|c| c.borrow_mut().fatal_signal = true);
+        let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: the same frame.
+            unsafe { irqentry_exit::<MockPlatform>(&mut frame.regs) };
+        }));
+        let payload = killed.expect_err("the fatal signal kills the task");
+        assert!(payload.is::<KilledTask>());
+        let calls = cpu(|c| c.calls.clone());
+        assert_eq!(calls, ["arch_enter", "enter_from_user_mode", "kill_current_task"]);
+        // Without the signal: reschedule, then return to user mode.
+        reset_cpu_in_user(0x5555_5554);
+        set_preemption(0, true);
+        let mut frame = user_frame();
+        // SAFETY: a whole frame.
+        unsafe { irqentry_enter::<MockPlatform>(&mut frame.regs) };
+        // SAFETY: the same frame.
+        unsafe { irqentry_exit::<MockPlatform>(&mut frame.regs) };
+        assert_eq!(cpu(|c| c.preemptions), 1);
+        assert_eq!(
+            cpu(|c| c.calls.clone()),
+            [
+                "arch_enter",
+                "enter_from_user_mode",
+                "schedule_before_user_return",
+                "exit_to_user_mode",
+                "arch_exit"
+            ]
+        );
+    }
+
+    #[test]
+    fn syscall_entry_and_exit_are_the_user_path() {
+        reset_cpu_in_user(0x5555_5554);
+        let mut frame = user_frame();
+        // SAFETY: a whole frame.
+        unsafe { syscall_enter_from_user_mode::<MockPlatform>(&mut frame.regs) };
+        assert_eq!(frame.generic, GenericExtRegs::default(), "no garbage left in the extension");
+        assert_eq!(frame.arch.pks, 0x5555_5554);
+        // SAFETY: the same frame.
+        unsafe { syscall_exit_to_user_mode::<MockPlatform>(&mut frame.regs) };
+        cpu(|c| assert!(c.in_user && !c.rcu_watching && c.hardirqs_enabled));
+        assert_eq!(cpu(|c| c.arch_register), 0x5555_5554);
     }
 
     fn reset_cpu(rcu_watching: bool, hardirqs_enabled: bool, arch_register: u32) {

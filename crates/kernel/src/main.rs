@@ -22,6 +22,7 @@ mod debug;
 mod entry;
 mod modes;
 mod sched;
+mod user;
 
 use arch::{apic, cpu, exit, fwcfg, gdt, idt, memory, pks, serial};
 use debug::{coverage, oops, show_regs, symbols};
@@ -62,6 +63,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     result::set_mode(cmdline.mode);
 
     gdt::init();
+    gdt::init_syscall_and_gs();
     idt::init();
     let physical_memory_offset = boot_info
         .physical_memory_offset
@@ -104,6 +106,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         None
     };
     sched::init();
+    user::init();
     println!("extregs: mode={}", cmdline.mode.name());
     // `inject=` in the other modes (the fuzzer switches its fault on itself,
     // with its own message): e.g. `mode=demo inject=extension-offset`
@@ -124,6 +127,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         }
         Mode::Idle => idle::run(cmdline.seconds),
         Mode::Tasks => tasks::run(cmdline.tasks, cmdline.seconds),
+        Mode::User => modes::user::run(),
         Mode::Fuzz => fuzz::run(cmdline.fuzz),
         Mode::Bench => bench::run(cmdline.bench_iterations),
         Mode::Oops => {

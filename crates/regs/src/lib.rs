@@ -64,6 +64,12 @@ pub struct PtRegs {
 
 /// RFLAGS.IF: maskable interrupts enabled.
 pub const X86_EFLAGS_IF: u64 = 1 << 9;
+/// RFLAGS.TF: single-step.
+pub const X86_EFLAGS_TF: u64 = 1 << 8;
+/// RFLAGS.RF: resume flag (suppresses instruction breakpoints once).
+pub const X86_EFLAGS_RF: u64 = 1 << 16;
+/// RFLAGS bit 1, which always reads as one.
+pub const X86_EFLAGS_FIXED: u64 = 1 << 1;
 
 /// Value the entry stubs store in [`PtRegs::orig_ax`] for vectors without an
 /// error code (Linux pushes `$-1` the same way).
@@ -327,6 +333,31 @@ impl ExtendedPtRegs {
 }
 
 impl PtRegs {
+    /// All zero (a `const` `Default`).
+    pub const ZERO: PtRegs = PtRegs {
+        r15: 0,
+        r14: 0,
+        r13: 0,
+        r12: 0,
+        bp: 0,
+        bx: 0,
+        r11: 0,
+        r10: 0,
+        r9: 0,
+        r8: 0,
+        ax: 0,
+        cx: 0,
+        dx: 0,
+        si: 0,
+        di: 0,
+        orig_ax: 0,
+        ip: 0,
+        cs: 0,
+        flags: 0,
+        sp: 0,
+        ss: 0,
+    };
+
     /// The 15 general-purpose registers with their Linux names, in frame
     /// order. Used by show_regs, selftests and the fuzzer to compare frames.
     pub fn gprs(&self) -> [(&'static str, u64); 15] {
@@ -358,6 +389,57 @@ impl PtRegs {
     pub fn has_error_code(&self) -> bool {
         self.orig_ax != NO_ERROR_CODE
     }
+
+    /// True when the interrupted context ran in ring 3 (Linux's
+    /// `user_mode(regs)`: the RPL bits of the saved CS).
+    pub fn user_mode(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}
+
+/// Linux's segment selectors (`arch/x86/include/asm/segment.h`), so dumps
+/// and the SYSCALL/SYSRET MSR layout read the same as Linux's.
+pub mod selectors {
+    /// `__KERNEL32_CS`: GDT entry 1.
+    pub const KERNEL32_CS: u16 = 0x08;
+    /// `__KERNEL_CS`: GDT entry 2.
+    pub const KERNEL_CS: u16 = 0x10;
+    /// `__KERNEL_DS`: GDT entry 3 (also SYSCALL's SS: `STAR[47:32] + 8`).
+    pub const KERNEL_DS: u16 = 0x18;
+    /// `__USER32_CS`: GDT entry 4, RPL 3. SYSRET's base (`STAR[63:48]`):
+    /// 64-bit SYSRET loads CS = base + 16 and SS = base + 8.
+    pub const USER32_CS: u16 = 0x23;
+    /// `__USER_DS`: GDT entry 5, RPL 3.
+    pub const USER_DS: u16 = 0x2b;
+    /// `__USER_CS`: GDT entry 6, RPL 3.
+    pub const USER_CS: u16 = 0x33;
+    /// The TSS: GDT entries 8 and 9 (Linux's `GDT_ENTRY_TSS`).
+    pub const TSS: u16 = 0x40;
+}
+
+/// `MSR_GS_BASE`: the live GS base, which the paranoid entries read to learn
+/// whether the interrupted code already ran with the kernel's GS.
+pub const MSR_GS_BASE: u32 = 0xc000_0101;
+
+/// The per-CPU data the entry assembly reaches through `%gs` (parts of
+/// Linux's `pcpu_hot` and `cpu_tss_rw`). While the CPU runs kernel code the
+/// GS base points here; in user mode it holds the user's GS base and
+/// `MSR_KERNEL_GS_BASE` holds this address until SWAPGS exchanges them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PerCpuEntry {
+    /// The top of the running task's kernel stack (Linux's
+    /// `cpu_current_top_of_stack`), equal to TSS.RSP0: where a frame from
+    /// user mode is built, `task_pt_regs` lying right below it.
+    pub top_of_stack: u64,
+    /// The user RSP while the SYSCALL entry moves to the kernel stack
+    /// (Linux's `rsp_scratch`).
+    pub user_rsp_scratch: u64,
+    /// `%rdx` while an IST entry from user mode copies its frame from the
+    /// IST stack to the task stack.
+    pub ist_scratch: u64,
+    /// This structure's own address, so Rust can check the GS base.
+    pub self_address: u64,
 }
 
 #[cfg(test)]

@@ -1,16 +1,19 @@
 //! GDT and TSS, laid out like Linux's so dumps read the same
-//! (`__KERNEL_CS` = 0x10, `__KERNEL_DS` = 0x18), with the four IST stacks
-//! of Linux's paranoid entries: #DF, NMI, #DB and #MC, each with an unmapped
-//! guard page below it.
+//! (`__KERNEL_CS` = 0x10, `__KERNEL_DS` = 0x18, `__USER_DS` = 0x2b,
+//! `__USER_CS` = 0x33, the TSS at 0x40), with the four IST stacks of Linux's
+//! paranoid entries: #DF, NMI, #DB and #MC, each with an unmapped guard page
+//! below it. Also the ring-3 plumbing: TSS.RSP0 (the running task's kernel
+//! stack top, [`set_kernel_stack_top`]), the SYSCALL MSRs and the GS bases.
 
 use core::cell::UnsafeCell;
+use extregs_regs::selectors;
 use spin::Once;
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
 use x86_64::instructions::tables::load_tss;
 use x86_64::registers::segmentation::SegmentSelector;
 use x86_64::structures::gdt::{Descriptor, DescriptorFlags, GlobalDescriptorTable};
 use x86_64::structures::tss::TaskStateSegment;
-use x86_64::{PrivilegeLevel, VirtAddr};
+use x86_64::VirtAddr;
 
 /// IST slots (0-based, so IST1..IST4), in Linux's order (`IST_INDEX_*`).
 pub const DOUBLE_FAULT_IST_INDEX: u16 = 0;
@@ -110,7 +113,7 @@ struct TssCell(UnsafeCell<TaskStateSegment>);
 unsafe impl Sync for TssCell {}
 
 static TSS: TssCell = TssCell(UnsafeCell::new(TaskStateSegment::new()));
-static GDT: Once<GlobalDescriptorTable> = Once::new();
+static GDT: Once<GlobalDescriptorTable<10>> = Once::new();
 
 /// Moves the #DB IST pointer down by `bytes` (a #DB entering) or back up
 /// (negative, the #DB leaving).
@@ -158,9 +161,77 @@ pub fn tss_range() -> core::ops::Range<u64> {
 }
 
 /// Linux's kernel code selector, `__KERNEL_CS`.
-pub const KERNEL_CS: SegmentSelector = SegmentSelector::new(2, PrivilegeLevel::Ring0);
+pub const KERNEL_CS: SegmentSelector = SegmentSelector(selectors::KERNEL_CS);
 /// Linux's kernel data selector, `__KERNEL_DS`.
-pub const KERNEL_DS: SegmentSelector = SegmentSelector::new(3, PrivilegeLevel::Ring0);
+pub const KERNEL_DS: SegmentSelector = SegmentSelector(selectors::KERNEL_DS);
+/// Linux's 64-bit user code selector, `__USER_CS` (RPL 3).
+pub const USER_CS: SegmentSelector = SegmentSelector(selectors::USER_CS);
+/// Linux's user data selector, `__USER_DS` (RPL 3).
+pub const USER_DS: SegmentSelector = SegmentSelector(selectors::USER_DS);
+
+/// Sets the kernel stack a frame from user mode lands on: TSS.RSP0 (the
+/// CPU's choice for an interrupt or exception from ring 3) and
+/// `%gs:PERCPU_TOP_OF_STACK` (the SYSCALL entry's and the IST entries'
+/// choice). The scheduler calls this on every switch, so `task_pt_regs` of
+/// the running task is where its user frames are built.
+///
+/// # Safety
+///
+/// Interrupts off, and `top` is the top of the kernel stack of the task
+/// about to run (nothing else may be built there).
+pub unsafe fn set_kernel_stack_top(top: u64) {
+    // SAFETY: as in `shift_debug_ist`: a raw, unaligned write of one TSS
+    // field through the UnsafeCell's pointer (no reference to the packed
+    // struct); the CPU reads it on the next event from ring 3, and none can
+    // come while interrupts are off and the kernel runs. The per-CPU area is
+    // written per `set_top_of_stack`'s contract (interrupts off).
+    unsafe {
+        (&raw mut (*TSS.0.get()).privilege_stack_table).cast::<u64>().write_unaligned(top);
+        extregs_entry_asm::set_top_of_stack(top);
+    }
+}
+
+/// TSS.RSP0 as the CPU will use it for the next event from user mode.
+pub fn kernel_stack_top() -> u64 {
+    // SAFETY: a raw read of one TSS field, as in `debug_ist_pointer`.
+    unsafe { (&raw const (*TSS.0.get()).privilege_stack_table).cast::<u64>().read_unaligned() }
+}
+
+/// RFLAGS bits SYSCALL clears (Linux's `syscall_init()` mask): no
+/// interrupts, single steps, string direction, alignment checks, nested
+/// tasks or I/O privilege leak into the entry.
+const SYSCALL_FLAGS_MASK: u64 = 0x0004_7700;
+
+/// Sets up SYSCALL/SYSRET the Linux way and the two GS bases: EFER.SCE,
+/// STAR = (`__USER32_CS` << 48) | (`__KERNEL_CS` << 32), LSTAR =
+/// `entry_SYSCALL_64`, FMASK = TF|DF|IF|IOPL|NT|AC; GS base = the per-CPU
+/// entry area (kernel mode), KERNEL_GS_BASE = 0 (what user mode sees after
+/// the first SWAPGS).
+pub fn init_syscall_and_gs() {
+    use x86_64::registers::model_specific::{Efer, EferFlags, GsBase, KernelGsBase, LStar, Msr};
+    let per_cpu = extregs_entry_asm::per_cpu();
+    // SAFETY: the per-CPU area is a static only written through raw
+    // pointers; its own address is recorded once, at boot.
+    unsafe { (&raw mut (*per_cpu).self_address).write_volatile(per_cpu as u64) };
+    GsBase::write(VirtAddr::from_ptr(per_cpu));
+    KernelGsBase::write(VirtAddr::zero());
+    LStar::write(VirtAddr::new(extregs_entry_asm::syscall_entry_address()));
+    let star = (u64::from(selectors::USER32_CS) << 48) | (u64::from(selectors::KERNEL_CS) << 32);
+    // SAFETY: STAR names GDT entries `init` loaded (kernel CS/DS at 0x10/
+    // 0x18; user32 CS, user DS and user CS at 0x23/0x2b/0x33), FMASK only
+    // clears flags on SYSCALL, and EFER.SCE enables SYSCALL, whose entry
+    // (LSTAR) is in place.
+    unsafe {
+        Msr::new(0xc000_0081).write(star);
+        Msr::new(0xc000_0084).write(SYSCALL_FLAGS_MASK);
+        Efer::update(|flags| flags.insert(EferFlags::SYSTEM_CALL_EXTENSIONS));
+    }
+}
+
+/// The GS base of kernel mode (the per-CPU entry area's address).
+pub fn kernel_gs_base() -> u64 {
+    extregs_entry_asm::per_cpu() as u64
+}
 
 /// Loads the GDT and TSS and reloads every segment register.
 pub fn init() {
@@ -173,20 +244,31 @@ pub fn init() {
         }
     }
     let gdt = GDT.call_once(|| {
-        let mut gdt = GlobalDescriptorTable::new();
+        let mut gdt = GlobalDescriptorTable::<10>::empty();
         // Entry 1 is Linux's __KERNEL32_CS; it keeps the 64-bit selectors at
         // the values every Linux oops shows.
         gdt.append(Descriptor::UserSegment(DescriptorFlags::KERNEL_CODE32.bits()));
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());
-        assert_eq!((code, data), (KERNEL_CS, KERNEL_DS));
+        // SYSRET's fixed order: user32 CS, then user DS, then user CS.
+        let user32_code = gdt.append(Descriptor::UserSegment(DescriptorFlags::USER_CODE32.bits()));
+        let user_data = gdt.append(Descriptor::user_data_segment());
+        let user_code = gdt.append(Descriptor::user_code_segment());
+        // Entry 7 is unused (Linux's GDT_ENTRY_DEFAULT_USER_TLS slots sit
+        // elsewhere); the TSS takes entries 8 and 9 like GDT_ENTRY_TSS.
+        gdt.append(Descriptor::UserSegment(0));
         // SAFETY: the TSS is a static, so it outlives the GDT; it is only
         // written through raw pointers (see `shift_debug_ist`).
-        gdt.append(unsafe { Descriptor::tss_segment_unchecked(TSS.0.get()) });
+        let tss = gdt.append(unsafe { Descriptor::tss_segment_unchecked(TSS.0.get()) });
+        assert_eq!((code, data), (KERNEL_CS, KERNEL_DS));
+        assert_eq!(
+            (user32_code.0 | 3, user_data.0 | 3, user_code.0 | 3, tss.0),
+            (selectors::USER32_CS, selectors::USER_DS, selectors::USER_CS, selectors::TSS)
+        );
         gdt
     });
     gdt.load();
-    let tss_selector = SegmentSelector::new(4, PrivilegeLevel::Ring0);
+    let tss_selector = SegmentSelector(selectors::TSS);
     // SAFETY: the selectors index the descriptors appended above, in the GDT
     // just loaded; the TSS descriptor is loaded exactly once.
     unsafe {

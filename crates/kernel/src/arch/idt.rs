@@ -105,6 +105,14 @@ pub fn init() {
             for vector in [0u8, 3, 4, 5, 6, 7, 9, 16, 19, 20, 28] {
                 idt[vector].set_handler_addr(stub(usize::from(vector)));
             }
+            // int3 and into may be raised by user code itself (DPL 3, as
+            // Linux's INTG_USER gates); every other gate refuses an
+            // `int $n` from ring 3 with a #GP.
+            for vector in [3u8, 4] {
+                idt[vector]
+                    .set_handler_addr(stub(usize::from(vector)))
+                    .set_privilege_level(x86_64::PrivilegeLevel::Ring3);
+            }
             // The paranoid entries, each on its own IST stack.
             idt.debug.set_handler_addr(stub(1)).set_stack_index(DEBUG_IST_INDEX);
             idt.non_maskable_interrupt.set_handler_addr(stub(2)).set_stack_index(NMI_IST_INDEX);

@@ -135,7 +135,7 @@ pub fn map_mmio(physical: PhysAddr) -> VirtAddr {
     map_in_free_slot(frame, flags, PageTableFlags::empty(), None) + (physical.as_u64() & 0xfff)
 }
 
-fn allocate_frame() -> PhysFrame {
+pub fn allocate_frame() -> PhysFrame {
     let mut allocator_slot = FRAME_ALLOCATOR.lock();
     let allocator = allocator_slot.as_mut().expect("memory::init ran");
     allocator.allocate_frame().expect("a free frame")
@@ -178,6 +178,50 @@ fn map_in_free_slot(
             .flush();
         address
     })
+}
+
+/// The physical address `address` translates to, if mapped.
+pub fn translate(address: VirtAddr) -> Option<PhysAddr> {
+    with_page_table(|table| table.translate_addr(address))
+}
+
+/// Maps `frame` at the user address `address` (U/S set at every level),
+/// read-only or writable, executable or not (NX only when EFER.NXE is on).
+/// Returns false, changing nothing, when the page is already mapped.
+pub fn map_user_page(
+    address: VirtAddr,
+    frame: PhysFrame,
+    writable: bool,
+    executable: bool,
+) -> bool {
+    use x86_64::registers::model_specific::{Efer, EferFlags};
+    assert!(address.as_u64() < 1 << 47, "user pages live in the lower half");
+    if is_mapped(address) {
+        return false;
+    }
+    let mut flags = PageTableFlags::PRESENT | PageTableFlags::USER_ACCESSIBLE;
+    if writable {
+        flags |= PageTableFlags::WRITABLE;
+    }
+    if !executable && Efer::read().contains(EferFlags::NO_EXECUTE_ENABLE) {
+        flags |= PageTableFlags::NO_EXECUTE;
+    }
+    let table_flags =
+        PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::USER_ACCESSIBLE;
+    let mut allocator_slot = FRAME_ALLOCATOR.lock();
+    let allocator = allocator_slot.as_mut().expect("memory::init ran");
+    with_page_table(|table| {
+        let page = Page::<Size4KiB>::containing_address(address);
+        // SAFETY: user pages live in the level-4 slot the user address
+        // space owns (nothing of the kernel is mapped there), and the page
+        // was unmapped: the new mapping aliases only its frame's own
+        // physical-map view (and, for program text, the kernel image's
+        // read-only view of the same code).
+        unsafe { table.map_to_with_table_flags(page, frame, flags, table_flags, allocator) }
+            .expect("mapping a user page")
+            .flush();
+    });
+    true
 }
 
 /// Unmaps the 4 KiB page at `address` (a guard page inside the kernel's own

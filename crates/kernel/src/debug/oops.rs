@@ -272,7 +272,9 @@ fn oops_task_stack_overflow() -> ! {
         println!("extregs: error: recursion returned {sum}: no guard page below the task stack?");
     }
     match crate::sched::spawn(format_args!("overflow"), overflow, 0) {
-        Ok(handle) => crate::sched::wait(handle),
+        Ok(handle) => {
+            crate::sched::wait(handle);
+        }
         Err(why) => println!("extregs: error: spawning the overflowing task: {why:?}"),
     }
     finish("task stack overflow did not fault")

@@ -12,10 +12,11 @@
 //! watching (false while idle) and the lockdep-style "hardirqs enabled"
 //! flag, which mirrors IF through [`local_irq_enable`]/[`local_irq_disable`].
 
-use crate::{fault, gdt, irq, nmi, oops, paranoid, pks, println, sched};
+use crate::{fault, gdt, irq, nmi, oops, paranoid, pks, println, sched, user};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use extregs_entry::{
     irqentry_enter, irqentry_exit, irqentry_nmi_enter, irqentry_nmi_exit, EntryPlatform,
+    ExitToUserWork,
 };
 use extregs_entry_asm::FIRST_EXTERNAL_VECTOR;
 use extregs_regs::{ArchExtRegs, ExtendedPtRegs, PtRegs, GENERIC_PTREGS_SIZE};
@@ -45,6 +46,7 @@ static FRAME_ERRORS: AtomicU64 = AtomicU64::new(0);
 pub const DEBUG_VECTOR: u8 = 1;
 pub const NMI_VECTOR: u8 = 2;
 pub const DOUBLE_FAULT_VECTOR: u8 = 8;
+pub const GENERAL_PROTECTION_VECTOR: u8 = 13;
 pub const PAGE_FAULT_VECTOR: u8 = 14;
 pub const MACHINE_CHECK_VECTOR: u8 = 18;
 
@@ -88,7 +90,31 @@ impl EntryPlatform for KernelPlatform {
     fn preempt_schedule_irq() {
         sched::preempt_schedule_irq();
     }
+    fn enter_from_user_mode() {
+        // Context tracking: user mode is an extended quiescent state, as
+        // idle is; an entry from user mode that finds RCU already watching
+        // means an exit to user mode was missed.
+        if RCU_WATCHING.swap(true, Ordering::Relaxed) {
+            CONTEXT_TRACKING_ERRORS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    fn exit_to_user_mode() {
+        RCU_WATCHING.store(false, Ordering::Relaxed);
+    }
+    fn exit_to_user_mode_work() -> ExitToUserWork {
+        sched::exit_to_user_mode_work()
+    }
+    fn schedule_before_user_return() {
+        sched::schedule_before_user_return();
+    }
+    fn kill_current_task() -> ! {
+        sched::kill_current_task()
+    }
 }
+
+/// Entries from user mode that found the context-tracking model saying
+/// "kernel" (counted with the frame errors).
+static CONTEXT_TRACKING_ERRORS: AtomicU64 = AtomicU64::new(0);
 
 /// Runs `body` with `hook` offered every exception, then removes it.
 pub fn with_trap_hook<T>(hook: TrapHook, body: impl FnOnce() -> T) -> T {
@@ -176,9 +202,14 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
     if hardirq {
         sched::hardirq_enter();
     }
+    if hardirq && regs.user_mode() {
+        user::counters::USER_IRQS.fetch_add(1, Ordering::Relaxed);
+    }
     if event_hook_claims(regs, vector) {
     } else if hardirq {
         irq::handle(regs, vector);
+    } else if regs.user_mode() {
+        user::handle_exception(regs, vector, fault_address);
     } else {
         handle_exception(regs, vector, fault_address);
     }
@@ -188,6 +219,9 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
     fault::before_exit(vector);
     // SAFETY: the same frame irqentry_enter ran on.
     unsafe { irqentry_exit::<KernelPlatform>(regs) };
+    if regs.user_mode() {
+        user::counters::IRET_EXITS.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// NMI, #DB, #MC and #DF: [`paranoid::enter`] before anything else (DR7,
@@ -202,6 +236,14 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
 /// As [`extregs_exception_entry`].
 unsafe fn paranoid_entry(regs: &mut PtRegs, vector: u8) {
     let saved = paranoid::enter(vector);
+    if regs.user_mode() && vector != NMI_VECTOR {
+        // SAFETY: per this function's contract.
+        unsafe { paranoid_entry_from_user(regs, vector, saved) };
+        return;
+    }
+    if regs.user_mode() {
+        user::counters::USER_NMIS.fetch_add(1, Ordering::Relaxed);
+    }
     // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
     unsafe { irqentry_nmi_enter::<KernelPlatform>(regs) };
     check_frame(regs, vector);
@@ -220,6 +262,35 @@ unsafe fn paranoid_entry(regs: &mut PtRegs, vector: u8) {
     // SAFETY: the same frame irqentry_nmi_enter ran on.
     unsafe { irqentry_nmi_exit::<KernelPlatform>(regs) };
     paranoid::exit(saved);
+    if regs.user_mode() {
+        user::counters::IRET_EXITS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// #DB, #MC or #DF from user mode (Linux's `exc_debug_user`): the frame is
+/// at task_pt_regs, so it is an ordinary entry from user mode: the user
+/// path of the generic entry, no NMI_OFFSET, and the exit-to-user work,
+/// which may switch tasks or kill this one. So the paranoid state (DR7,
+/// the #DB IST shift, CR2) is put back *before* that exit.
+///
+/// # Safety
+///
+/// As [`extregs_exception_entry`].
+unsafe fn paranoid_entry_from_user(regs: &mut PtRegs, vector: u8, saved: paranoid::ParanoidState) {
+    // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
+    unsafe { irqentry_enter::<KernelPlatform>(regs) };
+    check_frame(regs, vector);
+    match vector {
+        DOUBLE_FAULT_VECTOR => oops::die_double_fault(regs),
+        MACHINE_CHECK_VECTOR => oops::die_machine_check(regs),
+        _ if event_hook_claims(regs, vector) => {}
+        _ => user::handle_exception(regs, vector, None),
+    }
+    fault::before_exit(vector);
+    paranoid::exit(saved);
+    // SAFETY: the same frame irqentry_enter ran on.
+    unsafe { irqentry_exit::<KernelPlatform>(regs) };
+    user::counters::IRET_EXITS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// An exception (not an IRQ, not #DF/#MC): the int3 the NMI selftest
@@ -228,6 +299,10 @@ unsafe fn paranoid_entry(regs: &mut PtRegs, vector: u8) {
 fn handle_exception(regs: &mut PtRegs, vector: u8, fault_address: Option<u64>) {
     if vector == 3 && nmi::claim_int3(regs) {
         return;
+    }
+    if vector == GENERAL_PROTECTION_VECTOR && regs.ip == extregs_entry_asm::user_exit_addresses().1
+    {
+        user::bad_iret(regs);
     }
     if let Some(address) = fault_address {
         if pks::handle_fault(regs, address) {
@@ -266,6 +341,37 @@ pub fn fault_address() -> u64 {
 /// A failure is counted (`frame_errors` in RESULT) and reported once per
 /// kind of failure; RCU not watching is a BUG, as in Linux.
 pub fn check_frame(regs: &mut PtRegs, vector: u8) {
+    check_frame_of(regs, Some(vector));
+}
+
+/// [`check_frame`] for the frame `entry_SYSCALL_64` built.
+pub fn check_syscall_frame(regs: &mut PtRegs) {
+    check_frame_of(regs, None);
+}
+
+/// The checks of a frame from user mode: Linux's selectors, exactly at
+/// task_pt_regs of the running task (the extension right below it, the
+/// top of its kernel stack), and user mode ran with the default PKRS.
+fn check_user_frame(regs: &mut PtRegs, regs_address: u64) -> Option<&'static str> {
+    user::counters::USER_FRAMES_CHECKED.fetch_add(1, Ordering::Relaxed);
+    let slot = sched::current_slot();
+    // SAFETY: `regs` is an entry frame (the callers' contract).
+    let saved_pkrs = unsafe { ExtendedPtRegs::from_regs(regs) }.arch.pks;
+    if regs.cs != u64::from(gdt::USER_CS.0) || regs.ss != u64::from(gdt::USER_DS.0) {
+        Some("user frame's cs/ss are not __USER_CS/__USER_DS")
+    } else if regs_address != crate::sched::task::task_pt_regs(slot) as u64 {
+        Some("user frame is not at task_pt_regs of the running task")
+    } else if pks::enabled() && saved_pkrs != pks::PKRS_DEFAULT {
+        Some("user mode ran with a PKRS other than the default")
+    } else {
+        None
+    }
+}
+
+fn check_frame_of(regs: &mut PtRegs, vector: Option<u8>) {
+    // A SYSCALL's frame: checked as a user frame (no vector).
+    let is_syscall = vector.is_none();
+    let vector = vector.unwrap_or(u8::MAX);
     FRAMES_CHECKED.fetch_add(1, Ordering::Relaxed);
     if !rcu_is_watching() {
         oops::bug(regs, vector, "RCU is not watching in an interrupt handler");
@@ -287,6 +393,12 @@ pub fn check_frame(regs: &mut PtRegs, vector: u8) {
     let mut error = None;
     if regs_address - extension_address != GENERIC_PTREGS_SIZE as u64 {
         error = Some("extension is not GENERIC_PTREGS_SIZE below PtRegs");
+    } else if gs_base() != gdt::kernel_gs_base() {
+        error = Some("GS base in the handler is not the per-CPU area (SWAPGS missed)");
+    } else if CONTEXT_TRACKING_ERRORS.swap(0, Ordering::Relaxed) != 0 {
+        error = Some("entry from user mode found context tracking in kernel mode");
+    } else if regs.user_mode() || is_syscall {
+        error = check_user_frame(regs, regs_address);
     } else if regs.cs != u64::from(gdt::KERNEL_CS.0)
         || (regs.ss != u64::from(gdt::KERNEL_DS.0) && regs.ss != 0)
     {
@@ -310,9 +422,20 @@ pub fn check_frame(regs: &mut PtRegs, vector: u8) {
     }
     if let Some(why) = error {
         if FRAME_ERRORS.fetch_add(1, Ordering::Relaxed) == 0 {
-            println!("extregs: bad frame on vector {vector}: {why} (PtRegs at {regs_address:#x})");
+            if is_syscall {
+                println!("extregs: bad SYSCALL frame: {why} (PtRegs at {regs_address:#x})");
+            } else {
+                println!(
+                    "extregs: bad frame on vector {vector}: {why} (PtRegs at {regs_address:#x})"
+                );
+            }
         }
     }
+}
+
+/// The live GS base (MSR_GS_BASE).
+fn gs_base() -> u64 {
+    x86_64::registers::model_specific::GsBase::read().as_u64()
 }
 
 /// (frames checked, frames that failed a check) since boot.

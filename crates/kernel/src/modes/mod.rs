@@ -8,3 +8,4 @@ pub mod idle;
 pub mod result;
 pub mod selftest;
 pub mod tasks;
+pub mod user;

@@ -27,7 +27,7 @@ pub mod task;
 use crate::{apic, pks, traps};
 use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use extregs_entry_asm::extregs_context_switch;
-use extregs_regs::InactiveTaskFrame;
+use extregs_regs::{ExtendedPtRegs, InactiveTaskFrame};
 use spin::Mutex;
 use task::{TaskName, TaskState, IDLE_SLOT, INIT_SLOT, MAX_TASKS, TASKS};
 
@@ -63,6 +63,8 @@ static TICKS: AtomicU64 = AtomicU64::new(0);
 static CONTEXT_SWITCHES: AtomicU64 = AtomicU64::new(0);
 static IRQ_PREEMPTIONS: AtomicU64 = AtomicU64::new(0);
 static ENABLE_PREEMPTIONS: AtomicU64 = AtomicU64::new(0);
+static USER_PREEMPTIONS: AtomicU64 = AtomicU64::new(0);
+static USER_KILLS: AtomicU64 = AtomicU64::new(0);
 /// Switches that found the RCU or lockdep model wrong (RCU not watching,
 /// or lockdep believing hardirqs on while the switch runs with IF clear).
 static MODEL_ERRORS: AtomicU64 = AtomicU64::new(0);
@@ -114,6 +116,10 @@ pub struct SchedCounts {
     /// Tasks switched out by the `preempt_enable` that ended a
     /// non-preemptible section.
     pub enable_preemptions: u64,
+    /// User tasks switched out on their way back to user mode.
+    pub user_preemptions: u64,
+    /// User tasks killed by a fault nothing handled.
+    pub user_kills: u64,
     pub model_errors: u64,
 }
 
@@ -123,6 +129,8 @@ pub fn counts() -> SchedCounts {
         context_switches: CONTEXT_SWITCHES.load(Ordering::Relaxed),
         irq_preemptions: IRQ_PREEMPTIONS.load(Ordering::Relaxed),
         enable_preemptions: ENABLE_PREEMPTIONS.load(Ordering::Relaxed),
+        user_preemptions: USER_PREEMPTIONS.load(Ordering::Relaxed),
+        user_kills: USER_KILLS.load(Ordering::Relaxed),
         model_errors: MODEL_ERRORS.load(Ordering::Relaxed),
     }
 }
@@ -147,6 +155,9 @@ pub fn init() {
     let stack = crate::memory::mapped_range_around(x86_64::VirtAddr::new(current_stack_pointer()));
     init.stack_bottom.store(stack.start, Ordering::Relaxed);
     init.stack_top.store(stack.end, Ordering::Relaxed);
+    // SAFETY: boot, interrupts off; init never enters user mode, so its
+    // stack top is only a well-defined value for TSS.RSP0.
+    unsafe { crate::gdt::set_kernel_stack_top(stack.end) };
     init.set_state(TaskState::Running);
     CURRENT.store(INIT_SLOT, Ordering::Relaxed);
     let idle = &TASKS[IDLE_SLOT];
@@ -216,6 +227,11 @@ impl TaskHandle {
     pub fn pid(self) -> u32 {
         self.pid
     }
+
+    /// The task's slot (its kernel stack is `task::stack_range(slot)`).
+    pub fn slot(self) -> usize {
+        self.slot
+    }
 }
 
 /// Why a task could not be spawned.
@@ -226,10 +242,14 @@ pub enum SpawnError {
 }
 
 /// Writes a new task's first frame: its stack starts as if
-/// `context_switch` had switched it out right before `task_start`.
+/// `context_switch` had switched it out right before `task_start`, below
+/// the room of the frame every entry from user mode builds.
 ///
 /// ```text
-///   +--------------------+  <- stack top (16-byte aligned)
+///   +--------------------+  <- stack top (16-byte aligned) = TSS.RSP0
+///   | PtRegs             |   task_pt_regs: user frames (unused by kernel
+///   | extension          |   tasks)
+///   +--------------------+  <- still 16-byte aligned (176 bytes)
 ///   | 0                  |   task_start's return address: none (unwinders stop)
 ///   | task_start         |   InactiveTaskFrame::ret_addr
 ///   | bp bx r12..r15 = 0 |
@@ -254,9 +274,15 @@ fn prepare_new_task(slot: usize, pid: u32, name: TaskName, entry: fn(usize), arg
     task.arg.store(arg, Ordering::Relaxed);
     task.stack_bottom.store(stack.start, Ordering::Relaxed);
     task.stack_top.store(stack.end, Ordering::Relaxed);
-    let frame_offset = 8 + core::mem::size_of::<InactiveTaskFrame>();
+    task.user_gs_base.store(0, Ordering::Relaxed);
+    task.fatal_signal.store(0, Ordering::Relaxed);
+    task.exit_status.store(0, Ordering::Relaxed);
+    // The top ExtendedPtRegs of the stack is task_pt_regs' frame, where
+    // every entry from user mode lands: the first kernel frames go below.
+    let user_frame = core::mem::size_of::<ExtendedPtRegs>();
+    let frame_offset = user_frame + 8 + core::mem::size_of::<InactiveTaskFrame>();
     let frame_pointer = task::stack_pointer_below_top(slot, frame_offset);
-    let top_word = task::stack_pointer_below_top(slot, 8);
+    let top_word = task::stack_pointer_below_top(slot, user_frame + 8);
     let frame =
         InactiveTaskFrame { ret_addr: task_start as *const () as u64, ..Default::default() };
     // SAFETY: the slot is free (or is the idle task's, at init), so no code
@@ -278,6 +304,18 @@ pub fn spawn(
     entry: fn(usize),
     arg: usize,
 ) -> Result<TaskHandle, SpawnError> {
+    spawn_with_user_args(name, entry, arg, [0, 0])
+}
+
+/// [`spawn`], also recording the two first user-mode arguments of a user
+/// task (`user::spawn`), which its start code reads with
+/// [`current_user_args`].
+pub fn spawn_with_user_args(
+    name: core::fmt::Arguments<'_>,
+    entry: fn(usize),
+    arg: usize,
+    user_args: [u64; 2],
+) -> Result<TaskHandle, SpawnError> {
     assert!(INITIALISED.load(Ordering::Acquire), "sched::init ran");
     let name = task::format_name(name);
     with_irqs_off(|| {
@@ -286,6 +324,9 @@ pub fn spawn(
             .ok_or(SpawnError::NoFreeSlot)?;
         let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed) as u32;
         prepare_new_task(slot, pid, name, entry, arg);
+        for (stored, value) in TASKS[slot].user_args.iter().zip(user_args) {
+            stored.store(value, Ordering::Relaxed);
+        }
         TASKS[slot].set_state(TaskState::Runnable);
         run_queue().push(slot);
         Ok(TaskHandle { slot, pid })
@@ -315,10 +356,17 @@ extern "C" fn task_start() -> ! {
 /// Ends the running task: it becomes a zombie until [`wait`] reaps it, and
 /// the task waiting for it (if any) is woken.
 pub fn exit_current() -> ! {
+    exit_current_with_status(0)
+}
+
+/// [`exit_current`] with the status [`wait`] returns (an exit code, or
+/// 128 + the signal of a killed task, as a shell reports it).
+pub fn exit_current_with_status(status: i32) -> ! {
     traps::local_irq_disable();
     let slot = CURRENT.load(Ordering::Relaxed);
     assert!(slot != INIT_SLOT && slot != IDLE_SLOT, "init and idle never exit");
     let task = &TASKS[slot];
+    task.exit_status.store(status, Ordering::Relaxed);
     task.set_state(TaskState::Zombie);
     let waiter = task.waiter.swap(0, Ordering::Relaxed);
     if waiter != 0 {
@@ -328,8 +376,9 @@ pub fn exit_current() -> ! {
     unreachable!("a zombie task was switched back in");
 }
 
-/// Blocks until the task exits, then frees its slot.
-pub fn wait(handle: TaskHandle) {
+/// Blocks until the task exits, then frees its slot; returns its exit
+/// status (see [`exit_current_with_status`]).
+pub fn wait(handle: TaskHandle) -> i32 {
     let task = &TASKS[handle.slot];
     loop {
         let done = with_irqs_off(|| {
@@ -347,7 +396,7 @@ pub fn wait(handle: TaskHandle) {
             false
         });
         if done {
-            return;
+            return task.exit_status.load(Ordering::Relaxed);
         }
     }
 }
@@ -513,6 +562,12 @@ fn switch_to(prev: usize, next: usize) {
             next_task.stack()
         );
     }
+    // SAFETY: interrupts are off and `next` is about to run. Its user
+    // frames land at the top of its kernel stack (a stale RSP0 would build
+    // them on the previous task's stack). An NMI between this and the
+    // switch comes from kernel mode and uses its IST, not RSP0.
+    unsafe { crate::gdt::set_kernel_stack_top(next_task.stack_top.load(Ordering::Relaxed)) };
+    switch_user_gs_base(prev_task, next_task);
     next_task.set_state(TaskState::Running);
     SWITCHING_FROM.store(prev + 1, Ordering::Relaxed);
     CURRENT.store(next, Ordering::Relaxed);
@@ -526,6 +581,30 @@ fn switch_to(prev: usize, next: usize) {
     // Back in `prev`, on its own stack: the switch into it is complete.
     SWITCHING_FROM.store(0, Ordering::Relaxed);
     assert_on_own_stack("switch_to");
+}
+
+/// The user GS base goes with the task: while a task runs in the kernel,
+/// `MSR_KERNEL_GS_BASE` holds its user value (the entry's SWAPGS put it
+/// there), so the switch saves it and loads the next task's. User code
+/// cannot change its GS base (no FSGSBASE), so the value is the kernel's to
+/// track and the MSR is written only when it differs. A paranoid entry
+/// landing here reads MSR_GS_BASE (the per-CPU area: no SWAPGS), not this.
+fn switch_user_gs_base(prev_task: &task::Task, next_task: &task::Task) {
+    use x86_64::registers::model_specific::KernelGsBase;
+    let next_base = next_task.user_gs_base.load(Ordering::Relaxed);
+    if prev_task.user_gs_base.load(Ordering::Relaxed) != next_base {
+        KernelGsBase::write(x86_64::VirtAddr::new(next_base));
+    }
+}
+
+/// Sets the running task's user GS base (it takes effect at its next
+/// return to user mode). Interrupts may be on: the store and the MSR write
+/// happen with them off, so a switch between them can't reload the old one.
+pub fn set_current_user_gs_base(base: u64) {
+    with_irqs_off(|| {
+        current_task().user_gs_base.store(base, Ordering::Relaxed);
+        x86_64::registers::model_specific::KernelGsBase::write(x86_64::VirtAddr::new(base));
+    });
 }
 
 /// A task that runs again must run on its own stack: anything else means
@@ -625,6 +704,57 @@ pub fn preempt_schedule_irq() {
             break;
         }
     }
+}
+
+/// The running task's user arguments (see [`spawn_with_user_args`]).
+pub fn current_user_args() -> [u64; 2] {
+    let task = current_task();
+    [task.user_args[0].load(Ordering::Relaxed), task.user_args[1].load(Ordering::Relaxed)]
+}
+
+/// Is the scheduler tick running?
+pub fn tick_running() -> bool {
+    TICK_RUNNING.load(Ordering::Relaxed)
+}
+
+/// The running task's slot (its kernel stack is `task::stack_range(slot)`).
+pub fn current_slot() -> usize {
+    CURRENT.load(Ordering::Relaxed)
+}
+
+/// Linux's `force_sig_fault()` of a fatal signal: the running task dies
+/// on its way back to user mode (the exit work loop's
+/// [`kill_current_task`]).
+pub fn force_fatal_signal(signal: u32) {
+    current_task().fatal_signal.store(signal, Ordering::Relaxed);
+}
+
+/// The exit-to-user work pending for the running task.
+pub fn exit_to_user_mode_work() -> extregs_entry::ExitToUserWork {
+    extregs_entry::ExitToUserWork {
+        need_resched: NEED_RESCHED.load(Ordering::Relaxed),
+        fatal_signal: current_task().fatal_signal.load(Ordering::Relaxed) != 0,
+    }
+}
+
+/// The exit loop's reschedule: the user task is switched out (it was
+/// preempted in user mode, or its syscall ended with a reschedule due).
+pub fn schedule_before_user_return() {
+    assert!(
+        preempt_count() == 0 && !x86_64::instructions::interrupts::are_enabled(),
+        "schedule before a user return with preempt count {:#x} or IF set",
+        preempt_count()
+    );
+    if schedule() {
+        USER_PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The exit loop's fatal signal: the task dies with status 128 + signal.
+pub fn kill_current_task() -> ! {
+    let signal = current_task().fatal_signal.load(Ordering::Relaxed);
+    USER_KILLS.fetch_add(1, Ordering::Relaxed);
+    exit_current_with_status(128 + signal as i32)
 }
 
 /// A hard interrupt handler starts (Linux's `irq_enter_rcu`): the running

@@ -13,7 +13,7 @@
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
 use extregs_regs::ThreadContext;
 
@@ -147,6 +147,16 @@ pub struct Task {
     /// `[bottom, top)` of the task's kernel stack.
     pub stack_bottom: AtomicU64,
     pub stack_top: AtomicU64,
+    /// The user-mode GS base (what `MSR_KERNEL_GS_BASE` holds while the
+    /// task runs in the kernel); switched with the task.
+    pub user_gs_base: AtomicU64,
+    /// A fault nothing handled: the task dies on its way back to user mode
+    /// (Linux's pending fatal signal), with this signal number.
+    pub fatal_signal: AtomicU32,
+    /// The status `wait` reports: the exit code, or 128 + the signal.
+    pub exit_status: AtomicI32,
+    /// A user task's first `%rdi` and `%rsi`.
+    pub user_args: [AtomicU64; 2],
 }
 
 // SAFETY: every field but `thread` is atomic. `thread` is written only by
@@ -176,6 +186,10 @@ impl Task {
             waiter: AtomicUsize::new(0),
             stack_bottom: AtomicU64::new(0),
             stack_top: AtomicU64::new(0),
+            user_gs_base: AtomicU64::new(0),
+            fatal_signal: AtomicU32::new(0),
+            exit_status: AtomicI32::new(0),
+            user_args: [const { AtomicU64::new(0) }; 2],
         }
     }
 
@@ -267,6 +281,18 @@ pub fn stack_range(slot: usize) -> core::ops::Range<u64> {
 pub fn guard_range(slot: usize) -> core::ops::Range<u64> {
     let guard = stack_slot_address(slot);
     guard..guard + TASK_GUARD_SIZE as u64
+}
+
+/// Linux's `task_pt_regs(task)`: where a frame from user mode lies, at the
+/// very top of slot `slot`'s kernel stack (TSS.RSP0 while the task runs);
+/// its extension lies right below ([`task_ext_regs`]).
+pub fn task_pt_regs(slot: usize) -> *mut extregs_regs::PtRegs {
+    stack_pointer_below_top(slot, core::mem::size_of::<extregs_regs::PtRegs>()).cast()
+}
+
+/// The whole extended frame at [`task_pt_regs`]: `container_of` of it.
+pub fn task_ext_regs(slot: usize) -> *mut extregs_regs::ExtendedPtRegs {
+    stack_pointer_below_top(slot, core::mem::size_of::<extregs_regs::ExtendedPtRegs>()).cast()
 }
 
 /// The slot whose stack guard page holds `address`.

@@ -10,6 +10,7 @@ mod irqs;
 mod paranoid;
 mod pkeys;
 mod sched;
+mod user;
 
 use crate::events::{self, expect_event, FrameEdit, Observed, FAULT_IP, RESUME_IP};
 use crate::memory::PkeyPage;
@@ -99,6 +100,12 @@ const TESTS: &[(&str, Test)] = &[
     ),
     ("nmi_during_context_switch", sched::nmi_during_context_switch),
     ("idle_task_irqs_record_exit_rcu", sched::idle_task_irqs_record_exit_rcu),
+    ("syscall_preserves_gprs", user::syscall_preserves_gprs),
+    ("syscall_sysret_and_iret_paths", user::syscall_sysret_and_iret_paths),
+    ("user_faults_kill_only_the_faulting_task", user::user_faults_kill_only_the_faulting_task),
+    ("user_frames_sit_at_task_pt_regs", user::user_frames_sit_at_task_pt_regs),
+    ("gs_base_right_after_every_return", user::gs_base_right_after_every_return),
+    ("syscall_pointers_and_numbers_refused", user::syscall_pointers_and_numbers_refused),
 ];
 
 /// Runs every test, prints KTAP and the RESULT line; true when none failed.

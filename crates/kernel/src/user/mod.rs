@@ -1,0 +1,390 @@
+//! User mode: ring-3 tasks on the extended frame.
+//!
+//! A user task is a task (`sched`) whose first kernel code builds a user
+//! frame at `task_pt_regs` (the top of its kernel stack, TSS.RSP0 while it
+//! runs) and leaves through the IRET exit, like Linux's `ret_from_fork`.
+//! From then on every entry from user mode, interrupt, exception, NMI or
+//! SYSCALL, builds its frame at that same place, extension right below.
+//!
+//! The user address space is one level-4 slot, the last of the lower half
+//! (`0x7f80_0000_0000..0x8000_0000_0000`), shared by all user tasks (one
+//! page table, no PTI):
+//!
+//! ```text
+//!   0x7fff_ffff_f000  TASK_SIZE_MAX: the end of user space
+//!   0x7fff_ffff_e000  one mapped user page right below it, so a pointer
+//!                     can straddle the end (copy_from_user refuses it)
+//!   USER_TLS + slot*4K  each task slot's GS page: word 0 = its PID
+//!   USER_STACKS + slot*1M - 16K .. + slot*1M   each slot's user stack,
+//!                     with unmapped pages below it (the guard)
+//!   USER_TEXT         the programs (`programs.rs`), read-only, executable
+//! ```
+//!
+//! Kernel pages keep U/S=0, so a user access to kernel memory faults and
+//! kills only that task ([`report_user_fault`]).
+
+pub mod programs;
+pub mod syscall;
+
+use crate::sched::{self, task};
+use crate::{idt, memory, paranoid, pks, println, traps};
+use core::sync::atomic::Ordering;
+use extregs_regs::{
+    selectors, ArchExtRegs, ExtendedPtRegs, GenericExtRegs, PtRegs, NO_ERROR_CODE,
+    X86_EFLAGS_FIXED, X86_EFLAGS_IF, X86_EFLAGS_TF,
+};
+use spin::Once;
+use x86_64::structures::paging::PhysFrame;
+use x86_64::VirtAddr;
+
+pub use programs::Program;
+pub use syscall::TASK_SIZE_MAX;
+
+/// The user address space: level-4 slot 255.
+pub const USER_SPACE_BASE: u64 = 0x7f80_0000_0000;
+/// Where the program text is mapped.
+pub const USER_TEXT: u64 = USER_SPACE_BASE;
+/// Task slot `s`'s user stack ends at `USER_STACKS + (s + 1) * STRIDE`.
+const USER_STACKS: u64 = USER_SPACE_BASE + 0x1000_0000;
+const USER_STACK_STRIDE: u64 = 0x10_0000;
+const USER_STACK_PAGES: u64 = 4;
+/// Task slot `s`'s GS page is at `USER_TLS + s * 4 KiB`.
+const USER_TLS: u64 = USER_SPACE_BASE + 0x2000_0000;
+/// The page right below [`TASK_SIZE_MAX`].
+pub const USER_TOP_PAGE: u64 = TASK_SIZE_MAX - 4096;
+const PAGE: u64 = 4096;
+
+/// `-EFAULT`'s errno.
+pub const EFAULT: i64 = 14;
+
+/// Counts since boot, for `RESULT` and the selftests.
+pub mod counters {
+    use core::sync::atomic::AtomicU64;
+    pub static SYSCALLS: AtomicU64 = AtomicU64::new(0);
+    pub static SYSRET_EXITS: AtomicU64 = AtomicU64::new(0);
+    /// Returns to user mode through IRETQ: every non-SYSCALL entry from
+    /// user mode, the SYSCALLs SYSRET can't return from, and each task's
+    /// first entry.
+    pub static IRET_EXITS: AtomicU64 = AtomicU64::new(0);
+    pub static USER_FRAMES_CHECKED: AtomicU64 = AtomicU64::new(0);
+    pub static USER_SINGLE_STEPS: AtomicU64 = AtomicU64::new(0);
+    pub static USER_NMIS: AtomicU64 = AtomicU64::new(0);
+    pub static USER_IRQS: AtomicU64 = AtomicU64::new(0);
+    /// #GPs on the IRETQ to user mode (a non-canonical return RIP).
+    pub static BAD_IRETS: AtomicU64 = AtomicU64::new(0);
+}
+
+/// The counters, read at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserCounts {
+    pub syscalls: u64,
+    pub sysret_exits: u64,
+    pub iret_exits: u64,
+    pub user_frames_checked: u64,
+    pub user_single_steps: u64,
+    pub user_nmis: u64,
+    pub user_irqs: u64,
+    pub bad_irets: u64,
+}
+
+pub fn counts() -> UserCounts {
+    use counters::*;
+    UserCounts {
+        syscalls: SYSCALLS.load(Ordering::Relaxed),
+        sysret_exits: SYSRET_EXITS.load(Ordering::Relaxed),
+        iret_exits: IRET_EXITS.load(Ordering::Relaxed),
+        user_frames_checked: USER_FRAMES_CHECKED.load(Ordering::Relaxed),
+        user_single_steps: USER_SINGLE_STEPS.load(Ordering::Relaxed),
+        user_nmis: USER_NMIS.load(Ordering::Relaxed),
+        user_irqs: USER_IRQS.load(Ordering::Relaxed),
+        bad_irets: BAD_IRETS.load(Ordering::Relaxed),
+    }
+}
+
+static INITIALISED: Once<()> = Once::new();
+
+/// Maps the program text at [`USER_TEXT`] and the page below
+/// [`TASK_SIZE_MAX`]. Once, after `memory::init`.
+pub fn init() {
+    INITIALISED.call_once(|| {
+        let text = programs::text_range();
+        assert!(
+            text.start.is_multiple_of(PAGE) && text.end.is_multiple_of(PAGE),
+            "user text is page aligned"
+        );
+        for kernel_page in (text.start..text.end).step_by(PAGE as usize) {
+            let physical = memory::translate(VirtAddr::new(kernel_page))
+                .expect("the kernel image's user text is mapped");
+            let frame = PhysFrame::containing_address(physical);
+            let mapped = memory::map_user_page(
+                VirtAddr::new(USER_TEXT + (kernel_page - text.start)),
+                frame,
+                false,
+                true,
+            );
+            assert!(mapped, "user text mapped once");
+        }
+        map_fresh_user_page(USER_TOP_PAGE);
+    });
+}
+
+/// The user address of a program's first instruction.
+pub fn user_address_of(program: Program) -> u64 {
+    USER_TEXT + (program.kernel_address() - programs::text_range().start)
+}
+
+/// Maps a zeroed user page at `address` if it is not mapped yet, or zeroes
+/// the one there (through the kernel's alias of its frame, so the kernel
+/// never writes user addresses directly).
+fn map_fresh_user_page(address: u64) {
+    let frame = match memory::translate(VirtAddr::new(address)) {
+        Some(physical) => PhysFrame::containing_address(physical),
+        None => {
+            let frame = memory::allocate_frame();
+            memory::map_user_page(VirtAddr::new(address), frame, true, false);
+            frame
+        }
+    };
+    let alias = memory::physical_to_virtual(frame.start_address()).as_mut_ptr::<u64>();
+    for index in 0..(PAGE as usize / 8) {
+        // SAFETY: the frame is one of the user pages this module allocated
+        // (or the one just allocated): 4 KiB, mapped at `alias` by the
+        // physical-memory map; only this task's slot uses it and the task is
+        // not in user mode (it is the caller, in the kernel).
+        unsafe { alias.add(index).write_volatile(0) };
+    }
+}
+
+/// Writes one u64 into a user page through the kernel's alias of its frame.
+fn write_user_word(address: u64, value: u64) {
+    let physical = memory::translate(VirtAddr::new(address)).expect("a mapped user page");
+    let alias = memory::physical_to_virtual(physical).as_mut_ptr::<u64>();
+    // SAFETY: as in `map_fresh_user_page`: an aligned word of a user frame
+    // this module owns, written through its physical-map alias.
+    unsafe { alias.write_volatile(value) };
+}
+
+/// Spawns a user task running `program` with `%rdi = arg0`, `%rsi = arg1`.
+pub fn spawn(
+    name: core::fmt::Arguments<'_>,
+    program: Program,
+    arg0: u64,
+    arg1: u64,
+) -> Result<sched::TaskHandle, sched::SpawnError> {
+    assert!(INITIALISED.get().is_some(), "user::init ran");
+    sched::spawn_with_user_args(
+        name,
+        user_task_start,
+        user_address_of(program) as usize,
+        [arg0, arg1],
+    )
+}
+
+/// The kernel half of a user task's start: map its stack and GS page,
+/// build its first user frame at `task_pt_regs`, run the exit-to-user work
+/// and leave for user mode.
+fn user_task_start(user_rip: usize) {
+    let slot = sched::current_slot();
+    let [arg0, arg1] = sched::current_user_args();
+    let stack_top = USER_STACKS + (slot as u64 + 1) * USER_STACK_STRIDE;
+    for page in 1..=USER_STACK_PAGES {
+        map_fresh_user_page(stack_top - page * PAGE);
+    }
+    let gs_page = USER_TLS + slot as u64 * PAGE;
+    map_fresh_user_page(gs_page);
+    write_user_word(gs_page, u64::from(sched::current_pid()));
+    sched::set_current_user_gs_base(gs_page);
+    let default_pkrs = if pks::enabled() { pks::PKRS_DEFAULT } else { 0 };
+    let frame = ExtendedPtRegs {
+        generic: GenericExtRegs::default(),
+        arch: ArchExtRegs { pks: default_pkrs },
+        regs: PtRegs {
+            ip: user_rip as u64,
+            cs: u64::from(selectors::USER_CS),
+            flags: X86_EFLAGS_IF | X86_EFLAGS_FIXED,
+            sp: stack_top,
+            ss: u64::from(selectors::USER_DS),
+            orig_ax: NO_ERROR_CODE,
+            di: arg0,
+            si: arg1,
+            ..PtRegs::default()
+        },
+    };
+    traps::local_irq_disable();
+    let extended = task::task_ext_regs(slot);
+    // SAFETY: `task_ext_regs(slot)` is the top ExtendedPtRegs of the
+    // running task's own kernel stack, which prepare_new_task left free for
+    // exactly this frame (this code runs below it); the pointer comes from
+    // the stacks' static, so it may write there; nothing else refers to
+    // those bytes (no entry from user mode can have happened yet).
+    let regs = unsafe {
+        extended.write(frame);
+        &mut (*extended).regs
+    };
+    // SAFETY: `regs` is a whole user frame with its extension below it.
+    unsafe { extregs_entry::syscall_exit_to_user_mode::<traps::KernelPlatform>(regs) };
+    counters::IRET_EXITS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: `regs` is task_pt_regs of the running task, exit work done,
+    // interrupts off; this task's kernel frames below are never returned to.
+    unsafe { extregs_entry_asm::enter_user_mode(regs) }
+}
+
+/// Why a user task dies (Linux's signal and its message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserFault {
+    /// A trap with Linux's `do_trap` message and signal.
+    Trap { vector: u8, signal: u32 },
+    /// #PF: `segfault at ADDR`.
+    PageFault { address: u64 },
+    /// #GP, or an IRET to a non-canonical RIP.
+    GeneralProtection,
+}
+
+const SIGILL: u32 = 4;
+const SIGTRAP: u32 = 5;
+const SIGFPE: u32 = 8;
+const SIGSEGV: u32 = 11;
+
+impl UserFault {
+    fn of_exception(vector: u8, fault_address: Option<u64>) -> UserFault {
+        match (vector, fault_address) {
+            (_, Some(address)) => UserFault::PageFault { address },
+            (13, None) => UserFault::GeneralProtection,
+            (0 | 16 | 19, None) => UserFault::Trap { vector, signal: SIGFPE },
+            (6, None) => UserFault::Trap { vector, signal: SIGILL },
+            (1 | 3, None) => UserFault::Trap { vector, signal: SIGTRAP },
+            _ => UserFault::Trap { vector, signal: SIGSEGV },
+        }
+    }
+
+    fn signal(self) -> u32 {
+        match self {
+            UserFault::Trap { signal, .. } => signal,
+            UserFault::PageFault { .. } | UserFault::GeneralProtection => SIGSEGV,
+        }
+    }
+}
+
+/// Prints Linux's one line about a user fault and marks the task for death
+/// on its way out (the exit-to-user work). Interrupts off.
+pub fn report_user_fault(regs: &PtRegs, fault: UserFault, error_code: u64) {
+    let current = sched::current();
+    let (name, pid) = (current.name, current.pid);
+    match fault {
+        UserFault::PageFault { address } => println!(
+            "{name}[{pid}]: segfault at {address:x} ip {:016x} sp {:016x} error {error_code:x}",
+            regs.ip, regs.sp
+        ),
+        UserFault::GeneralProtection => println!(
+            "traps: {name}[{pid}] general protection fault ip:{:x} sp:{:x} error:{error_code:x}",
+            regs.ip, regs.sp
+        ),
+        UserFault::Trap { vector, .. } => println!(
+            "traps: {name}[{pid}] trap {} ip:{:x} sp:{:x} error:{error_code:x}",
+            idt::exception_name(vector),
+            regs.ip,
+            regs.sp
+        ),
+    }
+    sched::force_fatal_signal(fault.signal());
+}
+
+/// DR6.BS: the #DB was a single step.
+const DR6_BS: u64 = 1 << 14;
+
+/// An exception from user mode: a single step (TF) is handled by clearing
+/// TF (as a debugger's last step would); anything else kills the task.
+/// Always claims the exception.
+pub fn handle_exception(regs: &mut PtRegs, vector: u8, fault_address: Option<u64>) {
+    if vector == 1 && paranoid::debug_status() & DR6_BS != 0 && regs.flags & X86_EFLAGS_TF != 0 {
+        regs.flags &= !X86_EFLAGS_TF;
+        counters::USER_SINGLE_STEPS.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let error_code = if regs.has_error_code() { regs.orig_ax } else { 0 };
+    report_user_fault(regs, UserFault::of_exception(vector, fault_address), error_code);
+}
+
+/// A #GP on the IRETQ of the exit to user mode (Linux's `bad_iret`): the
+/// frame being returned to is bad (a non-canonical RIP a syscall left
+/// there), so the CPU faulted in ring 0, on the task stack right below that
+/// frame, after the exit's SWAPGS (which the entry undid, seeing this RIP).
+/// The fault is the user task's own: Linux's line about it, and the task
+/// dies here (its frame can't be returned to).
+///
+/// `regs` is the #GP's kernel-mode frame; its `sp` points at the user IRET
+/// frame still on the stack (task_pt_regs' hardware words).
+pub fn bad_iret(regs: &PtRegs) -> ! {
+    let user_frame = task::task_pt_regs(sched::current_slot());
+    // SAFETY: the faulting IRETQ was extregs_return_to_user's, whose frame
+    // is the running task's user frame at task_pt_regs (its stack, below
+    // which this handler runs); it is only read. The pointer comes from
+    // the stacks' static.
+    let user = unsafe { user_frame.read() };
+    if regs.sp != user_frame as u64 + core::mem::offset_of!(PtRegs, ip) as u64 {
+        println!("extregs: bad IRET: RSP {:#x} is not at task_pt_regs' IRET frame", regs.sp);
+    }
+    let error_code = if regs.has_error_code() { regs.orig_ax } else { 0 };
+    report_user_fault(&user, UserFault::GeneralProtection, error_code);
+    counters::BAD_IRETS.fetch_add(1, Ordering::Relaxed);
+    sched::kill_current_task()
+}
+
+/// Why [`copy_from_user`]/[`copy_to_user`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadUserAddress;
+
+/// Linux's `access_ok()` plus the page walk its fault fixup stands for:
+/// `[address, address + length)` lies in user space and every page of it
+/// is a present user page (writable too, when `write`).
+fn user_range_ok(address: u64, length: usize, write: bool) -> bool {
+    let Some(end) = address.checked_add(length as u64) else {
+        return false;
+    };
+    if address < USER_SPACE_BASE || end > TASK_SIZE_MAX {
+        return false;
+    }
+    let mut page = address & !(PAGE - 1);
+    while page < end {
+        use x86_64::structures::paging::PageTableFlags as Flags;
+        let Some(flags) = memory::page_flags(VirtAddr::new(page)) else {
+            return false;
+        };
+        if !flags.contains(Flags::PRESENT | Flags::USER_ACCESSIBLE)
+            || (write && !flags.contains(Flags::WRITABLE))
+        {
+            return false;
+        }
+        page += PAGE;
+    }
+    true
+}
+
+/// Copies `destination.len()` bytes from user address `source`; refuses
+/// (never faults) kernel, unmapped or straddling ranges.
+pub fn copy_from_user(destination: &mut [u8], source: u64) -> Result<(), BadUserAddress> {
+    if !user_range_ok(source, destination.len(), false) {
+        return Err(BadUserAddress);
+    }
+    for (offset, byte) in destination.iter_mut().enumerate() {
+        // SAFETY: every byte of the range is on a present user page (just
+        // checked, one CPU, and user pages are never unmapped); user memory
+        // is only ever accessed with volatile byte reads, so no Rust
+        // reference aliases it.
+        *byte = unsafe { core::ptr::read_volatile((source + offset as u64) as *const u8) };
+    }
+    Ok(())
+}
+
+/// Copies `source` to user address `destination`, with the checks of
+/// [`copy_from_user`] (and writable pages).
+pub fn copy_to_user(destination: u64, source: &[u8]) -> Result<(), BadUserAddress> {
+    if !user_range_ok(destination, source.len(), true) {
+        return Err(BadUserAddress);
+    }
+    for (offset, byte) in source.iter().enumerate() {
+        // SAFETY: as in `copy_from_user`, on present writable user pages.
+        unsafe { core::ptr::write_volatile((destination + offset as u64) as *mut u8, *byte) };
+    }
+    Ok(())
+}

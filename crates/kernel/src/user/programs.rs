@@ -1,0 +1,442 @@
+//! The user programs: ring-3 code that is part of the kernel image, in its
+//! own page-aligned section (`.text.extregs_user`) so that no kernel code
+//! shares its pages. [`super::init`] maps those pages a second time, at
+//! [`super::USER_TEXT`], as user pages (U/S=1, read-only, executable); the
+//! programs are position independent (RIP-relative only), so they run there.
+//!
+//! Each program starts with `%rdi` and `%rsi` set by its spawner (every
+//! other GPR is zero) and speaks to the kernel only through SYSCALL, with
+//! Linux's ABI (number in `%rax`, arguments in `%rdi`, `%rsi`, `%rdx`,
+//! result in `%rax`; `%rcx` and `%r11` are clobbered).
+
+use super::syscall::numbers::*;
+
+/// A user program: the address of its first instruction in the kernel
+/// image (its user address is [`super::user_address_of`] that).
+#[derive(Clone, Copy, Debug)]
+pub struct Program {
+    pub name: &'static str,
+    start: unsafe extern "C" fn(),
+}
+
+impl Program {
+    /// The kernel-image address of the program's first instruction.
+    pub fn kernel_address(self) -> u64 {
+        self.start as *const () as u64
+    }
+}
+
+extern "C" {
+    fn extregs_user_text_start();
+    fn extregs_user_text_end();
+    fn extregs_user_hello();
+    fn extregs_user_spin();
+    fn extregs_user_ud2();
+    fn extregs_user_syscall_loop();
+    fn extregs_user_load();
+    fn extregs_user_gpr_check();
+    fn extregs_user_get_regs();
+    fn extregs_user_set_return();
+    fn extregs_user_exit0();
+    fn extregs_user_set_ss();
+    fn extregs_user_int3();
+    fn extregs_user_single_step();
+    fn extregs_user_raw_syscall();
+    fn extregs_user_write();
+    fn extregs_user_gs_check();
+}
+
+/// `[start, end)` of the user text in the kernel image (page aligned).
+pub fn text_range() -> core::ops::Range<u64> {
+    extregs_user_text_start as *const () as u64..extregs_user_text_end as *const () as u64
+}
+
+macro_rules! program {
+    ($const:ident, $name:literal, $symbol:ident, $doc:literal) => {
+        #[doc = $doc]
+        pub const $const: Program = Program { name: $name, start: $symbol };
+    };
+}
+
+program!(HELLO, "hello", extregs_user_hello, "`write(1, \"hello ...\")`, then `exit(0)`.");
+program!(
+    SPIN,
+    "spin",
+    extregs_user_spin,
+    "Spins `%rdi` × 1000 iterations with r12-r15, rbx and rbp holding \
+     patterns, checking them and `%gs:0` (its PID) after every 1000: the \
+     timer preempts it in user mode. Exit 0, or 1 on a lost register, 2 on a \
+     wrong GS base."
+);
+program!(UD2, "ud2", extregs_user_ud2, "Executes `ud2`: killed with SIGILL.");
+program!(
+    SYSCALL_LOOP,
+    "syscall-loop",
+    extregs_user_syscall_loop,
+    "Makes `%rdi` getpid calls, checking each result and `%gs:0` against \
+     the first. Exit 0, or 2 (wrong PID) or 3 (wrong GS base)."
+);
+program!(
+    LOAD,
+    "load",
+    extregs_user_load,
+    "Loads 8 bytes from the address in `%rdi` (a kernel address: killed \
+     with SIGSEGV), then `exit(0)`."
+);
+program!(
+    GPR_CHECK,
+    "gpr-check",
+    extregs_user_gpr_check,
+    "Fills every GPR with a pattern, makes a getpid SYSCALL, and checks: \
+     every GPR but rax/rcx/r11 kept, rax = `%gs:0` (its PID), rcx = the \
+     address after the SYSCALL, r11 = RFLAGS. Exit 0, or a bitmask of \
+     what was wrong."
+);
+program!(
+    GET_REGS,
+    "get-regs",
+    extregs_user_get_regs,
+    "Fills r12-r15 with patterns and asks for a copy of its own PtRegs \
+     (`SYS_GET_REGS` into its stack), then `exit(0)`."
+);
+program!(
+    SET_RETURN,
+    "set-return",
+    extregs_user_set_return,
+    "`SYS_SET_RETURN(%rdi, %rsi)`: asks the kernel to return to `%rdi` \
+     with the RFLAGS bits `%rsi` added; if it ever comes back, exit 1."
+);
+program!(
+    SET_SS,
+    "set-ss",
+    extregs_user_set_ss,
+    "`SYS_SET_RETURN_SS(%rdi)`: asks the kernel to return with SS = `%rdi`; \
+     if it ever comes back, exit 1."
+);
+program!(EXIT0, "exit0", extregs_user_exit0, "`exit(0)` (a target for SET_RETURN).");
+program!(INT3, "int3", extregs_user_int3, "Executes `int3`: killed with SIGTRAP.");
+program!(
+    SINGLE_STEP,
+    "single-step",
+    extregs_user_single_step,
+    "Sets TF itself with popf and runs on: each instruction then raises a \
+     #DB from user mode; the kernel clears TF at the first, and the program \
+     exits 0."
+);
+program!(
+    RAW_SYSCALL,
+    "raw-syscall",
+    extregs_user_raw_syscall,
+    "SYSCALL number `%rdi`, then exits with `-%rax` (so -ENOSYS is status \
+     38)."
+);
+program!(
+    WRITE,
+    "write",
+    extregs_user_write,
+    "`write(1, %rdi, %rsi)`, then exits with `-%rax` (0 on success: it \
+     writes nothing useful on purpose only when the kernel refuses)."
+);
+program!(
+    GS_CHECK,
+    "gs-check",
+    extregs_user_gs_check,
+    "Checks `%gs:0` (its PID) against getpid, then yields and checks it \
+     again, `%rdi` times: every switch must carry its user GS base. Exit \
+     0, or 4 on a wrong GS base."
+);
+
+core::arch::global_asm!(
+    r#"
+    .pushsection .text.extregs_user, "ax"
+    .p2align 12
+    .globl extregs_user_text_start
+extregs_user_text_start:
+
+    /* exit(%edi): never returns. */
+.macro USER_EXIT
+    mov ${exit}, %eax
+    syscall
+    ud2
+.endm
+
+    .globl extregs_user_hello
+extregs_user_hello:
+    mov ${write}, %eax
+    mov $1, %edi
+    lea .Lhello_message(%rip), %rsi
+    mov $(.Lhello_end - .Lhello_message), %edx
+    syscall
+    xor %edi, %edi
+    USER_EXIT
+.Lhello_message:
+    .ascii "hello from user mode, over SYSCALL and SYSRET\n"
+.Lhello_end:
+
+    .globl extregs_user_spin
+extregs_user_spin:
+    mov %rdi, %r8                   /* outer iterations */
+    mov ${getpid}, %eax
+    syscall
+    mov %rax, %r9                   /* PID */
+    movabs $0x1212121212121212, %r12
+    movabs $0x1313131313131313, %r13
+    movabs $0x1414141414141414, %r14
+    movabs $0x1515151515151515, %r15
+    movabs $0x0b0b0b0b0b0b0b0b, %rbx
+    movabs $0x0d0d0d0d0d0d0d0d, %rbp
+.Lspin_outer:
+    mov $1000, %ecx
+.Lspin_inner:
+    dec %ecx
+    jnz .Lspin_inner
+    movabs $0x1212121212121212, %rax
+    cmp %rax, %r12
+    jne .Lspin_lost
+    movabs $0x1313131313131313, %rax
+    cmp %rax, %r13
+    jne .Lspin_lost
+    movabs $0x1414141414141414, %rax
+    cmp %rax, %r14
+    jne .Lspin_lost
+    movabs $0x1515151515151515, %rax
+    cmp %rax, %r15
+    jne .Lspin_lost
+    movabs $0x0b0b0b0b0b0b0b0b, %rax
+    cmp %rax, %rbx
+    jne .Lspin_lost
+    movabs $0x0d0d0d0d0d0d0d0d, %rax
+    cmp %rax, %rbp
+    jne .Lspin_lost
+    cmp %gs:0, %r9
+    jne .Lspin_bad_gs
+    dec %r8
+    jnz .Lspin_outer
+    xor %edi, %edi
+    USER_EXIT
+.Lspin_lost:
+    mov $1, %edi
+    USER_EXIT
+.Lspin_bad_gs:
+    mov $2, %edi
+    USER_EXIT
+
+    .globl extregs_user_ud2
+extregs_user_ud2:
+    ud2
+
+    .globl extregs_user_syscall_loop
+extregs_user_syscall_loop:
+    mov %rdi, %r12
+    mov ${getpid}, %eax
+    syscall
+    mov %rax, %r13
+.Lloop_next:
+    mov ${getpid}, %eax
+    syscall
+    cmp %rax, %r13
+    jne .Lloop_bad_pid
+    cmp %gs:0, %r13
+    jne .Lloop_bad_gs
+    dec %r12
+    jnz .Lloop_next
+    xor %edi, %edi
+    USER_EXIT
+.Lloop_bad_pid:
+    mov $2, %edi
+    USER_EXIT
+.Lloop_bad_gs:
+    mov $3, %edi
+    USER_EXIT
+
+    .globl extregs_user_load
+extregs_user_load:
+    mov (%rdi), %rax
+    xor %edi, %edi
+    USER_EXIT
+
+    .globl extregs_user_gpr_check
+extregs_user_gpr_check:
+    movabs $0x0b0b0b0b0b0b0b0b, %rbx
+    movabs $0x0d0d0d0d0d0d0d0d, %rbp
+    movabs $0x1010101010101010, %r10
+    movabs $0x0808080808080808, %r8
+    movabs $0x0909090909090909, %r9
+    movabs $0x1212121212121212, %r12
+    movabs $0x1313131313131313, %r13
+    movabs $0x1414141414141414, %r14
+    movabs $0x1515151515151515, %r15
+    movabs $0x0e0e0e0e0e0e0e0e, %rsi
+    movabs $0x0f0f0f0f0f0f0f0f, %rdi
+    movabs $0x0c0c0c0c0c0c0c0c, %rdx
+    pushfq                          /* the RFLAGS the SYSCALL saves */
+    mov ${getpid}, %eax
+    syscall
+.Lgpr_after_syscall:
+    /* %rsp is the one register left: its slot collects the verdict. */
+    cmp (%rsp), %r11
+    movq $0, (%rsp)
+    je 90f
+    orq $4, (%rsp)
+90: cmp %gs:0, %rax
+    je 91f
+    orq $1, (%rsp)
+91: lea .Lgpr_after_syscall(%rip), %rax
+    cmp %rax, %rcx
+    je 93f
+    orq $2, (%rsp)
+93: movabs $0x0b0b0b0b0b0b0b0b, %rax
+    cmp %rax, %rbx
+    je 94f
+    orq $8, (%rsp)
+94: movabs $0x0d0d0d0d0d0d0d0d, %rax
+    cmp %rax, %rbp
+    je 95f
+    orq $16, (%rsp)
+95: movabs $0x1010101010101010, %rax
+    cmp %rax, %r10
+    je 96f
+    orq $32, (%rsp)
+96: movabs $0x0808080808080808, %rax
+    cmp %rax, %r8
+    je 97f
+    orq $64, (%rsp)
+97: movabs $0x0909090909090909, %rax
+    cmp %rax, %r9
+    je 98f
+    orq $128, (%rsp)
+98: movabs $0x1212121212121212, %rax
+    cmp %rax, %r12
+    jne 99f
+    movabs $0x1313131313131313, %rax
+    cmp %rax, %r13
+    jne 99f
+    movabs $0x1414141414141414, %rax
+    cmp %rax, %r14
+    jne 99f
+    movabs $0x1515151515151515, %rax
+    cmp %rax, %r15
+    jne 99f
+    movabs $0x0e0e0e0e0e0e0e0e, %rax
+    cmp %rax, %rsi
+    jne 99f
+    movabs $0x0f0f0f0f0f0f0f0f, %rax
+    cmp %rax, %rdi
+    jne 99f
+    movabs $0x0c0c0c0c0c0c0c0c, %rax
+    cmp %rax, %rdx
+    je 92f
+99: orq $256, (%rsp)
+92: pop %rdi
+    USER_EXIT
+
+    .globl extregs_user_get_regs
+extregs_user_get_regs:
+    sub ${ptregs_size}, %rsp
+    mov %rsp, %rdi
+    movabs $0x1212121212121212, %r12
+    movabs $0x1313131313131313, %r13
+    movabs $0x1414141414141414, %r14
+    movabs $0x1515151515151515, %r15
+    mov ${get_regs}, %eax
+    syscall
+    mov %rax, %rdi
+    USER_EXIT
+
+    .globl extregs_user_set_return
+extregs_user_set_return:
+    mov ${set_return}, %eax
+    syscall
+    mov $1, %edi
+    USER_EXIT
+
+    .globl extregs_user_set_ss
+extregs_user_set_ss:
+    mov ${set_return_ss}, %eax
+    syscall
+    mov $1, %edi
+    USER_EXIT
+
+    .globl extregs_user_exit0
+extregs_user_exit0:
+    xor %edi, %edi
+    USER_EXIT
+
+    .globl extregs_user_int3
+extregs_user_int3:
+    int3
+    xor %edi, %edi
+    USER_EXIT
+
+    .globl extregs_user_single_step
+extregs_user_single_step:
+    pushfq
+    orq ${tf}, (%rsp)
+    popfq
+    nop
+    nop
+    nop
+    xor %edi, %edi
+    USER_EXIT
+
+    .globl extregs_user_raw_syscall
+extregs_user_raw_syscall:
+    mov %rdi, %rax
+    syscall
+    neg %rax
+    mov %rax, %rdi
+    USER_EXIT
+
+    .globl extregs_user_write
+extregs_user_write:
+    mov %rsi, %rdx
+    mov %rdi, %rsi
+    mov $1, %edi
+    mov ${write}, %eax
+    syscall
+    cmp %rax, %rdx
+    je .Lwrite_ok
+    neg %rax
+    mov %rax, %rdi
+    USER_EXIT
+.Lwrite_ok:
+    xor %edi, %edi
+    USER_EXIT
+
+    .globl extregs_user_gs_check
+extregs_user_gs_check:
+    mov %rdi, %r12
+.Lgs_next:
+    mov %gs:0, %r13
+    mov ${getpid}, %eax
+    syscall
+    cmp %rax, %r13
+    jne .Lgs_bad
+    mov ${sched_yield}, %eax
+    syscall
+    cmp %gs:0, %r13
+    jne .Lgs_bad
+    dec %r12
+    jnz .Lgs_next
+    xor %edi, %edi
+    USER_EXIT
+.Lgs_bad:
+    mov $4, %edi
+    USER_EXIT
+
+    .p2align 12
+    .globl extregs_user_text_end
+extregs_user_text_end:
+    .popsection
+"#,
+    exit = const SYS_EXIT,
+    write = const SYS_WRITE,
+    getpid = const SYS_GETPID,
+    sched_yield = const SYS_SCHED_YIELD,
+    get_regs = const SYS_GET_REGS,
+    set_return = const SYS_SET_RETURN,
+    set_return_ss = const SYS_SET_RETURN_SS,
+    ptregs_size = const core::mem::size_of::<extregs_regs::PtRegs>(),
+    tf = const extregs_regs::X86_EFLAGS_TF,
+    options(att_syntax)
+);

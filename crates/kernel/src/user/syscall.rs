@@ -1,0 +1,175 @@
+//! The Rust half of `entry_SYSCALL_64` and the syscall table.
+//!
+//! The entry built the same `PtRegs` + extension an interrupt from user mode
+//! would have (at `task_pt_regs`, `orig_ax` = the number, `cx`/`r11` = the
+//! user RIP/RFLAGS) and calls [`extregs_syscall_entry`], which runs the
+//! generic entry's user path around the call, then tells the assembly
+//! whether SYSRETQ may return ([`sysret_allowed`], Linux's conditions) or
+//! the IRET exit must.
+
+use super::{copy_from_user, copy_to_user, counters, EFAULT};
+use crate::{println, sched, serial, traps};
+use core::sync::atomic::Ordering;
+use extregs_entry::{syscall_enter_from_user_mode, syscall_exit_to_user_mode};
+use extregs_regs::{selectors, ExtendedPtRegs, PtRegs, X86_EFLAGS_RF, X86_EFLAGS_TF};
+
+/// Syscall numbers: Linux's where Linux has the call, 1000 and up for the
+/// test calls.
+pub mod numbers {
+    pub const SYS_WRITE: u64 = 1;
+    pub const SYS_SCHED_YIELD: u64 = 24;
+    pub const SYS_GETPID: u64 = 39;
+    pub const SYS_EXIT: u64 = 60;
+    /// `sleep_ticks(n)`: sleeps `n` scheduler ticks (the tick must run).
+    pub const SYS_SLEEP_TICKS: u64 = 1000;
+    /// `get_regs(buf)`: copies the caller's own `PtRegs` (this syscall's
+    /// frame) to `buf`.
+    pub const SYS_GET_REGS: u64 = 1001;
+    /// `set_return(rip, flags)`: return to `rip` (RCX too, so only the
+    /// address decides SYSRET) with the `flags` bits among TF and RF set.
+    pub const SYS_SET_RETURN: u64 = 1002;
+    /// `get_user_pkrs()`: the PKRS user mode ran with (the value the entry
+    /// saved in this syscall frame's extension).
+    pub const SYS_GET_USER_PKRS: u64 = 1003;
+    /// `set_return_ss(selector)`: return with this SS (a bad one makes
+    /// the IRETQ fault in ring 0, the `bad_iret` case).
+    pub const SYS_SET_RETURN_SS: u64 = 1004;
+}
+use numbers::*;
+
+/// Linux's errno values the table returns (negated).
+const ENOSYS: i64 = 38;
+const EBADF: i64 = 9;
+const EINVAL: i64 = 22;
+
+/// Linux's `TASK_SIZE_MAX`: the first address above user space (one page
+/// below the canonical boundary). SYSRET is refused for RIPs at or above it
+/// (the CVE-2012-0217 class: an Intel CPU raises the #GP of a non-canonical
+/// RCX in ring 0, on the user's stack).
+pub const TASK_SIZE_MAX: u64 = (1 << 47) - 4096;
+
+/// The most bytes one `write` prints.
+const WRITE_MAX: usize = 256;
+
+/// The last `get_regs` copy and where its frame was (for the selftests).
+static LAST_GET_REGS: spin::Mutex<(u64, PtRegs)> = spin::Mutex::new((0, PtRegs::ZERO));
+
+/// Called by `entry_SYSCALL_64` with interrupts off; returns true when
+/// SYSRETQ may return to user mode.
+///
+/// # Safety
+///
+/// Only `entry_SYSCALL_64` calls this, with `regs` the frame it built at
+/// the top of the running task's kernel stack (extension below it).
+#[no_mangle]
+pub unsafe extern "C" fn extregs_syscall_entry(regs: &mut PtRegs) -> bool {
+    // SAFETY: the entry built a whole ExtendedPtRegs around `regs`.
+    unsafe { syscall_enter_from_user_mode::<traps::KernelPlatform>(regs) };
+    traps::check_syscall_frame(regs);
+    counters::SYSCALLS.fetch_add(1, Ordering::Relaxed);
+    traps::local_irq_enable();
+    let result = dispatch(regs);
+    regs.ax = result as u64;
+    traps::local_irq_disable();
+    // SAFETY: the same frame syscall_enter_from_user_mode ran on.
+    unsafe { syscall_exit_to_user_mode::<traps::KernelPlatform>(regs) };
+    let sysret = sysret_allowed(regs);
+    if sysret {
+        counters::SYSRET_EXITS.fetch_add(1, Ordering::Relaxed);
+    } else {
+        counters::IRET_EXITS.fetch_add(1, Ordering::Relaxed);
+    }
+    sysret
+}
+
+/// Linux's conditions for SYSRETQ (`do_syscall_64`): it reloads RIP from
+/// RCX and RFLAGS from R11 and CS/SS from STAR, so the frame must say
+/// exactly that; the RIP must be below [`TASK_SIZE_MAX`] (an Intel CPU
+/// faults on a non-canonical RCX in ring 0); and TF/RF must be clear
+/// (SYSRET with TF set traps on the first user instruction with the frame
+/// already gone; RF is not restored).
+pub fn sysret_allowed(regs: &PtRegs) -> bool {
+    regs.cx == regs.ip
+        && regs.ip < TASK_SIZE_MAX
+        && regs.r11 == regs.flags
+        && regs.cs == u64::from(selectors::USER_CS)
+        && regs.ss == u64::from(selectors::USER_DS)
+        && regs.flags & (X86_EFLAGS_TF | X86_EFLAGS_RF) == 0
+}
+
+/// The table. Runs with interrupts on; returns the value for `%rax`.
+fn dispatch(regs: &mut PtRegs) -> i64 {
+    let (arg0, arg1, arg2) = (regs.di, regs.si, regs.dx);
+    match regs.orig_ax {
+        SYS_WRITE => write(arg0, arg1, arg2),
+        SYS_SCHED_YIELD => {
+            sched::yield_now();
+            0
+        }
+        SYS_GETPID => i64::from(sched::current_pid()),
+        SYS_EXIT => sched::exit_current_with_status((arg0 & 0xff) as i32),
+        SYS_SLEEP_TICKS => {
+            if !sched::tick_running() {
+                return -EINVAL;
+            }
+            sched::sleep_ticks(arg0.min(1000));
+            0
+        }
+        SYS_GET_REGS => {
+            let address = regs as *const PtRegs as u64;
+            // SAFETY: `regs` is a whole PtRegs; its bytes are read-only here.
+            let bytes = unsafe {
+                core::slice::from_raw_parts(
+                    (regs as *const PtRegs).cast::<u8>(),
+                    core::mem::size_of::<PtRegs>(),
+                )
+            };
+            match copy_to_user(arg0, bytes) {
+                Ok(()) => {
+                    *LAST_GET_REGS.lock() = (address, *regs);
+                    0
+                }
+                Err(_) => -EFAULT,
+            }
+        }
+        SYS_SET_RETURN => {
+            regs.ip = arg0;
+            regs.cx = arg0;
+            regs.flags |= arg1 & (X86_EFLAGS_TF | X86_EFLAGS_RF);
+            0
+        }
+        SYS_SET_RETURN_SS => {
+            regs.ss = arg0 & 0xffff;
+            0
+        }
+        SYS_GET_USER_PKRS => {
+            // SAFETY: `regs` is the syscall frame, extension below it.
+            let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
+            i64::from(frame.arch.pks)
+        }
+        _ => -ENOSYS,
+    }
+}
+
+/// `write(fd, buf, len)`: fd 1 or 2, the bytes through [`copy_from_user`].
+fn write(fd: u64, buffer: u64, length: u64) -> i64 {
+    if fd != 1 && fd != 2 {
+        return -EBADF;
+    }
+    let length = (length as usize).min(WRITE_MAX);
+    let mut bytes = [0u8; WRITE_MAX];
+    if copy_from_user(&mut bytes[..length], buffer).is_err() {
+        return -EFAULT;
+    }
+    match core::str::from_utf8(&bytes[..length]) {
+        Ok(text) => serial::print_args(format_args!("{text}")),
+        Err(_) => println!("extregs: write: {length} bytes that are not UTF-8"),
+    }
+    length as i64
+}
+
+/// The last `get_regs`: where its frame was (0: never called) and what it
+/// copied.
+pub fn last_get_regs() -> (u64, PtRegs) {
+    *LAST_GET_REGS.lock()
+}
