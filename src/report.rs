@@ -151,6 +151,8 @@ pub struct ShowRegsDump {
     /// Code bytes, and the index of the one in `<..>` (the byte at RIP).
     pub code: Vec<u8>,
     pub code_rip_index: usize,
+    /// The stack segment from the `RSP: 002b:...` line.
+    pub ss: Option<u16>,
     /// The saved PKRS from the `PKRS:` line, if present.
     pub saved_pkrs: Option<u32>,
     /// The task's own PKRS (`task:` on the `PKRS:` line), if present.
@@ -187,11 +189,16 @@ pub fn parse_show_regs(serial: &str) -> Option<ShowRegsDump> {
         u32::from_str_radix(words.get(at + 1)?, 16).ok()
     });
     let task = rip_at.checked_sub(1).and_then(|at| parse_task_line(lines[at]));
+    let ss = lines[rip_at..].iter().find_map(|line| {
+        let (ss, _) = line.strip_prefix("RSP: ")?.split_once(':')?;
+        u16::from_str_radix(ss, 16).ok()
+    });
     Some(ShowRegsDump {
         cs,
         rip_text: rip_text.trim().to_string(),
         code,
         code_rip_index: code_rip_index?,
+        ss,
         saved_pkrs,
         task_pkrs,
         task,

@@ -117,6 +117,12 @@ const REQUIRED_SELFTESTS: &[&str] = &[
     "pkrs_of_preempted_frame_restored_on_resume",
     "nmi_during_context_switch",
     "idle_task_irqs_record_exit_rcu",
+    "syscall_preserves_gprs",
+    "syscall_sysret_and_iret_paths",
+    "user_faults_kill_only_the_faulting_task",
+    "user_frames_sit_at_task_pt_regs",
+    "gs_base_right_after_every_return",
+    "syscall_pointers_and_numbers_refused",
 ];
 
 fn selftest_results(outcome: &Outcome) -> Vec<report::KtapResult> {
@@ -376,6 +382,76 @@ fn tasks_mode_without_pks_says_its_pks_checks_are_skipped() {
     assert_eq!(result["pks"], false);
     assert_eq!(result["pks_checks"], false);
     assert!(outcome.serial.contains("PKS checks are skipped"), "{}", dump(&outcome));
+}
+
+/// A passing `mode=user` run: every task ended as expected (the ud2 one
+/// killed with Linux's line), the spinners were preempted in user mode,
+/// and every entry from user mode found its frame at task_pt_regs.
+fn assert_user_ok(outcome: &Outcome) -> serde_json::Value {
+    assert_verdict(outcome, EXIT_SUCCESS);
+    let result = outcome.result().expect("RESULT");
+    assert_eq!(result["mode"], "user");
+    assert_eq!(result["ok"], true, "{}", dump(outcome));
+    assert_eq!(result["frame_errors"], 0);
+    assert_eq!(result["model_errors"], 0);
+    assert_eq!(result["user_kills"], 1);
+    assert!(outcome.serial.contains("hello from user mode, over SYSCALL and SYSRET\n"));
+    let kill = outcome
+        .serial
+        .lines()
+        .find(|line| line.starts_with("traps: user-ud["))
+        .unwrap_or_else(|| panic!("no kill line: {}", dump(outcome)));
+    assert!(kill.contains("] trap invalid opcode ip:7f8") && kill.ends_with("error:0"), "{kill}");
+    let syscalls = result["syscalls"].as_u64().unwrap();
+    assert!(syscalls > 10_000, "{result}");
+    // Every syscall but the four exit calls returned, by SYSRET (no test
+    // call asks for the IRET exit here; the fifth task is killed).
+    assert_eq!(result["sysret_exits"].as_u64().unwrap(), syscalls - 4, "{result}");
+    assert!(result["user_preemptions"].as_u64().unwrap() > 0, "{result}");
+    let irqs = result["user_irqs"].as_u64().unwrap();
+    assert!(irqs > 0, "{result}");
+    // IRET exits: each task's first entry, each IRQ/NMI from user mode.
+    let nmis = result["user_nmis"].as_u64().unwrap();
+    assert_eq!(result["iret_exits"].as_u64().unwrap(), 5 + irqs + nmis, "{result}");
+    assert!(result["user_frames_checked"].as_u64().unwrap() >= syscalls + irqs + nmis);
+    result
+}
+
+#[test]
+fn user_mode_runs_its_tasks_over_syscall_and_kills_the_faulting_one() {
+    let outcome = boot(Firmware::Bios, "max", "mode=user");
+    assert_user_ok(&outcome);
+    // The killed task's frame, dumped (print-fatal-signals): a user frame.
+    let regs = report::parse_show_regs(&outcome.serial).expect("show_regs of the killed task");
+    assert_eq!(regs.cs, 0x33, "{}", dump(&outcome));
+    assert!(regs.rip_text.starts_with("0x7f8"), "RIP {}", regs.rip_text);
+    assert_eq!(
+        regs.code.get(regs.code_rip_index..regs.code_rip_index + 2),
+        Some(&[0x0f, 0x0b][..])
+    );
+    assert_eq!(regs.ss, Some(0x2b));
+    assert_eq!(regs.saved_pkrs, Some(0x5555_5554), "user mode runs with the default PKRS");
+    assert_eq!(regs.task.as_ref().map(|(_, name)| name.as_str()), Some("user-ud"));
+}
+
+#[test]
+fn user_mode_without_pks() {
+    let outcome = boot(Firmware::Bios, "qemu64", "mode=user");
+    let result = assert_user_ok(&outcome);
+    assert_eq!(result["pks"], false);
+}
+
+#[test]
+fn user_mode_survives_an_nmi_storm_with_nmis_landing_in_user_mode() {
+    let config = RunConfig {
+        cmdline: "mode=user".into(),
+        timeout: BOOT_TIMEOUT,
+        nmi_storm: true,
+        ..RunConfig::default()
+    };
+    let outcome = qemu::run(&config).expect("QEMU starts");
+    let result = assert_user_ok(&outcome);
+    assert!(result["user_nmis"].as_u64().unwrap() > 0, "no NMI landed in user mode: {result}");
 }
 
 #[test]

@@ -11,6 +11,10 @@
 //! PKRS: 55555550 live: 55555554 task: 55555554 rights: 0:rw 1:rw 2:-- ... 15:--
 //! GENERIC: exit_rcu: 0 lockdep_hardirqs_enabled: 0 extension at ... on the DF stack
 //! ```
+//!
+//! A frame from user mode reads `RIP: 0033:0x7f8000000134` (raw: the
+//! kernel's symbols don't apply) and `RSP: 002b:...`, its `Code:` bytes
+//! read from user memory with `copy_from_user`.
 
 use crate::{memory, pks, println, symbols};
 use extregs_regs::{ExtendedPtRegs, PtRegs, GENERIC_PTREGS_SIZE};
@@ -36,11 +40,18 @@ const CODE_BYTES: u64 = 64;
 pub unsafe fn show_regs(regs: &PtRegs) {
     let task = crate::sched::current();
     println!("CPU: 0 PID: {} Comm: {}", task.pid, task.name);
-    match symbols::lookup(regs.ip) {
+    // A user RIP is printed raw, as Linux's %pS does for user addresses
+    // (`RIP: 0033:0x7f8000000134`); the kernel's symbols never apply.
+    match symbols::lookup(regs.ip).filter(|_| !regs.user_mode()) {
         Some(symbol) => println!("RIP: {:04x}:{}", regs.cs, symbol),
+        None if regs.user_mode() => println!("RIP: {:04x}:{:#x}", regs.cs, regs.ip),
         None => println!("RIP: {:04x}:{:#018x}", regs.cs, regs.ip),
     }
-    show_code(regs.ip);
+    if regs.user_mode() {
+        show_user_code(regs.ip);
+    } else {
+        show_code(regs.ip);
+    }
     if regs.has_error_code() {
         println!(
             "RSP: {:04x}:{:016x} EFLAGS: {:08x} ORIG_RAX: {:016x}",
@@ -97,6 +108,26 @@ fn show_code(ip: u64) {
         // handlers with allows.
         let byte = unsafe { core::ptr::read_volatile(address as *const u8) };
         if address == ip {
+            crate::print!(" <{byte:02x}>");
+        } else {
+            crate::print!(" {byte:02x}");
+        }
+    }
+    println!();
+}
+
+/// The `Code:` line of a user frame, read with `copy_from_user` (Linux's
+/// `copy_from_user_nmi`): never a kernel fault, whatever the RIP.
+pub fn show_user_code(ip: u64) {
+    let start = ip.wrapping_sub(CODE_PROLOGUE_BYTES);
+    let mut bytes = [0u8; CODE_BYTES as usize];
+    if crate::user::copy_from_user(&mut bytes, start).is_err() {
+        println!("Code: Unable to access opcode bytes at {:#x}.", start);
+        return;
+    }
+    crate::print!("Code:");
+    for (offset, byte) in bytes.iter().enumerate() {
+        if offset as u64 == CODE_PROLOGUE_BYTES {
             crate::print!(" <{byte:02x}>");
         } else {
             crate::print!(" {byte:02x}");

@@ -46,6 +46,8 @@ pub fn run() -> bool {
     let sched_before = sched::counts();
     let user_before = user::counts();
     let (frames_before, _) = traps::frame_counts();
+    // The killed task's registers are dumped (Linux's print-fatal-signals).
+    user::set_print_fatal_signals(true);
     sched::start_tick();
     let tasks = [
         spawn("user-hello", programs::HELLO, 0, 0),
@@ -66,6 +68,7 @@ pub fn run() -> bool {
         all_as_expected &= status == task.status;
     }
     sched::stop_tick();
+    user::set_print_fatal_signals(false);
     let sched_counts = sched::counts();
     let counts = user::counts();
     let syscalls = counts.syscalls - user_before.syscalls;

@@ -28,7 +28,7 @@ pub mod syscall;
 
 use crate::sched::{self, task};
 use crate::{idt, memory, paranoid, pks, println, traps};
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
 use extregs_regs::{
     selectors, ArchExtRegs, ExtendedPtRegs, GenericExtRegs, PtRegs, NO_ERROR_CODE,
     X86_EFLAGS_FIXED, X86_EFLAGS_IF, X86_EFLAGS_TF,
@@ -265,8 +265,21 @@ impl UserFault {
     }
 }
 
-/// Prints Linux's one line about a user fault and marks the task for death
+/// Linux's `print-fatal-signals=1`: a killed task's registers are dumped
+/// (mode=user turns it on).
+static PRINT_FATAL_SIGNALS: AtomicBool = AtomicBool::new(false);
+
+/// Turns [`PRINT_FATAL_SIGNALS`] on or off.
+pub fn set_print_fatal_signals(on: bool) {
+    PRINT_FATAL_SIGNALS.store(on, Ordering::Relaxed);
+}
+
+/// Prints Linux's one line about a user fault, then the code bytes (and,
+/// with print-fatal-signals, the whole frame), and marks the task for death
 /// on its way out (the exit-to-user work). Interrupts off.
+///
+/// `regs` must be the task's user frame at `task_pt_regs` (show_regs reads
+/// its extension).
 pub fn report_user_fault(regs: &PtRegs, fault: UserFault, error_code: u64) {
     let current = sched::current();
     let (name, pid) = (current.name, current.pid);
@@ -285,6 +298,14 @@ pub fn report_user_fault(regs: &PtRegs, fault: UserFault, error_code: u64) {
             regs.ip,
             regs.sp
         ),
+    }
+    if PRINT_FATAL_SIGNALS.load(Ordering::Relaxed) {
+        println!("potentially unexpected fatal signal {}.", fault.signal());
+        // SAFETY: `regs` is the user frame at task_pt_regs (this
+        // function's contract), an extended frame.
+        unsafe { crate::show_regs::show_regs(regs) };
+    } else {
+        crate::show_regs::show_user_code(regs.ip);
     }
     sched::force_fatal_signal(fault.signal());
 }
@@ -318,14 +339,16 @@ pub fn bad_iret(regs: &PtRegs) -> ! {
     let user_frame = task::task_pt_regs(sched::current_slot());
     // SAFETY: the faulting IRETQ was extregs_return_to_user's, whose frame
     // is the running task's user frame at task_pt_regs (its stack, below
-    // which this handler runs); it is only read. The pointer comes from
-    // the stacks' static.
-    let user = unsafe { user_frame.read() };
+    // which this handler runs), a whole extended frame; it is only read
+    // here, and nothing writes it while this shared reference lives (the
+    // task dies below without returning to it). The pointer comes from the
+    // stacks' static, so it may reach those bytes.
+    let user = unsafe { &*user_frame };
     if regs.sp != user_frame as u64 + core::mem::offset_of!(PtRegs, ip) as u64 {
         println!("extregs: bad IRET: RSP {:#x} is not at task_pt_regs' IRET frame", regs.sp);
     }
     let error_code = if regs.has_error_code() { regs.orig_ax } else { 0 };
-    report_user_fault(&user, UserFault::GeneralProtection, error_code);
+    report_user_fault(user, UserFault::GeneralProtection, error_code);
     counters::BAD_IRETS.fetch_add(1, Ordering::Relaxed);
     sched::kill_current_task()
 }
