@@ -123,6 +123,8 @@ const REQUIRED_SELFTESTS: &[&str] = &[
     "user_frames_sit_at_task_pt_regs",
     "gs_base_right_after_every_return",
     "syscall_pointers_and_numbers_refused",
+    "smap_stops_kernel_access_to_user_memory",
+    "smep_stops_kernel_execution_of_user_pages",
 ];
 
 fn selftest_results(outcome: &Outcome) -> Vec<report::KtapResult> {

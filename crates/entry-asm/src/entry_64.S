@@ -49,6 +49,22 @@
 /* PUSH_AND_CLEAR_REGS and POP_REGS: calling.S, assembled just before this file. */
 
 /*
+ * ASM_CLAC: every entry clears RFLAGS.AC when the CPU has SMAP (Linux's
+ * ASM_CLAC): an interrupt gate leaves AC as the interrupted code had it, and
+ * a handler must not inherit the user-access window of a copy_from_user it
+ * interrupted (or AC set by user mode). IRETQ puts the interrupted AC back.
+ * CLAC is #UD without SMAP, so it is guarded by the flag the kernel sets at
+ * boot (Linux patches it in with ALTERNATIVE); the flags it clobbers were
+ * saved by the CPU.
+ */
+.macro ASM_CLAC
+	testb	$1, extregs_smap_enabled(%rip)
+	jz	.Lno_clac_\@
+	clac
+.Lno_clac_\@:
+.endm
+
+/*
  * The stub table: IDTENTRY appends one .quad per vector, in vector order.
  * It lives in .data.rel.ro because the kernel is position independent and
  * the bootloader relocates these addresses.
@@ -170,6 +186,7 @@ extregs_entry_common:
 	swapgs
 	.globl	extregs_entry_gs_ready
 extregs_entry_gs_ready:
+	ASM_CLAC
 	cld
 	subq	$GENERIC_PTREGS_SIZE, %rsp
 	leaq	EXTREGS_REGS(%rsp), %rdi
@@ -222,6 +239,7 @@ extregs_enter_user_mode:
 	movq	%rdi, %rsp
 	jmp	extregs_return_to_user
 	.size	extregs_enter_user_mode, . - extregs_enter_user_mode
+
 
 /*
  * PARANOID_GS_ENTER / PARANOID_GS_EXIT: a paranoid entry from kernel mode
@@ -291,6 +309,7 @@ extregs_enter_user_mode:
 	.type	extregs_paranoid_common, @function
 extregs_paranoid_common:
 	PARANOID_GS_ENTER
+	ASM_CLAC
 	cld
 	subq	$GENERIC_PTREGS_SIZE, %rsp
 	leaq	EXTREGS_REGS(%rsp), %rdi
@@ -494,6 +513,7 @@ asm_exc_nmi:
 	pushq	$-1					/* orig_ax */
 	PUSH_AND_CLEAR_REGS
 	PARANOID_GS_ENTER
+	ASM_CLAC
 	cld
 	subq	$GENERIC_PTREGS_SIZE, %rsp
 	leaq	EXTREGS_REGS(%rsp), %rdi
@@ -608,6 +628,12 @@ extregs_syscall_sysretq:
 	.text
 	.globl	extregs_entry_text_end
 extregs_entry_text_end:
+
+/* Non-zero when the CPU has SMAP and CR4.SMAP is on (ASM_CLAC). */
+	.data
+	.globl	extregs_smap_enabled
+extregs_smap_enabled:
+	.byte	0
 
 /*
  * The per-CPU entry area (one CPU), reached through %gs in kernel mode:

@@ -135,6 +135,7 @@ extern "C" {
     static extregs_return_to_user_iretq: u8;
     static entry_SYSCALL_64: u8;
     static mut extregs_per_cpu: PerCpuEntry;
+    static mut extregs_smap_enabled: u8;
     fn extregs_enter_user_mode(regs: *const PtRegs) -> !;
 }
 
@@ -176,6 +177,14 @@ pub unsafe fn set_top_of_stack(top: u64) {
     // through this raw pointer (no Rust reference to it exists) and read by
     // the entry code with %gs-relative loads; one CPU, interrupts off.
     unsafe { (&raw mut (*per_cpu()).top_of_stack).write_volatile(top) };
+}
+
+/// Tells the entry code whether to CLAC on entry (the CPU has SMAP and the
+/// kernel turned it on). Set once at boot, before any user access.
+pub fn set_smap_enabled(enabled: bool) {
+    // SAFETY: a byte in entry_64.S's .data, written through a raw pointer
+    // (no reference to the mutable static); the entry code only reads it.
+    unsafe { (&raw mut extregs_smap_enabled).write_volatile(u8::from(enabled)) };
 }
 
 /// `%gs:PERCPU_TOP_OF_STACK` as the entry code will use it next.

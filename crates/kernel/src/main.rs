@@ -84,6 +84,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
     let features = cpu::detect();
     cpu::print_summary(&features);
+    user::enable_smep_smap(&features);
     apic::init(features.x2apic);
     println!(
         "extregs: apic: {} mode, id {}, timer {} ticks/ms (bus/16, PIT-calibrated); PIC masked",

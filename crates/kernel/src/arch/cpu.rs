@@ -10,6 +10,10 @@ pub struct CpuFeatures {
     /// User protection keys: CPUID.(EAX=7,ECX=0):ECX[3].
     pub pku: bool,
     pub x2apic: bool,
+    /// Supervisor-mode execution prevention: CPUID.(EAX=7,ECX=0):EBX[7].
+    pub smep: bool,
+    /// Supervisor-mode access prevention: CPUID.(EAX=7,ECX=0):EBX[20].
+    pub smap: bool,
 }
 
 /// CPUID.(EAX=7,ECX=0):ECX bit for PKS. `raw-cpuid` 11 has no accessor for
@@ -25,6 +29,8 @@ pub fn detect() -> CpuFeatures {
         pks: max_leaf >= 7 && leaf7.ecx & CPUID_7_ECX_PKS != 0,
         pku: cpu.get_extended_feature_info().is_some_and(|f| f.has_pku()),
         x2apic: cpu.get_feature_info().is_some_and(|f| f.has_x2apic()),
+        smep: cpu.get_extended_feature_info().is_some_and(|f| f.has_smep()),
+        smap: cpu.get_extended_feature_info().is_some_and(|f| f.has_smap()),
     }
 }
 
@@ -34,10 +40,12 @@ pub fn print_summary(features: &CpuFeatures) {
     let brand = cpu.get_processor_brand_string();
     let brand = brand.as_ref().map(|b| b.as_str().trim()).unwrap_or("unknown CPU");
     crate::println!(
-        "extregs: cpu: {brand}: pks={} pku={} x2apic={}",
+        "extregs: cpu: {brand}: pks={} pku={} x2apic={} smep={} smap={}",
         yes_no(features.pks),
         yes_no(features.pku),
-        yes_no(features.x2apic)
+        yes_no(features.x2apic),
+        yes_no(features.smep),
+        yes_no(features.smap)
     );
 }
 

@@ -36,6 +36,8 @@ pub struct Observed {
     pub rcu_watching: bool,
     /// The lockdep model's "hardirqs enabled" inside the handler.
     pub lockdep_hardirqs_enabled: bool,
+    /// RFLAGS.AC inside the handler (the entry clears it with SMAP).
+    pub handler_ac: bool,
 }
 
 /// Snapshots a frame and the CPU state its handler runs with.
@@ -61,6 +63,8 @@ pub unsafe fn observe(regs: &mut PtRegs, vector: u8) -> Observed {
         dr6,
         rcu_watching: crate::traps::rcu_is_watching(),
         lockdep_hardirqs_enabled: crate::traps::lockdep_hardirqs_enabled(),
+        handler_ac: x86_64::registers::rflags::read()
+            .contains(x86_64::registers::rflags::RFlags::ALIGNMENT_CHECK),
     }
 }
 

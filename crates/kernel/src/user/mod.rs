@@ -353,6 +353,52 @@ pub fn bad_iret(regs: &PtRegs) -> ! {
     sched::kill_current_task()
 }
 
+/// Is CR4.SMAP on (so kernel accesses to user pages need STAC)?
+static SMAP_ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Turns on SMEP (the kernel can't execute user pages) and SMAP (the
+/// kernel can't touch user pages outside a STAC..CLAC window) where the
+/// CPU has them, and tells the entry code to CLAC on entry. Boot, once.
+pub fn enable_smep_smap(features: &crate::cpu::CpuFeatures) {
+    use x86_64::registers::control::{Cr4, Cr4Flags};
+    // SAFETY: the kernel executes no user page, and touches user pages
+    // only in `with_user_access` (the copy helpers) or through its
+    // physical-map aliases; the entry code's CLAC flag is set right after.
+    unsafe {
+        Cr4::update(|flags| {
+            flags.set(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION, features.smep);
+            flags.set(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION, features.smap);
+        })
+    };
+    extregs_entry_asm::set_smap_enabled(features.smap);
+    SMAP_ENABLED.store(features.smap, Ordering::Relaxed);
+}
+
+/// Is SMAP on?
+pub fn smap_enabled() -> bool {
+    SMAP_ENABLED.load(Ordering::Relaxed)
+}
+
+/// Runs `body` with RFLAGS.AC set when SMAP is on (Linux's
+/// `user_access_begin()`/`user_access_end()`): the one window in which
+/// kernel code may touch user pages. `body` must not schedule (a switch
+/// does not save RFLAGS); an interrupt in the window clears AC for its
+/// handler on entry and its IRETQ brings it back.
+pub fn with_user_access<T>(body: impl FnOnce() -> T) -> T {
+    let smap = smap_enabled();
+    if smap {
+        // SAFETY: STAC only sets AC (the CPU has SMAP: no #UD); it is
+        // cleared again below before anything else runs.
+        unsafe { core::arch::asm!("stac", options(nomem, nostack)) };
+    }
+    let result = body();
+    if smap {
+        // SAFETY: CLAC only clears AC.
+        unsafe { core::arch::asm!("clac", options(nomem, nostack)) };
+    }
+    result
+}
+
 /// Why [`copy_from_user`]/[`copy_to_user`] refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BadUserAddress;
@@ -389,13 +435,22 @@ pub fn copy_from_user(destination: &mut [u8], source: u64) -> Result<(), BadUser
     if !user_range_ok(source, destination.len(), false) {
         return Err(BadUserAddress);
     }
-    for (offset, byte) in destination.iter_mut().enumerate() {
-        // SAFETY: every byte of the range is on a present user page (just
-        // checked, one CPU, and user pages are never unmapped); user memory
-        // is only ever accessed with volatile byte reads, so no Rust
-        // reference aliases it.
-        *byte = unsafe { core::ptr::read_volatile((source + offset as u64) as *const u8) };
-    }
+    with_user_access(|| {
+        for (offset, byte) in destination.iter_mut().enumerate() {
+            // SAFETY: every byte of the range is on a present user page
+            // (just checked; one CPU, and user pages are never unmapped),
+            // inside the STAC window. The pointer is made from a user
+            // address: it points outside every Rust allocation, so no Rust
+            // reference can alias it and provenance can only come from
+            // the address (the access is a volatile byte read, which the
+            // compiler neither elides nor widens).
+            *byte = unsafe {
+                core::ptr::read_volatile(core::ptr::with_exposed_provenance::<u8>(
+                    (source + offset as u64) as usize,
+                ))
+            };
+        }
+    });
     Ok(())
 }
 
@@ -405,9 +460,20 @@ pub fn copy_to_user(destination: u64, source: &[u8]) -> Result<(), BadUserAddres
     if !user_range_ok(destination, source.len(), true) {
         return Err(BadUserAddress);
     }
-    for (offset, byte) in source.iter().enumerate() {
-        // SAFETY: as in `copy_from_user`, on present writable user pages.
-        unsafe { core::ptr::write_volatile((destination + offset as u64) as *mut u8, *byte) };
-    }
+    with_user_access(|| {
+        for (offset, byte) in source.iter().enumerate() {
+            // SAFETY: as in `copy_from_user`, on present writable user
+            // pages, inside the STAC window, through a pointer made from a
+            // user address (outside every Rust allocation).
+            unsafe {
+                core::ptr::write_volatile(
+                    core::ptr::with_exposed_provenance_mut::<u8>(
+                        (destination + offset as u64) as usize,
+                    ),
+                    *byte,
+                )
+            };
+        }
+    });
     Ok(())
 }

@@ -7,7 +7,8 @@
 //! counted meanwhile. Every entry from user mode also runs `check_frame`,
 //! whose failures fail the whole run (frame_errors).
 
-use super::{check, Context, Outcome};
+use super::{check, observed_or_fail, Context, Outcome, PF_PRESENT};
+use crate::events::{self, expect_event, FrameEdit};
 use crate::sched::{self, task};
 use crate::user::{self, programs, programs::Program, TASK_SIZE_MAX};
 use crate::{gdt, idt, paranoid, traps};
@@ -251,5 +252,70 @@ pub fn syscall_pointers_and_numbers_refused(_: &Context) -> Outcome {
     check!(status == Some(0), "an empty write at the top page exited with {status:?}");
     let status = run_user(programs::RAW_SYSCALL, 9999, 0);
     check!(status == Some(ENOSYS), "syscall 9999 exited with {status:?}");
+    Outcome::Pass
+}
+
+/// RFLAGS.AC: with SMAP, kernel access to user pages allowed.
+const X86_EFLAGS_AC: u64 = 1 << 18;
+
+/// #PF error-code bit: an instruction fetch.
+const PF_INSTRUCTION: u64 = 1 << 4;
+
+/// SMAP: a kernel load from a user page outside the copy helpers' STAC
+/// window is a #PF (present, supervisor, read); an exception inside the
+/// window runs its handler with AC clear and returns into the window; and
+/// `copy_from_user` reads the program text.
+pub fn smap_stops_kernel_access_to_user_memory(_: &Context) -> Outcome {
+    if !user::smap_enabled() {
+        return Outcome::Skip("no SMAP on this CPU");
+    }
+    let address = user::user_address_of(programs::EXIT0);
+    events::arm(FrameEdit::None);
+    expect_event!(setup: [], event: "movq ({address}), %rcx", address = in(reg) address, out("rcx") _);
+    let observed = observed_or_fail!();
+    check!(observed.vector == 14, "vector {}", observed.vector);
+    check!(observed.cr2 == address, "CR2 {:#x}, not {address:#x}", observed.cr2);
+    check!(
+        observed.regs.orig_ax == PF_PRESENT,
+        "error code {:#x}: not a supervisor read of a present page",
+        observed.regs.orig_ax
+    );
+    // An exception inside the STAC window: its handler runs with AC clear
+    // (the entry's CLAC), and IRETQ gives the window back its AC.
+    events::arm(FrameEdit::None);
+    let back_in_window = user::with_user_access(|| {
+        expect_event!(setup: [], event: "int3");
+        x86_64::registers::rflags::read()
+            .contains(x86_64::registers::rflags::RFlags::ALIGNMENT_CHECK)
+    });
+    let observed = observed_or_fail!();
+    check!(observed.regs.flags & X86_EFLAGS_AC != 0, "the int3 did not interrupt AC=1 code");
+    check!(!observed.handler_ac, "the handler ran with AC set (no CLAC on entry)");
+    check!(back_in_window, "AC was not restored by the IRETQ");
+    let mut first = [0u8; 2];
+    check!(user::copy_from_user(&mut first, address).is_ok(), "copy_from_user refused");
+    // `xor %edi, %edi` (31 ff) starts the exit0 program.
+    check!(first == [0x31, 0xff], "user text reads {first:02x?}");
+    Outcome::Pass
+}
+
+/// SMEP: the kernel jumping into a user page faults on the fetch (#PF with
+/// the instruction bit, RIP and CR2 the user address).
+pub fn smep_stops_kernel_execution_of_user_pages(_: &Context) -> Outcome {
+    if !crate::cpu::detect().smep {
+        return Outcome::Skip("no SMEP on this CPU");
+    }
+    let target = user::user_address_of(programs::EXIT0);
+    events::arm(FrameEdit::None);
+    expect_event!(setup: [], event: "jmp *{target}", target = in(reg) target);
+    let observed = observed_or_fail!();
+    check!(observed.vector == 14, "vector {}", observed.vector);
+    check!(observed.regs.ip == target && observed.cr2 == target, "RIP {:#x}", observed.regs.ip);
+    check!(
+        observed.regs.orig_ax == PF_PRESENT | PF_INSTRUCTION,
+        "error code {:#x}: not a supervisor fetch from a present page",
+        observed.regs.orig_ax
+    );
+    check!(observed.regs.cs == u64::from(selectors::KERNEL_CS), "not a kernel frame");
     Outcome::Pass
 }
