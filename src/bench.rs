@@ -22,7 +22,7 @@ use std::time::Duration;
 // The stubs' handlers come from `extregs-bench` (feature `cell-handlers`).
 
 /// The variants in report order.
-pub const VARIANTS: [&str; 9] = [
+pub const VARIANTS: [&str; 12] = [
     "floor",
     "x86-interrupt",
     "by-value",
@@ -32,6 +32,9 @@ pub const VARIANTS: [&str; 9] = [
     "extended+pks-write",
     "yield",
     "yield+pkrs-switch",
+    "syscall-by-value",
+    "syscall-extended",
+    "syscall",
 ];
 
 /// One variant in one harness.
@@ -181,6 +184,9 @@ pub fn native(iterations: u64) -> Vec<Row> {
                     why: Some(match name {
                         "x86-interrupt" => "in-kernel only: a Rust x86-interrupt handler needs a real interrupt gate".into(),
                         "yield" | "yield+pkrs-switch" => "in-kernel only: needs kernel tasks".into(),
+                        name if name.starts_with("syscall") => {
+                            "in-kernel only: needs a ring-3 task and SYSCALL".into()
+                        }
                         _ => "in-kernel only: needs the PKRS MSR".into(),
                     }),
                 },

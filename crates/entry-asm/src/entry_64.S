@@ -625,6 +625,61 @@ extregs_syscall_sysretq:
 	sysretq
 	.size	entry_SYSCALL_64, . - entry_SYSCALL_64
 
+/*
+ * The SYSCALL entries of `extregs bench` (mode=bench points LSTAR at one
+ * of them for a timed run, then back at entry_SYSCALL_64): the SYSCALL
+ * frame of entry_SYSCALL_64, then one of the bench handlers, then SYSRETQ.
+ * The handlers never edit the frame, so RCX/R11 still hold the user RIP
+ * and RFLAGS and SYSRET's conditions hold without a check. They differ in
+ * one thing, the entry design: BENCH_SYSCALL_BY_VALUE builds pt_regs only
+ * (a pad word keeps the call aligned) and its handler keeps the state in
+ * its own frame; BENCH_SYSCALL_EXTENDED reserves the extension below
+ * pt_regs, as entry_SYSCALL_64 does. Any other syscall number than the
+ * bench's (the program's exit) goes to entry_SYSCALL_64 untouched.
+ */
+.macro BENCH_SYSCALL_FRAME
+	cmpq	$BENCH_SYSCALL_NR, %rax
+	jne	entry_SYSCALL_64
+	swapgs
+	movq	%rsp, %gs:PERCPU_USER_RSP_SCRATCH
+	movq	%gs:PERCPU_TOP_OF_STACK, %rsp
+	pushq	$__USER_DS
+	pushq	%gs:PERCPU_USER_RSP_SCRATCH
+	pushq	%r11
+	pushq	$__USER_CS
+	pushq	%rcx
+	pushq	%rax
+	PUSH_AND_CLEAR_REGS
+	cld
+.endm
+
+.macro BENCH_SYSRET
+	POP_REGS
+	movq	IRET_FRAME_SP(%rsp), %rsp
+	swapgs
+	sysretq
+.endm
+
+	.p2align 4
+	.globl	extregs_bench_syscall_by_value
+extregs_bench_syscall_by_value:
+	BENCH_SYSCALL_FRAME
+	movq	%rsp, %rdi
+	subq	$CALL_PAD_BELOW_PTREGS, %rsp
+	call	extregs_bench_by_value_handler
+	addq	$CALL_PAD_BELOW_PTREGS, %rsp
+	BENCH_SYSRET
+
+	.p2align 4
+	.globl	extregs_bench_syscall_extended
+extregs_bench_syscall_extended:
+	BENCH_SYSCALL_FRAME
+	subq	$GENERIC_PTREGS_SIZE, %rsp
+	leaq	EXTREGS_REGS(%rsp), %rdi
+	call	extregs_bench_extended_handler
+	addq	$GENERIC_PTREGS_SIZE, %rsp
+	BENCH_SYSRET
+
 	.text
 	.globl	extregs_entry_text_end
 extregs_entry_text_end:

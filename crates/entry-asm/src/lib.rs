@@ -69,9 +69,11 @@ const_assert_eq!(PERCPU_SIZE, core::mem::size_of::<PerCpuEntry>());
 core::arch::global_asm!(
     include_str!(concat!(env!("OUT_DIR"), "/asm-offsets.S")),
     ".set EXTREGS_FAULT_INJECTION, 0",
+    ".set BENCH_SYSCALL_NR, {bench_syscall_nr}",
     include_str!("calling.S"),
     include_str!("entry_64.S"),
     include_str!("switch_64.S"),
+    bench_syscall_nr = const BENCH_SYSCALL_NR,
     options(att_syntax)
 );
 
@@ -82,9 +84,11 @@ core::arch::global_asm!(
 core::arch::global_asm!(
     include_str!(concat!(env!("OUT_DIR"), "/asm-offsets.S")),
     ".set EXTREGS_FAULT_INJECTION, 1",
+    ".set BENCH_SYSCALL_NR, {bench_syscall_nr}",
     include_str!("calling.S"),
     include_str!("entry_64.S"),
     include_str!("switch_64.S"),
+    bench_syscall_nr = const BENCH_SYSCALL_NR,
     options(att_syntax)
 );
 
@@ -116,6 +120,10 @@ extern "C" {
     pub fn extregs_context_switch(prev: *mut ThreadContext, next: *const ThreadContext);
 }
 
+/// The syscall number the bench's SYSCALL entries time (the kernel's
+/// `SYS_BENCH_NOP`); every other number they hand to entry_SYSCALL_64.
+pub const BENCH_SYSCALL_NR: u64 = 1005;
+
 /// Number of exception vectors the CPU defines (0..=31).
 pub const EXCEPTION_VECTORS: usize = 32;
 /// The first vector of an external interrupt (after the exceptions).
@@ -134,6 +142,8 @@ extern "C" {
     static extregs_syscall_sysretq: u8;
     static extregs_return_to_user_iretq: u8;
     static entry_SYSCALL_64: u8;
+    static extregs_bench_syscall_by_value: u8;
+    static extregs_bench_syscall_extended: u8;
     static mut extregs_per_cpu: PerCpuEntry;
     static mut extregs_smap_enabled: u8;
     fn extregs_enter_user_mode(regs: *const PtRegs) -> !;
@@ -143,6 +153,16 @@ extern "C" {
 pub fn syscall_entry_address() -> u64 {
     // Only the symbol's address is taken.
     (&raw const entry_SYSCALL_64) as u64
+}
+
+/// The SYSCALL entries of the bench (by-value state, extended frame),
+/// for MSR_LSTAR during a timed run.
+pub fn bench_syscall_entry_addresses() -> (u64, u64) {
+    // Only the symbols' addresses are taken.
+    (
+        (&raw const extregs_bench_syscall_by_value) as u64,
+        (&raw const extregs_bench_syscall_extended) as u64,
+    )
 }
 
 /// The user-mode exits: (`extregs_return_to_user`, its IRETQ, the SYSRETQ

@@ -285,6 +285,65 @@ fn measure_yields(iterations: usize) {
     }
 }
 
+/// The SYSCALL round trip of a user task (SYSCALL -> entry -> generic entry
+/// -> SYSRETQ), with LSTAR on each design's entry in turn: `syscall-by-value`
+/// and `syscall-extended` run the same bench handlers as the `int` rows
+/// (user frames take the generic entry's user path), `syscall` is the
+/// kernel's real path (entry checks, table, SYSRET decision). The user
+/// program times batches of [`programs::BENCH_SYSCALL_BATCH`] with RDTSC.
+fn measure_syscalls(iterations: usize) -> bool {
+    use crate::user::{self, programs};
+    use x86_64::registers::model_specific::LStar;
+    let (by_value, extended) = extregs_entry_asm::bench_syscall_entry_addresses();
+    let real = extregs_entry_asm::syscall_entry_address();
+    let max_batches = (user::BENCH_BUFFER_PAGES * 4096 / 8) as usize;
+    let batches = (iterations / programs::BENCH_SYSCALL_BATCH as usize).clamp(1, max_batches);
+    let mut ok = true;
+    for (name, entry) in
+        [("syscall-by-value", by_value), ("syscall-extended", extended), ("syscall", real)]
+    {
+        let buffer = user::bench_buffer();
+        HANDLER_RSP.store(0, Ordering::SeqCst);
+        LStar::write(x86_64::VirtAddr::new(entry));
+        let spawned = user::spawn(
+            format_args!("bench-syscall"),
+            programs::BENCH_SYSCALLS,
+            batches as u64,
+            buffer,
+        );
+        let Ok(handle) = spawned else {
+            LStar::write(x86_64::VirtAddr::new(real));
+            print_row(name, iterations, Err("could not spawn the user task"));
+            ok = false;
+            continue;
+        };
+        let status = sched::wait(handle);
+        LStar::write(x86_64::VirtAddr::new(real));
+        if status != 0 {
+            print_row(name, iterations, Err("the user task failed"));
+            ok = false;
+            continue;
+        }
+        // SAFETY: only this mode touches the samples, one variant at a time.
+        let samples = unsafe { &mut *SAMPLES.0.get() };
+        for (index, sample) in samples.iter_mut().take(batches).enumerate() {
+            let mut bytes = [0u8; 8];
+            if user::copy_from_user(&mut bytes, buffer + 8 * index as u64).is_err() {
+                ok = false;
+            }
+            *sample = u64::from_le_bytes(bytes);
+        }
+        // The handlers note RSP; the frame starts at the task's stack top.
+        let top = crate::sched::task::stack_range(handle.slot()).end;
+        let rsp = HANDLER_RSP.swap(0, Ordering::SeqCst);
+        let stack = (rsp != 0).then(|| top - rsp);
+        let summary =
+            extregs_bench::summarize(&mut samples[..batches], programs::BENCH_SYSCALL_BATCH);
+        print_row(name, batches * programs::BENCH_SYSCALL_BATCH as usize, Ok((summary, stack)));
+    }
+    ok
+}
+
 /// `mode=bench`.
 pub fn run(iterations: u64) -> bool {
     let iterations = iterations as usize;
@@ -339,6 +398,7 @@ pub fn run(iterations: u64) -> bool {
         print_row("extended+pks-write", iterations, Err("this CPU has no PKS"));
     }
     measure_yields(iterations);
+    let syscalls_ok = measure_syscalls(iterations);
     for depth in [1u64, 2, 4, 8] {
         let mut samples_done = 0;
         let nest_iterations = iterations.min(20_000);
@@ -360,6 +420,6 @@ pub fn run(iterations: u64) -> bool {
         );
     }
     idt::init();
-    result::emit(true, format_args!(",\"iterations\":{iterations}"));
-    true
+    result::emit(syscalls_ok, format_args!(",\"iterations\":{iterations}"));
+    syscalls_ok
 }

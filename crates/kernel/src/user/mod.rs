@@ -14,6 +14,7 @@
 //!   0x7fff_ffff_f000  TASK_SIZE_MAX: the end of user space
 //!   0x7fff_ffff_e000  one mapped user page right below it, so a pointer
 //!                     can straddle the end (copy_from_user refuses it)
+//!   USER_BENCH_BUFFER   the bench's syscall samples (16 pages)
 //!   USER_TLS + slot*4K  each task slot's GS page: word 0 = its PID
 //!   USER_STACKS + slot*1M - 16K .. + slot*1M   each slot's user stack,
 //!                     with unmapped pages below it (the guard)
@@ -50,6 +51,11 @@ const USER_STACK_STRIDE: u64 = 0x10_0000;
 const USER_STACK_PAGES: u64 = 4;
 /// Task slot `s`'s GS page is at `USER_TLS + s * 4 KiB`.
 const USER_TLS: u64 = USER_SPACE_BASE + 0x2000_0000;
+/// The bench's sample buffer (up to [`BENCH_BUFFER_PAGES`] pages).
+const USER_BENCH_BUFFER: u64 = USER_SPACE_BASE + 0x3800_0000;
+/// Pages of the bench's sample buffer: 8192 samples.
+pub const BENCH_BUFFER_PAGES: u64 = 16;
+
 /// The page right below [`TASK_SIZE_MAX`].
 pub const USER_TOP_PAGE: u64 = TASK_SIZE_MAX - 4096;
 const PAGE: u64 = 4096;
@@ -126,6 +132,14 @@ pub fn init() {
         }
         map_fresh_user_page(USER_TOP_PAGE);
     });
+}
+
+/// Maps (once) and zeroes the bench's user sample buffer; its address.
+pub fn bench_buffer() -> u64 {
+    for page in 0..BENCH_BUFFER_PAGES {
+        map_fresh_user_page(USER_BENCH_BUFFER + page * PAGE);
+    }
+    USER_BENCH_BUFFER
 }
 
 /// The user address of a program's first instruction.

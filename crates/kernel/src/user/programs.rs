@@ -44,6 +44,7 @@ extern "C" {
     fn extregs_user_raw_syscall();
     fn extregs_user_write();
     fn extregs_user_gs_check();
+    fn extregs_user_bench_syscalls();
 }
 
 /// `[start, end)` of the user text in the kernel image (page aligned).
@@ -145,6 +146,18 @@ program!(
      again, `%rdi` times: every switch must carry its user GS base. Exit \
      0, or 4 on a wrong GS base."
 );
+
+program!(
+    BENCH_SYSCALLS,
+    "bench-syscalls",
+    extregs_user_bench_syscalls,
+    "The bench's syscall round trips: `%rdi` batches of 16 `SYS_BENCH_NOP` \
+     SYSCALLs, each batch timed with RDTSC (LFENCE first), the ticks stored \
+     one u64 per batch at `%rsi`. Exit 0."
+);
+
+/// SYSCALLs per timed batch of [`BENCH_SYSCALLS`].
+pub const BENCH_SYSCALL_BATCH: u64 = 16;
 
 core::arch::global_asm!(
     r#"
@@ -424,6 +437,34 @@ extregs_user_gs_check:
     mov $4, %edi
     USER_EXIT
 
+    .globl extregs_user_bench_syscalls
+extregs_user_bench_syscalls:
+    mov %rdi, %r12
+    mov %rsi, %r13
+.Lbench_batch:
+    lfence
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov %rax, %r14
+    mov ${bench_batch}, %r15d
+.Lbench_call:
+    mov ${bench_nop}, %eax
+    syscall
+    dec %r15d
+    jnz .Lbench_call
+    lfence
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    sub %r14, %rax
+    mov %rax, (%r13)
+    add $8, %r13
+    dec %r12
+    jnz .Lbench_batch
+    xor %edi, %edi
+    USER_EXIT
+
     .p2align 12
     .globl extregs_user_text_end
 extregs_user_text_end:
@@ -436,6 +477,8 @@ extregs_user_text_end:
     get_regs = const SYS_GET_REGS,
     set_return = const SYS_SET_RETURN,
     set_return_ss = const SYS_SET_RETURN_SS,
+    bench_nop = const SYS_BENCH_NOP,
+    bench_batch = const BENCH_SYSCALL_BATCH,
     ptregs_size = const core::mem::size_of::<extregs_regs::PtRegs>(),
     tf = const extregs_regs::X86_EFLAGS_TF,
     options(att_syntax)
