@@ -36,6 +36,9 @@ pub mod numbers {
     pub const SYS_SET_RETURN_SS: u64 = 1004;
     /// `bench_nop()`: returns 0 (the bench's round trip).
     pub const SYS_BENCH_NOP: u64 = extregs_entry_asm::BENCH_SYSCALL_NR;
+    /// `self_ipi()`: sends a self-IPI from inside the syscall (interrupts
+    /// on) and returns once its handler ran: an IRQ nested in a syscall.
+    pub const SYS_SELF_IPI: u64 = 1006;
 }
 use numbers::*;
 
@@ -43,6 +46,15 @@ use numbers::*;
 const ENOSYS: i64 = 38;
 const EBADF: i64 = 9;
 const EINVAL: i64 = 22;
+const ETIMEDOUT: i64 = 110;
+
+/// How long `self_ipi` waits for its IRQ (far beyond any delivery).
+const SELF_IPI_TIMEOUT_MS: u64 = 1000;
+
+fn tsc() -> u64 {
+    // SAFETY: RDTSC has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
 
 /// Linux's `TASK_SIZE_MAX`: the first address above user space (one page
 /// below the canonical boundary). SYSRET is refused for RIPs at or above it
@@ -121,6 +133,19 @@ fn dispatch(regs: &mut PtRegs) -> i64 {
                 return -EINVAL;
             }
             sched::sleep_ticks(arg0.min(1000));
+            0
+        }
+        SYS_SELF_IPI => {
+            let before = crate::irq::counts().self_ipi;
+            crate::apic::send_self_ipi(crate::apic::SELF_IPI_VECTOR);
+            let start = tsc();
+            let timeout = crate::apic::tsc_ticks_per_ms() * SELF_IPI_TIMEOUT_MS;
+            while crate::irq::counts().self_ipi == before {
+                if tsc() - start > timeout {
+                    return -ETIMEDOUT;
+                }
+                core::hint::spin_loop();
+            }
             0
         }
         SYS_GET_REGS => {

@@ -106,6 +106,10 @@ const TESTS: &[(&str, Test)] = &[
     ("user_frames_sit_at_task_pt_regs", user::user_frames_sit_at_task_pt_regs),
     ("gs_base_right_after_every_return", user::gs_base_right_after_every_return),
     ("syscall_pointers_and_numbers_refused", user::syscall_pointers_and_numbers_refused),
+    (
+        "syscall_irq_nmi_nest_each_with_its_extension",
+        user::syscall_irq_nmi_nest_each_with_its_extension,
+    ),
     ("smap_stops_kernel_access_to_user_memory", user::smap_stops_kernel_access_to_user_memory),
     ("smep_stops_kernel_execution_of_user_pages", user::smep_stops_kernel_execution_of_user_pages),
 ];

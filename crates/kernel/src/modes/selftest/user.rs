@@ -319,3 +319,95 @@ pub fn smep_stops_kernel_execution_of_user_pages(_: &Context) -> Outcome {
     check!(observed.regs.cs == u64::from(selectors::KERNEL_CS), "not a kernel frame");
     Outcome::Pass
 }
+
+/// What [`nested_frames_hook`] recorded: the IRQ's and the NMI's PtRegs
+/// addresses, the RSP each interrupted, and whether each extension held the
+/// default PKRS (the kernel code they interrupted ran with it).
+static NEST_IRQ_FRAME: AtomicU64 = AtomicU64::new(0);
+static NEST_IRQ_INTERRUPTED_SP: AtomicU64 = AtomicU64::new(0);
+static NEST_NMI_FRAME: AtomicU64 = AtomicU64::new(0);
+static NEST_NMI_INTERRUPTED_SP: AtomicU64 = AtomicU64::new(0);
+static NEST_BAD_EXTENSIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts an extension whose saved PKRS is not the default (the code every
+/// level interrupted ran with it).
+fn note_extension(regs: &mut PtRegs) {
+    // SAFETY: event hooks are only offered entry frames.
+    let saved = unsafe { extregs_regs::ExtendedPtRegs::from_regs(regs) }.arch.pks;
+    if crate::pks::enabled() && saved != crate::pks::PKRS_DEFAULT {
+        NEST_BAD_EXTENSIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The self-IPI that interrupted the `self_ipi` syscall sends a self-NMI
+/// from its handler; both frames are recorded. Never claims (the IRQ's
+/// handler must still EOI).
+fn nested_frames_hook(regs: &mut PtRegs, vector: u8) -> bool {
+    if vector == crate::apic::SELF_IPI_VECTOR
+        && !regs.user_mode()
+        && NEST_IRQ_FRAME.load(Ordering::Relaxed) == 0
+    {
+        NEST_IRQ_FRAME.store(regs as *mut PtRegs as u64, Ordering::Relaxed);
+        NEST_IRQ_INTERRUPTED_SP.store(regs.sp, Ordering::Relaxed);
+        note_extension(regs);
+        crate::apic::send_self_nmi();
+    } else if vector == NMI_VECTOR
+        && NEST_IRQ_FRAME.load(Ordering::Relaxed) != 0
+        && NEST_NMI_FRAME.load(Ordering::Relaxed) == 0
+    {
+        NEST_NMI_FRAME.store(regs as *mut PtRegs as u64, Ordering::Relaxed);
+        NEST_NMI_INTERRUPTED_SP.store(regs.sp, Ordering::Relaxed);
+        note_extension(regs);
+    }
+    false
+}
+
+/// A syscall inside which an IRQ and then an NMI nest: the SYSCALL frame at
+/// task_pt_regs, the IRQ's frame below it on the same task stack (on the
+/// syscall's own stack frames), the NMI's on the NMI stack, interrupting the
+/// IRQ handler below the IRQ frame; each with its extension right below
+/// (check_frame) and the saved PKRS of what it interrupted.
+pub fn syscall_irq_nmi_nest_each_with_its_extension(_: &Context) -> Outcome {
+    for frame in [&NEST_IRQ_FRAME, &NEST_IRQ_INTERRUPTED_SP, &NEST_NMI_FRAME] {
+        frame.store(0, Ordering::Relaxed);
+    }
+    NEST_NMI_INTERRUPTED_SP.store(0, Ordering::Relaxed);
+    NEST_BAD_EXTENSIONS.store(0, Ordering::Relaxed);
+    let errors = frame_errors();
+    let Ok(handle) = user::spawn(
+        format_args!("st-nest"),
+        programs::RAW_SYSCALL,
+        user::syscall::numbers::SYS_SELF_IPI,
+        0,
+    ) else {
+        return Outcome::Fail;
+    };
+    let status = traps::with_event_hook(nested_frames_hook, || sched::wait(handle));
+    check!(status == 0, "the self_ipi syscall exited with {status} (110: the IRQ never came)");
+    let stack = task::stack_range(handle.slot());
+    let syscall_frame = task::task_pt_regs(handle.slot()) as u64;
+    let irq_frame = NEST_IRQ_FRAME.load(Ordering::Relaxed);
+    let irq_sp = NEST_IRQ_INTERRUPTED_SP.load(Ordering::Relaxed);
+    let nmi_frame = NEST_NMI_FRAME.load(Ordering::Relaxed);
+    let nmi_sp = NEST_NMI_INTERRUPTED_SP.load(Ordering::Relaxed);
+    crate::println!(
+        "# SYSCALL frame {syscall_frame:#x} (task_pt_regs), IRQ frame {irq_frame:#x}, NMI frame {nmi_frame:#x}"
+    );
+    check!(irq_frame != 0 && nmi_frame != 0, "the IRQ or the NMI was not seen nested");
+    check!(
+        stack.contains(&irq_frame) && irq_sp < syscall_frame && irq_frame < irq_sp,
+        "the IRQ frame is not below the syscall's on the task stack"
+    );
+    check!(
+        gdt::ist_stack_of(nmi_frame) == Some(gdt::NMI_IST_INDEX),
+        "the NMI frame is not on the NMI stack"
+    );
+    check!(
+        stack.contains(&nmi_sp) && nmi_sp < irq_frame,
+        "the NMI did not interrupt the IRQ handler below the IRQ frame (RSP {nmi_sp:#x})"
+    );
+    let bad = NEST_BAD_EXTENSIONS.load(Ordering::Relaxed);
+    check!(bad == 0, "{bad} extensions did not save the default PKRS");
+    check!(frame_errors() == errors, "a nested frame failed the entry checks");
+    Outcome::Pass
+}
