@@ -50,8 +50,9 @@ use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 /// The fuzzer's pkey page, at a fixed address so the PKS trampolines can
-/// name it in the instruction (`movabs`) and leave every GPR random.
-pub const FUZZ_PAGE_ADDRESS: u64 = 0x7f80_0000_0000;
+/// name it in the instruction (`movabs`) and leave every GPR random. Its
+/// own level-4 slot (253): the last one of the lower half is user space.
+pub const FUZZ_PAGE_ADDRESS: u64 = 0x7e80_0000_0000;
 const FUZZ_PKEY: u8 = 1;
 const FUZZ_PAGE_FILL: u64 = 0xf022_0f0d_dba1_1001;
 /// The vector of the fuzzer's `int n`.
