@@ -669,6 +669,13 @@ fn short_fuzz_campaign_finds_no_violations() {
         "self_ipi",
         "self_nmi",
         "preempt",
+        // The outermost level in ring 3.
+        "user_syscall",
+        "user_int3",
+        "user_ud2",
+        "user_page_fault",
+        "user_timer",
+        "user_self_ipi",
     ] {
         assert!(
             totals.kinds.get(kind).copied().unwrap_or(0) > 0,

@@ -30,8 +30,9 @@ pub type TrapHook = fn(regs: &mut PtRegs, vector: u8) -> bool;
 /// rather than a lock, so a trap can read it whatever the trapped code held.
 static TRAP_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
-/// A hook offered *every* event first (IRQs and NMIs included, #PF aside,
-/// which goes to the per-pkey PKS handlers): the fuzzer's. Null: none.
+/// A hook offered *every* event first (IRQs and NMIs included, a kernel #PF
+/// aside, which goes to the per-pkey PKS handlers): the fuzzer's. Null:
+/// none.
 static EVENT_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
 /// RCU model: is RCU watching this CPU? False only inside the idle loop.
@@ -133,7 +134,9 @@ pub fn with_event_hook<T>(hook: TrapHook, body: impl FnOnce() -> T) -> T {
 }
 
 fn event_hook_claims(regs: &mut PtRegs, vector: u8) -> bool {
-    if vector == PAGE_FAULT_VECTOR {
+    // A kernel #PF goes to the per-pkey PKS handlers; one from user mode is
+    // offered like every other event.
+    if vector == PAGE_FAULT_VECTOR && !regs.user_mode() {
         return false;
     }
     let raw = EVENT_HOOK.load(Ordering::SeqCst);

@@ -40,7 +40,9 @@
 use crate::apic::{self, SELF_IPI_VECTOR, TIMER_VECTOR};
 use crate::memory;
 use crate::pks::{self, KeyRights, PksFault, PKRS_DEFAULT};
-use crate::{coverage, exit, fault, gdt, irq, nmi, oops, println, result, sched, show_regs, traps};
+use crate::{
+    coverage, exit, fault, gdt, irq, nmi, oops, println, result, sched, show_regs, traps, user,
+};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use extregs_cmdline::FuzzSettings;
@@ -87,6 +89,11 @@ pub enum Kind {
     /// partner task runs the rest of the program on its own stack, then
     /// parks, and the preempted frame resumes.
     Preempt,
+    /// Ring 3 only: a SYSCALL (`fuzz_event`), whose frame the syscall hook
+    /// hands to the fuzzer.
+    Syscall,
+    /// Ring 3 only: a load from an unmapped user page.
+    UserPageFault,
 }
 
 const KINDS: [Kind; 11] = [
@@ -103,6 +110,22 @@ const KINDS: [Kind; 11] = [
     Kind::Preempt,
 ];
 
+/// The kinds of an outermost level run in ring 3 (Timer and SelfIpi arrive
+/// right after a SYSCALL that asked for them, in the user wait loop).
+const USER_KINDS: [Kind; 6] =
+    [Kind::Syscall, Kind::Int3, Kind::Ud2, Kind::UserPageFault, Kind::Timer, Kind::SelfIpi];
+
+/// Every kind, for the counters.
+const ALL_KINDS: usize = KINDS.len() + 2;
+
+/// RFLAGS in the user trampolines: IF and the fixed bit; nothing there
+/// changes the arithmetic flags before the event, so it is what SYSCALL
+/// saves in R11.
+const USER_FLAGS: u64 = extregs_regs::X86_EFLAGS_IF | extregs_regs::X86_EFLAGS_FIXED;
+
+/// #PF error code of a user read of a page that is not present.
+const PF_USER: u64 = 1 << 2;
+
 impl Kind {
     pub fn name(self) -> &'static str {
         match self {
@@ -117,6 +140,8 @@ impl Kind {
             Kind::SelfIpi => "self_ipi",
             Kind::SelfNmi => "self_nmi",
             Kind::Preempt => "preempt",
+            Kind::Syscall => "syscall",
+            Kind::UserPageFault => "page_fault",
         }
     }
 
@@ -131,6 +156,8 @@ impl Kind {
             Kind::Timer | Kind::Preempt => TIMER_VECTOR,
             Kind::SelfIpi => SELF_IPI_VECTOR,
             Kind::SelfNmi => 2,
+            Kind::Syscall => user::syscall::SYSCALL_PSEUDO_VECTOR,
+            Kind::UserPageFault => 14,
         }
     }
 
@@ -138,6 +165,8 @@ impl Kind {
         match self {
             Kind::GeneralProtection => 0,
             Kind::PksResolved | Kind::PksFixup => PF_PRESENT | PF_PROTECTION_KEY,
+            Kind::UserPageFault => PF_USER,
+            Kind::Syscall => user::syscall::numbers::SYS_FUZZ_EVENT,
             _ => NO_ERROR_CODE,
         }
     }
@@ -153,7 +182,7 @@ impl Kind {
 
     /// A trap: the saved `ip` is already past the instruction.
     fn is_trap(self) -> bool {
-        matches!(self, Kind::IntN | Kind::Int3)
+        matches!(self, Kind::IntN | Kind::Int3 | Kind::Syscall)
     }
 
     fn needs_pks(self) -> bool {
@@ -224,6 +253,9 @@ const EMPTY_LEVEL: Level = Level {
 struct Program {
     levels: [Level; MAX_LEVELS],
     len: usize,
+    /// Level 0 runs in ring 3 (a user task raises it; its GPRs go in and
+    /// come back through the fuzzer's user page).
+    user: bool,
 }
 
 /// The running program. One CPU: it is written only between iterations,
@@ -235,8 +267,11 @@ struct ProgramCell(UnsafeCell<Program>);
 // while a reader (a handler of this program) can.
 unsafe impl Sync for ProgramCell {}
 
-static PROGRAM: ProgramCell =
-    ProgramCell(UnsafeCell::new(Program { levels: [EMPTY_LEVEL; MAX_LEVELS], len: 0 }));
+static PROGRAM: ProgramCell = ProgramCell(UnsafeCell::new(Program {
+    levels: [EMPTY_LEVEL; MAX_LEVELS],
+    len: 0,
+    user: false,
+}));
 
 fn level(index: usize) -> Level {
     // SAFETY: a plain copy out of the program; see ProgramCell.
@@ -246,6 +281,36 @@ fn level(index: usize) -> Level {
 fn program_len() -> usize {
     // SAFETY: as in `level`.
     unsafe { (*PROGRAM.0.get()).len }
+}
+
+/// Does level `index` run in ring 3?
+fn is_user_level(index: usize) -> bool {
+    // SAFETY: as in `level`.
+    index == 0 && unsafe { (*PROGRAM.0.get()).user }
+}
+
+/// The user trampoline of a ring-3 level's kind.
+fn user_trampoline(kind: Kind) -> user::programs::FuzzTrampoline {
+    use user::programs::UserFuzzEvent;
+    user::programs::fuzz_trampoline(match kind {
+        Kind::Syscall => UserFuzzEvent::Syscall,
+        Kind::Int3 => UserFuzzEvent::Int3,
+        Kind::Ud2 => UserFuzzEvent::Ud2,
+        Kind::UserPageFault => UserFuzzEvent::PageFault,
+        _ => UserFuzzEvent::Irq,
+    })
+}
+
+/// The event and resume addresses of level `index` (user ones for a ring-3
+/// level).
+fn sites(index: usize, kind: Kind) -> (u64, u64) {
+    if is_user_level(index) {
+        let trampoline = user_trampoline(kind);
+        (trampoline.site, trampoline.resume)
+    } else {
+        let (_, site, resume) = trampoline(kind);
+        (site, resume)
+    }
 }
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
@@ -258,7 +323,11 @@ static REPEATED: AtomicU32 = AtomicU32::new(0);
 /// Where each level's PtRegs was (for the nesting checks).
 static FRAME_ADDRESS: [AtomicU64; MAX_LEVELS] = [const { AtomicU64::new(0) }; MAX_LEVELS];
 static FRAMES: AtomicU64 = AtomicU64::new(0);
-static KIND_COUNTS: [AtomicU64; KINDS.len()] = [const { AtomicU64::new(0) }; KINDS.len()];
+static KIND_COUNTS: [AtomicU64; ALL_KINDS] = [const { AtomicU64::new(0) }; ALL_KINDS];
+/// The ring-3 levels' kinds, counted apart (`user_<kind>` in RESULT).
+static USER_KIND_COUNTS: [AtomicU64; ALL_KINDS] = [const { AtomicU64::new(0) }; ALL_KINDS];
+/// Foreign NMIs that landed in user mode.
+static FOREIGN_USER_NMIS: AtomicU64 = AtomicU64::new(0);
 static LATCHED_NMIS: AtomicU64 = AtomicU64::new(0);
 static MAX_DEPTH_REACHED: AtomicUsize = AtomicUsize::new(0);
 static DIGEST: AtomicU64 = AtomicU64::new(FNV_OFFSET);
@@ -509,6 +578,9 @@ pub(crate) fn trampoline(kind: Kind) -> (Trampoline, u64, u64) {
                 extregs_fuzz_nmi_xapic_resume,
             ),
         },
+        Kind::Syscall | Kind::UserPageFault => {
+            panic!("{}: a ring-3 kind has no kernel trampoline", kind.name())
+        }
     }
 }
 
@@ -556,7 +628,15 @@ fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: &mut Progra
     let mut in_nmi = false;
     let mut preempted = false;
     let mut in_hardirq = false;
-    for slot in program.levels.iter_mut().take(len) {
+    // One program in four starts in ring 3.
+    program.user = rng.next_u32().is_multiple_of(4);
+    for (index, slot) in program.levels.iter_mut().take(len).enumerate() {
+        if index == 0 && program.user {
+            let kind = USER_KINDS[rng.next_u32() as usize % USER_KINDS.len()];
+            in_hardirq |= kind.is_async();
+            *slot = user_level(rng, kind);
+            continue;
+        }
         let kind = loop {
             let kind = KINDS[rng.next_u32() as usize % KINDS.len()];
             // Inside an NMI: IF stays clear and NMIs are blocked, so only
@@ -619,13 +699,65 @@ fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: &mut Progra
     program.len = len;
 }
 
+/// A ring-3 outermost level: random GPRs, except that a level whose event
+/// is (or is asked for by) a SYSCALL carries the number in RAX, and RCX and
+/// R11 already hold what SYSCALL writes there (the RIP after it and the
+/// user RFLAGS), so every GPR can be checked exactly. User mode runs with
+/// the default PKRS; its saved PKRS is never edited (user mode must never
+/// see kernel rights).
+fn user_level(rng: &mut Xoshiro256PlusPlus, kind: Kind) -> Level {
+    use user::syscall::numbers::{SYS_FUZZ_EVENT, SYS_SELF_IPI_ON_RETURN, SYS_TIMER_ON_RETURN};
+    let mut gprs = random_gprs(rng);
+    let number = match kind {
+        Kind::Syscall => Some(SYS_FUZZ_EVENT),
+        Kind::Timer => Some(SYS_TIMER_ON_RETURN),
+        Kind::SelfIpi => Some(SYS_SELF_IPI_ON_RETURN),
+        _ => None,
+    };
+    if let Some(number) = number {
+        gprs.ax = number;
+        gprs.cx = user_trampoline(kind).site + SYSCALL_INSTRUCTION_BYTES;
+        gprs.r11 = USER_FLAGS;
+    }
+    Level {
+        kind,
+        gprs,
+        pkrs: if pks::enabled() { PKRS_DEFAULT } else { 0 },
+        lockdep_model: true,
+        mutation: if rng.next_u32() & 1 == 0 {
+            Mutation::R12(rng.next_u64())
+        } else {
+            Mutation::None
+        },
+        send_latched_nmi: false,
+    }
+}
+
+/// `syscall` is two bytes (0f 05).
+const SYSCALL_INSTRUCTION_BYTES: u64 = 2;
+
+/// The GPRs a level's handler must find in its frame: what the level
+/// loaded, except that for a ring-3 IRQ level the SYSCALL that asked for
+/// the IRQ has returned 0 in RAX by then.
+fn frame_gprs(index: usize, level: &Level) -> PtRegs {
+    let mut gprs = level.gprs;
+    if is_user_level(index) && level.kind.is_async() {
+        gprs.ax = 0;
+    }
+    gprs
+}
+
 // ---------------------------------------------------------------------------
 // Raising a level and checking what comes back.
 // ---------------------------------------------------------------------------
 
-/// The GPRs the interrupted level must see after return.
-fn expected_gprs_after(level: &Level) -> PtRegs {
-    let mut expected = level.gprs;
+/// The GPRs level `index` must see after return.
+fn expected_gprs_after(index: usize, level: &Level) -> PtRegs {
+    let mut expected = frame_gprs(index, level);
+    if is_user_level(index) && level.kind == Kind::Syscall {
+        // The syscall's return value.
+        expected.ax = 0;
+    }
     if let Mutation::R12(value) = level.mutation {
         expected.r12 = value;
     }
@@ -653,6 +785,10 @@ fn expected_pkrs_after(level: &Level) -> u32 {
 
 /// Raises level `index` from the current context and checks the return.
 fn raise(index: usize) {
+    if is_user_level(index) {
+        raise_from_user_mode();
+        return;
+    }
     let level = level(index);
     let (entry, _, _) = trampoline(level.kind);
     EVENT_NUMBER.fetch_add(1, Ordering::Relaxed);
@@ -710,7 +846,7 @@ fn raise(index: usize) {
             format_args!("the preempt event's exit never switched to the partner task"),
         );
     }
-    let expected = expected_gprs_after(&level);
+    let expected = expected_gprs_after(index, &level);
     for ((name, want), (_, got)) in expected.gprs().iter().zip(output.gprs().iter()) {
         if want != got {
             violation_after(
@@ -753,6 +889,56 @@ fn raise(index: usize) {
         );
     }
 }
+
+/// Raises the ring-3 outermost level: a user task runs the kind's user
+/// trampoline with the level's GPRs (written to the fuzzer's user page),
+/// which raises the event from user mode and, after the return, stores its
+/// GPRs back there and exits; then checks them like any level's.
+fn raise_from_user_mode() {
+    let level = level(0);
+    let trampoline = user_trampoline(level.kind);
+    EVENT_NUMBER.fetch_add(1, Ordering::Relaxed);
+    HANDLED.fetch_and(!1, Ordering::SeqCst);
+    let page = user::fuzz_page();
+    let output_address = page + USER_OUTPUT_OFFSET;
+    user::write_user_ptregs(page, &level.gprs);
+    let spawned = user::spawn(format_args!("fuzz-user"), trampoline.program, page, output_address);
+    let Ok(handle) = spawned else {
+        report_and_die("user_task", 0, format_args!("could not spawn the user task"));
+    };
+    let status = sched::wait(handle);
+    let output = user::read_user_ptregs(output_address).unwrap_or_default();
+    if status != 0 {
+        violation_after(
+            0,
+            &output,
+            "user_task",
+            format_args!("the ring-3 level's task ended with status {status}"),
+        );
+    }
+    if HANDLED.load(Ordering::SeqCst) & 1 == 0 {
+        violation_after(
+            0,
+            &output,
+            "event_delivered",
+            format_args!("the user {} event never reached its handler", level.kind.name()),
+        );
+    }
+    let expected = expected_gprs_after(0, &level);
+    for ((name, want), (_, got)) in expected.gprs().iter().zip(output.gprs().iter()) {
+        if want != got {
+            violation_after(
+                0,
+                &output,
+                "gprs_after_return",
+                format_args!("{name} came back {got:#018x} to user mode, expected {want:#018x}"),
+            );
+        }
+    }
+}
+
+/// Where in the fuzzer's user page the trampoline stores its GPRs.
+const USER_OUTPUT_OFFSET: u64 = 512;
 
 fn nmi_ancestor(index: usize) -> bool {
     (0..index).any(|i| level(i).kind == Kind::SelfNmi)
@@ -837,6 +1023,9 @@ fn handle(regs: &mut PtRegs, vector: u8) {
     }
     if vector == 2 && is_foreign_nmi(regs, depth) {
         FOREIGN_NMIS.fetch_add(1, Ordering::Relaxed);
+        if regs.user_mode() {
+            FOREIGN_USER_NMIS.fetch_add(1, Ordering::Relaxed);
+        }
         coverage::record(regs.ip);
         return;
     }
@@ -894,7 +1083,7 @@ fn handle(regs: &mut PtRegs, vector: u8) {
             edits_applied &= unsafe { pks::pks_update_saved(regs, pkey, rights) }
         }
     }
-    let (_, _, resume) = trampoline(level.kind);
+    let (_, resume) = sites(depth, level.kind);
     match level.kind {
         Kind::PksResolved => {
             // SAFETY: `regs` is this event's entry frame; granting the fuzz
@@ -931,11 +1120,17 @@ fn handle(regs: &mut PtRegs, vector: u8) {
 /// which sees the state its first run left (mutations applied).
 fn validate(regs: &mut PtRegs, vector: u8, depth: usize, level: &Level, repeat: bool) {
     FRAMES.fetch_add(1, Ordering::Relaxed);
-    KIND_COUNTS[level.kind as usize].fetch_add(1, Ordering::Relaxed);
-    let (_, site, resume) = trampoline(level.kind);
+    let user_level = is_user_level(depth);
+    if user_level {
+        USER_KIND_COUNTS[level.kind as usize].fetch_add(1, Ordering::Relaxed);
+    } else {
+        KIND_COUNTS[level.kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    let (site, resume) = sites(depth, level.kind);
     let regs_address = regs as *mut PtRegs as u64;
     digest(ITERATION.load(Ordering::Relaxed));
     digest(depth as u64);
+    digest(u64::from(user_level));
     digest(u64::from(vector));
     digest(regs.orig_ax);
     digest(regs.ip.wrapping_sub(site));
@@ -963,7 +1158,8 @@ fn validate(regs: &mut PtRegs, vector: u8, depth: usize, level: &Level, repeat: 
             format_args!("extension at {extension_address:#x}, PtRegs at {regs_address:#x}"),
         );
     }
-    let expected = if repeat { expected_gprs_after(level) } else { level.gprs };
+    let expected =
+        if repeat { expected_gprs_after(depth, level) } else { frame_gprs(depth, level) };
     for ((name, want), (_, got)) in expected.gprs().iter().zip(regs.gprs().iter()) {
         if want != got {
             violation(
@@ -989,7 +1185,25 @@ fn validate(regs: &mut PtRegs, vector: u8, depth: usize, level: &Level, repeat: 
             format_args!("ip {:#x}; event at {site:#x}, resume at {resume:#x}", regs.ip),
         );
     }
-    if regs.cs != u64::from(gdt::KERNEL_CS.0) {
+    if user_level {
+        // From ring 3: Linux's user selectors, the frame exactly at
+        // task_pt_regs of the user task, IF set (as always in user mode).
+        if regs.cs != u64::from(gdt::USER_CS.0) || regs.ss != u64::from(gdt::USER_DS.0) {
+            violation(regs, depth, "cs", format_args!("cs {:#x} ss {:#x}", regs.cs, regs.ss));
+        }
+        let expected_frame = sched::task::task_pt_regs(sched::current_slot()) as u64;
+        if regs_address != expected_frame {
+            violation(
+                regs,
+                depth,
+                "user_frame",
+                format_args!("PtRegs at {regs_address:#x}, task_pt_regs is {expected_frame:#x}"),
+            );
+        }
+        if !regs.interrupts_enabled() {
+            violation(regs, depth, "flags", format_args!("IF clear in a user frame"));
+        }
+    } else if regs.cs != u64::from(gdt::KERNEL_CS.0) {
         violation(regs, depth, "cs", format_args!("cs {:#x}", regs.cs));
     }
     if regs.orig_ax != level.kind.error_code() {
@@ -1000,7 +1214,10 @@ fn validate(regs: &mut PtRegs, vector: u8, depth: usize, level: &Level, repeat: 
             format_args!("orig_ax {:#x}, expected {:#x}", regs.orig_ax, level.kind.error_code()),
         );
     }
-    if level.kind.is_maskable_irq() != regs.interrupts_enabled() && level.kind != Kind::SelfNmi {
+    if !user_level
+        && level.kind.is_maskable_irq() != regs.interrupts_enabled()
+        && level.kind != Kind::SelfNmi
+    {
         violation(
             regs,
             depth,
@@ -1185,11 +1402,17 @@ fn violation_after(
     println!("extregs: fuzz: registers of level {depth}'s context after the return:");
     let mut frame = ExtendedPtRegs { regs: *output, ..ExtendedPtRegs::default() };
     // The context went on at the trampoline's resume point.
-    frame.regs.ip = trampoline(level(depth).kind).2;
-    frame.regs.cs = u64::from(gdt::KERNEL_CS.0);
-    frame.regs.ss = u64::from(gdt::KERNEL_DS.0);
-    if pks::enabled() {
-        frame.arch.pks = pks::read_pkrs();
+    frame.regs.ip = sites(depth, level(depth).kind).1;
+    if is_user_level(depth) {
+        frame.regs.cs = u64::from(gdt::USER_CS.0);
+        frame.regs.ss = u64::from(gdt::USER_DS.0);
+        frame.arch.pks = if pks::enabled() { PKRS_DEFAULT } else { 0 };
+    } else {
+        frame.regs.cs = u64::from(gdt::KERNEL_CS.0);
+        frame.regs.ss = u64::from(gdt::KERNEL_DS.0);
+        if pks::enabled() {
+            frame.arch.pks = pks::read_pkrs();
+        }
     }
     // SAFETY: `frame.regs` is inside a whole ExtendedPtRegs.
     unsafe { show_regs::show_regs(&frame.regs) };
@@ -1278,25 +1501,28 @@ pub fn run(settings: FuzzSettings) -> bool {
         apic::start_foreign_timer(settings.foreign_timer_hz);
     }
     ACTIVE.store(true, Ordering::SeqCst);
+    let _ = user::fuzz_page();
     traps::with_event_hook(event_hook, || {
-        for iteration in 0..settings.iterations {
-            ITERATION.store(iteration, Ordering::Relaxed);
-            // Foreign NMIs may come at any time: while the program is
-            // rewritten the hook stands aside (they go to the kernel's NMI
-            // handler), so nothing reads it meanwhile.
-            ACTIVE.store(false, Ordering::SeqCst);
-            // A store is only a release: keep the rewrite below it.
-            core::sync::atomic::compiler_fence(Ordering::SeqCst);
-            // SAFETY: with ACTIVE clear no handler reads the program, and no
-            // fuzz event is outstanding between iterations.
-            generate(&mut rng, max_depth, unsafe { &mut *PROGRAM.0.get() });
-            HANDLED.store(0, Ordering::SeqCst);
-            REPEATED.store(0, Ordering::SeqCst);
-            OWN_NMI_IP.store(0, Ordering::SeqCst);
-            DEPTH.store(0, Ordering::SeqCst);
-            ACTIVE.store(true, Ordering::SeqCst);
-            raise(0);
-        }
+        user::syscall::with_syscall_hook(event_hook, || {
+            for iteration in 0..settings.iterations {
+                ITERATION.store(iteration, Ordering::Relaxed);
+                // Foreign NMIs may come at any time: while the program is
+                // rewritten the hook stands aside (they go to the kernel's NMI
+                // handler), so nothing reads it meanwhile.
+                ACTIVE.store(false, Ordering::SeqCst);
+                // A store is only a release: keep the rewrite below it.
+                core::sync::atomic::compiler_fence(Ordering::SeqCst);
+                // SAFETY: with ACTIVE clear no handler reads the program, and no
+                // fuzz event is outstanding between iterations.
+                generate(&mut rng, max_depth, unsafe { &mut *PROGRAM.0.get() });
+                HANDLED.store(0, Ordering::SeqCst);
+                REPEATED.store(0, Ordering::SeqCst);
+                OWN_NMI_IP.store(0, Ordering::SeqCst);
+                DEPTH.store(0, Ordering::SeqCst);
+                ACTIVE.store(true, Ordering::SeqCst);
+                raise(0);
+            }
+        })
     });
     ACTIVE.store(false, Ordering::SeqCst);
     if settings.foreign_timer_hz > 0 {
@@ -1361,9 +1587,16 @@ pub fn run(settings: FuzzSettings) -> bool {
             "{}\"{}\":{}",
             if index == 0 { "" } else { "," },
             kind.name(),
-            KIND_COUNTS[index].load(Ordering::Relaxed)
+            KIND_COUNTS[*kind as usize].load(Ordering::Relaxed)
         );
     }
-    println!("}}}}");
+    for kind in USER_KINDS {
+        crate::print!(
+            ",\"user_{}\":{}",
+            kind.name(),
+            USER_KIND_COUNTS[kind as usize].load(Ordering::Relaxed)
+        );
+    }
+    println!("}},\"foreign_user_nmis\":{}}}", FOREIGN_USER_NMIS.load(Ordering::Relaxed));
     ok
 }

@@ -11,14 +11,18 @@
 //! page table, no PTI):
 //!
 //! ```text
-//!   0x7fff_ffff_f000  TASK_SIZE_MAX: the end of user space
-//!   0x7fff_ffff_e000  one mapped user page right below it, so a pointer
-//!                     can straddle the end (copy_from_user refuses it)
-//!   USER_BENCH_BUFFER   the bench's syscall samples (16 pages)
-//!   USER_TLS + slot*4K  each task slot's GS page: word 0 = its PID
-//!   USER_STACKS + slot*1M - 16K .. + slot*1M   each slot's user stack,
-//!                     with unmapped pages below it (the guard)
-//!   USER_TEXT         the programs (`programs.rs`), read-only, executable
+//!   0x7fff_ffff_f000       TASK_SIZE_MAX: the end of user space
+//!   0x7fff_ffff_e000       one mapped user page right below it, so a
+//!                          pointer can straddle the end (refused)
+//!   BASE + 0x3e00_0000     never mapped: the fuzzer's user #PF address
+//!   BASE + 0x3c00_0000     the fuzzer's page: a ring-3 level's GPRs
+//!   BASE + 0x3800_0000     the bench's syscall samples (16 pages)
+//!   BASE + 0x2000_0000     task slot s's GS page at + s * 4 KiB (word 0:
+//!                          its PID)
+//!   BASE + 0x1000_0000     task slot s's user stack ends at
+//!                          + (s + 1) * 1 MiB, 16 KiB, unmapped below
+//!   BASE = 0x7f80_0000_0000  the programs (`programs.rs`), read-only,
+//!                          executable
 //! ```
 //!
 //! Kernel pages keep U/S=0, so a user access to kernel memory faults and
@@ -144,7 +148,51 @@ pub fn bench_buffer() -> u64 {
 
 /// The user address of a program's first instruction.
 pub fn user_address_of(program: Program) -> u64 {
-    USER_TEXT + (program.kernel_address() - programs::text_range().start)
+    user_address_of_kernel_text(program.kernel_address())
+}
+
+/// The user address of a kernel-image address inside the user text.
+pub fn user_address_of_kernel_text(address: u64) -> u64 {
+    let text = programs::text_range();
+    assert!(text.contains(&address), "{address:#x} is not user text");
+    USER_TEXT + (address - text.start)
+}
+
+/// The fuzzer's user data page (input and output `PtRegs` of the
+/// outermost level when it runs in ring 3).
+const USER_FUZZ_PAGE: u64 = USER_SPACE_BASE + 0x3c00_0000;
+
+/// Maps (once) and zeroes the fuzzer's user page; its address.
+pub fn fuzz_page() -> u64 {
+    map_fresh_user_page(USER_FUZZ_PAGE);
+    USER_FUZZ_PAGE
+}
+
+/// Writes `regs` at the user address `address` (a page of this module's,
+/// through the kernel's alias of its frame: no user access window needed).
+pub fn write_user_ptregs(address: u64, regs: &PtRegs) {
+    for (index, word) in ptregs_words(regs).iter().enumerate() {
+        write_user_word(address + 8 * index as u64, *word);
+    }
+}
+
+/// Reads a `PtRegs` from user memory (`copy_from_user`).
+pub fn read_user_ptregs(address: u64) -> Option<PtRegs> {
+    let mut bytes = [0u8; core::mem::size_of::<PtRegs>()];
+    copy_from_user(&mut bytes, address).ok()?;
+    let mut words = [0u64; 21];
+    for (word, chunk) in words.iter_mut().zip(bytes.as_chunks::<8>().0) {
+        *word = u64::from_le_bytes(*chunk);
+    }
+    // SAFETY: as in `ptregs_words`, the other way round.
+    Some(unsafe { core::mem::transmute::<[u64; 21], PtRegs>(words) })
+}
+
+/// The 21 words of a `PtRegs`, in memory order.
+fn ptregs_words(regs: &PtRegs) -> [u64; 21] {
+    // SAFETY: PtRegs is repr(C), 21 u64 fields without padding (asserted
+    // in extregs-regs: 168 bytes), so it has the layout of [u64; 21].
+    unsafe { core::mem::transmute::<PtRegs, [u64; 21]>(*regs) }
 }
 
 /// Maps a zeroed user page at `address` if it is not mapped yet, or zeroes

@@ -45,7 +45,101 @@ extern "C" {
     fn extregs_user_write();
     fn extregs_user_gs_check();
     fn extregs_user_bench_syscalls();
+    fn extregs_user_fuzz_syscall();
+    fn extregs_user_fuzz_syscall_site();
+    fn extregs_user_fuzz_syscall_resume();
+    fn extregs_user_fuzz_int3();
+    fn extregs_user_fuzz_int3_site();
+    fn extregs_user_fuzz_int3_resume();
+    fn extregs_user_fuzz_ud2();
+    fn extregs_user_fuzz_ud2_site();
+    fn extregs_user_fuzz_ud2_resume();
+    fn extregs_user_fuzz_page_fault();
+    fn extregs_user_fuzz_page_fault_site();
+    fn extregs_user_fuzz_page_fault_resume();
+    fn extregs_user_fuzz_irq();
+    fn extregs_user_fuzz_irq_site();
+    fn extregs_user_fuzz_irq_resume();
 }
+
+/// The user-mode trampolines of the fuzzer (`mode=fuzz` runs its outermost
+/// level in ring 3 in some iterations): like the kernel's, each loads all
+/// 15 GPRs from the input `PtRegs` at `%rdi`, raises its event at `site`,
+/// and from `resume` on stores all 15 into the output `PtRegs` (its
+/// pointer saved on the user stack) and exits 0. The wait loop of the IRQ
+/// one counts down a word on the user stack. Every address is in the
+/// kernel image; [`super::user_address_of_symbol`] gives the user one.
+#[derive(Clone, Copy, Debug)]
+pub struct FuzzTrampoline {
+    pub program: Program,
+    pub site: u64,
+    pub resume: u64,
+}
+
+/// The user fuzz events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserFuzzEvent {
+    /// `syscall` (the GPRs carry the number in `%rax`).
+    Syscall,
+    Int3,
+    Ud2,
+    /// A load from an unmapped user page (`movabs addr, %rax`).
+    PageFault,
+    /// `syscall` asking for an IRQ on return (number in `%rax`), then a
+    /// wait loop the IRQ lands in.
+    Irq,
+}
+
+/// The trampoline of a user fuzz event.
+pub fn fuzz_trampoline(event: UserFuzzEvent) -> FuzzTrampoline {
+    let make = |name,
+                start: unsafe extern "C" fn(),
+                site: unsafe extern "C" fn(),
+                resume: unsafe extern "C" fn()| {
+        FuzzTrampoline {
+            program: Program { name, start },
+            site: super::user_address_of_kernel_text(site as *const () as u64),
+            resume: super::user_address_of_kernel_text(resume as *const () as u64),
+        }
+    };
+    match event {
+        UserFuzzEvent::Syscall => make(
+            "fuzz-syscall",
+            extregs_user_fuzz_syscall,
+            extregs_user_fuzz_syscall_site,
+            extregs_user_fuzz_syscall_resume,
+        ),
+        UserFuzzEvent::Int3 => make(
+            "fuzz-int3",
+            extregs_user_fuzz_int3,
+            extregs_user_fuzz_int3_site,
+            extregs_user_fuzz_int3_resume,
+        ),
+        UserFuzzEvent::Ud2 => make(
+            "fuzz-ud2",
+            extregs_user_fuzz_ud2,
+            extregs_user_fuzz_ud2_site,
+            extregs_user_fuzz_ud2_resume,
+        ),
+        UserFuzzEvent::PageFault => make(
+            "fuzz-page-fault",
+            extregs_user_fuzz_page_fault,
+            extregs_user_fuzz_page_fault_site,
+            extregs_user_fuzz_page_fault_resume,
+        ),
+        UserFuzzEvent::Irq => make(
+            "fuzz-irq",
+            extregs_user_fuzz_irq,
+            extregs_user_fuzz_irq_site,
+            extregs_user_fuzz_irq_resume,
+        ),
+    }
+}
+
+/// The unmapped user address the page-fault trampoline loads from.
+pub const FUZZ_UNMAPPED_USER_ADDRESS: u64 = super::USER_SPACE_BASE + 0x3e00_0000;
+/// Spins of the user IRQ trampoline's wait loop before it gives up.
+pub const FUZZ_USER_SPINS: u32 = 1_000_000_000;
 
 /// `[start, end)` of the user text in the kernel image (page aligned).
 pub fn text_range() -> core::ops::Range<u64> {
@@ -465,6 +559,78 @@ extregs_user_bench_syscalls:
     xor %edi, %edi
     USER_EXIT
 
+    /* The fuzzer's user trampolines (see FuzzTrampoline). */
+.macro USER_FUZZ_ENTER name
+    .globl extregs_user_fuzz_\name
+extregs_user_fuzz_\name:
+    push %rsi
+    push ${fuzz_spins}
+    movq {r15}(%rdi), %r15
+    movq {r14}(%rdi), %r14
+    movq {r13}(%rdi), %r13
+    movq {r12}(%rdi), %r12
+    movq {bp}(%rdi), %rbp
+    movq {bx}(%rdi), %rbx
+    movq {r11}(%rdi), %r11
+    movq {r10}(%rdi), %r10
+    movq {r9}(%rdi), %r9
+    movq {r8}(%rdi), %r8
+    movq {ax}(%rdi), %rax
+    movq {cx}(%rdi), %rcx
+    movq {dx}(%rdi), %rdx
+    movq {si}(%rdi), %rsi
+    movq {di}(%rdi), %rdi
+    .globl extregs_user_fuzz_\name\()_site
+extregs_user_fuzz_\name\()_site:
+.endm
+
+.macro USER_FUZZ_LEAVE name
+    .globl extregs_user_fuzz_\name\()_resume
+extregs_user_fuzz_\name\()_resume:
+    lea {word}(%rsp), %rsp          /* drop the spin counter, keep flags */
+    xchgq %rdi, (%rsp)
+    movq %r15, {r15}(%rdi)
+    movq %r14, {r14}(%rdi)
+    movq %r13, {r13}(%rdi)
+    movq %r12, {r12}(%rdi)
+    movq %rbp, {bp}(%rdi)
+    movq %rbx, {bx}(%rdi)
+    movq %r11, {r11}(%rdi)
+    movq %r10, {r10}(%rdi)
+    movq %r9, {r9}(%rdi)
+    movq %r8, {r8}(%rdi)
+    movq %rax, {ax}(%rdi)
+    movq %rcx, {cx}(%rdi)
+    movq %rdx, {dx}(%rdi)
+    movq %rsi, {si}(%rdi)
+    popq {di}(%rdi)
+    xor %edi, %edi
+    USER_EXIT
+.endm
+
+    USER_FUZZ_ENTER syscall
+    syscall
+    USER_FUZZ_LEAVE syscall
+
+    USER_FUZZ_ENTER int3
+    int3
+    USER_FUZZ_LEAVE int3
+
+    USER_FUZZ_ENTER ud2
+    ud2
+    USER_FUZZ_LEAVE ud2
+
+    USER_FUZZ_ENTER page_fault
+    movabsq {unmapped}, %rax
+    USER_FUZZ_LEAVE page_fault
+
+    USER_FUZZ_ENTER irq
+    syscall
+.Lfuzz_irq_wait:
+    decl (%rsp)
+    jnz .Lfuzz_irq_wait
+    USER_FUZZ_LEAVE irq
+
     .p2align 12
     .globl extregs_user_text_end
 extregs_user_text_end:
@@ -479,6 +645,24 @@ extregs_user_text_end:
     set_return_ss = const SYS_SET_RETURN_SS,
     bench_nop = const SYS_BENCH_NOP,
     bench_batch = const BENCH_SYSCALL_BATCH,
+    fuzz_spins = const FUZZ_USER_SPINS,
+    unmapped = const FUZZ_UNMAPPED_USER_ADDRESS,
+    word = const core::mem::size_of::<u64>(),
+    r15 = const extregs_entry_asm::asm_offsets::PTREGS_R15,
+    r14 = const extregs_entry_asm::asm_offsets::PTREGS_R14,
+    r13 = const extregs_entry_asm::asm_offsets::PTREGS_R13,
+    r12 = const extregs_entry_asm::asm_offsets::PTREGS_R12,
+    bp = const extregs_entry_asm::asm_offsets::PTREGS_BP,
+    bx = const extregs_entry_asm::asm_offsets::PTREGS_BX,
+    r11 = const extregs_entry_asm::asm_offsets::PTREGS_R11,
+    r10 = const extregs_entry_asm::asm_offsets::PTREGS_R10,
+    r9 = const extregs_entry_asm::asm_offsets::PTREGS_R9,
+    r8 = const extregs_entry_asm::asm_offsets::PTREGS_R8,
+    ax = const extregs_entry_asm::asm_offsets::PTREGS_AX,
+    cx = const extregs_entry_asm::asm_offsets::PTREGS_CX,
+    dx = const extregs_entry_asm::asm_offsets::PTREGS_DX,
+    si = const extregs_entry_asm::asm_offsets::PTREGS_SI,
+    di = const extregs_entry_asm::asm_offsets::PTREGS_DI,
     ptregs_size = const core::mem::size_of::<extregs_regs::PtRegs>(),
     tf = const extregs_regs::X86_EFLAGS_TF,
     options(att_syntax)

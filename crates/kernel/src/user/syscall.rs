@@ -9,7 +9,7 @@
 
 use super::{copy_from_user, copy_to_user, counters, EFAULT};
 use crate::{println, sched, serial, traps};
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use extregs_entry::{syscall_enter_from_user_mode, syscall_exit_to_user_mode};
 use extregs_regs::{selectors, ExtendedPtRegs, PtRegs, X86_EFLAGS_RF, X86_EFLAGS_TF};
 
@@ -39,6 +39,17 @@ pub mod numbers {
     /// `self_ipi()`: sends a self-IPI from inside the syscall (interrupts
     /// on) and returns once its handler ran: an IRQ nested in a syscall.
     pub const SYS_SELF_IPI: u64 = 1006;
+    /// `self_ipi_on_return()`: a self-IPI sent as the syscall returns, with
+    /// interrupts off, so it arrives at the first user instructions after
+    /// SYSRET (the fuzzer's IRQ from user mode).
+    pub const SYS_SELF_IPI_ON_RETURN: u64 = 1007;
+    /// `timer_on_return()`: the LAPIC timer armed (one-shot, one tick) as
+    /// the syscall returns; it fires in user mode right after.
+    pub const SYS_TIMER_ON_RETURN: u64 = 1008;
+    /// `fuzz_event()`: hands the SYSCALL frame to the installed syscall
+    /// hook (the fuzzer's, for a ring-3 level), interrupts off; -ENOSYS
+    /// without one.
+    pub const SYS_FUZZ_EVENT: u64 = 1009;
 }
 use numbers::*;
 
@@ -65,6 +76,27 @@ pub const TASK_SIZE_MAX: u64 = (1 << 47) - 4096;
 /// The most bytes one `write` prints.
 const WRITE_MAX: usize = 256;
 
+/// An IRQ to raise as the running syscall returns (`*_on_return`).
+static IRQ_ON_RETURN: AtomicU8 = AtomicU8::new(IRQ_ON_RETURN_NONE);
+const IRQ_ON_RETURN_NONE: u8 = 0;
+const IRQ_ON_RETURN_SELF_IPI: u8 = 1;
+const IRQ_ON_RETURN_TIMER: u8 = 2;
+
+/// The hook `fuzz_event` hands its frame to (a `traps::TrapHook` as a raw
+/// pointer; null: none).
+static SYSCALL_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The pseudo-vector a syscall hook is called with (SYSCALL has none).
+pub const SYSCALL_PSEUDO_VECTOR: u8 = 0x80;
+
+/// Runs `body` with `hook` receiving every `fuzz_event` syscall's frame.
+pub fn with_syscall_hook<T>(hook: traps::TrapHook, body: impl FnOnce() -> T) -> T {
+    SYSCALL_HOOK.store(hook as *mut (), Ordering::SeqCst);
+    let result = body();
+    SYSCALL_HOOK.store(core::ptr::null_mut(), Ordering::SeqCst);
+    result
+}
+
 /// The last `get_regs` copy and where its frame was (for the selftests).
 static LAST_GET_REGS: spin::Mutex<(u64, PtRegs)> = spin::Mutex::new((0, PtRegs::ZERO));
 
@@ -85,6 +117,11 @@ pub unsafe extern "C" fn extregs_syscall_entry(regs: &mut PtRegs) -> bool {
     let result = dispatch(regs);
     regs.ax = result as u64;
     traps::local_irq_disable();
+    match IRQ_ON_RETURN.swap(IRQ_ON_RETURN_NONE, Ordering::Relaxed) {
+        IRQ_ON_RETURN_SELF_IPI => crate::apic::send_self_ipi(crate::apic::SELF_IPI_VECTOR),
+        IRQ_ON_RETURN_TIMER => crate::apic::start_timer(crate::apic::TimerMode::OneShot, 1),
+        _ => {}
+    }
     // SAFETY: the same frame syscall_enter_from_user_mode ran on.
     unsafe { syscall_exit_to_user_mode::<traps::KernelPlatform>(regs) };
     let sysret = sysret_allowed(regs);
@@ -146,6 +183,27 @@ fn dispatch(regs: &mut PtRegs) -> i64 {
                 }
                 core::hint::spin_loop();
             }
+            0
+        }
+        SYS_SELF_IPI_ON_RETURN => {
+            IRQ_ON_RETURN.store(IRQ_ON_RETURN_SELF_IPI, Ordering::Relaxed);
+            0
+        }
+        SYS_TIMER_ON_RETURN => {
+            IRQ_ON_RETURN.store(IRQ_ON_RETURN_TIMER, Ordering::Relaxed);
+            0
+        }
+        SYS_FUZZ_EVENT => {
+            let raw = SYSCALL_HOOK.load(Ordering::SeqCst);
+            if raw.is_null() {
+                return -ENOSYS;
+            }
+            // SAFETY: only `with_syscall_hook` stores non-null values, each
+            // a `TrapHook` cast to a pointer (same size and representation).
+            let hook = unsafe { core::mem::transmute::<*mut (), traps::TrapHook>(raw) };
+            traps::local_irq_disable();
+            hook(regs, SYSCALL_PSEUDO_VECTOR);
+            traps::local_irq_enable();
             0
         }
         SYS_GET_REGS => {
