@@ -478,6 +478,27 @@ fn task_stack_overflow_ends_in_a_double_fault_naming_the_task() {
 }
 
 #[test]
+fn user_double_fault_stays_on_the_df_stack_and_names_the_task() {
+    let outcome = boot(Firmware::Bios, "max", "mode=oops cause=user-double-fault");
+    assert_verdict(&outcome, EXIT_KERNEL_FAILURE);
+    for line in [
+        "extregs: oops: unhandled double fault (vector 8)",
+        "extregs: double fault from user mode: the entry could not push its frame at RSP0",
+        "is in the guard page below the stack of task 2 (user-df)",
+        "(PtRegs - 8) on the DF stack",
+    ] {
+        assert!(outcome.serial.contains(line), "no '{line}'\n{}", dump(&outcome));
+    }
+    assert!(!outcome.serial.contains("bad frame"), "{}", dump(&outcome));
+    assert_eq!(outcome.serial.matches("booting").count(), 1, "the machine reset");
+    let regs = report::parse_show_regs(&outcome.serial).expect("show_regs of the #DF");
+    // The user frame the #DF saved: the int3 that could not enter.
+    assert_eq!((regs.cs, regs.ss), (0x33, Some(0x2b)), "{}", dump(&outcome));
+    assert_eq!(regs.code.get(regs.code_rip_index), Some(&0xcc), "RIP at the int3");
+    assert_eq!(regs.task, Some((2, "user-df".to_string())));
+}
+
+#[test]
 fn malformed_command_lines_fail_with_one_error_line() {
     for (cmdline, reason) in [
         ("mode=bogus", "bad value 'bogus' for 'mode'"),

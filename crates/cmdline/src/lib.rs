@@ -79,11 +79,15 @@ pub enum OopsCause {
     /// Unbounded recursion in a kernel task, into the guard page below its
     /// own stack: a #DF whose dump names the task.
     TaskStackOverflow,
+    /// A user task's int3 whose entry finds the kernel stack top (TSS.RSP0)
+    /// in the task's guard page: the CPU's push faults, and the #DF that
+    /// follows from user mode must stay on its IST stack.
+    UserDoubleFault,
 }
 
 impl OopsCause {
     /// Every cause with its command-line spelling.
-    pub const ALL: [(OopsCause, &'static str); 8] = [
+    pub const ALL: [(OopsCause, &'static str); 9] = [
         (OopsCause::InvalidOpcode, "ud2"),
         (OopsCause::GeneralProtection, "gp"),
         (OopsCause::PksViolation, "pks"),
@@ -92,6 +96,7 @@ impl OopsCause {
         (OopsCause::NmiStackOverflow, "nmi-stack-overflow"),
         (OopsCause::MachineCheck, "machine-check"),
         (OopsCause::TaskStackOverflow, "task-stack-overflow"),
+        (OopsCause::UserDoubleFault, "user-double-fault"),
     ];
 }
 
@@ -301,7 +306,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                     key,
                     value,
                     expected:
-                        "ud2, gp, pks, panic, stack-overflow, nmi-stack-overflow, machine-check, task-stack-overflow",
+                        "ud2, gp, pks, panic, stack-overflow, nmi-stack-overflow, machine-check, task-stack-overflow, user-double-fault",
                 })?);
             }
             "seconds" => {

@@ -118,7 +118,7 @@ asm_exc_\name:
 
 /*
  * IDTENTRY_IST vector, name, has_error_code: a stub whose gate switches to
- * an IST stack (#DB, #DF, #MC). From user mode the frame moves to the task
+ * an IST stack (#DB, #MC). From user mode the frame moves to the task
  * stack first and runs like any user entry; from kernel mode it stays on
  * the IST and takes extregs_paranoid_common.
  */
@@ -143,6 +143,28 @@ asm_exc_\name:
 	PUSH_AND_CLEAR_REGS
 	movl	$\vector, %esi
 	jmp	extregs_entry_gs_ready
+	.size	asm_exc_\name, . - asm_exc_\name
+.endm
+
+/*
+ * IDTENTRY_DF vector, name: the double fault always stays on its IST stack
+ * (Linux's idtentry_df), whatever the saved CS says (the manual calls it
+ * undefined for #DF): the task stack a frame from user mode would move to
+ * may be the very stack whose overflow caused the #DF. PARANOID_GS_ENTER
+ * decides about GS from MSR_GS_BASE, so a #DF from user mode needs nothing
+ * else.
+ */
+.macro IDTENTRY_DF vector, name
+	IDTENTRY_TABLE_ONLY \vector, \name
+
+	.text
+	.p2align 4
+	.globl	asm_exc_\name
+	.type	asm_exc_\name, @function
+asm_exc_\name:
+	PUSH_AND_CLEAR_REGS
+	movl	$\vector, %esi
+	jmp	extregs_paranoid_common
 	.size	asm_exc_\name, . - asm_exc_\name
 .endm
 
@@ -186,6 +208,13 @@ extregs_entry_common:
 	swapgs
 	.globl	extregs_entry_gs_ready
 extregs_entry_gs_ready:
+	/*
+	 * Both ways here, with and without the SWAPGS, a mispredicted branch
+	 * could run %gs-relative loads with the wrong GS base speculatively
+	 * (CVE-2019-1125): Linux's FENCE_SWAPGS_USER_ENTRY and
+	 * FENCE_SWAPGS_KERNEL_ENTRY.
+	 */
+	lfence
 	ASM_CLAC
 	cld
 	subq	$GENERIC_PTREGS_SIZE, %rsp
@@ -264,6 +293,7 @@ extregs_enter_user_mode:
 	swapgs
 	movl	$1, %ebx
 .Lparanoid_gs_kernel_\@:
+	lfence		/* no speculation past the GS decision (CVE-2019-1125) */
 .endm
 
 .macro PARANOID_GS_EXIT
@@ -274,12 +304,14 @@ extregs_enter_user_mode:
 .endm
 
 /*
- * IST_FRAME_TO_TASK_STACK: an IST entry (NMI, #DB, #MC, #DF) that came from
- * user mode moves its frame to the task stack, where every user frame lives
- * (Linux does the same for the NMI and with sync_regs for #DB/#MC). Nothing
- * can nest on the IST meanwhile that would need this frame: user code is
- * not running, and a paranoid event landing here comes from kernel mode and
- * builds its own frame below on the IST.
+ * IST_FRAME_TO_TASK_STACK: an IST entry (NMI, #DB, #MC; never #DF) that
+ * came from user mode moves its frame to the task stack, where every user
+ * frame lives (Linux does the same for the NMI and with sync_regs for
+ * #DB/#MC). Nothing can nest on the IST meanwhile that would need this
+ * frame: user code is not running, and a paranoid event landing here comes
+ * from kernel mode and builds its own frame below on the IST (only a #DF
+ * from a broken task stack would reuse an IST top, its own: that is why
+ * #DF never moves).
  *
  *   IST stack:                        task stack:
  *   | ip cs flags sp ss |             +-------------------+ <- PERCPU_TOP_OF_STACK
@@ -341,7 +373,7 @@ IDTENTRY  4, overflow,                     0
 IDTENTRY  5, bounds,                       0
 IDTENTRY  6, invalid_op,                   0
 IDTENTRY  7, device_not_available,         0
-IDTENTRY_IST  8, double_fault,             1
+IDTENTRY_DF   8, double_fault
 IDTENTRY  9, coproc_segment_overrun,       0
 IDTENTRY 10, invalid_tss,                  1
 IDTENTRY 11, segment_not_present,          1
@@ -618,6 +650,9 @@ entry_SYSCALL_64:
 	testb	%al, %al
 	jz	extregs_return_to_user
 	POP_REGS					/* rsp = &ip */
+	.if EXTREGS_FAULT_INJECTION
+	movb	$0, extregs_fault_skip_r12(%rip)
+	.endif
 	movq	IRET_FRAME_SP(%rsp), %rsp
 	swapgs
 	.globl	extregs_syscall_sysretq
@@ -679,6 +714,23 @@ extregs_bench_syscall_extended:
 	call	extregs_bench_extended_handler
 	addq	$GENERIC_PTREGS_SIZE, %rsp
 	BENCH_SYSRET
+
+/*
+ * entry_SYSCALL32_ignore: SYSCALL from 32-bit compatibility mode (MSR
+ * CSTAR). Ring 3 can reach compat mode (__USER32_CS is a present DPL-3
+ * descriptor), and with CSTAR left 0 such a SYSCALL would run at RIP 0 in
+ * ring 0 on the user's stack and GS. extregs has no 32-bit syscalls: return
+ * -ENOSYS at once, as Linux does without IA32 emulation. Nothing here
+ * touches the stack or GS (an NMI in between finds the user's GS, which
+ * PARANOID_GS_ENTER handles).
+ */
+	.p2align 4
+	.globl	entry_SYSCALL32_ignore
+	.type	entry_SYSCALL32_ignore, @function
+entry_SYSCALL32_ignore:
+	movl	$-ENOSYS, %eax
+	sysretl
+	.size	entry_SYSCALL32_ignore, . - entry_SYSCALL32_ignore
 
 	.text
 	.globl	extregs_entry_text_end

@@ -70,10 +70,12 @@ core::arch::global_asm!(
     include_str!(concat!(env!("OUT_DIR"), "/asm-offsets.S")),
     ".set EXTREGS_FAULT_INJECTION, 0",
     ".set BENCH_SYSCALL_NR, {bench_syscall_nr}",
+    ".set ENOSYS, {enosys}",
     include_str!("calling.S"),
     include_str!("entry_64.S"),
     include_str!("switch_64.S"),
     bench_syscall_nr = const BENCH_SYSCALL_NR,
+    enosys = const ENOSYS,
     options(att_syntax)
 );
 
@@ -85,10 +87,12 @@ core::arch::global_asm!(
     include_str!(concat!(env!("OUT_DIR"), "/asm-offsets.S")),
     ".set EXTREGS_FAULT_INJECTION, 1",
     ".set BENCH_SYSCALL_NR, {bench_syscall_nr}",
+    ".set ENOSYS, {enosys}",
     include_str!("calling.S"),
     include_str!("entry_64.S"),
     include_str!("switch_64.S"),
     bench_syscall_nr = const BENCH_SYSCALL_NR,
+    enosys = const ENOSYS,
     options(att_syntax)
 );
 
@@ -124,6 +128,9 @@ extern "C" {
 /// `SYS_BENCH_NOP`); every other number they hand to entry_SYSCALL_64.
 pub const BENCH_SYSCALL_NR: u64 = 1005;
 
+/// Linux's ENOSYS (what a 32-bit SYSCALL returns, negated).
+pub const ENOSYS: u64 = 38;
+
 /// Number of exception vectors the CPU defines (0..=31).
 pub const EXCEPTION_VECTORS: usize = 32;
 /// The first vector of an external interrupt (after the exceptions).
@@ -142,6 +149,7 @@ extern "C" {
     static extregs_syscall_sysretq: u8;
     static extregs_return_to_user_iretq: u8;
     static entry_SYSCALL_64: u8;
+    static entry_SYSCALL32_ignore: u8;
     static extregs_bench_syscall_by_value: u8;
     static extregs_bench_syscall_extended: u8;
     static mut extregs_per_cpu: PerCpuEntry;
@@ -153,6 +161,12 @@ extern "C" {
 pub fn syscall_entry_address() -> u64 {
     // Only the symbol's address is taken.
     (&raw const entry_SYSCALL_64) as u64
+}
+
+/// The address of `entry_SYSCALL32_ignore`, for MSR_CSTAR.
+pub fn compat_syscall_entry_address() -> u64 {
+    // Only the symbol's address is taken.
+    (&raw const entry_SYSCALL32_ignore) as u64
 }
 
 /// The SYSCALL entries of the bench (by-value state, extended frame),

@@ -110,14 +110,15 @@ fn exit_to_user_mode_loop<P: EntryPlatform>() {
 }
 
 /// Linux's `irqentry_exit_to_user_mode()` (and the tail of
-/// `syscall_exit_to_user_mode()`): the exit work loop, then lockdep and
-/// context tracking told the CPU is back in user mode (where IF is always
-/// set), then the arch state restored last.
+/// `syscall_exit_to_user_mode()`): the exit work loop, then context
+/// tracking told the CPU is back in user mode, the arch state restored,
+/// and last lockdep told hardirqs are on (IF is always set in user mode),
+/// in Linux's order (`lockdep_hardirqs_on()` ends `exit_to_user_mode()`).
 fn exit_to_user_mode<P: EntryPlatform>(arch: &ArchExtRegs) {
     exit_to_user_mode_loop::<P>();
-    P::lockdep_set_hardirqs_enabled(true);
     P::exit_to_user_mode();
     P::arch_exit(arch);
+    P::lockdep_set_hardirqs_enabled(true);
 }
 
 /// Entry work of a SYSCALL (Linux's `syscall_enter_from_user_mode()`

@@ -197,16 +197,18 @@ pub fn kernel_stack_top() -> u64 {
     unsafe { (&raw const (*TSS.0.get()).privilege_stack_table).cast::<u64>().read_unaligned() }
 }
 
-/// RFLAGS bits SYSCALL clears (Linux's `syscall_init()` mask): no
-/// interrupts, single steps, string direction, alignment checks, nested
-/// tasks or I/O privilege leak into the entry.
-const SYSCALL_FLAGS_MASK: u64 = 0x0004_7700;
+/// RFLAGS bits SYSCALL clears, Linux's `syscall_init()` mask: CF PF AF ZF
+/// SF TF IF DF OF IOPL NT RF AC ID. No interrupts, single steps, string
+/// direction, alignment checks, nested tasks or I/O privilege leak into the
+/// entry (the user's flags are in R11).
+const SYSCALL_FLAGS_MASK: u64 = 0x0025_7fd5;
 
 /// Sets up SYSCALL/SYSRET the Linux way and the two GS bases: EFER.SCE,
 /// STAR = (`__USER32_CS` << 48) | (`__KERNEL_CS` << 32), LSTAR =
-/// `entry_SYSCALL_64`, FMASK = TF|DF|IF|IOPL|NT|AC; GS base = the per-CPU
-/// entry area (kernel mode), KERNEL_GS_BASE = 0 (what user mode sees after
-/// the first SWAPGS).
+/// `entry_SYSCALL_64`, CSTAR = `entry_SYSCALL32_ignore` (compat mode:
+/// -ENOSYS), FMASK = [`SYSCALL_FLAGS_MASK`]; GS base = the per-CPU entry
+/// area (kernel mode), KERNEL_GS_BASE = 0 (what user mode sees after the
+/// first SWAPGS).
 pub fn init_syscall_and_gs() {
     use x86_64::registers::model_specific::{Efer, EferFlags, GsBase, KernelGsBase, LStar, Msr};
     let per_cpu = extregs_entry_asm::per_cpu();
@@ -218,11 +220,12 @@ pub fn init_syscall_and_gs() {
     LStar::write(VirtAddr::new(extregs_entry_asm::syscall_entry_address()));
     let star = (u64::from(selectors::USER32_CS) << 48) | (u64::from(selectors::KERNEL_CS) << 32);
     // SAFETY: STAR names GDT entries `init` loaded (kernel CS/DS at 0x10/
-    // 0x18; user32 CS, user DS and user CS at 0x23/0x2b/0x33), FMASK only
-    // clears flags on SYSCALL, and EFER.SCE enables SYSCALL, whose entry
-    // (LSTAR) is in place.
+    // 0x18; user32 CS, user DS and user CS at 0x23/0x2b/0x33), CSTAR is an
+    // entry that returns at once, FMASK only clears flags on SYSCALL, and
+    // EFER.SCE enables SYSCALL, whose entries (LSTAR, CSTAR) are in place.
     unsafe {
         Msr::new(0xc000_0081).write(star);
+        Msr::new(0xc000_0083).write(extregs_entry_asm::compat_syscall_entry_address());
         Msr::new(0xc000_0084).write(SYSCALL_FLAGS_MASK);
         Efer::update(|flags| flags.insert(EferFlags::SYSTEM_CALL_EXTENSIONS));
     }

@@ -61,12 +61,23 @@ pub fn die_unhandled(regs: &mut PtRegs, vector: u8) -> ! {
 pub fn die_double_fault(regs: &mut PtRegs) -> ! {
     begin_dying();
     println!("extregs: oops: unhandled double fault (vector 8)");
-    match crate::gdt::ist_guard_of(regs.sp) {
+    if regs.user_mode() {
+        // The frame of the event that failed to enter is what the #DF saved;
+        // what failed was the push at RSP0 (CR2 says where).
+        let cr2 = x86_64::registers::control::Cr2::read_raw();
+        println!(
+            "extregs: double fault from user mode: the entry could not push its frame at RSP0 {:#x} (CR2 {cr2:#x})",
+            crate::gdt::kernel_stack_top()
+        );
+        report_task_stack_guard(cr2);
+    }
+    match crate::gdt::ist_guard_of(regs.sp).filter(|_| !regs.user_mode()) {
         Some(ist) => println!(
             "extregs: stack overflow: RSP {:#x} is in the guard page below the {} IST stack",
             regs.sp,
             crate::gdt::ist_stack_name(ist)
         ),
+        None if regs.user_mode() => {}
         None if report_task_stack_guard(regs.sp) => {}
         None if !x86_64::VirtAddr::try_new(regs.sp).is_ok_and(crate::memory::is_mapped) => {
             println!("extregs: stack overflow: RSP {:#x} is in an unmapped (guard) page", regs.sp)
@@ -78,13 +89,13 @@ pub fn die_double_fault(regs: &mut PtRegs) -> ! {
     finish("double fault")
 }
 
-/// Prints which task's stack guard page `rsp` is in; false when none.
-fn report_task_stack_guard(rsp: u64) -> bool {
-    let Some((pid, name)) = crate::sched::task_of_guard_page(rsp) else {
+/// Prints which task's stack guard page `address` is in; false when none.
+fn report_task_stack_guard(address: u64) -> bool {
+    let Some((pid, name)) = crate::sched::task_of_guard_page(address) else {
         return false;
     };
     println!(
-        "extregs: stack overflow: RSP {rsp:#x} is in the guard page below the stack of task {pid} ({name})"
+        "extregs: stack overflow: {address:#x} is in the guard page below the stack of task {pid} ({name})"
     );
     true
 }
@@ -255,7 +266,30 @@ pub fn die_on_purpose(cause: OopsCause, pkey_page: Option<PkeyPage>) -> ! {
         OopsCause::NmiStackOverflow => oops_nmi_stack_overflow(),
         OopsCause::MachineCheck => with_claim_everything_hooks(oops_machine_check),
         OopsCause::TaskStackOverflow => oops_task_stack_overflow(),
+        OopsCause::UserDoubleFault => oops_user_double_fault(),
     }
+}
+
+/// A user task breaks its own kernel stack top on purpose (a test syscall,
+/// answered only in this mode) and executes int3: the CPU's push of the
+/// frame at RSP0 faults in the guard page, so does the #PF's, and the #DF
+/// that follows comes from user mode. It must stay on the DF IST stack and
+/// die with a dump of the user frame; init waits for the task meanwhile.
+fn oops_user_double_fault() -> ! {
+    crate::user::syscall::allow_breaking_the_kernel_stack();
+    match crate::user::spawn(
+        format_args!("user-df"),
+        crate::user::programs::BREAK_KERNEL_STACK,
+        0,
+        0,
+    ) {
+        Ok(handle) => {
+            let status = crate::sched::wait(handle);
+            println!("extregs: error: the user task ended with status {status}, no #DF");
+        }
+        Err(why) => println!("extregs: error: spawning the user task: {why:?}"),
+    }
+    finish("no double fault from user mode")
 }
 
 /// A kernel task recurses into the guard page below its own stack; init

@@ -134,8 +134,9 @@ pub fn depth() -> u32 {
 }
 
 /// Is this code running inside an NMI, #DB, #MC or #DF handler (or
-/// anything they interrupted themselves with)? The NMI counts from its
-/// stub's first store, before any Rust runs.
+/// anything they interrupted themselves with)? A kernel-mode NMI counts
+/// from its stub's first store, before any Rust runs; one from user mode
+/// (which leaves the nesting byte alone) from `enter`.
 pub fn in_paranoid_context() -> bool {
     depth() != 0 || extregs_entry_asm::nmi_state() != extregs_regs::nmi_state::IDLE
 }

@@ -208,6 +208,12 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
     if hardirq && regs.user_mode() {
         user::counters::USER_IRQS.fetch_add(1, Ordering::Relaxed);
     }
+    // A #GP on the IRETQ to user mode is the user task's fault, before any
+    // hook may claim it (returning to that IRETQ would fault again).
+    if vector == GENERAL_PROTECTION_VECTOR && regs.ip == extregs_entry_asm::user_exit_addresses().1
+    {
+        user::bad_iret(regs);
+    }
     if event_hook_claims(regs, vector) {
     } else if hardirq {
         irq::handle(regs, vector);
@@ -239,7 +245,10 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
 /// As [`extregs_exception_entry`].
 unsafe fn paranoid_entry(regs: &mut PtRegs, vector: u8) {
     let saved = paranoid::enter(vector);
-    if regs.user_mode() && vector != NMI_VECTOR {
+    // #DB and #MC from user mode were moved to the task stack by their
+    // stub; an NMI from user mode was too but stays an NMI (Linux's exc_nmi
+    // does); a #DF never moves and always dies here.
+    if regs.user_mode() && matches!(vector, DEBUG_VECTOR | MACHINE_CHECK_VECTOR) {
         // SAFETY: per this function's contract.
         unsafe { paranoid_entry_from_user(regs, vector, saved) };
         return;
@@ -270,7 +279,7 @@ unsafe fn paranoid_entry(regs: &mut PtRegs, vector: u8) {
     }
 }
 
-/// #DB, #MC or #DF from user mode (Linux's `exc_debug_user`): the frame is
+/// #DB or #MC from user mode (Linux's `exc_debug_user`): the frame is
 /// at task_pt_regs, so it is an ordinary entry from user mode: the user
 /// path of the generic entry, no NMI_OFFSET, and the exit-to-user work,
 /// which may switch tasks or kill this one. So the paranoid state (DR7,
@@ -302,10 +311,6 @@ unsafe fn paranoid_entry_from_user(regs: &mut PtRegs, vector: u8, saved: paranoi
 fn handle_exception(regs: &mut PtRegs, vector: u8, fault_address: Option<u64>) {
     if vector == 3 && nmi::claim_int3(regs) {
         return;
-    }
-    if vector == GENERAL_PROTECTION_VECTOR && regs.ip == extregs_entry_asm::user_exit_addresses().1
-    {
-        user::bad_iret(regs);
     }
     if let Some(address) = fault_address {
         if pks::handle_fault(regs, address) {
@@ -400,10 +405,16 @@ fn check_frame_of(regs: &mut PtRegs, vector: Option<u8>) {
         error = Some("GS base in the handler is not the per-CPU area (SWAPGS missed)");
     } else if CONTEXT_TRACKING_ERRORS.swap(0, Ordering::Relaxed) != 0 {
         error = Some("entry from user mode found context tracking in kernel mode");
-    } else if regs.user_mode() || is_syscall {
+    } else if (regs.user_mode() || is_syscall) && vector != DOUBLE_FAULT_VECTOR {
+        // (A #DF from user mode stays on its IST: checked as paranoid.)
         error = check_user_frame(regs, regs_address);
-    } else if regs.cs != u64::from(gdt::KERNEL_CS.0)
-        || (regs.ss != u64::from(gdt::KERNEL_DS.0) && regs.ss != 0)
+    } else if regs.user_mode()
+        && (regs.cs != u64::from(gdt::USER_CS.0) || regs.ss != u64::from(gdt::USER_DS.0))
+    {
+        error = Some("user frame's cs/ss are not __USER_CS/__USER_DS");
+    } else if !regs.user_mode()
+        && (regs.cs != u64::from(gdt::KERNEL_CS.0)
+            || (regs.ss != u64::from(gdt::KERNEL_DS.0) && regs.ss != 0))
     {
         // SS is the kernel's, or null: a 64-bit IST switch loads a null SS,
         // so code running in an IST handler (the int3 inside an NMI) is

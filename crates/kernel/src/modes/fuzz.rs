@@ -738,11 +738,15 @@ const SYSCALL_INSTRUCTION_BYTES: u64 = 2;
 
 /// The GPRs a level's handler must find in its frame: what the level
 /// loaded, except that for a ring-3 IRQ level the SYSCALL that asked for
-/// the IRQ has returned 0 in RAX by then.
+/// the IRQ has returned 0 in RAX by then, and a SYSCALL's own frame says
+/// -ENOSYS in RAX until the table answers (the number is in orig_ax).
 fn frame_gprs(index: usize, level: &Level) -> PtRegs {
     let mut gprs = level.gprs;
     if is_user_level(index) && level.kind.is_async() {
         gprs.ax = 0;
+    }
+    if is_user_level(index) && level.kind == Kind::Syscall {
+        gprs.ax = extregs_entry_asm::ENOSYS.wrapping_neg();
     }
     gprs
 }

@@ -585,14 +585,19 @@ fn switch_to(prev: usize, next: usize) {
 
 /// The user GS base goes with the task: while a task runs in the kernel,
 /// `MSR_KERNEL_GS_BASE` holds its user value (the entry's SWAPGS put it
-/// there), so the switch saves it and loads the next task's. User code
-/// cannot change its GS base (no FSGSBASE), so the value is the kernel's to
-/// track and the MSR is written only when it differs. A paranoid entry
+/// there), so the switch saves it and loads the next task's. It is read
+/// back, not assumed: without FSGSBASE user code still changes its GS base
+/// by loading a GS selector (`mov %ax, %gs` sets it from the descriptor,
+/// 0), as Linux's `save_base_legacy` knows. (The GS and FS *selectors* are
+/// not switched: extregs' own programs never load them; noted in issue 11.)
+/// The MSR is written only when the value differs. A paranoid entry
 /// landing here reads MSR_GS_BASE (the per-CPU area: no SWAPGS), not this.
 fn switch_user_gs_base(prev_task: &task::Task, next_task: &task::Task) {
     use x86_64::registers::model_specific::KernelGsBase;
+    let prev_base = KernelGsBase::read().as_u64();
+    prev_task.user_gs_base.store(prev_base, Ordering::Relaxed);
     let next_base = next_task.user_gs_base.load(Ordering::Relaxed);
-    if prev_task.user_gs_base.load(Ordering::Relaxed) != next_base {
+    if prev_base != next_base {
         KernelGsBase::write(x86_64::VirtAddr::new(next_base));
     }
 }

@@ -278,7 +278,11 @@ fn user_task_start(user_rip: usize) {
     // running task's own kernel stack, which prepare_new_task left free for
     // exactly this frame (this code runs below it); the pointer comes from
     // the stacks' static, so it may write there; nothing else refers to
-    // those bytes (no entry from user mode can have happened yet).
+    // those bytes (no entry from user mode can have happened yet). The
+    // `&mut PtRegs` handed on is the same kind of reference every entry
+    // stub's frame gives the generic entry, whose container_of step needs
+    // the Tree Borrows argument of `ExtendedPtRegs::from_regs` (its parent
+    // pointer, `extended`, covers the whole frame).
     let regs = unsafe {
         extended.write(frame);
         &mut (*extended).regs
@@ -340,8 +344,8 @@ pub fn set_print_fatal_signals(on: bool) {
 /// with print-fatal-signals, the whole frame), and marks the task for death
 /// on its way out (the exit-to-user work). Interrupts off.
 ///
-/// `regs` must be the task's user frame at `task_pt_regs` (show_regs reads
-/// its extension).
+/// `regs` must be the `regs` of a whole `ExtendedPtRegs` (show_regs reads
+/// its extension): the user frame at task_pt_regs, or `bad_iret`'s.
 pub fn report_user_fault(regs: &PtRegs, fault: UserFault, error_code: u64) {
     let current = sched::current();
     let (name, pid) = (current.name, current.pid);
@@ -363,8 +367,8 @@ pub fn report_user_fault(regs: &PtRegs, fault: UserFault, error_code: u64) {
     }
     if PRINT_FATAL_SIGNALS.load(Ordering::Relaxed) {
         println!("potentially unexpected fatal signal {}.", fault.signal());
-        // SAFETY: `regs` is the user frame at task_pt_regs (this
-        // function's contract), an extended frame.
+        // SAFETY: `regs` is inside a whole extended frame (this function's
+        // contract).
         unsafe { crate::show_regs::show_regs(regs) };
     } else {
         crate::show_regs::show_user_code(regs.ip);
@@ -389,28 +393,52 @@ pub fn handle_exception(regs: &mut PtRegs, vector: u8, fault_address: Option<u64
 }
 
 /// A #GP on the IRETQ of the exit to user mode (Linux's `bad_iret`): the
-/// frame being returned to is bad (a non-canonical RIP a syscall left
-/// there), so the CPU faulted in ring 0, on the task stack right below that
-/// frame, after the exit's SWAPGS (which the entry undid, seeing this RIP).
-/// The fault is the user task's own: Linux's line about it, and the task
-/// dies here (its frame can't be returned to).
+/// frame being returned to is bad (a bad SS, or a non-canonical RIP, that a
+/// syscall left there), so the CPU faulted in ring 0, on the task stack
+/// right below that frame, after the exit's SWAPGS (which the entry undid,
+/// seeing this RIP). The fault is the user task's own: Linux's line about
+/// it, and the task dies here (its frame can't be returned to).
 ///
 /// `regs` is the #GP's kernel-mode frame; its `sp` points at the user IRET
-/// frame still on the stack (task_pt_regs' hardware words).
+/// frame still on the stack, the hardware words of task_pt_regs:
+///
+/// ```text
+///   +--------------------+  <- top of the task stack
+///   | ip cs flags sp ss  |   the bad IRET frame (task_pt_regs' last words)
+///   +--------------------+  <- regs.sp; the CPU aligns down to 16
+///   | #GP: ss..ip, error |   overwriting task_pt_regs' GPR slots, so
+///   | #GP: di ... r15    |   only the five words above are still the
+///   +--------------------+   user frame's
+/// ```
+///
+/// As Linux's `fixup_bad_iret`, the report uses a frame made of those five
+/// words and the GPRs the #GP saved (the user's: POP_REGS had loaded them).
 pub fn bad_iret(regs: &PtRegs) -> ! {
     let user_frame = task::task_pt_regs(sched::current_slot());
-    // SAFETY: the faulting IRETQ was extregs_return_to_user's, whose frame
-    // is the running task's user frame at task_pt_regs (its stack, below
-    // which this handler runs), a whole extended frame; it is only read
-    // here, and nothing writes it while this shared reference lives (the
-    // task dies below without returning to it). The pointer comes from the
-    // stacks' static, so it may reach those bytes.
-    let user = unsafe { &*user_frame };
-    if regs.sp != user_frame as u64 + core::mem::offset_of!(PtRegs, ip) as u64 {
+    let iret_words = user_frame.cast::<u8>().wrapping_add(core::mem::offset_of!(PtRegs, ip));
+    if regs.sp != iret_words as u64 {
         println!("extregs: bad IRET: RSP {:#x} is not at task_pt_regs' IRET frame", regs.sp);
     }
+    // SAFETY: the five words at `iret_words` are the hardware words of the
+    // running task's user frame, on its own stack above the #GP frame (which
+    // ends at regs.sp rounded down): nothing else refers to them, and they
+    // are only read, by value. The pointer comes from the stacks' static.
+    let iret = unsafe { iret_words.cast::<extregs_regs::IretFrame>().read() };
+    let frame = ExtendedPtRegs {
+        generic: GenericExtRegs::default(),
+        arch: ArchExtRegs { pks: if pks::enabled() { pks::PKRS_DEFAULT } else { 0 } },
+        regs: PtRegs {
+            orig_ax: NO_ERROR_CODE,
+            ip: iret.ip,
+            cs: iret.cs,
+            flags: iret.flags,
+            sp: iret.sp,
+            ss: iret.ss,
+            ..*regs
+        },
+    };
     let error_code = if regs.has_error_code() { regs.orig_ax } else { 0 };
-    report_user_fault(user, UserFault::GeneralProtection, error_code);
+    report_user_fault(&frame.regs, UserFault::GeneralProtection, error_code);
     counters::BAD_IRETS.fetch_add(1, Ordering::Relaxed);
     sched::kill_current_task()
 }
@@ -499,13 +527,20 @@ pub fn copy_from_user(destination: &mut [u8], source: u64) -> Result<(), BadUser
     }
     with_user_access(|| {
         for (offset, byte) in destination.iter_mut().enumerate() {
-            // SAFETY: every byte of the range is on a present user page
-            // (just checked; one CPU, and user pages are never unmapped),
-            // inside the STAC window. The pointer is made from a user
-            // address: it points outside every Rust allocation, so no Rust
-            // reference can alias it and provenance can only come from
-            // the address (the access is a volatile byte read, which the
-            // compiler neither elides nor widens).
+            // SAFETY: every byte of the range is on a present user page:
+            // just checked, and nothing unmaps user pages (they stay
+            // mapped for the life of the kernel; one CPU, and an interrupt
+            // that comes in the middle only runs handlers, which never
+            // unmap anything). The access is inside the STAC window. The
+            // pointer is made from a user address: user pages are no Rust
+            // allocation (their frames are reached otherwise only through
+            // the physical-map alias, by this module, never while a copy
+            // runs; the program text is also the kernel's read-only
+            // `.text.extregs_user`, which no Rust code reads as data), so
+            // no Rust reference aliases these bytes and the pointer's
+            // provenance can only be the exposed address itself. The
+            // access is a volatile byte read the compiler neither elides
+            // nor widens.
             *byte = unsafe {
                 core::ptr::read_volatile(core::ptr::with_exposed_provenance::<u8>(
                     (source + offset as u64) as usize,
@@ -524,9 +559,10 @@ pub fn copy_to_user(destination: u64, source: &[u8]) -> Result<(), BadUserAddres
     }
     with_user_access(|| {
         for (offset, byte) in source.iter().enumerate() {
-            // SAFETY: as in `copy_from_user`, on present writable user
-            // pages, inside the STAC window, through a pointer made from a
-            // user address (outside every Rust allocation).
+            // SAFETY: as in `copy_from_user`: present writable user pages
+            // (the text is read-only, so never these), inside the STAC
+            // window, through a pointer made from a user address that no
+            // Rust allocation or reference covers.
             unsafe {
                 core::ptr::write_volatile(
                     core::ptr::with_exposed_provenance_mut::<u8>(

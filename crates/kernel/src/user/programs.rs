@@ -45,6 +45,7 @@ extern "C" {
     fn extregs_user_write();
     fn extregs_user_gs_check();
     fn extregs_user_bench_syscalls();
+    fn extregs_user_break_kernel_stack();
     fn extregs_user_fuzz_syscall();
     fn extregs_user_fuzz_syscall_site();
     fn extregs_user_fuzz_syscall_resume();
@@ -248,6 +249,14 @@ program!(
     "The bench's syscall round trips: `%rdi` batches of 16 `SYS_BENCH_NOP` \
      SYSCALLs, each batch timed with RDTSC (LFENCE first), the ticks stored \
      one u64 per batch at `%rsi`. Exit 0."
+);
+
+program!(
+    BREAK_KERNEL_STACK,
+    "break-kernel-stack",
+    extregs_user_break_kernel_stack,
+    "`SYS_BREAK_KERNEL_STACK`, then `int3`: the #DF of `mode=oops \
+     cause=user-double-fault`. Exits 1 if it ever gets past the int3."
 );
 
 /// SYSCALLs per timed batch of [`BENCH_SYSCALLS`].
@@ -559,6 +568,14 @@ extregs_user_bench_syscalls:
     xor %edi, %edi
     USER_EXIT
 
+    .globl extregs_user_break_kernel_stack
+extregs_user_break_kernel_stack:
+    mov ${break_kernel_stack}, %eax
+    syscall
+    int3
+    mov $1, %edi
+    USER_EXIT
+
     /* The fuzzer's user trampolines (see FuzzTrampoline). */
 .macro USER_FUZZ_ENTER name
     .globl extregs_user_fuzz_\name
@@ -646,6 +663,7 @@ extregs_user_text_end:
     bench_nop = const SYS_BENCH_NOP,
     bench_batch = const BENCH_SYSCALL_BATCH,
     fuzz_spins = const FUZZ_USER_SPINS,
+    break_kernel_stack = const SYS_BREAK_KERNEL_STACK,
     unmapped = const FUZZ_UNMAPPED_USER_ADDRESS,
     word = const core::mem::size_of::<u64>(),
     r15 = const extregs_entry_asm::asm_offsets::PTREGS_R15,

@@ -9,7 +9,7 @@
 
 use super::{copy_from_user, copy_to_user, counters, EFAULT};
 use crate::{println, sched, serial, traps};
-use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 use extregs_entry::{syscall_enter_from_user_mode, syscall_exit_to_user_mode};
 use extregs_regs::{selectors, ExtendedPtRegs, PtRegs, X86_EFLAGS_RF, X86_EFLAGS_TF};
 
@@ -50,6 +50,9 @@ pub mod numbers {
     /// hook (the fuzzer's, for a ring-3 level), interrupts off; -ENOSYS
     /// without one.
     pub const SYS_FUZZ_EVENT: u64 = 1009;
+    /// `break_kernel_stack()`: only under `mode=oops cause=user-double-fault`
+    /// (-ENOSYS otherwise): points TSS.RSP0 at the caller's guard page.
+    pub const SYS_BREAK_KERNEL_STACK: u64 = 1010;
 }
 use numbers::*;
 
@@ -86,6 +89,14 @@ const IRQ_ON_RETURN_TIMER: u8 = 2;
 /// pointer; null: none).
 static SYSCALL_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
+/// `break_kernel_stack` is allowed (set by the one oops mode that uses it).
+static BREAKING_THE_KERNEL_STACK_ALLOWED: AtomicBool = AtomicBool::new(false);
+
+/// Lets `break_kernel_stack` do its damage (mode=oops cause=user-double-fault).
+pub fn allow_breaking_the_kernel_stack() {
+    BREAKING_THE_KERNEL_STACK_ALLOWED.store(true, Ordering::SeqCst);
+}
+
 /// The pseudo-vector a syscall hook is called with (SYSCALL has none).
 pub const SYSCALL_PSEUDO_VECTOR: u8 = 0x80;
 
@@ -113,6 +124,9 @@ pub unsafe extern "C" fn extregs_syscall_entry(regs: &mut PtRegs) -> bool {
     unsafe { syscall_enter_from_user_mode::<traps::KernelPlatform>(regs) };
     traps::check_syscall_frame(regs);
     counters::SYSCALLS.fetch_add(1, Ordering::Relaxed);
+    // As Linux's entry: the number is in orig_ax; until the table answers,
+    // the frame's ax says -ENOSYS.
+    regs.ax = (-ENOSYS) as u64;
     traps::local_irq_enable();
     let result = dispatch(regs);
     regs.ax = result as u64;
@@ -204,6 +218,19 @@ fn dispatch(regs: &mut PtRegs) -> i64 {
             traps::local_irq_disable();
             hook(regs, SYSCALL_PSEUDO_VECTOR);
             traps::local_irq_enable();
+            0
+        }
+        SYS_BREAK_KERNEL_STACK => {
+            if !BREAKING_THE_KERNEL_STACK_ALLOWED.load(Ordering::SeqCst) {
+                return -ENOSYS;
+            }
+            let guard_top = sched::task::guard_range(sched::current_slot()).end;
+            traps::local_irq_disable();
+            // SAFETY: deliberately wrong, in the one oops mode that asks
+            // for it: the next entry from user mode pushes into the guard
+            // page and ends in a #DF. SYSRET does not use RSP0, so this
+            // syscall still returns; interrupts stay off until it does.
+            unsafe { crate::gdt::set_kernel_stack_top(guard_top) };
             0
         }
         SYS_GET_REGS => {
