@@ -124,6 +124,7 @@ const REQUIRED_SELFTESTS: &[&str] = &[
     "gs_base_right_after_every_return",
     "syscall_pointers_and_numbers_refused",
     "syscall_irq_nmi_nest_each_with_its_extension",
+    "pkrs_never_applies_to_user_mode",
     "smap_stops_kernel_access_to_user_memory",
     "smep_stops_kernel_execution_of_user_pages",
 ];

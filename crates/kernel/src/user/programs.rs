@@ -177,7 +177,8 @@ program!(
     "load",
     extregs_user_load,
     "Loads 8 bytes from the address in `%rdi` (a kernel address: killed \
-     with SIGSEGV), then `exit(0)`."
+     with SIGSEGV) and exits with their second byte (the status shows what \
+     was read)."
 );
 program!(
     GPR_CHECK,
@@ -368,7 +369,8 @@ extregs_user_syscall_loop:
     .globl extregs_user_load
 extregs_user_load:
     mov (%rdi), %rax
-    xor %edi, %edi
+    shr $8, %rax
+    mov %eax, %edi
     USER_EXIT
 
     .globl extregs_user_gpr_check

@@ -110,6 +110,7 @@ const TESTS: &[(&str, Test)] = &[
         "syscall_irq_nmi_nest_each_with_its_extension",
         user::syscall_irq_nmi_nest_each_with_its_extension,
     ),
+    ("pkrs_never_applies_to_user_mode", user::pkrs_never_applies_to_user_mode),
     ("smap_stops_kernel_access_to_user_memory", user::smap_stops_kernel_access_to_user_memory),
     ("smep_stops_kernel_execution_of_user_pages", user::smep_stops_kernel_execution_of_user_pages),
 ];

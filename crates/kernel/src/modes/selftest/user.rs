@@ -253,6 +253,31 @@ pub fn syscall_pointers_and_numbers_refused(_: &Context) -> Outcome {
     Outcome::Pass
 }
 
+/// PKS vs user mode: user mode runs with the default PKRS (the extension of
+/// its SYSCALL frame says so), which denies every key but 0, and still
+/// reads a *user* page tagged with key 1: PKRS never applies to user pages
+/// (PKU is off, so the key is inert for user accesses too).
+pub fn pkrs_never_applies_to_user_mode(context: &Context) -> Outcome {
+    let Some(page) = context.user_pkey_page else {
+        return Outcome::Skip("no PKS");
+    };
+    let status = run_user(programs::LOAD, page.address.as_u64(), 0);
+    let expected = ((super::PKEY_PAGE_FILL >> 8) & 0xff) as i32;
+    check!(
+        status == Some(expected),
+        "a user load from a key-{} user page exited with {status:?}, expected {expected}",
+        page.pkey
+    );
+    let status = run_user(programs::RAW_SYSCALL, user::syscall::numbers::SYS_GET_USER_PKRS, 0);
+    // The program exits with -RAX (its low byte).
+    let expected = (u64::from(crate::pks::PKRS_DEFAULT).wrapping_neg() & 0xff) as i32;
+    check!(
+        status == Some(expected),
+        "the PKRS user mode ran with gave status {status:?}, the default gives {expected}"
+    );
+    Outcome::Pass
+}
+
 /// RFLAGS.AC: with SMAP, kernel access to user pages allowed.
 const X86_EFLAGS_AC: u64 = 1 << 18;
 
