@@ -126,15 +126,29 @@ static KERNEL_SECRET: AtomicU64 = AtomicU64::new(0x5ec7_e7ca_fe00_0001);
 
 /// NMIs through the NMI stub from user mode (see below) that the hook saw.
 static USER_NMI_STEPS: AtomicU64 = AtomicU64::new(0);
+/// The real self-NMI sent from inside the first one: its PtRegs address
+/// and the RSP it interrupted (0: it never came).
+static NESTED_NMI_FRAME: AtomicU64 = AtomicU64::new(0);
+static NESTED_NMI_SP: AtomicU64 = AtomicU64::new(0);
 
 /// The NMI handler for [`user_frames_sit_at_task_pt_regs`]: a "NMI" from
 /// user mode is the single step of the user task, taken through the NMI
-/// stub; it clears TF so the task runs on.
+/// stub; it clears TF so the task runs on. The first one also sends a real
+/// self-NMI, which nests right there from kernel mode (the gate trick does
+/// not block NMIs) and must run as an outermost NMI on the NMI stack,
+/// below nothing of the user one's (that frame is on the task stack).
 fn user_nmi_hook(regs: &mut PtRegs, vector: u8) -> bool {
-    if vector != NMI_VECTOR || !regs.user_mode() {
+    if vector != NMI_VECTOR {
         return false;
     }
-    USER_NMI_STEPS.fetch_add(1, Ordering::Relaxed);
+    if !regs.user_mode() {
+        NESTED_NMI_FRAME.store(regs as *mut PtRegs as u64, Ordering::Relaxed);
+        NESTED_NMI_SP.store(regs.sp, Ordering::Relaxed);
+        return true;
+    }
+    if USER_NMI_STEPS.fetch_add(1, Ordering::Relaxed) == 0 {
+        crate::apic::send_self_nmi();
+    }
     regs.flags &= !X86_EFLAGS_TF;
     true
 }
@@ -178,17 +192,33 @@ pub fn user_frames_sit_at_task_pt_regs(_: &Context) -> Outcome {
     check!(status == Some(0), "single-step exited with {status:?}");
     let after_db = user::counts();
     check!(after_db.user_single_steps > before.user_single_steps, "no #DB from user mode");
-    // The NMI entry from user mode, deterministically.
+    // The NMI entry from user mode, deterministically, and a real NMI
+    // nested inside its handler.
     USER_NMI_STEPS.store(0, Ordering::Relaxed);
+    NESTED_NMI_FRAME.store(0, Ordering::Relaxed);
+    NESTED_NMI_SP.store(0, Ordering::Relaxed);
+    let mut nmi_task_stack = 0..0;
     let status = traps::with_event_hook(user_nmi_hook, || {
         idt::with_debug_gate(idt::stub_address(NMI_VECTOR), Some(gdt::NMI_IST_INDEX), || {
-            run_user(programs::SINGLE_STEP, 0, 0)
+            let handle = user::spawn(format_args!("st-nmi"), programs::SINGLE_STEP, 0, 0).ok()?;
+            nmi_task_stack = task::stack_range(handle.slot());
+            Some(sched::wait(handle))
         })
     });
     paranoid::reset_debug_status();
     check!(status == Some(0), "single-step under the NMI gate exited with {status:?}");
     let steps = USER_NMI_STEPS.load(Ordering::Relaxed);
     check!(steps == 1, "{steps} NMIs from user mode (one expected)");
+    let (nested, nested_sp) =
+        (NESTED_NMI_FRAME.load(Ordering::Relaxed), NESTED_NMI_SP.load(Ordering::Relaxed));
+    check!(
+        gdt::ist_stack_of(nested) == Some(gdt::NMI_IST_INDEX),
+        "the NMI nested in the user NMI's handler is not on the NMI stack ({nested:#x})"
+    );
+    check!(
+        nmi_task_stack.contains(&nested_sp),
+        "the nested NMI did not interrupt the user NMI's handler on the task stack ({nested_sp:#x})"
+    );
     check!(user::counts().user_nmis > after_db.user_nmis, "the NMI was not counted as a user one");
     // int3 from user mode (killed), timer IRQs in user mode.
     check!(run_user(programs::INT3, 0, 0) == Some(KILLED_BY_SIGTRAP), "int3 did not kill");
