@@ -84,6 +84,8 @@ pub struct Totals {
     pub wall_seconds: f64,
     /// NMIs the kernels did not raise themselves (an `--nmi-storm`).
     pub foreign_nmis: u64,
+    /// Of those, the ones that landed in user mode (a ring-3 fuzz level).
+    pub foreign_user_nmis: u64,
     /// Foreign timer IRQs (`--foreign-timer`).
     pub foreign_irqs: u64,
     /// Union of the seeds' interrupted entry-text offsets.
@@ -104,6 +106,7 @@ impl Totals {
         self.violations += report.number("violations");
         self.latched_nmis += report.number("latched_nmis");
         self.foreign_nmis += report.number("foreign_nmis");
+        self.foreign_user_nmis += report.number("foreign_user_nmis");
         self.foreign_irqs += report.number("foreign_irqs");
         self.coverage_hits.extend(&report.coverage_hits);
         self.max_depth_reached = self.max_depth_reached.max(report.number("max_depth_reached"));
@@ -144,6 +147,7 @@ impl Totals {
             "wall_seconds": self.wall_seconds,
             "frames_per_s": self.frames_per_second(),
             "foreign_nmis": self.foreign_nmis,
+            "foreign_user_nmis": self.foreign_user_nmis,
             "foreign_irqs": self.foreign_irqs,
             "entry_points_hit": self.entry_points.map(|(hit, _)| hit),
             "entry_points_total": self.entry_points.map(|(_, total)| total),
@@ -297,6 +301,7 @@ pub fn to_json(
                     "digest",
                     "latched_nmis",
                     "foreign_nmis",
+                    "foreign_user_nmis",
                     "foreign_irqs",
                     "entry_points_hit",
                     "invariant",
@@ -486,6 +491,7 @@ pub fn merge(documents: &[(String, Value)]) -> Result<Value, String> {
         totals.violations += number("violations");
         totals.latched_nmis += number("latched_nmis");
         totals.foreign_nmis += number("foreign_nmis");
+        totals.foreign_user_nmis += number("foreign_user_nmis");
         totals.foreign_irqs += number("foreign_irqs");
         totals.max_depth_reached = totals.max_depth_reached.max(number("max_depth_reached"));
         totals.wall_seconds = totals.wall_seconds.max(t["wall_seconds"].as_f64().unwrap_or(0.0));

@@ -543,8 +543,8 @@ fn report_coverage(totals: &mut campaign::Totals, listing: Option<&Path>) -> Res
     };
     let (hit, total) = totals.entry_points.unwrap_or_default();
     println!(
-        "extregs: fuzz: {} foreign NMIs, {} foreign IRQs; interrupt points of the entry text hit: {hit} of {total}",
-        totals.foreign_nmis, totals.foreign_irqs
+        "extregs: fuzz: {} foreign NMIs ({} in user mode), {} foreign IRQs; interrupt points of the entry text hit: {hit} of {total}",
+        totals.foreign_nmis, totals.foreign_user_nmis, totals.foreign_irqs
     );
     if let Some(path) = listing {
         let missed = text.missed_listing(&totals.coverage_hits);
