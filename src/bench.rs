@@ -47,6 +47,111 @@ pub struct Row {
     pub stack_bytes: Option<u64>,
     pub iterations: u64,
     pub why: Option<String>,
+    /// Run by run, once [`combine`] merged repeated runs (empty before).
+    pub repeats: Repeats,
+}
+
+/// One variant across the repeated runs of a harness: each run's median
+/// per round trip, and its ratios to the same run's floor and by-value
+/// medians (a ratio is only ever taken within one run).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Repeats {
+    pub medians: Vec<f64>,
+    pub to_floor: Vec<f64>,
+    pub to_by_value: Vec<f64>,
+}
+
+/// The median of `values` (the mean of the middle two for an even count);
+/// None for none.
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    Some(if sorted.len().is_multiple_of(2) {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    } else {
+        sorted[middle]
+    })
+}
+
+/// Several runs' summaries of one variant as one: the lowest minimum, and
+/// the median of the runs' medians, p99s and IQRs.
+pub fn combine_summaries(summaries: &[Summary]) -> Option<Summary> {
+    let of = |field: fn(&Summary) -> f64| median(&summaries.iter().map(field).collect::<Vec<_>>());
+    Some(Summary {
+        min: summaries.iter().map(|s| s.min).reduce(f64::min)?,
+        median: of(|s| s.median)?,
+        p99: of(|s| s.p99)?,
+        iqr: of(|s| s.iqr)?,
+    })
+}
+
+/// Merges repeated runs of one harness (each the rows of one run, in the
+/// same order) into one row per variant: [`combine_summaries`], plus each
+/// run's median and its ratios to that run's floor and by-value. A variant
+/// that did not run in every run is reported as not run.
+pub fn combine(runs: &[Vec<Row>]) -> Vec<Row> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .map(|row| {
+            let mut combined = Row { repeats: Repeats::default(), ..row.clone() };
+            let mut summaries = Vec::new();
+            for run in runs {
+                let Some(summary) =
+                    run.iter().find(|other| other.name == row.name).and_then(|r| r.summary)
+                else {
+                    continue;
+                };
+                summaries.push(summary);
+                combined.repeats.medians.push(summary.median);
+                if let Some(r) = ratio(Some(summary.median), median_of(run, "floor")) {
+                    combined.repeats.to_floor.push(r);
+                }
+                if let Some(r) = ratio(Some(summary.median), median_of(run, "by-value")) {
+                    combined.repeats.to_by_value.push(r);
+                }
+            }
+            if summaries.len() == runs.len() {
+                combined.summary = combine_summaries(&summaries);
+            } else {
+                combined.summary = None;
+                combined.repeats = Repeats::default();
+                if combined.why.is_none() {
+                    combined.why =
+                        Some(format!("ran in {} of {} runs", summaries.len(), runs.len()));
+                }
+            }
+            combined
+        })
+        .collect()
+}
+
+/// Merges the nesting tables of repeated kernel runs by depth.
+pub fn combine_nesting(runs: &[Vec<NestRow>]) -> Vec<NestRow> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .filter_map(|row| {
+            let summaries: Vec<Summary> = runs
+                .iter()
+                .filter_map(|run| run.iter().find(|other| other.depth == row.depth))
+                .map(|other| other.summary)
+                .collect();
+            Some(NestRow {
+                summary: combine_summaries(&summaries)?,
+                medians: summaries.iter().map(|s| s.median).collect(),
+                ..row.clone()
+            })
+        })
+        .collect()
 }
 
 /// One nesting depth of the kernel's `extended` variant.
@@ -55,6 +160,8 @@ pub struct NestRow {
     pub depth: u64,
     pub summary: Summary,
     pub stack_bytes: u64,
+    /// Each run's median, once [`combine_nesting`] merged repeated runs.
+    pub medians: Vec<f64>,
 }
 
 /// The native harness's build, as the table header and the JSON name it.
@@ -173,6 +280,7 @@ pub fn native(iterations: u64) -> Vec<Row> {
                         stack_bytes: Some(stack.unwrap_or(FRAME_ONLY_BYTES)),
                         iterations,
                         why: None,
+                        repeats: Repeats::default(),
                     }
                 }
                 None => Row {
@@ -181,6 +289,7 @@ pub fn native(iterations: u64) -> Vec<Row> {
                     summary: None,
                     stack_bytes: None,
                     iterations,
+                    repeats: Repeats::default(),
                     why: Some(match name {
                         "x86-interrupt" => "in-kernel only: a Rust x86-interrupt handler needs a real interrupt gate".into(),
                         "yield" | "yield+pkrs-switch" => "in-kernel only: needs kernel tasks".into(),
@@ -246,6 +355,7 @@ pub fn kernel(iterations: u64, accel: Accel) -> Result<KernelBench, String> {
                 stack_bytes: value["stack_bytes"].as_u64(),
                 iterations: value["iterations"].as_u64().unwrap_or(0),
                 why: value["why"].as_str().map(String::from),
+                repeats: Repeats::default(),
             });
         } else if let Some(json) = line.strip_prefix("BENCH_NEST ") {
             let value: Value = serde_json::from_str(json)
@@ -259,6 +369,7 @@ pub fn kernel(iterations: u64, accel: Accel) -> Result<KernelBench, String> {
                     iqr: value["iqr"].as_f64().unwrap_or(0.0),
                 },
                 stack_bytes: value["stack_bytes"].as_u64().unwrap_or(0),
+                medians: Vec::new(),
             });
         }
     }
@@ -287,29 +398,45 @@ fn ratio(value: Option<f64>, base: Option<f64>) -> Option<f64> {
     }
 }
 
+/// A row's ratio to its harness's floor or by-value: the median of the
+/// run-by-run ratios when runs were repeated, else the ratio of medians.
+fn row_ratio(row: &Row, rows: &[Row], base: &str) -> Option<f64> {
+    let per_run = if base == "floor" { &row.repeats.to_floor } else { &row.repeats.to_by_value };
+    median(per_run).or_else(|| ratio(row.summary.map(|s| s.median), median_of(rows, base)))
+}
+
+/// The spread of a row's run medians (max - min); None for one run.
+pub fn spread(medians: &[f64]) -> Option<f64> {
+    if medians.len() < 2 {
+        return None;
+    }
+    let max = medians.iter().copied().fold(f64::MIN, f64::max);
+    let min = medians.iter().copied().fold(f64::MAX, f64::min);
+    Some(max - min)
+}
+
 /// The table for one harness.
 pub fn table(rows: &[Row], title: &str) -> String {
-    let floor = median_of(rows, "floor");
-    let by_value = median_of(rows, "by-value");
     let mut text = format!("{title}\n");
     text.push_str(&format!(
-        "  {:<20} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>10}\n",
-        "variant", "min", "median", "p99", "iqr", "stack", "x floor", "x by-value"
+        "  {:<20} {:>8} {:>8} {:>8} {:>7} {:>8} {:>7} {:>8} {:>10}\n",
+        "variant", "min", "median", "p99", "iqr", "spread", "stack", "x floor", "x by-value"
     ));
     for row in rows {
         match row.summary {
             Some(summary) => {
                 let show = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}"));
                 text.push_str(&format!(
-                    "  {:<20} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>7} {:>8} {:>10}\n",
+                    "  {:<20} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>8} {:>7} {:>8} {:>10}\n",
                     row.name,
                     summary.min,
                     summary.median,
                     summary.p99,
                     summary.iqr,
+                    spread(&row.repeats.medians).map_or("-".into(), |s| format!("{s:.1}")),
                     row.stack_bytes.map_or("-".into(), |b| b.to_string()),
-                    show(ratio(Some(summary.median), floor)),
-                    show(ratio(Some(summary.median), by_value)),
+                    show(row_ratio(row, rows, "floor")),
+                    show(row_ratio(row, rows, "by-value")),
                 ));
             }
             None => text.push_str(&format!(
@@ -322,10 +449,11 @@ pub fn table(rows: &[Row], title: &str) -> String {
     text
 }
 
-/// One JSON row per variant and harness.
+/// One JSON row per variant and harness. With repeated runs, `min_cycles`
+/// is the lowest minimum, the other cycle figures the medians of the runs'
+/// ones, `median_spread_cycles` the spread of the run medians, and the
+/// ratios the medians of the run-by-run ratios (each run's lists too).
 pub fn row_json(row: &Row, rows_of_harness: &[Row]) -> Value {
-    let floor = median_of(rows_of_harness, "floor");
-    let by_value = median_of(rows_of_harness, "by-value");
     json!({
         "name": row.name,
         "harness": row.harness,
@@ -336,8 +464,13 @@ pub fn row_json(row: &Row, rows_of_harness: &[Row]) -> Value {
         "p99_cycles": row.summary.map(|s| s.p99),
         "iqr_cycles": row.summary.map(|s| s.iqr),
         "stack_bytes": row.stack_bytes,
-        "ratio_to_floor": ratio(row.summary.map(|s| s.median), floor),
-        "ratio_to_by_value": ratio(row.summary.map(|s| s.median), by_value),
+        "runs": row.repeats.medians.len(),
+        "run_median_cycles": row.repeats.medians,
+        "median_spread_cycles": spread(&row.repeats.medians),
+        "ratio_to_floor": row.summary.and_then(|_| row_ratio(row, rows_of_harness, "floor")),
+        "ratio_to_by_value": row.summary.and_then(|_| row_ratio(row, rows_of_harness, "by-value")),
+        "ratio_to_floor_runs": row.repeats.to_floor,
+        "ratio_to_by_value_runs": row.repeats.to_by_value,
         "why_not_run": row.why,
     })
 }
@@ -354,7 +487,9 @@ pub fn plot(rows: &[Row], path: &std::path::Path, caption: &str) -> Result<(), S
     };
     let ratio_of = |harness: &str, name: &str| {
         let of_harness: Vec<Row> = rows.iter().filter(|r| r.harness == harness).cloned().collect();
-        ratio(median_of(&of_harness, name), median_of(&of_harness, "floor"))
+        let row = of_harness.iter().find(|row| row.name == name)?;
+        row.summary?;
+        row_ratio(row, &of_harness, "floor")
     };
     let max = VARIANTS
         .iter()
@@ -431,7 +566,79 @@ pub fn host_cpu() -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::{combine, combine_nesting, median, row_json, NestRow, Repeats, Row, Summary};
     use std::collections::BTreeMap;
+
+    fn row(name: &str, median: f64) -> Row {
+        Row {
+            name: name.into(),
+            harness: "kernel".into(),
+            summary: Some(Summary { min: median - 1.0, median, p99: median + 10.0, iqr: 2.0 }),
+            stack_bytes: Some(192),
+            iterations: 100,
+            why: None,
+            repeats: Repeats::default(),
+        }
+    }
+
+    #[test]
+    fn repeated_runs_take_ratios_run_by_run() {
+        // Run 1: floor 100, by-value 200, extended 300 (3.0x, 1.5x);
+        // run 2: floor 400, by-value 400, extended 400 (1.0x, 1.0x);
+        // run 3: floor 100, by-value 100, extended 150 (1.5x, 1.5x).
+        let runs = vec![
+            vec![row("floor", 100.0), row("by-value", 200.0), row("extended", 300.0)],
+            vec![row("floor", 400.0), row("by-value", 400.0), row("extended", 400.0)],
+            vec![row("floor", 100.0), row("by-value", 100.0), row("extended", 150.0)],
+        ];
+        let combined = combine(&runs);
+        let extended = &combined[2];
+        assert_eq!(extended.repeats.medians, [300.0, 400.0, 150.0]);
+        assert_eq!(extended.repeats.to_floor, [3.0, 1.0, 1.5]);
+        assert_eq!(extended.repeats.to_by_value, [1.5, 1.0, 1.5]);
+        let summary = extended.summary.unwrap();
+        assert_eq!((summary.min, summary.median, summary.p99), (149.0, 300.0, 310.0));
+        let json = row_json(extended, &combined);
+        // The median of the run-by-run ratios (1.5), not the ratio of the
+        // median medians (300 / 100 = 3.0).
+        assert_eq!(json["ratio_to_floor"], 1.5);
+        assert_eq!(json["ratio_to_by_value"], 1.5);
+        assert_eq!(json["runs"], 3);
+        assert_eq!(json["median_spread_cycles"], 250.0);
+        assert_eq!(json["ratio_to_floor_runs"], serde_json::json!([3.0, 1.0, 1.5]));
+    }
+
+    #[test]
+    fn a_variant_missing_from_a_run_is_not_run() {
+        let mut missing = row("extended", 300.0);
+        missing.summary = None;
+        missing.why = Some("needs PKS".into());
+        let runs = vec![
+            vec![row("floor", 100.0), row("extended", 300.0)],
+            vec![row("floor", 100.0), missing],
+        ];
+        let combined = combine(&runs);
+        assert!(combined[1].summary.is_none());
+        assert!(combined[1].repeats.medians.is_empty());
+        assert_eq!(combined[0].repeats.medians, [100.0, 100.0]);
+    }
+
+    #[test]
+    fn medians_and_nesting_merge() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        let nest = |median: f64| NestRow {
+            depth: 2,
+            summary: Summary { min: median, median, p99: median, iqr: 0.0 },
+            stack_bytes: 384,
+            medians: Vec::new(),
+        };
+        let merged = combine_nesting(&[vec![nest(10.0)], vec![nest(30.0)], vec![nest(20.0)]]);
+        assert_eq!(merged[0].summary.median, 20.0);
+        assert_eq!(merged[0].summary.min, 10.0);
+        assert_eq!(merged[0].medians, [10.0, 30.0, 20.0]);
+    }
 
     /// `[profile.<profile>.package.<name>]` sections of the workspace
     /// manifest: package name -> its settings, in order.

@@ -63,6 +63,11 @@ struct BenchArgs {
     /// Timed round trips per variant, after a warm-up (kernel: at most 200000).
     #[arg(long, default_value_t = 100_000)]
     iterations: u64,
+    /// Repeated runs of each harness (1 to 100; the kernel harness boots once
+    /// per run). Rows carry the spread of the run medians, and every ratio
+    /// is taken run by run, then the median of those is reported.
+    #[arg(long, default_value_t = 5)]
+    runs: u32,
     /// Write one JSON row per variant and harness.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -613,18 +618,25 @@ fn bench(args: BenchArgs) -> i32 {
         eprintln!("extregs: --iterations must be from 1 to {}", extregs_cmdline_max_bench());
         return EXIT_USAGE;
     }
+    if !(1..=100).contains(&args.runs) {
+        eprintln!("extregs: --runs must be from 1 to 100");
+        return EXIT_USAGE;
+    }
+    let runs = args.runs;
     let mut rows = Vec::new();
     let mut nesting = Vec::new();
     let mut kernel_build = serde_json::Value::Null;
     let mut code = EXIT_SUCCESS;
     if args.harness != Harness::Kernel {
-        let native = bench::native(args.iterations);
+        let native_runs: Vec<Vec<bench::Row>> =
+            (0..runs).map(|_| bench::native(args.iterations)).collect();
+        let native = bench::combine(&native_runs);
         println!(
             "{}",
             bench::table(
                 &native,
                 &format!(
-                    "native harness: ring 3 on {} ({}; TSC cycles per round trip, synthetic frame + iretq, {} round trips per TSC read)",
+                    "native harness: ring 3 on {} ({}; TSC cycles per round trip, synthetic frame + iretq, {} round trips per TSC read; {runs} runs: min of mins, medians of the runs' figures, spread = max - min of the run medians, ratios run by run)",
                     bench::host_cpu(),
                     bench::describe_build(&bench::native_build()),
                     bench::NATIVE_BATCH
@@ -634,7 +646,25 @@ fn bench(args: BenchArgs) -> i32 {
         rows.extend(native);
     }
     if args.harness != Harness::Native {
-        match bench::kernel(args.iterations, args.accel) {
+        let mut measured = Ok(Vec::new());
+        for run in 0..runs {
+            match (bench::kernel(args.iterations, args.accel), &mut measured) {
+                (Ok(result), Ok(results)) => results.push(result),
+                (Err(error), _) => {
+                    measured = Err(format!("run {} of {runs}: {error}", run + 1));
+                    break;
+                }
+                (Ok(_), Err(_)) => unreachable!("the loop stops at the first failure"),
+            }
+        }
+        let combined = measured.map(|results| {
+            let (first_cpu, first_build) =
+                results.first().map(|r| (r.2.clone(), r.3.clone())).unwrap_or_default();
+            let row_runs: Vec<Vec<bench::Row>> = results.iter().map(|r| r.0.clone()).collect();
+            let nest_runs: Vec<Vec<bench::NestRow>> = results.iter().map(|r| r.1.clone()).collect();
+            (bench::combine(&row_runs), bench::combine_nesting(&nest_runs), first_cpu, first_build)
+        });
+        match combined {
             Ok((kernel_rows, nest_rows, cpu, build)) => {
                 let accel = match args.accel {
                     Accel::Tcg => "TCG",
@@ -645,22 +675,25 @@ fn bench(args: BenchArgs) -> i32 {
                     "{}",
                     bench::table(
                         &kernel_rows,
-                        &format!("kernel harness: QEMU {accel} on {cpu} (kernel {}; TSC cycles per `int $vector` round trip, 16 per TSC read; under TCG only ratios mean anything)", bench::describe_build(&build))
+                        &format!("kernel harness: QEMU {accel} on {cpu} (kernel {}; TSC cycles per `int $vector` round trip, 16 per TSC read; {runs} boots, figures as above; under TCG only ratios mean anything)", bench::describe_build(&build))
                     )
                 );
                 println!("nesting: extended, kernel harness (cycles for the outermost round trip)");
                 println!(
-                    "  {:>5} {:>8} {:>8} {:>8} {:>7} {:>7}",
-                    "depth", "min", "median", "p99", "iqr", "stack"
+                    "  {:>5} {:>8} {:>8} {:>8} {:>7} {:>8} {:>7}",
+                    "depth", "min", "median", "p99", "iqr", "spread", "stack"
                 );
                 for row in &nest_rows {
+                    let spread = bench::spread(&row.medians)
+                        .map_or("-".to_string(), |spread| format!("{spread:.1}"));
                     println!(
-                        "  {:>5} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>7}",
+                        "  {:>5} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>8} {:>7}",
                         row.depth,
                         row.summary.min,
                         row.summary.median,
                         row.summary.p99,
                         row.summary.iqr,
+                        spread,
                         row.stack_bytes
                     );
                 }
@@ -687,7 +720,9 @@ fn bench(args: BenchArgs) -> i32 {
                 serde_json::json!({"name": "extended", "harness": "kernel", "depth": n.depth,
                     "min_cycles": n.summary.min, "median_cycles": n.summary.median,
                     "p99_cycles": n.summary.p99, "iqr_cycles": n.summary.iqr,
-                    "stack_bytes": n.stack_bytes})
+                    "stack_bytes": n.stack_bytes, "runs": n.medians.len(),
+                    "run_median_cycles": n.medians,
+                    "median_spread_cycles": bench::spread(&n.medians)})
             })
             .collect();
         let document = serde_json::json!({
@@ -696,6 +731,7 @@ fn bench(args: BenchArgs) -> i32 {
             "native_round_trips_per_tsc_read": bench::NATIVE_BATCH,
             "kernel_build": kernel_build,
             "iterations": args.iterations,
+            "runs": runs,
             "rows": json_rows,
             "nesting": nest_json,
         });
