@@ -39,9 +39,10 @@
  *  - TSS.RSP0 is the top of the running task's kernel stack (the scheduler
  *    updates it and %gs:PERCPU_TOP_OF_STACK on every switch), so a frame
  *    from user mode lands exactly at task_pt_regs(task).
- *  - The IST entries (NMI, #DB, #MC, #DF) from user mode copy their frame
- *    from the IST stack to that same place and run there
- *    (IST_FRAME_TO_TASK_STACK): every user frame sits at task_pt_regs.
+ *  - The IST entries NMI, #DB and #MC from user mode copy their frame from
+ *    the IST stack to that same place and run there
+ *    (IST_FRAME_TO_TASK_STACK): every user frame sits at task_pt_regs. A
+ *    #DF never moves (its cause may be that very stack).
  *
  * No CR3 switch: the kernel and user pages share one page table (no PTI).
  */
@@ -320,6 +321,12 @@ extregs_enter_user_mode:
  */
 .macro IST_FRAME_TO_TASK_STACK
 	swapgs
+	/*
+	 * The SWAPGS sits behind a branch on the saved CS: a kernel-mode event
+	 * that mispredicts it must not reach the %gs loads below with the
+	 * user's GS base (CVE-2019-1125, Linux's FENCE_SWAPGS_USER_ENTRY).
+	 */
+	lfence
 	movq	%rdx, %gs:PERCPU_IST_SCRATCH
 	movq	%rsp, %rdx
 	movq	%gs:PERCPU_TOP_OF_STACK, %rsp
@@ -333,9 +340,9 @@ extregs_enter_user_mode:
 .endm
 
 /*
- * extregs_paranoid_common: #DB, #MC and #DF from kernel mode, on their IST
- * stack; %esi = vector. As extregs_entry_common, with the GS decision of
- * PARANOID_GS_ENTER instead of the saved CS.
+ * extregs_paranoid_common: #DB and #MC from kernel mode, and every #DF, on
+ * their IST stack; %esi = vector. As extregs_entry_common, with the GS
+ * decision of PARANOID_GS_ENTER instead of the saved CS.
  */
 	.globl	extregs_paranoid_common
 	.type	extregs_paranoid_common, @function

@@ -398,6 +398,9 @@ mod tests {
         in_user: bool,
         /// A fatal signal is pending for the current task.
         fatal_signal: bool,
+        /// The hook call logged last when lockdep was last told hardirqs
+        /// are on (Linux tells it last on the way to user mode).
+        lockdep_on_after: Option<&'static str>,
         calls: Vec<&'static str>,
     }
 
@@ -431,7 +434,13 @@ mod tests {
             CPU.with(|c| c.borrow().hardirqs_enabled)
         }
         fn lockdep_set_hardirqs_enabled(enabled: bool) {
-            CPU.with(|c| c.borrow_mut().hardirqs_enabled = enabled)
+            CPU.with(|c| {
+                let mut c = c.borrow_mut();
+                c.hardirqs_enabled = enabled;
+                if enabled {
+                    c.lockdep_on_after = c.calls.last().copied();
+                }
+            })
         }
         fn arch_enter(arch: &mut ArchExtRegs) {
             CPU.with(|c| {
@@ -557,6 +566,8 @@ mod tests {
                 "no rcu_irq_enter/exit: context tracking does it"
             );
             cpu(|c| assert!(c.in_user && !c.rcu_watching && c.hardirqs_enabled));
+            // Linux's order: context tracking, the arch state, lockdep last.
+            assert_eq!(cpu(|c| c.lockdep_on_after), Some("arch_exit"));
         }
     }
 

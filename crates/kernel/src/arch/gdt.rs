@@ -206,7 +206,8 @@ const SYSCALL_FLAGS_MASK: u64 = 0x0025_7fd5;
 /// Sets up SYSCALL/SYSRET the Linux way and the two GS bases: EFER.SCE,
 /// STAR = (`__USER32_CS` << 48) | (`__KERNEL_CS` << 32), LSTAR =
 /// `entry_SYSCALL_64`, CSTAR = `entry_SYSCALL32_ignore` (compat mode:
-/// -ENOSYS), FMASK = [`SYSCALL_FLAGS_MASK`]; GS base = the per-CPU entry
+/// -ENOSYS), SYSENTER's MSRs 0 (SYSENTER raises #GP), FMASK =
+/// [`SYSCALL_FLAGS_MASK`]; GS base = the per-CPU entry
 /// area (kernel mode), KERNEL_GS_BASE = 0 (what user mode sees after the
 /// first SWAPGS).
 pub fn init_syscall_and_gs() {
@@ -221,11 +222,17 @@ pub fn init_syscall_and_gs() {
     let star = (u64::from(selectors::USER32_CS) << 48) | (u64::from(selectors::KERNEL_CS) << 32);
     // SAFETY: STAR names GDT entries `init` loaded (kernel CS/DS at 0x10/
     // 0x18; user32 CS, user DS and user CS at 0x23/0x2b/0x33), CSTAR is an
-    // entry that returns at once, FMASK only clears flags on SYSCALL, and
-    // EFER.SCE enables SYSCALL, whose entries (LSTAR, CSTAR) are in place.
+    // entry that returns at once, a null SYSENTER_CS makes SYSENTER fault,
+    // FMASK only clears flags on SYSCALL, and EFER.SCE enables SYSCALL,
+    // whose entries (LSTAR, CSTAR) are in place.
     unsafe {
         Msr::new(0xc000_0081).write(star);
         Msr::new(0xc000_0083).write(extregs_entry_asm::compat_syscall_entry_address());
+        // SYSENTER: an invalid CS makes it #GP (Linux without IA32
+        // emulation writes the same three).
+        Msr::new(0x174).write(0);
+        Msr::new(0x175).write(0);
+        Msr::new(0x176).write(0);
         Msr::new(0xc000_0084).write(SYSCALL_FLAGS_MASK);
         Efer::update(|flags| flags.insert(EferFlags::SYSTEM_CALL_EXTENSIONS));
     }

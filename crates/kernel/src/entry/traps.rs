@@ -47,6 +47,8 @@ static FRAME_ERRORS: AtomicU64 = AtomicU64::new(0);
 pub const DEBUG_VECTOR: u8 = 1;
 pub const NMI_VECTOR: u8 = 2;
 pub const DOUBLE_FAULT_VECTOR: u8 = 8;
+pub const SEGMENT_NOT_PRESENT_VECTOR: u8 = 11;
+pub const STACK_SEGMENT_VECTOR: u8 = 12;
 pub const GENERAL_PROTECTION_VECTOR: u8 = 13;
 pub const PAGE_FAULT_VECTOR: u8 = 14;
 pub const MACHINE_CHECK_VECTOR: u8 = 18;
@@ -208,9 +210,13 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
     if hardirq && regs.user_mode() {
         user::counters::USER_IRQS.fetch_add(1, Ordering::Relaxed);
     }
-    // A #GP on the IRETQ to user mode is the user task's fault, before any
-    // hook may claim it (returning to that IRETQ would fault again).
-    if vector == GENERAL_PROTECTION_VECTOR && regs.ip == extregs_entry_asm::user_exit_addresses().1
+    // A #GP (or #NP, #SS) on the IRETQ to user mode is the user task's
+    // fault, before any hook may claim it (returning to that IRETQ would
+    // fault again); Linux's error_entry checks the same three.
+    if matches!(
+        vector,
+        SEGMENT_NOT_PRESENT_VECTOR | STACK_SEGMENT_VECTOR | GENERAL_PROTECTION_VECTOR
+    ) && regs.ip == extregs_entry_asm::user_exit_addresses().1
     {
         user::bad_iret(regs);
     }
@@ -253,7 +259,7 @@ unsafe fn paranoid_entry(regs: &mut PtRegs, vector: u8) {
         unsafe { paranoid_entry_from_user(regs, vector, saved) };
         return;
     }
-    if regs.user_mode() {
+    if regs.user_mode() && vector == NMI_VECTOR {
         user::counters::USER_NMIS.fetch_add(1, Ordering::Relaxed);
     }
     // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
@@ -293,7 +299,6 @@ unsafe fn paranoid_entry_from_user(regs: &mut PtRegs, vector: u8, saved: paranoi
     unsafe { irqentry_enter::<KernelPlatform>(regs) };
     check_frame(regs, vector);
     match vector {
-        DOUBLE_FAULT_VECTOR => oops::die_double_fault(regs),
         MACHINE_CHECK_VECTOR => oops::die_machine_check(regs),
         _ if event_hook_claims(regs, vector) => {}
         _ => user::handle_exception(regs, vector, None),
