@@ -93,14 +93,11 @@ extregs_exception_stub_table:
 .endm
 
 /*
- * IDTENTRY vector, name, has_error_code: one stub.
- *
- * If the CPU pushed no error code, push -1 so orig_ax is always there and
- * every vector has the same frame. Then save the GPRs, load the vector into
- * %esi (after the save, so no interrupted register is lost) and share the
- * rest with every other vector in extregs_entry_common.
+ * IDTENTRY_STUB_START vector, name, has_error_code: what every exception
+ * stub starts with: its table slot, its symbol and, when the CPU pushes no
+ * error code, -1 in the orig_ax slot.
  */
-.macro IDTENTRY vector, name, has_error_code
+.macro IDTENTRY_STUB_START vector, name, has_error_code
 	IDTENTRY_TABLE_ONLY \vector, \name
 
 	.text
@@ -111,6 +108,18 @@ asm_exc_\name:
 	.if \has_error_code == 0
 	pushq	$-1
 	.endif
+.endm
+
+/*
+ * IDTENTRY vector, name, has_error_code: one stub.
+ *
+ * If the CPU pushed no error code, push -1 so orig_ax is always there and
+ * every vector has the same frame. Then save the GPRs, load the vector into
+ * %esi (after the save, so no interrupted register is lost) and share the
+ * rest with every other vector in extregs_entry_common.
+ */
+.macro IDTENTRY vector, name, has_error_code
+	IDTENTRY_STUB_START \vector, \name, \has_error_code
 	PUSH_AND_CLEAR_REGS
 	movl	$\vector, %esi
 	jmp	extregs_entry_common
@@ -124,16 +133,7 @@ asm_exc_\name:
  * the IST and takes extregs_paranoid_common.
  */
 .macro IDTENTRY_IST vector, name, has_error_code
-	IDTENTRY_TABLE_ONLY \vector, \name
-
-	.text
-	.p2align 4
-	.globl	asm_exc_\name
-	.type	asm_exc_\name, @function
-asm_exc_\name:
-	.if \has_error_code == 0
-	pushq	$-1
-	.endif
+	IDTENTRY_STUB_START \vector, \name, \has_error_code
 	testb	$3, PTREGS_CS-PTREGS_ORIG_AX(%rsp)
 	jnz	.Lfrom_user_\@
 	PUSH_AND_CLEAR_REGS
@@ -156,13 +156,7 @@ asm_exc_\name:
  * else.
  */
 .macro IDTENTRY_DF vector, name
-	IDTENTRY_TABLE_ONLY \vector, \name
-
-	.text
-	.p2align 4
-	.globl	asm_exc_\name
-	.type	asm_exc_\name, @function
-asm_exc_\name:
+	IDTENTRY_STUB_START \vector, \name, 1
 	PUSH_AND_CLEAR_REGS
 	movl	$\vector, %esi
 	jmp	extregs_paranoid_common
