@@ -190,13 +190,9 @@ pub const NATIVE_BATCH: u64 = 32;
 fn round_trips(stub: u64, batch: u64) -> (u64, u64) {
     let ticks: u64;
     let top: u64;
-    // SAFETY: the asm pushes a ring-3 interrupt frame (the user selectors
-    // Linux gives every x86_64 process) that returns to label 2, and jumps
-    // to a stub, which calls host-compiled Rust handlers (any caller-saved
-    // register, SSE/AVX included, may change: clobber_abi) and ends in
-    // iretq, so the stack is back where it was once each iretq has popped
-    // its frame. The stub address, the count and the start time live in
-    // callee-saved registers across the loop.
+    // SAFETY: the asm pushes a ring-3 interrupt frame returning to label 2 and jumps to a stub
+    // whose Rust handlers may change any caller-saved register (clobber_abi) and whose iretq pops
+    // the frame; stub address, count and start time stay in callee-saved registers.
     unsafe {
         core::arch::asm!(
             "lfence",

@@ -124,17 +124,16 @@ static GDT: Once<GlobalDescriptorTable<10>> = Once::new();
 /// cleared (so no breakpoint can fire between the CPU's read of the pointer
 /// and this update; breakpoints on the Rust entry code before it are
 /// refused by `paranoid::set_execute_breakpoint`).
+///
+/// The read-modify-write is not atomic, but a nested paranoid event that
+/// lands between its read and write and shifts too (an NMI whose handler
+/// takes a #DB) undoes its own shift before it returns, so the value read
+/// is still right when this write happens. The CPU reads the field on the
+/// next #DB.
 pub unsafe fn shift_debug_ist(bytes: i64) {
-    // SAFETY: `TSS` is 'static and the pointer comes from its UnsafeCell,
-    // so it carries the provenance of the whole TSS; the field is read and
-    // written through raw pointers, unaligned (the struct is packed(4)) and
-    // without forming a reference. No Rust reference to the TSS exists
-    // after `init` (the GDT descriptor holds only its address), so nothing
-    // aliases these accesses. The CPU reads the field on the next #DB.
-    // The read-modify-write is not atomic, but a nested paranoid event that
-    // lands between its read and write and shifts too (an NMI whose handler
-    // takes a #DB) undoes its own shift before it returns, so the value
-    // read is still right when this write happens.
+    // SAFETY: the pointer comes from `TSS`'s UnsafeCell (provenance of the whole 'static TSS);
+    // the packed field is read and written unaligned through raw pointers, and no reference to
+    // the TSS exists after `init` (the GDT holds only its address), so nothing aliases these.
     unsafe {
         let ist = (&raw mut (*TSS.0.get()).interrupt_stack_table)
             .cast::<u64>()
@@ -180,11 +179,9 @@ pub const USER_DS: SegmentSelector = SegmentSelector(selectors::USER_DS);
 /// Interrupts off, and `top` is the top of the kernel stack of the task
 /// about to run (nothing else may be built there).
 pub unsafe fn set_kernel_stack_top(top: u64) {
-    // SAFETY: as in `shift_debug_ist`: a raw, unaligned write of one TSS
-    // field through the UnsafeCell's pointer (no reference to the packed
-    // struct); the CPU reads it on the next event from ring 3, and none can
-    // come while interrupts are off and the kernel runs. The per-CPU area is
-    // written per `set_top_of_stack`'s contract (interrupts off).
+    // SAFETY: as in `shift_debug_ist` (a raw unaligned write, no reference to the TSS); the CPU
+    // reads RSP0 only for an event from ring 3, which can't come while the kernel runs with
+    // interrupts off; the per-CPU store keeps `set_top_of_stack`'s contract.
     unsafe {
         (&raw mut (*TSS.0.get()).privilege_stack_table).cast::<u64>().write_unaligned(top);
         extregs_entry_asm::set_top_of_stack(top);
@@ -220,11 +217,9 @@ pub fn init_syscall_and_gs() {
     KernelGsBase::write(VirtAddr::zero());
     LStar::write(VirtAddr::new(extregs_entry_asm::syscall_entry_address()));
     let star = (u64::from(selectors::USER32_CS) << 48) | (u64::from(selectors::KERNEL_CS) << 32);
-    // SAFETY: STAR names GDT entries `init` loaded (kernel CS/DS at 0x10/
-    // 0x18; user32 CS, user DS and user CS at 0x23/0x2b/0x33), CSTAR is an
-    // entry that returns at once, a null SYSENTER_CS makes SYSENTER fault,
-    // FMASK only clears flags on SYSCALL, and EFER.SCE enables SYSCALL,
-    // whose entries (LSTAR, CSTAR) are in place.
+    // SAFETY: STAR names the GDT entries `init` loaded (0x10/0x18, 0x23/0x2b/0x33), CSTAR an
+    // entry that returns at once, a null SYSENTER_CS makes SYSENTER fault, FMASK only clears
+    // flags, and EFER.SCE enables SYSCALL with its entries (LSTAR, CSTAR) in place.
     unsafe {
         Msr::new(0xc000_0081).write(star);
         Msr::new(0xc000_0083).write(extregs_entry_asm::compat_syscall_entry_address());

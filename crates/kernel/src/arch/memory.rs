@@ -212,11 +212,9 @@ pub fn map_user_page(
     let allocator = allocator_slot.as_mut().expect("memory::init ran");
     with_page_table(|table| {
         let page = Page::<Size4KiB>::containing_address(address);
-        // SAFETY: user pages live in the level-4 slot the user address
-        // space owns (nothing of the kernel is mapped there), and the page
-        // was unmapped: the new mapping aliases only its frame's own
-        // physical-map view (and, for program text, the kernel image's
-        // read-only view of the same code).
+        // SAFETY: the page was unmapped and lies in the user slot (nothing of the kernel is
+        // mapped there): the mapping aliases only its frame's physical-map view (for program
+        // text, also the kernel image's read-only view of the same code).
         unsafe { table.map_to_with_table_flags(page, frame, flags, table_flags, allocator) }
             .expect("mapping a user page")
             .flush();

@@ -113,10 +113,9 @@ pub fn handle(regs: &mut PtRegs) {
     }
     if action == NmiAction::Int3ThenSelfNmi as u8 {
         INT3_ARMED.store(true, Ordering::SeqCst);
-        // SAFETY: int3 is a trap: claim_int3 handles it and IRET resumes
-        // after it; every GPR comes back through the frame. Not `nomem`:
-        // the int3 handler writes INT3_OBSERVED and INT3_ARMED, which this
-        // handler reads next, so the block must count as a memory access.
+        // SAFETY: int3 is a trap that claim_int3 handles; IRET resumes after it with every GPR
+        // back from the frame. Not `nomem`: that handler writes INT3_OBSERVED and INT3_ARMED,
+        // which this one reads next, so the block must count as a memory access.
         unsafe { core::arch::asm!("int3", options(nostack)) };
         // The int3's IRETQ unblocked NMIs, so the self-NMI its handler sent
         // arrives here, nested, and must only be latched. Give it a moment.

@@ -62,10 +62,9 @@ fn read_dr7() -> u64 {
 ///
 /// `value` must be a DR7 the kernel saved, or [`DR7_RESET`].
 unsafe fn write_dr7(value: u64) {
-    // SAFETY: per the function contract: DR0-3 still hold the addresses
-    // the saved value was armed with (nothing else writes them while the
-    // paranoid handler runs). Not `nomem`: a compiler barrier, so no access
-    // moves into or out of the region where breakpoints are off.
+    // SAFETY: per the contract, DR0-3 still hold the addresses the saved value was armed with
+    // (nothing writes them while the paranoid handler runs). Not `nomem`: a compiler barrier,
+    // so no access moves into or out of the region where breakpoints are off.
     unsafe { core::arch::asm!("mov dr7, {}", in(reg) value, options(nostack, preserves_flags)) };
 }
 

@@ -102,10 +102,9 @@ extern "x86-interrupt" fn x86_interrupt_handler(_frame: InterruptStackFrame) {
 macro_rules! round_trips {
     ($vector:expr, $batch:expr) => {{
         let (start, end, top): (u64, u64, u64);
-        // SAFETY: the vector's gate is one of the bench stubs (or the
-        // x86-interrupt handler), which restore every register (the loop
-        // counter included) and return with iretq. RAX and RDX are declared
-        // clobbered.
+        // SAFETY: the vector's gate is a bench stub (or the x86-interrupt handler), which
+        // restores every register (the loop counter included) and returns with iretq; RAX and
+        // RDX are declared clobbered.
         unsafe {
             core::arch::asm!(
                 "lfence",

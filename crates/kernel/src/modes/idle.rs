@@ -32,11 +32,9 @@ pub fn idle_once() -> IdleExit {
     // pending now is taken at the HLT, never before it, so no wakeup is
     // lost. The lockdep model is told first, as local_irq_enable() does.
     traps::local_irq_enable_model_only();
-    // SAFETY: enables interrupts only for the HLT; every vector has a
-    // handler that writes only kernel statics, and the CLI puts IF back.
-    // Not `nomem`: the handlers that run at the HLT write memory this
-    // function reads right after (the RCU model, the IRQ counters of
-    // `run`), so the block must count as reading and writing memory.
+    // SAFETY: IF is on only for the HLT; every vector's handler writes only kernel statics, and
+    // CLI puts IF back. Not `nomem`: those handlers write what this function reads right after
+    // (the RCU model, `run`'s IRQ counters), so the block counts as reading and writing memory.
     unsafe { core::arch::asm!("sti", "hlt", "cli", options(nostack)) };
     traps::local_irq_disable_model_only();
     let rcu_watching_after_wakeup = traps::rcu_is_watching();

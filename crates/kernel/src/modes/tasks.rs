@@ -117,10 +117,9 @@ fn worker(index: usize) {
             if pks::read_pkrs() != own_pkrs {
                 PKRS_MISMATCHES.fetch_add(1, Ordering::Relaxed);
             }
-            // SAFETY: the page is mapped (mapped by `run` before any worker
-            // started) and word `index` of it belongs to this worker alone;
-            // its key is granted read/write to this task (a PKS fault
-            // would be counted and resolved by `wrong_rights`).
+            // SAFETY: `run` mapped the page before any worker started and word `index` is this
+            // worker's alone; its key is granted read/write to this task (a PKS fault would be
+            // counted and resolved by `wrong_rights`).
             let read_back = unsafe {
                 own_page.add(index).write_volatile(seed);
                 own_page.add(index).read_volatile()

@@ -285,11 +285,9 @@ fn prepare_new_task(slot: usize, pid: u32, name: TaskName, entry: fn(usize), arg
     let top_word = task::stack_pointer_below_top(slot, user_frame + 8);
     let frame =
         InactiveTaskFrame { ret_addr: task_start as *const () as u64, ..Default::default() };
-    // SAFETY: the slot is free (or is the idle task's, at init), so no code
-    // runs on its stack and nothing else points into it; both pointers are
-    // derived from the stacks' static (their provenance covers the whole
-    // array), lie inside this slot's stack ([top - 64, top)) and are
-    // 8-byte aligned (the top is page aligned).
+    // SAFETY: the slot is free (or idle's, at init): nothing runs on its stack or points into it.
+    // Both pointers come from the stacks' static (provenance over the whole array), lie inside
+    // this slot's stack near its top and are 8-byte aligned (the top is page aligned).
     unsafe {
         frame_pointer.cast::<InactiveTaskFrame>().write(frame);
         top_word.cast::<u64>().write(0);
@@ -562,9 +560,8 @@ fn switch_to(prev: usize, next: usize) {
             next_task.stack()
         );
     }
-    // SAFETY: interrupts are off and `next` is about to run. Its user
-    // frames land at the top of its kernel stack (a stale RSP0 would build
-    // them on the previous task's stack). An NMI between this and the
+    // SAFETY: interrupts are off and `next` runs next: its user frames must land at the top of its
+    // own kernel stack (a stale RSP0 would build them on the previous task's). An NMI before the
     // switch comes from kernel mode and uses its IST, not RSP0.
     unsafe { crate::gdt::set_kernel_stack_top(next_task.stack_top.load(Ordering::Relaxed)) };
     switch_user_gs_base(prev_task, next_task);
@@ -572,11 +569,9 @@ fn switch_to(prev: usize, next: usize) {
     SWITCHING_FROM.store(prev + 1, Ordering::Relaxed);
     CURRENT.store(next, Ordering::Relaxed);
     CONTEXT_SWITCHES.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: interrupts are off; `prev` is the running task, so its
-    // ThreadContext is ours to write; `next` is switched out (runnable, or
-    // the idle task), so its `sp` points at the InactiveTaskFrame its last
-    // switch (or prepare_new_task) left on its own stack, which nothing
-    // else uses. Both pointers come from the TASKS static.
+    // SAFETY: interrupts off; `prev` runs, so its ThreadContext is ours; `next` is switched out,
+    // so its `sp` points at the InactiveTaskFrame its last switch (or prepare_new_task) left on
+    // its own stack, which nothing else uses. Both pointers come from the TASKS static.
     unsafe { extregs_context_switch(prev_task.thread.get(), next_task.thread.get()) };
     // Back in `prev`, on its own stack: the switch into it is complete.
     SWITCHING_FROM.store(0, Ordering::Relaxed);

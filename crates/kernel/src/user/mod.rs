@@ -209,10 +209,9 @@ fn map_fresh_user_page(address: u64) {
     };
     let alias = memory::physical_to_virtual(frame.start_address()).as_mut_ptr::<u64>();
     for index in 0..(PAGE as usize / 8) {
-        // SAFETY: the frame is one of the user pages this module allocated
-        // (or the one just allocated): 4 KiB, mapped at `alias` by the
-        // physical-memory map; only this task's slot uses it and the task is
-        // not in user mode (it is the caller, in the kernel).
+        // SAFETY: a 4 KiB user frame this module owns, mapped at `alias` by the physical map; only
+        // this task's slot uses it, and the task is the caller, in the kernel, not in user mode;
+        // user pages are no Rust allocation, so no reference aliases these words.
         unsafe { alias.add(index).write_volatile(0) };
     }
 }
@@ -274,15 +273,13 @@ fn user_task_start(user_rip: usize) {
     };
     traps::local_irq_disable();
     let extended = task::task_ext_regs(slot);
-    // SAFETY: `task_ext_regs(slot)` is the top ExtendedPtRegs of the
-    // running task's own kernel stack, which prepare_new_task left free for
-    // exactly this frame (this code runs below it); the pointer comes from
-    // the stacks' static, so it may write there; nothing else refers to
-    // those bytes (no entry from user mode can have happened yet). The
-    // `&mut PtRegs` handed on is the same kind of reference every entry
-    // stub's frame gives the generic entry, whose container_of step needs
-    // the Tree Borrows argument of `ExtendedPtRegs::from_regs` (its parent
-    // pointer, `extended`, covers the whole frame).
+    // The `&mut PtRegs` handed on is the same kind of reference an entry stub's frame gives the
+    // generic entry: its container_of step rests on the Tree Borrows argument of
+    // `ExtendedPtRegs::from_regs` (the parent pointer, `extended`, covers the whole frame).
+
+    // SAFETY: `task_ext_regs(slot)` is the running task's top frame, left free by prepare_new_task
+    // (this code runs below it; no user entry yet, so nothing refers to it); the pointer has the
+    // stacks' static's provenance, so it may write there.
     let regs = unsafe {
         extended.write(frame);
         &mut (*extended).regs
@@ -419,10 +416,9 @@ pub fn bad_iret(regs: &PtRegs) -> ! {
     if regs.sp != iret_words as u64 {
         println!("extregs: bad IRET: RSP {:#x} is not at task_pt_regs' IRET frame", regs.sp);
     }
-    // SAFETY: the five words at `iret_words` are the hardware words of the
-    // running task's user frame, on its own stack above the #GP frame (which
-    // ends at regs.sp rounded down): nothing else refers to them, and they
-    // are only read, by value. The pointer comes from the stacks' static.
+    // SAFETY: the five words at `iret_words` are the running task's user IRET frame, above the #GP
+    // frame (which ends at regs.sp rounded down): nothing refers to them, they are read by value,
+    // and the pointer has the provenance of the stacks' static.
     let iret = unsafe { iret_words.cast::<extregs_regs::IretFrame>().read() };
     let frame = ExtendedPtRegs {
         generic: GenericExtRegs::default(),
@@ -521,26 +517,27 @@ fn user_range_ok(address: u64, length: usize, write: bool) -> bool {
 
 /// Copies `destination.len()` bytes from user address `source`; refuses
 /// (never faults) kernel, unmapped or straddling ranges.
+///
+/// Why the accesses are sound: every byte of a checked range stays on a
+/// present user page (nothing unmaps user pages; one CPU, and an interrupt
+/// in the middle only runs handlers, which unmap nothing), and they happen
+/// inside the STAC window. User pages are no Rust allocation: their frames
+/// are otherwise reached only through the physical-map alias, by this
+/// module, never while a copy runs, and the program text is also the
+/// kernel's read-only `.text.extregs_user`, which no Rust code reads as
+/// data. So no Rust reference aliases these bytes, and a pointer made from
+/// the user address can only have that exposed address as its provenance.
+/// The accesses are volatile bytes, which the compiler neither elides nor
+/// widens.
 pub fn copy_from_user(destination: &mut [u8], source: u64) -> Result<(), BadUserAddress> {
     if !user_range_ok(source, destination.len(), false) {
         return Err(BadUserAddress);
     }
     with_user_access(|| {
         for (offset, byte) in destination.iter_mut().enumerate() {
-            // SAFETY: every byte of the range is on a present user page:
-            // just checked, and nothing unmaps user pages (they stay
-            // mapped for the life of the kernel; one CPU, and an interrupt
-            // that comes in the middle only runs handlers, which never
-            // unmap anything). The access is inside the STAC window. The
-            // pointer is made from a user address: user pages are no Rust
-            // allocation (their frames are reached otherwise only through
-            // the physical-map alias, by this module, never while a copy
-            // runs; the program text is also the kernel's read-only
-            // `.text.extregs_user`, which no Rust code reads as data), so
-            // no Rust reference aliases these bytes and the pointer's
-            // provenance can only be the exposed address itself. The
-            // access is a volatile byte read the compiler neither elides
-            // nor widens.
+            // SAFETY: the byte is on a present user page (checked above; never unmapped), read in
+            // the STAC window through a pointer whose provenance is the exposed user address; no
+            // Rust allocation or reference covers user pages (the function doc has the argument).
             *byte = unsafe {
                 core::ptr::read_volatile(core::ptr::with_exposed_provenance::<u8>(
                     (source + offset as u64) as usize,
@@ -559,10 +556,9 @@ pub fn copy_to_user(destination: u64, source: &[u8]) -> Result<(), BadUserAddres
     }
     with_user_access(|| {
         for (offset, byte) in source.iter().enumerate() {
-            // SAFETY: as in `copy_from_user`: present writable user pages
-            // (the text is read-only, so never these), inside the STAC
-            // window, through a pointer made from a user address that no
-            // Rust allocation or reference covers.
+            // SAFETY: as in `copy_from_user`: a present writable user page (never the read-only
+            // text), in the STAC window, through a pointer made from a user address that no Rust
+            // allocation or reference covers.
             unsafe {
                 core::ptr::write_volatile(
                     core::ptr::with_exposed_provenance_mut::<u8>(

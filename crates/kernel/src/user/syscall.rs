@@ -226,10 +226,9 @@ fn dispatch(regs: &mut PtRegs) -> i64 {
             }
             let guard_top = sched::task::guard_range(sched::current_slot()).end;
             traps::local_irq_disable();
-            // SAFETY: deliberately wrong, in the one oops mode that asks
-            // for it: the next entry from user mode pushes into the guard
-            // page and ends in a #DF. SYSRET does not use RSP0, so this
-            // syscall still returns; interrupts stay off until it does.
+            // SAFETY: wrong on purpose, in the one oops mode that asks: the next user entry pushes
+            // into the guard page and ends in a #DF. SYSRET does not use RSP0, so this syscall
+            // still returns; interrupts stay off until it does.
             unsafe { crate::gdt::set_kernel_stack_top(guard_top) };
             0
         }

@@ -340,11 +340,9 @@ pub fn nmi_during_context_switch(_: &Context) -> Outcome {
         let trampoline = crate::fuzz::yield_trampoline();
         traps::with_event_hook(stepping_hook, || {
             idt::with_debug_gate(stub, ist, || {
-                // SAFETY: POPF sets TF; every trap after it is claimed by
-                // the stepping hook (which keeps TF); the second POPF clears
-                // it. The trampoline reads `input`, writes `output` and
-                // restores every callee-saved register itself; the call
-                // follows the C ABI.
+                // SAFETY: POPF sets TF; the stepping hook claims every trap after it (keeping
+                // TF) and the second POPF clears it. The trampoline reads `input`, writes
+                // `output`, restores every callee-saved register and follows the C ABI.
                 unsafe {
                     core::arch::asm!(
                         "pushfq",
