@@ -702,6 +702,7 @@ fn short_fuzz_campaign_finds_no_violations() {
         "user_page_fault",
         "user_timer",
         "user_self_ipi",
+        "user_self_nmi",
     ] {
         assert!(
             totals.kinds.get(kind).copied().unwrap_or(0) > 0,

@@ -11,6 +11,7 @@
 //! Vectors follow Linux's layout at the top of the IDT.
 
 use crate::memory;
+use core::sync::atomic::{AtomicU32, Ordering};
 use spin::Once;
 use x86_64::instructions::port::Port;
 use x86_64::registers::model_specific::Msr;
@@ -251,6 +252,15 @@ const LVT_DELIVERY_EXTINT: u32 = 0b111 << 8;
 /// rate generator at `hz`, through the 8259 (IRQ 0 only) and LINT0. It
 /// fires wherever IF=1 (the fuzzer's foreign IRQs).
 pub fn start_foreign_timer(hz: u32) {
+    FOREIGN_TIMER_HZ.store(hz, Ordering::SeqCst);
+    program_foreign_timer(hz);
+}
+
+/// The foreign timer's rate while it runs (0: stopped), so the PIC NMI
+/// source can pause it and start it again.
+static FOREIGN_TIMER_HZ: AtomicU32 = AtomicU32::new(0);
+
+fn program_foreign_timer(hz: u32) {
     const PIT_HZ: u32 = 1_193_182;
     let divisor = (PIT_HZ / hz.max(19)).min(0xffff) as u16;
     // SAFETY: the PIT's mode/command port and channel 0 data port, and the
@@ -268,9 +278,19 @@ pub fn start_foreign_timer(hz: u32) {
 
 /// Stops the foreign timer: LINT0 and the 8259 masked again.
 pub fn stop_foreign_timer() {
-    write(reg::LVT_LINT0, LVT_MASKED);
+    FOREIGN_TIMER_HZ.store(0, Ordering::SeqCst);
+    mask_foreign_timer();
+}
+
+/// The 8259 first, then LINT0: an IRQ 0 the 8259 is already signalling
+/// (the CPU has interrupts off) is withdrawn while LINT0 still passes the
+/// 8259's output on. The other order leaves the CPU with an interrupt
+/// request the 8259 no longer backs, and the INTA that follows `sti` gets
+/// the 8259's spurious IRQ 7 (vector 0x27; seen under the fuzzer).
+fn mask_foreign_timer() {
     // SAFETY: the 8259 mask registers, as in `start_foreign_timer`.
     unsafe { pic8259::ChainedPics::new(FOREIGN_TIMER_VECTOR, FOREIGN_TIMER_VECTOR + 8).disable() };
+    write(reg::LVT_LINT0, LVT_MASKED);
 }
 
 /// Ends a foreign timer IRQ at the 8259 (an ExtINT needs no local APIC EOI).
@@ -281,6 +301,102 @@ pub fn end_foreign_timer_irq() {
         pic8259::ChainedPics::new(FOREIGN_TIMER_VECTOR, FOREIGN_TIMER_VECTOR + 8)
             .notify_end_of_interrupt(FOREIGN_TIMER_VECTOR)
     };
+}
+
+/// The master 8259's command and data (mask) ports.
+const PIC_MASTER_COMMAND: u16 = 0x20;
+/// Also the port ring 3 writes to set off a [PIC NMI](arm_pic_nmi).
+pub const PIC_MASTER_DATA: u16 = 0x21;
+/// The master 8259's mask with only IRQ 0 open: what ring 3 writes to
+/// [`PIC_MASTER_DATA`] to set off an armed PIC NMI.
+pub const PIC_MASK_IRQ0_OPEN: u8 = 0xfe;
+const PIC_MASK_ALL: u8 = 0xff;
+/// OCW3 with the poll bit: the next read of the command port returns
+/// `0x80 | irq` for the highest pending IRQ and acknowledges it (the INTA
+/// cycle an NMI never runs), or a value without bit 7 when none is pending.
+const PIC_OCW3_POLL: u8 = 0x0c;
+const PIC_POLL_PENDING: u8 = 0x80;
+const PIC_NON_SPECIFIC_EOI: u8 = 0x20;
+
+/// Arms a real NMI that ring 3 sets off at an instruction of its choosing.
+///
+/// PIT channel 0 counts down once (mode 0) and raises the 8259's IRQ 0,
+/// which stays pending behind its mask; LINT0, the 8259's output, delivers
+/// in NMI mode (Linux's `enable_NMI_through_LVT0()`, from the days of the
+/// IO-APIC NMI watchdog). The `out` that opens IRQ 0 at the master's mask
+/// port ([`PIC_MASTER_DATA`], [`PIC_MASK_IRQ0_OPEN`]) raises the 8259's
+/// output, and the CPU takes an NMI at the next instruction boundary:
+/// from user mode, if a user task wrote it (the TSS's I/O bitmap must let
+/// it, `gdt::set_user_port_access`). The NMI's handler calls
+/// [`acknowledge_pic_nmi`] first: until the 8259 is acknowledged, every
+/// write to it, and every IRQ line change it sees (a serial byte), raises
+/// its output again and sends another NMI.
+///
+/// The foreign timer (the same PIT channel and LINT0) is paused until
+/// [`disarm_pic_nmi`]. Interrupts must be off.
+pub fn arm_pic_nmi() -> Result<(), &'static str> {
+    /// PIT input clocks before OUT rises: under a microsecond.
+    const PIT_COUNT: u8 = 1;
+    /// Read-back polls of OUT before giving up (each is an I/O exit).
+    const OUT_POLLS: u32 = 1_000_000;
+    mask_foreign_timer();
+    drain_pic_irq0();
+    // SAFETY: the PIT's mode/command port and channel 0 data port (owned by the foreign timer,
+    // which is masked above), then the read-back command for channel 0's status.
+    let out_rose = unsafe {
+        outb(0x43, 0b0011_0000); // channel 0, lobyte/hibyte, mode 0, binary
+        outb(0x40, PIT_COUNT);
+        outb(0x40, 0);
+        (0..OUT_POLLS).any(|_| {
+            outb(0x43, 0b1110_0010); // read-back: status only, channel 0
+            inb(0x40) & 0x80 != 0 // bit 7: OUT
+        })
+    };
+    if !out_rose {
+        disarm_pic_nmi();
+        return Err("PIT channel 0's OUT never rose");
+    }
+    write(reg::LVT_LINT0, LVT_DELIVERY_NMI);
+    Ok(())
+}
+
+/// In an NMI's handler: was this NMI the armed PIC NMI (the 8259 had IRQ 0
+/// pending)? Acknowledges it at the 8259 (poll, EOI) and masks IRQ 0
+/// again, so no other write to the 8259 sends another NMI.
+pub fn acknowledge_pic_nmi() -> bool {
+    // SAFETY: the master 8259's ports: a poll (which acknowledges the IRQ it reports), an EOI
+    // for it, and the mask. The 8259 belongs to this NMI source and the foreign timer (paused).
+    unsafe {
+        outb(PIC_MASTER_COMMAND, PIC_OCW3_POLL);
+        let poll = inb(PIC_MASTER_COMMAND);
+        let irq0 = poll & PIC_POLL_PENDING != 0 && poll & 0x07 == 0;
+        if poll & PIC_POLL_PENDING != 0 {
+            outb(PIC_MASTER_COMMAND, PIC_NON_SPECIFIC_EOI);
+        }
+        outb(PIC_MASTER_DATA, PIC_MASK_ALL);
+        irq0
+    }
+}
+
+/// Ends what [`arm_pic_nmi`] set up, whether or not the NMI came: LINT0
+/// masked, IRQ 0 drained and masked, the foreign timer running again if it
+/// was. Interrupts must be off.
+pub fn disarm_pic_nmi() {
+    write(reg::LVT_LINT0, LVT_MASKED);
+    drain_pic_irq0();
+    let hz = FOREIGN_TIMER_HZ.load(Ordering::SeqCst);
+    if hz > 0 {
+        program_foreign_timer(hz);
+    }
+}
+
+/// Clears a pending IRQ 0 at the 8259 with LINT0 masked (nothing is
+/// delivered): open it, poll (the acknowledgement), EOI, mask everything.
+fn drain_pic_irq0() {
+    // SAFETY: the master 8259's mask register; LINT0 is masked (callers), so opening IRQ 0 raises
+    // nothing the CPU sees; `acknowledge_pic_nmi` then polls, EOIs and masks.
+    unsafe { outb(PIC_MASTER_DATA, PIC_MASK_IRQ0_OPEN) };
+    acknowledge_pic_nmi();
 }
 
 /// How the timer fires.

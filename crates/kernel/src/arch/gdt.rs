@@ -103,16 +103,33 @@ pub fn ist_stack_name(index: u16) -> &'static str {
     }
 }
 
-/// The TSS. Interior mutability because the #DB entry moves its IST
-/// pointer while a #DB runs ([`shift_debug_ist`]); the CPU reads it on
-/// every event that switches stacks.
-struct TssCell(UnsafeCell<TaskStateSegment>);
+/// The TSS and, right after it, its I/O permission bitmap. Interior
+/// mutability because the #DB entry moves its IST pointer while a #DB runs
+/// ([`shift_debug_ist`]), the scheduler moves RSP0, and the fuzzer opens one
+/// port to ring 3 for a while ([`set_user_port_access`]); the CPU reads it
+/// on every event that switches stacks and on every `in`/`out` in ring 3.
+struct TssCell(UnsafeCell<TssWithIoBitmap>);
 
-// SAFETY: one CPU; the only writes after boot are the #DB IST shifts, made
-// with volatile stores from the #DB entry (see `shift_debug_ist`).
+#[repr(C)]
+struct TssWithIoBitmap {
+    tss: TaskStateSegment,
+    /// One bit per port from 0 (set: ring 3 may not use it); ports past the
+    /// bitmap are refused too. The last byte is the 0xff the CPU needs: it
+    /// reads two bytes for every check.
+    io_bitmap: [u8; IO_BITMAP_PORTS / 8 + 1],
+}
+
+/// Ports the I/O bitmap covers (the 8259's two master ports are in it).
+const IO_BITMAP_PORTS: usize = 0x40;
+
+// SAFETY: one CPU; the writes after boot are raw-pointer stores from code that
+// documents why no event can read the field half-written (see each writer).
 unsafe impl Sync for TssCell {}
 
-static TSS: TssCell = TssCell(UnsafeCell::new(TaskStateSegment::new()));
+static TSS: TssCell = TssCell(UnsafeCell::new(TssWithIoBitmap {
+    tss: TaskStateSegment::new(),
+    io_bitmap: [0xff; IO_BITMAP_PORTS / 8 + 1],
+}));
 static GDT: Once<GlobalDescriptorTable<10>> = Once::new();
 
 /// Moves the #DB IST pointer down by `bytes` (a #DB entering) or back up
@@ -135,7 +152,7 @@ pub unsafe fn shift_debug_ist(bytes: i64) {
     // the packed field is read and written unaligned through raw pointers, and no reference to
     // the TSS exists after `init` (the GDT holds only its address), so nothing aliases these.
     unsafe {
-        let ist = (&raw mut (*TSS.0.get()).interrupt_stack_table)
+        let ist = (&raw mut (*TSS.0.get()).tss.interrupt_stack_table)
             .cast::<u64>()
             .add(usize::from(DEBUG_IST_INDEX));
         ist.write_unaligned(ist.read_unaligned().wrapping_add_signed(-bytes));
@@ -146,7 +163,7 @@ pub unsafe fn shift_debug_ist(bytes: i64) {
 pub fn debug_ist_pointer() -> u64 {
     // SAFETY: as in `shift_debug_ist`: a raw read of one field.
     unsafe {
-        (&raw const (*TSS.0.get()).interrupt_stack_table)
+        (&raw const (*TSS.0.get()).tss.interrupt_stack_table)
             .cast::<u64>()
             .add(usize::from(DEBUG_IST_INDEX))
             .read_unaligned()
@@ -156,7 +173,30 @@ pub fn debug_ist_pointer() -> u64 {
 /// The TSS's address range, for code that must not touch it (breakpoints).
 pub fn tss_range() -> core::ops::Range<u64> {
     let start = TSS.0.get() as u64;
-    start..start + core::mem::size_of::<TaskStateSegment>() as u64
+    start..start + core::mem::size_of::<TssWithIoBitmap>() as u64
+}
+
+/// Lets ring 3 use `port` with `in`/`out` (`allowed`), or refuses it again:
+/// one bit of the TSS's I/O permission bitmap, as Linux's `ioperm()` does
+/// per task. Here the bitmap is per CPU, so while a port is open every user
+/// task may use it; the one caller (the fuzzer's ring-3 NMI level) opens
+/// it only while its own user task is the only one.
+///
+/// # Panics
+///
+/// If `port` is past the bitmap.
+pub fn set_user_port_access(port: u16, allowed: bool) {
+    let port = usize::from(port);
+    assert!(port < IO_BITMAP_PORTS, "port {port:#x} is past the I/O bitmap");
+    // SAFETY: a raw byte store into the bitmap through the UnsafeCell's pointer (no reference to
+    // the TSS after `init`); the CPU reads the byte only for an `in`/`out` in ring 3, and the
+    // kernel, running here, is not in ring 3.
+    unsafe {
+        let byte = (&raw mut (*TSS.0.get()).io_bitmap).cast::<u8>().add(port / 8);
+        let bit = 1u8 << (port % 8);
+        let old = byte.read_volatile();
+        byte.write_volatile(if allowed { old & !bit } else { old | bit });
+    }
 }
 
 /// Linux's kernel code selector, `__KERNEL_CS`.
@@ -183,7 +223,7 @@ pub unsafe fn set_kernel_stack_top(top: u64) {
     // reads RSP0 only for an event from ring 3, which can't come while the kernel runs with
     // interrupts off; the per-CPU store keeps `set_top_of_stack`'s contract.
     unsafe {
-        (&raw mut (*TSS.0.get()).privilege_stack_table).cast::<u64>().write_unaligned(top);
+        (&raw mut (*TSS.0.get()).tss.privilege_stack_table).cast::<u64>().write_unaligned(top);
         extregs_entry_asm::set_top_of_stack(top);
     }
 }
@@ -191,7 +231,7 @@ pub unsafe fn set_kernel_stack_top(top: u64) {
 /// TSS.RSP0 as the CPU will use it for the next event from user mode.
 pub fn kernel_stack_top() -> u64 {
     // SAFETY: a raw read of one TSS field, as in `debug_ist_pointer`.
-    unsafe { (&raw const (*TSS.0.get()).privilege_stack_table).cast::<u64>().read_unaligned() }
+    unsafe { (&raw const (*TSS.0.get()).tss.privilege_stack_table).cast::<u64>().read_unaligned() }
 }
 
 /// RFLAGS bits SYSCALL clears, Linux's `syscall_init()` mask: CF PF AF ZF
@@ -243,7 +283,9 @@ pub fn init() {
     // SAFETY: boot, before the TSS is loaded: nothing else reads or writes
     // it yet; raw place writes, no reference to the packed struct.
     unsafe {
-        let ist = (&raw mut (*TSS.0.get()).interrupt_stack_table).cast::<u64>();
+        (&raw mut (*TSS.0.get()).tss.iomap_base)
+            .write_unaligned(core::mem::offset_of!(TssWithIoBitmap, io_bitmap) as u16);
+        let ist = (&raw mut (*TSS.0.get()).tss.interrupt_stack_table).cast::<u64>();
         for index in 0..IST_STACKS {
             ist.add(index).write_unaligned(ist_stack_range(index as u16).end);
         }
@@ -262,9 +304,12 @@ pub fn init() {
         // Entry 7 is unused (Linux's GDT_ENTRY_DEFAULT_USER_TLS slots sit
         // elsewhere); the TSS takes entries 8 and 9 like GDT_ENTRY_TSS.
         gdt.append(Descriptor::UserSegment(0));
-        // SAFETY: the TSS is a static, so it outlives the GDT; it is only
-        // written through raw pointers (see `shift_debug_ist`).
-        let tss = gdt.append(unsafe { Descriptor::tss_segment_unchecked(TSS.0.get()) });
+        // SAFETY: boot, before the TSS is loaded: these shared references live only for the
+        // call (the descriptor keeps addresses, not references); all later writes are raw.
+        let (tss, io_bitmap) = unsafe { (&(*TSS.0.get()).tss, &(*TSS.0.get()).io_bitmap) };
+        let descriptor = Descriptor::tss_segment_with_iomap(tss, io_bitmap.as_slice())
+            .expect("the I/O bitmap follows the TSS, with iomap_base at it and a 0xff last");
+        let tss = gdt.append(descriptor);
         assert_eq!((code, data), (KERNEL_CS, KERNEL_DS));
         assert_eq!(
             (user32_code.0 | 3, user_data.0 | 3, user_code.0 | 3, tss.0),

@@ -36,6 +36,15 @@
 //! task's stack meanwhile; after the switch back, the exit restores the
 //! PKRS that frame saved (with the handler's edits), which the level checks
 //! after return like every other.
+//!
+//! One program in four runs level 0 in ring 3 ([`raise_from_user_mode`]):
+//! a user task loads the GPRs and raises a SYSCALL, int3, ud2, a user #PF, a
+//! timer IRQ or self-IPI (asked for by a SYSCALL, arriving after SYSRET), or
+//! a real NMI it sets off itself with an `out` to the 8259
+//! (`apic::arm_pic_nmi`; the 8259's acknowledgement in [`handle`] tells it
+//! from the storm's). Below an NMI from ring 3 the frames stay on the task
+//! stack and no latched NMI is sent: the entry's software latch serves only
+//! NMIs from kernel mode, as in Linux.
 
 use crate::apic::{self, SELF_IPI_VECTOR, TIMER_VECTOR};
 use crate::memory;
@@ -50,6 +59,7 @@ use extregs_entry_asm::asm_offsets;
 use extregs_regs::{ExtendedPtRegs, PtRegs, GENERIC_PTREGS_SIZE, NO_ERROR_CODE};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
+use x86_64::instructions::interrupts::without_interrupts;
 
 /// The fuzzer's pkey page, at a fixed address so the PKS trampolines can
 /// name it in the instruction (`movabs`) and leave every GPR random. Its
@@ -111,9 +121,18 @@ const KINDS: [Kind; 11] = [
 ];
 
 /// The kinds of an outermost level run in ring 3 (Timer and SelfIpi arrive
-/// right after a SYSCALL that asked for them, in the user wait loop).
-const USER_KINDS: [Kind; 6] =
-    [Kind::Syscall, Kind::Int3, Kind::Ud2, Kind::UserPageFault, Kind::Timer, Kind::SelfIpi];
+/// right after a SYSCALL that asked for them, in the user wait loop; SelfNmi
+/// is a real NMI the user task sets off with an `out` to the 8259, see
+/// `apic::arm_pic_nmi`).
+const USER_KINDS: [Kind; 7] = [
+    Kind::Syscall,
+    Kind::Int3,
+    Kind::Ud2,
+    Kind::UserPageFault,
+    Kind::Timer,
+    Kind::SelfIpi,
+    Kind::SelfNmi,
+];
 
 /// Every kind, for the counters.
 const ALL_KINDS: usize = KINDS.len() + 2;
@@ -275,6 +294,7 @@ fn user_trampoline(kind: Kind) -> user::programs::FuzzTrampoline {
         Kind::Int3 => UserFuzzEvent::Int3,
         Kind::Ud2 => UserFuzzEvent::Ud2,
         Kind::UserPageFault => UserFuzzEvent::PageFault,
+        Kind::SelfNmi => UserFuzzEvent::Nmi,
         _ => UserFuzzEvent::Irq,
     })
 }
@@ -604,6 +624,10 @@ fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: &mut Progra
         if rng.next_u32() & 1 == 0 { max_depth } else { 1 + (rng.next_u32() as usize % max_depth) };
     let with_pks = pks::enabled();
     let mut in_nmi = false;
+    // Inside an NMI taken in kernel mode (its entry latches a nested NMI in
+    // software and repeats it; one from ring 3 runs on the task stack and
+    // has no such protocol, as in Linux).
+    let mut in_kernel_nmi = false;
     let mut preempted = false;
     let mut in_hardirq = false;
     // One program in four starts in ring 3.
@@ -612,6 +636,7 @@ fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: &mut Progra
         if index == 0 && program.user {
             let kind = USER_KINDS[rng.next_u32() as usize % USER_KINDS.len()];
             in_hardirq |= kind.is_async();
+            in_nmi |= kind == Kind::SelfNmi;
             *slot = user_level(rng, kind);
             continue;
         }
@@ -670,9 +695,10 @@ fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: &mut Progra
             mutation,
             // The level's handler, inside an NMI, sends a self-NMI that must
             // be latched until the outer NMI is done.
-            send_latched_nmi: in_nmi && rng.next_u32().is_multiple_of(4),
+            send_latched_nmi: in_kernel_nmi && rng.next_u32().is_multiple_of(4),
         };
         in_nmi |= kind == Kind::SelfNmi;
+        in_kernel_nmi |= kind == Kind::SelfNmi;
     }
     program.len = len;
 }
@@ -680,7 +706,8 @@ fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: &mut Progra
 /// A ring-3 outermost level: random GPRs, except that a level whose event
 /// is (or is asked for by) a SYSCALL carries the number in RAX, and RCX and
 /// R11 already hold what SYSCALL writes there (the RIP after it and the
-/// user RFLAGS), so every GPR can be checked exactly. User mode runs with
+/// user RFLAGS), so every GPR can be checked exactly; and an NMI level's AL
+/// holds the 8259 mask its `out` writes. User mode runs with
 /// the default PKRS; its saved PKRS is never edited (user mode must never
 /// see kernel rights).
 fn user_level(rng: &mut Xoshiro256PlusPlus, kind: Kind) -> Level {
@@ -696,6 +723,9 @@ fn user_level(rng: &mut Xoshiro256PlusPlus, kind: Kind) -> Level {
         gprs.ax = number;
         gprs.cx = user_trampoline(kind).site + SYSCALL_INSTRUCTION_BYTES;
         gprs.r11 = USER_FLAGS;
+    }
+    if kind == Kind::SelfNmi {
+        gprs.ax = (gprs.ax & !0xff) | u64::from(apic::PIC_MASK_IRQ0_OPEN);
     }
     Level {
         kind,
@@ -720,7 +750,7 @@ const SYSCALL_INSTRUCTION_BYTES: u64 = 2;
 /// -ENOSYS in RAX until the table answers (the number is in orig_ax).
 fn frame_gprs(index: usize, level: &Level) -> PtRegs {
     let mut gprs = level.gprs;
-    if is_user_level(index) && level.kind.is_async() {
+    if is_user_level(index) && level.kind.is_maskable_irq() {
         gprs.ax = 0;
     }
     if is_user_level(index) && level.kind == Kind::Syscall {
@@ -884,11 +914,26 @@ fn raise_from_user_mode() {
     let page = user::fuzz_page();
     let output_address = page + USER_OUTPUT_OFFSET;
     user::write_user_ptregs(page, &level.gprs);
+    let pic_nmi = level.kind == Kind::SelfNmi;
+    if pic_nmi {
+        // The NMI the user task's `out` sets off; the port is open to ring 3
+        // only while this level's task is the one user task.
+        if let Err(why) = without_interrupts(apic::arm_pic_nmi) {
+            report_and_die("user_nmi_source", 0, format_args!("{why}"));
+        }
+        PIC_NMI_ARMED.store(true, Ordering::SeqCst);
+        gdt::set_user_port_access(apic::PIC_MASTER_DATA, true);
+    }
     let spawned = user::spawn(format_args!("fuzz-user"), trampoline.program, page, output_address);
     let Ok(handle) = spawned else {
         report_and_die("user_task", 0, format_args!("could not spawn the user task"));
     };
     let status = sched::wait(handle);
+    if pic_nmi {
+        gdt::set_user_port_access(apic::PIC_MASTER_DATA, false);
+        PIC_NMI_ARMED.store(false, Ordering::SeqCst);
+        without_interrupts(apic::disarm_pic_nmi);
+    }
     let output = user::read_user_ptregs(output_address).unwrap_or_default();
     if status != 0 {
         violation_after(
@@ -922,8 +967,14 @@ fn raise_from_user_mode() {
 /// Where in the fuzzer's user page the trampoline stores its GPRs.
 const USER_OUTPUT_OFFSET: u64 = 512;
 
+/// The ring-3 NMI level's 8259 NMI is armed and not yet acknowledged
+/// (every NMI meanwhile asks the 8259 whether it was that one).
+static PIC_NMI_ARMED: AtomicBool = AtomicBool::new(false);
+
+/// Does level `index` run below an NMI taken in kernel mode (on the NMI
+/// stack)? An NMI from ring 3 runs its handler on the task stack.
 fn nmi_ancestor(index: usize) -> bool {
-    (0..index).any(|i| level(i).kind == Kind::SelfNmi)
+    (0..index).any(|i| level(i).kind == Kind::SelfNmi && !is_user_level(i))
 }
 
 // ---------------------------------------------------------------------------
@@ -963,8 +1014,9 @@ static FOREIGN_NMIS: AtomicU64 = AtomicU64::new(0);
 /// so a latched repeat can be told from a foreign NMI.
 static OWN_NMI_IP: AtomicU64 = AtomicU64::new(0);
 
-/// Is this NMI one the program did not raise?
-fn is_foreign_nmi(regs: &PtRegs, depth: usize) -> bool {
+/// Is this NMI one the program did not raise? `from_pic`: the 8259 had the
+/// armed IRQ 0 pending when this NMI came (see [`PIC_NMI_ARMED`]).
+fn is_foreign_nmi(regs: &PtRegs, depth: usize, from_pic: bool) -> bool {
     if depth >= program_len() {
         return true;
     }
@@ -980,14 +1032,26 @@ fn is_foreign_nmi(regs: &PtRegs, depth: usize) -> bool {
         return !(expects_repeat && !repeated && regs.ip == OWN_NMI_IP.load(Ordering::SeqCst));
     }
     // Before it: the program's own lands right after the trampoline's ICR
-    // store (`site`), in its wait loop; one at `site` itself came before the
-    // store sent anything.
-    let (_, site, resume) = trampoline(level.kind);
-    !(site < regs.ip && regs.ip <= resume)
+    // store, or in ring 3 its `out` to the 8259 (`site`), in its wait loop;
+    // one at `site` itself came before the store sent anything. In ring 3
+    // the 8259 also says whether it raised this one.
+    let (site, resume) = sites(depth, level.kind);
+    let in_wait_loop = site < regs.ip && regs.ip <= resume;
+    if is_user_level(depth) {
+        return !(from_pic && regs.user_mode() && in_wait_loop);
+    }
+    !in_wait_loop
 }
 
 fn handle(regs: &mut PtRegs, vector: u8) {
     let depth = DEPTH.load(Ordering::SeqCst);
+    // Before anything else can touch the 8259 (a console byte moves an IRQ
+    // line): acknowledge the armed ring-3 NMI, or every 8259 update would
+    // raise another.
+    let from_pic = vector == 2
+        && PIC_NMI_ARMED.load(Ordering::SeqCst)
+        && apic::acknowledge_pic_nmi()
+        && PIC_NMI_ARMED.swap(false, Ordering::SeqCst);
     // First, for every NMI, the program's or not: one that interrupted
     // NMI-stack code must have been latched by the entry, never handled.
     if vector == 2 && gdt::ist_stack_of(regs.sp) == Some(gdt::NMI_IST_INDEX) {
@@ -1003,7 +1067,7 @@ fn handle(regs: &mut PtRegs, vector: u8) {
             ),
         );
     }
-    if vector == 2 && is_foreign_nmi(regs, depth) {
+    if vector == 2 && is_foreign_nmi(regs, depth, from_pic) {
         FOREIGN_NMIS.fetch_add(1, Ordering::Relaxed);
         if regs.user_mode() {
             FOREIGN_USER_NMIS.fetch_add(1, Ordering::Relaxed);
@@ -1229,12 +1293,17 @@ fn validate(regs: &mut PtRegs, vector: u8, depth: usize, level: &Level, repeat: 
             );
         }
     }
-    if generic.exit_rcu != 0 {
+    // RCU watches everywhere the fuzzer runs but in user mode (it never
+    // idles), so only an NMI from ring 3 must make RCU watch and say so; the
+    // other ring-3 events enter through enter_from_user_mode, which needs no
+    // exit_rcu.
+    let want_exit_rcu = u8::from(user_level && level.kind == Kind::SelfNmi);
+    if generic.exit_rcu != want_exit_rcu {
         violation(
             regs,
             depth,
             "exit_rcu",
-            format_args!("exit_rcu {} outside idle", generic.exit_rcu),
+            format_args!("exit_rcu {}, expected {want_exit_rcu}", generic.exit_rcu),
         );
     }
     if level.kind == Kind::SelfNmi
@@ -1258,11 +1327,12 @@ fn validate(regs: &mut PtRegs, vector: u8, depth: usize, level: &Level, repeat: 
             format_args!("hardirqs 'enabled' inside a handler"),
         );
     }
-    // Nesting: an NMI's frame is on the copied frame at the NMI stack top;
-    // anything else lies below its parent's frame, on the NMI stack if an
-    // NMI is an ancestor, on the kernel stack otherwise.
+    // Nesting: a kernel-mode NMI's frame is on the copied frame at the NMI
+    // stack top; anything else lies below its parent's frame, on the NMI
+    // stack if a kernel-mode NMI is an ancestor, on the kernel stack
+    // otherwise (a ring-3 level's frame, NMI or not, at task_pt_regs).
     let stack = gdt::ist_stack_of(regs_address);
-    if level.kind == Kind::SelfNmi {
+    if level.kind == Kind::SelfNmi && !user_level {
         if regs_address != nmi::outermost_regs_address() {
             violation(
                 regs,
@@ -1512,7 +1582,7 @@ pub fn run(settings: FuzzSettings) -> bool {
     }
     if let Some(partner) = PARTNER.get() {
         PARTNER_STOP.store(true, Ordering::SeqCst);
-        x86_64::instructions::interrupts::without_interrupts(|| {
+        without_interrupts(|| {
             sched::unpark_and_resched(*partner);
         });
         sched::wait(*partner);

@@ -61,14 +61,17 @@ extern "C" {
     fn extregs_user_fuzz_irq();
     fn extregs_user_fuzz_irq_site();
     fn extregs_user_fuzz_irq_resume();
+    fn extregs_user_fuzz_nmi();
+    fn extregs_user_fuzz_nmi_site();
+    fn extregs_user_fuzz_nmi_resume();
 }
 
 /// The user-mode trampolines of the fuzzer (`mode=fuzz` runs its outermost
 /// level in ring 3 in some iterations): like the kernel's, each loads all
 /// 15 GPRs from the input `PtRegs` at `%rdi`, raises its event at `site`,
 /// and from `resume` on stores all 15 into the output `PtRegs` (its
-/// pointer saved on the user stack) and exits 0. The wait loop of the IRQ
-/// one counts down a word on the user stack. Every address is in the
+/// pointer saved on the user stack) and exits 0. The wait loops of the IRQ
+/// and NMI ones count down a word on the user stack. Every address is in the
 /// kernel image; [`super::user_address_of_symbol`] gives the user one.
 #[derive(Clone, Copy, Debug)]
 pub struct FuzzTrampoline {
@@ -89,6 +92,10 @@ pub enum UserFuzzEvent {
     /// `syscall` asking for an IRQ on return (number in `%rax`), then a
     /// wait loop the IRQ lands in.
     Irq,
+    /// `outb %al, $0x21`: opens IRQ 0 at the 8259 (`%al` holds the mask),
+    /// which sets off the NMI the kernel armed (`apic::arm_pic_nmi`); a
+    /// wait loop the NMI lands in follows.
+    Nmi,
 }
 
 /// The trampoline of a user fuzz event.
@@ -133,6 +140,12 @@ pub fn fuzz_trampoline(event: UserFuzzEvent) -> FuzzTrampoline {
             extregs_user_fuzz_irq,
             extregs_user_fuzz_irq_site,
             extregs_user_fuzz_irq_resume,
+        ),
+        UserFuzzEvent::Nmi => make(
+            "fuzz-nmi",
+            extregs_user_fuzz_nmi,
+            extregs_user_fuzz_nmi_site,
+            extregs_user_fuzz_nmi_resume,
         ),
     }
 }
@@ -650,6 +663,13 @@ extregs_user_fuzz_\name\()_resume:
     jnz .Lfuzz_irq_wait
     USER_FUZZ_LEAVE irq
 
+    USER_FUZZ_ENTER nmi
+    outb %al, ${pic_mask_port}
+.Lfuzz_nmi_wait:
+    decl (%rsp)
+    jnz .Lfuzz_nmi_wait
+    USER_FUZZ_LEAVE nmi
+
     .p2align 12
     .globl extregs_user_text_end
 extregs_user_text_end:
@@ -667,6 +687,7 @@ extregs_user_text_end:
     fuzz_spins = const FUZZ_USER_SPINS,
     break_kernel_stack = const SYS_BREAK_KERNEL_STACK,
     unmapped = const FUZZ_UNMAPPED_USER_ADDRESS,
+    pic_mask_port = const crate::apic::PIC_MASTER_DATA,
     word = const core::mem::size_of::<u64>(),
     r15 = const extregs_entry_asm::asm_offsets::PTREGS_R15,
     r14 = const extregs_entry_asm::asm_offsets::PTREGS_R14,
