@@ -152,8 +152,11 @@ impl Fault {
 /// What `mode=fuzz` runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FuzzSettings {
-    /// `seed=`: the PRNG seed (decimal or 0x-hex).
+    /// `seed=`: the PRNG seed (decimal or 0x-hex); with `seeds=A..B`, A.
     pub seed: u64,
+    /// How many seeds from `seed` one boot runs, each from a fresh state
+    /// (`seeds=A..B`: B - A; 1 for `seed=`).
+    pub seed_count: u64,
     /// `iterations=`: event programs to run.
     pub iterations: u64,
     /// `max-depth=`: the deepest nesting a program may reach.
@@ -173,6 +176,7 @@ impl Default for FuzzSettings {
     fn default() -> Self {
         FuzzSettings {
             seed: 0,
+            seed_count: 1,
             iterations: 100,
             max_depth: DEFAULT_FUZZ_MAX_DEPTH,
             inject: None,
@@ -185,6 +189,8 @@ impl Default for FuzzSettings {
 pub const DEFAULT_FUZZ_MAX_DEPTH: u32 = 8;
 /// The deepest nesting `max-depth=` accepts (the IST stacks bound it).
 pub const MAX_FUZZ_DEPTH: u32 = 12;
+/// The most seeds one `seeds=A..B` may hold.
+pub const MAX_FUZZ_SEEDS_PER_BOOT: u64 = 100_000;
 /// The most `iterations=` accepted.
 pub const MAX_FUZZ_ITERATIONS: u64 = 100_000_000;
 
@@ -214,6 +220,10 @@ pub enum CommandLineError<'a> {
     MissingKey { key: &'static str, mode: Mode },
     /// A number out of range or not a number.
     BadNumber { key: &'a str, value: &'a str, min: u64, max: u64 },
+    /// Not a range `A..B` with A < B, or more than `max` long.
+    BadRange { key: &'a str, value: &'a str, max: u64 },
+    /// Two keys that exclude each other.
+    Conflict { key: &'a str, other: &'a str },
 }
 
 impl fmt::Display for CommandLineError<'_> {
@@ -223,7 +233,7 @@ impl fmt::Display for CommandLineError<'_> {
                 write!(f, "malformed command-line word '{word}' (expected key=value)")
             }
             CommandLineError::UnknownKey(key) => {
-                write!(f, "unknown command-line key '{key}' (known: mode, cause, seconds, tasks, seed, iterations, max-depth, inject, foreign-timer-hz)")
+                write!(f, "unknown command-line key '{key}' (known: mode, cause, seconds, tasks, seed, seeds, iterations, max-depth, inject, foreign-timer-hz)")
             }
             CommandLineError::DuplicateKey(key) => {
                 write!(f, "command-line key '{key}' given twice")
@@ -239,6 +249,15 @@ impl fmt::Display for CommandLineError<'_> {
             }
             CommandLineError::BadNumber { key, value, min, max } => {
                 write!(f, "bad value '{value}' for '{key}' (expected a number from {min} to {max})")
+            }
+            CommandLineError::BadRange { key, value, max } => {
+                write!(
+                    f,
+                    "bad range '{value}' for '{key}' (expected A..B, B excluded, with A < B and at most {max} values)"
+                )
+            }
+            CommandLineError::Conflict { key, other } => {
+                write!(f, "keys '{other}' and '{key}' exclude each other")
             }
         }
     }
@@ -280,6 +299,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
     let mut fuzz_key = "";
     let mut inject = None;
     let mut foreign_timer_hz = None;
+    let mut seeds = None;
     let mut iterations_text = "";
     for word in text.split_ascii_whitespace() {
         let (key, value) = match word.split_once('=') {
@@ -342,6 +362,22 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                     Some(number(key, value, 0, u64::from(MAX_FOREIGN_TIMER_HZ))? as u32);
                 fuzz_key = key;
             }
+            "seeds" => {
+                if seeds.is_some() {
+                    return Err(CommandLineError::DuplicateKey(key));
+                }
+                let bad = CommandLineError::BadRange { key, value, max: MAX_FUZZ_SEEDS_PER_BOOT };
+                let (start, end) = value.split_once("..").ok_or(bad)?;
+                let (start, end) = (
+                    number(key, start, 0, u64::MAX).map_err(|_| bad)?,
+                    number(key, end, 0, u64::MAX).map_err(|_| bad)?,
+                );
+                if start >= end || end - start > MAX_FUZZ_SEEDS_PER_BOOT {
+                    return Err(bad);
+                }
+                seeds = Some((start, end - start));
+                fuzz_key = key;
+            }
             "seed" | "iterations" | "max-depth" => {
                 let slot = match key {
                     "seed" => &mut seed,
@@ -365,6 +401,9 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
             _ => return Err(CommandLineError::UnknownKey(key)),
         }
     }
+    if seed.is_some() && seeds.is_some() {
+        return Err(CommandLineError::Conflict { key: "seeds", other: "seed" });
+    }
     let mode = mode.unwrap_or(Mode::Demo);
     match (mode, cause) {
         (Mode::Oops, None) => return Err(CommandLineError::MissingKey { key: "cause", mode }),
@@ -381,9 +420,13 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
     if !fuzz_key.is_empty() && mode != Mode::Fuzz && !bench_only_iterations {
         return Err(CommandLineError::KeyNotForMode { key: fuzz_key, mode });
     }
-    if mode == Mode::Bench && (seed.is_some() || max_depth.is_some() || inject.is_some()) {
+    if mode == Mode::Bench
+        && (seed.is_some() || seeds.is_some() || max_depth.is_some() || inject.is_some())
+    {
         let key = if seed.is_some() {
             "seed"
+        } else if seeds.is_some() {
+            "seeds"
         } else if max_depth.is_some() {
             "max-depth"
         } else {
@@ -410,7 +453,8 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
         seconds: seconds.unwrap_or(DEFAULT_SECONDS),
         tasks: tasks.unwrap_or(DEFAULT_TASKS),
         fuzz: FuzzSettings {
-            seed: seed.unwrap_or(defaults.seed),
+            seed: seeds.map_or(seed.unwrap_or(defaults.seed), |(start, _)| start),
+            seed_count: seeds.map_or(1, |(_, count)| count),
             iterations: iterations.unwrap_or(defaults.iterations),
             max_depth: max_depth.map_or(defaults.max_depth, |depth| depth as u32),
             inject,
@@ -463,6 +507,7 @@ mod tests {
             parse("mode=fuzz seed=0x2a iterations=1000 max-depth=12").unwrap().fuzz,
             FuzzSettings {
                 seed: 42,
+                seed_count: 1,
                 iterations: 1000,
                 max_depth: 12,
                 inject: None,
@@ -470,6 +515,41 @@ mod tests {
             }
         );
         assert_eq!(parse("mode=fuzz").unwrap().fuzz, FuzzSettings::default());
+        let batch = parse("mode=fuzz seeds=10..0x10 iterations=5").unwrap().fuzz;
+        assert_eq!((batch.seed, batch.seed_count, batch.iterations), (10, 6, 5));
+    }
+
+    #[test]
+    fn bad_seed_ranges_are_refused() {
+        for (line, message) in [
+            (
+                "mode=fuzz seeds=5..5",
+                "bad range '5..5' for 'seeds' (expected A..B, B excluded, with A < B and at most 100000 values)",
+            ),
+            (
+                "mode=fuzz seeds=7..3",
+                "bad range '7..3' for 'seeds' (expected A..B, B excluded, with A < B and at most 100000 values)",
+            ),
+            (
+                "mode=fuzz seeds=3",
+                "bad range '3' for 'seeds' (expected A..B, B excluded, with A < B and at most 100000 values)",
+            ),
+            (
+                "mode=fuzz seeds=a..9",
+                "bad range 'a..9' for 'seeds' (expected A..B, B excluded, with A < B and at most 100000 values)",
+            ),
+            (
+                "mode=fuzz seeds=0..100001",
+                "bad range '0..100001' for 'seeds' (expected A..B, B excluded, with A < B and at most 100000 values)",
+            ),
+            ("mode=fuzz seed=1 seeds=0..4", "keys 'seed' and 'seeds' exclude each other"),
+            ("mode=fuzz seeds=0..4 seeds=0..4", "command-line key 'seeds' given twice"),
+            ("mode=bench seeds=0..4", "key 'seeds' does not apply to mode=bench"),
+            ("mode=demo seeds=0..4", "key 'seeds' does not apply to mode=demo"),
+        ] {
+            assert_eq!(parse(line).unwrap_err().to_string(), message, "{line}");
+        }
+        assert_eq!(parse("mode=fuzz seeds=0..100000").unwrap().fuzz.seed_count, 100_000);
         assert_eq!(parse("mode=bench iterations=5000").unwrap().bench_iterations, 5000);
         assert_eq!(
             parse("mode=bench iterations=200001").unwrap_err().to_string(),

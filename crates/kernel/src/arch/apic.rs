@@ -1,6 +1,8 @@
 //! The local APIC (x2APIC mode when the CPU has it, xAPIC through MMIO
 //! otherwise), with the legacy 8259 PIC remapped and masked (the `pic8259`
-//! crate).
+//! crate). Two users of the PIT's channel 0 and the 8259 take turns on
+//! LINT0: the fuzzer's foreign timer (ExtINT) and the PIC NMI a user task
+//! sets off itself ([`arm_pic_nmi`]).
 //!
 //! The driver is small and written here rather than taken from the `x2apic`
 //! crate: that crate masks LINT1 when it enables the APIC (so NMIs injected
@@ -227,8 +229,10 @@ pub fn timer_ticks_per_ms() -> u32 {
 
 /// # Safety
 ///
-/// `port` must be a PIT or NMI-control port whose read has no side effect
-/// the caller did not intend.
+/// `port` must be a legacy port this module drives (the PIT, the NMI
+/// control port 0x61, the master 8259), whose read has no side effect the
+/// caller did not intend, and no other sequence on the same chip may be
+/// split by it (I/O ports are shared state: see each caller).
 unsafe fn inb(port: u16) -> u8 {
     // SAFETY: per the function contract.
     unsafe { Port::<u8>::new(port).read() }
@@ -263,9 +267,9 @@ static FOREIGN_TIMER_HZ: AtomicU32 = AtomicU32::new(0);
 fn program_foreign_timer(hz: u32) {
     const PIT_HZ: u32 = 1_193_182;
     let divisor = (PIT_HZ / hz.max(19)).min(0xffff) as u16;
-    // SAFETY: the PIT's mode/command port and channel 0 data port, and the
-    // 8259 mask registers; only this function and `stop_foreign_timer`
-    // drive channel 0 (calibration uses channel 2).
+    // SAFETY: the PIT's command and channel 0 ports and the 8259 masks. Channel 0 and the 8259
+    // belong to the foreign timer and the PIC NMI source, which take turns (the source pauses
+    // the timer; both run with interrupts off or from the fuzzer's one thread).
     unsafe {
         outb(0x43, 0b0011_0100); // channel 0, lobyte/hibyte, mode 2, binary
         outb(0x40, divisor as u8);
@@ -279,7 +283,7 @@ fn program_foreign_timer(hz: u32) {
 /// Stops the foreign timer: LINT0 and the 8259 masked again.
 pub fn stop_foreign_timer() {
     FOREIGN_TIMER_HZ.store(0, Ordering::SeqCst);
-    mask_foreign_timer();
+    x86_64::instructions::interrupts::without_interrupts(mask_foreign_timer);
 }
 
 /// The 8259 first, then LINT0: an IRQ 0 the 8259 is already signalling
@@ -287,8 +291,9 @@ pub fn stop_foreign_timer() {
 /// 8259's output on. The other order leaves the CPU with an interrupt
 /// request the 8259 no longer backs, and the INTA that follows `sti` gets
 /// the 8259's spurious IRQ 7 (vector 0x27; seen under the fuzzer).
+/// Interrupts must be off (an INTA racing the mask gives IRQ 7 too).
 fn mask_foreign_timer() {
-    // SAFETY: the 8259 mask registers, as in `start_foreign_timer`.
+    // SAFETY: the 8259 mask registers, as in `program_foreign_timer`.
     unsafe { pic8259::ChainedPics::new(FOREIGN_TIMER_VECTOR, FOREIGN_TIMER_VECTOR + 8).disable() };
     write(reg::LVT_LINT0, LVT_MASKED);
 }
@@ -318,54 +323,91 @@ const PIC_OCW3_POLL: u8 = 0x0c;
 const PIC_POLL_PENDING: u8 = 0x80;
 const PIC_NON_SPECIFIC_EOI: u8 = 0x20;
 
+/// OCW3 "read IRR": later reads of the command port give the pending IRQs.
+const PIC_OCW3_READ_IRR: u8 = 0x0a;
+
 /// Arms a real NMI that ring 3 sets off at an instruction of its choosing.
 ///
 /// PIT channel 0 counts down once (mode 0) and raises the 8259's IRQ 0,
-/// which stays pending behind its mask; LINT0, the 8259's output, delivers
-/// in NMI mode (Linux's `enable_NMI_through_LVT0()`, from the days of the
-/// IO-APIC NMI watchdog). The `out` that opens IRQ 0 at the master's mask
-/// port ([`PIC_MASTER_DATA`], [`PIC_MASK_IRQ0_OPEN`]) raises the 8259's
-/// output, and the CPU takes an NMI at the next instruction boundary:
-/// from user mode, if a user task wrote it (the TSS's I/O bitmap must let
-/// it, `gdt::set_user_port_access`). The NMI's handler calls
-/// [`acknowledge_pic_nmi`] first: until the 8259 is acknowledged, every
-/// write to it, and every IRQ line change it sees (a serial byte), raises
-/// its output again and sends another NMI.
+/// which stays pending behind its mask (checked in the 8259's IRR); LINT0,
+/// the 8259's output, delivers in NMI mode (Linux's
+/// `enable_NMI_through_LVT0()`, from the days of the IO-APIC NMI
+/// watchdog). The `out` that opens IRQ 0 at the master's mask port
+/// ([`PIC_MASTER_DATA`], [`PIC_MASK_IRQ0_OPEN`]) raises the 8259's output,
+/// and the CPU takes the NMI soon after (under TCG at the end of the
+/// translation block): from user mode, if a user task wrote it (the TSS's
+/// I/O bitmap must let it, `gdt::set_user_port_access`). The NMI's handler
+/// calls [`acknowledge_pic_nmi`] before anything else: in QEMU's 8259 model
+/// every later update of the chip (a write, or any IRQ line it sees move,
+/// such as the serial port's) raises the output again, and LINT0 turns each
+/// raise into another NMI (a real 8259A would not re-trigger an edge).
+///
+/// Not every platform routes the PIT to the 8259's IRQ 0 (an HPET in legacy
+/// replacement mode takes it), and KVM's in-kernel APIC passes the 8259 on
+/// only in ExtINT mode: [`probe_pic_nmi`] tells whether this machine can.
 ///
 /// The foreign timer (the same PIT channel and LINT0) is paused until
-/// [`disarm_pic_nmi`]. Interrupts must be off.
+/// [`disarm_pic_nmi`]. Interrupts must be off, and nothing else may use the
+/// 8259 until then.
 pub fn arm_pic_nmi() -> Result<(), &'static str> {
-    /// PIT input clocks before OUT rises: under a microsecond.
+    /// PIT input clocks before OUT rises (N + 1 in mode 0: about 1.7 µs).
     const PIT_COUNT: u8 = 1;
-    /// Read-back polls of OUT before giving up (each is an I/O exit).
-    const OUT_POLLS: u32 = 1_000_000;
+    /// Polls of the 8259's IRR before giving up (each is an I/O exit).
+    const IRR_POLLS: u32 = 1_000_000;
     mask_foreign_timer();
     drain_pic_irq0();
-    // SAFETY: the PIT's mode/command port and channel 0 data port (owned by the foreign timer,
-    // which is masked above), then the read-back command for channel 0's status.
-    let out_rose = unsafe {
+    // SAFETY: the PIT's command and channel 0 ports (the foreign timer, their other user, is
+    // paused above) and the 8259's command port; interrupts are off, so no handler splits the
+    // OCW3/read pairs, and NMI handlers touch the 8259 only while PIC_NMI_ARMED (set later).
+    let irq0_pending = unsafe {
         outb(0x43, 0b0011_0000); // channel 0, lobyte/hibyte, mode 0, binary
         outb(0x40, PIT_COUNT);
         outb(0x40, 0);
-        (0..OUT_POLLS).any(|_| {
-            outb(0x43, 0b1110_0010); // read-back: status only, channel 0
-            inb(0x40) & 0x80 != 0 // bit 7: OUT
-        })
+        outb(PIC_MASTER_COMMAND, PIC_OCW3_READ_IRR);
+        (0..IRR_POLLS).any(|_| inb(PIC_MASTER_COMMAND) & 1 != 0)
     };
-    if !out_rose {
+    if !irq0_pending {
         disarm_pic_nmi();
-        return Err("PIT channel 0's OUT never rose");
+        return Err("PIT channel 0 never raised the 8259's IRQ 0");
     }
     write(reg::LVT_LINT0, LVT_DELIVERY_NMI);
     Ok(())
 }
 
-/// In an NMI's handler: was this NMI the armed PIC NMI (the 8259 had IRQ 0
-/// pending)? Acknowledges it at the 8259 (poll, EOI) and masks IRQ 0
-/// again, so no other write to the 8259 sends another NMI.
+/// Can this machine deliver a [PIC NMI](arm_pic_nmi)? Arms one, opens
+/// IRQ 0 from the kernel, and waits for the NMI (the kernel's NMI handler
+/// counts it) and for the 8259 to confirm it raised it. Interrupts must be
+/// off, and no event hook may claim NMIs meanwhile.
+pub fn probe_pic_nmi() -> Result<(), &'static str> {
+    const SPINS: u32 = 10_000_000;
+    arm_pic_nmi()?;
+    let before = crate::nmi::count();
+    // SAFETY: the 8259's mask port, armed above; interrupts are off and nothing else uses the
+    // 8259 until the acknowledgement below.
+    unsafe { outb(PIC_MASTER_DATA, PIC_MASK_IRQ0_OPEN) };
+    let arrived = (0..SPINS).any(|_| {
+        core::hint::spin_loop();
+        crate::nmi::count() != before
+    });
+    let from_pic = acknowledge_pic_nmi();
+    disarm_pic_nmi();
+    match (arrived, from_pic) {
+        (true, true) => Ok(()),
+        (false, _) => Err("opening the 8259's IRQ 0 with LINT0 in NMI mode sent no NMI"),
+        (true, false) => Err("an NMI came, but the 8259 had no IRQ 0 pending"),
+    }
+}
+
+/// Was this NMI the armed PIC NMI (the 8259 had IRQ 0 pending)? Acknowledges
+/// it at the 8259 (poll, EOI) and masks IRQ 0 again, so no later update of
+/// the 8259 sends another NMI.
+///
+/// Call only between [`arm_pic_nmi`] and [`disarm_pic_nmi`], first thing in
+/// an NMI's handler (or with interrupts off): it consumes an IRQ.
 pub fn acknowledge_pic_nmi() -> bool {
-    // SAFETY: the master 8259's ports: a poll (which acknowledges the IRQ it reports), an EOI
-    // for it, and the mask. The 8259 belongs to this NMI source and the foreign timer (paused).
+    // SAFETY: the master 8259's ports: a poll (which acknowledges what it reports), an EOI for
+    // it, the mask. Armed, the 8259 is this source's; nothing the NMI interrupted was in an
+    // 8259 sequence (arm and disarm run before and after the window, with interrupts off).
     unsafe {
         outb(PIC_MASTER_COMMAND, PIC_OCW3_POLL);
         let poll = inb(PIC_MASTER_COMMAND);
@@ -392,6 +434,7 @@ pub fn disarm_pic_nmi() {
 
 /// Clears a pending IRQ 0 at the 8259 with LINT0 masked (nothing is
 /// delivered): open it, poll (the acknowledgement), EOI, mask everything.
+/// Interrupts must be off.
 fn drain_pic_irq0() {
     // SAFETY: the master 8259's mask register; LINT0 is masked (callers), so opening IRQ 0 raises
     // nothing the CPU sees; `acknowledge_pic_nmi` then polls, EOIs and masks.

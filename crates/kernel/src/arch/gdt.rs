@@ -3,7 +3,8 @@
 //! `__USER_CS` = 0x33, the TSS at 0x40), with the four IST stacks of Linux's
 //! paranoid entries: #DF, NMI, #DB and #MC, each with an unmapped guard page
 //! below it. Also the ring-3 plumbing: TSS.RSP0 (the running task's kernel
-//! stack top, [`set_kernel_stack_top`]), the SYSCALL MSRs and the GS bases.
+//! stack top, [`set_kernel_stack_top`]), the TSS's I/O permission bitmap
+//! ([`set_user_port_access`]), the SYSCALL MSRs and the GS bases.
 
 use core::cell::UnsafeCell;
 use extregs_regs::selectors;
@@ -188,9 +189,9 @@ pub fn tss_range() -> core::ops::Range<u64> {
 pub fn set_user_port_access(port: u16, allowed: bool) {
     let port = usize::from(port);
     assert!(port < IO_BITMAP_PORTS, "port {port:#x} is past the I/O bitmap");
-    // SAFETY: a raw byte store into the bitmap through the UnsafeCell's pointer (no reference to
-    // the TSS after `init`); the CPU reads the byte only for an `in`/`out` in ring 3, and the
-    // kernel, running here, is not in ring 3.
+    // SAFETY: a raw byte store through a fresh UnsafeCell pointer (no reference to the TSS lives
+    // after `init`); byte ≤ 7 (port < 0x40), never the 0xff the descriptor's limit relies on. The
+    // CPU reads it only for `in`/`out` in ring 3, and the kernel is running here.
     unsafe {
         let byte = (&raw mut (*TSS.0.get()).io_bitmap).cast::<u8>().add(port / 8);
         let bit = 1u8 << (port % 8);
@@ -281,7 +282,7 @@ pub fn kernel_gs_base() -> u64 {
 /// Loads the GDT and TSS and reloads every segment register.
 pub fn init() {
     // SAFETY: boot, before the TSS is loaded: nothing else reads or writes
-    // it yet; raw place writes, no reference to the packed struct.
+    // it yet; raw place writes through the UnsafeCell's pointer.
     unsafe {
         (&raw mut (*TSS.0.get()).tss.iomap_base)
             .write_unaligned(core::mem::offset_of!(TssWithIoBitmap, io_bitmap) as u16);
@@ -304,8 +305,9 @@ pub fn init() {
         // Entry 7 is unused (Linux's GDT_ENTRY_DEFAULT_USER_TLS slots sit
         // elsewhere); the TSS takes entries 8 and 9 like GDT_ENTRY_TSS.
         gdt.append(Descriptor::UserSegment(0));
-        // SAFETY: boot, before the TSS is loaded: these shared references live only for the
-        // call (the descriptor keeps addresses, not references); all later writes are raw.
+        // SAFETY: boot, TSS not loaded; both references come from TSS.0.get() and die with the
+        // call (x86_64 0.15 reads iomap_base and the last byte, keeps integers); later writes use
+        // fresh raw pointers from TSS.0.get(), so no reference is alive when they happen.
         let (tss, io_bitmap) = unsafe { (&(*TSS.0.get()).tss, &(*TSS.0.get()).io_bitmap) };
         let descriptor = Descriptor::tss_segment_with_iomap(tss, io_bitmap.as_slice())
             .expect("the I/O bitmap follows the TSS, with iomap_base at it and a 0xff last");

@@ -55,6 +55,51 @@ pub struct NestedEvidence {
 static EVIDENCE: Mutex<Option<NestedEvidence>> = Mutex::new(None);
 static INT3_OBSERVED: Mutex<Option<Observed>> = Mutex::new(None);
 
+/// The second latch, for NMIs nested in an NMI from user mode (Linux's
+/// per-CPU `nmi_state` in `exc_nmi`, arch/x86/kernel/nmi.c). An NMI from
+/// user mode runs on the task stack with NMIs blocked, until an exception
+/// inside its handler returns with IRETQ and unblocks them. An NMI then
+/// arrives from kernel mode, which the stub's latch (`extregs_nmi_state`,
+/// for NMIs nested in a kernel-mode NMI) sees as outermost: it gets its own
+/// frame on the NMI stack and reaches [`latch_inside_user_nmi`], which
+/// latches it, and the user-mode NMI runs its handler again
+/// ([`restart_user_nmi`]), as Linux's `nmi_restart` does.
+static USER_NMI_STATE: AtomicU8 = AtomicU8::new(USER_NMI_NOT_RUNNING);
+const USER_NMI_NOT_RUNNING: u8 = 0;
+const USER_NMI_EXECUTING: u8 = 1;
+const USER_NMI_LATCHED: u8 = 2;
+static USER_NMIS_LATCHED: AtomicU64 = AtomicU64::new(0);
+
+/// First thing for every NMI (before its generic entry). From user mode:
+/// marks an NMI from user mode running and returns false. From kernel mode
+/// inside such an NMI's handler: latches it and returns true (the caller
+/// returns at once; the user-mode NMI will run again). Otherwise false.
+pub fn latch_inside_user_nmi(regs: &PtRegs) -> bool {
+    if regs.user_mode() {
+        USER_NMI_STATE.store(USER_NMI_EXECUTING, Ordering::SeqCst);
+        return false;
+    }
+    if USER_NMI_STATE.load(Ordering::SeqCst) == USER_NMI_NOT_RUNNING {
+        return false;
+    }
+    USER_NMI_STATE.store(USER_NMI_LATCHED, Ordering::SeqCst);
+    USER_NMIS_LATCHED.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// Last thing for an NMI from user mode (after its generic exit): true if
+/// an NMI was latched meanwhile, so the handler must run again on the same
+/// frame. One decrement, as Linux's `this_cpu_dec_return(nmi_state)`: an
+/// NMI landing right after it finds the state clear and runs on its own.
+pub fn restart_user_nmi() -> bool {
+    USER_NMI_STATE.fetch_sub(1, Ordering::SeqCst) == USER_NMI_LATCHED
+}
+
+/// NMIs latched inside an NMI from user mode since boot.
+pub fn user_nmis_latched() -> u64 {
+    USER_NMIS_LATCHED.load(Ordering::Relaxed)
+}
+
 /// NMIs handled since boot (each repeat of the handler counts).
 pub fn count() -> u64 {
     NMI_COUNT.load(Ordering::SeqCst)

@@ -241,6 +241,8 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
 
 /// NMI, #DB, #MC and #DF: [`paranoid::enter`] before anything else (DR7,
 /// DR6, the #DB IST shift, CR2), then the NMI flavour of the generic entry.
+/// An NMI nested in an NMI from user mode is latched before all that, and
+/// the user-mode NMI's handler runs again ([`nmi::latch_inside_user_nmi`]).
 ///
 /// #DF and #MC never return: no hook is offered them, the frame is dumped
 /// and the kernel dies (a double fault's frame can't be trusted to return
@@ -250,6 +252,10 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
 ///
 /// As [`extregs_exception_entry`].
 unsafe fn paranoid_entry(regs: &mut PtRegs, vector: u8) {
+    if vector == NMI_VECTOR && nmi::latch_inside_user_nmi(regs) {
+        // Nested in an NMI from user mode: that one runs again instead.
+        return;
+    }
     let saved = paranoid::enter(vector);
     // #DB and #MC from user mode were moved to the task stack by their
     // stub; an NMI from user mode was too but stays an NMI (Linux's exc_nmi
@@ -259,26 +265,32 @@ unsafe fn paranoid_entry(regs: &mut PtRegs, vector: u8) {
         unsafe { paranoid_entry_from_user(regs, vector, saved) };
         return;
     }
-    if regs.user_mode() && vector == NMI_VECTOR {
+    let user_nmi = regs.user_mode() && vector == NMI_VECTOR;
+    if user_nmi {
         user::counters::USER_NMIS.fetch_add(1, Ordering::Relaxed);
     }
-    // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
-    unsafe { irqentry_nmi_enter::<KernelPlatform>(regs) };
-    check_frame(regs, vector);
-    // NMI_OFFSET in the preempt count while the handler runs (Linux's
-    // __nmi_enter): nothing in it may schedule.
-    sched::nmi_enter();
-    match vector {
-        DOUBLE_FAULT_VECTOR => oops::die_double_fault(regs),
-        MACHINE_CHECK_VECTOR => oops::die_machine_check(regs),
-        _ if event_hook_claims(regs, vector) => {}
-        NMI_VECTOR => nmi::handle(regs),
-        _ => handle_exception(regs, vector, None),
+    loop {
+        // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
+        unsafe { irqentry_nmi_enter::<KernelPlatform>(regs) };
+        check_frame(regs, vector);
+        // NMI_OFFSET in the preempt count while the handler runs (Linux's
+        // __nmi_enter): nothing in it may schedule.
+        sched::nmi_enter();
+        match vector {
+            DOUBLE_FAULT_VECTOR => oops::die_double_fault(regs),
+            MACHINE_CHECK_VECTOR => oops::die_machine_check(regs),
+            _ if event_hook_claims(regs, vector) => {}
+            NMI_VECTOR => nmi::handle(regs),
+            _ => handle_exception(regs, vector, None),
+        }
+        sched::nmi_exit();
+        fault::before_exit(vector);
+        // SAFETY: the same frame irqentry_nmi_enter ran on.
+        unsafe { irqentry_nmi_exit::<KernelPlatform>(regs) };
+        if !(user_nmi && nmi::restart_user_nmi()) {
+            break;
+        }
     }
-    sched::nmi_exit();
-    fault::before_exit(vector);
-    // SAFETY: the same frame irqentry_nmi_enter ran on.
-    unsafe { irqentry_nmi_exit::<KernelPlatform>(regs) };
     paranoid::exit(saved);
     if regs.user_mode() {
         user::counters::IRET_EXITS.fetch_add(1, Ordering::Relaxed);

@@ -6,7 +6,8 @@
 //! the handler edits its frame (a GPR, or the saved PKRS through
 //! `pks_update_saved`). Level 0 is raised from the mode's own context; the
 //! handler of level d raises level d+1 from inside itself, so frames really
-//! nest: on the kernel stack, and on the NMI IST stack below an NMI.
+//! nest: on the kernel stack, and on the NMI IST stack below an NMI from
+//! kernel mode.
 //!
 //! Every event is raised by a *trampoline* (assembly below) that loads the
 //! level's 15 GPRs, executes the event at a known address (`site`) and, when
@@ -27,7 +28,9 @@
 //! that level carry the ICR address and value (x2APIC: the MSR operands).
 //! Inside an NMI only synchronous events are raised (IF must stay clear and
 //! NMIs are blocked); there the handler may also send a self-NMI before it
-//! returns, which the entry must *latch* and the outer NMI then repeats.
+//! returns, which the entry must *latch* and the outer NMI then repeats (the
+//! stub's latch below an NMI from kernel mode, the second one in
+//! `traps::paranoid_entry` below an NMI from ring 3).
 //!
 //! A `preempt` level is a timer IRQ whose handler wakes the fuzz partner
 //! task and asks for a reschedule: the IRQ's exit switches to the partner,
@@ -43,8 +46,7 @@
 //! a real NMI it sets off itself with an `out` to the 8259
 //! (`apic::arm_pic_nmi`; the 8259's acknowledgement in [`handle`] tells it
 //! from the storm's). Below an NMI from ring 3 the frames stay on the task
-//! stack and no latched NMI is sent: the entry's software latch serves only
-//! NMIs from kernel mode, as in Linux.
+//! stack.
 
 use crate::apic::{self, SELF_IPI_VECTOR, TIMER_VECTOR};
 use crate::memory;
@@ -133,6 +135,20 @@ const USER_KINDS: [Kind; 7] = [
     Kind::SelfIpi,
     Kind::SelfNmi,
 ];
+
+/// Can this machine deliver the ring-3 level's NMI (`apic::probe_pic_nmi`,
+/// once per boot)? If not, ring-3 levels draw from the other kinds.
+static USER_NMI_AVAILABLE: AtomicBool = AtomicBool::new(false);
+
+/// The kinds a ring-3 level draws from on this machine.
+fn user_kinds() -> &'static [Kind] {
+    if USER_NMI_AVAILABLE.load(Ordering::Relaxed) {
+        &USER_KINDS
+    } else {
+        // SelfNmi is last.
+        &USER_KINDS[..USER_KINDS.len() - 1]
+    }
+}
 
 /// Every kind, for the counters.
 const ALL_KINDS: usize = KINDS.len() + 2;
@@ -624,17 +640,14 @@ fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: &mut Progra
         if rng.next_u32() & 1 == 0 { max_depth } else { 1 + (rng.next_u32() as usize % max_depth) };
     let with_pks = pks::enabled();
     let mut in_nmi = false;
-    // Inside an NMI taken in kernel mode (its entry latches a nested NMI in
-    // software and repeats it; one from ring 3 runs on the task stack and
-    // has no such protocol, as in Linux).
-    let mut in_kernel_nmi = false;
     let mut preempted = false;
     let mut in_hardirq = false;
     // One program in four starts in ring 3.
     program.user = rng.next_u32().is_multiple_of(4);
     for (index, slot) in program.levels.iter_mut().take(len).enumerate() {
         if index == 0 && program.user {
-            let kind = USER_KINDS[rng.next_u32() as usize % USER_KINDS.len()];
+            let kinds = user_kinds();
+            let kind = kinds[rng.next_u32() as usize % kinds.len()];
             in_hardirq |= kind.is_async();
             in_nmi |= kind == Kind::SelfNmi;
             *slot = user_level(rng, kind);
@@ -695,10 +708,9 @@ fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: &mut Progra
             mutation,
             // The level's handler, inside an NMI, sends a self-NMI that must
             // be latched until the outer NMI is done.
-            send_latched_nmi: in_kernel_nmi && rng.next_u32().is_multiple_of(4),
+            send_latched_nmi: in_nmi && rng.next_u32().is_multiple_of(4),
         };
         in_nmi |= kind == Kind::SelfNmi;
-        in_kernel_nmi |= kind == Kind::SelfNmi;
     }
     program.len = len;
 }
@@ -951,6 +963,17 @@ fn raise_from_user_mode() {
             format_args!("the user {} event never reached its handler", level.kind.name()),
         );
     }
+    if level.kind == Kind::SelfNmi
+        && (1..program_len()).any(|i| self::level(i).send_latched_nmi)
+        && REPEATED.load(Ordering::SeqCst) & 1 == 0
+    {
+        violation_after(
+            0,
+            &output,
+            "nmi_latched_and_repeated",
+            format_args!("an NMI sent inside the NMI from ring 3 was never handled by a repeat"),
+        );
+    }
     let expected = expected_gprs_after(0, &level);
     for ((name, want), (_, got)) in expected.gprs().iter().zip(output.gprs().iter()) {
         if want != got {
@@ -1031,23 +1054,24 @@ fn is_foreign_nmi(regs: &PtRegs, depth: usize, from_pic: bool) -> bool {
         let repeated = REPEATED.load(Ordering::SeqCst) & (1 << depth) != 0;
         return !(expects_repeat && !repeated && regs.ip == OWN_NMI_IP.load(Ordering::SeqCst));
     }
-    // Before it: the program's own lands right after the trampoline's ICR
-    // store, or in ring 3 its `out` to the 8259 (`site`), in its wait loop;
-    // one at `site` itself came before the store sent anything. In ring 3
-    // the 8259 also says whether it raised this one.
-    let (site, resume) = sites(depth, level.kind);
-    let in_wait_loop = site < regs.ip && regs.ip <= resume;
+    // Before it: in ring 3 the 8259 says whether it raised this one. If it
+    // did, it is the program's wherever it landed ([`validate`] then checks
+    // ip and cs, so an entry that garbled them is reported as such).
     if is_user_level(depth) {
-        return !(from_pic && regs.user_mode() && in_wait_loop);
+        return !from_pic;
     }
-    !in_wait_loop
+    // In the kernel the program's own lands right after the trampoline's
+    // ICR store (`site`), in its wait loop; one at `site` itself came
+    // before the store sent anything.
+    let (site, resume) = sites(depth, level.kind);
+    !(site < regs.ip && regs.ip <= resume)
 }
 
 fn handle(regs: &mut PtRegs, vector: u8) {
     let depth = DEPTH.load(Ordering::SeqCst);
     // Before anything else can touch the 8259 (a console byte moves an IRQ
-    // line): acknowledge the armed ring-3 NMI, or every 8259 update would
-    // raise another.
+    // line): acknowledge the armed ring-3 NMI, or in QEMU's 8259 model every
+    // update would raise another.
     let from_pic = vector == 2
         && PIC_NMI_ARMED.load(Ordering::SeqCst)
         && apic::acknowledge_pic_nmi()
@@ -1531,20 +1555,27 @@ pub fn run(settings: FuzzSettings) -> bool {
         );
     }
     let max_depth = settings.max_depth as usize;
+    let seeds = settings.seed..settings.seed + settings.seed_count;
+    let batch = settings.seed_count > 1;
+    if batch {
+        crate::print!("extregs: fuzz: seeds={}..{}", seeds.start, seeds.end);
+    } else {
+        crate::print!("extregs: fuzz: seed={}", settings.seed);
+    }
     println!(
-        "extregs: fuzz: seed={} iterations={} max-depth={} (pks={}, {} mode)",
-        settings.seed,
+        " iterations={} max-depth={} (pks={}, {} mode)",
         settings.iterations,
         max_depth,
         pks::enabled(),
         apic::current_mode().name()
     );
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(settings.seed);
-    // SAFETY: RDTSC has no side effects.
-    let start = unsafe { core::arch::x86_64::_rdtsc() };
+    match without_interrupts(apic::probe_pic_nmi) {
+        Ok(()) => USER_NMI_AVAILABLE.store(true, Ordering::Relaxed),
+        Err(why) => println!("extregs: fuzz: ring-3 levels raise no NMI here: {why}"),
+    }
+    let kernel_nmis_before = nmi::count();
     let foreign_irqs_before = irq::foreign_timer_irqs();
     let model_errors_before = sched::counts().model_errors;
-    let kernel_nmis_before = nmi::count();
     if settings.foreign_timer_hz > 0 {
         println!(
             "extregs: fuzz: foreign timer at {} Hz (PIT through the 8259 on LINT0)",
@@ -1552,34 +1583,28 @@ pub fn run(settings: FuzzSettings) -> bool {
         );
         apic::start_foreign_timer(settings.foreign_timer_hz);
     }
-    ACTIVE.store(true, Ordering::SeqCst);
     let _ = user::fuzz_page();
+    let mut totals = SeedSummary::default();
     traps::with_event_hook(event_hook, || {
         user::syscall::with_syscall_hook(event_hook, || {
-            for iteration in 0..settings.iterations {
-                ITERATION.store(iteration, Ordering::Relaxed);
-                // Foreign NMIs may come at any time: while the program is
-                // rewritten the hook stands aside (they go to the kernel's NMI
-                // handler), so nothing reads it meanwhile.
-                ACTIVE.store(false, Ordering::SeqCst);
-                // A store is only a release: keep the rewrite below it.
-                core::sync::atomic::compiler_fence(Ordering::SeqCst);
-                // SAFETY: with ACTIVE clear no handler reads the program, and no
-                // fuzz event is outstanding between iterations.
-                generate(&mut rng, max_depth, unsafe { &mut *PROGRAM.0.get() });
-                HANDLED.store(0, Ordering::SeqCst);
-                REPEATED.store(0, Ordering::SeqCst);
-                OWN_NMI_IP.store(0, Ordering::SeqCst);
-                DEPTH.store(0, Ordering::SeqCst);
-                ACTIVE.store(true, Ordering::SeqCst);
-                raise(0);
+            for seed in seeds.clone() {
+                let summary = run_seed(seed, settings.iterations, max_depth);
+                if batch {
+                    crate::print!("FUZZ {{");
+                    summary.print_fields(Some(seed));
+                    println!("}}");
+                }
+                totals.add(&summary);
             }
         })
     });
-    ACTIVE.store(false, Ordering::SeqCst);
+    // Between seeds, and now, foreign NMIs go to the kernel's NMI handler:
+    // counted here (the program's own never reach it, the hook claims them).
+    totals.foreign_nmis += (nmi::count() - kernel_nmis_before) - totals.kernel_handler_nmis;
     if settings.foreign_timer_hz > 0 {
         apic::stop_foreign_timer();
     }
+    totals.foreign_irqs = irq::foreign_timer_irqs() - foreign_irqs_before;
     if let Some(partner) = PARTNER.get() {
         PARTNER_STOP.store(true, Ordering::SeqCst);
         without_interrupts(|| {
@@ -1587,21 +1612,6 @@ pub fn run(settings: FuzzSettings) -> bool {
         });
         sched::wait(*partner);
     }
-    let foreign_irqs = irq::foreign_timer_irqs() - foreign_irqs_before;
-    // The program's own NMIs never reach the kernel's NMI handler (the
-    // hook claims them), so every NMI it counted was foreign.
-    let foreign_nmis = FOREIGN_NMIS.load(Ordering::Relaxed) + (nmi::count() - kernel_nmis_before);
-    // SAFETY: as above.
-    let cycles = unsafe { core::arch::x86_64::_rdtsc() } - start;
-    let milliseconds = (cycles / apic::tsc_ticks_per_ms()).max(1);
-    let frames = FRAMES.load(Ordering::Relaxed);
-    let frames_per_s = frames * 1000 / milliseconds;
-    println!(
-        "extregs: fuzz: {} iterations, {frames} frames validated in {milliseconds} ms ({frames_per_s} frames/s), max depth {}, digest {:016x}",
-        settings.iterations,
-        MAX_DEPTH_REACHED.load(Ordering::Relaxed),
-        DIGEST.load(Ordering::Relaxed)
-    );
     let (frames_checked, frame_errors) = traps::frame_counts();
     // The preempt events' switches must also have found the RCU and lockdep
     // models right.
@@ -1612,10 +1622,30 @@ pub fn run(settings: FuzzSettings) -> bool {
         );
     }
     let ok = frame_errors == 0 && model_errors == 0;
+    if batch {
+        crate::print!("extregs: fuzz: {} seeds x ", settings.seed_count);
+    } else {
+        crate::print!("extregs: fuzz: ");
+    }
+    crate::print!(
+        "{} iterations, {} frames validated in {} ms ({} frames/s), max depth {}",
+        totals.iterations,
+        totals.frames,
+        totals.microseconds / 1000,
+        totals.frames_per_s(),
+        totals.max_depth_reached,
+    );
+    if batch {
+        println!();
+    } else {
+        println!(", digest {:016x}", totals.digest);
+    }
     let entry_points_hit = coverage::hit_count();
     coverage::print_hits();
     println!(
-        "extregs: fuzz: {foreign_nmis} foreign NMIs and {foreign_irqs} foreign IRQs validated; they interrupted {entry_points_hit} distinct instructions of the {}-byte entry text",
+        "extregs: fuzz: {} foreign NMIs and {} foreign IRQs validated; they interrupted {entry_points_hit} distinct instructions of the {}-byte entry text",
+        totals.foreign_nmis,
+        totals.foreign_irqs,
         coverage::text_bytes()
     );
     crate::print!(
@@ -1623,32 +1653,159 @@ pub fn run(settings: FuzzSettings) -> bool {
         pks::enabled()
     );
     crate::print!(
-        ",\"model_errors\":{model_errors},\"foreign_nmis\":{foreign_nmis},\"foreign_irqs\":{foreign_irqs},\"entry_points_hit\":{entry_points_hit},\"entry_text_bytes\":{}",
+        ",\"model_errors\":{model_errors},\"entry_points_hit\":{entry_points_hit},\"entry_text_bytes\":{},\"max_depth\":{max_depth}",
         coverage::text_bytes()
     );
-    crate::print!(
-        ",\"seed\":{},\"iterations\":{},\"max_depth\":{max_depth},\"frames\":{frames},\"max_depth_reached\":{},\"violations\":0,\"frames_per_s\":{frames_per_s},\"latched_nmis\":{},\"digest\":\"{:016x}\",\"kinds\":{{",
-        settings.seed,
-        settings.iterations,
-        MAX_DEPTH_REACHED.load(Ordering::Relaxed),
-        LATCHED_NMIS.load(Ordering::Relaxed),
-        DIGEST.load(Ordering::Relaxed)
-    );
-    for (index, kind) in KINDS.iter().enumerate() {
-        crate::print!(
-            "{}\"{}\":{}",
-            if index == 0 { "" } else { "," },
-            kind.name(),
-            KIND_COUNTS[*kind as usize].load(Ordering::Relaxed)
-        );
+    if batch {
+        crate::print!(",\"seeds\":\"{}..{}\"", seeds.start, seeds.end);
     }
-    for kind in USER_KINDS {
-        crate::print!(
-            ",\"user_{}\":{}",
-            kind.name(),
-            USER_KIND_COUNTS[kind as usize].load(Ordering::Relaxed)
-        );
-    }
-    println!("}},\"foreign_user_nmis\":{}}}", FOREIGN_USER_NMIS.load(Ordering::Relaxed));
+    // A single seed's totals are its own summary (with its digest); a batch's
+    // add the seeds up (their digests are on their FUZZ lines).
+    crate::print!(",");
+    totals.print_fields(if batch { None } else { Some(settings.seed) });
+    println!("}}");
     ok
+}
+
+/// One seed's run (or, added up, a batch's): what `FUZZ` lines and
+/// `RESULT` report.
+#[derive(Clone, Copy, Debug, Default)]
+struct SeedSummary {
+    iterations: u64,
+    frames: u64,
+    /// Time in the seed's iterations (TSC; boot and set-up excluded).
+    microseconds: u64,
+    max_depth_reached: u64,
+    latched_nmis: u64,
+    /// The seed's trace digest; 0 for a batch's totals (not printed).
+    digest: u64,
+    kinds: [u64; ALL_KINDS],
+    user_kinds: [u64; ALL_KINDS],
+    foreign_nmis: u64,
+    foreign_user_nmis: u64,
+    foreign_irqs: u64,
+    /// Foreign NMIs the kernel's own NMI handler took during the seed
+    /// (while the hook stood aside), already in `foreign_nmis`.
+    kernel_handler_nmis: u64,
+}
+
+impl SeedSummary {
+    fn frames_per_s(&self) -> u64 {
+        self.frames * 1_000_000 / self.microseconds.max(1)
+    }
+
+    fn add(&mut self, seed: &SeedSummary) {
+        self.iterations += seed.iterations;
+        self.frames += seed.frames;
+        self.microseconds += seed.microseconds;
+        self.max_depth_reached = self.max_depth_reached.max(seed.max_depth_reached);
+        self.latched_nmis += seed.latched_nmis;
+        self.digest = seed.digest;
+        for (total, count) in self.kinds.iter_mut().zip(seed.kinds) {
+            *total += count;
+        }
+        for (total, count) in self.user_kinds.iter_mut().zip(seed.user_kinds) {
+            *total += count;
+        }
+        self.foreign_nmis += seed.foreign_nmis;
+        self.foreign_user_nmis += seed.foreign_user_nmis;
+        self.foreign_irqs += seed.foreign_irqs;
+        self.kernel_handler_nmis += seed.kernel_handler_nmis;
+    }
+
+    /// Prints the JSON fields (inside a `FUZZ {…}` object, or the rest of
+    /// a RESULT object). `seed`: the one seed these are of, with its digest.
+    fn print_fields(&self, seed: Option<u64>) {
+        if let Some(seed) = seed {
+            crate::print!("\"seed\":{seed},");
+        }
+        crate::print!(
+            "\"iterations\":{},\"frames\":{},\"microseconds\":{},\"frames_per_s\":{},\"max_depth_reached\":{},\"violations\":0,\"latched_nmis\":{},\"foreign_nmis\":{},\"foreign_user_nmis\":{},\"foreign_irqs\":{},",
+            self.iterations,
+            self.frames,
+            self.microseconds,
+            self.frames_per_s(),
+            self.max_depth_reached,
+            self.latched_nmis,
+            self.foreign_nmis,
+            self.foreign_user_nmis,
+            self.foreign_irqs,
+        );
+        if seed.is_some() {
+            crate::print!("\"digest\":\"{:016x}\",", self.digest);
+        }
+        crate::print!("\"kinds\":{{");
+        for (index, kind) in KINDS.iter().enumerate() {
+            crate::print!(
+                "{}\"{}\":{}",
+                if index == 0 { "" } else { "," },
+                kind.name(),
+                self.kinds[*kind as usize]
+            );
+        }
+        for kind in USER_KINDS {
+            crate::print!(",\"user_{}\":{}", kind.name(), self.user_kinds[kind as usize]);
+        }
+        crate::print!("}}");
+    }
+}
+
+/// Runs one seed's `iterations` programs from a fresh state: every
+/// per-seed counter and the digest start over, and the PRNG is seeded
+/// with `seed` alone, so the seed's digest does not depend on the seeds a
+/// batch ran before it (each iteration ends with every frame unwound, the
+/// PKRS and the lockdep model put back; `raise` checks both).
+fn run_seed(seed: u64, iterations: u64, max_depth: usize) -> SeedSummary {
+    SEED.store(seed, Ordering::Relaxed);
+    FRAMES.store(0, Ordering::Relaxed);
+    for counter in KIND_COUNTS.iter().chain(USER_KIND_COUNTS.iter()) {
+        counter.store(0, Ordering::Relaxed);
+    }
+    FOREIGN_NMIS.store(0, Ordering::Relaxed);
+    FOREIGN_USER_NMIS.store(0, Ordering::Relaxed);
+    LATCHED_NMIS.store(0, Ordering::Relaxed);
+    MAX_DEPTH_REACHED.store(0, Ordering::Relaxed);
+    DIGEST.store(FNV_OFFSET, Ordering::Relaxed);
+    EVENT_NUMBER.store(0, Ordering::Relaxed);
+    let kernel_nmis_before = nmi::count();
+    let foreign_irqs_before = irq::foreign_timer_irqs();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    // SAFETY: RDTSC has no side effects.
+    let start = unsafe { core::arch::x86_64::_rdtsc() };
+    for iteration in 0..iterations {
+        ITERATION.store(iteration, Ordering::Relaxed);
+        // Foreign NMIs may come at any time: while the program is rewritten
+        // the hook stands aside (they go to the kernel's NMI handler), so
+        // nothing reads it meanwhile.
+        ACTIVE.store(false, Ordering::SeqCst);
+        // A store is only a release: keep the rewrite below it.
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        // SAFETY: with ACTIVE clear no handler reads the program, and no fuzz
+        // event is outstanding between iterations.
+        generate(&mut rng, max_depth, unsafe { &mut *PROGRAM.0.get() });
+        HANDLED.store(0, Ordering::SeqCst);
+        REPEATED.store(0, Ordering::SeqCst);
+        OWN_NMI_IP.store(0, Ordering::SeqCst);
+        DEPTH.store(0, Ordering::SeqCst);
+        ACTIVE.store(true, Ordering::SeqCst);
+        raise(0);
+    }
+    ACTIVE.store(false, Ordering::SeqCst);
+    // SAFETY: as above.
+    let cycles = unsafe { core::arch::x86_64::_rdtsc() } - start;
+    let kernel_handler_nmis = nmi::count() - kernel_nmis_before;
+    SeedSummary {
+        iterations,
+        frames: FRAMES.load(Ordering::Relaxed),
+        microseconds: (cycles * 1000 / apic::tsc_ticks_per_ms()).max(1),
+        max_depth_reached: MAX_DEPTH_REACHED.load(Ordering::Relaxed) as u64,
+        latched_nmis: LATCHED_NMIS.load(Ordering::Relaxed),
+        digest: DIGEST.load(Ordering::Relaxed),
+        kinds: core::array::from_fn(|kind| KIND_COUNTS[kind].load(Ordering::Relaxed)),
+        user_kinds: core::array::from_fn(|kind| USER_KIND_COUNTS[kind].load(Ordering::Relaxed)),
+        foreign_nmis: FOREIGN_NMIS.load(Ordering::Relaxed) + kernel_handler_nmis,
+        foreign_user_nmis: FOREIGN_USER_NMIS.load(Ordering::Relaxed),
+        foreign_irqs: irq::foreign_timer_irqs() - foreign_irqs_before,
+        kernel_handler_nmis,
+    }
 }

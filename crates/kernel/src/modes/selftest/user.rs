@@ -11,7 +11,7 @@ use super::{check, observed_or_fail, Context, Outcome, PF_PRESENT};
 use crate::events::{self, expect_event, FrameEdit};
 use crate::sched::{self, task};
 use crate::user::{self, programs, programs::Program, TASK_SIZE_MAX};
-use crate::{gdt, idt, paranoid, traps};
+use crate::{gdt, idt, nmi, paranoid, traps};
 use core::sync::atomic::{AtomicU64, Ordering};
 use extregs_regs::{selectors, PtRegs, X86_EFLAGS_TF};
 
@@ -124,29 +124,35 @@ pub fn user_faults_kill_only_the_faulting_task(_: &Context) -> Outcome {
 /// What the load test tries to read from user mode.
 static KERNEL_SECRET: AtomicU64 = AtomicU64::new(0x5ec7_e7ca_fe00_0001);
 
-/// NMIs through the NMI stub from user mode (see below) that the hook saw.
+/// Runs of the hook for the NMI from user mode (see below): the first, and
+/// the repeat for the NMI latched inside it.
 static USER_NMI_STEPS: AtomicU64 = AtomicU64::new(0);
-/// The real self-NMI sent from inside the first one: its PtRegs address
-/// and the RSP it interrupted (0: it never came).
-static NESTED_NMI_FRAME: AtomicU64 = AtomicU64::new(0);
-static NESTED_NMI_SP: AtomicU64 = AtomicU64::new(0);
+/// The PtRegs address each of those two runs saw.
+static USER_NMI_FRAMES: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+/// NMIs from kernel mode that reached the hook (the nested one must not:
+/// it is latched before its generic entry).
+static NESTED_NMIS_HANDLED: AtomicU64 = AtomicU64::new(0);
 
 /// The NMI handler for [`user_frames_sit_at_task_pt_regs`]: a "NMI" from
 /// user mode is the single step of the user task, taken through the NMI
-/// stub; it clears TF so the task runs on. The first one also sends a real
-/// self-NMI, which nests right there from kernel mode (the gate trick does
-/// not block NMIs) and must run as an outermost NMI on the NMI stack,
-/// below nothing of the user one's (that frame is on the task stack).
+/// stub; it clears TF so the task runs on. The first run also sends a real
+/// self-NMI, which arrives right there from kernel mode (the gate trick
+/// does not block NMIs, as an exception's IRETQ inside a real one would
+/// not): the entry must latch it and run this handler again on the same
+/// frame (Linux's `exc_nmi` restart).
 fn user_nmi_hook(regs: &mut PtRegs, vector: u8) -> bool {
     if vector != NMI_VECTOR {
         return false;
     }
     if !regs.user_mode() {
-        NESTED_NMI_FRAME.store(regs as *mut PtRegs as u64, Ordering::Relaxed);
-        NESTED_NMI_SP.store(regs.sp, Ordering::Relaxed);
+        NESTED_NMIS_HANDLED.fetch_add(1, Ordering::Relaxed);
         return true;
     }
-    if USER_NMI_STEPS.fetch_add(1, Ordering::Relaxed) == 0 {
+    let run = USER_NMI_STEPS.fetch_add(1, Ordering::Relaxed) as usize;
+    if let Some(frame) = USER_NMI_FRAMES.get(run) {
+        frame.store(regs as *mut PtRegs as u64, Ordering::Relaxed);
+    }
+    if run == 0 {
         crate::apic::send_self_nmi();
     }
     regs.flags &= !X86_EFLAGS_TF;
@@ -193,32 +199,31 @@ pub fn user_frames_sit_at_task_pt_regs(_: &Context) -> Outcome {
     let after_db = user::counts();
     check!(after_db.user_single_steps > before.user_single_steps, "no #DB from user mode");
     // The NMI entry from user mode, deterministically, and a real NMI
-    // nested inside its handler.
+    // latched inside its handler.
     USER_NMI_STEPS.store(0, Ordering::Relaxed);
-    NESTED_NMI_FRAME.store(0, Ordering::Relaxed);
-    NESTED_NMI_SP.store(0, Ordering::Relaxed);
-    let mut nmi_task_stack = 0..0;
+    NESTED_NMIS_HANDLED.store(0, Ordering::Relaxed);
+    for frame in &USER_NMI_FRAMES {
+        frame.store(0, Ordering::Relaxed);
+    }
+    let latched_before = nmi::user_nmis_latched();
+    let mut nmi_frame = 0;
     let status = traps::with_event_hook(user_nmi_hook, || {
         idt::with_debug_gate(idt::stub_address(NMI_VECTOR), Some(gdt::NMI_IST_INDEX), || {
             let handle = user::spawn(format_args!("st-nmi"), programs::SINGLE_STEP, 0, 0).ok()?;
-            nmi_task_stack = task::stack_range(handle.slot());
+            nmi_frame = task::task_pt_regs(handle.slot()) as u64;
             Some(sched::wait(handle))
         })
     });
     paranoid::reset_debug_status();
     check!(status == Some(0), "single-step under the NMI gate exited with {status:?}");
     let steps = USER_NMI_STEPS.load(Ordering::Relaxed);
-    check!(steps == 1, "{steps} NMIs from user mode (one expected)");
-    let (nested, nested_sp) =
-        (NESTED_NMI_FRAME.load(Ordering::Relaxed), NESTED_NMI_SP.load(Ordering::Relaxed));
-    check!(
-        gdt::ist_stack_of(nested) == Some(gdt::NMI_IST_INDEX),
-        "the NMI nested in the user NMI's handler is not on the NMI stack ({nested:#x})"
-    );
-    check!(
-        nmi_task_stack.contains(&nested_sp),
-        "the nested NMI did not interrupt the user NMI's handler on the task stack ({nested_sp:#x})"
-    );
+    check!(steps == 2, "the user NMI's handler ran {steps} times (once, then the repeat)");
+    let frames = USER_NMI_FRAMES.each_ref().map(|frame| frame.load(Ordering::Relaxed));
+    check!(frames == [nmi_frame; 2], "user NMI frames {frames:x?}, task_pt_regs {nmi_frame:#x}");
+    let nested = NESTED_NMIS_HANDLED.load(Ordering::Relaxed);
+    check!(nested == 0, "{nested} NMIs nested in the user NMI ran their own handler");
+    let latched = nmi::user_nmis_latched() - latched_before;
+    check!(latched == 1, "{latched} NMIs latched inside the user NMI (one expected)");
     check!(user::counts().user_nmis > after_db.user_nmis, "the NMI was not counted as a user one");
     // int3 from user mode (killed), timer IRQs in user mode.
     check!(run_user(programs::INT3, 0, 0) == Some(KILLED_BY_SIGTRAP), "int3 did not kill");
