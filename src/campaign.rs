@@ -1,5 +1,7 @@
-//! Fuzz campaigns: many `mode=fuzz` boots, one per seed, run in parallel
-//! QEMU instances, with their `RESULT` lines added up.
+//! Fuzz campaigns: `mode=fuzz` boots run in parallel QEMU instances, each
+//! running a batch of seeds (`seeds=A..B`, one `FUZZ` line per seed) so the
+//! boot is paid once per batch; the seeds' lines are added up. A violation
+//! ends its boot: the seeds of the batch after it go back in the queue.
 //!
 //! The CLI (`extregs fuzz`) draws a progress bar and handles Ctrl-C; this
 //! module does the work, so tests run exactly what users run.
@@ -7,10 +9,11 @@
 use crate::qemu::{self, RunConfig};
 use crate::report::EXIT_SUCCESS;
 use serde_json::{json, Map, Value};
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What to run.
@@ -24,8 +27,11 @@ pub struct CampaignConfig {
     pub deterministic: bool,
     /// QEMU CPU model.
     pub cpu: String,
-    /// Per-seed timeout.
+    /// Per-seed timeout (in a batch: from the boot, or the last seed's
+    /// `FUZZ` line, to the next).
     pub timeout: Duration,
+    /// Seeds per boot; 0: [`auto_seeds_per_boot`].
+    pub seeds_per_boot: u64,
     /// `inject=NAME`: a fault for a fault-injection kernel build to switch on.
     pub inject: Option<String>,
     /// Every boot gets an NMI storm over QMP (foreign NMIs).
@@ -93,6 +99,10 @@ pub struct Totals {
     /// (instructions hit, instructions in the entry text), once
     /// [`Totals::measure_coverage`] decoded the kernel's entry text.
     pub entry_points: Option<(u64, u64)>,
+    /// Each seed's frames/s as its kernel measured it (boot excluded).
+    pub kernel_frames_per_s: Vec<u64>,
+    /// Parallel QEMUs the wall rate came from (0: unknown, a merge).
+    pub jobs: u64,
 }
 
 impl Totals {
@@ -109,6 +119,9 @@ impl Totals {
         self.foreign_user_nmis += report.number("foreign_user_nmis");
         self.foreign_irqs += report.number("foreign_irqs");
         self.coverage_hits.extend(&report.coverage_hits);
+        if report.ok() && report.frames() > 0 {
+            self.kernel_frames_per_s.push(report.number("frames_per_s"));
+        }
         self.max_depth_reached = self.max_depth_reached.max(report.number("max_depth_reached"));
         if let Some(kinds) = report.result.as_ref().and_then(|r| r["kinds"].as_object()) {
             for (kind, count) in kinds {
@@ -134,8 +147,30 @@ impl Totals {
         }
     }
 
+    /// The median of the seeds' kernel-measured frames/s.
+    pub fn kernel_median_frames_per_second(&self) -> Option<f64> {
+        let mut rates = self.kernel_frames_per_s.clone();
+        rates.sort_unstable();
+        match rates.len() {
+            0 => None,
+            n if n % 2 == 1 => Some(rates[n / 2] as f64),
+            n => Some((rates[n / 2 - 1] + rates[n / 2]) as f64 / 2.0),
+        }
+    }
+
+    /// Wall frames/s over `jobs` × the per-kernel median: how much of the
+    /// ideal (QEMUs that never boot) the campaign reached.
+    pub fn wall_to_kernel_ratio(&self) -> Option<f64> {
+        let median = self.kernel_median_frames_per_second()?;
+        (self.jobs > 0 && median > 0.0)
+            .then(|| self.frames_per_second() / (self.jobs as f64 * median))
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
+            "kernel_median_frames_per_s": self.kernel_median_frames_per_second(),
+            "jobs": self.jobs,
+            "wall_to_kernel_ratio": self.wall_to_kernel_ratio(),
             "seeds_run": self.seeds_run,
             "seeds_failed": self.seeds_failed,
             "iterations": self.iterations,
@@ -155,10 +190,27 @@ impl Totals {
     }
 }
 
-/// The kernel command line for one seed.
-pub fn cmdline(config: &CampaignConfig, seed: u64) -> String {
+/// The most seeds one boot runs when `--seeds-per-boot` is not given.
+pub const MAX_AUTO_SEEDS_PER_BOOT: u64 = 64;
+
+/// Seeds per boot when not given: at most [`MAX_AUTO_SEEDS_PER_BOOT`] (so
+/// a violation requeues few seeds and the progress bar moves), in a number
+/// of batches that the jobs share evenly (so none idles at the end).
+pub fn auto_seeds_per_boot(seeds: &Range<u64>, jobs: usize) -> u64 {
+    let (length, jobs) = (seeds.end - seeds.start, jobs.max(1) as u64);
+    let batches = length.div_ceil(MAX_AUTO_SEEDS_PER_BOOT).div_ceil(jobs) * jobs;
+    length.div_ceil(batches).max(1)
+}
+
+/// The kernel command line for a batch of seeds (`seed=S` for one).
+pub fn cmdline(config: &CampaignConfig, seeds: Range<u64>) -> String {
+    let seeds = if seeds.end - seeds.start == 1 {
+        format!("seed={}", seeds.start)
+    } else {
+        format!("seeds={}..{}", seeds.start, seeds.end)
+    };
     let mut line = format!(
-        "mode=fuzz seed={seed} iterations={} max-depth={}",
+        "mode=fuzz {seeds} iterations={} max-depth={}",
         config.iterations, config.max_depth
     );
     if let Some(fault) = &config.inject {
@@ -191,39 +243,120 @@ pub fn replay_command(config: &CampaignConfig, seed: u64) -> String {
     )
 }
 
-/// Boots one seed.
-pub fn run_seed(config: &CampaignConfig, seed: u64, cancel: Option<Arc<AtomicBool>>) -> SeedReport {
+/// Boots one batch of seeds. Returns a report per seed that ran (in seed
+/// order) and the seeds that did not (after a failing one): the batch's
+/// `FUZZ` lines give the seeds that passed; the first seed without one
+/// failed, with the boot's verdict, `RESULT` and serial output.
+pub fn run_batch(
+    config: &CampaignConfig,
+    seeds: Range<u64>,
+    cancel: Option<Arc<AtomicBool>>,
+) -> (Vec<SeedReport>, Range<u64>) {
+    let count = seeds.end - seeds.start;
     let run = RunConfig {
         cpu: config.cpu.clone(),
-        cmdline: cmdline(config, seed),
+        cmdline: cmdline(config, seeds.clone()),
+        // Per seed: each FUZZ line restarts the clock.
         timeout: config.timeout,
+        progress_prefix: (count > 1).then_some("FUZZ "),
         deterministic: config.deterministic,
         cancel,
         nmi_storm: config.nmi_storm,
         granular: config.granular,
         ..RunConfig::default()
     };
-    match qemu::run(&run) {
-        Ok(outcome) => {
-            let (exit, why) = outcome.verdict();
-            SeedReport {
-                seed,
-                exit,
-                why,
-                result: outcome.result(),
-                coverage_hits: crate::coverage::hits_in(&outcome.serial),
-                serial: (exit != EXIT_SUCCESS).then_some(outcome.serial),
+    let outcome = match qemu::run(&run) {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            let report = SeedReport {
+                seed: seeds.start,
+                exit: crate::report::EXIT_USAGE,
+                why: error.to_string(),
+                result: None,
+                serial: None,
+                coverage_hits: BTreeSet::new(),
+            };
+            return (vec![report], seeds.start + 1..seeds.end);
+        }
+    };
+    let (exit, why) = outcome.verdict();
+    let result = outcome.result();
+    split_batch(seeds, exit, why, result, outcome.serial)
+}
+
+/// A batch's boot, seed by seed (see [`run_batch`]): `exit`/`why` are the
+/// boot's verdict, `result` its `RESULT`, `serial` its output.
+pub fn split_batch(
+    seeds: Range<u64>,
+    exit: i32,
+    why: String,
+    result: Option<Value>,
+    serial: String,
+) -> (Vec<SeedReport>, Range<u64>) {
+    let coverage_hits = crate::coverage::hits_in(&serial);
+    let mut reports = Vec::new();
+    if seeds.end - seeds.start == 1 {
+        // One seed: its RESULT is its summary (and a replay's format).
+        reports.push(SeedReport {
+            seed: seeds.start,
+            exit,
+            why,
+            result,
+            coverage_hits,
+            serial: (exit != EXIT_SUCCESS).then_some(serial),
+        });
+        return (reports, seeds.end..seeds.end);
+    }
+    let mut passed: BTreeMap<u64, Value> = BTreeMap::new();
+    for line in serial.lines() {
+        let summary = line.strip_prefix("FUZZ ").and_then(|json| serde_json::from_str(json).ok());
+        if let Some(summary @ Value::Object(_)) = summary {
+            if let Some(seed) = summary["seed"].as_u64().filter(|seed| seeds.contains(seed)) {
+                passed.insert(seed, summary);
             }
         }
-        Err(error) => SeedReport {
-            seed,
-            exit: crate::report::EXIT_USAGE,
-            why: error.to_string(),
-            result: None,
+    }
+    let mut next = seeds.start;
+    while let Some(summary) = passed.remove(&next) {
+        reports.push(SeedReport {
+            seed: next,
+            exit: EXIT_SUCCESS,
+            why: "kernel reported success".into(),
+            result: Some(summary),
             serial: None,
             coverage_hits: BTreeSet::new(),
-        },
+        });
+        next += 1;
     }
+    if next == seeds.end && exit == EXIT_SUCCESS {
+        // The boot's interrupt points go with its last seed (totals take
+        // the union).
+        if let Some(last) = reports.last_mut() {
+            last.coverage_hits = coverage_hits;
+        }
+        return (reports, seeds.end..seeds.end);
+    }
+    // `next` is the seed the boot died in. If every seed printed its line
+    // and the boot still failed (RESULT's frame_errors or model_errors, a
+    // hang after the last seed), the failure is reported on the last seed.
+    let failed = if next == seeds.end { seeds.end - 1 } else { next };
+    if failed != next {
+        reports.pop();
+    }
+    let (exit, why) = if exit == EXIT_SUCCESS {
+        (crate::report::EXIT_KERNEL_FAILURE, format!("seed {failed} printed no FUZZ line"))
+    } else {
+        (exit, why)
+    };
+    reports.push(SeedReport {
+        seed: failed,
+        exit,
+        why,
+        result,
+        coverage_hits,
+        serial: Some(serial),
+    });
+    (reports, failed + 1..seeds.end)
 }
 
 /// Runs every seed on `config.jobs` workers. `on_report` sees each seed as
@@ -236,34 +369,51 @@ pub fn run_campaign(
     mut on_report: impl FnMut(&SeedReport, &Totals),
 ) -> (Vec<SeedReport>, Totals, bool) {
     let started = Instant::now();
-    let next = Arc::new(AtomicU64::new(config.seeds.start));
+    let per_boot = match config.seeds_per_boot {
+        0 => auto_seeds_per_boot(&config.seeds, config.jobs),
+        n => n,
+    };
+    // The batches still to boot; a failed boot's unrun seeds go back in front.
+    let queue: Arc<Mutex<VecDeque<Range<u64>>>> = Arc::new(Mutex::new(
+        config
+            .seeds
+            .clone()
+            .step_by(per_boot as usize)
+            .map(|start| start..(start + per_boot).min(config.seeds.end))
+            .collect(),
+    ));
     let (sender, receiver) = mpsc::channel();
     let workers: Vec<_> = (0..config.jobs.max(1))
         .map(|_| {
-            let (config, next, sender, cancel) =
-                (config.clone(), next.clone(), sender.clone(), cancel.clone());
+            let (config, queue, sender, cancel) =
+                (config.clone(), queue.clone(), sender.clone(), cancel.clone());
             std::thread::spawn(move || loop {
                 if cancel.load(Ordering::SeqCst) {
                     break;
                 }
-                let seed = next.fetch_add(1, Ordering::SeqCst);
-                if seed >= config.seeds.end {
+                let Some(batch) = queue.lock().expect("queue lock").pop_front() else {
+                    break;
+                };
+                let (reports, unrun) = run_batch(&config, batch, Some(cancel.clone()));
+                // After Ctrl-C the seeds a killed boot finished still count;
+                // the one it was killed in is not a result.
+                let cancelled = cancel.load(Ordering::SeqCst);
+                let results = reports.into_iter().filter(|report| !cancelled || report.ok());
+                if results.map(|report| sender.send(report)).any(|sent| sent.is_err()) {
                     break;
                 }
-                let report = run_seed(&config, seed, Some(cancel.clone()));
-                // A boot killed by Ctrl-C is not a result.
-                if cancel.load(Ordering::SeqCst) && !report.ok() {
+                if cancelled {
                     break;
                 }
-                if sender.send(report).is_err() {
-                    break;
+                if !unrun.is_empty() {
+                    queue.lock().expect("queue lock").push_front(unrun);
                 }
             })
         })
         .collect();
     drop(sender);
     let mut reports = Vec::new();
-    let mut totals = Totals::default();
+    let mut totals = Totals { jobs: config.jobs.max(1) as u64, ..Totals::default() };
     for report in receiver {
         totals.add(&report);
         totals.wall_seconds = started.elapsed().as_secs_f64();
@@ -296,6 +446,7 @@ pub fn to_json(
             if let Some(result) = &report.result {
                 for key in [
                     "frames",
+                    "microseconds",
                     "max_depth_reached",
                     "frames_per_s",
                     "digest",
@@ -323,6 +474,7 @@ pub fn to_json(
         "iterations": config.iterations,
         "max_depth": config.max_depth,
         "jobs": config.jobs,
+        "seeds_per_boot": config.seeds_per_boot,
         "deterministic": config.deterministic,
         "cpu": config.cpu,
         "nmi_storm": config.nmi_storm,
@@ -476,6 +628,11 @@ pub fn merge(documents: &[(String, Value)]) -> Result<Value, String> {
         for run in document["runs"].as_array().into_iter().flatten() {
             let seed =
                 run["seed"].as_u64().ok_or_else(|| format!("{name}: a run without a seed"))?;
+            if run["ok"].as_bool().unwrap_or(false) {
+                if let Some(rate) = run["frames_per_s"].as_u64() {
+                    totals.kernel_frames_per_s.push(rate);
+                }
+            }
             if runs.insert(seed, run.clone()).is_some() {
                 return Err(format!(
                     "seed {seed} is in {name} and in another document: overlapping slices"
@@ -562,6 +719,71 @@ mod tests {
         assert_eq!(totals.foreign_nmis, 8);
         assert_eq!(totals.coverage_hits, BTreeSet::from([3, 5, 7]));
         assert_eq!(totals.kinds["int3"], 4);
+    }
+
+    fn fuzz_line(seed: u64) -> String {
+        format!("FUZZ {{\"seed\":{seed},\"frames\":{},\"frames_per_s\":100,\"digest\":\"{seed:016x}\"}}", 10 + seed)
+    }
+
+    #[test]
+    fn a_batch_splits_into_its_seeds() {
+        // All passed: one report per FUZZ line, in seed order.
+        let serial = [fuzz_line(5), "noise".into(), fuzz_line(6), fuzz_line(7)].join("\n");
+        let ok = json!({"ok": true});
+        let (reports, unrun) = split_batch(5..8, 0, "ok".into(), Some(ok.clone()), serial);
+        assert!(unrun.is_empty());
+        assert_eq!(reports.iter().map(|r| r.seed).collect::<Vec<_>>(), [5, 6, 7]);
+        assert!(reports.iter().all(|r| r.ok() && r.serial.is_none()));
+        assert_eq!(reports[1].frames(), 16);
+        // A violation in seed 6: 5 passed, 6 failed with the boot's RESULT
+        // and output, 7..9 go back in the queue.
+        let violation = json!({"ok": false, "seed": 6, "invariant": "gprs"});
+        let serial = format!("{}\nextregs: fuzz: VIOLATION gprs\nRESULT {violation}", fuzz_line(5));
+        let (reports, unrun) =
+            split_batch(5..9, 1, "kernel reported failure".into(), Some(violation), serial);
+        assert_eq!(unrun, 7..9);
+        assert_eq!(reports.len(), 2);
+        assert!(reports[0].ok());
+        assert_eq!((reports[1].seed, reports[1].exit), (6, 1));
+        assert_eq!(reports[1].invariant(), Some("gprs"));
+        assert!(reports[1].serial.as_deref().unwrap().contains("VIOLATION"));
+        // A hang in the first seed: no line at all.
+        let (reports, unrun) = split_batch(5..8, 124, "timeout".into(), None, String::new());
+        assert_eq!((reports.len(), reports[0].seed, reports[0].exit), (1, 5, 124));
+        assert_eq!(unrun, 6..8);
+        // Every line printed, but the boot failed after them (frame_errors
+        // in RESULT): the last seed carries the failure, nothing reruns.
+        let serial = [fuzz_line(5), fuzz_line(6)].join("\n");
+        let (reports, unrun) = split_batch(5..7, 1, "frame errors".into(), None, serial);
+        assert!(unrun.is_empty());
+        assert!(reports[0].ok() && !reports[1].ok());
+        // A success verdict with a seed missing is still a failure.
+        let (reports, _) = split_batch(5..7, 0, "ok".into(), Some(ok), fuzz_line(5));
+        assert_eq!((reports[1].seed, reports[1].exit), (6, 1));
+        assert!(reports[1].why.contains("no FUZZ line"));
+    }
+
+    #[test]
+    fn automatic_batches_are_even_and_bounded() {
+        assert_eq!(auto_seeds_per_boot(&(0..1000), 2), 63); // 16 boots of 63 or less
+        assert_eq!(auto_seeds_per_boot(&(0..200), 2), 50);
+        assert_eq!(auto_seeds_per_boot(&(0..5), 2), 3);
+        assert_eq!(auto_seeds_per_boot(&(7..8), 4), 1);
+        for (length, jobs) in [(1u64, 1usize), (64, 1), (65, 1), (129, 2), (10_000, 3)] {
+            let size = auto_seeds_per_boot(&(0..length), jobs);
+            assert!((1..=MAX_AUTO_SEEDS_PER_BOOT).contains(&size), "{length} {jobs}: {size}");
+        }
+    }
+
+    #[test]
+    fn median_and_ratio_of_the_kernel_rates() {
+        let mut totals = Totals { jobs: 2, wall_seconds: 1.0, frames: 300, ..Totals::default() };
+        assert_eq!(totals.wall_to_kernel_ratio(), None);
+        totals.kernel_frames_per_s = vec![400, 100, 200];
+        assert_eq!(totals.kernel_median_frames_per_second(), Some(200.0));
+        assert_eq!(totals.wall_to_kernel_ratio(), Some(0.75));
+        totals.kernel_frames_per_s.push(300);
+        assert_eq!(totals.kernel_median_frames_per_second(), Some(250.0));
     }
 
     #[test]
@@ -665,6 +887,7 @@ mod tests {
             nmi_storm: false,
             granular: false,
             foreign_timer_hz: 0,
+            seeds_per_boot: 0,
         };
         assert_eq!(
             replay_command(&config, 42),

@@ -14,6 +14,7 @@ use extregs::images;
 use extregs::qemu::{self, Accel, Firmware, RunConfig};
 use extregs::qmp::Qmp;
 use extregs::report::{EXIT_KERNEL_FAILURE, EXIT_SUCCESS, EXIT_USAGE};
+use extregs_cmdline::MAX_FUZZ_SEEDS_PER_BOOT;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,7 +39,7 @@ enum Command {
     InjectNmi(InjectNmiArgs),
     /// Fuzz nested interrupt frames: a campaign over a seed range, or the
     /// replay of one seed.
-    Fuzz(FuzzArgs),
+    Fuzz(Box<FuzzArgs>),
     /// Measure the entry variants (floor, x86-interrupt, by-value,
     /// by-reference, extended, extended+pks-hit/-write) side by side.
     Bench(BenchArgs),
@@ -87,6 +88,10 @@ struct FuzzArgs {
     /// Event programs per seed.
     #[arg(long, default_value_t = 1000)]
     iterations: u64,
+    /// Seeds one boot runs (`mode=fuzz seeds=A..B`, each from a fresh
+    /// state); default: the range split evenly over the jobs, at most 64.
+    #[arg(long, conflicts_with = "seed")]
+    seeds_per_boot: Option<u64>,
     /// Deepest nesting (1..=12).
     #[arg(long, default_value_t = 8)]
     max_depth: u32,
@@ -104,7 +109,8 @@ struct FuzzArgs {
     /// QEMU CPU model.
     #[arg(long, default_value = "max")]
     cpu: String,
-    /// Seconds before one seed's boot counts as hung (124).
+    /// Seconds a seed may take (from the boot, or from the previous seed of
+    /// its batch) before the boot counts as hung (124).
     #[arg(long, default_value_t = 600)]
     timeout: u64,
     /// Switch on a named fault (skip-gpr-restore, skip-pkrs-restore,
@@ -225,7 +231,7 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => run(args),
         Command::InjectNmi(args) => inject_nmi(args),
-        Command::Fuzz(args) => fuzz(args),
+        Command::Fuzz(args) => fuzz(*args),
         Command::Bench(args) => bench(args),
     };
     ExitCode::from(code as u8)
@@ -242,6 +248,7 @@ fn run(args: RunArgs) -> i32 {
         cpu: args.cpu,
         cmdline: args.cmdline,
         timeout: Duration::from_secs(args.timeout),
+        progress_prefix: None,
         gdb: args.gdb,
         echo: true,
         qmp: args.qmp,
@@ -312,6 +319,10 @@ fn fuzz(args: FuzzArgs) -> i32 {
     }
     if args.iterations == 0 || args.jobs == Some(0) || args.timeout == 0 {
         eprintln!("extregs: --iterations, --jobs and --timeout must be at least 1");
+        return EXIT_USAGE;
+    }
+    if args.seeds_per_boot.is_some_and(|n| !(1..=MAX_FUZZ_SEEDS_PER_BOOT).contains(&n)) {
+        eprintln!("extregs: --seeds-per-boot must be from 1 to {MAX_FUZZ_SEEDS_PER_BOOT}");
         return EXIT_USAGE;
     }
     let mut seeds = match (&args.seeds, args.seed) {
@@ -429,6 +440,15 @@ fn fuzz(args: FuzzArgs) -> i32 {
         totals.max_depth_reached,
         totals.latched_nmis
     );
+    if let (Some(median), Some(ratio)) =
+        (totals.kernel_median_frames_per_second(), totals.wall_to_kernel_ratio())
+    {
+        println!(
+            "extregs: fuzz: wall {:.0} frames/s = {ratio:.2} x (jobs={} x {median:.0} frames/s, the median seed's rate inside its kernel)",
+            totals.frames_per_second(),
+            totals.jobs,
+        );
+    }
     let kinds: Vec<String> =
         totals.kinds.iter().map(|(kind, count)| format!("{kind} {count}")).collect();
     println!("extregs: fuzz: events: {}", kinds.join(", "));
@@ -527,6 +547,7 @@ fn campaign_config(args: &FuzzArgs, seeds: std::ops::Range<u64>, jobs: usize) ->
         nmi_storm: args.nmi_storm,
         granular: args.granular,
         foreign_timer_hz: args.foreign_timer.unwrap_or(0),
+        seeds_per_boot: args.seeds_per_boot.unwrap_or(0),
     }
 }
 
@@ -566,7 +587,7 @@ fn replay(args: &FuzzArgs, seed: u64) -> i32 {
     let campaign_config = campaign_config(args, seed..seed + 1, 1);
     let config = RunConfig {
         cpu: args.cpu.clone(),
-        cmdline: campaign::cmdline(&campaign_config, seed),
+        cmdline: campaign::cmdline(&campaign_config, seed..seed + 1),
         timeout: Duration::from_secs(args.timeout),
         deterministic: args.deterministic,
         echo: true,
@@ -614,8 +635,11 @@ fn replay(args: &FuzzArgs, seed: u64) -> i32 {
 }
 
 fn bench(args: BenchArgs) -> i32 {
-    if args.iterations == 0 || args.iterations > extregs_cmdline_max_bench() {
-        eprintln!("extregs: --iterations must be from 1 to {}", extregs_cmdline_max_bench());
+    if args.iterations == 0 || args.iterations > extregs_cmdline::MAX_BENCH_ITERATIONS {
+        eprintln!(
+            "extregs: --iterations must be from 1 to {}",
+            extregs_cmdline::MAX_BENCH_ITERATIONS
+        );
         return EXIT_USAGE;
     }
     if !(1..=100).contains(&args.runs) {
@@ -753,9 +777,4 @@ fn bench(args: BenchArgs) -> i32 {
         println!("extregs: bench: drew {}", path.display());
     }
     code
-}
-
-/// The kernel harness keeps at most this many samples per variant.
-fn extregs_cmdline_max_bench() -> u64 {
-    200_000
 }

@@ -70,8 +70,12 @@ pub struct RunConfig {
     pub cpu: String,
     /// The kernel command line (DESIGN §4), passed through fw_cfg.
     pub cmdline: String,
-    /// Kill QEMU after this long and report a timeout.
+    /// Kill QEMU after this long and report a timeout (with
+    /// `progress_prefix`: this long without a progress line).
     pub timeout: Duration,
+    /// A serial line starting with this is progress: the timeout then
+    /// counts from the last such line (a batch of fuzz seeds, `FUZZ `).
+    pub progress_prefix: Option<&'static str>,
     /// Start QEMU's gdb stub on :1234 and wait for the debugger.
     pub gdb: bool,
     /// Copy the serial console to our stdout as it arrives.
@@ -110,6 +114,7 @@ impl Default for RunConfig {
             cpu: "max".to_string(),
             cmdline: String::new(),
             timeout: Duration::from_secs(120),
+            progress_prefix: None,
             gdb: false,
             echo: false,
             qmp: None,
@@ -305,6 +310,8 @@ pub fn run(config: &RunConfig) -> Result<Outcome, SetupError> {
         }
         _ => None,
     };
+    let last_progress = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
+    let (progress_prefix, progress_seen) = (config.progress_prefix, last_progress.clone());
     let (serial_sender, serial_receiver) = mpsc::channel();
     let serial_reader = std::thread::spawn(move || {
         let mut collected = String::new();
@@ -321,6 +328,9 @@ pub fn run(config: &RunConfig) -> Result<Outcome, SetupError> {
             }
             if text.starts_with("extregs: mode=") {
                 kernel_ready_flag.store(true, Ordering::SeqCst);
+            }
+            if progress_prefix.is_some_and(|prefix| text.starts_with(prefix)) {
+                *progress_seen.lock().expect("progress lock") = std::time::Instant::now();
             }
             collected.push_str(&text);
             line.clear();
@@ -346,8 +356,9 @@ pub fn run(config: &RunConfig) -> Result<Outcome, SetupError> {
         collected
     });
 
-    let deadline = std::time::Instant::now() + config.timeout;
     let waited = loop {
+        // Without a progress prefix the last progress is the start.
+        let deadline = *last_progress.lock().expect("progress lock") + config.timeout;
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let slice = left.min(Duration::from_millis(100));
         let exited = child

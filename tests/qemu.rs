@@ -259,6 +259,7 @@ fn fuzz_under_an_nmi_storm_at_every_instruction_boundary_has_no_violations() {
         nmi_storm: true,
         granular: true,
         foreign_timer_hz: 1000,
+        seeds_per_boot: 0,
     };
     let (reports, totals, interrupted) =
         campaign::run_campaign(&config, Arc::new(AtomicBool::new(false)), |_, _| {});
@@ -660,6 +661,7 @@ fn campaign_config(
         nmi_storm: false,
         granular: false,
         foreign_timer_hz: 0,
+        seeds_per_boot: 0,
     }
 }
 
@@ -717,13 +719,46 @@ fn short_fuzz_campaign_finds_no_violations() {
 fn deterministic_fuzz_gives_the_same_digest_twice() {
     let config = campaign_config(11..12, 100, true);
     let digest = |seed| {
-        let report = campaign::run_seed(&config, seed, None);
+        let (mut reports, unrun) = campaign::run_batch(&config, seed..seed + 1, None);
+        assert!(unrun.is_empty());
+        let report = reports.remove(0);
         assert!(report.ok(), "{}", report.why);
         report.result.unwrap()["digest"].as_str().unwrap().to_string()
     };
     let first = digest(11);
     assert_eq!(first, digest(11), "same seed, same digest");
     assert_ne!(first, digest(12), "another seed, another trace");
+}
+
+#[test]
+fn several_seeds_in_one_boot_give_each_seed_its_own_digest() {
+    // One boot per seed, then all five in one boot (`seeds=20..25`): every
+    // seed starts from a fresh state, so the digests and counts agree.
+    let digests = |seeds_per_boot| {
+        let config = CampaignConfig { seeds_per_boot, ..campaign_config(20..25, 60, true) };
+        let (reports, totals, _) =
+            campaign::run_campaign(&config, Arc::new(AtomicBool::new(false)), |_, _| {});
+        assert_eq!(totals.seeds_run, 5);
+        let rows: Vec<(u64, String, u64)> = reports
+            .iter()
+            .map(|report| {
+                assert!(report.ok(), "seed {}: {}", report.seed, report.why);
+                let result = report.result.as_ref().expect("a summary");
+                (
+                    report.seed,
+                    result["digest"].as_str().expect("a digest").to_string(),
+                    result["frames"].as_u64().expect("frames"),
+                )
+            })
+            .collect();
+        (rows, totals)
+    };
+    let (one_per_boot, _) = digests(1);
+    let (batched, totals) = digests(5);
+    assert_eq!(one_per_boot, batched);
+    // The campaign reports its wall rate against the kernels' own.
+    assert!(totals.kernel_median_frames_per_second().unwrap() > 0.0);
+    assert!(totals.wall_to_kernel_ratio().unwrap() > 0.0);
 }
 
 #[test]
@@ -766,6 +801,9 @@ fn cli_fuzz_replays_a_seed_and_rejects_bad_arguments() {
         &["fuzz", "--seeds", "0..6", "--shard", "1/0"],
         &["fuzz", "--seeds", "0..2", "--shard", "1/3"],
         &["fuzz", "--seed", "1", "--shard", "1/2"],
+        &["fuzz", "--seeds", "0..2", "--seeds-per-boot", "0"],
+        &["fuzz", "--seeds", "0..2", "--seeds-per-boot", "100001"],
+        &["fuzz", "--seed", "1", "--seeds-per-boot", "2"],
     ] {
         assert_eq!(extregs_cli(bad).status.code(), Some(EXIT_USAGE), "{bad:?}");
     }
