@@ -87,6 +87,11 @@ pub struct Totals {
     pub latched_nmis: u64,
     pub max_depth_reached: u64,
     pub kinds: BTreeMap<String, u64>,
+    /// Frames per event kind and depth (`kind_depth` of the kernels).
+    pub kind_depth: BTreeMap<String, Vec<u64>>,
+    /// Frames per event kind and the context it interrupted (`task`,
+    /// `user`, or the kind whose handler raised it).
+    pub contexts: BTreeMap<String, BTreeMap<String, u64>>,
     pub wall_seconds: f64,
     /// NMIs the kernels did not raise themselves (an `--nmi-storm`).
     pub foreign_nmis: u64,
@@ -123,9 +128,29 @@ impl Totals {
             self.kernel_frames_per_s.push(report.number("frames_per_s"));
         }
         self.max_depth_reached = self.max_depth_reached.max(report.number("max_depth_reached"));
-        if let Some(kinds) = report.result.as_ref().and_then(|r| r["kinds"].as_object()) {
-            for (kind, count) in kinds {
-                *self.kinds.entry(kind.clone()).or_default() += count.as_u64().unwrap_or(0);
+        if let Some(result) = &report.result {
+            self.add_counts(result);
+        }
+    }
+
+    /// Adds the per-kind counts of a RESULT, FUZZ line or campaign totals.
+    pub fn add_counts(&mut self, counts: &Value) {
+        for (kind, count) in counts["kinds"].as_object().into_iter().flatten() {
+            *self.kinds.entry(kind.clone()).or_default() += count.as_u64().unwrap_or(0);
+        }
+        for (kind, depths) in counts["kind_depth"].as_object().into_iter().flatten() {
+            let row = self.kind_depth.entry(kind.clone()).or_default();
+            for (depth, count) in depths.as_array().into_iter().flatten().enumerate() {
+                if row.len() <= depth {
+                    row.resize(depth + 1, 0);
+                }
+                row[depth] += count.as_u64().unwrap_or(0);
+            }
+        }
+        for (kind, contexts) in counts["contexts"].as_object().into_iter().flatten() {
+            let row = self.contexts.entry(kind.clone()).or_default();
+            for (context, count) in contexts.as_object().into_iter().flatten() {
+                *row.entry(context.clone()).or_default() += count.as_u64().unwrap_or(0);
             }
         }
     }
@@ -179,6 +204,8 @@ impl Totals {
             "latched_nmis": self.latched_nmis,
             "max_depth_reached": self.max_depth_reached,
             "kinds": self.kinds,
+            "kind_depth": self.kind_depth,
+            "contexts": self.contexts,
             "wall_seconds": self.wall_seconds,
             "frames_per_s": self.frames_per_second(),
             "foreign_nmis": self.foreign_nmis,
@@ -186,6 +213,7 @@ impl Totals {
             "foreign_irqs": self.foreign_irqs,
             "entry_points_hit": self.entry_points.map(|(hit, _)| hit),
             "entry_points_total": self.entry_points.map(|(_, total)| total),
+            "entry_points_hit_offsets": self.coverage_hits,
         })
     }
 }
@@ -597,8 +625,9 @@ const MERGE_SETTINGS: [&str; 7] = [
 /// Refused: different settings, different shardings, a seed in two
 /// documents. The merged `wall_seconds` is the longest document's (shards
 /// run side by side on different machines), so `frames_per_s` is the
-/// rate of the whole fleet. Interrupt-point coverage is not merged (the
-/// documents carry counts, not the points): those totals are null.
+/// rate of the whole fleet. Interrupt points: the hit offsets are joined
+/// (`entry_points_hit_offsets`); the counts, which need the kernel's entry
+/// text decoded, are null (`fuzz plot` decodes it).
 pub fn merge(documents: &[(String, Value)]) -> Result<Value, String> {
     let Some((first_name, first)) = documents.first() else {
         return Err("nothing to merge".into());
@@ -652,9 +681,9 @@ pub fn merge(documents: &[(String, Value)]) -> Result<Value, String> {
         totals.foreign_irqs += number("foreign_irqs");
         totals.max_depth_reached = totals.max_depth_reached.max(number("max_depth_reached"));
         totals.wall_seconds = totals.wall_seconds.max(t["wall_seconds"].as_f64().unwrap_or(0.0));
-        for (kind, count) in t["kinds"].as_object().into_iter().flatten() {
-            *totals.kinds.entry(kind.clone()).or_default() += count.as_u64().unwrap_or(0);
-        }
+        totals.add_counts(t);
+        let offsets = t["entry_points_hit_offsets"].as_array().into_iter().flatten();
+        totals.coverage_hits.extend(offsets.filter_map(Value::as_u64));
         interrupted |= document["interrupted"].as_bool().unwrap_or(false);
     }
     // The seeds as ranges: one `A..B` when the slices tile it.
@@ -834,6 +863,8 @@ mod tests {
                 "iterations": iterations * (seeds.end - seeds.start),
                 "frames": seeds.clone().map(|s| 10 * s).sum::<u64>(), "violations": 0,
                 "latched_nmis": 1, "max_depth_reached": 8, "kinds": {"int3": 2},
+                "kind_depth": {"int3": [1, 1]}, "contexts": {"int3": {"task": 1, "ud2": 1}},
+                "entry_points_hit_offsets": [seeds.start, 100],
                 "wall_seconds": 3.0},
             "runs": runs,
         });
@@ -853,6 +884,9 @@ mod tests {
         assert_eq!(merged["totals"]["frames"], 150);
         assert_eq!(merged["totals"]["seeds_run"], 6);
         assert_eq!(merged["totals"]["kinds"]["int3"], 4);
+        assert_eq!(merged["totals"]["kind_depth"]["int3"], json!([2, 2]));
+        assert_eq!(merged["totals"]["contexts"]["int3"], json!({"task": 2, "ud2": 2}));
+        assert_eq!(merged["totals"]["entry_points_hit_offsets"], json!([0, 3, 100]));
         let seeds: Vec<u64> = merged["runs"]
             .as_array()
             .unwrap()

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod campaign;
 pub mod coverage;
+pub mod fuzz_plot;
 pub mod images;
 pub mod qemu;
 pub mod qmp;

@@ -130,6 +130,10 @@ struct FuzzArgs {
     /// (offset, symbol+offset, instruction), one per line.
     #[arg(long)]
     coverage: Option<PathBuf>,
+    /// Draw the campaign's coverage heat maps (event kind x depth, event
+    /// kind x interrupted context, the entry text's interrupt points) as SVG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// A foreign timer IRQ at this rate (Hz, 1..=10000): the PIT through
     /// the 8259, firing wherever IF=1, which the fuzzer validates and counts.
     #[arg(long)]
@@ -153,6 +157,17 @@ enum FuzzAction {
     /// Merge the --json documents of a campaign's shards (or of campaigns
     /// with the same settings) into one: runs by seed, totals added up.
     Merge(MergeArgs),
+    /// Draw the coverage heat maps of a campaign's --json document.
+    Plot(PlotArgs),
+}
+
+#[derive(clap::Args)]
+struct PlotArgs {
+    /// A campaign document (`extregs fuzz --json`, or a merge).
+    document: PathBuf,
+    /// Where to write the SVG.
+    #[arg(long)]
+    plot: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -306,8 +321,10 @@ fn inject_nmi(args: InjectNmiArgs) -> i32 {
 }
 
 fn fuzz(args: FuzzArgs) -> i32 {
-    if let Some(FuzzAction::Merge(merge)) = &args.action {
-        return fuzz_merge(merge);
+    match &args.action {
+        Some(FuzzAction::Merge(merge)) => return fuzz_merge(merge),
+        Some(FuzzAction::Plot(plot)) => return fuzz_plot(plot),
+        None => {}
     }
     if !(1..=12).contains(&args.max_depth) {
         eprintln!("extregs: --max-depth must be from 1 to 12");
@@ -459,17 +476,22 @@ fn fuzz(args: FuzzArgs) -> i32 {
             campaign::replay_command(&config, report.seed)
         );
     }
+    let mut document = campaign::to_json(&config, &reports, &totals, interrupted);
+    if let Some(shard) = shard {
+        campaign::mark_shard(&mut document, shard, &full_range);
+    }
     if let Some(path) = &args.json {
-        let mut document = campaign::to_json(&config, &reports, &totals, interrupted);
-        if let Some(shard) = shard {
-            campaign::mark_shard(&mut document, shard, &full_range);
-        }
         let text = serde_json::to_string_pretty(&document).expect("JSON renders");
         if let Err(error) = std::fs::write(path, text + "\n") {
             eprintln!("extregs: cannot write {}: {error}", path.display());
             return EXIT_USAGE;
         }
         println!("extregs: fuzz: wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        if let Err(code) = draw_plot(&document, path) {
+            return code;
+        }
     }
     if interrupted {
         eprintln!("extregs: fuzz: interrupted");
@@ -479,6 +501,44 @@ fn fuzz(args: FuzzArgs) -> i32 {
         EXIT_SUCCESS
     } else {
         EXIT_KERNEL_FAILURE
+    }
+}
+
+/// Draws `document`'s coverage pictures into `path` (the entry text from
+/// this build's kernel ELF).
+fn draw_plot(document: &serde_json::Value, path: &Path) -> Result<(), i32> {
+    let text = match extregs::coverage::EntryText::from_elf(images::kernel_elf()) {
+        Ok(text) => Some(text),
+        Err(error) => {
+            eprintln!("extregs: fuzz: the entry-text picture is left out: {error}");
+            None
+        }
+    };
+    if let Err(error) = extregs::fuzz_plot::plot(document, text.as_ref(), path) {
+        eprintln!("extregs: fuzz: cannot draw {}: {error}", path.display());
+        return Err(EXIT_USAGE);
+    }
+    println!("extregs: fuzz: drew {}", path.display());
+    Ok(())
+}
+
+/// `extregs fuzz plot DOCUMENT.json --plot FILE.svg`.
+fn fuzz_plot(args: &PlotArgs) -> i32 {
+    let document = std::fs::read_to_string(&args.document)
+        .map_err(|error| format!("cannot read {}: {error}", args.document.display()))
+        .and_then(|text| {
+            serde_json::from_str::<serde_json::Value>(&text)
+                .map_err(|error| format!("{} is not JSON: {error}", args.document.display()))
+        });
+    match document {
+        Ok(document) => match draw_plot(&document, &args.plot) {
+            Ok(()) => EXIT_SUCCESS,
+            Err(code) => code,
+        },
+        Err(error) => {
+            eprintln!("extregs: fuzz plot: {error}");
+            EXIT_USAGE
+        }
     }
 }
 
@@ -607,7 +667,7 @@ fn replay(args: &FuzzArgs, seed: u64) -> i32 {
     if let Some(sent) = outcome.nmis_sent {
         eprintln!("extregs: NMI storm: {sent} NMIs sent over QMP");
     }
-    if args.json.is_some() || args.coverage.is_some() {
+    if args.json.is_some() || args.coverage.is_some() || args.plot.is_some() {
         let report = campaign::SeedReport {
             seed,
             exit: code,
@@ -621,14 +681,19 @@ fn replay(args: &FuzzArgs, seed: u64) -> i32 {
         if let Err(code) = report_coverage(&mut totals, args.coverage.as_deref()) {
             return code;
         }
+        let document = campaign::to_json(&campaign_config, &[report], &totals, false);
         if let Some(path) = &args.json {
-            let document = campaign::to_json(&campaign_config, &[report], &totals, false);
             let text = serde_json::to_string_pretty(&document).expect("JSON renders");
             if let Err(error) = std::fs::write(path, text + "\n") {
                 eprintln!("extregs: cannot write {}: {error}", path.display());
                 return EXIT_USAGE;
             }
             eprintln!("extregs: fuzz: wrote {}", path.display());
+        }
+        if let Some(path) = &args.plot {
+            if let Err(code) = draw_plot(&document, path) {
+                return code;
+            }
         }
     }
     code

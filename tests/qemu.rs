@@ -808,6 +808,7 @@ fn cli_fuzz_replays_a_seed_and_rejects_bad_arguments() {
         assert_eq!(extregs_cli(bad).status.code(), Some(EXIT_USAGE), "{bad:?}");
     }
     let json = std::env::temp_dir().join(format!("extregs-{}-campaign.json", std::process::id()));
+    let svg = std::env::temp_dir().join(format!("extregs-{}-campaign.svg", std::process::id()));
     let campaign = extregs_cli(&[
         "fuzz",
         "--seeds",
@@ -816,13 +817,47 @@ fn cli_fuzz_replays_a_seed_and_rejects_bad_arguments() {
         "10",
         "--json",
         json.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
     ]);
     assert_eq!(campaign.status.code(), Some(EXIT_SUCCESS));
     let document: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&json);
     assert_eq!(document["runs"].as_array().unwrap().len(), 2);
     assert_eq!(document["totals"]["violations"], 0);
+    // The coverage pictures, drawn live and again from the document; the
+    // kernels' per-depth and per-context counts add up to the frames.
+    let frames = document["totals"]["frames"].as_u64().unwrap();
+    let by_depth: u64 = document["totals"]["kind_depth"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|c| c.as_u64().unwrap()))
+        .sum();
+    let by_context: u64 = document["totals"]["contexts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|row| row.as_object().unwrap().values().map(|c| c.as_u64().unwrap()))
+        .sum();
+    assert_eq!((by_depth, by_context), (frames, frames));
+    let live = std::fs::read_to_string(&svg).expect("--plot wrote an SVG");
+    assert!(live.contains("nesting depth") && live.contains("entry text"), "three heat maps");
+    let _ = std::fs::remove_file(&svg);
+    let replot =
+        extregs_cli(&["fuzz", "plot", json.to_str().unwrap(), "--plot", svg.to_str().unwrap()]);
+    assert_eq!(replot.status.code(), Some(EXIT_SUCCESS));
+    assert_eq!(std::fs::read_to_string(&svg).unwrap(), live, "the same picture from the JSON");
+    let _ = std::fs::remove_file(&json);
+    let _ = std::fs::remove_file(&svg);
+    // Not a campaign document, or no document at all.
+    let not_json = std::env::temp_dir().join(format!("extregs-{}-not.json", std::process::id()));
+    std::fs::write(&not_json, "[1, 2]").unwrap();
+    let bad = extregs_cli(&["fuzz", "plot", not_json.to_str().unwrap(), "--plot", "/tmp/x.svg"]);
+    assert_eq!(bad.status.code(), Some(EXIT_USAGE));
+    let _ = std::fs::remove_file(&not_json);
+    let missing = extregs_cli(&["fuzz", "plot", "/nonexistent.json", "--plot", "/tmp/x.svg"]);
+    assert_eq!(missing.status.code(), Some(EXIT_USAGE));
 }
 
 #[test]

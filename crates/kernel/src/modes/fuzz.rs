@@ -340,6 +340,55 @@ static FRAMES: AtomicU64 = AtomicU64::new(0);
 static KIND_COUNTS: [AtomicU64; ALL_KINDS] = [const { AtomicU64::new(0) }; ALL_KINDS];
 /// The ring-3 levels' kinds, counted apart (`user_<kind>` in RESULT).
 static USER_KIND_COUNTS: [AtomicU64; ALL_KINDS] = [const { AtomicU64::new(0) }; ALL_KINDS];
+
+/// Event labels for the coverage pictures: a kind raised in the kernel
+/// (index `kind`), or in ring 3 (`ALL_KINDS + kind`, named `user_<kind>`).
+const LABELS: usize = 2 * ALL_KINDS;
+/// What an event interrupted: the fuzzer's task (0), user mode (1), or
+/// the handler of the level below it (2 + that level's label).
+const CONTEXTS: usize = 2 + LABELS;
+/// Frames per event label and depth (`kind_depth` in FUZZ and RESULT).
+static DEPTH_COUNTS: [[AtomicU64; MAX_LEVELS]; LABELS] =
+    [const { [const { AtomicU64::new(0) }; MAX_LEVELS] }; LABELS];
+/// Frames per event label and interrupted context (`contexts`).
+static CONTEXT_COUNTS: [[AtomicU64; CONTEXTS]; LABELS] =
+    [const { [const { AtomicU64::new(0) }; CONTEXTS] }; LABELS];
+
+/// The label index of level `index`'s event.
+fn label(index: usize) -> usize {
+    level(index).kind as usize + if is_user_level(index) { ALL_KINDS } else { 0 }
+}
+
+/// Prints label `index`'s name (`int3`, `user_int3`).
+fn print_label(index: usize) {
+    let user = if index >= ALL_KINDS { "user_" } else { "" };
+    let kind = ALL_KINDS_IN_ORDER[index % ALL_KINDS];
+    crate::print!("\"{user}{}\"", kind.name());
+}
+
+/// Every kind, indexed by its discriminant.
+const ALL_KINDS_IN_ORDER: [Kind; ALL_KINDS] = [
+    Kind::IntN,
+    Kind::Int3,
+    Kind::Ud2,
+    Kind::DivideError,
+    Kind::GeneralProtection,
+    Kind::PksResolved,
+    Kind::PksFixup,
+    Kind::Timer,
+    Kind::SelfIpi,
+    Kind::SelfNmi,
+    Kind::Preempt,
+    Kind::Syscall,
+    Kind::UserPageFault,
+];
+const _: () = {
+    let mut index = 0;
+    while index < ALL_KINDS {
+        assert!(ALL_KINDS_IN_ORDER[index] as usize == index);
+        index += 1;
+    }
+};
 /// Foreign NMIs that landed in user mode.
 static FOREIGN_USER_NMIS: AtomicU64 = AtomicU64::new(0);
 static LATCHED_NMIS: AtomicU64 = AtomicU64::new(0);
@@ -1196,6 +1245,13 @@ fn validate(regs: &mut PtRegs, vector: u8, depth: usize, level: &Level, repeat: 
     } else {
         KIND_COUNTS[level.kind as usize].fetch_add(1, Ordering::Relaxed);
     }
+    let context = match depth {
+        0 if user_level => 1,
+        0 => 0,
+        _ => 2 + label(depth - 1),
+    };
+    DEPTH_COUNTS[label(depth)][depth].fetch_add(1, Ordering::Relaxed);
+    CONTEXT_COUNTS[label(depth)][context].fetch_add(1, Ordering::Relaxed);
     let (site, resume) = sites(depth, level.kind);
     let regs_address = regs as *mut PtRegs as u64;
     digest(ITERATION.load(Ordering::Relaxed));
@@ -1681,6 +1737,8 @@ struct SeedSummary {
     digest: u64,
     kinds: [u64; ALL_KINDS],
     user_kinds: [u64; ALL_KINDS],
+    depths: [[u64; MAX_LEVELS]; LABELS],
+    contexts: [[u64; CONTEXTS]; LABELS],
     foreign_nmis: u64,
     foreign_user_nmis: u64,
     foreign_irqs: u64,
@@ -1706,6 +1764,16 @@ impl SeedSummary {
         }
         for (total, count) in self.user_kinds.iter_mut().zip(seed.user_kinds) {
             *total += count;
+        }
+        for (totals, counts) in self.depths.iter_mut().zip(seed.depths) {
+            for (total, count) in totals.iter_mut().zip(counts) {
+                *total += count;
+            }
+        }
+        for (totals, counts) in self.contexts.iter_mut().zip(seed.contexts) {
+            for (total, count) in totals.iter_mut().zip(counts) {
+                *total += count;
+            }
         }
         self.foreign_nmis += seed.foreign_nmis;
         self.foreign_user_nmis += seed.foreign_user_nmis;
@@ -1746,6 +1814,45 @@ impl SeedSummary {
         for kind in USER_KINDS {
             crate::print!(",\"user_{}\":{}", kind.name(), self.user_kinds[kind as usize]);
         }
+        // Frames by depth, and by what they interrupted: the rows with any.
+        crate::print!("}},\"kind_depth\":{{");
+        let mut first = true;
+        for (index, counts) in self.depths.iter().enumerate() {
+            if counts.iter().all(|&count| count == 0) {
+                continue;
+            }
+            crate::print!("{}", if first { "" } else { "," });
+            first = false;
+            print_label(index);
+            crate::print!(":[");
+            for (depth, count) in counts.iter().enumerate() {
+                crate::print!("{}{count}", if depth == 0 { "" } else { "," });
+            }
+            crate::print!("]");
+        }
+        crate::print!("}},\"contexts\":{{");
+        first = true;
+        for (index, counts) in self.contexts.iter().enumerate() {
+            if counts.iter().all(|&count| count == 0) {
+                continue;
+            }
+            crate::print!("{}", if first { "" } else { "," });
+            first = false;
+            print_label(index);
+            crate::print!(":{{");
+            let mut first_context = true;
+            for (context, &count) in counts.iter().enumerate().filter(|(_, &count)| count > 0) {
+                crate::print!("{}", if first_context { "" } else { "," });
+                first_context = false;
+                match context {
+                    0 => crate::print!("\"task\""),
+                    1 => crate::print!("\"user\""),
+                    parent => print_label(parent - 2),
+                }
+                crate::print!(":{count}");
+            }
+            crate::print!("}}");
+        }
         crate::print!("}}");
     }
 }
@@ -1759,6 +1866,9 @@ fn run_seed(seed: u64, iterations: u64, max_depth: usize) -> SeedSummary {
     SEED.store(seed, Ordering::Relaxed);
     FRAMES.store(0, Ordering::Relaxed);
     for counter in KIND_COUNTS.iter().chain(USER_KIND_COUNTS.iter()) {
+        counter.store(0, Ordering::Relaxed);
+    }
+    for counter in DEPTH_COUNTS.iter().flatten().chain(CONTEXT_COUNTS.iter().flatten()) {
         counter.store(0, Ordering::Relaxed);
     }
     FOREIGN_NMIS.store(0, Ordering::Relaxed);
@@ -1803,6 +1913,12 @@ fn run_seed(seed: u64, iterations: u64, max_depth: usize) -> SeedSummary {
         digest: DIGEST.load(Ordering::Relaxed),
         kinds: core::array::from_fn(|kind| KIND_COUNTS[kind].load(Ordering::Relaxed)),
         user_kinds: core::array::from_fn(|kind| USER_KIND_COUNTS[kind].load(Ordering::Relaxed)),
+        depths: core::array::from_fn(|label| {
+            core::array::from_fn(|depth| DEPTH_COUNTS[label][depth].load(Ordering::Relaxed))
+        }),
+        contexts: core::array::from_fn(|label| {
+            core::array::from_fn(|context| CONTEXT_COUNTS[label][context].load(Ordering::Relaxed))
+        }),
         foreign_nmis: FOREIGN_NMIS.load(Ordering::Relaxed) + kernel_handler_nmis,
         foreign_user_nmis: FOREIGN_USER_NMIS.load(Ordering::Relaxed),
         foreign_irqs: irq::foreign_timer_irqs() - foreign_irqs_before,
