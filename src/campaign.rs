@@ -479,6 +479,7 @@ pub fn to_json(
                     "frames_per_s",
                     "digest",
                     "latched_nmis",
+                    "user_nmis_latched",
                     "foreign_nmis",
                     "foreign_user_nmis",
                     "foreign_irqs",

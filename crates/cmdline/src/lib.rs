@@ -421,12 +421,18 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
         return Err(CommandLineError::KeyNotForMode { key: fuzz_key, mode });
     }
     if mode == Mode::Bench
-        && (seed.is_some() || seeds.is_some() || max_depth.is_some() || inject.is_some())
+        && (seed.is_some()
+            || seeds.is_some()
+            || max_depth.is_some()
+            || inject.is_some()
+            || foreign_timer_hz.is_some())
     {
         let key = if seed.is_some() {
             "seed"
         } else if seeds.is_some() {
             "seeds"
+        } else if foreign_timer_hz.is_some() {
+            "foreign-timer-hz"
         } else if max_depth.is_some() {
             "max-depth"
         } else {
@@ -545,6 +551,10 @@ mod tests {
             ("mode=fuzz seed=1 seeds=0..4", "keys 'seed' and 'seeds' exclude each other"),
             ("mode=fuzz seeds=0..4 seeds=0..4", "command-line key 'seeds' given twice"),
             ("mode=bench seeds=0..4", "key 'seeds' does not apply to mode=bench"),
+            (
+                "mode=bench foreign-timer-hz=100 iterations=5",
+                "key 'foreign-timer-hz' does not apply to mode=bench",
+            ),
             ("mode=demo seeds=0..4", "key 'seeds' does not apply to mode=demo"),
         ] {
             assert_eq!(parse(line).unwrap_err().to_string(), message, "{line}");

@@ -570,11 +570,13 @@ asm_exc_nmi:
 	iretq
 
 /*
- * An NMI from user mode: no nesting problem, as in Linux. It moves to the
- * task stack (the frame lands at task_pt_regs like every user frame) and
- * leaves NMIs blocked until its own IRETQ; an NMI that nests after an
- * exception's IRETQ unblocked them comes from kernel mode and is handled on
- * the IST, below nothing of this one's.
+ * An NMI from user mode: no nesting problem here, as in Linux. It moves to
+ * the task stack (the frame lands at task_pt_regs like every user frame)
+ * and leaves NMIs blocked until its own IRETQ. An NMI that nests after an
+ * exception's IRETQ unblocked them comes from kernel mode and gets a frame
+ * of its own on the IST, below nothing of this one's; the Rust entry then
+ * latches it, and this one's handler runs again (nmi::latch_inside_user_nmi,
+ * Linux's nmi_state in exc_nmi).
  *
  *   NMI IST:                          task stack:
  *   | landing: ip..ss   |             | ip cs flags sp ss |

@@ -374,28 +374,32 @@ pub fn arm_pic_nmi() -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Can this machine deliver a [PIC NMI](arm_pic_nmi)? Arms one, opens
-/// IRQ 0 from the kernel, and waits for the NMI (the kernel's NMI handler
-/// counts it) and for the 8259 to confirm it raised it. Interrupts must be
-/// off, and no event hook may claim NMIs meanwhile.
+/// Can this machine deliver a [PIC NMI](arm_pic_nmi)? Three times: arms
+/// one, opens IRQ 0 from the kernel, and waits for an NMI whose handler
+/// finds the 8259 raising it (the kernel's NMI handler acknowledges it
+/// first thing while `nmi::set_pic_probe` is on, so an NMI from elsewhere,
+/// a storm's, does not count). Interrupts must be off, and no event hook
+/// may claim NMIs meanwhile.
 pub fn probe_pic_nmi() -> Result<(), &'static str> {
     const SPINS: u32 = 10_000_000;
-    arm_pic_nmi()?;
-    let before = crate::nmi::count();
-    // SAFETY: the 8259's mask port, armed above; interrupts are off and nothing else uses the
-    // 8259 until the acknowledgement below.
-    unsafe { outb(PIC_MASTER_DATA, PIC_MASK_IRQ0_OPEN) };
-    let arrived = (0..SPINS).any(|_| {
-        core::hint::spin_loop();
-        crate::nmi::count() != before
-    });
-    let from_pic = acknowledge_pic_nmi();
-    disarm_pic_nmi();
-    match (arrived, from_pic) {
-        (true, true) => Ok(()),
-        (false, _) => Err("opening the 8259's IRQ 0 with LINT0 in NMI mode sent no NMI"),
-        (true, false) => Err("an NMI came, but the 8259 had no IRQ 0 pending"),
+    const TRIES: u32 = 3;
+    for _ in 0..TRIES {
+        arm_pic_nmi()?;
+        crate::nmi::set_pic_probe(true);
+        // SAFETY: the 8259's mask port, armed above; interrupts are off and nothing but the NMI
+        // handler's acknowledgement uses the 8259 until `disarm_pic_nmi` below.
+        unsafe { outb(PIC_MASTER_DATA, PIC_MASK_IRQ0_OPEN) };
+        let seen = (0..SPINS).any(|_| {
+            core::hint::spin_loop();
+            crate::nmi::pic_probe_seen()
+        });
+        crate::nmi::set_pic_probe(false);
+        disarm_pic_nmi();
+        if !seen {
+            return Err("opening the 8259's IRQ 0 with LINT0 in NMI mode sent no NMI");
+        }
     }
+    Ok(())
 }
 
 /// Was this NMI the armed PIC NMI (the 8259 had IRQ 0 pending)? Acknowledges

@@ -69,6 +69,9 @@ const USER_NMI_NOT_RUNNING: u8 = 0;
 const USER_NMI_EXECUTING: u8 = 1;
 const USER_NMI_LATCHED: u8 = 2;
 static USER_NMIS_LATCHED: AtomicU64 = AtomicU64::new(0);
+/// Where the last NMI latched inside an NMI from user mode landed (0:
+/// taken), for the coverage of its repeat ([`take_latched_ip`]).
+static LATCHED_IP: AtomicU64 = AtomicU64::new(0);
 
 /// First thing for every NMI (before its generic entry). From user mode:
 /// marks an NMI from user mode running and returns false. From kernel mode
@@ -76,7 +79,10 @@ static USER_NMIS_LATCHED: AtomicU64 = AtomicU64::new(0);
 /// returns at once; the user-mode NMI will run again). Otherwise false.
 pub fn latch_inside_user_nmi(regs: &PtRegs) -> bool {
     if regs.user_mode() {
-        USER_NMI_STATE.store(USER_NMI_EXECUTING, Ordering::SeqCst);
+        // NMIs are blocked from the event until an IRETQ, so none from user
+        // mode can come while one from user mode runs.
+        let before = USER_NMI_STATE.swap(USER_NMI_EXECUTING, Ordering::SeqCst);
+        debug_assert_eq!(before, USER_NMI_NOT_RUNNING, "an NMI from user mode inside another");
         return false;
     }
     if USER_NMI_STATE.load(Ordering::SeqCst) == USER_NMI_NOT_RUNNING {
@@ -84,7 +90,14 @@ pub fn latch_inside_user_nmi(regs: &PtRegs) -> bool {
     }
     USER_NMI_STATE.store(USER_NMI_LATCHED, Ordering::SeqCst);
     USER_NMIS_LATCHED.fetch_add(1, Ordering::Relaxed);
+    LATCHED_IP.store(regs.ip, Ordering::Relaxed);
     true
+}
+
+/// In a handler run of an NMI from user mode: where the NMI latched since
+/// its last run landed (kernel code in its handler), if one was.
+pub fn take_latched_ip() -> Option<u64> {
+    Some(LATCHED_IP.swap(0, Ordering::Relaxed)).filter(|&ip| ip != 0)
 }
 
 /// Last thing for an NMI from user mode (after its generic exit): true if
@@ -92,7 +105,28 @@ pub fn latch_inside_user_nmi(regs: &PtRegs) -> bool {
 /// frame. One decrement, as Linux's `this_cpu_dec_return(nmi_state)`: an
 /// NMI landing right after it finds the state clear and runs on its own.
 pub fn restart_user_nmi() -> bool {
-    USER_NMI_STATE.fetch_sub(1, Ordering::SeqCst) == USER_NMI_LATCHED
+    let before = USER_NMI_STATE.fetch_sub(1, Ordering::SeqCst);
+    debug_assert_ne!(before, USER_NMI_NOT_RUNNING, "no NMI from user mode was running");
+    before == USER_NMI_LATCHED
+}
+
+/// Set while `apic::probe_pic_nmi` waits: the NMI handler acknowledges the
+/// 8259 first thing and notes whether it raised the NMI.
+static PIC_PROBE_ARMED: AtomicBool = AtomicBool::new(false);
+static PIC_PROBE_SEEN: AtomicBool = AtomicBool::new(false);
+
+/// Starts (`true`) or ends a PIC NMI probe window; starting clears what an
+/// earlier one saw.
+pub fn set_pic_probe(armed: bool) {
+    if armed {
+        PIC_PROBE_SEEN.store(false, Ordering::SeqCst);
+    }
+    PIC_PROBE_ARMED.store(armed, Ordering::SeqCst);
+}
+
+/// Did an NMI in the probe window find the 8259 raising it?
+pub fn pic_probe_seen() -> bool {
+    PIC_PROBE_SEEN.load(Ordering::SeqCst)
 }
 
 /// NMIs latched inside an NMI from user mode since boot.
@@ -143,6 +177,10 @@ pub fn read_stack_top() -> NmiStackTop {
 /// The NMI handler proper (after `irqentry_nmi_enter`).
 pub fn handle(regs: &mut PtRegs) {
     NMI_COUNT.fetch_add(1, Ordering::SeqCst);
+    if PIC_PROBE_ARMED.load(Ordering::SeqCst) && apic::acknowledge_pic_nmi() {
+        PIC_PROBE_SEEN.store(true, Ordering::SeqCst);
+        PIC_PROBE_ARMED.store(false, Ordering::SeqCst);
+    }
     if let Some(mut log) = LOG.try_lock() {
         let (entries, length) = &mut *log;
         if *length < LOG_SIZE {

@@ -137,16 +137,16 @@ const USER_KINDS: [Kind; 7] = [
 ];
 
 /// Can this machine deliver the ring-3 level's NMI (`apic::probe_pic_nmi`,
-/// once per boot)? If not, ring-3 levels draw from the other kinds.
+/// once per boot)? If not, see [`user_kind`].
 static USER_NMI_AVAILABLE: AtomicBool = AtomicBool::new(false);
 
-/// The kinds a ring-3 level draws from on this machine.
-fn user_kinds() -> &'static [Kind] {
-    if USER_NMI_AVAILABLE.load(Ordering::Relaxed) {
-        &USER_KINDS
-    } else {
-        // SelfNmi is last.
-        &USER_KINDS[..USER_KINDS.len() - 1]
+/// A ring-3 level's kind from a draw: without the PIC NMI on this machine,
+/// an NMI level becomes an int3 (the same draws, so the rest of the
+/// program stays the same).
+fn user_kind(draw: u32) -> Kind {
+    match USER_KINDS[draw as usize % USER_KINDS.len()] {
+        Kind::SelfNmi if !USER_NMI_AVAILABLE.load(Ordering::Relaxed) => Kind::Int3,
+        kind => kind,
     }
 }
 
@@ -695,8 +695,7 @@ fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: &mut Progra
     program.user = rng.next_u32().is_multiple_of(4);
     for (index, slot) in program.levels.iter_mut().take(len).enumerate() {
         if index == 0 && program.user {
-            let kinds = user_kinds();
-            let kind = kinds[rng.next_u32() as usize % kinds.len()];
+            let kind = user_kind(rng.next_u32());
             in_hardirq |= kind.is_async();
             in_nmi |= kind == Kind::SelfNmi;
             *slot = user_level(rng, kind);
@@ -1140,12 +1139,15 @@ fn handle(regs: &mut PtRegs, vector: u8) {
             ),
         );
     }
+    // A repeat of an NMI from user mode for an NMI latched in its handler:
+    // that one landed in the kernel, here.
+    let latched_ip = if vector == 2 && regs.user_mode() { nmi::take_latched_ip() } else { None };
     if vector == 2 && is_foreign_nmi(regs, depth, from_pic) {
         FOREIGN_NMIS.fetch_add(1, Ordering::Relaxed);
-        if regs.user_mode() {
+        if regs.user_mode() && latched_ip.is_none() {
             FOREIGN_USER_NMIS.fetch_add(1, Ordering::Relaxed);
         }
-        coverage::record(regs.ip);
+        coverage::record(latched_ip.unwrap_or(regs.ip));
         return;
     }
     // A latched NMI's repeat: the NMI level already ran (its handler is
@@ -1599,6 +1601,32 @@ pub fn run(settings: FuzzSettings) -> bool {
         pks::register_fault_handler(FUZZ_PKEY, pks_fault);
     }
     SEED.store(settings.seed, Ordering::Relaxed);
+    let max_depth = settings.max_depth as usize;
+    let batch = settings.seed_count > 1;
+    if batch {
+        // The parser made sure seed + seed_count fits.
+        crate::print!(
+            "extregs: fuzz: seeds={}..{}",
+            settings.seed,
+            settings.seed + settings.seed_count
+        );
+    } else {
+        crate::print!("extregs: fuzz: seed={}", settings.seed);
+    }
+    println!(
+        " iterations={} max-depth={} (pks={}, {} mode)",
+        settings.iterations,
+        max_depth,
+        pks::enabled(),
+        apic::current_mode().name()
+    );
+    // Before any fault is switched on: the probe's NMIs are the kernel's.
+    match without_interrupts(apic::probe_pic_nmi) {
+        Ok(()) => USER_NMI_AVAILABLE.store(true, Ordering::Relaxed),
+        Err(why) => println!(
+            "extregs: fuzz: ring-3 levels raise no NMI here ({why}): a ring-3 NMI level becomes an int3"
+        ),
+    }
     if let Some(injected) = settings.inject {
         if let Err(why) = fault::activate(injected) {
             println!("extregs: error: inject={}: {why}", fault::name(injected));
@@ -1610,27 +1638,6 @@ pub fn run(settings: FuzzSettings) -> bool {
             fault::name(injected)
         );
     }
-    let max_depth = settings.max_depth as usize;
-    let seeds = settings.seed..settings.seed + settings.seed_count;
-    let batch = settings.seed_count > 1;
-    if batch {
-        crate::print!("extregs: fuzz: seeds={}..{}", seeds.start, seeds.end);
-    } else {
-        crate::print!("extregs: fuzz: seed={}", settings.seed);
-    }
-    println!(
-        " iterations={} max-depth={} (pks={}, {} mode)",
-        settings.iterations,
-        max_depth,
-        pks::enabled(),
-        apic::current_mode().name()
-    );
-    match without_interrupts(apic::probe_pic_nmi) {
-        Ok(()) => USER_NMI_AVAILABLE.store(true, Ordering::Relaxed),
-        Err(why) => println!("extregs: fuzz: ring-3 levels raise no NMI here: {why}"),
-    }
-    let kernel_nmis_before = nmi::count();
-    let foreign_irqs_before = irq::foreign_timer_irqs();
     let model_errors_before = sched::counts().model_errors;
     if settings.foreign_timer_hz > 0 {
         println!(
@@ -1641,26 +1648,37 @@ pub fn run(settings: FuzzSettings) -> bool {
     }
     let _ = user::fuzz_page();
     let mut totals = SeedSummary::default();
+    // Each seed's window of foreign events and checks starts where the
+    // previous one ended, so the FUZZ lines add up to the boot's.
+    let mut window = Window::now();
     traps::with_event_hook(event_hook, || {
         user::syscall::with_syscall_hook(event_hook, || {
-            for seed in seeds.clone() {
-                let summary = run_seed(seed, settings.iterations, max_depth);
+            for offset in 0..settings.seed_count {
+                let seed = settings.seed + offset;
+                let summary = run_seed(seed, settings.iterations, max_depth, &mut window);
                 if batch {
+                    if summary.frame_errors + summary.model_errors > 0 {
+                        // Name this seed: check_frame printed what it found.
+                        report_and_die(
+                            "frame_check",
+                            0,
+                            format_args!(
+                                "{} frames failed the entry checks, {} switches the models",
+                                summary.frame_errors, summary.model_errors
+                            ),
+                        );
+                    }
                     crate::print!("FUZZ {{");
-                    summary.print_fields(Some(seed));
+                    summary.print_fields(Some(seed), true);
                     println!("}}");
                 }
                 totals.add(&summary);
             }
         })
     });
-    // Between seeds, and now, foreign NMIs go to the kernel's NMI handler:
-    // counted here (the program's own never reach it, the hook claims them).
-    totals.foreign_nmis += (nmi::count() - kernel_nmis_before) - totals.kernel_handler_nmis;
     if settings.foreign_timer_hz > 0 {
         apic::stop_foreign_timer();
     }
-    totals.foreign_irqs = irq::foreign_timer_irqs() - foreign_irqs_before;
     if let Some(partner) = PARTNER.get() {
         PARTNER_STOP.store(true, Ordering::SeqCst);
         without_interrupts(|| {
@@ -1709,18 +1727,43 @@ pub fn run(settings: FuzzSettings) -> bool {
         pks::enabled()
     );
     crate::print!(
-        ",\"model_errors\":{model_errors},\"entry_points_hit\":{entry_points_hit},\"entry_text_bytes\":{},\"max_depth\":{max_depth}",
-        coverage::text_bytes()
+        ",\"model_errors\":{model_errors},\"entry_points_hit\":{entry_points_hit},\"entry_text_bytes\":{},\"max_depth\":{max_depth},\"user_nmi\":{}",
+        coverage::text_bytes(),
+        USER_NMI_AVAILABLE.load(Ordering::Relaxed)
     );
     if batch {
-        crate::print!(",\"seeds\":\"{}..{}\"", seeds.start, seeds.end);
+        crate::print!(",\"seeds\":\"{}..{}\"", settings.seed, settings.seed + settings.seed_count);
     }
     // A single seed's totals are its own summary (with its digest); a batch's
     // add the seeds up (their digests are on their FUZZ lines).
     crate::print!(",");
-    totals.print_fields(if batch { None } else { Some(settings.seed) });
+    totals.print_fields(if batch { None } else { Some(settings.seed) }, false);
     println!("}}");
     ok
+}
+
+/// Counters a seed's window runs from: foreign events the kernel's own
+/// handlers took, the foreign timer's IRQs, the entry checks and the
+/// models' complaints, and NMIs latched inside NMIs from user mode.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    kernel_nmis: u64,
+    foreign_irqs: u64,
+    frame_errors: u64,
+    model_errors: u64,
+    user_nmis_latched: u64,
+}
+
+impl Window {
+    fn now() -> Window {
+        Window {
+            kernel_nmis: nmi::count(),
+            foreign_irqs: irq::foreign_timer_irqs(),
+            frame_errors: traps::frame_counts().1,
+            model_errors: sched::counts().model_errors,
+            user_nmis_latched: nmi::user_nmis_latched(),
+        }
+    }
 }
 
 /// One seed's run (or, added up, a batch's): what `FUZZ` lines and
@@ -1733,7 +1776,8 @@ struct SeedSummary {
     microseconds: u64,
     max_depth_reached: u64,
     latched_nmis: u64,
-    /// The seed's trace digest; 0 for a batch's totals (not printed).
+    /// The seed's trace digest (a batch's totals carry the last seed's,
+    /// which is not printed).
     digest: u64,
     kinds: [u64; ALL_KINDS],
     user_kinds: [u64; ALL_KINDS],
@@ -1742,9 +1786,12 @@ struct SeedSummary {
     foreign_nmis: u64,
     foreign_user_nmis: u64,
     foreign_irqs: u64,
-    /// Foreign NMIs the kernel's own NMI handler took during the seed
-    /// (while the hook stood aside), already in `foreign_nmis`.
-    kernel_handler_nmis: u64,
+    /// Frames that failed `check_frame`, and context switches that found
+    /// the models wrong, in the seed's window.
+    frame_errors: u64,
+    model_errors: u64,
+    /// NMIs latched inside NMIs from user mode (their handler's repeats).
+    user_nmis_latched: u64,
 }
 
 impl SeedSummary {
@@ -1778,12 +1825,16 @@ impl SeedSummary {
         self.foreign_nmis += seed.foreign_nmis;
         self.foreign_user_nmis += seed.foreign_user_nmis;
         self.foreign_irqs += seed.foreign_irqs;
-        self.kernel_handler_nmis += seed.kernel_handler_nmis;
+        self.frame_errors += seed.frame_errors;
+        self.model_errors += seed.model_errors;
+        self.user_nmis_latched += seed.user_nmis_latched;
     }
 
     /// Prints the JSON fields (inside a `FUZZ {…}` object, or the rest of
     /// a RESULT object). `seed`: the one seed these are of, with its digest.
-    fn print_fields(&self, seed: Option<u64>) {
+    /// `checks`: the window's entry-check and model counts too (a RESULT
+    /// has the boot's own).
+    fn print_fields(&self, seed: Option<u64>, checks: bool) {
         if let Some(seed) = seed {
             crate::print!("\"seed\":{seed},");
         }
@@ -1799,6 +1850,14 @@ impl SeedSummary {
             self.foreign_user_nmis,
             self.foreign_irqs,
         );
+        if checks {
+            crate::print!(
+                "\"frame_errors\":{},\"model_errors\":{},",
+                self.frame_errors,
+                self.model_errors
+            );
+        }
+        crate::print!("\"user_nmis_latched\":{},", self.user_nmis_latched);
         if seed.is_some() {
             crate::print!("\"digest\":\"{:016x}\",", self.digest);
         }
@@ -1862,7 +1921,7 @@ impl SeedSummary {
 /// with `seed` alone, so the seed's digest does not depend on the seeds a
 /// batch ran before it (each iteration ends with every frame unwound, the
 /// PKRS and the lockdep model put back; `raise` checks both).
-fn run_seed(seed: u64, iterations: u64, max_depth: usize) -> SeedSummary {
+fn run_seed(seed: u64, iterations: u64, max_depth: usize, window: &mut Window) -> SeedSummary {
     SEED.store(seed, Ordering::Relaxed);
     FRAMES.store(0, Ordering::Relaxed);
     for counter in KIND_COUNTS.iter().chain(USER_KIND_COUNTS.iter()) {
@@ -1877,8 +1936,6 @@ fn run_seed(seed: u64, iterations: u64, max_depth: usize) -> SeedSummary {
     MAX_DEPTH_REACHED.store(0, Ordering::Relaxed);
     DIGEST.store(FNV_OFFSET, Ordering::Relaxed);
     EVENT_NUMBER.store(0, Ordering::Relaxed);
-    let kernel_nmis_before = nmi::count();
-    let foreign_irqs_before = irq::foreign_timer_irqs();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     // SAFETY: RDTSC has no side effects.
     let start = unsafe { core::arch::x86_64::_rdtsc() };
@@ -1903,7 +1960,11 @@ fn run_seed(seed: u64, iterations: u64, max_depth: usize) -> SeedSummary {
     ACTIVE.store(false, Ordering::SeqCst);
     // SAFETY: as above.
     let cycles = unsafe { core::arch::x86_64::_rdtsc() } - start;
-    let kernel_handler_nmis = nmi::count() - kernel_nmis_before;
+    // The program's own NMIs never reach the kernel's NMI handler (the hook
+    // claims them), so every NMI it took was foreign: the ones between this
+    // seed's iterations and those since the previous seed ended.
+    let (before, after) = (*window, Window::now());
+    *window = after;
     SeedSummary {
         iterations,
         frames: FRAMES.load(Ordering::Relaxed),
@@ -1919,9 +1980,12 @@ fn run_seed(seed: u64, iterations: u64, max_depth: usize) -> SeedSummary {
         contexts: core::array::from_fn(|label| {
             core::array::from_fn(|context| CONTEXT_COUNTS[label][context].load(Ordering::Relaxed))
         }),
-        foreign_nmis: FOREIGN_NMIS.load(Ordering::Relaxed) + kernel_handler_nmis,
+        foreign_nmis: FOREIGN_NMIS.load(Ordering::Relaxed)
+            + (after.kernel_nmis - before.kernel_nmis),
         foreign_user_nmis: FOREIGN_USER_NMIS.load(Ordering::Relaxed),
-        foreign_irqs: irq::foreign_timer_irqs() - foreign_irqs_before,
-        kernel_handler_nmis,
+        foreign_irqs: after.foreign_irqs - before.foreign_irqs,
+        frame_errors: after.frame_errors - before.frame_errors,
+        model_errors: after.model_errors - before.model_errors,
+        user_nmis_latched: after.user_nmis_latched - before.user_nmis_latched,
     }
 }
