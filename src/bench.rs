@@ -14,7 +14,10 @@
 //!   without a WRMSR).
 
 use crate::qemu::{self, Accel, RunConfig};
-use extregs_bench::{Stub, Summary, CELL_PKRS, CELL_PKRS_DEFAULT, HANDLER_RSP};
+use extregs_bench::{
+    above_reserve, Placement, Stub, Summary, CELL_PKRS, CELL_PKRS_DEFAULT, EXTENSION_SIZES,
+    HANDLER_RSP,
+};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -49,6 +52,10 @@ pub struct Row {
     pub why: Option<String>,
     /// Run by run, once [`combine`] merged repeated runs (empty before).
     pub repeats: Repeats,
+    /// The size series: the state's bytes and where it is (`below`,
+    /// `above`, `by-value`, `by-reference`); None for the other rows.
+    pub extension_bytes: Option<u64>,
+    pub placement: Option<String>,
 }
 
 /// One variant across the repeated runs of a harness: each run's median
@@ -277,6 +284,8 @@ pub fn native(iterations: u64) -> Vec<Row> {
                         iterations,
                         why: None,
                         repeats: Repeats::default(),
+                        extension_bytes: None,
+                        placement: None,
                     }
                 }
                 None => Row {
@@ -286,6 +295,8 @@ pub fn native(iterations: u64) -> Vec<Row> {
                     stack_bytes: None,
                     iterations,
                     repeats: Repeats::default(),
+                    extension_bytes: None,
+                    placement: None,
                     why: Some(match name {
                         "x86-interrupt" => "in-kernel only: a Rust x86-interrupt handler needs a real interrupt gate".into(),
                         "yield" | "yield+pkrs-switch" => "in-kernel only: needs kernel tasks".into(),
@@ -297,7 +308,114 @@ pub fn native(iterations: u64) -> Vec<Row> {
                 },
             }
         })
+        .chain(size_rows("native", |placement, bytes| {
+            let stub = extregs_bench::size_stub(placement, bytes).expect("a stub per size");
+            measure_native_sized(stub, iterations, above_reserve(placement, bytes))
+        }))
         .collect()
+}
+
+/// The size series in the kernel's order (placement, then size), each
+/// measured by `measure(placement, bytes)`.
+fn size_rows(
+    harness: &str,
+    mut measure: impl FnMut(Placement, usize) -> (Summary, Option<u64>, u64),
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for placement in Placement::ALL {
+        for bytes in EXTENSION_SIZES {
+            let (summary, stack, iterations) = measure(placement, bytes);
+            rows.push(Row {
+                name: size_row_name(placement.name(), bytes as u64),
+                harness: harness.into(),
+                summary: Some(summary),
+                stack_bytes: stack,
+                iterations,
+                why: None,
+                repeats: Repeats::default(),
+                extension_bytes: Some(bytes as u64),
+                placement: Some(placement.name().into()),
+            });
+        }
+    }
+    rows
+}
+
+/// A size-series row's name, e.g. `size-below-32` (the kernel's too).
+pub fn size_row_name(placement: &str, bytes: u64) -> String {
+    format!("size-{placement}-{bytes}")
+}
+
+/// As [`round_trips`], with `reserve` bytes left free above each frame
+/// (the `above` rows' state; 0 for the other size rows, the same
+/// instructions). The start time waits on the stack, as the frame's top
+/// is measured below it.
+#[inline(never)]
+fn sized_round_trips(stub: u64, batch: u64, reserve: u64) -> (u64, u64) {
+    let ticks: u64;
+    let top: u64;
+    // SAFETY: as in `round_trips`; RSP is lowered by `reserve` before each synthetic frame and
+    // put back after its iretq, and the start time pushed first is popped last, so the stack
+    // is balanced; stub, count and reserve stay in callee-saved registers.
+    unsafe {
+        core::arch::asm!(
+            "lfence",
+            "rdtsc",
+            "shl rdx, 32",
+            "or rax, rdx",
+            "push rax",
+            "mov r15, rsp",
+            "3:",
+            "sub rsp, r14",
+            "mov rcx, rsp",
+            "push 0x2b",
+            "push rcx",
+            "pushfq",
+            "push 0x33",
+            "lea rcx, [rip + 2f]",
+            "push rcx",
+            "jmp r12",
+            "2:",
+            "add rsp, r14",
+            "dec r13",
+            "jnz 3b",
+            "lfence",
+            "rdtsc",
+            "shl rdx, 32",
+            "or rax, rdx",
+            "pop rcx",
+            "sub rax, rcx",
+            in("r12") stub,
+            inout("r13") batch.max(1) => _,
+            in("r14") reserve,
+            out("r15") top,
+            lateout("rax") ticks,
+            clobber_abi("C"),
+        );
+    }
+    (ticks, top)
+}
+
+/// [`measure_native`] for a size-series stub: (summary, stack bytes from
+/// the frame's top, reservation included, to RSP in the handler,
+/// iterations).
+fn measure_native_sized(stub: u64, iterations: u64, reserve: u64) -> (Summary, Option<u64>, u64) {
+    for _ in 0..(iterations.min(10_000) / NATIVE_BATCH).max(1) {
+        sized_round_trips(stub, NATIVE_BATCH, reserve);
+    }
+    let batches = (iterations / NATIVE_BATCH).max(1);
+    let mut samples = Vec::with_capacity(batches as usize);
+    HANDLER_RSP.store(0, Ordering::SeqCst);
+    let mut stack = None;
+    for _ in 0..batches {
+        let (ticks, top) = sized_round_trips(stub, NATIVE_BATCH, reserve);
+        samples.push(ticks);
+        let handler_rsp = HANDLER_RSP.swap(0, Ordering::SeqCst);
+        if handler_rsp != 0 {
+            stack = Some(top - handler_rsp);
+        }
+    }
+    (extregs_bench::summarize(&mut samples, NATIVE_BATCH), stack, iterations)
 }
 
 /// The CPU's frame without a handler: 5 words.
@@ -352,6 +470,8 @@ pub fn kernel(iterations: u64, accel: Accel) -> Result<KernelBench, String> {
                 iterations: value["iterations"].as_u64().unwrap_or(0),
                 why: value["why"].as_str().map(String::from),
                 repeats: Repeats::default(),
+                extension_bytes: value["extension_bytes"].as_u64(),
+                placement: value["placement"].as_str().map(String::from),
             });
         } else if let Some(json) = line.strip_prefix("BENCH_NEST ") {
             let value: Value = serde_json::from_str(json)
@@ -411,14 +531,52 @@ pub fn spread(medians: &[f64]) -> Option<f64> {
     Some(max - min)
 }
 
-/// The table for one harness.
+/// The size series of one harness as two grids, placement by size: median
+/// cycles per round trip (with the spread of the run medians) and stack
+/// bytes per frame.
+pub fn size_table(rows: &[Row], title: &str) -> String {
+    let mut text = format!("{title}\n");
+    let sizes: Vec<u64> = EXTENSION_SIZES.iter().map(|&b| b as u64).collect();
+    let cell = |placement: &str, bytes: u64| {
+        rows.iter().find(|row| {
+            row.placement.as_deref() == Some(placement) && row.extension_bytes == Some(bytes)
+        })
+    };
+    for (heading, stack) in [("median cycles (spread)", false), ("stack bytes per frame", true)] {
+        text.push_str(&format!("  {:<14}", heading.split(' ').next().unwrap_or_default()));
+        for bytes in &sizes {
+            text.push_str(&format!(" {:>14}", format!("{bytes} B")));
+        }
+        text.push_str(&format!("   ({heading})\n"));
+        for placement in Placement::ALL {
+            text.push_str(&format!("  {:<14}", placement.name()));
+            for &bytes in &sizes {
+                let shown = match (cell(placement.name(), bytes), stack) {
+                    (Some(row), true) => row.stack_bytes.map_or("-".into(), |b| b.to_string()),
+                    (Some(row), false) => {
+                        row.summary.map_or("-".into(), |s| match spread(&row.repeats.medians) {
+                            Some(spread) => format!("{:.1} ({spread:.1})", s.median),
+                            None => format!("{:.1}", s.median),
+                        })
+                    }
+                    (None, _) => "-".into(),
+                };
+                text.push_str(&format!(" {shown:>14}"));
+            }
+            text.push('\n');
+        }
+    }
+    text
+}
+
+/// The table for one harness (the size series has its own, [`size_table`]).
 pub fn table(rows: &[Row], title: &str) -> String {
     let mut text = format!("{title}\n");
     text.push_str(&format!(
         "  {:<20} {:>8} {:>8} {:>8} {:>7} {:>8} {:>7} {:>8} {:>10}\n",
         "variant", "min", "median", "p99", "iqr", "spread", "stack", "x floor", "x by-value"
     ));
-    for row in rows {
+    for row in rows.iter().filter(|row| row.extension_bytes.is_none()) {
         match row.summary {
             Some(summary) => {
                 let show = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}"));
@@ -465,6 +623,8 @@ pub fn row_json(row: &Row, rows_of_harness: &[Row]) -> Value {
         "median_spread_cycles": spread(&row.repeats.medians),
         "ratio_to_floor": row.summary.and_then(|_| row_ratio(row, rows_of_harness, "floor")),
         "ratio_to_by_value": row.summary.and_then(|_| row_ratio(row, rows_of_harness, "by-value")),
+        "extension_bytes": row.extension_bytes,
+        "placement": row.placement,
         "ratio_to_floor_runs": row.repeats.to_floor,
         "ratio_to_by_value_runs": row.repeats.to_by_value,
         "why_not_run": row.why,
@@ -491,8 +651,11 @@ pub fn plot(rows: &[Row], path: &std::path::Path, caption: &str) -> Result<(), S
         .iter()
         .flat_map(|name| harnesses.iter().filter_map(move |h| ratio_of(h, name)))
         .fold(1.0f64, f64::max);
-    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let has_sizes = rows.iter().any(|row| row.extension_bytes.is_some());
+    let height = if has_sizes { 480 + SIZE_PANEL_HEIGHT } else { 480 };
+    let whole = SVGBackend::new(path, (900, height)).into_drawing_area();
+    whole.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (root, below) = whole.split_vertically(480);
     let mut chart = ChartBuilder::on(&root)
         .caption(caption, ("sans-serif", 18))
         .margin(12)
@@ -540,7 +703,97 @@ pub fn plot(rows: &[Row], path: &std::path::Path, caption: &str) -> Result<(), S
         .background_style(WHITE)
         .draw()
         .map_err(|e| e.to_string())?;
-    root.present().map_err(|e| e.to_string())?;
+    if has_sizes {
+        plot_sizes(rows, &below)?;
+    }
+    whole.present().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+const SIZE_PANEL_HEIGHT: u32 = 360;
+
+/// The size series under the bars: median cycles against the state's
+/// size, one line per placement, for each harness that ran it, and the
+/// stack per frame (the kernel harness's, else the native one's).
+fn plot_sizes(
+    rows: &[Row],
+    area: &plotters::drawing::DrawingArea<plotters::prelude::SVGBackend, plotters::coord::Shift>,
+) -> Result<(), String> {
+    use plotters::prelude::*;
+    let colours =
+        [RGBColor(52, 101, 164), RGBColor(204, 0, 0), RGBColor(78, 154, 6), RGBColor(117, 80, 123)];
+    let harnesses: Vec<&str> = ["native", "kernel"]
+        .into_iter()
+        .filter(|h| rows.iter().any(|r| r.harness == *h && r.extension_bytes.is_some()))
+        .collect();
+    let stack_harness = if harnesses.contains(&"kernel") { "kernel" } else { "native" };
+    let panels = area.split_evenly((1, harnesses.len() + 1));
+    let series = |harness: &str, placement: Placement, stack: bool| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter(|r| r.harness == harness && r.placement.as_deref() == Some(placement.name()))
+            .filter_map(|r| {
+                let bytes = r.extension_bytes? as f64;
+                let value = if stack { r.stack_bytes? as f64 } else { r.summary?.median };
+                Some((bytes, value))
+            })
+            .collect()
+    };
+    let mut plots: Vec<(String, String, bool)> =
+        harnesses.iter().map(|h| (format!("{h}: median cycles"), h.to_string(), false)).collect();
+    plots.push((format!("{stack_harness}: stack bytes per frame"), stack_harness.into(), true));
+    for (panel, (caption, harness, stack)) in panels.iter().zip(plots) {
+        let values: Vec<f64> = Placement::ALL
+            .iter()
+            .flat_map(|&p| series(&harness, p, stack))
+            .map(|(_, v)| v)
+            .collect();
+        let (low, high) =
+            values.iter().fold((f64::MAX, f64::MIN), |(low, high), &v| (low.min(v), high.max(v)));
+        if values.is_empty() {
+            continue;
+        }
+        let margin = ((high - low) * 0.15).max(1.0);
+        let mut chart = ChartBuilder::on(panel)
+            .caption(caption, ("sans-serif", 14))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(50)
+            .build_cartesian_2d((6f64..160f64).log_scale(), (low - margin)..(high + margin))
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_labels(5)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_desc("extension bytes")
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (index, placement) in Placement::ALL.into_iter().enumerate() {
+            let colour = colours[index % colours.len()];
+            let points = series(&harness, placement, stack);
+            chart
+                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(placement.name())
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 14, y)], colour.stroke_width(2))
+                });
+            chart
+                .draw_series(points.into_iter().map(|p| Circle::new(p, 3, colour.filled())))
+                .map_err(|e| e.to_string())?;
+        }
+        if stack {
+            // One legend for the three panels (the colours are the same);
+            // the stack lines rise to the right, so the lower right is free.
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .border_style(BLACK)
+                .background_style(WHITE.mix(0.8))
+                .label_font(("sans-serif", 11))
+                .draw()
+                .map_err(|e| e.to_string())?;
+        }
+    }
     Ok(())
 }
 
@@ -562,7 +815,10 @@ pub fn host_cpu() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{combine, combine_nesting, median, row_json, NestRow, Repeats, Row, Summary};
+    use super::{
+        combine, combine_nesting, median, row_json, size_row_name, size_table, NestRow, Repeats,
+        Row, Summary,
+    };
     use std::collections::BTreeMap;
 
     fn row(name: &str, median: f64) -> Row {
@@ -574,7 +830,47 @@ mod tests {
             iterations: 100,
             why: None,
             repeats: Repeats::default(),
+            extension_bytes: None,
+            placement: None,
         }
+    }
+
+    fn size_row(placement: &str, bytes: u64, median: f64, stack: u64) -> Row {
+        Row {
+            extension_bytes: Some(bytes),
+            placement: Some(placement.into()),
+            stack_bytes: Some(stack),
+            ..row(&size_row_name(placement, bytes), median)
+        }
+    }
+
+    #[test]
+    fn the_size_table_is_placement_by_size() {
+        let mut rows = vec![row("floor", 100.0)];
+        for (index, bytes) in [8, 16, 32, 64, 128].into_iter().enumerate() {
+            rows.push(size_row("below", bytes, 700.0 + index as f64, 184 + bytes));
+            rows.push(size_row("above", bytes, 710.0, 200 + bytes));
+        }
+        let runs = [rows.clone(), rows.clone()];
+        let combined = combine(&runs);
+        let text = size_table(&combined, "title");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "title");
+        assert!(lines[1].contains("8 B") && lines[1].contains("128 B"), "{text}");
+        // Medians with the (zero) spread of the two runs; a placement that
+        // did not run shows dashes.
+        assert!(lines[2].starts_with("  below") && lines[2].contains("704.0 (0.0)"), "{text}");
+        assert!(lines[4].starts_with("  by-value") && lines[4].contains('-'), "{text}");
+        let stack = lines.iter().position(|l| l.contains("stack bytes")).unwrap();
+        assert!(lines[stack + 1].contains("192") && lines[stack + 1].contains("312"), "{text}");
+        // The size rows stay out of the main table, and carry their fields.
+        assert!(!super::table(&combined, "t").contains("size-below-8"));
+        let json = row_json(&combined[1], &combined);
+        assert_eq!(
+            (json["extension_bytes"].as_u64(), json["placement"].as_str()),
+            (Some(8), Some("below"))
+        );
+        assert_eq!(json["name"], "size-below-8");
     }
 
     #[test]

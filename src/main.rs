@@ -732,6 +732,13 @@ fn bench(args: BenchArgs) -> i32 {
                 )
             )
         );
+        println!(
+            "{}",
+            bench::size_table(
+                &native,
+                "extension size: native harness, the state grown from 8 to 128 bytes in each place"
+            )
+        );
         rows.extend(native);
     }
     if args.harness != Harness::Native {
@@ -765,6 +772,13 @@ fn bench(args: BenchArgs) -> i32 {
                     bench::table(
                         &kernel_rows,
                         &format!("kernel harness: QEMU {accel} on {cpu} (kernel {}; TSC cycles per `int $vector` round trip, 16 per TSC read; {runs} boots, figures as above; under TCG only ratios mean anything)", bench::describe_build(&build))
+                    )
+                );
+                println!(
+                    "{}",
+                    bench::size_table(
+                        &kernel_rows,
+                        "extension size: kernel harness, the state grown from 8 to 128 bytes in each place"
                     )
                 );
                 println!("nesting: extended, kernel harness (cycles for the outermost round trip)");

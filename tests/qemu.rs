@@ -999,9 +999,13 @@ fn bench_runs_both_harnesses_and_reports_every_variant() {
     let _ = std::fs::remove_file(&json);
     let _ = std::fs::remove_file(&svg);
     assert!(plot.contains("<svg") && plot.contains("extended"), "not an SVG chart");
+    assert!(plot.contains("extension bytes"), "the size series is drawn");
     let rows = document["rows"].as_array().unwrap();
     for harness in ["native", "kernel"] {
-        let of: Vec<&serde_json::Value> = rows.iter().filter(|r| r["harness"] == harness).collect();
+        let of: Vec<&serde_json::Value> = rows
+            .iter()
+            .filter(|r| r["harness"] == harness && r["extension_bytes"].is_null())
+            .collect();
         let names: Vec<&str> = of.iter().map(|r| r["name"].as_str().unwrap()).collect();
         assert_eq!(
             names,
@@ -1062,10 +1066,41 @@ fn bench_runs_both_harnesses_and_reports_every_variant() {
             }
         }
     }
+    // The size series: in both harnesses, every placement at every size,
+    // measured twice; the stack per frame grows with the state: by its
+    // 120 more bytes from 8 to 128, less what 16-byte rounding of the
+    // frames absorbed at the small end.
+    for harness in ["native", "kernel"] {
+        let sized: Vec<&serde_json::Value> = rows
+            .iter()
+            .filter(|r| r["harness"] == harness && !r["extension_bytes"].is_null())
+            .collect();
+        assert_eq!(sized.len(), 20, "{harness}: 4 placements x 5 sizes");
+        for placement in ["below", "above", "by-value", "by-reference"] {
+            let series: Vec<(u64, u64, f64)> = sized
+                .iter()
+                .filter(|r| r["placement"] == placement)
+                .map(|r| {
+                    assert_eq!(r["ran"], true, "{r}");
+                    assert_eq!(r["runs"], 2, "{r}");
+                    (
+                        r["extension_bytes"].as_u64().unwrap(),
+                        r["stack_bytes"].as_u64().unwrap(),
+                        r["median_cycles"].as_f64().unwrap(),
+                    )
+                })
+                .collect();
+            let sizes: Vec<u64> = series.iter().map(|s| s.0).collect();
+            assert_eq!(sizes, [8, 16, 32, 64, 128], "{harness} {placement}");
+            assert!(series.windows(2).all(|w| w[1].1 >= w[0].1), "{harness} {placement}");
+            assert!(series[4].1 - series[0].1 >= 120 - 16, "{harness} {placement}: {series:?}");
+            assert!(series.iter().all(|s| s.2 > 0.0));
+        }
+    }
     // The native harness runs the four it can; the kernel runs all twelve
-    // (with PKS, which -cpu max has).
-    assert_eq!(rows.iter().filter(|r| r["harness"] == "native" && r["ran"] == true).count(), 4);
-    assert_eq!(rows.iter().filter(|r| r["harness"] == "kernel" && r["ran"] == true).count(), 12);
+    // (with PKS, which -cpu max has); both run the 20 rows of the series.
+    assert_eq!(rows.iter().filter(|r| r["harness"] == "native" && r["ran"] == true).count(), 24);
+    assert_eq!(rows.iter().filter(|r| r["harness"] == "kernel" && r["ran"] == true).count(), 32);
     // The SYSCALL round trips: the extended frame costs its 8 bytes of
     // stack more than pt_regs alone (with the pad word: the same), and the
     // real path (entry checks and the table) more than both.

@@ -47,6 +47,10 @@ macro_rules! ptregs_offsets {
     };
 }
 
+/// The extension sizes `extregs bench` grows the state to (bytes): Weiny's
+/// "the struct will grow", measured.
+pub const BENCH_EXTENSION_SIZES: [usize; 5] = [8, 16, 32, 64, 128];
+
 /// Every constant the entry assembly may use, computed from the types.
 pub fn constants() -> Vec<AsmConstant> {
     let mut constants = Vec::new();
@@ -72,6 +76,23 @@ pub fn constants() -> Vec<AsmConstant> {
         (16 - size_of::<PtRegs>() % 16) % 16,
         "bytes a stub with only pt_regs on the stack adds so its call is 16-byte aligned",
     ));
+    for bytes in BENCH_EXTENSION_SIZES {
+        // The size series of `extregs bench`: an extension of `bytes`
+        // directly below pt_regs, then the pad that aligns the call.
+        let below = size_of::<PtRegs>() + bytes;
+        constants.push(constant(
+            &format!("BENCH_BELOW_FRAME_{bytes}"),
+            bytes + (16 - below % 16) % 16,
+            &format!("a {bytes}-byte extension below pt_regs plus the pad to a 16-byte call"),
+        ));
+        // Above the CPU frame: what the caller leaves free above it (FRED's
+        // CPU would), with room for the CPU's 16-byte alignment of RSP.
+        constants.push(constant(
+            &format!("BENCH_ABOVE_RESERVE_{bytes}"),
+            (bytes + 16).div_ceil(16) * 16,
+            &format!("stack kept free above the CPU frame for a {bytes}-byte extension"),
+        ));
+    }
     constants.push(constant(
         "EXTENDED_PTREGS_SIZE",
         size_of::<ExtendedPtRegs>(),
@@ -268,6 +289,20 @@ mod tests {
         assert_eq!(value_of("GENERIC_PTREGS_SIZE"), GENERIC_PTREGS_SIZE);
         assert_eq!(value_of("EXTREGS_ARCH_PKS"), offset_of!(ExtendedPtRegs, arch));
         assert_eq!(value_of("EXTREGS_REGS"), GENERIC_PTREGS_SIZE);
+    }
+
+    #[test]
+    fn bench_size_frames_keep_the_call_aligned() {
+        for bytes in BENCH_EXTENSION_SIZES {
+            let below = value_of(&format!("BENCH_BELOW_FRAME_{bytes}"));
+            assert!(below >= bytes && below < bytes + 16, "{bytes}: {below}");
+            assert!((size_of::<PtRegs>() + below).is_multiple_of(16), "{bytes}");
+            let above = value_of(&format!("BENCH_ABOVE_RESERVE_{bytes}"));
+            // Room for the state even when the CPU aligns RSP down by 8.
+            assert!(above >= bytes + 8 && above.is_multiple_of(16), "{bytes}: {above}");
+        }
+        // The 8-byte size is the real extension's.
+        assert_eq!(value_of("BENCH_BELOW_FRAME_8"), GENERIC_PTREGS_SIZE);
     }
 
     #[test]

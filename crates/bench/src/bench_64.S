@@ -76,3 +76,60 @@ BENCH_PTREGS_ONLY by_reference
 BENCH_EXTENDED extended
 BENCH_EXTENDED extended_pks
 BENCH_EXTENDED extended_nested
+
+/*
+ * The size series: the same state grown to 8..128 bytes, in four places.
+ *
+ * BENCH_SIZE_BELOW bytes: the extension directly below pt_regs (this
+ * design), the pad below it keeping the call 16-byte aligned:
+ *
+ *   | ip cs flags sp ss |
+ *   | orig_ax = -1      |
+ *   | di ... r15        |
+ *   +-------------------+ <- rdi = &PtRegs
+ *   | state (bytes)     |
+ *   | pad               |   subq $BENCH_BELOW_FRAME_bytes
+ *   +-------------------+ <- rsp at the call
+ */
+.macro BENCH_SIZE_BELOW bytes
+	.p2align 4
+	.globl	extregs_bench_size_below_\bytes
+extregs_bench_size_below_\bytes:
+	pushq	$-1
+	PUSH_AND_CLEAR_REGS
+	cld
+	subq	$BENCH_BELOW_FRAME_\bytes, %rsp
+	leaq	BENCH_BELOW_FRAME_\bytes(%rsp), %rdi
+	call	extregs_bench_size_below_\bytes\()_handler
+	addq	$BENCH_BELOW_FRAME_\bytes, %rsp
+	POP_REGS
+	iretq
+.endm
+
+/*
+ * The other three places need only pt_regs from the stub (as
+ * BENCH_PTREGS_ONLY): *above* the CPU frame (as FRED puts its event data;
+ * the harness keeps BENCH_ABOVE_RESERVE_bytes free above the frame, as a
+ * FRED CPU would), and by value or by reference in the handler's own
+ * frame (Linux 5.10, Weiny V3):
+ *
+ *   | state (bytes)     |   above only: left free by the harness
+ *   | ip cs flags sp ss |
+ *   | orig_ax = -1      |
+ *   | di ... r15        |
+ *   +-------------------+ <- rdi = &PtRegs
+ *   | pad               |
+ *   +-------------------+ <- rsp at the call
+ */
+.macro BENCH_SIZE bytes
+BENCH_SIZE_BELOW \bytes
+BENCH_PTREGS_ONLY size_above_\bytes
+BENCH_PTREGS_ONLY size_by_value_\bytes
+BENCH_PTREGS_ONLY size_by_reference_\bytes
+.endm
+
+BENCH_SIZE 8
+BENCH_SIZE 16
+BENCH_SIZE 32
+BENCH_SIZE 64
+BENCH_SIZE 128

@@ -134,6 +134,267 @@ pub unsafe fn extended<P: EntryPlatform>(regs: &mut PtRegs) {
     unsafe { irqentry_exit::<P>(regs) };
 }
 
+/// Where the size series keeps the entry state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Directly below pt_regs, found with container_of (this design).
+    Below,
+    /// Above the CPU frame, where FRED puts its event data.
+    Above,
+    /// Returned by `enter`, handed to `exit` (Linux 5.10).
+    ByValue,
+    /// In the handler's frame, passed by pointer (Weiny V3).
+    ByReference,
+}
+
+impl Placement {
+    pub const ALL: [Placement; 4] =
+        [Placement::Below, Placement::Above, Placement::ByValue, Placement::ByReference];
+
+    /// The JSON's `placement` and the row names' middle part.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Below => "below",
+            Placement::Above => "above",
+            Placement::ByValue => "by-value",
+            Placement::ByReference => "by-reference",
+        }
+    }
+}
+
+/// The extension sizes of the size series, in bytes (the generator's list,
+/// so the stubs' frame constants exist for each).
+pub const EXTENSION_SIZES: [usize; 5] = [8, 16, 32, 64, 128];
+
+/// Stack a harness leaves free above the CPU frame for a size-series row:
+/// the generated reservation for an `above` row, 0 for the others (which
+/// run the same loop).
+pub fn above_reserve(placement: Placement, bytes: usize) -> u64 {
+    if placement != Placement::Above {
+        return 0;
+    }
+    (match bytes {
+        8 => asm_offsets::BENCH_ABOVE_RESERVE_8,
+        16 => asm_offsets::BENCH_ABOVE_RESERVE_16,
+        32 => asm_offsets::BENCH_ABOVE_RESERVE_32,
+        64 => asm_offsets::BENCH_ABOVE_RESERVE_64,
+        128 => asm_offsets::BENCH_ABOVE_RESERVE_128,
+        _ => unreachable!("no size {bytes}"),
+    }) as u64
+}
+
+/// The generic entry state grown to `WORDS` words: the first word carries
+/// what `irqentry_state` carries (exit_rcu, the lockdep flag) and the saved
+/// PKRS; the rest stands for what a growing struct adds. Entry writes all
+/// of it (a struct initialised as a whole); exit reads the first word.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SizedState<const WORDS: usize> {
+    pub words: [u64; WORDS],
+}
+
+const SIZED_EXIT_RCU: u64 = 1 << 0;
+const SIZED_LOCKDEP: u64 = 1 << 1;
+const SIZED_PKRS_SHIFT: u32 = 32;
+
+/// What every placement's entry does: the generic entry's work (RCU,
+/// lockdep, the arch hook saving PKRS), into a whole new state.
+#[inline(always)]
+fn sized_state<P: EntryPlatform, const WORDS: usize>(regs: &PtRegs) -> SizedState<WORDS> {
+    let mut first = 0;
+    if !regs.user_mode() && !P::rcu_is_watching() {
+        P::rcu_irq_enter();
+        first |= SIZED_EXIT_RCU;
+    }
+    if P::lockdep_hardirqs_enabled() {
+        first |= SIZED_LOCKDEP;
+    }
+    P::lockdep_set_hardirqs_enabled(false);
+    let mut arch = ArchExtRegs::default();
+    P::arch_enter(&mut arch);
+    first |= u64::from(arch.pks) << SIZED_PKRS_SHIFT;
+    let mut state = SizedState { words: [0; WORDS] };
+    state.words[0] = first;
+    state
+}
+
+/// What every placement's exit does: the same work undone from the state.
+#[inline(always)]
+fn sized_restore<P: EntryPlatform, const WORDS: usize>(state: &SizedState<WORDS>) {
+    let first = state.words[0];
+    P::arch_exit(&ArchExtRegs { pks: (first >> SIZED_PKRS_SHIFT) as u32 });
+    P::lockdep_set_hardirqs_enabled(first & SIZED_LOCKDEP != 0);
+    if first & SIZED_EXIT_RCU != 0 {
+        P::rcu_irq_exit();
+    }
+}
+
+/// Entry with the state at `state` (below, above, by reference). Out of
+/// line, as Linux's entry functions (and the real variants here) are.
+///
+/// # Safety
+///
+/// `state` is valid for writes of a `SizedState<WORDS>` and aligned.
+#[inline(never)]
+pub unsafe fn sized_enter_at<P: EntryPlatform, const WORDS: usize>(
+    regs: &PtRegs,
+    state: *mut SizedState<WORDS>,
+) {
+    // SAFETY: per the function contract.
+    unsafe { state.write(sized_state::<P, WORDS>(regs)) };
+}
+
+/// Exit with the state at `state`.
+///
+/// # Safety
+///
+/// `state` is what [`sized_enter_at`] wrote, still valid for reads.
+#[inline(never)]
+pub unsafe fn sized_exit_at<P: EntryPlatform, const WORDS: usize>(state: *const SizedState<WORDS>) {
+    // SAFETY: per the function contract.
+    sized_restore::<P, WORDS>(unsafe { &*state });
+}
+
+/// Entry returning the state by value.
+#[inline(never)]
+pub fn sized_enter_by_value<P: EntryPlatform, const WORDS: usize>(
+    regs: &PtRegs,
+) -> SizedState<WORDS> {
+    sized_state::<P, WORDS>(regs)
+}
+
+/// Exit taking the state by value.
+#[inline(never)]
+pub fn sized_exit_by_value<P: EntryPlatform, const WORDS: usize>(state: SizedState<WORDS>) {
+    sized_restore::<P, WORDS>(&state);
+}
+
+/// The size series' handlers (`extregs_bench_size_<placement>_<bytes>_handler`)
+/// on the memory-cell platform, for the kernel and the host alike, and the
+/// stubs' addresses.
+macro_rules! size_series {
+    ($($module:ident: $bytes:literal bytes = $words:literal words),+ $(,)?) => {
+        $(
+            mod $module {
+                use super::*;
+                const _: () = assert!(core::mem::size_of::<SizedState<$words>>() == $bytes);
+
+                /// # Safety
+                ///
+                /// Called only by its stub: `regs` is that stub's pt_regs,
+                /// with the state's bytes below it (from the stub's frame,
+                /// so the pointer may reach them).
+                #[export_name = concat!("extregs_bench_size_below_", $bytes, "_handler")]
+                pub unsafe extern "C" fn below(regs: *mut PtRegs) {
+                    // SAFETY: the stub put the state right below pt_regs; `regs` is its raw
+                    // stack pointer (provenance of the whole frame), and nothing else refers
+                    // to either while the handler runs.
+                    unsafe {
+                        let state = regs.cast::<u8>().sub($bytes).cast::<SizedState<$words>>();
+                        sized_enter_at::<CellPlatform, $words>(&*regs, state);
+                        handler_body();
+                        sized_exit_at::<CellPlatform, $words>(state);
+                    }
+                }
+
+                /// # Safety
+                ///
+                /// Called only by its stub, from a harness that left the
+                /// state's bytes free right above the CPU frame.
+                #[export_name = concat!("extregs_bench_size_above_", $bytes, "_handler")]
+                pub unsafe extern "C" fn above(regs: *mut PtRegs) {
+                    // SAFETY: the harness reserved the state right above the CPU frame (ss
+                    // ends pt_regs); `regs` is the stub's raw stack pointer, whose provenance
+                    // covers that stack, and nothing else refers to the state meanwhile.
+                    unsafe {
+                        let state = regs.add(1).cast::<SizedState<$words>>();
+                        sized_enter_at::<CellPlatform, $words>(&*regs, state);
+                        handler_body();
+                        sized_exit_at::<CellPlatform, $words>(state);
+                    }
+                }
+
+                /// # Safety
+                ///
+                /// Called only by its stub, with the pt_regs it built.
+                #[export_name = concat!("extregs_bench_size_by_value_", $bytes, "_handler")]
+                pub unsafe extern "C" fn by_value(regs: &mut PtRegs) {
+                    let state = sized_enter_by_value::<CellPlatform, $words>(regs);
+                    handler_body();
+                    sized_exit_by_value::<CellPlatform, $words>(state);
+                }
+
+                /// # Safety
+                ///
+                /// Called only by its stub, with the pt_regs it built.
+                #[export_name = concat!("extregs_bench_size_by_reference_", $bytes, "_handler")]
+                pub unsafe extern "C" fn by_reference(regs: &mut PtRegs) {
+                    let mut state = core::mem::MaybeUninit::<SizedState<$words>>::uninit();
+                    // SAFETY: a local MaybeUninit: valid and aligned for the write, then read
+                    // back by exit after enter wrote all of it.
+                    unsafe {
+                        sized_enter_at::<CellPlatform, $words>(regs, state.as_mut_ptr());
+                        handler_body();
+                        sized_exit_at::<CellPlatform, $words>(state.as_ptr());
+                    }
+                }
+            }
+        )+
+
+        /// The stub of a size-series row.
+        pub fn size_stub(placement: Placement, bytes: usize) -> Option<u64> {
+            extern "C" {
+                $(
+                    #[link_name = concat!("extregs_bench_size_below_", $bytes)]
+                    fn $module();
+                )+
+            }
+            mod above {
+                extern "C" {
+                    $(
+                        #[link_name = concat!("extregs_bench_size_above_", $bytes)]
+                        pub fn $module();
+                    )+
+                }
+            }
+            mod by_value {
+                extern "C" {
+                    $(
+                        #[link_name = concat!("extregs_bench_size_by_value_", $bytes)]
+                        pub fn $module();
+                    )+
+                }
+            }
+            mod by_reference {
+                extern "C" {
+                    $(
+                        #[link_name = concat!("extregs_bench_size_by_reference_", $bytes)]
+                        pub fn $module();
+                    )+
+                }
+            }
+            let stub: unsafe extern "C" fn() = match (placement, bytes) {
+                $(
+                    (Placement::Below, $bytes) => $module,
+                    (Placement::Above, $bytes) => above::$module,
+                    (Placement::ByValue, $bytes) => by_value::$module,
+                    (Placement::ByReference, $bytes) => by_reference::$module,
+                )+
+                _ => return None,
+            };
+            Some(stub as usize as u64)
+        }
+    };
+}
+
+size_series!(
+    size_8: 8 bytes = 1 words,
+    size_16: 16 bytes = 2 words,
+    size_32: 32 bytes = 4 words,
+    size_64: 64 bytes = 8 words,
+    size_128: 128 bytes = 16 words,
+);
+
 /// A platform whose PKRS is a memory cell (the native harness, and the
 /// kernel's variants without PKS): the same work as the kernel's hooks,
 /// a cached value compared and written only when it changes, minus the MSR.
@@ -299,5 +560,71 @@ mod cell_handlers {
     pub unsafe extern "C" fn extregs_bench_extended_nested_handler(regs: &mut PtRegs) {
         // SAFETY: per the function contract.
         unsafe { extended::<CellPlatform>(regs) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+
+    /// The size series' handlers on a stack of their own: the state lands
+    /// exactly where each placement says, whole, and PKRS comes back.
+    #[test]
+    fn each_placement_keeps_its_state_where_it_says() {
+        const WORD: usize = core::mem::size_of::<u64>();
+        const REGS_AT: usize = 24;
+        let ptregs_words = core::mem::size_of::<PtRegs>() / WORD;
+        let mut stack = [u64::MAX; 64];
+        let base = stack.as_mut_ptr();
+        let interrupted_pkrs = 0x1234_5678;
+        // SAFETY: `regs` points into `stack` (its provenance), aligned for PtRegs, with 24
+        // words below it and 64 - 24 - 21 above: room for every state the handlers write.
+        unsafe {
+            let regs = base.add(REGS_AT).cast::<PtRegs>();
+            regs.write(PtRegs { cs: 0x10, ..PtRegs::default() });
+            CELL_PKRS.store(interrupted_pkrs, Ordering::SeqCst);
+            size_16::below(regs);
+            assert_eq!(CELL_PKRS.load(Ordering::SeqCst), interrupted_pkrs, "PKRS restored");
+            size_32::above(regs);
+            assert_eq!(CELL_PKRS.load(Ordering::SeqCst), interrupted_pkrs);
+        }
+        // Below: 2 words right under pt_regs, the first with the saved PKRS.
+        assert_eq!(stack[REGS_AT - 2] >> SIZED_PKRS_SHIFT, u64::from(interrupted_pkrs));
+        assert_eq!(stack[REGS_AT - 1], 0, "the rest of the state is written too");
+        assert_eq!(stack[REGS_AT - 3], u64::MAX, "nothing below the state");
+        // Above: 4 words right over ss.
+        let above = REGS_AT + ptregs_words;
+        assert_eq!(stack[above] >> SIZED_PKRS_SHIFT, u64::from(interrupted_pkrs));
+        assert_eq!(stack[above + 1..above + 4], [0; 3]);
+        assert_eq!(stack[above + 4], u64::MAX, "nothing above the state");
+        CELL_PKRS.store(CELL_PKRS_DEFAULT, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn by_value_and_by_reference_restore_what_they_saved() {
+        let mut regs = PtRegs { cs: 0x10, ..PtRegs::default() };
+        CELL_PKRS.store(0x0bad_cafe, Ordering::SeqCst);
+        // SAFETY: `regs` is a whole PtRegs; these two keep their state in their own frames.
+        unsafe {
+            size_128::by_value(&mut regs);
+            assert_eq!(CELL_PKRS.load(Ordering::SeqCst), 0x0bad_cafe);
+            size_64::by_reference(&mut regs);
+            assert_eq!(CELL_PKRS.load(Ordering::SeqCst), 0x0bad_cafe);
+        }
+        CELL_PKRS.store(CELL_PKRS_DEFAULT, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn every_size_and_placement_has_a_stub() {
+        for placement in Placement::ALL {
+            for bytes in EXTENSION_SIZES {
+                assert!(size_stub(placement, bytes).is_some(), "{placement:?} {bytes}");
+            }
+        }
+        assert_eq!(size_stub(Placement::Below, 24), None);
+        assert_eq!(above_reserve(Placement::Below, 128), 0);
+        assert_eq!(above_reserve(Placement::Above, 8), 32);
     }
 }

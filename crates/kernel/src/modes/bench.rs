@@ -15,7 +15,7 @@
 use crate::{idt, pks, println, result, sched, traps::KernelPlatform};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use extregs_bench::{CellPlatform, Stub, Summary, HANDLER_RSP};
+use extregs_bench::{CellPlatform, Placement, Stub, Summary, EXTENSION_SIZES, HANDLER_RSP};
 use extregs_entry::{irqentry_enter, irqentry_exit};
 use extregs_regs::PtRegs;
 use x86_64::structures::idt::InterruptStackFrame;
@@ -27,6 +27,9 @@ const BY_REFERENCE_VECTOR: u8 = 0xa3;
 const EXTENDED_VECTOR: u8 = 0xa4;
 const EXTENDED_PKS_VECTOR: u8 = 0xa5;
 const NESTED_VECTOR: u8 = 0xa6;
+/// The size series: vector `SIZE_VECTORS + placement * 5 + size index`.
+const SIZE_VECTORS: u8 = 0xb0;
+const SIZE_ROWS: usize = Placement::ALL.len() * EXTENSION_SIZES.len();
 
 /// # Safety
 ///
@@ -151,6 +154,60 @@ fn round_trips(vector: u8, batch: u64) -> (u64, u64) {
     }
 }
 
+/// `batch` round trips of size-series row `row` (vector `SIZE_VECTORS +
+/// row`), each with `reserve` bytes left free above the CPU frame (what an
+/// `above` row's state needs; 0 for the others, the same instructions):
+/// (TSC ticks for all, RSP before each reservation).
+fn size_round_trips(row: usize, batch: u64, reserve: u64) -> (u64, u64) {
+    macro_rules! rows {
+        ($($row:literal),+) => {
+            match row {
+                $($row => {
+                    let (start, end, top): (u64, u64, u64);
+                    // SAFETY: as in `round_trips!`: the gate is a size stub, which restores every
+                    // register and returns with iretq; RSP is lowered by `reserve` around the
+                    // `int` and put back, so the frame and the state below the old RSP are
+                    // this loop's own stack.
+                    unsafe {
+                        core::arch::asm!(
+                            "lfence",
+                            "rdtsc",
+                            "shl rdx, 32",
+                            "or rax, rdx",
+                            "mov {start}, rax",
+                            "mov {top}, rsp",
+                            "2:",
+                            "sub rsp, {reserve}",
+                            "int {v}",
+                            "add rsp, {reserve}",
+                            "dec {count}",
+                            "jnz 2b",
+                            "lfence",
+                            "rdtsc",
+                            "shl rdx, 32",
+                            "or rax, rdx",
+                            "mov {end}, rax",
+                            v = const SIZE_VECTORS + $row,
+                            reserve = in(reg) reserve,
+                            count = inout(reg) batch.max(1) => _,
+                            start = out(reg) start,
+                            end = out(reg) end,
+                            top = out(reg) top,
+                            out("rax") _,
+                            out("rdx") _,
+                        )
+                    };
+                    (end - start, top)
+                })+
+                _ => unreachable!("size row {row}"),
+            }
+        };
+    }
+    rows!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19)
+}
+
+const _: () = assert!(SIZE_ROWS == 20, "size_round_trips lists 20 rows");
+
 /// Sample storage: one CPU, used only by this mode, one variant at a time.
 struct Samples(UnsafeCell<[u64; extregs_cmdline::MAX_BENCH_ITERATIONS as usize]>);
 // SAFETY: see above.
@@ -162,8 +219,17 @@ static SAMPLES: Samples =
 /// summary and the stack bytes from the RSP before `int` to RSP inside the
 /// handler (None when no handler body ran).
 fn measure(vector: u8, iterations: usize) -> (Summary, Option<u64>) {
+    measure_with(iterations, |batch| round_trips(vector, batch))
+}
+
+/// As [`measure`], for any round trip: `round_trips(batch)` gives (ticks,
+/// RSP before).
+fn measure_with(
+    iterations: usize,
+    mut round_trips: impl FnMut(u64) -> (u64, u64),
+) -> (Summary, Option<u64>) {
     for _ in 0..(iterations.min(10_000) as u64 / KERNEL_BATCH).max(1) {
-        round_trips(vector, KERNEL_BATCH);
+        round_trips(KERNEL_BATCH);
     }
     // SAFETY: only this function touches the samples, and never reentrantly.
     let samples = unsafe { &mut *SAMPLES.0.get() };
@@ -171,7 +237,7 @@ fn measure(vector: u8, iterations: usize) -> (Summary, Option<u64>) {
     let mut stack = None;
     let batches = (iterations / KERNEL_BATCH as usize).max(1);
     for sample in samples.iter_mut().take(batches) {
-        let (ticks, top) = round_trips(vector, KERNEL_BATCH);
+        let (ticks, top) = round_trips(KERNEL_BATCH);
         *sample = ticks;
         let rsp = HANDLER_RSP.swap(0, Ordering::SeqCst);
         if rsp != 0 {
@@ -182,9 +248,19 @@ fn measure(vector: u8, iterations: usize) -> (Summary, Option<u64>) {
 }
 
 fn print_row(name: &str, iterations: usize, measured: Result<(Summary, Option<u64>), &str>) {
+    print_row_with(format_args!("{name}"), format_args!(""), iterations, measured);
+}
+
+/// [`print_row`] with `extra` JSON fields (`,"key":value…`) before the rest.
+fn print_row_with(
+    name: core::fmt::Arguments<'_>,
+    extra: core::fmt::Arguments<'_>,
+    iterations: usize,
+    measured: Result<(Summary, Option<u64>), &str>,
+) {
     match measured {
         Ok((summary, stack)) => println!(
-            "BENCH {{\"name\":\"{name}\",\"iterations\":{iterations},\"min\":{:.2},\"median\":{:.2},\"p99\":{:.2},\"iqr\":{:.2},\"stack_bytes\":{}}}",
+            "BENCH {{\"name\":\"{name}\"{extra},\"iterations\":{iterations},\"min\":{:.2},\"median\":{:.2},\"p99\":{:.2},\"iqr\":{:.2},\"stack_bytes\":{}}}",
             summary.min,
             summary.median,
             summary.p99,
@@ -192,7 +268,28 @@ fn print_row(name: &str, iterations: usize, measured: Result<(Summary, Option<u6
             // The floor has no handler: the CPU's frame is all it uses.
             stack.unwrap_or(40)
         ),
-        Err(why) => println!("BENCH {{\"name\":\"{name}\",\"iterations\":0,\"why\":\"{why}\"}}"),
+        Err(why) => {
+            println!("BENCH {{\"name\":\"{name}\"{extra},\"iterations\":0,\"why\":\"{why}\"}}")
+        }
+    }
+}
+
+/// The size series: the state at 8..128 bytes in each placement, all on
+/// the memory-cell platform, `above` rows with the state's bytes left free
+/// above the CPU frame (the other rows run the same loop with 0).
+fn measure_sizes(iterations: usize) {
+    for (placement_index, placement) in Placement::ALL.into_iter().enumerate() {
+        for (size_index, bytes) in EXTENSION_SIZES.into_iter().enumerate() {
+            let row = placement_index * EXTENSION_SIZES.len() + size_index;
+            let reserve = extregs_bench::above_reserve(placement, bytes);
+            let measured = measure_with(iterations, |batch| size_round_trips(row, batch, reserve));
+            print_row_with(
+                format_args!("size-{}-{bytes}", placement.name()),
+                format_args!(",\"extension_bytes\":{bytes},\"placement\":\"{}\"", placement.name()),
+                iterations,
+                Ok(measured),
+            );
+        }
     }
 }
 
@@ -346,7 +443,8 @@ fn measure_syscalls(iterations: usize) -> bool {
 /// `mode=bench`.
 pub fn run(iterations: u64) -> bool {
     let iterations = iterations as usize;
-    idt::load_with_extra_gates(&[
+    let mut gates = [(0u8, 0u64); 7 + SIZE_ROWS];
+    gates[..7].copy_from_slice(&[
         (FLOOR_VECTOR, Stub::Floor.address()),
         (X86_INTERRUPT_VECTOR, x86_interrupt_handler as *const () as u64),
         (BY_VALUE_VECTOR, Stub::ByValue.address()),
@@ -355,6 +453,14 @@ pub fn run(iterations: u64) -> bool {
         (EXTENDED_PKS_VECTOR, Stub::ExtendedPks.address()),
         (NESTED_VECTOR, Stub::ExtendedNested.address()),
     ]);
+    for (placement_index, placement) in Placement::ALL.into_iter().enumerate() {
+        for (size_index, bytes) in EXTENSION_SIZES.into_iter().enumerate() {
+            let row = placement_index * EXTENSION_SIZES.len() + size_index;
+            let stub = extregs_bench::size_stub(placement, bytes).expect("a stub per size");
+            gates[7 + row] = (SIZE_VECTORS + row as u8, stub);
+        }
+    }
+    idt::load_with_extra_gates(&gates);
     println!(
         "extregs: bench: {iterations} round trips per variant after a warm-up (int $vector, {KERNEL_BATCH} per TSC read; nesting: 1 per read)"
     );
@@ -398,6 +504,7 @@ pub fn run(iterations: u64) -> bool {
     }
     measure_yields(iterations);
     let syscalls_ok = measure_syscalls(iterations);
+    measure_sizes(iterations);
     for depth in [1u64, 2, 4, 8] {
         let mut samples_done = 0;
         let nest_iterations = iterations.min(20_000);
