@@ -242,15 +242,24 @@ fn round_trips(stub: u64, batch: u64) -> (u64, u64) {
 /// when no handler ran: the floor).
 fn measure_native(stub: Stub, iterations: u64) -> (Summary, Option<u64>) {
     let address = stub.address();
+    measure_native_with(iterations, |batch| round_trips(address, batch))
+}
+
+/// As [`measure_native`], for any batch of round trips: `round_trips(batch)`
+/// gives (ticks, RSP at the frame's top).
+fn measure_native_with(
+    iterations: u64,
+    mut round_trips: impl FnMut(u64) -> (u64, u64),
+) -> (Summary, Option<u64>) {
     for _ in 0..(iterations.min(10_000) / NATIVE_BATCH).max(1) {
-        round_trips(address, NATIVE_BATCH);
+        round_trips(NATIVE_BATCH);
     }
     let batches = (iterations / NATIVE_BATCH).max(1);
     let mut samples = Vec::with_capacity(batches as usize);
     HANDLER_RSP.store(0, Ordering::SeqCst);
     let mut stack = None;
     for _ in 0..batches {
-        let (ticks, top) = round_trips(address, NATIVE_BATCH);
+        let (ticks, top) = round_trips(NATIVE_BATCH);
         samples.push(ticks);
         let handler_rsp = HANDLER_RSP.swap(0, Ordering::SeqCst);
         if handler_rsp != 0 {
@@ -400,22 +409,9 @@ fn sized_round_trips(stub: u64, batch: u64, reserve: u64) -> (u64, u64) {
 /// the frame's top, reservation included, to RSP in the handler,
 /// iterations).
 fn measure_native_sized(stub: u64, iterations: u64, reserve: u64) -> (Summary, Option<u64>, u64) {
-    for _ in 0..(iterations.min(10_000) / NATIVE_BATCH).max(1) {
-        sized_round_trips(stub, NATIVE_BATCH, reserve);
-    }
-    let batches = (iterations / NATIVE_BATCH).max(1);
-    let mut samples = Vec::with_capacity(batches as usize);
-    HANDLER_RSP.store(0, Ordering::SeqCst);
-    let mut stack = None;
-    for _ in 0..batches {
-        let (ticks, top) = sized_round_trips(stub, NATIVE_BATCH, reserve);
-        samples.push(ticks);
-        let handler_rsp = HANDLER_RSP.swap(0, Ordering::SeqCst);
-        if handler_rsp != 0 {
-            stack = Some(top - handler_rsp);
-        }
-    }
-    (extregs_bench::summarize(&mut samples, NATIVE_BATCH), stack, iterations)
+    let (summary, stack) =
+        measure_native_with(iterations, |batch| sized_round_trips(stub, batch, reserve));
+    (summary, stack, iterations)
 }
 
 /// The CPU's frame without a handler: 5 words.

@@ -108,19 +108,9 @@ pub enum Kind {
     UserPageFault,
 }
 
-const KINDS: [Kind; 11] = [
-    Kind::IntN,
-    Kind::Int3,
-    Kind::Ud2,
-    Kind::DivideError,
-    Kind::GeneralProtection,
-    Kind::PksResolved,
-    Kind::PksFixup,
-    Kind::Timer,
-    Kind::SelfIpi,
-    Kind::SelfNmi,
-    Kind::Preempt,
-];
+/// The kinds a kernel-mode level draws from: every kind but the two
+/// ring-3-only ones, which come last in [`ALL_KINDS_IN_ORDER`].
+const KINDS: &[Kind] = ALL_KINDS_IN_ORDER.split_at(ALL_KINDS - 2).0;
 
 /// The kinds of an outermost level run in ring 3 (Timer and SelfIpi arrive
 /// right after a SYSCALL that asked for them, in the user wait loop; SelfNmi
@@ -151,7 +141,7 @@ fn user_kind(draw: u32) -> Kind {
 }
 
 /// Every kind, for the counters.
-const ALL_KINDS: usize = KINDS.len() + 2;
+const ALL_KINDS: usize = 13;
 
 /// RFLAGS in the user trampolines: IF and the fixed bit; nothing there
 /// changes the arithmetic flags before the event, so it is what SYSCALL
@@ -366,7 +356,7 @@ fn print_label(index: usize) {
     crate::print!("\"{user}{}\"", kind.name());
 }
 
-/// Every kind, indexed by its discriminant.
+/// Every kind, indexed by its discriminant (checked below).
 const ALL_KINDS_IN_ORDER: [Kind; ALL_KINDS] = [
     Kind::IntN,
     Kind::Int3,
