@@ -480,6 +480,74 @@ fn task_stack_overflow_ends_in_a_double_fault_naming_the_task() {
 }
 
 #[test]
+fn nested_oops_traces_every_level_with_its_extension() {
+    let outcome = boot(Firmware::Bios, "max", "mode=oops cause=nested");
+    assert_verdict(&outcome, EXIT_KERNEL_FAILURE);
+    let serial = &outcome.serial;
+    assert!(
+        serial.contains("extregs: BUG: the NMI handler (mode=oops cause=nested)"),
+        "{}",
+        dump(&outcome)
+    );
+    let trace_start = serial.find("Call Trace:").expect("a call trace");
+    let trace_end =
+        serial[trace_start..].find("Kernel Offset:").expect("the trace ends") + trace_start;
+    let trace: Vec<&str> = serial[trace_start..trace_end].lines().skip(1).collect();
+    // The sections in order: the NMI handler on the NMI stack, then the
+    // task stack the int3 and the timer IRQ ran on.
+    let markers: Vec<&str> =
+        trace.iter().copied().filter(|l| l.starts_with(" <") || l.starts_with(" </")).collect();
+    assert_eq!(markers, [" <NMI>", " </NMI>", " <TASK>", " </TASK>"], "{}", dump(&outcome));
+    // Three interrupt frames crossed (the NMI's, the int3's, the IRQ's),
+    // each with the interrupted registers and that frame's extension.
+    let rips: Vec<&str> = trace.iter().copied().filter(|l| l.starts_with("RIP: 0010:")).collect();
+    assert_eq!(rips.len(), 3, "{}", dump(&outcome));
+    assert_eq!(trace.iter().filter(|l| l.starts_with("GENERIC: ")).count(), 3);
+    assert_eq!(trace.iter().filter(|l| l.starts_with("PKRS: ")).count(), 3);
+    assert!(
+        rips[0].contains("write_icr"),
+        "the NMI interrupted the self-NMI's ICR write: {}",
+        rips[0]
+    );
+    assert!(rips[1].contains("nested_hook"), "the int3 interrupted the IRQ handler: {}", rips[1]);
+    assert!(rips[2].contains("oops_nested"), "the IRQ interrupted the waiting task: {}", rips[2]);
+    // Each level's functions in order, down to the mode's entry function.
+    let mut at = 0;
+    for name in [
+        "asm_exc_nmi",
+        "nested_hook",
+        "extregs_entry_common",
+        "oops_nested",
+        "die_on_purpose",
+        "kernel_main",
+    ] {
+        let found = trace[at..].iter().position(|l| l.contains(name));
+        at += found.unwrap_or_else(|| panic!("no {name} after line {at}\n{}", dump(&outcome))) + 1;
+    }
+    // Every return address symbolises (` symbol+0xoff/0xsize`).
+    for line in
+        trace.iter().filter(|l| l.starts_with(' ') && !l.starts_with(" <") && !l.starts_with(" </"))
+    {
+        assert!(line.contains("+0x") && line.contains("/0x"), "not symbolised: {line}");
+    }
+    // The oops's own registers are still the first show_regs.
+    let regs = report::parse_show_regs(serial).expect("show_regs of the #UD");
+    assert!(regs.rip_text.contains("nested_hook"), "RIP {}", regs.rip_text);
+}
+
+#[test]
+fn every_oops_ends_with_a_call_trace() {
+    let outcome = boot(Firmware::Bios, "max", "mode=oops cause=ud2");
+    assert_verdict(&outcome, EXIT_KERNEL_FAILURE);
+    let trace = outcome.serial.split("Call Trace:\n").nth(1).expect("a call trace");
+    let lines: Vec<&str> = trace.lines().take_while(|l| l.starts_with(' ')).collect();
+    assert_eq!(lines.first(), Some(&" <TASK>"), "{}", dump(&outcome));
+    assert_eq!(lines.last(), Some(&" </TASK>"), "{}", dump(&outcome));
+    assert!(lines.iter().any(|l| l.contains("die_on_purpose")), "{}", dump(&outcome));
+    assert!(lines.iter().any(|l| l.contains("kernel_main")), "{}", dump(&outcome));
+}
+
+#[test]
 fn user_double_fault_stays_on_the_df_stack_and_names_the_task() {
     let outcome = boot(Firmware::Bios, "max", "mode=oops cause=user-double-fault");
     assert_verdict(&outcome, EXIT_KERNEL_FAILURE);

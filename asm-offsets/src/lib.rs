@@ -20,7 +20,7 @@
 use core::mem::size_of;
 use extregs_regs::{
     nmi_state, selectors, ArchExtRegs, ExtendedPtRegs, GenericExtRegs, InactiveTaskFrame,
-    IretFrame, NmiStackTop, PerCpuEntry, PtRegs, ThreadContext, MSR_GS_BASE,
+    IretFrame, NmiStackTop, PerCpuEntry, PtRegs, ThreadContext, ENCODED_FRAME_TAG, MSR_GS_BASE,
 };
 use memoffset::offset_of;
 use std::fmt::Write as _;
@@ -207,6 +207,11 @@ pub fn constants() -> Vec<AsmConstant> {
         ));
     }
     constants.push(constant("MSR_GS_BASE", MSR_GS_BASE as usize, "MSR_GS_BASE: the live GS base"));
+    constants.push(constant(
+        "ENCODED_FRAME_TAG",
+        ENCODED_FRAME_TAG as usize,
+        "the tag bit of RBP = &PtRegs | tag, which marks an interrupt frame for unwinders",
+    ));
     for (name, value) in [
         ("IDLE", nmi_state::IDLE),
         ("RUNNING", nmi_state::RUNNING),

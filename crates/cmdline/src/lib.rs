@@ -83,11 +83,15 @@ pub enum OopsCause {
     /// in the task's guard page: the CPU's push faults, and the #DF that
     /// follows from user mode must stay on its IST stack.
     UserDoubleFault,
+    /// A timer IRQ whose handler executes int3, whose handler sends a
+    /// self-NMI, whose handler BUGs: the oops's call trace crosses all three
+    /// interrupt frames, each with its extension.
+    Nested,
 }
 
 impl OopsCause {
     /// Every cause with its command-line spelling.
-    pub const ALL: [(OopsCause, &'static str); 9] = [
+    pub const ALL: [(OopsCause, &'static str); 10] = [
         (OopsCause::InvalidOpcode, "ud2"),
         (OopsCause::GeneralProtection, "gp"),
         (OopsCause::PksViolation, "pks"),
@@ -97,6 +101,7 @@ impl OopsCause {
         (OopsCause::MachineCheck, "machine-check"),
         (OopsCause::TaskStackOverflow, "task-stack-overflow"),
         (OopsCause::UserDoubleFault, "user-double-fault"),
+        (OopsCause::Nested, "nested"),
     ];
 }
 
@@ -326,7 +331,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                     key,
                     value,
                     expected:
-                        "ud2, gp, pks, panic, stack-overflow, nmi-stack-overflow, machine-check, task-stack-overflow, user-double-fault",
+                        "ud2, gp, pks, panic, stack-overflow, nmi-stack-overflow, machine-check, task-stack-overflow, user-double-fault, nested",
                 })?);
             }
             "seconds" => {

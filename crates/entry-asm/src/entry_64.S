@@ -66,6 +66,18 @@
 .endm
 
 /*
+ * ENCODE_FRAME_POINTER, with %rdi = &PtRegs right before the call into
+ * Rust: %rbp = &PtRegs | ENCODED_FRAME_TAG (Linux's ENCODE_FRAME_POINTER).
+ * The Rust side is built with frame pointers, so its first frame saves this
+ * value, and an unwinder walking RBP up from any handler finds the tag and
+ * with it the interrupt frame (crates/unwind). The interrupted RBP is in
+ * PtRegs.bp, which POP_REGS puts back.
+ */
+.macro ENCODE_FRAME_POINTER
+	leaq	ENCODED_FRAME_TAG(%rdi), %rbp
+.endm
+
+/*
  * The stub table: IDTENTRY appends one .quad per vector, in vector order.
  * It lives in .data.rel.ro because the kernel is position independent and
  * the bootloader relocates these addresses.
@@ -214,6 +226,7 @@ extregs_entry_gs_ready:
 	cld
 	subq	$GENERIC_PTREGS_SIZE, %rsp
 	leaq	EXTREGS_REGS(%rsp), %rdi
+	ENCODE_FRAME_POINTER
 	call	extregs_exception_entry
 	addq	$GENERIC_PTREGS_SIZE, %rsp
 	testb	$3, PTREGS_CS(%rsp)
@@ -346,6 +359,7 @@ extregs_paranoid_common:
 	cld
 	subq	$GENERIC_PTREGS_SIZE, %rsp
 	leaq	EXTREGS_REGS(%rsp), %rdi
+	ENCODE_FRAME_POINTER
 	call	extregs_exception_entry
 	addq	$GENERIC_PTREGS_SIZE, %rsp
 	PARANOID_GS_EXIT
@@ -550,6 +564,7 @@ asm_exc_nmi:
 	cld
 	subq	$GENERIC_PTREGS_SIZE, %rsp
 	leaq	EXTREGS_REGS(%rsp), %rdi
+	ENCODE_FRAME_POINTER
 	movl	$NMI_VECTOR, %esi
 	call	extregs_exception_entry
 	addq	$GENERIC_PTREGS_SIZE, %rsp
@@ -648,6 +663,7 @@ entry_SYSCALL_64:
 	cld
 	subq	$GENERIC_PTREGS_SIZE, %rsp
 	leaq	EXTREGS_REGS(%rsp), %rdi
+	ENCODE_FRAME_POINTER
 	call	extregs_syscall_entry
 	addq	$GENERIC_PTREGS_SIZE, %rsp
 	testb	%al, %al

@@ -25,7 +25,7 @@ mod sched;
 mod user;
 
 use arch::{apic, cpu, exit, fwcfg, gdt, idt, memory, pks, serial};
-use debug::{coverage, oops, show_regs, symbols};
+use debug::{calltrace, coverage, oops, show_regs, symbols};
 use entry::{events, fault, irq, nmi, paranoid, traps};
 use modes::{bench, demo, fuzz, idle, result, selftest, tasks};
 

@@ -75,6 +75,11 @@ pub const X86_EFLAGS_FIXED: u64 = 1 << 1;
 /// error code (Linux pushes `$-1` the same way).
 pub const NO_ERROR_CODE: u64 = u64::MAX;
 
+/// The low bit the entry stubs set in RBP to mark it as `&PtRegs` before
+/// they call into Rust (Linux's `ENCODE_FRAME_POINTER`): a frame-pointer
+/// walk that meets it has found an interrupt frame.
+pub const ENCODED_FRAME_TAG: u64 = 1;
+
 /// Architecture-independent per-interrupt state, the part of Linux's
 /// `irqentry_state_t` that Lutomirski proposed to move below `pt_regs`.
 ///

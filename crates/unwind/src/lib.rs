@@ -26,11 +26,9 @@
 
 #![no_std]
 
+pub use extregs_regs::ENCODED_FRAME_TAG;
 use extregs_regs::{PtRegs, GENERIC_PTREGS_SIZE, PTREGS_SIZE};
 use memoffset::offset_of;
-
-/// The low bit an entry stub sets in RBP to mark `&PtRegs`.
-pub const ENCODED_FRAME_TAG: u64 = 1;
 
 /// Entries (return addresses and interrupt frames) before the walk gives up.
 pub const MAX_ENTRIES: usize = 64;
@@ -253,6 +251,11 @@ impl<M: Memory> Iterator for Unwinder<'_, M> {
         };
         let saved_bp = self.memory.read_word(address);
         let return_address = self.memory.read_word(address + 8);
+        if return_address == 0 {
+            // The first frame of a stack (the bootloader's call into the
+            // kernel pushes none): nothing called it.
+            return self.stop(Stop::Bottom);
+        }
         self.bp = saved_bp;
         Some(Entry::Return { address: return_address, stack: self.stacks[index].kind })
     }
@@ -342,6 +345,12 @@ mod tests {
         assert_eq!(
             walk(&words, &stacks, 0x10_0100),
             [ret(0xa1), ret(0xa2), ret(0xa3), Entry::Stop(Stop::Bottom)]
+        );
+        // A frame whose return address is 0 is the first of its stack.
+        words.frame(0x10_0300, 0x10_0400, 0);
+        assert_eq!(
+            walk(&words, &stacks, 0x10_0100),
+            [ret(0xa1), ret(0xa2), Entry::Stop(Stop::Bottom)]
         );
     }
 
@@ -566,7 +575,7 @@ mod tests {
         let mut words = Words::new(&stacks);
         for frame in 0..(MAX_ENTRIES as u64 + 10) {
             let bp = TASK.start + 16 * frame;
-            words.frame(bp, bp + 16, frame);
+            words.frame(bp, bp + 16, frame + 1);
         }
         let entries = walk(&words, &stacks, TASK.start);
         assert_eq!(entries.len(), MAX_ENTRIES + 1);

@@ -53,6 +53,7 @@ pub fn die_unhandled(regs: &mut PtRegs, vector: u8) -> ! {
     // SAFETY: `regs` came from an entry stub (this is only called from
     // extregs_exception_entry).
     unsafe { show_regs::show_regs(regs) };
+    crate::calltrace::print_call_trace(regs);
     finish("unhandled exception")
 }
 
@@ -86,6 +87,7 @@ pub fn die_double_fault(regs: &mut PtRegs) -> ! {
     }
     // SAFETY: `regs` came from the #DF entry stub.
     unsafe { show_regs::show_regs(regs) };
+    crate::calltrace::print_call_trace(regs);
     finish("double fault")
 }
 
@@ -117,6 +119,7 @@ pub fn die_machine_check(regs: &mut PtRegs) -> ! {
     );
     // SAFETY: `regs` came from the #MC entry stub.
     unsafe { show_regs::show_regs(regs) };
+    crate::calltrace::print_call_trace(regs);
     finish("machine check")
 }
 
@@ -126,6 +129,7 @@ pub fn bug(regs: &mut PtRegs, vector: u8, why: &str) -> ! {
     println!("extregs: BUG: {why} (vector {vector})");
     // SAFETY: `regs` came from an entry stub.
     unsafe { show_regs::show_regs(regs) };
+    crate::calltrace::print_call_trace(regs);
     finish(why)
 }
 
@@ -201,6 +205,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     println!("extregs: registers at the panic (GPRs other than RSP/RBP not captured):");
     // SAFETY: `frame.regs` is the regs field of a whole ExtendedPtRegs.
     unsafe { show_regs::show_regs(&frame.regs) };
+    crate::calltrace::print_call_trace(&frame.regs);
     finish("panic")
 }
 
@@ -267,6 +272,53 @@ pub fn die_on_purpose(cause: OopsCause, pkey_page: Option<PkeyPage>) -> ! {
         OopsCause::MachineCheck => with_claim_everything_hooks(oops_machine_check),
         OopsCause::TaskStackOverflow => oops_task_stack_overflow(),
         OopsCause::UserDoubleFault => oops_user_double_fault(),
+        OopsCause::Nested => oops_nested(),
+    }
+}
+
+/// `cause=nested`: init takes a timer IRQ; the IRQ's handler executes
+/// int3; the int3's handler sends a self-NMI, which arrives at once (no NMI
+/// is running); the NMI's handler BUGs with `ud2`. The #UD's oops shows the
+/// NMI handler's frames on the NMI stack, then each interrupt frame crossed
+/// (NMI, int3, IRQ) with its registers and extension, down to init's own.
+fn oops_nested() -> ! {
+    crate::traps::with_event_hook(nested_hook, || {
+        crate::apic::start_timer(crate::apic::TimerMode::OneShot, 1);
+        loop {
+            // SAFETY: IF is on only for the HLT; the timer's handler (the hook) never returns
+            // here: its chain ends in the NMI's BUG, which ends the kernel. Not `nomem`: the
+            // handlers write memory this loop's caller may read.
+            unsafe { asm!("sti", "hlt", "cli", options(nostack)) };
+        }
+    })
+}
+
+/// The three handlers of [`oops_nested`] (the hook sees every vector).
+fn nested_hook(regs: &mut PtRegs, vector: u8) -> bool {
+    const INT3: u8 = 3;
+    const NMI: u8 = 2;
+    const INVALID_OPCODE: u8 = 6;
+    match vector {
+        crate::apic::TIMER_VECTOR => {
+            crate::apic::eoi();
+            // SAFETY: int3 is a trap this hook handles; IRET comes back after it.
+            unsafe { asm!("int3", options(nostack)) };
+            true
+        }
+        INT3 => {
+            crate::apic::send_self_nmi();
+            // The NMI arrives right after the ICR write; wait for it anyway.
+            for _ in 0..1_000_000 {
+                core::hint::spin_loop();
+            }
+            true
+        }
+        NMI => {
+            // SAFETY: ud2 raises #UD, which this hook sends to `bug` (never returns).
+            unsafe { asm!("ud2", options(nostack, noreturn)) }
+        }
+        INVALID_OPCODE => bug(regs, vector, "the NMI handler (mode=oops cause=nested)"),
+        _ => false,
     }
 }
 

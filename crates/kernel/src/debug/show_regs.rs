@@ -40,31 +40,7 @@ const CODE_BYTES: u64 = 64;
 pub unsafe fn show_regs(regs: &PtRegs) {
     let task = crate::sched::current();
     println!("CPU: 0 PID: {} Comm: {}", task.pid, task.name);
-    // A user RIP is printed raw, as Linux's %pS does for user addresses
-    // (`RIP: 0033:0x7f8000000134`); the kernel's symbols never apply.
-    match symbols::lookup(regs.ip).filter(|_| !regs.user_mode()) {
-        Some(symbol) => println!("RIP: {:04x}:{}", regs.cs, symbol),
-        None if regs.user_mode() => println!("RIP: {:04x}:{:#x}", regs.cs, regs.ip),
-        None => println!("RIP: {:04x}:{:#018x}", regs.cs, regs.ip),
-    }
-    if regs.user_mode() {
-        show_user_code(regs.ip);
-    } else {
-        show_code(regs.ip);
-    }
-    if regs.has_error_code() {
-        println!(
-            "RSP: {:04x}:{:016x} EFLAGS: {:08x} ORIG_RAX: {:016x}",
-            regs.ss, regs.sp, regs.flags, regs.orig_ax
-        );
-    } else {
-        println!("RSP: {:04x}:{:016x} EFLAGS: {:08x}", regs.ss, regs.sp, regs.flags);
-    }
-    println!("RAX: {:016x} RBX: {:016x} RCX: {:016x}", regs.ax, regs.bx, regs.cx);
-    println!("RDX: {:016x} RSI: {:016x} RDI: {:016x}", regs.dx, regs.si, regs.di);
-    println!("RBP: {:016x} R08: {:016x} R09: {:016x}", regs.bp, regs.r8, regs.r9);
-    println!("R10: {:016x} R11: {:016x} R12: {:016x}", regs.r10, regs.r11, regs.r12);
-    println!("R13: {:016x} R14: {:016x} R15: {:016x}", regs.r13, regs.r14, regs.r15);
+    show_instruction_and_gprs(regs);
     println!(
         "FS:  {:016x}({:04x}) GS:{:016x}({:04x}) knlGS:{:016x}",
         FsBase::read().as_u64(),
@@ -90,6 +66,48 @@ pub unsafe fn show_regs(regs: &PtRegs) {
     // SAFETY: per the function contract.
     let frame = unsafe { ExtendedPtRegs::from_regs_ref(regs) };
     show_extension(frame);
+}
+
+/// An interrupt frame met inside a call trace: the rows Linux prints for a
+/// nested pt_regs (RIP with Code, RSP and EFLAGS, the GPRs), then that
+/// frame's extension.
+///
+/// # Safety
+///
+/// As [`show_regs`]: `regs` lies inside a whole `ExtendedPtRegs`.
+pub unsafe fn show_nested_regs(regs: &PtRegs) {
+    show_instruction_and_gprs(regs);
+    // SAFETY: per the function contract.
+    show_extension(unsafe { ExtendedPtRegs::from_regs_ref(regs) });
+}
+
+/// RIP (symbolised) and Code, RSP and EFLAGS, the GPRs.
+fn show_instruction_and_gprs(regs: &PtRegs) {
+    // A user RIP is printed raw, as Linux's %pS does for user addresses
+    // (`RIP: 0033:0x7f8000000134`); the kernel's symbols never apply.
+    match symbols::lookup(regs.ip).filter(|_| !regs.user_mode()) {
+        Some(symbol) => println!("RIP: {:04x}:{}", regs.cs, symbol),
+        None if regs.user_mode() => println!("RIP: {:04x}:{:#x}", regs.cs, regs.ip),
+        None => println!("RIP: {:04x}:{:#018x}", regs.cs, regs.ip),
+    }
+    if regs.user_mode() {
+        show_user_code(regs.ip);
+    } else {
+        show_code(regs.ip);
+    }
+    if regs.has_error_code() {
+        println!(
+            "RSP: {:04x}:{:016x} EFLAGS: {:08x} ORIG_RAX: {:016x}",
+            regs.ss, regs.sp, regs.flags, regs.orig_ax
+        );
+    } else {
+        println!("RSP: {:04x}:{:016x} EFLAGS: {:08x}", regs.ss, regs.sp, regs.flags);
+    }
+    println!("RAX: {:016x} RBX: {:016x} RCX: {:016x}", regs.ax, regs.bx, regs.cx);
+    println!("RDX: {:016x} RSI: {:016x} RDI: {:016x}", regs.dx, regs.si, regs.di);
+    println!("RBP: {:016x} R08: {:016x} R09: {:016x}", regs.bp, regs.r8, regs.r9);
+    println!("R10: {:016x} R11: {:016x} R12: {:016x}", regs.r10, regs.r11, regs.r12);
+    println!("R13: {:016x} R14: {:016x} R15: {:016x}", regs.r13, regs.r14, regs.r15);
 }
 
 fn show_code(ip: u64) {

@@ -164,10 +164,9 @@ fn size_round_trips(row: usize, batch: u64, reserve: u64) -> (u64, u64) {
             match row {
                 $($row => {
                     let (start, end, top): (u64, u64, u64);
-                    // SAFETY: as in `round_trips!`: the gate is a size stub, which restores every
-                    // register and returns with iretq; RSP is lowered by `reserve` around the
-                    // `int` and put back, so the frame and the state below the old RSP are
-                    // this loop's own stack.
+                    // SAFETY: as in `round_trips!` (a size stub restores every register, then
+                    // iretq); RSP drops by `reserve` around the `int` and comes back, so frame and
+                    // state lie in this loop's own stack below the old RSP.
                     unsafe {
                         core::arch::asm!(
                             "lfence",

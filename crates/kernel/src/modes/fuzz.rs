@@ -1511,6 +1511,7 @@ fn violation(regs: &PtRegs, depth: usize, invariant: &str, detail: core::fmt::Ar
     println!("extregs: fuzz: VIOLATION {invariant}: {detail}");
     // SAFETY: the hooks only get entry-stub frames.
     unsafe { show_regs::show_regs(regs) };
+    crate::calltrace::print_call_trace(regs);
     report_and_die(invariant, depth, detail)
 }
 
@@ -1540,6 +1541,8 @@ fn violation_after(
     }
     // SAFETY: `frame.regs` is inside a whole ExtendedPtRegs.
     unsafe { show_regs::show_regs(&frame.regs) };
+    // The context came back: its callers are this code's.
+    crate::calltrace::print_call_trace_here();
     report_and_die(invariant, depth, detail)
 }
 

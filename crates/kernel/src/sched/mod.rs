@@ -209,6 +209,19 @@ pub fn on_current_stack(address: u64) -> bool {
     }
 }
 
+/// The running task's stack, and the one a switch in flight is leaving
+/// (for unwinders); the first is None before `init` ran.
+pub fn current_stacks() -> [Option<core::ops::Range<u64>>; 2] {
+    if !INITIALISED.load(Ordering::Acquire) {
+        return [None, None];
+    }
+    let leaving = match SWITCHING_FROM.load(Ordering::Relaxed) {
+        0 => None,
+        from => Some(TASKS[from - 1].stack()),
+    };
+    [Some(current_task().stack()), leaving]
+}
+
 /// The task whose stack guard page holds `address`: (PID, name).
 pub fn task_of_guard_page(address: u64) -> Option<(u32, TaskName)> {
     let slot = task::guard_slot_of(address)?;
