@@ -47,14 +47,14 @@ pub enum StackKind {
 }
 
 impl StackKind {
-    /// Linux's section name: `TASK`, `NMI`, `DB`, `MCE`, `DF`.
+    /// Linux's section name: `TASK`, `NMI`, `#DB`, `#MC`, `#DF`.
     pub fn marker(self) -> &'static str {
         match self {
             StackKind::Task => "TASK",
             StackKind::Nmi => "NMI",
-            StackKind::Debug => "DB",
-            StackKind::MachineCheck => "MCE",
-            StackKind::DoubleFault => "DF",
+            StackKind::Debug => "#DB",
+            StackKind::MachineCheck => "#MC",
+            StackKind::DoubleFault => "#DF",
         }
     }
 }
@@ -92,6 +92,17 @@ pub enum Entry {
     Stop(Stop),
 }
 
+/// Code whose interrupted RBP is not the kernel's: the entry text, where an
+/// event from user mode or an exit to it runs with the user's RBP (until the
+/// stub clears it, and again after it is restored). A kernel-mode interrupt
+/// frame whose `ip` is here ends the walk ([`Stop::InEntryCode`]), as Linux's
+/// unwinder refuses to follow a frame pointer the user controls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryText {
+    pub start: u64,
+    pub end: u64,
+}
+
 /// Why a walk ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
@@ -111,12 +122,20 @@ pub enum Stop {
     WrongStack { bp: u64 },
     /// [`MAX_ENTRIES`] entries without an end.
     TooDeep,
+    /// The last interrupt frame interrupted entry code, whose RBP may be
+    /// the user's (see [`EntryText`]).
+    InEntryCode,
+    /// The last interrupt frame's RBP was 0: the interrupted code had not
+    /// set one up (the entry stub's own instructions, before its tag), so
+    /// the trace stops short of what that code was called by.
+    NoFramePointer,
 }
 
 /// The walk: an iterator of [`Entry`], the last one always a [`Stop`].
 pub struct Unwinder<'a, M: Memory> {
     memory: &'a M,
     stacks: &'a [Stack],
+    entry_text: Option<EntryText>,
     /// The frame pointer to look at next (tagged or not).
     bp: u64,
     /// The stack the walk is on and the lowest address it may still read
@@ -125,8 +144,8 @@ pub struct Unwinder<'a, M: Memory> {
     /// Bit i: stack i was left through an interrupt frame.
     left: u64,
     entries: usize,
-    /// The last interrupt frame came from user mode: stop next.
-    user_mode_reached: bool,
+    /// The last interrupt frame ends the walk: the next entry is this.
+    pending_stop: Option<Stop>,
     /// The last entry was an interrupt frame: the next frame may be on
     /// another stack (the interrupted one).
     after_interrupt: bool,
@@ -134,24 +153,28 @@ pub struct Unwinder<'a, M: Memory> {
 }
 
 impl<'a, M: Memory> Unwinder<'a, M> {
-    /// Starts at frame pointer `bp` (as read from RBP, tag and all).
-    pub fn new(memory: &'a M, stacks: &'a [Stack], bp: u64) -> Self {
+    /// Starts at frame pointer `bp` (as read from RBP, tag and all). No
+    /// frame below `floor` is read (the caller's own frames, which it may
+    /// be overwriting while it prints, sit there).
+    pub fn new(memory: &'a M, stacks: &'a [Stack], bp: u64, floor: u64) -> Self {
         Unwinder {
             memory,
             stacks,
+            entry_text: None,
             bp,
-            current: None,
+            current: stacks.iter().position(|s| s.holds(floor, 0)).map(|index| (index, floor)),
             left: 0,
             entries: 0,
-            user_mode_reached: false,
+            pending_stop: None,
             after_interrupt: false,
             done: false,
         }
     }
 
-    /// Starts at the interrupt frame `regs` (an oops's own frame).
-    pub fn from_regs(memory: &'a M, stacks: &'a [Stack], regs: u64) -> Self {
-        Self::new(memory, stacks, regs | ENCODED_FRAME_TAG)
+    /// Ends the walk at interrupt frames that interrupted `text`.
+    pub fn with_entry_text(mut self, text: EntryText) -> Self {
+        self.entry_text = Some(text);
+        self
     }
 
     fn stack_of(&self, address: u64, bytes: u64) -> Option<usize> {
@@ -202,8 +225,8 @@ impl<M: Memory> Iterator for Unwinder<'_, M> {
         if self.done {
             return None;
         }
-        if self.user_mode_reached {
-            return self.stop(Stop::UserMode);
+        if let Some(why) = self.pending_stop.take() {
+            return self.stop(why);
         }
         if self.entries == MAX_ENTRIES {
             return self.stop(Stop::TooDeep);
@@ -232,7 +255,16 @@ impl<M: Memory> Iterator for Unwinder<'_, M> {
             let user = field(offset_of!(PtRegs, cs)) & 3 == 3;
             let interrupted_bp = field(offset_of!(PtRegs, bp));
             self.bp = interrupted_bp;
-            self.user_mode_reached = user;
+            let in_entry_text = self.entry_text.is_some_and(|t| (t.start..t.end).contains(&ip));
+            self.pending_stop = if user {
+                Some(Stop::UserMode)
+            } else if in_entry_text {
+                Some(Stop::InEntryCode)
+            } else if interrupted_bp == 0 {
+                Some(Stop::NoFramePointer)
+            } else {
+                None
+            };
             self.after_interrupt = true;
             return Some(Entry::Interrupt {
                 regs,
@@ -331,7 +363,7 @@ mod tests {
     }
 
     fn walk(words: &Words, stacks: &[Stack], bp: u64) -> Vec<Entry> {
-        Unwinder::new(words, stacks, bp).collect()
+        Unwinder::new(words, stacks, bp, 0).collect()
     }
 
     #[test]
@@ -510,8 +542,12 @@ mod tests {
                 link = Some(regs + offset_of!(PtRegs, bp) as u64);
             }
         }
-        // The oldest frame's saved bp stays 0 (the memory starts zeroed).
-        expected.push(Entry::Stop(Stop::Bottom));
+        // The oldest frame's saved bp stays 0 (the memory starts zeroed); if
+        // the oldest level has no frame, an interrupt frame's bp is that 0.
+        expected.push(Entry::Stop(match expected.last() {
+            Some(Entry::Interrupt { .. }) => Stop::NoFramePointer,
+            _ => Stop::Bottom,
+        }));
         // Interrupt entries report the bp they lead to: fill those in.
         let fixed = expected
             .iter()
@@ -567,6 +603,34 @@ mod tests {
             let entries = walk(&words, &[TASK, NMI], bp);
             prop_assert!(matches!(entries.last(), Some(Entry::Stop(_))));
         }
+    }
+
+    #[test]
+    fn entry_code_a_zero_bp_and_the_floor_end_the_walk() {
+        let stacks = [TASK];
+        let mut words = Words::new(&stacks);
+        // A kernel-mode frame that interrupted entry code: its bp (the
+        // user's, say) is not followed.
+        let regs = 0x10_0800;
+        words.frame(0x10_0700, regs | ENCODED_FRAME_TAG, 0xa1);
+        words.ptregs(regs, 0xe000, 0, 0x10_0f00, KERNEL_CS);
+        words.frame(0x10_0f00, 0, 0xa2);
+        let text = EntryText { start: 0xe000, end: 0xf000 };
+        let entries: Vec<Entry> =
+            Unwinder::new(&words, &stacks, 0x10_0700, 0).with_entry_text(text).collect();
+        assert_eq!(entries.len(), 3, "{entries:?}");
+        assert_eq!(entries[2], Entry::Stop(Stop::InEntryCode));
+        // Outside the entry text it is followed.
+        let entries: Vec<Entry> = Unwinder::new(&words, &stacks, 0x10_0700, 0)
+            .with_entry_text(EntryText { start: 0xf000, end: 0xf100 })
+            .collect();
+        assert_eq!(entries[2], Entry::Return { address: 0xa2, stack: StackKind::Task });
+        // An interrupt frame whose bp is 0 says so.
+        words.ptregs(regs, 0xc0, 0, 0, KERNEL_CS);
+        assert_eq!(walk(&words, &stacks, 0x10_0700)[2], Entry::Stop(Stop::NoFramePointer));
+        // Nothing below the floor is read.
+        let entries: Vec<Entry> = Unwinder::new(&words, &stacks, 0x10_0700, 0x10_0710).collect();
+        assert_eq!(entries, [Entry::Stop(Stop::Loop { bp: 0x10_0700 })]);
     }
 
     #[test]

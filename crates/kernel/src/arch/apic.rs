@@ -116,6 +116,8 @@ fn write(offset: u32, value: u32) {
 }
 
 /// Sends an IPI: `high` is the destination APIC ID, `low` the ICR low word.
+/// Out of line, so a self-NMI's frame names it (`mode=oops cause=nested`).
+#[inline(never)]
 fn write_icr(destination: u32, low: u32) {
     match mode() {
         Mode::X2Apic => {

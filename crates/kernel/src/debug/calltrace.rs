@@ -5,16 +5,16 @@
 //! to `&PtRegs | ENCODED_FRAME_TAG` before it calls into Rust, so walking
 //! RBP up from any handler (`extregs_unwind`) finds each interrupt frame
 //! crossed. Each section of the trace is one stack, between Linux's
-//! markers: ` <NMI>`/` </NMI>`, the exception stacks ` <DB>`, ` <MCE>`,
-//! ` <DF>`, and ` <TASK>`/` </TASK>`. Every return address prints as
+//! markers: ` <NMI>`/` </NMI>`, the exception stacks ` <#DB>`, ` <#MC>`,
+//! ` <#DF>`, and ` <TASK>`/` </TASK>`. Every return address prints as
 //! ` symbol+0xoff/0xsize`. An interrupt frame prints where the walk meets
 //! it: the interrupted registers as Linux prints a nested `pt_regs`, then
 //! that frame's extension (saved PKRS with rights, generic state). A walk
 //! that ends early (a broken chain) ends with a marker line saying why.
 
 use crate::{gdt, println, sched, show_regs, symbols};
-use extregs_regs::PtRegs;
-use extregs_unwind::{Entry, Memory, Stack, StackKind, Stop, Unwinder};
+use extregs_regs::{ExtendedPtRegs, PtRegs};
+use extregs_unwind::{Entry, EntryText, Memory, Stack, StackKind, Stop, Unwinder};
 
 /// Reads the kernel's stacks. The unwinder only asks for aligned words
 /// inside the [`Stack`]s it was given, all of them mapped kernel stacks.
@@ -23,9 +23,9 @@ struct KernelStacks;
 impl Memory for KernelStacks {
     fn read_word(&self, address: u64) -> u64 {
         let word = core::ptr::with_exposed_provenance::<u64>(address as usize);
-        // SAFETY: `address` is an aligned word of a task or IST stack (the unwinder checks it
-        // against `stacks()`), mapped for the kernel's life; exposed provenance because these
-        // are integer addresses of kernel-owned memory, and a volatile read of a plain u64.
+        // SAFETY: an aligned word of a task or IST stack (checked against `stacks()`), mapped for
+        // good; the stack statics' provenance was exposed by their `as u64` casts (the boot stack
+        // is outside any Rust allocation). A volatile read of plain bytes, valid for any value.
         unsafe { word.read_volatile() }
     }
 }
@@ -52,24 +52,28 @@ fn stacks() -> ([Stack; 6], usize) {
     (stacks, count)
 }
 
-/// The trace of the context `regs` interrupted: its callers, from RBP.
+/// The trace of the context `regs` interrupted: its callers, from RBP,
+/// never below `regs` itself (the printer's own frames are there). A user
+/// frame has no kernel callers: nothing is printed (as in Linux).
 pub fn print_call_trace(regs: &PtRegs) {
     if regs.user_mode() {
-        // Nothing of the kernel's is below a user frame.
         return;
     }
-    print_from(regs.bp);
+    let floor = regs as *const PtRegs as u64 + core::mem::size_of::<PtRegs>() as u64;
+    print_from(regs.bp, floor);
 }
 
-/// The trace of the code calling this (a violation found after a return).
+/// The trace of the code calling this: its own callers, every interrupt
+/// frame below them included (a fuzz violation, found in a handler or
+/// after a return).
 pub fn print_call_trace_here() {
     let bp: u64;
     // SAFETY: reads RBP, which the kernel's frame-pointer build keeps as this function's frame.
     unsafe { core::arch::asm!("mov {}, rbp", out(reg) bp, options(nomem, nostack)) };
-    print_from(bp);
+    print_from(bp, bp);
 }
 
-fn print_from(bp: u64) {
+fn print_from(bp: u64, floor: u64) {
     let (stacks, count) = stacks();
     println!("Call Trace:");
     let mut section: Option<StackKind> = None;
@@ -81,7 +85,11 @@ fn print_from(bp: u64) {
             println!(" <{}>", kind.marker());
         }
     };
-    for entry in Unwinder::new(&KernelStacks, &stacks[..count], bp) {
+    let text = extregs_entry_asm::entry_text_range();
+    let entry_text = EntryText { start: text.start, end: text.end };
+    let walk =
+        Unwinder::new(&KernelStacks, &stacks[..count], bp, floor).with_entry_text(entry_text);
+    for entry in walk {
         match entry {
             Entry::Return { address, stack } => {
                 enter(stack, &mut section);
@@ -95,12 +103,13 @@ fn print_from(bp: u64) {
                     None => println!(" {address:#018x}"),
                 }
             }
-            Entry::Interrupt { regs, stack, .. } => {
+            Entry::Interrupt { extension, stack, .. } => {
                 enter(stack, &mut section);
-                let frame = core::ptr::with_exposed_provenance::<PtRegs>(regs as usize);
-                // SAFETY: the unwinder checked the whole extended frame lies in one known stack
-                // (aligned, mapped); it is only read, while this CPU is dying or in a handler
-                // that does not return to it meanwhile, so nothing writes it.
+                let frame =
+                    core::ptr::with_exposed_provenance::<ExtendedPtRegs>(extension as usize);
+                // SAFETY: the walk checked the frame lies, aligned, in a known stack above the
+                // printer's frames; all integer fields, so any bytes are valid, and the suspended
+                // handlers whose `&mut PtRegs` covers it never resume while this reads.
                 unsafe { show_regs::show_nested_regs(&*frame) };
             }
             Entry::Stop(Stop::Bottom | Stop::UserMode) => {}
@@ -121,5 +130,7 @@ fn describe(stop: Stop) -> &'static str {
         Stop::Misaligned { .. } => "misaligned frame pointer",
         Stop::WrongStack { .. } => "a plain frame on another stack",
         Stop::TooDeep => "too many frames",
+        Stop::InEntryCode => "the frame interrupted entry code (its RBP may be the user's)",
+        Stop::NoFramePointer => "the interrupted code had no frame pointer yet",
     }
 }

@@ -311,7 +311,7 @@ fn nested_hook(regs: &mut PtRegs, vector: u8) -> bool {
             for _ in 0..1_000_000 {
                 core::hint::spin_loop();
             }
-            true
+            bug(regs, vector, "the self-NMI never came (mode=oops cause=nested)")
         }
         NMI => {
             // SAFETY: ud2 raises #UD, which this hook sends to `bug` (never returns).

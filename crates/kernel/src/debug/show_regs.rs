@@ -71,14 +71,9 @@ pub unsafe fn show_regs(regs: &PtRegs) {
 /// An interrupt frame met inside a call trace: the rows Linux prints for a
 /// nested pt_regs (RIP with Code, RSP and EFLAGS, the GPRs), then that
 /// frame's extension.
-///
-/// # Safety
-///
-/// As [`show_regs`]: `regs` lies inside a whole `ExtendedPtRegs`.
-pub unsafe fn show_nested_regs(regs: &PtRegs) {
-    show_instruction_and_gprs(regs);
-    // SAFETY: per the function contract.
-    show_extension(unsafe { ExtendedPtRegs::from_regs_ref(regs) });
+pub fn show_nested_regs(frame: &ExtendedPtRegs) {
+    show_instruction_and_gprs(&frame.regs);
+    show_extension(frame);
 }
 
 /// RIP (symbolised) and Code, RSP and EFLAGS, the GPRs.

@@ -1511,7 +1511,9 @@ fn violation(regs: &PtRegs, depth: usize, invariant: &str, detail: core::fmt::Ar
     println!("extregs: fuzz: VIOLATION {invariant}: {detail}");
     // SAFETY: the hooks only get entry-stub frames.
     unsafe { show_regs::show_regs(regs) };
-    crate::calltrace::print_call_trace(regs);
+    // From here, not from `regs`: the trampolines run with a random RBP,
+    // and this handler's callers lead through the frame anyway.
+    crate::calltrace::print_call_trace_here();
     report_and_die(invariant, depth, detail)
 }
 
