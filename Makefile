@@ -5,7 +5,8 @@
 #               among them), and both proofs by mutation
 #
 # Both install what is missing first: the pinned nightly (rust-toolchain.toml)
-# and QEMU + OVMF (Debian packages). Nothing else needs to be set up by hand.
+# and QEMU + OVMF + binutils (Debian packages). Nothing else needs to be set up
+# by hand.
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -40,13 +41,15 @@ toolchain:
 	        --target x86_64-unknown-none; \
 	fi
 
-# QEMU and OVMF (for --firmware uefi) from Debian's packages.
+# QEMU and OVMF (for --firmware uefi) from Debian's packages, and binutils'
+# addr2line (a QEMU test decodes a call trace with it).
 qemu:
-	@if command -v qemu-system-x86_64 >/dev/null && [ -f /usr/share/ovmf/OVMF.fd ]; then \
-	    echo "make: $$(qemu-system-x86_64 --version | head -n1) and OVMF present"; \
+	@if command -v qemu-system-x86_64 >/dev/null && [ -f /usr/share/ovmf/OVMF.fd ] \
+	    && command -v addr2line >/dev/null; then \
+	    echo "make: $$(qemu-system-x86_64 --version | head -n1), OVMF and addr2line present"; \
 	else \
 	    SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
-	    $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y qemu-system-x86 ovmf; \
+	    $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y qemu-system-x86 ovmf binutils; \
 	fi
 
 # Formatting and clippy, warnings as errors, on the host crates and on the

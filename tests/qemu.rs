@@ -535,6 +535,56 @@ fn nested_oops_traces_every_level_with_its_extension() {
     assert!(regs.rip_text.contains("nested_hook"), "RIP {}", regs.rip_text);
 }
 
+/// What Linux's `scripts/decode_stacktrace.sh` does with `sym+0xoff/0xsize`:
+/// the symbol's address in the kernel ELF plus the offset, less one (the
+/// call, not the return), through `addr2line`.
+#[test]
+fn nested_oops_trace_decodes_with_addr2line() {
+    use object::{Object, ObjectSymbol};
+    let outcome = boot(Firmware::Bios, "max", "mode=oops cause=nested");
+    assert_verdict(&outcome, EXIT_KERNEL_FAILURE);
+    let elf_path = extregs::images::kernel_elf();
+    let data = std::fs::read(elf_path).expect("the kernel ELF");
+    let elf = object::File::parse(&*data).expect("an ELF");
+    let address_of = |name: &str| {
+        elf.symbols().find_map(|symbol| {
+            let demangled = format!("{:#}", rustc_demangle::demangle(symbol.name().ok()?));
+            (demangled == name).then(|| symbol.address())
+        })
+    };
+    let trace = outcome.serial.split("Call Trace:\n").nth(1).expect("a call trace");
+    let mut resolved = 0;
+    for line in trace.lines().take_while(|l| !l.starts_with("Kernel Offset")) {
+        // ` name+0xoff/0xsize` (not the markers, not the nested registers).
+        let Some((name, rest)) = line.strip_prefix(' ').and_then(|l| l.rsplit_once("+0x")) else {
+            continue;
+        };
+        let Some((offset, _)) = rest.split_once("/0x") else { continue };
+        let offset = u64::from_str_radix(offset, 16).expect("a hex offset");
+        let base = address_of(name).unwrap_or_else(|| panic!("{name} is not in the ELF"));
+        let output = Command::new("addr2line")
+            .args(["-e", elf_path.to_str().unwrap(), &format!("{:#x}", base + offset - 1)])
+            .output()
+            .expect("addr2line (binutils; `make` installs it)");
+        let place = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        // The entry stubs are assembly without line info; Rust has it.
+        if name.starts_with("asm_exc_")
+            || name.starts_with("extregs_entry_common")
+            || name == "_start"
+        {
+            continue;
+        }
+        let repo = env!("CARGO_MANIFEST_DIR");
+        assert!(
+            place.starts_with(repo)
+                && place.rsplit(':').next().is_some_and(|l| l.parse::<u32>().is_ok_and(|n| n > 0)),
+            "{line} -> {place}"
+        );
+        resolved += 1;
+    }
+    assert!(resolved >= 6, "{resolved} entries resolved\n{}", dump(&outcome));
+}
+
 #[test]
 fn every_oops_ends_with_a_call_trace() {
     let outcome = boot(Firmware::Bios, "max", "mode=oops cause=ud2");
