@@ -5,8 +5,8 @@
 #               among them), and both proofs by mutation
 #
 # Both install what is missing first: the pinned nightly (rust-toolchain.toml)
-# and QEMU + OVMF + binutils (Debian packages). Nothing else needs to be set up
-# by hand.
+# and QEMU + OVMF + binutils + gdb (Debian packages). Nothing else needs to be
+# set up by hand.
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -41,15 +41,16 @@ toolchain:
 	        --target x86_64-unknown-none; \
 	fi
 
-# QEMU and OVMF (for --firmware uefi) from Debian's packages, and binutils'
-# addr2line (a QEMU test decodes a call trace with it).
+# QEMU and OVMF (for --firmware uefi) from Debian's packages, binutils'
+# addr2line and gdb (QEMU tests decode a call trace with the one and walk a
+# backtrace through the entry stubs with the other).
 qemu:
 	@if command -v qemu-system-x86_64 >/dev/null && [ -f /usr/share/ovmf/OVMF.fd ] \
-	    && command -v addr2line >/dev/null; then \
-	    echo "make: $$(qemu-system-x86_64 --version | head -n1), OVMF and addr2line present"; \
+	    && command -v addr2line >/dev/null && command -v gdb >/dev/null; then \
+	    echo "make: $$(qemu-system-x86_64 --version | head -n1), OVMF, addr2line and gdb present"; \
 	else \
 	    SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
-	    $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y qemu-system-x86 ovmf binutils; \
+	    $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y qemu-system-x86 ovmf binutils gdb; \
 	fi
 
 # Formatting and clippy, warnings as errors, on the host crates and on the

@@ -708,6 +708,78 @@ fn extregs_cli(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_extregs")).args(args).output().expect("run extregs")
 }
 
+/// `--gdb` serves on TCP port 1234: one such boot at a time.
+static GDB_PORT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// gdb's `bt` from a handler nested three deep walks through each entry
+/// stub (their call-frame information describes PtRegs) into the
+/// interrupted functions, down to the mode's entry function.
+#[test]
+fn gdb_backtrace_walks_through_the_entry_stubs() {
+    // Where the bootloader loads the kernel (the same for every boot of
+    // this image): the `Kernel Offset:` line of an oops.
+    let oops = boot(Firmware::Bios, "max", "mode=oops cause=ud2");
+    let offset = oops
+        .serial
+        .lines()
+        .find_map(|l| l.strip_prefix("Kernel Offset: "))
+        .expect("the oops names the kernel offset")
+        .trim()
+        .to_string();
+    let _port = GDB_PORT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut qemu = Command::new(env!("CARGO_BIN_EXE_extregs"))
+        .args(["run", "--gdb", "--timeout", "120", "--cmdline", "mode=oops cause=nested"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start QEMU");
+    let listening = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect("127.0.0.1:1234").is_ok()
+    });
+    assert!(listening, "QEMU's gdb stub never listened");
+    let elf = images::kernel_elf().to_str().unwrap().to_string();
+    let gdb = Command::new("gdb")
+        .args(["-batch", "-nx", "-ex", "set confirm off", "-ex", "set pagination off"])
+        .args(["-ex", &format!("symbol-file -o {offset} {elf}")])
+        .args(["-ex", "target remote 127.0.0.1:1234"])
+        // The hook runs for the timer IRQ, the int3, then the NMI.
+        .args([
+            "-ex",
+            "hbreak nested_hook",
+            "-ex",
+            "continue",
+            "-ex",
+            "continue",
+            "-ex",
+            "continue",
+        ])
+        .args(["-ex", "bt", "-ex", "kill"])
+        .output()
+        .expect("gdb (`make` installs it)");
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    let text = String::from_utf8_lossy(&gdb.stdout).to_string();
+    let frames: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+    // Each level's frames in order, through the stubs, without a frame gdb
+    // could not place before the mode's entry function.
+    let mut at = 0;
+    for name in [
+        "nested_hook",
+        "asm_exc_nmi",
+        "write_icr",
+        "extregs_entry_common",
+        "extregs_entry_common",
+        "oops_nested",
+        "die_on_purpose",
+        "kernel_main",
+    ] {
+        let found = frames[at..].iter().position(|f| f.contains(name));
+        at += found.unwrap_or_else(|| panic!("no {name} after frame {at}:\n{text}")) + 1;
+    }
+    assert!(!frames[..at].iter().any(|f| f.contains("?? ()")), "{text}");
+}
+
 #[test]
 fn cli_images_prints_existing_paths() {
     let output = extregs_cli(&["images"]);
@@ -735,7 +807,9 @@ fn cli_exit_statuses() {
     let failed = extregs_cli(&["run", "--cmdline", "mode=oops cause=ud2"]);
     assert_eq!(failed.status.code(), Some(EXIT_KERNEL_FAILURE));
     // --gdb makes QEMU wait for a debugger forever: a real hang.
+    let gdb_port = GDB_PORT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let hung = extregs_cli(&["run", "--gdb", "--timeout", "3"]);
+    drop(gdb_port);
     assert_eq!(hung.status.code(), Some(EXIT_TIMEOUT));
     let ok = extregs_cli(&["run"]);
     assert_eq!(ok.status.code(), Some(EXIT_SUCCESS));

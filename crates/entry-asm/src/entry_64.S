@@ -78,6 +78,34 @@
 .endm
 
 /*
+ * PTREGS_CFI_START / PTREGS_CFI_END bracket the stubs' calls into Rust, from
+ * where %rsp = &PtRegs (before the extension is reserved) to where it is
+ * again: call-frame information that tells a debugger the interrupted
+ * context is in PtRegs (a signal frame, as Linux's UNWIND_HINT_REGS says to
+ * its ORC unwinder), so gdb's bt walks from a handler through the interrupt
+ * frame into the interrupted function. The CFA is the end of PtRegs; a
+ * .cfi_adjust_cfa_offset follows the extension's subq, and the range ends
+ * right after the addq that undoes it.
+ */
+.macro PTREGS_CFI_START
+	.cfi_startproc simple
+	.cfi_signal_frame
+	.cfi_def_cfa %rsp, PTREGS_SIZE
+	.cfi_offset %rip, PTREGS_IP - PTREGS_SIZE
+	.cfi_offset %rsp, PTREGS_SP - PTREGS_SIZE
+	.cfi_offset %rbp, PTREGS_BP - PTREGS_SIZE
+	.cfi_offset %rbx, PTREGS_BX - PTREGS_SIZE
+	.cfi_offset %r12, PTREGS_R12 - PTREGS_SIZE
+	.cfi_offset %r13, PTREGS_R13 - PTREGS_SIZE
+	.cfi_offset %r14, PTREGS_R14 - PTREGS_SIZE
+	.cfi_offset %r15, PTREGS_R15 - PTREGS_SIZE
+.endm
+
+.macro PTREGS_CFI_END
+	.cfi_endproc
+.endm
+
+/*
  * The stub table: IDTENTRY appends one .quad per vector, in vector order.
  * It lives in .data.rel.ro because the kernel is position independent and
  * the bootloader relocates these addresses.
@@ -224,11 +252,14 @@ extregs_entry_gs_ready:
 	lfence
 	ASM_CLAC
 	cld
+	PTREGS_CFI_START
 	subq	$GENERIC_PTREGS_SIZE, %rsp
+	.cfi_adjust_cfa_offset GENERIC_PTREGS_SIZE
 	leaq	EXTREGS_REGS(%rsp), %rdi
 	ENCODE_FRAME_POINTER
 	call	extregs_exception_entry
 	addq	$GENERIC_PTREGS_SIZE, %rsp
+	PTREGS_CFI_END
 	testb	$3, PTREGS_CS(%rsp)
 	jnz	extregs_return_to_user
 	POP_REGS
@@ -357,11 +388,14 @@ extregs_paranoid_common:
 	PARANOID_GS_ENTER
 	ASM_CLAC
 	cld
+	PTREGS_CFI_START
 	subq	$GENERIC_PTREGS_SIZE, %rsp
+	.cfi_adjust_cfa_offset GENERIC_PTREGS_SIZE
 	leaq	EXTREGS_REGS(%rsp), %rdi
 	ENCODE_FRAME_POINTER
 	call	extregs_exception_entry
 	addq	$GENERIC_PTREGS_SIZE, %rsp
+	PTREGS_CFI_END
 	PARANOID_GS_EXIT
 	POP_REGS
 	iretq
@@ -562,12 +596,15 @@ asm_exc_nmi:
 	PARANOID_GS_ENTER
 	ASM_CLAC
 	cld
+	PTREGS_CFI_START
 	subq	$GENERIC_PTREGS_SIZE, %rsp
+	.cfi_adjust_cfa_offset GENERIC_PTREGS_SIZE
 	leaq	EXTREGS_REGS(%rsp), %rdi
 	ENCODE_FRAME_POINTER
 	movl	$NMI_VECTOR, %esi
 	call	extregs_exception_entry
 	addq	$GENERIC_PTREGS_SIZE, %rsp
+	PTREGS_CFI_END
 	PARANOID_GS_EXIT
 	POP_REGS					/* rsp = &iret_copy */
 	decb	extregs_nmi_state(%rip)
@@ -661,11 +698,14 @@ entry_SYSCALL_64:
 	pushq	%rax					/* orig_ax: the syscall number */
 	PUSH_AND_CLEAR_REGS
 	cld
+	PTREGS_CFI_START
 	subq	$GENERIC_PTREGS_SIZE, %rsp
+	.cfi_adjust_cfa_offset GENERIC_PTREGS_SIZE
 	leaq	EXTREGS_REGS(%rsp), %rdi
 	ENCODE_FRAME_POINTER
 	call	extregs_syscall_entry
 	addq	$GENERIC_PTREGS_SIZE, %rsp
+	PTREGS_CFI_END
 	testb	%al, %al
 	jz	extregs_return_to_user
 	POP_REGS					/* rsp = &ip */
