@@ -114,6 +114,11 @@ pub fn constants() -> Vec<AsmConstant> {
         "offsetof(struct extended_pt_regs, generic.lockdep_hardirqs_enabled)",
     ));
     constants.push(constant(
+        "EXTREGS_GENERIC_VECTOR",
+        offset_of!(ExtendedPtRegs, generic) + offset_of!(GenericExtRegs, vector),
+        "offsetof(struct extended_pt_regs, generic.vector)",
+    ));
+    constants.push(constant(
         "EXTREGS_ARCH_PKS",
         offset_of!(ExtendedPtRegs, arch) + offset_of!(ArchExtRegs, pks),
         "offsetof(struct extended_pt_regs, arch.pks)",

@@ -134,7 +134,7 @@ pub const ENOSYS: u64 = 38;
 /// Number of exception vectors the CPU defines (0..=31).
 pub const EXCEPTION_VECTORS: usize = 32;
 /// The first vector of an external interrupt (after the exceptions).
-pub const FIRST_EXTERNAL_VECTOR: usize = EXCEPTION_VECTORS;
+pub const FIRST_EXTERNAL_VECTOR: usize = extregs_regs::FIRST_EXTERNAL_VECTOR as usize;
 /// Number of IDT vectors.
 pub const NR_VECTORS: usize = 256;
 

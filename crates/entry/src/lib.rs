@@ -645,7 +645,7 @@ mod tests {
             generic: GenericExtRegs {
                 exit_rcu: 0xa5,
                 lockdep_hardirqs_enabled: 0x5a,
-                reserved: 0xdead,
+                vector: 0xdead,
             },
             ..ExtendedPtRegs::default()
         }
@@ -759,7 +759,10 @@ mod tests {
         // SAFETY: frame.regs is inside a whole ExtendedPtRegs.
         unsafe { irqentry_enter::<MockPlatform>(&mut frame.regs) };
         assert_eq!(frame.generic.exit_rcu, 1);
-        assert_eq!(frame.generic.reserved, 0);
+        assert_eq!(
+            frame.generic.vector, 0,
+            "the generic entry zeroes the vector for the dispatcher to record"
+        );
         assert!(cpu(|c| c.rcu_watching));
         // SAFETY: as above.
         unsafe { irqentry_exit::<MockPlatform>(&mut frame.regs) };

@@ -96,8 +96,69 @@ pub struct GenericExtRegs {
     /// Non-zero when hardirqs were enabled (lockdep view) at NMI entry;
     /// `irqentry_nmi_exit` restores that state.
     pub lockdep_hardirqs_enabled: u8,
-    /// Padding, kept zero by the entry code so dumps are deterministic.
-    pub reserved: u16,
+    /// How this frame was entered, recorded by the arch's dispatcher right
+    /// after the generic entry (which zeroes it with the rest):
+    /// [`ENTRY_VECTOR_RECORDED`] | the IDT vector, or [`ENTRY_SYSCALL`].
+    /// Zero means not recorded yet. An unwinder reads it to tell a hard
+    /// interrupt's frame (`<IRQ>`) from an exception's on the same stack.
+    /// It fills what was padding, so the extension stays 8 bytes.
+    pub vector: u16,
+}
+
+/// Set in [`GenericExtRegs::vector`] above an IDT vector (bits 0..=7), so a
+/// recorded vector 0 (#DE) differs from "not recorded yet" (0).
+pub const ENTRY_VECTOR_RECORDED: u16 = 0x100;
+
+/// [`GenericExtRegs::vector`] of a frame `entry_SYSCALL_64` built.
+pub const ENTRY_SYSCALL: u16 = 0x200;
+
+/// The first vector of a hard (external) interrupt; below it the CPU's
+/// exceptions.
+pub const FIRST_EXTERNAL_VECTOR: u8 = 32;
+
+/// What [`GenericExtRegs::vector`] says about the frame's entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryVector {
+    /// Not written yet (the frame's generic entry ran, its dispatcher had
+    /// not recorded the vector), or a value no entry writes.
+    Unknown,
+    /// Entered through the IDT vector.
+    Idt(u8),
+    /// Entered through SYSCALL.
+    Syscall,
+}
+
+impl GenericExtRegs {
+    /// Records that the frame was entered through IDT vector `vector`.
+    pub fn record_vector(&mut self, vector: u8) {
+        self.vector = ENTRY_VECTOR_RECORDED | u16::from(vector);
+    }
+
+    /// Records that the frame was entered through SYSCALL.
+    pub fn record_syscall(&mut self) {
+        self.vector = ENTRY_SYSCALL;
+    }
+
+    /// How the frame was entered, as far as [`GenericExtRegs::vector`] says.
+    pub fn entry_vector(&self) -> EntryVector {
+        match self.vector {
+            ENTRY_SYSCALL => EntryVector::Syscall,
+            v if v & 0xff00 == ENTRY_VECTOR_RECORDED => EntryVector::Idt(v as u8),
+            _ => EntryVector::Unknown,
+        }
+    }
+
+    /// Whether the frame is a hard interrupt's ([`EntryVector::is_hard_interrupt`]).
+    pub fn is_hard_interrupt(&self) -> bool {
+        self.entry_vector().is_hard_interrupt()
+    }
+}
+
+impl EntryVector {
+    /// A recorded IDT vector at or above [`FIRST_EXTERNAL_VECTOR`].
+    pub fn is_hard_interrupt(self) -> bool {
+        matches!(self, EntryVector::Idt(vector) if vector >= FIRST_EXTERNAL_VECTOR)
+    }
 }
 
 /// Architecture-specific per-interrupt state: on x86 the PKS register of the
@@ -473,6 +534,26 @@ mod tests {
         assert_eq!(offset_of!(PtRegs, orig_ax), 15 * 8);
         assert_eq!(offset_of!(PtRegs, ss), 20 * 8);
         assert_eq!(GENERIC_PTREGS_SIZE, 8);
+    }
+
+    #[test]
+    fn entry_vector_tells_not_recorded_from_vector_0() {
+        let mut generic = GenericExtRegs::default();
+        assert_eq!(generic.entry_vector(), EntryVector::Unknown);
+        generic.record_vector(0);
+        assert_eq!(generic.entry_vector(), EntryVector::Idt(0));
+        assert!(!generic.is_hard_interrupt());
+        generic.record_vector(FIRST_EXTERNAL_VECTOR - 1);
+        assert!(!generic.is_hard_interrupt());
+        generic.record_vector(0xec);
+        assert_eq!(generic.entry_vector(), EntryVector::Idt(0xec));
+        assert!(generic.is_hard_interrupt());
+        generic.record_syscall();
+        assert_eq!(generic.entry_vector(), EntryVector::Syscall);
+        assert!(!generic.is_hard_interrupt());
+        // Stack garbage that no entry writes is not taken for a vector.
+        generic.vector = 0xdead;
+        assert_eq!(generic.entry_vector(), EntryVector::Unknown);
     }
 
     proptest! {

@@ -9,7 +9,7 @@
 //! ...
 //! CR2: ... CR3: ... CR4: ...
 //! PKRS: 55555550 live: 55555554 task: 55555554 rights: 0:rw 1:rw 2:-- ... 15:--
-//! GENERIC: exit_rcu: 0 lockdep_hardirqs_enabled: 0 extension at ... on the DF stack
+//! GENERIC: exit_rcu: 0 lockdep_hardirqs_enabled: 0 vector: 0x08 extension at ... on the DF stack
 //! ```
 //!
 //! A frame from user mode reads `RIP: 0033:0x7f8000000134` (raw: the
@@ -17,7 +17,7 @@
 //! read from user memory with `copy_from_user`.
 
 use crate::{memory, pks, println, symbols};
-use extregs_regs::{ExtendedPtRegs, PtRegs, GENERIC_PTREGS_SIZE};
+use extregs_regs::{EntryVector, ExtendedPtRegs, PtRegs, GENERIC_PTREGS_SIZE};
 use x86_64::registers::control::{Cr0, Cr2, Cr3, Cr4};
 use x86_64::registers::model_specific::{FsBase, GsBase, KernelGsBase};
 use x86_64::registers::segmentation::{Segment, DS, ES, FS, GS};
@@ -165,12 +165,31 @@ fn show_extension(frame: &ExtendedPtRegs) {
         println!("PKRS: none (this CPU has no PKS)");
     }
     println!(
-        "GENERIC: exit_rcu: {} lockdep_hardirqs_enabled: {} extension at {:016x} (PtRegs - {}) on the {} stack",
+        "GENERIC: exit_rcu: {} lockdep_hardirqs_enabled: {} vector: {} extension at {:016x} (PtRegs - {}) on the {} stack",
         frame.generic.exit_rcu,
         frame.generic.lockdep_hardirqs_enabled,
+        EntryVectorName(frame.generic.entry_vector()),
         frame as *const ExtendedPtRegs as u64,
         GENERIC_PTREGS_SIZE,
         crate::gdt::ist_stack_of(frame as *const ExtendedPtRegs as u64)
             .map_or("task", crate::gdt::ist_stack_name)
     );
+}
+
+/// How the GENERIC line names [`GenericExtRegs::vector`]: `0xec` (an IDT
+/// vector, as Linux prints vectors), `syscall`, or `unrecorded` (the frame's
+/// dispatcher had not recorded it yet, or the field holds a value no entry
+/// writes).
+///
+/// [`GenericExtRegs::vector`]: extregs_regs::GenericExtRegs::vector
+struct EntryVectorName(EntryVector);
+
+impl core::fmt::Display for EntryVectorName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            EntryVector::Idt(vector) => write!(f, "{vector:#04x}"),
+            EntryVector::Syscall => f.write_str("syscall"),
+            EntryVector::Unknown => f.write_str("unrecorded"),
+        }
+    }
 }

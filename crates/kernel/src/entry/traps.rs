@@ -19,7 +19,7 @@ use extregs_entry::{
     ExitToUserWork,
 };
 use extregs_entry_asm::FIRST_EXTERNAL_VECTOR;
-use extregs_regs::{ArchExtRegs, ExtendedPtRegs, PtRegs, GENERIC_PTREGS_SIZE};
+use extregs_regs::{ArchExtRegs, EntryVector, ExtendedPtRegs, PtRegs, GENERIC_PTREGS_SIZE};
 use x86_64::registers::control::Cr2;
 
 /// A handler that may claim an exception: returns true when it handled it
@@ -199,6 +199,7 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
     let fault_address = (vector == PAGE_FAULT_VECTOR).then(Cr2::read_raw);
     // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
     unsafe { irqentry_enter::<KernelPlatform>(regs) };
+    record_vector(regs, vector);
     check_frame(regs, vector);
     // A hard interrupt's handler runs with HARDIRQ_OFFSET in the preempt
     // count (Linux's irq_enter_rcu/irq_exit_rcu), so an IRQ nested in it
@@ -239,6 +240,27 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
     }
 }
 
+/// Records in the frame's extension the vector that entered it, right
+/// after the generic entry (which zeroes it): the GENERIC line of a dump and
+/// the call trace's `<IRQ>` sections read it from there.
+fn record_vector(regs: &mut PtRegs, vector: u8) {
+    record_entry(regs, EntryVector::Idt(vector));
+}
+
+/// [`record_vector`] for any entry: the SYSCALL entry records
+/// [`EntryVector::Syscall`].
+pub fn record_entry(regs: &mut PtRegs, entry: EntryVector) {
+    // SAFETY: `regs` is the frame an entry stub built (only entry code calls this), so its
+    // extension lies below it; the `&mut` is this handler's, derived from the stub's pointer to
+    // the whole frame, and nothing else refers to the frame while the handler runs.
+    let generic = &mut unsafe { ExtendedPtRegs::from_regs(regs) }.generic;
+    match entry {
+        EntryVector::Idt(vector) => generic.record_vector(vector),
+        EntryVector::Syscall => generic.record_syscall(),
+        EntryVector::Unknown => generic.vector = 0,
+    }
+}
+
 /// NMI, #DB, #MC and #DF: [`paranoid::enter`] before anything else (DR7,
 /// DR6, the #DB IST shift, CR2), then the NMI flavour of the generic entry.
 /// An NMI nested in an NMI from user mode is latched before all that, and
@@ -272,6 +294,7 @@ unsafe fn paranoid_entry(regs: &mut PtRegs, vector: u8) {
     loop {
         // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
         unsafe { irqentry_nmi_enter::<KernelPlatform>(regs) };
+        record_vector(regs, vector);
         check_frame(regs, vector);
         // NMI_OFFSET in the preempt count while the handler runs (Linux's
         // __nmi_enter): nothing in it may schedule.
@@ -309,6 +332,7 @@ unsafe fn paranoid_entry(regs: &mut PtRegs, vector: u8) {
 unsafe fn paranoid_entry_from_user(regs: &mut PtRegs, vector: u8, saved: paranoid::ParanoidState) {
     // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
     unsafe { irqentry_enter::<KernelPlatform>(regs) };
+    record_vector(regs, vector);
     check_frame(regs, vector);
     match vector {
         MACHINE_CHECK_VECTOR => oops::die_machine_check(regs),
@@ -354,7 +378,8 @@ pub fn fault_address() -> u64 {
 /// The checks every handler runs on its own frame, after the generic entry:
 ///
 /// * RCU is watching (irqentry_enter made it watch if the CPU was idle);
-/// * the extension sits exactly `GENERIC_PTREGS_SIZE` below `PtRegs`;
+/// * the extension sits exactly `GENERIC_PTREGS_SIZE` below `PtRegs`, and
+///   records the vector (or SYSCALL) that entered the frame;
 /// * `cs`/`ss` are the kernel's selectors, or SS is null (ring 0 only);
 /// * the live PKRS is the default (the arch hook installed it);
 /// * a paranoid entry's frame lies on its IST stack, and the NMI's PtRegs
@@ -414,10 +439,14 @@ fn check_frame_of(regs: &mut PtRegs, vector: Option<u8>) {
     let regs_address = regs as *mut PtRegs as u64;
     // SAFETY: `regs` is an entry-stub frame (only extregs_exception_entry
     // calls this).
-    let extension_address = unsafe { ExtendedPtRegs::from_regs(regs) } as *mut _ as u64;
+    let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
+    let (extension_address, recorded) = (frame as *mut _ as u64, frame.generic.entry_vector());
+    let entered = if is_syscall { EntryVector::Syscall } else { EntryVector::Idt(vector) };
     let mut error = None;
     if regs_address - extension_address != GENERIC_PTREGS_SIZE as u64 {
         error = Some("extension is not GENERIC_PTREGS_SIZE below PtRegs");
+    } else if recorded != entered {
+        error = Some("the extension does not record the vector that entered the frame");
     } else if gs_base() != gdt::kernel_gs_base() {
         error = Some("GS base in the handler is not the per-CPU area (SWAPGS missed)");
     } else if CONTEXT_TRACKING_ERRORS.swap(0, Ordering::Relaxed) != 0 {

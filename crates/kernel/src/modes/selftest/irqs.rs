@@ -7,7 +7,7 @@ use super::{check, wait_until, Context, Outcome, EVENT_TIMEOUT_TSC};
 use crate::apic::{self, ERROR_VECTOR, SELF_IPI_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR};
 use crate::irq::{self, IpiAction};
 use crate::{idle, nmi, traps};
-use extregs_regs::NO_ERROR_CODE;
+use extregs_regs::{EntryVector, NO_ERROR_CODE};
 
 /// Lets pending interrupts in until `condition` holds (or the guard runs
 /// out), then disables them again. True if the condition held.
@@ -81,6 +81,12 @@ pub fn lapic_timer_one_shot(_: &Context) -> Outcome {
     check!(frame.regs.interrupts_enabled(), "the interrupted context had IF clear");
     check!(!frame.lockdep_hardirqs_enabled, "lockdep says hardirqs on inside the IRQ");
     check!(frame.generic.exit_rcu == 0, "exit_rcu set outside idle");
+    check!(
+        frame.generic.entry_vector() == EntryVector::Idt(TIMER_VECTOR)
+            && frame.generic.is_hard_interrupt(),
+        "the extension records {:?} for the timer IRQ",
+        frame.generic.entry_vector()
+    );
     Outcome::Pass
 }
 

@@ -18,7 +18,7 @@ use crate::pks::{self, KeyRights, PKRS_DEFAULT};
 use crate::{gdt, println, result, traps};
 use core::sync::atomic::Ordering;
 use extregs_entry_asm::{asm_offsets, vector_has_error_code};
-use extregs_regs::{PtRegs, GENERIC_PTREGS_SIZE, NO_ERROR_CODE};
+use extregs_regs::{EntryVector, PtRegs, GENERIC_PTREGS_SIZE, NO_ERROR_CODE};
 
 /// How one test ended.
 pub(crate) enum Outcome {
@@ -194,6 +194,12 @@ pub(crate) fn check_frame(
     ip: u64,
 ) -> Outcome {
     check!(observed.vector == vector, "vector {} (expected {})", observed.vector, vector);
+    check!(
+        observed.generic.entry_vector() == EntryVector::Idt(vector),
+        "the extension records {:?} (vector {:#x} entered the frame)",
+        observed.generic.entry_vector(),
+        vector
+    );
     let expected_orig_ax = error_code.unwrap_or(NO_ERROR_CODE);
     check!(
         observed.regs.orig_ax == expected_orig_ax,
