@@ -494,10 +494,36 @@ fn nested_oops_traces_every_level_with_its_extension() {
         serial[trace_start..].find("Kernel Offset:").expect("the trace ends") + trace_start;
     let trace: Vec<&str> = serial[trace_start..trace_end].lines().skip(1).collect();
     // The sections in order: the NMI handler on the NMI stack, then the
-    // task stack the int3 and the timer IRQ ran on.
+    // task stack the int3 and the timer IRQ ran on: IRQ context (the int3
+    // inside the IRQ's handler) below the IRQ's frame, the task above it.
     let markers: Vec<&str> =
         trace.iter().copied().filter(|l| l.starts_with(" <") || l.starts_with(" </")).collect();
-    assert_eq!(markers, [" <NMI>", " </NMI>", " <TASK>", " </TASK>"], "{}", dump(&outcome));
+    assert_eq!(
+        markers,
+        [" <NMI>", " </NMI>", " <IRQ>", " </IRQ>", " <TASK>", " </TASK>"],
+        "{}",
+        dump(&outcome)
+    );
+    // Each frame's extension records its vector: the NMI's, the int3's
+    // (inside <IRQ>), the timer IRQ's (whose registers are the task's, so
+    // it opens <TASK>).
+    let section_of = |index: usize| {
+        trace[..index].iter().rev().find(|l| l.starts_with(" <")).copied().unwrap_or("")
+    };
+    let generic: Vec<(&str, &str)> = trace
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("GENERIC: "))
+        .map(|(index, l)| (section_of(index), l.split(" vector: ").nth(1).unwrap_or("")))
+        .collect();
+    let vectors: Vec<(&str, &str)> =
+        generic.iter().map(|(s, rest)| (*s, rest.split(' ').next().unwrap_or(""))).collect();
+    assert_eq!(
+        vectors,
+        [(" <NMI>", "0x02"), (" <IRQ>", "0x03"), (" <TASK>", "0xec")],
+        "{}",
+        dump(&outcome)
+    );
     // Three interrupt frames crossed (the NMI's, the int3's, the IRQ's),
     // each with the interrupted registers and that frame's extension.
     let rips: Vec<&str> = trace.iter().copied().filter(|l| l.starts_with("RIP: 0010:")).collect();
@@ -511,7 +537,9 @@ fn nested_oops_traces_every_level_with_its_extension() {
     );
     assert!(rips[1].contains("nested_hook"), "the int3 interrupted the IRQ handler: {}", rips[1]);
     assert!(rips[2].contains("oops_nested"), "the IRQ interrupted the waiting task: {}", rips[2]);
-    // Each level's functions in order, down to the mode's entry function.
+    // Each level's functions in order, down to the mode's entry function,
+    // on the walk's own lines (not the `? ` entries the stack scan adds).
+    let trace: Vec<&str> = trace.iter().copied().filter(|l| !l.starts_with(" ? ")).collect();
     let mut at = 0;
     for name in [
         "asm_exc_nmi",
@@ -524,9 +552,11 @@ fn nested_oops_traces_every_level_with_its_extension() {
         let found = trace[at..].iter().position(|l| l.contains(name));
         at += found.unwrap_or_else(|| panic!("no {name} after line {at}\n{}", dump(&outcome))) + 1;
     }
-    // Every return address symbolises (` symbol+0xoff/0xsize`).
+    // Every return address symbolises (` symbol+0xoff/0xsize`), and so
+    // does every `? ` entry.
+    let all_lines = serial[trace_start..trace_end].lines().skip(1);
     for line in
-        trace.iter().filter(|l| l.starts_with(' ') && !l.starts_with(" <") && !l.starts_with(" </"))
+        all_lines.filter(|l| l.starts_with(' ') && !l.starts_with(" <") && !l.starts_with(" </"))
     {
         assert!(line.contains("+0x") && line.contains("/0x"), "not symbolised: {line}");
     }
@@ -555,13 +585,24 @@ fn nested_oops_trace_decodes_with_addr2line() {
     let trace = outcome.serial.split("Call Trace:\n").nth(1).expect("a call trace");
     let mut resolved = 0;
     for line in trace.lines().take_while(|l| !l.starts_with("Kernel Offset")) {
-        // ` name+0xoff/0xsize` (not the markers, not the nested registers).
-        let Some((name, rest)) = line.strip_prefix(' ').and_then(|l| l.rsplit_once("+0x")) else {
+        // ` name+0xoff/0xsize` or ` ? name+0xoff/0xsize` (not the markers,
+        // not the nested registers).
+        let reliable = !line.starts_with(" ? ");
+        let Some(line) = line.strip_prefix(" ? ").or_else(|| line.strip_prefix(' ')) else {
+            continue;
+        };
+        let Some((name, rest)) = line.rsplit_once("+0x") else {
             continue;
         };
         let Some((offset, _)) = rest.split_once("/0x") else { continue };
         let offset = u64::from_str_radix(offset, 16).expect("a hex offset");
         let base = address_of(name).unwrap_or_else(|| panic!("{name} is not in the ELF"));
+        if !reliable {
+            // A `? ` entry is any text address left on the stack (often
+            // core's code, or just past a function's end): its symbol must
+            // be the ELF's; its line is not required.
+            continue;
+        }
         let output = Command::new("addr2line")
             .args(["-e", elf_path.to_str().unwrap(), &format!("{:#x}", base + offset - 1)])
             .output()
@@ -583,6 +624,34 @@ fn nested_oops_trace_decodes_with_addr2line() {
         resolved += 1;
     }
     assert!(resolved >= 6, "{resolved} entries resolved\n{}", dump(&outcome));
+}
+
+/// A chain broken on purpose: the walk stops at the frame whose saved RBP
+/// was overwritten, says so, and the callers only the stack still holds
+/// print after it as `? ` entries.
+#[test]
+fn broken_chain_trace_stops_and_lists_the_rest_as_unreliable() {
+    let outcome = boot(Firmware::Bios, "max", "mode=oops cause=broken-chain");
+    assert_verdict(&outcome, EXIT_KERNEL_FAILURE);
+    let regs = report::parse_show_regs(&outcome.serial).expect("show_regs of the #UD");
+    assert!(regs.rip_text.contains("oops_broken_chain"), "RIP {}", regs.rip_text);
+    let trace = outcome.serial.split("Call Trace:\n").nth(1).expect("a call trace");
+    let lines: Vec<&str> = trace.lines().take_while(|l| l.starts_with(' ')).collect();
+    let stop = lines
+        .iter()
+        .position(|l| *l == " [call trace stopped: frame pointer outside the known stacks]")
+        .unwrap_or_else(|| panic!("no stop marker\n{}", dump(&outcome)));
+    // The walk reached the function's caller, reliably, and no further.
+    assert!(lines[..stop].iter().any(|l| l.starts_with(" kernel::debug::oops::die_on_purpose+")));
+    assert!(lines[..stop].iter().all(|l| !l.contains("kernel_main")), "{}", dump(&outcome));
+    // The caller's callers, found on the stack, unreliable.
+    assert!(
+        lines[stop..].iter().any(|l| l.starts_with(" ? kernel::kernel_main+0x")),
+        "{}",
+        dump(&outcome)
+    );
+    assert!(lines[stop + 1..].iter().all(|l| l.starts_with(" ? ") || l.starts_with(" </")));
+    assert_eq!(lines.last(), Some(&" </TASK>"), "{}", dump(&outcome));
 }
 
 #[test]

@@ -87,11 +87,15 @@ pub enum OopsCause {
     /// self-NMI, whose handler BUGs: the oops's call trace crosses all three
     /// interrupt frames, each with its extension.
     Nested,
+    /// A kernel function overwrites its saved frame pointer, then executes
+    /// ud2: the call trace's walk stops with a marker, and the callers it
+    /// could not reach print as `? ` entries found on the stack.
+    BrokenChain,
 }
 
 impl OopsCause {
     /// Every cause with its command-line spelling.
-    pub const ALL: [(OopsCause, &'static str); 10] = [
+    pub const ALL: [(OopsCause, &'static str); 11] = [
         (OopsCause::InvalidOpcode, "ud2"),
         (OopsCause::GeneralProtection, "gp"),
         (OopsCause::PksViolation, "pks"),
@@ -102,6 +106,7 @@ impl OopsCause {
         (OopsCause::TaskStackOverflow, "task-stack-overflow"),
         (OopsCause::UserDoubleFault, "user-double-fault"),
         (OopsCause::Nested, "nested"),
+        (OopsCause::BrokenChain, "broken-chain"),
     ];
 }
 
@@ -331,7 +336,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                     key,
                     value,
                     expected:
-                        "ud2, gp, pks, panic, stack-overflow, nmi-stack-overflow, machine-check, task-stack-overflow, user-double-fault, nested",
+                        "ud2, gp, pks, panic, stack-overflow, nmi-stack-overflow, machine-check, task-stack-overflow, user-double-fault, nested, broken-chain",
                 })?);
             }
             "seconds" => {

@@ -26,9 +26,14 @@
 
 #![no_std]
 
-pub use extregs_regs::ENCODED_FRAME_TAG;
-use extregs_regs::{PtRegs, GENERIC_PTREGS_SIZE, PTREGS_SIZE};
+pub use extregs_regs::{EntryVector, ENCODED_FRAME_TAG};
+use extregs_regs::{ExtendedPtRegs, GenericExtRegs, PtRegs, GENERIC_PTREGS_SIZE, PTREGS_SIZE};
 use memoffset::offset_of;
+
+/// Where [`GenericExtRegs::vector`] sits in the extension's first word
+/// (the walk reads whole words).
+const VECTOR_BYTE: usize = offset_of!(ExtendedPtRegs, generic) + offset_of!(GenericExtRegs, vector);
+const _: () = assert!(VECTOR_BYTE + 2 <= 8, "the vector must lie in the extension's first word");
 
 /// Entries (return addresses and interrupt frames) before the walk gives up.
 pub const MAX_ENTRIES: usize = 64;
@@ -79,15 +84,25 @@ pub trait Memory {
     fn read_word(&self, address: u64) -> u64;
 }
 
-/// One line of a trace.
+/// One step of the walk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry {
-    /// A return address from a frame on `stack`.
-    Return { address: u64, stack: StackKind },
+    /// A return address, read from the word at `at` of a frame on `stack`.
+    Return { address: u64, at: u64, stack: StackKind },
     /// An interrupt frame: `PtRegs` at `regs` on `stack`, its extension
-    /// `GENERIC_PTREGS_SIZE` below; the interrupted context's ip, sp, bp and
-    /// whether it was user mode.
-    Interrupt { regs: u64, extension: u64, stack: StackKind, ip: u64, sp: u64, bp: u64, user: bool },
+    /// `GENERIC_PTREGS_SIZE` below (and the entry it records: a hard
+    /// interrupt's frame opens an `<IRQ>` section); the interrupted
+    /// context's ip, sp, bp and whether it was user mode.
+    Interrupt {
+        regs: u64,
+        extension: u64,
+        stack: StackKind,
+        entry: EntryVector,
+        ip: u64,
+        sp: u64,
+        bp: u64,
+        user: bool,
+    },
     /// The walk ended.
     Stop(Stop),
 }
@@ -125,6 +140,11 @@ pub enum Stop {
     /// The last interrupt frame interrupted entry code, whose RBP may be
     /// the user's (see [`EntryText`]).
     InEntryCode,
+    /// The frame after an interrupt frame lies below the interrupted RSP on
+    /// the same stack: the interrupted code's frames are at or above its
+    /// RSP, so the interrupted RBP is corrupt (Linux's unwinder checks the
+    /// same).
+    BelowInterruptedSp { bp: u64 },
     /// The last interrupt frame's RBP was 0: the interrupted code had not
     /// set one up (the entry stub's own instructions, before its tag), so
     /// the trace stops short of what that code was called by.
@@ -149,6 +169,9 @@ pub struct Unwinder<'a, M: Memory> {
     /// The last entry was an interrupt frame: the next frame may be on
     /// another stack (the interrupted one).
     after_interrupt: bool,
+    /// The RSP that interrupt frame interrupted: on its stack, the next
+    /// frame must not lie below it.
+    interrupted_sp: Option<u64>,
     done: bool,
 }
 
@@ -167,6 +190,7 @@ impl<'a, M: Memory> Unwinder<'a, M> {
             entries: 0,
             pending_stop: None,
             after_interrupt: false,
+            interrupted_sp: None,
             done: false,
         }
     }
@@ -174,6 +198,16 @@ impl<'a, M: Memory> Unwinder<'a, M> {
     /// Ends the walk at interrupt frames that interrupted `text`.
     pub fn with_entry_text(mut self, text: EntryText) -> Self {
         self.entry_text = Some(text);
+        self
+    }
+
+    /// Starts the walk as if it had just crossed an interrupt frame: `bp`
+    /// is an interrupted context's RBP and `sp` its RSP (an oops's frame),
+    /// whose frames may lie on another stack than `floor` (an IST event
+    /// that interrupted a task), and the walk may go there once.
+    pub fn from_interrupted_context(mut self, sp: u64) -> Self {
+        self.after_interrupt = true;
+        self.interrupted_sp = Some(sp);
         self
     }
 
@@ -192,10 +226,18 @@ impl<'a, M: Memory> Unwinder<'a, M> {
     /// on any stack the walk has not left before).
     fn enter(&mut self, address: u64, bytes: u64) -> Result<usize, Stop> {
         let switch = core::mem::take(&mut self.after_interrupt);
+        let interrupted_sp = self.interrupted_sp.take();
         let bp = self.bp;
         let Some(index) = self.stack_of(address, bytes) else {
             return Err(Stop::LeftStacks { bp });
         };
+        // (A context switch between its RSP and RBP loads is interrupted
+        // with the two on different stacks: only the same stack is checked.)
+        if let Some(sp) = interrupted_sp {
+            if address < sp && self.stack_of(sp, 0) == Some(index) {
+                return Err(Stop::BelowInterruptedSp { bp });
+            }
+        }
         match self.current {
             Some((current, lowest)) if current == index => {
                 if address < lowest {
@@ -250,6 +292,9 @@ impl<M: Memory> Iterator for Unwinder<'_, M> {
                 Err(why) => return self.stop(why),
             };
             let field = |offset: usize| self.memory.read_word(regs + offset as u64);
+            let first_word = self.memory.read_word(extension).to_le_bytes();
+            let vector = u16::from_le_bytes([first_word[VECTOR_BYTE], first_word[VECTOR_BYTE + 1]]);
+            let entry = GenericExtRegs { vector, ..GenericExtRegs::default() }.entry_vector();
             let ip = field(offset_of!(PtRegs, ip));
             let sp = field(offset_of!(PtRegs, sp));
             let user = field(offset_of!(PtRegs, cs)) & 3 == 3;
@@ -266,10 +311,12 @@ impl<M: Memory> Iterator for Unwinder<'_, M> {
                 None
             };
             self.after_interrupt = true;
+            self.interrupted_sp = Some(sp);
             return Some(Entry::Interrupt {
                 regs,
                 extension,
                 stack: self.stacks[index].kind,
+                entry,
                 ip,
                 sp,
                 bp: interrupted_bp,
@@ -289,7 +336,222 @@ impl<M: Memory> Iterator for Unwinder<'_, M> {
             return self.stop(Stop::Bottom);
         }
         self.bp = saved_bp;
-        Some(Entry::Return { address: return_address, stack: self.stacks[index].kind })
+        Some(Entry::Return {
+            address: return_address,
+            at: address + 8,
+            stack: self.stacks[index].kind,
+        })
+    }
+}
+
+/// Text addresses found on the stacks that a trace prints with `? ` at
+/// most; the rest are counted ([`Line::Omitted`]).
+pub const MAX_UNRELIABLE: usize = 64;
+
+/// A section of a trace, between ` <NAME>` and ` </NAME>` lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    /// A whole stack, or the part of a task stack above every hard
+    /// interrupt's frame.
+    Stack(StackKind),
+    /// The part of a task stack below the outermost hard interrupt's frame
+    /// (its vector recorded in the extension): the IRQ handlers, and what
+    /// interrupted them. extregs runs IRQs on the interrupted stack, so
+    /// this is where Linux's IRQ stack would have been.
+    Irq,
+}
+
+impl Section {
+    /// Linux's marker name: `IRQ`, or the stack's ([`StackKind::marker`]).
+    pub fn marker(self) -> &'static str {
+        match self {
+            Section::Stack(kind) => kind.marker(),
+            Section::Irq => "IRQ",
+        }
+    }
+}
+
+/// One line of a printed trace, in Linux's order: innermost first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line {
+    /// ` <NAME>`: a section opens.
+    Open(Section),
+    /// ` </NAME>`: it closes.
+    Close(Section),
+    /// An entry of the frame-pointer walk (a reliable return address, an
+    /// interrupt frame, or the walk's end).
+    Walk(Entry),
+    /// A word of a stack that holds a text address but is not a return
+    /// address of the walk: a stale one, an argument, or one of the frames
+    /// a broken chain hid. Linux prints these as ` ? symbol+0xoff/0xsize`.
+    Unreliable { address: u64, at: u64 },
+    /// More text addresses than [`MAX_UNRELIABLE`] were found; these many
+    /// were not printed.
+    Omitted(usize),
+}
+
+impl<M: Memory> Unwinder<'_, M> {
+    /// The whole trace, as Linux's `show_trace_log_lvl` prints it: every
+    /// word of each stack the walk crosses is looked at in address order,
+    /// from `start_sp` (the interrupted RSP of an oops's frame, or the
+    /// printer's frame) up; the walk's return addresses print as they are,
+    /// every other word that `is_text` accepts prints as unreliable.
+    ///
+    /// * An interrupt frame's words are its registers and extension,
+    ///   printed with it, and are not scanned. When the walk goes on to
+    ///   another stack, the rest of the old one (the NMI's saved and copied
+    ///   frames at the NMI stack's top) is the entry's own and is skipped;
+    ///   the new stack is scanned from the interrupted RSP.
+    /// * After the walk's end (its [`Stop`] line), the rest of its last
+    ///   stack is scanned (a broken chain leaves the older callers there;
+    ///   Linux scans on to the stack's end too), or, when it ended at
+    ///   a kernel-mode interrupt frame whose interrupted RSP is on another
+    ///   stack it has not read (entry code, no frame pointer), that stack.
+    /// * On a task stack, everything below the outermost hard interrupt's
+    ///   frame is in [`Section::Irq`]; the frame itself, which holds the
+    ///   interrupted task's registers, opens the task's section.
+    ///
+    /// Nothing is read below `floor` or outside the stacks.
+    pub fn trace(
+        self,
+        start_sp: u64,
+        is_text: impl Fn(u64) -> bool,
+        mut emit: impl FnMut(Line),
+    ) -> usize {
+        let (memory, stacks) = (self.memory, self.stacks);
+        let stack_of = |address: u64| stacks.iter().position(|s| s.holds(address, 8));
+        let floor = self.current;
+        let mut walk = [Entry::Stop(Stop::TooDeep); MAX_ENTRIES + 1];
+        let mut count = 0;
+        for entry in self {
+            walk[count] = entry;
+            count += 1;
+        }
+        let walk = &walk[..count];
+        let irq_boundary = walk.iter().rev().find_map(|entry| match *entry {
+            Entry::Interrupt { extension, stack: StackKind::Task, entry, .. }
+                if entry.is_hard_interrupt() =>
+            {
+                Some((stack_of(extension)?, extension))
+            }
+            _ => None,
+        });
+        let section_at = |index: usize, address: u64| match irq_boundary {
+            Some((stack, extension)) if stack == index && address < extension => Section::Irq,
+            _ => Section::Stack(stacks[index].kind),
+        };
+        let mut printer = Printer { emit: &mut emit, section: None, unreliable: 0, omitted: 0 };
+        // The stack being scanned and the next word to look at.
+        let mut scan: Option<(usize, u64)> = None;
+        let mut scanned = 0u64;
+        let mut resume_sp = Some(start_sp);
+        // Where a scan of stack `index` may start: not below the floor.
+        let lowest = |index: usize| match floor {
+            Some((stack, floor)) if stack == index => floor,
+            _ => stacks[index].start,
+        };
+        let scan_to = |scan: &mut Option<(usize, u64)>, end: u64, printer: &mut Printer<'_, _>| {
+            let Some((index, next)) = scan else { return };
+            let end = end.min(stacks[*index].end);
+            while *next + 8 <= end {
+                let word = memory.read_word(*next);
+                if is_text(word) {
+                    printer.unreliable(section_at(*index, *next), word, *next);
+                }
+                *next += 8;
+            }
+        };
+        for (position, entry) in walk.iter().enumerate() {
+            let (at, after) = match *entry {
+                Entry::Return { at, .. } => (at, at + 8),
+                Entry::Interrupt { extension, regs, .. } => (extension, regs + PTREGS_SIZE as u64),
+                Entry::Stop(_) => {
+                    // Where the walk could not go: the interrupted RSP of
+                    // the frame that ended it, or, when it ended at once,
+                    // where the trace starts.
+                    let unwalked = match position.checked_sub(1).map(|p| walk[p]) {
+                        Some(Entry::Interrupt { sp, user: false, .. }) => Some(sp),
+                        None => Some(start_sp),
+                        _ => None,
+                    };
+                    let restart = unwalked.and_then(|sp| {
+                        stack_of(sp)
+                            .filter(|&index| scan.is_none_or(|(current, _)| current != index))
+                            .filter(|&index| scanned & (1 << index) == 0)
+                            .map(|index| (index, align8(sp.max(lowest(index)))))
+                    });
+                    if restart.is_some() {
+                        scan = restart;
+                    }
+                    // The end first, then what lies beyond it.
+                    let section = printer.section;
+                    printer.line(section, Line::Walk(*entry));
+                    scan_to(&mut scan, u64::MAX, &mut printer);
+                    continue;
+                }
+            };
+            let Some(index) = stack_of(at) else { continue };
+            if scan.is_none_or(|(current, _)| current != index) {
+                let from = resume_sp
+                    .filter(|&sp| stack_of(sp) == Some(index) && sp <= at && sp >= lowest(index))
+                    .unwrap_or(at);
+                scan = Some((index, align8(from)));
+                scanned |= 1 << index;
+            }
+            scan_to(&mut scan, at, &mut printer);
+            printer.line(Some(section_at(index, at)), Line::Walk(*entry));
+            scan = Some((index, after));
+            resume_sp = match *entry {
+                Entry::Interrupt { sp, .. } => Some(sp),
+                _ => None,
+            };
+        }
+        printer.finish()
+    }
+}
+
+fn align8(address: u64) -> u64 {
+    address.next_multiple_of(8)
+}
+
+/// Emits lines with their section markers.
+struct Printer<'a, F: FnMut(Line)> {
+    emit: &'a mut F,
+    section: Option<Section>,
+    unreliable: usize,
+    omitted: usize,
+}
+
+impl<F: FnMut(Line)> Printer<'_, F> {
+    fn line(&mut self, section: Option<Section>, line: Line) {
+        if let Some(section) = section.filter(|&s| self.section != Some(s)) {
+            if let Some(old) = self.section.replace(section) {
+                (self.emit)(Line::Close(old));
+            }
+            (self.emit)(Line::Open(section));
+        }
+        (self.emit)(line);
+    }
+
+    fn unreliable(&mut self, section: Section, address: u64, at: u64) {
+        if self.unreliable == MAX_UNRELIABLE {
+            self.omitted += 1;
+            return;
+        }
+        self.unreliable += 1;
+        self.line(Some(section), Line::Unreliable { address, at });
+    }
+
+    /// Closes the last section; returns the lines of unreliable entries
+    /// printed.
+    fn finish(mut self) -> usize {
+        if self.omitted > 0 {
+            (self.emit)(Line::Omitted(self.omitted));
+        }
+        if let Some(section) = self.section.take() {
+            (self.emit)(Line::Close(section));
+        }
+        self.unreliable
     }
 }
 
@@ -298,6 +560,7 @@ mod tests {
     extern crate std;
 
     use super::*;
+    use extregs_regs::ENTRY_VECTOR_RECORDED;
     use proptest::prelude::*;
     use std::vec;
     use std::vec::Vec;
@@ -310,6 +573,8 @@ mod tests {
     /// Stack memory; a read outside the stacks fails the test.
     struct Words {
         stacks: Vec<(Stack, Vec<u64>)>,
+        /// Every address read, for the floor checks.
+        reads: std::cell::RefCell<Vec<u64>>,
     }
 
     impl Words {
@@ -319,6 +584,7 @@ mod tests {
                     .iter()
                     .map(|s| (*s, vec![0; ((s.end - s.start) / 8) as usize]))
                     .collect(),
+                reads: Default::default(),
             }
         }
 
@@ -353,6 +619,7 @@ mod tests {
     impl Memory for Words {
         fn read_word(&self, address: u64) -> u64 {
             assert_eq!(address % 8, 0, "misaligned read at {address:#x}");
+            self.reads.borrow_mut().push(address);
             let (stack, words) = self
                 .stacks
                 .iter()
@@ -366,6 +633,214 @@ mod tests {
         Unwinder::new(words, stacks, bp, 0).collect()
     }
 
+    /// The synthetic tests' text: small "addresses" and the kernel-looking
+    /// ones `build` writes.
+    fn is_text(word: u64) -> bool {
+        (0xa0..0xb0).contains(&word) || word >> 48 == 0xffff
+    }
+
+    /// The trace's lines, from `bp` above `floor`, scanning from `start_sp`.
+    fn trace(words: &Words, stacks: &[Stack], bp: u64, floor: u64, start_sp: u64) -> Vec<Line> {
+        let mut lines = Vec::new();
+        Unwinder::new(words, stacks, bp, floor).trace(start_sp, is_text, |line| lines.push(line));
+        lines
+    }
+
+    /// A line as a short string, for readable expectations.
+    fn render(line: &Line) -> std::string::String {
+        use std::format;
+        match *line {
+            Line::Open(section) => format!("<{}>", section.marker()),
+            Line::Close(section) => format!("</{}>", section.marker()),
+            Line::Walk(Entry::Return { address, .. }) => format!("{address:#x}"),
+            Line::Walk(Entry::Interrupt { entry: EntryVector::Idt(vector), .. }) => {
+                format!("regs {vector:#x}")
+            }
+            Line::Walk(Entry::Interrupt { entry, .. }) => format!("regs {entry:?}"),
+            Line::Walk(Entry::Stop(why)) => format!("stop {why:?}"),
+            Line::Unreliable { address, .. } => format!("? {address:#x}"),
+            Line::Omitted(count) => format!("omitted {count}"),
+        }
+    }
+
+    fn rendered(lines: &[Line]) -> Vec<std::string::String> {
+        lines.iter().map(render).collect()
+    }
+
+    /// PtRegs at `regs` whose extension records `vector`.
+    fn interrupt_frame(words: &mut Words, regs: u64, ip: u64, sp: u64, bp: u64, vector: u8) {
+        words.ptregs(regs, ip, sp, bp, KERNEL_CS);
+        words.write(
+            regs - GENERIC_PTREGS_SIZE as u64,
+            extension_word(ENTRY_VECTOR_RECORDED | u16::from(vector)),
+        );
+    }
+
+    /// issue 12's nesting: an NMI handler (NMI stack) interrupted an int3
+    /// handler that interrupted a timer IRQ's handler that interrupted a
+    /// task function, the last three on the task stack.
+    fn nested_nmi_int3_irq() -> Words {
+        let mut words = Words::new(&[TASK, NMI]);
+        let nmi_regs = 0x20_0e00;
+        words.frame(0x20_0c00, nmi_regs | ENCODED_FRAME_TAG, 0xb1);
+        interrupt_frame(&mut words, nmi_regs, 0xc0, 0x10_00f0, 0x10_0100, 2);
+        let int3_regs = 0x10_0200;
+        words.frame(0x10_0100, int3_regs | ENCODED_FRAME_TAG, 0xa1);
+        interrupt_frame(&mut words, int3_regs, 0xc1, 0x10_0300, 0x10_0400, 3);
+        let irq_regs = 0x10_0500;
+        words.frame(0x10_0400, irq_regs | ENCODED_FRAME_TAG, 0xa2);
+        interrupt_frame(&mut words, irq_regs, 0xc2, 0x10_0600, 0x10_0700, 0xec);
+        words.frame(0x10_0700, 0, 0xa3);
+        words
+    }
+
+    #[test]
+    fn hard_interrupts_open_an_irq_section_on_the_task_stack() {
+        let words = nested_nmi_int3_irq();
+        let lines = trace(&words, &[TASK, NMI], 0x20_0c00, 0x20_0c00, 0x20_0c00);
+        assert_eq!(
+            rendered(&lines),
+            [
+                "<NMI>",
+                "0xb1",
+                "regs 0x2",
+                "</NMI>",
+                // The int3 ran inside the IRQ's handler: both are IRQ context.
+                "<IRQ>",
+                "0xa1",
+                "regs 0x3",
+                "0xa2",
+                "</IRQ>",
+                // The IRQ's frame holds the task's registers.
+                "<TASK>",
+                "regs 0xec",
+                "0xa3",
+                "stop Bottom",
+                "</TASK>",
+            ]
+        );
+        // Without a recorded vector, nothing says the frame is an IRQ's.
+        let mut words = nested_nmi_int3_irq();
+        words.write(0x10_0500 - GENERIC_PTREGS_SIZE as u64, 0);
+        let lines = trace(&words, &[TASK, NMI], 0x20_0c00, 0x20_0c00, 0x20_0c00);
+        assert!(!lines.contains(&Line::Open(Section::Irq)), "{:?}", rendered(&lines));
+    }
+
+    #[test]
+    fn other_text_words_are_unreliable_entries() {
+        let mut words = nested_nmi_int3_irq();
+        // Stale return addresses between frames, on both stacks.
+        words.write(0x20_0c40, 0xa8);
+        words.write(0x10_0180, 0xa9);
+        words.write(0x10_0600, 0xaa);
+        // Above the oldest frame: Linux scans on to the stack's end.
+        words.write(0x10_0800, 0xab);
+        // Inside an interrupt frame (a register) and in the NMI stack's
+        // words above the NMI's frame: printed with the frame, or the
+        // entry's own; not entries.
+        words.write(0x10_0500 + offset_of!(PtRegs, r12) as u64, 0xac);
+        words.write(0x20_0e00 + PTREGS_SIZE as u64 + 8, 0xad);
+        // Below the floor (the printer's own frames): never read.
+        words.write(0x20_0b00, 0xae);
+        let lines = trace(&words, &[TASK, NMI], 0x20_0c00, 0x20_0c00, 0x20_0c00);
+        assert_eq!(
+            rendered(&lines),
+            [
+                "<NMI>",
+                "0xb1",
+                "? 0xa8",
+                "regs 0x2",
+                "</NMI>",
+                "<IRQ>",
+                "0xa1",
+                "? 0xa9",
+                "regs 0x3",
+                "0xa2",
+                "</IRQ>",
+                "<TASK>",
+                "regs 0xec",
+                "? 0xaa",
+                "0xa3",
+                "stop Bottom",
+                "? 0xab",
+                "</TASK>",
+            ]
+        );
+        assert!(words.reads.borrow().iter().all(|&a| a >= 0x20_0c00 || TASK.holds(a, 8)));
+    }
+
+    #[test]
+    fn a_broken_chain_is_followed_by_what_the_stack_still_holds() {
+        let mut words = Words::new(&[TASK]);
+        words.frame(0x10_0100, 0x10_0200, 0xa1);
+        // This frame's saved bp points back down: the chain breaks.
+        words.frame(0x10_0200, 0x10_0080, 0xa2);
+        words.frame(0x10_0300, 0x10_0400, 0xa3);
+        words.frame(0x10_0400, 0, 0xa4);
+        let lines = trace(&words, &[TASK], 0x10_0100, 0x10_0100, 0x10_0100);
+        assert_eq!(
+            rendered(&lines),
+            ["<TASK>", "0xa1", "0xa2", "stop Loop { bp: 1048704 }", "? 0xa3", "? 0xa4", "</TASK>"]
+        );
+        // A chain broken at once still shows the stack from where it starts.
+        let lines = trace(&words, &[TASK], 0x10_0080, 0x10_00f0, 0x10_00f0);
+        assert_eq!(
+            rendered(&lines),
+            [
+                "stop Loop { bp: 1048704 }",
+                "<TASK>",
+                "? 0xa1",
+                "? 0xa2",
+                "? 0xa3",
+                "? 0xa4",
+                "</TASK>"
+            ]
+        );
+    }
+
+    #[test]
+    fn unreliable_entries_stop_at_the_limit() {
+        let mut words = Words::new(&[TASK]);
+        words.frame(0x10_0100, 0, 0xa1);
+        for word in 0..100 {
+            words.write(0x10_0200 + 8 * word, 0xa2);
+        }
+        let lines = trace(&words, &[TASK], 0x10_0100, 0x10_0100, 0x10_0100);
+        let unreliable = lines.iter().filter(|l| matches!(l, Line::Unreliable { .. })).count();
+        assert_eq!(unreliable, MAX_UNRELIABLE);
+        assert!(lines.contains(&Line::Omitted(100 - MAX_UNRELIABLE)), "{:?}", rendered(&lines));
+        assert_eq!(lines.last(), Some(&Line::Close(Section::Stack(StackKind::Task))));
+    }
+
+    #[test]
+    fn an_oops_frame_on_an_ist_stack_leads_to_the_task_it_interrupted() {
+        // A #DF's PtRegs on its IST stack; its bp and sp are the task's.
+        let df = Stack { kind: StackKind::DoubleFault, start: 0x30_0000, end: 0x30_1000 };
+        let stacks = [TASK, df];
+        let mut words = Words::new(&stacks);
+        words.frame(0x10_0100, 0, 0xa1);
+        words.write(0x10_00f8, 0xa9);
+        let floor = 0x30_0f00;
+        let walked = |unwinder: Unwinder<'_, Words>| {
+            let mut lines = Vec::new();
+            unwinder.trace(0x10_00f0, is_text, |line| lines.push(line));
+            rendered(&lines)
+        };
+        assert_eq!(
+            walked(
+                Unwinder::new(&words, &stacks, 0x10_0100, floor)
+                    .from_interrupted_context(0x10_00f0)
+            ),
+            ["<TASK>", "? 0xa9", "0xa1", "stop Bottom", "</TASK>"]
+        );
+        // Without it, a plain frame on another stack than the floor's stops
+        // the walk (and the stack is still scanned from the start).
+        assert_eq!(
+            walked(Unwinder::new(&words, &stacks, 0x10_0100, floor))[0],
+            "stop WrongStack { bp: 1048832 }"
+        );
+    }
+
     #[test]
     fn a_plain_chain_ends_at_the_bottom() {
         let stacks = [TASK];
@@ -373,16 +848,21 @@ mod tests {
         words.frame(0x10_0100, 0x10_0200, 0xa1);
         words.frame(0x10_0200, 0x10_0300, 0xa2);
         words.frame(0x10_0300, 0, 0xa3);
-        let ret = |address| Entry::Return { address, stack: StackKind::Task };
+        let ret = |address, bp: u64| Entry::Return { address, at: bp + 8, stack: StackKind::Task };
         assert_eq!(
             walk(&words, &stacks, 0x10_0100),
-            [ret(0xa1), ret(0xa2), ret(0xa3), Entry::Stop(Stop::Bottom)]
+            [
+                ret(0xa1, 0x10_0100),
+                ret(0xa2, 0x10_0200),
+                ret(0xa3, 0x10_0300),
+                Entry::Stop(Stop::Bottom)
+            ]
         );
         // A frame whose return address is 0 is the first of its stack.
         words.frame(0x10_0300, 0x10_0400, 0);
         assert_eq!(
             walk(&words, &stacks, 0x10_0100),
-            [ret(0xa1), ret(0xa2), Entry::Stop(Stop::Bottom)]
+            [ret(0xa1, 0x10_0100), ret(0xa2, 0x10_0200), Entry::Stop(Stop::Bottom)]
         );
     }
 
@@ -405,13 +885,17 @@ mod tests {
                 regs,
                 extension: regs - GENERIC_PTREGS_SIZE as u64,
                 stack: StackKind::Nmi,
+                entry: EntryVector::Unknown,
                 ip: 0xc0,
                 sp: 0x10_0280,
                 bp: 0x10_0300,
                 user: false,
             }
         );
-        assert_eq!(entries[3], Entry::Return { address: 0xa3, stack: StackKind::Task });
+        assert_eq!(
+            entries[3],
+            Entry::Return { address: 0xa3, at: 0x10_0308, stack: StackKind::Task }
+        );
         assert_eq!(entries[4], Entry::Stop(Stop::Bottom));
     }
 
@@ -469,6 +953,20 @@ mod tests {
         words.ptregs(nmi_regs, 0xc1, 0, 0x10_0f00, KERNEL_CS);
         let entries = walk(&words, &stacks, 0x10_0700);
         assert!(matches!(entries.last(), Some(Entry::Stop(Stop::Loop { .. }))), "{entries:?}");
+        // An interrupted RBP below the interrupted RSP on the same stack
+        // (though above the interrupt frame): corrupt, not followed.
+        let regs = 0x10_0a00;
+        words.frame(0x10_0900, regs | ENCODED_FRAME_TAG, 0xa1);
+        words.ptregs(regs, 0xc0, 0x10_0c00, 0x10_0b00, KERNEL_CS);
+        words.frame(0x10_0b00, 0, 0xa2);
+        let entries = walk(&words, &stacks, 0x10_0900);
+        assert_eq!(entries[2], Entry::Stop(Stop::BelowInterruptedSp { bp: 0x10_0b00 }));
+        // At the RSP it is followed; on another stack than the RSP's too
+        // (a context switch between its loads of RSP and RBP).
+        words.ptregs(regs, 0xc0, 0x10_0b00, 0x10_0b00, KERNEL_CS);
+        assert_eq!(walk(&words, &stacks, 0x10_0900)[3], Entry::Stop(Stop::Bottom));
+        words.ptregs(regs, 0xc0, 0x20_0f00, 0x10_0b00, KERNEL_CS);
+        assert_eq!(walk(&words, &stacks, 0x10_0900)[3], Entry::Stop(Stop::Bottom));
     }
 
     /// One level of a synthetic nesting: `frames` function frames on
@@ -479,14 +977,30 @@ mod tests {
         on_nmi_stack: bool,
         frames: usize,
         gap_words: u64,
+        /// The vector the level's interrupt frame records (its raw
+        /// `GenericExtRegs::vector`: recorded, a hard IRQ, or not).
+        vector: u16,
     }
 
     fn level() -> impl Strategy<Value = Level> {
-        (any::<bool>(), 0usize..6, 2u64..8).prop_map(|(on_nmi_stack, frames, gap_words)| Level {
-            on_nmi_stack,
-            frames,
-            gap_words,
-        })
+        let vector = prop_oneof![
+            Just(0u16),
+            (0u16..256).prop_map(|v| ENTRY_VECTOR_RECORDED | v),
+            Just(0xec | ENTRY_VECTOR_RECORDED),
+        ];
+        (any::<bool>(), 0usize..6, 2u64..8, vector).prop_map(
+            |(on_nmi_stack, frames, gap_words, vector)| Level {
+                on_nmi_stack,
+                frames,
+                gap_words,
+                vector,
+            },
+        )
+    }
+
+    /// The extension's first word with `vector` in its place.
+    fn extension_word(vector: u16) -> u64 {
+        u64::from(vector) << (8 * VECTOR_BYTE)
     }
 
     /// Builds levels from the newest (the NMI handler, say) down to the
@@ -515,7 +1029,7 @@ mod tests {
                 }
                 let address = 0xffff_8000_0000_0000 | ((index as u64) << 16) | frame as u64;
                 words.write(bp + 8, address);
-                expected.push(Entry::Return { address, stack: kind });
+                expected.push(Entry::Return { address, at: bp + 8, stack: kind });
                 link = Some(bp);
             }
             if index + 1 < levels.len() {
@@ -530,10 +1044,13 @@ mod tests {
                 }
                 let ip = 0xffff_8000_1000_0000 | index as u64;
                 words.ptregs(regs, ip, 0, 0, KERNEL_CS);
+                words.write(extension, extension_word(level.vector));
                 expected.push(Entry::Interrupt {
                     regs,
                     extension,
                     stack: kind,
+                    entry: GenericExtRegs { vector: level.vector, ..GenericExtRegs::default() }
+                        .entry_vector(),
                     ip,
                     sp: 0,
                     bp: 0,
@@ -552,9 +1069,9 @@ mod tests {
         let fixed = expected
             .iter()
             .map(|entry| match *entry {
-                Entry::Interrupt { regs, extension, stack, ip, sp, user, .. } => {
+                Entry::Interrupt { regs, extension, stack, entry, ip, sp, user, .. } => {
                     let bp = words.read_word(regs + offset_of!(PtRegs, bp) as u64);
-                    Entry::Interrupt { regs, extension, stack, ip, sp, bp, user }
+                    Entry::Interrupt { regs, extension, stack, entry, ip, sp, bp, user }
                 }
                 other => other,
             })
@@ -596,6 +1113,85 @@ mod tests {
             prop_assert_eq!(stops, 1);
         }
 
+        /// The trace of any nesting prints exactly the walk's entries, each
+        /// in its section: a stack's own, or <IRQ> on the task stack below
+        /// the outermost frame that records a hard interrupt.
+        #[test]
+        fn traces_put_every_entry_in_its_section(levels in prop::collection::vec(level(), 1..6)) {
+            let (words, bp, expected) = build(&levels);
+            prop_assume!(expected.len() <= MAX_ENTRIES);
+            let mut lines = Vec::new();
+            Unwinder::new(&words, &[TASK, NMI], bp, 0).trace(bp & !7, |_| false, |l| lines.push(l));
+            let outermost_irq = expected.iter().rposition(|e| {
+                matches!(e, Entry::Interrupt { stack: StackKind::Task, entry, .. } if entry.is_hard_interrupt())
+            });
+            let mut want = Vec::new();
+            let mut section = None;
+            for (index, entry) in expected.iter().enumerate() {
+                let here = match entry {
+                    Entry::Return { stack, .. } | Entry::Interrupt { stack, .. } => Some(
+                        if *stack == StackKind::Task && outermost_irq.is_some_and(|o| index < o) {
+                            Section::Irq
+                        } else {
+                            Section::Stack(*stack)
+                        },
+                    ),
+                    Entry::Stop(_) => section,
+                };
+                if here != section {
+                    if let Some(old) = section {
+                        want.push(Line::Close(old));
+                    }
+                    want.push(Line::Open(here.unwrap()));
+                    section = here;
+                }
+                want.push(Line::Walk(*entry));
+            }
+            if let Some(old) = section {
+                want.push(Line::Close(old));
+            }
+            prop_assert_eq!(lines, want);
+        }
+
+        /// Whatever the stacks hold, a trace reads nothing below its floor
+        /// or outside the stacks, balances its markers and ends.
+        #[test]
+        fn traces_of_corrupted_stacks_stay_above_the_floor(
+            levels in prop::collection::vec(level(), 1..6),
+            corruptions in prop::collection::vec((any::<bool>(), 0u64..480, any::<u64>()), 0..6),
+            floor_words in 0u64..64,
+            start_words in 0u64..512,
+        ) {
+            let (mut words, bp, _) = build(&levels);
+            for (nmi, word, value) in corruptions {
+                let stack = if nmi { NMI } else { TASK };
+                words.write(stack.start + 0x100 + 8 * word, value);
+            }
+            let floor = TASK.start + 0x100 + 8 * floor_words;
+            let start_sp = TASK.start + 8 * start_words;
+            words.reads.borrow_mut().clear();
+            let lines = trace(&words, &[TASK, NMI], bp, floor, start_sp);
+            prop_assert!(words.reads.borrow().iter().all(|&a| a >= floor || NMI.holds(a, 8)));
+            let mut open = None;
+            for line in &lines {
+                match line {
+                    Line::Open(section) => {
+                        prop_assert_eq!(open, None);
+                        open = Some(*section);
+                    }
+                    Line::Close(section) => {
+                        prop_assert_eq!(open, Some(*section));
+                        open = None;
+                    }
+                    Line::Unreliable { at, .. } => prop_assert!(*at >= floor || NMI.holds(*at, 8)),
+                    _ => {}
+                }
+            }
+            prop_assert_eq!(open, None);
+            let stops = lines.iter().filter(|l| matches!(l, Line::Walk(Entry::Stop(_)))).count();
+            prop_assert_eq!(stops, 1);
+        }
+
         /// Any starting value at all: the walk ends without reading outside.
         #[test]
         fn any_start_ends(bp in any::<u64>()) {
@@ -624,7 +1220,10 @@ mod tests {
         let entries: Vec<Entry> = Unwinder::new(&words, &stacks, 0x10_0700, 0)
             .with_entry_text(EntryText { start: 0xf000, end: 0xf100 })
             .collect();
-        assert_eq!(entries[2], Entry::Return { address: 0xa2, stack: StackKind::Task });
+        assert_eq!(
+            entries[2],
+            Entry::Return { address: 0xa2, at: 0x10_0f08, stack: StackKind::Task }
+        );
         // An interrupt frame whose bp is 0 says so.
         words.ptregs(regs, 0xc0, 0, 0, KERNEL_CS);
         assert_eq!(walk(&words, &stacks, 0x10_0700)[2], Entry::Stop(Stop::NoFramePointer));

@@ -4,17 +4,26 @@
 //! The kernel is built with frame pointers, and every entry stub sets RBP
 //! to `&PtRegs | ENCODED_FRAME_TAG` before it calls into Rust, so walking
 //! RBP up from any handler (`extregs_unwind`) finds each interrupt frame
-//! crossed. Each section of the trace is one stack, between Linux's
-//! markers: ` <NMI>`/` </NMI>`, the exception stacks ` <#DB>`, ` <#MC>`,
-//! ` <#DF>`, and ` <TASK>`/` </TASK>`. Every return address prints as
-//! ` symbol+0xoff/0xsize`. An interrupt frame prints where the walk meets
-//! it: the interrupted registers as Linux prints a nested `pt_regs`, then
-//! that frame's extension (saved PKRS with rights, generic state). A walk
-//! that ends early (a broken chain) ends with a marker line saying why.
+//! crossed. The trace is in Linux's sections: ` <NMI>`, the exception
+//! stacks ` <#DB>`, ` <#MC>`, ` <#DF>`, ` <IRQ>` and ` <TASK>`, each closed
+//! by its ` </...>`. extregs has no IRQ stacks: a hard interrupt runs on
+//! the stack it interrupted, so `<IRQ>` is the part of a task stack below
+//! the outermost frame whose extension records an external vector (the
+//! dispatcher records each frame's vector there).
+//!
+//! Every return address of the walk prints as ` symbol+0xoff/0xsize`. As
+//! Linux's `show_trace_log_lvl` does, every other word of the stacks that
+//! holds a kernel text address prints too, as ` ? symbol+0xoff/0xsize`:
+//! not reliable (a stale return address, an argument), but after a broken
+//! chain they are what is left of the callers. An interrupt frame prints
+//! where the walk meets it: the interrupted registers as Linux prints a
+//! nested `pt_regs`, then that frame's extension (saved PKRS with rights,
+//! generic state with the vector). A walk that ends early (a broken chain)
+//! says why in a ` [call trace stopped: ...]` line.
 
 use crate::{gdt, println, sched, show_regs, symbols};
 use extregs_regs::{ExtendedPtRegs, PtRegs};
-use extregs_unwind::{Entry, EntryText, Memory, Stack, StackKind, Stop, Unwinder};
+use extregs_unwind::{Entry, EntryText, Line, Memory, Stack, StackKind, Stop, Unwinder};
 
 /// Reads the kernel's stacks. The unwinder only asks for aligned words
 /// inside the [`Stack`]s it was given, all of them mapped kernel stacks.
@@ -53,14 +62,17 @@ fn stacks() -> ([Stack; 6], usize) {
 }
 
 /// The trace of the context `regs` interrupted: its callers, from RBP,
-/// never below `regs` itself (the printer's own frames are there). A user
-/// frame has no kernel callers: nothing is printed (as in Linux).
+/// never below `regs` itself (the printer's own frames are there), the
+/// stack scanned from the interrupted RSP. A user frame has no kernel
+/// callers: nothing is printed (as in Linux).
 pub fn print_call_trace(regs: &PtRegs) {
     if regs.user_mode() {
         return;
     }
     let floor = regs as *const PtRegs as u64 + core::mem::size_of::<PtRegs>() as u64;
-    print_from(regs.bp, floor);
+    // The interrupted context may be on another stack than `regs` (an IST
+    // event that interrupted a task): the walk may go there once.
+    print_from(regs.bp, floor, regs.sp, true);
 }
 
 /// The trace of the code calling this: its own callers, every interrupt
@@ -70,55 +82,57 @@ pub fn print_call_trace_here() {
     let bp: u64;
     // SAFETY: reads RBP, which the kernel's frame-pointer build keeps as this function's frame.
     unsafe { core::arch::asm!("mov {}, rbp", out(reg) bp, options(nomem, nostack)) };
-    print_from(bp, bp);
+    print_from(bp, bp, bp, false);
 }
 
-fn print_from(bp: u64, floor: u64) {
+/// The function a return (or any text) address belongs to, looked up at
+/// the byte before it, as Linux's `%pB` does: a return address may be just
+/// past its function when a call is the function's last instruction.
+fn text_symbol(address: u64) -> Option<symbols::Symbol> {
+    if !symbols::is_text(address.wrapping_sub(1)) {
+        return None;
+    }
+    let mut symbol = symbols::lookup(address.wrapping_sub(1))?;
+    symbol.offset += 1;
+    Some(symbol)
+}
+
+fn print_from(bp: u64, floor: u64, start_sp: u64, from_interrupted_context: bool) {
     let (stacks, count) = stacks();
     println!("Call Trace:");
-    let mut section: Option<StackKind> = None;
-    let enter = |kind: StackKind, section: &mut Option<StackKind>| {
-        if *section != Some(kind) {
-            if let Some(old) = section.replace(kind) {
-                println!(" </{}>", old.marker());
-            }
-            println!(" <{}>", kind.marker());
-        }
-    };
     let text = extregs_entry_asm::entry_text_range();
     let entry_text = EntryText { start: text.start, end: text.end };
-    let walk =
+    let mut walk =
         Unwinder::new(&KernelStacks, &stacks[..count], bp, floor).with_entry_text(entry_text);
-    for entry in walk {
-        match entry {
-            Entry::Return { address, stack } => {
-                enter(stack, &mut section);
-                // A return address may be just past its function (a call as
-                // its last instruction): look up the call, as Linux's %pB.
-                match symbols::lookup(address.wrapping_sub(1)) {
-                    Some(mut symbol) => {
-                        symbol.offset += 1;
-                        println!(" {symbol}");
-                    }
-                    None => println!(" {address:#018x}"),
-                }
-            }
-            Entry::Interrupt { extension, stack, .. } => {
-                enter(stack, &mut section);
-                let frame =
-                    core::ptr::with_exposed_provenance::<ExtendedPtRegs>(extension as usize);
-                // SAFETY: the walk checked the frame lies, aligned, in a known stack above the
-                // printer's frames; all integer fields, so any bytes are valid, and the suspended
-                // handlers whose `&mut PtRegs` covers it never resume while this reads.
-                unsafe { show_regs::show_nested_regs(&*frame) };
-            }
-            Entry::Stop(Stop::Bottom | Stop::UserMode) => {}
-            Entry::Stop(why) => println!(" [call trace stopped: {}]", describe(why)),
+    if from_interrupted_context {
+        walk = walk.from_interrupted_context(start_sp);
+    }
+    let is_text = |word: u64| text_symbol(word).is_some();
+    walk.trace(start_sp, is_text, |line| match line {
+        Line::Open(section) => println!(" <{}>", section.marker()),
+        Line::Close(section) => println!(" </{}>", section.marker()),
+        Line::Walk(Entry::Return { address, .. }) => match text_symbol(address) {
+            Some(symbol) => println!(" {symbol}"),
+            None => println!(" {address:#018x}"),
+        },
+        Line::Walk(Entry::Interrupt { extension, .. }) => {
+            let frame = core::ptr::with_exposed_provenance::<ExtendedPtRegs>(extension as usize);
+            // SAFETY: the walk checked the frame lies, aligned, in a known stack above the
+            // printer's frames; all integer fields, so any bytes are valid, and the suspended
+            // handlers whose `&mut PtRegs` covers it never run while this reads.
+            unsafe { show_regs::show_nested_regs(&*frame) };
         }
-    }
-    if let Some(kind) = section {
-        println!(" </{}>", kind.marker());
-    }
+        Line::Walk(Entry::Stop(Stop::Bottom | Stop::UserMode)) => {}
+        Line::Walk(Entry::Stop(why)) => println!(" [call trace stopped: {}]", describe(why)),
+        Line::Unreliable { address, .. } => {
+            if let Some(symbol) = text_symbol(address) {
+                println!(" ? {symbol}");
+            }
+        }
+        Line::Omitted(count) => {
+            println!(" [{count} more text addresses on the stacks not shown]");
+        }
+    });
 }
 
 fn describe(stop: Stop) -> &'static str {
@@ -130,6 +144,7 @@ fn describe(stop: Stop) -> &'static str {
         Stop::Misaligned { .. } => "misaligned frame pointer",
         Stop::WrongStack { .. } => "a plain frame on another stack",
         Stop::TooDeep => "too many frames",
+        Stop::BelowInterruptedSp { .. } => "the interrupted RBP is below the interrupted RSP",
         Stop::InEntryCode => "the frame interrupted entry code (its RBP may be the user's)",
         Stop::NoFramePointer => "the interrupted code had no frame pointer yet",
     }

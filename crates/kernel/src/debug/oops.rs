@@ -273,7 +273,20 @@ pub fn die_on_purpose(cause: OopsCause, pkey_page: Option<PkeyPage>) -> ! {
         OopsCause::TaskStackOverflow => oops_task_stack_overflow(),
         OopsCause::UserDoubleFault => oops_user_double_fault(),
         OopsCause::Nested => oops_nested(),
+        OopsCause::BrokenChain => oops_broken_chain(),
     }
+}
+
+/// `cause=broken-chain`: overwrites this function's saved copy of its
+/// caller's RBP with an address outside every stack, then executes ud2.
+/// The oops's call trace reaches the caller (`die_on_purpose`) and stops
+/// there with a marker; the older callers, which only the stack still
+/// holds, print as `? ` entries.
+#[inline(never)]
+fn oops_broken_chain() -> ! {
+    // SAFETY: the word at RBP is this function's own frame (the frame-pointer build pushed it):
+    // only a return would read it, and this function never returns: the #UD's oops ends the VM.
+    unsafe { asm!("movq $0xdead000, (%rbp)", "ud2", options(att_syntax, noreturn)) }
 }
 
 /// `cause=nested`: init takes a timer IRQ; the IRQ's handler executes

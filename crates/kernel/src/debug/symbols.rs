@@ -11,6 +11,8 @@ struct KernelImage {
     elf: &'static [u8],
     /// Runtime address = ELF virtual address + this.
     image_offset: u64,
+    /// The `.text` section's ELF addresses (empty if the ELF has none).
+    text: core::ops::Range<u64>,
 }
 
 static KERNEL_IMAGE: Once<KernelImage> = Once::new();
@@ -22,7 +24,20 @@ static KERNEL_IMAGE: Once<KernelImage> = Once::new();
 /// `elf` must be the kernel ELF the bootloader loaded, mapped and never
 /// written for the rest of the kernel's life.
 pub unsafe fn init(elf: &'static [u8], image_offset: u64) {
-    KERNEL_IMAGE.call_once(|| KernelImage { elf, image_offset });
+    let text = ElfFile::new(elf)
+        .ok()
+        .and_then(|file| file.find_section_by_name(".text"))
+        .map_or(0..0, |section| section.address()..section.address() + section.size());
+    KERNEL_IMAGE.call_once(|| KernelImage { elf, image_offset, text });
+}
+
+/// Whether `address` (a runtime address) lies in the kernel's `.text`: a
+/// quick test for every word of a stack before [`lookup`] searches the
+/// symbol table (the call trace's `? ` entries).
+pub fn is_text(address: u64) -> bool {
+    KERNEL_IMAGE.get().is_some_and(|image| {
+        address.checked_sub(image.image_offset).is_some_and(|elf| image.text.contains(&elf))
+    })
 }
 
 /// Is the symbol table there (set up at boot)?
