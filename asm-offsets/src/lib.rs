@@ -20,7 +20,8 @@
 use core::mem::size_of;
 use extregs_regs::{
     nmi_state, selectors, ArchExtRegs, ExtendedPtRegs, GenericExtRegs, InactiveTaskFrame,
-    IretFrame, NmiStackTop, PerCpuEntry, PtRegs, ThreadContext, ENCODED_FRAME_TAG, MSR_GS_BASE,
+    IretFrame, NmiStackTop, PerCpuEntry, PtRegs, ThreadContext, ENCODED_FRAME_TAG, ENTRY_SYSCALL,
+    ENTRY_VECTOR_RECORDED, MSR_GS_BASE,
 };
 use memoffset::offset_of;
 use std::fmt::Write as _;
@@ -216,6 +217,16 @@ pub fn constants() -> Vec<AsmConstant> {
         "ENCODED_FRAME_TAG",
         ENCODED_FRAME_TAG as usize,
         "the tag bit of RBP = &PtRegs | tag, which marks an interrupt frame for unwinders",
+    ));
+    constants.push(constant(
+        "ENTRY_VECTOR_RECORDED",
+        usize::from(ENTRY_VECTOR_RECORDED),
+        "generic.vector = this | the IDT vector that entered the frame",
+    ));
+    constants.push(constant(
+        "ENTRY_SYSCALL",
+        usize::from(ENTRY_SYSCALL),
+        "generic.vector of a frame entry_SYSCALL_64 built",
     ));
     for (name, value) in [
         ("IDLE", nmi_state::IDLE),

@@ -78,6 +78,20 @@
 .endm
 
 /*
+ * RECORD_ENTRY_VECTOR: right after the extension is reserved, write in it
+ * which vector (%esi) entered the frame: GenericExtRegs::vector =
+ * ENTRY_VECTOR_RECORDED | vector (the generic entry keeps it). This comes
+ * before ENCODE_FRAME_POINTER, so an unwinder that reaches the frame through
+ * its tag reads this frame's own vector, never a stale one left on the
+ * stack; an event between the subq and here interrupts entry code, where
+ * the unwinder stops anyway. %eax is free (PUSH_AND_CLEAR_REGS saved it).
+ */
+.macro RECORD_ENTRY_VECTOR
+	leal	ENTRY_VECTOR_RECORDED(%rsi), %eax
+	movw	%ax, EXTREGS_GENERIC_VECTOR(%rsp)
+.endm
+
+/*
  * PTREGS_CFI_START / PTREGS_CFI_END bracket the stubs' calls into Rust, from
  * where %rsp = &PtRegs (before the extension is reserved) to where it is
  * again: call-frame information that tells a debugger the interrupted
@@ -255,6 +269,7 @@ extregs_entry_gs_ready:
 	PTREGS_CFI_START
 	subq	$GENERIC_PTREGS_SIZE, %rsp
 	.cfi_adjust_cfa_offset GENERIC_PTREGS_SIZE
+	RECORD_ENTRY_VECTOR
 	leaq	EXTREGS_REGS(%rsp), %rdi
 	ENCODE_FRAME_POINTER
 	call	extregs_exception_entry
@@ -391,6 +406,7 @@ extregs_paranoid_common:
 	PTREGS_CFI_START
 	subq	$GENERIC_PTREGS_SIZE, %rsp
 	.cfi_adjust_cfa_offset GENERIC_PTREGS_SIZE
+	RECORD_ENTRY_VECTOR
 	leaq	EXTREGS_REGS(%rsp), %rdi
 	ENCODE_FRAME_POINTER
 	call	extregs_exception_entry
@@ -597,11 +613,12 @@ asm_exc_nmi:
 	ASM_CLAC
 	cld
 	PTREGS_CFI_START
+	movl	$NMI_VECTOR, %esi
 	subq	$GENERIC_PTREGS_SIZE, %rsp
 	.cfi_adjust_cfa_offset GENERIC_PTREGS_SIZE
+	RECORD_ENTRY_VECTOR
 	leaq	EXTREGS_REGS(%rsp), %rdi
 	ENCODE_FRAME_POINTER
-	movl	$NMI_VECTOR, %esi
 	call	extregs_exception_entry
 	addq	$GENERIC_PTREGS_SIZE, %rsp
 	PTREGS_CFI_END
@@ -701,6 +718,7 @@ entry_SYSCALL_64:
 	PTREGS_CFI_START
 	subq	$GENERIC_PTREGS_SIZE, %rsp
 	.cfi_adjust_cfa_offset GENERIC_PTREGS_SIZE
+	movw	$ENTRY_SYSCALL, EXTREGS_GENERIC_VECTOR(%rsp)
 	leaq	EXTREGS_REGS(%rsp), %rdi
 	ENCODE_FRAME_POINTER
 	call	extregs_syscall_entry

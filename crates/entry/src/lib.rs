@@ -132,7 +132,8 @@ fn exit_to_user_mode<P: EntryPlatform>(arch: &ArchExtRegs) {
 pub unsafe fn syscall_enter_from_user_mode<P: EntryPlatform>(regs: &mut PtRegs) {
     // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
-    frame.generic = enter_from_user_mode::<P>(&mut frame.arch);
+    let generic = enter_from_user_mode::<P>(&mut frame.arch);
+    set_generic_state(frame, generic);
 }
 
 /// Exit work of a SYSCALL, interrupts off again (Linux's
@@ -178,7 +179,8 @@ pub unsafe fn irqentry_enter<P: EntryPlatform>(regs: &mut PtRegs) {
     // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
     if frame.regs.user_mode() {
-        frame.generic = enter_from_user_mode::<P>(&mut frame.arch);
+        let generic = enter_from_user_mode::<P>(&mut frame.arch);
+        set_generic_state(frame, generic);
         return;
     }
     P::arch_enter(&mut frame.arch);
@@ -188,7 +190,13 @@ pub unsafe fn irqentry_enter<P: EntryPlatform>(regs: &mut PtRegs) {
         P::rcu_irq_enter();
         generic.exit_rcu = 1;
     }
-    frame.generic = generic;
+    set_generic_state(frame, generic);
+}
+
+/// Writes the generic entry's state into the frame's extension, keeping the
+/// [`GenericExtRegs::vector`] the entry stub recorded there.
+fn set_generic_state(frame: &mut ExtendedPtRegs, state: GenericExtRegs) {
+    frame.generic = GenericExtRegs { vector: frame.generic.vector, ..state };
 }
 
 /// Exit work matching [`irqentry_enter`]: undoes what `exit_rcu` records,
@@ -247,7 +255,7 @@ pub unsafe fn irqentry_nmi_enter<P: EntryPlatform>(regs: &mut PtRegs) {
         P::rcu_irq_enter();
         generic.exit_rcu = 1;
     }
-    frame.generic = generic;
+    set_generic_state(frame, generic);
 }
 
 /// Exit work matching [`irqentry_nmi_enter`]: restores lockdep's hardirq state
@@ -614,7 +622,12 @@ mod tests {
         let mut frame = user_frame();
         // SAFETY: a whole frame.
         unsafe { syscall_enter_from_user_mode::<MockPlatform>(&mut frame.regs) };
-        assert_eq!(frame.generic, GenericExtRegs::default(), "no garbage left in the extension");
+        // The generic state is the entry's; the vector the stub's (kept).
+        assert_eq!(
+            frame.generic,
+            GenericExtRegs { vector: 0xdead, ..GenericExtRegs::default() },
+            "no garbage left in the extension's generic state"
+        );
         assert_eq!(frame.arch.pks, 0x5555_5554);
         // SAFETY: the same frame.
         unsafe { syscall_exit_to_user_mode::<MockPlatform>(&mut frame.regs) };
@@ -760,8 +773,8 @@ mod tests {
         unsafe { irqentry_enter::<MockPlatform>(&mut frame.regs) };
         assert_eq!(frame.generic.exit_rcu, 1);
         assert_eq!(
-            frame.generic.vector, 0,
-            "the generic entry zeroes the vector for the dispatcher to record"
+            frame.generic.vector, 0xdead,
+            "the generic entry keeps the vector the stub recorded"
         );
         assert!(cpu(|c| c.rcu_watching));
         // SAFETY: as above.

@@ -96,12 +96,15 @@ pub struct GenericExtRegs {
     /// Non-zero when hardirqs were enabled (lockdep view) at NMI entry;
     /// `irqentry_nmi_exit` restores that state.
     pub lockdep_hardirqs_enabled: u8,
-    /// How this frame was entered, recorded by the arch's dispatcher right
-    /// after the generic entry (which zeroes it with the rest):
-    /// [`ENTRY_VECTOR_RECORDED`] | the IDT vector, or [`ENTRY_SYSCALL`].
-    /// Zero means not recorded yet. An unwinder reads it to tell a hard
-    /// interrupt's frame (`<IRQ>`) from an exception's on the same stack.
-    /// It fills what was padding, so the extension stays 8 bytes.
+    /// How this frame was entered, written by the entry stub right after
+    /// it reserves the extension (before it tags RBP, so an unwinder that
+    /// finds the frame finds its own vector, never a stale one) and kept by
+    /// the generic entry: [`ENTRY_VECTOR_RECORDED`] | the IDT vector, or
+    /// [`ENTRY_SYSCALL`]; [`ENTRY_HARDIRQ_DONE`] is added when a hard
+    /// interrupt's handler has finished (what follows, a preemption on the
+    /// way out, is no longer IRQ context). An unwinder reads it to tell a
+    /// hard interrupt's frame (`<IRQ>`) from an exception's on the same
+    /// stack. It fills what was padding, so the extension stays 8 bytes.
     pub vector: u16,
 }
 
@@ -111,6 +114,10 @@ pub const ENTRY_VECTOR_RECORDED: u16 = 0x100;
 
 /// [`GenericExtRegs::vector`] of a frame `entry_SYSCALL_64` built.
 pub const ENTRY_SYSCALL: u16 = 0x200;
+
+/// Added to [`GenericExtRegs::vector`] once a hard interrupt's handler has
+/// returned (Linux's `irq_exit_rcu()`: it would be back on the task stack).
+pub const ENTRY_HARDIRQ_DONE: u16 = 0x8000;
 
 /// The first vector of a hard (external) interrupt; below it the CPU's
 /// exceptions.
@@ -129,28 +136,36 @@ pub enum EntryVector {
 }
 
 impl GenericExtRegs {
-    /// Records that the frame was entered through IDT vector `vector`.
+    /// Records that the frame was entered through IDT vector `vector` (what
+    /// the entry stubs write; for tests and synthetic frames).
     pub fn record_vector(&mut self, vector: u8) {
         self.vector = ENTRY_VECTOR_RECORDED | u16::from(vector);
     }
 
-    /// Records that the frame was entered through SYSCALL.
-    pub fn record_syscall(&mut self) {
-        self.vector = ENTRY_SYSCALL;
-    }
-
     /// How the frame was entered, as far as [`GenericExtRegs::vector`] says.
     pub fn entry_vector(&self) -> EntryVector {
-        match self.vector {
+        match self.vector & !ENTRY_HARDIRQ_DONE {
             ENTRY_SYSCALL => EntryVector::Syscall,
             v if v & 0xff00 == ENTRY_VECTOR_RECORDED => EntryVector::Idt(v as u8),
             _ => EntryVector::Unknown,
         }
     }
 
-    /// Whether the frame is a hard interrupt's ([`EntryVector::is_hard_interrupt`]).
+    /// Whether the frame is a hard interrupt's
+    /// ([`EntryVector::is_hard_interrupt`]), done or not.
     pub fn is_hard_interrupt(&self) -> bool {
         self.entry_vector().is_hard_interrupt()
+    }
+
+    /// Marks a hard interrupt's handler as finished ([`ENTRY_HARDIRQ_DONE`]).
+    pub fn mark_hardirq_done(&mut self) {
+        self.vector |= ENTRY_HARDIRQ_DONE;
+    }
+
+    /// A hard interrupt's frame whose handler has not finished: what
+    /// interrupted it, and its callers above the frame, run in IRQ context.
+    pub fn in_hardirq(&self) -> bool {
+        self.is_hard_interrupt() && self.vector & ENTRY_HARDIRQ_DONE == 0
     }
 }
 
@@ -548,9 +563,18 @@ mod tests {
         generic.record_vector(0xec);
         assert_eq!(generic.entry_vector(), EntryVector::Idt(0xec));
         assert!(generic.is_hard_interrupt());
-        generic.record_syscall();
+        generic.vector = ENTRY_SYSCALL;
         assert_eq!(generic.entry_vector(), EntryVector::Syscall);
         assert!(!generic.is_hard_interrupt());
+        // A hard interrupt stays one when its handler is done, but its
+        // frame no longer puts what follows in IRQ context.
+        generic.record_vector(0xec);
+        assert!(generic.in_hardirq());
+        generic.mark_hardirq_done();
+        assert_eq!(generic.entry_vector(), EntryVector::Idt(0xec));
+        assert!(generic.is_hard_interrupt() && !generic.in_hardirq());
+        generic.record_vector(3);
+        assert!(!generic.in_hardirq());
         // Stack garbage that no entry writes is not taken for a vector.
         generic.vector = 0xdead;
         assert_eq!(generic.entry_vector(), EntryVector::Unknown);

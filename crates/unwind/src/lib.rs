@@ -90,14 +90,17 @@ pub enum Entry {
     /// A return address, read from the word at `at` of a frame on `stack`.
     Return { address: u64, at: u64, stack: StackKind },
     /// An interrupt frame: `PtRegs` at `regs` on `stack`, its extension
-    /// `GENERIC_PTREGS_SIZE` below (and the entry it records: a hard
-    /// interrupt's frame opens an `<IRQ>` section); the interrupted
-    /// context's ip, sp, bp and whether it was user mode.
+    /// `GENERIC_PTREGS_SIZE` below, the entry it records and whether that
+    /// is a hard interrupt whose handler had not finished
+    /// ([`GenericExtRegs::in_hardirq`]: what lies below it is IRQ
+    /// context); the interrupted context's ip, sp, bp and whether it was
+    /// user mode.
     Interrupt {
         regs: u64,
         extension: u64,
         stack: StackKind,
         entry: EntryVector,
+        hardirq: bool,
         ip: u64,
         sp: u64,
         bp: u64,
@@ -180,6 +183,8 @@ impl<'a, M: Memory> Unwinder<'a, M> {
     /// frame below `floor` is read (the caller's own frames, which it may
     /// be overwriting while it prints, sit there).
     pub fn new(memory: &'a M, stacks: &'a [Stack], bp: u64, floor: u64) -> Self {
+        // (Stacks are tracked in u64 bitmasks.)
+        debug_assert!(stacks.len() <= 64, "at most 64 stacks");
         Unwinder {
             memory,
             stacks,
@@ -294,7 +299,8 @@ impl<M: Memory> Iterator for Unwinder<'_, M> {
             let field = |offset: usize| self.memory.read_word(regs + offset as u64);
             let first_word = self.memory.read_word(extension).to_le_bytes();
             let vector = u16::from_le_bytes([first_word[VECTOR_BYTE], first_word[VECTOR_BYTE + 1]]);
-            let entry = GenericExtRegs { vector, ..GenericExtRegs::default() }.entry_vector();
+            let generic = GenericExtRegs { vector, ..GenericExtRegs::default() };
+            let (entry, hardirq) = (generic.entry_vector(), generic.in_hardirq());
             let ip = field(offset_of!(PtRegs, ip));
             let sp = field(offset_of!(PtRegs, sp));
             let user = field(offset_of!(PtRegs, cs)) & 3 == 3;
@@ -317,6 +323,7 @@ impl<M: Memory> Iterator for Unwinder<'_, M> {
                 extension,
                 stack: self.stacks[index].kind,
                 entry,
+                hardirq,
                 ip,
                 sp,
                 bp: interrupted_bp,
@@ -404,14 +411,20 @@ impl<M: Memory> Unwinder<'_, M> {
     ///   the new stack is scanned from the interrupted RSP.
     /// * After the walk's end (its [`Stop`] line), the rest of its last
     ///   stack is scanned (a broken chain leaves the older callers there;
-    ///   Linux scans on to the stack's end too), or, when it ended at
-    ///   a kernel-mode interrupt frame whose interrupted RSP is on another
-    ///   stack it has not read (entry code, no frame pointer), that stack.
-    /// * On a task stack, everything below the outermost hard interrupt's
-    ///   frame is in [`Section::Irq`]; the frame itself, which holds the
-    ///   interrupted task's registers, opens the task's section.
+    ///   Linux scans on to the stack's end too), except above an IST
+    ///   interrupt frame; or, when it ended at a kernel-mode interrupt frame
+    ///   whose interrupted RSP is on a stack it has not read (entry code,
+    ///   no frame pointer), that stack. Last, any stack an interrupt frame's
+    ///   RSP points into that no part of the trace read (a context switch
+    ///   interrupted between its RSP and RBP loads) is scanned from there.
+    /// * On a task stack, everything below the outermost frame of a hard
+    ///   interrupt still in its handler is in [`Section::Irq`]. That frame,
+    ///   which holds the interrupted task's registers, and the stub's return
+    ///   address just below it open the task's section, where Linux prints
+    ///   them after leaving its IRQ stack.
     ///
-    /// Nothing is read below `floor` or outside the stacks.
+    /// Nothing is read below `floor` or outside the stacks, no word is
+    /// printed twice. Returns the number of unreliable entries printed.
     pub fn trace(
         self,
         start_sp: u64,
@@ -428,16 +441,20 @@ impl<M: Memory> Unwinder<'_, M> {
             count += 1;
         }
         let walk = &walk[..count];
-        let irq_boundary = walk.iter().rev().find_map(|entry| match *entry {
-            Entry::Interrupt { extension, stack: StackKind::Task, entry, .. }
-                if entry.is_hard_interrupt() =>
-            {
-                Some((stack_of(extension)?, extension))
-            }
-            _ => None,
+        let irq_boundary = walk.iter().enumerate().rev().find_map(|(position, entry)| {
+            let Entry::Interrupt { extension, stack: StackKind::Task, hardirq: true, .. } = *entry
+            else {
+                return None;
+            };
+            let index = stack_of(extension)?;
+            let start = match position.checked_sub(1).map(|p| walk[p]) {
+                Some(Entry::Return { at, .. }) if stack_of(at) == Some(index) => at,
+                _ => extension,
+            };
+            Some((index, start))
         });
         let section_at = |index: usize, address: u64| match irq_boundary {
-            Some((stack, extension)) if stack == index && address < extension => Section::Irq,
+            Some((stack, start)) if stack == index && address < start => Section::Irq,
             _ => Section::Stack(stacks[index].kind),
         };
         let mut printer = Printer { emit: &mut emit, section: None, unreliable: 0, omitted: 0 };
@@ -449,6 +466,11 @@ impl<M: Memory> Unwinder<'_, M> {
         let lowest = |index: usize| match floor {
             Some((stack, floor)) if stack == index => floor,
             _ => stacks[index].start,
+        };
+        let scan_from = |sp: u64, scanned: u64| {
+            stack_of(sp)
+                .filter(|&index| scanned & (1 << index) == 0)
+                .map(|index| (index, align8(sp.max(lowest(index)))))
         };
         let scan_to = |scan: &mut Option<(usize, u64)>, end: u64, printer: &mut Printer<'_, _>| {
             let Some((index, next)) = scan else { return };
@@ -466,25 +488,29 @@ impl<M: Memory> Unwinder<'_, M> {
                 Entry::Return { at, .. } => (at, at + 8),
                 Entry::Interrupt { extension, regs, .. } => (extension, regs + PTREGS_SIZE as u64),
                 Entry::Stop(_) => {
+                    let previous = position.checked_sub(1).map(|p| walk[p]);
+                    // Above an IST interrupt frame: the entry's own words.
+                    if matches!(previous, Some(Entry::Interrupt { stack, .. }) if stack != StackKind::Task)
+                    {
+                        scan = None;
+                    }
                     // Where the walk could not go: the interrupted RSP of
                     // the frame that ended it, or, when it ended at once,
                     // where the trace starts.
-                    let unwalked = match position.checked_sub(1).map(|p| walk[p]) {
+                    let unwalked = match previous {
                         Some(Entry::Interrupt { sp, user: false, .. }) => Some(sp),
                         None => Some(start_sp),
                         _ => None,
                     };
-                    let restart = unwalked.and_then(|sp| {
-                        stack_of(sp)
-                            .filter(|&index| scan.is_none_or(|(current, _)| current != index))
-                            .filter(|&index| scanned & (1 << index) == 0)
-                            .map(|index| (index, align8(sp.max(lowest(index)))))
-                    });
-                    if restart.is_some() {
+                    let restart = unwalked
+                        .and_then(|sp| scan_from(sp, scanned))
+                        .filter(|&(index, _)| scan.is_none_or(|(current, _)| current != index));
+                    if let Some((index, _)) = restart {
                         scan = restart;
+                        scanned |= 1 << index;
                     }
                     // The end first, then what lies beyond it.
-                    let section = printer.section;
+                    let section = printer.section.or(scan.map(|(i, at)| section_at(i, at)));
                     printer.line(section, Line::Walk(*entry));
                     scan_to(&mut scan, u64::MAX, &mut printer);
                     continue;
@@ -505,6 +531,16 @@ impl<M: Memory> Unwinder<'_, M> {
                 Entry::Interrupt { sp, .. } => Some(sp),
                 _ => None,
             };
+        }
+        // Stacks an interrupted RSP points into that nothing read yet.
+        for entry in walk {
+            if let Entry::Interrupt { sp, user: false, .. } = *entry {
+                let mut extra = scan_from(sp, scanned);
+                if let Some((index, _)) = extra {
+                    scanned |= 1 << index;
+                    scan_to(&mut extra, u64::MAX, &mut printer);
+                }
+            }
         }
         printer.finish()
     }
@@ -560,7 +596,7 @@ mod tests {
     extern crate std;
 
     use super::*;
-    use extregs_regs::ENTRY_VECTOR_RECORDED;
+    use extregs_regs::{ENTRY_HARDIRQ_DONE, ENTRY_VECTOR_RECORDED};
     use proptest::prelude::*;
     use std::vec;
     use std::vec::Vec;
@@ -709,21 +745,27 @@ mod tests {
                 "<IRQ>",
                 "0xa1",
                 "regs 0x3",
-                "0xa2",
                 "</IRQ>",
-                // The IRQ's frame holds the task's registers.
+                // The IRQ's frame holds the task's registers; it and the
+                // stub's return address below it are the task's (Linux
+                // prints asm_sysvec_* after <TASK>).
                 "<TASK>",
+                "0xa2",
                 "regs 0xec",
                 "0xa3",
                 "stop Bottom",
                 "</TASK>",
             ]
         );
-        // Without a recorded vector, nothing says the frame is an IRQ's.
-        let mut words = nested_nmi_int3_irq();
-        words.write(0x10_0500 - GENERIC_PTREGS_SIZE as u64, 0);
-        let lines = trace(&words, &[TASK, NMI], 0x20_0c00, 0x20_0c00, 0x20_0c00);
-        assert!(!lines.contains(&Line::Open(Section::Irq)), "{:?}", rendered(&lines));
+        // Without a recorded vector, nothing says the frame is an IRQ's;
+        // once its handler is done (a preemption on the way out, say),
+        // nothing below it is IRQ context.
+        for vector in [0, ENTRY_VECTOR_RECORDED | ENTRY_HARDIRQ_DONE | 0xec] {
+            let mut words = nested_nmi_int3_irq();
+            words.write(0x10_0500 - GENERIC_PTREGS_SIZE as u64, extension_word(vector));
+            let lines = trace(&words, &[TASK, NMI], 0x20_0c00, 0x20_0c00, 0x20_0c00);
+            assert!(!lines.contains(&Line::Open(Section::Irq)), "{:?}", rendered(&lines));
+        }
     }
 
     #[test]
@@ -755,9 +797,9 @@ mod tests {
                 "0xa1",
                 "? 0xa9",
                 "regs 0x3",
-                "0xa2",
                 "</IRQ>",
                 "<TASK>",
+                "0xa2",
                 "regs 0xec",
                 "? 0xaa",
                 "0xa3",
@@ -787,12 +829,59 @@ mod tests {
         assert_eq!(
             rendered(&lines),
             [
-                "stop Loop { bp: 1048704 }",
                 "<TASK>",
+                "stop Loop { bp: 1048704 }",
                 "? 0xa1",
                 "? 0xa2",
                 "? 0xa3",
                 "? 0xa4",
+                "</TASK>"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_nmi_stack_top_is_never_scanned_and_unread_stacks_are() {
+        // An NMI that interrupted entry code on a stack the trace was not
+        // given (before the scheduler's stacks are known): the walk stops
+        // at its frame, and the words above it (the NMI's saved and copied
+        // frames, here its RIP again) are not entries.
+        let mut words = Words::new(&[TASK, NMI]);
+        let nmi_regs = 0x20_0e00;
+        words.frame(0x20_0c00, nmi_regs | ENCODED_FRAME_TAG, 0xb1);
+        interrupt_frame(&mut words, nmi_regs, 0xa7, 0x30_0000, 0x10_0100, 2);
+        words.write(nmi_regs + PTREGS_SIZE as u64 + 8, 0xa7);
+        let text = EntryText { start: 0xa7, end: 0xa8 };
+        let mut lines = Vec::new();
+        Unwinder::new(&words, &[TASK, NMI], 0x20_0c00, 0x20_0c00).with_entry_text(text).trace(
+            0x20_0c00,
+            is_text,
+            |line| lines.push(line),
+        );
+        assert_eq!(rendered(&lines), ["<NMI>", "0xb1", "regs 0x2", "stop InEntryCode", "</NMI>"]);
+        // A context switch interrupted between its RSP and RBP loads: RBP
+        // still the old task's frame, RSP already on the new task's stack.
+        // The walk follows RBP; the new stack is scanned from RSP at the
+        // end.
+        let other = Stack { kind: StackKind::Task, start: 0x40_0000, end: 0x40_1000 };
+        let stacks = [TASK, NMI, other];
+        let mut words = Words::new(&stacks);
+        words.frame(0x20_0c00, nmi_regs | ENCODED_FRAME_TAG, 0xb1);
+        interrupt_frame(&mut words, nmi_regs, 0xc0, 0x40_0f00, 0x10_0100, 2);
+        words.frame(0x10_0100, 0, 0xa1);
+        words.write(0x40_0f08, 0xa2);
+        let lines = trace(&words, &stacks, 0x20_0c00, 0x20_0c00, 0x20_0c00);
+        assert_eq!(
+            rendered(&lines),
+            [
+                "<NMI>",
+                "0xb1",
+                "regs 0x2",
+                "</NMI>",
+                "<TASK>",
+                "0xa1",
+                "stop Bottom",
+                "? 0xa2",
                 "</TASK>"
             ]
         );
@@ -835,10 +924,8 @@ mod tests {
         );
         // Without it, a plain frame on another stack than the floor's stops
         // the walk (and the stack is still scanned from the start).
-        assert_eq!(
-            walked(Unwinder::new(&words, &stacks, 0x10_0100, floor))[0],
-            "stop WrongStack { bp: 1048832 }"
-        );
+        let lines = walked(Unwinder::new(&words, &stacks, 0x10_0100, floor));
+        assert!(lines.iter().any(|l| l == "stop WrongStack { bp: 1048832 }"), "{lines:?}");
     }
 
     #[test]
@@ -886,6 +973,7 @@ mod tests {
                 extension: regs - GENERIC_PTREGS_SIZE as u64,
                 stack: StackKind::Nmi,
                 entry: EntryVector::Unknown,
+                hardirq: false,
                 ip: 0xc0,
                 sp: 0x10_0280,
                 bp: 0x10_0300,
@@ -987,6 +1075,7 @@ mod tests {
             Just(0u16),
             (0u16..256).prop_map(|v| ENTRY_VECTOR_RECORDED | v),
             Just(0xec | ENTRY_VECTOR_RECORDED),
+            Just(0xec | ENTRY_VECTOR_RECORDED | ENTRY_HARDIRQ_DONE),
         ];
         (any::<bool>(), 0usize..6, 2u64..8, vector).prop_map(
             |(on_nmi_stack, frames, gap_words, vector)| Level {
@@ -1051,6 +1140,8 @@ mod tests {
                     stack: kind,
                     entry: GenericExtRegs { vector: level.vector, ..GenericExtRegs::default() }
                         .entry_vector(),
+                    hardirq: GenericExtRegs { vector: level.vector, ..GenericExtRegs::default() }
+                        .in_hardirq(),
                     ip,
                     sp: 0,
                     bp: 0,
@@ -1069,9 +1160,11 @@ mod tests {
         let fixed = expected
             .iter()
             .map(|entry| match *entry {
-                Entry::Interrupt { regs, extension, stack, entry, ip, sp, user, .. } => {
+                Entry::Interrupt {
+                    regs, extension, stack, entry, hardirq, ip, sp, user, ..
+                } => {
                     let bp = words.read_word(regs + offset_of!(PtRegs, bp) as u64);
-                    Entry::Interrupt { regs, extension, stack, entry, ip, sp, bp, user }
+                    Entry::Interrupt { regs, extension, stack, entry, hardirq, ip, sp, bp, user }
                 }
                 other => other,
             })
@@ -1123,14 +1216,21 @@ mod tests {
             let mut lines = Vec::new();
             Unwinder::new(&words, &[TASK, NMI], bp, 0).trace(bp & !7, |_| false, |l| lines.push(l));
             let outermost_irq = expected.iter().rposition(|e| {
-                matches!(e, Entry::Interrupt { stack: StackKind::Task, entry, .. } if entry.is_hard_interrupt())
+                matches!(e, Entry::Interrupt { stack: StackKind::Task, hardirq: true, .. })
             });
+            // Below it is IRQ context, but for the stub's return address
+            // right below the frame (the walk's entry just before it).
+            let in_irq = |index: usize, entry: &Entry| {
+                outermost_irq.is_some_and(|o| {
+                    index < o && !(index + 1 == o && matches!(entry, Entry::Return { .. }))
+                })
+            };
             let mut want = Vec::new();
             let mut section = None;
             for (index, entry) in expected.iter().enumerate() {
                 let here = match entry {
                     Entry::Return { stack, .. } | Entry::Interrupt { stack, .. } => Some(
-                        if *stack == StackKind::Task && outermost_irq.is_some_and(|o| index < o) {
+                        if *stack == StackKind::Task && in_irq(index, entry) {
                             Section::Irq
                         } else {
                             Section::Stack(*stack)
@@ -1188,6 +1288,50 @@ mod tests {
                 }
             }
             prop_assert_eq!(open, None);
+            let stops = lines.iter().filter(|l| matches!(l, Line::Walk(Entry::Stop(_)))).count();
+            prop_assert_eq!(stops, 1);
+            // No word printed twice, none from inside an interrupt frame.
+            let mut printed: Vec<u64> = lines
+                .iter()
+                .filter_map(|l| match l {
+                    Line::Walk(Entry::Return { at, .. }) | Line::Unreliable { at, .. } => Some(*at),
+                    _ => None,
+                })
+                .collect();
+            for line in &lines {
+                if let Line::Walk(Entry::Interrupt { extension, regs, .. }) = line {
+                    let frame = *extension..*regs + PTREGS_SIZE as u64;
+                    prop_assert!(printed.iter().all(|at| !frame.contains(at)), "{:?}", rendered(&lines));
+                }
+            }
+            let count = printed.len();
+            printed.sort_unstable();
+            printed.dedup();
+            prop_assert_eq!(printed.len(), count, "{:?}", rendered(&lines));
+        }
+
+        /// The same from an oops's frame on the NMI stack (the floor there,
+        /// the walk starting on whatever stack its RBP names).
+        #[test]
+        fn traces_from_an_interrupted_context_stay_in_bounds(
+            levels in prop::collection::vec(level(), 1..6),
+            corruptions in prop::collection::vec((any::<bool>(), 0u64..480, any::<u64>()), 0..6),
+            floor_words in 0u64..480,
+            start in any::<u64>(),
+        ) {
+            let (mut words, bp, _) = build(&levels);
+            for (nmi, word, value) in corruptions {
+                let stack = if nmi { NMI } else { TASK };
+                words.write(stack.start + 0x100 + 8 * word, value);
+            }
+            let floor = NMI.start + 8 * floor_words;
+            let start_sp = if start % 2 == 0 { TASK.start + (start % 0x4000) / 8 * 8 } else { start };
+            words.reads.borrow_mut().clear();
+            let mut lines = Vec::new();
+            Unwinder::new(&words, &[TASK, NMI], bp, floor)
+                .from_interrupted_context(start_sp)
+                .trace(start_sp, is_text, |line| lines.push(line));
+            prop_assert!(words.reads.borrow().iter().all(|&a| a % 8 == 0 && (a >= floor || TASK.holds(a, 8))));
             let stops = lines.iter().filter(|l| matches!(l, Line::Walk(Entry::Stop(_)))).count();
             prop_assert_eq!(stops, 1);
         }

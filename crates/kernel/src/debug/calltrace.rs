@@ -32,9 +32,9 @@ struct KernelStacks;
 impl Memory for KernelStacks {
     fn read_word(&self, address: u64) -> u64 {
         let word = core::ptr::with_exposed_provenance::<u64>(address as usize);
-        // SAFETY: an aligned word of a task or IST stack (checked against `stacks()`), mapped for
-        // good; the stack statics' provenance was exposed by their `as u64` casts (the boot stack
-        // is outside any Rust allocation). A volatile read of plain bytes, valid for any value.
+        // SAFETY: an aligned, mapped word of a task or IST stack (`stacks()`); provenance exposed by
+        // the stack statics' `as u64` casts (the boot stack is in no Rust allocation). Aliasing: one
+        // CPU, the frames' owners are suspended below us; a volatile read of any u64, no writes.
         unsafe { word.read_volatile() }
     }
 }

@@ -284,8 +284,9 @@ pub fn die_on_purpose(cause: OopsCause, pkey_page: Option<PkeyPage>) -> ! {
 /// holds, print as `? ` entries.
 #[inline(never)]
 fn oops_broken_chain() -> ! {
-    // SAFETY: the word at RBP is this function's own frame (the frame-pointer build pushed it):
-    // only a return would read it, and this function never returns: the #UD's oops ends the VM.
+    // SAFETY: the word at RBP is the slot this function's prologue pushed, in no Rust allocation
+    // and under no reference; the asm writes it through the register. Only a return would use it
+    // (this never returns: the #UD's oops ends the VM); the unwinder reads it to show the break.
     unsafe { asm!("movq $0xdead000, (%rbp)", "ud2", options(att_syntax, noreturn)) }
 }
 

@@ -199,7 +199,6 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
     let fault_address = (vector == PAGE_FAULT_VECTOR).then(Cr2::read_raw);
     // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
     unsafe { irqentry_enter::<KernelPlatform>(regs) };
-    record_vector(regs, vector);
     check_frame(regs, vector);
     // A hard interrupt's handler runs with HARDIRQ_OFFSET in the preempt
     // count (Linux's irq_enter_rcu/irq_exit_rcu), so an IRQ nested in it
@@ -231,33 +230,19 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
     }
     if hardirq {
         sched::hardirq_exit();
+        // The handler is done: a preemption on the way out (irqentry_exit)
+        // is the task's, not IRQ context (Linux would be off the IRQ stack),
+        // and a call trace from there must say so.
+        // SAFETY: the stub built a whole ExtendedPtRegs around `regs` (this function's contract);
+        // the `&mut` comes from the handler's own `&mut PtRegs`, derived from the stub's pointer
+        // to the whole frame, and no other reference to the frame is live.
+        unsafe { ExtendedPtRegs::from_regs(regs) }.generic.mark_hardirq_done();
     }
     fault::before_exit(vector);
     // SAFETY: the same frame irqentry_enter ran on.
     unsafe { irqentry_exit::<KernelPlatform>(regs) };
     if regs.user_mode() {
         user::counters::IRET_EXITS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Records in the frame's extension the vector that entered it, right
-/// after the generic entry (which zeroes it): the GENERIC line of a dump and
-/// the call trace's `<IRQ>` sections read it from there.
-fn record_vector(regs: &mut PtRegs, vector: u8) {
-    record_entry(regs, EntryVector::Idt(vector));
-}
-
-/// [`record_vector`] for any entry: the SYSCALL entry records
-/// [`EntryVector::Syscall`].
-pub fn record_entry(regs: &mut PtRegs, entry: EntryVector) {
-    // SAFETY: `regs` is the frame an entry stub built (only entry code calls this), so its
-    // extension lies below it; the `&mut` is this handler's, derived from the stub's pointer to
-    // the whole frame, and nothing else refers to the frame while the handler runs.
-    let generic = &mut unsafe { ExtendedPtRegs::from_regs(regs) }.generic;
-    match entry {
-        EntryVector::Idt(vector) => generic.record_vector(vector),
-        EntryVector::Syscall => generic.record_syscall(),
-        EntryVector::Unknown => generic.vector = 0,
     }
 }
 
@@ -294,7 +279,6 @@ unsafe fn paranoid_entry(regs: &mut PtRegs, vector: u8) {
     loop {
         // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
         unsafe { irqentry_nmi_enter::<KernelPlatform>(regs) };
-        record_vector(regs, vector);
         check_frame(regs, vector);
         // NMI_OFFSET in the preempt count while the handler runs (Linux's
         // __nmi_enter): nothing in it may schedule.
@@ -332,7 +316,6 @@ unsafe fn paranoid_entry(regs: &mut PtRegs, vector: u8) {
 unsafe fn paranoid_entry_from_user(regs: &mut PtRegs, vector: u8, saved: paranoid::ParanoidState) {
     // SAFETY: the stub built a whole ExtendedPtRegs around `regs`.
     unsafe { irqentry_enter::<KernelPlatform>(regs) };
-    record_vector(regs, vector);
     check_frame(regs, vector);
     match vector {
         MACHINE_CHECK_VECTOR => oops::die_machine_check(regs),
@@ -379,7 +362,8 @@ pub fn fault_address() -> u64 {
 ///
 /// * RCU is watching (irqentry_enter made it watch if the CPU was idle);
 /// * the extension sits exactly `GENERIC_PTREGS_SIZE` below `PtRegs`, and
-///   records the vector (or SYSCALL) that entered the frame;
+///   records the vector (or SYSCALL) that entered the frame (the stub
+///   wrote it; this compares it with the one the dispatcher was given);
 /// * `cs`/`ss` are the kernel's selectors, or SS is null (ring 0 only);
 /// * the live PKRS is the default (the arch hook installed it);
 /// * a paranoid entry's frame lies on its IST stack, and the NMI's PtRegs
@@ -437,8 +421,8 @@ fn check_frame_of(regs: &mut PtRegs, vector: Option<u8>) {
         oops::bug(regs, vector, "NMI handled while an NMI was running (not latched)");
     }
     let regs_address = regs as *mut PtRegs as u64;
-    // SAFETY: `regs` is an entry-stub frame (only extregs_exception_entry
-    // calls this).
+    // SAFETY: `regs` is an entry-stub frame (only the IDT and SYSCALL
+    // entries' handlers call this), the `&mut` theirs.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
     let (extension_address, recorded) = (frame as *mut _ as u64, frame.generic.entry_vector());
     let entered = if is_syscall { EntryVector::Syscall } else { EntryVector::Idt(vector) };

@@ -122,7 +122,6 @@ static LAST_GET_REGS: spin::Mutex<(u64, PtRegs)> = spin::Mutex::new((0, PtRegs::
 pub unsafe extern "C" fn extregs_syscall_entry(regs: &mut PtRegs) -> bool {
     // SAFETY: the entry built a whole ExtendedPtRegs around `regs`.
     unsafe { syscall_enter_from_user_mode::<traps::KernelPlatform>(regs) };
-    traps::record_entry(regs, extregs_regs::EntryVector::Syscall);
     traps::check_syscall_frame(regs);
     counters::SYSCALLS.fetch_add(1, Ordering::Relaxed);
     // As Linux's entry: the number is in orig_ax; until the table answers,

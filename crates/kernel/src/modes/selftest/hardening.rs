@@ -633,15 +633,16 @@ pub fn nmi_at_every_instruction_of_the_entry_paths(context: &Context) -> Outcome
         return Outcome::Fail;
     };
     // Every instruction, exactly: the int3 stub is 34 (push -1, sub, 15
-    // stores, 15 clears, the vector, the jmp) and the tail 33 for a kernel
+    // stores, 15 clears, the vector, the jmp) and the tail 35 for a kernel
     // frame (testb, jnz, the bad-IRET RIP check's lea, cmp and jne, the
-    // SWAPGS fence's lfence, ASM_CLAC's testb and jz, cld, sub, lea, the
-    // tagged frame pointer's lea, call, add, testb, jnz, 15 loads, add,
+    // SWAPGS fence's lfence, ASM_CLAC's testb and jz, cld, sub, the
+    // recorded vector's lea and movw, lea, the tagged frame pointer's lea,
+    // call, add, testb, jnz, 15 loads, add,
     // iretq; the SWAPGS of a user frame is jumped over), plus the CLAC
     // itself with SMAP; the #GP stub has no push (33);
     // the IRQ stub is 2 (push, jmp) and the IRQ head 34 (sub, 15 stores,
     // 15 clears, two movs, the jmp). A change to the stubs changes these.
-    let tail = 33 + u64::from(crate::user::smap_enabled());
+    let tail = 35 + u64::from(crate::user::smap_enabled());
     check!(int3_path == 34 + tail, "{int3_path} instructions of the int3 path interrupted");
     check!(gp_path == 33, "{gp_path} instructions of the #GP stub interrupted");
     check!(irq_path == 2 + 34, "{irq_path} instructions of the IRQ path interrupted");

@@ -83,9 +83,10 @@ pub fn lapic_timer_one_shot(_: &Context) -> Outcome {
     check!(frame.generic.exit_rcu == 0, "exit_rcu set outside idle");
     check!(
         frame.generic.entry_vector() == EntryVector::Idt(TIMER_VECTOR)
-            && frame.generic.is_hard_interrupt(),
-        "the extension records {:?} for the timer IRQ",
-        frame.generic.entry_vector()
+            && frame.generic.in_hardirq(),
+        "the extension records {:?} (vector field {:#x}) for the timer IRQ in its handler",
+        frame.generic.entry_vector(),
+        frame.generic.vector
     );
     Outcome::Pass
 }
