@@ -81,10 +81,11 @@
  * RECORD_ENTRY_VECTOR: right after the extension is reserved, write in it
  * which vector (%esi) entered the frame: GenericExtRegs::vector =
  * ENTRY_VECTOR_RECORDED | vector (the generic entry keeps it). This comes
- * before ENCODE_FRAME_POINTER, so an unwinder that reaches the frame through
- * its tag reads this frame's own vector, never a stale one left on the
- * stack; an event between the subq and here interrupts entry code, where
- * the unwinder stops anyway. %eax is free (PUSH_AND_CLEAR_REGS saved it).
+ * before the call into Rust, the first point where an unwinder follows the
+ * frame's tag, so it reads this frame's own vector, never a stale one left
+ * on the stack; an event anywhere before the call interrupted entry code,
+ * where the unwinder stops (Stop::InEntryCode). %eax is free
+ * (PUSH_AND_CLEAR_REGS saved it).
  */
 .macro RECORD_ENTRY_VECTOR
 	leal	ENTRY_VECTOR_RECORDED(%rsi), %eax

@@ -164,7 +164,8 @@ pub fn irqentry_exit_cond_resched<P: EntryPlatform>() {
 /// Saves the arch state, tells lockdep that hardirqs are off (the gate
 /// cleared IF, or the handler runs as if it had), then records in the
 /// extension whether RCU had to be made to watch (`exit_rcu`), replacing the
-/// value Linux 5.10 returned.
+/// value Linux 5.10 returned. The extension's `vector` is the entry stub's
+/// and is left as it is.
 ///
 /// # Safety
 ///
@@ -545,6 +546,7 @@ mod tests {
             // SAFETY: a whole ExtendedPtRegs.
             unsafe { irqentry_enter::<MockPlatform>(&mut frame.regs) };
             cpu(|c| assert!(!c.in_user && c.rcu_watching && !c.hardirqs_enabled));
+            assert_eq!(frame.generic.vector, 0xdead, "the stub's vector is kept");
             // SAFETY: the same frame.
             unsafe { irqentry_exit::<MockPlatform>(&mut frame.regs) };
         }
@@ -652,7 +654,8 @@ mod tests {
         CPU.with(|c| f(&c.borrow()))
     }
 
-    /// A frame whose extension holds garbage, like the stack after `sub`.
+    /// A frame whose extension holds garbage, like the stack after `sub`
+    /// (its vector stands for the one the stub would have recorded).
     fn garbage_frame() -> ExtendedPtRegs {
         ExtendedPtRegs {
             generic: GenericExtRegs {
@@ -751,6 +754,18 @@ mod tests {
             }
             assert_eq!(cpu(|c| (c.preemptions, c.arch_register)), (1, 3), "variant {variant}");
         }
+    }
+
+    #[test]
+    fn nmi_entry_keeps_the_stubs_vector() {
+        reset_cpu(true, true, 3);
+        let mut frame = frame_with_interrupts(true);
+        // SAFETY: frame.regs is inside a whole ExtendedPtRegs.
+        unsafe { irqentry_nmi_enter::<MockPlatform>(&mut frame.regs) };
+        assert_eq!(frame.generic.vector, 0xdead);
+        assert_eq!((frame.generic.exit_rcu, frame.generic.lockdep_hardirqs_enabled), (0, 1));
+        // SAFETY: as above.
+        unsafe { irqentry_nmi_exit::<MockPlatform>(&mut frame.regs) };
     }
 
     #[test]

@@ -84,9 +84,9 @@ pub const ENCODED_FRAME_TAG: u64 = 1;
 /// `irqentry_state_t` that Lutomirski proposed to move below `pt_regs`.
 ///
 /// The fields are plain bytes rather than `bool` on purpose: the entry
-/// assembly only reserves this space (`sub`), so until `irqentry_enter`
-/// writes it the bytes are whatever was on the stack, and every bit pattern
-/// must be a valid value.
+/// assembly only reserves this space (`sub`) and writes `vector`, so until
+/// `irqentry_enter` writes the rest the bytes are whatever was on the
+/// stack, and every bit pattern must be a valid value.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GenericExtRegs {
@@ -115,6 +115,15 @@ pub const ENTRY_VECTOR_RECORDED: u16 = 0x100;
 /// [`GenericExtRegs::vector`] of a frame `entry_SYSCALL_64` built.
 pub const ENTRY_SYSCALL: u16 = 0x200;
 
+// The stubs *add* ENTRY_VECTOR_RECORDED to the vector (`leal`), Rust ORs it:
+// the same only while its low byte is clear. The three markers must be
+// distinct bits, clear of the vector's byte.
+const_assert_eq!(ENTRY_VECTOR_RECORDED & 0xff, 0);
+const_assert_eq!(ENTRY_SYSCALL & 0xff, 0);
+const_assert_eq!(ENTRY_HARDIRQ_DONE & 0xff, 0);
+const_assert_eq!(ENTRY_VECTOR_RECORDED & ENTRY_SYSCALL, 0);
+const_assert_eq!((ENTRY_VECTOR_RECORDED | ENTRY_SYSCALL) & ENTRY_HARDIRQ_DONE, 0);
+
 /// Added to [`GenericExtRegs::vector`] once a hard interrupt's handler has
 /// returned (Linux's `irq_exit_rcu()`: it would be back on the task stack).
 pub const ENTRY_HARDIRQ_DONE: u16 = 0x8000;
@@ -126,8 +135,8 @@ pub const FIRST_EXTERNAL_VECTOR: u8 = 32;
 /// What [`GenericExtRegs::vector`] says about the frame's entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryVector {
-    /// Not written yet (the frame's generic entry ran, its dispatcher had
-    /// not recorded the vector), or a value no entry writes.
+    /// A value no entry stub writes: a frame built by other code (a
+    /// user task's first frame, the bench's stubs), or a corrupt one.
     Unknown,
     /// Entered through the IDT vector.
     Idt(u8),

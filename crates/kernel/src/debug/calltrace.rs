@@ -8,8 +8,9 @@
 //! stacks ` <#DB>`, ` <#MC>`, ` <#DF>`, ` <IRQ>` and ` <TASK>`, each closed
 //! by its ` </...>`. extregs has no IRQ stacks: a hard interrupt runs on
 //! the stack it interrupted, so `<IRQ>` is the part of a task stack below
-//! the outermost frame whose extension records an external vector (the
-//! dispatcher records each frame's vector there).
+//! the outermost frame whose extension records an external vector and a
+//! handler still running (each entry stub records its vector there, and
+//! the dispatcher marks a hard interrupt done before its exit work).
 //!
 //! Every return address of the walk prints as ` symbol+0xoff/0xsize`. As
 //! Linux's `show_trace_log_lvl` does, every other word of the stacks that

@@ -177,9 +177,9 @@ fn show_extension(frame: &ExtendedPtRegs) {
 }
 
 /// How the GENERIC line names [`GenericExtRegs::vector`]: `0xec` (an IDT
-/// vector, as Linux prints vectors), `syscall`, or `unrecorded` (the frame's
-/// dispatcher had not recorded it yet, or the field holds a value no entry
-/// writes).
+/// vector, as Linux prints vectors), `syscall`, or `unrecorded` (a value no
+/// entry stub writes: a frame other code built, or a corrupt one). A hard
+/// interrupt's frame whose handler is done still prints its vector.
 ///
 /// [`GenericExtRegs::vector`]: extregs_regs::GenericExtRegs::vector
 struct EntryVectorName(EntryVector);

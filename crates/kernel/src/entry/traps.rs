@@ -19,7 +19,9 @@ use extregs_entry::{
     ExitToUserWork,
 };
 use extregs_entry_asm::FIRST_EXTERNAL_VECTOR;
-use extregs_regs::{ArchExtRegs, EntryVector, ExtendedPtRegs, PtRegs, GENERIC_PTREGS_SIZE};
+use extregs_regs::{
+    ArchExtRegs, ExtendedPtRegs, PtRegs, ENTRY_SYSCALL, ENTRY_VECTOR_RECORDED, GENERIC_PTREGS_SIZE,
+};
 use x86_64::registers::control::Cr2;
 
 /// A handler that may claim an exception: returns true when it handled it
@@ -234,8 +236,8 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
         // is the task's, not IRQ context (Linux would be off the IRQ stack),
         // and a call trace from there must say so.
         // SAFETY: the stub built a whole ExtendedPtRegs around `regs` (this function's contract);
-        // the `&mut` comes from the handler's own `&mut PtRegs`, derived from the stub's pointer
-        // to the whole frame, and no other reference to the frame is live.
+        // reaching below `regs` rests on its provenance (see ExtendedPtRegs::from_regs); the `&mut`
+        // reborrows `regs` for this statement only, and nothing else refers to the frame.
         unsafe { ExtendedPtRegs::from_regs(regs) }.generic.mark_hardirq_done();
     }
     fault::before_exit(vector);
@@ -424,8 +426,11 @@ fn check_frame_of(regs: &mut PtRegs, vector: Option<u8>) {
     // SAFETY: `regs` is an entry-stub frame (only the IDT and SYSCALL
     // entries' handlers call this), the `&mut` theirs.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
-    let (extension_address, recorded) = (frame as *mut _ as u64, frame.generic.entry_vector());
-    let entered = if is_syscall { EntryVector::Syscall } else { EntryVector::Idt(vector) };
+    let (extension_address, recorded) = (frame as *mut _ as u64, frame.generic.vector);
+    // The raw field, exactly as a stub writes it (no ENTRY_HARDIRQ_DONE a
+    // stale value could carry).
+    let entered =
+        if is_syscall { ENTRY_SYSCALL } else { ENTRY_VECTOR_RECORDED | u16::from(vector) };
     let mut error = None;
     if regs_address - extension_address != GENERIC_PTREGS_SIZE as u64 {
         error = Some("extension is not GENERIC_PTREGS_SIZE below PtRegs");
