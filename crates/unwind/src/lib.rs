@@ -490,7 +490,8 @@ impl<M: Memory> Unwinder<'_, M> {
                 Entry::Stop(_) => {
                     let previous = position.checked_sub(1).map(|p| walk[p]);
                     // Above an IST interrupt frame: the entry's own words.
-                    if matches!(previous, Some(Entry::Interrupt { stack, .. }) if stack != StackKind::Task)
+                    let ist_frame = |stack| stack != StackKind::Task;
+                    if matches!(previous, Some(Entry::Interrupt { stack, .. }) if ist_frame(stack))
                     {
                         scan = None;
                     }
@@ -1325,13 +1326,15 @@ mod tests {
                 words.write(stack.start + 0x100 + 8 * word, value);
             }
             let floor = NMI.start + 8 * floor_words;
-            let start_sp = if start % 2 == 0 { TASK.start + (start % 0x4000) / 8 * 8 } else { start };
+            let start_sp =
+                if start % 2 == 0 { TASK.start + (start % 0x4000) / 8 * 8 } else { start };
             words.reads.borrow_mut().clear();
             let mut lines = Vec::new();
             Unwinder::new(&words, &[TASK, NMI], bp, floor)
                 .from_interrupted_context(start_sp)
                 .trace(start_sp, is_text, |line| lines.push(line));
-            prop_assert!(words.reads.borrow().iter().all(|&a| a % 8 == 0 && (a >= floor || TASK.holds(a, 8))));
+            let in_bounds = |&a: &u64| a % 8 == 0 && (a >= floor || TASK.holds(a, 8));
+            prop_assert!(words.reads.borrow().iter().all(in_bounds));
             let stops = lines.iter().filter(|l| matches!(l, Line::Walk(Entry::Stop(_)))).count();
             prop_assert_eq!(stops, 1);
         }

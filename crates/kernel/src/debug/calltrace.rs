@@ -33,9 +33,9 @@ struct KernelStacks;
 impl Memory for KernelStacks {
     fn read_word(&self, address: u64) -> u64 {
         let word = core::ptr::with_exposed_provenance::<u64>(address as usize);
-        // SAFETY: an aligned, mapped word of a task or IST stack (`stacks()`); provenance exposed by
-        // the stack statics' `as u64` casts (the boot stack is in no Rust allocation). Aliasing: one
-        // CPU, the frames' owners are suspended below us; a volatile read of any u64, no writes.
+        // SAFETY: an aligned, mapped word of a task or IST stack (`stacks()`); provenance exposed
+        // by the stack statics' `as u64` casts (the boot stack is in no Rust allocation). Aliasing:
+        // one CPU, the frames' owners suspended below us; a volatile read of any u64, no writes.
         unsafe { word.read_volatile() }
     }
 }
