@@ -21,7 +21,7 @@ use core::mem::size_of;
 use extregs_regs::{
     nmi_state, selectors, ArchExtRegs, ExtendedPtRegs, GenericExtRegs, InactiveTaskFrame,
     IretFrame, NmiStackTop, PerCpuEntry, PtRegs, ThreadContext, ENCODED_FRAME_TAG, ENTRY_SYSCALL,
-    ENTRY_VECTOR_RECORDED, MSR_GS_BASE,
+    ENTRY_VECTOR_RECORDED, FIRST_EXTERNAL_VECTOR, MSR_GS_BASE, NMI_VECTOR, NR_VECTORS,
 };
 use memoffset::offset_of;
 use std::fmt::Write as _;
@@ -228,6 +228,13 @@ pub fn constants() -> Vec<AsmConstant> {
         usize::from(ENTRY_SYSCALL),
         "generic.vector of a frame entry_SYSCALL_64 built",
     ));
+    constants.push(constant("NMI_VECTOR", usize::from(NMI_VECTOR), "the NMI's vector"));
+    constants.push(constant(
+        "FIRST_EXTERNAL_VECTOR",
+        usize::from(FIRST_EXTERNAL_VECTOR),
+        "the first vector of an external interrupt",
+    ));
+    constants.push(constant("NR_VECTORS", NR_VECTORS, "number of IDT vectors"));
     for (name, value) in [
         ("IDLE", nmi_state::IDLE),
         ("RUNNING", nmi_state::RUNNING),

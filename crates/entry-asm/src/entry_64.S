@@ -482,10 +482,6 @@ IDTENTRY 31, reserved_31,                  0
  *                                    | di ... r15        |
  *                                    +-------------------+ <- rsp = &PtRegs
  */
-	.set	NMI_VECTOR, 2
-	.set	FIRST_EXTERNAL_VECTOR, 32
-	.set	NR_VECTORS, 256
-
 	.text
 	.p2align 4
 	.globl	extregs_irq_entries_start

@@ -136,7 +136,7 @@ pub const EXCEPTION_VECTORS: usize = 32;
 /// The first vector of an external interrupt (after the exceptions).
 pub const FIRST_EXTERNAL_VECTOR: usize = extregs_regs::FIRST_EXTERNAL_VECTOR as usize;
 /// Number of IDT vectors.
-pub const NR_VECTORS: usize = 256;
+pub const NR_VECTORS: usize = extregs_regs::NR_VECTORS;
 
 extern "C" {
     static extregs_exception_stub_table: [usize; NR_VECTORS];

@@ -132,6 +132,12 @@ pub const ENTRY_HARDIRQ_DONE: u16 = 0x8000;
 /// exceptions.
 pub const FIRST_EXTERNAL_VECTOR: u8 = 32;
 
+/// The NMI's vector.
+pub const NMI_VECTOR: u8 = 2;
+
+/// Number of IDT vectors.
+pub const NR_VECTORS: usize = 256;
+
 /// What [`GenericExtRegs::vector`] says about the frame's entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryVector {

@@ -47,7 +47,7 @@ static FRAMES_CHECKED: AtomicU64 = AtomicU64::new(0);
 static FRAME_ERRORS: AtomicU64 = AtomicU64::new(0);
 
 pub const DEBUG_VECTOR: u8 = 1;
-pub const NMI_VECTOR: u8 = 2;
+pub use extregs_regs::NMI_VECTOR;
 pub const DOUBLE_FAULT_VECTOR: u8 = 8;
 pub const SEGMENT_NOT_PRESENT_VECTOR: u8 = 11;
 pub const STACK_SEGMENT_VECTOR: u8 = 12;

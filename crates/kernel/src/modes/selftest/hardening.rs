@@ -16,7 +16,7 @@ use crate::{apic, coverage, gdt, idt, irq, memory, paranoid, println, serial, tr
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use extregs_regs::PtRegs;
 
-const NMI_VECTOR: u8 = 2;
+use crate::traps::NMI_VECTOR;
 const DEBUG_VECTOR: u8 = 1;
 const INT3_VECTOR: u8 = 3;
 const GP_VECTOR: u8 = 13;

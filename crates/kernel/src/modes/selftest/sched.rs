@@ -13,7 +13,7 @@ use crate::{apic, events, gdt, idt, traps};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use extregs_regs::{ExtendedPtRegs, PtRegs};
 
-const NMI_VECTOR: u8 = 2;
+use crate::traps::NMI_VECTOR;
 const INT3_VECTOR: u8 = 3;
 
 /// Helper tasks stop when this is set.

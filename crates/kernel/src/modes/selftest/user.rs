@@ -23,7 +23,7 @@ const KILLED_BY_SIGSEGV: i32 = 128 + 11;
 const ENOSYS: i32 = 38;
 const EFAULT: i32 = 14;
 
-const NMI_VECTOR: u8 = 2;
+use crate::traps::NMI_VECTOR;
 
 /// Runs `program` as a user task to its end; its exit status (None when it
 /// could not be spawned).
