@@ -131,9 +131,8 @@ pub const BENCH_SYSCALL_NR: u64 = 1005;
 /// Linux's ENOSYS (what a 32-bit SYSCALL returns, negated).
 pub const ENOSYS: u64 = 38;
 
-/// Number of exception vectors the CPU defines (0..=31).
-pub const EXCEPTION_VECTORS: usize = 32;
-/// The first vector of an external interrupt (after the exceptions).
+/// The first vector of an external interrupt (after the CPU's 32
+/// exception vectors).
 pub const FIRST_EXTERNAL_VECTOR: usize = extregs_regs::FIRST_EXTERNAL_VECTOR as usize;
 /// Number of IDT vectors.
 pub const NR_VECTORS: usize = extregs_regs::NR_VECTORS;
