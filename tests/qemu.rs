@@ -1288,7 +1288,10 @@ fn bench_runs_both_harnesses_and_reports_every_variant() {
             ],
             "{harness}: every variant, each either measured or with a reason"
         );
-        let floor = of[0]["median_cycles"].as_f64().unwrap();
+        // The floor's lowest round trip over both runs: a slow stretch of
+        // the TCG host during one run's floor row raises that run's median
+        // (and so the merged one) but not the other run's minimum.
+        let floor = of[0]["min_cycles"].as_f64().unwrap();
         for row in &of {
             if row["ran"] == true {
                 for key in ["min_cycles", "median_cycles", "p99_cycles"] {
@@ -1314,6 +1317,7 @@ fn bench_runs_both_harnesses_and_reports_every_variant() {
                 assert!(row["iterations"].as_u64().unwrap() >= 20000);
                 // The floor is an `int`/`iretq` round trip; the syscall
                 // rows enter by SYSCALL, which has its own (lower) floor.
+                // No variant's fastest round trip beats the floor's.
                 // `x86-interrupt` is within about 5% of the floor under TCG,
                 // so one noisy run can put it a little below: a tenth of
                 // slack for it, none for the rest.
@@ -1321,7 +1325,7 @@ fn bench_runs_both_harnesses_and_reports_every_variant() {
                 let slack = if name == "x86-interrupt" { 0.9 } else { 1.0 };
                 assert!(
                     name.starts_with("syscall")
-                        || row["median_cycles"].as_f64().unwrap() >= floor * slack,
+                        || row["min_cycles"].as_f64().unwrap() >= floor * slack,
                     "{harness}: {name} is cheaper than the floor: {row}"
                 );
             } else {
