@@ -38,7 +38,7 @@ mutants=(
   "paranoid-entry-keeps-dr7-armed|crates/kernel/src/entry/paranoid.rs|0,/^        unsafe { write_dr7(DR7_RESET) };$/s//        let _ = DR7_RESET;/|breakpoints_masked_in_paranoid_handlers"
   "breakpoints-allowed-on-entry|crates/kernel/src/entry/paranoid.rs|s/^    if let Some(why) = breakpoint_refused(address) {$/    if let Some(why) = None::<\&str> {/|breakpoints_refused_where_entries_run"
   "debug-ist-not-shifted|crates/kernel/src/entry/paranoid.rs|s/^        unsafe { gdt::shift_debug_ist(\(.*\)) };$/        let _ = \1;/|debug_recursion_shifts_the_ist"
-  "paranoid-print-waits-for-console|crates/kernel/src/arch/serial.rs|s/^        let paranoid = crate::paranoid::in_paranoid_context() .*$/        let paranoid = false;/|console_from_paranoid_handler"
+  "paranoid-print-waits-for-console|crates/kernel/src/arch/serial.rs|s/^        let paranoid = must_not_wait() .*$/        let paranoid = false;/|console_from_paranoid_handler"
   "pks-edit-accepted-inside-a-write|crates/kernel/src/arch/pks.rs|s/^    if interrupted_a_pkrs_write(regs) {$/    if false {/|pkrs_write_window_every_instruction"
   "ist-guard-pages-left-mapped|crates/kernel/src/main.rs|s/^    gdt::protect_ist_stacks();$//|ist_stacks_have_guard_pages"
   "switch-forgets-pkrs|crates/kernel/src/sched/mod.rs|s/^        unsafe { pks::update_pkrs(next_task.switched_out_pkrs.load(Ordering::Relaxed)) };$/        let _ = next_task;/|pkrs_per_task_after_switch"
@@ -47,7 +47,7 @@ mutants=(
   "task-sp-saved-after-switch|crates/entry-asm/src/switch_64.S|/^\tmovq\t%rsp, THREAD_SP(%rdi)$/d; s/^\tmovq\tTHREAD_SP(%rsi), %rsp$/&\n\tmovq\t%rsp, THREAD_SP(%rdi)/|preemption_on_irq_exit"
   # User mode: the four breakages issue 11 names.
   "sysret-exit-without-swapgs|crates/entry-asm/src/entry_64.S|/^\tmovq\tIRET_FRAME_SP(%rsp), %rsp$/{n;d}|syscall_preserves_gprs"
-  "rsp0-not-switched|crates/kernel/src/sched/mod.rs|s/^    unsafe { crate::gdt::set_kernel_stack_top(next_task.stack_top.load(Ordering::Relaxed)) };$/    let _ = next_task;/|syscall_preserves_gprs"
+  "rsp0-not-switched|crates/kernel/src/sched/mod.rs|s/^    unsafe { crate::arch::gdt::set_kernel_stack_top(next_task.stack_top.load(Ordering::Relaxed)) };$/    let _ = next_task;/|syscall_preserves_gprs"
   "sysret-to-non-canonical-rcx|crates/kernel/src/user/syscall.rs|/^        && regs.ip < TASK_SIZE_MAX$/d|syscall_sysret_and_iret_paths"
   "entry-keeps-user-access|crates/entry-asm/src/entry_64.S|/^\tclac$/d|smap_stops_kernel_access_to_user_memory"
   "nmi-in-user-nmi-not-latched|crates/kernel/src/entry/nmi.rs|s/^    USER_NMI_STATE.store(USER_NMI_LATCHED, Ordering::SeqCst);\$/    return false;/|user_frames_sit_at_task_pt_regs"

@@ -642,7 +642,7 @@ fn broken_chain_trace_stops_and_lists_the_rest_as_unreliable() {
         .position(|l| *l == " [call trace stopped: frame pointer outside the known stacks]")
         .unwrap_or_else(|| panic!("no stop marker\n{}", dump(&outcome)));
     // The walk reached the function's caller, reliably, and no further.
-    assert!(lines[..stop].iter().any(|l| l.starts_with(" kernel::debug::oops::die_on_purpose+")));
+    assert!(lines[..stop].iter().any(|l| l.starts_with(" kernel::modes::oops::die_on_purpose+")));
     assert!(lines[..stop].iter().all(|l| !l.contains("kernel_main")), "{}", dump(&outcome));
     // The caller's callers, found on the stack, unreliable.
     assert!(
@@ -737,12 +737,12 @@ fn unhandled_exception_dumps_code_bytes_of_the_image() {
     assert!(outcome.serial.contains("oops: unhandled invalid opcode (vector 6)"));
     assert_eq!(outcome.result().unwrap()["ok"], false);
     let dump_regs = report::parse_show_regs(&outcome.serial).expect("show_regs");
-    // RIP: 0010:kernel::debug::oops::oops_invalid_opcode+0x1/0x5
+    // RIP: 0010:kernel::modes::oops::oops_invalid_opcode+0x1/0x5
     let (symbol, offsets) = dump_regs.rip_text.split_once('+').expect("a symbolised RIP");
     let offset =
         u64::from_str_radix(offsets.split('/').next().unwrap().trim_start_matches("0x"), 16)
             .unwrap();
-    assert_eq!(symbol, "kernel::debug::oops::oops_invalid_opcode");
+    assert_eq!(symbol, "kernel::modes::oops::oops_invalid_opcode");
     let elf_bytes = std::fs::read(images::kernel_elf()).expect("kernel ELF");
     let elf = object::File::parse(&*elf_bytes).expect("parse the kernel ELF");
     let rip = symbol_address(&elf, symbol) + offset;

@@ -6,32 +6,59 @@
 //! `PtRegs` plus the extension below it), masks the PIC and enables the
 //! local APIC, turns on PKS when the CPU has it, reads its command line from
 //! fw_cfg, makes the boot flow task 1 (`init`) of the scheduler, and runs
-//! one mode: `demo` (default), `selftest`, `oops`, `idle`, `fuzz`, `bench`
-//! or `tasks`. Every mode ends with one `RESULT {json}` line and leaves QEMU
-//! through `isa-debug-exit`.
+//! one mode: `demo` (default), `selftest`, `oops`, `idle`, `fuzz`, `bench`,
+//! `tasks` or `user`. Every mode ends with one `RESULT {json}` line and
+//! leaves QEMU through `isa-debug-exit`.
+//!
+//! # Layers
+//!
+//! Each folder is a layer, and a module uses only its own layer and the
+//! layers below it (a host test, `tests/layers.rs`, reads every `crate::`
+//! path and fails on an upward one). Paths always name the folder
+//! (`crate::arch::apic`): nothing is re-exported flat. A lower layer that
+//! needs an answer from a higher one receives it as a parameter or
+//! through a hook slot (`arch::hook_slot`) the higher one fills.
+//!
+//! ```text
+//!   layer      what it holds                                   uses
+//!   ---------  ----------------------------------------------  ------------
+//!   modes      one module per mode=, the selftests, the fuzzer  everything
+//!   dispatch   extregs_exception_entry: enter, check, handle,   all below
+//!              exit, for every IDT vector
+//!   user       ring-3 tasks, SYSCALL, user faults              all below
+//!   entry      the generic entry's platform, the frame         debug, sched,
+//!              checker, hooks, IRQs, NMIs, paranoid state      arch
+//!   debug      show_regs, oops, call traces, symbols,          sched, arch
+//!              coverage, the RESULT line
+//!   sched      tasks, preemption, the idle loop                arch
+//!   arch       GDT/TSS/IDT, APIC, paging, PKS, IRQ flags and   nothing
+//!              the RCU/lockdep models, uaccess, serial
+//! ```
+//!
+//! `main.rs` (this file) stands above them all: it boots and picks the mode.
 
 #![no_std]
 #![no_main]
 // The benchmark's comparison point: Rust's x86-interrupt handlers.
 #![feature(abi_x86_interrupt)]
 
-// Grouped by concern (DESIGN §7); each group's modules are re-exported at
-// the crate root, so every path is `crate::<module>`.
+#[macro_use]
 mod arch;
 mod debug;
+mod dispatch;
 mod entry;
 mod modes;
 mod sched;
 mod user;
 
-use arch::{apic, cpu, exit, fwcfg, gdt, idt, memory, pks, serial};
-use debug::{calltrace, coverage, oops, show_regs, symbols};
-use entry::{events, fault, irq, nmi, paranoid, traps};
-use modes::{bench, demo, fuzz, idle, result, selftest, tasks};
+use arch::{apic, cpu, fwcfg, gdt, idt, memory, pks, serial, uaccess};
+use debug::{result, symbols};
+use entry::{fault, paranoid};
+use modes::{bench, demo, fuzz, idle, oops, selftest, tasks};
 
+use arch::exit::{exit_qemu, ExitCode};
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};
-use exit::{exit_qemu, ExitCode};
 use extregs_cmdline::Mode;
 
 /// Physical memory mapped (for page tables and the pkey page), and a larger
@@ -50,6 +77,8 @@ const TEST_PKEY: u8 = 1;
 
 fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     serial::init();
+    // The console defers, rather than waits, inside a paranoid handler.
+    serial::set_must_not_wait(paranoid::in_paranoid_context);
     println!("extregs: extended pt_regs kernel, booting");
     let mut cmdline_buffer = [0u8; fwcfg::CMDLINE_MAX];
     let text = match fwcfg::read_cmdline(&mut cmdline_buffer) {
@@ -84,7 +113,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
     let features = cpu::detect();
     cpu::print_summary(&features);
-    user::enable_smep_smap(&features);
+    uaccess::enable_smep_smap(&features);
     apic::init(features.x2apic);
     println!(
         "extregs: apic: {} mode, id {}, timer {} ticks/ms (bus/16, PIT-calibrated); PIC masked",
@@ -92,7 +121,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         apic::id(),
         apic::timer_ticks_per_ms()
     );
-    pks::init(features.pks);
+    pks::init(features.pks, symbols::function_range(pks::write_pkrs as *const () as u64));
     let pkey_page = if pks::enabled() {
         let page = memory::map_pkey_page(TEST_PKEY, selftest::PKEY_PAGE_FILL);
         println!(
@@ -140,7 +169,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 }
 
 /// A bad command line: one `extregs: error:` line and the failure exit,
-/// before anything else runs (DESIGN §4).
+/// before anything else runs (the contract is in `docs/design.md`).
 fn reject_cmdline(why: core::fmt::Arguments<'_>) -> ! {
     println!("extregs: error: {why}");
     exit_qemu(ExitCode::Failure)

@@ -12,7 +12,7 @@
 //!
 //! Vectors follow Linux's layout at the top of the IDT.
 
-use crate::memory;
+use crate::arch::memory;
 use core::sync::atomic::{AtomicU32, Ordering};
 use spin::Once;
 use x86_64::instructions::port::Port;
@@ -376,10 +376,34 @@ pub fn arm_pic_nmi() -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Set while [`probe_pic_nmi`] waits: the NMI handler acknowledges the
+/// 8259 first thing ([`note_probed_pic_nmi`]) and notes whether it raised
+/// the NMI.
+static PIC_PROBE_ARMED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static PIC_PROBE_SEEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Starts (`true`) or ends a PIC NMI probe window; starting clears what an
+/// earlier one saw.
+fn set_pic_probe(armed: bool) {
+    if armed {
+        PIC_PROBE_SEEN.store(false, Ordering::SeqCst);
+    }
+    PIC_PROBE_ARMED.store(armed, Ordering::SeqCst);
+}
+
+/// The NMI handler's first step: inside a probe window, acknowledges the
+/// 8259 and notes whether it raised this NMI.
+pub fn note_probed_pic_nmi() {
+    if PIC_PROBE_ARMED.load(Ordering::SeqCst) && acknowledge_pic_nmi() {
+        PIC_PROBE_SEEN.store(true, Ordering::SeqCst);
+        PIC_PROBE_ARMED.store(false, Ordering::SeqCst);
+    }
+}
+
 /// Can this machine deliver a [PIC NMI](arm_pic_nmi)? Three times: arms
 /// one, opens IRQ 0 from the kernel, and waits for an NMI whose handler
 /// finds the 8259 raising it (the kernel's NMI handler acknowledges it
-/// first thing while `nmi::set_pic_probe` is on, so an NMI from elsewhere,
+/// first thing while the probe window is open, so an NMI from elsewhere,
 /// a storm's, does not count). Interrupts must be off, and no event hook
 /// may claim NMIs meanwhile.
 pub fn probe_pic_nmi() -> Result<(), &'static str> {
@@ -387,15 +411,15 @@ pub fn probe_pic_nmi() -> Result<(), &'static str> {
     const TRIES: u32 = 3;
     for _ in 0..TRIES {
         arm_pic_nmi()?;
-        crate::nmi::set_pic_probe(true);
+        set_pic_probe(true);
         // SAFETY: the 8259's mask port, armed above; interrupts are off and nothing but the NMI
         // handler's acknowledgement uses the 8259 until `disarm_pic_nmi` below.
         unsafe { outb(PIC_MASTER_DATA, PIC_MASK_IRQ0_OPEN) };
         let seen = (0..SPINS).any(|_| {
             core::hint::spin_loop();
-            crate::nmi::pic_probe_seen()
+            PIC_PROBE_SEEN.load(Ordering::SeqCst)
         });
-        crate::nmi::set_pic_probe(false);
+        set_pic_probe(false);
         disarm_pic_nmi();
         if !seen {
             return Err("opening the 8259's IRQ 0 with LINT0 in NMI mode sent no NMI");

@@ -39,7 +39,7 @@ pub fn print_summary(features: &CpuFeatures) {
     let cpu = CpuId::new();
     let brand = cpu.get_processor_brand_string();
     let brand = brand.as_ref().map(|b| b.as_str().trim()).unwrap_or("unknown CPU");
-    crate::println!(
+    println!(
         "extregs: cpu: {brand}: pks={} pku={} x2apic={} smep={} smap={}",
         yes_no(features.pks),
         yes_no(features.pku),

@@ -84,7 +84,7 @@ pub fn ist_guard_of(address: u64) -> Option<u16> {
 /// the page tables are reachable (`memory::init`).
 pub fn protect_ist_stacks() {
     for index in 0..IST_STACKS as u16 {
-        crate::memory::unmap_guard_page(VirtAddr::new(ist_guard_range(index).start));
+        crate::arch::memory::unmap_guard_page(VirtAddr::new(ist_guard_range(index).start));
     }
 }
 

@@ -7,7 +7,9 @@
 //! CPU; the `x86_64` crate keeps them not-present, and their stubs stay
 //! unused.
 
-use crate::gdt::{DEBUG_IST_INDEX, DOUBLE_FAULT_IST_INDEX, MACHINE_CHECK_IST_INDEX, NMI_IST_INDEX};
+use crate::arch::gdt::{
+    DEBUG_IST_INDEX, DOUBLE_FAULT_IST_INDEX, MACHINE_CHECK_IST_INDEX, NMI_IST_INDEX,
+};
 use core::cell::UnsafeCell;
 use extregs_entry_asm::{stub_addresses, FIRST_EXTERNAL_VECTOR, NR_VECTORS};
 use spin::Once;
@@ -137,6 +139,23 @@ pub fn init() {
         idt
     });
     idt.load();
+}
+
+/// The exception vectors the kernel's entry code names (SDM vol. 3 §6.3).
+pub const DEBUG_VECTOR: u8 = 1;
+pub use extregs_regs::NMI_VECTOR;
+pub const BREAKPOINT_VECTOR: u8 = 3;
+pub const DOUBLE_FAULT_VECTOR: u8 = 8;
+pub const SEGMENT_NOT_PRESENT_VECTOR: u8 = 11;
+pub const STACK_SEGMENT_VECTOR: u8 = 12;
+pub const GENERAL_PROTECTION_VECTOR: u8 = 13;
+pub const PAGE_FAULT_VECTOR: u8 = 14;
+pub const MACHINE_CHECK_VECTOR: u8 = 18;
+
+/// Is this vector one of Linux's paranoid (IST) entries: NMI, #DB, #MC
+/// and #DF?
+pub fn is_paranoid(vector: u8) -> bool {
+    matches!(vector, DEBUG_VECTOR | NMI_VECTOR | DOUBLE_FAULT_VECTOR | MACHINE_CHECK_VECTOR)
 }
 
 /// Linux's name for an exception vector, for oops messages.

@@ -28,7 +28,8 @@
 //! access by editing the *saved* PKRS ([`pks_update_saved`]) so the faulting
 //! instruction succeeds when it is retried after IRET.
 
-use core::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use crate::arch::hook_slot::HookSlot;
+use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use extregs_regs::{ArchExtRegs, ExtendedPtRegs, PtRegs};
 use x86_64::registers::control::{Cr4, Cr4Flags};
 use x86_64::registers::model_specific::Msr;
@@ -105,7 +106,10 @@ pub fn enabled() -> bool {
 }
 
 /// Turns PKS on (when the CPU has it) with the default rights.
-pub fn init(cpu_has_pks: bool) {
+/// `write_pkrs_text`: where [`write_pkrs`]'s code is, from the kernel's
+/// symbol table (`None` without one: every edit then counts as inside a
+/// write, see [`interrupted_a_pkrs_write`]).
+pub fn init(cpu_has_pks: bool, write_pkrs_text: Option<core::ops::Range<u64>>) {
     if !cpu_has_pks {
         return;
     }
@@ -117,11 +121,10 @@ pub fn init(cpu_has_pks: bool) {
     }
     PKS_ENABLED.store(true, Ordering::Relaxed);
     // Where write_pkrs's code is, for `pks_update_saved` (read from the
-    // symbol table once, here, so no handler ever scans it).
-    if let Some(symbol) = crate::symbols::lookup(write_pkrs as *const () as u64) {
-        let start = write_pkrs as *const () as u64 - symbol.offset;
-        WRITE_PKRS_TEXT.0.store(start, Ordering::Relaxed);
-        WRITE_PKRS_TEXT.1.store(start + symbol.size, Ordering::Relaxed);
+    // symbol table once, at boot, so no handler ever scans it).
+    if let Some(text) = write_pkrs_text {
+        WRITE_PKRS_TEXT.0.store(text.start, Ordering::Relaxed);
+        WRITE_PKRS_TEXT.1.store(text.end, Ordering::Relaxed);
     }
 }
 
@@ -289,22 +292,23 @@ pub struct PksFault {
 /// (typically by [`pks_update_saved`]), so the instruction is retried.
 pub type PksFaultHandler = fn(regs: &mut PtRegs, fault: PksFault) -> bool;
 
-static FAULT_HANDLERS: [AtomicPtr<()>; 16] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 16];
+static FAULT_HANDLERS: [HookSlot<PksFaultHandler>; 16] = [const { HookSlot::empty() }; 16];
 
 /// Installs `handler` for faults on pages tagged `pkey` (replacing any).
 pub fn register_fault_handler(pkey: u8, handler: PksFaultHandler) {
-    FAULT_HANDLERS[usize::from(pkey & 0xf)].store(handler as *mut (), Ordering::SeqCst);
+    FAULT_HANDLERS[usize::from(pkey & 0xf)].set(handler);
 }
 
 /// Removes the handler for `pkey`.
 pub fn unregister_fault_handler(pkey: u8) {
-    FAULT_HANDLERS[usize::from(pkey & 0xf)].store(core::ptr::null_mut(), Ordering::SeqCst);
+    FAULT_HANDLERS[usize::from(pkey & 0xf)].clear();
 }
 
 /// The key of the page holding `address`, from its PTE (bits 62:59).
 pub fn pkey_of(address: u64) -> Option<u8> {
-    let flags = x86_64::VirtAddr::try_new(address).ok().and_then(crate::memory::page_flags)?;
-    Some(((flags.bits() >> crate::memory::PTE_PKEY_SHIFT) & 0xf) as u8)
+    let flags =
+        x86_64::VirtAddr::try_new(address).ok().and_then(crate::arch::memory::page_flags)?;
+    Some(((flags.bits() >> crate::arch::memory::PTE_PKEY_SHIFT) & 0xf) as u8)
 }
 
 /// #PF error-code bits this module reads.
@@ -321,12 +325,8 @@ pub fn handle_fault(regs: &mut PtRegs, address: u64) -> bool {
     let Some(pkey) = pkey_of(address) else {
         return false;
     };
-    let raw = FAULT_HANDLERS[usize::from(pkey)].load(Ordering::SeqCst);
-    if raw.is_null() {
+    let Some(handler) = FAULT_HANDLERS[usize::from(pkey)].get() else {
         return false;
-    }
-    // SAFETY: only `register_fault_handler` stores non-null values, each a
-    // `PksFaultHandler` cast to a pointer (same size and representation).
-    let handler = unsafe { core::mem::transmute::<*mut (), PksFaultHandler>(raw) };
+    };
     handler(regs, PksFault { pkey, address, write: regs.orig_ax & PF_WRITE != 0 })
 }

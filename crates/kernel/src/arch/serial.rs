@@ -4,6 +4,7 @@
 //! Everything the kernel says goes here: QEMU maps it to stdio, and the
 //! runner and tests read it.
 
+use crate::arch::hook_slot::HookSlot;
 use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -180,13 +181,27 @@ fn flush_deferred(console: &mut SerialConsole) {
     }
 }
 
+/// Asks whether the code printing now must not wait for the console lock
+/// (a paranoid handler: NMI, #DB, #MC, #DF), which only the entry layer
+/// knows: it installs the answer at boot ([`set_must_not_wait`]).
+static MUST_NOT_WAIT: HookSlot<fn() -> bool> = HookSlot::empty();
+
+/// Installs the question [`print_args`] asks before it waits for the lock.
+pub fn set_must_not_wait(question: fn() -> bool) {
+    MUST_NOT_WAIT.set(question);
+}
+
+fn must_not_wait() -> bool {
+    MUST_NOT_WAIT.get().is_some_and(|question| question())
+}
+
 #[doc(hidden)]
 pub fn print_args(args: fmt::Arguments<'_>) {
     // With IF clear an IRQ handler can't find the lock held by the code it
     // interrupted. A paranoid handler (NMI, #DB, #MC) can: then it defers
     // its output rather than deadlock or lose it.
     x86_64::instructions::interrupts::without_interrupts(|| {
-        let paranoid = crate::paranoid::in_paranoid_context() && !DYING.load(Ordering::SeqCst);
+        let paranoid = must_not_wait() && !DYING.load(Ordering::SeqCst);
         let mut guard = if paranoid {
             match SERIAL.try_lock() {
                 Some(guard) => guard,
@@ -220,12 +235,12 @@ pub fn with_console_locked<T>(body: impl FnOnce() -> T) -> T {
 /// Prints to the serial console.
 #[macro_export]
 macro_rules! print {
-    ($($arg:tt)*) => { $crate::serial::print_args(format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::arch::serial::print_args(format_args!($($arg)*)) };
 }
 
 /// Prints a line to the serial console.
 #[macro_export]
 macro_rules! println {
     () => { $crate::print!("\n") };
-    ($($arg:tt)*) => { $crate::serial::print_args(format_args!("{}\n", format_args!($($arg)*))) };
+    ($($arg:tt)*) => { $crate::arch::serial::print_args(format_args!("{}\n", format_args!($($arg)*))) };
 }

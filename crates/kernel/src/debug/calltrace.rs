@@ -22,7 +22,9 @@
 //! generic state with the vector). A walk that ends early (a broken chain)
 //! says why in a ` [call trace stopped: ...]` line.
 
-use crate::{gdt, println, sched, show_regs, symbols};
+use crate::arch::gdt;
+use crate::debug::{show_regs, symbols};
+use crate::sched;
 use extregs_regs::{ExtendedPtRegs, PtRegs};
 use extregs_unwind::{Entry, EntryText, Line, Memory, Stack, StackKind, Stop, Unwinder};
 

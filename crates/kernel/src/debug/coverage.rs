@@ -34,18 +34,18 @@ pub fn hit_count() -> u64 {
 /// event interrupted, for the runner, which decodes the kernel ELF's entry
 /// text into instructions and reports hit/total and the points never hit.
 pub fn print_hits() {
-    crate::print!("COVERAGE_HIT ");
+    print!("COVERAGE_HIT ");
     let mut first = true;
     for (index, word) in HIT.iter().enumerate() {
         let mut bits = word.load(Ordering::Relaxed);
         while bits != 0 {
             let bit = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            crate::print!("{}{:x}", if first { "" } else { "," }, index * 64 + bit);
+            print!("{}{:x}", if first { "" } else { "," }, index * 64 + bit);
             first = false;
         }
     }
-    crate::println!();
+    println!();
 }
 
 /// The size of the entry text in bytes (the denominator the runner's

@@ -16,7 +16,8 @@
 //! kernel's symbols don't apply) and `RSP: 002b:...`, its `Code:` bytes
 //! read from user memory with `copy_from_user`.
 
-use crate::{memory, pks, println, symbols};
+use crate::arch::{memory, pks};
+use crate::debug::symbols;
 use extregs_regs::{EntryVector, ExtendedPtRegs, PtRegs, GENERIC_PTREGS_SIZE};
 use x86_64::registers::control::{Cr0, Cr2, Cr3, Cr4};
 use x86_64::registers::model_specific::{FsBase, GsBase, KernelGsBase};
@@ -114,16 +115,16 @@ fn show_code(ip: u64) {
         println!("Code: Unable to access opcode bytes at {:#x}.", start);
         return;
     }
-    crate::print!("Code:");
+    print!("Code:");
     for address in start..=end {
         // SAFETY: both ends of the range are mapped and it spans at most two
         // pages; code pages use pkey 0, which every PKRS the kernel runs
         // handlers with allows.
         let byte = unsafe { core::ptr::read_volatile(address as *const u8) };
         if address == ip {
-            crate::print!(" <{byte:02x}>");
+            print!(" <{byte:02x}>");
         } else {
-            crate::print!(" {byte:02x}");
+            print!(" {byte:02x}");
         }
     }
     println!();
@@ -134,16 +135,16 @@ fn show_code(ip: u64) {
 pub fn show_user_code(ip: u64) {
     let start = ip.wrapping_sub(CODE_PROLOGUE_BYTES);
     let mut bytes = [0u8; CODE_BYTES as usize];
-    if crate::user::copy_from_user(&mut bytes, start).is_err() {
+    if crate::arch::uaccess::copy_from_user(&mut bytes, start).is_err() {
         println!("Code: Unable to access opcode bytes at {:#x}.", start);
         return;
     }
-    crate::print!("Code:");
+    print!("Code:");
     for (offset, byte) in bytes.iter().enumerate() {
         if offset as u64 == CODE_PROLOGUE_BYTES {
-            crate::print!(" <{byte:02x}>");
+            print!(" <{byte:02x}>");
         } else {
-            crate::print!(" {byte:02x}");
+            print!(" {byte:02x}");
         }
     }
     println!();
@@ -151,14 +152,14 @@ pub fn show_user_code(ip: u64) {
 
 fn show_extension(frame: &ExtendedPtRegs) {
     if pks::enabled() {
-        crate::print!(
+        print!(
             "PKRS: {:08x} live: {:08x} task: {:08x} rights:",
             frame.arch.pks,
             pks::read_pkrs(),
             crate::sched::current_pkrs()
         );
         for pkey in 0..16 {
-            crate::print!(" {}:{}", pkey, pks::key_rights(frame.arch.pks, pkey).short());
+            print!(" {}:{}", pkey, pks::key_rights(frame.arch.pks, pkey).short());
         }
         println!();
     } else {
@@ -171,8 +172,8 @@ fn show_extension(frame: &ExtendedPtRegs) {
         EntryVectorName(frame.generic.entry_vector()),
         frame as *const ExtendedPtRegs as u64,
         GENERIC_PTREGS_SIZE,
-        crate::gdt::ist_stack_of(frame as *const ExtendedPtRegs as u64)
-            .map_or("task", crate::gdt::ist_stack_name)
+        crate::arch::gdt::ist_stack_of(frame as *const ExtendedPtRegs as u64)
+            .map_or("task", crate::arch::gdt::ist_stack_name)
     );
 }
 

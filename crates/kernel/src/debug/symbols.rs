@@ -64,6 +64,14 @@ impl fmt::Display for Symbol {
     }
 }
 
+/// The code range of the function holding `address` (its symbol's start
+/// and size), if the symbol table has it.
+pub fn function_range(address: u64) -> Option<core::ops::Range<u64>> {
+    let symbol = lookup(address)?;
+    let start = address - symbol.offset;
+    Some(start..start + symbol.size)
+}
+
 /// The function symbol containing runtime address `address`, if the symbol
 /// table is there and has one.
 pub fn lookup(address: u64) -> Option<Symbol> {

@@ -7,7 +7,8 @@
 //! and its extension, applies the requested [`FrameEdit`], and resumes at
 //! `4:` (like a Linux exception-table fixup).
 
-use crate::pks;
+use crate::arch::irqflags;
+use crate::arch::pks;
 use core::sync::atomic::{AtomicU64, Ordering};
 use extregs_regs::{ExtendedPtRegs, GenericExtRegs, PtRegs};
 use spin::Mutex;
@@ -50,7 +51,7 @@ pub unsafe fn observe(regs: &mut PtRegs, vector: u8) -> Observed {
     // SAFETY: per the function contract.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
     // The #DB entry read and reset DR6; it kept the value for the handler.
-    let dr6 = if vector == DEBUG_VECTOR { crate::paranoid::debug_status() } else { 0 };
+    let dr6 = if vector == DEBUG_VECTOR { crate::entry::paranoid::debug_status() } else { 0 };
     Observed {
         vector,
         regs: frame.regs,
@@ -61,8 +62,8 @@ pub unsafe fn observe(regs: &mut PtRegs, vector: u8) -> Observed {
         extension_address: frame as *mut ExtendedPtRegs as u64,
         cr2: x86_64::registers::control::Cr2::read_raw(),
         dr6,
-        rcu_watching: crate::traps::rcu_is_watching(),
-        lockdep_hardirqs_enabled: crate::traps::lockdep_hardirqs_enabled(),
+        rcu_watching: irqflags::rcu_is_watching(),
+        lockdep_hardirqs_enabled: irqflags::lockdep_hardirqs_enabled(),
         handler_ac: x86_64::registers::rflags::read()
             .contains(x86_64::registers::rflags::RFlags::ALIGNMENT_CHECK),
     }
@@ -156,8 +157,8 @@ macro_rules! expect_event {
                 "3:",
                 $event,
                 "4:",
-                fault_ip = sym $crate::events::FAULT_IP,
-                resume_ip = sym $crate::events::RESUME_IP,
+                fault_ip = sym $crate::entry::events::FAULT_IP,
+                resume_ip = sym $crate::entry::events::RESUME_IP,
                 out("rax") _,
                 $($($operands)+,)?
                 options(att_syntax)

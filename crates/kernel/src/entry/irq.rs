@@ -5,9 +5,8 @@
 //! for the selftests. An unexpected vector is reported with its number (as
 //! Linux's "No irq handler for vector") and acknowledged.
 
-use crate::apic::{self, ERROR_VECTOR, SELF_IPI_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR};
-use crate::events::{observe, Observed};
-use crate::println;
+use crate::arch::apic::{self, ERROR_VECTOR, SELF_IPI_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR};
+use crate::entry::events::{observe, Observed};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use extregs_regs::PtRegs;
 use spin::Mutex;
@@ -109,7 +108,7 @@ pub fn handle(regs: &mut PtRegs, vector: u8) {
         // APIC (a fixed IPI) and is merely unexpected.
         apic::FOREIGN_TIMER_VECTOR if !apic::in_service(vector) => {
             FOREIGN_TIMER_IRQS.fetch_add(1, Ordering::SeqCst);
-            crate::coverage::record(regs.ip);
+            crate::debug::coverage::record(regs.ip);
             apic::end_foreign_timer_irq();
         }
         TIMER_VECTOR => {

@@ -1,10 +1,15 @@
-//! The Rust side of the entry stubs: the dispatcher every vector reaches
-//! (`traps`), external interrupts, NMIs, the paranoid-entry discipline, and
-//! the frame observation and fault injection the tests use.
+//! The entry core: what the dispatcher (`dispatch`) and the SYSCALL path
+//! (`user::syscall`) build on. The kernel's side of the generic entry
+//! (`platform`), the frame checker (`check`), the hooks the modes install
+//! (`hooks`), external interrupts (`irq`), NMIs (`nmi`), the paranoid-entry
+//! discipline (`paranoid`), and the frame observation (`events`) and fault
+//! injection (`fault`) the tests use.
 
+pub mod check;
 pub mod events;
 pub mod fault;
+pub mod hooks;
 pub mod irq;
 pub mod nmi;
 pub mod paranoid;
-pub mod traps;
+pub mod platform;

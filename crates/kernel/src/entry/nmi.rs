@@ -9,9 +9,10 @@
 //! Nothing here takes a lock that interrupted code might hold: the logs are
 //! `try_lock`ed and skipped when busy.
 
-use crate::apic;
-use crate::events::{observe, Observed};
-use crate::gdt;
+use crate::arch::apic;
+use crate::arch::gdt;
+use crate::arch::hook_slot::HookSlot;
+use crate::entry::events::{observe, Observed};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use extregs_entry_asm::nmi_state;
 use extregs_regs::{nmi_state as state, IretFrame, NmiStackTop, PtRegs};
@@ -31,12 +32,12 @@ pub enum NmiAction {
     Nothing = 0,
     /// Execute `int3`; its handler sends a self-NMI (the nested-NMI test).
     Int3ThenSelfNmi = 1,
-    /// Recurse until the NMI stack overflows (`mode=oops
-    /// cause=nmi-stack-overflow`): must end in a #DF, never return.
-    RecurseUntilOverflow = 2,
 }
 
 static ACTION: AtomicU8 = AtomicU8::new(NmiAction::Nothing as u8);
+/// A function the next NMI calls, once (`mode=oops
+/// cause=nmi-stack-overflow` recurses there until the NMI stack overflows).
+static NEXT_NMI_CALL: HookSlot<fn()> = HookSlot::empty();
 /// Set while the handler's own `int3` is outstanding.
 static INT3_ARMED: AtomicBool = AtomicBool::new(false);
 
@@ -110,25 +111,6 @@ pub fn restart_user_nmi() -> bool {
     before == USER_NMI_LATCHED
 }
 
-/// Set while `apic::probe_pic_nmi` waits: the NMI handler acknowledges the
-/// 8259 first thing and notes whether it raised the NMI.
-static PIC_PROBE_ARMED: AtomicBool = AtomicBool::new(false);
-static PIC_PROBE_SEEN: AtomicBool = AtomicBool::new(false);
-
-/// Starts (`true`) or ends a PIC NMI probe window; starting clears what an
-/// earlier one saw.
-pub fn set_pic_probe(armed: bool) {
-    if armed {
-        PIC_PROBE_SEEN.store(false, Ordering::SeqCst);
-    }
-    PIC_PROBE_ARMED.store(armed, Ordering::SeqCst);
-}
-
-/// Did an NMI in the probe window find the 8259 raising it?
-pub fn pic_probe_seen() -> bool {
-    PIC_PROBE_SEEN.load(Ordering::SeqCst)
-}
-
 /// NMIs latched inside an NMI from user mode since boot.
 pub fn user_nmis_latched() -> u64 {
     USER_NMIS_LATCHED.load(Ordering::Relaxed)
@@ -137,6 +119,11 @@ pub fn user_nmis_latched() -> u64 {
 /// NMIs handled since boot (each repeat of the handler counts).
 pub fn count() -> u64 {
     NMI_COUNT.load(Ordering::SeqCst)
+}
+
+/// Makes the next NMI's handler call `call` (once).
+pub fn call_in_next_nmi(call: fn()) {
+    NEXT_NMI_CALL.set(call);
 }
 
 /// Arms `action` for the next NMI only.
@@ -177,10 +164,7 @@ pub fn read_stack_top() -> NmiStackTop {
 /// The NMI handler proper (after `irqentry_nmi_enter`).
 pub fn handle(regs: &mut PtRegs) {
     NMI_COUNT.fetch_add(1, Ordering::SeqCst);
-    if PIC_PROBE_ARMED.load(Ordering::SeqCst) && apic::acknowledge_pic_nmi() {
-        PIC_PROBE_SEEN.store(true, Ordering::SeqCst);
-        PIC_PROBE_ARMED.store(false, Ordering::SeqCst);
-    }
+    apic::note_probed_pic_nmi();
     if let Some(mut log) = LOG.try_lock() {
         let (entries, length) = &mut *log;
         if *length < LOG_SIZE {
@@ -189,11 +173,10 @@ pub fn handle(regs: &mut PtRegs) {
             *length += 1;
         }
     }
-    let action = ACTION.swap(NmiAction::Nothing as u8, Ordering::SeqCst);
-    if action == NmiAction::RecurseUntilOverflow as u8 {
-        // Never returns: the guard page below the NMI stack ends it in a #DF.
-        crate::oops::recurse_until_overflow(0);
+    if let Some(call) = NEXT_NMI_CALL.take() {
+        call();
     }
+    let action = ACTION.swap(NmiAction::Nothing as u8, Ordering::SeqCst);
     if action == NmiAction::Int3ThenSelfNmi as u8 {
         INT3_ARMED.store(true, Ordering::SeqCst);
         // SAFETY: int3 is a trap that claim_int3 handles; IRET resumes after it with every GPR

@@ -24,7 +24,7 @@
 //! [`depth`] counts the paranoid handlers running, so code that must not
 //! wait for a lock the interrupted code may hold (the console) knows.
 
-use crate::gdt;
+use crate::arch::gdt;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use x86_64::registers::control::Cr2;
 
@@ -194,7 +194,10 @@ pub fn breakpoint_refused(address: u64) -> Option<&'static str> {
 /// function holding the address (demangled, without the hash).
 const NOINSTR_PREFIXES: &[&str] = &[
     "extregs_exception_entry",
+    "kernel::dispatch::",
     "kernel::entry::",
+    "kernel::arch::hook_slot::",
+    "kernel::arch::irqflags::",
     "kernel::arch::pks::",
     "kernel::arch::gdt::",
     "kernel::arch::serial::",
@@ -206,8 +209,8 @@ const NOINSTR_PREFIXES: &[&str] = &[
 /// Is `address` inside one of the [`NOINSTR_PREFIXES`] functions? (Without
 /// a symbol table, every text address counts: refuse rather than guess.)
 fn in_noinstr_function(address: u64) -> bool {
-    let Some(symbol) = crate::symbols::lookup(address) else {
-        return !crate::symbols::available();
+    let Some(symbol) = crate::debug::symbols::lookup(address) else {
+        return !crate::debug::symbols::available();
     };
     let mut name = NameBuffer { bytes: [0; 160], length: 0 };
     let _ =

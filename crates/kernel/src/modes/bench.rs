@@ -12,7 +12,10 @@
 //! Under TCG the cycles measure the emulator: only ratios between variants
 //! of the same run mean anything.
 
-use crate::{idt, pks, println, result, sched, traps::KernelPlatform};
+use crate::arch::{idt, pks, uaccess};
+use crate::debug::result;
+use crate::entry::platform::KernelPlatform;
+use crate::sched;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use extregs_bench::{CellPlatform, Placement, Stub, Summary, EXTENSION_SIZES, HANDLER_RSP};
@@ -423,7 +426,7 @@ fn measure_syscalls(iterations: usize) -> bool {
         let samples = unsafe { &mut *SAMPLES.0.get() };
         for (index, sample) in samples.iter_mut().take(batches).enumerate() {
             let mut bytes = [0u8; 8];
-            if user::copy_from_user(&mut bytes, buffer + 8 * index as u64).is_err() {
+            if uaccess::copy_from_user(&mut bytes, buffer + 8 * index as u64).is_err() {
                 ok = false;
             }
             *sample = u64::from_le_bytes(bytes);

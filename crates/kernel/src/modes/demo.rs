@@ -5,10 +5,11 @@
 //! next to the live one (the entry default). After IRET the kernel checks it
 //! got its PKRS back.
 
-use crate::events::{self, expect_event, FrameEdit};
-use crate::memory::PkeyPage;
-use crate::pks::{self, KeyRights, PKRS_DEFAULT};
-use crate::{println, result, show_regs, traps};
+use crate::arch::memory::PkeyPage;
+use crate::arch::pks::{self, KeyRights, PKRS_DEFAULT};
+use crate::debug::{result, show_regs};
+use crate::entry::events::{self, expect_event, FrameEdit};
+use crate::entry::hooks;
 use extregs_regs::PtRegs;
 
 /// Prints show_regs for the demo's int3, then lets the recording hook
@@ -51,7 +52,7 @@ pub fn run(pkey_page: Option<PkeyPage>) -> bool {
     };
     println!("extregs: demo: executing int3");
     events::arm(FrameEdit::None);
-    traps::with_trap_hook(show_and_record, || expect_event!(setup: [], event: "int3"));
+    hooks::with_trap_hook(show_and_record, || expect_event!(setup: [], event: "int3"));
     let after = pks::enabled().then(pks::read_pkrs);
     if let Some(page) = pkey_page {
         crate::sched::pks_set_noaccess(page.pkey);

@@ -30,7 +30,7 @@
 //! NMIs are blocked); there the handler may also send a self-NMI before it
 //! returns, which the entry must *latch* and the outer NMI then repeats (the
 //! stub's latch below an NMI from kernel mode, the second one in
-//! `traps::paranoid_entry` below an NMI from ring 3).
+//! `crate::dispatch::paranoid_entry` below an NMI from ring 3).
 //!
 //! A `preempt` level is a timer IRQ whose handler wakes the fuzz partner
 //! task and asks for a reschedule: the IRQ's exit switches to the partner,
@@ -48,12 +48,16 @@
 //! from the storm's). Below an NMI from ring 3 the frames stay on the task
 //! stack.
 
-use crate::apic::{self, SELF_IPI_VECTOR, TIMER_VECTOR};
-use crate::memory;
-use crate::pks::{self, KeyRights, PksFault, PKRS_DEFAULT};
-use crate::{
-    coverage, exit, fault, gdt, irq, nmi, oops, println, result, sched, show_regs, traps, user,
-};
+use crate::arch::apic::{self, SELF_IPI_VECTOR, TIMER_VECTOR};
+use crate::arch::irqflags;
+use crate::arch::memory;
+use crate::arch::pks::{self, KeyRights, PksFault, PKRS_DEFAULT};
+use crate::arch::{exit, gdt};
+use crate::debug::{coverage, oops, result, show_regs};
+use crate::entry::hooks;
+use crate::entry::{fault, irq, nmi};
+use crate::sched;
+use crate::user;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use extregs_cmdline::FuzzSettings;
@@ -353,7 +357,7 @@ fn label(index: usize) -> usize {
 fn print_label(index: usize) {
     let user = if index >= ALL_KINDS { "user_" } else { "" };
     let kind = ALL_KINDS_IN_ORDER[index % ALL_KINDS];
-    crate::print!("\"{user}{}\"", kind.name());
+    print!("\"{user}{}\"", kind.name());
 }
 
 /// Every kind, indexed by its discriminant (checked below).
@@ -866,11 +870,11 @@ fn raise(index: usize) {
     }
     HANDLED.fetch_and(!(1 << index), Ordering::SeqCst);
     REPEATED.fetch_and(!(1 << index), Ordering::SeqCst);
-    let model_before = traps::lockdep_hardirqs_enabled();
+    let model_before = irqflags::lockdep_hardirqs_enabled();
     if level.lockdep_model {
-        traps::local_irq_enable_model_only();
+        irqflags::local_irq_enable_model_only();
     } else {
-        traps::local_irq_disable_model_only();
+        irqflags::local_irq_disable_model_only();
     }
     if pks::enabled() {
         // SAFETY: PKS is on and the generated value keeps key 0 read/write.
@@ -882,15 +886,15 @@ fn raise(index: usize) {
     // event that the fuzz hook handles (and resumes past, where needed).
     unsafe { entry(&level.gprs, &mut output) };
     let live_pkrs = if pks::enabled() { pks::read_pkrs() } else { 0 };
-    let model_after = traps::lockdep_hardirqs_enabled();
+    let model_after = irqflags::lockdep_hardirqs_enabled();
     if pks::enabled() {
         // SAFETY: PKS is on; the default keeps key 0 read/write.
         unsafe { pks::update_pkrs(PKRS_DEFAULT) };
     }
     if model_before {
-        traps::local_irq_enable_model_only();
+        irqflags::local_irq_enable_model_only();
     } else {
-        traps::local_irq_disable_model_only();
+        irqflags::local_irq_disable_model_only();
     }
     if HANDLED.load(Ordering::SeqCst) & (1 << index) == 0 {
         violation_after(
@@ -1066,7 +1070,7 @@ fn pks_fault(regs: &mut PtRegs, fault: PksFault) -> bool {
 /// NMIs the program did not raise (QMP `inject-nmi`, a storm) that came
 /// in while an iteration ran: checked for latching like every NMI (first
 /// thing in [`handle`]), validated by the entry checks that need no program
-/// (`traps::check_frame`: extension offset, CS/SS, live PKRS, IST
+/// (`check::check_frame`: extension offset, CS/SS, live PKRS, IST
 /// placement and the NMI frame on the copy), counted, and otherwise left
 /// alone: they never enter the digest. Those between iterations go to the
 /// kernel's NMI handler and are counted from `nmi::count`.
@@ -1391,7 +1395,7 @@ fn validate(regs: &mut PtRegs, vector: u8, depth: usize, level: &Level, repeat: 
             ),
         );
     }
-    if traps::lockdep_hardirqs_enabled() {
+    if irqflags::lockdep_hardirqs_enabled() {
         violation(
             regs,
             depth,
@@ -1476,9 +1480,9 @@ fn validate(regs: &mut PtRegs, vector: u8, depth: usize, level: &Level, repeat: 
 // ---------------------------------------------------------------------------
 
 fn print_path(depth: usize) {
-    crate::print!("extregs: fuzz: path:");
+    print!("extregs: fuzz: path:");
     for index in 0..=depth.min(program_len().saturating_sub(1)) {
-        crate::print!("{} {}", if index == 0 { "" } else { " >" }, level(index).kind.name());
+        print!("{} {}", if index == 0 { "" } else { " >" }, level(index).kind.name());
     }
     println!();
 }
@@ -1513,7 +1517,7 @@ fn violation(regs: &PtRegs, depth: usize, invariant: &str, detail: core::fmt::Ar
     unsafe { show_regs::show_regs(regs) };
     // From here, not from `regs`: the trampolines run with a random RBP,
     // and this handler's callers lead through the frame anyway.
-    crate::calltrace::print_call_trace_here();
+    crate::debug::calltrace::print_call_trace_here();
     report_and_die(invariant, depth, detail)
 }
 
@@ -1544,7 +1548,7 @@ fn violation_after(
     // SAFETY: `frame.regs` is inside a whole ExtendedPtRegs.
     unsafe { show_regs::show_regs(&frame.regs) };
     // The context came back: its callers are this code's.
-    crate::calltrace::print_call_trace_here();
+    crate::debug::calltrace::print_call_trace_here();
     report_and_die(invariant, depth, detail)
 }
 
@@ -1566,7 +1570,7 @@ fn partner(_: usize) {
             return;
         }
         // As in the mode's own context: events are raised with IF clear.
-        traps::local_irq_disable();
+        irqflags::local_irq_disable();
         let start = PARTNER_START.load(Ordering::SeqCst);
         if start < program_len() {
             DEPTH.store(start, Ordering::SeqCst);
@@ -1600,13 +1604,9 @@ pub fn run(settings: FuzzSettings) -> bool {
     let batch = settings.seed_count > 1;
     if batch {
         // The parser made sure seed + seed_count fits.
-        crate::print!(
-            "extregs: fuzz: seeds={}..{}",
-            settings.seed,
-            settings.seed + settings.seed_count
-        );
+        print!("extregs: fuzz: seeds={}..{}", settings.seed, settings.seed + settings.seed_count);
     } else {
-        crate::print!("extregs: fuzz: seed={}", settings.seed);
+        print!("extregs: fuzz: seed={}", settings.seed);
     }
     println!(
         " iterations={} max-depth={} (pks={}, {} mode)",
@@ -1646,7 +1646,7 @@ pub fn run(settings: FuzzSettings) -> bool {
     // Each seed's window of foreign events and checks starts where the
     // previous one ended, so the FUZZ lines add up to the boot's.
     let mut window = Window::now();
-    traps::with_event_hook(event_hook, || {
+    hooks::with_event_hook(event_hook, || {
         user::syscall::with_syscall_hook(event_hook, || {
             for offset in 0..settings.seed_count {
                 let seed = settings.seed + offset;
@@ -1663,7 +1663,7 @@ pub fn run(settings: FuzzSettings) -> bool {
                             ),
                         );
                     }
-                    crate::print!("FUZZ {{");
+                    print!("FUZZ {{");
                     summary.print_fields(Some(seed), true);
                     println!("}}");
                 }
@@ -1681,7 +1681,7 @@ pub fn run(settings: FuzzSettings) -> bool {
         });
         sched::wait(*partner);
     }
-    let (frames_checked, frame_errors) = traps::frame_counts();
+    let (frames_checked, frame_errors) = result::frame_counts();
     // The preempt events' switches must also have found the RCU and lockdep
     // models right.
     let model_errors = sched::counts().model_errors - model_errors_before;
@@ -1692,11 +1692,11 @@ pub fn run(settings: FuzzSettings) -> bool {
     }
     let ok = frame_errors == 0 && model_errors == 0;
     if batch {
-        crate::print!("extregs: fuzz: {} seeds x ", settings.seed_count);
+        print!("extregs: fuzz: {} seeds x ", settings.seed_count);
     } else {
-        crate::print!("extregs: fuzz: ");
+        print!("extregs: fuzz: ");
     }
-    crate::print!(
+    print!(
         "{} iterations, {} frames validated in {} ms ({} frames/s), max depth {}",
         totals.iterations,
         totals.frames,
@@ -1717,21 +1717,21 @@ pub fn run(settings: FuzzSettings) -> bool {
         totals.foreign_irqs,
         coverage::text_bytes()
     );
-    crate::print!(
+    print!(
         "RESULT {{\"mode\":\"fuzz\",\"ok\":{ok},\"pks\":{},\"frames_checked\":{frames_checked},\"frame_errors\":{frame_errors}",
         pks::enabled()
     );
-    crate::print!(
+    print!(
         ",\"model_errors\":{model_errors},\"entry_points_hit\":{entry_points_hit},\"entry_text_bytes\":{},\"max_depth\":{max_depth},\"user_nmi\":{}",
         coverage::text_bytes(),
         USER_NMI_AVAILABLE.load(Ordering::Relaxed)
     );
     if batch {
-        crate::print!(",\"seeds\":\"{}..{}\"", settings.seed, settings.seed + settings.seed_count);
+        print!(",\"seeds\":\"{}..{}\"", settings.seed, settings.seed + settings.seed_count);
     }
     // A single seed's totals are its own summary (with its digest); a batch's
     // add the seeds up (their digests are on their FUZZ lines).
-    crate::print!(",");
+    print!(",");
     totals.print_fields(if batch { None } else { Some(settings.seed) }, false);
     println!("}}");
     ok
@@ -1754,7 +1754,7 @@ impl Window {
         Window {
             kernel_nmis: nmi::count(),
             foreign_irqs: irq::foreign_timer_irqs(),
-            frame_errors: traps::frame_counts().1,
+            frame_errors: result::frame_counts().1,
             model_errors: sched::counts().model_errors,
             user_nmis_latched: nmi::user_nmis_latched(),
         }
@@ -1831,9 +1831,9 @@ impl SeedSummary {
     /// has the boot's own).
     fn print_fields(&self, seed: Option<u64>, checks: bool) {
         if let Some(seed) = seed {
-            crate::print!("\"seed\":{seed},");
+            print!("\"seed\":{seed},");
         }
-        crate::print!(
+        print!(
             "\"iterations\":{},\"frames\":{},\"microseconds\":{},\"frames_per_s\":{},\"max_depth_reached\":{},\"violations\":0,\"latched_nmis\":{},\"foreign_nmis\":{},\"foreign_user_nmis\":{},\"foreign_irqs\":{},",
             self.iterations,
             self.frames,
@@ -1846,19 +1846,18 @@ impl SeedSummary {
             self.foreign_irqs,
         );
         if checks {
-            crate::print!(
+            print!(
                 "\"frame_errors\":{},\"model_errors\":{},",
-                self.frame_errors,
-                self.model_errors
+                self.frame_errors, self.model_errors
             );
         }
-        crate::print!("\"user_nmis_latched\":{},", self.user_nmis_latched);
+        print!("\"user_nmis_latched\":{},", self.user_nmis_latched);
         if seed.is_some() {
-            crate::print!("\"digest\":\"{:016x}\",", self.digest);
+            print!("\"digest\":\"{:016x}\",", self.digest);
         }
-        crate::print!("\"kinds\":{{");
+        print!("\"kinds\":{{");
         for (index, kind) in KINDS.iter().enumerate() {
-            crate::print!(
+            print!(
                 "{}\"{}\":{}",
                 if index == 0 { "" } else { "," },
                 kind.name(),
@@ -1866,48 +1865,48 @@ impl SeedSummary {
             );
         }
         for kind in USER_KINDS {
-            crate::print!(",\"user_{}\":{}", kind.name(), self.user_kinds[kind as usize]);
+            print!(",\"user_{}\":{}", kind.name(), self.user_kinds[kind as usize]);
         }
         // Frames by depth, and by what they interrupted: the rows with any.
-        crate::print!("}},\"kind_depth\":{{");
+        print!("}},\"kind_depth\":{{");
         let mut first = true;
         for (index, counts) in self.depths.iter().enumerate() {
             if counts.iter().all(|&count| count == 0) {
                 continue;
             }
-            crate::print!("{}", if first { "" } else { "," });
+            print!("{}", if first { "" } else { "," });
             first = false;
             print_label(index);
-            crate::print!(":[");
+            print!(":[");
             for (depth, count) in counts.iter().enumerate() {
-                crate::print!("{}{count}", if depth == 0 { "" } else { "," });
+                print!("{}{count}", if depth == 0 { "" } else { "," });
             }
-            crate::print!("]");
+            print!("]");
         }
-        crate::print!("}},\"contexts\":{{");
+        print!("}},\"contexts\":{{");
         first = true;
         for (index, counts) in self.contexts.iter().enumerate() {
             if counts.iter().all(|&count| count == 0) {
                 continue;
             }
-            crate::print!("{}", if first { "" } else { "," });
+            print!("{}", if first { "" } else { "," });
             first = false;
             print_label(index);
-            crate::print!(":{{");
+            print!(":{{");
             let mut first_context = true;
             for (context, &count) in counts.iter().enumerate().filter(|(_, &count)| count > 0) {
-                crate::print!("{}", if first_context { "" } else { "," });
+                print!("{}", if first_context { "" } else { "," });
                 first_context = false;
                 match context {
-                    0 => crate::print!("\"task\""),
-                    1 => crate::print!("\"user\""),
+                    0 => print!("\"task\""),
+                    1 => print!("\"user\""),
                     parent => print_label(parent - 2),
                 }
-                crate::print!(":{count}");
+                print!(":{count}");
             }
-            crate::print!("}}");
+            print!("}}");
         }
-        crate::print!("}}");
+        print!("}}");
     }
 }
 

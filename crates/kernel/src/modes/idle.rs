@@ -1,53 +1,23 @@
-//! The idle loop, and `mode=idle seconds=N`.
-//!
-//! Idling is where the RCU model means something: [`idle_once`] tells RCU
-//! the CPU stops watching (Linux's `ct_idle_enter`), then `sti; hlt`. An
-//! interrupt from there finds RCU not watching, so `irqentry_enter` makes it
-//! watch and records `exit_rcu` in the extension; `irqentry_exit` undoes it
-//! before IRET returns to the `hlt`.
+//! `mode=idle seconds=N`: the idle loop (`sched::idle`) under a timer.
 //!
 //! `mode=idle` runs the periodic LAPIC timer at [`HZ`] and idles until
 //! `seconds * HZ` ticks have passed, counting timer IRQs and NMIs (QEMU's
 //! `inject-nmi` over QMP is the way to send NMIs from outside).
 
-use crate::{apic, irq, nmi, pks, println, result, traps};
+use crate::arch::{apic, pks};
+use crate::debug::result;
+use crate::entry::{irq, nmi};
+use crate::sched::idle::idle_once;
 
 /// Timer ticks per second in `mode=idle`.
 pub const HZ: u32 = 100;
-
-/// What one trip through idle saw.
-#[derive(Clone, Copy, Debug)]
-pub struct IdleExit {
-    /// Was RCU watching right after `hlt` returned (before idle exit told it
-    /// to)? False when every interrupt handled in idle undid its
-    /// `rcu_irq_enter`.
-    pub rcu_watching_after_wakeup: bool,
-}
-
-/// Idles until the next interrupt has been handled. Call with interrupts
-/// disabled; returns with them disabled.
-pub fn idle_once() -> IdleExit {
-    traps::set_rcu_watching(false);
-    // STI's one-instruction shadow makes `sti; hlt` atomic: an interrupt
-    // pending now is taken at the HLT, never before it, so no wakeup is
-    // lost. The lockdep model is told first, as local_irq_enable() does.
-    traps::local_irq_enable_model_only();
-    // SAFETY: IF is on only for the HLT; every vector's handler writes only kernel statics, and
-    // CLI puts IF back. Not `nomem`: those handlers write what this function reads right after
-    // (the RCU model, `run`'s IRQ counters), so the block counts as reading and writing memory.
-    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nostack)) };
-    traps::local_irq_disable_model_only();
-    let rcu_watching_after_wakeup = traps::rcu_is_watching();
-    traps::set_rcu_watching(true);
-    IdleExit { rcu_watching_after_wakeup }
-}
 
 /// `mode=idle`: periodic timer, idle for `seconds`, report counts.
 pub fn run(seconds: u32) -> bool {
     let ticks_wanted = u64::from(seconds) * u64::from(HZ);
     let start = irq::counts();
     let nmis_before = nmi::count();
-    let (frames_before, errors_before) = traps::frame_counts();
+    let (frames_before, errors_before) = result::frame_counts();
     let wrmsrs_before = pks::wrmsr_count();
     let mut rcu_leaks = 0u64;
     println!(
@@ -67,7 +37,7 @@ pub fn run(seconds: u32) -> bool {
     let end = irq::counts();
     let timer_irqs = end.timer - start.timer;
     let nmis = nmi::count() - nmis_before;
-    let (frames, errors) = traps::frame_counts();
+    let (frames, errors) = result::frame_counts();
     let (frames_checked, frame_errors) = (frames - frames_before, errors - errors_before);
     let unexpected = end.unexpected - start.unexpected;
     // Idle runs with the default PKRS, so the cache must have saved every

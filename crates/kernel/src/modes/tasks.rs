@@ -20,9 +20,11 @@
 //! saved must be the interrupted task's own. Without PKS the PKRS checks
 //! are skipped, and the mode says so.
 
-use crate::pks::{self, KeyRights, PksFault};
+use crate::arch::pks::{self, KeyRights, PksFault};
+use crate::arch::{apic, memory};
+use crate::debug::result;
+use crate::entry::hooks;
 use crate::sched::{self, TaskHandle, TICK_HZ};
-use crate::{apic, memory, println, result, traps};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use extregs_regs::{ExtendedPtRegs, PtRegs};
 
@@ -193,11 +195,11 @@ pub fn run(tasks: u32, seconds: u32) -> bool {
         );
     }
     let sched_before = sched::counts();
-    let nmis_before = crate::nmi::count();
+    let nmis_before = crate::entry::nmi::count();
     let wrmsrs_before = pks::wrmsr_count();
-    let (frames_before, _) = traps::frame_counts();
+    let (frames_before, _) = result::frame_counts();
     let mut handles: [Option<TaskHandle>; MAX_WORKERS] = [None; MAX_WORKERS];
-    traps::with_event_hook(check_timer_frame, || {
+    hooks::with_event_hook(check_timer_frame, || {
         for (index, handle) in handles.iter_mut().enumerate().take(workers) {
             match sched::spawn(format_args!("worker-{}", index + 1), worker, index) {
                 Ok(spawned) => *handle = Some(spawned),
@@ -224,8 +226,8 @@ pub fn run(tasks: u32, seconds: u32) -> bool {
     let yields = YIELDS.load(Ordering::Relaxed);
     let model_errors = counts.model_errors - sched_before.model_errors;
     let pkrs_wrmsrs = pks::wrmsr_count() - wrmsrs_before;
-    let nmis = crate::nmi::count() - nmis_before;
-    let (frames_after, _) = traps::frame_counts();
+    let nmis = crate::entry::nmi::count() - nmis_before;
+    let (frames_after, _) = result::frame_counts();
     let gpr_mismatches = GPR_MISMATCHES.load(Ordering::Relaxed);
     let pkrs_mismatches = PKRS_MISMATCHES.load(Ordering::Relaxed);
     let page_mismatches = PAGE_MISMATCHES.load(Ordering::Relaxed);

@@ -16,9 +16,9 @@
 //! every task ended as it should, the spinners were preempted in user mode,
 //! and no frame failed the entry checks.
 
+use crate::debug::result;
 use crate::sched::{self, TaskHandle};
 use crate::user::{self, programs};
-use crate::{println, result, traps};
 
 /// Syscalls of `user-syscalls`.
 const SYSCALL_LOOP_CALLS: u64 = 10_000;
@@ -45,7 +45,7 @@ fn spawn(name: &'static str, program: programs::Program, arg0: u64, status: i32)
 pub fn run() -> bool {
     let sched_before = sched::counts();
     let user_before = user::counts();
-    let (frames_before, _) = traps::frame_counts();
+    let (frames_before, _) = result::frame_counts();
     // The killed task's registers are dumped (Linux's print-fatal-signals).
     user::set_print_fatal_signals(true);
     sched::start_tick();
@@ -80,7 +80,7 @@ pub fn run() -> bool {
     let user_irqs = counts.user_irqs - user_before.user_irqs;
     let user_nmis = counts.user_nmis - user_before.user_nmis;
     let model_errors = sched_counts.model_errors - sched_before.model_errors;
-    let (frames_after, _) = traps::frame_counts();
+    let (frames_after, _) = result::frame_counts();
     println!(
         "extregs: user: {syscalls} syscalls ({sysret_exits} SYSRET exits, {iret_exits} IRET exits), {user_preemptions} user preemptions, {user_kills} killed, {user_frames} user frames checked at task_pt_regs ({user_irqs} IRQs, {user_nmis} NMIs from user mode)"
     );

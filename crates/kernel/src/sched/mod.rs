@@ -22,9 +22,11 @@
 //! interrupts off (an IRQ could otherwise find it held by the code it
 //! interrupted); NMI handlers never take it.
 
+pub mod idle;
 pub mod task;
 
-use crate::{apic, pks, traps};
+use crate::arch::irqflags;
+use crate::arch::{apic, pks};
 use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use extregs_entry_asm::extregs_context_switch;
 use extregs_regs::{ExtendedPtRegs, InactiveTaskFrame};
@@ -141,7 +143,9 @@ pub fn counts() -> SchedCounts {
 pub fn init() {
     for slot in 0..MAX_TASKS {
         if slot != INIT_SLOT {
-            crate::memory::unmap_guard_page(x86_64::VirtAddr::new(task::guard_range(slot).start));
+            crate::arch::memory::unmap_guard_page(x86_64::VirtAddr::new(
+                task::guard_range(slot).start,
+            ));
         }
     }
     let default_pkrs = if pks::enabled() { pks::PKRS_DEFAULT } else { 0 };
@@ -152,12 +156,13 @@ pub fn init() {
     init.switched_out_pkrs.store(default_pkrs, Ordering::Relaxed);
     // init runs on the bootloader's stack: the mapped pages around the
     // current RSP (the bootloader leaves an unmapped guard page below).
-    let stack = crate::memory::mapped_range_around(x86_64::VirtAddr::new(current_stack_pointer()));
+    let stack =
+        crate::arch::memory::mapped_range_around(x86_64::VirtAddr::new(current_stack_pointer()));
     init.stack_bottom.store(stack.start, Ordering::Relaxed);
     init.stack_top.store(stack.end, Ordering::Relaxed);
     // SAFETY: boot, interrupts off; init never enters user mode, so its
     // stack top is only a well-defined value for TSS.RSP0.
-    unsafe { crate::gdt::set_kernel_stack_top(stack.end) };
+    unsafe { crate::arch::gdt::set_kernel_stack_top(stack.end) };
     init.set_state(TaskState::Running);
     CURRENT.store(INIT_SLOT, Ordering::Relaxed);
     let idle = &TASKS[IDLE_SLOT];
@@ -351,7 +356,7 @@ extern "C" fn task_start() -> ! {
     assert_on_own_stack("task_start");
     // The idle task keeps IF clear: it sets it only in `sti; hlt`.
     if CURRENT.load(Ordering::Relaxed) != IDLE_SLOT {
-        traps::local_irq_enable();
+        irqflags::local_irq_enable();
     }
     let task = current_task();
     let entry = task.entry.load(Ordering::Relaxed);
@@ -373,7 +378,7 @@ pub fn exit_current() -> ! {
 /// [`exit_current`] with the status [`wait`] returns (an exit code, or
 /// 128 + the signal of a killed task, as a shell reports it).
 pub fn exit_current_with_status(status: i32) -> ! {
-    traps::local_irq_disable();
+    irqflags::local_irq_disable();
     let slot = CURRENT.load(Ordering::Relaxed);
     assert!(slot != INIT_SLOT && slot != IDLE_SLOT, "init and idle never exit");
     let task = &TASKS[slot];
@@ -491,11 +496,11 @@ fn wake(slot: usize) {
 fn with_irqs_off<T>(body: impl FnOnce() -> T) -> T {
     let were_enabled = x86_64::instructions::interrupts::are_enabled();
     if were_enabled {
-        traps::local_irq_disable();
+        irqflags::local_irq_disable();
     }
     let result = body();
     if were_enabled {
-        traps::local_irq_enable();
+        irqflags::local_irq_enable();
     }
     result
 }
@@ -553,7 +558,7 @@ fn switch_to(prev: usize, next: usize) {
     // Nothing may switch with the models claiming otherwise: IF is off, so
     // lockdep must say hardirqs are off, and RCU must watch (only the idle
     // loop's `hlt` doesn't, and it is over before idle switches).
-    if traps::lockdep_hardirqs_enabled() || !traps::rcu_is_watching() {
+    if irqflags::lockdep_hardirqs_enabled() || !irqflags::rcu_is_watching() {
         MODEL_ERRORS.fetch_add(1, Ordering::Relaxed);
     }
     if pks::enabled() {
@@ -576,7 +581,7 @@ fn switch_to(prev: usize, next: usize) {
     // SAFETY: interrupts are off and `next` runs next: its user frames must land at the top of its
     // own kernel stack (a stale RSP0 would build them on the previous task's). An NMI before the
     // switch comes from kernel mode and uses its IST, not RSP0.
-    unsafe { crate::gdt::set_kernel_stack_top(next_task.stack_top.load(Ordering::Relaxed)) };
+    unsafe { crate::arch::gdt::set_kernel_stack_top(next_task.stack_top.load(Ordering::Relaxed)) };
     switch_user_gs_base(prev_task, next_task);
     next_task.set_state(TaskState::Running);
     SWITCHING_FROM.store(prev + 1, Ordering::Relaxed);
@@ -641,9 +646,9 @@ fn assert_on_own_stack(place: &str) {
 /// preempts, as in Linux), then schedule.
 fn idle_task(_: usize) {
     loop {
-        traps::local_irq_disable();
+        irqflags::local_irq_disable();
         if !NEED_RESCHED.load(Ordering::Relaxed) {
-            crate::idle::idle_once();
+            idle::idle_once();
         }
         schedule();
     }
@@ -808,11 +813,11 @@ pub fn preempt_enable() {
         && NEED_RESCHED.load(Ordering::Relaxed)
         && x86_64::instructions::interrupts::are_enabled()
     {
-        traps::local_irq_disable();
+        irqflags::local_irq_disable();
         if schedule() {
             ENABLE_PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
         }
-        traps::local_irq_enable();
+        irqflags::local_irq_enable();
     }
 }
 

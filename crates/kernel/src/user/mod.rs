@@ -31,8 +31,11 @@
 pub mod programs;
 pub mod syscall;
 
+use crate::arch::irqflags;
+use crate::arch::{idt, memory, pks};
+use crate::entry::paranoid;
+use crate::entry::platform;
 use crate::sched::{self, task};
-use crate::{idt, memory, paranoid, pks, println, traps};
 use core::sync::atomic::{AtomicBool, Ordering};
 use extregs_regs::{
     selectors, ArchExtRegs, ExtendedPtRegs, GenericExtRegs, PtRegs, NO_ERROR_CODE,
@@ -42,11 +45,10 @@ use spin::Once;
 use x86_64::structures::paging::PhysFrame;
 use x86_64::VirtAddr;
 
+use crate::arch::uaccess::copy_from_user;
+pub use crate::arch::uaccess::{TASK_SIZE_MAX, USER_SPACE_BASE};
 pub use programs::Program;
-pub use syscall::TASK_SIZE_MAX;
 
-/// The user address space: level-4 slot 255.
-pub const USER_SPACE_BASE: u64 = 0x7f80_0000_0000;
 /// Where the program text is mapped.
 pub const USER_TEXT: u64 = USER_SPACE_BASE;
 /// Task slot `s`'s user stack ends at `USER_STACKS + (s + 1) * STRIDE`.
@@ -76,7 +78,6 @@ pub mod counters {
     /// user mode, the SYSCALLs SYSRET can't return from, and each task's
     /// first entry.
     pub static IRET_EXITS: AtomicU64 = AtomicU64::new(0);
-    pub static USER_FRAMES_CHECKED: AtomicU64 = AtomicU64::new(0);
     pub static USER_SINGLE_STEPS: AtomicU64 = AtomicU64::new(0);
     pub static USER_NMIS: AtomicU64 = AtomicU64::new(0);
     pub static USER_IRQS: AtomicU64 = AtomicU64::new(0);
@@ -103,7 +104,7 @@ pub fn counts() -> UserCounts {
         syscalls: SYSCALLS.load(Ordering::Relaxed),
         sysret_exits: SYSRET_EXITS.load(Ordering::Relaxed),
         iret_exits: IRET_EXITS.load(Ordering::Relaxed),
-        user_frames_checked: USER_FRAMES_CHECKED.load(Ordering::Relaxed),
+        user_frames_checked: crate::entry::check::user_frames_checked(),
         user_single_steps: USER_SINGLE_STEPS.load(Ordering::Relaxed),
         user_nmis: USER_NMIS.load(Ordering::Relaxed),
         user_irqs: USER_IRQS.load(Ordering::Relaxed),
@@ -271,7 +272,7 @@ fn user_task_start(user_rip: usize) {
             ..PtRegs::default()
         },
     };
-    traps::local_irq_disable();
+    irqflags::local_irq_disable();
     let extended = task::task_ext_regs(slot);
     // The `&mut PtRegs` handed on is the same kind of reference an entry stub's frame gives the
     // generic entry: its container_of step rests on the Tree Borrows argument of
@@ -285,7 +286,7 @@ fn user_task_start(user_rip: usize) {
         &mut (*extended).regs
     };
     // SAFETY: `regs` is a whole user frame with its extension below it.
-    unsafe { extregs_entry::syscall_exit_to_user_mode::<traps::KernelPlatform>(regs) };
+    unsafe { extregs_entry::syscall_exit_to_user_mode::<platform::KernelPlatform>(regs) };
     counters::IRET_EXITS.fetch_add(1, Ordering::Relaxed);
     // SAFETY: `regs` is task_pt_regs of the running task, exit work done,
     // interrupts off; this task's kernel frames below are never returned to.
@@ -366,9 +367,9 @@ pub fn report_user_fault(regs: &PtRegs, fault: UserFault, error_code: u64) {
         println!("potentially unexpected fatal signal {}.", fault.signal());
         // SAFETY: `regs` is inside a whole extended frame (this function's
         // contract).
-        unsafe { crate::show_regs::show_regs(regs) };
+        unsafe { crate::debug::show_regs::show_regs(regs) };
     } else {
-        crate::show_regs::show_user_code(regs.ip);
+        crate::debug::show_regs::show_user_code(regs.ip);
     }
     sched::force_fatal_signal(fault.signal());
 }
@@ -437,137 +438,4 @@ pub fn bad_iret(regs: &PtRegs) -> ! {
     report_user_fault(&frame.regs, UserFault::GeneralProtection, error_code);
     counters::BAD_IRETS.fetch_add(1, Ordering::Relaxed);
     sched::kill_current_task()
-}
-
-/// Is CR4.SMAP on (so kernel accesses to user pages need STAC)?
-static SMAP_ENABLED: AtomicBool = AtomicBool::new(false);
-
-/// Turns on SMEP (the kernel can't execute user pages) and SMAP (the
-/// kernel can't touch user pages outside a STAC..CLAC window) where the
-/// CPU has them, and tells the entry code to CLAC on entry. Boot, once.
-pub fn enable_smep_smap(features: &crate::cpu::CpuFeatures) {
-    use x86_64::registers::control::{Cr4, Cr4Flags};
-    // SAFETY: the kernel executes no user page, and touches user pages
-    // only in `with_user_access` (the copy helpers) or through its
-    // physical-map aliases; the entry code's CLAC flag is set right after.
-    unsafe {
-        Cr4::update(|flags| {
-            flags.set(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION, features.smep);
-            flags.set(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION, features.smap);
-        })
-    };
-    extregs_entry_asm::set_smap_enabled(features.smap);
-    SMAP_ENABLED.store(features.smap, Ordering::Relaxed);
-}
-
-/// Is SMAP on?
-pub fn smap_enabled() -> bool {
-    SMAP_ENABLED.load(Ordering::Relaxed)
-}
-
-/// Runs `body` with RFLAGS.AC set when SMAP is on (Linux's
-/// `user_access_begin()`/`user_access_end()`): the one window in which
-/// kernel code may touch user pages. `body` must not schedule (a switch
-/// does not save RFLAGS); an interrupt in the window clears AC for its
-/// handler on entry and its IRETQ brings it back.
-pub fn with_user_access<T>(body: impl FnOnce() -> T) -> T {
-    let smap = smap_enabled();
-    if smap {
-        // SAFETY: STAC only sets AC (the CPU has SMAP: no #UD); it is
-        // cleared again below before anything else runs.
-        unsafe { core::arch::asm!("stac", options(nomem, nostack)) };
-    }
-    let result = body();
-    if smap {
-        // SAFETY: CLAC only clears AC.
-        unsafe { core::arch::asm!("clac", options(nomem, nostack)) };
-    }
-    result
-}
-
-/// Why [`copy_from_user`]/[`copy_to_user`] refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BadUserAddress;
-
-/// Linux's `access_ok()` plus the page walk its fault fixup stands for:
-/// `[address, address + length)` lies in user space and every page of it
-/// is a present user page (writable too, when `write`).
-fn user_range_ok(address: u64, length: usize, write: bool) -> bool {
-    let Some(end) = address.checked_add(length as u64) else {
-        return false;
-    };
-    if address < USER_SPACE_BASE || end > TASK_SIZE_MAX {
-        return false;
-    }
-    let mut page = address & !(PAGE - 1);
-    while page < end {
-        use x86_64::structures::paging::PageTableFlags as Flags;
-        let Some(flags) = memory::page_flags(VirtAddr::new(page)) else {
-            return false;
-        };
-        if !flags.contains(Flags::PRESENT | Flags::USER_ACCESSIBLE)
-            || (write && !flags.contains(Flags::WRITABLE))
-        {
-            return false;
-        }
-        page += PAGE;
-    }
-    true
-}
-
-/// Copies `destination.len()` bytes from user address `source`; refuses
-/// (never faults) kernel, unmapped or straddling ranges.
-///
-/// Why the accesses are sound: every byte of a checked range stays on a
-/// present user page (nothing unmaps user pages; one CPU, and an interrupt
-/// in the middle only runs handlers, which unmap nothing), and they happen
-/// inside the STAC window. User pages are no Rust allocation: their frames
-/// are otherwise reached only through the physical-map alias, by this
-/// module, never while a copy runs, and the program text is also the
-/// kernel's read-only `.text.extregs_user`, which no Rust code reads as
-/// data. So no Rust reference aliases these bytes, and a pointer made from
-/// the user address can only have that exposed address as its provenance.
-/// The accesses are volatile bytes, which the compiler neither elides nor
-/// widens.
-pub fn copy_from_user(destination: &mut [u8], source: u64) -> Result<(), BadUserAddress> {
-    if !user_range_ok(source, destination.len(), false) {
-        return Err(BadUserAddress);
-    }
-    with_user_access(|| {
-        for (offset, byte) in destination.iter_mut().enumerate() {
-            // SAFETY: the byte is on a present user page (checked above; never unmapped), read in
-            // the STAC window through a pointer whose provenance is the exposed user address; no
-            // Rust allocation or reference covers user pages (the function doc has the argument).
-            *byte = unsafe {
-                core::ptr::read_volatile(core::ptr::with_exposed_provenance::<u8>(
-                    (source + offset as u64) as usize,
-                ))
-            };
-        }
-    });
-    Ok(())
-}
-
-/// Copies `source` to user address `destination`, with the checks of
-/// [`copy_from_user`] (and writable pages).
-pub fn copy_to_user(destination: u64, source: &[u8]) -> Result<(), BadUserAddress> {
-    if !user_range_ok(destination, source.len(), true) {
-        return Err(BadUserAddress);
-    }
-    with_user_access(|| {
-        for (offset, byte) in source.iter().enumerate() {
-            // SAFETY: as in `copy_from_user`: a present writable user page (never the read-only
-            // text), in the STAC window, through a pointer made from a user address that no Rust
-            // allocation or reference covers.
-            unsafe {
-                core::ptr::write_volatile(
-                    core::ptr::with_exposed_provenance_mut::<u8>(
-                        (destination + offset as u64) as usize,
-                    ),
-                    *byte,
-                )
-            };
-        }
-    });
-    Ok(())
 }

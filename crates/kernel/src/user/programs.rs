@@ -687,7 +687,7 @@ extregs_user_text_end:
     fuzz_spins = const FUZZ_USER_SPINS,
     break_kernel_stack = const SYS_BREAK_KERNEL_STACK,
     unmapped = const FUZZ_UNMAPPED_USER_ADDRESS,
-    pic_mask_port = const crate::apic::PIC_MASTER_DATA,
+    pic_mask_port = const crate::arch::apic::PIC_MASTER_DATA,
     word = const core::mem::size_of::<u64>(),
     r15 = const extregs_entry_asm::asm_offsets::PTREGS_R15,
     r14 = const extregs_entry_asm::asm_offsets::PTREGS_R14,

@@ -7,9 +7,16 @@
 //! whether SYSRETQ may return ([`sysret_allowed`], Linux's conditions) or
 //! the IRET exit must.
 
-use super::{copy_from_user, copy_to_user, counters, EFAULT};
-use crate::{println, sched, serial, traps};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
+use super::{counters, EFAULT};
+use crate::arch::irqflags;
+use crate::arch::serial;
+use crate::arch::uaccess::{copy_from_user, copy_to_user, TASK_SIZE_MAX};
+use crate::entry::check;
+use crate::entry::hooks;
+use crate::entry::platform;
+use crate::sched;
+use crate::arch::hook_slot::HookSlot;
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use extregs_entry::{syscall_enter_from_user_mode, syscall_exit_to_user_mode};
 use extregs_regs::{selectors, ExtendedPtRegs, PtRegs, X86_EFLAGS_RF, X86_EFLAGS_TF};
 
@@ -70,12 +77,6 @@ fn tsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// Linux's `TASK_SIZE_MAX`: the first address above user space (one page
-/// below the canonical boundary). SYSRET is refused for RIPs at or above it
-/// (the CVE-2012-0217 class: an Intel CPU raises the #GP of a non-canonical
-/// RCX in ring 0, on the user's stack).
-pub const TASK_SIZE_MAX: u64 = (1 << 47) - 4096;
-
 /// The most bytes one `write` prints.
 const WRITE_MAX: usize = 256;
 
@@ -85,9 +86,8 @@ const IRQ_ON_RETURN_NONE: u8 = 0;
 const IRQ_ON_RETURN_SELF_IPI: u8 = 1;
 const IRQ_ON_RETURN_TIMER: u8 = 2;
 
-/// The hook `fuzz_event` hands its frame to (a `traps::TrapHook` as a raw
-/// pointer; null: none).
-static SYSCALL_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+/// The hook `fuzz_event` hands its frame to.
+static SYSCALL_HOOK: HookSlot<hooks::TrapHook> = HookSlot::empty();
 
 /// `break_kernel_stack` is allowed (set by the one oops mode that uses it).
 static BREAKING_THE_KERNEL_STACK_ALLOWED: AtomicBool = AtomicBool::new(false);
@@ -101,11 +101,8 @@ pub fn allow_breaking_the_kernel_stack() {
 pub const SYSCALL_PSEUDO_VECTOR: u8 = 0x80;
 
 /// Runs `body` with `hook` receiving every `fuzz_event` syscall's frame.
-pub fn with_syscall_hook<T>(hook: traps::TrapHook, body: impl FnOnce() -> T) -> T {
-    SYSCALL_HOOK.store(hook as *mut (), Ordering::SeqCst);
-    let result = body();
-    SYSCALL_HOOK.store(core::ptr::null_mut(), Ordering::SeqCst);
-    result
+pub fn with_syscall_hook<T>(hook: hooks::TrapHook, body: impl FnOnce() -> T) -> T {
+    SYSCALL_HOOK.with(hook, body)
 }
 
 /// The last `get_regs` copy and where its frame was (for the selftests).
@@ -121,23 +118,27 @@ static LAST_GET_REGS: spin::Mutex<(u64, PtRegs)> = spin::Mutex::new((0, PtRegs::
 #[no_mangle]
 pub unsafe extern "C" fn extregs_syscall_entry(regs: &mut PtRegs) -> bool {
     // SAFETY: the entry built a whole ExtendedPtRegs around `regs`.
-    unsafe { syscall_enter_from_user_mode::<traps::KernelPlatform>(regs) };
-    traps::check_syscall_frame(regs);
+    unsafe { syscall_enter_from_user_mode::<platform::KernelPlatform>(regs) };
+    check::check_syscall_frame(regs);
     counters::SYSCALLS.fetch_add(1, Ordering::Relaxed);
     // As Linux's entry: the number is in orig_ax; until the table answers,
     // the frame's ax says -ENOSYS.
     regs.ax = (-ENOSYS) as u64;
-    traps::local_irq_enable();
+    irqflags::local_irq_enable();
     let result = dispatch(regs);
     regs.ax = result as u64;
-    traps::local_irq_disable();
+    irqflags::local_irq_disable();
     match IRQ_ON_RETURN.swap(IRQ_ON_RETURN_NONE, Ordering::Relaxed) {
-        IRQ_ON_RETURN_SELF_IPI => crate::apic::send_self_ipi(crate::apic::SELF_IPI_VECTOR),
-        IRQ_ON_RETURN_TIMER => crate::apic::start_timer(crate::apic::TimerMode::OneShot, 1),
+        IRQ_ON_RETURN_SELF_IPI => {
+            crate::arch::apic::send_self_ipi(crate::arch::apic::SELF_IPI_VECTOR)
+        }
+        IRQ_ON_RETURN_TIMER => {
+            crate::arch::apic::start_timer(crate::arch::apic::TimerMode::OneShot, 1)
+        }
         _ => {}
     }
     // SAFETY: the same frame syscall_enter_from_user_mode ran on.
-    unsafe { syscall_exit_to_user_mode::<traps::KernelPlatform>(regs) };
+    unsafe { syscall_exit_to_user_mode::<platform::KernelPlatform>(regs) };
     let sysret = sysret_allowed(regs);
     if sysret {
         counters::SYSRET_EXITS.fetch_add(1, Ordering::Relaxed);
@@ -187,11 +188,11 @@ fn dispatch(regs: &mut PtRegs) -> i64 {
             0
         }
         SYS_SELF_IPI => {
-            let before = crate::irq::counts().self_ipi;
-            crate::apic::send_self_ipi(crate::apic::SELF_IPI_VECTOR);
+            let before = crate::entry::irq::counts().self_ipi;
+            crate::arch::apic::send_self_ipi(crate::arch::apic::SELF_IPI_VECTOR);
             let start = tsc();
-            let timeout = crate::apic::tsc_ticks_per_ms() * SELF_IPI_TIMEOUT_MS;
-            while crate::irq::counts().self_ipi == before {
+            let timeout = crate::arch::apic::tsc_ticks_per_ms() * SELF_IPI_TIMEOUT_MS;
+            while crate::entry::irq::counts().self_ipi == before {
                 if tsc() - start > timeout {
                     return -ETIMEDOUT;
                 }
@@ -208,16 +209,12 @@ fn dispatch(regs: &mut PtRegs) -> i64 {
             0
         }
         SYS_FUZZ_EVENT => {
-            let raw = SYSCALL_HOOK.load(Ordering::SeqCst);
-            if raw.is_null() {
+            let Some(hook) = SYSCALL_HOOK.get() else {
                 return -ENOSYS;
-            }
-            // SAFETY: only `with_syscall_hook` stores non-null values, each
-            // a `TrapHook` cast to a pointer (same size and representation).
-            let hook = unsafe { core::mem::transmute::<*mut (), traps::TrapHook>(raw) };
-            traps::local_irq_disable();
+            };
+            irqflags::local_irq_disable();
             hook(regs, SYSCALL_PSEUDO_VECTOR);
-            traps::local_irq_enable();
+            irqflags::local_irq_enable();
             0
         }
         SYS_BREAK_KERNEL_STACK => {
@@ -225,11 +222,11 @@ fn dispatch(regs: &mut PtRegs) -> i64 {
                 return -ENOSYS;
             }
             let guard_top = sched::task::guard_range(sched::current_slot()).end;
-            traps::local_irq_disable();
+            irqflags::local_irq_disable();
             // SAFETY: wrong on purpose, in the one oops mode that asks: the next user entry pushes
             // into the guard page and ends in a #DF. SYSRET does not use RSP0, so this syscall
             // still returns; interrupts stay off until it does.
-            unsafe { crate::gdt::set_kernel_stack_top(guard_top) };
+            unsafe { crate::arch::gdt::set_kernel_stack_top(guard_top) };
             0
         }
         SYS_GET_REGS => {

@@ -9,14 +9,18 @@
 //! save.
 
 use super::{check, wait_until, Context, Outcome, EVENT_TIMEOUT_TSC};
-use crate::apic::SELF_IPI_VECTOR;
-use crate::events::{self, expect_event, FrameEdit};
-use crate::pks::{self, KeyRights, PksFault, PKRS_DEFAULT};
-use crate::{apic, coverage, gdt, idt, irq, memory, paranoid, println, serial, traps};
+use crate::arch::apic::SELF_IPI_VECTOR;
+use crate::arch::irqflags;
+use crate::arch::pks::{self, KeyRights, PksFault, PKRS_DEFAULT};
+use crate::arch::{apic, gdt, idt, memory, serial};
+use crate::debug::coverage;
+use crate::entry::events::{self, expect_event, FrameEdit};
+use crate::entry::hooks;
+use crate::entry::{irq, paranoid};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use extregs_regs::PtRegs;
 
-use crate::traps::NMI_VECTOR;
+use crate::arch::idt::NMI_VECTOR;
 const DEBUG_VECTOR: u8 = 1;
 const INT3_VECTOR: u8 = 3;
 const GP_VECTOR: u8 = 13;
@@ -122,7 +126,7 @@ pub fn pkrs_write_window_every_instruction(context: &Context) -> Outcome {
         STEP_EDITS.store(edits, Ordering::Relaxed);
         // Grant, check, back to the default, check: each write stepped.
         let mut after = [(0, 0); 2];
-        traps::with_event_hook(stepping_hook, || {
+        hooks::with_event_hook(stepping_hook, || {
             idt::with_debug_gate(stub, ist, || {
                 for (index, value) in [granted, PKRS_DEFAULT].into_iter().enumerate() {
                     single_step_pkrs_write(value);
@@ -223,7 +227,7 @@ pub fn cr2_survives_paranoid_page_fault(context: &Context) -> Outcome {
         STEPS.store(0, Ordering::Relaxed);
         STEP_VECTOR.store(u64::from(vector), Ordering::Relaxed);
         let page_fault_stub = idt::stub_address(14);
-        traps::with_event_hook(faulting_paranoid_hook, || {
+        hooks::with_event_hook(faulting_paranoid_hook, || {
             idt::with_debug_gate(stub, ist, || {
                 paranoid::arm_execute_breakpoint(page_fault_stub);
                 // SAFETY: the key is access-disabled in the default PKRS,
@@ -310,7 +314,7 @@ fn breakpoint_hook(regs: &mut PtRegs, vector: u8) -> bool {
 pub fn breakpoints_masked_in_paranoid_handlers(_: &Context) -> Outcome {
     BREAKPOINT_HITS.store(0, Ordering::Relaxed);
     let target = extregs_selftest_breakpoint_target as *const () as u64;
-    let outcome = traps::with_event_hook(breakpoint_hook, || {
+    let outcome = hooks::with_event_hook(breakpoint_hook, || {
         if let Err(why) = paranoid::set_execute_breakpoint(target) {
             println!("# a breakpoint on the target was refused: {why}");
             return Outcome::Fail;
@@ -387,7 +391,7 @@ pub fn debug_recursion_shifts_the_ist(_: &Context) -> Outcome {
     INNER_DEBUG_FRAME.store(0, Ordering::Relaxed);
     let ist_before = gdt::debug_ist_pointer();
     events::arm(FrameEdit::None);
-    traps::with_event_hook(recursion_hook, || {
+    hooks::with_event_hook(recursion_hook, || {
         expect_event!(
             setup: ["pushfq", "orq ${tf}, (%rsp)", "popfq"],
             event: "nop",
@@ -431,7 +435,7 @@ fn printing_debug_hook(regs: &mut PtRegs, vector: u8) -> bool {
 /// lock: its line is deferred, not a deadlock, and comes out afterwards.
 pub fn console_from_paranoid_handler(_: &Context) -> Outcome {
     let (deferred_before, lost_before) = serial::deferred_counts();
-    traps::with_event_hook(printing_debug_hook, || {
+    hooks::with_event_hook(printing_debug_hook, || {
         serial::with_console_locked(|| {
             single_step_one_nop();
         })
@@ -483,7 +487,7 @@ pub fn breakpoints_refused_where_entries_run(_: &Context) -> Outcome {
         ("the TSS", gdt::tss_range().start),
         // The Rust entry, which runs before DR7 is cleared and the #DB
         // stack is moved.
-        ("extregs_exception_entry", traps::extregs_exception_entry as *const () as u64),
+        ("extregs_exception_entry", crate::dispatch::extregs_exception_entry as *const () as u64),
         ("pks::arch_enter", pks::arch_enter as *const () as u64),
     ];
     for (name, address) in refused {
@@ -513,7 +517,7 @@ fn breakpoint_nmi_hook(regs: &mut PtRegs, vector: u8) -> bool {
 
 /// The code range of the function symbol at `address` (its whole size).
 fn function_range(address: u64) -> Option<core::ops::Range<u64>> {
-    let symbol = crate::symbols::lookup(address)?;
+    let symbol = crate::debug::symbols::lookup(address)?;
     let start = address - symbol.offset;
     Some(start..start + symbol.size)
 }
@@ -531,7 +535,7 @@ fn nmi_at_every_instruction(
     let mut instructions = 0;
     for address in ranges.iter().flat_map(|range| range.clone()) {
         BREAKPOINT_NMIS.store(0, Ordering::Relaxed);
-        let outcome = traps::with_event_hook(breakpoint_nmi_hook, || {
+        let outcome = hooks::with_event_hook(breakpoint_nmi_hook, || {
             idt::with_debug_gate(idt::stub_address(NMI_VECTOR), Some(gdt::NMI_IST_INDEX), || {
                 paranoid::arm_execute_breakpoint(address);
                 let outcome = event();
@@ -620,9 +624,9 @@ pub fn nmi_at_every_instruction_of_the_entry_paths(context: &Context) -> Outcome
         nmi_at_every_instruction("self-IPI stub and IRQ head", &[ipi_stub, irq_head], || {
             let before = irq::counts().self_ipi;
             apic::send_self_ipi(SELF_IPI_VECTOR);
-            traps::local_irq_enable();
+            irqflags::local_irq_enable();
             let arrived = wait_until(|| irq::counts().self_ipi != before, EVENT_TIMEOUT_TSC);
-            traps::local_irq_disable();
+            irqflags::local_irq_disable();
             if arrived {
                 Ok(())
             } else {
@@ -642,7 +646,7 @@ pub fn nmi_at_every_instruction_of_the_entry_paths(context: &Context) -> Outcome
     // itself with SMAP; the #GP stub has no push (33);
     // the IRQ stub is 2 (push, jmp) and the IRQ head 34 (sub, 15 stores,
     // 15 clears, two movs, the jmp). A change to the stubs changes these.
-    let tail = 35 + u64::from(crate::user::smap_enabled());
+    let tail = 35 + u64::from(crate::arch::uaccess::smap_enabled());
     check!(int3_path == 34 + tail, "{int3_path} instructions of the int3 path interrupted");
     check!(gp_path == 33, "{gp_path} instructions of the #GP stub interrupted");
     check!(irq_path == 2 + 34, "{irq_path} instructions of the IRQ path interrupted");

@@ -4,17 +4,19 @@
 //! (the lockdep model).
 
 use super::{check, wait_until, Context, Outcome, EVENT_TIMEOUT_TSC};
-use crate::apic::{self, ERROR_VECTOR, SELF_IPI_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR};
-use crate::irq::{self, IpiAction};
-use crate::{idle, nmi, traps};
+use crate::arch::apic::{self, ERROR_VECTOR, SELF_IPI_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR};
+use crate::arch::irqflags;
+use crate::entry::irq::{self, IpiAction};
+use crate::entry::nmi;
+use crate::sched::idle;
 use extregs_regs::{EntryVector, NO_ERROR_CODE};
 
 /// Lets pending interrupts in until `condition` holds (or the guard runs
 /// out), then disables them again. True if the condition held.
 fn with_irqs_enabled_until(condition: impl Fn() -> bool) -> bool {
-    traps::local_irq_enable();
+    irqflags::local_irq_enable();
     let held = wait_until(condition, EVENT_TIMEOUT_TSC);
-    traps::local_irq_disable();
+    irqflags::local_irq_disable();
     held
 }
 
@@ -145,7 +147,7 @@ pub fn idle_irq_records_exit_rcu(_: &Context) -> Outcome {
     check!(frame.rcu_watching, "RCU not watching inside the IRQ from idle");
     check!(frame.generic.exit_rcu == 1, "exit_rcu {} for an IRQ from idle", frame.generic.exit_rcu);
     check!(!exit.rcu_watching_after_wakeup, "irqentry_exit left RCU watching");
-    check!(traps::rcu_is_watching(), "idle exit did not make RCU watch again");
+    check!(irqflags::rcu_is_watching(), "idle exit did not make RCU watch again");
     // The timer from idle too.
     apic::start_timer_us(apic::TimerMode::OneShot, 200);
     let exit = idle::idle_once();
@@ -197,6 +199,6 @@ pub fn idle_irq_nmi_nesting_rcu_lockdep(_: &Context) -> Outcome {
 }
 
 fn check_failed(why: &str) -> Outcome {
-    crate::println!("# {why}");
+    println!("# {why}");
     Outcome::Fail
 }

@@ -12,10 +12,13 @@ mod pkeys;
 mod sched;
 mod user;
 
-use crate::events::{self, expect_event, FrameEdit, Observed, FAULT_IP, RESUME_IP};
-use crate::memory::PkeyPage;
-use crate::pks::{self, KeyRights, PKRS_DEFAULT};
-use crate::{gdt, println, result, traps};
+use crate::arch::gdt;
+use crate::arch::irqflags;
+use crate::arch::memory::PkeyPage;
+use crate::arch::pks::{self, KeyRights, PKRS_DEFAULT};
+use crate::debug::result;
+use crate::entry::events::{self, expect_event, FrameEdit, Observed, FAULT_IP, RESUME_IP};
+use crate::entry::hooks;
 use core::sync::atomic::Ordering;
 use extregs_entry_asm::{asm_offsets, vector_has_error_code};
 use extregs_regs::{EntryVector, PtRegs, GENERIC_PTREGS_SIZE, NO_ERROR_CODE};
@@ -34,7 +37,7 @@ macro_rules! selftest_check {
     ($condition:expr, $($message:tt)*) => {
         if !$condition {
             $crate::println!("# {}: {}", stringify!($condition), format_args!($($message)*));
-            return $crate::selftest::Outcome::Fail;
+            return $crate::modes::selftest::Outcome::Fail;
         }
     };
 }
@@ -119,13 +122,13 @@ const TESTS: &[(&str, Test)] = &[
 pub fn run(context: &Context) -> bool {
     println!("KTAP version 1");
     println!("1..{}", TESTS.len());
-    crate::irq::set_recording(true);
+    crate::entry::irq::set_recording(true);
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for (number, (name, test)) in TESTS.iter().enumerate() {
-        let (_, frame_errors_before) = traps::frame_counts();
-        let mut outcome = traps::with_trap_hook(events::recording_hook, || test(context));
-        // Every frame taken during the test went through traps::check_frame.
-        let (_, frame_errors_after) = traps::frame_counts();
+        let (_, frame_errors_before) = result::frame_counts();
+        let mut outcome = hooks::with_trap_hook(events::recording_hook, || test(context));
+        // Every frame taken during the test went through check::check_frame.
+        let (_, frame_errors_after) = result::frame_counts();
         if frame_errors_after != frame_errors_before {
             println!(
                 "# {} frames failed the entry checks",
@@ -175,11 +178,11 @@ pub fn run(context: &Context) -> bool {
 #[doc(hidden)]
 macro_rules! selftest_observed_or_fail {
     () => {
-        match $crate::events::observed() {
+        match $crate::entry::events::observed() {
             Some(observed) => observed,
             None => {
                 $crate::println!("# the handler never saw the event");
-                return $crate::selftest::Outcome::Fail;
+                return $crate::modes::selftest::Outcome::Fail;
             }
         }
     };
@@ -376,7 +379,7 @@ pub(crate) fn gpr_patterns() -> PtRegs {
 pub(crate) fn int3_with_gprs(input: &PtRegs, edit: FrameEdit) -> (Option<Observed>, PtRegs) {
     // The fuzzer's int3 trampoline: loads all 15 GPRs from `input`,
     // executes int3, stores all 15 into `output`.
-    let (trampoline, _, resume) = crate::fuzz::trampoline(crate::fuzz::Kind::Int3);
+    let (trampoline, _, resume) = crate::modes::fuzz::trampoline(crate::modes::fuzz::Kind::Int3);
     events::arm(edit);
     RESUME_IP.store(resume, Ordering::SeqCst);
     let mut output = PtRegs::default();
@@ -469,11 +472,11 @@ fn pkrs_saved_edit_applies_after_iret(context: &Context) -> Outcome {
 
 fn exit_rcu_round_trip(_: &Context) -> Outcome {
     // Pretend the CPU is idle (RCU not watching), as the idle loop will.
-    traps::set_rcu_watching(false);
+    irqflags::set_rcu_watching(false);
     events::arm(FrameEdit::None);
     expect_event!(setup: [], event: "int3");
-    let watching_after = traps::rcu_is_watching();
-    traps::set_rcu_watching(true);
+    let watching_after = irqflags::rcu_is_watching();
+    irqflags::set_rcu_watching(true);
     let observed = observed_or_fail!();
     check!(observed.rcu_watching, "RCU was not watching inside the handler");
     check!(
@@ -487,7 +490,7 @@ fn exit_rcu_round_trip(_: &Context) -> Outcome {
     expect_event!(setup: [], event: "int3");
     let observed = observed_or_fail!();
     check!(observed.generic.exit_rcu == 0, "exit_rcu {} while watching", observed.generic.exit_rcu);
-    check!(traps::rcu_is_watching(), "RCU stopped watching");
+    check!(irqflags::rcu_is_watching(), "RCU stopped watching");
     Outcome::Pass
 }
 

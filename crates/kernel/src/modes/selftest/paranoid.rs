@@ -7,10 +7,11 @@
 use super::{
     check, check_frame, observed_or_fail, wait_until, Context, Outcome, EVENT_TIMEOUT_TSC,
 };
-use crate::events::{self, expect_event, FrameEdit, Observed, FAULT_IP, RESUME_IP};
-use crate::nmi::{self, NmiAction};
-use crate::pks::{self, KeyRights, PKRS_DEFAULT};
-use crate::{apic, gdt, println, traps};
+use crate::arch::irqflags;
+use crate::arch::pks::{self, KeyRights, PKRS_DEFAULT};
+use crate::arch::{apic, gdt};
+use crate::entry::events::{self, expect_event, FrameEdit, Observed, FAULT_IP, RESUME_IP};
+use crate::entry::nmi::{self, NmiAction};
 use core::sync::atomic::Ordering;
 use extregs_entry_asm::nmi_state;
 use extregs_regs::nmi_state as state;
@@ -89,11 +90,11 @@ pub fn nmi_self_on_ist(context: &Context) -> Outcome {
 pub fn nmi_lockdep_round_trip(_: &Context) -> Outcome {
     for enabled in [true, false] {
         if enabled {
-            traps::local_irq_enable();
+            irqflags::local_irq_enable();
         }
         let observed = self_nmi();
-        let after = traps::lockdep_hardirqs_enabled();
-        traps::local_irq_disable();
+        let after = irqflags::lockdep_hardirqs_enabled();
+        irqflags::local_irq_disable();
         let Some(observed) = observed else {
             println!("# the self-NMI never arrived");
             return Outcome::Fail;
@@ -174,7 +175,7 @@ pub fn debug_single_step_on_ist(context: &Context) -> Outcome {
     expect_event!(
         setup: ["pushfq", "orq ${tf}, (%rsp)", "popfq"],
         event: "nop",
-        tf = const crate::events::X86_EFLAGS_TF
+        tf = const crate::entry::events::X86_EFLAGS_TF
     );
     let observed = observed_or_fail!();
     if let Outcome::Fail = check_frame(&observed, 1, None, RESUME_IP.load(Ordering::SeqCst)) {
@@ -198,8 +199,8 @@ pub fn debug_dr0_breakpoint_on_ist(context: &Context) -> Outcome {
         event: "nop",
         out("rcx") _
     );
-    let dr7_after = crate::paranoid::dr7();
-    crate::paranoid::disarm_breakpoints();
+    let dr7_after = crate::entry::paranoid::dr7();
+    crate::entry::paranoid::disarm_breakpoints();
     check!(dr7_after & 1 == 1, "DR7 {dr7_after:#x} after the #DB: the entry did not restore it");
     let observed = observed_or_fail!();
     if let Outcome::Fail = check_frame(&observed, 1, None, FAULT_IP.load(Ordering::SeqCst)) {

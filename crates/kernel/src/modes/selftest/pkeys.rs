@@ -3,9 +3,8 @@
 //! matrix of kvm-unit-tests `x86/pks.c`.
 
 use super::{check, observed_or_fail, Context, Outcome, PF_PRESENT, PF_PROTECTION_KEY, PF_WRITE};
-use crate::events::{self, expect_event, FrameEdit};
-use crate::pks::{self, KeyRights, PksFault, PKRS_DEFAULT};
-use crate::println;
+use crate::arch::pks::{self, KeyRights, PksFault, PKRS_DEFAULT};
+use crate::entry::events::{self, expect_event, FrameEdit};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use extregs_regs::{ExtendedPtRegs, PtRegs};
 use x86_64::registers::control::{Cr0, Cr0Flags};
@@ -156,7 +155,7 @@ pub fn pks_kvm_unit_tests_matrix(context: &Context) -> Outcome {
             for (what, address, write, expected) in cases {
                 // The user page is touched in a STAC window (SMAP).
                 let got = if what.starts_with("user") {
-                    crate::user::with_user_access(|| probe(address, write))
+                    crate::arch::uaccess::with_user_access(|| probe(address, write))
                 } else {
                     probe(address, write)
                 };

@@ -7,13 +7,16 @@
 //! so a failure never leaves a task running into the next test.
 
 use super::{check, gpr_patterns, wait_until, Context, Outcome, EVENT_TIMEOUT_TSC};
-use crate::pks::{self, KeyRights, PKRS_DEFAULT};
+use crate::arch::irqflags;
+use crate::arch::pks::{self, KeyRights, PKRS_DEFAULT};
+use crate::arch::{apic, gdt, idt};
+use crate::entry::events;
+use crate::entry::hooks;
 use crate::sched::{self, TaskHandle};
-use crate::{apic, events, gdt, idt, traps};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use extregs_regs::{ExtendedPtRegs, PtRegs};
 
-use crate::traps::NMI_VECTOR;
+use crate::arch::idt::NMI_VECTOR;
 const INT3_VECTOR: u8 = 3;
 
 /// Helper tasks stop when this is set.
@@ -45,9 +48,9 @@ fn start_spinner() -> Option<TaskHandle> {
 /// helpers may need ticks to get the CPU), then stops the tick.
 fn stop_and_wait(handle: TaskHandle) {
     STOP.store(true, Ordering::Relaxed);
-    traps::local_irq_enable();
+    irqflags::local_irq_enable();
     sched::wait(handle);
-    traps::local_irq_disable();
+    irqflags::local_irq_disable();
     sched::stop_tick();
 }
 
@@ -62,13 +65,13 @@ pub fn preemption_on_irq_exit(_: &Context) -> Outcome {
     sched::start_tick();
     // init spins with IF set and never yields: only preemption can run
     // the helper.
-    traps::local_irq_enable();
+    irqflags::local_irq_enable();
     let helper_ran = wait_until(|| SPINS.load(Ordering::Relaxed) > 0, EVENT_TIMEOUT_TSC);
     let back_after = wait_until(
         || sched::counts().irq_preemptions >= before.irq_preemptions + 4,
         EVENT_TIMEOUT_TSC,
     );
-    traps::local_irq_disable();
+    irqflags::local_irq_disable();
     stop_and_wait(helper);
     let after = sched::counts();
     let preemptions = after.irq_preemptions - before.irq_preemptions;
@@ -90,7 +93,7 @@ pub fn preempt_disable_holds_off_preemption(_: &Context) -> Outcome {
     let before = sched::counts();
     sched::start_tick();
     sched::preempt_disable();
-    traps::local_irq_enable();
+    irqflags::local_irq_enable();
     let ticks_start = sched::ticks();
     let ticked = wait_until(
         || sched::ticks() >= ticks_start + 5 && sched::need_resched(),
@@ -103,7 +106,7 @@ pub fn preempt_disable_holds_off_preemption(_: &Context) -> Outcome {
     // CPU back.
     let spins_after_enable = SPINS.load(Ordering::Relaxed);
     let enable_preemptions = sched::counts().enable_preemptions - before.enable_preemptions;
-    traps::local_irq_disable();
+    irqflags::local_irq_disable();
     stop_and_wait(helper);
     check!(preempted_while_disabled == 0, "{preempted_while_disabled} preemptions while disabled");
     check!(spins_while_disabled == 0, "the helper ran {spins_while_disabled} times meanwhile");
@@ -248,17 +251,17 @@ pub fn pkrs_of_preempted_frame_restored_on_resume(_: &Context) -> Outcome {
         return Outcome::Fail;
     };
     sched::start_tick();
-    let resumed = traps::with_event_hook(timer_frame_hook, || {
-        traps::local_irq_enable();
+    let resumed = hooks::with_event_hook(timer_frame_hook, || {
+        irqflags::local_irq_enable();
         // init sleeps; the two tasks take turns at every tick.
         let resumed =
             wait_until(|| PREEMPTED_RESUMES_SEEN.load(Ordering::Relaxed) >= 5, EVENT_TIMEOUT_TSC);
-        traps::local_irq_disable();
+        irqflags::local_irq_disable();
         STOP.store(true, Ordering::Relaxed);
-        traps::local_irq_enable();
+        irqflags::local_irq_enable();
         sched::wait(first);
         sched::wait(second);
-        traps::local_irq_disable();
+        irqflags::local_irq_disable();
         resumed
     });
     sched::stop_tick();
@@ -266,9 +269,7 @@ pub fn pkrs_of_preempted_frame_restored_on_resume(_: &Context) -> Outcome {
     let mismatches = PREEMPTED_MISMATCHES.load(Ordering::Relaxed);
     let frames = TIMER_FRAMES.load(Ordering::Relaxed);
     let frame_mismatches = TIMER_FRAME_MISMATCHES.load(Ordering::Relaxed);
-    crate::println!(
-        "# {resumes} resumes after the other task changed its PKRS, {frames} timer frames"
-    );
+    println!("# {resumes} resumes after the other task changed its PKRS, {frames} timer frames");
     check!(resumed, "the task resumed only {resumes} times after the other ran");
     check!(mismatches == 0, "{mismatches} checks saw a PKRS other than the task's own");
     check!(
@@ -315,7 +316,7 @@ fn yield_back(_: usize) {
 /// task stack the entry accepts.
 pub fn nmi_during_context_switch(_: &Context) -> Outcome {
     let switch = extregs_entry_asm::extregs_context_switch as *const () as u64;
-    let Some(symbol) = crate::symbols::lookup(switch) else {
+    let Some(symbol) = crate::debug::symbols::lookup(switch) else {
         return Outcome::Skip("no symbol table");
     };
     SWITCH_TEXT.0.store(switch - symbol.offset, Ordering::Relaxed);
@@ -337,8 +338,8 @@ pub fn nmi_during_context_switch(_: &Context) -> Outcome {
         STEP_VECTOR.store(u64::from(vector), Ordering::Relaxed);
         let input = gpr_patterns();
         let mut output = PtRegs::default();
-        let trampoline = crate::fuzz::yield_trampoline();
-        traps::with_event_hook(stepping_hook, || {
+        let trampoline = crate::modes::fuzz::yield_trampoline();
+        hooks::with_event_hook(stepping_hook, || {
             idt::with_debug_gate(stub, ist, || {
                 // SAFETY: POPF sets TF; the stepping hook claims every trap after it (keeping
                 // TF) and the second POPF clears it. The trampoline reads `input`, writes
@@ -363,7 +364,7 @@ pub fn nmi_during_context_switch(_: &Context) -> Outcome {
                 }
             })
         });
-        crate::paranoid::reset_debug_status();
+        crate::entry::paranoid::reset_debug_status();
         let live_after = if pks::enabled() { pks::read_pkrs() } else { 0 };
         sched::yield_now(); // the helper exits
         sched::wait(helper);
@@ -372,7 +373,7 @@ pub fn nmi_during_context_switch(_: &Context) -> Outcome {
         }
         let steps = STEPS.load(Ordering::Relaxed);
         let in_switch = STEPS_IN_SWITCH.load(Ordering::Relaxed);
-        crate::println!(
+        println!(
             "# {name} entry at each of {steps} instructions, {in_switch} of them in context_switch"
         );
         // Two switches (init -> helper, helper -> init), 17 instructions
@@ -421,10 +422,10 @@ pub fn idle_task_irqs_record_exit_rcu(_: &Context) -> Outcome {
     IDLE_FRAMES_WITHOUT_EXIT_RCU.store(0, Ordering::Relaxed);
     let before = sched::counts();
     sched::start_tick();
-    traps::with_event_hook(idle_frame_hook, || {
-        traps::local_irq_enable();
+    hooks::with_event_hook(idle_frame_hook, || {
+        irqflags::local_irq_enable();
         sched::sleep_ticks(5);
-        traps::local_irq_disable();
+        irqflags::local_irq_disable();
     });
     sched::stop_tick();
     let frames = IDLE_FRAMES.load(Ordering::Relaxed);
@@ -432,8 +433,8 @@ pub fn idle_task_irqs_record_exit_rcu(_: &Context) -> Outcome {
     let after = sched::counts();
     check!(frames >= 4, "only {frames} timer frames from the idle task");
     check!(without == 0, "{without} of {frames} idle frames without exit_rcu");
-    check!(traps::rcu_is_watching(), "RCU not watching after idle");
-    check!(!traps::lockdep_hardirqs_enabled(), "lockdep believes IRQs are on with IF clear");
+    check!(irqflags::rcu_is_watching(), "RCU not watching after idle");
+    check!(!irqflags::lockdep_hardirqs_enabled(), "lockdep believes IRQs are on with IF clear");
     check!(
         after.model_errors == before.model_errors,
         "the RCU/lockdep model was wrong at a switch"

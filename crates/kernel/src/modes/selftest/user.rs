@@ -8,10 +8,13 @@
 //! whose failures fail the whole run (frame_errors).
 
 use super::{check, observed_or_fail, Context, Outcome, PF_PRESENT};
-use crate::events::{self, expect_event, FrameEdit};
+use crate::arch::{gdt, idt, uaccess};
+use crate::debug::result;
+use crate::entry::events::{self, expect_event, FrameEdit};
+use crate::entry::hooks;
+use crate::entry::{nmi, paranoid};
 use crate::sched::{self, task};
 use crate::user::{self, programs, programs::Program, TASK_SIZE_MAX};
-use crate::{gdt, idt, nmi, paranoid, traps};
 use core::sync::atomic::{AtomicU64, Ordering};
 use extregs_regs::{selectors, PtRegs, X86_EFLAGS_TF};
 
@@ -23,7 +26,7 @@ const KILLED_BY_SIGSEGV: i32 = 128 + 11;
 const ENOSYS: i32 = 38;
 const EFAULT: i32 = 14;
 
-use crate::traps::NMI_VECTOR;
+use crate::arch::idt::NMI_VECTOR;
 
 /// Runs `program` as a user task to its end; its exit status (None when it
 /// could not be spawned).
@@ -34,7 +37,7 @@ fn run_user(program: Program, arg0: u64, arg1: u64) -> Option<i32> {
 
 /// The frame errors so far.
 fn frame_errors() -> u64 {
-    traps::frame_counts().1
+    result::frame_counts().1
 }
 
 /// A SYSCALL keeps every GPR but RCX and R11 (which hold the return RIP and
@@ -111,7 +114,7 @@ pub fn user_faults_kill_only_the_faulting_task(_: &Context) -> Outcome {
         };
         let status = sched::wait(handle);
         if status != expected {
-            crate::println!("# pid {}: status {status}, expected {expected}", handle.pid());
+            println!("# pid {}: status {status}, expected {expected}", handle.pid());
             ok = false;
         }
     }
@@ -153,7 +156,7 @@ fn user_nmi_hook(regs: &mut PtRegs, vector: u8) -> bool {
         frame.store(regs as *mut PtRegs as u64, Ordering::Relaxed);
     }
     if run == 0 {
-        crate::apic::send_self_nmi();
+        crate::arch::apic::send_self_nmi();
     }
     regs.flags &= !X86_EFLAGS_TF;
     true
@@ -207,7 +210,7 @@ pub fn user_frames_sit_at_task_pt_regs(_: &Context) -> Outcome {
     }
     let latched_before = nmi::user_nmis_latched();
     let mut nmi_frame = 0;
-    let status = traps::with_event_hook(user_nmi_hook, || {
+    let status = hooks::with_event_hook(user_nmi_hook, || {
         idt::with_debug_gate(idt::stub_address(NMI_VECTOR), Some(gdt::NMI_IST_INDEX), || {
             let handle = user::spawn(format_args!("st-nmi"), programs::SINGLE_STEP, 0, 0).ok()?;
             nmi_frame = task::task_pt_regs(handle.slot()) as u64;
@@ -305,7 +308,7 @@ pub fn pkrs_never_applies_to_user_mode(context: &Context) -> Outcome {
     );
     let status = run_user(programs::RAW_SYSCALL, user::syscall::numbers::SYS_GET_USER_PKRS, 0);
     // The program exits with -RAX (its low byte).
-    let expected = (u64::from(crate::pks::PKRS_DEFAULT).wrapping_neg() & 0xff) as i32;
+    let expected = (u64::from(crate::arch::pks::PKRS_DEFAULT).wrapping_neg() & 0xff) as i32;
     check!(
         status == Some(expected),
         "the PKRS user mode ran with gave status {status:?}, the default gives {expected}"
@@ -324,7 +327,7 @@ const PF_INSTRUCTION: u64 = 1 << 4;
 /// window runs its handler with AC clear and returns into the window; and
 /// `copy_from_user` reads the program text.
 pub fn smap_stops_kernel_access_to_user_memory(_: &Context) -> Outcome {
-    if !user::smap_enabled() {
+    if !uaccess::smap_enabled() {
         return Outcome::Skip("no SMAP on this CPU");
     }
     let address = user::user_address_of(programs::EXIT0);
@@ -341,7 +344,7 @@ pub fn smap_stops_kernel_access_to_user_memory(_: &Context) -> Outcome {
     // An exception inside the STAC window: its handler runs with AC clear
     // (the entry's CLAC), and IRETQ gives the window back its AC.
     events::arm(FrameEdit::None);
-    let back_in_window = user::with_user_access(|| {
+    let back_in_window = uaccess::with_user_access(|| {
         expect_event!(setup: [], event: "int3");
         x86_64::registers::rflags::read()
             .contains(x86_64::registers::rflags::RFlags::ALIGNMENT_CHECK)
@@ -351,7 +354,7 @@ pub fn smap_stops_kernel_access_to_user_memory(_: &Context) -> Outcome {
     check!(!observed.handler_ac, "the handler ran with AC set (no CLAC on entry)");
     check!(back_in_window, "AC was not restored by the IRETQ");
     let mut first = [0u8; 2];
-    check!(user::copy_from_user(&mut first, address).is_ok(), "copy_from_user refused");
+    check!(uaccess::copy_from_user(&mut first, address).is_ok(), "copy_from_user refused");
     // `xor %edi, %edi` (31 ff) starts the exit0 program.
     check!(first == [0x31, 0xff], "user text reads {first:02x?}");
     Outcome::Pass
@@ -360,7 +363,7 @@ pub fn smap_stops_kernel_access_to_user_memory(_: &Context) -> Outcome {
 /// SMEP: the kernel jumping into a user page faults on the fetch (#PF with
 /// the instruction bit, RIP and CR2 the user address).
 pub fn smep_stops_kernel_execution_of_user_pages(_: &Context) -> Outcome {
-    if !crate::cpu::detect().smep {
+    if !crate::arch::cpu::detect().smep {
         return Outcome::Skip("no SMEP on this CPU");
     }
     let target = user::user_address_of(programs::EXIT0);
@@ -392,7 +395,7 @@ static NEST_BAD_EXTENSIONS: AtomicU64 = AtomicU64::new(0);
 fn note_extension(regs: &mut PtRegs) {
     // SAFETY: event hooks are only offered entry frames.
     let saved = unsafe { extregs_regs::ExtendedPtRegs::from_regs(regs) }.arch.pks;
-    if crate::pks::enabled() && saved != crate::pks::PKRS_DEFAULT {
+    if crate::arch::pks::enabled() && saved != crate::arch::pks::PKRS_DEFAULT {
         NEST_BAD_EXTENSIONS.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -401,14 +404,14 @@ fn note_extension(regs: &mut PtRegs) {
 /// from its handler; both frames are recorded. Never claims (the IRQ's
 /// handler must still EOI).
 fn nested_frames_hook(regs: &mut PtRegs, vector: u8) -> bool {
-    if vector == crate::apic::SELF_IPI_VECTOR
+    if vector == crate::arch::apic::SELF_IPI_VECTOR
         && !regs.user_mode()
         && NEST_IRQ_FRAME.load(Ordering::Relaxed) == 0
     {
         NEST_IRQ_FRAME.store(regs as *mut PtRegs as u64, Ordering::Relaxed);
         NEST_IRQ_INTERRUPTED_SP.store(regs.sp, Ordering::Relaxed);
         note_extension(regs);
-        crate::apic::send_self_nmi();
+        crate::arch::apic::send_self_nmi();
     } else if vector == NMI_VECTOR
         && NEST_IRQ_FRAME.load(Ordering::Relaxed) != 0
         && NEST_NMI_FRAME.load(Ordering::Relaxed) == 0
@@ -440,7 +443,7 @@ pub fn syscall_irq_nmi_nest_each_with_its_extension(_: &Context) -> Outcome {
     ) else {
         return Outcome::Fail;
     };
-    let status = traps::with_event_hook(nested_frames_hook, || sched::wait(handle));
+    let status = hooks::with_event_hook(nested_frames_hook, || sched::wait(handle));
     check!(status == 0, "the self_ipi syscall exited with {status} (110: the IRQ never came)");
     let stack = task::stack_range(handle.slot());
     let syscall_frame = task::task_pt_regs(handle.slot()) as u64;
@@ -448,7 +451,7 @@ pub fn syscall_irq_nmi_nest_each_with_its_extension(_: &Context) -> Outcome {
     let irq_sp = NEST_IRQ_INTERRUPTED_SP.load(Ordering::Relaxed);
     let nmi_frame = NEST_NMI_FRAME.load(Ordering::Relaxed);
     let nmi_sp = NEST_NMI_INTERRUPTED_SP.load(Ordering::Relaxed);
-    crate::println!(
+    println!(
         "# SYSCALL frame {syscall_frame:#x} (task_pt_regs), IRQ frame {irq_frame:#x}, NMI frame {nmi_frame:#x}"
     );
     check!(irq_frame != 0 && nmi_frame != 0, "the IRQ or the NMI was not seen nested");

@@ -1,0 +1,65 @@
+//! The single `RESULT {json}` line every mode ends with (the contract is
+//! in `docs/design.md`), and the tally of entry-frame checks it reports.
+//!
+//! The frame checker (`entry::check`) counts every frame it looks at
+//! here, so that every RESULT, whichever mode or oops writes it, carries
+//! the checks of the whole run.
+
+use crate::arch::pks;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use extregs_cmdline::Mode;
+
+/// Frames the entry's frame checker looked at, and how many were wrong.
+static FRAMES_CHECKED: AtomicU64 = AtomicU64::new(0);
+static FRAME_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one frame the checker looked at.
+pub fn count_frame_checked() {
+    FRAMES_CHECKED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts one frame that failed a check; returns how many had failed
+/// before it (the checker reports only the first).
+pub fn count_frame_error() -> u64 {
+    FRAME_ERRORS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// (frames checked, frames that failed a check) since boot.
+pub fn frame_counts() -> (u64, u64) {
+    (FRAMES_CHECKED.load(Ordering::Relaxed), FRAME_ERRORS.load(Ordering::Relaxed))
+}
+
+/// The mode running now, for results written from the oops path.
+static CURRENT_MODE: AtomicU8 = AtomicU8::new(NO_MODE);
+const NO_MODE: u8 = u8::MAX;
+
+/// Records the mode the kernel is running.
+pub fn set_mode(mode: Mode) {
+    let index = Mode::ALL.iter().position(|(m, _)| *m == mode).expect("every mode is listed");
+    CURRENT_MODE.store(index as u8, Ordering::Relaxed);
+}
+
+fn mode_name() -> &'static str {
+    let index = usize::from(CURRENT_MODE.load(Ordering::Relaxed));
+    Mode::ALL.get(index).map(|(_, name)| *name).unwrap_or("boot")
+}
+
+/// Prints `RESULT {"mode":…,"ok":…,"pks":…,"frames_checked":…,
+/// "frame_errors":…<extra>}`. `extra` is either empty or starts with a
+/// comma and continues the JSON object.
+///
+/// Every mode reports the entry checks (`entry::check::check_frame`) of the whole
+/// run, and no mode is ok when a frame failed them, whatever it checked
+/// itself.
+pub fn emit(ok: bool, extra: core::fmt::Arguments<'_>) {
+    let (frames_checked, frame_errors) = frame_counts();
+    println!(
+        "RESULT {{\"mode\":\"{}\",\"ok\":{},\"pks\":{},\"frames_checked\":{},\"frame_errors\":{}{}}}",
+        mode_name(),
+        ok && frame_errors == 0,
+        pks::enabled(),
+        frames_checked,
+        frame_errors,
+        extra
+    );
+}

@@ -1,0 +1,51 @@
+//! The hooks the modes install into the entry path: the trap hook (offered
+//! every exception nothing else claimed) and the event hook (offered every
+//! event first: the fuzzer's), and the fault address of the #PF being
+//! handled, which those hooks and the oops path read.
+
+use crate::arch::hook_slot::HookSlot;
+use crate::arch::idt::PAGE_FAULT_VECTOR;
+use extregs_regs::PtRegs;
+
+/// A handler that may claim an exception: returns true when it handled it
+/// (and may edit the frame on the way).
+pub type TrapHook = fn(regs: &mut PtRegs, vector: u8) -> bool;
+
+/// The installed trap hook. An atomic slot rather than a lock, so a trap
+/// can read it whatever the trapped code held.
+static TRAP_HOOK: HookSlot<TrapHook> = HookSlot::empty();
+
+/// A hook offered *every* event first (IRQs and NMIs included, a kernel #PF
+/// aside, which goes to the per-pkey PKS handlers): the fuzzer's.
+static EVENT_HOOK: HookSlot<TrapHook> = HookSlot::empty();
+
+/// Runs `body` with `hook` offered every exception, then removes it.
+pub fn with_trap_hook<T>(hook: TrapHook, body: impl FnOnce() -> T) -> T {
+    TRAP_HOOK.with(hook, body)
+}
+
+/// Runs `body` with `hook` offered every event before anything else.
+pub fn with_event_hook<T>(hook: TrapHook, body: impl FnOnce() -> T) -> T {
+    EVENT_HOOK.with(hook, body)
+}
+
+/// Is an event hook installed? (The frame checker leaves a nested NMI to
+/// the fuzzer's own report when it is.)
+pub fn event_hook_installed() -> bool {
+    EVENT_HOOK.is_set()
+}
+
+/// Offers the event to the event hook; true when it claimed it.
+pub fn event_hook_claims(regs: &mut PtRegs, vector: u8) -> bool {
+    // A kernel #PF goes to the per-pkey PKS handlers; one from user mode is
+    // offered like every other event.
+    if vector == PAGE_FAULT_VECTOR && !regs.user_mode() {
+        return false;
+    }
+    EVENT_HOOK.get().is_some_and(|hook| hook(regs, vector))
+}
+
+/// Offers the exception to the trap hook; true when it claimed it.
+pub fn trap_hook_claims(regs: &mut PtRegs, vector: u8) -> bool {
+    TRAP_HOOK.get().is_some_and(|hook| hook(regs, vector))
+}
