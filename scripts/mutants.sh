@@ -52,8 +52,8 @@ mutants=(
   "entry-keeps-user-access|crates/entry-asm/src/entry_64.S|/^\tclac$/d|smap_stops_kernel_access_to_user_memory"
   "nmi-in-user-nmi-not-latched|crates/kernel/src/entry/nmi.rs|s/^    USER_NMI_STATE.store(USER_NMI_LATCHED, Ordering::SeqCst);\$/    return false;/|user_frames_sit_at_task_pt_regs"
   # Call traces: the vector an <IRQ> section is told by.
-  "entry-vector-not-recorded|crates/entry-asm/src/entry_64.S|0,/^\tRECORD_ENTRY_VECTOR$/{//d}|general_protection_frame"
-  "syscall-vector-not-recorded|crates/entry-asm/src/entry_64.S|/^\tmovw\t\$ENTRY_SYSCALL, EXTREGS_GENERIC_VECTOR(%rsp)$/d|syscall_preserves_gprs"
+  "entry-vector-not-recorded|crates/entry-asm/src/calling.S|0,/^\tRECORD_ENTRY_VECTOR$/{//d}|general_protection_frame"
+  "syscall-vector-not-recorded|crates/entry-asm/src/calling.S|/^\tmovw\t\$ENTRY_SYSCALL, EXTREGS_GENERIC_VECTOR(%rsp)$/d|syscall_preserves_gprs"
   "syscall-frame-8-bytes-off|crates/entry-asm/src/entry_64.S|/^\tmovq\t%rsp, %gs:PERCPU_USER_RSP_SCRATCH$/{n;s/$/\n\tsubq\t\$8, %rsp/}|syscall_preserves_gprs"
 )
 

@@ -11,6 +11,7 @@ fn main() {
         println!("cargo:rustc-env=EXTREGS_BENCH_BUILD_{key}={value}");
     }
     println!("cargo:rerun-if-changed=src/bench_64.S");
+    println!("cargo:rerun-if-changed=src/bench_syscall_64.S");
     println!("cargo:rerun-if-changed=../entry-asm/src/calling.S");
     println!("cargo:rerun-if-changed=../regs/src/lib.rs");
     println!("cargo:rerun-if-changed=../../asm-offsets/src/lib.rs");

@@ -31,6 +31,8 @@ pub mod asm_offsets {
     include!(concat!(env!("OUT_DIR"), "/asm_offsets.rs"));
 }
 
+// The host harness: the stubs reached through `int $vector` only.
+#[cfg(not(target_os = "none"))]
 core::arch::global_asm!(
     include_str!(concat!(env!("OUT_DIR"), "/asm-offsets.S")),
     // The benchmark never injects faults (calling.S asks).
@@ -39,6 +41,40 @@ core::arch::global_asm!(
     include_str!("bench_64.S"),
     options(att_syntax)
 );
+
+// The kernel: the same stubs, and the SYSCALL entries.
+#[cfg(target_os = "none")]
+core::arch::global_asm!(
+    include_str!(concat!(env!("OUT_DIR"), "/asm-offsets.S")),
+    ".set EXTREGS_FAULT_INJECTION, 0",
+    ".set BENCH_SYSCALL_NR, {bench_syscall_nr}",
+    include_str!("../../entry-asm/src/calling.S"),
+    include_str!("bench_64.S"),
+    include_str!("bench_syscall_64.S"),
+    bench_syscall_nr = const BENCH_SYSCALL_NR,
+    options(att_syntax)
+);
+
+/// The syscall number the bench's SYSCALL entries time (any other goes on
+/// to `entry_SYSCALL_64`): outside Linux's table.
+pub const BENCH_SYSCALL_NR: u64 = 1005;
+
+#[cfg(target_os = "none")]
+extern "C" {
+    static extregs_bench_syscall_by_value: u8;
+    static extregs_bench_syscall_extended: u8;
+}
+
+/// The bench's SYSCALL entries (by-value state, extended frame), for
+/// MSR_LSTAR during a timed run.
+#[cfg(target_os = "none")]
+pub fn syscall_entry_addresses() -> (u64, u64) {
+    // Only the symbols' addresses are taken.
+    (
+        (&raw const extregs_bench_syscall_by_value) as u64,
+        (&raw const extregs_bench_syscall_extended) as u64,
+    )
+}
 
 extern "C" {
     fn extregs_bench_floor();

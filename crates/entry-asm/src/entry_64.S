@@ -66,61 +66,6 @@
 .endm
 
 /*
- * ENCODE_FRAME_POINTER, with %rdi = &PtRegs right before the call into
- * Rust: %rbp = &PtRegs | ENCODED_FRAME_TAG (Linux's ENCODE_FRAME_POINTER).
- * The Rust side is built with frame pointers, so its first frame saves this
- * value, and an unwinder walking RBP up from any handler finds the tag and
- * with it the interrupt frame (crates/unwind). The interrupted RBP is in
- * PtRegs.bp, which POP_REGS puts back.
- */
-.macro ENCODE_FRAME_POINTER
-	leaq	ENCODED_FRAME_TAG(%rdi), %rbp
-.endm
-
-/*
- * RECORD_ENTRY_VECTOR: right after the extension is reserved, write in it
- * which vector (%esi) entered the frame: GenericExtRegs::vector =
- * ENTRY_VECTOR_RECORDED | vector (the generic entry keeps it). This comes
- * before the call into Rust, the first point where an unwinder follows the
- * frame's tag, so it reads this frame's own vector, never a stale one left
- * on the stack; an event anywhere before the call interrupted entry code,
- * where the unwinder stops (Stop::InEntryCode). %eax is free
- * (PUSH_AND_CLEAR_REGS saved it).
- */
-.macro RECORD_ENTRY_VECTOR
-	leal	ENTRY_VECTOR_RECORDED(%rsi), %eax
-	movw	%ax, EXTREGS_GENERIC_VECTOR(%rsp)
-.endm
-
-/*
- * PTREGS_CFI_START / PTREGS_CFI_END bracket the stubs' calls into Rust, from
- * where %rsp = &PtRegs (before the extension is reserved) to where it is
- * again: call-frame information that tells a debugger the interrupted
- * context is in PtRegs (a signal frame, as Linux's UNWIND_HINT_REGS says to
- * its ORC unwinder), so gdb's bt walks from a handler through the interrupt
- * frame into the interrupted function. The CFA is the end of PtRegs; a
- * .cfi_adjust_cfa_offset follows the extension's subq, and the range ends
- * right after the addq that undoes it.
- */
-.macro PTREGS_CFI_START
-	.cfi_startproc simple
-	.cfi_signal_frame
-	.cfi_def_cfa %rsp, PTREGS_SIZE
-	.cfi_offset %rip, PTREGS_IP - PTREGS_SIZE
-	.cfi_offset %rsp, PTREGS_SP - PTREGS_SIZE
-	.cfi_offset %rbp, PTREGS_BP - PTREGS_SIZE
-	.cfi_offset %rbx, PTREGS_BX - PTREGS_SIZE
-	.cfi_offset %r12, PTREGS_R12 - PTREGS_SIZE
-	.cfi_offset %r13, PTREGS_R13 - PTREGS_SIZE
-	.cfi_offset %r14, PTREGS_R14 - PTREGS_SIZE
-	.cfi_offset %r15, PTREGS_R15 - PTREGS_SIZE
-.endm
-
-.macro PTREGS_CFI_END
-	.cfi_endproc
-.endm
-
-/*
  * The stub table: IDTENTRY appends one .quad per vector, in vector order.
  * It lives in .data.rel.ro because the kernel is position independent and
  * the bootloader relocates these addresses.
@@ -267,15 +212,7 @@ extregs_entry_gs_ready:
 	lfence
 	ASM_CLAC
 	cld
-	PTREGS_CFI_START
-	subq	$GENERIC_PTREGS_SIZE, %rsp
-	.cfi_adjust_cfa_offset GENERIC_PTREGS_SIZE
-	RECORD_ENTRY_VECTOR
-	leaq	EXTREGS_REGS(%rsp), %rdi
-	ENCODE_FRAME_POINTER
-	call	extregs_exception_entry
-	addq	$GENERIC_PTREGS_SIZE, %rsp
-	PTREGS_CFI_END
+	CALL_EXTREGS_ENTRY extregs_exception_entry, vector_in_esi
 	testb	$3, PTREGS_CS(%rsp)
 	jnz	extregs_return_to_user
 	POP_REGS
@@ -404,15 +341,7 @@ extregs_paranoid_common:
 	PARANOID_GS_ENTER
 	ASM_CLAC
 	cld
-	PTREGS_CFI_START
-	subq	$GENERIC_PTREGS_SIZE, %rsp
-	.cfi_adjust_cfa_offset GENERIC_PTREGS_SIZE
-	RECORD_ENTRY_VECTOR
-	leaq	EXTREGS_REGS(%rsp), %rdi
-	ENCODE_FRAME_POINTER
-	call	extregs_exception_entry
-	addq	$GENERIC_PTREGS_SIZE, %rsp
-	PTREGS_CFI_END
+	CALL_EXTREGS_ENTRY extregs_exception_entry, vector_in_esi
 	PARANOID_GS_EXIT
 	POP_REGS
 	iretq
@@ -609,16 +538,8 @@ asm_exc_nmi:
 	PARANOID_GS_ENTER
 	ASM_CLAC
 	cld
-	PTREGS_CFI_START
 	movl	$NMI_VECTOR, %esi
-	subq	$GENERIC_PTREGS_SIZE, %rsp
-	.cfi_adjust_cfa_offset GENERIC_PTREGS_SIZE
-	RECORD_ENTRY_VECTOR
-	leaq	EXTREGS_REGS(%rsp), %rdi
-	ENCODE_FRAME_POINTER
-	call	extregs_exception_entry
-	addq	$GENERIC_PTREGS_SIZE, %rsp
-	PTREGS_CFI_END
+	CALL_EXTREGS_ENTRY extregs_exception_entry, vector_in_esi
 	PARANOID_GS_EXIT
 	POP_REGS					/* rsp = &iret_copy */
 	decb	extregs_nmi_state(%rip)
@@ -712,15 +633,7 @@ entry_SYSCALL_64:
 	pushq	%rax					/* orig_ax: the syscall number */
 	PUSH_AND_CLEAR_REGS
 	cld
-	PTREGS_CFI_START
-	subq	$GENERIC_PTREGS_SIZE, %rsp
-	.cfi_adjust_cfa_offset GENERIC_PTREGS_SIZE
-	movw	$ENTRY_SYSCALL, EXTREGS_GENERIC_VECTOR(%rsp)
-	leaq	EXTREGS_REGS(%rsp), %rdi
-	ENCODE_FRAME_POINTER
-	call	extregs_syscall_entry
-	addq	$GENERIC_PTREGS_SIZE, %rsp
-	PTREGS_CFI_END
+	CALL_EXTREGS_ENTRY extregs_syscall_entry, syscall
 	testb	%al, %al
 	jz	extregs_return_to_user
 	POP_REGS					/* rsp = &ip */
@@ -733,61 +646,6 @@ entry_SYSCALL_64:
 extregs_syscall_sysretq:
 	sysretq
 	.size	entry_SYSCALL_64, . - entry_SYSCALL_64
-
-/*
- * The SYSCALL entries of `extregs bench` (mode=bench points LSTAR at one
- * of them for a timed run, then back at entry_SYSCALL_64): the SYSCALL
- * frame of entry_SYSCALL_64, then one of the bench handlers, then SYSRETQ.
- * The handlers never edit the frame, so RCX/R11 still hold the user RIP
- * and RFLAGS and SYSRET's conditions hold without a check. They differ in
- * one thing, the entry design: BENCH_SYSCALL_BY_VALUE builds pt_regs only
- * (a pad word keeps the call aligned) and its handler keeps the state in
- * its own frame; BENCH_SYSCALL_EXTENDED reserves the extension below
- * pt_regs, as entry_SYSCALL_64 does. Any other syscall number than the
- * bench's (the program's exit) goes to entry_SYSCALL_64 untouched.
- */
-.macro BENCH_SYSCALL_FRAME
-	cmpq	$BENCH_SYSCALL_NR, %rax
-	jne	entry_SYSCALL_64
-	swapgs
-	movq	%rsp, %gs:PERCPU_USER_RSP_SCRATCH
-	movq	%gs:PERCPU_TOP_OF_STACK, %rsp
-	pushq	$__USER_DS
-	pushq	%gs:PERCPU_USER_RSP_SCRATCH
-	pushq	%r11
-	pushq	$__USER_CS
-	pushq	%rcx
-	pushq	%rax
-	PUSH_AND_CLEAR_REGS
-	cld
-.endm
-
-.macro BENCH_SYSRET
-	POP_REGS
-	movq	IRET_FRAME_SP(%rsp), %rsp
-	swapgs
-	sysretq
-.endm
-
-	.p2align 4
-	.globl	extregs_bench_syscall_by_value
-extregs_bench_syscall_by_value:
-	BENCH_SYSCALL_FRAME
-	movq	%rsp, %rdi
-	subq	$CALL_PAD_BELOW_PTREGS, %rsp
-	call	extregs_bench_by_value_handler
-	addq	$CALL_PAD_BELOW_PTREGS, %rsp
-	BENCH_SYSRET
-
-	.p2align 4
-	.globl	extregs_bench_syscall_extended
-extregs_bench_syscall_extended:
-	BENCH_SYSCALL_FRAME
-	subq	$GENERIC_PTREGS_SIZE, %rsp
-	leaq	EXTREGS_REGS(%rsp), %rdi
-	call	extregs_bench_extended_handler
-	addq	$GENERIC_PTREGS_SIZE, %rsp
-	BENCH_SYSRET
 
 /*
  * entry_SYSCALL32_ignore: SYSCALL from 32-bit compatibility mode (MSR

@@ -69,12 +69,10 @@ const_assert_eq!(PERCPU_SIZE, core::mem::size_of::<PerCpuEntry>());
 core::arch::global_asm!(
     include_str!(concat!(env!("OUT_DIR"), "/asm-offsets.S")),
     ".set EXTREGS_FAULT_INJECTION, 0",
-    ".set BENCH_SYSCALL_NR, {bench_syscall_nr}",
     ".set ENOSYS, {enosys}",
     include_str!("calling.S"),
     include_str!("entry_64.S"),
     include_str!("switch_64.S"),
-    bench_syscall_nr = const BENCH_SYSCALL_NR,
     enosys = const ENOSYS,
     options(att_syntax)
 );
@@ -86,12 +84,10 @@ core::arch::global_asm!(
 core::arch::global_asm!(
     include_str!(concat!(env!("OUT_DIR"), "/asm-offsets.S")),
     ".set EXTREGS_FAULT_INJECTION, 1",
-    ".set BENCH_SYSCALL_NR, {bench_syscall_nr}",
     ".set ENOSYS, {enosys}",
     include_str!("calling.S"),
     include_str!("entry_64.S"),
     include_str!("switch_64.S"),
-    bench_syscall_nr = const BENCH_SYSCALL_NR,
     enosys = const ENOSYS,
     options(att_syntax)
 );
@@ -124,10 +120,6 @@ extern "C" {
     pub fn extregs_context_switch(prev: *mut ThreadContext, next: *const ThreadContext);
 }
 
-/// The syscall number the bench's SYSCALL entries time (the kernel's
-/// `SYS_BENCH_NOP`); every other number they hand to entry_SYSCALL_64.
-pub const BENCH_SYSCALL_NR: u64 = 1005;
-
 /// Linux's ENOSYS (what a 32-bit SYSCALL returns, negated).
 pub const ENOSYS: u64 = 38;
 
@@ -149,8 +141,6 @@ extern "C" {
     static extregs_return_to_user_iretq: u8;
     static entry_SYSCALL_64: u8;
     static entry_SYSCALL32_ignore: u8;
-    static extregs_bench_syscall_by_value: u8;
-    static extregs_bench_syscall_extended: u8;
     static mut extregs_per_cpu: PerCpuEntry;
     static mut extregs_smap_enabled: u8;
     fn extregs_enter_user_mode(regs: *const PtRegs) -> !;
@@ -166,16 +156,6 @@ pub fn syscall_entry_address() -> u64 {
 pub fn compat_syscall_entry_address() -> u64 {
     // Only the symbol's address is taken.
     (&raw const entry_SYSCALL32_ignore) as u64
-}
-
-/// The SYSCALL entries of the bench (by-value state, extended frame),
-/// for MSR_LSTAR during a timed run.
-pub fn bench_syscall_entry_addresses() -> (u64, u64) {
-    // Only the symbols' addresses are taken.
-    (
-        (&raw const extregs_bench_syscall_by_value) as u64,
-        (&raw const extregs_bench_syscall_extended) as u64,
-    )
 }
 
 /// The user-mode exits: (`extregs_return_to_user`, its IRETQ, the SYSRETQ

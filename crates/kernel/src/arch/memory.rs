@@ -195,7 +195,13 @@ pub fn map_user_page(
     executable: bool,
 ) -> bool {
     use x86_64::registers::model_specific::{Efer, EferFlags};
-    assert!(address.as_u64() < 1 << 47, "user pages live in the lower half");
+    // Nothing is mapped at or above TASK_SIZE_MAX, so the address after a
+    // SYSCALL in user mode (RCX) is always canonical: the bench's SYSRETQ
+    // relies on it (crates/bench/src/bench_syscall_64.S).
+    assert!(
+        address.as_u64() + 4096 <= crate::arch::uaccess::TASK_SIZE_MAX,
+        "user pages end at TASK_SIZE_MAX"
+    );
     if is_mapped(address) {
         return false;
     }

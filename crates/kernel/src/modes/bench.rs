@@ -392,7 +392,7 @@ fn measure_yields(iterations: usize) {
 fn measure_syscalls(iterations: usize) -> bool {
     use crate::user::{self, programs};
     use x86_64::registers::model_specific::LStar;
-    let (by_value, extended) = extregs_entry_asm::bench_syscall_entry_addresses();
+    let (by_value, extended) = extregs_bench::syscall_entry_addresses();
     let real = extregs_entry_asm::syscall_entry_address();
     let max_batches = (user::BENCH_BUFFER_PAGES * 4096 / 8) as usize;
     let batches = (iterations / programs::BENCH_SYSCALL_BATCH as usize).clamp(1, max_batches);

@@ -8,6 +8,7 @@
 //! the IRET exit must.
 
 use super::{counters, EFAULT};
+use crate::arch::hook_slot::HookSlot;
 use crate::arch::irqflags;
 use crate::arch::serial;
 use crate::arch::uaccess::{copy_from_user, copy_to_user, TASK_SIZE_MAX};
@@ -15,7 +16,6 @@ use crate::entry::check;
 use crate::entry::hooks;
 use crate::entry::platform;
 use crate::sched;
-use crate::arch::hook_slot::HookSlot;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use extregs_entry::{syscall_enter_from_user_mode, syscall_exit_to_user_mode};
 use extregs_regs::{selectors, ExtendedPtRegs, PtRegs, X86_EFLAGS_RF, X86_EFLAGS_TF};
@@ -42,7 +42,7 @@ pub mod numbers {
     /// the IRETQ fault in ring 0, the `bad_iret` case).
     pub const SYS_SET_RETURN_SS: u64 = 1004;
     /// `bench_nop()`: returns 0 (the bench's round trip).
-    pub const SYS_BENCH_NOP: u64 = extregs_entry_asm::BENCH_SYSCALL_NR;
+    pub const SYS_BENCH_NOP: u64 = extregs_bench::BENCH_SYSCALL_NR;
     /// `self_ipi()`: sends a self-IPI from inside the syscall (interrupts
     /// on) and returns once its handler ran: an IRQ nested in a syscall.
     pub const SYS_SELF_IPI: u64 = 1006;
