@@ -50,7 +50,7 @@ qemu:
 	    echo "make: $$(qemu-system-x86_64 --version | head -n1), OVMF, addr2line and gdb present"; \
 	else \
 	    SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
-	    $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y qemu-system-x86 ovmf binutils gdb; \
+	    $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends qemu-system-x86 ovmf binutils gdb; \
 	fi
 
 # Formatting and clippy, warnings as errors, on the host crates and on the

@@ -16,6 +16,7 @@ use extregs::qmp::Qmp;
 use extregs::report::{EXIT_KERNEL_FAILURE, EXIT_SUCCESS, EXIT_USAGE};
 use extregs_cmdline::MAX_FUZZ_SEEDS_PER_BOOT;
 use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -420,16 +421,33 @@ fn fuzz(args: FuzzArgs) -> i32 {
         config.jobs,
         if args.deterministic { ", deterministic (-icount)" } else { "" }
     );
+    // Without a terminal (a log, a pipe) the bar draws nothing: each
+    // finished seed gets a plain line instead, so progress and failures
+    // still show.
+    let plain_progress = !std::io::stderr().is_terminal();
     let (reports, totals, interrupted) =
         campaign::run_campaign(&config, cancel, |report, totals| {
             if !report.ok() {
-                bar.println(format!(
+                let line = format!(
                     "extregs: fuzz: seed {} FAILED ({}{}); replay: {}",
                     report.seed,
                     report.invariant().map(|i| format!("invariant {i}, ")).unwrap_or_default(),
                     report.why,
                     campaign::replay_command(&config, report.seed)
-                ));
+                );
+                if plain_progress {
+                    eprintln!("{line}");
+                } else {
+                    bar.println(line);
+                }
+            } else if plain_progress {
+                eprintln!(
+                    "extregs: fuzz: seed {} done: {} frames ({}/{} seeds)",
+                    report.seed,
+                    report.frames(),
+                    totals.seeds_run,
+                    seeds.end - seeds.start
+                );
             }
             bar.set_message(format!(
                 "{} frames, {:.0} frames/s, {} failed",

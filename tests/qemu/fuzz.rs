@@ -1,0 +1,383 @@
+//! The fuzzer: single seeds, storms at every instruction boundary,
+//! campaigns (short, deterministic, batched, sharded), replay, Ctrl-C.
+
+use crate::common::*;
+use extregs::campaign::{self, CampaignConfig};
+use extregs::report::{EXIT_SUCCESS, EXIT_USAGE};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[test]
+fn fuzz_under_an_nmi_storm_at_every_instruction_boundary_has_no_violations() {
+    // Foreign NMIs (QMP inject-nmi, back to back) and a foreign timer IRQ
+    // with one instruction per translation block: they land anywhere, the
+    // entry text included; the fuzzer must tell them from its own events
+    // and validate them.
+    let config = CampaignConfig {
+        seeds: 0..2,
+        iterations: 150,
+        max_depth: 8,
+        jobs: 2,
+        deterministic: false,
+        cpu: "max".into(),
+        timeout: Duration::from_secs(400),
+        inject: None,
+        nmi_storm: true,
+        granular: true,
+        foreign_timer_hz: 1000,
+        seeds_per_boot: 0,
+    };
+    let (reports, totals, interrupted) =
+        campaign::run_campaign(&config, Arc::new(AtomicBool::new(false)), |_, _| {});
+    assert!(!interrupted);
+    for report in &reports {
+        assert!(report.ok(), "seed {} failed: {}\n{:?}", report.seed, report.why, report.serial);
+        let result = report.result.as_ref().expect("a RESULT");
+        assert_eq!(result["violations"], 0);
+        assert_eq!(result["frame_errors"], 0);
+        assert!(result["foreign_nmis"].as_u64().unwrap() > 0, "no foreign NMI arrived: {result}");
+        assert!(result["foreign_irqs"].as_u64().unwrap() > 0, "no foreign IRQ arrived: {result}");
+    }
+    assert_eq!(totals.seeds_failed, 0);
+}
+
+fn campaign_config(
+    seeds: std::ops::Range<u64>,
+    iterations: u64,
+    deterministic: bool,
+) -> CampaignConfig {
+    CampaignConfig {
+        seeds,
+        iterations,
+        max_depth: 8,
+        jobs: 2,
+        deterministic,
+        cpu: "max".into(),
+        timeout: BOOT_TIMEOUT,
+        inject: None,
+        nmi_storm: false,
+        granular: false,
+        foreign_timer_hz: 0,
+        seeds_per_boot: 0,
+    }
+}
+
+#[test]
+fn short_fuzz_campaign_finds_no_violations() {
+    let config = campaign_config(0..4, 200, false);
+    let (reports, totals, interrupted) =
+        campaign::run_campaign(&config, Arc::new(AtomicBool::new(false)), |_, _| {});
+    assert!(!interrupted);
+    for report in &reports {
+        assert!(
+            report.ok(),
+            "seed {}: {}\n{}",
+            report.seed,
+            report.why,
+            report.serial.clone().unwrap_or_default()
+        );
+    }
+    assert_eq!(totals.seeds_run, 4);
+    assert_eq!(totals.violations, 0);
+    assert_eq!(totals.iterations, 800);
+    assert_eq!(totals.max_depth_reached, 8, "programs reach the full depth");
+    // Every kind of event was raised, and NMIs were latched inside NMIs.
+    for kind in [
+        "int_n",
+        "int3",
+        "ud2",
+        "divide_error",
+        "general_protection",
+        "pks_fault_resolved",
+        "pks_fault_fixup",
+        "timer",
+        "self_ipi",
+        "self_nmi",
+        "preempt",
+        // The outermost level in ring 3.
+        "user_syscall",
+        "user_int3",
+        "user_ud2",
+        "user_page_fault",
+        "user_timer",
+        "user_self_ipi",
+        "user_self_nmi",
+    ] {
+        assert!(
+            totals.kinds.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind} events: {:?}",
+            totals.kinds
+        );
+    }
+    assert!(totals.latched_nmis > 0);
+}
+
+#[test]
+fn deterministic_fuzz_gives_the_same_digest_twice() {
+    let config = campaign_config(11..12, 100, true);
+    let digest = |seed| {
+        let (mut reports, unrun) = campaign::run_batch(&config, seed..seed + 1, None);
+        assert!(unrun.is_empty());
+        let report = reports.remove(0);
+        assert!(report.ok(), "{}", report.why);
+        report.result.unwrap()["digest"].as_str().unwrap().to_string()
+    };
+    let first = digest(11);
+    assert_eq!(first, digest(11), "same seed, same digest");
+    assert_ne!(first, digest(12), "another seed, another trace");
+}
+
+#[test]
+fn several_seeds_in_one_boot_give_each_seed_its_own_digest() {
+    // One boot per seed, then all five in one boot (`seeds=20..25`): every
+    // seed starts from a fresh state, so the digests and counts agree.
+    let digests = |seeds_per_boot| {
+        let config = CampaignConfig { seeds_per_boot, ..campaign_config(20..25, 60, true) };
+        let (reports, totals, _) =
+            campaign::run_campaign(&config, Arc::new(AtomicBool::new(false)), |_, _| {});
+        assert_eq!(totals.seeds_run, 5);
+        let rows: Vec<(u64, String, u64)> = reports
+            .iter()
+            .map(|report| {
+                assert!(report.ok(), "seed {}: {}", report.seed, report.why);
+                let result = report.result.as_ref().expect("a summary");
+                (
+                    report.seed,
+                    result["digest"].as_str().expect("a digest").to_string(),
+                    result["frames"].as_u64().expect("frames"),
+                )
+            })
+            .collect();
+        (rows, totals)
+    };
+    let (one_per_boot, _) = digests(1);
+    let (batched, totals) = digests(5);
+    assert_eq!(one_per_boot, batched);
+    // The campaign reports its wall rate against the kernels' own.
+    assert!(totals.kernel_median_frames_per_second().unwrap() > 0.0);
+    assert!(totals.wall_to_kernel_ratio().unwrap() > 0.0);
+}
+
+#[test]
+fn cli_fuzz_replays_a_seed_and_rejects_bad_arguments() {
+    let replay_json =
+        std::env::temp_dir().join(format!("extregs-{}-replay.json", std::process::id()));
+    let replay = extregs_cli(&[
+        "fuzz",
+        "--seed",
+        "3",
+        "--iterations",
+        "20",
+        "--json",
+        replay_json.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        replay.status.code(),
+        Some(EXIT_SUCCESS),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&replay.stdout);
+    assert!(stdout.contains("RESULT {\"mode\":\"fuzz\",\"ok\":true"), "{stdout}");
+    assert!(stdout.contains("\"seed\":3,\"iterations\":20"), "{stdout}");
+    // --json is honoured for a replay too: a one-seed campaign document.
+    let document: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&replay_json).expect("replay JSON written"))
+            .unwrap();
+    let _ = std::fs::remove_file(&replay_json);
+    assert_eq!(document["runs"][0]["seed"], 3, "{document}");
+    assert!(document["totals"]["frames"].as_u64().unwrap() > 0, "{document}");
+    for bad in [
+        &["fuzz", "--seeds", "5..5"][..],
+        &["fuzz", "--seed", "3", "--jobs", "2"],
+        &["fuzz", "--seeds", "0..2", "--max-depth", "13"],
+        &["fuzz"],
+        &["fuzz", "--seeds", "0..2", "--seed", "1"],
+        &["fuzz", "--seeds", "0..6", "--shard", "0/3"],
+        &["fuzz", "--seeds", "0..6", "--shard", "4/3"],
+        &["fuzz", "--seeds", "0..6", "--shard", "1/0"],
+        &["fuzz", "--seeds", "0..2", "--shard", "1/3"],
+        &["fuzz", "--seed", "1", "--shard", "1/2"],
+        &["fuzz", "--seeds", "0..2", "--seeds-per-boot", "0"],
+        &["fuzz", "--seeds", "0..2", "--seeds-per-boot", "100001"],
+        &["fuzz", "--seed", "1", "--seeds-per-boot", "2"],
+    ] {
+        assert_eq!(extregs_cli(bad).status.code(), Some(EXIT_USAGE), "{bad:?}");
+    }
+    let json = std::env::temp_dir().join(format!("extregs-{}-campaign.json", std::process::id()));
+    let svg = std::env::temp_dir().join(format!("extregs-{}-campaign.svg", std::process::id()));
+    let campaign = extregs_cli(&[
+        "fuzz",
+        "--seeds",
+        "0..2",
+        "--iterations",
+        "10",
+        "--json",
+        json.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(campaign.status.code(), Some(EXIT_SUCCESS));
+    let document: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(document["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(document["totals"]["violations"], 0);
+    // The coverage pictures, drawn live and again from the document; the
+    // kernels' per-depth and per-context counts add up to the frames.
+    let frames = document["totals"]["frames"].as_u64().unwrap();
+    let by_depth: u64 = document["totals"]["kind_depth"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|c| c.as_u64().unwrap()))
+        .sum();
+    let by_context: u64 = document["totals"]["contexts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|row| row.as_object().unwrap().values().map(|c| c.as_u64().unwrap()))
+        .sum();
+    assert_eq!((by_depth, by_context), (frames, frames));
+    let live = std::fs::read_to_string(&svg).expect("--plot wrote an SVG");
+    assert!(live.contains("nesting depth") && live.contains("entry text"), "three heat maps");
+    let _ = std::fs::remove_file(&svg);
+    let replot =
+        extregs_cli(&["fuzz", "plot", json.to_str().unwrap(), "--plot", svg.to_str().unwrap()]);
+    assert_eq!(replot.status.code(), Some(EXIT_SUCCESS));
+    assert_eq!(std::fs::read_to_string(&svg).unwrap(), live, "the same picture from the JSON");
+    let _ = std::fs::remove_file(&json);
+    let _ = std::fs::remove_file(&svg);
+    // Not a campaign document, or no document at all.
+    let not_json = std::env::temp_dir().join(format!("extregs-{}-not.json", std::process::id()));
+    std::fs::write(&not_json, "[1, 2]").unwrap();
+    let bad = extregs_cli(&["fuzz", "plot", not_json.to_str().unwrap(), "--plot", "/tmp/x.svg"]);
+    assert_eq!(bad.status.code(), Some(EXIT_USAGE));
+    let _ = std::fs::remove_file(&not_json);
+    let missing = extregs_cli(&["fuzz", "plot", "/nonexistent.json", "--plot", "/tmp/x.svg"]);
+    assert_eq!(missing.status.code(), Some(EXIT_USAGE));
+}
+
+#[test]
+fn sharded_campaign_merged_equals_the_unsharded_one() {
+    let dir = std::env::temp_dir();
+    let path = |name: &str| dir.join(format!("extregs-{}-{name}.json", std::process::id()));
+    let (full, first, second, merged) =
+        (path("full"), path("shard1"), path("shard2"), path("merged"));
+    let campaign = |extra: &[&str], json: &std::path::Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_extregs"));
+        command.args(["fuzz", "--seeds", "0..5", "--iterations", "30", "--deterministic"]);
+        command.args(extra).arg("--json").arg(json);
+        let output = command.output().expect("extregs runs");
+        assert_eq!(output.status.code(), Some(EXIT_SUCCESS), "{extra:?}: {output:?}");
+    };
+    campaign(&[], &full);
+    campaign(&["--shard", "1/2"], &first);
+    // The second slice as the Slurm array task with index 1 runs it: the
+    // job script in docs/, with the 0-based index in SLURM_ARRAY_TASK_ID.
+    let out_dir = dir.join(format!("extregs-{}-slurm", std::process::id()));
+    let script = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/extregs-fuzz.sbatch"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("SLURM_SUBMIT_DIR")
+        .env("SLURM_ARRAY_TASK_ID", "1")
+        .env("SEEDS", "0..5")
+        .env("SHARDS", "2")
+        .env("ITERATIONS", "30")
+        .env("EXTRA", "--deterministic")
+        .env("OUT", &out_dir)
+        .output()
+        .expect("bash runs the Slurm job script");
+    assert_eq!(script.status.code(), Some(EXIT_SUCCESS), "{script:?}");
+    std::fs::rename(out_dir.join("shard-1.json"), &second).expect("the script wrote shard-1.json");
+    let _ = std::fs::remove_dir(&out_dir);
+    let merge = extregs_cli(&[
+        "fuzz",
+        "merge",
+        second.to_str().unwrap(),
+        first.to_str().unwrap(),
+        "--json",
+        merged.to_str().unwrap(),
+    ]);
+    assert_eq!(merge.status.code(), Some(EXIT_SUCCESS), "{merge:?}");
+    let overlap = extregs_cli(&[
+        "fuzz",
+        "merge",
+        first.to_str().unwrap(),
+        first.to_str().unwrap(),
+        "--json",
+        merged.with_extension("overlap").to_str().unwrap(),
+    ]);
+    assert_eq!(overlap.status.code(), Some(EXIT_USAGE), "overlapping slices must be refused");
+    let read = |path: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let (full_doc, first_doc, merged_doc) = (read(&full), read(&first), read(&merged));
+    for path in [&full, &first, &second, &merged] {
+        let _ = std::fs::remove_file(path);
+    }
+    assert_eq!(first_doc["shard"]["of"], "0..5");
+    assert_eq!(first_doc["seeds"], "0..2", "slice 1 of 2 of five seeds");
+    assert_eq!(merged_doc["seeds"], "0..5");
+    assert_eq!(merged_doc["complete"], true);
+    let digests = |doc: &serde_json::Value| -> Vec<(u64, String)> {
+        doc["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|run| (run["seed"].as_u64().unwrap(), run["digest"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    assert_eq!(digests(&merged_doc), digests(&full_doc), "per-seed digests");
+    for key in ["seeds_run", "iterations", "frames", "violations", "latched_nmis", "kinds"] {
+        assert_eq!(merged_doc["totals"][key], full_doc["totals"][key], "totals.{key}");
+    }
+}
+
+/// Ctrl-C in the middle of a campaign: the runner stops its QEMUs, prints
+/// the totals of the seeds that finished, and exits 130. The signal is
+/// sent once the first seed has finished (its progress line on stderr),
+/// never after a fixed sleep.
+#[test]
+fn cli_fuzz_campaign_stops_cleanly_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_extregs"))
+        .args(["fuzz", "--seeds", "0..1000", "--iterations", "210", "--jobs", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a campaign");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (first_seed_done, seed_done) = std::sync::mpsc::channel();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("extregs: fuzz: seed ") && line.contains(" done: ") {
+                let _ = first_seed_done.send(());
+            }
+            lines.push(line);
+        }
+        lines.join("\n")
+    });
+    // Ctrl-C (SIGINT) as a terminal would, once a seed has finished (or
+    // the campaign ended without one: then the asserts below say why).
+    let finished = seed_done.recv_timeout(BOOT_TIMEOUT).is_ok();
+    let interrupted = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    assert!(interrupted.unwrap().success());
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = stderr_reader.join().expect("the stderr reader");
+    assert!(finished, "no seed finished within {BOOT_TIMEOUT:?}: {stderr}");
+    assert_eq!(output.status.code(), Some(130), "{stdout}\n{stderr}");
+    assert!(stderr.contains("extregs: fuzz: interrupted"), "{stderr}");
+    // The totals of what did finish, and no QEMU left behind.
+    let totals =
+        stdout.lines().find(|l| l.contains(" seeds before Ctrl-C (")).expect("totals line");
+    assert!(totals.contains("0 failed"), "{totals}");
+    assert!(!totals.starts_with("extregs: fuzz: 0 seeds"), "{totals}");
+    // The runner kills its QEMUs before it exits; a QEMU that outlives it
+    // would still be listed (no other test uses 210 iterations).
+    let leftover = Command::new("pgrep").args(["-f", "iterations=210 max-depth"]).output().unwrap();
+    assert!(leftover.stdout.is_empty(), "QEMU still running after Ctrl-C");
+}
