@@ -45,7 +45,7 @@ mutants=(
   "switch-forgets-r15|crates/entry-asm/src/switch_64.S|/INACTIVE_TASK_FRAME_R15/d|nmi_during_context_switch"
   "preemption-with-preempt-count-held|crates/entry/src/lib.rs|s/^    if P::preempt_count() == 0 \&\& P::need_resched() {$/    if P::need_resched() {/|preempt_disable_holds_off_preemption"
   "task-sp-saved-after-switch|crates/entry-asm/src/switch_64.S|/^\tmovq\t%rsp, THREAD_SP(%rdi)$/d; s/^\tmovq\tTHREAD_SP(%rsi), %rsp$/&\n\tmovq\t%rsp, THREAD_SP(%rdi)/|preemption_on_irq_exit"
-  # User mode: the four breakages issue 11 names.
+  # User mode: SWAPGS, RSP0, the SYSRET check, CLAC.
   "sysret-exit-without-swapgs|crates/entry-asm/src/entry_64.S|/^\tmovq\tIRET_FRAME_SP(%rsp), %rsp$/{n;d}|syscall_preserves_gprs"
   "rsp0-not-switched|crates/kernel/src/sched/mod.rs|s/^    unsafe { crate::arch::gdt::set_kernel_stack_top(next_task.stack_top.load(Ordering::Relaxed)) };$/    let _ = next_task;/|syscall_preserves_gprs"
   "sysret-to-non-canonical-rcx|crates/kernel/src/user/syscall.rs|/^        && regs.ip < TASK_SIZE_MAX$/d|syscall_sysret_and_iret_paths"

@@ -1,5 +1,5 @@
 //! The extregs runner: boots the kernel image under QEMU and turns what
-//! happens into an exit status (DESIGN §4).
+//! happens into an exit status (docs/design.md, "Contracts").
 //!
 //! The `extregs` binary and the QEMU tests in `tests/` both go through this
 //! library, so the tests exercise exactly what users run.

@@ -206,7 +206,7 @@ struct RunArgs {
     /// QEMU CPU model (`max` has PKS under TCG; `qemu64` has none).
     #[arg(long, default_value = "max")]
     cpu: String,
-    /// Kernel command line, e.g. "mode=selftest" (DESIGN §4).
+    /// Kernel command line, e.g. "mode=selftest" (docs/design.md, "Contracts").
     #[arg(long, default_value = "")]
     cmdline: String,
     /// Seconds before QEMU is killed and the run reported as a timeout (124).

@@ -37,7 +37,7 @@ pub enum Accel {
     /// Software emulation: the default, and what every test uses.
     Tcg,
     /// KVM. On the reference machine it cannot deliver guest exceptions
-    /// (DESIGN §3), so it is only for experiments.
+    /// (docs/design.md, "Machine facts"), so it is only for experiments.
     Kvm,
     /// KVM when `/dev/kvm` can be opened, TCG otherwise.
     Auto,
@@ -68,7 +68,7 @@ pub struct RunConfig {
     pub accel: Accel,
     /// QEMU `-cpu` model; `max` exposes PKS under TCG.
     pub cpu: String,
-    /// The kernel command line (DESIGN §4), passed through fw_cfg.
+    /// The kernel command line (docs/design.md, "Contracts"), passed through fw_cfg.
     pub cmdline: String,
     /// Kill QEMU after this long and report a timeout (with
     /// `progress_prefix`: this long without a progress line).
@@ -299,7 +299,7 @@ pub fn run(config: &RunConfig) -> Result<Outcome, SetupError> {
     let echo = config.echo;
     let line_sink = config.serial_lines.clone();
     // The kernel names its mode once its IDT is in: before that an NMI
-    // would triple-fault the guest (DESIGN §3).
+    // would triple-fault the guest (docs/design.md, "Machine facts").
     let kernel_ready = Arc::new(AtomicBool::new(false));
     let kernel_ready_flag = kernel_ready.clone();
     let storm_done = Arc::new(AtomicBool::new(false));

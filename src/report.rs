@@ -66,7 +66,7 @@ impl Outcome {
         }
     }
 
-    /// The `extregs` exit status (DESIGN §4) and why.
+    /// The `extregs` exit status (docs/design.md, "Contracts") and why.
     pub fn verdict(&self) -> (i32, String) {
         let result = self.result();
         let result_ok =

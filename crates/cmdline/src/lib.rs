@@ -1,7 +1,7 @@
 //! The extregs kernel command line.
 //!
 //! QEMU passes it as the fw_cfg file `opt/extregs/cmdline`: whitespace
-//! separated `key=value` words (DESIGN §4). This crate is `no_std` and
+//! separated `key=value` words (docs/design.md, "Contracts"). This crate is `no_std` and
 //! allocation-free so the kernel can use it, and it is tested on the host.
 //! Anything unknown or malformed is an error with a one-line reason; nothing
 //! is silently ignored.

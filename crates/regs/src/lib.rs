@@ -1,6 +1,6 @@
 //! The extended `pt_regs` frame.
 //!
-//! Every entry into the kernel builds the same frame on the stack (DESIGN §1):
+//! Every entry into the kernel builds the same frame on the stack (docs/design.md, "The frame"):
 //!
 //! ```text
 //!   higher addresses

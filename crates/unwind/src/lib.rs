@@ -1,5 +1,5 @@
-//! Frame-pointer unwinding across extregs' interrupt frames (issue 12's
-//! unwinder, without the kernel: the kernel supplies the memory and the
+//! Frame-pointer unwinding across extregs' interrupt frames (the call traces
+//! of docs/call-traces.md, without the kernel: the kernel supplies the memory and the
 //! stacks, host tests supply synthetic ones).
 //!
 //! With frame pointers, every function frame starts with the caller's RBP
@@ -713,7 +713,7 @@ mod tests {
         );
     }
 
-    /// issue 12's nesting: an NMI handler (NMI stack) interrupted an int3
+    /// `mode=oops cause=nested`'s nesting: an NMI handler (NMI stack) interrupted an int3
     /// handler that interrupted a timer IRQ's handler that interrupted a
     /// task function, the last three on the task stack.
     fn nested_nmi_int3_irq() -> Words {

@@ -1,4 +1,4 @@
-//! Leaving QEMU with a status the runner maps (DESIGN §4): the
+//! Leaving QEMU with a status the runner maps (docs/design.md, "Contracts"): the
 //! `isa-debug-exit` device at port 0xf4.
 
 use x86_64::instructions::port::Port;

@@ -1,5 +1,5 @@
 //! `Call Trace:` in Linux's format, after the registers of every oops and
-//! every fuzz VIOLATION (issue 12).
+//! every fuzz VIOLATION (docs/call-traces.md).
 //!
 //! The kernel is built with frame pointers, and every entry stub sets RBP
 //! to `&PtRegs | ENCODED_FRAME_TAG` before it calls into Rust, so walking

@@ -602,7 +602,7 @@ fn switch_to(prev: usize, next: usize) {
 /// back, not assumed: without FSGSBASE user code still changes its GS base
 /// by loading a GS selector (`mov %ax, %gs` sets it from the descriptor,
 /// 0), as Linux's `save_base_legacy` knows. (The GS and FS *selectors* are
-/// not switched: extregs' own programs never load them; noted in issue 11.)
+/// not switched: extregs' own programs never load them.)
 /// The MSR is written only when the value differs. A paranoid entry
 /// landing here reads MSR_GS_BASE (the per-CPU area: no SWAPGS), not this.
 fn switch_user_gs_base(prev_task: &task::Task, next_task: &task::Task) {
