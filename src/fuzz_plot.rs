@@ -12,6 +12,7 @@
 //! Cells are shaded on a log scale (white: none) and carry their count.
 
 use crate::coverage::EntryText;
+use extregs_cmdline::FuzzKind;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -19,28 +20,15 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// The event labels in the kernel's order (kernel kinds, then ring 3);
-/// anything else a document names follows, sorted.
-const LABEL_ORDER: [&str; 18] = [
-    "int_n",
-    "int3",
-    "ud2",
-    "divide_error",
-    "general_protection",
-    "pks_fault_resolved",
-    "pks_fault_fixup",
-    "timer",
-    "self_ipi",
-    "self_nmi",
-    "preempt",
-    "user_syscall",
-    "user_int3",
-    "user_ud2",
-    "user_page_fault",
-    "user_timer",
-    "user_self_ipi",
-    "user_self_nmi",
-];
+/// The event labels in the kernel's order: the kernel-mode kinds, then
+/// the ring-3 ones (`user_<kind>`), from the kinds' one definition
+/// (`extregs_cmdline::FuzzKind`). Anything else a document names follows,
+/// sorted.
+pub fn label_order() -> Vec<String> {
+    let kernel = FuzzKind::KERNEL.iter().map(|kind| kind.name().to_string());
+    let user = FuzzKind::USER.iter().map(|kind| format!("user_{}", kind.name()));
+    kernel.chain(user).collect()
+}
 
 /// One heat map: `cells[row][column]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,15 +39,13 @@ pub struct Heatmap {
     pub cells: Vec<Vec<u64>>,
 }
 
-/// `names` in [`LABEL_ORDER`], then the rest sorted.
+/// `names` in [`label_order`], then the rest sorted.
 fn ordered<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
     let names: BTreeSet<&String> = names.collect();
-    let mut out: Vec<String> = LABEL_ORDER
-        .iter()
-        .filter(|l| names.iter().any(|n| n == *l))
-        .map(|l| l.to_string())
-        .collect();
-    out.extend(names.into_iter().filter(|n| !LABEL_ORDER.contains(&n.as_str())).cloned());
+    let order = label_order();
+    let mut out: Vec<String> =
+        order.iter().filter(|label| names.contains(label)).cloned().collect();
+    out.extend(names.into_iter().filter(|name| !order.contains(name)).cloned());
     out
 }
 

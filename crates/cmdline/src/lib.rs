@@ -159,6 +159,100 @@ impl Fault {
     ];
 }
 
+/// One kind of event the fuzzer raises. The kernel raises them; the
+/// runner, its heat maps and the tests read their names from `FUZZ` and
+/// `RESULT` lines (`int3`, and `user_int3` for a ring-3 level), so the
+/// names are defined here, once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FuzzKind {
+    IntN,
+    Int3,
+    Ud2,
+    DivideError,
+    GeneralProtection,
+    PksResolved,
+    PksFixup,
+    Timer,
+    SelfIpi,
+    SelfNmi,
+    /// A timer IRQ whose exit preempts the interrupted task: the fuzz
+    /// partner task runs the rest of the program on its own stack, then
+    /// parks, and the preempted frame resumes.
+    Preempt,
+    /// Ring 3 only: a SYSCALL (`fuzz_event`), whose frame the syscall hook
+    /// hands to the fuzzer.
+    Syscall,
+    /// Ring 3 only: a load from an unmapped user page.
+    UserPageFault,
+}
+
+impl FuzzKind {
+    /// Every kind, indexed by its discriminant (checked below).
+    pub const ALL: [FuzzKind; 13] = [
+        FuzzKind::IntN,
+        FuzzKind::Int3,
+        FuzzKind::Ud2,
+        FuzzKind::DivideError,
+        FuzzKind::GeneralProtection,
+        FuzzKind::PksResolved,
+        FuzzKind::PksFixup,
+        FuzzKind::Timer,
+        FuzzKind::SelfIpi,
+        FuzzKind::SelfNmi,
+        FuzzKind::Preempt,
+        FuzzKind::Syscall,
+        FuzzKind::UserPageFault,
+    ];
+
+    /// The kinds a kernel-mode level draws from: every kind but the two
+    /// ring-3-only ones, which come last in [`FuzzKind::ALL`].
+    pub const KERNEL: &'static [FuzzKind] = FuzzKind::ALL.split_at(FuzzKind::ALL.len() - 2).0;
+
+    /// The kinds of an outermost level run in ring 3, in the order a draw
+    /// picks them (Timer and SelfIpi arrive right after a SYSCALL that
+    /// asked for them; SelfNmi is a real NMI the user task sets off).
+    pub const USER: [FuzzKind; 7] = [
+        FuzzKind::Syscall,
+        FuzzKind::Int3,
+        FuzzKind::Ud2,
+        FuzzKind::UserPageFault,
+        FuzzKind::Timer,
+        FuzzKind::SelfIpi,
+        FuzzKind::SelfNmi,
+    ];
+
+    /// The name in `FUZZ`/`RESULT` lines (a ring-3 level's is prefixed
+    /// with `user_`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            FuzzKind::IntN => "int_n",
+            FuzzKind::Int3 => "int3",
+            FuzzKind::Ud2 => "ud2",
+            FuzzKind::DivideError => "divide_error",
+            FuzzKind::GeneralProtection => "general_protection",
+            FuzzKind::PksResolved => "pks_fault_resolved",
+            FuzzKind::PksFixup => "pks_fault_fixup",
+            FuzzKind::Timer => "timer",
+            FuzzKind::SelfIpi => "self_ipi",
+            FuzzKind::SelfNmi => "self_nmi",
+            FuzzKind::Preempt => "preempt",
+            FuzzKind::Syscall => "syscall",
+            FuzzKind::UserPageFault => "page_fault",
+        }
+    }
+}
+
+// `FuzzKind::ALL[k] as usize == k`: the kernel indexes its counters by the
+// discriminant.
+const _: () = {
+    let mut index = 0;
+    while index < FuzzKind::ALL.len() {
+        assert!(FuzzKind::ALL[index] as usize == index);
+        index += 1;
+    }
+};
+
 /// What `mode=fuzz` runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FuzzSettings {

@@ -7,4 +7,5 @@ pub mod idle;
 pub mod oops;
 pub mod selftest;
 pub mod tasks;
+pub mod trampolines;
 pub mod user;

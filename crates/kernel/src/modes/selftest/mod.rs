@@ -379,7 +379,8 @@ pub(crate) fn gpr_patterns() -> PtRegs {
 pub(crate) fn int3_with_gprs(input: &PtRegs, edit: FrameEdit) -> (Option<Observed>, PtRegs) {
     // The fuzzer's int3 trampoline: loads all 15 GPRs from `input`,
     // executes int3, stores all 15 into `output`.
-    let (trampoline, _, resume) = crate::modes::fuzz::trampoline(crate::modes::fuzz::Kind::Int3);
+    let (trampoline, _, resume) =
+        crate::modes::trampolines::trampoline(extregs_cmdline::FuzzKind::Int3);
     events::arm(edit);
     RESUME_IP.store(resume, Ordering::SeqCst);
     let mut output = PtRegs::default();

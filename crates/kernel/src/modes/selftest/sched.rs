@@ -338,7 +338,7 @@ pub fn nmi_during_context_switch(_: &Context) -> Outcome {
         STEP_VECTOR.store(u64::from(vector), Ordering::Relaxed);
         let input = gpr_patterns();
         let mut output = PtRegs::default();
-        let trampoline = crate::modes::fuzz::yield_trampoline();
+        let trampoline = crate::modes::trampolines::yield_trampoline();
         hooks::with_event_hook(stepping_hook, || {
             idt::with_debug_gate(stub, ist, || {
                 // SAFETY: POPF sets TF; the stepping hook claims every trap after it (keeping

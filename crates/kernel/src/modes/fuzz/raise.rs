@@ -1,0 +1,444 @@
+//! Raising a level (from the kernel, or from ring 3 through a user task),
+//! the fuzzer's event hook, which handles every event a level raised, and
+//! the partner task that a `preempt` level switches to.
+
+use super::*;
+
+/// The GPRs level `index` must see after return.
+pub(super) fn expected_gprs_after(index: usize, level: &Level) -> PtRegs {
+    let mut expected = frame_gprs(index, level);
+    if is_user_level(index) && level.kind == Kind::Syscall {
+        // The syscall's return value.
+        expected.ax = 0;
+    }
+    if let Mutation::R12(value) = level.mutation {
+        expected.r12 = value;
+    }
+    if level.kind == Kind::PksResolved {
+        // The retried load succeeded.
+        expected.ax = FUZZ_PAGE_FILL;
+    }
+    expected
+}
+
+/// The PKRS the interrupted level must run with after return.
+pub(super) fn expected_pkrs_after(level: &Level) -> u32 {
+    if !pks::enabled() {
+        return 0;
+    }
+    let mut pkrs = level.pkrs;
+    if let Mutation::SavedPkrs { pkey, rights } = level.mutation {
+        pkrs = pks::with_key_rights(pkrs, pkey, rights);
+    }
+    if level.kind == Kind::PksResolved {
+        pkrs = pks::with_key_rights(pkrs, FUZZ_PKEY, KeyRights::ReadWrite);
+    }
+    pkrs
+}
+
+/// Raises level `index` from the current context and checks the return.
+pub(super) fn raise(index: usize) {
+    if is_user_level(index) {
+        raise_from_user_mode();
+        return;
+    }
+    let level = level(index);
+    let (entry, _, _) = trampoline(level.kind);
+    EVENT_NUMBER.fetch_add(1, Ordering::Relaxed);
+    let partner_runs_before = PARTNER_RUNS.load(Ordering::SeqCst);
+    match level.kind {
+        Kind::Timer | Kind::Preempt => apic::start_timer(apic::TimerMode::OneShot, 1),
+        Kind::SelfIpi => apic::send_self_ipi(SELF_IPI_VECTOR),
+        _ => {}
+    }
+    extregs_fuzz_spins.store(ASYNC_SPINS, Ordering::SeqCst);
+    if level.kind == Kind::SelfNmi {
+        OWN_NMI_IP.store(0, Ordering::SeqCst);
+    }
+    HANDLED.fetch_and(!(1 << index), Ordering::SeqCst);
+    REPEATED.fetch_and(!(1 << index), Ordering::SeqCst);
+    let model_before = irqflags::lockdep_hardirqs_enabled();
+    if level.lockdep_model {
+        irqflags::local_irq_enable_model_only();
+    } else {
+        irqflags::local_irq_disable_model_only();
+    }
+    if pks::enabled() {
+        // SAFETY: PKS is on and the generated value keeps key 0 read/write.
+        unsafe { pks::write_pkrs(level.pkrs) };
+    }
+    let mut output = PtRegs::default();
+    // SAFETY: the trampoline reads `input` and writes `output` (both valid
+    // PtRegs), keeps every callee-saved register, and raises exactly one
+    // event that the fuzz hook handles (and resumes past, where needed).
+    unsafe { entry(&level.gprs, &mut output) };
+    let live_pkrs = if pks::enabled() { pks::read_pkrs() } else { 0 };
+    let model_after = irqflags::lockdep_hardirqs_enabled();
+    if pks::enabled() {
+        // SAFETY: PKS is on; the default keeps key 0 read/write.
+        unsafe { pks::update_pkrs(PKRS_DEFAULT) };
+    }
+    if model_before {
+        irqflags::local_irq_enable_model_only();
+    } else {
+        irqflags::local_irq_disable_model_only();
+    }
+    if HANDLED.load(Ordering::SeqCst) & (1 << index) == 0 {
+        violation_after(
+            index,
+            &output,
+            "event_delivered",
+            format_args!("the {} event never reached its handler", level.kind.name()),
+        );
+    }
+    if level.kind == Kind::Preempt && PARTNER_RUNS.load(Ordering::SeqCst) == partner_runs_before {
+        violation_after(
+            index,
+            &output,
+            "preempted",
+            format_args!("the preempt event's exit never switched to the partner task"),
+        );
+    }
+    let expected = expected_gprs_after(index, &level);
+    for ((name, want), (_, got)) in expected.gprs().iter().zip(output.gprs().iter()) {
+        if want != got {
+            violation_after(
+                index,
+                &output,
+                "gprs_after_return",
+                format_args!("{name} came back {got:#018x}, expected {want:#018x}"),
+            );
+        }
+    }
+    let pkrs_expected = expected_pkrs_after(&level);
+    if live_pkrs != pkrs_expected {
+        violation_after(
+            index,
+            &output,
+            "pkrs_after_return",
+            format_args!("PKRS {live_pkrs:08x} after return, expected {pkrs_expected:08x}"),
+        );
+    }
+    if model_after != level.lockdep_model {
+        violation_after(
+            index,
+            &output,
+            "lockdep_after_return",
+            format_args!(
+                "hardirqs-enabled model {model_after} after return, was {}",
+                level.lockdep_model
+            ),
+        );
+    }
+    if level.kind == Kind::SelfNmi
+        && (index + 1..program_len()).any(|i| self::level(i).send_latched_nmi)
+        && REPEATED.load(Ordering::SeqCst) & (1 << index) == 0
+    {
+        violation_after(
+            index,
+            &output,
+            "nmi_latched_and_repeated",
+            format_args!("an NMI sent inside this NMI was never handled by a repeat"),
+        );
+    }
+}
+
+/// Raises the ring-3 outermost level: a user task runs the kind's user
+/// trampoline with the level's GPRs (written to the fuzzer's user page),
+/// which raises the event from user mode and, after the return, stores its
+/// GPRs back there and exits; then checks them like any level's.
+pub(super) fn raise_from_user_mode() {
+    let level = level(0);
+    let trampoline = user_trampoline(level.kind);
+    EVENT_NUMBER.fetch_add(1, Ordering::Relaxed);
+    HANDLED.fetch_and(!1, Ordering::SeqCst);
+    let page = user::fuzz_page();
+    let output_address = page + USER_OUTPUT_OFFSET;
+    user::write_user_ptregs(page, &level.gprs);
+    let pic_nmi = level.kind == Kind::SelfNmi;
+    if pic_nmi {
+        // The NMI the user task's `out` sets off; the port is open to ring 3
+        // only while this level's task is the one user task.
+        if let Err(why) = without_interrupts(apic::arm_pic_nmi) {
+            report_and_die("user_nmi_source", 0, format_args!("{why}"));
+        }
+        PIC_NMI_ARMED.store(true, Ordering::SeqCst);
+        gdt::set_user_port_access(apic::PIC_MASTER_DATA, true);
+    }
+    let spawned = user::spawn(format_args!("fuzz-user"), trampoline.program, page, output_address);
+    let Ok(handle) = spawned else {
+        report_and_die("user_task", 0, format_args!("could not spawn the user task"));
+    };
+    let status = sched::wait(handle);
+    if pic_nmi {
+        gdt::set_user_port_access(apic::PIC_MASTER_DATA, false);
+        PIC_NMI_ARMED.store(false, Ordering::SeqCst);
+        without_interrupts(apic::disarm_pic_nmi);
+    }
+    let output = user::read_user_ptregs(output_address).unwrap_or_default();
+    if status != 0 {
+        violation_after(
+            0,
+            &output,
+            "user_task",
+            format_args!("the ring-3 level's task ended with status {status}"),
+        );
+    }
+    if HANDLED.load(Ordering::SeqCst) & 1 == 0 {
+        violation_after(
+            0,
+            &output,
+            "event_delivered",
+            format_args!("the user {} event never reached its handler", level.kind.name()),
+        );
+    }
+    if level.kind == Kind::SelfNmi
+        && (1..program_len()).any(|i| self::level(i).send_latched_nmi)
+        && REPEATED.load(Ordering::SeqCst) & 1 == 0
+    {
+        violation_after(
+            0,
+            &output,
+            "nmi_latched_and_repeated",
+            format_args!("an NMI sent inside the NMI from ring 3 was never handled by a repeat"),
+        );
+    }
+    let expected = expected_gprs_after(0, &level);
+    for ((name, want), (_, got)) in expected.gprs().iter().zip(output.gprs().iter()) {
+        if want != got {
+            violation_after(
+                0,
+                &output,
+                "gprs_after_return",
+                format_args!("{name} came back {got:#018x} to user mode, expected {want:#018x}"),
+            );
+        }
+    }
+}
+
+/// Where in the fuzzer's user page the trampoline stores its GPRs.
+pub(super) const USER_OUTPUT_OFFSET: u64 = 512;
+
+/// The ring-3 NMI level's 8259 NMI is armed and not yet acknowledged
+/// (every NMI meanwhile asks the 8259 whether it was that one).
+pub(super) static PIC_NMI_ARMED: AtomicBool = AtomicBool::new(false);
+
+/// Does level `index` run below an NMI taken in kernel mode (on the NMI
+/// stack)? An NMI from ring 3 runs its handler on the task stack.
+pub(super) fn nmi_ancestor(index: usize) -> bool {
+    (0..index).any(|i| level(i).kind == Kind::SelfNmi && !is_user_level(i))
+}
+
+/// The event hook (everything but #PF): claims the event of the current
+/// level while fuzzing.
+pub(super) fn event_hook(regs: &mut PtRegs, vector: u8) -> bool {
+    // The foreign timer is no level's event: the IRQ dispatcher counts it
+    // (and records its interrupt point); check_frame has validated it.
+    if !ACTIVE.load(Ordering::SeqCst) || vector == apic::FOREIGN_TIMER_VECTOR {
+        return false;
+    }
+    handle(regs, vector);
+    true
+}
+
+/// The fuzz page's PKS fault handler.
+pub(super) fn pks_fault(regs: &mut PtRegs, fault: PksFault) -> bool {
+    if !ACTIVE.load(Ordering::SeqCst) || fault.address != FUZZ_PAGE_ADDRESS {
+        return false;
+    }
+    handle(regs, 14);
+    true
+}
+
+/// NMIs the program did not raise (QMP `inject-nmi`, a storm) that came
+/// in while an iteration ran: checked for latching like every NMI (first
+/// thing in [`handle`]), validated by the entry checks that need no program
+/// (`check::check_frame`: extension offset, CS/SS, live PKRS, IST
+/// placement and the NMI frame on the copy), counted, and otherwise left
+/// alone: they never enter the digest. Those between iterations go to the
+/// kernel's NMI handler and are counted from `nmi::count`.
+pub(super) static FOREIGN_NMIS: AtomicU64 = AtomicU64::new(0);
+/// The `ip` the running chain's own NMI left in its frame (0: none yet),
+/// so a latched repeat can be told from a foreign NMI.
+pub(super) static OWN_NMI_IP: AtomicU64 = AtomicU64::new(0);
+
+/// Is this NMI one the program did not raise? `from_pic`: the 8259 had the
+/// armed IRQ 0 pending when this NMI came (see [`PIC_NMI_ARMED`]).
+pub(super) fn is_foreign_nmi(regs: &PtRegs, depth: usize, from_pic: bool) -> bool {
+    if depth >= program_len() {
+        return true;
+    }
+    let level = level(depth);
+    if level.kind != Kind::SelfNmi {
+        return true;
+    }
+    if HANDLED.load(Ordering::SeqCst) & (1 << depth) != 0 {
+        // After the level's NMI ran: the program's own only as the one
+        // repeat a deeper level asked for, on the same interrupted context.
+        let expects_repeat = (depth + 1..program_len()).any(|i| self::level(i).send_latched_nmi);
+        let repeated = REPEATED.load(Ordering::SeqCst) & (1 << depth) != 0;
+        return !(expects_repeat && !repeated && regs.ip == OWN_NMI_IP.load(Ordering::SeqCst));
+    }
+    // Before it: in ring 3 the 8259 says whether it raised this one. If it
+    // did, it is the program's wherever it landed ([`validate`] then checks
+    // ip and cs, so an entry that garbled them is reported as such).
+    if is_user_level(depth) {
+        return !from_pic;
+    }
+    // In the kernel the program's own lands right after the trampoline's
+    // ICR store (`site`), in its wait loop; one at `site` itself came
+    // before the store sent anything.
+    let (site, resume) = sites(depth, level.kind);
+    !(site < regs.ip && regs.ip <= resume)
+}
+
+pub(super) fn handle(regs: &mut PtRegs, vector: u8) {
+    let depth = DEPTH.load(Ordering::SeqCst);
+    // Before anything else can touch the 8259 (a console byte moves an IRQ
+    // line): acknowledge the armed ring-3 NMI, or in QEMU's 8259 model every
+    // update would raise another.
+    let from_pic = vector == 2
+        && PIC_NMI_ARMED.load(Ordering::SeqCst)
+        && apic::acknowledge_pic_nmi()
+        && PIC_NMI_ARMED.swap(false, Ordering::SeqCst);
+    // First, for every NMI, the program's or not: one that interrupted
+    // NMI-stack code must have been latched by the entry, never handled.
+    if vector == 2 && gdt::ist_stack_of(regs.sp) == Some(gdt::NMI_IST_INDEX) {
+        // The entry handled an NMI that hit NMI-stack code instead of
+        // latching it: this frame now overlays the outer NMI's.
+        violation(
+            regs,
+            depth,
+            "nmi_not_latched",
+            format_args!(
+                "an NMI interrupted code on the NMI stack (sp {:#x}) and was handled, not latched",
+                regs.sp
+            ),
+        );
+    }
+    // A repeat of an NMI from user mode for an NMI latched in its handler:
+    // that one landed in the kernel, here.
+    let latched_ip = if vector == 2 && regs.user_mode() { nmi::take_latched_ip() } else { None };
+    if vector == 2 && is_foreign_nmi(regs, depth, from_pic) {
+        FOREIGN_NMIS.fetch_add(1, Ordering::Relaxed);
+        if regs.user_mode() && latched_ip.is_none() {
+            FOREIGN_USER_NMIS.fetch_add(1, Ordering::Relaxed);
+        }
+        coverage::record(latched_ip.unwrap_or(regs.ip));
+        return;
+    }
+    // A latched NMI's repeat: the NMI level already ran (its handler is
+    // done, so DEPTH is back at it) and the entry runs it again.
+    if vector == 2 && depth < program_len() && HANDLED.load(Ordering::SeqCst) & (1 << depth) != 0 {
+        let level = level(depth);
+        if level.kind != Kind::SelfNmi {
+            violation(regs, depth, "event_kind", format_args!("a second NMI at a non-NMI level"));
+        }
+        validate(regs, vector, depth, &level, true);
+        REPEATED.fetch_or(1 << depth, Ordering::SeqCst);
+        LATCHED_NMIS.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if depth >= program_len() {
+        violation(
+            regs,
+            depth,
+            "event_kind",
+            format_args!("vector {vector} beyond the program ({} levels)", program_len()),
+        );
+    }
+    let level = level(depth);
+    validate(regs, vector, depth, &level, false);
+    FRAME_ADDRESS[depth].store(regs as *mut PtRegs as u64, Ordering::SeqCst);
+    if level.kind.is_maskable_irq() {
+        // Ack early (as Linux's sysvec handlers do), so nested IRQs of any
+        // priority can come in while this handler raises the next level.
+        apic::eoi();
+    }
+    DEPTH.store(depth + 1, Ordering::SeqCst);
+    MAX_DEPTH_REACHED.fetch_max(depth + 1, Ordering::Relaxed);
+    if level.kind == Kind::Preempt {
+        // The rest of the program runs in the partner task, after this
+        // IRQ's exit has switched to it, with this frame and its
+        // extension left on the interrupted task's stack.
+        PARTNER_START.store(depth + 1, Ordering::SeqCst);
+        match PARTNER.get() {
+            Some(partner) => sched::unpark_and_resched(*partner),
+            None => violation(regs, depth, "preempted", format_args!("no partner task")),
+        }
+    } else if depth + 1 < program_len() {
+        raise(depth + 1);
+    }
+    // This level's edits of its own frame. (The trampolines never write
+    // PKRS, so an edit is never refused; if one were, the level's PKRS
+    // check after return would report it.)
+    let mut edits_applied = true;
+    match level.mutation {
+        Mutation::None => {}
+        Mutation::R12(value) => regs.r12 = value,
+        Mutation::SavedPkrs { pkey, rights } => {
+            // SAFETY: `regs` is this event's entry frame.
+            edits_applied &= unsafe { pks::pks_update_saved(regs, pkey, rights) }
+        }
+    }
+    let (_, resume) = sites(depth, level.kind);
+    match level.kind {
+        Kind::PksResolved => {
+            // SAFETY: `regs` is this event's entry frame; granting the fuzz
+            // key makes the retried load succeed.
+            edits_applied &= unsafe { pks::pks_update_saved(regs, FUZZ_PKEY, KeyRights::ReadWrite) }
+        }
+        kind if kind.is_trap() => {}
+        // Faults and the wait loops continue after the event.
+        _ => regs.ip = resume,
+    }
+    if !edits_applied {
+        violation(
+            regs,
+            depth,
+            "pkrs_edit_refused",
+            format_args!("pks_update_saved refused an edit"),
+        );
+    }
+    if level.send_latched_nmi {
+        // NMIs are blocked until the outer NMI's IRET... or this handler's:
+        // the NMI arrives right after it returns, still inside the outer NMI.
+        apic::send_self_nmi();
+    }
+    if vector == 2 {
+        // What a latched repeat will find in the frame (after this
+        // handler's edits: ip moved to `resume`).
+        OWN_NMI_IP.store(regs.ip, Ordering::SeqCst);
+    }
+    DEPTH.store(depth, Ordering::SeqCst);
+    HANDLED.fetch_or(1 << depth, Ordering::SeqCst);
+}
+
+/// The task a `preempt` event switches to, and what it does.
+pub(super) static PARTNER: spin::Once<sched::TaskHandle> = spin::Once::new();
+/// The level the partner raises next (the one after the preempt event).
+pub(super) static PARTNER_START: AtomicUsize = AtomicUsize::new(0);
+/// Programs (possibly empty) the partner ran to the end.
+pub(super) static PARTNER_RUNS: AtomicU64 = AtomicU64::new(0);
+pub(super) static PARTNER_STOP: AtomicBool = AtomicBool::new(false);
+
+/// The partner task: parked until a `preempt` event's handler unparks it;
+/// then (switched to by that IRQ's exit) raises the rest of the program,
+/// parks again, and the preempted task resumes.
+pub(super) fn partner(_: usize) {
+    loop {
+        sched::park();
+        if PARTNER_STOP.load(Ordering::SeqCst) {
+            return;
+        }
+        // As in the mode's own context: events are raised with IF clear.
+        irqflags::local_irq_disable();
+        let start = PARTNER_START.load(Ordering::SeqCst);
+        if start < program_len() {
+            DEPTH.store(start, Ordering::SeqCst);
+            raise(start);
+            DEPTH.store(start - 1, Ordering::SeqCst);
+        }
+        PARTNER_RUNS.fetch_add(1, Ordering::SeqCst);
+    }
+}
