@@ -20,10 +20,11 @@
 #![no_std]
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use extregs_entry::{
-    irqentry_enter, irqentry_enter_by_reference, irqentry_enter_by_value, irqentry_exit,
-    irqentry_exit_by_reference, irqentry_exit_by_value, EntryPlatform, IrqentryState,
+use extregs_entry::baseline::{
+    irqentry_enter_by_reference, irqentry_enter_by_value, irqentry_exit_by_reference,
+    irqentry_exit_by_value, IrqentryState,
 };
+use extregs_entry::{irqentry_enter, irqentry_exit, EntryPlatform};
 use extregs_regs::{ArchExtRegs, PtRegs};
 
 /// The generated asm-offsets constants.

@@ -1,0 +1,210 @@
+//! Host tests of campaigns: batch output split into seeds, totals, merges.
+
+use super::*;
+
+#[test]
+fn seed_ranges_parse_or_explain() {
+    assert_eq!(parse_seed_range("0..10").unwrap(), 0..10);
+    assert_eq!(parse_seed_range("5..=5").unwrap(), 5..6);
+    assert!(parse_seed_range("3..3").unwrap_err().contains("empty"));
+    assert!(parse_seed_range("a..3").unwrap_err().contains("not a number"));
+    assert!(parse_seed_range("7").unwrap_err().contains("not A..B"));
+}
+
+#[test]
+fn totals_add_up_results() {
+    let report = |seed, frames, ok: bool| SeedReport {
+        seed,
+        exit: if ok { 0 } else { 1 },
+        why: String::new(),
+        result: Some(json!({"frames": frames, "iterations": 10, "max_depth_reached": seed,
+            "violations": u64::from(!ok), "kinds": {"int3": 2, "ud2": 1},
+            "foreign_nmis": 4})),
+        serial: None,
+        coverage_hits: BTreeSet::from([seed, 7]),
+    };
+    let mut totals = Totals::default();
+    totals.add(&report(3, 100, true));
+    totals.add(&report(5, 50, false));
+    assert_eq!((totals.seeds_run, totals.seeds_failed, totals.frames), (2, 1, 150));
+    assert_eq!((totals.violations, totals.max_depth_reached, totals.iterations), (1, 5, 20));
+    // Foreign NMIs add up; interrupt points are a union across seeds.
+    assert_eq!(totals.foreign_nmis, 8);
+    assert_eq!(totals.coverage_hits, BTreeSet::from([3, 5, 7]));
+    assert_eq!(totals.kinds["int3"], 4);
+}
+
+fn fuzz_line(seed: u64) -> String {
+    format!(
+        "FUZZ {{\"seed\":{seed},\"frames\":{},\"frames_per_s\":100,\"digest\":\"{seed:016x}\"}}",
+        10 + seed
+    )
+}
+
+#[test]
+fn a_batch_splits_into_its_seeds() {
+    // All passed: one report per FUZZ line, in seed order.
+    let serial = [fuzz_line(5), "noise".into(), fuzz_line(6), fuzz_line(7)].join("\n");
+    let ok = json!({"ok": true});
+    let (reports, unrun) = split_batch(5..8, 0, "ok".into(), Some(ok.clone()), serial);
+    assert!(unrun.is_empty());
+    assert_eq!(reports.iter().map(|r| r.seed).collect::<Vec<_>>(), [5, 6, 7]);
+    assert!(reports.iter().all(|r| r.ok() && r.serial.is_none()));
+    assert_eq!(reports[1].frames(), 16);
+    // A violation in seed 6: 5 passed, 6 failed with the boot's RESULT
+    // and output, 7..9 go back in the queue.
+    let violation = json!({"ok": false, "seed": 6, "invariant": "gprs"});
+    let serial = format!("{}\nextregs: fuzz: VIOLATION gprs\nRESULT {violation}", fuzz_line(5));
+    let (reports, unrun) =
+        split_batch(5..9, 1, "kernel reported failure".into(), Some(violation), serial);
+    assert_eq!(unrun, 7..9);
+    assert_eq!(reports.len(), 2);
+    assert!(reports[0].ok());
+    assert_eq!((reports[1].seed, reports[1].exit), (6, 1));
+    assert_eq!(reports[1].invariant(), Some("gprs"));
+    assert!(reports[1].serial.as_deref().unwrap().contains("VIOLATION"));
+    // A hang in the first seed: no line at all.
+    let (reports, unrun) = split_batch(5..8, 124, "timeout".into(), None, String::new());
+    assert_eq!((reports.len(), reports[0].seed, reports[0].exit), (1, 5, 124));
+    assert_eq!(unrun, 6..8);
+    // Every line printed, but the boot failed after them (frame_errors
+    // in RESULT): the last seed carries the failure, nothing reruns.
+    let serial = [fuzz_line(5), fuzz_line(6)].join("\n");
+    let (reports, unrun) = split_batch(5..7, 1, "frame errors".into(), None, serial);
+    assert!(unrun.is_empty());
+    assert!(reports[0].ok() && !reports[1].ok());
+    // A success verdict with a seed missing is still a failure.
+    let (reports, _) = split_batch(5..7, 0, "ok".into(), Some(ok), fuzz_line(5));
+    assert_eq!((reports[1].seed, reports[1].exit), (6, 1));
+    assert!(reports[1].why.contains("no FUZZ line"));
+}
+
+#[test]
+fn automatic_batches_are_even_and_bounded() {
+    assert_eq!(auto_seeds_per_boot(&(0..1000), 2), 63); // 16 boots of 63 or less
+    assert_eq!(auto_seeds_per_boot(&(0..200), 2), 50);
+    assert_eq!(auto_seeds_per_boot(&(0..5), 2), 3);
+    assert_eq!(auto_seeds_per_boot(&(7..8), 4), 1);
+    for (length, jobs) in [(1u64, 1usize), (64, 1), (65, 1), (129, 2), (10_000, 3)] {
+        let size = auto_seeds_per_boot(&(0..length), jobs);
+        assert!((1..=MAX_AUTO_SEEDS_PER_BOOT).contains(&size), "{length} {jobs}: {size}");
+    }
+}
+
+#[test]
+fn median_and_ratio_of_the_kernel_rates() {
+    let mut totals = Totals { jobs: 2, wall_seconds: 1.0, frames: 300, ..Totals::default() };
+    assert_eq!(totals.wall_to_kernel_ratio(), None);
+    totals.kernel_frames_per_s = vec![400, 100, 200];
+    assert_eq!(totals.kernel_median_frames_per_second(), Some(200.0));
+    assert_eq!(totals.wall_to_kernel_ratio(), Some(0.75));
+    totals.kernel_frames_per_s.push(300);
+    assert_eq!(totals.kernel_median_frames_per_second(), Some(250.0));
+}
+
+#[test]
+fn shards_parse_or_explain() {
+    assert_eq!(parse_shard("1/3").unwrap(), Shard { index: 1, count: 3 });
+    assert_eq!(parse_shard("3/3").unwrap(), Shard { index: 3, count: 3 });
+    for bad in ["0/3", "4/3", "1/0", "x/2", "2", "1/-1"] {
+        assert!(parse_shard(bad).is_err(), "{bad}");
+    }
+    let env = |value: &'static str| move |name: &str| (name == "IDX").then(|| value.to_string());
+    assert_eq!(parse_shard_from_env("IDX/4", env("0")).unwrap(), Shard { index: 1, count: 4 });
+    assert_eq!(parse_shard_from_env("IDX/4", env("3")).unwrap(), Shard { index: 4, count: 4 });
+    assert!(parse_shard_from_env("IDX/4", env("4")).is_err());
+    assert!(parse_shard_from_env("IDX/4", env("one")).is_err());
+    assert!(parse_shard_from_env("OTHER/4", env("1")).unwrap_err().contains("not set"));
+}
+
+#[test]
+fn shards_tile_the_range_without_overlap() {
+    for (start, end) in [(0u64, 10u64), (5, 6), (100, 1107), (7, 10)] {
+        for count in 1..=(end - start).min(9) {
+            let mut next = start;
+            for index in 1..=count {
+                let slice = shard_seeds(&(start..end), Shard { index, count }).unwrap();
+                assert_eq!(slice.start, next, "{start}..{end} {index}/{count}");
+                assert!(!slice.is_empty());
+                next = slice.end;
+            }
+            assert_eq!(next, end);
+        }
+    }
+    assert!(shard_seeds(&(0..2), Shard { index: 1, count: 3 }).unwrap_err().contains("empty"));
+}
+
+fn document(seeds: Range<u64>, iterations: u64, shard: Option<Shard>) -> Value {
+    let runs: Vec<Value> = seeds
+        .clone()
+        .map(|seed| json!({"seed": seed, "frames": 10 * seed, "digest": format!("{seed:016x}")}))
+        .collect();
+    let mut document = json!({
+        "seeds": format!("{}..{}", seeds.start, seeds.end),
+        "iterations": iterations, "max_depth": 8, "deterministic": true, "cpu": "max",
+        "nmi_storm": false, "granular": false, "foreign_timer_hz": 0, "interrupted": false,
+        "totals": {"seeds_run": seeds.end - seeds.start, "seeds_failed": 0,
+            "iterations": iterations * (seeds.end - seeds.start),
+            "frames": seeds.clone().map(|s| 10 * s).sum::<u64>(), "violations": 0,
+            "latched_nmis": 1, "max_depth_reached": 8, "kinds": {"int3": 2},
+            "kind_depth": {"int3": [1, 1]}, "contexts": {"int3": {"task": 1, "ud2": 1}},
+            "entry_points_hit_offsets": [seeds.start, 100],
+            "wall_seconds": 3.0},
+        "runs": runs,
+    });
+    if let Some(shard) = shard {
+        mark_shard(&mut document, shard, &(0..6));
+    }
+    document
+}
+
+#[test]
+fn merged_slices_add_up_and_bad_merges_are_refused() {
+    let a = ("a.json".to_string(), document(0..3, 50, Some(Shard { index: 1, count: 2 })));
+    let b = ("b.json".to_string(), document(3..6, 50, Some(Shard { index: 2, count: 2 })));
+    let merged = merge(&[b.clone(), a.clone()]).unwrap();
+    assert_eq!(merged["seeds"], "0..6");
+    assert_eq!(merged["complete"], true);
+    assert_eq!(merged["totals"]["frames"], 150);
+    assert_eq!(merged["totals"]["seeds_run"], 6);
+    assert_eq!(merged["totals"]["kinds"]["int3"], 4);
+    assert_eq!(merged["totals"]["kind_depth"]["int3"], json!([2, 2]));
+    assert_eq!(merged["totals"]["contexts"]["int3"], json!({"task": 2, "ud2": 2}));
+    assert_eq!(merged["totals"]["entry_points_hit_offsets"], json!([0, 3, 100]));
+    let seeds: Vec<u64> =
+        merged["runs"].as_array().unwrap().iter().map(|r| r["seed"].as_u64().unwrap()).collect();
+    assert_eq!(seeds, [0, 1, 2, 3, 4, 5]);
+    // Overlap, other settings, other sharding.
+    assert!(merge(&[a.clone(), a.clone()]).unwrap_err().contains("overlapping"));
+    let other = ("c.json".to_string(), document(3..6, 60, Some(Shard { index: 2, count: 2 })));
+    assert!(merge(&[a.clone(), other]).unwrap_err().contains("iterations"));
+    let mut resharded = b.1.clone();
+    resharded["shard"]["count"] = json!(3);
+    assert!(merge(&[a.clone(), ("d.json".into(), resharded)])
+        .unwrap_err()
+        .contains("shards of different"));
+    // A missing slice: merged, but not complete.
+    assert_eq!(merge(&[a]).unwrap()["complete"], false);
+}
+
+#[test]
+fn replay_names_every_setting() {
+    let config = CampaignConfig {
+        seeds: 0..1,
+        iterations: 1000,
+        max_depth: 8,
+        jobs: 2,
+        deterministic: true,
+        cpu: "max".into(),
+        timeout: Duration::from_secs(1),
+        inject: None,
+        nmi_storm: false,
+        granular: false,
+        foreign_timer_hz: 0,
+        seeds_per_boot: 0,
+    };
+    assert_eq!(
+        replay_command(&config, 42),
+        "extregs fuzz --seed 42 --iterations 1000 --max-depth 8 --deterministic"
+    );
+}

@@ -1,0 +1,205 @@
+//! `extregs bench`: both harnesses, repeated runs, the tables, the JSON
+//! and the chart.
+
+use extregs::bench;
+use extregs::qemu::Accel;
+use extregs::report::{EXIT_KERNEL_FAILURE, EXIT_SUCCESS, EXIT_USAGE};
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Harness {
+    Native,
+    Kernel,
+    Both,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct BenchArgs {
+    /// Where to run: ring 3 on this CPU, inside the booted kernel, or both.
+    #[arg(long, value_enum, default_value = "both")]
+    pub(crate) harness: Harness,
+    /// QEMU accelerator for the kernel harness (KVM here cannot deliver
+    /// guest exceptions; its failure is reported).
+    #[arg(long, value_enum, default_value = "tcg")]
+    pub(crate) accel: Accel,
+    /// Timed round trips per variant, after a warm-up (kernel: at most 200000).
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) iterations: u64,
+    /// Repeated runs of each harness (1 to 100; the kernel harness boots once
+    /// per run). Rows carry the spread of the run medians, and every ratio
+    /// is taken run by run, then the median of those is reported.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) runs: u32,
+    /// Write one JSON row per variant and harness.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    /// Draw the medians (as ratios to each harness's floor) as an SVG bar chart.
+    #[arg(long)]
+    pub(crate) plot: Option<PathBuf>,
+}
+
+pub(crate) fn bench(args: BenchArgs) -> i32 {
+    if args.iterations == 0 || args.iterations > extregs_cmdline::MAX_BENCH_ITERATIONS {
+        eprintln!(
+            "extregs: --iterations must be from 1 to {}",
+            extregs_cmdline::MAX_BENCH_ITERATIONS
+        );
+        return EXIT_USAGE;
+    }
+    if !(1..=100).contains(&args.runs) {
+        eprintln!("extregs: --runs must be from 1 to 100");
+        return EXIT_USAGE;
+    }
+    let runs = args.runs;
+    let mut rows = Vec::new();
+    let mut nesting = Vec::new();
+    let mut kernel_build = serde_json::Value::Null;
+    let mut code = EXIT_SUCCESS;
+    if args.harness != Harness::Kernel {
+        let native_runs: Vec<Vec<bench::Row>> =
+            (0..runs).map(|_| bench::native::native(args.iterations)).collect();
+        let native = bench::statistics::combine(&native_runs);
+        println!(
+            "{}",
+            bench::render::table(
+                &native,
+                &format!(
+                    "native harness: ring 3 on {} ({}; TSC cycles per round trip, synthetic frame + iretq, {} round trips per TSC read; {runs} runs: min of mins, medians of the runs' figures, spread = max - min of the run medians, ratios run by run)",
+                    bench::native::host_cpu(),
+                    bench::native::describe_build(&bench::native::native_build()),
+                    bench::native::NATIVE_BATCH
+                )
+            )
+        );
+        println!(
+            "{}",
+            bench::render::size_table(
+                &native,
+                "extension size: native harness, the state grown from 8 to 128 bytes in each place"
+            )
+        );
+        rows.extend(native);
+    }
+    if args.harness != Harness::Native {
+        let mut measured = Ok(Vec::new());
+        for run in 0..runs {
+            match (bench::kernel::kernel(args.iterations, args.accel), &mut measured) {
+                (Ok(result), Ok(results)) => results.push(result),
+                (Err(error), _) => {
+                    measured = Err(format!("run {} of {runs}: {error}", run + 1));
+                    break;
+                }
+                (Ok(_), Err(_)) => unreachable!("the loop stops at the first failure"),
+            }
+        }
+        let combined = measured.map(|results| {
+            let (first_cpu, first_build) =
+                results.first().map(|r| (r.2.clone(), r.3.clone())).unwrap_or_default();
+            let row_runs: Vec<Vec<bench::Row>> = results.iter().map(|r| r.0.clone()).collect();
+            let nest_runs: Vec<Vec<bench::NestRow>> = results.iter().map(|r| r.1.clone()).collect();
+            (
+                bench::statistics::combine(&row_runs),
+                bench::statistics::combine_nesting(&nest_runs),
+                first_cpu,
+                first_build,
+            )
+        });
+        match combined {
+            Ok((kernel_rows, nest_rows, cpu, build)) => {
+                let accel = match args.accel {
+                    Accel::Tcg => "TCG",
+                    Accel::Kvm => "KVM",
+                    Accel::Auto => "auto",
+                };
+                println!(
+                    "{}",
+                    bench::render::table(
+                        &kernel_rows,
+                        &format!("kernel harness: QEMU {accel} on {cpu} (kernel {}; TSC cycles per `int $vector` round trip, 16 per TSC read; {runs} boots, figures as above; under TCG only ratios mean anything)", bench::native::describe_build(&build))
+                    )
+                );
+                println!(
+                    "{}",
+                    bench::render::size_table(
+                        &kernel_rows,
+                        "extension size: kernel harness, the state grown from 8 to 128 bytes in each place"
+                    )
+                );
+                println!("nesting: extended, kernel harness (cycles for the outermost round trip)");
+                println!(
+                    "  {:>5} {:>8} {:>8} {:>8} {:>7} {:>8} {:>7}",
+                    "depth", "min", "median", "p99", "iqr", "spread", "stack"
+                );
+                for row in &nest_rows {
+                    let spread = bench::statistics::spread(&row.medians)
+                        .map_or("-".to_string(), |spread| format!("{spread:.1}"));
+                    println!(
+                        "  {:>5} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>8} {:>7}",
+                        row.depth,
+                        row.summary.min,
+                        row.summary.median,
+                        row.summary.p99,
+                        row.summary.iqr,
+                        spread,
+                        row.stack_bytes
+                    );
+                }
+                println!();
+                rows.extend(kernel_rows);
+                nesting = nest_rows;
+                kernel_build = build;
+            }
+            Err(error) => {
+                eprintln!("extregs: bench: {error}");
+                code = EXIT_KERNEL_FAILURE;
+            }
+        }
+    }
+    if let Some(path) = &args.json {
+        let harness_rows = |harness: &str| -> Vec<bench::Row> {
+            rows.iter().filter(|r| r.harness == harness).cloned().collect()
+        };
+        let json_rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|row| bench::render::row_json(row, &harness_rows(&row.harness)))
+            .collect();
+        let nest_json: Vec<serde_json::Value> = nesting
+            .iter()
+            .map(|n| {
+                serde_json::json!({"name": "extended", "harness": "kernel", "depth": n.depth,
+                    "min_cycles": n.summary.min, "median_cycles": n.summary.median,
+                    "p99_cycles": n.summary.p99, "iqr_cycles": n.summary.iqr,
+                    "stack_bytes": n.stack_bytes, "runs": n.medians.len(),
+                    "run_median_cycles": n.medians,
+                    "median_spread_cycles": bench::statistics::spread(&n.medians)})
+            })
+            .collect();
+        let document = serde_json::json!({
+            "host_cpu": bench::native::host_cpu(),
+            "native_build": bench::native::native_build(),
+            "native_round_trips_per_tsc_read": bench::native::NATIVE_BATCH,
+            "kernel_build": kernel_build,
+            "iterations": args.iterations,
+            "runs": runs,
+            "rows": json_rows,
+            "nesting": nest_json,
+        });
+        if let Err(error) =
+            std::fs::write(path, serde_json::to_string_pretty(&document).unwrap() + "\n")
+        {
+            eprintln!("extregs: cannot write {}: {error}", path.display());
+            return EXIT_USAGE;
+        }
+        println!("extregs: bench: wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        if let Err(error) =
+            bench::render::plot(&rows, path, "extregs: entry variants, median cycles / floor")
+        {
+            eprintln!("extregs: cannot draw {}: {error}", path.display());
+            return EXIT_USAGE;
+        }
+        println!("extregs: bench: drew {}", path.display());
+    }
+    code
+}

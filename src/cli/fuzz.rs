@@ -1,0 +1,521 @@
+//! `extregs fuzz`: a campaign over a seed range, the replay of one seed,
+//! and `fuzz plot` / `fuzz merge` over campaign documents.
+
+use clap::Subcommand;
+use extregs::campaign::{self, CampaignConfig};
+use extregs::images;
+use extregs::qemu::{self, RunConfig};
+use extregs::report::{EXIT_KERNEL_FAILURE, EXIT_SUCCESS, EXIT_USAGE};
+use extregs_cmdline::MAX_FUZZ_SEEDS_PER_BOOT;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub(crate) struct FuzzArgs {
+    /// Seeds to run, `A..B` (B excluded) or `A..=B`, one QEMU boot each.
+    #[arg(long, conflicts_with = "seed")]
+    pub(crate) seeds: Option<String>,
+    /// Replay one seed, showing the kernel's output.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// Event programs per seed.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) iterations: u64,
+    /// Seeds one boot runs (`mode=fuzz seeds=A..B`, each from a fresh
+    /// state); default: the range split evenly over the jobs, at most 64.
+    #[arg(long, conflicts_with = "seed")]
+    pub(crate) seeds_per_boot: Option<u64>,
+    /// Deepest nesting (1..=12).
+    #[arg(long, default_value_t = 8)]
+    pub(crate) max_depth: u32,
+    /// Parallel QEMU instances (default 2; a campaign only: a replay is one
+    /// boot).
+    #[arg(long)]
+    pub(crate) jobs: Option<usize>,
+    /// Write the campaign (settings, one row per seed, totals) as JSON.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    /// Run QEMU with -icount so asynchronous events replay exactly and a
+    /// seed always gives the same digest.
+    #[arg(long)]
+    pub(crate) deterministic: bool,
+    /// QEMU CPU model.
+    #[arg(long, default_value = "max")]
+    pub(crate) cpu: String,
+    /// Seconds a seed may take (from the boot, or from the previous seed of
+    /// its batch) before the boot counts as hung (124).
+    #[arg(long, default_value_t = 600)]
+    pub(crate) timeout: u64,
+    /// Switch on a named fault (skip-gpr-restore, skip-pkrs-restore,
+    /// extension-offset, nmi-exit-forgets-lockdep, nmi-reuses-ist-frame).
+    /// Only a kernel built with EXTREGS_FAULT_INJECTION=1 accepts it.
+    #[arg(long)]
+    pub(crate) inject: Option<String>,
+    /// Send NMIs from outside during every boot (QMP inject-nmi, back to
+    /// back): foreign events the fuzzer validates and counts.
+    #[arg(long)]
+    pub(crate) nmi_storm: bool,
+    /// One guest instruction per translation block (QEMU -singlestep), so
+    /// foreign NMIs land at every instruction boundary (slower).
+    #[arg(long)]
+    pub(crate) granular: bool,
+    /// Write the entry-text instructions no foreign event interrupted
+    /// (offset, symbol+offset, instruction), one per line.
+    #[arg(long)]
+    pub(crate) coverage: Option<PathBuf>,
+    /// Draw the campaign's coverage heat maps (event kind x depth, event
+    /// kind x interrupted context, the entry text's interrupt points) as SVG.
+    #[arg(long)]
+    pub(crate) plot: Option<PathBuf>,
+    /// A foreign timer IRQ at this rate (Hz, 1..=10000): the PIT through
+    /// the 8259, firing wherever IF=1, which the fuzzer validates and counts.
+    #[arg(long)]
+    pub(crate) foreign_timer: Option<u32>,
+    /// Run only the K-th (1..=N) of N deterministic, contiguous slices of
+    /// --seeds (for spreading one campaign over machines; `fuzz merge`
+    /// joins their --json documents).
+    #[arg(long, conflicts_with = "shard_from_env")]
+    pub(crate) shard: Option<String>,
+    /// Like --shard, with K taken from a batch engine's 0-based worker
+    /// index in an environment variable: VAR/N (e.g.
+    /// JOB_COMPLETION_INDEX/8 in a Kubernetes Indexed Job).
+    #[arg(long)]
+    pub(crate) shard_from_env: Option<String>,
+    #[command(subcommand)]
+    pub(crate) action: Option<FuzzAction>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum FuzzAction {
+    /// Merge the --json documents of a campaign's shards (or of campaigns
+    /// with the same settings) into one: runs by seed, totals added up.
+    Merge(MergeArgs),
+    /// Draw the coverage heat maps of a campaign's --json document.
+    Plot(PlotArgs),
+}
+
+#[derive(clap::Args)]
+pub(crate) struct PlotArgs {
+    /// A campaign document (`extregs fuzz --json`, or a merge).
+    pub(crate) document: PathBuf,
+    /// Where to write the SVG.
+    #[arg(long)]
+    pub(crate) plot: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct MergeArgs {
+    /// The documents to merge.
+    #[arg(required = true)]
+    pub(crate) documents: Vec<PathBuf>,
+    /// Where to write the merged document.
+    #[arg(long)]
+    pub(crate) json: PathBuf,
+}
+
+pub(crate) fn fuzz(args: FuzzArgs) -> i32 {
+    match &args.action {
+        Some(FuzzAction::Merge(merge)) => return fuzz_merge(merge),
+        Some(FuzzAction::Plot(plot)) => return fuzz_plot(plot),
+        None => {}
+    }
+    if !(1..=12).contains(&args.max_depth) {
+        eprintln!("extregs: --max-depth must be from 1 to 12");
+        return EXIT_USAGE;
+    }
+    if args.foreign_timer.is_some_and(|hz| !(1..=10_000).contains(&hz)) {
+        eprintln!("extregs: --foreign-timer must be from 1 to 10000 (Hz)");
+        return EXIT_USAGE;
+    }
+    if args.iterations == 0 || args.jobs == Some(0) || args.timeout == 0 {
+        eprintln!("extregs: --iterations, --jobs and --timeout must be at least 1");
+        return EXIT_USAGE;
+    }
+    if args.seeds_per_boot.is_some_and(|n| !(1..=MAX_FUZZ_SEEDS_PER_BOOT).contains(&n)) {
+        eprintln!("extregs: --seeds-per-boot must be from 1 to {MAX_FUZZ_SEEDS_PER_BOOT}");
+        return EXIT_USAGE;
+    }
+    let mut seeds = match (&args.seeds, args.seed) {
+        (Some(range), None) => match campaign::parse_seed_range(range) {
+            Ok(seeds) => seeds,
+            Err(error) => {
+                eprintln!("extregs: {error}");
+                return EXIT_USAGE;
+            }
+        },
+        (None, Some(seed)) => {
+            if args.shard.is_some() || args.shard_from_env.is_some() {
+                eprintln!(
+                    "extregs: --shard is for a campaign (--seeds); a replay (--seed) is one seed"
+                );
+                return EXIT_USAGE;
+            }
+            if args.jobs.is_some() {
+                eprintln!(
+                    "extregs: --jobs is for a campaign (--seeds); a replay (--seed) is one boot"
+                );
+                return EXIT_USAGE;
+            }
+            return replay(&args, seed);
+        }
+        _ => {
+            eprintln!("extregs: give --seeds A..B for a campaign, --seed S to replay one, or `fuzz merge` to join shards");
+            return EXIT_USAGE;
+        }
+    };
+    let shard = match (&args.shard, &args.shard_from_env) {
+        (Some(text), _) => Some(campaign::parse_shard(text)),
+        (None, Some(text)) => {
+            Some(campaign::parse_shard_from_env(text, |name| std::env::var(name).ok()))
+        }
+        (None, None) => None,
+    };
+    let (shard, full_range) = match shard {
+        Some(Ok(shard)) => match campaign::shard_seeds(&seeds, shard) {
+            Ok(slice) => {
+                eprintln!(
+                    "extregs: fuzz: shard {}/{} of seeds {}..{}: seeds {}..{}",
+                    shard.index, shard.count, seeds.start, seeds.end, slice.start, slice.end
+                );
+                (Some(shard), std::mem::replace(&mut seeds, slice))
+            }
+            Err(error) => {
+                eprintln!("extregs: {error}");
+                return EXIT_USAGE;
+            }
+        },
+        Some(Err(error)) => {
+            eprintln!("extregs: {error}");
+            return EXIT_USAGE;
+        }
+        None => (None, seeds.clone()),
+    };
+    let config = campaign_config(&args, seeds.clone(), args.jobs.unwrap_or(DEFAULT_FUZZ_JOBS));
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        if let Err(error) = ctrlc::set_handler(move || cancel.store(true, Ordering::SeqCst)) {
+            eprintln!("extregs: cannot catch Ctrl-C: {error}");
+        }
+    }
+    let bar = ProgressBar::new(seeds.end - seeds.start);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} seeds  {msg}")
+            .expect("a valid progress template")
+            .progress_chars("=> "),
+    );
+    eprintln!(
+        "extregs: fuzz: seeds {}..{} x {} iterations, max depth {}, {} jobs{}",
+        seeds.start,
+        seeds.end,
+        args.iterations,
+        args.max_depth,
+        config.jobs,
+        if args.deterministic { ", deterministic (-icount)" } else { "" }
+    );
+    // Without a terminal (a log, a pipe) the bar draws nothing: each
+    // finished seed gets a plain line instead, so progress and failures
+    // still show.
+    let plain_progress = !std::io::stderr().is_terminal();
+    let (reports, totals, interrupted) =
+        campaign::run_campaign(&config, cancel, |report, totals| {
+            if !report.ok() {
+                let line = format!(
+                    "extregs: fuzz: seed {} FAILED ({}{}); replay: {}",
+                    report.seed,
+                    report.invariant().map(|i| format!("invariant {i}, ")).unwrap_or_default(),
+                    report.why,
+                    campaign::replay_command(&config, report.seed)
+                );
+                if plain_progress {
+                    eprintln!("{line}");
+                } else {
+                    bar.println(line);
+                }
+            } else if plain_progress {
+                eprintln!(
+                    "extregs: fuzz: seed {} done: {} frames ({}/{} seeds)",
+                    report.seed,
+                    report.frames(),
+                    totals.seeds_run,
+                    seeds.end - seeds.start
+                );
+            }
+            bar.set_message(format!(
+                "{} frames, {:.0} frames/s, {} failed",
+                totals.frames,
+                totals.frames_per_second(),
+                totals.seeds_failed
+            ));
+            bar.inc(1);
+        });
+    bar.finish_and_clear();
+    let mut totals = totals;
+    if let Err(code) = report_coverage(&mut totals, args.coverage.as_deref()) {
+        return code;
+    }
+    println!(
+        "extregs: fuzz: {} seeds{} ({} failed), {} iterations, {} frames validated in {:.1} s = {:.0} frames/s, {} violations, max depth {}, {} latched NMIs repeated",
+        totals.seeds_run,
+        if interrupted { " before Ctrl-C" } else { "" },
+        totals.seeds_failed,
+        totals.iterations,
+        totals.frames,
+        totals.wall_seconds,
+        totals.frames_per_second(),
+        totals.violations,
+        totals.max_depth_reached,
+        totals.latched_nmis
+    );
+    if let (Some(median), Some(ratio)) =
+        (totals.kernel_median_frames_per_second(), totals.wall_to_kernel_ratio())
+    {
+        println!(
+            "extregs: fuzz: wall {:.0} frames/s = {ratio:.2} x (jobs={} x {median:.0} frames/s, the median seed's rate inside its kernel)",
+            totals.frames_per_second(),
+            totals.jobs,
+        );
+    }
+    let kinds: Vec<String> =
+        totals.kinds.iter().map(|(kind, count)| format!("{kind} {count}")).collect();
+    println!("extregs: fuzz: events: {}", kinds.join(", "));
+    for report in reports.iter().filter(|report| !report.ok()) {
+        println!(
+            "extregs: fuzz: replay seed {}: {}",
+            report.seed,
+            campaign::replay_command(&config, report.seed)
+        );
+    }
+    let mut document = campaign::to_json(&config, &reports, &totals, interrupted);
+    if let Some(shard) = shard {
+        campaign::mark_shard(&mut document, shard, &full_range);
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&document).expect("JSON renders");
+        if let Err(error) = std::fs::write(path, text + "\n") {
+            eprintln!("extregs: cannot write {}: {error}", path.display());
+            return EXIT_USAGE;
+        }
+        println!("extregs: fuzz: wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        if let Err(code) = draw_plot(&document, path) {
+            return code;
+        }
+    }
+    if interrupted {
+        eprintln!("extregs: fuzz: interrupted");
+        return 130;
+    }
+    if totals.seeds_failed == 0 {
+        EXIT_SUCCESS
+    } else {
+        EXIT_KERNEL_FAILURE
+    }
+}
+
+/// Draws `document`'s coverage pictures into `path` (the entry text from
+/// this build's kernel ELF).
+pub(crate) fn draw_plot(document: &serde_json::Value, path: &Path) -> Result<(), i32> {
+    let text = match extregs::coverage::EntryText::from_elf(images::kernel_elf()) {
+        Ok(text) => Some(text),
+        Err(error) => {
+            eprintln!("extregs: fuzz: the entry-text picture is left out: {error}");
+            None
+        }
+    };
+    if let Err(error) = extregs::fuzz_plot::plot(document, text.as_ref(), path) {
+        eprintln!("extregs: fuzz: cannot draw {}: {error}", path.display());
+        return Err(EXIT_USAGE);
+    }
+    println!("extregs: fuzz: drew {}", path.display());
+    Ok(())
+}
+
+/// `extregs fuzz plot DOCUMENT.json --plot FILE.svg`.
+pub(crate) fn fuzz_plot(args: &PlotArgs) -> i32 {
+    let document = std::fs::read_to_string(&args.document)
+        .map_err(|error| format!("cannot read {}: {error}", args.document.display()))
+        .and_then(|text| {
+            serde_json::from_str::<serde_json::Value>(&text)
+                .map_err(|error| format!("{} is not JSON: {error}", args.document.display()))
+        });
+    match document {
+        Ok(document) => match draw_plot(&document, &args.plot) {
+            Ok(()) => EXIT_SUCCESS,
+            Err(code) => code,
+        },
+        Err(error) => {
+            eprintln!("extregs: fuzz plot: {error}");
+            EXIT_USAGE
+        }
+    }
+}
+
+/// `extregs fuzz merge A.json B.json … --json ALL.json`.
+pub(crate) fn fuzz_merge(args: &MergeArgs) -> i32 {
+    let mut documents = Vec::new();
+    for path in &args.documents {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) => {
+                eprintln!("extregs: cannot read {}: {error}", path.display());
+                return EXIT_USAGE;
+            }
+        };
+        match serde_json::from_str(&text) {
+            Ok(document) => documents.push((path.display().to_string(), document)),
+            Err(error) => {
+                eprintln!("extregs: {} is not JSON: {error}", path.display());
+                return EXIT_USAGE;
+            }
+        }
+    }
+    let merged = match campaign::merge(&documents) {
+        Ok(merged) => merged,
+        Err(error) => {
+            eprintln!("extregs: fuzz merge: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    let totals = &merged["totals"];
+    println!(
+        "extregs: fuzz merge: {} documents, seeds {}{}: {} seeds ({} failed), {} frames, {} violations",
+        documents.len(),
+        merged["seeds"].as_str().unwrap_or("?"),
+        if merged["complete"] == false { " (not every shard)" } else { "" },
+        totals["seeds_run"],
+        totals["seeds_failed"],
+        totals["frames"],
+        totals["violations"]
+    );
+    let text = serde_json::to_string_pretty(&merged).expect("JSON renders");
+    if let Err(error) = std::fs::write(&args.json, text + "\n") {
+        eprintln!("extregs: cannot write {}: {error}", args.json.display());
+        return EXIT_USAGE;
+    }
+    println!("extregs: fuzz merge: wrote {}", args.json.display());
+    if totals["seeds_failed"].as_u64().unwrap_or(0) == 0 {
+        EXIT_SUCCESS
+    } else {
+        EXIT_KERNEL_FAILURE
+    }
+}
+
+/// `extregs fuzz --seed S`: one boot, its output shown.
+/// The campaign settings `fuzz` was given, for `seeds` on `jobs` workers.
+pub(crate) fn campaign_config(
+    args: &FuzzArgs,
+    seeds: std::ops::Range<u64>,
+    jobs: usize,
+) -> CampaignConfig {
+    CampaignConfig {
+        seeds,
+        iterations: args.iterations,
+        max_depth: args.max_depth,
+        jobs,
+        deterministic: args.deterministic,
+        cpu: args.cpu.clone(),
+        timeout: Duration::from_secs(args.timeout),
+        inject: args.inject.clone(),
+        nmi_storm: args.nmi_storm,
+        granular: args.granular,
+        foreign_timer_hz: args.foreign_timer.unwrap_or(0),
+        seeds_per_boot: args.seeds_per_boot.unwrap_or(0),
+    }
+}
+
+/// Parallel boots of a campaign without `--jobs`.
+pub(crate) const DEFAULT_FUZZ_JOBS: usize = 2;
+
+/// `fuzz --seed S`: one boot with its output shown; `--json` writes it as a
+/// one-seed campaign (the same format as `--seeds`).
+/// Decodes the entry text, prints the campaign's interrupt-point coverage
+/// and writes the `--coverage` listing; Err(exit code) when it can't.
+pub(crate) fn report_coverage(
+    totals: &mut campaign::Totals,
+    listing: Option<&Path>,
+) -> Result<(), i32> {
+    let text = match totals.measure_coverage() {
+        Ok(text) => text,
+        Err(error) if listing.is_some() => {
+            eprintln!("extregs: --coverage: cannot decode the kernel's entry text: {error}");
+            return Err(EXIT_USAGE);
+        }
+        Err(_) => return Ok(()),
+    };
+    let (hit, total) = totals.entry_points.unwrap_or_default();
+    println!(
+        "extregs: fuzz: {} foreign NMIs ({} in user mode), {} foreign IRQs; interrupt points of the entry text hit: {hit} of {total}",
+        totals.foreign_nmis, totals.foreign_user_nmis, totals.foreign_irqs
+    );
+    if let Some(path) = listing {
+        let missed = text.missed_listing(&totals.coverage_hits);
+        if let Err(error) = std::fs::write(path, missed) {
+            eprintln!("extregs: cannot write {}: {error}", path.display());
+            return Err(EXIT_USAGE);
+        }
+        println!("extregs: fuzz: wrote the {} points never hit to {}", total - hit, path.display());
+    }
+    Ok(())
+}
+
+pub(crate) fn replay(args: &FuzzArgs, seed: u64) -> i32 {
+    let campaign_config = campaign_config(args, seed..seed + 1, 1);
+    let config = RunConfig {
+        cpu: args.cpu.clone(),
+        cmdline: campaign::cmdline(&campaign_config, seed..seed + 1),
+        timeout: Duration::from_secs(args.timeout),
+        deterministic: args.deterministic,
+        echo: true,
+        nmi_storm: args.nmi_storm,
+        granular: args.granular,
+        ..RunConfig::default()
+    };
+    let outcome = match qemu::run(&config) {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            eprintln!("extregs: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    let (code, why) = outcome.verdict();
+    eprintln!("extregs: {why} (exit {code})");
+    if let Some(sent) = outcome.nmis_sent {
+        eprintln!("extregs: NMI storm: {sent} NMIs sent over QMP");
+    }
+    if args.json.is_some() || args.coverage.is_some() || args.plot.is_some() {
+        let report = campaign::SeedReport {
+            seed,
+            exit: code,
+            why,
+            result: outcome.result(),
+            coverage_hits: extregs::coverage::hits_in(&outcome.serial),
+            serial: (code != EXIT_SUCCESS).then_some(outcome.serial.clone()),
+        };
+        let mut totals = campaign::Totals::default();
+        totals.add(&report);
+        if let Err(code) = report_coverage(&mut totals, args.coverage.as_deref()) {
+            return code;
+        }
+        let document = campaign::to_json(&campaign_config, &[report], &totals, false);
+        if let Some(path) = &args.json {
+            let text = serde_json::to_string_pretty(&document).expect("JSON renders");
+            if let Err(error) = std::fs::write(path, text + "\n") {
+                eprintln!("extregs: cannot write {}: {error}", path.display());
+                return EXIT_USAGE;
+            }
+            eprintln!("extregs: fuzz: wrote {}", path.display());
+        }
+        if let Some(path) = &args.plot {
+            if let Err(code) = draw_plot(&document, path) {
+                return code;
+            }
+        }
+    }
+    code
+}
