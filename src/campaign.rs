@@ -6,8 +6,9 @@
 //! The CLI (`extregs fuzz`) draws a progress bar and handles Ctrl-C; this
 //! module does the work, so tests run exactly what users run.
 
+use crate::error::{Error, Result};
+use crate::exit_codes::EXIT_SUCCESS;
 use crate::qemu::{self, RunConfig};
-use crate::report::EXIT_SUCCESS;
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet};
@@ -157,7 +158,7 @@ impl Totals {
 
     /// Decodes the kernel's entry text and sets `entry_points` from the
     /// union of hits; returns the decoded text (for a `--coverage` listing).
-    pub fn measure_coverage(&mut self) -> Result<crate::coverage::EntryText, String> {
+    pub fn measure_coverage(&mut self) -> crate::error::Result<crate::coverage::EntryText> {
         let text = crate::coverage::EntryText::from_elf(crate::images::kernel_elf())?;
         self.entry_points = Some((text.hit(&self.coverage_hits), text.total()));
         Ok(text)
@@ -298,7 +299,7 @@ pub fn run_batch(
         Err(error) => {
             let report = SeedReport {
                 seed: seeds.start,
-                exit: crate::report::EXIT_USAGE,
+                exit: crate::exit_codes::EXIT_USAGE,
                 why: error.to_string(),
                 result: None,
                 serial: None,
@@ -372,7 +373,7 @@ pub fn split_batch(
         reports.pop();
     }
     let (exit, why) = if exit == EXIT_SUCCESS {
-        (crate::report::EXIT_KERNEL_FAILURE, format!("seed {failed} printed no FUZZ line"))
+        (crate::exit_codes::EXIT_KERNEL_FAILURE, format!("seed {failed} printed no FUZZ line"))
     } else {
         (exit, why)
     };
@@ -516,27 +517,27 @@ pub fn to_json(
 }
 
 /// Parses `A..B` (B excluded) or `A..=B`.
-pub fn parse_seed_range(text: &str) -> Result<Range<u64>, String> {
+pub fn parse_seed_range(text: &str) -> Result<Range<u64>> {
     let (start, end, inclusive) = if let Some((a, b)) = text.split_once("..=") {
         (a, b, true)
     } else if let Some((a, b)) = text.split_once("..") {
         (a, b, false)
     } else {
-        return Err(format!("seed range '{text}' is not A..B or A..=B"));
+        return Err(Error::Usage(format!("seed range '{text}' is not A..B or A..=B")));
     };
     let number = |part: &str| {
         part.trim()
             .parse::<u64>()
-            .map_err(|_| format!("'{part}' in seed range '{text}' is not a number"))
+            .map_err(|_| Error::Usage(format!("'{part}' in seed range '{text}' is not a number")))
     };
     let (start, end) = (number(start)?, number(end)?);
     let end = if inclusive {
-        end.checked_add(1).ok_or_else(|| format!("seed range '{text}' overflows"))?
+        end.checked_add(1).ok_or_else(|| Error::Usage(format!("seed range '{text}' overflows")))?
     } else {
         end
     };
     if start >= end {
-        return Err(format!("seed range '{text}' is empty"));
+        return Err(Error::Usage(format!("seed range '{text}' is empty")));
     }
     Ok(start..end)
 }
@@ -549,20 +550,20 @@ pub struct Shard {
 }
 
 /// Parses `K/N` with 1 <= K <= N.
-pub fn parse_shard(text: &str) -> Result<Shard, String> {
+pub fn parse_shard(text: &str) -> Result<Shard> {
     let (index, count) =
-        text.split_once('/').ok_or_else(|| format!("shard '{text}' is not K/N"))?;
+        text.split_once('/').ok_or_else(|| Error::Usage(format!("shard '{text}' is not K/N")))?;
     let number = |part: &str| {
         part.trim()
             .parse::<u64>()
-            .map_err(|_| format!("'{part}' in shard '{text}' is not a number"))
+            .map_err(|_| Error::Usage(format!("'{part}' in shard '{text}' is not a number")))
     };
     let (index, count) = (number(index)?, number(count)?);
     if count == 0 {
-        return Err(format!("shard '{text}': N must be at least 1"));
+        return Err(Error::Usage(format!("shard '{text}': N must be at least 1")));
     }
     if index == 0 || index > count {
-        return Err(format!("shard '{text}': K must be from 1 to {count}"));
+        return Err(Error::Usage(format!("shard '{text}': K must be from 1 to {count}")));
     }
     Ok(Shard { index, count })
 }
@@ -571,16 +572,14 @@ pub fn parse_shard(text: &str) -> Result<Shard, String> {
 /// 0-based value of the environment variable VAR, as a batch engine sets it
 /// (Kubernetes Indexed Jobs: `JOB_COMPLETION_INDEX`; Slurm job arrays
 /// submitted with `--array=0-(N-1)`: `SLURM_ARRAY_TASK_ID`).
-pub fn parse_shard_from_env(
-    text: &str,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<Shard, String> {
-    let (variable, count) =
-        text.split_once('/').ok_or_else(|| format!("shard-from-env '{text}' is not VAR/N"))?;
+pub fn parse_shard_from_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Shard> {
+    let (variable, count) = text
+        .split_once('/')
+        .ok_or_else(|| Error::Usage(format!("shard-from-env '{text}' is not VAR/N")))?;
     let value = lookup(variable)
-        .ok_or_else(|| format!("shard-from-env '{text}': {variable} is not set"))?;
+        .ok_or_else(|| Error::Usage(format!("shard-from-env '{text}': {variable} is not set")))?;
     let index = value.trim().parse::<u64>().map_err(|_| {
-        format!("shard-from-env '{text}': {variable}={value} is not a 0-based index")
+        Error::Usage(format!("shard-from-env '{text}': {variable}={value} is not a 0-based index"))
     })?;
     parse_shard(&format!("{}/{count}", index + 1))
 }
@@ -588,15 +587,15 @@ pub fn parse_shard_from_env(
 /// The seeds of `shard` within `seeds`: the K-th of N contiguous slices
 /// whose sizes differ by at most one. An empty slice is an error (more
 /// shards than seeds).
-pub fn shard_seeds(seeds: &Range<u64>, shard: Shard) -> Result<Range<u64>, String> {
+pub fn shard_seeds(seeds: &Range<u64>, shard: Shard) -> Result<Range<u64>> {
     let length = u128::from(seeds.end - seeds.start);
     let bound = |k: u64| seeds.start + (length * u128::from(k) / u128::from(shard.count)) as u64;
     let slice = bound(shard.index - 1)..bound(shard.index);
     if slice.is_empty() {
-        return Err(format!(
+        return Err(Error::Usage(format!(
             "shard {}/{} of seeds {}..{} is empty ({} seeds for {} shards)",
             shard.index, shard.count, seeds.start, seeds.end, length, shard.count
-        ));
+        )));
     }
     Ok(slice)
 }
@@ -629,44 +628,45 @@ const MERGE_SETTINGS: [&str; 7] = [
 /// rate of the whole fleet. Interrupt points: the hit offsets are joined
 /// (`entry_points_hit_offsets`); the counts, which need the kernel's entry
 /// text decoded, are null (`fuzz plot` decodes it).
-pub fn merge(documents: &[(String, Value)]) -> Result<Value, String> {
+pub fn merge(documents: &[(String, Value)]) -> Result<Value> {
     let Some((first_name, first)) = documents.first() else {
-        return Err("nothing to merge".into());
+        return Err(Error::Usage("nothing to merge".into()));
     };
     let mut runs: BTreeMap<u64, Value> = BTreeMap::new();
     let mut totals = Totals::default();
     let mut interrupted = false;
     for (name, document) in documents {
         if document["runs"].as_array().is_none() || document["totals"].is_null() {
-            return Err(format!("{name}: not an extregs fuzz campaign document"));
+            return Err(Error::Usage(format!("{name}: not an extregs fuzz campaign document")));
         }
         for key in MERGE_SETTINGS {
             if document[key] != first[key] {
-                return Err(format!(
+                return Err(Error::Usage(format!(
                     "{name} and {first_name} differ in {key} ({} vs {}): not slices of one campaign",
                     document[key], first[key]
-                ));
+                )));
             }
         }
         let sharding = |d: &Value| (d["shard"]["count"].clone(), d["shard"]["of"].clone());
         if sharding(document) != sharding(first) {
-            return Err(format!(
+            return Err(Error::Usage(format!(
                 "{name} and {first_name} are shards of different campaigns ({} vs {})",
                 document["shard"], first["shard"]
-            ));
+            )));
         }
         for run in document["runs"].as_array().into_iter().flatten() {
-            let seed =
-                run["seed"].as_u64().ok_or_else(|| format!("{name}: a run without a seed"))?;
+            let seed = run["seed"]
+                .as_u64()
+                .ok_or_else(|| Error::Usage(format!("{name}: a run without a seed")))?;
             if run["ok"].as_bool().unwrap_or(false) {
                 if let Some(rate) = run["frames_per_s"].as_u64() {
                     totals.kernel_frames_per_s.push(rate);
                 }
             }
             if runs.insert(seed, run.clone()).is_some() {
-                return Err(format!(
+                return Err(Error::Usage(format!(
                     "seed {seed} is in {name} and in another document: overlapping slices"
-                ));
+                )));
             }
         }
         let t = &document["totals"];

@@ -8,6 +8,7 @@
 //! instructions (alignment padding excluded), and the points never hit can
 //! be listed with their symbols.
 
+use crate::error::{Error, Result};
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 use std::collections::BTreeSet;
@@ -32,14 +33,16 @@ pub struct EntryText {
 
 impl EntryText {
     /// Decodes the entry text of the kernel ELF at `path`.
-    pub fn from_elf(path: &Path) -> Result<EntryText, String> {
-        let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let elf = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn from_elf(path: &Path) -> Result<EntryText> {
+        let data = std::fs::read(path)
+            .map_err(|error| Error::io(format!("reading {}", path.display()), error))?;
+        let elf = object::File::parse(&*data)
+            .map_err(|source| Error::Elf { what: format!("parsing {}", path.display()), source })?;
         let address_of = |name: &str| {
             elf.symbols()
                 .find(|symbol| symbol.name() == Ok(name))
                 .map(|symbol| symbol.address())
-                .ok_or_else(|| format!("{}: no symbol {name}", path.display()))
+                .ok_or_else(|| Error::Usage(format!("{}: no symbol {name}", path.display())))
         };
         let start = address_of("extregs_entry_text_start")?;
         let end = address_of("extregs_entry_text_end")?;
@@ -48,11 +51,18 @@ impl EntryText {
             .find(|section| {
                 (section.address()..section.address() + section.size()).contains(&start)
             })
-            .ok_or("no section holds the entry text")?;
-        let bytes = section.data().map_err(|e| e.to_string())?;
+            .ok_or_else(|| {
+                Error::Usage(format!("{}: no section holds the entry text", path.display()))
+            })?;
+        let bytes = section.data().map_err(|source| Error::Elf {
+            what: format!("reading the entry text of {}", path.display()),
+            source,
+        })?;
         let from = (start - section.address()) as usize;
         let to = (end - section.address()) as usize;
-        let text = bytes.get(from..to).ok_or("the entry text runs past its section")?;
+        let text = bytes.get(from..to).ok_or_else(|| {
+            Error::Usage(format!("{}: the entry text runs past its section", path.display()))
+        })?;
         let mut functions: Vec<(u64, u64, String)> = elf
             .symbols()
             .filter(|symbol| symbol.kind() == SymbolKind::Text && symbol.size() > 0)

@@ -12,6 +12,7 @@
 //! Cells are shaded on a log scale (white: none) and carry their count.
 
 use crate::coverage::EntryText;
+use crate::error::{Error, Result};
 use extregs_cmdline::FuzzKind;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -131,8 +132,9 @@ fn heatmap_height(map: &Heatmap) -> i32 {
     TITLE_HEIGHT + column_label_height(map) + CELL_HEIGHT * map.rows.len().max(1) as i32 + 16
 }
 
-fn draw_heatmap(area: &DrawingArea<SVGBackend, Shift>, map: &Heatmap) -> Result<(), String> {
-    let error = |e: DrawingAreaErrorKind<_>| e.to_string();
+fn draw_heatmap(area: &DrawingArea<SVGBackend, Shift>, map: &Heatmap) -> Result<()> {
+    let error =
+        |e: DrawingAreaErrorKind<_>| Error::draw(format!("the heat map '{}'", map.title), e);
     area.draw(&Text::new(map.title.clone(), (8, 6), ("sans-serif", 15))).map_err(error)?;
     if map.rows.is_empty() || map.columns.is_empty() {
         return area
@@ -187,8 +189,8 @@ fn draw_entry_points(
     area: &DrawingArea<SVGBackend, Shift>,
     text: &EntryText,
     hits: &BTreeSet<u64>,
-) -> Result<(), String> {
-    let error = |e: DrawingAreaErrorKind<_>| e.to_string();
+) -> Result<()> {
+    let error = |e: DrawingAreaErrorKind<_>| Error::draw("the entry-text picture", e);
     let hit = text.hit(hits);
     let title = format!(
         "entry text: {hit} of {} instructions interrupted by a foreign event (one square each, {} per row, in address order)",
@@ -229,10 +231,10 @@ fn draw_entry_points(
 
 /// Draws the campaign document's pictures into `path`. `entry_text`: the
 /// kernel's decoded entry text, for the third (left out when `None`).
-pub fn plot(document: &Value, entry_text: Option<&EntryText>, path: &Path) -> Result<(), String> {
+pub fn plot(document: &Value, entry_text: Option<&EntryText>, path: &Path) -> Result<()> {
     let totals = &document["totals"];
     if !totals.is_object() {
-        return Err("not an extregs fuzz campaign document (no totals)".into());
+        return Err(Error::Usage("not an extregs fuzz campaign document (no totals)".into()));
     }
     let maps = [kind_by_depth(totals), kind_by_context(totals)];
     let hits: BTreeSet<u64> = totals["entry_points_hit_offsets"]
@@ -255,14 +257,15 @@ pub fn plot(document: &Value, entry_text: Option<&EntryText>, path: &Path) -> Re
         .collect();
     let total_height: i32 = heights.iter().sum::<i32>() + 40;
     let root = SVGBackend::new(path, (widest as u32, total_height as u32)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    root.fill(&WHITE).map_err(|e| Error::draw("the coverage chart", e))?;
     let caption = format!(
         "extregs fuzz: seeds {}, {} iterations, {} frames",
         document["seeds"].as_str().unwrap_or("?"),
         document["iterations"],
         totals["frames"]
     );
-    root.draw(&Text::new(caption, (8, 10), ("sans-serif", 18))).map_err(|e| e.to_string())?;
+    root.draw(&Text::new(caption, (8, 10), ("sans-serif", 18)))
+        .map_err(|e| Error::draw("the coverage chart", e))?;
     let mut top = 40;
     for map in &maps {
         let height = heatmap_height(map);
@@ -275,7 +278,7 @@ pub fn plot(document: &Value, entry_text: Option<&EntryText>, path: &Path) -> Re
         let area = root.clone().shrink((0, top), (widest as u32, height as u32));
         draw_entry_points(&area, text, &hits)?;
     }
-    root.present().map_err(|e| e.to_string())
+    root.present().map_err(|e| Error::draw("the coverage chart", e))
 }
 
 #[cfg(test)]

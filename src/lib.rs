@@ -7,6 +7,8 @@
 pub mod bench;
 pub mod campaign;
 pub mod coverage;
+pub mod error;
+pub mod exit_codes;
 pub mod fuzz_plot;
 pub mod images;
 pub mod qemu;

@@ -8,8 +8,8 @@
 //! `extregs run --qmp PATH` (e.g. in `mode=idle`).
 
 use clap::{Parser, Subcommand};
+use extregs::exit_codes::{EXIT_SUCCESS, EXIT_USAGE};
 use extregs::images;
-use extregs::report::{EXIT_SUCCESS, EXIT_USAGE};
 use std::process::ExitCode;
 
 mod cli;

@@ -1,16 +1,11 @@
 //! Reading a finished boot: the exit status, the `RESULT {json}` line, KTAP
 //! results and show_regs dumps in the serial log.
 
-use crate::qemu::{QEMU_EXIT_FAILURE, QEMU_EXIT_SUCCESS};
-
-/// `extregs` exit status: the kernel reported success.
-pub const EXIT_SUCCESS: i32 = 0;
-/// `extregs` exit status: the kernel failed, crashed or said nothing.
-pub const EXIT_KERNEL_FAILURE: i32 = 1;
-/// `extregs` exit status: bad usage or missing set-up.
-pub const EXIT_USAGE: i32 = 2;
-/// `extregs` exit status: QEMU was killed at the timeout.
-pub const EXIT_TIMEOUT: i32 = 124;
+use crate::error::{Error, Result};
+use crate::exit_codes::{
+    EXIT_KERNEL_FAILURE, EXIT_SUCCESS, EXIT_TIMEOUT, EXIT_USAGE, QEMU_EXIT_FAILURE,
+    QEMU_EXIT_SUCCESS,
+};
 
 /// How QEMU ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,11 +45,14 @@ impl Outcome {
     }
 
     /// Every `RESULT {json}` line, parsed (unparsable ones as `Err`).
-    pub fn result_lines(&self) -> Vec<Result<serde_json::Value, String>> {
+    pub fn result_lines(&self) -> Vec<Result<serde_json::Value>> {
         self.serial
             .lines()
             .filter_map(|line| line.strip_prefix("RESULT "))
-            .map(|json| serde_json::from_str(json).map_err(|e| format!("{e}: {json}")))
+            .map(|json| {
+                serde_json::from_str(json)
+                    .map_err(|error| Error::json(format!("the RESULT line {json}"), error))
+            })
             .collect()
     }
 

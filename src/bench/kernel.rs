@@ -1,6 +1,7 @@
 //! The kernel harness: boots `mode=bench` and reads its `BENCH` lines.
 
 use super::*;
+use crate::error::{Error, Result};
 use crate::qemu::{self, Accel, RunConfig};
 use extregs_bench::Summary;
 use serde_json::Value;
@@ -12,24 +13,24 @@ use std::time::Duration;
 /// `debug_assertions`, from its `BENCH_BUILD` line).
 pub type KernelBench = (Vec<Row>, Vec<NestRow>, String, Value);
 
-pub fn kernel(iterations: u64, accel: Accel) -> Result<KernelBench, String> {
+pub fn kernel(iterations: u64, accel: Accel) -> Result<KernelBench> {
     let config = RunConfig {
         accel,
         cmdline: format!("mode=bench iterations={iterations}"),
         timeout: Duration::from_secs(900),
         ..RunConfig::default()
     };
-    let outcome = qemu::run(&config).map_err(|error| error.to_string())?;
+    let outcome = qemu::run(&config)?;
     if outcome.qemu_stderr.contains("KVM internal error") {
-        return Err("KVM cannot deliver guest exceptions on this host (\"KVM internal error\"): use --accel tcg".into());
+        return Err(Error::Setup("KVM cannot deliver guest exceptions on this host (\"KVM internal error\"): use --accel tcg".into()));
     }
     let (code, why) = outcome.verdict();
     if code != 0 {
         let tail: Vec<&str> = outcome.serial.lines().rev().take(15).collect();
-        return Err(format!(
+        return Err(Error::Kernel(format!(
             "the kernel harness failed: {why}\n{}",
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        ));
+        )));
     }
     let mut rows = Vec::new();
     let mut nesting = Vec::new();
@@ -37,10 +38,10 @@ pub fn kernel(iterations: u64, accel: Accel) -> Result<KernelBench, String> {
     for line in outcome.serial.lines() {
         if let Some(json) = line.strip_prefix("BENCH_BUILD ") {
             build = serde_json::from_str(json)
-                .map_err(|e| format!("bad BENCH_BUILD line ({e}): {line}"))?;
+                .map_err(|e| Error::json(format!("the BENCH_BUILD line {line}"), e))?;
         } else if let Some(json) = line.strip_prefix("BENCH ") {
-            let value: Value =
-                serde_json::from_str(json).map_err(|e| format!("bad BENCH line ({e}): {line}"))?;
+            let value: Value = serde_json::from_str(json)
+                .map_err(|e| Error::json(format!("the BENCH line {line}"), e))?;
             let summary = value["median"].as_f64().map(|median| Summary {
                 min: value["min"].as_f64().unwrap_or(0.0),
                 median,
@@ -60,7 +61,7 @@ pub fn kernel(iterations: u64, accel: Accel) -> Result<KernelBench, String> {
             });
         } else if let Some(json) = line.strip_prefix("BENCH_NEST ") {
             let value: Value = serde_json::from_str(json)
-                .map_err(|e| format!("bad BENCH_NEST line ({e}): {line}"))?;
+                .map_err(|e| Error::json(format!("the BENCH_NEST line {line}"), e))?;
             nesting.push(NestRow {
                 depth: value["depth"].as_u64().unwrap_or(0),
                 summary: Summary {
@@ -81,7 +82,7 @@ pub fn kernel(iterations: u64, accel: Accel) -> Result<KernelBench, String> {
         .map(|text| text.split(": pks=").next().unwrap_or(text).to_string())
         .unwrap_or_else(|| "unknown".into());
     if build.is_null() {
-        return Err("the kernel printed no BENCH_BUILD line".into());
+        return Err(Error::Kernel("the kernel printed no BENCH_BUILD line".into()));
     }
     Ok((rows, nesting, cpu, build))
 }

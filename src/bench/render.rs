@@ -2,6 +2,7 @@
 
 use super::statistics::{row_ratio, spread};
 use super::*;
+use crate::error::{Error, Result};
 use extregs_bench::{Placement, EXTENSION_SIZES};
 use serde_json::{json, Value};
 
@@ -108,7 +109,7 @@ pub fn row_json(row: &Row, rows_of_harness: &[Row]) -> Value {
 /// Draws the medians as grouped bars (one group per variant, one bar per
 /// harness), as ratios to each harness's floor so TCG and native share a
 /// scale.
-pub fn plot(rows: &[Row], path: &std::path::Path, caption: &str) -> Result<(), String> {
+pub fn plot(rows: &[Row], path: &std::path::Path, caption: &str) -> Result<()> {
     use plotters::prelude::*;
     let harnesses: Vec<String> = {
         let mut names: Vec<String> = rows.iter().map(|r| r.harness.clone()).collect();
@@ -128,7 +129,7 @@ pub fn plot(rows: &[Row], path: &std::path::Path, caption: &str) -> Result<(), S
     let has_sizes = rows.iter().any(|row| row.extension_bytes.is_some());
     let height = if has_sizes { 480 + SIZE_PANEL_HEIGHT } else { 480 };
     let whole = SVGBackend::new(path, (900, height)).into_drawing_area();
-    whole.fill(&WHITE).map_err(|e| e.to_string())?;
+    whole.fill(&WHITE).map_err(|e| Error::draw("the bench chart", e))?;
     let (root, below) = whole.split_vertically(480);
     let mut chart = ChartBuilder::on(&root)
         .caption(caption, ("sans-serif", 18))
@@ -136,7 +137,7 @@ pub fn plot(rows: &[Row], path: &std::path::Path, caption: &str) -> Result<(), S
         .x_label_area_size(60)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..VARIANTS.len() as f64, (BAR_BASE..max * 1.5).log_scale())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::draw("the bench chart", e))?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -151,7 +152,7 @@ pub fn plot(rows: &[Row], path: &std::path::Path, caption: &str) -> Result<(), S
         })
         .y_desc("median cycles / floor (log scale)")
         .draw()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::draw("the bench chart", e))?;
     let colours = [RGBColor(52, 101, 164), RGBColor(204, 0, 0)];
     let width = 0.8 / harnesses.len().max(1) as f64;
     for (index, harness) in harnesses.iter().enumerate() {
@@ -167,7 +168,7 @@ pub fn plot(rows: &[Row], path: &std::path::Path, caption: &str) -> Result<(), S
             .collect();
         chart
             .draw_series(bars)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| Error::draw("the bench chart", e))?
             .label(harness.as_str())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled()));
     }
@@ -176,11 +177,11 @@ pub fn plot(rows: &[Row], path: &std::path::Path, caption: &str) -> Result<(), S
         .border_style(BLACK)
         .background_style(WHITE)
         .draw()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::draw("the bench chart", e))?;
     if has_sizes {
         plot_sizes(rows, &below)?;
     }
-    whole.present().map_err(|e| e.to_string())?;
+    whole.present().map_err(|e| Error::draw("the bench chart", e))?;
     Ok(())
 }
 
@@ -192,7 +193,7 @@ pub(crate) const SIZE_PANEL_HEIGHT: u32 = 360;
 pub(crate) fn plot_sizes(
     rows: &[Row],
     area: &plotters::drawing::DrawingArea<plotters::prelude::SVGBackend, plotters::coord::Shift>,
-) -> Result<(), String> {
+) -> Result<()> {
     use plotters::prelude::*;
     let colours =
         [RGBColor(52, 101, 164), RGBColor(204, 0, 0), RGBColor(78, 154, 6), RGBColor(117, 80, 123)];
@@ -233,27 +234,27 @@ pub(crate) fn plot_sizes(
             .x_label_area_size(35)
             .y_label_area_size(50)
             .build_cartesian_2d((6f64..160f64).log_scale(), (low - margin)..(high + margin))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::draw("the bench chart", e))?;
         chart
             .configure_mesh()
             .x_labels(5)
             .x_label_formatter(&|x| format!("{x:.0}"))
             .x_desc("extension bytes")
             .draw()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::draw("the bench chart", e))?;
         for (index, placement) in Placement::ALL.into_iter().enumerate() {
             let colour = colours[index % colours.len()];
             let points = series(&harness, placement, stack);
             chart
                 .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
-                .map_err(|e| e.to_string())?
+                .map_err(|e| Error::draw("the bench chart", e))?
                 .label(placement.name())
                 .legend(move |(x, y)| {
                     PathElement::new([(x, y), (x + 14, y)], colour.stroke_width(2))
                 });
             chart
                 .draw_series(points.into_iter().map(|p| Circle::new(p, 3, colour.filled())))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Error::draw("the bench chart", e))?;
         }
         if stack {
             // One legend for the three panels (the colours are the same);
@@ -265,7 +266,7 @@ pub(crate) fn plot_sizes(
                 .background_style(WHITE.mix(0.8))
                 .label_font(("sans-serif", 11))
                 .draw()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Error::draw("the bench chart", e))?;
         }
     }
     Ok(())

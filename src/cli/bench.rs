@@ -2,8 +2,8 @@
 //! and the chart.
 
 use extregs::bench;
+use extregs::exit_codes::{EXIT_SUCCESS, EXIT_USAGE};
 use extregs::qemu::Accel;
-use extregs::report::{EXIT_KERNEL_FAILURE, EXIT_SUCCESS, EXIT_USAGE};
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -86,7 +86,7 @@ pub(crate) fn bench(args: BenchArgs) -> i32 {
             match (bench::kernel::kernel(args.iterations, args.accel), &mut measured) {
                 (Ok(result), Ok(results)) => results.push(result),
                 (Err(error), _) => {
-                    measured = Err(format!("run {} of {runs}: {error}", run + 1));
+                    measured = Err((run + 1, error));
                     break;
                 }
                 (Ok(_), Err(_)) => unreachable!("the loop stops at the first failure"),
@@ -149,9 +149,9 @@ pub(crate) fn bench(args: BenchArgs) -> i32 {
                 nesting = nest_rows;
                 kernel_build = build;
             }
-            Err(error) => {
-                eprintln!("extregs: bench: {error}");
-                code = EXIT_KERNEL_FAILURE;
+            Err((run, error)) => {
+                eprintln!("extregs: bench: run {run} of {runs}: {error}");
+                code = error.exit_code();
             }
         }
     }

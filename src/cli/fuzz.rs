@@ -3,9 +3,10 @@
 
 use clap::Subcommand;
 use extregs::campaign::{self, CampaignConfig};
+use extregs::error::Error;
+use extregs::exit_codes::{EXIT_INTERRUPTED, EXIT_KERNEL_FAILURE, EXIT_SUCCESS, EXIT_USAGE};
 use extregs::images;
 use extregs::qemu::{self, RunConfig};
-use extregs::report::{EXIT_KERNEL_FAILURE, EXIT_SUCCESS, EXIT_USAGE};
 use extregs_cmdline::MAX_FUZZ_SEEDS_PER_BOOT;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -309,7 +310,7 @@ pub(crate) fn fuzz(args: FuzzArgs) -> i32 {
     }
     if interrupted {
         eprintln!("extregs: fuzz: interrupted");
-        return 130;
+        return EXIT_INTERRUPTED;
     }
     if totals.seeds_failed == 0 {
         EXIT_SUCCESS
@@ -339,10 +340,11 @@ pub(crate) fn draw_plot(document: &serde_json::Value, path: &Path) -> Result<(),
 /// `extregs fuzz plot DOCUMENT.json --plot FILE.svg`.
 pub(crate) fn fuzz_plot(args: &PlotArgs) -> i32 {
     let document = std::fs::read_to_string(&args.document)
-        .map_err(|error| format!("cannot read {}: {error}", args.document.display()))
+        .map_err(|error| Error::io(format!("reading {}", args.document.display()), error))
         .and_then(|text| {
-            serde_json::from_str::<serde_json::Value>(&text)
-                .map_err(|error| format!("{} is not JSON: {error}", args.document.display()))
+            serde_json::from_str::<serde_json::Value>(&text).map_err(|error| {
+                Error::json(format!("{} is not JSON", args.document.display()), error)
+            })
         });
     match document {
         Ok(document) => match draw_plot(&document, &args.plot) {
@@ -351,7 +353,7 @@ pub(crate) fn fuzz_plot(args: &PlotArgs) -> i32 {
         },
         Err(error) => {
             eprintln!("extregs: fuzz plot: {error}");
-            EXIT_USAGE
+            error.exit_code()
         }
     }
 }

@@ -1,9 +1,9 @@
 //! `extregs run` and `extregs inject-nmi`: one boot, and NMIs sent to it
 //! over QMP.
 
+use extregs::exit_codes::{EXIT_SUCCESS, EXIT_USAGE};
 use extregs::qemu::{self, Accel, Firmware, RunConfig};
 use extregs::qmp::Qmp;
-use extregs::report::{EXIT_SUCCESS, EXIT_USAGE};
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The bench: both harnesses, every variant and size row.
 
 use crate::common::*;
-use extregs::report::EXIT_SUCCESS;
+use extregs::exit_codes::EXIT_SUCCESS;
 
 #[test]
 fn bench_runs_both_harnesses_and_reports_every_variant() {

@@ -2,9 +2,10 @@
 //! QMP NMIs, and the plain QEMU command line the README documents.
 
 use crate::common::*;
+use extregs::exit_codes::EXIT_SUCCESS;
 use extregs::images;
 use extregs::qemu::{self, Firmware, RunConfig};
-use extregs::report::{self, Outcome, EXIT_SUCCESS};
+use extregs::report::{self, Outcome};
 use std::process::Command;
 use std::time::Duration;
 
@@ -104,6 +105,6 @@ fn readme_plain_qemu_command_line_boots() {
         .output()
         .expect("run the README command");
     let serial = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(qemu::QEMU_EXIT_SUCCESS), "{serial}");
+    assert_eq!(output.status.code(), Some(extregs::exit_codes::QEMU_EXIT_SUCCESS), "{serial}");
     assert!(serial.contains("RESULT {\"mode\":\"selftest\",\"ok\":true"), "{serial}");
 }

@@ -1,9 +1,9 @@
 //! The command line: exit statuses, `images`, and bad kernel command lines.
 
 use crate::common::*;
+use extregs::exit_codes::{EXIT_KERNEL_FAILURE, EXIT_SUCCESS, EXIT_TIMEOUT, EXIT_USAGE};
 use extregs::images;
 use extregs::qemu::Firmware;
-use extregs::report::{EXIT_KERNEL_FAILURE, EXIT_SUCCESS, EXIT_TIMEOUT, EXIT_USAGE};
 
 #[test]
 fn malformed_command_lines_fail_with_one_error_line() {

@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use extregs::campaign::{self, CampaignConfig};
-use extregs::report::{EXIT_SUCCESS, EXIT_USAGE};
+use extregs::exit_codes::{EXIT_SUCCESS, EXIT_USAGE};
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

@@ -3,9 +3,10 @@
 //! broken, decoded with addr2line, walked by gdb).
 
 use crate::common::*;
+use extregs::exit_codes::EXIT_KERNEL_FAILURE;
 use extregs::images;
 use extregs::qemu::Firmware;
-use extregs::report::{self, EXIT_KERNEL_FAILURE};
+use extregs::report::{self};
 use std::process::Command;
 use std::time::Duration;
 

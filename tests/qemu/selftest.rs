@@ -2,8 +2,9 @@
 //! PKS tests skip without it.
 
 use crate::common::*;
+use extregs::exit_codes::EXIT_SUCCESS;
 use extregs::qemu::Firmware;
-use extregs::report::{self, Outcome, EXIT_SUCCESS};
+use extregs::report::{self, Outcome};
 
 /// The tests the entry issues require, by name.
 const REQUIRED_SELFTESTS: &[&str] = &[

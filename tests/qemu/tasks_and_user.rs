@@ -2,8 +2,9 @@
 //! IRET exit, user faults, and both under an NMI storm.
 
 use crate::common::*;
+use extregs::exit_codes::EXIT_SUCCESS;
 use extregs::qemu::{self, Firmware, RunConfig};
-use extregs::report::{self, Outcome, EXIT_SUCCESS};
+use extregs::report::{self, Outcome};
 
 /// The checks every `mode=tasks` run must pass: all workers progressed,
 /// nothing mismatched, every frame passed the entry checks.
