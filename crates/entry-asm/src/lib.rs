@@ -1,7 +1,8 @@
 //! The entry and exit stubs, in one assembly file (`entry_64.S`).
 //!
-//! The `.S` is assembled by `global_asm!` behind the generated
-//! `asm-offsets.S`, so every frame offset it uses is a `.set` constant
+//! The `.S` files are assembled by this crate's build script (the GNU
+//! assembler, with line information for `addr2line`) behind the generated
+//! `asm-offsets.S`, so every frame offset they use is a `.set` constant
 //! produced from the `extregs-regs` types at build time. This crate exports:
 //!
 //! * [`stub_addresses`]: one stub per vector (0..256) for the IDT: the 32
@@ -65,32 +66,11 @@ const_assert_eq!(PERCPU_USER_RSP_SCRATCH, offset_of!(PerCpuEntry, user_rsp_scrat
 const_assert_eq!(PERCPU_IST_SCRATCH, offset_of!(PerCpuEntry, ist_scratch));
 const_assert_eq!(PERCPU_SIZE, core::mem::size_of::<PerCpuEntry>());
 
-#[cfg(not(fault_injection))]
-core::arch::global_asm!(
-    include_str!(concat!(env!("OUT_DIR"), "/asm-offsets.S")),
-    ".set EXTREGS_FAULT_INJECTION, 0",
-    ".set ENOSYS, {enosys}",
-    include_str!("calling.S"),
-    include_str!("entry_64.S"),
-    include_str!("switch_64.S"),
-    enosys = const ENOSYS,
-    options(att_syntax)
-);
+include!("linux_abi.rs");
 
-// A fault-injection build (EXTREGS_FAULT_INJECTION=1): entry_64.S assembles
-// the two entry faults the fuzzer must catch, each off until the kernel sets
-// its flag byte.
-#[cfg(fault_injection)]
-core::arch::global_asm!(
-    include_str!(concat!(env!("OUT_DIR"), "/asm-offsets.S")),
-    ".set EXTREGS_FAULT_INJECTION, 1",
-    ".set ENOSYS, {enosys}",
-    include_str!("calling.S"),
-    include_str!("entry_64.S"),
-    include_str!("switch_64.S"),
-    enosys = const ENOSYS,
-    options(att_syntax)
-);
+// The entry code itself (calling.S, entry_64.S, switch_64.S over the
+// generated asm-offsets.S) is assembled by build.rs, with line
+// information, and linked whole into the kernel.
 
 /// The entry faults of a fault-injection build (flag bytes in entry_64.S).
 #[cfg(fault_injection)]
@@ -119,9 +99,6 @@ extern "C" {
     /// `prev.sp` stale).
     pub fn extregs_context_switch(prev: *mut ThreadContext, next: *const ThreadContext);
 }
-
-/// Linux's ENOSYS (what a 32-bit SYSCALL returns, negated).
-pub const ENOSYS: u64 = 38;
 
 /// The first vector of an external interrupt (after the CPU's 32
 /// exception vectors).
