@@ -543,7 +543,12 @@ proptest! {
         const STACK_BYTES: usize = 64 * 1024;
         // u128 words: the buffer is 16-byte aligned, as a kernel stack is.
         let mut stack = std::vec![0u128; STACK_BYTES / 16];
-        let base = stack.as_mut_ptr() as usize;
+        // Every frame pointer is made from this one with `with_addr`, so it
+        // carries the buffer's provenance (strict provenance: no integer is
+        // ever turned back into a pointer).
+        let stack_pointer = stack.as_mut_ptr().cast::<u8>();
+        let base = stack_pointer.addr();
+        let frame_at = |address: usize| stack_pointer.with_addr(address).cast::<ExtendedPtRegs>();
         let frame_size = core::mem::size_of::<ExtendedPtRegs>();
         reset_cpu(start_watching, false, 0x10);
         // Open entries: (frame address, is_nmi, state before, GPR pattern).
@@ -553,8 +558,9 @@ proptest! {
         for (exit_now, is_nmi, arch_value, gap_words, pattern, hardirqs) in ops {
             if exit_now && !open.is_empty() {
                 let (address, was_nmi, before, pattern) = open.pop().unwrap();
-                // SAFETY: `address` is a frame carved out of `stack` below.
-                let frame = unsafe { &mut *(address as *mut ExtendedPtRegs) };
+                // SAFETY: `address` is a frame carved out of `stack` below, and `frame_at` gives
+                // the pointer the buffer's provenance; no other reference into it is live.
+                let frame = unsafe { &mut *frame_at(address) };
                 // Nested frames never wrote into this one's PtRegs.
                 prop_assert_eq!(frame.regs.r15, pattern);
                 prop_assert_eq!(frame.regs.di, !pattern);
@@ -585,7 +591,7 @@ proptest! {
             let before = cpu(|c| (c.rcu_watching, c.hardirqs_enabled, c.arch_register));
             // SAFETY: [address, top) lies inside `stack`, aligned for
             // ExtendedPtRegs, and no live reference points into it.
-            let frame = unsafe { &mut *(address as *mut ExtendedPtRegs) };
+            let frame = unsafe { &mut *frame_at(address) };
             *frame = garbage_frame();
             frame.regs.r15 = pattern;
             frame.regs.di = !pattern;
@@ -616,7 +622,7 @@ proptest! {
         // Unwind whatever is still open.
         while let Some((address, was_nmi, before, _)) = open.pop() {
             // SAFETY: as above.
-            let frame = unsafe { &mut *(address as *mut ExtendedPtRegs) };
+            let frame = unsafe { &mut *frame_at(address) };
             // SAFETY: as above.
             unsafe {
                 if was_nmi {
