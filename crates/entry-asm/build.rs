@@ -61,17 +61,25 @@ fn assemble(out_dir: &Path, source_dir: &Path, fault_injection: bool) {
     );
     std::fs::write(&unit, text).expect("writing the entry code's assembly unit");
     let object = out_dir.join("extregs_entry.o");
-    run(Command::new(tool("AS", "as")).arg("--64").arg("-g").arg("-o").arg(&object).arg(&unit));
+    run(Command::new(tool("EXTREGS_AS", "as"))
+        .arg("--64")
+        .arg("-g")
+        .arg("-o")
+        .arg(&object)
+        .arg(&unit));
     let library = out_dir.join("libextregs_entry_stubs.a");
     let _ = std::fs::remove_file(&library);
-    run(Command::new(tool("AR", "ar")).arg("crs").arg(&library).arg(&object));
+    run(Command::new(tool("EXTREGS_AR", "ar")).arg("crs").arg(&library).arg(&object));
     println!("cargo:rustc-link-search=native={}", out_dir.display());
     println!("cargo:rustc-link-lib=static:+whole-archive=extregs_entry_stubs");
-    println!("cargo:rerun-if-env-changed=AS");
-    println!("cargo:rerun-if-env-changed=AR");
+    println!("cargo:rerun-if-env-changed=EXTREGS_AS");
+    println!("cargo:rerun-if-env-changed=EXTREGS_AR");
 }
 
 /// The tool `default`, or what the environment variable `variable` names.
+/// (A project-specific name: a cross toolchain's `AS` or `AR` must not
+/// assemble x86-64 kernel code by accident. The entry code is x86-64 and
+/// needs an assembler for it: the host's, on an x86-64 Linux host.)
 fn tool(variable: &str, default: &str) -> String {
     std::env::var(variable).unwrap_or_else(|_| default.to_string())
 }

@@ -7,6 +7,14 @@
 
 	.text
 /*
+ * extregs_bench_entry_text_start..end: entry code like entry_64.S's (it
+ * runs in ring 0 on the user's stack and GS until its SWAPGS and stack
+ * switch), so the kernel refuses breakpoints here and an unwinder stops at
+ * a frame that interrupted it, as for the entry text proper.
+ */
+	.globl	extregs_bench_entry_text_start
+extregs_bench_entry_text_start:
+/*
  * The SYSCALL entries of `extregs bench` (mode=bench points LSTAR at one
  * of them for a timed run, then back at entry_SYSCALL_64): the SYSCALL
  * frame of entry_SYSCALL_64, then one of the bench handlers, then SYSRETQ.
@@ -79,3 +87,5 @@ extregs_bench_syscall_extended:
 	addq	$GENERIC_PTREGS_SIZE, %rsp
 	BENCH_SYSRET
 
+	.globl	extregs_bench_entry_text_end
+extregs_bench_entry_text_end:

@@ -64,6 +64,17 @@ pub const BENCH_SYSCALL_NR: u64 = 1005;
 extern "C" {
     static extregs_bench_syscall_by_value: u8;
     static extregs_bench_syscall_extended: u8;
+    static extregs_bench_entry_text_start: u8;
+    static extregs_bench_entry_text_end: u8;
+}
+
+/// The bench's SYSCALL entries, `[start, end)`: entry code (ring 0 on the
+/// user's stack and GS until their SWAPGS), as the kernel's entry text is.
+#[cfg(target_os = "none")]
+pub fn syscall_entry_text_range() -> core::ops::Range<u64> {
+    // Only the symbols' addresses are taken.
+    (&raw const extregs_bench_entry_text_start) as u64
+        ..(&raw const extregs_bench_entry_text_end) as u64
 }
 
 /// The bench's SYSCALL entries (by-value state, extended frame), for

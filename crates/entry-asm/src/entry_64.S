@@ -1,8 +1,8 @@
 /*
  * entry_64.S - extregs exception entry and exit.
  *
- * Assembled by global_asm! (AT&T syntax) right after the generated
- * asm-offsets.S. Every frame offset below is a generated constant
+ * Assembled by build.rs (the GNU assembler, AT&T syntax, -g) right after
+ * the generated asm-offsets.S. Every frame offset below is a generated constant
  * (PTREGS_*, GENERIC_PTREGS_SIZE, EXTREGS_*); none is typed by hand.
  *
  * The frame every stub builds, and the point of the whole project:

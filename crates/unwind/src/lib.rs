@@ -121,6 +121,9 @@ pub struct EntryText {
     pub end: u64,
 }
 
+/// How many entry-text ranges an [`Unwinder`] takes.
+pub const MAX_ENTRY_TEXTS: usize = 4;
+
 /// Why a walk ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
@@ -158,7 +161,9 @@ pub enum Stop {
 pub struct Unwinder<'a, M: Memory> {
     memory: &'a M,
     stacks: &'a [Stack],
-    entry_text: Option<EntryText>,
+    /// The entry text's ranges ([`Unwinder::with_entry_text`]).
+    entry_texts: [EntryText; MAX_ENTRY_TEXTS],
+    entry_text_count: usize,
     /// The frame pointer to look at next (tagged or not).
     bp: u64,
     /// The stack the walk is on and the lowest address it may still read
@@ -188,7 +193,8 @@ impl<'a, M: Memory> Unwinder<'a, M> {
         Unwinder {
             memory,
             stacks,
-            entry_text: None,
+            entry_texts: [EntryText { start: 0, end: 0 }; MAX_ENTRY_TEXTS],
+            entry_text_count: 0,
             bp,
             current: stacks.iter().position(|s| s.holds(floor, 0)).map(|index| (index, floor)),
             left: 0,
@@ -200,9 +206,12 @@ impl<'a, M: Memory> Unwinder<'a, M> {
         }
     }
 
-    /// Ends the walk at interrupt frames that interrupted `text`.
+    /// Ends the walk at interrupt frames that interrupted `text`. Call it
+    /// once per range of entry code (at most [`MAX_ENTRY_TEXTS`]).
     pub fn with_entry_text(mut self, text: EntryText) -> Self {
-        self.entry_text = Some(text);
+        assert!(self.entry_text_count < MAX_ENTRY_TEXTS, "at most {MAX_ENTRY_TEXTS} entry texts");
+        self.entry_texts[self.entry_text_count] = text;
+        self.entry_text_count += 1;
         self
     }
 
@@ -306,7 +315,9 @@ impl<M: Memory> Iterator for Unwinder<'_, M> {
             let user = field(offset_of!(PtRegs, cs)) & 3 == 3;
             let interrupted_bp = field(offset_of!(PtRegs, bp));
             self.bp = interrupted_bp;
-            let in_entry_text = self.entry_text.is_some_and(|t| (t.start..t.end).contains(&ip));
+            let in_entry_text = self.entry_texts[..self.entry_text_count]
+                .iter()
+                .any(|text| (text.start..text.end).contains(&ip));
             self.pending_stop = if user {
                 Some(Stop::UserMode)
             } else if in_entry_text {

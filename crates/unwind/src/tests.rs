@@ -743,6 +743,12 @@ fn entry_code_a_zero_bp_and_the_floor_end_the_walk() {
         Unwinder::new(&words, &stacks, 0x10_0700, 0).with_entry_text(text).collect();
     assert_eq!(entries.len(), 3, "{entries:?}");
     assert_eq!(entries[2], Entry::Stop(Stop::InEntryCode));
+    // In a second range of entry text too.
+    let entries: Vec<Entry> = Unwinder::new(&words, &stacks, 0x10_0700, 0)
+        .with_entry_text(EntryText { start: 0xf000, end: 0xf100 })
+        .with_entry_text(text)
+        .collect();
+    assert_eq!(entries[2], Entry::Stop(Stop::InEntryCode));
     // Outside the entry text it is followed.
     let entries: Vec<Entry> = Unwinder::new(&words, &stacks, 0x10_0700, 0)
         .with_entry_text(EntryText { start: 0xf000, end: 0xf100 })

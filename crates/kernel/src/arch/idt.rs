@@ -153,7 +153,9 @@ pub const PAGE_FAULT_VECTOR: u8 = 14;
 pub const MACHINE_CHECK_VECTOR: u8 = 18;
 
 /// Is this vector one of Linux's paranoid (IST) entries: NMI, #DB, #MC
-/// and #DF?
+/// and #DF? Inlined: the dispatcher asks before `paranoid::enter` has
+/// cleared DR7, where no breakpointable function may run.
+#[inline(always)]
 pub fn is_paranoid(vector: u8) -> bool {
     matches!(vector, DEBUG_VECTOR | NMI_VECTOR | DOUBLE_FAULT_VECTOR | MACHINE_CHECK_VECTOR)
 }

@@ -12,6 +12,7 @@ pub mod serial;
 
 pub mod apic;
 pub mod cpu;
+pub mod entry_text;
 pub mod exit;
 pub mod fwcfg;
 pub mod gdt;

@@ -22,7 +22,7 @@
 //! generic state with the vector). A walk that ends early (a broken chain)
 //! says why in a ` [call trace stopped: ...]` line.
 
-use crate::arch::gdt;
+use crate::arch::{entry_text, gdt};
 use crate::debug::{show_regs, symbols};
 use crate::sched;
 use extregs_regs::{ExtendedPtRegs, PtRegs};
@@ -103,10 +103,10 @@ fn text_symbol(address: u64) -> Option<symbols::Symbol> {
 fn print_from(bp: u64, floor: u64, start_sp: u64, from_interrupted_context: bool) {
     let (stacks, count) = stacks();
     println!("Call Trace:");
-    let text = extregs_entry_asm::entry_text_range();
-    let entry_text = EntryText { start: text.start, end: text.end };
-    let mut walk =
-        Unwinder::new(&KernelStacks, &stacks[..count], bp, floor).with_entry_text(entry_text);
+    let mut walk = Unwinder::new(&KernelStacks, &stacks[..count], bp, floor);
+    for range in entry_text::ranges() {
+        walk = walk.with_entry_text(EntryText { start: range.start, end: range.end });
+    }
     if from_interrupted_context {
         walk = walk.from_interrupted_context(start_sp);
     }

@@ -108,6 +108,8 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
             regs,
             vector,
             GenericEntry::Irq,
+            // The body runs inside this unsafe block, on the stub's frame
+            // (handle_irq_or_exception's contract).
             |regs| handle_irq_or_exception(regs, vector, fault_address),
             || {},
         )
@@ -118,7 +120,13 @@ pub unsafe extern "C" fn extregs_exception_entry(regs: &mut PtRegs, vector: u64)
 }
 
 /// The body of an exception or IRQ (not a paranoid entry).
-fn handle_irq_or_exception(regs: &mut PtRegs, vector: u8, fault_address: Option<u64>) {
+///
+/// # Safety
+///
+/// `regs` is the `PtRegs` of an entry stub's frame (the extension below
+/// it), as [`extregs_exception_entry`] gets it: its only caller is that
+/// function's `run_entry` body.
+unsafe fn handle_irq_or_exception(regs: &mut PtRegs, vector: u8, fault_address: Option<u64>) {
     // A hard interrupt's handler runs with HARDIRQ_OFFSET in the preempt
     // count (Linux's irq_enter_rcu/irq_exit_rcu), so an IRQ nested in it
     // never preempts; the count is back before irqentry_exit decides.
@@ -152,7 +160,7 @@ fn handle_irq_or_exception(regs: &mut PtRegs, vector: u8, fault_address: Option<
         // The handler is done: a preemption on the way out (irqentry_exit)
         // is the task's, not IRQ context (Linux would be off the IRQ stack),
         // and a call trace from there must say so.
-        // SAFETY: the stub built a whole ExtendedPtRegs around `regs` (the dispatcher's
+        // SAFETY: the stub built a whole ExtendedPtRegs around `regs` (this function's
         // contract); reaching below `regs` rests on its provenance (see
         // ExtendedPtRegs::from_regs); the `&mut` reborrows `regs` for this statement only, and
         // nothing else refers to the frame.

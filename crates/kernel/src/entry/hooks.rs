@@ -1,7 +1,6 @@
 //! The hooks the modes install into the entry path: the trap hook (offered
 //! every exception nothing else claimed) and the event hook (offered every
-//! event first: the fuzzer's), and the fault address of the #PF being
-//! handled, which those hooks and the oops path read.
+//! event first: the fuzzer's).
 
 use crate::arch::hook_slot::HookSlot;
 use crate::arch::idt::PAGE_FAULT_VECTOR;

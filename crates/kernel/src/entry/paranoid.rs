@@ -24,7 +24,7 @@
 //! [`depth`] counts the paranoid handlers running, so code that must not
 //! wait for a lock the interrupted code may hold (the console) knows.
 
-use crate::arch::gdt;
+use crate::arch::{entry_text, gdt};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use x86_64::registers::control::Cr2;
 
@@ -171,9 +171,8 @@ pub fn reset_debug_status() {
 /// `extregs_nmi_state` would raise a #DB inside the NMI stub before it
 /// copied its frame, and that #DB's IRETQ would unblock NMIs.
 pub fn breakpoint_refused(address: u64) -> Option<&'static str> {
-    let entry_text = extregs_entry_asm::entry_text_range();
     let nmi_state = extregs_entry_asm::nmi_state_address();
-    if entry_text.contains(&address) {
+    if entry_text::contains(address) {
         Some("the entry text")
     } else if in_noinstr_function(address) {
         Some("Rust entry code (runs before DR7 is cleared, or restores it)")
@@ -216,6 +215,10 @@ fn in_noinstr_function(address: u64) -> bool {
     let _ =
         core::fmt::write(&mut name, format_args!("{:#}", rustc_demangle::demangle(symbol.name)));
     let name = core::str::from_utf8(&name.bytes[..name.length]).unwrap_or("");
+    // A method demangles as `<kernel::…::Type>::method`, a trait
+    // implementation as `<kernel::…::Type as Trait>::method`: the prefix is
+    // the type's path.
+    let name = name.strip_prefix('<').unwrap_or(name);
     NOINSTR_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
 }
 

@@ -489,6 +489,14 @@ pub fn breakpoints_refused_where_entries_run(_: &Context) -> Outcome {
         // stack is moved.
         ("extregs_exception_entry", crate::dispatch::extregs_exception_entry as *const () as u64),
         ("pks::arch_enter", pks::arch_enter as *const () as u64),
+        // A method and a trait implementation: demangled with a leading `<`.
+        ("KernelPlatform::arch_enter", {
+            use extregs_entry::EntryPlatform;
+            <crate::entry::platform::KernelPlatform as EntryPlatform>::arch_enter as *const ()
+                as u64
+        }),
+        // The bench's SYSCALL entries: entry code outside entry_64.S.
+        ("extregs_bench_syscall_extended", extregs_bench::syscall_entry_addresses().1),
     ];
     for (name, address) in refused {
         let result = paranoid::set_execute_breakpoint(address);
