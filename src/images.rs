@@ -15,7 +15,63 @@ pub fn uefi_image() -> &'static Path {
     Path::new(env!("EXTREGS_UEFI_IMAGE"))
 }
 
-/// The kernel ELF the images were made from (with its symbol table).
+/// The kernel ELF, whole: symbols and DWARF, for gdb, `addr2line` and
+/// `decode_stacktrace.sh`.
 pub fn kernel_elf() -> &'static Path {
     Path::new(env!("EXTREGS_KERNEL_ELF"))
+}
+
+/// The kernel the images carry: [`kernel_elf`] without its debug sections
+/// (the same code and symbol table, which is all the kernel reads).
+pub fn booted_kernel_elf() -> &'static Path {
+    Path::new(env!("EXTREGS_BOOTED_KERNEL_ELF"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+    use std::collections::BTreeSet;
+
+    fn parse(path: &Path) -> Vec<u8> {
+        std::fs::read(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+    }
+
+    /// The images carry the kernel without DWARF (a boot reads the whole
+    /// file), with every symbol the kernel symbolises from; `kernel=`
+    /// keeps the DWARF for gdb and addr2line.
+    #[test]
+    fn the_booted_kernel_is_the_kernel_without_its_dwarf() {
+        let (full, booted) = (parse(kernel_elf()), parse(booted_kernel_elf()));
+        let (full, booted) =
+            (object::File::parse(&*full).unwrap(), object::File::parse(&*booted).unwrap());
+        let debug = |elf: &object::File<'_>| -> Vec<String> {
+            elf.sections()
+                .filter_map(|section| section.name().ok().map(str::to_string))
+                .filter(|name| name.starts_with(".debug_"))
+                .collect()
+        };
+        assert!(debug(&full).contains(&".debug_line".to_string()), "{:?}", debug(&full));
+        assert!(debug(&booted).is_empty(), "{:?}", debug(&booted));
+        // Every function and data symbol: what the kernel symbolises from
+        // (file and section symbols may go with the debug sections).
+        let symbols = |elf: &object::File<'_>| -> BTreeSet<(String, u64, u64)> {
+            elf.symbols()
+                .filter(|symbol| matches!(symbol.kind(), SymbolKind::Text | SymbolKind::Data))
+                .filter_map(|symbol| {
+                    let name = symbol.name().ok().filter(|name| !name.is_empty())?;
+                    Some((name.to_string(), symbol.address(), symbol.size()))
+                })
+                .collect()
+        };
+        let (full_symbols, booted_symbols) = (symbols(&full), symbols(&booted));
+        assert!(booted_symbols.len() > 1000, "{} symbols", booted_symbols.len());
+        let differences: Vec<_> =
+            full_symbols.symmetric_difference(&booted_symbols).take(5).collect();
+        assert!(differences.is_empty(), "the symbol tables differ: {differences:?}");
+        let text = |elf: &object::File<'_>| {
+            elf.section_by_name(".text").expect(".text").data().expect("its bytes").to_vec()
+        };
+        assert_eq!(text(&full), text(&booted));
+    }
 }

@@ -15,6 +15,7 @@
 
 use extregs_bench::Summary;
 
+pub mod boot;
 pub mod kernel;
 pub mod native;
 pub mod render;

@@ -81,8 +81,8 @@ fn a_batch_splits_into_its_seeds() {
 
 #[test]
 fn automatic_batches_are_even_and_bounded() {
-    assert_eq!(auto_seeds_per_boot(&(0..1000), 2), 63); // 16 boots of 63 or less
-    assert_eq!(auto_seeds_per_boot(&(0..200), 2), 50);
+    assert_eq!(auto_seeds_per_boot(&(0..1000), 2), 125); // 8 boots of 125
+    assert_eq!(auto_seeds_per_boot(&(0..200), 2), 100);
     assert_eq!(auto_seeds_per_boot(&(0..5), 2), 3);
     assert_eq!(auto_seeds_per_boot(&(7..8), 4), 1);
     for (length, jobs) in [(1u64, 1usize), (64, 1), (65, 1), (129, 2), (10_000, 3)] {

@@ -3,7 +3,7 @@
 
 use extregs::bench;
 use extregs::exit_codes::{EXIT_SUCCESS, EXIT_USAGE};
-use extregs::qemu::Accel;
+use extregs::qemu::{Accel, Firmware};
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -36,6 +36,17 @@ pub(crate) struct BenchArgs {
     /// Draw the medians (as ratios to each harness's floor) as an SVG bar chart.
     #[arg(long)]
     pub(crate) plot: Option<PathBuf>,
+    /// Time boots instead of entries: boot this build's BIOS and UEFI
+    /// images --runs times each (mode=demo) and report the time from
+    /// QEMU's start to the kernel's first line and to RESULT.
+    #[arg(long)]
+    pub(crate) boot: bool,
+    /// With --boot: time this BIOS image too (another build's, to compare).
+    #[arg(long, requires = "boot")]
+    pub(crate) also_bios: Option<PathBuf>,
+    /// With --boot: time this UEFI image too.
+    #[arg(long, requires = "boot")]
+    pub(crate) also_uefi: Option<PathBuf>,
 }
 
 pub(crate) fn bench(args: BenchArgs) -> i32 {
@@ -49,6 +60,9 @@ pub(crate) fn bench(args: BenchArgs) -> i32 {
     if !(1..=100).contains(&args.runs) {
         eprintln!("extregs: --runs must be from 1 to 100");
         return EXIT_USAGE;
+    }
+    if args.boot {
+        return boot(&args);
     }
     let runs = args.runs;
     let mut rows = Vec::new();
@@ -202,4 +216,46 @@ pub(crate) fn bench(args: BenchArgs) -> i32 {
         println!("extregs: bench: drew {}", path.display());
     }
     code
+}
+
+/// `extregs bench --boot`: this build's images, and any others named, each
+/// booted `--runs` times per firmware.
+fn boot(args: &BenchArgs) -> i32 {
+    if args.plot.is_some() {
+        eprintln!("extregs: bench --boot draws no chart (--plot is for the entry variants)");
+        return EXIT_USAGE;
+    }
+    let mut images = vec![
+        (Firmware::Bios, extregs::images::bios_image().to_path_buf()),
+        (Firmware::Uefi, extregs::images::uefi_image().to_path_buf()),
+    ];
+    images.extend(args.also_bios.iter().map(|path| (Firmware::Bios, path.clone())));
+    images.extend(args.also_uefi.iter().map(|path| (Firmware::Uefi, path.clone())));
+    println!("{}", bench::boot::table_header());
+    let mut series = Vec::new();
+    for (firmware, image) in images {
+        match bench::boot::measure(firmware, &image, args.runs) {
+            Ok(measured) => {
+                println!("{}  {}", measured.table_row(), image.display());
+                series.push(measured);
+            }
+            Err(error) => {
+                eprintln!("extregs: bench --boot: {error}");
+                return error.exit_code();
+            }
+        }
+    }
+    if let Some(path) = &args.json {
+        let document = serde_json::json!({
+            "boot": series.iter().map(bench::boot::BootSeries::to_json).collect::<Vec<_>>(),
+            "host_cpu": bench::native::host_cpu(),
+        });
+        if let Err(error) =
+            std::fs::write(path, serde_json::to_string_pretty(&document).unwrap() + "\n")
+        {
+            eprintln!("extregs: cannot write {}: {error}", path.display());
+            return EXIT_USAGE;
+        }
+    }
+    EXIT_SUCCESS
 }

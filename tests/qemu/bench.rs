@@ -167,3 +167,30 @@ fn bench_runs_both_harnesses_and_reports_every_variant() {
     let stacks: Vec<u64> = nesting.iter().map(|n| n["stack_bytes"].as_u64().unwrap()).collect();
     assert!(stacks.windows(2).all(|pair| pair[1] > pair[0]), "stack grows with depth: {stacks:?}");
 }
+
+/// `bench --boot` boots each image and times it: it answers with a row per
+/// firmware, each boot's kernel line before its RESULT (the times
+/// themselves are the bench's to report, not a test's to judge).
+#[test]
+fn bench_boot_times_every_firmware() {
+    let json = std::env::temp_dir().join(format!("extregs-{}-boot.json", std::process::id()));
+    let output = extregs_cli(&["bench", "--boot", "--runs", "1", "--json", json.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(EXIT_SUCCESS), "{stdout}");
+    let document: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON")).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let rows = document["boot"].as_array().expect("boot rows");
+    let firmware: Vec<&str> = rows.iter().map(|row| row["firmware"].as_str().unwrap()).collect();
+    assert_eq!(firmware, ["bios", "uefi"]);
+    for row in rows {
+        let line = row["first_kernel_line_s"]["median"].as_f64().unwrap();
+        let result = row["result_s"]["median"].as_f64().unwrap();
+        assert!(0.0 < line && line < result, "{row}");
+        assert_eq!(row["boots"], 1);
+    }
+    // Another image to compare must exist.
+    let output =
+        extregs_cli(&["bench", "--boot", "--runs", "1", "--also-bios", "/nonexistent.img"]);
+    assert_eq!(output.status.code(), Some(extregs::exit_codes::EXIT_USAGE));
+}

@@ -123,10 +123,14 @@
  * frame into the interrupted function. The CFA is the end of PtRegs; a
  * .cfi_adjust_cfa_offset follows the extension's subq, and the range ends
  * right after the addq that undoes it.
+ *
+ * No .cfi_signal_frame: gdb would then print each stub as `<signal handler
+ * called>` instead of by name (asm_exc_nmi, extregs_entry_common), and a
+ * backtrace that names the stubs is what this CFI is for. (LLVM's
+ * assembler, which assembled this before, left the flag out as well.)
  */
 .macro PTREGS_CFI_START
 	.cfi_startproc simple
-	.cfi_signal_frame
 	.cfi_def_cfa %rsp, PTREGS_SIZE
 	.cfi_offset %rip, PTREGS_IP - PTREGS_SIZE
 	.cfi_offset %rsp, PTREGS_SP - PTREGS_SIZE
