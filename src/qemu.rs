@@ -96,6 +96,10 @@ pub struct RunConfig {
     /// moment the kernel names its mode (it has its IDT then) until QEMU
     /// exits. Uses `qmp` when given, else a socket of its own.
     pub nmi_storm: bool,
+    /// QEMU's `-smp` value (`4`, or a topology such as
+    /// `6,sockets=2,cores=3`); `None`: one CPU. The kernel reads the CPUs
+    /// from the MADT; it does not start the others yet.
+    pub smp: Option<String>,
 }
 
 /// The gap between two NMIs of a storm. QEMU keeps one pending NMI per
@@ -119,6 +123,7 @@ impl Default for RunConfig {
             serial_lines: None,
             granular: false,
             nmi_storm: false,
+            smp: None,
         }
     }
 }
@@ -172,6 +177,9 @@ pub fn qemu_arguments(config: &RunConfig, image: &Path) -> Vec<String> {
     }
     if config.firmware == Firmware::Uefi {
         args.extend(["-bios".into(), OVMF_PATH.into()]);
+    }
+    if let Some(smp) = &config.smp {
+        args.extend(["-smp".into(), smp.clone()]);
     }
     args.extend(["-drive".into(), format!("format=raw,snapshot=on,file={}", image.display())]);
     if config.deterministic {

@@ -75,6 +75,7 @@ pub(crate) fn run(args: RunArgs) -> i32 {
         serial_lines: None,
         granular: args.granular,
         nmi_storm: args.nmi_storm,
+        smp: None,
     };
     if config.nmi_storm && config.accel == Accel::Kvm {
         eprintln!("extregs: --nmi-storm needs TCG here (KVM cannot deliver guest exceptions)");

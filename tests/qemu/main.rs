@@ -13,4 +13,5 @@ mod cli;
 mod fuzz;
 mod oops_and_traces;
 mod selftest;
+mod smp;
 mod tasks_and_user;

@@ -31,8 +31,8 @@
 //!   debug      show_regs, oops, call traces, symbols,          sched, arch
 //!              coverage, the RESULT line
 //!   sched      tasks, preemption, the idle loop                arch
-//!   arch       GDT/TSS/IDT, APIC, paging, PKS, IRQ flags and   nothing
-//!              the RCU/lockdep models, uaccess, serial
+//!   arch       GDT/TSS/IDT, APIC, ACPI, paging, PKS, IRQ      nothing
+//!              flags and the RCU/lockdep models, uaccess, serial
 //! ```
 //!
 //! `main.rs` (this file) stands above them all: it boots and picks the mode.
@@ -51,7 +51,7 @@ mod modes;
 mod sched;
 mod user;
 
-use arch::{apic, cpu, fwcfg, gdt, idt, memory, pks, serial, uaccess};
+use arch::{acpi, apic, cpu, fwcfg, gdt, idt, memory, pks, serial, uaccess};
 use debug::{result, symbols};
 use entry::{fault, paranoid};
 use modes::{bench, demo, fuzz, idle, oops, selftest, tasks};
@@ -111,6 +111,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         );
     }
 
+    acpi::print_cpus(boot_info.rsdp_addr.into_option());
     let features = cpu::detect();
     cpu::print_summary(&features);
     uaccess::enable_smep_smap(&features);

@@ -10,6 +10,7 @@
 #[macro_use]
 pub mod serial;
 
+pub mod acpi;
 pub mod apic;
 pub mod cpu;
 pub mod entry_text;
