@@ -39,6 +39,10 @@ pub(crate) struct RunArgs {
     /// NMIs and IRQs can land at every instruction boundary (slower).
     #[arg(long)]
     pub(crate) granular: bool,
+    /// CPUs (1 to 8): QEMU's -smp. The kernel starts every AP and parks it;
+    /// it runs on CPU 0 only (docs/design.md, "Per-CPU and per-task state").
+    #[arg(long, default_value_t = 1)]
+    pub(crate) smp: u32,
 }
 
 #[derive(clap::Args)]
@@ -60,6 +64,10 @@ pub(crate) fn run(args: RunArgs) -> i32 {
         eprintln!("extregs: --timeout must be at least 1 second");
         return EXIT_USAGE;
     }
+    if !(1..=8).contains(&args.smp) {
+        eprintln!("extregs: --smp must be from 1 to 8");
+        return EXIT_USAGE;
+    }
     let config = RunConfig {
         firmware: args.firmware,
         accel: args.accel,
@@ -75,7 +83,7 @@ pub(crate) fn run(args: RunArgs) -> i32 {
         serial_lines: None,
         granular: args.granular,
         nmi_storm: args.nmi_storm,
-        smp: None,
+        smp: (args.smp > 1).then(|| args.smp.to_string()),
     };
     if config.nmi_storm && config.accel == Accel::Kvm {
         eprintln!("extregs: --nmi-storm needs TCG here (KVM cannot deliver guest exceptions)");

@@ -47,6 +47,9 @@ fn cli_images_prints_existing_paths() {
 fn cli_exit_statuses() {
     assert_eq!(extregs_cli(&["run", "--firmware", "floppy"]).status.code(), Some(EXIT_USAGE));
     assert_eq!(extregs_cli(&["run", "--cmdline", "mode=demo,x"]).status.code(), Some(EXIT_USAGE));
+    for cpus in ["0", "9"] {
+        assert_eq!(extregs_cli(&["run", "--smp", cpus]).status.code(), Some(EXIT_USAGE), "{cpus}");
+    }
     for runs in ["0", "101", "five"] {
         let refused = extregs_cli(&["bench", "--harness", "native", "--runs", runs]);
         assert_eq!(refused.status.code(), Some(EXIT_USAGE), "--runs {runs}");

@@ -111,7 +111,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         );
     }
 
-    acpi::print_cpus(boot_info.rsdp_addr.into_option());
+    let madt = acpi::print_cpus(boot_info.rsdp_addr.into_option());
     let features = cpu::detect();
     cpu::print_summary(&features);
     uaccess::enable_smep_smap(&features);
@@ -136,6 +136,9 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         println!("extregs: pks: not supported by this CPU; PKRS is not saved (pks=false)");
         None
     };
+    if let Some(madt) = &madt {
+        arch::smp::bring_up(madt);
+    }
     sched::init();
     user::init();
     println!("extregs: mode={}", cmdline.mode.name());

@@ -51,11 +51,12 @@ pub fn read_madt(rsdp_address: u64) -> Result<Madt, extregs_madt::Error> {
 }
 
 /// Prints the CPUs the MADT lists, as one line (`extregs: acpi: MADT
-/// lists 6 CPUs (APIC IDs 0 1 2 4 5 6)`), or why it could not be read.
-pub fn print_cpus(rsdp_address: Option<u64>) {
+/// lists 6 CPUs (APIC IDs 0 1 2 4 5 6)`), or why it could not be read;
+/// returns the MADT.
+pub fn print_cpus(rsdp_address: Option<u64>) -> Option<Madt> {
     let Some(rsdp_address) = rsdp_address else {
         println!("extregs: acpi: the loader found no RSDP: no MADT, one CPU");
-        return;
+        return None;
     };
     match read_madt(rsdp_address) {
         Ok(madt) => {
@@ -68,11 +69,12 @@ pub fn print_cpus(rsdp_address: Option<u64>) {
             for cpu in madt.enabled_cpus() {
                 print!(" {}", cpu.apic_id);
             }
-            println!(
-                "), local APIC at {:#x}; running on the boot CPU only",
-                madt.local_apic_address
-            );
+            println!("), local APIC at {:#x}", madt.local_apic_address);
+            Some(madt)
         }
-        Err(why) => println!("extregs: acpi: cannot read the MADT: {why}"),
+        Err(why) => {
+            println!("extregs: acpi: cannot read the MADT: {why}");
+            None
+        }
     }
 }

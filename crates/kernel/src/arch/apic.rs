@@ -520,6 +520,24 @@ pub fn send_self_ipi(vector: u8) {
     write_icr(0, ICR_SHORTHAND_SELF | ICR_ASSERT | u32::from(vector));
 }
 
+/// ICR delivery modes of the INIT-SIPI-SIPI sequence, and level trigger.
+const ICR_DELIVERY_INIT: u32 = 0b101 << 8;
+const ICR_DELIVERY_STARTUP: u32 = 0b110 << 8;
+const ICR_LEVEL_TRIGGER: u32 = 1 << 15;
+
+/// INIT to the CPU with `apic_id` (asserted, then deasserted, as Linux
+/// sends it): the CPU resets and waits for a STARTUP.
+pub fn send_init(apic_id: u32) {
+    write_icr(apic_id, ICR_DELIVERY_INIT | ICR_LEVEL_TRIGGER | ICR_ASSERT);
+    write_icr(apic_id, ICR_DELIVERY_INIT | ICR_LEVEL_TRIGGER);
+}
+
+/// STARTUP (SIPI) to the CPU with `apic_id`: it starts in real mode at
+/// `vector * 4096`.
+pub fn send_startup(apic_id: u32, vector: u8) {
+    write_icr(apic_id, ICR_DELIVERY_STARTUP | u32::from(vector));
+}
+
 /// Sends an NMI to this CPU through the ICR (the self shorthand is not
 /// valid for NMIs, so the destination is this CPU's own APIC ID).
 pub fn send_self_nmi() {

@@ -21,15 +21,19 @@ struct BootFrameAllocator {
     next: usize,
 }
 
-// SAFETY: frames come only from regions the bootloader marked Usable, and
-// each is returned at most once (`next` only grows).
+/// Frames below this are never handed out: the AP trampoline's frame is
+/// among them ([`trampoline_frame`]), and real-mode code may use the rest.
+const LOW_MEMORY_END: u64 = 0x10_0000;
+
+// SAFETY: frames come only from regions the bootloader marked Usable, at
+// or above 1 MiB, and each is returned at most once (`next` only grows).
 unsafe impl FrameAllocator<Size4KiB> for BootFrameAllocator {
     fn allocate_frame(&mut self) -> Option<PhysFrame> {
         let frame = self
             .regions
             .iter()
             .filter(|region| region.kind == MemoryRegionKind::Usable)
-            .flat_map(|region| (region.start..region.end).step_by(4096))
+            .flat_map(|region| (region.start.max(LOW_MEMORY_END)..region.end).step_by(4096))
             .map(|address| PhysFrame::containing_address(PhysAddr::new(address)))
             .nth(self.next)?;
         self.next += 1;
@@ -39,10 +43,54 @@ unsafe impl FrameAllocator<Size4KiB> for BootFrameAllocator {
 
 static FRAME_ALLOCATOR: Mutex<Option<BootFrameAllocator>> = Mutex::new(None);
 
-/// Records the physical-memory mapping and the memory map.
+/// The frame reserved for the AP trampoline (0: none found).
+static TRAMPOLINE_FRAME: AtomicU64 = AtomicU64::new(0);
+
+/// Records the physical-memory mapping and the memory map, and reserves
+/// the AP trampoline's frame: the first usable 4 KiB frame from 32 KiB up
+/// and below 1 MiB (a STARTUP vector names a frame there), before the
+/// frame allocator runs (it never hands out frames below 1 MiB).
 pub fn init(physical_memory_offset: u64, regions: &'static MemoryRegions) {
     PHYSICAL_MEMORY_OFFSET.store(physical_memory_offset, Ordering::Relaxed);
+    let trampoline = regions
+        .iter()
+        .filter(|region| region.kind == MemoryRegionKind::Usable)
+        .flat_map(|region| (region.start.next_multiple_of(4096)..region.end).step_by(4096))
+        .find(|&address| (0x8000..0x9_f000).contains(&address));
+    TRAMPOLINE_FRAME.store(trampoline.unwrap_or(0), Ordering::Relaxed);
     *FRAME_ALLOCATOR.lock() = Some(BootFrameAllocator { regions, next: 0 });
+}
+
+/// The AP trampoline's frame, identity-mapped (executable), if one was
+/// free below 1 MiB.
+pub fn trampoline_frame() -> Option<PhysFrame> {
+    let address = TRAMPOLINE_FRAME.load(Ordering::Relaxed);
+    if address == 0 {
+        return None;
+    }
+    let frame = PhysFrame::containing_address(PhysAddr::new(address));
+    map_identity(frame);
+    Some(frame)
+}
+
+/// Maps `frame` at its own physical address (present, writable,
+/// executable), unless it already is.
+fn map_identity(frame: PhysFrame) {
+    let page = Page::<Size4KiB>::containing_address(VirtAddr::new(frame.start_address().as_u64()));
+    if translate(page.start_address()) == Some(frame.start_address()) {
+        return;
+    }
+    let mut allocator_slot = FRAME_ALLOCATOR.lock();
+    let allocator = allocator_slot.as_mut().expect("memory::init ran");
+    with_page_table(|table| {
+        let flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
+        // SAFETY: a low frame reserved for the trampoline, mapped at its own address in the
+        // lower half's first slot, where the kernel keeps nothing else: the mapping aliases only
+        // the frame's physical-map view, which the trampoline's loader writes through.
+        unsafe { table.map_to(page, frame, flags, allocator) }
+            .expect("mapping the trampoline frame at its own address")
+            .flush();
+    });
 }
 
 /// The virtual address of a physical address, through the bootloader's map.

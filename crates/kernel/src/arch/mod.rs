@@ -22,4 +22,5 @@ pub mod idt;
 pub mod irqflags;
 pub mod memory;
 pub mod pks;
+pub mod smp;
 pub mod uaccess;

@@ -5,7 +5,7 @@
 //! here, so that every RESULT, whichever mode or oops writes it, carries
 //! the checks of the whole run.
 
-use crate::arch::pks;
+use crate::arch::{pks, smp};
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use extregs_cmdline::Mode;
 
@@ -44,7 +44,7 @@ fn mode_name() -> &'static str {
     Mode::ALL.get(index).map(|(_, name)| *name).unwrap_or("boot")
 }
 
-/// Prints `RESULT {"mode":…,"ok":…,"pks":…,"frames_checked":…,
+/// Prints `RESULT {"mode":…,"ok":…,"pks":…,"cpus":…,"frames_checked":…,
 /// "frame_errors":…<extra>}`. `extra` is either empty or starts with a
 /// comma and continues the JSON object.
 ///
@@ -54,10 +54,11 @@ fn mode_name() -> &'static str {
 pub fn emit(ok: bool, extra: core::fmt::Arguments<'_>) {
     let (frames_checked, frame_errors) = frame_counts();
     println!(
-        "RESULT {{\"mode\":\"{}\",\"ok\":{},\"pks\":{},\"frames_checked\":{},\"frame_errors\":{}{}}}",
+        "RESULT {{\"mode\":\"{}\",\"ok\":{},\"pks\":{},\"cpus\":{},\"frames_checked\":{},\"frame_errors\":{}{}}}",
         mode_name(),
         ok && frame_errors == 0,
         pks::enabled(),
+        smp::cpus_online(),
         frames_checked,
         frame_errors,
         extra
