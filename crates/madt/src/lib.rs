@@ -23,7 +23,8 @@ pub trait PhysicalMemory {
     fn read(&self, address: u64, buffer: &mut [u8]) -> bool;
 }
 
-/// The most CPUs a [`Madt`] keeps (more enabled ones are an error).
+/// The most CPUs a [`Madt`] keeps (more enabled or online-capable ones
+/// are an error).
 pub const MAX_CPUS: usize = 64;
 
 /// One processor the MADT lists.
@@ -51,7 +52,8 @@ pub struct Madt {
 }
 
 impl Madt {
-    /// Every processor entry, in the MADT's order.
+    /// Every processor that is enabled or may be brought online, in the
+    /// MADT's order, each APIC ID once.
     pub fn cpus(&self) -> &[Cpu] {
         &self.cpus[..self.count]
     }
@@ -247,8 +249,11 @@ pub fn parse_madt(memory: &impl PhysicalMemory, address: u64) -> Result<Madt, Er
                 if entry_length < 8 {
                     return Err(bad);
                 }
-                let flags = u32_at(entry, 4);
-                push(&mut madt, u32::from(entry[2]), u32::from(entry[3]), flags)?;
+                // APIC ID 0xff is the xAPIC broadcast, never a CPU (Linux
+                // skips it too).
+                if entry[3] != 0xff {
+                    push(&mut madt, u32::from(entry[2]), u32::from(entry[3]), u32_at(entry, 4))?;
+                }
             }
             // Local APIC address override: reserved u16, address u64.
             5 => {
@@ -272,7 +277,13 @@ pub fn parse_madt(memory: &impl PhysicalMemory, address: u64) -> Result<Madt, Er
     Ok(madt)
 }
 
+/// Keeps a processor entry, unless it can never run (neither enabled nor
+/// online-capable) or names an APIC ID already listed (firmware may list a
+/// CPU both as a local APIC and as an x2APIC).
 fn push(madt: &mut Madt, processor_uid: u32, apic_id: u32, flags: u32) -> Result<(), Error> {
+    if flags & 0b11 == 0 || madt.cpus().iter().any(|cpu| cpu.apic_id == apic_id) {
+        return Ok(());
+    }
     let slot = madt.cpus.get_mut(madt.count).ok_or(Error::TooManyCpus)?;
     *slot = Cpu { processor_uid, apic_id, enabled: flags & 1 != 0, online_capable: flags & 2 != 0 };
     madt.count += 1;

@@ -520,6 +520,11 @@ pub fn send_self_ipi(vector: u8) {
     write_icr(0, ICR_SHORTHAND_SELF | ICR_ASSERT | u32::from(vector));
 }
 
+/// Sends an NMI to the CPU with `apic_id` (an NMI IPI).
+pub fn send_nmi(apic_id: u32) {
+    write_icr(apic_id, ICR_DELIVERY_NMI | ICR_ASSERT);
+}
+
 /// ICR delivery modes of the INIT-SIPI-SIPI sequence, and level trigger.
 const ICR_DELIVERY_INIT: u32 = 0b101 << 8;
 const ICR_DELIVERY_STARTUP: u32 = 0b110 << 8;
@@ -528,6 +533,7 @@ const ICR_LEVEL_TRIGGER: u32 = 1 << 15;
 /// INIT to the CPU with `apic_id` (asserted, then deasserted, as Linux
 /// sends it): the CPU resets and waits for a STARTUP.
 pub fn send_init(apic_id: u32) {
+    x2apic_fence();
     write_icr(apic_id, ICR_DELIVERY_INIT | ICR_LEVEL_TRIGGER | ICR_ASSERT);
     write_icr(apic_id, ICR_DELIVERY_INIT | ICR_LEVEL_TRIGGER);
 }
@@ -535,7 +541,18 @@ pub fn send_init(apic_id: u32) {
 /// STARTUP (SIPI) to the CPU with `apic_id`: it starts in real mode at
 /// `vector * 4096`.
 pub fn send_startup(apic_id: u32, vector: u8) {
+    x2apic_fence();
     write_icr(apic_id, ICR_DELIVERY_STARTUP | u32::from(vector));
+}
+
+/// In x2APIC mode the ICR write is a WRMSR, which does not order the
+/// stores before it (Linux's `weak_wrmsr_fence`): the AP must see the
+/// trampoline's data block the boot CPU just wrote.
+fn x2apic_fence() {
+    if matches!(mode(), Mode::X2Apic) {
+        // SAFETY: fences only order memory accesses.
+        unsafe { core::arch::asm!("mfence", "lfence", options(nostack, preserves_flags)) };
+    }
 }
 
 /// Sends an NMI to this CPU through the ICR (the self shorthand is not

@@ -55,10 +55,22 @@ pub fn init(physical_memory_offset: u64, regions: &'static MemoryRegions) {
     let trampoline = regions
         .iter()
         .filter(|region| region.kind == MemoryRegionKind::Usable)
-        .flat_map(|region| (region.start.next_multiple_of(4096)..region.end).step_by(4096))
-        .find(|&address| (0x8000..0x9_f000).contains(&address));
+        .flat_map(|region| {
+            let start = region.start.max(0x8000).next_multiple_of(4096);
+            (start..region.end.min(0x9_f000)).step_by(4096)
+        })
+        .find(|&address| address + 4096 <= 0x9_f000 && regions_hold_usable(regions, address));
     TRAMPOLINE_FRAME.store(trampoline.unwrap_or(0), Ordering::Relaxed);
     *FRAME_ALLOCATOR.lock() = Some(BootFrameAllocator { regions, next: 0 });
+}
+
+/// Is the whole 4 KiB frame at `address` inside one usable region?
+fn regions_hold_usable(regions: &MemoryRegions, address: u64) -> bool {
+    regions.iter().any(|region| {
+        region.kind == MemoryRegionKind::Usable
+            && region.start <= address
+            && address + 4096 <= region.end
+    })
 }
 
 /// The AP trampoline's frame, identity-mapped (executable), if one was
@@ -104,8 +116,9 @@ fn with_page_table<T>(f: impl FnOnce(&mut OffsetPageTable<'static>) -> T) -> T {
     let level_4 = physical_to_virtual(level_4_frame.start_address()).as_mut_ptr::<PageTable>();
     let offset = VirtAddr::new(PHYSICAL_MEMORY_OFFSET.load(Ordering::Relaxed));
     // SAFETY: CR3 names the live level-4 table and the bootloader maps all
-    // physical memory at `offset`. One CPU, and callers never nest: the
-    // mapping helpers run at boot, translation from show_regs only reads.
+    // physical memory at `offset`. Only the boot CPU runs kernel code (the
+    // APs are parked), and callers never nest: the mapping helpers run at
+    // boot, translation from show_regs only reads.
     let mut table = unsafe { OffsetPageTable::new(&mut *level_4, offset) };
     f(&mut table)
 }

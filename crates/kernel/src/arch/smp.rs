@@ -2,11 +2,14 @@
 //! trampoline in a frame below 1 MiB.
 //!
 //! For now an AP goes from real mode to long mode on the kernel's page
-//! tables, counts itself online, and parks with interrupts off and its
-//! local APIC as INIT left it (every LVT masked, software-disabled): no
-//! interrupt and no NMI reaches it, because the entry state it would need
-//! (its own GS area, TSS, IST stacks, NMI nesting state) is still the boot
-//! CPU's alone (docs/design.md, "Per-CPU and per-task state").
+//! tables, says it arrived, and parks with interrupts off and its local
+//! APIC as INIT left it (every LVT masked, software-disabled), because the
+//! entry state it would need to take an interrupt (its own GS area, TSS,
+//! IST stacks, NMI nesting state) is still the boot CPU's alone
+//! (docs/design.md, "Per-CPU and per-task state"). No maskable interrupt
+//! reaches it and LINT1 (QMP's `inject-nmi`) is masked; an NMI sent to it
+//! as an IPI still would be delivered, so it parks on a tiny IDT whose NMI
+//! gate only returns ([`PARK_IDT`]).
 //!
 //! The trampoline (assembled below, copied to the reserved frame at boot)
 //! knows its own address from CS (a SIPI starts the CPU at
@@ -15,14 +18,17 @@
 //! ```text
 //!   frame + 0           16-bit code: GDT, protected mode, far jump
 //!                       32-bit code: PAE, CR3, EFER.LME|NXE, paging
-//!                       64-bit code: stack, call ap_main(cpu, data)
+//!                       64-bit code: stack, call ap_main(cpu)
 //!   frame + DATA        the data block: CR3, stack top, Rust entry, CPU
 //!                       number, the temporary GDT and its pointer, the
 //!                       far pointer of the 16-to-32-bit jump, alive flag
 //! ```
 
 use crate::arch::{apic, memory};
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use x86_64::structures::gdt::SegmentSelector;
+use x86_64::structures::idt::InterruptDescriptorTable;
+use x86_64::VirtAddr;
 
 /// The most CPUs started (the boot CPU included).
 pub const MAX_CPUS: usize = 8;
@@ -37,8 +43,41 @@ struct ApStacks([[u8; AP_STACK_BYTES]; MAX_CPUS]);
 /// index writes its own, through the pointer the trampoline loads into RSP.
 static mut AP_STACKS: ApStacks = ApStacks([[0; AP_STACK_BYTES]; MAX_CPUS]);
 
+/// NMIs the parked APs took (their NMI gate counts them).
+static PARKED_NMIS: AtomicU64 = AtomicU64::new(0);
+
+/// The APIC IDs of the APs that came up, by CPU number (0: the boot CPU's
+/// slot, unused).
+static AP_APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(u32::MAX) }; MAX_CPUS];
+
+/// NMIs the parked APs took since boot.
+pub fn parked_nmis() -> u64 {
+    PARKED_NMIS.load(Ordering::SeqCst)
+}
+
+/// The APIC IDs of the parked APs.
+pub fn parked_apic_ids() -> impl Iterator<Item = u32> {
+    AP_APIC_IDS.iter().map(|id| id.load(Ordering::SeqCst)).filter(|&id| id != u32::MAX)
+}
+
 /// CPUs running kernel code (the boot CPU counts as one).
 static CPUS_ONLINE: AtomicU32 = AtomicU32::new(1);
+
+/// Entry `cpu`: that AP reached Rust. Per CPU, so a late AP can never be
+/// counted as another.
+static ARRIVED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// The IDT the parked APs load: vector 2 (NMI) returns at once, on the
+/// AP's own stack (no IST: a parked AP has no TSS), through the
+/// trampoline's 64-bit code segment; every other vector is absent.
+static PARK_IDT: spin::Once<InterruptDescriptorTable> = spin::Once::new();
+
+/// The trampoline GDT's 64-bit code selector, which a parked AP keeps.
+const TRAMPOLINE_CODE_64: u16 = 0x18;
+
+/// How long an AP may take from its first STARTUP to Rust (Linux waits
+/// 10 s too; one that has not come by then never will).
+const ARRIVAL_TIMEOUT_MS: u64 = 10_000;
 
 /// The data block's offset in the trampoline frame, and its fields'.
 const DATA: usize = 0xf00;
@@ -65,12 +104,15 @@ core::arch::global_asm!(
     "shl $4, %esi",
     "mov %cs, %ax",
     "mov %ax, %ds",
+    "movl $1, {alive}",
     "lgdtl {gdt_pointer}",
-    "mov %cr0, %eax",
-    "or $1, %eax",
+    // CR0 loaded, not or'ed: PE and ET, caching on (CD and NW clear,
+    // whatever the firmware left).
+    "mov $0x11, %eax",
     "mov %eax, %cr0",
     "ljmpl *{far_pointer}",
     ".code32",
+    ".globl extregs_trampoline_32",
     "extregs_trampoline_32:",
     "mov $0x10, %ax",
     "mov %ax, %ds",
@@ -87,8 +129,8 @@ core::arch::global_asm!(
     "rdmsr",
     "or $((1 << 8) | (1 << 11)), %eax",
     "wrmsr",
-    "mov %cr0, %eax",
-    "or $((1 << 31) | (1 << 16)), %eax",
+    // PG, WP, NE, ET, MP and PE (Linux's CR0_STATE less AM).
+    "mov $0x80010033, %eax",
     "mov %eax, %cr0",
     // A few bytes of stack at the frame's top, for the far return.
     "lea 0x1000(%esi), %esp",
@@ -102,13 +144,20 @@ core::arch::global_asm!(
     "mov %esi, %esi",
     "mov {stack}(%rsi), %rsp",
     "mov {cpu}(%rsi), %rdi",
-    "movl $1, {alive}(%rsi)",
+    "movl $2, {alive}(%rsi)",
     "xor %ebp, %ebp",
     "call *{entry}(%rsi)",
     "ud2",
     ".globl extregs_trampoline_end",
     "extregs_trampoline_end:",
     ".popsection",
+    // A parked AP's NMI handler (PARK_IDT): NMIs stay blocked until this
+    // IRETQ, and the AP goes back to its `hlt`.
+    ".text",
+    ".globl extregs_ap_park_nmi",
+    "extregs_ap_park_nmi:",
+    "lock incq {park_nmis}(%rip)",
+    "iretq",
     gdt_pointer = const DATA_GDT_POINTER,
     far_pointer = const DATA_FAR_POINTER,
     cr3 = const DATA_CR3,
@@ -116,6 +165,7 @@ core::arch::global_asm!(
     cpu = const DATA_CPU,
     alive = const DATA_ALIVE,
     entry = const DATA_ENTRY,
+    park_nmis = sym PARKED_NMIS,
     options(att_syntax)
 );
 
@@ -123,16 +173,37 @@ extern "C" {
     static extregs_trampoline_start: u8;
     static extregs_trampoline_32: u8;
     static extregs_trampoline_end: u8;
+    static extregs_ap_park_nmi: u8;
 }
 
-/// An AP's first Rust code: counts itself online and parks.
-extern "C" fn ap_main(_cpu: u64) -> ! {
+/// An AP's first Rust code: loads the parking IDT, says it arrived, parks.
+extern "C" fn ap_main(cpu: u64) -> ! {
+    PARK_IDT.get().expect("bring_up built the parking IDT").load();
+    ARRIVED[cpu as usize].store(true, Ordering::SeqCst);
     CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
     loop {
-        // SAFETY: IF is clear (the trampoline's cli) and the local APIC is
-        // as INIT left it, so nothing wakes this CPU but INIT.
-        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+        // SAFETY: IF is clear (the trampoline's cli) and the local APIC is as INIT left it: only
+        // an NMI IPI or INIT reaches this CPU, and the parking IDT's NMI gate returns here. Not
+        // `nomem`: that gate counts the NMI in memory.
+        unsafe { core::arch::asm!("cli", "hlt", options(nostack)) };
     }
+}
+
+/// Builds [`PARK_IDT`] (once).
+fn build_park_idt() {
+    PARK_IDT.call_once(|| {
+        let mut idt = InterruptDescriptorTable::new();
+        let handler = VirtAddr::new((&raw const extregs_ap_park_nmi).addr() as u64);
+        // SAFETY: the handler is the `iretq` above, which returns from an NMI on the stack it
+        // came on; the selector is the trampoline GDT's 64-bit code segment, which a parked AP
+        // keeps loaded (its GDT is never replaced).
+        unsafe {
+            idt.non_maskable_interrupt
+                .set_handler_addr(handler)
+                .set_code_selector(SegmentSelector(TRAMPOLINE_CODE_64));
+        }
+        idt
+    });
 }
 
 /// Why an AP did not come up.
@@ -143,8 +214,13 @@ pub enum StartError {
     /// The kernel's page tables lie above 4 GiB (CR3 is loaded in 32-bit
     /// mode).
     PageTablesAbove4GiB,
-    /// The AP never ran the trampoline, or never reached Rust.
-    NoAnswer { apic_id: u32, reached_trampoline: bool },
+    /// The AP did not reach Rust in time: how far it got (0: not into the
+    /// trampoline, 1: real mode, 2: long mode). It was sent INIT again, so
+    /// it waits for a STARTUP and runs nothing.
+    NoAnswer { apic_id: u32, stage: u32 },
+    /// An xAPIC can't address an APIC ID above 254 (255 is the
+    /// broadcast).
+    Unaddressable { apic_id: u32 },
 }
 
 /// Busy-waits `microseconds` on the TSC.
@@ -158,11 +234,15 @@ fn delay_us(microseconds: u64) {
     }
 }
 
-/// Starts the AP with `apic_id` as CPU `cpu`: INIT, then two SIPIs
+/// Starts the AP with `apic_id` as CPU `cpu`: INIT, then two STARTUPs
 /// (Linux's `wakeup_secondary_cpu_via_init` timings), then a bounded wait
-/// for it to reach Rust.
+/// for it to reach Rust. One that does not is sent INIT again before the
+/// trampoline page is reused, so it can never run the next AP's data.
 pub fn start_ap(cpu: usize, apic_id: u32) -> Result<(), StartError> {
     assert!(cpu > 0 && cpu < MAX_CPUS, "CPU {cpu} is not an AP number");
+    if matches!(apic::current_mode(), apic::Mode::XApic { .. }) && apic_id > 0xfe {
+        return Err(StartError::Unaddressable { apic_id });
+    }
     let frame = memory::trampoline_frame().ok_or(StartError::NoTrampolineFrame)?;
     let (level_4, _) = x86_64::registers::control::Cr3::read();
     let cr3 = level_4.start_address().as_u64();
@@ -171,28 +251,36 @@ pub fn start_ap(cpu: usize, apic_id: u32) -> Result<(), StartError> {
     }
     let base = frame.start_address().as_u64();
     let page = memory::physical_to_virtual(frame.start_address()).as_mut_ptr::<u8>();
+    // The trampoline's bytes are assembled into the kernel's rodata, which no Rust allocation
+    // describes: read them through their exposed address, not through the one-byte statics
+    // that only name their ends.
+    let code_start = (&raw const extregs_trampoline_start).addr();
+    let code_length = (&raw const extregs_trampoline_end).addr() - code_start;
+    let entry_32 = (&raw const extregs_trampoline_32).addr() - code_start;
+    assert!(code_length <= DATA, "the trampoline's code overlaps its data block");
+    let stack_top = (&raw mut AP_STACKS).addr() + (cpu + 1) * AP_STACK_BYTES;
     // SAFETY: the trampoline frame is reserved for this (memory::init never hands it out) and
-    // mapped by the physical-memory mapping; no other CPU runs it now (the last AP is parked,
-    // out of the trampoline, or never started). The code bytes are the kernel's own rodata.
+    // mapped by the physical-memory mapping, which no Rust reference covers; no other CPU runs
+    // it now (every earlier AP arrived in Rust and left it, or was sent INIT again). The code
+    // bytes are read-only kernel rodata, read through their exposed address.
     unsafe {
-        let start = &raw const extregs_trampoline_start;
-        let length = (&raw const extregs_trampoline_end).offset_from(start) as usize;
-        assert!(length <= DATA, "the trampoline's code overlaps its data block");
-        core::ptr::copy_nonoverlapping(start, page, length);
-        let stack = (&raw mut AP_STACKS).cast::<u8>().add((cpu + 1) * AP_STACK_BYTES);
+        core::ptr::copy_nonoverlapping(
+            core::ptr::with_exposed_provenance::<u8>(code_start),
+            page,
+            code_length,
+        );
         let write =
             |offset: usize, value: u64| page.add(offset).cast::<u64>().write_volatile(value);
         write(DATA_CR3, cr3);
-        write(DATA_STACK, stack as u64);
+        write(DATA_STACK, stack_top as u64);
         write(DATA_ENTRY, ap_main as *const () as u64);
         write(DATA_CPU, cpu as u64);
         write(DATA_ALIVE, 0);
         // The far pointer of the 16-to-32-bit jump: offset u32, selector 8.
-        let entry_32 = (&raw const extregs_trampoline_32).offset_from(start) as u64 + base;
-        page.add(DATA_FAR_POINTER).cast::<u32>().write_unaligned(entry_32 as u32);
+        page.add(DATA_FAR_POINTER).cast::<u32>().write_unaligned((base as usize + entry_32) as u32);
         page.add(DATA_FAR_POINTER + 4).cast::<u16>().write_unaligned(0x08);
         // The temporary GDT: null, flat 32-bit code (0x08), flat data
-        // (0x10), 64-bit code (0x18).
+        // (0x10), 64-bit code (TRAMPOLINE_CODE_64).
         for (index, descriptor) in
             [0u64, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff, 0x00af_9a00_0000_ffff]
                 .into_iter()
@@ -205,7 +293,6 @@ pub fn start_ap(cpu: usize, apic_id: u32) -> Result<(), StartError> {
             .cast::<u32>()
             .write_unaligned((base + DATA_GDT as u64) as u32);
     }
-    let online_before = CPUS_ONLINE.load(Ordering::SeqCst);
     let vector = (base >> 12) as u8;
     apic::send_init(apic_id);
     delay_us(10_000);
@@ -213,17 +300,19 @@ pub fn start_ap(cpu: usize, apic_id: u32) -> Result<(), StartError> {
         apic::send_startup(apic_id, vector);
         delay_us(300);
     }
-    // Bounded: an AP that has not reached Rust in this long never will.
-    let deadline_ms = 500;
-    for _ in 0..deadline_ms * 10 {
-        if CPUS_ONLINE.load(Ordering::SeqCst) > online_before {
+    for _ in 0..ARRIVAL_TIMEOUT_MS * 10 {
+        if ARRIVED[cpu].load(Ordering::SeqCst) {
+            AP_APIC_IDS[cpu].store(apic_id, Ordering::SeqCst);
             return Ok(());
         }
         delay_us(100);
     }
-    // SAFETY: the data block's alive word, written only by the trampoline.
-    let alive = unsafe { page.add(DATA_ALIVE).cast::<u64>().read_volatile() } != 0;
-    Err(StartError::NoAnswer { apic_id, reached_trampoline: alive })
+    // Back to waiting for a STARTUP, before the page holds another AP's data.
+    apic::send_init(apic_id);
+    // SAFETY: the data block's stage word, written only by the trampoline (which this AP no
+    // longer runs: INIT stopped it).
+    let stage = unsafe { page.add(DATA_ALIVE).cast::<u32>().read_volatile() };
+    Err(StartError::NoAnswer { apic_id, stage })
 }
 
 /// CPUs running kernel code.
@@ -231,31 +320,24 @@ pub fn cpus_online() -> u32 {
     CPUS_ONLINE.load(Ordering::SeqCst)
 }
 
-/// Total CPUs the MADT listed and the kernel tried to start.
-static CPUS_FOUND: AtomicU64 = AtomicU64::new(1);
-
 /// Starts every enabled AP of the MADT (at most [`MAX_CPUS`] in all), with
 /// Linux's lines.
 pub fn bring_up(madt: &extregs_madt::Madt) {
     let boot_apic_id = apic::id();
-    let aps: [Option<u32>; MAX_CPUS] = {
-        let mut aps = [None; MAX_CPUS];
-        for (slot, cpu) in madt
-            .enabled_cpus()
-            .filter(|cpu| cpu.apic_id != boot_apic_id)
-            .take(MAX_CPUS - 1)
-            .enumerate()
-        {
-            aps[slot + 1] = Some(cpu.apic_id);
-        }
-        aps
-    };
-    let found = 1 + aps.iter().flatten().count();
-    CPUS_FOUND.store(found as u64, Ordering::SeqCst);
-    if found == 1 {
+    let others = || madt.enabled_cpus().filter(move |cpu| cpu.apic_id != boot_apic_id);
+    let mut aps = [None; MAX_CPUS];
+    for (slot, cpu) in others().take(MAX_CPUS - 1).enumerate() {
+        aps[slot + 1] = Some(cpu.apic_id);
+    }
+    let left_out = others().count().saturating_sub(MAX_CPUS - 1);
+    if aps.iter().all(Option::is_none) {
         return;
     }
+    build_park_idt();
     println!("smp: Bringing up secondary CPUs ...");
+    if left_out > 0 {
+        println!("smp: {left_out} more CPUs left out: the kernel starts at most {MAX_CPUS}");
+    }
     for (cpu, apic_id) in aps.iter().enumerate().filter_map(|(cpu, id)| Some((cpu, (*id)?))) {
         if let Err(why) = start_ap(cpu, apic_id) {
             println!("smp: CPU {cpu} (APIC ID {apic_id}) did not come up: {why:?}");

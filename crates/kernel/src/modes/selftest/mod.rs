@@ -116,6 +116,7 @@ const TESTS: &[(&str, Test)] = &[
     ("pkrs_never_applies_to_user_mode", user::pkrs_never_applies_to_user_mode),
     ("smap_stops_kernel_access_to_user_memory", user::smap_stops_kernel_access_to_user_memory),
     ("smep_stops_kernel_execution_of_user_pages", user::smep_stops_kernel_execution_of_user_pages),
+    ("parked_aps_survive_nmi_ipis", irqs::parked_aps_survive_nmi_ipis),
 ];
 
 /// Runs every test, prints KTAP and the RESULT line; true when none failed.
