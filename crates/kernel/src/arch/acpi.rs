@@ -30,11 +30,9 @@ impl PhysicalMemory for MappedPhysicalMemory {
         }
         let source: VirtAddr = memory::physical_to_virtual(PhysAddr::new(address));
         for (offset, byte) in buffer.iter_mut().enumerate() {
-            // SAFETY: the byte is on a page of the physical-memory mapping (checked above), which
-            // covers firmware tables as well as RAM; no Rust allocation or reference covers the
-            // firmware's tables, and the pointer is made from the mapping's address (exposed
-            // provenance: the loader made the mapping, not Rust). A volatile byte read can't be
-            // an invalid value.
+            // SAFETY: a byte on a page of the loader's physical-memory mapping (checked above),
+            // which no Rust allocation or reference covers: exposed provenance from its address,
+            // and a volatile byte read, which can't be an invalid value.
             *byte = unsafe {
                 core::ptr::read_volatile(core::ptr::with_exposed_provenance::<u8>(
                     source.as_u64() as usize + offset,

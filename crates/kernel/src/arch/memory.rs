@@ -115,10 +115,9 @@ fn with_page_table<T>(f: impl FnOnce(&mut OffsetPageTable<'static>) -> T) -> T {
     let (level_4_frame, _) = Cr3::read();
     let level_4 = physical_to_virtual(level_4_frame.start_address()).as_mut_ptr::<PageTable>();
     let offset = VirtAddr::new(PHYSICAL_MEMORY_OFFSET.load(Ordering::Relaxed));
-    // SAFETY: CR3 names the live level-4 table and the bootloader maps all
-    // physical memory at `offset`. Only the boot CPU runs kernel code (the
-    // APs are parked), and callers never nest: the mapping helpers run at
-    // boot, translation from show_regs only reads.
+    // SAFETY: CR3 names the live level-4 table; all physical memory is mapped at `offset`. Only
+    // the boot CPU runs kernel code (APs are parked) and callers never nest: the mapping helpers
+    // run at boot, translation from show_regs only reads.
     let mut table = unsafe { OffsetPageTable::new(&mut *level_4, offset) };
     f(&mut table)
 }

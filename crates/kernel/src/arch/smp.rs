@@ -259,10 +259,9 @@ pub fn start_ap(cpu: usize, apic_id: u32) -> Result<(), StartError> {
     let entry_32 = (&raw const extregs_trampoline_32).addr() - code_start;
     assert!(code_length <= DATA, "the trampoline's code overlaps its data block");
     let stack_top = (&raw mut AP_STACKS).addr() + (cpu + 1) * AP_STACK_BYTES;
-    // SAFETY: the trampoline frame is reserved for this (memory::init never hands it out) and
-    // mapped by the physical-memory mapping, which no Rust reference covers; no other CPU runs
-    // it now (every earlier AP arrived in Rust and left it, or was sent INIT again). The code
-    // bytes are read-only kernel rodata, read through their exposed address.
+    // SAFETY: the reserved trampoline frame, through the physical map no Rust reference covers;
+    // no CPU runs it now (each earlier AP left it for Rust or was sent INIT again). The code is
+    // read-only kernel rodata, read through its exposed address.
     unsafe {
         core::ptr::copy_nonoverlapping(
             core::ptr::with_exposed_provenance::<u8>(code_start),

@@ -160,10 +160,9 @@ unsafe fn handle_irq_or_exception(regs: &mut PtRegs, vector: u8, fault_address: 
         // The handler is done: a preemption on the way out (irqentry_exit)
         // is the task's, not IRQ context (Linux would be off the IRQ stack),
         // and a call trace from there must say so.
-        // SAFETY: the stub built a whole ExtendedPtRegs around `regs` (this function's
-        // contract); reaching below `regs` rests on its provenance (see
-        // ExtendedPtRegs::from_regs); the `&mut` reborrows `regs` for this statement only, and
-        // nothing else refers to the frame.
+        // SAFETY: a whole ExtendedPtRegs surrounds `regs` (this function's contract), whose
+        // provenance reaches below it (ExtendedPtRegs::from_regs); the `&mut` reborrows `regs`
+        // for this statement only, and nothing else refers to the frame.
         unsafe { ExtendedPtRegs::from_regs(regs) }.generic.mark_hardirq_done();
     }
 }

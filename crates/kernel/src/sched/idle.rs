@@ -25,10 +25,9 @@ pub fn idle_once() -> IdleExit {
     // pending now is taken at the HLT, never before it, so no wakeup is
     // lost. The lockdep model is told first, as local_irq_enable() does.
     irqflags::local_irq_enable_model_only();
-    // SAFETY: IF is on only for the HLT; every vector's handler writes only kernel statics, and
-    // CLI puts IF back. Not `nomem`: those handlers write what this function reads right after
-    // (the RCU model, `mode=idle`'s IRQ counters), so the block counts as reading and writing
-    // memory.
+    // SAFETY: IF is on only for the HLT; every handler writes only kernel statics, and CLI puts
+    // IF back. Not `nomem`: the handlers write what this function reads right after (the RCU
+    // model, `mode=idle`'s IRQ counters), so the block reads and writes memory.
     unsafe { core::arch::asm!("sti", "hlt", "cli", options(nostack)) };
     irqflags::local_irq_disable_model_only();
     let rcu_watching_after_wakeup = irqflags::rcu_is_watching();
