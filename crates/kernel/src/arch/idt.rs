@@ -145,6 +145,7 @@ pub fn init() {
 pub const DEBUG_VECTOR: u8 = 1;
 pub use extregs_regs::NMI_VECTOR;
 pub const BREAKPOINT_VECTOR: u8 = 3;
+pub const INVALID_OPCODE_VECTOR: u8 = 6;
 pub const DOUBLE_FAULT_VECTOR: u8 = 8;
 pub const SEGMENT_NOT_PRESENT_VECTOR: u8 = 11;
 pub const STACK_SEGMENT_VECTOR: u8 = 12;

@@ -7,6 +7,7 @@
 //! and its extension, applies the requested [`FrameEdit`], and resumes at
 //! `4:` (like a Linux exception-table fixup).
 
+use crate::arch::idt::DEBUG_VECTOR;
 use crate::arch::irqflags;
 use crate::arch::pks;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -135,7 +136,6 @@ pub fn recording_hook(regs: &mut PtRegs, vector: u8) -> bool {
     true
 }
 
-const DEBUG_VECTOR: u8 = 1;
 /// RFLAGS.TF: single-step.
 pub const X86_EFLAGS_TF: u64 = 1 << 8;
 

@@ -24,6 +24,7 @@
 //! [`depth`] counts the paranoid handlers running, so code that must not
 //! wait for a lock the interrupted code may hold (the console) knows.
 
+use crate::arch::idt::DEBUG_VECTOR;
 use crate::arch::{entry_text, gdt};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use x86_64::registers::control::Cr2;
@@ -33,8 +34,6 @@ pub const DR7_RESET: u64 = 0x400;
 /// DR6's value with no debug condition recorded (the reserved bits read as
 /// one, RTM and BLD read as one when no such condition happened).
 pub const DR6_RESET: u64 = 0xffff_0ff0;
-
-const DEBUG_VECTOR: u8 = 1;
 
 /// Paranoid handlers running now (nested ones counted once each).
 static DEPTH: AtomicU32 = AtomicU32::new(0);

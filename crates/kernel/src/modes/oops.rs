@@ -5,6 +5,7 @@
 //! machine check, a nested event chain, and a broken frame-pointer chain.
 
 use crate::arch::exit::{exit_qemu, ExitCode};
+use crate::arch::idt::{BREAKPOINT_VECTOR, INVALID_OPCODE_VECTOR, NMI_VECTOR};
 use crate::arch::memory::PkeyPage;
 use crate::arch::pks;
 use crate::debug::{oops, result};
@@ -81,9 +82,6 @@ fn oops_nested() -> ! {
 
 /// The three handlers of [`oops_nested`] (the hook sees every vector).
 fn nested_hook(regs: &mut PtRegs, vector: u8) -> bool {
-    const INT3: u8 = 3;
-    const NMI: u8 = 2;
-    const INVALID_OPCODE: u8 = 6;
     match vector {
         crate::arch::apic::TIMER_VECTOR => {
             crate::arch::apic::eoi();
@@ -91,7 +89,7 @@ fn nested_hook(regs: &mut PtRegs, vector: u8) -> bool {
             unsafe { asm!("int3", options(nostack)) };
             true
         }
-        INT3 => {
+        BREAKPOINT_VECTOR => {
             crate::arch::apic::send_self_nmi();
             // The NMI arrives right after the ICR write; wait for it anyway.
             for _ in 0..1_000_000 {
@@ -99,11 +97,13 @@ fn nested_hook(regs: &mut PtRegs, vector: u8) -> bool {
             }
             oops::bug(regs, vector, "the self-NMI never came (mode=oops cause=nested)")
         }
-        NMI => {
+        NMI_VECTOR => {
             // SAFETY: ud2 raises #UD, which this hook sends to `bug` (never returns).
             unsafe { asm!("ud2", options(nostack, noreturn)) }
         }
-        INVALID_OPCODE => oops::bug(regs, vector, "the NMI handler (mode=oops cause=nested)"),
+        INVALID_OPCODE_VECTOR => {
+            oops::bug(regs, vector, "the NMI handler (mode=oops cause=nested)")
+        }
         _ => false,
     }
 }

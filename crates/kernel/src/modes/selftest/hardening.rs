@@ -14,14 +14,14 @@ use crate::arch::irqflags;
 use crate::arch::pks::{self, KeyRights, PksFault, PKRS_DEFAULT};
 use crate::arch::{apic, gdt, idt, memory, serial};
 use crate::debug::coverage;
+use crate::debug::symbols::function_range;
 use crate::entry::events::{self, expect_event, FrameEdit};
 use crate::entry::hooks;
 use crate::entry::{irq, paranoid};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use extregs_regs::PtRegs;
 
-use crate::arch::idt::NMI_VECTOR;
-const DEBUG_VECTOR: u8 = 1;
+use crate::arch::idt::{DEBUG_VECTOR, NMI_VECTOR};
 const INT3_VECTOR: u8 = 3;
 const GP_VECTOR: u8 = 13;
 /// RFLAGS.RF: suppresses an instruction breakpoint for one instruction.
@@ -521,13 +521,6 @@ fn breakpoint_nmi_hook(regs: &mut PtRegs, vector: u8) -> bool {
     coverage::record(regs.ip);
     regs.flags |= X86_EFLAGS_RF;
     true
-}
-
-/// The code range of the function symbol at `address` (its whole size).
-fn function_range(address: u64) -> Option<core::ops::Range<u64>> {
-    let symbol = crate::debug::symbols::lookup(address)?;
-    let start = address - symbol.offset;
-    Some(start..start + symbol.size)
 }
 
 /// Arms an instruction breakpoint on every byte of `ranges` in turn (the
