@@ -20,8 +20,9 @@
 use core::mem::size_of;
 use extregs_regs::{
     nmi_state, selectors, ArchExtRegs, ExtendedPtRegs, GenericExtRegs, InactiveTaskFrame,
-    IretFrame, NmiStackTop, PerCpuEntry, PtRegs, ThreadContext, ENCODED_FRAME_TAG, ENTRY_SYSCALL,
-    ENTRY_VECTOR_RECORDED, FIRST_EXTERNAL_VECTOR, MSR_GS_BASE, NMI_VECTOR, NR_VECTORS,
+    IretFrame, IstTop, NmiStackTop, PerCpuEntry, PtRegs, ThreadContext, ENCODED_FRAME_TAG,
+    ENTRY_SYSCALL, ENTRY_VECTOR_RECORDED, FIRST_EXTERNAL_VECTOR, IST_BLOCK_SIZE, MSR_GS_BASE,
+    NMI_VECTOR, NR_CPUS, NR_VECTORS,
 };
 use memoffset::offset_of;
 use std::fmt::Write as _;
@@ -159,6 +160,21 @@ pub fn constants() -> Vec<AsmConstant> {
         ));
     }
     constants.push(constant(
+        "NMI_TOP_NMI_STATE",
+        offset_of!(NmiStackTop, ist_top) + offset_of!(IstTop, nmi_state),
+        "offsetof(struct nmi_stack_top, ist_top.nmi_state): this CPU's NMI nesting state",
+    ));
+    constants.push(constant(
+        "IST_BLOCK_SIZE",
+        IST_BLOCK_SIZE,
+        "the size and alignment of an IST stack's block: rsp & -IST_BLOCK_SIZE is its start",
+    ));
+    constants.push(constant(
+        "IST_BLOCK_PER_CPU",
+        IST_BLOCK_SIZE - size_of::<IstTop>() + offset_of!(IstTop, per_cpu),
+        "offset in an IST block of ist_top.per_cpu: this CPU's GS area, found without GS",
+    ));
+    constants.push(constant(
         "NMI_TOP_SIZE",
         size_of::<NmiStackTop>(),
         "sizeof(struct nmi_stack_top): what the NMI IST stack keeps above the outermost PtRegs",
@@ -188,6 +204,8 @@ pub fn constants() -> Vec<AsmConstant> {
         ("user_rsp_scratch", offset_of!(PerCpuEntry, user_rsp_scratch)),
         ("ist_scratch", offset_of!(PerCpuEntry, ist_scratch)),
         ("self_address", offset_of!(PerCpuEntry, self_address)),
+        ("cpu", offset_of!(PerCpuEntry, cpu)),
+        ("apic_id", offset_of!(PerCpuEntry, apic_id)),
     ] {
         constants.push(constant(
             &format!("PERCPU_{}", field.to_uppercase()),
@@ -212,6 +230,7 @@ pub fn constants() -> Vec<AsmConstant> {
             &format!("segment selector __{name}"),
         ));
     }
+    constants.push(constant("NR_CPUS", NR_CPUS, "the most CPUs: the per-CPU arrays' length"));
     constants.push(constant("MSR_GS_BASE", MSR_GS_BASE as usize, "MSR_GS_BASE: the live GS base"));
     constants.push(constant(
         "ENCODED_FRAME_TAG",
@@ -243,7 +262,7 @@ pub fn constants() -> Vec<AsmConstant> {
         constants.push(constant(
             &format!("NMI_STATE_{name}"),
             usize::from(value),
-            &format!("extregs_nmi_state value: {}", name.to_lowercase()),
+            &format!("NMI nesting state value: {}", name.to_lowercase()),
         ));
     }
     constants

@@ -268,17 +268,36 @@ extregs_enter_user_mode:
  * is still (or again) the user's: the first instructions of
  * entry_SYSCALL_64, an exit between its SWAPGS and its SYSRETQ/IRETQ, an
  * IDT stub before its SWAPGS. So it does not trust CS: it reads
- * MSR_GS_BASE, and SWAPGS unless that is already extregs_per_cpu (Linux's
- * paranoid_entry without FSGSBASE). %ebx remembers whether to swap back;
- * the C ABI keeps it across the call. Runs after PUSH_AND_CLEAR_REGS, so
- * %rax, %rcx and %rdx are free.
+ * MSR_GS_BASE, and SWAPGS unless that is already this CPU's GS area
+ * (Linux's paranoid_entry without FSGSBASE).
+ *
+ * "This CPU's GS area" can't come from GS either, and Linux's sign test
+ * (a kernel GS base is negative) does not work in a lower-half kernel. It
+ * comes from the IST stack the entry runs on: every IST stack is one
+ * IST_BLOCK_SIZE block aligned to its size, whose top IstTop holds the
+ * owning CPU's area address, so %rsp alone finds it, even after the #DB
+ * handler shifted its IST pointer down:
+ *
+ *   +-----------------------+  <- block end = stack top
+ *   | ist_top.nmi_state     |
+ *   | ist_top.per_cpu       |  <- block start + IST_BLOCK_PER_CPU
+ *   +-----------------------+  <- TSS IST pointer
+ *   | frames ...            |  <- %rsp, anywhere in here
+ *   | guard page            |
+ *   +-----------------------+  <- %rsp & -IST_BLOCK_SIZE
+ *
+ * %ebx remembers whether to swap back; the C ABI keeps it across the call.
+ * Runs after PUSH_AND_CLEAR_REGS, on an IST stack, so %rax, %rcx and %rdx
+ * are free.
  */
 .macro PARANOID_GS_ENTER
 	movl	$MSR_GS_BASE, %ecx
 	rdmsr
 	shlq	$32, %rdx
 	orq	%rax, %rdx
-	leaq	extregs_per_cpu(%rip), %rax
+	movq	%rsp, %rax
+	andq	$-IST_BLOCK_SIZE, %rax
+	movq	IST_BLOCK_PER_CPU(%rax), %rax
 	xorl	%ebx, %ebx
 	cmpq	%rax, %rdx
 	je	.Lparanoid_gs_kernel_\@
@@ -453,9 +472,12 @@ extregs_irq_common:
  *
  * The scheme here keeps Linux's idea (the outermost NMI owns a *copy* of its
  * frame; a nested NMI only marks work as pending; the outermost repeats the
- * handler) with the state in one memory byte instead of on the stack:
+ * handler) with the state in one byte at the very top of this CPU's NMI
+ * stack, above the landing zone, where no NMI's push reaches it:
  *
- *   +-------------------------+  <- IST top
+ *   +-------------------------+  <- NMI stack top
+ *   | ist_top: per_cpu, state |  this CPU's GS area; the nesting state
+ *   +-------------------------+  <- IST pointer
  *   | landing: ip cs fl sp ss |  every NMI's CPU frame lands here; only
  *   |                         |  the stub reads it, and only while NMIs
  *   |                         |  are still blocked
@@ -468,7 +490,12 @@ extregs_irq_common:
  *   +-------------------------+  <- rsp at the call; the handler, and any
  *   | ...                     |     exception it takes, run below
  *
- * extregs_nmi_state is IDLE, RUNNING or PENDING:
+ * The state is per CPU because the stack is: an NMI on another CPU meets
+ * its own IDLE state, never this CPU's RUNNING. Every access is
+ * %rsp-relative (NMI_TOP_NMI_STATE from the part of NmiStackTop %rsp
+ * points at), so no GS and no global is involved.
+ *
+ * The state is IDLE, RUNNING or PENDING:
  *
  *  - IDLE, and the interrupted RIP is not in the exit window: this is the
  *    outermost NMI. Mark RUNNING, copy the landing frame to iret_copy, build
@@ -476,11 +503,11 @@ extregs_irq_common:
  *  - RUNNING or PENDING: an NMI nested inside the outermost one. Set PENDING
  *    and IRETQ straight back from the landing zone. Nothing below the
  *    landing zone was touched, so the outer frame is intact.
- *  - On the way out the outermost NMI restores the GPRs and then does
- *    `decb extregs_nmi_state`: RUNNING -> IDLE means done; PENDING ->
- *    RUNNING means an NMI came in meanwhile, so it runs the handler again on
- *    the same iret_copy (Linux's repeat_nmi). The check and the state change
- *    are one instruction, so no NMI can slip between them.
+ *  - On the way out the outermost NMI restores the GPRs and then decrements
+ *    the state: RUNNING -> IDLE means done; PENDING -> RUNNING means an NMI
+ *    came in meanwhile, so it runs the handler again on the same iret_copy
+ *    (Linux's repeat_nmi). The check and the state change are one
+ *    instruction, so no NMI can slip between them.
  *  - IDLE, but the interrupted RIP is in the exit window (after that decb,
  *    up to and including the final iretq): the outermost NMI has finished
  *    everything but its IRETQ. This NMI takes over: it drops its own landing
@@ -488,13 +515,6 @@ extregs_irq_common:
  *    already restored) and handles itself as the outermost NMI would have
  *    on a repeat.
  */
-	.data
-	.globl	extregs_nmi_state
-	.type	extregs_nmi_state, @object
-extregs_nmi_state:
-	.byte	NMI_STATE_IDLE
-	.size	extregs_nmi_state, . - extregs_nmi_state
-
 /* NMI_COPY_WORD field: landing.field -> iret_copy.field, with %rsp at scratch. */
 .macro NMI_COPY_WORD field
 	movq	NMI_TOP_LANDING-NMI_TOP_SCRATCH+\field(%rsp), %rax
@@ -514,7 +534,7 @@ asm_exc_nmi:
 	cmpb	$0, extregs_fault_nmi_reuse(%rip)
 	jne	.Lnmi_outermost
 	.endif
-	cmpb	$NMI_STATE_IDLE, extregs_nmi_state(%rip)
+	cmpb	$NMI_STATE_IDLE, NMI_TOP_NMI_STATE-NMI_TOP_SCRATCH(%rsp)
 	jne	.Lnmi_nested
 	leaq	.Lnmi_exit_window_start(%rip), %rax
 	cmpq	%rax, NMI_TOP_LANDING-NMI_TOP_SCRATCH+IRET_FRAME_IP(%rsp)
@@ -532,7 +552,7 @@ asm_exc_nmi:
 	popq	%rax					/* rsp = &landing */
 	leaq	NMI_TOP_IRET_COPY-NMI_TOP_LANDING(%rsp), %rsp	/* rsp = &iret_copy */
 .Lnmi_run:
-	movb	$NMI_STATE_RUNNING, extregs_nmi_state(%rip)
+	movb	$NMI_STATE_RUNNING, NMI_TOP_NMI_STATE-NMI_TOP_IRET_COPY(%rsp)
 	pushq	$-1					/* orig_ax */
 	PUSH_AND_CLEAR_REGS
 	PARANOID_GS_ENTER
@@ -542,7 +562,7 @@ asm_exc_nmi:
 	CALL_EXTREGS_ENTRY extregs_exception_entry, vector_in_esi
 	PARANOID_GS_EXIT
 	POP_REGS					/* rsp = &iret_copy */
-	decb	extregs_nmi_state(%rip)
+	decb	NMI_TOP_NMI_STATE-NMI_TOP_IRET_COPY(%rsp)
 .Lnmi_exit_window_start:
 	jnz	.Lnmi_repeat
 .Lnmi_exit_window_end:
@@ -552,7 +572,7 @@ asm_exc_nmi:
 	jmp	.Lnmi_run
 
 .Lnmi_nested:
-	movb	$NMI_STATE_PENDING, extregs_nmi_state(%rip)
+	movb	$NMI_STATE_PENDING, NMI_TOP_NMI_STATE-NMI_TOP_SCRATCH(%rsp)
 	popq	%rax					/* rsp = &landing */
 	iretq
 
@@ -675,15 +695,15 @@ extregs_smap_enabled:
 	.byte	0
 
 /*
- * The per-CPU entry area (one CPU), reached through %gs in kernel mode:
- * struct PerCpuEntry in extregs-regs. Written from Rust only through raw
- * pointers (extregs_entry_asm::per_cpu).
+ * The per-CPU entry areas, one per CPU (NR_CPUS), each reached through
+ * %gs by its own CPU in kernel mode: struct PerCpuEntry in extregs-regs.
+ * Written from Rust only through raw pointers (extregs_entry_asm::per_cpu).
  */
 	.bss
 	.p2align 6
 	.globl	extregs_per_cpu
 	.type	extregs_per_cpu, @object
 extregs_per_cpu:
-	.skip	PERCPU_SIZE
+	.skip	PERCPU_SIZE * NR_CPUS
 	.size	extregs_per_cpu, . - extregs_per_cpu
 	.text

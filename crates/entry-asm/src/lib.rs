@@ -64,7 +64,15 @@ const_assert_eq!(THREAD_SP, offset_of!(ThreadContext, sp));
 const_assert_eq!(PERCPU_TOP_OF_STACK, offset_of!(PerCpuEntry, top_of_stack));
 const_assert_eq!(PERCPU_USER_RSP_SCRATCH, offset_of!(PerCpuEntry, user_rsp_scratch));
 const_assert_eq!(PERCPU_IST_SCRATCH, offset_of!(PerCpuEntry, ist_scratch));
+const_assert_eq!(PERCPU_CPU, offset_of!(PerCpuEntry, cpu));
+const_assert_eq!(PERCPU_APIC_ID, offset_of!(PerCpuEntry, apic_id));
+const_assert_eq!(PERCPU_SELF_ADDRESS, offset_of!(PerCpuEntry, self_address));
 const_assert_eq!(PERCPU_SIZE, core::mem::size_of::<PerCpuEntry>());
+const_assert_eq!(NR_CPUS, extregs_regs::NR_CPUS);
+const_assert_eq!(
+    NMI_TOP_NMI_STATE,
+    offset_of!(extregs_regs::NmiStackTop, ist_top) + offset_of!(extregs_regs::IstTop, nmi_state)
+);
 
 include!("linux_abi.rs");
 
@@ -108,7 +116,6 @@ pub const NR_VECTORS: usize = extregs_regs::NR_VECTORS;
 
 extern "C" {
     static extregs_exception_stub_table: [usize; NR_VECTORS];
-    static extregs_nmi_state: u8;
     static extregs_entry_text_start: u8;
     static extregs_entry_text_end: u8;
     static extregs_entry_common: u8;
@@ -118,7 +125,7 @@ extern "C" {
     static extregs_return_to_user_iretq: u8;
     static entry_SYSCALL_64: u8;
     static entry_SYSCALL32_ignore: u8;
-    static mut extregs_per_cpu: PerCpuEntry;
+    static mut extregs_per_cpu: [PerCpuEntry; extregs_regs::NR_CPUS];
     static mut extregs_smap_enabled: u8;
     fn extregs_enter_user_mode(regs: *const PtRegs) -> !;
 }
@@ -146,27 +153,56 @@ pub fn user_exit_addresses() -> (u64, u64, u64) {
     )
 }
 
-/// The per-CPU entry area (`%gs` in kernel mode), as a raw pointer with the
-/// provenance of the whole static; its address is the kernel's GS base.
-pub fn per_cpu() -> *mut PerCpuEntry {
+/// CPU `cpu`'s entry area (its `%gs` in kernel mode), as a raw pointer
+/// with the provenance of the whole static; its address is that CPU's
+/// kernel GS base.
+///
+/// # Panics
+///
+/// If `cpu` is not below `NR_CPUS`.
+pub fn per_cpu(cpu: usize) -> *mut PerCpuEntry {
+    assert!(cpu < extregs_regs::NR_CPUS, "CPU {cpu} has no entry area");
     // Only the address is taken; no reference to the mutable static is
-    // formed.
-    &raw mut extregs_per_cpu
+    // formed, and `cpu` is in bounds of the array.
+    (&raw mut extregs_per_cpu).cast::<PerCpuEntry>().wrapping_add(cpu)
+}
+
+/// The number of the CPU running this (`%gs:PERCPU_CPU`; Linux's
+/// `smp_processor_id()`).
+///
+/// Kernel mode only, once this CPU's GS base is set (the first thing the
+/// boot CPU and each AP do): every entry from user mode swaps GS before
+/// Rust runs.
+pub fn this_cpu() -> usize {
+    let cpu: u64;
+    // SAFETY: a %gs-relative load of this CPU's own area (the GS base is its
+    // PerCpuEntry in kernel mode, see above); `cpu` is written once, before
+    // the CPU runs any code that asks, and never changes.
+    unsafe {
+        core::arch::asm!(
+            "mov {cpu}, qword ptr gs:[{offset}]",
+            cpu = out(reg) cpu,
+            offset = const PERCPU_CPU,
+            options(nostack, readonly, preserves_flags)
+        );
+    }
+    cpu as usize
 }
 
 /// Sets `%gs:PERCPU_TOP_OF_STACK`, which the SYSCALL entry and the IST
-/// entries from user mode load as their stack.
+/// entries from user mode load as their stack, on this CPU.
 ///
 /// # Safety
 ///
 /// Interrupts off (no user entry can read it halfway: it is one aligned
 /// store anyway), and `top` is the top of the kernel stack of the task that
-/// will run next in user mode.
+/// will run next in user mode on this CPU.
 pub unsafe fn set_top_of_stack(top: u64) {
-    // SAFETY: the area is a static defined in entry_64.S, written only
-    // through this raw pointer (no Rust reference to it exists) and read by
-    // the entry code with %gs-relative loads; one CPU, interrupts off.
-    unsafe { (&raw mut (*per_cpu()).top_of_stack).write_volatile(top) };
+    // SAFETY: this CPU's area of the static array defined in entry_64.S,
+    // written only through raw pointers (no Rust reference to it exists) and
+    // read by the entry code with %gs-relative loads, on this CPU only;
+    // interrupts off.
+    unsafe { (&raw mut (*per_cpu(this_cpu())).top_of_stack).write_volatile(top) };
 }
 
 /// Tells the entry code whether to CLAC on entry (the CPU has SMAP and the
@@ -177,11 +213,12 @@ pub fn set_smap_enabled(enabled: bool) {
     unsafe { (&raw mut extregs_smap_enabled).write_volatile(u8::from(enabled)) };
 }
 
-/// `%gs:PERCPU_TOP_OF_STACK` as the entry code will use it next.
+/// `%gs:PERCPU_TOP_OF_STACK` as the entry code will use it next on this
+/// CPU.
 pub fn top_of_stack() -> u64 {
-    // SAFETY: an aligned read of a field of the static area (see
+    // SAFETY: an aligned read of a field of this CPU's area (see
     // `set_top_of_stack`); no reference is formed.
-    unsafe { (&raw const (*per_cpu()).top_of_stack).read_volatile() }
+    unsafe { (&raw const (*per_cpu(this_cpu())).top_of_stack).read_volatile() }
 }
 
 /// Leaves for user mode through the IRET exit with the frame at `regs`
@@ -213,26 +250,12 @@ pub fn entry_text_range() -> core::ops::Range<u64> {
     (&raw const extregs_entry_text_start) as u64..(&raw const extregs_entry_text_end) as u64
 }
 
-/// The address of the NMI entry's state byte.
-pub fn nmi_state_address() -> u64 {
-    (&raw const extregs_nmi_state) as u64
-}
-
 /// Addresses of the entry stubs, indexed by vector (0..256).
 pub fn stub_addresses() -> [usize; NR_VECTORS] {
     // SAFETY: the table is defined in entry_64.S with exactly one `.quad` per
     // vector (the IDTENTRY macros and the IRQ `.rept` check the count at
     // assembly time) and is never written after relocation.
     unsafe { extregs_exception_stub_table }
-}
-
-/// The NMI entry's nesting state (`extregs_regs::nmi_state`): IDLE outside
-/// NMIs, RUNNING while the outermost NMI's handler runs, PENDING once a
-/// nested NMI was latched for a repeat.
-pub fn nmi_state() -> u8 {
-    // SAFETY: a byte defined in entry_64.S's .data; only the NMI stub writes
-    // it, and a volatile byte read can't tear.
-    unsafe { core::ptr::read_volatile(&raw const extregs_nmi_state) }
 }
 
 /// True when the CPU pushes an error code for this exception vector. The

@@ -76,6 +76,9 @@ entry_point!(kernel_main, config = &BOOTLOADER_CONFIG);
 const TEST_PKEY: u8 = 1;
 
 fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
+    // GS first: every per-CPU item (the console's paranoid test among them)
+    // is found through it.
+    gdt::init_gs(0);
     serial::init();
     // The console defers, rather than waits, inside a paranoid handler.
     serial::set_must_not_wait(paranoid::in_paranoid_context);
@@ -92,7 +95,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     result::set_mode(cmdline.mode);
 
     gdt::init();
-    gdt::init_syscall_and_gs();
+    gdt::init_syscall();
     idt::init();
     let physical_memory_offset = boot_info
         .physical_memory_offset
@@ -116,6 +119,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     cpu::print_summary(&features);
     uaccess::enable_smep_smap(&features);
     apic::init(features.x2apic);
+    gdt::set_apic_id(apic::id());
     println!(
         "extregs: apic: {} mode, id {}, timer {} ticks/ms (bus/16, PIT-calibrated); PIC masked",
         apic::current_mode().name(),

@@ -266,11 +266,39 @@ const_assert_eq!(offset_of!(PtRegs, ip) + size_of::<IretFrame>(), PTREGS_SIZE);
 const_assert_eq!(offset_of!(PtRegs, cs) - offset_of!(PtRegs, ip), offset_of!(IretFrame, cs));
 const_assert_eq!(offset_of!(PtRegs, ss) - offset_of!(PtRegs, ip), offset_of!(IretFrame, ss));
 
-/// The top of the NMI IST stack, which the NMI entry divides into three parts
+/// The 16 bytes at the very top of every IST stack of every CPU, above the
+/// TSS's IST pointer, so the CPU's pushes never reach them. A paranoid entry
+/// finds them from RSP alone (every IST stack is one [`IST_BLOCK_SIZE`]
+/// block, aligned to its size, so `RSP & -IST_BLOCK_SIZE` is the block's
+/// start wherever on the stack the entry runs): that is how it learns this
+/// CPU's GS area without trusting GS (this kernel runs in the lower half,
+/// so Linux's sign test of MSR_GS_BASE can't tell a user GS from a kernel
+/// one).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IstTop {
+    /// The address of this CPU's [`PerCpuEntry`] (its kernel GS base).
+    pub per_cpu: u64,
+    /// The NMI entry's nesting state ([`nmi_state`]) in its low byte, on
+    /// the NMI stack only (Linux keeps its "NMI executing" variable on the
+    /// NMI stack too); unused on the others.
+    pub nmi_state: u64,
+}
+
+/// The size and alignment of one IST stack's block: its guard page, the
+/// stack, and the [`IstTop`] at the stack's top.
+pub const IST_BLOCK_SIZE: usize = 64 * 1024;
+
+/// The unmapped guard page at the bottom of every IST block.
+pub const IST_GUARD_SIZE: usize = 4096;
+
+/// The top of the NMI IST stack, which the NMI entry divides into four parts
 /// so that a second NMI can never overwrite the first one's frame (see the
 /// nested-NMI comment in `entry_64.S`):
 ///
 /// ```text
+///   +--------------------+  <- the stack's top (end of its IST block)
+///   | ist_top            |   this CPU's GS area and the NMI nesting state
 ///   +--------------------+  <- TSS IST pointer for NMI (16-byte aligned)
 ///   | landing            |   where the CPU pushes *every* NMI's frame
 ///   | scratch            |   %rax while the stub decides what this NMI is
@@ -283,6 +311,7 @@ pub struct NmiStackTop {
     pub iret_copy: IretFrame,
     pub scratch: u64,
     pub landing: IretFrame,
+    pub ist_top: IstTop,
 }
 
 /// What `context_switch` leaves on the stack of a task it switches away
@@ -327,8 +356,10 @@ pub struct ThreadContext {
     pub sp: u64,
 }
 
-/// NMI entry state, kept in memory (not on the NMI stack) so a nested NMI can
-/// read it without touching the stack the outer NMI is using.
+/// NMI entry state, kept in each CPU's [`NmiStackTop::ist_top`]: above the
+/// landing zone, so a nested NMI reads and writes it without touching the
+/// frames the outer NMI is using, and per CPU, so an NMI on one CPU never
+/// sees another CPU's NMI as its own outer one.
 pub mod nmi_state {
     /// No NMI is being handled.
     pub const IDLE: u8 = 0;
@@ -338,16 +369,19 @@ pub mod nmi_state {
     pub const PENDING: u8 = 2;
 }
 
-// The landing zone must end exactly at the IST pointer, so the CPU's five
-// pushes fill it, and the copied frame must leave PtRegs plus extension
-// 16-byte aligned for the call into Rust: sizeof(NmiStackTop) - the copy's
-// own 40 bytes is what lies above the copied frame, and that must keep the
-// same alignment the hardware frame had (IST top - 40).
+// The landing zone must end exactly at the IST pointer, right below the
+// IstTop, so the CPU's five pushes fill it, and the copied frame must leave
+// PtRegs plus extension 16-byte aligned for the call into Rust: the copy
+// keeps the alignment the hardware frame had (IST pointer - 40) when the
+// landing zone starts 16-byte aligned relative to the copy.
 const_assert_eq!(
     offset_of!(NmiStackTop, landing) + size_of::<IretFrame>(),
-    size_of::<NmiStackTop>()
+    offset_of!(NmiStackTop, ist_top)
 );
-const_assert_eq!((size_of::<NmiStackTop>() - size_of::<IretFrame>()) % 16, 0);
+const_assert_eq!(offset_of!(NmiStackTop, ist_top) + size_of::<IstTop>(), size_of::<NmiStackTop>());
+const_assert_eq!(offset_of!(NmiStackTop, landing) % 16, 0);
+const_assert_eq!(size_of::<IstTop>() % 16, 0);
+const_assert_eq!(IST_BLOCK_SIZE & (IST_BLOCK_SIZE - 1), 0);
 
 /// The "extension at the wrong offset" fault of a fault-injection build
 /// (`EXTREGS_FAULT_INJECTION=1`): extra bytes the accessor steps back, 0
@@ -517,11 +551,16 @@ pub mod selectors {
 /// whether the interrupted code already ran with the kernel's GS.
 pub const MSR_GS_BASE: u32 = 0xc000_0101;
 
+/// The most CPUs the kernel runs (the boot CPU included): the length of
+/// every per-CPU array, the entry assembly's GS areas among them.
+pub const NR_CPUS: usize = 8;
+
 /// The per-CPU data the entry assembly reaches through `%gs` (parts of
-/// Linux's `pcpu_hot` and `cpu_tss_rw`). While the CPU runs kernel code the
-/// GS base points here; in user mode it holds the user's GS base and
-/// `MSR_KERNEL_GS_BASE` holds this address until SWAPGS exchanges them.
-#[repr(C)]
+/// Linux's `pcpu_hot` and `cpu_tss_rw`), one per CPU, each on its own cache
+/// line. While a CPU runs kernel code its GS base points at its own; in
+/// user mode it holds the user's GS base and `MSR_KERNEL_GS_BASE` holds
+/// this address until SWAPGS exchanges them.
+#[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PerCpuEntry {
     /// The top of the running task's kernel stack (Linux's
@@ -536,6 +575,11 @@ pub struct PerCpuEntry {
     pub ist_scratch: u64,
     /// This structure's own address, so Rust can check the GS base.
     pub self_address: u64,
+    /// The CPU's number (0 for the boot CPU; Linux's `cpu_number`), which
+    /// indexes every per-CPU array.
+    pub cpu: u64,
+    /// The CPU's local APIC ID (a different number: it may have gaps).
+    pub apic_id: u64,
 }
 
 #[cfg(test)]

@@ -1,14 +1,32 @@
-//! GDT and TSS, laid out like Linux's so dumps read the same
-//! (`__KERNEL_CS` = 0x10, `__KERNEL_DS` = 0x18, `__USER_DS` = 0x2b,
-//! `__USER_CS` = 0x33, the TSS at 0x40), with the four IST stacks of Linux's
-//! paranoid entries: #DF, NMI, #DB and #MC, each with an unmapped guard page
-//! below it. Also the ring-3 plumbing: TSS.RSP0 (the running task's kernel
-//! stack top, [`set_kernel_stack_top`]), the TSS's I/O permission bitmap
-//! ([`set_user_port_access`]), the SYSCALL MSRs and the GS bases.
+//! GDT and TSS, one of each per CPU, laid out like Linux's so dumps read
+//! the same (`__KERNEL_CS` = 0x10, `__KERNEL_DS` = 0x18, `__USER_DS` =
+//! 0x2b, `__USER_CS` = 0x33, the TSS at 0x40), with the four IST stacks of
+//! Linux's paranoid entries per CPU: #DF, NMI, #DB and #MC, each with an
+//! unmapped guard page below it. Also the ring-3 plumbing: TSS.RSP0 (the
+//! running task's kernel stack top, [`set_kernel_stack_top`]), the TSS's I/O
+//! permission bitmap ([`set_user_port_access`]), the SYSCALL MSRs and the GS
+//! bases.
+//!
+//! Each CPU has its own GDT because `ltr` marks the TSS descriptor busy,
+//! and its own TSS because RSP0 and the IST pointers are its own. Every
+//! function here without a CPU argument means the CPU that runs it.
+//!
+//! An IST stack is one [`IST_BLOCK_SIZE`] block, aligned to its size:
+//!
+//! ```text
+//!   +----------------------+  <- block end: the stack's top
+//!   | IstTop               |  the owning CPU's GS area, the NMI state
+//!   +----------------------+  <- TSS IST pointer
+//!   | stack (60 KiB)       |
+//!   +----------------------+
+//!   | guard page           |  unmapped
+//!   +----------------------+  <- block start = any RSP on it & -IST_BLOCK_SIZE
+//! ```
 
 use core::cell::UnsafeCell;
-use extregs_regs::selectors;
+use extregs_regs::{selectors, IstTop, IST_BLOCK_SIZE, IST_GUARD_SIZE, NR_CPUS};
 use spin::Once;
+use static_assertions::const_assert_eq;
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
 use x86_64::instructions::tables::load_tss;
 use x86_64::registers::segmentation::SegmentSelector;
@@ -23,72 +41,135 @@ pub const DEBUG_IST_INDEX: u16 = 2;
 pub const MACHINE_CHECK_IST_INDEX: u16 = 3;
 const IST_STACKS: usize = 4;
 
-const IST_STACK_SIZE: usize = 64 * 1024;
-/// One unmapped page below every IST stack: an overflow faults there, and
-/// the fault (which can't push its frame either) becomes a #DF on the DF
-/// stack, with a dump, instead of running on into the stack below.
-const IST_GUARD_SIZE: usize = 4096;
+/// The stack part of an IST block: all of it but the guard page. One
+/// unmapped page below every IST stack: an overflow faults there, and the
+/// fault (which can't push its frame either) becomes a #DF on the DF stack,
+/// with a dump, instead of running on into the stack below.
+const IST_STACK_SIZE: usize = IST_BLOCK_SIZE - IST_GUARD_SIZE;
 
 /// How far a #DB moves the #DB IST pointer down while its handler runs
 /// (Linux's old `DB_STACK_OFFSET` idea): a #DB raised inside the handler
 /// (`int $1`, TF set by the handler) then lands below the running frame
-/// instead of on top of it. Four levels fit the stack, 16 KiB each with no
-/// guard between them. A fifth finds the pointer in the guard page: the
-/// CPU's push faults, and since #DB is a benign exception that #PF is
-/// delivered normally, through the (non-IST) #PF gate onto the interrupted
-/// #DB handler's stack, and ends as an oops naming the guard page.
-pub const DEBUG_IST_SHIFT: u64 = 16 * 1024;
+/// instead of on top of it. Four levels fit the stack, 15 KiB each with no
+/// guard between them. A fifth finds the pointer in the guard page (four
+/// shifts are 60 KiB, the whole stack less the IstTop): the CPU's push
+/// faults, and since #DB is a benign exception that #PF is delivered
+/// normally, through the (non-IST) #PF gate onto the interrupted #DB
+/// handler's stack, and ends as an oops naming the guard page.
+pub const DEBUG_IST_SHIFT: u64 = 15 * 1024;
+const_assert_eq!(4 * DEBUG_IST_SHIFT as usize + IST_GUARD_SIZE, IST_BLOCK_SIZE);
 
-/// A guard page and the IST stack above it, both page aligned; the stack is
-/// 16-byte aligned at its top as the CPU's push expects.
-#[repr(C, align(4096))]
-struct IstSlot {
+/// A guard page and the IST stack above it, one block aligned to its size
+/// (so RSP finds the block's [`IstTop`]); the stack is 16-byte aligned at
+/// its top as the CPU's push expects.
+#[repr(C, align(65536))]
+struct IstBlock {
     guard: [u8; IST_GUARD_SIZE],
     stack: [u8; IST_STACK_SIZE],
 }
+const_assert_eq!(core::mem::size_of::<IstBlock>(), IST_BLOCK_SIZE);
+const_assert_eq!(core::mem::align_of::<IstBlock>(), IST_BLOCK_SIZE);
 
-/// The four IST slots, one after the other: guard, DF, guard, NMI, ...
-struct IstArea(UnsafeCell<[IstSlot; IST_STACKS]>);
+/// Every CPU's four IST blocks: guard, DF, guard, NMI, ...
+struct IstArea(UnsafeCell<[[IstBlock; IST_STACKS]; NR_CPUS]>);
 
 // SAFETY: the CPU and the entry code are the only users of the stacks; Rust
-// code never forms references into them (only addresses).
+// code never forms references into them (only addresses and raw-pointer
+// accesses to the IstTop records, each written by its own CPU at its
+// bring-up and then by that CPU's NMI entry).
 unsafe impl Sync for IstArea {}
 
 static IST_AREA: IstArea = IstArea(UnsafeCell::new(
-    [const { IstSlot { guard: [0; IST_GUARD_SIZE], stack: [0; IST_STACK_SIZE] } }; IST_STACKS],
+    [const {
+        [const { IstBlock { guard: [0; IST_GUARD_SIZE], stack: [0; IST_STACK_SIZE] } }; IST_STACKS]
+    }; NR_CPUS],
 ));
 
-fn ist_slot_address(index: u16) -> u64 {
-    IST_AREA.0.get() as u64 + u64::from(index) * core::mem::size_of::<IstSlot>() as u64
+/// The number of the CPU running this.
+fn this_cpu() -> usize {
+    extregs_entry_asm::this_cpu()
 }
 
-/// The address range `[bottom, top)` of an IST stack: where frames taken on
-/// it must lie.
-pub fn ist_stack_range(index: u16) -> core::ops::Range<u64> {
-    let bottom = ist_slot_address(index) + IST_GUARD_SIZE as u64;
+/// CPU `cpu`'s IST block `index`, as a pointer derived from the static.
+fn ist_block(cpu: usize, index: u16) -> *mut IstBlock {
+    assert!(cpu < NR_CPUS && usize::from(index) < IST_STACKS);
+    IST_AREA.0.get().cast::<IstBlock>().wrapping_add(cpu * IST_STACKS + usize::from(index))
+}
+
+/// The address range `[bottom, top)` of CPU `cpu`'s IST stack `index`: where
+/// frames taken on it must lie (its IstTop included).
+pub fn ist_stack_range_of(cpu: usize, index: u16) -> core::ops::Range<u64> {
+    let bottom = ist_block(cpu, index) as u64 + IST_GUARD_SIZE as u64;
     bottom..bottom + IST_STACK_SIZE as u64
 }
 
-/// The unmapped guard page below an IST stack.
+/// [`ist_stack_range_of`] this CPU.
+pub fn ist_stack_range(index: u16) -> core::ops::Range<u64> {
+    ist_stack_range_of(this_cpu(), index)
+}
+
+/// What the TSS's IST pointer holds for a stack at rest: right below its
+/// [`IstTop`].
+fn ist_pointer_at_rest(cpu: usize, index: u16) -> u64 {
+    ist_stack_range_of(cpu, index).end - core::mem::size_of::<IstTop>() as u64
+}
+
+/// The [`IstTop`] of CPU `cpu`'s IST stack `index`, as a raw pointer.
+fn ist_top(cpu: usize, index: u16) -> *mut IstTop {
+    ist_block(cpu, index)
+        .cast::<u8>()
+        .wrapping_add(IST_BLOCK_SIZE - core::mem::size_of::<IstTop>())
+        .cast()
+}
+
+/// This CPU's NMI nesting state (`extregs_regs::nmi_state`), which its NMI
+/// entry keeps at the top of its NMI stack: IDLE outside NMIs, RUNNING
+/// while the outermost NMI's handler runs, PENDING once a nested NMI was
+/// latched for a repeat.
+pub fn nmi_nesting_state() -> u8 {
+    // SAFETY: the IstTop of this CPU's NMI block (in bounds of the static, aligned), read
+    // through a raw pointer: only this CPU's NMI stub writes the byte, and a volatile byte read
+    // can't tear.
+    unsafe {
+        (&raw const (*ist_top(this_cpu(), NMI_IST_INDEX)).nmi_state).cast::<u8>().read_volatile()
+    }
+}
+
+/// The address of this CPU's NMI nesting state.
+pub fn nmi_nesting_state_address() -> u64 {
+    // Only the address is computed (the field offset inside the block).
+    ist_top(this_cpu(), NMI_IST_INDEX) as u64 + core::mem::offset_of!(IstTop, nmi_state) as u64
+}
+
+/// The GS area address each of CPU `cpu`'s IST blocks records (what its
+/// paranoid entries compare MSR_GS_BASE with).
+pub fn ist_recorded_per_cpu(cpu: usize, index: u16) -> u64 {
+    // SAFETY: a raw aligned read of the record, written once at the CPU's bring-up.
+    unsafe { (&raw const (*ist_top(cpu, index)).per_cpu).read_volatile() }
+}
+
+/// The unmapped guard page below this CPU's IST stack `index`.
 pub fn ist_guard_range(index: u16) -> core::ops::Range<u64> {
-    let guard = ist_slot_address(index);
+    let guard = ist_block(this_cpu(), index) as u64;
     guard..guard + IST_GUARD_SIZE as u64
 }
 
-/// Which IST stack's guard page (if any) holds `address`.
+/// Which of this CPU's IST stacks' guard pages (if any) holds `address`.
 pub fn ist_guard_of(address: u64) -> Option<u16> {
     (0..IST_STACKS as u16).find(|&index| ist_guard_range(index).contains(&address))
 }
 
-/// Unmaps the guard page below every IST stack. Called once at boot, after
-/// the page tables are reachable (`memory::init`).
+/// Unmaps the guard page below every IST stack of every CPU. Called once
+/// at boot, after the page tables are reachable (`memory::init`).
 pub fn protect_ist_stacks() {
-    for index in 0..IST_STACKS as u16 {
-        crate::arch::memory::unmap_guard_page(VirtAddr::new(ist_guard_range(index).start));
+    for cpu in 0..NR_CPUS {
+        for index in 0..IST_STACKS as u16 {
+            crate::arch::memory::unmap_guard_page(VirtAddr::new(ist_block(cpu, index) as u64));
+        }
     }
 }
 
-/// Which IST stack (if any) holds `address`.
+/// Which of this CPU's IST stacks (if any) holds `address`.
 pub fn ist_stack_of(address: u64) -> Option<u16> {
     (0..IST_STACKS as u16).find(|&index| ist_stack_range(index).contains(&address))
 }
@@ -123,15 +204,23 @@ struct TssWithIoBitmap {
 /// Ports the I/O bitmap covers (the 8259's two master ports are in it).
 const IO_BITMAP_PORTS: usize = 0x40;
 
-// SAFETY: one CPU; the writes after boot are raw-pointer stores from code that
-// documents why no event can read the field half-written (see each writer).
+// SAFETY: each CPU writes only its own TSS after boot (every accessor below
+// picks this CPU's), through raw-pointer stores from code that documents
+// why no event can read the field half-written (see each writer).
 unsafe impl Sync for TssCell {}
 
-static TSS: TssCell = TssCell(UnsafeCell::new(TssWithIoBitmap {
-    tss: TaskStateSegment::new(),
-    io_bitmap: [0xff; IO_BITMAP_PORTS / 8 + 1],
-}));
-static GDT: Once<GlobalDescriptorTable<10>> = Once::new();
+static TSS: [TssCell; NR_CPUS] = [const {
+    TssCell(UnsafeCell::new(TssWithIoBitmap {
+        tss: TaskStateSegment::new(),
+        io_bitmap: [0xff; IO_BITMAP_PORTS / 8 + 1],
+    }))
+}; NR_CPUS];
+static GDT: [Once<GlobalDescriptorTable<10>>; NR_CPUS] = [const { Once::new() }; NR_CPUS];
+
+/// This CPU's TSS, as a raw pointer with the provenance of its cell.
+fn this_tss() -> *mut TssWithIoBitmap {
+    TSS[this_cpu()].0.get()
+}
 
 /// Moves the #DB IST pointer down by `bytes` (a #DB entering) or back up
 /// (negative, the #DB leaving).
@@ -153,7 +242,7 @@ pub unsafe fn shift_debug_ist(bytes: i64) {
     // the packed field is read and written unaligned through raw pointers, and no reference to
     // the TSS exists after `init` (the GDT holds only its address), so nothing aliases these.
     unsafe {
-        let ist = (&raw mut (*TSS.0.get()).tss.interrupt_stack_table)
+        let ist = (&raw mut (*this_tss()).tss.interrupt_stack_table)
             .cast::<u64>()
             .add(usize::from(DEBUG_IST_INDEX));
         ist.write_unaligned(ist.read_unaligned().wrapping_add_signed(-bytes));
@@ -164,7 +253,7 @@ pub unsafe fn shift_debug_ist(bytes: i64) {
 pub fn debug_ist_pointer() -> u64 {
     // SAFETY: as in `shift_debug_ist`: a raw read of one field.
     unsafe {
-        (&raw const (*TSS.0.get()).tss.interrupt_stack_table)
+        (&raw const (*this_tss()).tss.interrupt_stack_table)
             .cast::<u64>()
             .add(usize::from(DEBUG_IST_INDEX))
             .read_unaligned()
@@ -173,7 +262,7 @@ pub fn debug_ist_pointer() -> u64 {
 
 /// The TSS's address range, for code that must not touch it (breakpoints).
 pub fn tss_range() -> core::ops::Range<u64> {
-    let start = TSS.0.get() as u64;
+    let start = this_tss() as u64;
     start..start + core::mem::size_of::<TssWithIoBitmap>() as u64
 }
 
@@ -193,7 +282,7 @@ pub fn set_user_port_access(port: u16, allowed: bool) {
     // after `init`); byte ≤ 7 (port < 0x40), never the 0xff the descriptor's limit relies on. The
     // CPU reads it only for `in`/`out` in ring 3, and the kernel is running here.
     unsafe {
-        let byte = (&raw mut (*TSS.0.get()).io_bitmap).cast::<u8>().add(port / 8);
+        let byte = (&raw mut (*this_tss()).io_bitmap).cast::<u8>().add(port / 8);
         let bit = 1u8 << (port % 8);
         let old = byte.read_volatile();
         byte.write_volatile(if allowed { old & !bit } else { old | bit });
@@ -224,7 +313,7 @@ pub unsafe fn set_kernel_stack_top(top: u64) {
     // reads RSP0 only for an event from ring 3, which can't come while the kernel runs with
     // interrupts off; the per-CPU store keeps `set_top_of_stack`'s contract.
     unsafe {
-        (&raw mut (*TSS.0.get()).tss.privilege_stack_table).cast::<u64>().write_unaligned(top);
+        (&raw mut (*this_tss()).tss.privilege_stack_table).cast::<u64>().write_unaligned(top);
         extregs_entry_asm::set_top_of_stack(top);
     }
 }
@@ -232,7 +321,7 @@ pub unsafe fn set_kernel_stack_top(top: u64) {
 /// TSS.RSP0 as the CPU will use it for the next event from user mode.
 pub fn kernel_stack_top() -> u64 {
     // SAFETY: a raw read of one TSS field, as in `debug_ist_pointer`.
-    unsafe { (&raw const (*TSS.0.get()).tss.privilege_stack_table).cast::<u64>().read_unaligned() }
+    unsafe { (&raw const (*this_tss()).tss.privilege_stack_table).cast::<u64>().read_unaligned() }
 }
 
 /// RFLAGS bits SYSCALL clears, Linux's `syscall_init()` mask: CF PF AF ZF
@@ -241,21 +330,31 @@ pub fn kernel_stack_top() -> u64 {
 /// entry (the user's flags are in R11).
 const SYSCALL_FLAGS_MASK: u64 = 0x0025_7fd5;
 
-/// Sets up SYSCALL/SYSRET the Linux way and the two GS bases: EFER.SCE,
-/// STAR = (`__USER32_CS` << 48) | (`__KERNEL_CS` << 32), LSTAR =
-/// `entry_SYSCALL_64`, CSTAR = `entry_SYSCALL32_ignore` (compat mode:
-/// -ENOSYS), SYSENTER's MSRs 0 (SYSENTER raises #GP), FMASK =
-/// [`SYSCALL_FLAGS_MASK`]; GS base = the per-CPU entry
-/// area (kernel mode), KERNEL_GS_BASE = 0 (what user mode sees after the
-/// first SWAPGS).
-pub fn init_syscall_and_gs() {
-    use x86_64::registers::model_specific::{Efer, EferFlags, GsBase, KernelGsBase, LStar, Msr};
-    let per_cpu = extregs_entry_asm::per_cpu();
-    // SAFETY: the per-CPU area is a static only written through raw
-    // pointers; its own address is recorded once, at boot.
-    unsafe { (&raw mut (*per_cpu).self_address).write_volatile(per_cpu as u64) };
+/// Sets this CPU's two GS bases: GS base = CPU `cpu`'s entry area (kernel
+/// mode), KERNEL_GS_BASE = 0 (what user mode sees after the first SWAPGS),
+/// after filling in the area's CPU number and own address. The first thing
+/// the boot CPU and every AP do: everything per CPU is found through GS
+/// from then on.
+pub fn init_gs(cpu: usize) {
+    use x86_64::registers::model_specific::{GsBase, KernelGsBase};
+    let per_cpu = extregs_entry_asm::per_cpu(cpu);
+    // SAFETY: CPU `cpu`'s area of the static array, written through raw pointers only, by the
+    // CPU that will own it, before its GS base points there (nothing reads it through GS yet).
+    unsafe {
+        (&raw mut (*per_cpu).self_address).write_volatile(per_cpu as u64);
+        (&raw mut (*per_cpu).cpu).write_volatile(cpu as u64);
+    }
     GsBase::write(VirtAddr::from_ptr(per_cpu));
     KernelGsBase::write(VirtAddr::zero());
+}
+
+/// Sets up SYSCALL/SYSRET the Linux way on this CPU: EFER.SCE, STAR =
+/// (`__USER32_CS` << 48) | (`__KERNEL_CS` << 32), LSTAR =
+/// `entry_SYSCALL_64`, CSTAR = `entry_SYSCALL32_ignore` (compat mode:
+/// -ENOSYS), SYSENTER's MSRs 0 (SYSENTER raises #GP), FMASK =
+/// [`SYSCALL_FLAGS_MASK`].
+pub fn init_syscall() {
+    use x86_64::registers::model_specific::{Efer, EferFlags, LStar, Msr};
     LStar::write(VirtAddr::new(extregs_entry_asm::syscall_entry_address()));
     let star = (u64::from(selectors::USER32_CS) << 48) | (u64::from(selectors::KERNEL_CS) << 32);
     // SAFETY: STAR names the GDT entries `init` loaded (0x10/0x18, 0x23/0x2b/0x33), CSTAR an
@@ -274,24 +373,55 @@ pub fn init_syscall_and_gs() {
     }
 }
 
-/// The GS base of kernel mode (the per-CPU entry area's address).
-pub fn kernel_gs_base() -> u64 {
-    extregs_entry_asm::per_cpu() as u64
+/// Records this CPU's local APIC ID in its entry area (once its APIC is
+/// set up).
+pub fn set_apic_id(apic_id: u32) {
+    // SAFETY: this CPU's own area, written through a raw pointer (no reference to the static
+    // exists); only this CPU writes it, and readers on other CPUs read the aligned word whole.
+    unsafe {
+        (&raw mut (*extregs_entry_asm::per_cpu(this_cpu())).apic_id)
+            .write_volatile(u64::from(apic_id));
+    }
 }
 
-/// Loads the GDT and TSS and reloads every segment register.
+/// The local APIC ID CPU `cpu` recorded ([`set_apic_id`]).
+pub fn apic_id_of(cpu: usize) -> u32 {
+    // SAFETY: an aligned raw read of a word of CPU `cpu`'s area; it is written once by that CPU.
+    unsafe { (&raw const (*extregs_entry_asm::per_cpu(cpu)).apic_id).read_volatile() as u32 }
+}
+
+/// The GS base of kernel mode on this CPU (its entry area's address).
+pub fn kernel_gs_base() -> u64 {
+    extregs_entry_asm::per_cpu(this_cpu()) as u64
+}
+
+/// Loads this CPU's GDT and TSS and reloads every segment register, after
+/// pointing its TSS at its own IST stacks and writing each stack's IstTop
+/// (this CPU's GS area, the NMI state IDLE). Runs after [`init_gs`].
 pub fn init() {
-    // SAFETY: boot, before the TSS is loaded: nothing else reads or writes
-    // it yet; raw place writes through the UnsafeCell's pointer.
+    let cpu = this_cpu();
+    let per_cpu = extregs_entry_asm::per_cpu(cpu) as u64;
+    assert_eq!(
+        ist_block(cpu, 0) as u64 % IST_BLOCK_SIZE as u64,
+        0,
+        "the loader placed the IST blocks off their {IST_BLOCK_SIZE}-byte alignment"
+    );
+    // SAFETY: this CPU's TSS before it is loaded and its IST blocks before any event can use
+    // them: nothing else reads or writes either yet; raw place writes through the cells'
+    // pointers, in bounds of the statics.
     unsafe {
-        (&raw mut (*TSS.0.get()).tss.iomap_base)
+        (&raw mut (*this_tss()).tss.iomap_base)
             .write_unaligned(core::mem::offset_of!(TssWithIoBitmap, io_bitmap) as u16);
-        let ist = (&raw mut (*TSS.0.get()).tss.interrupt_stack_table).cast::<u64>();
-        for index in 0..IST_STACKS {
-            ist.add(index).write_unaligned(ist_stack_range(index as u16).end);
+        let ist = (&raw mut (*this_tss()).tss.interrupt_stack_table).cast::<u64>();
+        for index in 0..IST_STACKS as u16 {
+            ist_top(cpu, index).write_volatile(IstTop {
+                per_cpu,
+                nmi_state: u64::from(extregs_regs::nmi_state::IDLE),
+            });
+            ist.add(usize::from(index)).write_unaligned(ist_pointer_at_rest(cpu, index));
         }
     }
-    let gdt = GDT.call_once(|| {
+    let gdt = GDT[cpu].call_once(|| {
         let mut gdt = GlobalDescriptorTable::<10>::empty();
         // Entry 1 is Linux's __KERNEL32_CS; it keeps the 64-bit selectors at
         // the values every Linux oops shows.
@@ -305,10 +435,11 @@ pub fn init() {
         // Entry 7 is unused (Linux's GDT_ENTRY_DEFAULT_USER_TLS slots sit
         // elsewhere); the TSS takes entries 8 and 9 like GDT_ENTRY_TSS.
         gdt.append(Descriptor::UserSegment(0));
-        // SAFETY: boot, TSS not loaded; both references come from TSS.0.get() and die with the
-        // call (x86_64 0.15 reads iomap_base and the last byte, keeps integers); later writes use
-        // fresh raw pointers from TSS.0.get(), so no reference is alive when they happen.
-        let (tss, io_bitmap) = unsafe { (&(*TSS.0.get()).tss, &(*TSS.0.get()).io_bitmap) };
+        // SAFETY: this CPU's TSS, not loaded yet; both references come from this_tss() and die
+        // with the call (x86_64 0.15 reads iomap_base and the last byte, keeps integers); later
+        // writes use fresh raw pointers from this_tss(), so no reference is alive when they
+        // happen.
+        let (tss, io_bitmap) = unsafe { (&(*this_tss()).tss, &(*this_tss()).io_bitmap) };
         let descriptor = Descriptor::tss_segment_with_iomap(tss, io_bitmap.as_slice())
             .expect("the I/O bitmap follows the TSS, with iomap_base at it and a 0xff last");
         let tss = gdt.append(descriptor);
@@ -321,8 +452,8 @@ pub fn init() {
     });
     gdt.load();
     let tss_selector = SegmentSelector(selectors::TSS);
-    // SAFETY: the selectors index the descriptors appended above, in the GDT
-    // just loaded; the TSS descriptor is loaded exactly once.
+    // SAFETY: the selectors index the descriptors appended above, in this CPU's GDT just
+    // loaded; its TSS descriptor is loaded exactly once (by this CPU).
     unsafe {
         CS::set_reg(KERNEL_CS);
         SS::set_reg(KERNEL_DS);
@@ -330,4 +461,23 @@ pub fn init() {
         ES::set_reg(SegmentSelector(0));
         load_tss(tss_selector);
     }
+}
+
+/// This CPU's GDT's address, for tests that every CPU has its own.
+pub fn gdt_address() -> u64 {
+    x86_64::instructions::tables::sgdt().base.as_u64()
+}
+
+/// The address of this CPU's TSS as its GDT descriptor names it (the
+/// descriptor's base fields), for tests that every CPU has its own.
+pub fn loaded_tss_address() -> u64 {
+    let gdt = x86_64::instructions::tables::sgdt();
+    let entry = usize::from(selectors::TSS >> 3);
+    // SAFETY: SGDT returns the GDT this CPU loaded in `init` (a 'static in GDT[cpu]); the TSS
+    // descriptor is its two 8-byte entries at `entry`, in bounds of its 10 entries.
+    let (low, high) = unsafe {
+        let base = gdt.base.as_ptr::<u64>();
+        (base.add(entry).read_volatile(), base.add(entry + 1).read_volatile())
+    };
+    ((low >> 16) & 0xff_ffff) | (((low >> 56) & 0xff) << 24) | ((high & 0xffff_ffff) << 32)
 }

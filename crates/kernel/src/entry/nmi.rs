@@ -11,10 +11,10 @@
 
 use crate::arch::apic;
 use crate::arch::gdt;
+use crate::arch::gdt::nmi_nesting_state as nmi_state;
 use crate::arch::hook_slot::HookSlot;
 use crate::entry::events::{observe, Observed};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use extregs_entry_asm::nmi_state;
 use extregs_regs::{nmi_state as state, IretFrame, NmiStackTop, PtRegs};
 use memoffset::offset_of;
 use spin::Mutex;
@@ -46,7 +46,7 @@ static INT3_ARMED: AtomicBool = AtomicBool::new(false);
 pub struct NestedEvidence {
     /// The int3 taken inside the NMI handler.
     pub int3: Observed,
-    /// `extregs_nmi_state` after the int3's IRETQ (PENDING if the second
+    /// The NMI nesting state after the int3's IRETQ (PENDING if the second
     /// NMI arrived and was latched).
     pub state_after_int3: u8,
     /// The top of the NMI stack at that moment.
@@ -60,7 +60,7 @@ static INT3_OBSERVED: Mutex<Option<Observed>> = Mutex::new(None);
 /// per-CPU `nmi_state` in `exc_nmi`, arch/x86/kernel/nmi.c). An NMI from
 /// user mode runs on the task stack with NMIs blocked, until an exception
 /// inside its handler returns with IRETQ and unblocks them. An NMI then
-/// arrives from kernel mode, which the stub's latch (`extregs_nmi_state`,
+/// arrives from kernel mode, which the stub's latch (the NMI nesting state,
 /// for NMIs nested in a kernel-mode NMI) sees as outermost: it gets its own
 /// frame on the NMI stack and reaches [`latch_inside_user_nmi`], which
 /// latches it, and the user-mode NMI runs its handler again

@@ -136,7 +136,7 @@ pub fn depth() -> u32 {
 /// from its stub's first store, before any Rust runs; one from user mode
 /// (which leaves the nesting byte alone) from `enter`.
 pub fn in_paranoid_context() -> bool {
-    depth() != 0 || extregs_entry_asm::nmi_state() != extregs_regs::nmi_state::IDLE
+    depth() != 0 || gdt::nmi_nesting_state() != extregs_regs::nmi_state::IDLE
 }
 
 /// DR6 of the #DB being handled, as its entry found it (the live DR6 was
@@ -166,11 +166,13 @@ pub fn reset_debug_status() {
 /// Why a hardware breakpoint at `address` is refused, if it is: the entry
 /// text, the NMI state byte, the IST stacks and the TSS are what the
 /// paranoid entries touch before they clear DR7 (Linux refuses the same
-/// for its cpu_entry_area and entry text). A data breakpoint on
-/// `extregs_nmi_state` would raise a #DB inside the NMI stub before it
-/// copied its frame, and that #DB's IRETQ would unblock NMIs.
+/// for its cpu_entry_area and entry text). A data breakpoint on the NMI
+/// nesting state would raise a #DB inside the NMI stub before it copied
+/// its frame, and that #DB's IRETQ would unblock NMIs. (Debug registers
+/// are per CPU, and each CPU's entries touch only its own stacks and TSS,
+/// so this CPU's are what count.)
 pub fn breakpoint_refused(address: u64) -> Option<&'static str> {
-    let nmi_state = extregs_entry_asm::nmi_state_address();
+    let nmi_state = gdt::nmi_nesting_state_address();
     if entry_text::contains(address) {
         Some("the entry text")
     } else if in_noinstr_function(address) {

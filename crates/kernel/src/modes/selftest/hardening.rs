@@ -480,7 +480,7 @@ pub fn ist_stacks_have_guard_pages(_: &Context) -> Outcome {
 /// IST stacks, the TSS. Ordinary kernel code is not.
 pub fn breakpoints_refused_where_entries_run(_: &Context) -> Outcome {
     let refused = [
-        ("extregs_nmi_state", extregs_entry_asm::nmi_state_address()),
+        ("the NMI nesting state", gdt::nmi_nesting_state_address()),
         ("asm_exc_nmi", idt::stub_address(NMI_VECTOR)),
         ("asm_exc_debug", idt::stub_address(DEBUG_VECTOR)),
         ("the NMI IST stack", gdt::ist_stack_range(gdt::NMI_IST_INDEX).end - 8),

@@ -7,13 +7,13 @@
 use super::{
     check, check_frame, observed_or_fail, wait_until, Context, Outcome, EVENT_TIMEOUT_TSC,
 };
+use crate::arch::gdt::nmi_nesting_state as nmi_state;
 use crate::arch::irqflags;
 use crate::arch::pks::{self, KeyRights, PKRS_DEFAULT};
 use crate::arch::{apic, gdt};
 use crate::entry::events::{self, expect_event, FrameEdit, Observed, FAULT_IP, RESUME_IP};
 use crate::entry::nmi::{self, NmiAction};
 use core::sync::atomic::Ordering;
-use extregs_entry_asm::nmi_state;
 use extregs_regs::nmi_state as state;
 
 /// DR6.B0 (breakpoint 0 hit) and DR6.BS (single step).
