@@ -21,6 +21,7 @@ pub mod hook_slot;
 pub mod idt;
 pub mod irqflags;
 pub mod memory;
+pub mod percpu;
 pub mod pks;
 pub mod smp;
 pub mod uaccess;

@@ -29,7 +29,9 @@
 //! instruction succeeds when it is retried after IRET.
 
 use crate::arch::hook_slot::HookSlot;
+use crate::arch::percpu::PerCpu;
 use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use extregs_regs::NR_CPUS;
 use extregs_regs::{ArchExtRegs, ExtendedPtRegs, PtRegs};
 use x86_64::registers::control::{Cr4, Cr4Flags};
 use x86_64::registers::model_specific::Msr;
@@ -46,11 +48,12 @@ static PKS_ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// The value last written to PKRS (Linux: per-CPU `pkrs_cache`). Equal to
 /// the MSR whenever [`PKRS_WRITES_IN_PROGRESS`] is zero.
-static PKRS_CACHE: AtomicU32 = AtomicU32::new(0);
+static PKRS_CACHE: PerCpu<AtomicU32> = PerCpu::new([const { AtomicU32::new(0) }; NR_CPUS]);
 /// [`write_pkrs`] calls between their first and last instruction, in this
 /// context and every context it interrupted (each handler's own writes
 /// finish before it returns, so they never leave the count changed).
-static PKRS_WRITES_IN_PROGRESS: AtomicU32 = AtomicU32::new(0);
+static PKRS_WRITES_IN_PROGRESS: PerCpu<AtomicU32> =
+    PerCpu::new([const { AtomicU32::new(0) }; NR_CPUS]);
 /// WRMSRs to PKRS since boot.
 static PKRS_WRMSR_COUNT: AtomicU64 = AtomicU64::new(0);
 
@@ -138,7 +141,7 @@ fn interrupted_a_pkrs_write(regs: &PtRegs) -> bool {
     let (start, end) =
         (WRITE_PKRS_TEXT.0.load(Ordering::Relaxed), WRITE_PKRS_TEXT.1.load(Ordering::Relaxed));
     if start == end {
-        return PKRS_WRITES_IN_PROGRESS.load(Ordering::Relaxed) != 0;
+        return PKRS_WRITES_IN_PROGRESS.this().load(Ordering::Relaxed) != 0;
     }
     (start..end).contains(&regs.ip)
 }
@@ -154,7 +157,7 @@ pub fn read_pkrs() -> u32 {
 
 /// The cached PKRS: what the last [`write_pkrs`] wrote.
 pub fn cached_pkrs() -> u32 {
-    PKRS_CACHE.load(Ordering::Relaxed)
+    PKRS_CACHE.this().load(Ordering::Relaxed)
 }
 
 /// The interrupted context's live PKRS, for an entry: the cache (no
@@ -164,11 +167,11 @@ pub fn cached_pkrs() -> u32 {
 ///
 /// Must only be called when [`enabled`], from an entry hook.
 fn interrupted_pkrs() -> u32 {
-    if PKRS_WRITES_IN_PROGRESS.load(Ordering::Relaxed) == 0 {
+    if PKRS_WRITES_IN_PROGRESS.this().load(Ordering::Relaxed) == 0 {
         return cached_pkrs();
     }
     let live = read_pkrs();
-    PKRS_CACHE.store(live, Ordering::Relaxed);
+    PKRS_CACHE.this().store(live, Ordering::Relaxed);
     live
 }
 
@@ -200,7 +203,7 @@ pub unsafe fn write_pkrs(value: u32) {
     // run its handler with this context's rights (the selftest
     // `pkrs_write_window_every_instruction` steps through every
     // instruction here with an NMI, a #DB and an exception).
-    PKRS_WRITES_IN_PROGRESS.fetch_add(1, Ordering::Relaxed);
+    PKRS_WRITES_IN_PROGRESS.this().fetch_add(1, Ordering::Relaxed);
     // One CPU: the events that matter run on this CPU, so program order
     // is enough; the fences only stop the compiler from moving the
     // bracket's stores across the WRMSR and the cache store.
@@ -209,9 +212,9 @@ pub unsafe fn write_pkrs(value: u32) {
     // SAFETY: per the function contract; the upper half of the MSR is
     // written as 0 as the SDM requires.
     unsafe { Msr::new(MSR_IA32_PKRS).write(u64::from(value)) };
-    PKRS_CACHE.store(value, Ordering::Relaxed);
+    PKRS_CACHE.this().store(value, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
-    PKRS_WRITES_IN_PROGRESS.fetch_sub(1, Ordering::Relaxed);
+    PKRS_WRITES_IN_PROGRESS.this().fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Writes PKRS only when `value` differs from the cache.

@@ -13,8 +13,10 @@ use crate::arch::apic;
 use crate::arch::gdt;
 use crate::arch::gdt::nmi_nesting_state as nmi_state;
 use crate::arch::hook_slot::HookSlot;
+use crate::arch::percpu::PerCpu;
 use crate::entry::events::{observe, Observed};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use extregs_regs::NR_CPUS;
 use extregs_regs::{nmi_state as state, IretFrame, NmiStackTop, PtRegs};
 use memoffset::offset_of;
 use spin::Mutex;
@@ -65,14 +67,15 @@ static INT3_OBSERVED: Mutex<Option<Observed>> = Mutex::new(None);
 /// frame on the NMI stack and reaches [`latch_inside_user_nmi`], which
 /// latches it, and the user-mode NMI runs its handler again
 /// ([`restart_user_nmi`]), as Linux's `nmi_restart` does.
-static USER_NMI_STATE: AtomicU8 = AtomicU8::new(USER_NMI_NOT_RUNNING);
+static USER_NMI_STATE: PerCpu<AtomicU8> =
+    PerCpu::new([const { AtomicU8::new(USER_NMI_NOT_RUNNING) }; NR_CPUS]);
 const USER_NMI_NOT_RUNNING: u8 = 0;
 const USER_NMI_EXECUTING: u8 = 1;
 const USER_NMI_LATCHED: u8 = 2;
 static USER_NMIS_LATCHED: AtomicU64 = AtomicU64::new(0);
 /// Where the last NMI latched inside an NMI from user mode landed (0:
 /// taken), for the coverage of its repeat ([`take_latched_ip`]).
-static LATCHED_IP: AtomicU64 = AtomicU64::new(0);
+static LATCHED_IP: PerCpu<AtomicU64> = PerCpu::new([const { AtomicU64::new(0) }; NR_CPUS]);
 
 /// First thing for every NMI (before its generic entry). From user mode:
 /// marks an NMI from user mode running and returns false. From kernel mode
@@ -82,23 +85,23 @@ pub fn latch_inside_user_nmi(regs: &PtRegs) -> bool {
     if regs.user_mode() {
         // NMIs are blocked from the event until an IRETQ, so none from user
         // mode can come while one from user mode runs.
-        let before = USER_NMI_STATE.swap(USER_NMI_EXECUTING, Ordering::SeqCst);
+        let before = USER_NMI_STATE.this().swap(USER_NMI_EXECUTING, Ordering::SeqCst);
         debug_assert_eq!(before, USER_NMI_NOT_RUNNING, "an NMI from user mode inside another");
         return false;
     }
-    if USER_NMI_STATE.load(Ordering::SeqCst) == USER_NMI_NOT_RUNNING {
+    if USER_NMI_STATE.this().load(Ordering::SeqCst) == USER_NMI_NOT_RUNNING {
         return false;
     }
-    USER_NMI_STATE.store(USER_NMI_LATCHED, Ordering::SeqCst);
+    USER_NMI_STATE.this().store(USER_NMI_LATCHED, Ordering::SeqCst);
     USER_NMIS_LATCHED.fetch_add(1, Ordering::Relaxed);
-    LATCHED_IP.store(regs.ip, Ordering::Relaxed);
+    LATCHED_IP.this().store(regs.ip, Ordering::Relaxed);
     true
 }
 
 /// In a handler run of an NMI from user mode: where the NMI latched since
 /// its last run landed (kernel code in its handler), if one was.
 pub fn take_latched_ip() -> Option<u64> {
-    Some(LATCHED_IP.swap(0, Ordering::Relaxed)).filter(|&ip| ip != 0)
+    Some(LATCHED_IP.this().swap(0, Ordering::Relaxed)).filter(|&ip| ip != 0)
 }
 
 /// Last thing for an NMI from user mode (after its generic exit): true if
@@ -106,7 +109,7 @@ pub fn take_latched_ip() -> Option<u64> {
 /// frame. One decrement, as Linux's `this_cpu_dec_return(nmi_state)`: an
 /// NMI landing right after it finds the state clear and runs on its own.
 pub fn restart_user_nmi() -> bool {
-    let before = USER_NMI_STATE.fetch_sub(1, Ordering::SeqCst);
+    let before = USER_NMI_STATE.this().fetch_sub(1, Ordering::SeqCst);
     debug_assert_ne!(before, USER_NMI_NOT_RUNNING, "no NMI from user mode was running");
     before == USER_NMI_LATCHED
 }

@@ -25,8 +25,10 @@
 //! wait for a lock the interrupted code may hold (the console) knows.
 
 use crate::arch::idt::DEBUG_VECTOR;
+use crate::arch::percpu::PerCpu;
 use crate::arch::{entry_text, gdt};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use extregs_regs::NR_CPUS;
 use x86_64::registers::control::Cr2;
 
 /// DR7's value with every breakpoint disabled (bit 10 reads as one).
@@ -36,9 +38,9 @@ pub const DR7_RESET: u64 = 0x400;
 pub const DR6_RESET: u64 = 0xffff_0ff0;
 
 /// Paranoid handlers running now (nested ones counted once each).
-static DEPTH: AtomicU32 = AtomicU32::new(0);
+static DEPTH: PerCpu<AtomicU32> = PerCpu::new([const { AtomicU32::new(0) }; NR_CPUS]);
 /// DR6 of the innermost running #DB, as its entry found it.
-static DEBUG_STATUS: AtomicU64 = AtomicU64::new(0);
+static DEBUG_STATUS: PerCpu<AtomicU64> = PerCpu::new([const { AtomicU64::new(0) }; NR_CPUS]);
 
 /// What a paranoid entry saved, to put back on its exit.
 pub struct ParanoidState {
@@ -97,17 +99,17 @@ pub fn enter(vector: u8) -> ParanoidState {
         // SAFETY: DR7 is clear, so no breakpoint can fire between the CPU
         // reading the IST pointer and this shift; `exit` undoes it.
         unsafe { gdt::shift_debug_ist(gdt::DEBUG_IST_SHIFT as i64) };
-        DEBUG_STATUS.swap(status, Ordering::Relaxed)
+        DEBUG_STATUS.this().swap(status, Ordering::Relaxed)
     });
     let cr2 = Cr2::read_raw();
-    DEPTH.fetch_add(1, Ordering::Relaxed);
+    DEPTH.this().fetch_add(1, Ordering::Relaxed);
     ParanoidState { dr7, cr2, outer_debug_status }
 }
 
 /// The last thing every returning paranoid entry does.
 #[inline(always)]
 pub fn exit(state: ParanoidState) {
-    DEPTH.fetch_sub(1, Ordering::Relaxed);
+    DEPTH.this().fetch_sub(1, Ordering::Relaxed);
     if Cr2::read_raw() != state.cr2 {
         // SAFETY: CR2 only reports fault addresses; this puts back the one
         // the interrupted context may still read.
@@ -116,7 +118,7 @@ pub fn exit(state: ParanoidState) {
         };
     }
     if let Some(outer) = state.outer_debug_status {
-        DEBUG_STATUS.store(outer, Ordering::Relaxed);
+        DEBUG_STATUS.this().store(outer, Ordering::Relaxed);
         // SAFETY: undoes this #DB's shift in `enter`.
         unsafe { gdt::shift_debug_ist(-(gdt::DEBUG_IST_SHIFT as i64)) };
     }
@@ -128,7 +130,7 @@ pub fn exit(state: ParanoidState) {
 
 /// Paranoid handlers running now.
 pub fn depth() -> u32 {
-    DEPTH.load(Ordering::Relaxed)
+    DEPTH.this().load(Ordering::Relaxed)
 }
 
 /// Is this code running inside an NMI, #DB, #MC or #DF handler (or
@@ -142,7 +144,7 @@ pub fn in_paranoid_context() -> bool {
 /// DR6 of the #DB being handled, as its entry found it (the live DR6 was
 /// reset by then).
 pub fn debug_status() -> u64 {
-    DEBUG_STATUS.load(Ordering::Relaxed)
+    DEBUG_STATUS.this().load(Ordering::Relaxed)
 }
 
 /// DR7 as it is now (breakpoints armed outside any paranoid handler).
@@ -200,6 +202,8 @@ const NOINSTR_PREFIXES: &[&str] = &[
     "kernel::arch::irqflags::",
     "kernel::arch::pks::",
     "kernel::arch::gdt::",
+    "kernel::arch::percpu::",
+    "<kernel::arch::percpu::",
     "kernel::arch::serial::",
     "extregs_entry::",
     "extregs_regs::",

@@ -26,9 +26,11 @@ pub mod idle;
 pub mod task;
 
 use crate::arch::irqflags;
+use crate::arch::percpu::PerCpu;
 use crate::arch::{apic, pks};
 use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use extregs_entry_asm::extregs_context_switch;
+use extregs_regs::NR_CPUS;
 use extregs_regs::{ExtendedPtRegs, InactiveTaskFrame};
 use spin::Mutex;
 use task::{TaskName, TaskState, IDLE_SLOT, INIT_SLOT, MAX_TASKS, TASKS};
@@ -37,12 +39,12 @@ use task::{TaskName, TaskState, IDLE_SLOT, INIT_SLOT, MAX_TASKS, TASKS};
 pub const TICK_HZ: u32 = 250;
 
 /// The running task's slot.
-static CURRENT: AtomicUsize = AtomicUsize::new(INIT_SLOT);
+static CURRENT: PerCpu<AtomicUsize> = PerCpu::new([const { AtomicUsize::new(INIT_SLOT) }; NR_CPUS]);
 /// The slot a switch in flight is leaving, plus one (0: none): from the
 /// moment CURRENT names the next task until that task runs on its own
 /// stack, the CPU is still on this one's (an NMI or a single-step trap
 /// there is on the stack of the task being left).
-static SWITCHING_FROM: AtomicUsize = AtomicUsize::new(0);
+static SWITCHING_FROM: PerCpu<AtomicUsize> = PerCpu::new([const { AtomicUsize::new(0) }; NR_CPUS]);
 
 /// What a hard interrupt handler adds to the running task's preempt count
 /// while it runs (Linux's `HARDIRQ_OFFSET`): an interrupt nested in it
@@ -56,7 +58,7 @@ pub const NMI_OFFSET: u32 = (1 << 20) + HARDIRQ_OFFSET;
 /// reschedule pending.
 const IDLE_PREEMPT_COUNT: u32 = 1;
 /// Set by the tick when another task should run; cleared by `schedule`.
-static NEED_RESCHED: AtomicBool = AtomicBool::new(false);
+static NEED_RESCHED: PerCpu<AtomicBool> = PerCpu::new([const { AtomicBool::new(false) }; NR_CPUS]);
 static INITIALISED: AtomicBool = AtomicBool::new(false);
 static TICK_RUNNING: AtomicBool = AtomicBool::new(false);
 static NEXT_PID: AtomicU64 = AtomicU64::new(2);
@@ -164,7 +166,7 @@ pub fn init() {
     // stack top is only a well-defined value for TSS.RSP0.
     unsafe { crate::arch::gdt::set_kernel_stack_top(stack.end) };
     init.set_state(TaskState::Running);
-    CURRENT.store(INIT_SLOT, Ordering::Relaxed);
+    CURRENT.this().store(INIT_SLOT, Ordering::Relaxed);
     let idle = &TASKS[IDLE_SLOT];
     prepare_new_task(IDLE_SLOT, 0, task::format_name(format_args!("swapper/0")), idle_task, 0);
     idle.set_state(TaskState::Runnable);
@@ -180,7 +182,7 @@ fn current_stack_pointer() -> u64 {
 
 /// The running task.
 fn current_task() -> &'static task::Task {
-    &TASKS[CURRENT.load(Ordering::Relaxed)]
+    &TASKS[CURRENT.this().load(Ordering::Relaxed)]
 }
 
 /// What dumps print about the running task.
@@ -208,7 +210,7 @@ pub fn on_current_stack(address: u64) -> bool {
         return true;
     }
     // A switch in flight: the CPU may still be on the stack being left.
-    match SWITCHING_FROM.load(Ordering::Relaxed) {
+    match SWITCHING_FROM.this().load(Ordering::Relaxed) {
         0 => false,
         from => TASKS[from - 1].stack().contains(&address),
     }
@@ -220,7 +222,7 @@ pub fn current_stacks() -> [Option<core::ops::Range<u64>>; 2] {
     if !INITIALISED.load(Ordering::Acquire) {
         return [None, None];
     }
-    let leaving = match SWITCHING_FROM.load(Ordering::Relaxed) {
+    let leaving = match SWITCHING_FROM.this().load(Ordering::Relaxed) {
         0 => None,
         from => Some(TASKS[from - 1].stack()),
     };
@@ -352,10 +354,10 @@ pub fn spawn_with_user_args(
 /// The first code a new task runs (the `ret` of its first switch lands
 /// here, interrupts off).
 extern "C" fn task_start() -> ! {
-    SWITCHING_FROM.store(0, Ordering::Relaxed);
+    SWITCHING_FROM.this().store(0, Ordering::Relaxed);
     assert_on_own_stack("task_start");
     // The idle task keeps IF clear: it sets it only in `sti; hlt`.
-    if CURRENT.load(Ordering::Relaxed) != IDLE_SLOT {
+    if CURRENT.this().load(Ordering::Relaxed) != IDLE_SLOT {
         irqflags::local_irq_enable();
     }
     let task = current_task();
@@ -379,7 +381,7 @@ pub fn exit_current() -> ! {
 /// 128 + the signal of a killed task, as a shell reports it).
 pub fn exit_current_with_status(status: i32) -> ! {
     irqflags::local_irq_disable();
-    let slot = CURRENT.load(Ordering::Relaxed);
+    let slot = CURRENT.this().load(Ordering::Relaxed);
     assert!(slot != INIT_SLOT && slot != IDLE_SLOT, "init and idle never exit");
     let task = &TASKS[slot];
     task.exit_status.store(status, Ordering::Relaxed);
@@ -404,7 +406,7 @@ pub fn wait(handle: TaskHandle) -> i32 {
                 task.id.store(0, Ordering::Relaxed);
                 return true;
             }
-            let waiter = CURRENT.load(Ordering::Relaxed) + 1;
+            let waiter = CURRENT.this().load(Ordering::Relaxed) + 1;
             let previous = task.waiter.swap(waiter, Ordering::Relaxed);
             assert!(previous == 0 || previous == waiter, "a second task waits for the same task");
             current_task().set_state(TaskState::Waiting);
@@ -456,7 +458,7 @@ pub fn unpark_and_resched(handle: TaskHandle) {
         task.wakeup_pending.store(true, Ordering::Relaxed);
     }
     if run_queue().len != 0 {
-        NEED_RESCHED.store(true, Ordering::Relaxed);
+        NEED_RESCHED.this().store(true, Ordering::Relaxed);
     }
 }
 
@@ -509,7 +511,7 @@ fn with_irqs_off<T>(body: impl FnOnce() -> T) -> T {
 /// runs again, or at once (false) when it stays on the CPU. Interrupts must
 /// be off.
 fn schedule() -> bool {
-    let prev = CURRENT.load(Ordering::Relaxed);
+    let prev = CURRENT.this().load(Ordering::Relaxed);
     let prev_task = &TASKS[prev];
     // Linux's "scheduling while atomic": no switch inside a
     // preempt_disable section, an interrupt handler or an NMI.
@@ -537,7 +539,7 @@ fn schedule() -> bool {
             None => IDLE_SLOT,
         }
     };
-    NEED_RESCHED.store(false, Ordering::Relaxed);
+    NEED_RESCHED.this().store(false, Ordering::Relaxed);
     if next == prev {
         prev_task.set_state(TaskState::Running);
         return false;
@@ -584,15 +586,15 @@ fn switch_to(prev: usize, next: usize) {
     unsafe { crate::arch::gdt::set_kernel_stack_top(next_task.stack_top.load(Ordering::Relaxed)) };
     switch_user_gs_base(prev_task, next_task);
     next_task.set_state(TaskState::Running);
-    SWITCHING_FROM.store(prev + 1, Ordering::Relaxed);
-    CURRENT.store(next, Ordering::Relaxed);
+    SWITCHING_FROM.this().store(prev + 1, Ordering::Relaxed);
+    CURRENT.this().store(next, Ordering::Relaxed);
     CONTEXT_SWITCHES.fetch_add(1, Ordering::Relaxed);
     // SAFETY: interrupts off; `prev` runs, so its ThreadContext is ours; `next` is switched out,
     // so its `sp` points at the InactiveTaskFrame its last switch (or prepare_new_task) left on
     // its own stack, which nothing else uses. Both pointers come from the TASKS static.
     unsafe { extregs_context_switch(prev_task.thread.get(), next_task.thread.get()) };
     // Back in `prev`, on its own stack: the switch into it is complete.
-    SWITCHING_FROM.store(0, Ordering::Relaxed);
+    SWITCHING_FROM.this().store(0, Ordering::Relaxed);
     assert_on_own_stack("switch_to");
 }
 
@@ -647,7 +649,7 @@ fn assert_on_own_stack(place: &str) {
 fn idle_task(_: usize) {
     loop {
         irqflags::local_irq_disable();
-        if !NEED_RESCHED.load(Ordering::Relaxed) {
+        if !NEED_RESCHED.this().load(Ordering::Relaxed) {
             idle::idle_once();
         }
         schedule();
@@ -668,7 +670,7 @@ pub fn scheduler_tick() {
         }
     }
     if run_queue().len != 0 {
-        NEED_RESCHED.store(true, Ordering::Relaxed);
+        NEED_RESCHED.this().store(true, Ordering::Relaxed);
     }
 }
 
@@ -702,7 +704,7 @@ pub fn preempt_count() -> u32 {
 }
 
 pub fn need_resched() -> bool {
-    NEED_RESCHED.load(Ordering::Relaxed)
+    NEED_RESCHED.this().load(Ordering::Relaxed)
 }
 
 /// Linux's `preempt_schedule_irq()`: called by `irqentry_exit` with
@@ -718,7 +720,7 @@ pub fn preempt_schedule_irq() {
         if schedule() {
             IRQ_PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
         }
-        if !NEED_RESCHED.load(Ordering::Relaxed) {
+        if !NEED_RESCHED.this().load(Ordering::Relaxed) {
             break;
         }
     }
@@ -737,7 +739,7 @@ pub fn tick_running() -> bool {
 
 /// The running task's slot (its kernel stack is `task::stack_range(slot)`).
 pub fn current_slot() -> usize {
-    CURRENT.load(Ordering::Relaxed)
+    CURRENT.this().load(Ordering::Relaxed)
 }
 
 /// Linux's `force_sig_fault()` of a fatal signal: the running task dies
@@ -750,7 +752,7 @@ pub fn force_fatal_signal(signal: u32) {
 /// The exit-to-user work pending for the running task.
 pub fn exit_to_user_mode_work() -> extregs_entry::ExitToUserWork {
     extregs_entry::ExitToUserWork {
-        need_resched: NEED_RESCHED.load(Ordering::Relaxed),
+        need_resched: NEED_RESCHED.this().load(Ordering::Relaxed),
         fatal_signal: current_task().fatal_signal.load(Ordering::Relaxed) != 0,
     }
 }
@@ -810,7 +812,7 @@ pub fn preempt_enable() {
     let previous = current_task().preempt_count.fetch_sub(1, Ordering::Relaxed);
     assert!(previous != 0, "preempt_enable without preempt_disable");
     if previous == 1
-        && NEED_RESCHED.load(Ordering::Relaxed)
+        && NEED_RESCHED.this().load(Ordering::Relaxed)
         && x86_64::instructions::interrupts::are_enabled()
     {
         irqflags::local_irq_disable();
