@@ -140,10 +140,15 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         println!("extregs: pks: not supported by this CPU; PKRS is not saved (pks=false)");
         None
     };
-    if let Some(madt) = &madt {
-        arch::smp::bring_up(madt);
-    }
     sched::init();
+    if let Some(madt) = &madt {
+        let hooks = arch::smp::ApHooks {
+            idle_stack: sched::ap_idle_stack,
+            become_idle_task: sched::become_ap_idle_task,
+            idle: sched::ap_idle_loop,
+        };
+        arch::smp::bring_up(madt, features, hooks);
+    }
     user::init();
     println!("extregs: mode={}", cmdline.mode.name());
     // `inject=` in the other modes (the fuzzer switches its fault on itself,

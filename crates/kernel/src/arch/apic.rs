@@ -115,8 +115,21 @@ fn write(offset: u32, value: u32) {
     }
 }
 
-/// Sends an IPI: `high` is the destination APIC ID, `low` the ICR low word.
-/// Out of line, so a self-NMI's frame names it (`mode=oops cause=nested`).
+/// Sends an IPI: `destination` is the destination APIC ID, `low` the ICR
+/// low word. Out of line, so a self-NMI's frame names it (`mode=oops
+/// cause=nested`).
+///
+/// The xAPIC's ICR is two registers, and the write of ICR_LOW sends with
+/// whatever ICR_HIGH holds then. An NMI (or any paranoid event) that lands
+/// between this writer's two stores and sends an IPI of its own would
+/// leave its destination in ICR_HIGH, and the interrupted send would go to
+/// the wrong CPU. So every writer here leaves ICR_HIGH as it found it: it
+/// waits until no send is pending (the interrupted writer's, if it got
+/// that far), saves ICR_HIGH, sends, waits for its own send to leave, and
+/// puts the saved value back. Nested sends then nest cleanly at any
+/// instruction of an outer one, and the fuzzer's preloaded ICR_HIGH (for
+/// its one-store self-NMI) survives them too. x2APIC writes the ICR in one
+/// WRMSR and needs none of this.
 #[inline(never)]
 fn write_icr(destination: u32, low: u32) {
     match mode() {
@@ -126,18 +139,26 @@ fn write_icr(destination: u32, low: u32) {
             unsafe { Msr::new(0x800 + reg::ICR_LOW / 16).write(value) };
         }
         Mode::XApic { .. } => {
+            wait_for_icr_idle();
+            let interrupted_high = read(reg::ICR_HIGH);
             write(reg::ICR_HIGH, destination << 24);
             write(reg::ICR_LOW, low);
-            while read(reg::ICR_LOW) & ICR_DELIVERY_PENDING != 0 {
-                core::hint::spin_loop();
-            }
+            wait_for_icr_idle();
+            write(reg::ICR_HIGH, interrupted_high);
         }
     }
 }
 
-/// Masks the PIC, enables the local APIC (x2APIC when `has_x2apic`),
-/// routes LINT1 as NMI (QEMU's `inject-nmi` arrives there), and calibrates
-/// the timer. Interrupts must be disabled.
+/// Waits until the xAPIC's last send has left (ICR delivery status idle).
+fn wait_for_icr_idle() {
+    while read(reg::ICR_LOW) & ICR_DELIVERY_PENDING != 0 {
+        core::hint::spin_loop();
+    }
+}
+
+/// Masks the PIC, enables the boot CPU's local APIC (x2APIC when
+/// `has_x2apic`), sets it up as [`init_local`] does, and calibrates the
+/// timer. Interrupts must be disabled.
 pub fn init(has_x2apic: bool) {
     // SAFETY: the standard PIC ports; remapping to 0x20..0x2f first keeps a
     // spurious PIC IRQ off the exception vectors, then every line is masked.
@@ -146,22 +167,41 @@ pub fn init(has_x2apic: bool) {
         pics.initialize();
         pics.disable();
     }
-    let mut base = Msr::new(IA32_APIC_BASE);
-    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; setting the global
-    // enable bit (and the x2APIC bit only when CPUID reports x2APIC) is the
-    // architected way to turn the APIC on.
-    let base_value = unsafe { base.read() };
+    let base_value = enable(has_x2apic);
     let mode = if has_x2apic {
-        // SAFETY: see above.
-        unsafe { base.write(base_value | APIC_BASE_ENABLE | APIC_BASE_X2APIC) };
         Mode::X2Apic
     } else {
-        // SAFETY: see above.
-        unsafe { base.write(base_value | APIC_BASE_ENABLE) };
         let registers = memory::map_mmio(PhysAddr::new(base_value & APIC_BASE_ADDRESS_MASK));
         Mode::XApic { registers: registers.as_u64() }
     };
     MODE.call_once(|| mode);
+    init_local();
+    let (ticks_per_ms, tsc_per_ms) = calibrate_timer();
+    TIMER_TICKS_PER_MS.call_once(|| ticks_per_ms);
+    TSC_TICKS_PER_MS.call_once(|| tsc_per_ms);
+}
+
+/// Turns this CPU's local APIC on in IA32_APIC_BASE (and x2APIC mode when
+/// asked); returns the register's old value.
+fn enable(x2apic: bool) -> u64 {
+    let mut base = Msr::new(IA32_APIC_BASE);
+    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; setting the global
+    // enable bit (and the x2APIC bit only when CPUID reports x2APIC) is the
+    // architected way to turn the APIC on.
+    unsafe {
+        let base_value = base.read();
+        let x2apic_bit = if x2apic { APIC_BASE_X2APIC } else { 0 };
+        base.write(base_value | APIC_BASE_ENABLE | x2apic_bit);
+        base_value
+    }
+}
+
+/// The per-CPU part of the set-up, on the CPU that runs it: TPR 0, the
+/// timer masked, LINT0 masked (QEMU feeds the 8259 to every CPU whose
+/// LINT0 is open; only the boot CPU's PIC work uses it, through the
+/// fuzzer's ExtINT route), LINT1 as NMI (QEMU's `inject-nmi` arrives
+/// there), the error vector, the APIC software-enabled, ESR cleared.
+fn init_local() {
     write(reg::TPR, 0);
     write(reg::LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
     write(reg::LVT_LINT0, LVT_MASKED);
@@ -171,9 +211,13 @@ pub fn init(has_x2apic: bool) {
     // Clear any error latched before the APIC was set up.
     write(reg::ESR, 0);
     write(reg::ESR, 0);
-    let (ticks_per_ms, tsc_per_ms) = calibrate_timer();
-    TIMER_TICKS_PER_MS.call_once(|| ticks_per_ms);
-    TSC_TICKS_PER_MS.call_once(|| tsc_per_ms);
+}
+
+/// Sets up an AP's local APIC in the mode the boot CPU chose
+/// ([`init_local`]; the PIC and the calibration are the boot CPU's).
+pub fn init_ap() {
+    enable(matches!(mode(), Mode::X2Apic));
+    init_local();
 }
 
 /// Which mode init chose.
@@ -523,6 +567,21 @@ pub fn send_self_ipi(vector: u8) {
 /// Sends an NMI to the CPU with `apic_id` (an NMI IPI).
 pub fn send_nmi(apic_id: u32) {
     write_icr(apic_id, ICR_DELIVERY_NMI | ICR_ASSERT);
+}
+
+/// ICR destination shorthands: every CPU, every CPU but the sender.
+const ICR_SHORTHAND_ALL: u32 = 0b10 << 18;
+const ICR_SHORTHAND_ALL_BUT_SELF: u32 = 0b11 << 18;
+
+/// Sends an NMI to every CPU but this one (Linux's
+/// `apic->send_IPI_allbutself(NMI_VECTOR)`).
+pub fn send_nmi_all_but_self() {
+    write_icr(0, ICR_SHORTHAND_ALL_BUT_SELF | ICR_DELIVERY_NMI | ICR_ASSERT);
+}
+
+/// Sends an NMI to every CPU, this one included.
+pub fn send_nmi_all() {
+    write_icr(0, ICR_SHORTHAND_ALL | ICR_DELIVERY_NMI | ICR_ASSERT);
 }
 
 /// ICR delivery modes of the INIT-SIPI-SIPI sequence, and level trigger.

@@ -56,6 +56,8 @@ static PKRS_WRITES_IN_PROGRESS: PerCpu<AtomicU32> =
     PerCpu::new([const { AtomicU32::new(0) }; NR_CPUS]);
 /// WRMSRs to PKRS since boot.
 static PKRS_WRMSR_COUNT: AtomicU64 = AtomicU64::new(0);
+/// Entries on each CPU that found a write in progress and read the MSR.
+static PKRS_RESYNCS: PerCpu<AtomicU64> = PerCpu::new([const { AtomicU64::new(0) }; NR_CPUS]);
 
 /// Access rights a PKRS value gives one key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +133,20 @@ pub fn init(cpu_has_pks: bool, write_pkrs_text: Option<core::ops::Range<u64>>) {
     }
 }
 
+/// An AP's part of [`init`]: CR4.PKS and the default PKRS (through its own
+/// per-CPU cache), when the boot CPU turned PKS on.
+pub fn init_ap() {
+    if !enabled() {
+        return;
+    }
+    // SAFETY: as in `init` (the APs are the same CPU model as the boot CPU, which has PKS);
+    // this CPU's PKRS cache is written with the MSR by `write_pkrs`.
+    unsafe {
+        write_pkrs(PKRS_DEFAULT);
+        Cr4::update(|flags| flags.insert(Cr4Flags::PROTECTION_KEY_SUPERVISOR));
+    }
+}
+
 /// `[start, end)` of [`write_pkrs`]'s code; empty until `init` found it.
 static WRITE_PKRS_TEXT: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
 
@@ -170,9 +186,34 @@ fn interrupted_pkrs() -> u32 {
     if PKRS_WRITES_IN_PROGRESS.this().load(Ordering::Relaxed) == 0 {
         return cached_pkrs();
     }
+    PKRS_RESYNCS.this().fetch_add(1, Ordering::Relaxed);
     let live = read_pkrs();
     PKRS_CACHE.this().store(live, Ordering::Relaxed);
     live
+}
+
+/// Entries on this CPU that found a write in progress and resynchronised
+/// the cache from the MSR.
+pub fn resyncs() -> u64 {
+    PKRS_RESYNCS.this().load(Ordering::Relaxed)
+}
+
+/// [`write_pkrs`] calls in progress on this CPU (its bracket's count).
+pub fn writes_in_progress() -> u32 {
+    PKRS_WRITES_IN_PROGRESS.this().load(Ordering::Relaxed)
+}
+
+/// Runs `body` inside this CPU's write bracket, as a [`write_pkrs`] in
+/// flight would (for the test that another CPU's bracket is not this
+/// one's). Entries on this CPU meanwhile read the MSR, which is correct
+/// whatever the cache holds.
+pub fn with_write_in_progress<T>(body: impl FnOnce() -> T) -> T {
+    PKRS_WRITES_IN_PROGRESS.this().fetch_add(1, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    let result = body();
+    compiler_fence(Ordering::SeqCst);
+    PKRS_WRITES_IN_PROGRESS.this().fetch_sub(1, Ordering::Relaxed);
+    result
 }
 
 /// WRMSRs to PKRS since boot.

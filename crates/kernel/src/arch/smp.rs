@@ -1,15 +1,18 @@
 //! Starting the other CPUs: Linux's INIT-SIPI-SIPI through a real-mode
-//! trampoline in a frame below 1 MiB.
+//! trampoline in a frame below 1 MiB, then the same CPU state as the boot
+//! CPU's on each before it counts as online.
 //!
-//! For now an AP goes from real mode to long mode on the kernel's page
-//! tables, says it arrived, and parks with interrupts off and its local
-//! APIC as INIT left it (every LVT masked, software-disabled), because the
-//! entry state it would need to take an interrupt (its own GS area, TSS,
-//! IST stacks, NMI nesting state) is still the boot CPU's alone
-//! (docs/design.md, "Per-CPU and per-task state"). No maskable interrupt
-//! reaches it and LINT1 (QMP's `inject-nmi`) is masked; an NMI sent to it
-//! as an IPI still would be delivered, so it parks on a tiny IDT whose NMI
-//! gate only returns ([`PARK_IDT`]).
+//! An AP goes from real mode to long mode on the kernel's page tables and
+//! into [`ap_main`] on its own stack ([`ApHooks::idle_stack`], a guard page
+//! below it). There it sets up, in order: its GS area (first: everything
+//! per CPU is found through it), its own GDT, TSS and IST stacks, the
+//! shared IDT, the SYSCALL MSRs, CR4.SMEP/SMAP and CR4.PKS with the default
+//! PKRS, and its local APIC (LINT0 masked, LINT1 as NMI). The layers above
+//! then make its boot flow its idle task, `swapper/K`
+//! ([`ApHooks::become_idle_task`]); only then does it count as online, and
+//! it idles ([`ApHooks::idle`]) with interrupts on: NMIs (IPIs, QMP's
+//! `inject-nmi` through LINT1) and the IPIs other CPUs send reach it
+//! through the same extended entry as on the boot CPU.
 //!
 //! The trampoline (assembled below, copied to the reserved frame at boot)
 //! knows its own address from CS (a SIPI starts the CPU at
@@ -24,58 +27,41 @@
 //!                       far pointer of the 16-to-32-bit jump, alive flag
 //! ```
 
-use crate::arch::{apic, memory};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use x86_64::structures::gdt::SegmentSelector;
-use x86_64::structures::idt::InterruptDescriptorTable;
-use x86_64::VirtAddr;
+use crate::arch::{apic, cpu, gdt, idt, memory, pks, uaccess};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use extregs_regs::NR_CPUS;
 
 /// The most CPUs started (the boot CPU included).
-pub const MAX_CPUS: usize = 8;
+pub const MAX_CPUS: usize = NR_CPUS;
 
-/// Each AP's stack while it is parked.
-const AP_STACK_BYTES: usize = 16 * 1024;
-
-#[repr(C, align(16))]
-struct ApStacks([[u8; AP_STACK_BYTES]; MAX_CPUS]);
-
-/// The APs' stacks (the boot CPU's entry is unused). Only the AP of each
-/// index writes its own, through the pointer the trampoline loads into RSP.
-static mut AP_STACKS: ApStacks = ApStacks([[0; AP_STACK_BYTES]; MAX_CPUS]);
-
-/// NMIs the parked APs took (their NMI gate counts them).
-static PARKED_NMIS: AtomicU64 = AtomicU64::new(0);
-
-/// The APIC IDs of the APs that came up, by CPU number (0: the boot CPU's
-/// slot, unused).
-static AP_APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(u32::MAX) }; MAX_CPUS];
-
-/// NMIs the parked APs took since boot.
-pub fn parked_nmis() -> u64 {
-    PARKED_NMIS.load(Ordering::SeqCst)
+/// What the layers above give an AP and do with it once its CPU state is
+/// up.
+pub struct ApHooks {
+    /// AP `cpu`'s boot stack, which stays its idle task's stack (a guard
+    /// page below it).
+    pub idle_stack: fn(cpu: usize) -> core::ops::Range<u64>,
+    /// Make the running boot flow of AP `cpu` its idle task (`swapper/K`):
+    /// the scheduler's current task on that CPU.
+    pub become_idle_task: fn(cpu: usize),
+    /// The idle loop, with interrupts enabled only in `sti; hlt`.
+    pub idle: fn() -> !,
 }
 
-/// The APIC IDs of the parked APs.
-pub fn parked_apic_ids() -> impl Iterator<Item = u32> {
-    AP_APIC_IDS.iter().map(|id| id.load(Ordering::SeqCst)).filter(|&id| id != u32::MAX)
-}
+static AP_HOOKS: spin::Once<ApHooks> = spin::Once::new();
+/// The boot CPU's features, which every AP sets up the same way.
+static FEATURES: spin::Once<cpu::CpuFeatures> = spin::Once::new();
+
+/// The APIC IDs of the online CPUs, by CPU number (`u32::MAX`: none).
+static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(u32::MAX) }; MAX_CPUS];
 
 /// CPUs running kernel code (the boot CPU counts as one).
 static CPUS_ONLINE: AtomicU32 = AtomicU32::new(1);
 
-/// Entry `cpu`: that AP reached Rust. Per CPU, so a late AP can never be
+/// Entry `cpu`: that AP is online. Per CPU, so a late AP can never be
 /// counted as another.
-static ARRIVED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+static ONLINE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
-/// The IDT the parked APs load: vector 2 (NMI) returns at once, on the
-/// AP's own stack (no IST: a parked AP has no TSS), through the
-/// trampoline's 64-bit code segment; every other vector is absent.
-static PARK_IDT: spin::Once<InterruptDescriptorTable> = spin::Once::new();
-
-/// The trampoline GDT's 64-bit code selector, which a parked AP keeps.
-const TRAMPOLINE_CODE_64: u16 = 0x18;
-
-/// How long an AP may take from its first STARTUP to Rust (Linux waits
+/// How long an AP may take from its first STARTUP to online (Linux waits
 /// 10 s too; one that has not come by then never will).
 const ARRIVAL_TIMEOUT_MS: u64 = 10_000;
 
@@ -151,13 +137,6 @@ core::arch::global_asm!(
     ".globl extregs_trampoline_end",
     "extregs_trampoline_end:",
     ".popsection",
-    // A parked AP's NMI handler (PARK_IDT): NMIs stay blocked until this
-    // IRETQ, and the AP goes back to its `hlt`.
-    ".text",
-    ".globl extregs_ap_park_nmi",
-    "extregs_ap_park_nmi:",
-    "lock incq {park_nmis}(%rip)",
-    "iretq",
     gdt_pointer = const DATA_GDT_POINTER,
     far_pointer = const DATA_FAR_POINTER,
     cr3 = const DATA_CR3,
@@ -165,7 +144,6 @@ core::arch::global_asm!(
     cpu = const DATA_CPU,
     alive = const DATA_ALIVE,
     entry = const DATA_ENTRY,
-    park_nmis = sym PARKED_NMIS,
     options(att_syntax)
 );
 
@@ -173,37 +151,27 @@ extern "C" {
     static extregs_trampoline_start: u8;
     static extregs_trampoline_32: u8;
     static extregs_trampoline_end: u8;
-    static extregs_ap_park_nmi: u8;
 }
 
-/// An AP's first Rust code: loads the parking IDT, says it arrived, parks.
+/// An AP's first Rust code, on its own stack, interrupts off: the boot
+/// CPU's state, in the order the boot CPU set it up, then online.
 extern "C" fn ap_main(cpu: u64) -> ! {
-    PARK_IDT.get().expect("bring_up built the parking IDT").load();
-    ARRIVED[cpu as usize].store(true, Ordering::SeqCst);
+    let cpu = cpu as usize;
+    gdt::init_gs(cpu);
+    gdt::init();
+    idt::init();
+    gdt::init_syscall();
+    let features = FEATURES.get().expect("bring_up recorded the boot CPU's features");
+    uaccess::enable_smep_smap(features);
+    pks::init_ap();
+    apic::init_ap();
+    gdt::set_apic_id(apic::id());
+    let hooks = AP_HOOKS.get().expect("bring_up recorded the AP hooks");
+    (hooks.become_idle_task)(cpu);
+    APIC_IDS[cpu].store(apic::id(), Ordering::SeqCst);
     CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
-    loop {
-        // SAFETY: IF is clear (the trampoline's cli) and the local APIC is as INIT left it: only
-        // an NMI IPI or INIT reaches this CPU, and the parking IDT's NMI gate returns here. Not
-        // `nomem`: that gate counts the NMI in memory.
-        unsafe { core::arch::asm!("cli", "hlt", options(nostack)) };
-    }
-}
-
-/// Builds [`PARK_IDT`] (once).
-fn build_park_idt() {
-    PARK_IDT.call_once(|| {
-        let mut idt = InterruptDescriptorTable::new();
-        let handler = VirtAddr::new((&raw const extregs_ap_park_nmi).addr() as u64);
-        // SAFETY: the handler is the `iretq` above, which returns from an NMI on the stack it
-        // came on; the selector is the trampoline GDT's 64-bit code segment, which a parked AP
-        // keeps loaded (its GDT is never replaced).
-        unsafe {
-            idt.non_maskable_interrupt
-                .set_handler_addr(handler)
-                .set_code_selector(SegmentSelector(TRAMPOLINE_CODE_64));
-        }
-        idt
-    });
+    ONLINE[cpu].store(true, Ordering::SeqCst);
+    (hooks.idle)()
 }
 
 /// Why an AP did not come up.
@@ -214,9 +182,9 @@ pub enum StartError {
     /// The kernel's page tables lie above 4 GiB (CR3 is loaded in 32-bit
     /// mode).
     PageTablesAbove4GiB,
-    /// The AP did not reach Rust in time: how far it got (0: not into the
-    /// trampoline, 1: real mode, 2: long mode). It was sent INIT again, so
-    /// it waits for a STARTUP and runs nothing.
+    /// The AP did not come online in time: how far it got (0: not into
+    /// the trampoline, 1: real mode, 2: long mode, Rust). It was sent INIT
+    /// again, so it waits for a STARTUP and runs nothing.
     NoAnswer { apic_id: u32, stage: u32 },
     /// An xAPIC can't address an APIC ID above 254 (255 is the
     /// broadcast).
@@ -258,7 +226,8 @@ pub fn start_ap(cpu: usize, apic_id: u32) -> Result<(), StartError> {
     let code_length = (&raw const extregs_trampoline_end).addr() - code_start;
     let entry_32 = (&raw const extregs_trampoline_32).addr() - code_start;
     assert!(code_length <= DATA, "the trampoline's code overlaps its data block");
-    let stack_top = (&raw mut AP_STACKS).addr() + (cpu + 1) * AP_STACK_BYTES;
+    let hooks = AP_HOOKS.get().expect("bring_up recorded the AP hooks");
+    let stack_top = (hooks.idle_stack)(cpu).end;
     // SAFETY: the reserved trampoline frame, through the physical map no Rust reference covers;
     // no CPU runs it now (each earlier AP left it for Rust or was sent INIT again). The code is
     // read-only kernel rodata, read through its exposed address.
@@ -271,7 +240,7 @@ pub fn start_ap(cpu: usize, apic_id: u32) -> Result<(), StartError> {
         let write =
             |offset: usize, value: u64| page.add(offset).cast::<u64>().write_volatile(value);
         write(DATA_CR3, cr3);
-        write(DATA_STACK, stack_top as u64);
+        write(DATA_STACK, stack_top);
         write(DATA_ENTRY, ap_main as *const () as u64);
         write(DATA_CPU, cpu as u64);
         write(DATA_ALIVE, 0);
@@ -279,7 +248,7 @@ pub fn start_ap(cpu: usize, apic_id: u32) -> Result<(), StartError> {
         page.add(DATA_FAR_POINTER).cast::<u32>().write_unaligned((base as usize + entry_32) as u32);
         page.add(DATA_FAR_POINTER + 4).cast::<u16>().write_unaligned(0x08);
         // The temporary GDT: null, flat 32-bit code (0x08), flat data
-        // (0x10), 64-bit code (TRAMPOLINE_CODE_64).
+        // (0x10), 64-bit code (0x18).
         for (index, descriptor) in
             [0u64, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff, 0x00af_9a00_0000_ffff]
                 .into_iter()
@@ -300,8 +269,7 @@ pub fn start_ap(cpu: usize, apic_id: u32) -> Result<(), StartError> {
         delay_us(300);
     }
     for _ in 0..ARRIVAL_TIMEOUT_MS * 10 {
-        if ARRIVED[cpu].load(Ordering::SeqCst) {
-            AP_APIC_IDS[cpu].store(apic_id, Ordering::SeqCst);
+        if ONLINE[cpu].load(Ordering::SeqCst) {
             return Ok(());
         }
         delay_us(100);
@@ -319,10 +287,22 @@ pub fn cpus_online() -> u32 {
     CPUS_ONLINE.load(Ordering::SeqCst)
 }
 
+/// Is CPU `cpu` online?
+pub fn cpu_online(cpu: usize) -> bool {
+    cpu == 0 || ONLINE.get(cpu).is_some_and(|online| online.load(Ordering::SeqCst))
+}
+
+/// The online CPUs' numbers and APIC IDs, the boot CPU first.
+pub fn online_cpus() -> impl Iterator<Item = (usize, u32)> {
+    (0..MAX_CPUS).filter(|&cpu| cpu_online(cpu)).map(|cpu| (cpu, gdt::apic_id_of(cpu)))
+}
+
 /// Starts every enabled AP of the MADT (at most [`MAX_CPUS`] in all), with
-/// Linux's lines.
-pub fn bring_up(madt: &extregs_madt::Madt) {
+/// Linux's lines. `features` are the boot CPU's (each AP sets up the
+/// same), `hooks` what the layers above do with an AP once it is up.
+pub fn bring_up(madt: &extregs_madt::Madt, features: cpu::CpuFeatures, hooks: ApHooks) {
     let boot_apic_id = apic::id();
+    APIC_IDS[0].store(boot_apic_id, Ordering::SeqCst);
     let others = || madt.enabled_cpus().filter(move |cpu| cpu.apic_id != boot_apic_id);
     let mut aps = [None; MAX_CPUS];
     for (slot, cpu) in others().take(MAX_CPUS - 1).enumerate() {
@@ -332,7 +312,8 @@ pub fn bring_up(madt: &extregs_madt::Madt) {
     if aps.iter().all(Option::is_none) {
         return;
     }
-    build_park_idt();
+    FEATURES.call_once(|| features);
+    AP_HOOKS.call_once(|| hooks);
     println!("smp: Bringing up secondary CPUs ...");
     if left_out > 0 {
         println!("smp: {left_out} more CPUs left out: the kernel starts at most {MAX_CPUS}");
@@ -344,5 +325,4 @@ pub fn bring_up(madt: &extregs_madt::Madt) {
     }
     let online = cpus_online();
     println!("smp: Brought up 1 node, {online} CPU{}", if online == 1 { "" } else { "s" });
-    println!("smp: the APs are parked: the kernel runs on CPU 0 only");
 }

@@ -40,7 +40,7 @@ const CODE_BYTES: u64 = 64;
 /// or a whole `ExtendedPtRegs`), as for `ExtendedPtRegs::from_regs_ref`.
 pub unsafe fn show_regs(regs: &PtRegs) {
     let task = crate::sched::current();
-    println!("CPU: 0 PID: {} Comm: {}", task.pid, task.name);
+    println!("CPU: {} PID: {} Comm: {}", crate::arch::percpu::this_cpu(), task.pid, task.name);
     show_instruction_and_gprs(regs);
     println!(
         "FS:  {:016x}({:04x}) GS:{:016x}({:04x}) knlGS:{:016x}",

@@ -1,10 +1,13 @@
 //! The hooks the modes install into the entry path: the trap hook (offered
 //! every exception nothing else claimed) and the event hook (offered every
-//! event first: the fuzzer's).
+//! event first: the fuzzer's). Each slot is per CPU: a hook is offered the
+//! events of the CPU that installed it, never another CPU's.
 
 use crate::arch::hook_slot::HookSlot;
 use crate::arch::idt::PAGE_FAULT_VECTOR;
+use crate::arch::percpu::PerCpu;
 use extregs_regs::PtRegs;
+use extregs_regs::NR_CPUS;
 
 /// A handler that may claim an exception: returns true when it handled it
 /// (and may edit the frame on the way).
@@ -12,26 +15,26 @@ pub type TrapHook = fn(regs: &mut PtRegs, vector: u8) -> bool;
 
 /// The installed trap hook. An atomic slot rather than a lock, so a trap
 /// can read it whatever the trapped code held.
-static TRAP_HOOK: HookSlot<TrapHook> = HookSlot::empty();
+static TRAP_HOOK: PerCpu<HookSlot<TrapHook>> = PerCpu::new([const { HookSlot::empty() }; NR_CPUS]);
 
 /// A hook offered *every* event first (IRQs and NMIs included, a kernel #PF
 /// aside, which goes to the per-pkey PKS handlers): the fuzzer's.
-static EVENT_HOOK: HookSlot<TrapHook> = HookSlot::empty();
+static EVENT_HOOK: PerCpu<HookSlot<TrapHook>> = PerCpu::new([const { HookSlot::empty() }; NR_CPUS]);
 
 /// Runs `body` with `hook` offered every exception, then removes it.
 pub fn with_trap_hook<T>(hook: TrapHook, body: impl FnOnce() -> T) -> T {
-    TRAP_HOOK.with(hook, body)
+    TRAP_HOOK.this().with(hook, body)
 }
 
 /// Runs `body` with `hook` offered every event before anything else.
 pub fn with_event_hook<T>(hook: TrapHook, body: impl FnOnce() -> T) -> T {
-    EVENT_HOOK.with(hook, body)
+    EVENT_HOOK.this().with(hook, body)
 }
 
 /// Is an event hook installed? (The frame checker leaves a nested NMI to
 /// the fuzzer's own report when it is.)
 pub fn event_hook_installed() -> bool {
-    EVENT_HOOK.is_set()
+    EVENT_HOOK.this().is_set()
 }
 
 /// Offers the event to the event hook; true when it claimed it.
@@ -41,10 +44,10 @@ pub fn event_hook_claims(regs: &mut PtRegs, vector: u8) -> bool {
     if vector == PAGE_FAULT_VECTOR && !regs.user_mode() {
         return false;
     }
-    EVENT_HOOK.get().is_some_and(|hook| hook(regs, vector))
+    EVENT_HOOK.this().get().is_some_and(|hook| hook(regs, vector))
 }
 
 /// Offers the exception to the trap hook; true when it claimed it.
 pub fn trap_hook_claims(regs: &mut PtRegs, vector: u8) -> bool {
-    TRAP_HOOK.get().is_some_and(|hook| hook(regs, vector))
+    TRAP_HOOK.this().get().is_some_and(|hook| hook(regs, vector))
 }

@@ -15,17 +15,23 @@ use crate::arch::gdt::nmi_nesting_state as nmi_state;
 use crate::arch::hook_slot::HookSlot;
 use crate::arch::percpu::PerCpu;
 use crate::entry::events::{observe, Observed};
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use extregs_regs::NR_CPUS;
 use extregs_regs::{nmi_state as state, IretFrame, NmiStackTop, PtRegs};
 use memoffset::offset_of;
 use spin::Mutex;
 
 static NMI_COUNT: AtomicU64 = AtomicU64::new(0);
+/// NMIs each CPU handled, and the APIC ID its handler last read: an NMI
+/// IPI's proof that it reached the CPU it was sent to.
+static CPU_NMIS: PerCpu<AtomicU64> = PerCpu::new([const { AtomicU64::new(0) }; NR_CPUS]);
+static CPU_NMI_APIC_ID: PerCpu<AtomicU32> =
+    PerCpu::new([const { AtomicU32::new(u32::MAX) }; NR_CPUS]);
 
 /// Frames of the NMIs since the last [`take_log`] (at most [`LOG_SIZE`]).
 pub const LOG_SIZE: usize = 4;
-static LOG: Mutex<([Option<Observed>; LOG_SIZE], usize)> = Mutex::new(([None; LOG_SIZE], 0));
+static LOG: PerCpu<Mutex<([Option<Observed>; LOG_SIZE], usize)>> =
+    PerCpu::new([const { Mutex::new(([None; LOG_SIZE], 0)) }; NR_CPUS]);
 
 /// What the next NMI does beyond counting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,12 +42,13 @@ pub enum NmiAction {
     Int3ThenSelfNmi = 1,
 }
 
-static ACTION: AtomicU8 = AtomicU8::new(NmiAction::Nothing as u8);
+static ACTION: PerCpu<AtomicU8> =
+    PerCpu::new([const { AtomicU8::new(NmiAction::Nothing as u8) }; NR_CPUS]);
 /// A function the next NMI calls, once (`mode=oops
 /// cause=nmi-stack-overflow` recurses there until the NMI stack overflows).
-static NEXT_NMI_CALL: HookSlot<fn()> = HookSlot::empty();
+static NEXT_NMI_CALL: PerCpu<HookSlot<fn()>> = PerCpu::new([const { HookSlot::empty() }; NR_CPUS]);
 /// Set while the handler's own `int3` is outstanding.
-static INT3_ARMED: AtomicBool = AtomicBool::new(false);
+static INT3_ARMED: PerCpu<AtomicBool> = PerCpu::new([const { AtomicBool::new(false) }; NR_CPUS]);
 
 /// What the outermost NMI saw after its `int3` returned.
 #[derive(Clone, Copy, Debug)]
@@ -55,8 +62,10 @@ pub struct NestedEvidence {
     pub stack_top: NmiStackTop,
 }
 
-static EVIDENCE: Mutex<Option<NestedEvidence>> = Mutex::new(None);
-static INT3_OBSERVED: Mutex<Option<Observed>> = Mutex::new(None);
+static EVIDENCE: PerCpu<Mutex<Option<NestedEvidence>>> =
+    PerCpu::new([const { Mutex::new(None) }; NR_CPUS]);
+static INT3_OBSERVED: PerCpu<Mutex<Option<Observed>>> =
+    PerCpu::new([const { Mutex::new(None) }; NR_CPUS]);
 
 /// The second latch, for NMIs nested in an NMI from user mode (Linux's
 /// per-CPU `nmi_state` in `exc_nmi`, arch/x86/kernel/nmi.c). An NMI from
@@ -119,29 +128,45 @@ pub fn user_nmis_latched() -> u64 {
     USER_NMIS_LATCHED.load(Ordering::Relaxed)
 }
 
-/// NMIs handled since boot (each repeat of the handler counts).
+/// NMIs CPU `cpu` handled since boot, and the APIC ID its handler read at
+/// the last one (`u32::MAX` before the first).
+pub fn count_on(cpu: usize) -> (u64, u32) {
+    (CPU_NMIS.of(cpu).load(Ordering::SeqCst), CPU_NMI_APIC_ID.of(cpu).load(Ordering::SeqCst))
+}
+
+/// NMIs handled since boot, on every CPU (each repeat of the handler
+/// counts).
 pub fn count() -> u64 {
     NMI_COUNT.load(Ordering::SeqCst)
 }
 
-/// Makes the next NMI's handler call `call` (once).
+/// Makes this CPU's next NMI's handler call `call` (once).
 pub fn call_in_next_nmi(call: fn()) {
-    NEXT_NMI_CALL.set(call);
+    NEXT_NMI_CALL.this().set(call);
+}
+
+/// Runs `call` on CPU `cpu`, in its NMI handler: sets that CPU's next-NMI
+/// call and sends it an NMI IPI (Linux's `smp_call_function_single`, over
+/// NMI so it reaches the CPU whatever it has masked). Does not wait: the
+/// caller waits for what `call` does.
+pub fn call_on(cpu: usize, apic_id: u32, call: fn()) {
+    NEXT_NMI_CALL.of(cpu).set(call);
+    apic::send_nmi(apic_id);
 }
 
 /// Arms `action` for the next NMI only.
 pub fn set_action(action: NmiAction) {
-    ACTION.store(action as u8, Ordering::SeqCst);
+    ACTION.this().store(action as u8, Ordering::SeqCst);
 }
 
 /// The logged NMI frames, oldest first, clearing the log.
 pub fn take_log() -> ([Option<Observed>; LOG_SIZE], usize) {
-    core::mem::replace(&mut *LOG.lock(), ([None; LOG_SIZE], 0))
+    core::mem::replace(&mut *LOG.this().lock(), ([None; LOG_SIZE], 0))
 }
 
 /// The nested-NMI evidence of the last `Int3ThenSelfNmi` NMI, clearing it.
 pub fn take_evidence() -> Option<NestedEvidence> {
-    EVIDENCE.lock().take()
+    EVIDENCE.this().lock().take()
 }
 
 /// The top of the NMI IST stack, where the entry keeps the landing zone and
@@ -167,8 +192,10 @@ pub fn read_stack_top() -> NmiStackTop {
 /// The NMI handler proper (after `irqentry_nmi_enter`).
 pub fn handle(regs: &mut PtRegs) {
     NMI_COUNT.fetch_add(1, Ordering::SeqCst);
+    CPU_NMIS.this().fetch_add(1, Ordering::SeqCst);
+    CPU_NMI_APIC_ID.this().store(apic::id(), Ordering::SeqCst);
     apic::note_probed_pic_nmi();
-    if let Some(mut log) = LOG.try_lock() {
+    if let Some(mut log) = LOG.this().try_lock() {
         let (entries, length) = &mut *log;
         if *length < LOG_SIZE {
             // SAFETY: `regs` is the NMI stub's frame.
@@ -176,12 +203,12 @@ pub fn handle(regs: &mut PtRegs) {
             *length += 1;
         }
     }
-    if let Some(call) = NEXT_NMI_CALL.take() {
+    if let Some(call) = NEXT_NMI_CALL.this().take() {
         call();
     }
-    let action = ACTION.swap(NmiAction::Nothing as u8, Ordering::SeqCst);
+    let action = ACTION.this().swap(NmiAction::Nothing as u8, Ordering::SeqCst);
     if action == NmiAction::Int3ThenSelfNmi as u8 {
-        INT3_ARMED.store(true, Ordering::SeqCst);
+        INT3_ARMED.this().store(true, Ordering::SeqCst);
         // SAFETY: int3 is a trap that claim_int3 handles; IRET resumes after it with every GPR
         // back from the frame. Not `nomem`: that handler writes INT3_OBSERVED and INT3_ARMED,
         // which this one reads next, so the block must count as a memory access.
@@ -193,8 +220,8 @@ pub fn handle(regs: &mut PtRegs) {
             core::hint::spin_loop();
             spins += 1;
         }
-        let evidence_int3 = INT3_OBSERVED.try_lock().and_then(|mut o| o.take());
-        if let (Some(int3), Some(mut evidence)) = (evidence_int3, EVIDENCE.try_lock()) {
+        let evidence_int3 = INT3_OBSERVED.this().try_lock().and_then(|mut o| o.take());
+        if let (Some(int3), Some(mut evidence)) = (evidence_int3, EVIDENCE.this().try_lock()) {
             *evidence = Some(NestedEvidence {
                 int3,
                 state_after_int3: nmi_state(),
@@ -208,10 +235,10 @@ pub fn handle(regs: &mut PtRegs) {
 /// sends the self-NMI from inside it (still blocked: NMIs stay blocked until
 /// this int3 returns).
 pub fn claim_int3(regs: &mut PtRegs) -> bool {
-    if !INT3_ARMED.swap(false, Ordering::SeqCst) {
+    if !INT3_ARMED.this().swap(false, Ordering::SeqCst) {
         return false;
     }
-    if let Some(mut observed) = INT3_OBSERVED.try_lock() {
+    if let Some(mut observed) = INT3_OBSERVED.this().try_lock() {
         // SAFETY: `regs` is the int3 stub's frame.
         *observed = Some(unsafe { observe(regs, 3) });
     }

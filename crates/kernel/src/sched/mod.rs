@@ -337,7 +337,7 @@ pub fn spawn_with_user_args(
     assert!(INITIALISED.load(Ordering::Acquire), "sched::init ran");
     let name = task::format_name(name);
     with_irqs_off(|| {
-        let slot = (INIT_SLOT + 1..MAX_TASKS)
+        let slot = (INIT_SLOT + 1..task::FIRST_AP_IDLE_SLOT)
             .find(|&slot| TASKS[slot].state() == TaskState::Free)
             .ok_or(SpawnError::NoFreeSlot)?;
         let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed) as u32;
@@ -653,6 +653,46 @@ fn idle_task(_: usize) {
             idle::idle_once();
         }
         schedule();
+    }
+}
+
+/// AP `cpu`'s boot stack, which stays its idle task's: the stack of its
+/// task slot (the guard page below it was unmapped by [`init`]).
+pub fn ap_idle_stack(cpu: usize) -> core::ops::Range<u64> {
+    task::stack_range(task::ap_idle_slot(cpu))
+}
+
+/// Makes the boot flow of AP `cpu`, running on [`ap_idle_stack`], its idle
+/// task `swapper/cpu` (PID 0, idle's preempt count, the default PKRS), the
+/// current task of this CPU, with TSS.RSP0 at its stack's top. Runs on
+/// that AP, interrupts off, after [`init`] on the boot CPU.
+pub fn become_ap_idle_task(cpu: usize) {
+    assert!(INITIALISED.load(Ordering::Acquire), "sched::init ran before the APs start");
+    let slot = task::ap_idle_slot(cpu);
+    let task = &TASKS[slot];
+    let stack = task::stack_range(slot);
+    assert!(stack.contains(&current_stack_pointer()), "AP {cpu} runs on its idle stack");
+    task.id.store(0, Ordering::Relaxed);
+    task.set_name(task::format_name(format_args!("swapper/{cpu}")));
+    let default_pkrs = if pks::enabled() { pks::PKRS_DEFAULT } else { 0 };
+    task.pkrs.store(default_pkrs, Ordering::Relaxed);
+    task.switched_out_pkrs.store(default_pkrs, Ordering::Relaxed);
+    task.preempt_count.store(IDLE_PREEMPT_COUNT, Ordering::Relaxed);
+    task.stack_bottom.store(stack.start, Ordering::Relaxed);
+    task.stack_top.store(stack.end, Ordering::Relaxed);
+    task.set_state(TaskState::Running);
+    CURRENT.this().store(slot, Ordering::Relaxed);
+    // SAFETY: interrupts off; the idle task never enters user mode, so its stack top is only a
+    // well-defined value for this CPU's TSS.RSP0.
+    unsafe { crate::arch::gdt::set_kernel_stack_top(stack.end) };
+}
+
+/// An AP's idle loop: it never schedules (the run queue and the tick are
+/// the boot CPU's), it only takes the interrupts and NMIs sent to it.
+pub fn ap_idle_loop() -> ! {
+    loop {
+        irqflags::local_irq_disable();
+        idle::idle_once();
     }
 }
 

@@ -4,7 +4,9 @@
 //!
 //! Slot 0 is the idle task (PID 0, `swapper/0`) and slot 1 is `init`
 //! (PID 1): the boot flow, which keeps running on the bootloader's stack.
-//! Spawned tasks take the other slots and get increasing PIDs.
+//! Spawned tasks take the slots up to [`FIRST_AP_IDLE_SLOT`] and get
+//! increasing PIDs; the last slots are the APs' idle tasks (PID 0,
+//! `swapper/K`), each running on its slot's stack from the AP's boot on.
 //!
 //! Every field is an atomic or an `UnsafeCell` the switch alone touches, so
 //! an NMI's show_regs can read the current task's name and PKRS without the
@@ -17,9 +19,22 @@ use core::sync::atomic::{
 };
 use extregs_regs::ThreadContext;
 
-/// Tasks at most: idle, init and 64 more (`mode=tasks` runs up to 64
-/// workers).
-pub const MAX_TASKS: usize = 66;
+/// Task slots: idle, init and 64 more (`mode=tasks` runs up to 64
+/// workers), then one idle task per AP (`swapper/K`).
+pub const MAX_TASKS: usize = FIRST_AP_IDLE_SLOT + extregs_regs::NR_CPUS - 1;
+/// The first AP idle task's slot; spawned tasks take the slots below it.
+pub const FIRST_AP_IDLE_SLOT: usize = 66;
+
+/// The slot of AP `cpu`'s idle task, `swapper/cpu`.
+///
+/// # Panics
+///
+/// If `cpu` is 0 (the boot CPU's idle task is [`IDLE_SLOT`]) or not below
+/// `NR_CPUS`.
+pub fn ap_idle_slot(cpu: usize) -> usize {
+    assert!((1..extregs_regs::NR_CPUS).contains(&cpu), "CPU {cpu} is not an AP");
+    FIRST_AP_IDLE_SLOT + cpu - 1
+}
 /// The idle task's slot (PID 0).
 pub const IDLE_SLOT: usize = 0;
 /// init's slot (PID 1): the boot flow.

@@ -10,6 +10,7 @@
 use super::{counters, EFAULT};
 use crate::arch::hook_slot::HookSlot;
 use crate::arch::irqflags;
+use crate::arch::percpu::PerCpu;
 use crate::arch::serial;
 use crate::arch::uaccess::{copy_from_user, copy_to_user, TASK_SIZE_MAX};
 use crate::entry::check;
@@ -18,6 +19,7 @@ use crate::entry::platform;
 use crate::sched;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use extregs_entry::{syscall_enter_from_user_mode, syscall_exit_to_user_mode};
+use extregs_regs::NR_CPUS;
 use extregs_regs::{selectors, ExtendedPtRegs, PtRegs, X86_EFLAGS_RF, X86_EFLAGS_TF};
 
 /// Syscall numbers: Linux's where Linux has the call, 1000 and up for the
@@ -87,7 +89,8 @@ const IRQ_ON_RETURN_SELF_IPI: u8 = 1;
 const IRQ_ON_RETURN_TIMER: u8 = 2;
 
 /// The hook `fuzz_event` hands its frame to.
-static SYSCALL_HOOK: HookSlot<hooks::TrapHook> = HookSlot::empty();
+static SYSCALL_HOOK: PerCpu<HookSlot<hooks::TrapHook>> =
+    PerCpu::new([const { HookSlot::empty() }; NR_CPUS]);
 
 /// `break_kernel_stack` is allowed (set by the one oops mode that uses it).
 static BREAKING_THE_KERNEL_STACK_ALLOWED: AtomicBool = AtomicBool::new(false);
@@ -102,7 +105,7 @@ pub const SYSCALL_PSEUDO_VECTOR: u8 = 0x80;
 
 /// Runs `body` with `hook` receiving every `fuzz_event` syscall's frame.
 pub fn with_syscall_hook<T>(hook: hooks::TrapHook, body: impl FnOnce() -> T) -> T {
-    SYSCALL_HOOK.with(hook, body)
+    SYSCALL_HOOK.this().with(hook, body)
 }
 
 /// The last `get_regs` copy and where its frame was (for the selftests).
@@ -209,7 +212,7 @@ fn dispatch(regs: &mut PtRegs) -> i64 {
             0
         }
         SYS_FUZZ_EVENT => {
-            let Some(hook) = SYSCALL_HOOK.get() else {
+            let Some(hook) = SYSCALL_HOOK.this().get() else {
                 return -ENOSYS;
             };
             irqflags::local_irq_disable();

@@ -5,7 +5,7 @@
 
 use super::{check, wait_until, Context, Outcome, EVENT_TIMEOUT_TSC};
 use crate::arch::apic::{self, ERROR_VECTOR, SELF_IPI_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR};
-use crate::arch::{irqflags, smp};
+use crate::arch::irqflags;
 use crate::entry::irq::{self, IpiAction};
 use crate::entry::nmi;
 use crate::sched::idle;
@@ -18,27 +18,6 @@ fn with_irqs_enabled_until(condition: impl Fn() -> bool) -> bool {
     let held = wait_until(condition, EVENT_TIMEOUT_TSC);
     irqflags::local_irq_disable();
     held
-}
-
-/// A parked AP takes an NMI IPI on its parking IDT and goes back to
-/// sleep (without it, the NMI would find INIT's empty IDT and reset the
-/// machine); each AP's gate counts one.
-pub fn parked_aps_survive_nmi_ipis(_: &Context) -> Outcome {
-    let aps = smp::parked_apic_ids().count() as u64;
-    if aps == 0 {
-        return Outcome::Skip("needs 2 CPUs");
-    }
-    let before = smp::parked_nmis();
-    for apic_id in smp::parked_apic_ids() {
-        apic::send_nmi(apic_id);
-    }
-    check!(
-        wait_until(|| smp::parked_nmis() >= before + aps, EVENT_TIMEOUT_TSC),
-        "{} of {aps} NMI IPIs reached the parked APs",
-        smp::parked_nmis() - before
-    );
-    check!(u64::from(smp::cpus_online()) == aps + 1, "an AP went missing");
-    Outcome::Pass
 }
 
 pub fn irq_stubs_report_their_vectors(_: &Context) -> Outcome {

@@ -10,6 +10,7 @@ mod irqs;
 mod paranoid;
 mod pkeys;
 mod sched;
+mod smp;
 mod user;
 
 use crate::arch::gdt;
@@ -116,7 +117,13 @@ const TESTS: &[(&str, Test)] = &[
     ("pkrs_never_applies_to_user_mode", user::pkrs_never_applies_to_user_mode),
     ("smap_stops_kernel_access_to_user_memory", user::smap_stops_kernel_access_to_user_memory),
     ("smep_stops_kernel_execution_of_user_pages", user::smep_stops_kernel_execution_of_user_pages),
-    ("parked_aps_survive_nmi_ipis", irqs::parked_aps_survive_nmi_ipis),
+    ("each_cpu_has_its_own_entry_state", smp::each_cpu_has_its_own_entry_state),
+    ("nmi_ipis_reach_each_cpu", smp::nmi_ipis_reach_each_cpu),
+    (
+        "nmi_on_one_cpu_runs_while_another_is_in_nmi",
+        smp::nmi_on_one_cpu_runs_while_another_is_in_nmi,
+    ),
+    ("pkrs_cache_and_bracket_are_per_cpu", smp::pkrs_cache_and_bracket_are_per_cpu),
 ];
 
 /// Runs every test, prints KTAP and the RESULT line; true when none failed.
