@@ -33,7 +33,7 @@ mutants=(
   "debug-not-on-ist|crates/kernel/src/arch/idt.rs|s/idt.debug.set_handler_addr(stub(1)).set_stack_index(DEBUG_IST_INDEX);/idt.debug.set_handler_addr(stub(1));/|debug_single_step_on_ist"
   # The races of the hardening review, each put back as it was:
   # the PKRS cache stored before the WRMSR, with nothing telling an entry.
-  "pkrs-cache-stored-before-wrmsr|crates/kernel/src/arch/pks.rs|s/^    PKRS_WRITES_IN_PROGRESS.fetch_add(1, Ordering::Relaxed);$/    PKRS_CACHE.store(value, Ordering::Relaxed);/; s/^    PKRS_WRITES_IN_PROGRESS.fetch_sub(1, Ordering::Relaxed);$//|pkrs_write_window_every_instruction"
+  "pkrs-cache-stored-before-wrmsr|crates/kernel/src/arch/pks.rs|0,/^    PKRS_WRITES_IN_PROGRESS.this().fetch_add(1, Ordering::Relaxed);$/s//    PKRS_CACHE.this().store(value, Ordering::Relaxed);/; 0,/^    PKRS_WRITES_IN_PROGRESS.this().fetch_sub(1, Ordering::Relaxed);$/s///|pkrs_write_window_every_instruction"
   "paranoid-exit-keeps-changed-cr2|crates/kernel/src/entry/paranoid.rs|s/^            core::arch::asm!(\"mov cr2, {}\".*$/            core::hint::black_box(state.cr2)/|cr2_survives_paranoid_page_fault"
   "paranoid-entry-keeps-dr7-armed|crates/kernel/src/entry/paranoid.rs|0,/^        unsafe { write_dr7(DR7_RESET) };$/s//        let _ = DR7_RESET;/|breakpoints_masked_in_paranoid_handlers"
   "breakpoints-allowed-on-entry|crates/kernel/src/entry/paranoid.rs|s/^    if let Some(why) = breakpoint_refused(address) {$/    if let Some(why) = None::<\&str> {/|breakpoints_refused_where_entries_run"
@@ -50,10 +50,15 @@ mutants=(
   "rsp0-not-switched|crates/kernel/src/sched/mod.rs|s/^    unsafe { crate::arch::gdt::set_kernel_stack_top(next_task.stack_top.load(Ordering::Relaxed)) };$/    let _ = next_task;/|syscall_preserves_gprs"
   "sysret-to-non-canonical-rcx|crates/kernel/src/user/syscall.rs|/^        && regs.ip < TASK_SIZE_MAX$/d|syscall_sysret_and_iret_paths"
   "entry-keeps-user-access|crates/entry-asm/src/entry_64.S|/^\tclac$/d|smap_stops_kernel_access_to_user_memory"
-  "nmi-in-user-nmi-not-latched|crates/kernel/src/entry/nmi.rs|s/^    USER_NMI_STATE.store(USER_NMI_LATCHED, Ordering::SeqCst);\$/    return false;/|user_frames_sit_at_task_pt_regs"
+  "nmi-in-user-nmi-not-latched|crates/kernel/src/entry/nmi.rs|s/^    USER_NMI_STATE.this().store(USER_NMI_LATCHED, Ordering::SeqCst);\$/    return false;/|user_frames_sit_at_task_pt_regs"
   # Call traces: the vector an <IRQ> section is told by.
   "entry-vector-not-recorded|crates/entry-asm/src/calling.S|0,/^\tRECORD_ENTRY_VECTOR$/{//d}|general_protection_frame"
   "syscall-vector-not-recorded|crates/entry-asm/src/calling.S|/^\tmovw\t\$ENTRY_SYSCALL, EXTREGS_GENERIC_VECTOR(%rsp)$/d|syscall_preserves_gprs"
+  # SMP: the per-CPU entry state, each made shared again.
+  "nmi-nesting-state-global|crates/entry-asm/src/entry_64.S|s/NMI_TOP_NMI_STATE-NMI_TOP_[A-Z_]*(%rsp)/extregs_mutant_nmi_state(%rip)/; \$a .data\nextregs_mutant_nmi_state: .byte 0\n.text|nmi_on_one_cpu_runs_while_another_is_in_nmi"
+  "pkrs-cache-shared-across-cpus|crates/kernel/src/arch/pks.rs|s/PKRS_CACHE.this()/PKRS_CACHE.of(0)/g|pkrs_cache_and_bracket_are_per_cpu"
+  "ap-without-its-own-tss|crates/kernel/src/arch/gdt.rs|s/^    TSS\[this_cpu()\].0.get()$/    TSS[0].0.get()/|each_cpu_has_its_own_entry_state"
+  "paranoid-gs-reads-boot-cpu-area|crates/entry-asm/src/entry_64.S|s/^\tmovq\tIST_BLOCK_PER_CPU(%rax), %rax$/\tleaq\textregs_per_cpu(%rip), %rax/|each_cpu_has_its_own_entry_state"
   "syscall-frame-8-bytes-off|crates/entry-asm/src/entry_64.S|/^\tmovq\t%rsp, %gs:PERCPU_USER_RSP_SCRATCH$/{n;s/$/\n\tsubq\t\$8, %rsp/}|syscall_preserves_gprs"
 )
 
@@ -77,7 +82,8 @@ for entry in "${mutants[@]}"; do
   echo "mutant $name: building"
   (cd "$tree" && cargo build --quiet)
   set +e
-  output=$("$CARGO_TARGET_DIR/debug/extregs" run --cmdline mode=selftest --timeout 60 2>&1)
+  # Two CPUs, so the per-CPU selftests run instead of skipping.
+  output=$("$CARGO_TARGET_DIR/debug/extregs" run --smp 2 --cmdline mode=selftest --timeout 60 2>&1)
   status=$?
   set -e
   # The named test must report `not ok`; a later test may then hang on the

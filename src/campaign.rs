@@ -41,6 +41,9 @@ pub struct CampaignConfig {
     pub granular: bool,
     /// `foreign-timer-hz=` for every boot (0: no foreign timer).
     pub foreign_timer_hz: u32,
+    /// CPUs each boot gets (QEMU's `-smp`); the fuzzer runs on CPU 0 and
+    /// the APs idle, taking the storm's NMIs through their own entries.
+    pub smp: u32,
 }
 
 /// One seed's boot.
@@ -258,7 +261,7 @@ pub fn cmdline(config: &CampaignConfig, seeds: Range<u64>) -> String {
 /// repeats the program, not the exact interleaving).
 pub fn replay_command(config: &CampaignConfig, seed: u64) -> String {
     format!(
-        "extregs fuzz --seed {seed} --iterations {} --max-depth {}{}{}{}{}{}{}",
+        "extregs fuzz --seed {seed} --iterations {} --max-depth {}{}{}{}{}{}{}{}",
         config.iterations,
         config.max_depth,
         if config.deterministic { " --deterministic" } else { "" },
@@ -271,6 +274,7 @@ pub fn replay_command(config: &CampaignConfig, seed: u64) -> String {
         } else {
             String::new()
         },
+        if config.smp > 1 { format!(" --smp {}", config.smp) } else { String::new() },
     )
 }
 
@@ -294,6 +298,7 @@ pub fn run_batch(
         cancel,
         nmi_storm: config.nmi_storm,
         granular: config.granular,
+        smp: (config.smp > 1).then(|| config.smp.to_string()),
         ..RunConfig::default()
     };
     let outcome = match qemu::run(&run) {
@@ -512,6 +517,7 @@ pub fn to_json(
         "nmi_storm": config.nmi_storm,
         "granular": config.granular,
         "foreign_timer_hz": config.foreign_timer_hz,
+        "smp": config.smp,
         "interrupted": interrupted,
         "totals": totals.to_json(),
         "runs": seeds,
@@ -612,7 +618,7 @@ pub fn mark_shard(document: &mut Value, shard: Shard, of: &Range<u64>) {
 }
 
 /// The settings two documents must share to be merged.
-const MERGE_SETTINGS: [&str; 7] = [
+const MERGE_SETTINGS: [&str; 8] = [
     "iterations",
     "max_depth",
     "deterministic",
@@ -620,6 +626,7 @@ const MERGE_SETTINGS: [&str; 7] = [
     "nmi_storm",
     "granular",
     "foreign_timer_hz",
+    "smp",
 ];
 
 /// Merges campaign documents (`--json` of shards, or of any campaigns with

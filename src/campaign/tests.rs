@@ -145,7 +145,7 @@ fn document(seeds: Range<u64>, iterations: u64, shard: Option<Shard>) -> Value {
     let mut document = json!({
         "seeds": format!("{}..{}", seeds.start, seeds.end),
         "iterations": iterations, "max_depth": 8, "deterministic": true, "cpu": "max",
-        "nmi_storm": false, "granular": false, "foreign_timer_hz": 0, "interrupted": false,
+        "nmi_storm": false, "granular": false, "foreign_timer_hz": 0, "smp": 1, "interrupted": false,
         "totals": {"seeds_run": seeds.end - seeds.start, "seeds_failed": 0,
             "iterations": iterations * (seeds.end - seeds.start),
             "frames": seeds.clone().map(|s| 10 * s).sum::<u64>(), "violations": 0,
@@ -206,9 +206,15 @@ fn replay_names_every_setting() {
         granular: false,
         foreign_timer_hz: 0,
         seeds_per_boot: 0,
+        smp: 1,
     };
     assert_eq!(
         replay_command(&config, 42),
         "extregs fuzz --seed 42 --iterations 1000 --max-depth 8 --deterministic"
+    );
+    let on_two_cpus = CampaignConfig { smp: 2, ..config };
+    assert_eq!(
+        replay_command(&on_two_cpus, 42),
+        "extregs fuzz --seed 42 --iterations 1000 --max-depth 8 --deterministic --smp 2"
     );
 }

@@ -60,6 +60,11 @@ pub(crate) struct FuzzArgs {
     /// back): foreign events the fuzzer validates and counts.
     #[arg(long)]
     pub(crate) nmi_storm: bool,
+    /// CPUs per boot (1 to 8), QEMU's -smp: the fuzzer runs on CPU 0 while
+    /// the APs idle, online, taking outside NMIs through their own entries.
+    /// Without --jobs, jobs x CPUs stays within the default 2 jobs.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) smp: u32,
     /// One guest instruction per translation block (QEMU -singlestep), so
     /// foreign NMIs land at every instruction boundary (slower).
     #[arg(long)]
@@ -132,6 +137,10 @@ pub(crate) fn fuzz(args: FuzzArgs) -> i32 {
         eprintln!("extregs: --foreign-timer must be from 1 to 10000 (Hz)");
         return EXIT_USAGE;
     }
+    if !(1..=8).contains(&args.smp) {
+        eprintln!("extregs: --smp must be from 1 to 8");
+        return EXIT_USAGE;
+    }
     if args.iterations == 0 || args.jobs == Some(0) || args.timeout == 0 {
         eprintln!("extregs: --iterations, --jobs and --timeout must be at least 1");
         return EXIT_USAGE;
@@ -195,7 +204,7 @@ pub(crate) fn fuzz(args: FuzzArgs) -> i32 {
         }
         None => (None, seeds.clone()),
     };
-    let config = campaign_config(&args, seeds.clone(), args.jobs.unwrap_or(DEFAULT_FUZZ_JOBS));
+    let config = campaign_config(&args, seeds.clone(), args.jobs.unwrap_or(default_jobs(args.smp)));
     let cancel = Arc::new(AtomicBool::new(false));
     {
         let cancel = cancel.clone();
@@ -428,11 +437,19 @@ pub(crate) fn campaign_config(
         granular: args.granular,
         foreign_timer_hz: args.foreign_timer.unwrap_or(0),
         seeds_per_boot: args.seeds_per_boot.unwrap_or(0),
+        smp: args.smp,
     }
 }
 
-/// Parallel boots of a campaign without `--jobs`.
+/// Parallel boots of a campaign without `--jobs`, on one CPU each.
 pub(crate) const DEFAULT_FUZZ_JOBS: usize = 2;
+
+/// Parallel boots without `--jobs` for boots of `smp` CPUs: QEMU's TCG runs
+/// one host thread per vCPU, so jobs x CPUs stays within
+/// [`DEFAULT_FUZZ_JOBS`] (the host cores it was chosen for), at least 1.
+pub(crate) fn default_jobs(smp: u32) -> usize {
+    (DEFAULT_FUZZ_JOBS / smp.max(1) as usize).max(1)
+}
 
 /// `fuzz --seed S`: one boot with its output shown; `--json` writes it as a
 /// one-seed campaign (the same format as `--seeds`).
@@ -476,6 +493,7 @@ pub(crate) fn replay(args: &FuzzArgs, seed: u64) -> i32 {
         echo: true,
         nmi_storm: args.nmi_storm,
         granular: args.granular,
+        smp: (args.smp > 1).then(|| args.smp.to_string()),
         ..RunConfig::default()
     };
     let outcome = match qemu::run(&config) {

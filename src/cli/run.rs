@@ -39,8 +39,9 @@ pub(crate) struct RunArgs {
     /// NMIs and IRQs can land at every instruction boundary (slower).
     #[arg(long)]
     pub(crate) granular: bool,
-    /// CPUs (1 to 8): QEMU's -smp. The kernel starts every AP and parks it;
-    /// it runs on CPU 0 only (docs/design.md, "Per-CPU and per-task state").
+    /// CPUs (1 to 8): QEMU's -smp. The kernel brings every AP online with
+    /// its own entry state; modes run on CPU 0 while the APs idle, taking
+    /// NMIs and IPIs (docs/smp.md).
     #[arg(long, default_value_t = 1)]
     pub(crate) smp: u32,
 }

@@ -27,6 +27,7 @@ fn fuzz_under_an_nmi_storm_at_every_instruction_boundary_has_no_violations() {
         nmi_storm: true,
         granular: true,
         foreign_timer_hz: 1000,
+        smp: 1,
         seeds_per_boot: 0,
     };
     let (reports, totals, interrupted) =
@@ -60,6 +61,7 @@ fn campaign_config(
         nmi_storm: false,
         granular: false,
         foreign_timer_hz: 0,
+        smp: 1,
         seeds_per_boot: 0,
     }
 }

@@ -59,12 +59,20 @@ const REQUIRED_SELFTESTS: &[&str] = &[
     "pkrs_never_applies_to_user_mode",
     "smap_stops_kernel_access_to_user_memory",
     "smep_stops_kernel_execution_of_user_pages",
-    "parked_aps_survive_nmi_ipis",
+    "each_cpu_has_its_own_entry_state",
+    "nmi_ipis_reach_each_cpu",
+    "nmi_on_one_cpu_runs_while_another_is_in_nmi",
+    "pkrs_cache_and_bracket_are_per_cpu",
 ];
 
 /// The selftests that need a second CPU: on one they print `# SKIP needs
 /// 2 CPUs` (tests/qemu/smp.rs runs them with two).
-pub const NEED_TWO_CPUS: &[&str] = &["parked_aps_survive_nmi_ipis"];
+pub const NEED_TWO_CPUS: &[&str] = &[
+    "each_cpu_has_its_own_entry_state",
+    "nmi_ipis_reach_each_cpu",
+    "nmi_on_one_cpu_runs_while_another_is_in_nmi",
+    "pkrs_cache_and_bracket_are_per_cpu",
+];
 
 pub fn selftest_results(outcome: &Outcome) -> Vec<report::KtapResult> {
     assert!(outcome.serial.contains("KTAP version 1\n"), "{}", dump(outcome));

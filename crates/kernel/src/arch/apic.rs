@@ -213,6 +213,17 @@ fn init_local() {
     write(reg::ESR, 0);
 }
 
+/// Runs `body` with this CPU's LINT1 masked: NMIs from outside (QMP's
+/// `inject-nmi`, a storm of them) wait in the APIC until it returns, while
+/// NMI IPIs and self-NMIs still arrive. For tests that count this CPU's
+/// NMIs exactly; other CPUs keep taking the outside NMIs meanwhile.
+pub fn with_outside_nmis_held<T>(body: impl FnOnce() -> T) -> T {
+    write(reg::LVT_LINT1, LVT_MASKED | LVT_DELIVERY_NMI);
+    let result = body();
+    write(reg::LVT_LINT1, LVT_DELIVERY_NMI);
+    result
+}
+
 /// Sets up an AP's local APIC in the mode the boot CPU chose
 /// ([`init_local`]; the PIC and the calibration are the boot CPU's).
 pub fn init_ap() {

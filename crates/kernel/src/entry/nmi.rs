@@ -134,6 +134,11 @@ pub fn count_on(cpu: usize) -> (u64, u32) {
     (CPU_NMIS.of(cpu).load(Ordering::SeqCst), CPU_NMI_APIC_ID.of(cpu).load(Ordering::SeqCst))
 }
 
+/// NMIs this CPU handled since boot.
+pub fn count_this_cpu() -> u64 {
+    CPU_NMIS.this().load(Ordering::SeqCst)
+}
+
 /// NMIs handled since boot, on every CPU (each repeat of the handler
 /// counts).
 pub fn count() -> u64 {
