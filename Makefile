@@ -12,11 +12,13 @@ SHELL := /bin/bash
 CARGO ?= cargo
 TOOLCHAIN := $(shell sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
 RUN_ARGS ?=
+# CPUs `make run` boots (QEMU's -smp): every AP comes online (docs/smp.md).
+SMP ?= 2
 
 .PHONY: run test setup toolchain qemu host-tests miri qemu-tests mutants fuzz-faults lint
 
 run: setup
-	$(CARGO) run --quiet -- run $(RUN_ARGS)
+	$(CARGO) run --quiet -- run --smp $(SMP) $(RUN_ARGS)
 
 test: setup lint host-tests miri qemu-tests mutants fuzz-faults
 

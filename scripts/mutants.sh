@@ -33,12 +33,12 @@ mutants=(
   "debug-not-on-ist|crates/kernel/src/arch/idt.rs|s/idt.debug.set_handler_addr(stub(1)).set_stack_index(DEBUG_IST_INDEX);/idt.debug.set_handler_addr(stub(1));/|debug_single_step_on_ist"
   # The races of the hardening review, each put back as it was:
   # the PKRS cache stored before the WRMSR, with nothing telling an entry.
-  "pkrs-cache-stored-before-wrmsr|crates/kernel/src/arch/pks.rs|0,/^    PKRS_WRITES_IN_PROGRESS.this().fetch_add(1, Ordering::Relaxed);$/s//    PKRS_CACHE.this().store(value, Ordering::Relaxed);/; 0,/^    PKRS_WRITES_IN_PROGRESS.this().fetch_sub(1, Ordering::Relaxed);$/s///|pkrs_write_window_every_instruction"
+  "pkrs-cache-stored-before-wrmsr|crates/kernel/src/arch/pks.rs|/^pub unsafe fn write_pkrs/,/^}/{s/^    PKRS_WRITES_IN_PROGRESS.this().fetch_add(1, Ordering::Relaxed);$/    PKRS_CACHE.this().store(value, Ordering::Relaxed);/; s/^    PKRS_WRITES_IN_PROGRESS.this().fetch_sub(1, Ordering::Relaxed);$//}|pkrs_write_window_every_instruction"
   "paranoid-exit-keeps-changed-cr2|crates/kernel/src/entry/paranoid.rs|s/^            core::arch::asm!(\"mov cr2, {}\".*$/            core::hint::black_box(state.cr2)/|cr2_survives_paranoid_page_fault"
   "paranoid-entry-keeps-dr7-armed|crates/kernel/src/entry/paranoid.rs|0,/^        unsafe { write_dr7(DR7_RESET) };$/s//        let _ = DR7_RESET;/|breakpoints_masked_in_paranoid_handlers"
   "breakpoints-allowed-on-entry|crates/kernel/src/entry/paranoid.rs|s/^    if let Some(why) = breakpoint_refused(address) {$/    if let Some(why) = None::<\&str> {/|breakpoints_refused_where_entries_run"
   "debug-ist-not-shifted|crates/kernel/src/entry/paranoid.rs|s/^        unsafe { gdt::shift_debug_ist(\(.*\)) };$/        let _ = \1;/|debug_recursion_shifts_the_ist"
-  "paranoid-print-waits-for-console|crates/kernel/src/arch/serial.rs|s/^        let paranoid = must_not_wait() .*$/        let paranoid = false;/|console_from_paranoid_handler"
+  "paranoid-print-waits-for-console|crates/kernel/src/arch/serial.rs|s/^        let mut guard = if interrupted_own_section \&\& !dying \&\& must_not_wait() {$/        let mut guard = if false {/|console_from_paranoid_handler"
   "pks-edit-accepted-inside-a-write|crates/kernel/src/arch/pks.rs|s/^    if interrupted_a_pkrs_write(regs) {$/    if false {/|pkrs_write_window_every_instruction"
   "ist-guard-pages-left-mapped|crates/kernel/src/main.rs|s/^    gdt::protect_ist_stacks();$//|ist_stacks_have_guard_pages"
   "switch-forgets-pkrs|crates/kernel/src/sched/mod.rs|s/^        unsafe { pks::update_pkrs(next_task.switched_out_pkrs.load(Ordering::Relaxed)) };$/        let _ = next_task;/|pkrs_per_task_after_switch"

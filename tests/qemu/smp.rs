@@ -6,7 +6,7 @@
 //! LINT1 on every CPU, so every AP takes NMIs through its own entry).
 
 use crate::common::*;
-use extregs::exit_codes::EXIT_SUCCESS;
+use extregs::exit_codes::{EXIT_KERNEL_FAILURE, EXIT_SUCCESS};
 use extregs::qemu::{self, Firmware, RunConfig};
 use extregs::report::Outcome;
 
@@ -103,5 +103,113 @@ fn idle_and_demo_run_on_2_and_4_cpus() {
     assert_runs_on_every_setting(
         "mode=demo",
         &[(Firmware::Bios, 4, true), (Firmware::Uefi, 2, false), (Firmware::Bios, 2, false)],
+    );
+}
+
+/// The part of `serial` from the line `NMI backtrace for cpu {cpu}` to the
+/// next line that starts another CPU's dump or ends the backtrace.
+fn dump_of(serial: &str, cpu: usize) -> Option<String> {
+    let start = serial.find(&format!("NMI backtrace for cpu {cpu}\n"))?;
+    let rest = &serial[start..];
+    let mut lines = rest.lines();
+    let first = lines.next()?.to_string();
+    let body: Vec<&str> = lines
+        .take_while(|line| {
+            !line.starts_with("NMI backtrace for cpu ") && !line.starts_with("extregs: backtrace:")
+        })
+        .collect();
+    Some(format!("{first}\n{}", body.join("\n")))
+}
+
+/// `mode=backtrace` on 2 and 4 CPUs, BIOS and UEFI, plain and under an NMI
+/// storm: every CPU answers once, and its dump is whole: its own show_regs
+/// (the extension's GENERIC line included) and a Call Trace whose `<NMI>`
+/// section opens and closes inside it, with no line of another CPU's.
+#[test]
+fn backtrace_answers_from_every_cpu() {
+    for (firmware, cpus, storm) in [
+        (Firmware::Bios, 2usize, false),
+        (Firmware::Bios, 4, true),
+        (Firmware::Uefi, 4, false),
+        (Firmware::Uefi, 2, true),
+    ] {
+        let outcome = boot_with_cpus(firmware, &cpus.to_string(), "mode=backtrace", storm);
+        let setting = format!("{cpus} CPUs, {firmware:?}, NMI storm {storm}");
+        assert_verdict(&outcome, EXIT_SUCCESS);
+        let result = outcome.result().expect("a RESULT");
+        assert_eq!(result["answered"], cpus, "{setting}\n{}", dump(&outcome));
+        assert_eq!(result["asked"], cpus, "{setting}\n{}", dump(&outcome));
+        for cpu in 0..cpus {
+            let serial = &outcome.serial;
+            let header = format!("NMI backtrace for cpu {cpu}\n");
+            assert_eq!(
+                serial.matches(&header).count(),
+                1,
+                "{setting}: cpu {cpu}\n{}",
+                dump(&outcome)
+            );
+            let dump_text = dump_of(serial, cpu).expect("the dump");
+            let comm =
+                if cpu == 0 { "Comm: init".to_string() } else { format!("Comm: swapper/{cpu}") };
+            for needed in [
+                format!("CPU: {cpu} PID: "),
+                comm,
+                "GENERIC: ".into(),
+                "on the NMI stack".into(),
+                "Call Trace:".into(),
+                " <NMI>".into(),
+                " </NMI>".into(),
+            ] {
+                assert!(
+                    dump_text.contains(&needed),
+                    "{setting}: cpu {cpu} lacks {needed:?}\n{dump_text}"
+                );
+            }
+            for other in (0..cpus).filter(|&other| other != cpu) {
+                assert!(
+                    !dump_text.contains(&format!("CPU: {other} PID: ")),
+                    "{setting}: cpu {other}'s lines inside cpu {cpu}'s dump\n{dump_text}"
+                );
+            }
+        }
+    }
+}
+
+/// `mode=oops cause=ud2 cpu=K`: CPU K dies in its idle task. It stops the
+/// other CPUs with an NMI and prints the only dump and the only RESULT, on
+/// 2 and 4 CPUs, BIOS and UEFI, plain and under an NMI storm. A CPU that is
+/// not online is refused.
+#[test]
+fn an_oops_on_an_ap_gives_one_dump() {
+    for (firmware, cpus, storm, cpu) in [
+        (Firmware::Bios, 2, false, 1),
+        (Firmware::Uefi, 4, true, 3),
+        (Firmware::Bios, 4, true, 2),
+        (Firmware::Uefi, 2, false, 1),
+    ] {
+        let cmdline = format!("mode=oops cause=ud2 cpu={cpu}");
+        let outcome = boot_with_cpus(firmware, &cpus.to_string(), &cmdline, storm);
+        let setting = format!("{cmdline} on {cpus} CPUs, {firmware:?}, NMI storm {storm}");
+        assert_verdict(&outcome, EXIT_KERNEL_FAILURE);
+        let serial = &outcome.serial;
+        assert_eq!(
+            serial.matches("extregs: oops: unhandled").count(),
+            1,
+            "{setting}\n{}",
+            dump(&outcome)
+        );
+        assert_eq!(serial.matches("\nRESULT ").count(), 1, "{setting}\n{}", dump(&outcome));
+        assert_eq!(serial.matches("\nCPU: ").count(), 1, "{setting}\n{}", dump(&outcome));
+        let victim = format!("CPU: {cpu} PID: 0 Comm: swapper/{cpu}");
+        assert!(serial.contains(&victim), "{setting}\n{}", dump(&outcome));
+        assert!(!serial.contains("did not stop"), "{setting}\n{}", dump(&outcome));
+        assert_eq!(outcome.result().expect("a RESULT")["error"], "unhandled exception");
+    }
+    let outcome = boot_with_cpus(Firmware::Bios, "2", "mode=oops cause=ud2 cpu=5", false);
+    assert_verdict(&outcome, EXIT_KERNEL_FAILURE);
+    assert!(
+        outcome.serial.contains("extregs: error: cpu=5: CPU 5 is not online"),
+        "{}",
+        dump(&outcome)
     );
 }

@@ -34,11 +34,13 @@ pub enum Mode {
     /// User mode: ring-3 tasks over SYSCALL (a hello world, a spinner the
     /// timer preempts, a task killed by its ud2, 10,000 syscalls).
     User,
+    /// The NMI backtrace of every CPU (Linux's `trigger_all_cpu_backtrace`).
+    Backtrace,
 }
 
 impl Mode {
     /// Every mode with its command-line spelling.
-    pub const ALL: [(Mode, &'static str); 8] = [
+    pub const ALL: [(Mode, &'static str); 9] = [
         (Mode::Demo, "demo"),
         (Mode::Selftest, "selftest"),
         (Mode::Oops, "oops"),
@@ -47,6 +49,7 @@ impl Mode {
         (Mode::Bench, "bench"),
         (Mode::Tasks, "tasks"),
         (Mode::User, "user"),
+        (Mode::Backtrace, "backtrace"),
     ];
 
     /// The command-line spelling.
@@ -116,6 +119,9 @@ pub struct CommandLine {
     pub mode: Mode,
     /// Only with `mode=oops` (where it is required).
     pub oops_cause: Option<OopsCause>,
+    /// `cpu=` of `mode=oops`: the CPU that dies (0 when absent). The
+    /// kernel refuses a CPU that is not online.
+    pub oops_cpu: u32,
     /// `seconds=` of `mode=idle` and `mode=tasks` ([`DEFAULT_SECONDS`] when
     /// absent).
     pub seconds: u32,
@@ -126,6 +132,9 @@ pub struct CommandLine {
     /// `iterations=` of `mode=bench` ([`DEFAULT_BENCH_ITERATIONS`] when absent).
     pub bench_iterations: u64,
 }
+
+/// The highest `cpu=` (the kernel runs at most 8 CPUs).
+pub const MAX_CPU_NUMBER: u64 = 7;
 
 /// Round trips per variant in `mode=bench` without `iterations=`.
 pub const DEFAULT_BENCH_ITERATIONS: u64 = 100_000;
@@ -405,6 +414,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
     let mut foreign_timer_hz = None;
     let mut seeds = None;
     let mut iterations_text = "";
+    let mut oops_cpu = None;
     for word in text.split_ascii_whitespace() {
         let (key, value) = match word.split_once('=') {
             Some((key, value)) if !key.is_empty() && !value.is_empty() => (key, value),
@@ -418,7 +428,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                 mode = Some(lookup(&Mode::ALL, value).ok_or(CommandLineError::BadValue {
                     key,
                     value,
-                    expected: "demo, selftest, oops, idle, fuzz, bench, tasks, user",
+                    expected: "demo, selftest, oops, idle, fuzz, bench, tasks, user, backtrace",
                 })?);
             }
             "cause" => {
@@ -439,6 +449,12 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                 }
                 seconds_key = key;
                 seconds = Some(number(key, value, 1, u64::from(MAX_SECONDS))? as u32);
+            }
+            "cpu" => {
+                if oops_cpu.is_some() {
+                    return Err(CommandLineError::DuplicateKey(key));
+                }
+                oops_cpu = Some(number(key, value, 0, MAX_CPU_NUMBER)? as u32);
             }
             "tasks" => {
                 if tasks.is_some() {
@@ -514,6 +530,9 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
         (Mode::Oops, Some(_)) | (_, None) => {}
         (_, Some(_)) => return Err(CommandLineError::KeyNotForMode { key: cause_key, mode }),
     }
+    if oops_cpu.is_some() && mode != Mode::Oops {
+        return Err(CommandLineError::KeyNotForMode { key: "cpu", mode });
+    }
     if seconds.is_some() && !matches!(mode, Mode::Idle | Mode::Tasks) {
         return Err(CommandLineError::KeyNotForMode { key: seconds_key, mode });
     }
@@ -560,6 +579,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
     Ok(CommandLine {
         mode,
         oops_cause: cause,
+        oops_cpu: oops_cpu.unwrap_or(0),
         seconds: seconds.unwrap_or(DEFAULT_SECONDS),
         tasks: tasks.unwrap_or(DEFAULT_TASKS),
         fuzz: FuzzSettings {
@@ -589,6 +609,7 @@ mod tests {
             CommandLine {
                 mode: Mode::Demo,
                 oops_cause: None,
+                oops_cpu: 0,
                 seconds: DEFAULT_SECONDS,
                 tasks: DEFAULT_TASKS,
                 fuzz: FuzzSettings::default(),
@@ -606,6 +627,7 @@ mod tests {
             CommandLine {
                 mode: Mode::Oops,
                 oops_cause: Some(OopsCause::PksViolation),
+                oops_cpu: 0,
                 seconds: DEFAULT_SECONDS,
                 tasks: DEFAULT_TASKS,
                 fuzz: FuzzSettings::default(),
@@ -743,7 +765,7 @@ mod tests {
         );
         assert_eq!(
             parse("mode=dance").unwrap_err().to_string(),
-            "bad value 'dance' for 'mode' (expected one of: demo, selftest, oops, idle, fuzz, bench, tasks, user)"
+            "bad value 'dance' for 'mode' (expected one of: demo, selftest, oops, idle, fuzz, bench, tasks, user, backtrace)"
         );
         for bad in ["0", "-1", "3601", "ten", "1e3"] {
             let line = std::format!("mode=idle seconds={bad}");
@@ -764,6 +786,17 @@ mod tests {
             parse("mode=oops").unwrap_err(),
             CommandLineError::MissingKey { key: "cause", mode: Mode::Oops }
         );
+        assert_eq!(parse("mode=oops cause=ud2 cpu=3").unwrap().oops_cpu, 3);
+        assert_eq!(parse("mode=oops cause=ud2").unwrap().oops_cpu, 0);
+        assert_eq!(
+            parse("mode=oops cause=ud2 cpu=8").unwrap_err().to_string(),
+            "bad value '8' for 'cpu' (expected a number from 0 to 7)"
+        );
+        assert_eq!(
+            parse("mode=demo cpu=1").unwrap_err().to_string(),
+            "key 'cpu' does not apply to mode=demo"
+        );
+        assert_eq!(parse("mode=backtrace").unwrap().mode, Mode::Backtrace);
         assert_eq!(
             parse("mode=selftest cause=gp").unwrap_err().to_string(),
             "key 'cause' does not apply to mode=selftest"

@@ -173,9 +173,10 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         Mode::User => modes::user::run(),
         Mode::Fuzz => fuzz::run(cmdline.fuzz),
         Mode::Bench => bench::run(cmdline.bench_iterations),
+        Mode::Backtrace => modes::backtrace::run(),
         Mode::Oops => {
             let cause = cmdline.oops_cause.expect("the parser requires cause= with mode=oops");
-            oops::die_on_purpose(cause, pkey_page)
+            oops::die_on_cpu(cmdline.oops_cpu, cause, pkey_page)
         }
     };
     exit_qemu(if ok { ExitCode::Success } else { ExitCode::Failure })

@@ -23,6 +23,8 @@ use x86_64::PhysAddr;
 pub const TIMER_VECTOR: u8 = 0xec;
 /// The fixed vector the selftests and the fuzzer send self-IPIs on.
 pub const SELF_IPI_VECTOR: u8 = 0xf3;
+/// Linux's `RESCHEDULE_VECTOR`: wakes an idle AP to look at its work.
+pub const RESCHEDULE_VECTOR: u8 = 0xfd;
 /// Linux's `ERROR_APIC_VECTOR`.
 pub const ERROR_VECTOR: u8 = 0xfe;
 /// Linux's `SPURIOUS_APIC_VECTOR`.
@@ -573,6 +575,11 @@ pub fn in_service(vector: u8) -> bool {
 /// Sends a fixed IPI on `vector` to this CPU (destination shorthand self).
 pub fn send_self_ipi(vector: u8) {
     write_icr(0, ICR_SHORTHAND_SELF | ICR_ASSERT | u32::from(vector));
+}
+
+/// Sends a fixed IPI on `vector` to the CPU with `apic_id`.
+pub fn send_ipi(apic_id: u32, vector: u8) {
+    write_icr(apic_id, ICR_ASSERT | u32::from(vector));
 }
 
 /// Sends an NMI to the CPU with `apic_id` (an NMI IPI).

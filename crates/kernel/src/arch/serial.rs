@@ -5,9 +5,11 @@
 //! runner and tests read it.
 
 use crate::arch::hook_slot::HookSlot;
+use crate::arch::percpu::PerCpu;
 use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use extregs_regs::NR_CPUS;
 use spin::Mutex;
 use uart_16550::backend::PioBackend;
 use uart_16550::{Config, Uart16550};
@@ -55,18 +57,24 @@ pub fn force_unlock() {
     }
 }
 
-/// Output of paranoid handlers (NMI, #DB, #MC) that found the console lock
-/// held by the code they interrupted. Waiting would deadlock, dropping
-/// would lose it, so it waits here until the next print that can take the
-/// lock writes it out first (Linux's printk defers NMI output the same
-/// way).
+/// Output of paranoid handlers (NMI, #DB, #MC) that interrupted their own
+/// CPU's console section (the code below them holds the console lock, or
+/// waits for it). Waiting would deadlock, dropping would lose it, so it
+/// waits here until the next print that can take the lock writes it out
+/// first (Linux's printk defers NMI output the same way). A paranoid
+/// handler on a CPU that is *not* in its console section waits for the
+/// lock like any other code: the holder is another CPU, which will let go.
 ///
-/// One CPU: writers reserve a region with one `fetch_add`, so a nested
-/// writer (an NMI inside a #DB) gets its own region, and every writer
-/// finishes before the code it interrupted continues. `writers` counts the
-/// writers between their reservation and the end of their copy: the flush
-/// runs only when it is zero (no writer is below the flusher on the
-/// stack), so every region below `reserved` is complete when it is read.
+/// So only the CPU that holds (or waits for) the lock ever defers, and the
+/// one-CPU argument below holds on any number of CPUs: writers reserve a
+/// region with one `fetch_add`, so a nested writer (an NMI inside a #DB)
+/// gets its own region, and every writer finishes before the code it
+/// interrupted continues. `writers` counts the writers between their
+/// reservation and the end of their copy: the flush runs only when it is
+/// zero (no writer is below the flusher on the stack; no other CPU can be
+/// writing, as it would have to be in its console section while this one
+/// holds the lock), so every region below `reserved` is complete when it is
+/// read.
 struct DeferredOutput {
     bytes: UnsafeCell<[u8; DEFERRED_BYTES]>,
     reserved: AtomicUsize,
@@ -79,7 +87,8 @@ const DEFERRED_BYTES: usize = 8192;
 
 // SAFETY: see the type's documentation: disjoint regions per writer, and
 // the reader reads only while `writers` is zero, i.e. no writer is
-// between its reservation and the end of its copy on this (the only) CPU.
+// between its reservation and the end of its copy (only the lock holder's
+// CPU defers, and the reader holds the lock).
 unsafe impl Sync for DeferredOutput {}
 
 static DEFERRED: DeferredOutput = DeferredOutput {
@@ -195,41 +204,58 @@ fn must_not_wait() -> bool {
     MUST_NOT_WAIT.get().is_some_and(|question| question())
 }
 
-#[doc(hidden)]
-pub fn print_args(args: fmt::Arguments<'_>) {
-    // With IF clear an IRQ handler can't find the lock held by the code it
-    // interrupted. A paranoid handler (NMI, #DB, #MC) can: then it defers
-    // its output rather than deadlock or lose it.
+/// Is this CPU in its console section: holding the console lock, or
+/// spinning for it? A paranoid handler that finds its own CPU there must
+/// not wait (the code it interrupted may hold the lock); on any other CPU
+/// it may.
+static IN_CONSOLE_SECTION: PerCpu<AtomicBool> =
+    PerCpu::new([const { AtomicBool::new(false) }; NR_CPUS]);
+
+/// Runs `body` in this CPU's console section with the lock held (IF clear,
+/// as every holder of the lock: an IRQ handler that prints would otherwise
+/// spin on it forever). `Err(())` without running it when this is a
+/// paranoid handler that interrupted its own CPU's console section and the
+/// lock is taken.
+fn in_console_section<T>(body: impl FnOnce(&mut SerialConsole) -> T) -> Result<Option<T>, ()> {
     x86_64::instructions::interrupts::without_interrupts(|| {
-        let paranoid = must_not_wait() && !DYING.load(Ordering::SeqCst);
-        let mut guard = if paranoid {
+        let section = IN_CONSOLE_SECTION.this();
+        let interrupted_own_section = section.swap(true, Ordering::SeqCst);
+        let dying = DYING.load(Ordering::SeqCst);
+        let mut guard = if interrupted_own_section && !dying && must_not_wait() {
             match SERIAL.try_lock() {
                 Some(guard) => guard,
-                None => return defer(args),
+                None => return Err(()),
             }
         } else {
             SERIAL.lock()
         };
-        if let Some(console) = guard.as_mut() {
-            // Earlier deferred lines first, so the order is kept.
-            flush_deferred(console);
-            let _ = console.write_fmt(args);
-        }
+        let result = guard.as_mut().map(body);
+        drop(guard);
+        section.store(interrupted_own_section, Ordering::SeqCst);
+        Ok(result)
     })
+}
+
+#[doc(hidden)]
+pub fn print_args(args: fmt::Arguments<'_>) {
+    let printed = in_console_section(|console| {
+        // Earlier deferred lines first, so the order is kept.
+        flush_deferred(console);
+        let _ = console.write_fmt(args);
+    });
+    if printed.is_err() {
+        defer(args);
+    }
 }
 
 /// Runs `body` with the console lock held, as code printing a long message
 /// would: for the selftest that a paranoid handler printing meanwhile
 /// neither deadlocks nor loses its output.
 pub fn with_console_locked<T>(body: impl FnOnce() -> T) -> T {
-    // With IF clear, as every holder of the lock: an IRQ handler that
-    // prints would otherwise spin on it forever.
-    x86_64::instructions::interrupts::without_interrupts(|| {
-        let guard = SERIAL.lock();
-        let result = body();
-        drop(guard);
-        result
-    })
+    match in_console_section(|_| body()) {
+        Ok(Some(result)) => result,
+        _ => panic!("with_console_locked: no console, or called from a nested paranoid handler"),
+    }
 }
 
 /// Prints to the serial console.

@@ -7,9 +7,10 @@
 //! below it). There it sets up, in order: its GS area (first: everything
 //! per CPU is found through it), its own GDT, TSS and IST stacks, the
 //! shared IDT, the SYSCALL MSRs, CR4.SMEP/SMAP and CR4.PKS with the default
-//! PKRS, and its local APIC (LINT0 masked, LINT1 as NMI). The layers above
-//! then make its boot flow its idle task, `swapper/K`
-//! ([`ApHooks::become_idle_task`]); only then does it count as online, and
+//! PKRS; the layers above make its boot flow its idle task, `swapper/K`
+//! ([`ApHooks::become_idle_task`]); then its local APIC (LINT0 masked,
+//! LINT1 as NMI, so an NMI from outside finds the idle task current). Only
+//! then does it count as online, and
 //! it idles ([`ApHooks::idle`]) with interrupts on: NMIs (IPIs, QMP's
 //! `inject-nmi` through LINT1) and the IPIs other CPUs send reach it
 //! through the same extended entry as on the boot CPU.
@@ -164,10 +165,12 @@ extern "C" fn ap_main(cpu: u64) -> ! {
     let features = FEATURES.get().expect("bring_up recorded the boot CPU's features");
     uaccess::enable_smep_smap(features);
     pks::init_ap();
-    apic::init_ap();
-    gdt::set_apic_id(apic::id());
+    // The idle task before the APIC: once LINT1 is open, an NMI from
+    // outside may arrive, and its entry must find this CPU's current task.
     let hooks = AP_HOOKS.get().expect("bring_up recorded the AP hooks");
     (hooks.become_idle_task)(cpu);
+    apic::init_ap();
+    gdt::set_apic_id(apic::id());
     APIC_IDS[cpu].store(apic::id(), Ordering::SeqCst);
     CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
     ONLINE[cpu].store(true, Ordering::SeqCst);

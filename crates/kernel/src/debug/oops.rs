@@ -3,15 +3,28 @@
 
 use crate::arch::exit::{exit_qemu, ExitCode};
 use crate::arch::idt::{self, PAGE_FAULT_VECTOR};
+use crate::arch::percpu::this_cpu;
+use crate::arch::{apic, smp};
 use crate::arch::{gdt, pks, serial};
 use crate::debug::{result, show_regs, symbols};
 use core::arch::asm;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use extregs_regs::NR_CPUS;
 use extregs_regs::{ExtendedPtRegs, PtRegs};
 
-/// Set by the first oops or panic; a second one (the dump itself failing)
-/// leaves at once rather than recursing.
-static DYING: AtomicBool = AtomicBool::new(false);
+/// The CPU that oopsed or panicked first, plus one (0: none). It alone
+/// prints the dump and the RESULT; a second oops on it (the dump itself
+/// failing) leaves at once rather than recursing, and an oops on any other
+/// CPU meanwhile stops that CPU silently (Linux's panic: the first CPU
+/// wins, the others are stopped).
+static DYING_CPU: AtomicUsize = AtomicUsize::new(0);
+
+/// The CPUs that stopped because another one is dying.
+static STOPPED: [AtomicBool; NR_CPUS] = [const { AtomicBool::new(false) }; NR_CPUS];
+
+/// How long the dying CPU waits for the others to stop (Linux's
+/// `smp_send_stop` waits up to a second too).
+const STOP_TIMEOUT_MS: u64 = 1000;
 
 /// #PF error-code bits (SDM vol. 3 §4.7).
 const PF_PRESENT: u64 = 1 << 0;
@@ -20,13 +33,65 @@ const PF_USER: u64 = 1 << 2;
 const PF_INSTRUCTION: u64 = 1 << 4;
 const PF_PROTECTION_KEY: u64 = 1 << 5;
 
-/// Starts an oops: a second one (the dump itself failing) exits at once,
-/// and the console is taken from whoever held it.
+/// Starts an oops: the first CPU to get here wins. It stops every other
+/// CPU with an NMI (Linux's "stop other CPUs" on panic), so nothing else
+/// prints or runs, then takes the console from whoever held it. A second
+/// oops on the winner (the dump itself failing) exits at once; an oops on
+/// another CPU meanwhile stops that CPU instead of printing a second dump.
 pub fn begin_dying() {
-    if DYING.swap(true, Ordering::SeqCst) {
-        exit_qemu(ExitCode::Failure);
+    let me = this_cpu();
+    match DYING_CPU.compare_exchange(0, me + 1, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => {}
+        Err(owner) if owner == me + 1 => exit_qemu(ExitCode::Failure),
+        Err(_) => stop_this_cpu(),
+    }
+    stop_other_cpus();
+    serial::force_unlock();
+}
+
+/// Is another CPU dying? Then this one must stop (its NMI handler asks
+/// first thing).
+pub fn another_cpu_is_dying() -> bool {
+    let owner = DYING_CPU.load(Ordering::SeqCst);
+    owner != 0 && owner != this_cpu() + 1
+}
+
+/// Stops this CPU for good: interrupts off, and `hlt` until the dying CPU
+/// ends the machine. Called from the NMI the dying CPU sent, NMIs stay
+/// blocked (no IRET comes), so the CPU is quiet.
+pub fn stop_this_cpu() -> ! {
+    STOPPED[this_cpu()].store(true, Ordering::SeqCst);
+    loop {
+        // SAFETY: stops this CPU; nothing it held is given back, which is the point (the dying
+        // CPU forces the console lock). Not `nomem`: an NMI (outside an NMI handler) may still
+        // come and its handler writes memory.
+        unsafe { asm!("cli", "hlt", options(nostack)) };
+    }
+}
+
+/// The dying CPU's part: an NMI to every other CPU, whose handler stops it,
+/// and a bounded wait for each online one to say so; one that does not is
+/// named (it may be spinning with NMIs blocked).
+fn stop_other_cpus() {
+    let me = this_cpu();
+    let others = || smp::online_cpus().map(|(cpu, _)| cpu).filter(move |&cpu| cpu != me);
+    if others().next().is_none() {
+        return;
+    }
+    apic::send_nmi_all_but_self();
+    let ticks = apic::tsc_ticks_per_ms() * STOP_TIMEOUT_MS;
+    // SAFETY: RDTSC has no side effects.
+    let start = unsafe { core::arch::x86_64::_rdtsc() };
+    while others().any(|cpu| !STOPPED[cpu].load(Ordering::SeqCst))
+        // SAFETY: as above.
+        && unsafe { core::arch::x86_64::_rdtsc() } - start < ticks
+    {
+        core::hint::spin_loop();
     }
     serial::force_unlock();
+    for cpu in others().filter(|&cpu| !STOPPED[cpu].load(Ordering::SeqCst)) {
+        println!("extregs: oops: CPU {cpu} did not stop within {STOP_TIMEOUT_MS} ms");
+    }
 }
 
 /// An exception nobody claimed: describe it, show_regs, fail.

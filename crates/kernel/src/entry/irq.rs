@@ -14,6 +14,7 @@ use spin::Mutex;
 static TIMER_IRQS: AtomicU64 = AtomicU64::new(0);
 static SELF_IPIS: AtomicU64 = AtomicU64::new(0);
 static SPURIOUS: AtomicU64 = AtomicU64::new(0);
+static RESCHEDULE_IPIS: AtomicU64 = AtomicU64::new(0);
 static APIC_ERRORS: AtomicU64 = AtomicU64::new(0);
 static UNEXPECTED: AtomicU64 = AtomicU64::new(0);
 static LAST_UNEXPECTED_VECTOR: AtomicU8 = AtomicU8::new(0);
@@ -123,6 +124,11 @@ pub fn handle(regs: &mut PtRegs, vector: u8) {
             if IPI_ACTION.load(Ordering::SeqCst) == IpiAction::SendSelfNmi as u8 {
                 apic::send_self_nmi();
             }
+            apic::eoi();
+        }
+        apic::RESCHEDULE_VECTOR => {
+            // An idle AP woken to look at its work (sched::run_on_ap).
+            RESCHEDULE_IPIS.fetch_add(1, Ordering::SeqCst);
             apic::eoi();
         }
         SPURIOUS_VECTOR => {

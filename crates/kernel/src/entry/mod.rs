@@ -3,8 +3,10 @@
 //! (`platform`), the frame checker (`check`), the hooks the modes install
 //! (`hooks`), external interrupts (`irq`), NMIs (`nmi`), the paranoid-entry
 //! discipline (`paranoid`), and the frame observation (`events`) and fault
-//! injection (`fault`) the tests use.
+//! injection (`fault`) the tests use, and the NMI backtrace of every CPU
+//! (`backtrace`).
 
+pub mod backtrace;
 pub mod check;
 pub mod events;
 pub mod fault;

@@ -196,9 +196,14 @@ pub fn read_stack_top() -> NmiStackTop {
 
 /// The NMI handler proper (after `irqentry_nmi_enter`).
 pub fn handle(regs: &mut PtRegs) {
+    // Another CPU oopsed and sent this NMI to stop this one.
+    if crate::debug::oops::another_cpu_is_dying() {
+        crate::debug::oops::stop_this_cpu();
+    }
     NMI_COUNT.fetch_add(1, Ordering::SeqCst);
     CPU_NMIS.this().fetch_add(1, Ordering::SeqCst);
     CPU_NMI_APIC_ID.this().store(apic::id(), Ordering::SeqCst);
+    crate::entry::backtrace::nmi_cpu_backtrace(regs);
     apic::note_probed_pic_nmi();
     if let Some(mut log) = LOG.this().try_lock() {
         let (entries, length) = &mut *log;

@@ -1,5 +1,6 @@
 //! What the kernel does after boot: one module per `mode=`.
 
+pub mod backtrace;
 pub mod bench;
 pub mod demo;
 pub mod fuzz;

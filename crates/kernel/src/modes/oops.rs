@@ -25,6 +25,51 @@ pub fn recurse_until_overflow(depth: u64) -> u64 {
     recurse_until_overflow(depth + 1) + filler[(depth % 64) as usize]
 }
 
+/// The cause and pkey page AP `cpu=` dies of ([`die_on_cpu`]).
+static AP_CAUSE: spin::Once<(OopsCause, Option<PkeyPage>)> = spin::Once::new();
+
+/// How long CPU 0 waits for the AP it asked to die (the AP's oops stops
+/// CPU 0 long before).
+const AP_DEATH_TIMEOUT_MS: u64 = 10_000;
+
+/// `mode=oops cause=… cpu=K`: CPU K dies of `cause`, in its idle task
+/// (`sched::run_on_ap`), while CPU 0 waits; the AP's oops stops CPU 0 with
+/// an NMI and prints the one dump and RESULT. A CPU that is not online, or
+/// a cause that needs CPU 0's scheduler, is refused.
+pub fn die_on_cpu(cpu: u32, cause: OopsCause, pkey_page: Option<PkeyPage>) -> ! {
+    let cpu = cpu as usize;
+    if cpu == 0 {
+        die_on_purpose(cause, pkey_page);
+    }
+    let Some((_, apic_id)) = crate::arch::smp::online_cpus().find(|&(online, _)| online == cpu)
+    else {
+        println!("extregs: error: cpu={cpu}: CPU {cpu} is not online");
+        result::emit(false, format_args!(",\"error\":\"cpu {cpu} is not online\""));
+        exit_qemu(ExitCode::Failure)
+    };
+    if matches!(cause, OopsCause::TaskStackOverflow | OopsCause::UserDoubleFault) {
+        println!(
+            "extregs: error: cause={cause:?} runs tasks, which only CPU 0 schedules: use cpu=0"
+        );
+        result::emit(false, format_args!(",\"error\":\"cause needs cpu=0\""));
+        exit_qemu(ExitCode::Failure)
+    }
+    AP_CAUSE.call_once(|| (cause, pkey_page));
+    println!("extregs: oops: asking CPU {cpu} to die");
+    crate::sched::run_on_ap(cpu, apic_id, || {
+        let (cause, pkey_page) = *AP_CAUSE.get().expect("die_on_cpu set the cause");
+        die_on_purpose(cause, pkey_page)
+    });
+    // Nothing here ends the wait: the AP's oops stops this CPU first.
+    crate::modes::selftest::wait_until(
+        || false,
+        crate::arch::apic::tsc_ticks_per_ms() * AP_DEATH_TIMEOUT_MS,
+    );
+    println!("extregs: error: CPU {cpu} did not die within {AP_DEATH_TIMEOUT_MS} ms");
+    result::emit(false, format_args!(",\"error\":\"cpu {cpu} did not die\""));
+    exit_qemu(ExitCode::Failure)
+}
+
 /// `mode=oops`: dies of `cause`, to show (and test) the oops path.
 pub fn die_on_purpose(cause: OopsCause, pkey_page: Option<PkeyPage>) -> ! {
     println!("extregs: oops: dying on purpose ({cause:?})");

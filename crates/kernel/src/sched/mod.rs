@@ -687,13 +687,30 @@ pub fn become_ap_idle_task(cpu: usize) {
     unsafe { crate::arch::gdt::set_kernel_stack_top(stack.end) };
 }
 
+/// Work each AP's idle loop runs once, in its idle task ([`run_on_ap`]).
+static AP_WORK: PerCpu<crate::arch::hook_slot::HookSlot<fn()>> =
+    PerCpu::new([const { crate::arch::hook_slot::HookSlot::empty() }; NR_CPUS]);
+
 /// An AP's idle loop: it never schedules (the run queue and the tick are
-/// the boot CPU's), it only takes the interrupts and NMIs sent to it.
+/// the boot CPU's), it only takes the interrupts and NMIs sent to it, and
+/// runs the work [`run_on_ap`] leaves it.
 pub fn ap_idle_loop() -> ! {
     loop {
         irqflags::local_irq_disable();
-        idle::idle_once();
+        match AP_WORK.this().take() {
+            Some(work) => work(),
+            None => {
+                idle::idle_once();
+            }
+        }
     }
+}
+
+/// Makes AP `cpu` (APIC ID `apic_id`) run `work` once in its idle task,
+/// with interrupts off, and wakes it with a reschedule IPI. Does not wait.
+pub fn run_on_ap(cpu: usize, apic_id: u32, work: fn()) {
+    AP_WORK.of(cpu).set(work);
+    apic::send_ipi(apic_id, apic::RESCHEDULE_VECTOR);
 }
 
 /// The scheduler tick, from the LAPIC timer's IRQ handler: wakes sleepers
