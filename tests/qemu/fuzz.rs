@@ -110,6 +110,21 @@ fn deterministic_fuzz_gives_the_same_digest_twice() {
     let first = digest(11);
     assert_eq!(first, digest(11), "same seed, same digest");
     assert_ne!(first, digest(12), "another seed, another trace");
+    // With a second CPU online (idle, taking no part in the program) icount
+    // still replays the boot exactly: the same digest twice, and the same
+    // as on one CPU.
+    let config = CampaignConfig { smp: 2, ..config };
+    let on_two_cpus = |seed| {
+        let (mut reports, unrun) = campaign::run_batch(&config, seed..seed + 1, None);
+        assert!(unrun.is_empty());
+        let report = reports.remove(0);
+        assert!(report.ok(), "{}", report.why);
+        let result = report.result.unwrap();
+        assert_eq!(result["cpus"], 2);
+        result["digest"].as_str().unwrap().to_string()
+    };
+    assert_eq!(on_two_cpus(11), first, "two CPUs: the same digest as one");
+    assert_eq!(on_two_cpus(11), first, "two CPUs, twice");
 }
 
 #[test]

@@ -177,8 +177,9 @@ fn backtrace_answers_from_every_cpu() {
 
 /// `mode=oops cause=ud2 cpu=K`: CPU K dies in its idle task. It stops the
 /// other CPUs with an NMI and prints the only dump and the only RESULT, on
-/// 2 and 4 CPUs, BIOS and UEFI, plain and under an NMI storm. A CPU that is
-/// not online is refused.
+/// 2 and 4 CPUs, BIOS and UEFI, plain and under an NMI storm; with
+/// `cpu=all` every CPU dies at once and one dump still comes out. A CPU
+/// that is not online is refused.
 #[test]
 fn an_oops_on_an_ap_gives_one_dump() {
     for (firmware, cpus, storm, cpu) in [
@@ -204,6 +205,17 @@ fn an_oops_on_an_ap_gives_one_dump() {
         assert!(serial.contains(&victim), "{setting}\n{}", dump(&outcome));
         assert!(!serial.contains("did not stop"), "{setting}\n{}", dump(&outcome));
         assert_eq!(outcome.result().expect("a RESULT")["error"], "unhandled exception");
+    }
+    // Every CPU oopses at once (CPU 0 wakes the others, then dies too):
+    // still one dump and one RESULT, whichever CPU won.
+    for (firmware, cpus) in [(Firmware::Bios, 4), (Firmware::Uefi, 2)] {
+        let outcome =
+            boot_with_cpus(firmware, &cpus.to_string(), "mode=oops cause=ud2 cpu=all", false);
+        assert_verdict(&outcome, EXIT_KERNEL_FAILURE);
+        let serial = &outcome.serial;
+        assert_eq!(serial.matches("extregs: oops: unhandled").count(), 1, "{}", dump(&outcome));
+        assert_eq!(serial.matches("\nRESULT ").count(), 1, "{}", dump(&outcome));
+        assert_eq!(serial.matches("\nCPU: ").count(), 1, "{}", dump(&outcome));
     }
     let outcome = boot_with_cpus(Firmware::Bios, "2", "mode=oops cause=ud2 cpu=5", false);
     assert_verdict(&outcome, EXIT_KERNEL_FAILURE);

@@ -119,9 +119,9 @@ pub struct CommandLine {
     pub mode: Mode,
     /// Only with `mode=oops` (where it is required).
     pub oops_cause: Option<OopsCause>,
-    /// `cpu=` of `mode=oops`: the CPU that dies (0 when absent). The
-    /// kernel refuses a CPU that is not online.
-    pub oops_cpu: u32,
+    /// `cpu=` of `mode=oops`: the CPU that dies (CPU 0 when absent), or
+    /// `cpu=all`. The kernel refuses a CPU that is not online.
+    pub oops_cpu: OopsCpu,
     /// `seconds=` of `mode=idle` and `mode=tasks` ([`DEFAULT_SECONDS`] when
     /// absent).
     pub seconds: u32,
@@ -131,6 +131,15 @@ pub struct CommandLine {
     pub fuzz: FuzzSettings,
     /// `iterations=` of `mode=bench` ([`DEFAULT_BENCH_ITERATIONS`] when absent).
     pub bench_iterations: u64,
+}
+
+/// Which CPU `mode=oops` dies on (`cpu=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OopsCpu {
+    /// `cpu=K`.
+    Cpu(u32),
+    /// `cpu=all`: every online CPU at once (one dump must come out).
+    All,
 }
 
 /// The highest `cpu=` (the kernel runs at most 8 CPUs).
@@ -454,7 +463,10 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                 if oops_cpu.is_some() {
                     return Err(CommandLineError::DuplicateKey(key));
                 }
-                oops_cpu = Some(number(key, value, 0, MAX_CPU_NUMBER)? as u32);
+                oops_cpu = Some(match value {
+                    "all" => OopsCpu::All,
+                    _ => OopsCpu::Cpu(number(key, value, 0, MAX_CPU_NUMBER)? as u32),
+                });
             }
             "tasks" => {
                 if tasks.is_some() {
@@ -579,7 +591,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
     Ok(CommandLine {
         mode,
         oops_cause: cause,
-        oops_cpu: oops_cpu.unwrap_or(0),
+        oops_cpu: oops_cpu.unwrap_or(OopsCpu::Cpu(0)),
         seconds: seconds.unwrap_or(DEFAULT_SECONDS),
         tasks: tasks.unwrap_or(DEFAULT_TASKS),
         fuzz: FuzzSettings {
@@ -609,7 +621,7 @@ mod tests {
             CommandLine {
                 mode: Mode::Demo,
                 oops_cause: None,
-                oops_cpu: 0,
+                oops_cpu: OopsCpu::Cpu(0),
                 seconds: DEFAULT_SECONDS,
                 tasks: DEFAULT_TASKS,
                 fuzz: FuzzSettings::default(),
@@ -627,7 +639,7 @@ mod tests {
             CommandLine {
                 mode: Mode::Oops,
                 oops_cause: Some(OopsCause::PksViolation),
-                oops_cpu: 0,
+                oops_cpu: OopsCpu::Cpu(0),
                 seconds: DEFAULT_SECONDS,
                 tasks: DEFAULT_TASKS,
                 fuzz: FuzzSettings::default(),
@@ -786,8 +798,9 @@ mod tests {
             parse("mode=oops").unwrap_err(),
             CommandLineError::MissingKey { key: "cause", mode: Mode::Oops }
         );
-        assert_eq!(parse("mode=oops cause=ud2 cpu=3").unwrap().oops_cpu, 3);
-        assert_eq!(parse("mode=oops cause=ud2").unwrap().oops_cpu, 0);
+        assert_eq!(parse("mode=oops cause=ud2 cpu=3").unwrap().oops_cpu, OopsCpu::Cpu(3));
+        assert_eq!(parse("mode=oops cause=ud2").unwrap().oops_cpu, OopsCpu::Cpu(0));
+        assert_eq!(parse("mode=oops cause=ud2 cpu=all").unwrap().oops_cpu, OopsCpu::All);
         assert_eq!(
             parse("mode=oops cause=ud2 cpu=8").unwrap_err().to_string(),
             "bad value '8' for 'cpu' (expected a number from 0 to 7)"

@@ -11,7 +11,7 @@ use crate::arch::pks;
 use crate::debug::{oops, result};
 use crate::entry::hooks;
 use core::arch::asm;
-use extregs_cmdline::OopsCause;
+use extregs_cmdline::{OopsCause, OopsCpu};
 use extregs_regs::PtRegs;
 
 /// Recurses, 512 bytes of stack a level, until the stack it runs on hits
@@ -34,39 +34,58 @@ const AP_DEATH_TIMEOUT_MS: u64 = 10_000;
 
 /// `mode=oops cause=… cpu=K`: CPU K dies of `cause`, in its idle task
 /// (`sched::run_on_ap`), while CPU 0 waits; the AP's oops stops CPU 0 with
-/// an NMI and prints the one dump and RESULT. A CPU that is not online, or
-/// a cause that needs CPU 0's scheduler, is refused.
-pub fn die_on_cpu(cpu: u32, cause: OopsCause, pkey_page: Option<PkeyPage>) -> ! {
-    let cpu = cpu as usize;
-    if cpu == 0 {
-        die_on_purpose(cause, pkey_page);
-    }
-    let Some((_, apic_id)) = crate::arch::smp::online_cpus().find(|&(online, _)| online == cpu)
-    else {
-        println!("extregs: error: cpu={cpu}: CPU {cpu} is not online");
-        result::emit(false, format_args!(",\"error\":\"cpu {cpu} is not online\""));
-        exit_qemu(ExitCode::Failure)
+/// an NMI and prints the one dump and RESULT. `cpu=all`: every online CPU
+/// dies of it at once, CPU 0 right after it asked the others, and still
+/// one dump comes out. A CPU that is not online, or a cause that needs CPU
+/// 0's scheduler, is refused.
+pub fn die_on_cpu(cpu: OopsCpu, cause: OopsCause, pkey_page: Option<PkeyPage>) -> ! {
+    let victims = match cpu {
+        OopsCpu::Cpu(0) => die_on_purpose(cause, pkey_page),
+        OopsCpu::Cpu(cpu) => {
+            let cpu = cpu as usize;
+            if !crate::arch::smp::cpu_online(cpu) {
+                refuse_cpu(format_args!("cpu={cpu}: CPU {cpu} is not online"));
+            }
+            cpu..cpu + 1
+        }
+        OopsCpu::All => 1..extregs_regs::NR_CPUS,
     };
     if matches!(cause, OopsCause::TaskStackOverflow | OopsCause::UserDoubleFault) {
-        println!(
-            "extregs: error: cause={cause:?} runs tasks, which only CPU 0 schedules: use cpu=0"
-        );
-        result::emit(false, format_args!(",\"error\":\"cause needs cpu=0\""));
-        exit_qemu(ExitCode::Failure)
+        refuse_cpu(format_args!(
+            "cause={cause:?} runs tasks, which only CPU 0 schedules: use cpu=0"
+        ));
     }
     AP_CAUSE.call_once(|| (cause, pkey_page));
-    println!("extregs: oops: asking CPU {cpu} to die");
-    crate::sched::run_on_ap(cpu, apic_id, || {
-        let (cause, pkey_page) = *AP_CAUSE.get().expect("die_on_cpu set the cause");
-        die_on_purpose(cause, pkey_page)
-    });
+    let asked = || crate::arch::smp::online_cpus().filter(|(c, _)| victims.contains(c));
+    for (victim, _) in asked() {
+        println!("extregs: oops: asking CPU {victim} to die");
+    }
+    // No print between the wake-ups: the CPUs die as close together as
+    // they can.
+    for (victim, apic_id) in asked() {
+        crate::sched::run_on_ap(victim, apic_id, || {
+            let (cause, pkey_page) = *AP_CAUSE.get().expect("die_on_cpu set the cause");
+            die_on_purpose(cause, pkey_page)
+        });
+    }
+    if cpu == OopsCpu::All {
+        die_on_purpose(cause, pkey_page);
+    }
     // Nothing here ends the wait: the AP's oops stops this CPU first.
     crate::modes::selftest::wait_until(
         || false,
         crate::arch::apic::tsc_ticks_per_ms() * AP_DEATH_TIMEOUT_MS,
     );
-    println!("extregs: error: CPU {cpu} did not die within {AP_DEATH_TIMEOUT_MS} ms");
-    result::emit(false, format_args!(",\"error\":\"cpu {cpu} did not die\""));
+    println!("extregs: error: CPU {} did not die within {AP_DEATH_TIMEOUT_MS} ms", victims.start);
+    result::emit(false, format_args!(",\"error\":\"the CPU did not die\""));
+    exit_qemu(ExitCode::Failure)
+}
+
+/// A `cpu=` the kernel can't honour: one `extregs: error:` line, RESULT,
+/// the failure exit.
+fn refuse_cpu(why: core::fmt::Arguments<'_>) -> ! {
+    println!("extregs: error: {why}");
+    result::emit(false, format_args!(",\"error\":\"bad cpu=\""));
     exit_qemu(ExitCode::Failure)
 }
 
