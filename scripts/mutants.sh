@@ -38,7 +38,7 @@ mutants=(
   "paranoid-entry-keeps-dr7-armed|crates/kernel/src/entry/paranoid.rs|0,/^        unsafe { write_dr7(DR7_RESET) };$/s//        let _ = DR7_RESET;/|breakpoints_masked_in_paranoid_handlers"
   "breakpoints-allowed-on-entry|crates/kernel/src/entry/paranoid.rs|s/^    if let Some(why) = breakpoint_refused(address) {$/    if let Some(why) = None::<\&str> {/|breakpoints_refused_where_entries_run"
   "debug-ist-not-shifted|crates/kernel/src/entry/paranoid.rs|s/^        unsafe { gdt::shift_debug_ist(\(.*\)) };$/        let _ = \1;/|debug_recursion_shifts_the_ist"
-  "paranoid-print-waits-for-console|crates/kernel/src/arch/serial.rs|s/^        let mut guard = if interrupted_own_section \&\& !dying \&\& must_not_wait() {$/        let mut guard = if false {/|console_from_paranoid_handler"
+  "paranoid-print-waits-for-console|crates/kernel/src/arch/serial.rs|/^        if CONSOLE_OWNER.load(Ordering::SeqCst) == me {$/{n;s/return Err(());/\/\/ mutant: waits for its own CPU/}|console_from_paranoid_handler"
   "pks-edit-accepted-inside-a-write|crates/kernel/src/arch/pks.rs|s/^    if interrupted_a_pkrs_write(regs) {$/    if false {/|pkrs_write_window_every_instruction"
   "ist-guard-pages-left-mapped|crates/kernel/src/main.rs|s/^    gdt::protect_ist_stacks();$//|ist_stacks_have_guard_pages"
   "switch-forgets-pkrs|crates/kernel/src/sched/mod.rs|s/^        unsafe { pks::update_pkrs(next_task.switched_out_pkrs.load(Ordering::Relaxed)) };$/        let _ = next_task;/|pkrs_per_task_after_switch"

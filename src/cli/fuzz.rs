@@ -141,6 +141,10 @@ pub(crate) fn fuzz(args: FuzzArgs) -> i32 {
         eprintln!("extregs: --smp must be from 1 to 8");
         return EXIT_USAGE;
     }
+    if args.inject.is_some() && args.smp > 1 {
+        eprintln!("extregs: --inject runs on one CPU (its fault flags are global): drop --smp");
+        return EXIT_USAGE;
+    }
     if args.iterations == 0 || args.jobs == Some(0) || args.timeout == 0 {
         eprintln!("extregs: --iterations, --jobs and --timeout must be at least 1");
         return EXIT_USAGE;

@@ -170,9 +170,10 @@ pub fn per_cpu(cpu: usize) -> *mut PerCpuEntry {
 /// The number of the CPU running this (`%gs:PERCPU_CPU`; Linux's
 /// `smp_processor_id()`).
 ///
-/// Kernel mode only, once this CPU's GS base is set (the first thing the
-/// boot CPU and each AP do): every entry from user mode swaps GS before
-/// Rust runs.
+/// Kernel mode only, once this CPU's GS base is set: a precondition this
+/// safe function can't check, met because setting it (`gdt::init_gs`) is
+/// the first thing the boot CPU and each AP do, and every entry from user
+/// mode swaps GS before Rust runs.
 pub fn this_cpu() -> usize {
     let cpu: u64;
     // SAFETY: a %gs-relative load of this CPU's own area (the GS base is its
@@ -198,9 +199,8 @@ pub fn this_cpu() -> usize {
 /// store anyway), and `top` is the top of the kernel stack of the task that
 /// will run next in user mode on this CPU.
 pub unsafe fn set_top_of_stack(top: u64) {
-    // SAFETY: this CPU's area of the static array defined in entry_64.S,
-    // written only through raw pointers (no Rust reference to it exists) and
-    // read by the entry code with %gs-relative loads, on this CPU only;
+    // SAFETY: this CPU's area of entry_64.S's static array, written only through raw pointers
+    // (no Rust reference to it exists), read by the entry code %gs-relative on this CPU only;
     // interrupts off.
     unsafe { (&raw mut (*per_cpu(this_cpu())).top_of_stack).write_volatile(top) };
 }

@@ -53,7 +53,7 @@ mod user;
 
 use arch::{acpi, apic, cpu, fwcfg, gdt, idt, memory, pks, serial, uaccess};
 use debug::{result, symbols};
-use entry::{fault, paranoid};
+use entry::fault;
 use modes::{bench, demo, fuzz, idle, oops, selftest, tasks};
 
 use arch::exit::{exit_qemu, ExitCode};
@@ -80,8 +80,6 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     // is found through it.
     gdt::init_gs(0);
     serial::init();
-    // The console defers, rather than waits, inside a paranoid handler.
-    serial::set_must_not_wait(paranoid::in_paranoid_context);
     println!("extregs: extended pt_regs kernel, booting");
     let mut cmdline_buffer = [0u8; fwcfg::CMDLINE_MAX];
     let text = match fwcfg::read_cmdline(&mut cmdline_buffer) {

@@ -216,9 +216,11 @@ fn init_local() {
 }
 
 /// Runs `body` with this CPU's LINT1 masked: NMIs from outside (QMP's
-/// `inject-nmi`, a storm of them) wait in the APIC until it returns, while
-/// NMI IPIs and self-NMIs still arrive. For tests that count this CPU's
-/// NMIs exactly; other CPUs keep taking the outside NMIs meanwhile.
+/// `inject-nmi`, a storm of them) do not reach this CPU until it returns
+/// (an edge on a masked LINT1 is dropped, not held), while NMI IPIs and
+/// self-NMIs still arrive. For tests that count this CPU's NMIs exactly;
+/// other CPUs keep taking the outside NMIs meanwhile. Not nestable: it
+/// unmasks on the way out.
 pub fn with_outside_nmis_held<T>(body: impl FnOnce() -> T) -> T {
     write(reg::LVT_LINT1, LVT_MASKED | LVT_DELIVERY_NMI);
     let result = body();
@@ -451,6 +453,12 @@ fn set_pic_probe(armed: bool) {
 /// The NMI handler's first step: inside a probe window, acknowledges the
 /// 8259 and notes whether it raised this NMI.
 pub fn note_probed_pic_nmi() {
+    // Only the boot CPU (LINT0 is open there alone) may take the 8259's
+    // NMI: an AP's NMI from outside must not acknowledge the PIC or count
+    // as the probe's.
+    if crate::arch::percpu::this_cpu() != 0 {
+        return;
+    }
     if PIC_PROBE_ARMED.load(Ordering::SeqCst) && acknowledge_pic_nmi() {
         PIC_PROBE_SEEN.store(true, Ordering::SeqCst);
         PIC_PROBE_ARMED.store(false, Ordering::SeqCst);

@@ -24,6 +24,7 @@
 //! ```
 
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 use extregs_regs::{selectors, IstTop, IST_BLOCK_SIZE, IST_GUARD_SIZE, NR_CPUS};
 use spin::Once;
 use static_assertions::const_assert_eq;
@@ -144,8 +145,20 @@ pub fn nmi_nesting_state_address() -> u64 {
 /// The GS area address each of CPU `cpu`'s IST blocks records (what its
 /// paranoid entries compare MSR_GS_BASE with).
 pub fn ist_recorded_per_cpu(cpu: usize, index: u16) -> u64 {
-    // SAFETY: a raw aligned read of the record, written once at the CPU's bring-up.
+    // Written once, by CPU `cpu` in `init` before it counts as online; read only for online
+    // CPUs: the AP's SeqCst store of its online flag and the reader's SeqCst load order the two.
+    // SAFETY: a raw aligned read through a pointer derived from IST_AREA, in bounds; no Rust
+    // reference covers the record, and the write happens-before this read (above).
     unsafe { (&raw const (*ist_top(cpu, index)).per_cpu).read_volatile() }
+}
+
+/// A pointer to this CPU's [`NmiStackTop`] (the top of its NMI stack),
+/// derived from the IST area's static.
+pub fn nmi_stack_top() -> *const extregs_regs::NmiStackTop {
+    ist_block(this_cpu(), NMI_IST_INDEX)
+        .cast::<u8>()
+        .wrapping_add(IST_BLOCK_SIZE - core::mem::size_of::<extregs_regs::NmiStackTop>())
+        .cast()
 }
 
 /// The unmapped guard page below this CPU's IST stack `index`.
@@ -376,18 +389,22 @@ pub fn init_syscall() {
 /// Records this CPU's local APIC ID in its entry area (once its APIC is
 /// set up).
 pub fn set_apic_id(apic_id: u32) {
-    // SAFETY: this CPU's own area, written through a raw pointer (no reference to the static
-    // exists); only this CPU writes it, and readers on other CPUs read the aligned word whole.
-    unsafe {
-        (&raw mut (*extregs_entry_asm::per_cpu(this_cpu())).apic_id)
-            .write_volatile(u64::from(apic_id));
-    }
+    apic_id_word(this_cpu()).store(u64::from(apic_id), Ordering::SeqCst);
 }
 
 /// The local APIC ID CPU `cpu` recorded ([`set_apic_id`]).
 pub fn apic_id_of(cpu: usize) -> u32 {
-    // SAFETY: an aligned raw read of a word of CPU `cpu`'s area; it is written once by that CPU.
-    unsafe { (&raw const (*extregs_entry_asm::per_cpu(cpu)).apic_id).read_volatile() as u32 }
+    apic_id_word(cpu).load(Ordering::SeqCst) as u32
+}
+
+/// CPU `cpu`'s `apic_id` word, as an atomic: its own CPU writes it, and
+/// other CPUs read it (`smp::online_cpus`) while that CPU runs.
+fn apic_id_word(cpu: usize) -> &'static AtomicU64 {
+    // Every access to this word goes through this AtomicU64 (the entry assembly never touches
+    // it), so no non-atomic access races with these; no reference to the PerCpuEntry exists.
+    // SAFETY: CPU `cpu`'s `apic_id` field, derived from the area array's static (provenance over
+    // all of it), 8-byte aligned (repr(C) of u64s), valid for the program's life.
+    unsafe { AtomicU64::from_ptr(&raw mut (*extregs_entry_asm::per_cpu(cpu)).apic_id) }
 }
 
 /// The GS base of kernel mode on this CPU (its entry area's address).
@@ -435,10 +452,9 @@ pub fn init() {
         // Entry 7 is unused (Linux's GDT_ENTRY_DEFAULT_USER_TLS slots sit
         // elsewhere); the TSS takes entries 8 and 9 like GDT_ENTRY_TSS.
         gdt.append(Descriptor::UserSegment(0));
+        // x86_64 0.15 reads iomap_base and the last byte, and keeps integers only.
         // SAFETY: this CPU's TSS, not loaded yet; both references come from this_tss() and die
-        // with the call (x86_64 0.15 reads iomap_base and the last byte, keeps integers); later
-        // writes use fresh raw pointers from this_tss(), so no reference is alive when they
-        // happen.
+        // with the call; later writes use fresh raw pointers, so none is alive when they happen.
         let (tss, io_bitmap) = unsafe { (&(*this_tss()).tss, &(*this_tss()).io_bitmap) };
         let descriptor = Descriptor::tss_segment_with_iomap(tss, io_bitmap.as_slice())
             .expect("the I/O bitmap follows the TSS, with iomap_base at it and a 0xff last");

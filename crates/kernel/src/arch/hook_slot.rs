@@ -3,9 +3,8 @@
 //!
 //! The entry code offers events to hooks that the modes install (the
 //! selftests' recording hook, the fuzzer's event hook, the syscall hook of
-//! `fuzz_event`), and a few machine-level services ask a question only a
-//! higher layer can answer (the console asks whether a paranoid handler is
-//! running). A hook may be read by an NMI that lands anywhere, including
+//! `fuzz_event`), the per-pkey PKS fault handlers, and the next-NMI call.
+//! A hook may be read by an NMI that lands anywhere, including
 //! inside the code that installs it, so a slot is one atomic word: a
 //! reader sees the old hook or the new one, never a torn one, and never
 //! waits.
@@ -23,8 +22,6 @@ pub unsafe trait FnPointer: Copy {}
 
 // SAFETY: each is a function-pointer type.
 unsafe impl FnPointer for fn() {}
-// SAFETY: a function-pointer type.
-unsafe impl FnPointer for fn() -> bool {}
 // SAFETY: a function-pointer type (the entry code's trap and event hooks).
 unsafe impl FnPointer for fn(&mut extregs_regs::PtRegs, u8) -> bool {}
 // SAFETY: a function-pointer type (the per-pkey PKS fault handlers).

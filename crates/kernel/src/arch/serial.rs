@@ -4,21 +4,32 @@
 //! Everything the kernel says goes here: QEMU maps it to stdio, and the
 //! runner and tests read it.
 
-use crate::arch::hook_slot::HookSlot;
-use crate::arch::percpu::PerCpu;
+use crate::arch::percpu::this_cpu;
 use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use extregs_regs::NR_CPUS;
-use spin::Mutex;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use uart_16550::backend::PioBackend;
 use uart_16550::{Config, Uart16550};
 
 /// The legacy COM1 I/O port base.
 const COM1_PORT: u16 = 0x3f8;
 
-/// COM1 once [`init`] ran.
-static SERIAL: Mutex<Option<SerialConsole>> = Mutex::new(None);
+/// COM1 once [`init`] ran, behind the console lock [`CONSOLE_OWNER`].
+struct Console(UnsafeCell<Option<SerialConsole>>);
+
+// SAFETY: the UART is reached only by the CPU that owns the console lock
+// (`with_console`: a compare-exchange of CONSOLE_OWNER from 0 to its
+// number), or by the dying CPU once every other CPU is stopped
+// (`force_unlock`); `init` writes it before any other CPU runs.
+unsafe impl Sync for Console {}
+
+static SERIAL: Console = Console(UnsafeCell::new(None));
+
+/// The console lock: the CPU holding it, plus one (0: free). The owner is
+/// part of the lock word itself, so a paranoid handler can always tell
+/// whether the code it interrupted on its own CPU holds the lock: there is
+/// no instruction at which the lock is taken but the owner unknown.
+static CONSOLE_OWNER: AtomicUsize = AtomicUsize::new(0);
 
 struct SerialConsole(Uart16550<PioBackend>);
 
@@ -29,7 +40,7 @@ impl Write for SerialConsole {
     }
 }
 
-/// Sets up COM1. Called first thing at boot.
+/// Sets up COM1. Called first thing at boot, before any other CPU runs.
 pub fn init() {
     // SAFETY: COM1 at 0x3f8 is the standard PC UART; nothing else in the
     // kernel drives these ports.
@@ -37,44 +48,46 @@ pub fn init() {
     // A missing UART leaves the console silent rather than stopping the boot:
     // the exit status still tells the runner what happened.
     if uart.init(Config::default()).is_ok() {
-        *SERIAL.lock() = Some(SerialConsole(uart));
+        // SAFETY: boot, one CPU, nothing printed yet: no other reference to the console exists.
+        unsafe { *SERIAL.0.get() = Some(SerialConsole(uart)) };
     }
 }
 
-/// Set once the kernel is dying: from then on every print goes straight to
-/// the UART, whatever context it comes from.
-static DYING: AtomicBool = AtomicBool::new(false);
+/// Set once the kernel is dying, to the dying CPU plus one: from then on
+/// that CPU's prints go straight to the UART, whatever context they come
+/// from and whoever held the lock (every other CPU is stopped).
+static DYING: AtomicUsize = AtomicUsize::new(0);
 
-/// Releases the console lock unconditionally, for the oops and panic paths:
-/// the event may have hit while the lock was held, and nothing else runs
-/// after an oops (one CPU, interrupts off).
+/// For the oops and panic paths, on the dying CPU once it stopped the
+/// others: takes the console whoever held it (the event may have hit
+/// while this CPU, or a CPU now stopped, held the lock).
 pub fn force_unlock() {
-    DYING.store(true, Ordering::SeqCst);
-    if SERIAL.is_locked() {
-        // SAFETY: only called on the way to the failure exit, when the holder
-        // can never run again; see the function documentation.
-        unsafe { SERIAL.force_unlock() };
-    }
+    DYING.store(this_cpu() + 1, Ordering::SeqCst);
 }
 
-/// Output of paranoid handlers (NMI, #DB, #MC) that interrupted their own
-/// CPU's console section (the code below them holds the console lock, or
-/// waits for it). Waiting would deadlock, dropping would lose it, so it
-/// waits here until the next print that can take the lock writes it out
-/// first (Linux's printk defers NMI output the same way). A paranoid
-/// handler on a CPU that is *not* in its console section waits for the
-/// lock like any other code: the holder is another CPU, which will let go.
+/// Does the code this CPU interrupted hold the console lock? (A paranoid
+/// handler then can't wait for it.)
+pub fn held_by_this_cpu() -> bool {
+    CONSOLE_OWNER.load(Ordering::SeqCst) == this_cpu() + 1
+}
+
+/// Output of paranoid handlers (NMI, #DB, #MC) whose own CPU holds the
+/// console lock (the code below them is printing). Waiting would deadlock,
+/// dropping would lose it, so it waits here until the next print that
+/// takes the lock writes it out first (Linux's printk defers NMI output
+/// the same way). A handler on any other CPU waits for the lock like any
+/// other code: the holder is another CPU, which will let go.
 ///
-/// So only the CPU that holds (or waits for) the lock ever defers, and the
-/// one-CPU argument below holds on any number of CPUs: writers reserve a
-/// region with one `fetch_add`, so a nested writer (an NMI inside a #DB)
-/// gets its own region, and every writer finishes before the code it
-/// interrupted continues. `writers` counts the writers between their
-/// reservation and the end of their copy: the flush runs only when it is
-/// zero (no writer is below the flusher on the stack; no other CPU can be
-/// writing, as it would have to be in its console section while this one
-/// holds the lock), so every region below `reserved` is complete when it is
-/// read.
+/// So only the CPU that holds the lock ever defers, and only from
+/// handlers nested in its printing code; the flush runs in that printing
+/// code (the lock held) after they all returned. Writers reserve a region
+/// with one `fetch_add`, so a nested writer (an NMI inside a #DB) gets its
+/// own region, and every writer finishes before the code it interrupted
+/// continues. `writers` counts the writers between their reservation and
+/// the end of their copy: the flush runs only when it is zero (no writer is
+/// below the flusher on the stack, and none can be on another CPU, which
+/// would have to hold the lock), so every region below `reserved` is
+/// complete when it is read.
 struct DeferredOutput {
     bytes: UnsafeCell<[u8; DEFERRED_BYTES]>,
     reserved: AtomicUsize,
@@ -87,8 +100,8 @@ const DEFERRED_BYTES: usize = 8192;
 
 // SAFETY: see the type's documentation: disjoint regions per writer, and
 // the reader reads only while `writers` is zero, i.e. no writer is
-// between its reservation and the end of its copy (only the lock holder's
-// CPU defers, and the reader holds the lock).
+// between its reservation and the end of its copy (only handlers nested in
+// the lock holder defer, and the reader is that holder).
 unsafe impl Sync for DeferredOutput {}
 
 static DEFERRED: DeferredOutput = DeferredOutput {
@@ -155,7 +168,7 @@ fn defer(args: fmt::Arguments<'_>) {
 /// since its region is not complete yet.
 fn flush_deferred(console: &mut SerialConsole) {
     if DEFERRED.writers.load(Ordering::SeqCst) != 0 {
-        if DYING.load(Ordering::SeqCst) {
+        if DYING.load(Ordering::SeqCst) != 0 {
             console.0.send_bytes_exact(
                 b"[extregs: deferred console output withheld: a writer was interrupted]\n",
             );
@@ -190,55 +203,37 @@ fn flush_deferred(console: &mut SerialConsole) {
     }
 }
 
-/// Asks whether the code printing now must not wait for the console lock
-/// (a paranoid handler: NMI, #DB, #MC, #DF), which only the entry layer
-/// knows: it installs the answer at boot ([`set_must_not_wait`]).
-static MUST_NOT_WAIT: HookSlot<fn() -> bool> = HookSlot::empty();
-
-/// Installs the question [`print_args`] asks before it waits for the lock.
-pub fn set_must_not_wait(question: fn() -> bool) {
-    MUST_NOT_WAIT.set(question);
-}
-
-fn must_not_wait() -> bool {
-    MUST_NOT_WAIT.get().is_some_and(|question| question())
-}
-
-/// Is this CPU in its console section: holding the console lock, or
-/// spinning for it? A paranoid handler that finds its own CPU there must
-/// not wait (the code it interrupted may hold the lock); on any other CPU
-/// it may.
-static IN_CONSOLE_SECTION: PerCpu<AtomicBool> =
-    PerCpu::new([const { AtomicBool::new(false) }; NR_CPUS]);
-
-/// Runs `body` in this CPU's console section with the lock held (IF clear,
-/// as every holder of the lock: an IRQ handler that prints would otherwise
-/// spin on it forever). `Err(())` without running it when this is a
-/// paranoid handler that interrupted its own CPU's console section and the
-/// lock is taken.
-fn in_console_section<T>(body: impl FnOnce(&mut SerialConsole) -> T) -> Result<Option<T>, ()> {
+/// Runs `body` with the console, IF clear (as every holder of the lock:
+/// an IRQ handler that prints would otherwise spin on it forever).
+/// `Err(())` without running it when the code this interrupted on this CPU
+/// holds the lock: only a paranoid handler (NMI, #DB, #MC) can be nested
+/// there, and it must not wait. The dying CPU writes straight through.
+fn with_console<T>(body: impl FnOnce(&mut SerialConsole) -> T) -> Result<Option<T>, ()> {
     x86_64::instructions::interrupts::without_interrupts(|| {
-        let section = IN_CONSOLE_SECTION.this();
-        let interrupted_own_section = section.swap(true, Ordering::SeqCst);
-        let dying = DYING.load(Ordering::SeqCst);
-        let mut guard = if interrupted_own_section && !dying && must_not_wait() {
-            match SERIAL.try_lock() {
-                Some(guard) => guard,
-                None => return Err(()),
-            }
-        } else {
-            SERIAL.lock()
-        };
-        let result = guard.as_mut().map(body);
-        drop(guard);
-        section.store(interrupted_own_section, Ordering::SeqCst);
+        let me = this_cpu() + 1;
+        if DYING.load(Ordering::SeqCst) == me {
+            // SAFETY: every other CPU is stopped (`force_unlock`'s contract) and this CPU's
+            // interrupted holder, if any, never runs again: nothing else reaches the UART.
+            return Ok(unsafe { (*SERIAL.0.get()).as_mut() }.map(body));
+        }
+        if CONSOLE_OWNER.load(Ordering::SeqCst) == me {
+            return Err(());
+        }
+        while CONSOLE_OWNER.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            core::hint::spin_loop();
+        }
+        // A paranoid handler nested here on this CPU sees itself as the owner and defers.
+        // SAFETY: this CPU owns the console lock (the compare-exchange above): no other CPU
+        // reaches the UART until the release below, and nothing nested here does: one reference.
+        let result = unsafe { (*SERIAL.0.get()).as_mut() }.map(body);
+        CONSOLE_OWNER.store(0, Ordering::Release);
         Ok(result)
     })
 }
 
 #[doc(hidden)]
 pub fn print_args(args: fmt::Arguments<'_>) {
-    let printed = in_console_section(|console| {
+    let printed = with_console(|console| {
         // Earlier deferred lines first, so the order is kept.
         flush_deferred(console);
         let _ = console.write_fmt(args);
@@ -252,7 +247,7 @@ pub fn print_args(args: fmt::Arguments<'_>) {
 /// would: for the selftest that a paranoid handler printing meanwhile
 /// neither deadlocks nor loses its output.
 pub fn with_console_locked<T>(body: impl FnOnce() -> T) -> T {
-    match in_console_section(|_| body()) {
+    match with_console(|_| body()) {
         Ok(Some(result)) => result,
         _ => panic!("with_console_locked: no console, or called from a nested paranoid handler"),
     }

@@ -160,15 +160,16 @@ extern "C" fn ap_main(cpu: u64) -> ! {
     let cpu = cpu as usize;
     gdt::init_gs(cpu);
     gdt::init();
+    // The idle task before the IDT: from the IDT on, an NMI (an IPI, or
+    // one from outside once LINT1 is open) may arrive, and its entry must
+    // find this CPU's own current task.
+    let hooks = AP_HOOKS.get().expect("bring_up recorded the AP hooks");
+    (hooks.become_idle_task)(cpu);
     idt::init();
     gdt::init_syscall();
     let features = FEATURES.get().expect("bring_up recorded the boot CPU's features");
     uaccess::enable_smep_smap(features);
     pks::init_ap();
-    // The idle task before the APIC: once LINT1 is open, an NMI from
-    // outside may arrive, and its entry must find this CPU's current task.
-    let hooks = AP_HOOKS.get().expect("bring_up recorded the AP hooks");
-    (hooks.become_idle_task)(cpu);
     apic::init_ap();
     gdt::set_apic_id(apic::id());
     APIC_IDS[cpu].store(apic::id(), Ordering::SeqCst);

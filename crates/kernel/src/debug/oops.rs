@@ -78,7 +78,12 @@ fn stop_other_cpus() {
     if others().next().is_none() {
         return;
     }
-    apic::send_nmi_all_but_self();
+    // To each online CPU by APIC ID, never by shorthand: a CPU the MADT
+    // lists that is not online (left out, or still on its way up) must not
+    // get an NMI it has no IDT for.
+    for (_, apic_id) in smp::online_cpus().filter(|&(cpu, _)| cpu != me) {
+        apic::send_nmi(apic_id);
+    }
     let ticks = apic::tsc_ticks_per_ms() * STOP_TIMEOUT_MS;
     // SAFETY: RDTSC has no side effects.
     let start = unsafe { core::arch::x86_64::_rdtsc() };

@@ -9,10 +9,14 @@
 //! around its whole dump (Linux's `printk_cpu_sync_get_irqsave`), keeps the
 //! other CPUs' dumps out of it. Waiting for it in an NMI is safe: the
 //! holder is another CPU's NMI handler, which only prints, and the asking
-//! CPU waits for the answers without holding it.
+//! CPU waits for the answers without holding it. The holder may wait for
+//! the console lock; so an NMI whose own CPU holds the console (it
+//! interrupted a print) does not answer then, as it could neither print
+//! nor let the holder's wait end: it answers the next NMI, which the asker
+//! sends every [`RESEND_MS`] to the CPUs that have not answered.
 
 use crate::arch::percpu::this_cpu;
-use crate::arch::{apic, smp};
+use crate::arch::{apic, serial, smp};
 use crate::debug::{calltrace, show_regs};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use extregs_regs::{PtRegs, NR_CPUS};
@@ -25,6 +29,10 @@ static DUMP_OWNER: AtomicUsize = AtomicUsize::new(0);
 
 /// How long the asking CPU waits for the others (Linux waits 10 s too).
 const ANSWER_TIMEOUT_MS: u64 = 10_000;
+
+/// How often the asker sends another NMI to the CPUs that have not
+/// answered.
+const RESEND_MS: u64 = 100;
 
 /// Runs `body` holding the dump lock, so no other CPU's dump interleaves
 /// with what it prints. Re-entrant on the CPU that holds it (a dump that
@@ -67,14 +75,25 @@ pub fn trigger_all_cpu_backtrace() -> Answers {
     for &cpu in online.iter() {
         PENDING[cpu].store(true, Ordering::SeqCst);
     }
-    apic::send_nmi_all();
-    let ticks = apic::tsc_ticks_per_ms() * ANSWER_TIMEOUT_MS;
+    let ticks_per_ms = apic::tsc_ticks_per_ms();
     // SAFETY: RDTSC has no side effects.
-    let start = unsafe { core::arch::x86_64::_rdtsc() };
+    let now = || unsafe { core::arch::x86_64::_rdtsc() };
+    let start = now();
+    let mut last_send = None;
+    // To each online CPU by APIC ID, never by shorthand: a CPU the MADT
+    // lists that is not online (left out, or still on its way up) must
+    // not get an NMI it has no IDT for.
     while online.iter().any(|&cpu| PENDING[cpu].load(Ordering::SeqCst))
-        // SAFETY: as above.
-        && unsafe { core::arch::x86_64::_rdtsc() } - start < ticks
+        && now() - start < ticks_per_ms * ANSWER_TIMEOUT_MS
     {
+        if last_send.is_none_or(|sent| now() - sent >= ticks_per_ms * RESEND_MS) {
+            for (cpu, apic_id) in smp::online_cpus() {
+                if PENDING[cpu].load(Ordering::SeqCst) {
+                    apic::send_nmi(apic_id);
+                }
+            }
+            last_send = Some(now());
+        }
         core::hint::spin_loop();
     }
     let mut answers = Answers { asked: online.len() as u32, answered: 0 };
@@ -93,7 +112,7 @@ pub fn trigger_all_cpu_backtrace() -> Answers {
 /// NMI's frame. True when it answered.
 pub fn nmi_cpu_backtrace(regs: &PtRegs) -> bool {
     let cpu = this_cpu();
-    if !PENDING[cpu].load(Ordering::SeqCst) {
+    if !PENDING[cpu].load(Ordering::SeqCst) || serial::held_by_this_cpu() {
         return false;
     }
     with_dump_lock(|| {

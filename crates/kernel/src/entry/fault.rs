@@ -30,6 +30,11 @@ pub fn activate(fault: Fault) -> Result<(), &'static str> {
     if !cfg!(fault_injection) {
         return Err("this kernel was built without fault injection (build it with EXTREGS_FAULT_INJECTION=1)");
     }
+    // The flags are global and armed for the next exit on any CPU: another
+    // CPU's exit would consume them (or skip its own registers).
+    if crate::arch::smp::cpus_online() > 1 {
+        return Err("fault injection runs on one CPU: boot with --smp 1");
+    }
     ACTIVE.store(index_of(fault), Ordering::SeqCst);
     #[cfg(fault_injection)]
     match fault {

@@ -177,7 +177,7 @@ pub fn take_evidence() -> Option<NestedEvidence> {
 /// The top of the NMI IST stack, where the entry keeps the landing zone and
 /// the outermost NMI's copied frame.
 fn stack_top_address() -> u64 {
-    gdt::ist_stack_range(gdt::NMI_IST_INDEX).end - core::mem::size_of::<NmiStackTop>() as u64
+    gdt::nmi_stack_top() as u64
 }
 
 /// Where the outermost NMI's `PtRegs` must be: ending exactly at the copied
@@ -188,10 +188,10 @@ pub fn outermost_regs_address() -> u64 {
 
 /// A snapshot of the NMI stack top.
 pub fn read_stack_top() -> NmiStackTop {
-    // SAFETY: the address is inside the NMI IST stack (a static the kernel
-    // owns), aligned for u64; it is only ever written by the CPU and the NMI
-    // stub, and a volatile read of plain integers can't be invalid.
-    unsafe { core::ptr::read_volatile(stack_top_address() as *const NmiStackTop) }
+    // Only this CPU's hardware pushes and NMI stub write those bytes, never while it reads here.
+    // SAFETY: derived from the IST area's static (gdt::nmi_stack_top), in bounds, u64-aligned, no
+    // Rust reference covers it; a volatile read of plain integers can't be invalid.
+    unsafe { core::ptr::read_volatile(gdt::nmi_stack_top()) }
 }
 
 /// The NMI handler proper (after `irqentry_nmi_enter`).

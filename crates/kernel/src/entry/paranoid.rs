@@ -27,7 +27,7 @@
 use crate::arch::idt::DEBUG_VECTOR;
 use crate::arch::percpu::PerCpu;
 use crate::arch::{entry_text, gdt};
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use extregs_regs::NR_CPUS;
 use x86_64::registers::control::Cr2;
 
@@ -37,8 +37,6 @@ pub const DR7_RESET: u64 = 0x400;
 /// one, RTM and BLD read as one when no such condition happened).
 pub const DR6_RESET: u64 = 0xffff_0ff0;
 
-/// Paranoid handlers running now (nested ones counted once each).
-static DEPTH: PerCpu<AtomicU32> = PerCpu::new([const { AtomicU32::new(0) }; NR_CPUS]);
 /// DR6 of the innermost running #DB, as its entry found it.
 static DEBUG_STATUS: PerCpu<AtomicU64> = PerCpu::new([const { AtomicU64::new(0) }; NR_CPUS]);
 
@@ -102,14 +100,12 @@ pub fn enter(vector: u8) -> ParanoidState {
         DEBUG_STATUS.this().swap(status, Ordering::Relaxed)
     });
     let cr2 = Cr2::read_raw();
-    DEPTH.this().fetch_add(1, Ordering::Relaxed);
     ParanoidState { dr7, cr2, outer_debug_status }
 }
 
 /// The last thing every returning paranoid entry does.
 #[inline(always)]
 pub fn exit(state: ParanoidState) {
-    DEPTH.this().fetch_sub(1, Ordering::Relaxed);
     if Cr2::read_raw() != state.cr2 {
         // SAFETY: CR2 only reports fault addresses; this puts back the one
         // the interrupted context may still read.
@@ -126,19 +122,6 @@ pub fn exit(state: ParanoidState) {
         // SAFETY: the value this entry saved.
         unsafe { write_dr7(state.dr7) };
     }
-}
-
-/// Paranoid handlers running now.
-pub fn depth() -> u32 {
-    DEPTH.this().load(Ordering::Relaxed)
-}
-
-/// Is this code running inside an NMI, #DB, #MC or #DF handler (or
-/// anything they interrupted themselves with)? A kernel-mode NMI counts
-/// from its stub's first store, before any Rust runs; one from user mode
-/// (which leaves the nesting byte alone) from `enter`.
-pub fn in_paranoid_context() -> bool {
-    depth() != 0 || gdt::nmi_nesting_state() != extregs_regs::nmi_state::IDLE
 }
 
 /// DR6 of the #DB being handled, as its entry found it (the live DR6 was

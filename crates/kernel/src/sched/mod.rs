@@ -39,7 +39,21 @@ use task::{TaskName, TaskState, IDLE_SLOT, INIT_SLOT, MAX_TASKS, TASKS};
 pub const TICK_HZ: u32 = 250;
 
 /// The running task's slot.
-static CURRENT: PerCpu<AtomicUsize> = PerCpu::new([const { AtomicUsize::new(INIT_SLOT) }; NR_CPUS]);
+static CURRENT: PerCpu<AtomicUsize> = PerCpu::new(initial_current_slots());
+
+/// Each CPU's running task before it schedules anything: init on the boot
+/// CPU, and on each AP its idle task's slot from the very start (an NMI on
+/// an AP before `become_ap_idle_task` must not count itself into init's
+/// preempt count, which CPU 0 is using).
+const fn initial_current_slots() -> [AtomicUsize; NR_CPUS] {
+    let mut slots = [const { AtomicUsize::new(INIT_SLOT) }; NR_CPUS];
+    let mut cpu = 1;
+    while cpu < NR_CPUS {
+        slots[cpu] = AtomicUsize::new(task::FIRST_AP_IDLE_SLOT + cpu - 1);
+        cpu += 1;
+    }
+    slots
+}
 /// The slot a switch in flight is leaving, plus one (0: none): from the
 /// moment CURRENT names the next task until that task runs on its own
 /// stack, the CPU is still on this one's (an NMI or a single-step trap
