@@ -64,6 +64,16 @@ fn assert_runs_on_every_setting(cmdline: &str, settings: &[(Firmware, u32, bool)
         if let (true, Some(nmis)) = (storm, result.get("nmis")) {
             assert!(outcome.nmis_sent.unwrap_or(0) > 0, "{setting}\n{}", dump(&outcome));
             assert!(nmis.as_u64().unwrap_or(0) > 0, "{setting}\n{}", dump(&outcome));
+            // QMP's inject-nmi reaches every CPU (each one's LINT1).
+            let per_cpu = result["nmis_per_cpu"].as_array().expect("nmis_per_cpu");
+            assert_eq!(per_cpu.len(), cpus as usize, "{setting}\n{}", dump(&outcome));
+            for (cpu, count) in per_cpu.iter().enumerate() {
+                assert!(
+                    count.as_u64().unwrap_or(0) > 0,
+                    "{setting}: CPU {cpu} took no NMI from outside\n{}",
+                    dump(&outcome)
+                );
+            }
         }
     }
 }
@@ -183,10 +193,10 @@ fn backtrace_answers_from_every_cpu() {
 #[test]
 fn an_oops_on_an_ap_gives_one_dump() {
     for (firmware, cpus, storm, cpu) in [
-        (Firmware::Bios, 2, false, 1),
-        (Firmware::Uefi, 4, true, 3),
-        (Firmware::Bios, 4, true, 2),
-        (Firmware::Uefi, 2, false, 1),
+        (Firmware::Bios, 2usize, false, 1),
+        (Firmware::Uefi, 4usize, true, 3),
+        (Firmware::Bios, 4usize, true, 2),
+        (Firmware::Uefi, 2usize, false, 1),
     ] {
         let cmdline = format!("mode=oops cause=ud2 cpu={cpu}");
         let outcome = boot_with_cpus(firmware, &cpus.to_string(), &cmdline, storm);
@@ -200,22 +210,40 @@ fn an_oops_on_an_ap_gives_one_dump() {
             dump(&outcome)
         );
         assert_eq!(serial.matches("\nRESULT ").count(), 1, "{setting}\n{}", dump(&outcome));
-        assert_eq!(serial.matches("\nCPU: ").count(), 1, "{setting}\n{}", dump(&outcome));
         let victim = format!("CPU: {cpu} PID: 0 Comm: swapper/{cpu}");
         assert!(serial.contains(&victim), "{setting}\n{}", dump(&outcome));
         assert!(!serial.contains("did not stop"), "{setting}\n{}", dump(&outcome));
+        // After the dump, each stopped CPU's backtrace, once, from the NMI
+        // that stopped it; then the RESULT.
+        let (dump_part, after) = serial.split_once("---[ end trace ]---").expect("the dump");
+        assert_eq!(dump_part.matches("\nCPU: ").count(), 1, "{setting}\n{}", dump(&outcome));
+        for other in (0..cpus).filter(|&other| other != cpu) {
+            let header = format!("NMI backtrace for cpu {other}\n");
+            assert_eq!(after.matches(&header).count(), 1, "{setting}\n{}", dump(&outcome));
+            assert!(
+                after.contains(&format!("CPU: {other} PID: ")),
+                "{setting}\n{}",
+                dump(&outcome)
+            );
+        }
+        assert!(after.contains(" <NMI>"), "{setting}\n{}", dump(&outcome));
+        assert!(!after.contains("printed no backtrace"), "{setting}\n{}", dump(&outcome));
         assert_eq!(outcome.result().expect("a RESULT")["error"], "unhandled exception");
     }
     // Every CPU oopses at once (CPU 0 wakes the others, then dies too):
     // still one dump and one RESULT, whichever CPU won.
-    for (firmware, cpus) in [(Firmware::Bios, 4), (Firmware::Uefi, 2)] {
+    for (firmware, cpus) in [(Firmware::Bios, 4usize), (Firmware::Uefi, 2)] {
         let outcome =
             boot_with_cpus(firmware, &cpus.to_string(), "mode=oops cause=ud2 cpu=all", false);
         assert_verdict(&outcome, EXIT_KERNEL_FAILURE);
         let serial = &outcome.serial;
         assert_eq!(serial.matches("extregs: oops: unhandled").count(), 1, "{}", dump(&outcome));
         assert_eq!(serial.matches("\nRESULT ").count(), 1, "{}", dump(&outcome));
-        assert_eq!(serial.matches("\nCPU: ").count(), 1, "{}", dump(&outcome));
+        let (dump_part, after) = serial.split_once("---[ end trace ]---").expect("the dump");
+        assert_eq!(dump_part.matches("\nCPU: ").count(), 1, "{}", dump(&outcome));
+        // Every other CPU answers after the dump: a backtrace, or the line
+        // saying it oopsed too.
+        assert_eq!(after.matches("NMI backtrace for cpu ").count(), cpus - 1, "{}", dump(&outcome));
     }
     let outcome = boot_with_cpus(Firmware::Bios, "2", "mode=oops cause=ud2 cpu=5", false);
     assert_verdict(&outcome, EXIT_KERNEL_FAILURE);

@@ -53,9 +53,11 @@ pub fn init() {
     }
 }
 
-/// Set once the kernel is dying, to the dying CPU plus one: from then on
-/// that CPU's prints go straight to the UART, whatever context they come
-/// from and whoever held the lock (every other CPU is stopped).
+/// Set once the kernel is dying, to the CPU that may print plus one: the
+/// dying CPU, or a stopped CPU it handed the console to for its backtrace
+/// (while it waits). That CPU's prints go straight to the UART, whatever
+/// context they come from and whoever held the lock: every other CPU is
+/// stopped or waiting.
 static DYING: AtomicUsize = AtomicUsize::new(0);
 
 /// For the oops and panic paths, on the dying CPU once it stopped the
@@ -63,6 +65,12 @@ static DYING: AtomicUsize = AtomicUsize::new(0);
 /// while this CPU, or a CPU now stopped, held the lock).
 pub fn force_unlock() {
     DYING.store(this_cpu() + 1, Ordering::SeqCst);
+}
+
+/// The dying CPU hands the console to stopped CPU `cpu` for its backtrace
+/// (it waits meanwhile, and takes it back with [`force_unlock`]).
+pub fn force_unlock_for(cpu: usize) {
+    DYING.store(cpu + 1, Ordering::SeqCst);
 }
 
 /// Does the code this CPU interrupted hold the console lock? (A paranoid
@@ -212,8 +220,8 @@ fn with_console<T>(body: impl FnOnce(&mut SerialConsole) -> T) -> Result<Option<
     x86_64::instructions::interrupts::without_interrupts(|| {
         let me = this_cpu() + 1;
         if DYING.load(Ordering::SeqCst) == me {
-            // SAFETY: every other CPU is stopped (`force_unlock`'s contract) and this CPU's
-            // interrupted holder, if any, never runs again: nothing else reaches the UART.
+            // SAFETY: every other CPU is stopped or waits for this one (the dying CPU hands the
+            // console over); this CPU's interrupted holder never runs again: one user of the UART.
             return Ok(unsafe { (*SERIAL.0.get()).as_mut() }.map(body));
         }
         if CONSOLE_OWNER.load(Ordering::SeqCst) == me {

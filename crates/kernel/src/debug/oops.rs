@@ -43,7 +43,7 @@ pub fn begin_dying() {
     match DYING_CPU.compare_exchange(0, me + 1, Ordering::SeqCst, Ordering::SeqCst) {
         Ok(_) => {}
         Err(owner) if owner == me + 1 => exit_qemu(ExitCode::Failure),
-        Err(_) => stop_this_cpu(),
+        Err(_) => stop_this_cpu(None),
     }
     stop_other_cpus();
     serial::force_unlock();
@@ -56,11 +56,38 @@ pub fn another_cpu_is_dying() -> bool {
     owner != 0 && owner != this_cpu() + 1
 }
 
-/// Stops this CPU for good: interrupts off, and `hlt` until the dying CPU
-/// ends the machine. Called from the NMI the dying CPU sent, NMIs stay
-/// blocked (no IRET comes), so the CPU is quiet.
-pub fn stop_this_cpu() -> ! {
-    STOPPED[this_cpu()].store(true, Ordering::SeqCst);
+/// The stopped CPU whose turn it is to print its backtrace, plus one
+/// (0: nobody's), and the CPUs that have printed theirs.
+static BACKTRACE_TURN: AtomicUsize = AtomicUsize::new(0);
+static BACKTRACE_DONE: [AtomicBool; NR_CPUS] = [const { AtomicBool::new(false) }; NR_CPUS];
+
+/// How long the dying CPU waits for each stopped CPU's backtrace.
+const BACKTRACE_TIMEOUT_MS: u64 = 1000;
+
+/// Stops this CPU for good: it says so, waits for its turn to print its
+/// backtrace after the dying CPU's dump (`regs`: the frame of the NMI that
+/// stopped it; None when it stopped itself because it was dying too), then
+/// `hlt`s with interrupts off until the dying CPU ends the machine. Inside
+/// the NMI the dying CPU sent, NMIs stay blocked (no IRET comes), so the
+/// CPU is quiet.
+pub fn stop_this_cpu(regs: Option<&PtRegs>) -> ! {
+    let me = this_cpu();
+    STOPPED[me].store(true, Ordering::SeqCst);
+    while BACKTRACE_TURN.load(Ordering::SeqCst) != me + 1 {
+        core::hint::spin_loop();
+    }
+    match regs {
+        Some(regs) => {
+            println!("NMI backtrace for cpu {me}");
+            // SAFETY: `regs` is the frame of the NMI that stopped this CPU, its extension below.
+            unsafe { show_regs::show_regs(regs) };
+            crate::debug::calltrace::print_call_trace_here();
+        }
+        None => println!("NMI backtrace for cpu {me} skipped: it oopsed too, after CPU {}", {
+            DYING_CPU.load(Ordering::SeqCst).saturating_sub(1)
+        }),
+    }
+    BACKTRACE_DONE[me].store(true, Ordering::SeqCst);
     loop {
         // SAFETY: stops this CPU; nothing it held is given back, which is the point (the dying
         // CPU forces the console lock). Not `nomem`: an NMI (outside an NMI handler) may still
@@ -263,8 +290,40 @@ pub fn finish(why: &str) -> ! {
         println!("Kernel Offset: {offset:#x}");
     }
     println!("---[ end trace ]---");
+    backtrace_stopped_cpus();
     result::emit(false, format_args!(",\"error\":\"{why}\""));
     exit_qemu(ExitCode::Failure)
+}
+
+/// After the dump: every CPU that stopped prints its backtrace in turn
+/// (Linux's panic prints all CPUs' backtraces the same way), the console
+/// handed to it while the dying CPU waits (bounded; one that does not
+/// finish is named).
+fn backtrace_stopped_cpus() {
+    let me = this_cpu();
+    for (cpu, _) in smp::online_cpus().filter(|&(cpu, _)| cpu != me) {
+        if !STOPPED[cpu].load(Ordering::SeqCst) {
+            continue;
+        }
+        serial::force_unlock_for(cpu);
+        BACKTRACE_TURN.store(cpu + 1, Ordering::SeqCst);
+        let ticks = apic::tsc_ticks_per_ms() * BACKTRACE_TIMEOUT_MS;
+        // SAFETY: RDTSC has no side effects.
+        let start = unsafe { core::arch::x86_64::_rdtsc() };
+        while !BACKTRACE_DONE[cpu].load(Ordering::SeqCst)
+            // SAFETY: as above.
+            && unsafe { core::arch::x86_64::_rdtsc() } - start < ticks
+        {
+            core::hint::spin_loop();
+        }
+        BACKTRACE_TURN.store(0, Ordering::SeqCst);
+        serial::force_unlock();
+        if !BACKTRACE_DONE[cpu].load(Ordering::SeqCst) {
+            println!(
+                "extregs: oops: CPU {cpu} printed no backtrace within {BACKTRACE_TIMEOUT_MS} ms"
+            );
+        }
+    }
 }
 
 #[panic_handler]

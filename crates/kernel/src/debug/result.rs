@@ -64,3 +64,19 @@ pub fn emit(ok: bool, extra: core::fmt::Arguments<'_>) {
         extra
     );
 }
+
+/// `[a,b,c]`: numbers as a JSON list, for RESULT fields.
+pub struct JsonList<'a>(pub &'a [u64]);
+
+impl core::fmt::Display for JsonList<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("[")?;
+        for (index, value) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{value}")?;
+        }
+        f.write_str("]")
+    }
+}

@@ -198,7 +198,7 @@ pub fn read_stack_top() -> NmiStackTop {
 pub fn handle(regs: &mut PtRegs) {
     // Another CPU oopsed and sent this NMI to stop this one.
     if crate::debug::oops::another_cpu_is_dying() {
-        crate::debug::oops::stop_this_cpu();
+        crate::debug::oops::stop_this_cpu(Some(regs));
     }
     NMI_COUNT.fetch_add(1, Ordering::SeqCst);
     CPU_NMIS.this().fetch_add(1, Ordering::SeqCst);

@@ -252,29 +252,15 @@ pub fn run(tasks: u32, seconds: u32) -> bool {
         && pkrs_mismatches == 0
         && page_mismatches == 0
         && model_errors == 0;
+    let per_task: [u64; MAX_WORKERS] =
+        core::array::from_fn(|index| ITERATIONS[index].load(Ordering::Relaxed));
     result::emit(
         ok,
         format_args!(
             ",\"tasks\":{workers},\"seconds\":{seconds},\"tick_hz\":{TICK_HZ},\"context_switches\":{context_switches},\"preemptions\":{preemptions},\"enable_preemptions\":{enable_preemptions},\"yields\":{yields},\"per_task\":{},\"pkrs_mismatches\":{pkrs_mismatches},\"gpr_mismatches\":{gpr_mismatches},\"page_mismatches\":{page_mismatches},\"model_errors\":{model_errors},\"timer_frames_checked\":{timer_frames},\"pkrs_wrmsrs\":{pkrs_wrmsrs},\"nmis\":{nmis},\"pks_checks\":{}",
-            PerTask(workers),
+            result::JsonList(&per_task[..workers]),
             pks::enabled()
         ),
     );
     ok
-}
-
-/// `per_task` as a JSON array.
-struct PerTask(usize);
-
-impl core::fmt::Display for PerTask {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("[")?;
-        for (index, iterations) in ITERATIONS.iter().enumerate().take(self.0) {
-            if index > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{}", iterations.load(Ordering::Relaxed))?;
-        }
-        f.write_str("]")
-    }
 }
