@@ -63,6 +63,8 @@ const REQUIRED_SELFTESTS: &[&str] = &[
     "nmi_ipis_reach_each_cpu",
     "nmi_on_one_cpu_runs_while_another_is_in_nmi",
     "pkrs_cache_and_bracket_are_per_cpu",
+    "user_nmi_latch_is_per_cpu",
+    "backtrace_answers_from_every_cpu",
 ];
 
 /// The selftests that need a second CPU: on one they print `# SKIP needs
@@ -72,6 +74,8 @@ pub const NEED_TWO_CPUS: &[&str] = &[
     "nmi_ipis_reach_each_cpu",
     "nmi_on_one_cpu_runs_while_another_is_in_nmi",
     "pkrs_cache_and_bracket_are_per_cpu",
+    "user_nmi_latch_is_per_cpu",
+    "backtrace_answers_from_every_cpu",
 ];
 
 pub fn selftest_results(outcome: &Outcome) -> Vec<report::KtapResult> {

@@ -253,3 +253,24 @@ fn an_oops_on_an_ap_gives_one_dump() {
         dump(&outcome)
     );
 }
+
+/// Every mode runs on 8 CPUs (the most) and its RESULT counts them.
+#[test]
+fn every_mode_runs_on_8_cpus() {
+    for cmdline in [
+        "mode=demo",
+        "mode=selftest",
+        "mode=idle seconds=1",
+        "mode=tasks tasks=4 seconds=1",
+        "mode=user",
+        "mode=fuzz seed=3 iterations=100",
+        "mode=bench iterations=1000",
+        "mode=backtrace",
+    ] {
+        let outcome = boot_with_cpus(Firmware::Bios, "8", cmdline, false);
+        assert_verdict(&outcome, EXIT_SUCCESS);
+        let result = outcome.result().expect("a RESULT");
+        assert_eq!(result["cpus"], 8, "{cmdline}\n{}", dump(&outcome));
+        assert_eq!(result["frame_errors"], 0, "{cmdline}\n{}", dump(&outcome));
+    }
+}

@@ -436,7 +436,7 @@ pub fn arm_pic_nmi() -> Result<(), &'static str> {
 }
 
 /// Set while [`probe_pic_nmi`] waits: the NMI handler acknowledges the
-/// 8259 first thing ([`note_probed_pic_nmi`]) and notes whether it raised
+/// 8259 early ([`note_probed_pic_nmi`]) and notes whether it raised
 /// the NMI.
 static PIC_PROBE_ARMED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 static PIC_PROBE_SEEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
@@ -468,7 +468,7 @@ pub fn note_probed_pic_nmi() {
 /// Can this machine deliver a [PIC NMI](arm_pic_nmi)? Three times: arms
 /// one, opens IRQ 0 from the kernel, and waits for an NMI whose handler
 /// finds the 8259 raising it (the kernel's NMI handler acknowledges it
-/// first thing while the probe window is open, so an NMI from elsewhere,
+/// early while the probe window is open, so an NMI from elsewhere,
 /// a storm's, does not count). Interrupts must be off, and no event hook
 /// may claim NMIs meanwhile.
 pub fn probe_pic_nmi() -> Result<(), &'static str> {
@@ -497,7 +497,7 @@ pub fn probe_pic_nmi() -> Result<(), &'static str> {
 /// it at the 8259 (poll, EOI) and masks IRQ 0 again, so no later update of
 /// the 8259 sends another NMI.
 ///
-/// Call only between [`arm_pic_nmi`] and [`disarm_pic_nmi`], first thing in
+/// Call only between [`arm_pic_nmi`] and [`disarm_pic_nmi`], early in
 /// an NMI's handler (or with interrupts off): it consumes an IRQ.
 pub fn acknowledge_pic_nmi() -> bool {
     // SAFETY: the master 8259's ports: a poll (which acknowledges what it reports), an EOI for

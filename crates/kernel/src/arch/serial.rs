@@ -7,7 +7,7 @@
 use crate::arch::percpu::this_cpu;
 use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use uart_16550::backend::PioBackend;
 use uart_16550::{Config, Uart16550};
 
@@ -66,6 +66,9 @@ static DYING: AtomicUsize = AtomicUsize::new(0);
 pub fn force_unlock() {
     DYING.store(this_cpu() + 1, Ordering::SeqCst);
 }
+
+/// A write-through of the CPU [`DYING`] names is running.
+static DYING_WRITE_IN_PROGRESS: AtomicBool = AtomicBool::new(false);
 
 /// The dying CPU hands the console to stopped CPU `cpu` for its backtrace
 /// (it waits meanwhile, and takes it back with [`force_unlock`]).
@@ -219,10 +222,26 @@ fn flush_deferred(console: &mut SerialConsole) {
 fn with_console<T>(body: impl FnOnce(&mut SerialConsole) -> T) -> Result<Option<T>, ()> {
     x86_64::instructions::interrupts::without_interrupts(|| {
         let me = this_cpu() + 1;
-        if DYING.load(Ordering::SeqCst) == me {
-            // SAFETY: every other CPU is stopped or waits for this one (the dying CPU hands the
-            // console over); this CPU's interrupted holder never runs again: one user of the UART.
-            return Ok(unsafe { (*SERIAL.0.get()).as_mut() }.map(body));
+        match DYING.load(Ordering::SeqCst) {
+            0 => {}
+            dying if dying == me => {
+                // A handler nested in this CPU's own write-through defers (the flush of the
+                // next write prints it), so only one write-through runs at a time.
+                if DYING_WRITE_IN_PROGRESS.swap(true, Ordering::SeqCst) {
+                    return Err(());
+                }
+                // SAFETY: every other CPU is stopped, parked below or waits for this one (the
+                // dying CPU hands the console over), and nested writers defer (the flag above):
+                // one user of the UART.
+                let result = unsafe { (*SERIAL.0.get()).as_mut() }.map(body);
+                DYING_WRITE_IN_PROGRESS.store(false, Ordering::SeqCst);
+                return Ok(result);
+            }
+            // Another CPU is dying, and this one did not stop (it took no NMI): it never
+            // prints again, so the dying CPU's output stays its own.
+            _ => loop {
+                core::hint::spin_loop();
+            },
         }
         if CONSOLE_OWNER.load(Ordering::SeqCst) == me {
             return Err(());

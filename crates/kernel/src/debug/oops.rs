@@ -101,6 +101,11 @@ pub fn stop_this_cpu(regs: Option<&PtRegs>) -> ! {
 /// named (it may be spinning with NMIs blocked).
 fn stop_other_cpus() {
     let me = this_cpu();
+    // An AP that dies before it is online may have no local APIC set up
+    // to send with: the others are not stopped, its dump still comes out.
+    if !smp::cpu_online(me) {
+        return;
+    }
     let others = || smp::online_cpus().map(|(cpu, _)| cpu).filter(move |&cpu| cpu != me);
     if others().next().is_none() {
         return;

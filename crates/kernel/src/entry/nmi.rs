@@ -107,6 +107,16 @@ pub fn latch_inside_user_nmi(regs: &PtRegs) -> bool {
     true
 }
 
+/// Runs `body` with this CPU's user-NMI latch saying an NMI from user mode
+/// is running, as inside one (for the test that another CPU's latch is not
+/// this one's). A kernel-mode NMI on this CPU meanwhile is latched.
+pub fn with_user_nmi_marked_running<T>(body: impl FnOnce() -> T) -> T {
+    let before = USER_NMI_STATE.this().swap(USER_NMI_EXECUTING, Ordering::SeqCst);
+    let result = body();
+    USER_NMI_STATE.this().store(before, Ordering::SeqCst);
+    result
+}
+
 /// In a handler run of an NMI from user mode: where the NMI latched since
 /// its last run landed (kernel code in its handler), if one was.
 pub fn take_latched_ip() -> Option<u64> {

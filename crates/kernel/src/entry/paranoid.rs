@@ -20,9 +20,6 @@
 //! None of this lives in the extension: it is kept in the Rust frame of
 //! the paranoid entry (by value, like Linux's `irqentry_state_t`), so the
 //! extension stays 8 bytes and the fast path is unchanged.
-//!
-//! [`depth`] counts the paranoid handlers running, so code that must not
-//! wait for a lock the interrupted code may hold (the console) knows.
 
 use crate::arch::idt::DEBUG_VECTOR;
 use crate::arch::percpu::PerCpu;

@@ -279,8 +279,9 @@ pub fn run(settings: FuzzSettings) -> bool {
         coverage::text_bytes()
     );
     print!(
-        "RESULT {{\"mode\":\"fuzz\",\"ok\":{ok},\"pks\":{},\"frames_checked\":{frames_checked},\"frame_errors\":{frame_errors}",
-        pks::enabled()
+        "RESULT {{\"mode\":\"fuzz\",\"ok\":{ok},\"pks\":{},\"cpus\":{},\"frames_checked\":{frames_checked},\"frame_errors\":{frame_errors}",
+        pks::enabled(),
+        crate::arch::smp::cpus_online()
     );
     print!(
         ",\"model_errors\":{model_errors},\"entry_points_hit\":{entry_points_hit},\"entry_text_bytes\":{},\"max_depth\":{max_depth},\"user_nmi\":{}",

@@ -124,6 +124,8 @@ const TESTS: &[(&str, Test)] = &[
         smp::nmi_on_one_cpu_runs_while_another_is_in_nmi,
     ),
     ("pkrs_cache_and_bracket_are_per_cpu", smp::pkrs_cache_and_bracket_are_per_cpu),
+    ("user_nmi_latch_is_per_cpu", smp::user_nmi_latch_is_per_cpu),
+    ("backtrace_answers_from_every_cpu", smp::backtrace_answers_from_every_cpu),
 ];
 
 /// Runs every test, prints KTAP and the RESULT line; true when none failed.

@@ -266,3 +266,64 @@ pub fn pkrs_cache_and_bracket_are_per_cpu(context: &Context) -> Outcome {
     check!(irqflags::rcu_is_watching(), "RCU stopped watching");
     Outcome::Pass
 }
+
+static AP_IN_USER_NMI: AtomicBool = AtomicBool::new(false);
+static AP_USER_NMI_RELEASE: AtomicBool = AtomicBool::new(false);
+static AP_USER_NMI_DONE: AtomicBool = AtomicBool::new(false);
+
+/// Runs in the AP's NMI: marks its user-NMI latch "an NMI from user mode
+/// is running" until the boot CPU has looked (bounded).
+fn hold_user_nmi_latch_on_ap() {
+    nmi::with_user_nmi_marked_running(|| {
+        AP_IN_USER_NMI.store(true, Ordering::SeqCst);
+        wait_until(|| AP_USER_NMI_RELEASE.load(Ordering::SeqCst), EVENT_TIMEOUT_TSC);
+    });
+    AP_USER_NMI_DONE.store(true, Ordering::SeqCst);
+}
+
+/// The user-NMI latch is per CPU: while an AP's latch says an NMI from user
+/// mode is running there, a kernel-mode NMI on the boot CPU runs its
+/// handler instead of being latched as nested in the AP's.
+pub fn user_nmi_latch_is_per_cpu(_: &Context) -> Outcome {
+    let (cpu, apic_id) = match first_ap() {
+        Ok(ap) => ap,
+        Err(skip) => return skip,
+    };
+    AP_IN_USER_NMI.store(false, Ordering::SeqCst);
+    AP_USER_NMI_RELEASE.store(false, Ordering::SeqCst);
+    AP_USER_NMI_DONE.store(false, Ordering::SeqCst);
+    nmi::call_on(cpu, apic_id, hold_user_nmi_latch_on_ap);
+    let entered = wait_until(|| AP_IN_USER_NMI.load(Ordering::SeqCst), EVENT_TIMEOUT_TSC);
+    let (latched_before, handled_before) = (nmi::user_nmis_latched(), nmi::count_this_cpu());
+    let handled = apic::with_outside_nmis_held(|| {
+        nmi::take_log();
+        apic::send_self_nmi();
+        wait_until(|| nmi::count_this_cpu() > handled_before, EVENT_TIMEOUT_TSC)
+    });
+    let latched = nmi::user_nmis_latched() - latched_before;
+    AP_USER_NMI_RELEASE.store(true, Ordering::SeqCst);
+    let left = wait_until(|| AP_USER_NMI_DONE.load(Ordering::SeqCst), EVENT_TIMEOUT_TSC);
+    check!(entered, "CPU {cpu} never marked its user-NMI latch");
+    check!(left, "CPU {cpu} never left its probe");
+    check!(handled, "the boot CPU's self-NMI never ran its handler (latched as nested?)");
+    check!(latched == 0, "{latched} NMIs latched as nested in CPU {cpu}'s user-mode NMI");
+    check!(nmi::take_log().1 == 1, "the boot CPU's NMI handler did not log its frame");
+    Outcome::Pass
+}
+
+/// The NMI backtrace answers from every online CPU, each through its own
+/// NMI handler (`entry::backtrace`; the dumps appear in this output).
+pub fn backtrace_answers_from_every_cpu(_: &Context) -> Outcome {
+    if let Err(skip) = first_ap() {
+        return skip;
+    }
+    let online = smp::online_cpus().count() as u32;
+    let before: [u64; NR_CPUS] = core::array::from_fn(|cpu| nmi::count_on(cpu).0);
+    let answers = crate::entry::backtrace::trigger_all_cpu_backtrace();
+    check!(answers.asked == online, "asked {} of {online} CPUs", answers.asked);
+    check!(answers.answered == online, "{} of {online} CPUs answered", answers.answered);
+    for (cpu, _) in smp::online_cpus() {
+        check!(nmi::count_on(cpu).0 > before[cpu], "CPU {cpu} took no NMI for its answer");
+    }
+    Outcome::Pass
+}
