@@ -13,6 +13,7 @@
 //! Vectors follow Linux's layout at the top of the IDT.
 
 use crate::arch::memory;
+use crate::arch::percpu::PerCpu;
 use core::sync::atomic::{AtomicU32, Ordering};
 use spin::Once;
 use x86_64::instructions::port::Port;
@@ -219,14 +220,23 @@ fn init_local() {
 /// `inject-nmi`, a storm of them) do not reach this CPU until it returns
 /// (an edge on a masked LINT1 is dropped, not held), while NMI IPIs and
 /// self-NMIs still arrive. For tests that count this CPU's NMIs exactly;
-/// other CPUs keep taking the outside NMIs meanwhile. Not nestable: it
-/// unmasks on the way out.
+/// other CPUs keep taking the outside NMIs meanwhile. Nests: the outermost
+/// call masks and unmasks.
 pub fn with_outside_nmis_held<T>(body: impl FnOnce() -> T) -> T {
-    write(reg::LVT_LINT1, LVT_MASKED | LVT_DELIVERY_NMI);
+    let depth = OUTSIDE_NMIS_HELD.this();
+    if depth.fetch_add(1, Ordering::SeqCst) == 0 {
+        write(reg::LVT_LINT1, LVT_MASKED | LVT_DELIVERY_NMI);
+    }
     let result = body();
-    write(reg::LVT_LINT1, LVT_DELIVERY_NMI);
+    if depth.fetch_sub(1, Ordering::SeqCst) == 1 {
+        write(reg::LVT_LINT1, LVT_DELIVERY_NMI);
+    }
     result
 }
+
+/// [`with_outside_nmis_held`] calls running on each CPU.
+static OUTSIDE_NMIS_HELD: PerCpu<AtomicU32> =
+    PerCpu::new([const { AtomicU32::new(0) }; extregs_regs::NR_CPUS]);
 
 /// Sets up an AP's local APIC in the mode the boot CPU chose
 /// ([`init_local`]; the PIC and the calibration are the boot CPU's).

@@ -13,10 +13,10 @@ mod sched;
 mod smp;
 mod user;
 
-use crate::arch::gdt;
 use crate::arch::irqflags;
 use crate::arch::memory::PkeyPage;
 use crate::arch::pks::{self, KeyRights, PKRS_DEFAULT};
+use crate::arch::{apic, gdt};
 use crate::debug::result;
 use crate::entry::events::{self, expect_event, FrameEdit, Observed, FAULT_IP, RESUME_IP};
 use crate::entry::hooks;
@@ -136,7 +136,12 @@ pub fn run(context: &Context) -> bool {
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for (number, (name, test)) in TESTS.iter().enumerate() {
         let (_, frame_errors_before) = result::frame_counts();
-        let mut outcome = hooks::with_trap_hook(events::recording_hook, || test(context));
+        // The tests count and walk this CPU's events exactly, so NMIs from
+        // outside (a QMP storm) do not reach it while one runs; the other
+        // CPUs keep taking them.
+        let mut outcome = apic::with_outside_nmis_held(|| {
+            hooks::with_trap_hook(events::recording_hook, || test(context))
+        });
         // Every frame taken during the test went through check::check_frame.
         let (_, frame_errors_after) = result::frame_counts();
         if frame_errors_after != frame_errors_before {
