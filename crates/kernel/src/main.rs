@@ -141,9 +141,9 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     sched::init();
     if let Some(madt) = &madt {
         let hooks = arch::smp::ApHooks {
-            idle_stack: sched::ap_idle_stack,
-            become_idle_task: sched::become_ap_idle_task,
-            idle: sched::ap_idle_loop,
+            idle_stack: sched::ap::ap_idle_stack,
+            become_idle_task: sched::ap::become_ap_idle_task,
+            idle: sched::ap::ap_idle_loop,
         };
         arch::smp::bring_up(madt, features, hooks);
     }

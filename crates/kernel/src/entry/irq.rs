@@ -127,7 +127,7 @@ pub fn handle(regs: &mut PtRegs, vector: u8) {
             apic::eoi();
         }
         apic::RESCHEDULE_VECTOR => {
-            // An idle AP woken to look at its work (sched::run_on_ap).
+            // An idle AP woken to look at its work (sched::ap::run_on_ap).
             RESCHEDULE_IPIS.fetch_add(1, Ordering::SeqCst);
             apic::eoi();
         }

@@ -33,7 +33,7 @@ static AP_CAUSE: spin::Once<(OopsCause, Option<PkeyPage>)> = spin::Once::new();
 const AP_DEATH_TIMEOUT_MS: u64 = 10_000;
 
 /// `mode=oops cause=… cpu=K`: CPU K dies of `cause`, in its idle task
-/// (`sched::run_on_ap`), while CPU 0 waits; the AP's oops stops CPU 0 with
+/// (`sched::ap::run_on_ap`), while CPU 0 waits; the AP's oops stops CPU 0 with
 /// an NMI and prints the one dump and RESULT. `cpu=all`: every online CPU
 /// dies of it at once, CPU 0 right after it asked the others, and still
 /// one dump comes out. A CPU that is not online, or a cause that needs CPU
@@ -63,7 +63,7 @@ pub fn die_on_cpu(cpu: OopsCpu, cause: OopsCause, pkey_page: Option<PkeyPage>) -
     // No print between the wake-ups: the CPUs die as close together as
     // they can.
     for (victim, apic_id) in asked() {
-        crate::sched::run_on_ap(victim, apic_id, || {
+        crate::sched::ap::run_on_ap(victim, apic_id, || {
             let (cause, pkey_page) = *AP_CAUSE.get().expect("die_on_cpu set the cause");
             die_on_purpose(cause, pkey_page)
         });
