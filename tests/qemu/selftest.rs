@@ -70,6 +70,7 @@ pub const NEED_TWO_CPUS: &[&str] = &[
     "pkrs_cache_and_bracket_are_per_cpu",
     "user_nmi_latch_is_per_cpu",
     "backtrace_answers_from_every_cpu",
+    "icr_high_survives_a_nested_send",
 ];
 
 pub fn selftest_results(outcome: &Outcome) -> Vec<report::KtapResult> {

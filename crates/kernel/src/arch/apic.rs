@@ -152,6 +152,17 @@ fn write_icr(destination: u32, low: u32) {
     }
 }
 
+/// ICR_HIGH as it is now (xAPIC; in x2APIC mode the ICR is one 64-bit
+/// register and this reads its high half), for the test that a nested
+/// send leaves it as it found it.
+pub fn icr_high() -> u32 {
+    match mode() {
+        // SAFETY: x2APIC mode; reading the ICR MSR has no side effects.
+        Mode::X2Apic => unsafe { (Msr::new(0x800 + reg::ICR_LOW / 16).read() >> 32) as u32 },
+        Mode::XApic { .. } => read(reg::ICR_HIGH),
+    }
+}
+
 /// Waits until the xAPIC's last send has left (ICR delivery status idle).
 fn wait_for_icr_idle() {
     while read(reg::ICR_LOW) & ICR_DELIVERY_PENDING != 0 {

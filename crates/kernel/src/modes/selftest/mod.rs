@@ -126,6 +126,7 @@ const TESTS: &[(&str, Test)] = &[
     ("pkrs_cache_and_bracket_are_per_cpu", smp::pkrs_cache_and_bracket_are_per_cpu),
     ("user_nmi_latch_is_per_cpu", smp::user_nmi_latch_is_per_cpu),
     ("backtrace_answers_from_every_cpu", smp::backtrace_answers_from_every_cpu),
+    ("icr_high_survives_a_nested_send", smp::icr_high_survives_a_nested_send),
 ];
 
 /// Runs every test, prints KTAP and the RESULT line; true when none failed.

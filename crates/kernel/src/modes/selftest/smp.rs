@@ -327,3 +327,46 @@ pub fn backtrace_answers_from_every_cpu(_: &Context) -> Outcome {
     }
     Outcome::Pass
 }
+
+/// The APIC ID the boot CPU's NMI sends to in [`icr_high_survives_a_nested_send`].
+static NESTED_SEND_TARGET: AtomicU64 = AtomicU64::new(0);
+
+fn send_nmi_to_the_target() {
+    apic::send_nmi(NESTED_SEND_TARGET.load(Ordering::SeqCst) as u32);
+}
+
+/// The xAPIC's two-step ICR write can't be torn by an NMI that sends an
+/// IPI in between: with ICR_HIGH preloaded as a sender's first store
+/// leaves it (here: this CPU, for the fuzzer's one-store self-NMI), the
+/// second store raises an NMI whose handler sends an NMI IPI to an AP; the
+/// AP gets it, and ICR_HIGH is back to what the interrupted sender wrote.
+pub fn icr_high_survives_a_nested_send(_: &Context) -> Outcome {
+    let (cpu, apic_id) = match first_ap() {
+        Ok(ap) => ap,
+        Err(skip) => return skip,
+    };
+    let apic::SelfNmiStore::XApic { icr_low, value } = apic::prepare_self_nmi_store() else {
+        return Outcome::Skip("x2APIC writes the ICR in one WRMSR");
+    };
+    let preloaded = apic::icr_high();
+    NESTED_SEND_TARGET.store(u64::from(apic_id), Ordering::SeqCst);
+    let (ap_before, _) = nmi::count_on(cpu);
+    let own_before = nmi::count_this_cpu();
+    nmi::call_in_next_nmi(send_nmi_to_the_target);
+    // SAFETY: `icr_low` is this CPU's ICR_LOW in the APIC page `apic::init` mapped uncached (its
+    // address exposed by that mapping, no Rust reference covers it); `value` sends this CPU an
+    // NMI with the destination preloaded above, as the fuzzer's trampolines do.
+    unsafe {
+        core::ptr::with_exposed_provenance_mut::<u32>(icr_low as usize).write_volatile(value)
+    };
+    let own = wait_until(|| nmi::count_this_cpu() > own_before, EVENT_TIMEOUT_TSC);
+    let ap = wait_until(|| nmi::count_on(cpu).0 > ap_before, EVENT_TIMEOUT_TSC);
+    let after = apic::icr_high();
+    check!(own, "the one-store self-NMI never arrived");
+    check!(ap, "the NMI IPI sent from inside the NMI never reached CPU {cpu}");
+    check!(
+        after == preloaded,
+        "ICR_HIGH is {after:#010x} after the nested send, not the interrupted sender's {preloaded:#010x}"
+    );
+    Outcome::Pass
+}
