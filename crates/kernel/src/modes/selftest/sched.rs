@@ -102,17 +102,20 @@ pub fn preempt_disable_holds_off_preemption(_: &Context) -> Outcome {
     let spins_while_disabled = SPINS.load(Ordering::Relaxed);
     let preempted_while_disabled = sched::counts().irq_preemptions - before.irq_preemptions;
     sched::preempt_enable();
-    // The enable switched to the helper, which ran until a tick gave the
-    // CPU back.
-    let spins_after_enable = SPINS.load(Ordering::Relaxed);
+    // The enable switched to the helper, which runs until a tick gives the
+    // CPU back. On a loaded host that tick may come before the helper's
+    // first spin, so wait (bounded, interrupts on) for the helper to have
+    // run at all; the switch at the enable is `enable_preemptions`.
     let enable_preemptions = sched::counts().enable_preemptions - before.enable_preemptions;
+    wait_until(|| SPINS.load(Ordering::Relaxed) > 0, EVENT_TIMEOUT_TSC);
+    let spins_after_enable = SPINS.load(Ordering::Relaxed);
     irqflags::local_irq_disable();
     stop_and_wait(helper);
     check!(preempted_while_disabled == 0, "{preempted_while_disabled} preemptions while disabled");
     check!(spins_while_disabled == 0, "the helper ran {spins_while_disabled} times meanwhile");
     check!(ticked, "no tick asked for a reschedule");
     check!(enable_preemptions == 1, "{enable_preemptions} switches at preempt_enable");
-    check!(spins_after_enable > 0, "the helper did not run at preempt_enable");
+    check!(spins_after_enable > 0, "the helper never ran after preempt_enable");
     Outcome::Pass
 }
 
