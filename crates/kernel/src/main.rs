@@ -62,10 +62,14 @@ use bootloader_api::{entry_point, BootInfo};
 use extregs_cmdline::Mode;
 
 /// Physical memory mapped (for page tables and the pkey page), and a larger
-/// stack than the default for the selftests' nested frames.
+/// stack than the default for the selftests' nested frames. Everything the
+/// bootloader places (kernel image, stack, boot info, physical map) goes in
+/// the upper half: the lower half is user space, and a Linux process gets a
+/// lower half of its own (`linux::mm`) that shares only the upper one.
 pub static BOOTLOADER_CONFIG: BootloaderConfig = {
     let mut config = BootloaderConfig::new_default();
     config.mappings.physical_memory = Some(Mapping::Dynamic);
+    config.mappings.dynamic_range_start = Some(memory::KERNEL_HALF_START);
     config.kernel_stack_size = 128 * 1024;
     config
 };

@@ -12,6 +12,20 @@ use x86_64::structures::paging::{
 };
 use x86_64::{PhysAddr, VirtAddr};
 
+/// The first address of the kernel half: level-4 slots 256..512. The
+/// bootloader places everything there (`BOOTLOADER_CONFIG`), and so does
+/// [`map_in_free_slot`]; the lower half is user space.
+pub const KERNEL_HALF_START: u64 = 0xffff_8000_0000_0000;
+/// The first level-4 slot of the kernel half.
+pub const KERNEL_HALF_FIRST_SLOT: usize = 256;
+
+/// Kernel-half level-4 slots given an empty level-3 table at [`init`] and
+/// not used yet, one bit each (bit `s - 256`). Every slot of the kernel
+/// half is present from `init` on, so a process's level-4 table copies the
+/// kernel half once and sees every later kernel mapping (Linux
+/// preallocates its kernel PGDs for the same reason).
+static FREE_KERNEL_SLOTS: Mutex<[u64; 4]> = Mutex::new([0; 4]);
+
 /// Where the bootloader mapped all of physical memory (0 before [`init`]).
 static PHYSICAL_MEMORY_OFFSET: AtomicU64 = AtomicU64::new(0);
 
@@ -62,6 +76,38 @@ pub fn init(physical_memory_offset: u64, regions: &'static MemoryRegions) {
         .find(|&address| address + 4096 <= 0x9_f000 && regions_hold_usable(regions, address));
     TRAMPOLINE_FRAME.store(trampoline.unwrap_or(0), Ordering::Relaxed);
     *FRAME_ALLOCATOR.lock() = Some(BootFrameAllocator { regions, next: 0 });
+    preallocate_kernel_half();
+}
+
+/// Gives every unused kernel-half level-4 slot an empty level-3 table and
+/// records it in [`FREE_KERNEL_SLOTS`].
+fn preallocate_kernel_half() {
+    let mut free = FREE_KERNEL_SLOTS.lock();
+    for slot in KERNEL_HALF_FIRST_SLOT..512 {
+        let unused = with_page_table(|table| table.level_4_table()[slot].is_unused());
+        if !unused {
+            continue;
+        }
+        let frame = allocate_zeroed_frame();
+        with_page_table(|table| {
+            table.level_4_table_mut()[slot]
+                .set_frame(frame, PageTableFlags::PRESENT | PageTableFlags::WRITABLE);
+        });
+        free[(slot - KERNEL_HALF_FIRST_SLOT) / 64] |= 1 << ((slot - KERNEL_HALF_FIRST_SLOT) % 64);
+    }
+}
+
+/// A fresh frame, zero-filled through the physical map.
+pub fn allocate_zeroed_frame() -> PhysFrame {
+    let frame = allocate_frame();
+    let words = physical_to_virtual(frame.start_address()).as_mut_ptr::<u64>();
+    for index in 0..512 {
+        // SAFETY: the frame was just allocated (nobody else holds it) and is mapped at `words`
+        // by the physical map; 512 words are exactly the 4 KiB frame, and no Rust reference
+        // aliases a frame the allocator has only now handed out.
+        unsafe { words.add(index).write_volatile(0) };
+    }
+    frame
 }
 
 /// Is the whole 4 KiB frame at `address` inside one usable region?
@@ -222,11 +268,12 @@ fn map_in_free_slot(
                 address
             }
             None => {
-                // Lower half, skipping slot 0 (null-pointer neighbourhood).
-                let free_slot = (1..256)
-                    .find(|&slot| level_4[slot].is_unused())
-                    .expect("an unused level-4 slot");
-                VirtAddr::new((free_slot as u64) << 39)
+                let mut free = FREE_KERNEL_SLOTS.lock();
+                let word = free.iter().position(|&bits| bits != 0).expect("a free kernel slot");
+                let bit = free[word].trailing_zeros() as usize;
+                free[word] &= !(1 << bit);
+                let slot = (KERNEL_HALF_FIRST_SLOT + word * 64 + bit) as u64;
+                VirtAddr::new_truncate(slot << 39)
             }
         };
         let page = Page::<Size4KiB>::containing_address(address);
