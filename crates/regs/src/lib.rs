@@ -360,6 +360,8 @@ pub struct ThreadContext {
 /// landing zone, so a nested NMI reads and writes it without touching the
 /// frames the outer NMI is using, and per CPU, so an NMI on one CPU never
 /// sees another CPU's NMI as its own outer one.
+pub mod linux_signal;
+
 pub mod nmi_state {
     /// No NMI is being handled.
     pub const IDLE: u8 = 0;
@@ -584,6 +586,33 @@ pub struct PerCpuEntry {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_signal_frame_has_linuxs_offsets() {
+        use crate::linux_signal::*;
+        // Linux 6.1: struct rt_sigframe { char *pretcode; struct ucontext uc; struct siginfo
+        // info; }, sigcontext_64 with ip at 16 * 8, the selectors after flags.
+        let expected = [
+            ("uc", 8),
+            ("info", 312),
+            ("uc_mcontext", 40),
+            ("uc_sigmask", 296),
+            ("uc_stack", 16),
+            ("sc.ip", 128),
+            ("sc.flags", 136),
+            ("sc.cs", 144),
+            ("sc.ss", 150),
+            ("sc.err", 152),
+            ("sc.cr2", 176),
+            ("sc.fpstate", 184),
+        ];
+        assert_eq!(frame_offsets(), expected);
+        assert_eq!(FRAME_UC_OFFSET, 8);
+        assert_eq!(FRAME_INFO_OFFSET, 312);
+        let frame = RtSigFrame { pretcode: 0x1122, ..Default::default() };
+        assert_eq!(RtSigFrame::from_bytes(frame.to_bytes()), frame);
+        assert_eq!(frame.to_bytes()[..2], [0x22, 0x11]);
+    }
+
     use super::*;
     use proptest::prelude::*;
 
