@@ -299,6 +299,7 @@ pub fn run_batch(
         nmi_storm: config.nmi_storm,
         granular: config.granular,
         smp: (config.smp > 1).then(|| config.smp.to_string()),
+        fw_cfg_files: Vec::new(),
         ..RunConfig::default()
     };
     let outcome = match qemu::run(&run) {

@@ -4,6 +4,8 @@
 //! 1 (kernel failure or crash), 2 (usage or set-up error) or 124 (timeout).
 //! `extregs images` prints where the boot images (and the kernel ELF) are.
 //! `extregs fuzz --seeds A..B` runs a fuzz campaign; `--seed S` replays one.
+//! `extregs exec PATH [ARG...]` runs a static Linux program and exits with
+//! its status.
 //! `extregs inject-nmi --qmp PATH` sends NMIs to a kernel started with
 //! `extregs run --qmp PATH` (e.g. in `mode=idle`).
 
@@ -15,6 +17,7 @@ use std::process::ExitCode;
 mod cli;
 
 use cli::bench::BenchArgs;
+use cli::exec::ExecArgs;
 use cli::fuzz::FuzzArgs;
 use cli::run::{InjectNmiArgs, RunArgs};
 
@@ -36,6 +39,9 @@ enum Command {
     /// Fuzz nested interrupt frames: a campaign over a seed range, or the
     /// replay of one seed.
     Fuzz(Box<FuzzArgs>),
+    /// Run a static Linux x86-64 program on the kernel (mode=exec) and
+    /// exit with its status.
+    Exec(ExecArgs),
     /// Measure the entry variants (floor, x86-interrupt, by-value,
     /// by-reference, extended, extended+pks-hit/-write) side by side.
     Bench(BenchArgs),
@@ -61,6 +67,7 @@ fn main() -> ExitCode {
         Command::InjectNmi(args) => cli::run::inject_nmi(args),
         Command::Fuzz(args) => cli::fuzz::fuzz(*args),
         Command::Bench(args) => cli::bench::bench(args),
+        Command::Exec(args) => cli::exec::exec(args),
     };
     ExitCode::from(code as u8)
 }

@@ -100,6 +100,9 @@ pub struct RunConfig {
     /// `6,sockets=2,cores=3`); `None`: one CPU. The kernel reads the CPUs
     /// from the MADT; it does not start the others yet.
     pub smp: Option<String>,
+    /// Extra fw_cfg files (`-fw_cfg name=NAME,file=PATH`): the program and
+    /// arguments of `extregs exec`.
+    pub fw_cfg_files: Vec<(String, PathBuf)>,
 }
 
 /// The gap between two NMIs of a storm. QEMU keeps one pending NMI per
@@ -124,6 +127,7 @@ impl Default for RunConfig {
             granular: false,
             nmi_storm: false,
             smp: None,
+            fw_cfg_files: Vec::new(),
         }
     }
 }
@@ -174,6 +178,9 @@ pub fn qemu_arguments(config: &RunConfig, image: &Path) -> Vec<String> {
             "-fw_cfg".into(),
             format!("name=opt/extregs/cmdline,string={}", config.cmdline),
         ]);
+    }
+    for (name, path) in &config.fw_cfg_files {
+        args.extend(["-fw_cfg".into(), format!("name={name},file={}", path.display())]);
     }
     if config.firmware == Firmware::Uefi {
         args.extend(["-bios".into(), OVMF_PATH.into()]);
@@ -244,6 +251,14 @@ fn nmi_storm(socket: PathBuf, ready: Arc<AtomicBool>, done: Arc<AtomicBool>) -> 
 /// Boots the kernel once and waits for QEMU to end or the timeout.
 pub fn run(config: &RunConfig) -> Result<Outcome> {
     check_cmdline(&config.cmdline)?;
+    for (name, path) in &config.fw_cfg_files {
+        if path.to_string_lossy().contains(',') || name.contains(',') {
+            return Err(Error::Setup(format!(
+                "a fw_cfg file path cannot contain ',' (QEMU's option syntax): {}",
+                path.display()
+            )));
+        }
+    }
     if let Some(socket) = qmp_socket(config) {
         if socket.to_string_lossy().contains(',') {
             return Err(Error::Setup(format!(

@@ -498,6 +498,7 @@ pub(crate) fn replay(args: &FuzzArgs, seed: u64) -> i32 {
         nmi_storm: args.nmi_storm,
         granular: args.granular,
         smp: (args.smp > 1).then(|| args.smp.to_string()),
+        fw_cfg_files: Vec::new(),
         ..RunConfig::default()
     };
     let outcome = match qemu::run(&config) {

@@ -2,5 +2,6 @@
 //! in `src/lib.rs` holds what they share with the tests).
 
 pub mod bench;
+pub mod exec;
 pub mod fuzz;
 pub mod run;

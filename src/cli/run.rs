@@ -85,6 +85,7 @@ pub(crate) fn run(args: RunArgs) -> i32 {
         granular: args.granular,
         nmi_storm: args.nmi_storm,
         smp: (args.smp > 1).then(|| args.smp.to_string()),
+        fw_cfg_files: Vec::new(),
     };
     if config.nmi_storm && config.accel == Accel::Kvm {
         eprintln!("extregs: --nmi-storm needs TCG here (KVM cannot deliver guest exceptions)");

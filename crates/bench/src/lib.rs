@@ -505,6 +505,7 @@ impl EntryPlatform for CellPlatform {
         extregs_entry::ExitToUserWork {
             need_resched: CELL_NEED_RESCHED.load(Ordering::Relaxed) != 0,
             fatal_signal: false,
+            signal_pending: false,
         }
     }
     fn schedule_before_user_return() {
@@ -512,6 +513,9 @@ impl EntryPlatform for CellPlatform {
     }
     fn kill_current_task() -> ! {
         unreachable!("the bench harness never kills");
+    }
+    fn arch_do_signal(_regs: &mut PtRegs) {
+        unreachable!("the bench harness never signals");
     }
 }
 

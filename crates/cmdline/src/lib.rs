@@ -36,11 +36,15 @@ pub enum Mode {
     User,
     /// The NMI backtrace of every CPU (Linux's `trigger_all_cpu_backtrace`).
     Backtrace,
+    /// Runs the static Linux x86-64 program in fw_cfg file
+    /// `opt/extregs/program` (arguments in `opt/extregs/argv`) as a Linux
+    /// process (`extregs exec PATH`).
+    Exec,
 }
 
 impl Mode {
     /// Every mode with its command-line spelling.
-    pub const ALL: [(Mode, &'static str); 9] = [
+    pub const ALL: [(Mode, &'static str); 10] = [
         (Mode::Demo, "demo"),
         (Mode::Selftest, "selftest"),
         (Mode::Oops, "oops"),
@@ -50,6 +54,7 @@ impl Mode {
         (Mode::Tasks, "tasks"),
         (Mode::User, "user"),
         (Mode::Backtrace, "backtrace"),
+        (Mode::Exec, "exec"),
     ];
 
     /// The command-line spelling.

@@ -199,6 +199,34 @@ extregs_entry_common:
 	leaq	extregs_return_to_user_iretq(%rip), %rax
 	cmpq	%rax, PTREGS_IP(%rsp)
 	jne	extregs_entry_gs_ready
+	swapgs
+	lfence
+	/*
+	 * The IRETQ to user mode faulted (#GP, #NP or #SS on a bad frame:
+	 * a non-canonical RIP, a bad SS): Linux's fixup_bad_iret. The fault is
+	 * the user's, so it becomes an entry from user mode: Rust copies the
+	 * five IRET words (at the fault frame's saved RSP) and the GPRs this
+	 * stub saved into a user frame at task_pt_regs and returns its address,
+	 * and the entry goes on from there as from user mode (GS is now the
+	 * kernel's, as after a user entry's SWAPGS). The new frame overlaps
+	 * this one, so Rust builds it by value; its own frames are below
+	 * %rsp, clear of both. The vector survives the call in %r12 (its user
+	 * value is saved in the frame; POP_REGS reloads it).
+	 *
+	 *   before                              after
+	 *   | ip cs flags sp ss (bad) | <-+      +-------------------------+
+	 *   | (rest of task_pt_regs)  |   |      | user frame: bad IRET    |
+	 *   | #GP: ss .. ip, error    |  sp      |   words, stub's GPRs    |
+	 *   | #GP: di .. r15          |          +-------------------------+ <- %rsp
+	 *   +-------------------------+ <- %rsp      = task_pt_regs
+	 */
+	movl	%esi, %r12d
+	movq	%rsp, %rdi
+	andq	$-16, %rsp
+	call	extregs_fixup_bad_iret
+	movq	%rax, %rsp
+	movl	%r12d, %esi
+	jmp	extregs_entry_gs_ready
 .Lentry_swapgs:
 	swapgs
 	.globl	extregs_entry_gs_ready

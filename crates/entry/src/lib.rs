@@ -64,6 +64,12 @@ pub trait EntryPlatform {
     /// The pending fatal signal: the task dies here (Linux's
     /// `arch_do_signal_or_restart()` ending in `do_exit()`).
     fn kill_current_task() -> !;
+    /// Delivers the pending signals to the user frame `regs` (Linux's
+    /// `arch_do_signal_or_restart(regs)`): it may rewrite `regs` to enter
+    /// a handler, with the signal frame on the user stack. `regs` is the
+    /// frame at `task_pt_regs`; whatever the platform needs beyond it it
+    /// reaches through the extension accessor, never a second argument.
+    fn arch_do_signal(regs: &mut PtRegs);
 }
 
 /// What [`EntryPlatform::exit_to_user_mode_work`] reports.
@@ -73,11 +79,13 @@ pub struct ExitToUserWork {
     pub need_resched: bool,
     /// The task took a fault nothing handled and must die.
     pub fatal_signal: bool,
+    /// A signal is pending and not blocked (`_TIF_SIGPENDING`).
+    pub signal_pending: bool,
 }
 
 impl ExitToUserWork {
     pub fn is_empty(self) -> bool {
-        !self.need_resched && !self.fatal_signal
+        !self.need_resched && !self.fatal_signal && !self.signal_pending
     }
 }
 
@@ -92,9 +100,12 @@ pub(crate) fn enter_from_user_mode<P: EntryPlatform>(arch: &mut ArchExtRegs) -> 
     GenericExtRegs::default()
 }
 
-/// Linux's `exit_to_user_mode_loop()`: until no work is left, reschedule
-/// and deliver the fatal signal (which does not return). Interrupts off.
-fn exit_to_user_mode_loop<P: EntryPlatform>() {
+/// Linux's `exit_to_user_mode_loop()`: until no work is left, deliver
+/// the fatal signal (which does not return), reschedule, and deliver the
+/// pending signals to `regs`. Interrupts off. Every return to user mode
+/// passes here, so a signal unblocked by a syscall (`rt_sigprocmask`) or
+/// sent to oneself (`tkill`) lands on that syscall's way out.
+fn exit_to_user_mode_loop<P: EntryPlatform>(regs: &mut PtRegs) {
     loop {
         let work = P::exit_to_user_mode_work();
         if work.is_empty() {
@@ -106,6 +117,9 @@ fn exit_to_user_mode_loop<P: EntryPlatform>() {
         if work.need_resched {
             P::schedule_before_user_return();
         }
+        if work.signal_pending {
+            P::arch_do_signal(regs);
+        }
     }
 }
 
@@ -114,8 +128,8 @@ fn exit_to_user_mode_loop<P: EntryPlatform>() {
 /// tracking told the CPU is back in user mode, the arch state restored,
 /// and last lockdep told hardirqs are on (IF is always set in user mode),
 /// in Linux's order (`lockdep_hardirqs_on()` ends `exit_to_user_mode()`).
-pub(crate) fn exit_to_user_mode<P: EntryPlatform>(arch: &ArchExtRegs) {
-    exit_to_user_mode_loop::<P>();
+pub(crate) fn exit_to_user_mode<P: EntryPlatform>(regs: &mut PtRegs, arch: &ArchExtRegs) {
+    exit_to_user_mode_loop::<P>(regs);
     P::exit_to_user_mode();
     P::arch_exit(arch);
     P::lockdep_set_hardirqs_enabled(true);
@@ -146,7 +160,7 @@ pub unsafe fn syscall_enter_from_user_mode<P: EntryPlatform>(regs: &mut PtRegs) 
 pub unsafe fn syscall_exit_to_user_mode<P: EntryPlatform>(regs: &mut PtRegs) {
     // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
-    exit_to_user_mode::<P>(&frame.arch);
+    exit_to_user_mode::<P>(&mut frame.regs, &frame.arch);
 }
 
 /// Linux's `irqentry_exit_cond_resched()`: preempt the interrupted kernel
@@ -218,7 +232,7 @@ pub unsafe fn irqentry_exit<P: EntryPlatform>(regs: &mut PtRegs) {
     // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
     if frame.regs.user_mode() {
-        exit_to_user_mode::<P>(&frame.arch);
+        exit_to_user_mode::<P>(&mut frame.regs, &frame.arch);
         return;
     }
     if frame.generic.exit_rcu != 0 {

@@ -26,6 +26,7 @@ struct MockCpu {
     in_user: bool,
     /// A fatal signal is pending for the current task.
     fatal_signal: bool,
+    signal_pending: bool,
     /// The hook call logged last when lockdep was last told hardirqs
     /// are on (Linux tells it last on the way to user mode).
     lockdep_on_after: Option<&'static str>,
@@ -122,7 +123,11 @@ impl EntryPlatform for MockPlatform {
     fn exit_to_user_mode_work() -> ExitToUserWork {
         CPU.with(|c| {
             let c = c.borrow();
-            ExitToUserWork { need_resched: c.need_resched, fatal_signal: c.fatal_signal }
+            ExitToUserWork {
+                need_resched: c.need_resched,
+                fatal_signal: c.fatal_signal,
+                signal_pending: c.signal_pending,
+            }
         })
     }
     fn schedule_before_user_return() {
@@ -138,7 +143,20 @@ impl EntryPlatform for MockPlatform {
         CPU.with(|c| c.borrow_mut().calls.push("kill_current_task"));
         std::panic::panic_any(KilledTask)
     }
+    fn arch_do_signal(regs: &mut PtRegs) {
+        CPU.with(|c| {
+            let mut c = c.borrow_mut();
+            assert!(c.rcu_watching, "signal delivered with RCU not watching");
+            c.signal_pending = false;
+            c.calls.push("arch_do_signal");
+        });
+        // What a handler's entry does to the frame: the test reads it back.
+        regs.ip = SIGNAL_HANDLER_IP;
+    }
 }
+
+/// The RIP the mock's signal delivery sends the user frame to.
+const SIGNAL_HANDLER_IP: u64 = 0x40_1234;
 
 /// What the mock's `kill_current_task` unwinds with.
 struct KilledTask;
@@ -234,6 +252,39 @@ fn exit_to_user_runs_the_work_loop_and_a_fatal_signal_kills() {
             "exit_to_user_mode",
             "arch_exit"
         ]
+    );
+}
+
+#[test]
+fn a_pending_signal_is_delivered_to_the_frame_on_the_way_out() {
+    reset_cpu_in_user(0x5555_5554);
+    set_preemption(0, true);
+    let mut frame = user_frame();
+    // SAFETY: a whole frame.
+    unsafe { syscall_enter_from_user_mode::<MockPlatform>(&mut frame.regs) };
+    CPU.with(|c| c.borrow_mut().signal_pending = true);
+    // SAFETY: the same frame.
+    unsafe { syscall_exit_to_user_mode::<MockPlatform>(&mut frame.regs) };
+    assert_eq!(
+        frame.regs.ip, SIGNAL_HANDLER_IP,
+        "the delivery wrote the frame the exit returns to"
+    );
+    assert_eq!(
+        cpu(|c| c.calls.clone()),
+        [
+            "arch_enter",
+            "enter_from_user_mode",
+            "schedule_before_user_return",
+            "arch_do_signal",
+            "exit_to_user_mode",
+            "arch_exit"
+        ],
+        "Linux's order: schedule, then signals, then context tracking"
+    );
+    assert_eq!(
+        cpu(|c| c.arch_register),
+        0x5555_5554,
+        "delivery leaves the extension's state alone"
     );
 }
 

@@ -47,6 +47,7 @@ mod arch;
 mod debug;
 mod dispatch;
 mod entry;
+mod linux;
 mod modes;
 mod sched;
 mod user;
@@ -120,6 +121,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let features = cpu::detect();
     cpu::print_summary(&features);
     uaccess::enable_smep_smap(&features);
+    arch::fpu::init_cpu();
     apic::init(features.x2apic);
     gdt::set_apic_id(apic::id());
     println!(
@@ -176,6 +178,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         Mode::Fuzz => fuzz::run(cmdline.fuzz),
         Mode::Bench => bench::run(cmdline.bench_iterations),
         Mode::Backtrace => modes::backtrace::run(),
+        Mode::Exec => modes::exec::run(),
         Mode::Oops => {
             let cause = cmdline.oops_cause.expect("the parser requires cause= with mode=oops");
             oops::die_on_cpu(cmdline.oops_cpu, cause, pkey_page)

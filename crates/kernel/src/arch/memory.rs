@@ -29,10 +29,16 @@ static FREE_KERNEL_SLOTS: Mutex<[u64; 4]> = Mutex::new([0; 4]);
 /// Where the bootloader mapped all of physical memory (0 before [`init`]).
 static PHYSICAL_MEMORY_OFFSET: AtomicU64 = AtomicU64::new(0);
 
-/// Hands out the usable frames of the bootloader's memory map, in order.
+/// Hands out the usable frames of the bootloader's memory map, in order,
+/// after any frame given back with [`free_frame`] (a list threaded
+/// through the free frames' first words, read through the physical map).
 struct BootFrameAllocator {
     regions: &'static MemoryRegions,
     next: usize,
+    /// The most recently freed frame's physical address (0: none).
+    free_list: u64,
+    /// Frames on the free list.
+    free_count: u64,
 }
 
 /// Frames below this are never handed out: the AP trampoline's frame is
@@ -40,9 +46,19 @@ struct BootFrameAllocator {
 const LOW_MEMORY_END: u64 = 0x10_0000;
 
 // SAFETY: frames come only from regions the bootloader marked Usable, at
-// or above 1 MiB, and each is returned at most once (`next` only grows).
+// or above 1 MiB, and each is returned at most once until it is freed
+// again (`next` only grows; a freed frame leaves the list when handed out).
 unsafe impl FrameAllocator<Size4KiB> for BootFrameAllocator {
     fn allocate_frame(&mut self) -> Option<PhysFrame> {
+        if self.free_list != 0 {
+            let frame = PhysFrame::containing_address(PhysAddr::new(self.free_list));
+            let link = physical_to_virtual(frame.start_address()).as_ptr::<u64>();
+            // SAFETY: a frame on the free list is owned by the list alone, and its first word
+            // (written by `free_frame`) holds the next link; read through the physical map.
+            self.free_list = unsafe { link.read_volatile() };
+            self.free_count -= 1;
+            return Some(frame);
+        }
         let frame = self
             .regions
             .iter()
@@ -55,10 +71,52 @@ unsafe impl FrameAllocator<Size4KiB> for BootFrameAllocator {
     }
 }
 
+/// Gives a frame back. The caller must own it (no mapping and no pointer
+/// may use it any more).
+pub fn free_frame(frame: PhysFrame) {
+    let mut allocator_slot = FRAME_ALLOCATOR.lock();
+    let allocator = allocator_slot.as_mut().expect("memory::init ran");
+    let link = physical_to_virtual(frame.start_address()).as_mut_ptr::<u64>();
+    // SAFETY: the caller hands the frame over (this function's contract): nothing else reads or
+    // writes it, so its first word may hold the list's link.
+    unsafe { link.write_volatile(allocator.free_list) };
+    allocator.free_list = frame.start_address().as_u64();
+    allocator.free_count += 1;
+}
+
+/// Allocates a frame, or None when memory is exhausted.
+pub fn try_allocate_frame() -> Option<PhysFrame> {
+    let mut allocator_slot = FRAME_ALLOCATOR.lock();
+    allocator_slot.as_mut().expect("memory::init ran").allocate_frame()
+}
+
 static FRAME_ALLOCATOR: Mutex<Option<BootFrameAllocator>> = Mutex::new(None);
 
 /// The frame reserved for the AP trampoline (0: none found).
 static TRAMPOLINE_FRAME: AtomicU64 = AtomicU64::new(0);
+
+/// The kernel's own level-4 table (the bootloader's), recorded at [`init`].
+static KERNEL_PAGE_TABLE: AtomicU64 = AtomicU64::new(0);
+
+/// The kernel's own level-4 table's physical address.
+pub fn kernel_page_table() -> u64 {
+    KERNEL_PAGE_TABLE.load(Ordering::Relaxed)
+}
+
+/// Loads CR3 with the level-4 table at `table` (0: the kernel's own) if it
+/// is not the live one. Writing CR3 flushes the TLB's non-global entries;
+/// the kernel half is the same in every table, so kernel code runs on.
+pub fn switch_page_table(table: u64) {
+    let table = if table == 0 { kernel_page_table() } else { table };
+    let (live, flags) = Cr3::read();
+    if live.start_address().as_u64() != table {
+        let frame = PhysFrame::containing_address(PhysAddr::new(table));
+        // SAFETY: `table` is the kernel's level-4 table or a process's, whose kernel half is a
+        // copy of the kernel's (every kernel-half slot preallocated at init): the code, stack and
+        // data running now stay mapped at the same addresses across the write.
+        unsafe { Cr3::write(frame, flags) };
+    }
+}
 
 /// Records the physical-memory mapping and the memory map, and reserves
 /// the AP trampoline's frame: the first usable 4 KiB frame from 32 KiB up
@@ -66,6 +124,7 @@ static TRAMPOLINE_FRAME: AtomicU64 = AtomicU64::new(0);
 /// frame allocator runs (it never hands out frames below 1 MiB).
 pub fn init(physical_memory_offset: u64, regions: &'static MemoryRegions) {
     PHYSICAL_MEMORY_OFFSET.store(physical_memory_offset, Ordering::Relaxed);
+    KERNEL_PAGE_TABLE.store(Cr3::read().0.start_address().as_u64(), Ordering::Relaxed);
     let trampoline = regions
         .iter()
         .filter(|region| region.kind == MemoryRegionKind::Usable)
@@ -75,7 +134,8 @@ pub fn init(physical_memory_offset: u64, regions: &'static MemoryRegions) {
         })
         .find(|&address| address + 4096 <= 0x9_f000 && regions_hold_usable(regions, address));
     TRAMPOLINE_FRAME.store(trampoline.unwrap_or(0), Ordering::Relaxed);
-    *FRAME_ALLOCATOR.lock() = Some(BootFrameAllocator { regions, next: 0 });
+    *FRAME_ALLOCATOR.lock() =
+        Some(BootFrameAllocator { regions, next: 0, free_list: 0, free_count: 0 });
     preallocate_kernel_half();
 }
 
@@ -229,6 +289,44 @@ fn map_tagged_page(pkey: u8, fill: u64, extra: PageTableFlags, at: Option<VirtAd
         | PageTableFlags::from_bits_retain(u64::from(pkey) << PTE_PKEY_SHIFT);
     let address = map_in_free_slot(frame, flags, extra, at);
     PkeyPage { pkey, address }
+}
+
+/// Maps `pages` fresh frames, contiguous and writable (not executable),
+/// at the start of a free kernel-half slot: a buffer for data the kernel
+/// reads in at boot (a program from fw_cfg). Its bytes are left as found.
+pub fn map_kernel_buffer(pages: u64) -> Option<&'static mut [u8]> {
+    use x86_64::registers::model_specific::{Efer, EferFlags};
+    let first = {
+        let mut free = FREE_KERNEL_SLOTS.lock();
+        let word = free.iter().position(|&bits| bits != 0)?;
+        let bit = free[word].trailing_zeros() as usize;
+        free[word] &= !(1 << bit);
+        VirtAddr::new_truncate(((KERNEL_HALF_FIRST_SLOT + word * 64 + bit) as u64) << 39)
+    };
+    assert!(pages <= 512 * 512, "a kernel buffer fits in 1 GiB");
+    let mut flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
+    if Efer::read().contains(EferFlags::NO_EXECUTE_ENABLE) {
+        flags |= PageTableFlags::NO_EXECUTE;
+    }
+    for index in 0..pages {
+        let frame = try_allocate_frame()?;
+        let page = Page::<Size4KiB>::containing_address(first + index * 4096);
+        let mut allocator_slot = FRAME_ALLOCATOR.lock();
+        let allocator = allocator_slot.as_mut().expect("memory::init ran");
+        with_page_table(|table| {
+            // SAFETY: the page lies in a kernel slot just taken from the free set: nothing else
+            // maps there, so the mapping aliases only its frame's physical-map view.
+            unsafe { table.map_to(page, frame, flags, allocator) }
+                .expect("mapping a kernel buffer page")
+                .flush();
+        });
+    }
+    // SAFETY: `pages` pages were just mapped at `first`, writable, backed by frames this function
+    // owns and hands to the caller for the rest of the run; no other pointer reaches them but
+    // the physical map, which nothing uses for frames the allocator has handed out.
+    Some(unsafe {
+        core::slice::from_raw_parts_mut(first.as_mut_ptr::<u8>(), (pages * 4096) as usize)
+    })
 }
 
 /// Maps the 4 KiB of device registers at `physical` uncached (for the xAPIC).

@@ -15,6 +15,7 @@ pub mod apic;
 pub mod cpu;
 pub mod entry_text;
 pub mod exit;
+pub mod fpu;
 pub mod fwcfg;
 pub mod gdt;
 pub mod hook_slot;

@@ -28,7 +28,7 @@
 //!                       far pointer of the 16-to-32-bit jump, alive flag
 //! ```
 
-use crate::arch::{apic, cpu, gdt, idt, memory, pks, uaccess};
+use crate::arch::{apic, cpu, fpu, gdt, idt, memory, pks, uaccess};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use extregs_regs::NR_CPUS;
 
@@ -169,6 +169,7 @@ extern "C" fn ap_main(cpu: u64) -> ! {
     gdt::init_syscall();
     let features = FEATURES.get().expect("bring_up recorded the boot CPU's features");
     uaccess::enable_smep_smap(features);
+    fpu::init_cpu();
     pks::init_ap();
     apic::init_ap();
     gdt::set_apic_id(apic::id());

@@ -72,13 +72,15 @@ pub fn with_user_access<T>(body: impl FnOnce() -> T) -> T {
 pub struct BadUserAddress;
 
 /// Linux's `access_ok()` plus the page walk its fault fixup stands for:
-/// `[address, address + length)` lies in user space and every page of it
+/// `[address, address + length)` lies in user space (below
+/// [`TASK_SIZE_MAX`]; the kernel's own lower-half pages are supervisor
+/// pages, refused by the flags) and every page of it
 /// is a present user page (writable too, when `write`).
 fn user_range_ok(address: u64, length: usize, write: bool) -> bool {
     let Some(end) = address.checked_add(length as u64) else {
         return false;
     };
-    if address < USER_SPACE_BASE || end > TASK_SIZE_MAX {
+    if end > TASK_SIZE_MAX {
         return false;
     }
     let mut page = address & !(PAGE - 1);
@@ -101,8 +103,10 @@ fn user_range_ok(address: u64, length: usize, write: bool) -> bool {
 /// (never faults) kernel, unmapped or straddling ranges.
 ///
 /// Why the accesses are sound: every byte of a checked range stays on a
-/// present user page (nothing unmaps user pages; one CPU, and an interrupt
-/// in the middle only runs handlers, which unmap nothing), and they happen
+/// present user page (user pages are unmapped only by their own process's
+/// `munmap`/`mprotect`/`mremap`/`brk`, and a process is one task, which is
+/// busy in this copy; an interrupt in the middle only runs handlers, which
+/// unmap nothing), and they happen
 /// inside the STAC window. User pages are no Rust allocation: their frames
 /// are otherwise reached only through the physical-map alias, by this
 /// module, never while a copy runs, and the program text is also the

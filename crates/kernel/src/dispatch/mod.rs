@@ -20,8 +20,7 @@
 //! because an exception from user mode is the user layer's to handle.
 
 use crate::arch::idt::{
-    self, DEBUG_VECTOR, DOUBLE_FAULT_VECTOR, GENERAL_PROTECTION_VECTOR, MACHINE_CHECK_VECTOR,
-    NMI_VECTOR, PAGE_FAULT_VECTOR, SEGMENT_NOT_PRESENT_VECTOR, STACK_SEGMENT_VECTOR,
+    self, DEBUG_VECTOR, DOUBLE_FAULT_VECTOR, MACHINE_CHECK_VECTOR, NMI_VECTOR, PAGE_FAULT_VECTOR,
 };
 use crate::arch::pks;
 use crate::debug::oops;
@@ -136,16 +135,6 @@ unsafe fn handle_irq_or_exception(regs: &mut PtRegs, vector: u8, fault_address: 
     }
     if hardirq && regs.user_mode() {
         user::counters::USER_IRQS.fetch_add(1, Ordering::Relaxed);
-    }
-    // A #GP (or #NP, #SS) on the IRETQ to user mode is the user task's
-    // fault, before any hook may claim it (returning to that IRETQ would
-    // fault again); Linux's error_entry checks the same three.
-    if matches!(
-        vector,
-        SEGMENT_NOT_PRESENT_VECTOR | STACK_SEGMENT_VECTOR | GENERAL_PROTECTION_VECTOR
-    ) && regs.ip == extregs_entry_asm::user_exit_addresses().1
-    {
-        user::bad_iret(regs);
     }
     if hooks::event_hook_claims(regs, vector) {
     } else if hardirq {

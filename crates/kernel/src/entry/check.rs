@@ -10,11 +10,13 @@
 
 use crate::arch::gdt;
 use crate::arch::idt::{DEBUG_VECTOR, DOUBLE_FAULT_VECTOR, MACHINE_CHECK_VECTOR, NMI_VECTOR};
+use crate::arch::percpu::PerCpu;
 use crate::arch::{irqflags, pks};
 use crate::debug::{oops, result};
 use crate::entry::{hooks, nmi, platform};
 use crate::sched;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use extregs_regs::NR_CPUS;
 use extregs_regs::{
     ExtendedPtRegs, PtRegs, ENTRY_SYSCALL, ENTRY_VECTOR_RECORDED, GENERIC_PTREGS_SIZE,
 };
@@ -62,6 +64,20 @@ pub fn check_syscall_frame(regs: &mut PtRegs) {
     check_frame_of(regs, None);
 }
 
+/// Set by the bad-IRET fixup (`user::extregs_fixup_bad_iret`) for the
+/// frame it builds: that frame carries the IRET words the CPU refused, so
+/// its SS may be anything user code asked for (Linux's fixup passes them
+/// on the same way). Only its selectors are exempt, only once, only on
+/// this CPU.
+static BAD_IRET_FRAME_PENDING: PerCpu<AtomicBool> =
+    PerCpu::new([const { AtomicBool::new(false) }; NR_CPUS]);
+
+/// Lets the next user frame checked on this CPU carry the selectors of a
+/// refused IRET frame.
+pub fn accept_next_bad_iret_frame() {
+    BAD_IRET_FRAME_PENDING.this().store(true, Ordering::Relaxed);
+}
+
 /// The checks of a frame from user mode: Linux's selectors, exactly at
 /// task_pt_regs of the running task (the extension right below it, the
 /// top of its kernel stack), and user mode ran with the default PKRS.
@@ -70,7 +86,10 @@ fn check_user_frame(regs: &mut PtRegs, regs_address: u64) -> Option<&'static str
     let slot = sched::current_slot();
     // SAFETY: `regs` is an entry frame (the callers' contract).
     let saved_pkrs = unsafe { ExtendedPtRegs::from_regs(regs) }.arch.pks;
-    if regs.cs != u64::from(gdt::USER_CS.0) || regs.ss != u64::from(gdt::USER_DS.0) {
+    let bad_iret_frame = BAD_IRET_FRAME_PENDING.this().swap(false, Ordering::Relaxed);
+    let selectors_ok = regs.cs == u64::from(gdt::USER_CS.0)
+        && (regs.ss == u64::from(gdt::USER_DS.0) || bad_iret_frame);
+    if !selectors_ok {
         Some("user frame's cs/ss are not __USER_CS/__USER_DS")
     } else if regs_address != sched::task::task_pt_regs(slot) as u64 {
         Some("user frame is not at task_pt_regs of the running task")

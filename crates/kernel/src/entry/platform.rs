@@ -71,6 +71,9 @@ impl EntryPlatform for KernelPlatform {
     fn kill_current_task() -> ! {
         sched::kill_current_task()
     }
+    fn arch_do_signal(regs: &mut extregs_regs::PtRegs) {
+        crate::linux::signal::do_signal(regs)
+    }
 }
 
 /// Entries from user mode that found the context-tracking model saying

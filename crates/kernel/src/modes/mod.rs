@@ -3,6 +3,7 @@
 pub mod backtrace;
 pub mod bench;
 pub mod demo;
+pub mod exec;
 pub mod fuzz;
 pub mod idle;
 pub mod oops;

@@ -25,6 +25,7 @@
 pub mod ap;
 pub mod idle;
 pub mod task;
+pub mod user_state;
 
 use crate::arch::irqflags;
 use crate::arch::percpu::PerCpu;
@@ -309,7 +310,7 @@ fn prepare_new_task(slot: usize, pid: u32, name: TaskName, entry: fn(usize), arg
     task.arg.store(arg, Ordering::Relaxed);
     task.stack_bottom.store(stack.start, Ordering::Relaxed);
     task.stack_top.store(stack.end, Ordering::Relaxed);
-    task.user_gs_base.store(0, Ordering::Relaxed);
+    user_state::reset(slot);
     task.fatal_signal.store(0, Ordering::Relaxed);
     task.exit_status.store(0, Ordering::Relaxed);
     // The top ExtendedPtRegs of the stack is task_pt_regs' frame, where
@@ -396,6 +397,9 @@ pub fn exit_current() -> ! {
 /// 128 + the signal of a killed task, as a shell reports it).
 pub fn exit_current_with_status(status: i32) -> ! {
     irqflags::local_irq_disable();
+    // A Linux process leaves its address space first (back on the
+    // kernel's page table), so its frames can be freed.
+    crate::linux::exit_current();
     let slot = CURRENT.this().load(Ordering::Relaxed);
     assert!(slot != INIT_SLOT && slot != IDLE_SLOT, "init and idle never exit");
     let task = &TASKS[slot];
@@ -599,7 +603,7 @@ fn switch_to(prev: usize, next: usize) {
     // own kernel stack (a stale RSP0 would build them on the previous task's). An NMI before the
     // switch comes from kernel mode and uses its IST, not RSP0.
     unsafe { crate::arch::gdt::set_kernel_stack_top(next_task.stack_top.load(Ordering::Relaxed)) };
-    switch_user_gs_base(prev_task, next_task);
+    user_state::switch(prev, next);
     next_task.set_state(TaskState::Running);
     SWITCHING_FROM.this().store(prev + 1, Ordering::Relaxed);
     CURRENT.this().store(next, Ordering::Relaxed);
@@ -613,23 +617,13 @@ fn switch_to(prev: usize, next: usize) {
     assert_on_own_stack("switch_to");
 }
 
-/// The user GS base goes with the task: while a task runs in the kernel,
-/// `MSR_KERNEL_GS_BASE` holds its user value (the entry's SWAPGS put it
-/// there), so the switch saves it and loads the next task's. It is read
-/// back, not assumed: without FSGSBASE user code still changes its GS base
-/// by loading a GS selector (`mov %ax, %gs` sets it from the descriptor,
-/// 0), as Linux's `save_base_legacy` knows. (The GS and FS *selectors* are
-/// not switched: extregs' own programs never load them.)
-/// The MSR is written only when the value differs. A paranoid entry
-/// landing here reads MSR_GS_BASE (the per-CPU area: no SWAPGS), not this.
-fn switch_user_gs_base(prev_task: &task::Task, next_task: &task::Task) {
-    use x86_64::registers::model_specific::KernelGsBase;
-    let prev_base = KernelGsBase::read().as_u64();
-    prev_task.user_gs_base.store(prev_base, Ordering::Relaxed);
-    let next_base = next_task.user_gs_base.load(Ordering::Relaxed);
-    if prev_base != next_base {
-        KernelGsBase::write(x86_64::VirtAddr::new(next_base));
-    }
+/// Sets the running task's user FS base (`arch_prctl(ARCH_SET_FS)`): the
+/// store and the MSR write happen with interrupts off, as for the GS base.
+pub fn set_current_user_fs_base(base: u64) {
+    with_irqs_off(|| {
+        current_task().user_fs_base.store(base, Ordering::Relaxed);
+        x86_64::registers::model_specific::FsBase::write(x86_64::VirtAddr::new(base));
+    });
 }
 
 /// Sets the running task's user GS base (it takes effect at its next
@@ -769,6 +763,7 @@ pub fn exit_to_user_mode_work() -> extregs_entry::ExitToUserWork {
     extregs_entry::ExitToUserWork {
         need_resched: NEED_RESCHED.this().load(Ordering::Relaxed),
         fatal_signal: current_task().fatal_signal.load(Ordering::Relaxed) != 0,
+        signal_pending: crate::linux::signal::pending(current_slot()),
     }
 }
 

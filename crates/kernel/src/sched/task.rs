@@ -172,6 +172,16 @@ pub struct Task {
     pub exit_status: AtomicI32,
     /// A user task's first `%rdi` and `%rsi`.
     pub user_args: [AtomicU64; 2],
+    /// The task runs user code: its x87/SSE registers are switched with
+    /// it (`user_state`).
+    pub user_fpu: AtomicBool,
+    /// The user-mode FS base (`MSR_FS_BASE`, which no kernel code uses),
+    /// saved while switched out.
+    pub user_fs_base: AtomicU64,
+    /// The physical address of the level-4 table the task runs on: 0 for
+    /// the kernel's own (every kernel task and the kernel's user
+    /// programs), a Linux process's own otherwise (`linux::mm`).
+    pub page_table: AtomicU64,
 }
 
 // SAFETY: every field but `thread` is atomic. `thread` is written only by
@@ -205,6 +215,9 @@ impl Task {
             fatal_signal: AtomicU32::new(0),
             exit_status: AtomicI32::new(0),
             user_args: [const { AtomicU64::new(0) }; 2],
+            user_fpu: AtomicBool::new(false),
+            user_fs_base: AtomicU64::new(0),
+            page_table: AtomicU64::new(0),
         }
     }
 

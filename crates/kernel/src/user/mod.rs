@@ -256,23 +256,34 @@ fn user_task_start(user_rip: usize) {
     map_fresh_user_page(gs_page);
     write_user_word(gs_page, u64::from(sched::current_pid()));
     sched::set_current_user_gs_base(gs_page);
+    enter_user_mode(PtRegs {
+        ip: user_rip as u64,
+        cs: u64::from(selectors::USER_CS),
+        flags: X86_EFLAGS_IF | X86_EFLAGS_FIXED,
+        sp: stack_top,
+        ss: u64::from(selectors::USER_DS),
+        orig_ax: NO_ERROR_CODE,
+        di: arg0,
+        si: arg1,
+        ..PtRegs::default()
+    })
+}
+
+/// The first exit of a user task to user mode (Linux's `ret_from_fork`
+/// into `start_thread`'s frame): writes `regs` with the default PKRS in its
+/// extension at `task_pt_regs`, runs the exit-to-user work on it and
+/// leaves through the IRET exit. The task's x87/SSE state starts from
+/// reset here.
+pub fn enter_user_mode(regs: PtRegs) -> ! {
+    let slot = sched::current_slot();
     let default_pkrs = if pks::enabled() { pks::PKRS_DEFAULT } else { 0 };
     let frame = ExtendedPtRegs {
         generic: GenericExtRegs::default(),
         arch: ArchExtRegs { pks: default_pkrs },
-        regs: PtRegs {
-            ip: user_rip as u64,
-            cs: u64::from(selectors::USER_CS),
-            flags: X86_EFLAGS_IF | X86_EFLAGS_FIXED,
-            sp: stack_top,
-            ss: u64::from(selectors::USER_DS),
-            orig_ax: NO_ERROR_CODE,
-            di: arg0,
-            si: arg1,
-            ..PtRegs::default()
-        },
+        regs,
     };
     irqflags::local_irq_disable();
+    sched::user_state::begin_user_fpu(slot);
     let extended = task::task_ext_regs(slot);
     // The `&mut PtRegs` handed on is the same kind of reference an entry stub's frame gives the
     // generic entry: its container_of step rests on the Tree Borrows argument of
@@ -343,21 +354,64 @@ pub fn set_print_fatal_signals(on: bool) {
 /// on its way out (the exit-to-user work). Interrupts off.
 ///
 /// `regs` must be the `regs` of a whole `ExtendedPtRegs` (show_regs reads
-/// its extension): the user frame at task_pt_regs, or `bad_iret`'s.
+/// its extension): the user frame at task_pt_regs.
 pub fn report_user_fault(regs: &PtRegs, fault: UserFault, error_code: u64) {
+    print_user_fault(regs, fault, error_code, None);
+    sched::force_fatal_signal(fault.signal());
+}
+
+/// A Linux process's fault that its default action will end: Linux's
+/// line (`show_signal_msg`, with ` in prog[start+size]` when the RIP is in
+/// the program's text) and the code bytes; the signal itself is already
+/// pending (`linux::signal::force_fault`).
+pub fn report_linux_fault(
+    regs: &PtRegs,
+    vector: u8,
+    fault_address: Option<u64>,
+    error_code: u64,
+    signal: u32,
+    (name, text): (sched::task::TaskName, core::ops::Range<u64>),
+) {
+    let fault = match (vector, fault_address) {
+        (_, Some(address)) => UserFault::PageFault { address },
+        (idt::GENERAL_PROTECTION_VECTOR, None) => UserFault::GeneralProtection,
+        _ => UserFault::Trap { vector, signal },
+    };
+    let in_text = text.contains(&regs.ip).then_some((name, text));
+    print_user_fault(regs, fault, error_code, in_text);
+}
+
+fn print_user_fault(
+    regs: &PtRegs,
+    fault: UserFault,
+    error_code: u64,
+    in_text: Option<(sched::task::TaskName, core::ops::Range<u64>)>,
+) {
+    struct InText(Option<(sched::task::TaskName, core::ops::Range<u64>)>);
+    impl core::fmt::Display for InText {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            match &self.0 {
+                Some((name, text)) => {
+                    write!(f, " in {}[{:x}+{:x}]", name.as_str(), text.start, text.end - text.start)
+                }
+                None => Ok(()),
+            }
+        }
+    }
+    let in_text = InText(in_text);
     let current = sched::current();
     let (name, pid) = (current.name, current.pid);
     match fault {
         UserFault::PageFault { address } => println!(
-            "{name}[{pid}]: segfault at {address:x} ip {:016x} sp {:016x} error {error_code:x}",
+            "{name}[{pid}]: segfault at {address:x} ip {:016x} sp {:016x} error {error_code:x}{in_text}",
             regs.ip, regs.sp
         ),
         UserFault::GeneralProtection => println!(
-            "traps: {name}[{pid}] general protection fault ip:{:x} sp:{:x} error:{error_code:x}",
+            "traps: {name}[{pid}] general protection fault ip:{:x} sp:{:x} error:{error_code:x}{in_text}",
             regs.ip, regs.sp
         ),
         UserFault::Trap { vector, .. } => println!(
-            "traps: {name}[{pid}] trap {} ip:{:x} sp:{:x} error:{error_code:x}",
+            "traps: {name}[{pid}] trap {} ip:{:x} sp:{:x} error:{error_code:x}{in_text}",
             idt::exception_name(vector),
             regs.ip,
             regs.sp
@@ -366,21 +420,26 @@ pub fn report_user_fault(regs: &PtRegs, fault: UserFault, error_code: u64) {
     if PRINT_FATAL_SIGNALS.load(Ordering::Relaxed) {
         println!("potentially unexpected fatal signal {}.", fault.signal());
         // SAFETY: `regs` is inside a whole extended frame (this function's
-        // contract).
+        // callers' contract).
         unsafe { crate::debug::show_regs::show_regs(regs) };
     } else {
         crate::debug::show_regs::show_user_code(regs.ip);
     }
-    sched::force_fatal_signal(fault.signal());
 }
 
 /// DR6.BS: the #DB was a single step.
 const DR6_BS: u64 = 1 << 14;
 
-/// An exception from user mode: a single step (TF) is handled by clearing
-/// TF (as a debugger's last step would); anything else kills the task.
-/// Always claims the exception.
+/// An exception from user mode. In a Linux process it becomes the
+/// process's signal (`linux::signal::force_fault`). In the kernel's own
+/// programs a single step (TF) is handled by clearing TF (as a debugger's
+/// last step would), and anything else kills the task. Always claims the
+/// exception.
 pub fn handle_exception(regs: &mut PtRegs, vector: u8, fault_address: Option<u64>) {
+    if crate::linux::is_linux_task() {
+        crate::linux::signal::force_fault(regs, vector, fault_address, paranoid::debug_status());
+        return;
+    }
     if vector == 1 && paranoid::debug_status() & DR6_BS != 0 && regs.flags & X86_EFLAGS_TF != 0 {
         regs.flags &= !X86_EFLAGS_TF;
         counters::USER_SINGLE_STEPS.fetch_add(1, Ordering::Relaxed);
@@ -390,52 +449,59 @@ pub fn handle_exception(regs: &mut PtRegs, vector: u8, fault_address: Option<u64
     report_user_fault(regs, UserFault::of_exception(vector, fault_address), error_code);
 }
 
-/// A #GP on the IRETQ of the exit to user mode (Linux's `bad_iret`): the
-/// frame being returned to is bad (a bad SS, or a non-canonical RIP, that a
-/// syscall left there), so the CPU faulted in ring 0, on the task stack
-/// right below that frame, after the exit's SWAPGS (which the entry undid,
-/// seeing this RIP). The fault is the user task's own: Linux's line about
-/// it, and the task dies here (its frame can't be returned to).
+/// A fault on the IRETQ of the exit to user mode (Linux's
+/// `fixup_bad_iret`), called by `extregs_entry_common` before the entry
+/// proper: the frame being returned to is bad (a bad SS, or a
+/// non-canonical RIP, that a syscall or a `rt_sigreturn` left there), so
+/// the CPU faulted in ring 0, on the task stack right below that frame.
+/// The fault is the user's own: this builds the user frame the fault
+/// stands for at `task_pt_regs`, and the entry then runs as a #GP from
+/// user mode (a kernel program dies with Linux's line; a Linux process
+/// gets SIGSEGV, or its handler, as on Linux).
 ///
-/// `regs` is the #GP's kernel-mode frame; its `sp` points at the user IRET
-/// frame still on the stack, the hardware words of task_pt_regs:
+/// `fault` is the fault's kernel-mode frame; its `sp` points at the user
+/// IRET frame still on the stack, the hardware words of task_pt_regs:
 ///
 /// ```text
 ///   +--------------------+  <- top of the task stack
 ///   | ip cs flags sp ss  |   the bad IRET frame (task_pt_regs' last words)
-///   +--------------------+  <- regs.sp; the CPU aligns down to 16
+///   +--------------------+  <- fault.sp; the CPU aligns down to 16
 ///   | #GP: ss..ip, error |   overwriting task_pt_regs' GPR slots, so
 ///   | #GP: di ... r15    |   only the five words above are still the
 ///   +--------------------+   user frame's
 /// ```
 ///
-/// As Linux's `fixup_bad_iret`, the report uses a frame made of those five
-/// words and the GPRs the #GP saved (the user's: POP_REGS had loaded them).
-pub fn bad_iret(regs: &PtRegs) -> ! {
-    let user_frame = task::task_pt_regs(sched::current_slot());
+/// The new frame takes those five words, the GPRs the fault's stub saved
+/// (the user's: POP_REGS had loaded them) and the fault's error code. It
+/// overlaps the fault frame, so both are read by value before it is
+/// written. Returns the new `PtRegs`' address (the entry's new RSP).
+///
+/// # Safety
+///
+/// Only `extregs_entry_common` calls this, with `fault` its frame of a
+/// fault whose RIP is the user exit's IRETQ, interrupts off, on a stack
+/// below that frame.
+#[no_mangle]
+pub unsafe extern "C" fn extregs_fixup_bad_iret(fault: *const PtRegs) -> *mut PtRegs {
+    let slot = sched::current_slot();
+    let user_frame = task::task_pt_regs(slot);
+    // SAFETY: `fault` is the stub's whole frame (this function's contract), read by value through
+    // the raw pointer: no reference to it exists, so the overlapping write below aliases nothing.
+    let fault = unsafe { fault.read() };
     let iret_words = user_frame.cast::<u8>().wrapping_add(core::mem::offset_of!(PtRegs, ip));
-    if regs.sp != iret_words as u64 {
-        println!("extregs: bad IRET: RSP {:#x} is not at task_pt_regs' IRET frame", regs.sp);
+    if fault.sp != iret_words as u64 {
+        println!("extregs: bad IRET: RSP {:#x} is not at task_pt_regs' IRET frame", fault.sp);
     }
-    // SAFETY: the five words at `iret_words` are the running task's user IRET frame, above the #GP
-    // frame (which ends at regs.sp rounded down): nothing refers to them, they are read by value,
-    // and the pointer has the provenance of the stacks' static.
+    // SAFETY: the five words at `iret_words` are the running task's user IRET frame, above the
+    // fault frame: read by value; the pointer has the provenance of the stacks' static.
     let iret = unsafe { iret_words.cast::<extregs_regs::IretFrame>().read() };
-    let frame = ExtendedPtRegs {
-        generic: GenericExtRegs::default(),
-        arch: ArchExtRegs { pks: if pks::enabled() { pks::PKRS_DEFAULT } else { 0 } },
-        regs: PtRegs {
-            orig_ax: NO_ERROR_CODE,
-            ip: iret.ip,
-            cs: iret.cs,
-            flags: iret.flags,
-            sp: iret.sp,
-            ss: iret.ss,
-            ..*regs
-        },
-    };
-    let error_code = if regs.has_error_code() { regs.orig_ax } else { 0 };
-    report_user_fault(&frame.regs, UserFault::GeneralProtection, error_code);
+    let regs =
+        PtRegs { ip: iret.ip, cs: iret.cs, flags: iret.flags, sp: iret.sp, ss: iret.ss, ..fault };
     counters::BAD_IRETS.fetch_add(1, Ordering::Relaxed);
-    sched::kill_current_task()
+    crate::entry::check::accept_next_bad_iret_frame();
+    // SAFETY: task_pt_regs of the running task, from the stacks' static: nothing holds a
+    // reference into it (the fault frame was read by value above, and this function's own frame
+    // is below the fault frame); the extension below it is the entry's to fill.
+    unsafe { user_frame.write(regs) };
+    user_frame
 }

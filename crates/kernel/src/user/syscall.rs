@@ -128,7 +128,11 @@ pub unsafe extern "C" fn extregs_syscall_entry(regs: &mut PtRegs) -> bool {
     // the frame's ax says -ENOSYS.
     regs.ax = (-ENOSYS) as u64;
     irqflags::local_irq_enable();
-    let result = dispatch(regs);
+    let result = if crate::linux::is_linux_task() {
+        crate::linux::syscall::dispatch(regs)
+    } else {
+        dispatch(regs)
+    };
     regs.ax = result as u64;
     irqflags::local_irq_disable();
     match IRQ_ON_RETURN.swap(IRQ_ON_RETURN_NONE, Ordering::Relaxed) {
