@@ -7,7 +7,7 @@
 //! local APIC, turns on PKS when the CPU has it, reads its command line from
 //! fw_cfg, makes the boot flow task 1 (`init`) of the scheduler, and runs
 //! one mode: `demo` (default), `selftest`, `oops`, `idle`, `fuzz`, `bench`,
-//! `tasks` or `user`. Every mode ends with one `RESULT {json}` line and
+//! `tasks`, `user`, `backtrace` or `exec` (a static Linux program). Every mode ends with one `RESULT {json}` line and
 //! leaves QEMU through `isa-debug-exit`.
 //!
 //! # Layers
@@ -25,7 +25,10 @@
 //!   modes      one module per mode=, the selftests, the fuzzer  everything
 //!   dispatch   extregs_exception_entry: enter, check, handle,   all below
 //!              exit, for every IDT vector
-//!   user       ring-3 tasks, SYSCALL, user faults              all below
+//!   linux      the Linux personality: exec, address spaces,    all below
+//!              signals, Linux's syscall table
+//!   user       ring-3 tasks, SYSCALL, user faults, the         all below
+//!              personality hooks
 //!   entry      the generic entry's platform, the frame         debug, sched,
 //!              checker, hooks, IRQs, NMIs, paranoid state      arch
 //!   debug      show_regs, oops, call traces, symbols,          sched, arch

@@ -24,6 +24,13 @@ pub unsafe trait FnPointer: Copy {}
 unsafe impl FnPointer for fn() {}
 // SAFETY: a function-pointer type (the entry code's trap and event hooks).
 unsafe impl FnPointer for fn(&mut extregs_regs::PtRegs, u8) -> bool {}
+// SAFETY: a function-pointer type (the signal delivery of the exit-to-user
+// loop).
+unsafe impl FnPointer for fn(&mut extregs_regs::PtRegs) {}
+// SAFETY: a function-pointer type (a personality's syscall table).
+unsafe impl FnPointer for fn(&mut extregs_regs::PtRegs) -> i64 {}
+// SAFETY: a function-pointer type (a personality's user exceptions).
+unsafe impl FnPointer for fn(&mut extregs_regs::PtRegs, u8, Option<u64>) {}
 // SAFETY: a function-pointer type (the per-pkey PKS fault handlers).
 unsafe impl FnPointer for fn(&mut extregs_regs::PtRegs, crate::arch::pks::PksFault) -> bool {}
 

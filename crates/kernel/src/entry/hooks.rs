@@ -47,6 +47,26 @@ pub fn event_hook_claims(regs: &mut PtRegs, vector: u8) -> bool {
     EVENT_HOOK.this().get().is_some_and(|hook| hook(regs, vector))
 }
 
+/// Signal delivery, installed by the layer that owns the signal state (the
+/// Linux personality): the exit-to-user loop calls it with the user frame
+/// when the task's `signal_pending` flag is set. One for all CPUs.
+static SIGNAL_DELIVERY: HookSlot<fn(&mut PtRegs)> = HookSlot::empty();
+
+/// Installs the signal delivery (once, before any task can have a signal
+/// pending).
+pub fn install_signal_delivery(deliver: fn(&mut PtRegs)) {
+    SIGNAL_DELIVERY.set(deliver);
+}
+
+/// Delivers the running task's pending signals to `regs` (the exit-to-user
+/// loop's `arch_do_signal`). A pending flag with no delivery installed is
+/// a kernel bug.
+pub fn deliver_signals(regs: &mut PtRegs) {
+    let deliver =
+        SIGNAL_DELIVERY.get().expect("a signal is pending, but no signal delivery is installed");
+    deliver(regs);
+}
+
 /// Offers the exception to the trap hook; true when it claimed it.
 pub fn trap_hook_claims(regs: &mut PtRegs, vector: u8) -> bool {
     TRAP_HOOK.this().get().is_some_and(|hook| hook(regs, vector))

@@ -72,7 +72,7 @@ impl EntryPlatform for KernelPlatform {
         sched::kill_current_task()
     }
     fn arch_do_signal(regs: &mut extregs_regs::PtRegs) {
-        crate::linux::signal::do_signal(regs)
+        crate::entry::hooks::deliver_signals(regs)
     }
 }
 

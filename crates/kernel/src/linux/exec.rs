@@ -80,6 +80,18 @@ const AT_HWCAP2: u64 = 26;
 const AT_EXECFN: u64 = 31;
 const AT_MINSIGSTKSZ: u64 = 51;
 
+/// Runs the recorded program as a process and waits for it: its exit
+/// status (Linux's wait status as a shell shows it) and its pid. Its
+/// memory is freed before this returns.
+pub fn run_program() -> Result<(i32, u32), sched::SpawnError> {
+    let program = PROGRAM.get().expect("the exec mode recorded its program");
+    super::init();
+    let handle = sched::spawn(format_args!("{}", program.name.as_str()), process_start, 0)?;
+    let status = sched::wait(handle);
+    super::reap(handle.slot());
+    Ok((status, handle.pid()))
+}
+
 /// The task body of the process: builds its address space, enters user
 /// mode. On a failure before user mode the task ends with status 127
 /// (the shell's "could not execute") after one line saying why.
@@ -93,7 +105,7 @@ pub fn process_start(_: usize) {
         process.mm.destroy();
         fail(why);
     }
-    install_current(process);
+    x86_64::instructions::interrupts::without_interrupts(|| install_current(process));
     let stack_pointer = match build_stack(program) {
         Ok(pointer) => pointer,
         Err(why) => fail(why),

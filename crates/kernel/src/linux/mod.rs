@@ -14,7 +14,10 @@ pub mod mm;
 pub mod signal;
 pub mod syscall;
 
-use crate::sched::{self, task::MAX_TASKS};
+use crate::sched::{
+    self,
+    task::{MAX_TASKS, PERSONALITY_LINUX, TASKS},
+};
 use core::sync::atomic::Ordering;
 use spin::Mutex;
 
@@ -40,42 +43,40 @@ pub mod counters {
     pub static ENOSYS_RETURNS: AtomicU64 = AtomicU64::new(0);
 }
 
-/// Is the running task a Linux process?
-pub fn is_linux_task() -> bool {
-    is_linux_slot(sched::current_slot())
-}
-
-/// Is task slot `slot` a Linux process?
-pub fn is_linux_slot(slot: usize) -> bool {
-    crate::sched::task::TASKS[slot].page_table.load(Ordering::Relaxed) != 0
+/// Installs the Linux personality into the layers below (its syscall
+/// table and exception handling in `user::personality`, its signal
+/// delivery in the exit-to-user loop's hook). Once, before the first
+/// process starts.
+pub fn init() {
+    crate::user::personality::install_linux(syscall::dispatch, signal::force_fault);
+    crate::entry::hooks::install_signal_delivery(signal::do_signal);
 }
 
 /// Runs `body` on the running task's process. Panics if it is none.
 pub fn with_current<T>(body: impl FnOnce(&mut Process) -> T) -> T {
     let slot = sched::current_slot();
     let mut process = PROCESSES[slot].lock();
-    body(process.as_mut().expect("the running task is a Linux process"))
+    let process = process.as_mut().expect("the running task is a Linux process");
+    let result = body(process);
+    // Linux's recalc_sigpending(): the exit-to-user loop reads the flag.
+    TASKS[slot].signal_pending.store(process.signals.has_deliverable(), Ordering::Relaxed);
+    result
 }
 
-/// Installs `process` as the running task's and switches to its page
-/// table. Interrupts off.
+/// Installs `process` as the running task's: its personality, and its
+/// page table from now on. Interrupts off.
 fn install_current(process: Process) {
     let slot = sched::current_slot();
     let table = process.mm.page_table();
     *PROCESSES[slot].lock() = Some(process);
-    crate::sched::task::TASKS[slot].page_table.store(table, Ordering::Relaxed);
-    crate::arch::memory::switch_page_table(table);
+    TASKS[slot].personality.store(PERSONALITY_LINUX, Ordering::Relaxed);
+    sched::user_state::set_page_table(slot, table);
 }
 
-/// The running Linux process is ending: back to the kernel's page table,
-/// then its memory is freed. Called by the task's exit, interrupts off.
-pub fn exit_current() {
-    let slot = sched::current_slot();
-    if !is_linux_slot(slot) {
-        return;
-    }
-    crate::sched::task::TASKS[slot].page_table.store(0, Ordering::Relaxed);
-    crate::arch::memory::switch_page_table(0);
+/// Frees the memory of the process that ran in task slot `slot`, which
+/// has exited (it left its page table on the way out: `sched`'s exit).
+/// The reaper calls this before the slot can be reused.
+pub fn reap(slot: usize) {
     if let Some(process) = PROCESSES[slot].lock().take() {
         process.mm.destroy();
     }

@@ -162,6 +162,11 @@ impl SignalState {
         self.pending & !self.blocked
     }
 
+    /// Is a signal pending and not blocked?
+    pub fn has_deliverable(&self) -> bool {
+        self.deliverable() != 0
+    }
+
     fn queue(&mut self, signal: u32, info: SigInfo) {
         if self.pending & bit(signal) == 0 {
             self.infos[signal as usize - 1] = info;
@@ -194,14 +199,6 @@ fn ignored_by_default(signal: u32) -> bool {
         || signal > 31 && signal < 34
 }
 
-/// Is a signal pending and unblocked for task `slot` (a Linux process)?
-pub fn pending(slot: usize) -> bool {
-    if !super::is_linux_slot(slot) {
-        return false;
-    }
-    super::PROCESSES[slot].lock().as_ref().is_some_and(|process| process.signals.deliverable() != 0)
-}
-
 fn info_of(signal: u32, code: i32, first: u64) -> SigInfo {
     SigInfo { si_signo: signal as i32, si_code: code, first, ..SigInfo::default() }
 }
@@ -220,7 +217,8 @@ pub fn send_to_self(signal: u32, code_is_tkill: bool) {
 /// unblocked and its action reset to the default (Linux's
 /// `force_sig_info`). When the default action will end the process,
 /// Linux's message for it is printed now (`show_signal_msg`).
-pub fn force_fault(regs: &PtRegs, vector: u8, fault_address: Option<u64>, debug_status: u64) {
+pub fn force_fault(regs: &mut PtRegs, vector: u8, fault_address: Option<u64>) {
+    let debug_status = crate::entry::paranoid::debug_status();
     let error_code = if regs.has_error_code() { regs.orig_ax } else { 0 };
     let (signal, code, address) = match vector {
         0 => (SIGFPE, FPE_INTDIV, regs.ip),

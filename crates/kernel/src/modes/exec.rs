@@ -64,12 +64,13 @@ pub fn run() -> bool {
     );
     let user_before = crate::user::counts();
     sched::start_tick();
-    let handle =
-        match sched::spawn(format_args!("{}", program.name.as_str()), exec::process_start, 0) {
-            Ok(handle) => handle,
-            Err(why) => return refuse(format_args!("no task for the program: {why:?}")),
-        };
-    let status = sched::wait(handle);
+    let (status, pid) = match exec::run_program() {
+        Ok(ended) => ended,
+        Err(why) => {
+            sched::stop_tick();
+            return refuse(format_args!("no task for the program: {why:?}"));
+        }
+    };
     sched::stop_tick();
     let user = crate::user::counts();
     let signals = counters::SIGNALS_DELIVERED.load(Ordering::Relaxed);
@@ -79,7 +80,7 @@ pub fn run() -> bool {
     println!(
         "extregs: exec: {}[{}] ended with status {status}: {syscalls} syscalls ({enosys} -ENOSYS), {signals} signals delivered, {sigreturns} sigreturns",
         program.name.as_str(),
-        handle.pid()
+        pid
     );
     result::emit(
         true,

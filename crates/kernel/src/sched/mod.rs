@@ -397,9 +397,9 @@ pub fn exit_current() -> ! {
 /// 128 + the signal of a killed task, as a shell reports it).
 pub fn exit_current_with_status(status: i32) -> ! {
     irqflags::local_irq_disable();
-    // A Linux process leaves its address space first (back on the
-    // kernel's page table), so its frames can be freed.
-    crate::linux::exit_current();
+    // A task with an address space of its own leaves it (back on the
+    // kernel's page table): whoever reaps the task frees it.
+    user_state::set_page_table(CURRENT.this().load(Ordering::Relaxed), 0);
     let slot = CURRENT.this().load(Ordering::Relaxed);
     assert!(slot != INIT_SLOT && slot != IDLE_SLOT, "init and idle never exit");
     let task = &TASKS[slot];
@@ -763,7 +763,7 @@ pub fn exit_to_user_mode_work() -> extregs_entry::ExitToUserWork {
     extregs_entry::ExitToUserWork {
         need_resched: NEED_RESCHED.this().load(Ordering::Relaxed),
         fatal_signal: current_task().fatal_signal.load(Ordering::Relaxed) != 0,
-        signal_pending: crate::linux::signal::pending(current_slot()),
+        signal_pending: current_task().signal_pending.load(Ordering::Relaxed),
     }
 }
 

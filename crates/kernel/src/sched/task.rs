@@ -182,7 +182,19 @@ pub struct Task {
     /// the kernel's own (every kernel task and the kernel's user
     /// programs), a Linux process's own otherwise (`linux::mm`).
     pub page_table: AtomicU64,
+    /// The ABI the task's user code speaks: [`PERSONALITY_KERNEL`] (the
+    /// kernel's own programs) or [`PERSONALITY_LINUX`].
+    pub personality: AtomicU8,
+    /// A signal is pending and not blocked (Linux's `TIF_SIGPENDING`):
+    /// the exit-to-user loop delivers it. Kept by the personality that
+    /// owns the signal state.
+    pub signal_pending: AtomicBool,
 }
+
+/// The kernel's own user programs (`user::programs`).
+pub const PERSONALITY_KERNEL: u8 = 0;
+/// A Linux process (`linux`).
+pub const PERSONALITY_LINUX: u8 = 1;
 
 // SAFETY: every field but `thread` is atomic. `thread` is written only by
 // `context_switch` (storing the RSP of the task being switched *out*, which
@@ -218,6 +230,8 @@ impl Task {
             user_fpu: AtomicBool::new(false),
             user_fs_base: AtomicU64::new(0),
             page_table: AtomicU64::new(0),
+            personality: AtomicU8::new(PERSONALITY_KERNEL),
+            signal_pending: AtomicBool::new(false),
         }
     }
 

@@ -39,6 +39,8 @@ pub fn reset(slot: usize) {
     task.user_fs_base.store(0, Ordering::Relaxed);
     task.user_fpu.store(false, Ordering::Relaxed);
     task.page_table.store(0, Ordering::Relaxed);
+    task.personality.store(super::task::PERSONALITY_KERNEL, Ordering::Relaxed);
+    task.signal_pending.store(false, Ordering::Relaxed);
     // SAFETY: the slot is free (its old task is gone, the new one not yet runnable): nothing else
     // reads or writes its FPU area (`FpuSlot`'s rule).
     unsafe { *FPU_STATES[slot].0.get() = FxState::initial() };
@@ -66,6 +68,14 @@ pub fn with_current_fpu_state<T>(slot: usize, body: impl FnOnce(&mut FxState) ->
     let result = body(state);
     fpu::restore(state);
     result
+}
+
+/// Runs the running task on the page table at `table` from now on (its
+/// own address space; 0: the kernel's). Interrupts off.
+pub fn set_page_table(slot: usize, table: u64) {
+    assert!(!x86_64::instructions::interrupts::are_enabled(), "set_page_table with IF set");
+    TASKS[slot].page_table.store(table, Ordering::Relaxed);
+    memory::switch_page_table(table);
 }
 
 /// Switches the user state from task `prev` (running) to `next`.

@@ -28,6 +28,7 @@
 //! Kernel pages keep U/S=0, so a user access to kernel memory faults and
 //! kills only that task ([`report_user_fault`]).
 
+pub mod personality;
 pub mod programs;
 pub mod syscall;
 
@@ -430,14 +431,14 @@ fn print_user_fault(
 /// DR6.BS: the #DB was a single step.
 const DR6_BS: u64 = 1 << 14;
 
-/// An exception from user mode. In a Linux process it becomes the
-/// process's signal (`linux::signal::force_fault`). In the kernel's own
+/// An exception from user mode. A task of another personality (a Linux
+/// process) hands it to that personality (it becomes a signal). In the kernel's own
 /// programs a single step (TF) is handled by clearing TF (as a debugger's
 /// last step would), and anything else kills the task. Always claims the
 /// exception.
 pub fn handle_exception(regs: &mut PtRegs, vector: u8, fault_address: Option<u64>) {
-    if crate::linux::is_linux_task() {
-        crate::linux::signal::force_fault(regs, vector, fault_address, paranoid::debug_status());
+    if let Some(handle) = personality::exception_handler() {
+        handle(regs, vector, fault_address);
         return;
     }
     if vector == 1 && paranoid::debug_status() & DR6_BS != 0 && regs.flags & X86_EFLAGS_TF != 0 {

@@ -128,10 +128,9 @@ pub unsafe extern "C" fn extregs_syscall_entry(regs: &mut PtRegs) -> bool {
     // the frame's ax says -ENOSYS.
     regs.ax = (-ENOSYS) as u64;
     irqflags::local_irq_enable();
-    let result = if crate::linux::is_linux_task() {
-        crate::linux::syscall::dispatch(regs)
-    } else {
-        dispatch(regs)
+    let result = match super::personality::syscall_table() {
+        Some(table) => table(regs),
+        None => dispatch(regs),
     };
     regs.ax = result as u64;
     irqflags::local_irq_disable();
