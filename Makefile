@@ -2,10 +2,12 @@
 #
 #   make run    boot the kernel (demo mode) under QEMU with PKS on
 #   make test   lint, host unit tests, QEMU tests (a short fuzz campaign
-#               among them), and both proofs by mutation
+#               among them), Linux's x86 selftests on the kernel, and both
+#               proofs by mutation
 #
 # Both install what is missing first: the pinned nightly (rust-toolchain.toml)
-# and QEMU + OVMF + binutils + gdb (Debian packages). Nothing else needs to be
+# and QEMU + OVMF + binutils + gdb (Debian packages); `make test` also
+# musl-tools, linux-libc-dev and linux-source-6.1. Nothing else needs to be
 # set up by hand.
 
 SHELL := /bin/bash
@@ -15,12 +17,12 @@ RUN_ARGS ?=
 # CPUs `make run` boots (QEMU's -smp): every AP comes online (docs/smp.md).
 SMP ?= 2
 
-.PHONY: run test setup toolchain qemu host-tests miri qemu-tests mutants fuzz-faults lint
+.PHONY: run test setup toolchain qemu linux-deps host-tests miri qemu-tests mutants fuzz-faults lint linux-selftests
 
 run: setup
 	$(CARGO) run --quiet -- run --smp $(SMP) $(RUN_ARGS)
 
-test: setup lint host-tests miri qemu-tests mutants fuzz-faults
+test: setup lint host-tests miri qemu-tests linux-selftests mutants fuzz-faults
 
 setup: toolchain qemu
 
@@ -81,8 +83,19 @@ miri:
 	    $(CARGO) miri test -p extregs-regs -p extregs-entry
 	MIRIFLAGS="-Zmiri-disable-isolation" $(MIRI_PROPTEST) $(CARGO) miri test -p extregs-cmdline
 
-qemu-tests:
+# What the Linux-ABI tests build with: musl-gcc (musl-tools), the kernel's
+# UAPI headers (linux-libc-dev) and Linux's sources for its selftests
+# (linux-source-6.1), from Debian's packages when missing.
+linux-deps:
+	scripts/linux-selftests.sh --deps-only
+
+qemu-tests: linux-deps
 	$(CARGO) test --test qemu
+
+# Linux's own x86 entry selftests, unmodified, built with musl at test
+# time and run under `extregs exec` (see scripts/linux-selftests.sh).
+linux-selftests: linux-deps
+	scripts/linux-selftests.sh
 
 # Proof by mutation: break the entry path on purpose and require the
 # selftests to catch it (see scripts/mutants.sh).

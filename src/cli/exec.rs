@@ -102,6 +102,9 @@ fn try_exec(args: ExecArgs) -> Result<i32, String> {
     if args.quiet {
         print_program_output(&outcome.serial);
     }
+    if let Some(sent) = outcome.nmis_sent {
+        eprintln!("extregs: NMI storm: {sent} NMIs sent over QMP");
+    }
     let (code, why) = outcome.verdict();
     let status = outcome.result().and_then(|result| result.get("exit_status")?.as_i64());
     match status {

@@ -11,6 +11,7 @@ mod bench;
 mod boot;
 mod cli;
 mod fuzz;
+mod linux;
 mod oops_and_traces;
 mod selftest;
 mod smp;

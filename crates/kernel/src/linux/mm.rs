@@ -307,6 +307,11 @@ impl AddressSpace {
         &self.vmas[..self.vma_count]
     }
 
+    /// Is `address` inside a mapping (whatever its rights)?
+    pub fn covers(&self, address: u64) -> bool {
+        self.vmas().iter().any(|vma| vma.start <= address && address < vma.end)
+    }
+
     /// Is any byte of `[start, end)` mapped?
     fn overlaps(&self, start: u64, end: u64) -> bool {
         self.vmas().iter().any(|vma| vma.start < end && start < vma.end)
@@ -407,8 +412,10 @@ impl AddressSpace {
         (top >= MMAP_MIN_ADDR + length).then(|| top - length)
     }
 
-    /// Linux's `mmap` of anonymous memory (no files here: a file mapping
-    /// is -EBADF, as for a closed descriptor).
+    /// Linux's `mmap` of anonymous memory. No files here: a mapping of the
+    /// console (fd 0..=2) is -ENODEV, of any other descriptor -EBADF, as
+    /// for a closed one. The last page is the one ending at
+    /// `TASK_SIZE_MAX` (2^47 - 4096), as on Linux.
     pub fn mmap(&mut self, hint: u64, length: u64, prot: u64, flags: u64, fd: i64) -> i64 {
         if prot & !(PROT_READ | PROT_WRITE | PROT_EXEC) != 0 {
             return -EINVAL;
@@ -420,7 +427,9 @@ impl AddressSpace {
             _ => return -EINVAL,
         }
         if flags & MAP_ANONYMOUS == 0 {
-            return if fd < 0 { -EBADF } else { -ENODEV };
+            // Descriptors 0..=2 are the console, which can't be mapped;
+            // no other is open.
+            return if (0..=2).contains(&fd) { -ENODEV } else { -EBADF };
         }
         if length == 0 {
             return -EINVAL;

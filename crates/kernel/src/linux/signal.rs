@@ -236,8 +236,15 @@ pub fn force_fault(regs: &mut PtRegs, vector: u8, fault_address: Option<u64>) {
         6 => (SIGILL, ILL_ILLOPN, regs.ip),
         16 | 19 => (SIGFPE, FPE_FLTINV, regs.ip),
         14 => {
-            let code = if error_code & 1 != 0 { SEGV_ACCERR } else { SEGV_MAPERR };
-            (SIGSEGV, code, fault_address.unwrap_or(0))
+            // Linux's bad_area (no mapping) or access_error (a mapping
+            // without the right): the mapping decides, not the P bit.
+            let address = fault_address.unwrap_or(0);
+            let code = if with_current(|process| process.mm.covers(address)) {
+                SEGV_ACCERR
+            } else {
+                SEGV_MAPERR
+            };
+            (SIGSEGV, code, address)
         }
         SEGMENT_NOT_PRESENT_VECTOR | STACK_SEGMENT_VECTOR => (SIGBUS, SI_KERNEL, 0),
         GENERAL_PROTECTION_VECTOR => (SIGSEGV, SI_KERNEL, 0),
