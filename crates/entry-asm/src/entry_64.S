@@ -201,6 +201,8 @@ extregs_entry_common:
 	jne	extregs_entry_gs_ready
 	swapgs
 	lfence
+	ASM_CLAC
+	cld
 	/*
 	 * The IRETQ to user mode faulted (#GP, #NP or #SS on a bad frame:
 	 * a non-canonical RIP, a bad SS): Linux's fixup_bad_iret. The fault is
@@ -208,10 +210,11 @@ extregs_entry_common:
 	 * five IRET words (at the fault frame's saved RSP) and the GPRs this
 	 * stub saved into a user frame at task_pt_regs and returns its address,
 	 * and the entry goes on from there as from user mode (GS is now the
-	 * kernel's, as after a user entry's SWAPGS). The new frame overlaps
-	 * this one, so Rust builds it by value; its own frames are below
-	 * %rsp, clear of both. The vector survives the call in %r12 (its user
-	 * value is saved in the frame; POP_REGS reloads it).
+	 * kernel's, as after a user entry's SWAPGS; AC and DF cleared as the
+	 * entry does). The new frame overlaps this one, so Rust builds it by
+	 * value; its own frames are below %rsp, clear of both. The vector
+	 * survives the call in %r12 (its user value is saved in the frame;
+	 * POP_REGS reloads it).
 	 *
 	 *   before                              after
 	 *   | ip cs flags sp ss (bad) | <-+      +-------------------------+

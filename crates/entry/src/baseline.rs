@@ -49,7 +49,7 @@ pub unsafe fn irqentry_enter_by_value<P: EntryPlatform>(regs: &mut PtRegs) -> Ir
 #[inline(never)]
 pub unsafe fn irqentry_exit_by_value<P: EntryPlatform>(regs: &mut PtRegs, state: IrqentryState) {
     if regs.user_mode() {
-        exit_to_user_mode::<P>(regs, &state.arch);
+        exit_to_user_mode::<P>(regs, |_| state.arch);
         return;
     }
     if state.generic.exit_rcu != 0 {
@@ -96,7 +96,7 @@ pub unsafe fn irqentry_exit_by_reference<P: EntryPlatform>(
     state: &IrqentryState,
 ) {
     if regs.user_mode() {
-        exit_to_user_mode::<P>(regs, &state.arch);
+        exit_to_user_mode::<P>(regs, |_| state.arch);
         return;
     }
     if state.generic.exit_rcu != 0 {

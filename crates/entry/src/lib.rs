@@ -100,6 +100,15 @@ pub(crate) fn enter_from_user_mode<P: EntryPlatform>(arch: &mut ArchExtRegs) -> 
     GenericExtRegs::default()
 }
 
+/// The arch state in the extension of the user frame `regs` (read after
+/// the exit work, by value).
+fn extension_of(regs: &mut PtRegs) -> ArchExtRegs {
+    // SAFETY: every caller's `regs` is the `regs` of a whole ExtendedPtRegs (the entry frame at
+    // task_pt_regs, by the public functions' contracts); the reference to the frame lives only
+    // for this read.
+    unsafe { ExtendedPtRegs::from_regs(regs) }.arch
+}
+
 /// Linux's `exit_to_user_mode_loop()`: until no work is left, deliver
 /// the fatal signal (which does not return), reschedule, and deliver the
 /// pending signals to `regs`. Interrupts off. Every return to user mode
@@ -128,10 +137,17 @@ fn exit_to_user_mode_loop<P: EntryPlatform>(regs: &mut PtRegs) {
 /// tracking told the CPU is back in user mode, the arch state restored,
 /// and last lockdep told hardirqs are on (IF is always set in user mode),
 /// in Linux's order (`lockdep_hardirqs_on()` ends `exit_to_user_mode()`).
-pub(crate) fn exit_to_user_mode<P: EntryPlatform>(regs: &mut PtRegs, arch: &ArchExtRegs) {
+///
+/// The work loop gets the frame's `regs` alone (signal delivery rewrites
+/// them); `arch` is read only afterwards, so no borrow of the extension is
+/// held while the platform works on the frame.
+pub(crate) fn exit_to_user_mode<P: EntryPlatform>(
+    regs: &mut PtRegs,
+    arch: impl FnOnce(&mut PtRegs) -> ArchExtRegs,
+) {
     exit_to_user_mode_loop::<P>(regs);
     P::exit_to_user_mode();
-    P::arch_exit(arch);
+    P::arch_exit(&arch(regs));
     P::lockdep_set_hardirqs_enabled(true);
 }
 
@@ -160,7 +176,7 @@ pub unsafe fn syscall_enter_from_user_mode<P: EntryPlatform>(regs: &mut PtRegs) 
 pub unsafe fn syscall_exit_to_user_mode<P: EntryPlatform>(regs: &mut PtRegs) {
     // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
-    exit_to_user_mode::<P>(&mut frame.regs, &frame.arch);
+    exit_to_user_mode::<P>(&mut frame.regs, |regs| extension_of(regs));
 }
 
 /// Linux's `irqentry_exit_cond_resched()`: preempt the interrupted kernel
@@ -232,7 +248,7 @@ pub unsafe fn irqentry_exit<P: EntryPlatform>(regs: &mut PtRegs) {
     // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
     if frame.regs.user_mode() {
-        exit_to_user_mode::<P>(&mut frame.regs, &frame.arch);
+        exit_to_user_mode::<P>(&mut frame.regs, |regs| extension_of(regs));
         return;
     }
     if frame.generic.exit_rcu != 0 {

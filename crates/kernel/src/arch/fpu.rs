@@ -101,7 +101,8 @@ pub fn init_cpu() {
     // SAFETY: as above, for CR4: two FPU bits set, everything else (SMEP, SMAP, PKS, PAE,
     // ...) as read.
     unsafe { Cr4::write(cr4) };
-    restore(&FxState::initial());
+    // SAFETY: the reset image, whose MXCSR is the default.
+    unsafe { restore(&FxState::initial()) };
 }
 
 /// FXSAVE64 of the live registers into `state`.
@@ -113,9 +114,14 @@ pub fn save(state: &mut FxState) {
     };
 }
 
-/// FXRSTOR64 of `state` into the registers. `state` must have passed
-/// [`FxState::check_from_user`] if it came from user memory.
-pub fn restore(state: &FxState) {
+/// FXRSTOR64 of `state` into the registers.
+///
+/// # Safety
+///
+/// `state` came from FXSAVE, is [`FxState::initial`], or passed
+/// [`FxState::check_from_user`]: a reserved MXCSR bit would make FXRSTOR
+/// #GP in the kernel.
+pub unsafe fn restore(state: &FxState) {
     // SAFETY: `state` is a 16-byte aligned 512-byte area FXRSTOR64 only reads; its MXCSR was
     // written by FXSAVE or checked against this CPU's mask (the function's contract), so the
     // load can't #GP. It changes only x87/SSE registers, which no kernel code uses.

@@ -6,7 +6,6 @@ use bootloader_api::info::{MemoryRegionKind, MemoryRegions};
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 use x86_64::registers::control::Cr3;
-use x86_64::structures::paging::mapper::Translate;
 use x86_64::structures::paging::{
     FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags, PhysFrame, Size4KiB,
 };
@@ -71,23 +70,35 @@ unsafe impl FrameAllocator<Size4KiB> for BootFrameAllocator {
     }
 }
 
-/// Gives a frame back. The caller must own it (no mapping and no pointer
-/// may use it any more).
-pub fn free_frame(frame: PhysFrame) {
-    let mut allocator_slot = FRAME_ALLOCATOR.lock();
-    let allocator = allocator_slot.as_mut().expect("memory::init ran");
-    let link = physical_to_virtual(frame.start_address()).as_mut_ptr::<u64>();
-    // SAFETY: the caller hands the frame over (this function's contract): nothing else reads or
-    // writes it, so its first word may hold the list's link.
-    unsafe { link.write_volatile(allocator.free_list) };
-    allocator.free_list = frame.start_address().as_u64();
-    allocator.free_count += 1;
+/// Gives a frame back. The allocator's lock is taken with interrupts off,
+/// so a task preempted while holding it can't block the next one.
+///
+/// # Safety
+///
+/// The caller owns `frame` and gives it up: no page-table entry, TLB entry
+/// (flushed), reference or pointer reaches it any more, so the allocator
+/// may hand it out again.
+pub unsafe fn free_frame(frame: PhysFrame) {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let mut allocator_slot = FRAME_ALLOCATOR.lock();
+        let allocator = allocator_slot.as_mut().expect("memory::init ran");
+        let link = physical_to_virtual(frame.start_address()).as_mut_ptr::<u64>();
+        // SAFETY: the caller hands the frame over (this function's contract): nothing else
+        // reads or writes it, so its first word may hold the list's link; the pointer is the
+        // physical map's view of it.
+        unsafe { link.write_volatile(allocator.free_list) };
+        allocator.free_list = frame.start_address().as_u64();
+        allocator.free_count += 1;
+    });
 }
 
-/// Allocates a frame, or None when memory is exhausted.
+/// Allocates a frame, or None when memory is exhausted (the lock taken
+/// with interrupts off, as in [`free_frame`]).
 pub fn try_allocate_frame() -> Option<PhysFrame> {
-    let mut allocator_slot = FRAME_ALLOCATOR.lock();
-    allocator_slot.as_mut().expect("memory::init ran").allocate_frame()
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let mut allocator_slot = FRAME_ALLOCATOR.lock();
+        allocator_slot.as_mut().expect("memory::init ran").allocate_frame()
+    })
 }
 
 static FRAME_ALLOCATOR: Mutex<Option<BootFrameAllocator>> = Mutex::new(None);
@@ -106,14 +117,21 @@ pub fn kernel_page_table() -> u64 {
 /// Loads CR3 with the level-4 table at `table` (0: the kernel's own) if it
 /// is not the live one. Writing CR3 flushes the TLB's non-global entries;
 /// the kernel half is the same in every table, so kernel code runs on.
-pub fn switch_page_table(table: u64) {
+///
+/// # Safety
+///
+/// `table` is 0 or the physical address of a level-4 table whose kernel
+/// half is the kernel's (a process's, `linux::mm`), and it stays allocated
+/// while any CPU has it loaded.
+pub unsafe fn switch_page_table(table: u64) {
     let table = if table == 0 { kernel_page_table() } else { table };
     let (live, flags) = Cr3::read();
     if live.start_address().as_u64() != table {
         let frame = PhysFrame::containing_address(PhysAddr::new(table));
         // SAFETY: `table` is the kernel's level-4 table or a process's, whose kernel half is a
-        // copy of the kernel's (every kernel-half slot preallocated at init): the code, stack and
-        // data running now stay mapped at the same addresses across the write.
+        // copy of the kernel's (every kernel-half slot preallocated at init), alive while loaded
+        // (this function's contract): the code, stack and data running now stay mapped at the
+        // same addresses across the write.
         unsafe { Cr3::write(frame, flags) };
     }
 }
@@ -221,26 +239,68 @@ fn with_page_table<T>(f: impl FnOnce(&mut OffsetPageTable<'static>) -> T) -> T {
     let (level_4_frame, _) = Cr3::read();
     let level_4 = physical_to_virtual(level_4_frame.start_address()).as_mut_ptr::<PageTable>();
     let offset = VirtAddr::new(PHYSICAL_MEMORY_OFFSET.load(Ordering::Relaxed));
-    // SAFETY: CR3 names the live level-4 table; all physical memory is mapped at `offset`. Only
-    // the boot CPU runs kernel code (APs are parked) and callers never nest: the mapping helpers
-    // run at boot, translation from show_regs only reads.
+    // SAFETY: CR3 names the live level-4 table; all physical memory is mapped at `offset`. The
+    // `&mut` lives for `f` only. Its users change mappings: at boot (one CPU), or the kernel's
+    // user pages and pkey pages from init's task, never from an interrupt or NMI handler, whose
+    // lookups go through `walk` (raw reads, no reference). A Linux process's own lower half is
+    // changed only by `linux::mm` through raw pointers, never through this.
     let mut table = unsafe { OffsetPageTable::new(&mut *level_4, offset) };
     f(&mut table)
 }
 
 /// Is `address` mapped (readable by the kernel, PKS aside)?
 pub fn is_mapped(address: VirtAddr) -> bool {
-    with_page_table(|table| table.translate_addr(address).is_some())
+    walk(address).is_some()
 }
 
-/// The raw page-table flags of the 4 KiB page holding `address`, if mapped
-/// with 4 KiB pages.
+/// The flags of the page holding `address`, if mapped: the leaf entry's,
+/// with USER_ACCESSIBLE and WRITABLE kept only when every level above
+/// allows them too, and NO_EXECUTE when any level sets it (what the CPU
+/// enforces).
 pub fn page_flags(address: VirtAddr) -> Option<PageTableFlags> {
-    use x86_64::structures::paging::mapper::TranslateResult;
-    with_page_table(|table| match table.translate(address) {
-        TranslateResult::Mapped { flags, .. } => Some(flags),
-        _ => None,
-    })
+    walk(address).map(|(_, flags)| flags)
+}
+
+/// The live page tables' translation of `address`: its physical address
+/// and effective flags ([`page_flags`]). A read-only walk through raw
+/// pointers, no references: it may run from an NMI that landed while the
+/// interrupted code was changing an entry (it then sees the old or the new
+/// value of each 8-byte entry, both of which are whole entries).
+fn walk(address: VirtAddr) -> Option<(PhysAddr, PageTableFlags)> {
+    let (level_4_frame, _) = Cr3::read();
+    let mut table = level_4_frame.start_address();
+    let indexes = [address.p4_index(), address.p3_index(), address.p2_index(), address.p1_index()];
+    let inherited = PageTableFlags::USER_ACCESSIBLE | PageTableFlags::WRITABLE;
+    let mut allowed = inherited;
+    let mut no_execute = PageTableFlags::empty();
+    for (depth, index) in indexes.into_iter().enumerate() {
+        let entry_pointer =
+            physical_to_virtual(table).as_ptr::<u64>().wrapping_add(usize::from(index));
+        // SAFETY: `table` is a page table of the live hierarchy (CR3, then each present entry's
+        // frame), read through the physical map, which maps all of RAM; the 8-byte aligned entry
+        // is read by value, volatile, creating no reference to the table.
+        let raw = unsafe { entry_pointer.read_volatile() };
+        let flags = PageTableFlags::from_bits_retain(raw);
+        if !flags.contains(PageTableFlags::PRESENT) {
+            return None;
+        }
+        no_execute |= flags & PageTableFlags::NO_EXECUTE;
+        let frame_address = PhysAddr::new(raw & 0x000f_ffff_ffff_f000);
+        let leaf_size = match depth {
+            1 if flags.contains(PageTableFlags::HUGE_PAGE) => Some(1u64 << 30),
+            2 if flags.contains(PageTableFlags::HUGE_PAGE) => Some(1u64 << 21),
+            3 => Some(1u64 << 12),
+            _ => None,
+        };
+        if let Some(size) = leaf_size {
+            let base = PhysAddr::new(frame_address.as_u64() & !(size - 1));
+            let effective = (flags - inherited) | (flags & allowed) | no_execute;
+            return Some((base + (address.as_u64() & (size - 1)), effective));
+        }
+        allowed &= flags;
+        table = frame_address;
+    }
+    None
 }
 
 /// PTE bits 62:59 hold a supervisor page's protection key.
@@ -365,6 +425,14 @@ fn map_in_free_slot(
                 assert!(level_4[slot].is_unused(), "level-4 slot {slot} for {address:?} is in use");
                 address
             }
+            // A user page never goes in the kernel half: its U/S bit on a
+            // shared level-4 entry would open that slot to every process.
+            None if extra_table_flags.contains(PageTableFlags::USER_ACCESSIBLE) => {
+                let free_slot = (1..KERNEL_HALF_FIRST_SLOT - 1)
+                    .find(|&slot| level_4[slot].is_unused())
+                    .expect("an unused lower-half level-4 slot");
+                VirtAddr::new((free_slot as u64) << 39)
+            }
             None => {
                 let mut free = FREE_KERNEL_SLOTS.lock();
                 let word = free.iter().position(|&bits| bits != 0).expect("a free kernel slot");
@@ -387,7 +455,7 @@ fn map_in_free_slot(
 
 /// The physical address `address` translates to, if mapped.
 pub fn translate(address: VirtAddr) -> Option<PhysAddr> {
-    with_page_table(|table| table.translate_addr(address))
+    walk(address).map(|(physical, _)| physical)
 }
 
 /// Maps `frame` at the user address `address` (U/S set at every level),

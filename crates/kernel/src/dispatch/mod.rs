@@ -136,7 +136,10 @@ unsafe fn handle_irq_or_exception(regs: &mut PtRegs, vector: u8, fault_address: 
     if hardirq && regs.user_mode() {
         user::counters::USER_IRQS.fetch_add(1, Ordering::Relaxed);
     }
-    if hooks::event_hook_claims(regs, vector) {
+    // The fault of a refused IRET to user mode is the user's, and no hook
+    // may claim it: returning would meet the same IRET again.
+    let bad_iret = check::take_bad_iret_frame(regs);
+    if !bad_iret && hooks::event_hook_claims(regs, vector) {
     } else if hardirq {
         irq::handle(regs, vector);
     } else if regs.user_mode() {

@@ -15,7 +15,7 @@ use crate::arch::{irqflags, pks};
 use crate::debug::{oops, result};
 use crate::entry::{hooks, nmi, platform};
 use crate::sched;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use extregs_regs::NR_CPUS;
 use extregs_regs::{
     ExtendedPtRegs, PtRegs, ENTRY_SYSCALL, ENTRY_VECTOR_RECORDED, GENERIC_PTREGS_SIZE,
@@ -64,18 +64,24 @@ pub fn check_syscall_frame(regs: &mut PtRegs) {
     check_frame_of(regs, None);
 }
 
-/// Set by the bad-IRET fixup (`user::extregs_fixup_bad_iret`) for the
-/// frame it builds: that frame carries the IRET words the CPU refused, so
-/// its SS may be anything user code asked for (Linux's fixup passes them
-/// on the same way). Only its selectors are exempt, only once, only on
-/// this CPU.
-static BAD_IRET_FRAME_PENDING: PerCpu<AtomicBool> =
-    PerCpu::new([const { AtomicBool::new(false) }; NR_CPUS]);
+/// The frame the bad-IRET fixup (`user::extregs_fixup_bad_iret`) built on
+/// this CPU, until its fault has been handled (0: none). That frame
+/// carries the IRET words the CPU refused, so its SS may be anything user
+/// code asked for (Linux's fixup passes them on the same way): only its
+/// selectors are exempt from the checks. The dispatcher also keeps the
+/// hooks away from its fault ([`take_bad_iret_frame`]).
+static BAD_IRET_FRAME: PerCpu<AtomicU64> = PerCpu::new([const { AtomicU64::new(0) }; NR_CPUS]);
 
-/// Lets the next user frame checked on this CPU carry the selectors of a
-/// refused IRET frame.
-pub fn accept_next_bad_iret_frame() {
-    BAD_IRET_FRAME_PENDING.this().store(true, Ordering::Relaxed);
+/// Records the frame a bad-IRET fixup built at `address` on this CPU.
+pub fn mark_bad_iret_frame(address: u64) {
+    BAD_IRET_FRAME.this().store(address, Ordering::Relaxed);
+}
+
+/// Is `regs` the frame of a bad-IRET fixup on this CPU? Clears the mark:
+/// the dispatcher asks once, as the fault is handled.
+pub fn take_bad_iret_frame(regs: &PtRegs) -> bool {
+    let address = regs as *const PtRegs as u64;
+    BAD_IRET_FRAME.this().compare_exchange(address, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
 /// The checks of a frame from user mode: Linux's selectors, exactly at
@@ -86,7 +92,7 @@ fn check_user_frame(regs: &mut PtRegs, regs_address: u64) -> Option<&'static str
     let slot = sched::current_slot();
     // SAFETY: `regs` is an entry frame (the callers' contract).
     let saved_pkrs = unsafe { ExtendedPtRegs::from_regs(regs) }.arch.pks;
-    let bad_iret_frame = BAD_IRET_FRAME_PENDING.this().swap(false, Ordering::Relaxed);
+    let bad_iret_frame = BAD_IRET_FRAME.this().load(Ordering::Relaxed) == regs_address;
     let selectors_ok = regs.cs == u64::from(gdt::USER_CS.0)
         && (regs.ss == u64::from(gdt::USER_DS.0) || bad_iret_frame);
     if !selectors_ok {

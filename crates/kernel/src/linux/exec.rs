@@ -121,6 +121,62 @@ pub fn process_start(_: usize) {
     })
 }
 
+/// Spawns one of the kernel's own user programs as a Linux process (the
+/// selftests' way to run signal round trips with the Linux ABI): its own
+/// address space with the kernel's user text mapped where the kernel maps
+/// it (read-only, executable, the frames still the kernel image's) and a
+/// fresh stack; `%rdi = arg`. Reap it with [`super::reap`] after `wait`.
+pub fn spawn_kernel_program(
+    program: crate::user::programs::Program,
+    arg: u64,
+) -> Result<sched::TaskHandle, sched::SpawnError> {
+    super::init();
+    sched::spawn_with_user_args(
+        format_args!("linux-{}", program.name),
+        kernel_program_start,
+        crate::user::user_address_of(program) as usize,
+        [arg, 0],
+    )
+}
+
+fn kernel_program_start(user_rip: usize) {
+    let Some(mm) = AddressSpace::new() else {
+        fail("no memory for the page tables");
+    };
+    let name = sched::current().name;
+    let mut process = Process { mm, signals: SignalState::new(), name, text: 0..0 };
+    let text = crate::user::programs::text_range();
+    let user_text = crate::user::user_address_of_kernel_text(text.start);
+    for kernel_page in (text.start..text.end).step_by(PAGE as usize) {
+        let frame = crate::arch::memory::translate(x86_64::VirtAddr::new(kernel_page))
+            .map(x86_64::structures::paging::PhysFrame::containing_address)
+            .expect("the kernel image's user text is mapped");
+        let address = user_text + (kernel_page - text.start);
+        if process.mm.map_borrowed(address, frame, PROT_READ | PROT_EXEC).is_err() {
+            process.mm.destroy();
+            fail("no memory for the program's text");
+        }
+    }
+    process.text = user_text..user_text + (text.end - text.start);
+    let stack = mm::STACK_TOP - mm::STACK_PAGES * PAGE..mm::STACK_TOP;
+    if process.mm.map(stack.start, stack.end, PROT_READ | PROT_WRITE).is_err() {
+        process.mm.destroy();
+        fail("no memory for the stack");
+    }
+    x86_64::instructions::interrupts::without_interrupts(|| install_current(process));
+    let [arg, _] = sched::current_user_args();
+    crate::user::enter_user_mode(PtRegs {
+        ip: user_rip as u64,
+        cs: u64::from(selectors::USER_CS),
+        flags: X86_EFLAGS_IF | X86_EFLAGS_FIXED,
+        sp: mm::STACK_TOP,
+        ss: u64::from(selectors::USER_DS),
+        orig_ax: NO_ERROR_CODE,
+        di: arg,
+        ..PtRegs::default()
+    })
+}
+
 fn fail(why: &str) -> ! {
     println!("extregs: exec: {why}");
     sched::exit_current_with_status(127)

@@ -87,6 +87,11 @@ const MADV_DONTNEED: u64 = 4;
 
 pub use super::errno::*;
 
+/// A page-table entry whose frame the address space does not own (it maps
+/// kernel-image pages: the kernel's own user programs): never freed. One of
+/// the bits the CPU leaves to software.
+const BORROWED: PageTableFlags = PageTableFlags::BIT_9;
+
 /// One mapping: `[start, end)` with `PROT_*` rights.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Vma {
@@ -242,7 +247,7 @@ impl AddressSpace {
                 }
             } else {
                 // SAFETY: as above; the frame stays, the rights change.
-                unsafe { (*entry).set_addr(current.addr(), flags) };
+                unsafe { (*entry).set_addr(current.addr(), flags | (current.flags() & BORROWED)) };
                 self.flush(page);
             }
             page += PAGE;
@@ -261,8 +266,15 @@ impl AddressSpace {
                     // SAFETY: as in `set_pages`.
                     unsafe { (*entry).set_unused() };
                     self.flush(page);
-                    memory::free_frame(PhysFrame::containing_address(current.addr()));
-                    self.pages -= 1;
+                    if !current.flags().contains(BORROWED) {
+                        // SAFETY: the frame was this address space's own (not BORROWED) and its
+                        // only mapping was the entry just cleared and flushed; no Rust reference
+                        // covers user frames.
+                        unsafe {
+                            memory::free_frame(PhysFrame::containing_address(current.addr()))
+                        };
+                        self.pages -= 1;
+                    }
                 }
             }
             page += PAGE;
@@ -275,6 +287,16 @@ impl AddressSpace {
         // SAFETY: as in `set_pages`.
         let entry = unsafe { (*entry).clone() };
         (!entry.is_unused()).then(|| PhysFrame::containing_address(entry.addr()))
+    }
+
+    /// Maps `frame`, which the caller keeps owning (a page of the kernel
+    /// image's user text), at `address` with `prot`. The range must be free.
+    pub fn map_borrowed(&mut self, address: u64, frame: PhysFrame, prot: u64) -> Result<(), i64> {
+        self.insert_vma(Vma { start: address, end: address + PAGE, prot })?;
+        let entry = self.entry(address, true).ok_or(-ENOMEM)?;
+        // SAFETY: as in `set_pages`: an entry of this address space's own level-1 table.
+        unsafe { (*entry).set_frame(frame, Self::pte_flags(prot) | BORROWED) };
+        Ok(())
     }
 
     /// Writes `bytes` at user address `address` through the frames'
@@ -409,7 +431,7 @@ impl AddressSpace {
             }
             top = top.min(vma.start);
         }
-        (top >= MMAP_MIN_ADDR + length).then(|| top - length)
+        (MMAP_MIN_ADDR.checked_add(length)? <= top).then(|| top - length)
     }
 
     /// Linux's `mmap` of anonymous memory. No files here: a mapping of the
@@ -518,6 +540,11 @@ impl AddressSpace {
         if end > TASK_SIZE_MAX || !self.fully_mapped(start, end) {
             return -ENOMEM;
         }
+        // A split makes at most two more mappings: refuse before changing
+        // anything, so a failure loses none.
+        if self.vma_count + 2 > MAX_VMAS {
+            return -ENOMEM;
+        }
         if let Err(errno) = self.remove_vmas(start, end) {
             return errno;
         }
@@ -597,7 +624,7 @@ impl AddressSpace {
         else {
             return -EINVAL;
         };
-        if new_size == 0 || old_size == 0 {
+        if new_size == 0 || old_size == 0 || new_size > TASK_SIZE_MAX || old_size > TASK_SIZE_MAX {
             return -EINVAL;
         }
         let Some(old_end) = old.checked_add(old_size).filter(|&end| end <= TASK_SIZE_MAX) else {
@@ -625,6 +652,11 @@ impl AddressSpace {
             if flags & MREMAP_MAYMOVE == 0 {
                 return -ENOMEM;
             }
+        }
+        // Enough frames for the part that grows, before anything moves.
+        let growth = new_size.saturating_sub(old_size) / PAGE;
+        if self.pages + growth > MAX_PAGES {
+            return -ENOMEM;
         }
         let target = if flags & MREMAP_FIXED != 0 {
             if !is_page_aligned(new_address)
@@ -662,8 +694,12 @@ impl AddressSpace {
             self.flush(old + offset);
             if let Some(value) = taken.filter(|value| !value.is_unused()) {
                 let Some(to) = self.entry(target + offset, true) else {
-                    memory::free_frame(PhysFrame::containing_address(value.addr()));
-                    self.pages -= 1;
+                    if !value.flags().contains(BORROWED) {
+                        // SAFETY: as in `clear_pages`: the frame's only entry was cleared (and
+                        // flushed) above, and it was this address space's own.
+                        unsafe { memory::free_frame(PhysFrame::containing_address(value.addr())) };
+                        self.pages -= 1;
+                    }
                     offset += PAGE;
                     continue;
                 };
@@ -705,11 +741,15 @@ fn free_tables(table: u64, level: u8) {
         }
         if level > 1 {
             free_tables(entry.addr().as_u64(), level - 1);
-        } else {
-            memory::free_frame(PhysFrame::containing_address(entry.addr()));
+        } else if !entry.flags().contains(BORROWED) {
+            // SAFETY: a frame this address space owns, mapped only here, in tables no CPU has
+            // loaded any more (`destroy`'s contract), so no TLB entry or pointer reaches it.
+            unsafe { memory::free_frame(PhysFrame::containing_address(entry.addr())) };
         }
     }
-    memory::free_frame(PhysFrame::containing_address(PhysAddr::new(table)));
+    // SAFETY: the table itself: reached only from its parent entry (or CR3 for the level-4
+    // table), which no CPU uses any more; its entries were all given back above.
+    unsafe { memory::free_frame(PhysFrame::containing_address(PhysAddr::new(table))) };
 }
 
 fn zero_frame(frame: PhysFrame) {

@@ -70,7 +70,9 @@ fn install_current(process: Process) {
     let table = process.mm.page_table();
     *PROCESSES[slot].lock() = Some(process);
     TASKS[slot].personality.store(PERSONALITY_LINUX, Ordering::Relaxed);
-    sched::user_state::set_page_table(slot, table);
+    // SAFETY: `table` is the process's level-4 table (kernel half copied by AddressSpace::new),
+    // which stays alive until `reap`, after the task's exit has set 0 again.
+    unsafe { sched::user_state::set_page_table(slot, table) };
 }
 
 /// Frees the memory of the process that ran in task slot `slot`, which

@@ -25,7 +25,7 @@ use crate::arch::idt::{
 };
 use crate::arch::uaccess::{copy_from_user, copy_to_user};
 use crate::sched::{self, user_state};
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 use extregs_regs::linux_signal::*;
 use extregs_regs::{selectors, PtRegs, NO_ERROR_CODE, X86_EFLAGS_RF, X86_EFLAGS_TF};
 
@@ -56,12 +56,13 @@ const SA_ONSTACK: u64 = 0x0800_0000;
 const SA_RESTART: u64 = 0x1000_0000;
 const SA_NODEFER: u64 = 0x4000_0000;
 const SA_RESETHAND: u64 = 0x8000_0000;
-/// The flags Linux keeps (`UAPI_SA_FLAGS`): the rest are cleared, not
-/// refused, so a libc that sign-extends (musl) still works.
+/// The flags Linux keeps (`UAPI_SA_FLAGS`: SA_NOCLDSTOP, SA_NOCLDWAIT,
+/// SA_SIGINFO, SA_EXPOSE_TAGBITS and the rest; SA_UNSUPPORTED is cleared):
+/// the others are cleared, not refused, so a libc that sign-extends (musl)
+/// still works.
 const SA_KNOWN: u64 = 0x1
     | 0x2
     | SA_SIGINFO
-    | 0x400
     | 0x800
     | SA_RESTORER
     | SA_ONSTACK
@@ -98,6 +99,12 @@ const HANDLER_CLEARS: u64 = X86_EFLAGS_TF | X86_EFLAGS_RF | 0x400;
 fn bit(signal: u32) -> u64 {
     1 << (signal - 1)
 }
+
+/// Where the last delivery and the last `rt_sigreturn` found the user
+/// frame (`&PtRegs` as an address): the selftests check both are
+/// `task_pt_regs`.
+pub static LAST_DELIVERY_FRAME: AtomicU64 = AtomicU64::new(0);
+pub static LAST_SIGRETURN_FRAME: AtomicU64 = AtomicU64::new(0);
 
 /// SIGKILL and SIGSTOP: never blocked, caught or ignored.
 const UNBLOCKABLE: u64 = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
@@ -196,7 +203,6 @@ impl SignalState {
 /// Does the default action of `signal` ignore it?
 fn ignored_by_default(signal: u32) -> bool {
     matches!(signal, SIGCHLD | SIGCONT | SIGURG | SIGWINCH | SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU)
-        || signal > 31 && signal < 34
 }
 
 fn info_of(signal: u32, code: i32, first: u64) -> SigInfo {
@@ -288,6 +294,7 @@ fn force_sigsegv(signals: &mut SignalState, failed_signal: u32) {
 /// exit-to-user loop).
 pub fn do_signal(regs: &mut PtRegs) {
     let slot = sched::current_slot();
+    LAST_DELIVERY_FRAME.store(regs as *mut PtRegs as u64, Ordering::Relaxed);
     let outcome = with_current(|process| {
         let signals = &mut process.signals;
         let ready = signals.deliverable();
@@ -336,7 +343,9 @@ fn setup_frame(
     let mut sp = regs.sp.wrapping_sub(RED_ZONE);
     let on_alt_stack = signals.on_alt_stack(regs.sp);
     if action.flags & SA_ONSTACK != 0 && signals.alt_stack.ss_size != 0 && !on_alt_stack {
-        sp = signals.alt_stack.ss_sp + signals.alt_stack.ss_size;
+        // Wrapping: a user-chosen stack may wrap; the copy below then
+        // fails and SIGSEGV is forced, as on Linux.
+        sp = signals.alt_stack.ss_sp.wrapping_add(signals.alt_stack.ss_size);
     }
     let fpstate = (sp.wrapping_sub(FPSTATE_SIZE as u64)) & !(FPSTATE_ALIGN - 1);
     let frame_address =
@@ -394,10 +403,13 @@ fn setup_frame(
     // The FPU image: the live registers (this task's), then the handler
     // starts from the reset state (Linux's `fpu__clear_user_states`).
     let mut image = [0u8; FPSTATE_SIZE];
-    user_state::with_current_fpu_state(slot, |state| {
-        image.copy_from_slice(&state.0);
-        *state = FxState::initial();
-    });
+    // SAFETY: the body leaves the reset image.
+    unsafe {
+        user_state::with_current_fpu_state(slot, |state| {
+            image.copy_from_slice(&state.0);
+            *state = FxState::initial();
+        })
+    };
     // Bytes 464..512 are software-reserved (`sw_reserved`): no XSAVE
     // magic here, so zero.
     image[464..].fill(0);
@@ -406,7 +418,11 @@ fn setup_frame(
         && copy_to_user(frame_address, &frame.to_bytes()).is_ok();
     if !written {
         // The interrupted state stays as it was: put its registers back.
-        user_state::with_current_fpu_state(slot, |state| state.0.copy_from_slice(&image));
+        // SAFETY: `image` is the FXSAVE output taken above (its software-reserved bytes zeroed,
+        // which FXRSTOR ignores).
+        unsafe {
+            user_state::with_current_fpu_state(slot, |state| state.0.copy_from_slice(&image))
+        };
         force_sigsegv(signals, signal);
         return false;
     }
@@ -427,7 +443,9 @@ fn setup_frame(
     if action.flags & SA_RESETHAND != 0 {
         signals.actions[signal as usize - 1] = SigAction::default();
     }
-    if action.flags & SA_ONSTACK != 0 && signals.alt_stack.ss_flags & SS_AUTODISARM != 0 {
+    // Linux's `__save_altstack`: an SS_AUTODISARM stack is disarmed by every
+    // delivery, once its state is in the frame.
+    if signals.alt_stack.ss_flags & SS_AUTODISARM != 0 {
         signals.alt_stack = StackT { ss_sp: 0, ss_flags: SS_DISABLE, padding: 0, ss_size: 0 };
     }
     true
@@ -441,6 +459,7 @@ fn setup_frame(
 /// `%rax`.
 pub fn sigreturn(regs: &mut PtRegs) -> i64 {
     let slot = sched::current_slot();
+    LAST_SIGRETURN_FRAME.store(regs as *mut PtRegs as u64, Ordering::Relaxed);
     let frame_address = regs.sp.wrapping_sub(8);
     let mut bytes = [0u8; 440];
     let frame =
@@ -480,7 +499,8 @@ pub fn sigreturn(regs: &mut PtRegs) -> i64 {
     regs.ss = u64::from(selectors::USER_DS);
     regs.orig_ax = NO_ERROR_CODE;
     x86_64::instructions::interrupts::without_interrupts(|| {
-        user_state::with_current_fpu_state(slot, |state| *state = fpu);
+        // SAFETY: `fpu` is the reset image or passed `check_from_user` above.
+        unsafe { user_state::with_current_fpu_state(slot, |state| *state = fpu) };
     });
     with_current(|process| {
         let signals = &mut process.signals;

@@ -399,7 +399,8 @@ pub fn exit_current_with_status(status: i32) -> ! {
     irqflags::local_irq_disable();
     // A task with an address space of its own leaves it (back on the
     // kernel's page table): whoever reaps the task frees it.
-    user_state::set_page_table(CURRENT.this().load(Ordering::Relaxed), 0);
+    // SAFETY: 0 is the kernel's own table, always alive.
+    unsafe { user_state::set_page_table(CURRENT.this().load(Ordering::Relaxed), 0) };
     let slot = CURRENT.this().load(Ordering::Relaxed);
     assert!(slot != INIT_SLOT && slot != IDLE_SLOT, "init and idle never exit");
     let task = &TASKS[slot];

@@ -52,13 +52,20 @@ pub fn reset(slot: usize) {
 pub fn begin_user_fpu(slot: usize) {
     assert!(!x86_64::instructions::interrupts::are_enabled(), "begin_user_fpu with IF set");
     TASKS[slot].user_fpu.store(true, Ordering::Relaxed);
-    fpu::restore(&FxState::initial());
+    // SAFETY: the reset image.
+    unsafe { fpu::restore(&FxState::initial()) };
 }
 
 /// Runs `body` on the running task's saved FPU area, after saving the live
 /// registers into it; loads the area back into the registers afterwards
 /// (what `body` changed becomes live). Interrupts off, a user-FPU task.
-pub fn with_current_fpu_state<T>(slot: usize, body: impl FnOnce(&mut FxState) -> T) -> T {
+///
+/// # Safety
+///
+/// `body` leaves a state FXRSTOR accepts: the one it got, another FXSAVE
+/// image, [`FxState::initial`], or one that passed
+/// [`FxState::check_from_user`].
+pub unsafe fn with_current_fpu_state<T>(slot: usize, body: impl FnOnce(&mut FxState) -> T) -> T {
     assert!(!x86_64::instructions::interrupts::are_enabled(), "FPU state access with IF set");
     assert!(TASKS[slot].user_fpu.load(Ordering::Relaxed), "task {slot} has no user FPU state");
     // SAFETY: `slot` is the running task (the caller's contract): only its own switch-out writes
@@ -66,16 +73,24 @@ pub fn with_current_fpu_state<T>(slot: usize, body: impl FnOnce(&mut FxState) ->
     let state = unsafe { &mut *FPU_STATES[slot].0.get() };
     fpu::save(state);
     let result = body(state);
-    fpu::restore(state);
+    // SAFETY: the state FXSAVE wrote, as `body` left it (this function's contract).
+    unsafe { fpu::restore(state) };
     result
 }
 
 /// Runs the running task on the page table at `table` from now on (its
 /// own address space; 0: the kernel's). Interrupts off.
-pub fn set_page_table(slot: usize, table: u64) {
+///
+/// # Safety
+///
+/// As [`memory::switch_page_table`]: `table` is 0 or a level-4 table with
+/// the kernel's upper half, alive until the task sets another (every
+/// context switch into the task loads it again).
+pub unsafe fn set_page_table(slot: usize, table: u64) {
     assert!(!x86_64::instructions::interrupts::are_enabled(), "set_page_table with IF set");
     TASKS[slot].page_table.store(table, Ordering::Relaxed);
-    memory::switch_page_table(table);
+    // SAFETY: this function's contract.
+    unsafe { memory::switch_page_table(table) };
 }
 
 /// Switches the user state from task `prev` (running) to `next`.
@@ -88,11 +103,14 @@ pub fn switch(prev: usize, next: usize) {
         fpu::save(unsafe { &mut *FPU_STATES[prev].0.get() });
     }
     if next_task.user_fpu.load(Ordering::Relaxed) {
-        // SAFETY: `next` is switched out: nothing writes its area until it runs again; FXSAVE
-        // wrote it (or `reset`/`with_current_fpu_state` left a checked state there).
-        fpu::restore(unsafe { &*FPU_STATES[next].0.get() });
+        // SAFETY: `next` is switched out: nothing writes its area until it runs again, and the
+        // reference lives for this load only. FXRSTOR accepts it: FXSAVE wrote it, or `reset`
+        // or `with_current_fpu_state` left the reset image or a checked state there.
+        unsafe { fpu::restore(&*FPU_STATES[next].0.get()) };
     }
-    memory::switch_page_table(next_task.page_table.load(Ordering::Relaxed));
+    // SAFETY: a task's page_table is 0 or the table `set_page_table` installed, which its owner
+    // keeps alive until the task sets 0 again (its exit does, before the reaper frees it).
+    unsafe { memory::switch_page_table(next_task.page_table.load(Ordering::Relaxed)) };
 }
 
 /// The user GS and FS bases go with the task. While a task runs in the

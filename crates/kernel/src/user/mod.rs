@@ -456,9 +456,11 @@ pub fn handle_exception(regs: &mut PtRegs, vector: u8, fault_address: Option<u64
 /// non-canonical RIP, that a syscall or a `rt_sigreturn` left there), so
 /// the CPU faulted in ring 0, on the task stack right below that frame.
 /// The fault is the user's own: this builds the user frame the fault
-/// stands for at `task_pt_regs`, and the entry then runs as a #GP from
+/// stands for at `task_pt_regs`, and the entry then runs as a fault from
 /// user mode (a kernel program dies with Linux's line; a Linux process
-/// gets SIGSEGV, or its handler, as on Linux).
+/// gets its signal, SIGSEGV for a #GP, SIGBUS for #NP/#SS, or its
+/// handler, as on Linux). No hook is offered that fault: claiming it would
+/// only return to the same refused IRET.
 ///
 /// `fault` is the fault's kernel-mode frame; its `sp` points at the user
 /// IRET frame still on the stack, the hardware words of task_pt_regs:
@@ -490,16 +492,21 @@ pub unsafe extern "C" fn extregs_fixup_bad_iret(fault: *const PtRegs) -> *mut Pt
     // the raw pointer: no reference to it exists, so the overlapping write below aliases nothing.
     let fault = unsafe { fault.read() };
     let iret_words = user_frame.cast::<u8>().wrapping_add(core::mem::offset_of!(PtRegs, ip));
-    if fault.sp != iret_words as u64 {
-        println!("extregs: bad IRET: RSP {:#x} is not at task_pt_regs' IRET frame", fault.sp);
-    }
+    // Linux's BUG_ON(!user_mode(new_stack)): anything else is a broken
+    // exit, and building on it would run the fault as someone else's.
+    assert!(
+        fault.sp == iret_words as u64,
+        "bad IRET: RSP {:#x} is not at task_pt_regs' IRET frame",
+        fault.sp
+    );
     // SAFETY: the five words at `iret_words` are the running task's user IRET frame, above the
     // fault frame: read by value; the pointer has the provenance of the stacks' static.
     let iret = unsafe { iret_words.cast::<extregs_regs::IretFrame>().read() };
+    assert!(iret.cs & 3 == 3, "bad IRET: the refused frame's CS {:#x} is not a user CS", iret.cs);
     let regs =
         PtRegs { ip: iret.ip, cs: iret.cs, flags: iret.flags, sp: iret.sp, ss: iret.ss, ..fault };
     counters::BAD_IRETS.fetch_add(1, Ordering::Relaxed);
-    crate::entry::check::accept_next_bad_iret_frame();
+    crate::entry::check::mark_bad_iret_frame(user_frame as u64);
     // SAFETY: task_pt_regs of the running task, from the stacks' static: nothing holds a
     // reference into it (the fault frame was read by value above, and this function's own frame
     // is below the fault frame); the extension below it is the entry's to fill.

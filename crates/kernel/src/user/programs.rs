@@ -64,6 +64,8 @@ extern "C" {
     fn extregs_user_fuzz_nmi();
     fn extregs_user_fuzz_nmi_site();
     fn extregs_user_fuzz_nmi_resume();
+    fn extregs_user_linux_signal();
+    fn extregs_user_xmm_yield();
 }
 
 /// The user-mode trampolines of the fuzzer (`mode=fuzz` runs its outermost
@@ -178,6 +180,29 @@ program!(
      wrong GS base."
 );
 program!(UD2, "ud2", extregs_user_ud2, "Executes `ud2`: killed with SIGILL.");
+program!(
+    LINUX_SIGNAL,
+    "signal",
+    extregs_user_linux_signal,
+    "For a Linux process: installs a SIGUSR1 handler (SA_SIGINFO | \
+     SA_RESTORER), fills rbx, rbp, r12, r13 and r15 with patterns and sends \
+     itself SIGUSR1 with tkill. The handler checks RSP = 8 mod 16, %rdi = \
+     SIGUSR1, si_signo and %rdx + 304 = %rsi (ucontext, then siginfo), \
+     reports through the interrupted RSP's frame, clobbers those registers \
+     and returns through the restorer (rt_sigreturn). With `%rdi` = 1 it \
+     also writes __KERNEL_CS into the frame's CS first. Exit 0, or: 1 \
+     sigaction failed, 2 tkill's result is lost, 3 a register is lost, 10 + \
+     the handler's report (10: it never ran, 12 RSP, 13 %rdi, 14 si_signo, \
+     15 %rdx)."
+);
+program!(
+    XMM_YIELD,
+    "xmm-yield",
+    extregs_user_xmm_yield,
+    "Fills XMM0-XMM15 with `%rdi` (each register's two halves), then \
+     yields 200 times, checking after each yield that every XMM register \
+     still holds it. Exit 0, or 1 when another task's value shows through."
+);
 program!(
     SYSCALL_LOOP,
     "syscall-loop",
@@ -670,6 +695,171 @@ extregs_user_fuzz_\name\()_resume:
     jnz .Lfuzz_nmi_wait
     USER_FUZZ_LEAVE nmi
 
+
+    /* A Linux process's signal round trip (LINUX_SIGNAL). The stack:
+     * 0..32 the sigaction, 32 the handler's report. */
+    .globl extregs_user_linux_signal
+extregs_user_linux_signal:
+    mov %rdi, %r14
+    sub $48, %rsp
+    movq $0, 32(%rsp)
+    lea .Lsig_handler(%rip), %rax
+    mov %rax, 0(%rsp)
+    movq ${sa_flags}, 8(%rsp)
+    lea .Lsig_restorer(%rip), %rax
+    mov %rax, 16(%rsp)
+    movq $0, 24(%rsp)
+    mov ${rt_sigaction}, %eax
+    mov ${sigusr1}, %edi
+    mov %rsp, %rsi
+    xor %edx, %edx
+    mov ${word}, %r10d
+    syscall
+    test %rax, %rax
+    jnz .Lsig_exit1
+    mov ${getpid}, %eax
+    syscall
+    mov %rax, %rdi
+    movabs $0x5151515151515151, %rbx
+    movabs $0xb0b0b0b0b0b0b0b0, %rbp
+    movabs $0x1212121212121212, %r12
+    movabs $0x1313131313131313, %r13
+    movabs $0x1515151515151515, %r15
+    mov ${sigusr1}, %esi
+    mov ${tkill}, %eax
+    syscall
+    test %rax, %rax
+    jnz .Lsig_exit2
+    movabs $0x5151515151515151, %rcx
+    cmp %rcx, %rbx
+    jne .Lsig_exit3
+    movabs $0xb0b0b0b0b0b0b0b0, %rcx
+    cmp %rcx, %rbp
+    jne .Lsig_exit3
+    movabs $0x1212121212121212, %rcx
+    cmp %rcx, %r12
+    jne .Lsig_exit3
+    movabs $0x1313131313131313, %rcx
+    cmp %rcx, %r13
+    jne .Lsig_exit3
+    movabs $0x1515151515151515, %rcx
+    cmp %rcx, %r15
+    jne .Lsig_exit3
+    mov 32(%rsp), %rdi
+    cmp $1, %rdi
+    jne .Lsig_exit_report
+    xor %edi, %edi
+    USER_EXIT
+.Lsig_exit1:
+    mov $1, %edi
+    USER_EXIT
+.Lsig_exit2:
+    mov $2, %edi
+    USER_EXIT
+.Lsig_exit3:
+    mov $3, %edi
+    USER_EXIT
+.Lsig_exit_report:
+    add $10, %edi
+    USER_EXIT
+
+    /* %rdi = signal, %rsi = &siginfo, %rdx = &ucontext. */
+.Lsig_handler:
+    mov {uc_rsp}(%rdx), %r8
+    mov %rsp, %rax
+    and $15, %eax
+    mov $2, %ecx
+    cmp $8, %eax
+    jne .Lsig_report
+    mov $3, %ecx
+    cmp ${sigusr1}, %edi
+    jne .Lsig_report
+    mov $4, %ecx
+    cmpl ${sigusr1}, (%rsi)
+    jne .Lsig_report
+    mov $5, %ecx
+    lea {info_from_uc}(%rdx), %rax
+    cmp %rax, %rsi
+    jne .Lsig_report
+    mov $1, %ecx
+.Lsig_report:
+    mov %rcx, 32(%r8)
+    /* The frame's r14 is the mode: 1 writes __KERNEL_CS into its CS. */
+    cmpq $1, {uc_r14}(%rdx)
+    jne 1f
+    movw ${kernel_cs}, {uc_cs}(%rdx)
+1:
+    xor %ebx, %ebx
+    xor %ebp, %ebp
+    xor %r12d, %r12d
+    xor %r13d, %r13d
+    xor %r14d, %r14d
+    xor %r15d, %r15d
+    ret
+.Lsig_restorer:
+    mov ${rt_sigreturn}, %eax
+    syscall
+    ud2
+
+    /* XMM_YIELD: every XMM register holds %rdi across 200 yields. */
+    .globl extregs_user_xmm_yield
+extregs_user_xmm_yield:
+    mov %rdi, %r12
+    movq %rdi, %xmm0
+    punpcklqdq %xmm0, %xmm0
+    movdqa %xmm0, %xmm1
+    movdqa %xmm0, %xmm2
+    movdqa %xmm0, %xmm3
+    movdqa %xmm0, %xmm4
+    movdqa %xmm0, %xmm5
+    movdqa %xmm0, %xmm6
+    movdqa %xmm0, %xmm7
+    movdqa %xmm0, %xmm8
+    movdqa %xmm0, %xmm9
+    movdqa %xmm0, %xmm10
+    movdqa %xmm0, %xmm11
+    movdqa %xmm0, %xmm12
+    movdqa %xmm0, %xmm13
+    movdqa %xmm0, %xmm14
+    movdqa %xmm0, %xmm15
+    mov $200, %r13d
+.Lxmm_next:
+    mov ${sched_yield}, %eax
+    syscall
+    /* All 32 halves through the stack, each compared with the value. */
+    sub $256, %rsp
+    movdqu %xmm0, 0(%rsp)
+    movdqu %xmm1, 16(%rsp)
+    movdqu %xmm2, 32(%rsp)
+    movdqu %xmm3, 48(%rsp)
+    movdqu %xmm4, 64(%rsp)
+    movdqu %xmm5, 80(%rsp)
+    movdqu %xmm6, 96(%rsp)
+    movdqu %xmm7, 112(%rsp)
+    movdqu %xmm8, 128(%rsp)
+    movdqu %xmm9, 144(%rsp)
+    movdqu %xmm10, 160(%rsp)
+    movdqu %xmm11, 176(%rsp)
+    movdqu %xmm12, 192(%rsp)
+    movdqu %xmm13, 208(%rsp)
+    movdqu %xmm14, 224(%rsp)
+    movdqu %xmm15, 240(%rsp)
+    xor %ecx, %ecx
+.Lxmm_compare:
+    cmp %r12, (%rsp,%rcx,8)
+    jne .Lxmm_bad
+    inc %ecx
+    cmp $32, %ecx
+    jne .Lxmm_compare
+    add $256, %rsp
+    dec %r13d
+    jnz .Lxmm_next
+    xor %edi, %edi
+    USER_EXIT
+.Lxmm_bad:
+    mov $1, %edi
+    USER_EXIT
+
     .p2align 12
     .globl extregs_user_text_end
 extregs_user_text_end:
@@ -706,5 +896,19 @@ extregs_user_text_end:
     di = const extregs_entry_asm::asm_offsets::PTREGS_DI,
     ptregs_size = const core::mem::size_of::<extregs_regs::PtRegs>(),
     tf = const extregs_regs::X86_EFLAGS_TF,
+    rt_sigaction = const 13,
+    rt_sigreturn = const 15,
+    tkill = const 200,
+    sigusr1 = const 10,
+    sa_flags = const 0x0400_0004,
+    kernel_cs = const extregs_regs::selectors::KERNEL_CS,
+    uc_rsp = const core::mem::offset_of!(extregs_regs::linux_signal::UContext, uc_mcontext)
+        + core::mem::offset_of!(extregs_regs::linux_signal::SigContext, sp),
+    uc_r14 = const core::mem::offset_of!(extregs_regs::linux_signal::UContext, uc_mcontext)
+        + core::mem::offset_of!(extregs_regs::linux_signal::SigContext, r14),
+    uc_cs = const core::mem::offset_of!(extregs_regs::linux_signal::UContext, uc_mcontext)
+        + core::mem::offset_of!(extregs_regs::linux_signal::SigContext, cs),
+    info_from_uc = const extregs_regs::linux_signal::FRAME_INFO_OFFSET
+        - extregs_regs::linux_signal::FRAME_UC_OFFSET,
     options(att_syntax)
 );

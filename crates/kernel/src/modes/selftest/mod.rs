@@ -7,6 +7,7 @@
 
 mod hardening;
 mod irqs;
+mod linux;
 mod paranoid;
 mod pkeys;
 mod sched;
@@ -117,6 +118,12 @@ const TESTS: &[(&str, Test)] = &[
     ("pkrs_never_applies_to_user_mode", user::pkrs_never_applies_to_user_mode),
     ("smap_stops_kernel_access_to_user_memory", user::smap_stops_kernel_access_to_user_memory),
     ("smep_stops_kernel_execution_of_user_pages", user::smep_stops_kernel_execution_of_user_pages),
+    (
+        "signal_delivered_and_returned_at_task_pt_regs",
+        linux::signal_delivered_and_returned_at_task_pt_regs,
+    ),
+    ("sigreturn_forces_user_selectors", linux::sigreturn_forces_user_selectors),
+    ("fpu_state_is_per_task", linux::fpu_state_is_per_task),
     ("each_cpu_has_its_own_entry_state", smp::each_cpu_has_its_own_entry_state),
     ("nmi_ipis_reach_each_cpu", smp::nmi_ipis_reach_each_cpu),
     (
