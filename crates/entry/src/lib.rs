@@ -176,7 +176,7 @@ pub unsafe fn syscall_enter_from_user_mode<P: EntryPlatform>(regs: &mut PtRegs) 
 pub unsafe fn syscall_exit_to_user_mode<P: EntryPlatform>(regs: &mut PtRegs) {
     // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
-    exit_to_user_mode::<P>(&mut frame.regs, |regs| extension_of(regs));
+    exit_to_user_mode::<P>(&mut frame.regs, extension_of);
 }
 
 /// Linux's `irqentry_exit_cond_resched()`: preempt the interrupted kernel
@@ -248,7 +248,7 @@ pub unsafe fn irqentry_exit<P: EntryPlatform>(regs: &mut PtRegs) {
     // SAFETY: the caller guarantees `regs` is inside an ExtendedPtRegs.
     let frame = unsafe { ExtendedPtRegs::from_regs(regs) };
     if frame.regs.user_mode() {
-        exit_to_user_mode::<P>(&mut frame.regs, |regs| extension_of(regs));
+        exit_to_user_mode::<P>(&mut frame.regs, extension_of);
         return;
     }
     if frame.generic.exit_rcu != 0 {
