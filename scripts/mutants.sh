@@ -61,6 +61,11 @@ mutants=(
   "pkrs-cache-shared-across-cpus|crates/kernel/src/arch/pks.rs|s/PKRS_CACHE.this()/PKRS_CACHE.of(0)/g|pkrs_cache_and_bracket_are_per_cpu"
   "ap-without-its-own-tss|crates/kernel/src/arch/gdt.rs|s/^    TSS\[this_cpu()\].0.get()$/    TSS[0].0.get()/|each_cpu_has_its_own_entry_state"
   "paranoid-gs-reads-boot-cpu-area|crates/entry-asm/src/entry_64.S|s/^\tmovq\tIST_BLOCK_PER_CPU(%rax), %rax$/\tleaq\textregs_per_cpu(%rip), %rax/|each_cpu_has_its_own_entry_state"
+  # The Linux personality: signal frames, sigreturn, the FPU, the exit work.
+  "sigreturn-accepts-kernel-cs|crates/kernel/src/linux/signal.rs|/^pub fn sigreturn/,/^}/s/^    regs.cs = u64::from(selectors::USER_CS);$/    regs.cs = u64::from(context.cs);/|sigreturn_forces_user_selectors"
+  "signal-frame-8-bytes-off|crates/kernel/src/linux/signal.rs|s/ \& !15).wrapping_sub(8);$/ \& !15).wrapping_sub(0);/|signal_delivered_and_returned_at_task_pt_regs"
+  "fpu-state-not-switched|crates/kernel/src/sched/user_state.rs|s/^        fpu::save(unsafe { \&mut \*FPU_STATES\[prev\].0.get() });$/        let _ = prev;/|fpu_state_is_per_task"
+  "pending-signals-not-checked-on-exit|crates/kernel/src/sched/mod.rs|s/^        signal_pending: current_task().signal_pending.load(Ordering::Relaxed),$/        signal_pending: false,/|signal_delivered_and_returned_at_task_pt_regs"
   "syscall-frame-8-bytes-off|crates/entry-asm/src/entry_64.S|/^\tmovq\t%rsp, %gs:PERCPU_USER_RSP_SCRATCH$/{n;s/$/\n\tsubq\t\$8, %rsp/}|syscall_preserves_gprs"
 )
 
