@@ -59,6 +59,9 @@ const REQUIRED_SELFTESTS: &[&str] = &[
     "pkrs_never_applies_to_user_mode",
     "smap_stops_kernel_access_to_user_memory",
     "smep_stops_kernel_execution_of_user_pages",
+    "signal_delivered_and_returned_at_task_pt_regs",
+    "sigreturn_forces_user_selectors",
+    "fpu_state_is_per_task",
 ];
 
 /// The selftests that need a second CPU: on one they print `# SKIP needs

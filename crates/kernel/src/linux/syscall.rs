@@ -34,6 +34,8 @@ const SYS_MREMAP: u64 = 25;
 const SYS_MADVISE: u64 = 28;
 const SYS_NANOSLEEP: u64 = 35;
 const SYS_GETPID: u64 = 39;
+const SYS_GETTIMEOFDAY: u64 = 96;
+const SYS_TIME: u64 = 201;
 const SYS_EXIT: u64 = 60;
 const SYS_KILL: u64 = 62;
 const SYS_UNAME: u64 = 63;
@@ -149,6 +151,14 @@ pub fn dispatch(regs: &mut PtRegs) -> i64 {
         }
         SYS_NANOSLEEP => nanosleep(a0),
         SYS_CLOCK_GETTIME => clock_gettime(a1),
+        SYS_GETTIMEOFDAY => gettimeofday(a0),
+        SYS_TIME => {
+            let seconds = now_ns() / 1_000_000_000;
+            if a0 != 0 && copy_to_user(a0, &seconds.to_le_bytes()).is_err() {
+                return -EFAULT;
+            }
+            seconds as i64
+        }
         SYS_UNAME => uname(a0),
         SYS_ARCH_PRCTL => arch_prctl(a0, a1),
         SYS_GETRANDOM => getrandom(a0, a1),
@@ -269,6 +279,22 @@ fn clock_gettime(timespec: u64) -> i64 {
     bytes[..8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
     bytes[8..].copy_from_slice(&(ns % 1_000_000_000).to_le_bytes());
     match copy_to_user(timespec, &bytes) {
+        Ok(()) => 0,
+        Err(_) => -EFAULT,
+    }
+}
+
+/// `gettimeofday(tv, tz)`: seconds and microseconds since boot; `tz`
+/// ignored (Linux's is obsolete).
+fn gettimeofday(timeval: u64) -> i64 {
+    if timeval == 0 {
+        return 0;
+    }
+    let ns = now_ns();
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
+    bytes[8..].copy_from_slice(&((ns % 1_000_000_000) / 1000).to_le_bytes());
+    match copy_to_user(timeval, &bytes) {
         Ok(()) => 0,
         Err(_) => -EFAULT,
     }
