@@ -158,3 +158,19 @@ fn exec_refuses_what_it_cannot_run_with_one_line() {
         assert!(lines[0].starts_with("extregs: exec: ") && lines[0].contains(reason), "{stderr}");
     }
 }
+
+#[test]
+fn ring3_fuzz_levels_end_in_signals_and_come_back() {
+    let outcome = crate::common::boot(
+        extregs::qemu::Firmware::Bios,
+        "max",
+        "mode=fuzz seeds=0..12 iterations=50",
+    );
+    crate::common::assert_verdict(&outcome, 0);
+    let result = outcome.result().expect("a RESULT line");
+    assert_eq!(result["violations"], 0, "{result}");
+    assert!(
+        result["user_signals"].as_u64().unwrap_or(0) > 0,
+        "some ring-3 levels ended in a signal and its rt_sigreturn: {result}"
+    );
+}

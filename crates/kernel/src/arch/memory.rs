@@ -420,6 +420,16 @@ fn map_in_free_slot(
     with_page_table(|table| {
         let level_4 = table.level_4_table();
         let address = match at {
+            Some(address) if usize::from(address.p4_index()) >= KERNEL_HALF_FIRST_SLOT => {
+                // A kernel-half slot is present from init on: it must still
+                // be in the free set.
+                let slot = usize::from(address.p4_index()) - KERNEL_HALF_FIRST_SLOT;
+                let mut free = FREE_KERNEL_SLOTS.lock();
+                let bit = 1u64 << (slot % 64);
+                assert!(free[slot / 64] & bit != 0, "kernel slot for {address:?} is in use");
+                free[slot / 64] &= !bit;
+                address
+            }
             Some(address) => {
                 let slot = usize::from(address.p4_index());
                 assert!(level_4[slot].is_unused(), "level-4 slot {slot} for {address:?} is in use");

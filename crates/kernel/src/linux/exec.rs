@@ -121,21 +121,29 @@ pub fn process_start(_: usize) {
     })
 }
 
+/// A user page of the kernel's own page table that the next kernel
+/// program's address space shares ([`spawn_kernel_program`]; 0: none).
+static SHARED_USER_PAGE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// Spawns one of the kernel's own user programs as a Linux process (the
-/// selftests' way to run signal round trips with the Linux ABI): its own
-/// address space with the kernel's user text mapped where the kernel maps
-/// it (read-only, executable, the frames still the kernel image's) and a
-/// fresh stack; `%rdi = arg`. Reap it with [`super::reap`] after `wait`.
+/// selftests' and the fuzzer's way to run signal round trips with the
+/// Linux ABI): its own address space with the kernel's user text mapped
+/// where the kernel maps it (read-only, executable, the frames still the
+/// kernel image's), a fresh stack, and `shared_page`, a writable user page
+/// of the kernel's own table (the fuzzer's), at its same address if not 0;
+/// `%rdi`, `%rsi` = `args`. Reap it with [`super::reap`] after `wait`.
 pub fn spawn_kernel_program(
     program: crate::user::programs::Program,
-    arg: u64,
+    args: [u64; 2],
+    shared_page: u64,
 ) -> Result<sched::TaskHandle, sched::SpawnError> {
     super::init();
+    SHARED_USER_PAGE.store(shared_page, core::sync::atomic::Ordering::SeqCst);
     sched::spawn_with_user_args(
         format_args!("linux-{}", program.name),
         kernel_program_start,
         crate::user::user_address_of(program) as usize,
-        [arg, 0],
+        args,
     )
 }
 
@@ -158,13 +166,23 @@ fn kernel_program_start(user_rip: usize) {
         }
     }
     process.text = user_text..user_text + (text.end - text.start);
+    let shared = SHARED_USER_PAGE.swap(0, core::sync::atomic::Ordering::SeqCst);
+    if shared != 0 {
+        let frame = crate::arch::memory::translate(x86_64::VirtAddr::new(shared))
+            .map(x86_64::structures::paging::PhysFrame::containing_address)
+            .expect("the shared user page is mapped in the kernel's table");
+        if process.mm.map_borrowed(shared, frame, PROT_READ | PROT_WRITE).is_err() {
+            process.mm.destroy();
+            fail("no memory for the shared page");
+        }
+    }
     let stack = mm::STACK_TOP - mm::STACK_PAGES * PAGE..mm::STACK_TOP;
     if process.mm.map(stack.start, stack.end, PROT_READ | PROT_WRITE).is_err() {
         process.mm.destroy();
         fail("no memory for the stack");
     }
     x86_64::instructions::interrupts::without_interrupts(|| install_current(process));
-    let [arg, _] = sched::current_user_args();
+    let [arg0, arg1] = sched::current_user_args();
     crate::user::enter_user_mode(PtRegs {
         ip: user_rip as u64,
         cs: u64::from(selectors::USER_CS),
@@ -172,7 +190,8 @@ fn kernel_program_start(user_rip: usize) {
         sp: mm::STACK_TOP,
         ss: u64::from(selectors::USER_DS),
         orig_ax: NO_ERROR_CODE,
-        di: arg,
+        di: arg0,
+        si: arg1,
         ..PtRegs::default()
     })
 }

@@ -23,8 +23,9 @@ use extregs_regs::PtRegs;
 
 /// The fuzzer's pkey page, at a fixed address so the PKS trampolines can
 /// name it in the instruction (`movabs`) and leave every GPR random. Its
-/// own level-4 slot (253): the last one of the lower half is user space.
-pub const FUZZ_PAGE_ADDRESS: u64 = 0x7e80_0000_0000;
+/// own level-4 slot (509) in the kernel half, so a Linux process's address
+/// space maps it too (a ring-3 level may run as one).
+pub const FUZZ_PAGE_ADDRESS: u64 = 0xffff_fe80_0000_0000;
 
 /// The vector of the `int $n` trampoline.
 pub const SOFT_INT_VECTOR: u8 = 0x81;

@@ -162,7 +162,17 @@ pub fn user_address_of_kernel_text(address: u64) -> u64 {
 
 /// The fuzzer's user data page (input and output `PtRegs` of the
 /// outermost level when it runs in ring 3).
-const USER_FUZZ_PAGE: u64 = USER_SPACE_BASE + 0x3c00_0000;
+pub const USER_FUZZ_PAGE: u64 = USER_SPACE_BASE + 0x3c00_0000;
+/// Where in the fuzzer's user page the signal-ending level keeps the
+/// address its handler resumes at, and the trampoline it starts.
+pub const FUZZ_SIGNAL_RESUME_OFFSET: u64 = 1024;
+pub const FUZZ_SIGNAL_START_OFFSET: u64 = 1032;
+
+/// Writes one word of the fuzzer's user page (`fuzz_page` mapped it).
+pub fn write_fuzz_page_word(offset: u64, value: u64) {
+    assert!(offset < PAGE && offset.is_multiple_of(8), "a word inside the fuzz page");
+    write_user_word(USER_FUZZ_PAGE + offset, value);
+}
 
 /// Maps (once) and zeroes the fuzzer's user page; its address.
 pub fn fuzz_page() -> u64 {

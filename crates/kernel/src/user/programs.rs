@@ -66,6 +66,7 @@ extern "C" {
     fn extregs_user_fuzz_nmi_resume();
     fn extregs_user_linux_signal();
     fn extregs_user_xmm_yield();
+    fn extregs_user_fuzz_signal();
 }
 
 /// The user-mode trampolines of the fuzzer (`mode=fuzz` runs its outermost
@@ -194,6 +195,17 @@ program!(
      sigaction failed, 2 tkill's result is lost, 3 a register is lost, 10 + \
      the handler's report (10: it never ran, 12 RSP, 13 %rdi, 14 si_signo, \
      15 %rdx)."
+);
+program!(
+    FUZZ_SIGNAL,
+    "fuzz-signal",
+    extregs_user_fuzz_signal,
+    "For a Linux process, the fuzzer's ring-3 level that ends in a signal: \
+     installs one handler for SIGILL, SIGTRAP and SIGSEGV, then jumps to the \
+     trampoline whose address the fuzz page holds (`%rdi`, `%rsi` as that \
+     trampoline takes them). The handler points the frame's RIP at the \
+     resume address the fuzz page holds and returns through rt_sigreturn. \
+     Exit 90 when a sigaction fails."
 );
 program!(
     XMM_YIELD,
@@ -801,6 +813,48 @@ extregs_user_linux_signal:
     syscall
     ud2
 
+    /* FUZZ_SIGNAL: handlers first, then the level's own trampoline. */
+    .globl extregs_user_fuzz_signal
+extregs_user_fuzz_signal:
+    mov %rdi, %r12
+    mov %rsi, %r13
+    sub $32, %rsp
+    lea .Lfuzz_signal_handler(%rip), %rax
+    mov %rax, 0(%rsp)
+    movq ${sa_flags}, 8(%rsp)
+    lea .Lsig_restorer(%rip), %rax
+    mov %rax, 16(%rsp)
+    movq $0, 24(%rsp)
+    mov ${sigill}, %ebx
+    call .Lfuzz_signal_install
+    mov ${sigtrap}, %ebx
+    call .Lfuzz_signal_install
+    mov ${sigsegv}, %ebx
+    call .Lfuzz_signal_install
+    add $32, %rsp
+    mov %r12, %rdi
+    mov %r13, %rsi
+    jmp *{fuzz_start}(%rdi)
+    /* rt_sigaction(%ebx, the action at 8(%rsp) after the call) */
+.Lfuzz_signal_install:
+    mov ${rt_sigaction}, %eax
+    mov %ebx, %edi
+    lea 8(%rsp), %rsi
+    xor %edx, %edx
+    mov ${word}, %r10d
+    syscall
+    test %rax, %rax
+    jnz .Lfuzz_signal_failed
+    ret
+.Lfuzz_signal_failed:
+    mov $90, %edi
+    USER_EXIT
+.Lfuzz_signal_handler:
+    movabs ${fuzz_resume_slot}, %rax
+    mov (%rax), %rax
+    mov %rax, {uc_rip}(%rdx)
+    ret
+
     /* XMM_YIELD: every XMM register holds %rdi across 200 yields. */
     .globl extregs_user_xmm_yield
 extregs_user_xmm_yield:
@@ -900,6 +954,13 @@ extregs_user_text_end:
     rt_sigreturn = const 15,
     tkill = const 200,
     sigusr1 = const 10,
+    sigill = const 4,
+    sigtrap = const 5,
+    sigsegv = const 11,
+    fuzz_start = const super::FUZZ_SIGNAL_START_OFFSET,
+    fuzz_resume_slot = const super::USER_FUZZ_PAGE + super::FUZZ_SIGNAL_RESUME_OFFSET,
+    uc_rip = const core::mem::offset_of!(extregs_regs::linux_signal::UContext, uc_mcontext)
+        + core::mem::offset_of!(extregs_regs::linux_signal::SigContext, ip),
     sa_flags = const 0x0400_0004,
     kernel_cs = const extregs_regs::selectors::KERNEL_CS,
     uc_rsp = const core::mem::offset_of!(extregs_regs::linux_signal::UContext, uc_mcontext)

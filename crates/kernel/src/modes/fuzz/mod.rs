@@ -61,6 +61,7 @@ use crate::arch::{exit, gdt};
 use crate::debug::{coverage, oops, result, show_regs};
 use crate::entry::hooks;
 use crate::entry::{fault, irq, nmi};
+use crate::linux;
 use crate::sched;
 use crate::user;
 use check::*;
@@ -284,9 +285,10 @@ pub fn run(settings: FuzzSettings) -> bool {
         crate::arch::smp::cpus_online()
     );
     print!(
-        ",\"model_errors\":{model_errors},\"entry_points_hit\":{entry_points_hit},\"entry_text_bytes\":{},\"max_depth\":{max_depth},\"user_nmi\":{}",
+        ",\"model_errors\":{model_errors},\"entry_points_hit\":{entry_points_hit},\"entry_text_bytes\":{},\"max_depth\":{max_depth},\"user_nmi\":{},\"user_signals\":{}",
         coverage::text_bytes(),
-        USER_NMI_AVAILABLE.load(Ordering::Relaxed)
+        USER_NMI_AVAILABLE.load(Ordering::Relaxed),
+        USER_SIGNALS.load(Ordering::Relaxed)
     );
     if batch {
         print!(",\"seeds\":\"{}..{}\"", settings.seed, settings.seed + settings.seed_count);

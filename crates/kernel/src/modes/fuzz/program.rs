@@ -139,6 +139,11 @@ pub(super) struct Program {
     /// Level 0 runs in ring 3 (a user task raises it; its GPRs go in and
     /// come back through the fuzzer's user page).
     pub(super) user: bool,
+    /// The ring-3 level's fault (int3, ud2 or a user #PF) ends in a signal:
+    /// the level runs as a Linux process whose handler resumes it through
+    /// `rt_sigreturn` (half of those levels, by a bit of its own GPRs, so
+    /// no random draw moves).
+    pub(super) user_signal: bool,
 }
 
 /// The running program. One CPU: it is written only between iterations,
@@ -154,6 +159,7 @@ pub(super) static PROGRAM: ProgramCell = ProgramCell(UnsafeCell::new(Program {
     levels: [EMPTY_LEVEL; MAX_LEVELS],
     len: 0,
     user: false,
+    user_signal: false,
 }));
 
 pub(super) fn level(index: usize) -> Level {
@@ -167,6 +173,12 @@ pub(super) fn program_len() -> usize {
 }
 
 /// Does level `index` run in ring 3?
+/// Does the ring-3 level end in a signal (and level `index` is it)?
+pub(super) fn is_user_signal_level(index: usize) -> bool {
+    // SAFETY: as in `level`.
+    index == 0 && unsafe { (*PROGRAM.0.get()).user && (*PROGRAM.0.get()).user_signal }
+}
+
 pub(super) fn is_user_level(index: usize) -> bool {
     // SAFETY: as in `level`.
     index == 0 && unsafe { (*PROGRAM.0.get()).user }
@@ -307,6 +319,10 @@ pub(super) fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: 
         in_nmi |= kind == Kind::SelfNmi;
     }
     program.len = len;
+    let first = &program.levels[0];
+    program.user_signal = program.user
+        && matches!(first.kind, Kind::Int3 | Kind::Ud2 | Kind::UserPageFault)
+        && first.gprs.r15 >> 63 == 1;
 }
 
 /// A ring-3 outermost level: random GPRs, except that a level whose event

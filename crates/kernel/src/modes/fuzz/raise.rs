@@ -165,11 +165,32 @@ pub(super) fn raise_from_user_mode() {
         PIC_NMI_ARMED.store(true, Ordering::SeqCst);
         gdt::set_user_port_access(apic::PIC_MASTER_DATA, true);
     }
-    let spawned = user::spawn(format_args!("fuzz-user"), trampoline.program, page, output_address);
+    // A level that ends in a signal runs as a Linux process: its handler,
+    // not the fuzzer's hook, resumes it, through rt_sigreturn.
+    let signal_level = is_user_signal_level(0);
+    let signals_before = linux::counters::SIGNALS_DELIVERED.load(Ordering::SeqCst);
+    let sigreturns_before = linux::counters::SIGRETURNS.load(Ordering::SeqCst);
+    let spawned = if signal_level {
+        user::write_fuzz_page_word(user::FUZZ_SIGNAL_RESUME_OFFSET, trampoline.resume);
+        user::write_fuzz_page_word(
+            user::FUZZ_SIGNAL_START_OFFSET,
+            user::user_address_of(trampoline.program),
+        );
+        linux::exec::spawn_kernel_program(
+            user::programs::FUZZ_SIGNAL,
+            [page, output_address],
+            user::USER_FUZZ_PAGE,
+        )
+    } else {
+        user::spawn(format_args!("fuzz-user"), trampoline.program, page, output_address)
+    };
     let Ok(handle) = spawned else {
         report_and_die("user_task", 0, format_args!("could not spawn the user task"));
     };
     let status = sched::wait(handle);
+    if signal_level {
+        linux::reap(handle.slot());
+    }
     if pic_nmi {
         gdt::set_user_port_access(apic::PIC_MASTER_DATA, false);
         PIC_NMI_ARMED.store(false, Ordering::SeqCst);
@@ -203,6 +224,9 @@ pub(super) fn raise_from_user_mode() {
             format_args!("an NMI sent inside the NMI from ring 3 was never handled by a repeat"),
         );
     }
+    if signal_level {
+        check_signal_round_trip(handle.slot(), &output, signals_before, sigreturns_before);
+    }
     let expected = expected_gprs_after(0, &level);
     for ((name, want), (_, got)) in expected.gprs().iter().zip(output.gprs().iter()) {
         if want != got {
@@ -215,6 +239,52 @@ pub(super) fn raise_from_user_mode() {
         }
     }
 }
+
+/// The signal a ring-3 level ended in was delivered once and returned from
+/// once, both on the frame at the task's `task_pt_regs` (every frame on the
+/// way went through the entry checks as well).
+fn check_signal_round_trip(
+    slot: usize,
+    output: &PtRegs,
+    signals_before: u64,
+    sigreturns_before: u64,
+) {
+    let delivered = linux::counters::SIGNALS_DELIVERED.load(Ordering::SeqCst) - signals_before;
+    let returned = linux::counters::SIGRETURNS.load(Ordering::SeqCst) - sigreturns_before;
+    if delivered != 1 || returned != 1 {
+        violation_after(
+            0,
+            output,
+            "signal_round_trip",
+            format_args!(
+                "{delivered} signals delivered and {returned} sigreturns, expected 1 and 1"
+            ),
+        );
+    }
+    let task_pt_regs = sched::task::task_pt_regs(slot) as u64;
+    for (what, frame) in [
+        ("delivery", linux::signal::LAST_DELIVERY_FRAME.load(Ordering::SeqCst)),
+        ("rt_sigreturn", linux::signal::LAST_SIGRETURN_FRAME.load(Ordering::SeqCst)),
+    ] {
+        if frame != task_pt_regs {
+            violation_after(
+                0,
+                output,
+                "signal_round_trip",
+                format_args!("the {what} ran on {frame:#x}, not task_pt_regs {task_pt_regs:#x}"),
+            );
+        }
+    }
+    USER_SIGNALS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Ring-3 levels that ended in a signal and came back through
+/// `rt_sigreturn` (RESULT's `user_signals`).
+pub(super) static USER_SIGNALS: AtomicU64 = AtomicU64::new(0);
+
+/// The event being handled is the signal-ending ring-3 level's: the event
+/// hook leaves it unclaimed, for the Linux personality to make a signal.
+static LEAVE_TO_SIGNAL: AtomicBool = AtomicBool::new(false);
 
 /// Where in the fuzzer's user page the trampoline stores its GPRs.
 pub(super) const USER_OUTPUT_OFFSET: u64 = 512;
@@ -238,7 +308,7 @@ pub(super) fn event_hook(regs: &mut PtRegs, vector: u8) -> bool {
         return false;
     }
     handle(regs, vector);
-    true
+    !LEAVE_TO_SIGNAL.swap(false, Ordering::SeqCst)
 }
 
 /// The fuzz page's PKS fault handler.
@@ -387,6 +457,10 @@ pub(super) fn handle(regs: &mut PtRegs, vector: u8) {
             // SAFETY: `regs` is this event's entry frame; granting the fuzz
             // key makes the retried load succeed.
             edits_applied &= unsafe { pks::pks_update_saved(regs, FUZZ_PKEY, KeyRights::ReadWrite) }
+        }
+        // The signal-ending level: its signal handler resumes it.
+        _ if is_user_signal_level(depth) && regs.user_mode() => {
+            LEAVE_TO_SIGNAL.store(true, Ordering::SeqCst);
         }
         kind if kind.is_trap() => {}
         // Faults and the wait loops continue after the event.
