@@ -18,6 +18,7 @@ use extregs_bench::Summary;
 pub mod boot;
 pub mod kernel;
 pub mod native;
+pub mod peer;
 pub mod render;
 pub mod statistics;
 

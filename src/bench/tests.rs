@@ -187,3 +187,29 @@ fn summaries_resolve_below_one_tick_when_batched() {
     assert!((summary.median - (104.0 + 13.0 / 32.0)).abs() < 1e-9, "{summary:?}");
     assert!(summary.min < summary.p99);
 }
+
+#[test]
+fn the_peer_initramfs_is_a_newc_archive_with_one_executable() {
+    let archive = super::peer::cpio_with_one_file("init", b"\x7fELF1234");
+    assert!(archive.starts_with(b"070701"), "newc magic");
+    assert_eq!(archive.len() % 4, 0);
+    // The header's mode and size fields (offsets 14 and 54, 8 hex digits).
+    assert_eq!(&archive[14..22], b"000081ed", "a regular file, 0755");
+    assert_eq!(&archive[54..62], b"00000008", "its size");
+    let text = String::from_utf8_lossy(&archive);
+    assert!(text.contains("init\0"));
+    assert!(text.contains("TRAILER!!!\0"), "the archive ends with its trailer");
+}
+
+#[test]
+fn peer_lines_are_parsed_and_a_failed_run_refused() {
+    let serial =
+        "boot noise\nPEER {\"getpid_ticks\":1083,\"signal_ticks\":77751,\"ok\":true}\r\nmore\n";
+    let figures = super::peer::parse_peer_line(serial).unwrap();
+    assert_eq!((figures.getpid_ticks, figures.signal_ticks), (1083, 77751));
+    assert!(super::peer::parse_peer_line("no line here\n").is_err());
+    assert!(super::peer::parse_peer_line(
+        "PEER {\"getpid_ticks\":1,\"signal_ticks\":2,\"ok\":false}\n"
+    )
+    .is_err());
+}

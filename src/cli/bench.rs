@@ -39,8 +39,14 @@ pub(crate) struct BenchArgs {
     /// Time boots instead of entries: boot this build's BIOS and UEFI
     /// images --runs times each (mode=demo) and report the time from
     /// QEMU's start to the kernel's first line and to RESULT.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "peer")]
     pub(crate) boot: bool,
+    /// Side by side with Linux: the same static program (a getpid loop and a
+    /// raise -> handler -> rt_sigreturn loop, RDTSC in user mode) under
+    /// `extregs exec` and under Debian's Linux 6.1 booted by the same QEMU,
+    /// --runs times each (docs/linux-abi.md).
+    #[arg(long)]
+    pub(crate) peer: bool,
     /// With --boot: time this BIOS image too (another build's, to compare).
     #[arg(long, requires = "boot")]
     pub(crate) also_bios: Option<PathBuf>,
@@ -63,6 +69,9 @@ pub(crate) fn bench(args: BenchArgs) -> i32 {
     }
     if args.boot {
         return boot(&args);
+    }
+    if args.peer {
+        return peer(&args);
     }
     let runs = args.runs;
     let mut rows = Vec::new();
@@ -216,6 +225,39 @@ pub(crate) fn bench(args: BenchArgs) -> i32 {
         println!("extregs: bench: drew {}", path.display());
     }
     code
+}
+
+/// `extregs bench --peer`: the peer program under extregs and under Linux
+/// 6.1, `--runs` times each ([`bench::peer`]).
+fn peer(args: &BenchArgs) -> i32 {
+    let series = match bench::peer::measure(args.runs) {
+        Ok(series) => series,
+        Err(error) => {
+            eprintln!("extregs: bench --peer: {error}");
+            return error.exit_code();
+        }
+    };
+    print!("{}", series.table());
+    if let Some(path) = &args.json {
+        let document = serde_json::json!({
+            "peer": series.to_json(),
+            "host_cpu": bench::native::host_cpu(),
+        });
+        if let Err(error) =
+            std::fs::write(path, serde_json::to_string_pretty(&document).unwrap() + "\n")
+        {
+            eprintln!("extregs: cannot write {}: {error}", path.display());
+            return EXIT_USAGE;
+        }
+    }
+    if let Some(path) = &args.plot {
+        if let Err(error) = series.plot(path) {
+            eprintln!("extregs: bench --peer: {error}");
+            return EXIT_USAGE;
+        }
+        println!("extregs: bench: drew {}", path.display());
+    }
+    EXIT_SUCCESS
 }
 
 /// `extregs bench --boot`: this build's images, and any others named, each

@@ -174,3 +174,26 @@ fn ring3_fuzz_levels_end_in_signals_and_come_back() {
         "some ring-3 levels ended in a signal and its rt_sigreturn: {result}"
     );
 }
+
+#[test]
+fn bench_peer_runs_the_program_under_both_kernels() {
+    let json = build_dir().join("peer.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_extregs"))
+        .args(["bench", "--peer", "--runs", "1", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run extregs bench --peer");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("extregs/Linux"), "{stdout}");
+    let document: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let loops = document["peer"]["loops"].as_array().expect("the loops");
+    assert_eq!(loops.len(), 2, "{document}");
+    for row in loops {
+        for key in ["extregs_ticks", "linux_ticks", "ratio"] {
+            assert!(row[key].as_f64().is_some_and(|value| value > 0.0), "{key}: {row}");
+        }
+    }
+    assert!(document["peer"]["linux_kernel"].as_str().unwrap().starts_with("vmlinuz-6.1"));
+}
