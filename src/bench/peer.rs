@@ -76,11 +76,11 @@ pub fn cpio_with_one_file(name: &str, contents: &[u8]) -> Vec<u8> {
         archive.extend_from_slice(header.as_bytes());
         archive.extend_from_slice(name.as_bytes());
         archive.push(0);
-        while archive.len() % 4 != 0 {
+        while !archive.len().is_multiple_of(4) {
             archive.push(0);
         }
         archive.extend_from_slice(contents);
-        while archive.len() % 4 != 0 {
+        while !archive.len().is_multiple_of(4) {
             archive.push(0);
         }
     }
@@ -277,15 +277,18 @@ pub fn measure(runs: u32) -> Result<PeerSeries> {
     Ok(series)
 }
 
+/// Picks one loop's figure out of a run.
+type Pick = fn(&PeerFigures) -> u64;
+
 /// The two loops, by name, with their picker.
-const LOOPS: [(&str, fn(&PeerFigures) -> u64); 2] = [
+const LOOPS: [(&str, Pick); 2] = [
     ("getpid", |figures| figures.getpid_ticks),
     ("raise -> handler -> rt_sigreturn", |figures| figures.signal_ticks),
 ];
 
 impl PeerSeries {
     /// The median over the runs of one loop on one kernel.
-    fn median_of(runs: &[PeerFigures], pick: fn(&PeerFigures) -> u64) -> f64 {
+    fn median_of(runs: &[PeerFigures], pick: Pick) -> f64 {
         let values: Vec<f64> = runs.iter().map(|figures| pick(figures) as f64).collect();
         median(&values).unwrap_or(f64::NAN)
     }
