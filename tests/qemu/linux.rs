@@ -133,6 +133,17 @@ fn exec_exits_as_a_shell_would() {
 }
 
 #[test]
+fn a_static_pie_program_is_moved_and_runs() {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/linux/probe_crash.c");
+    let program = build_dir().join("probe_crash-pie");
+    let built =
+        Command::new("gcc").args(["-static-pie", "-O1", "-o"]).arg(&program).arg(&source).status();
+    assert!(built.is_ok_and(|status| status.success()), "gcc -static-pie");
+    let (status, stdout, stderr) = exec(&["--quiet"], &program, &["exit", "7"]);
+    assert_eq!(status, 7, "{stdout}\n{stderr}");
+}
+
+#[test]
 fn exec_refuses_what_it_cannot_run_with_one_line() {
     let dir = build_dir();
     let not_elf = dir.join("not-elf.sh");
