@@ -150,10 +150,11 @@ pub fn check_cmdline(cmdline: &str) -> Result<()> {
     Ok(())
 }
 
-/// The QEMU arguments for a boot, without the binary. Public so the README's
-/// plain-QEMU recipe and the runner cannot drift apart (a test checks it).
-pub fn qemu_arguments(config: &RunConfig, image: &Path) -> Vec<String> {
-    let mut args: Vec<String> = vec![
+/// The machine every boot runs on (q35, 256 MiB, the accelerator and CPU
+/// of `config`, the serial console on stdio, no display, no reboot): what
+/// the kernel's boots and the bench's Linux peer share.
+pub fn machine_arguments(config: &RunConfig) -> Vec<String> {
+    vec![
         "-machine".into(),
         "q35".into(),
         "-m".into(),
@@ -169,9 +170,14 @@ pub fn qemu_arguments(config: &RunConfig, image: &Path) -> Vec<String> {
         "-monitor".into(),
         "none".into(),
         "-no-reboot".into(),
-        "-device".into(),
-        "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
-    ];
+    ]
+}
+
+/// The QEMU arguments for a boot, without the binary. Public so the README's
+/// plain-QEMU recipe and the runner cannot drift apart (a test checks it).
+pub fn qemu_arguments(config: &RunConfig, image: &Path) -> Vec<String> {
+    let mut args = machine_arguments(config);
+    args.extend(["-device".into(), "isa-debug-exit,iobase=0xf4,iosize=0x04".into()]);
     // QEMU refuses an empty string=; no file means the default (mode=demo).
     if !config.cmdline.trim().is_empty() {
         args.extend([

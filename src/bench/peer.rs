@@ -197,30 +197,16 @@ pub fn run_on_extregs(program: &Path) -> Result<PeerFigures> {
 /// The QEMU arguments that boot Linux with the program as `/init`: the
 /// machine, memory, CPU and accelerator of `extregs run`.
 pub fn linux_arguments(vmlinuz: &Path, initramfs: &Path) -> Vec<String> {
-    let defaults = RunConfig::default();
-    vec![
-        "-machine".into(),
-        "q35".into(),
-        "-m".into(),
-        "256M".into(),
-        "-accel".into(),
-        "tcg".into(),
-        "-cpu".into(),
-        defaults.cpu,
-        "-display".into(),
-        "none".into(),
-        "-serial".into(),
-        "stdio".into(),
-        "-monitor".into(),
-        "none".into(),
-        "-no-reboot".into(),
+    let mut args = qemu::machine_arguments(&RunConfig::default());
+    args.extend([
         "-kernel".into(),
         vmlinuz.display().to_string(),
         "-initrd".into(),
         initramfs.display().to_string(),
         "-append".into(),
         "console=ttyS0 quiet panic=-1".into(),
-    ]
+    ]);
+    args
 }
 
 /// One run of the program as Linux's `/init` (it powers off at the end).

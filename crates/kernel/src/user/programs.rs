@@ -708,6 +708,17 @@ extregs_user_fuzz_\name\()_resume:
     USER_FUZZ_LEAVE nmi
 
 
+    /* The kernel's struct sigaction at (%rsp), 32 bytes: \handler with
+     * SA_SIGINFO | SA_RESTORER, the shared restorer, an empty mask. */
+.macro USER_SIGACTION handler
+    lea \handler(%rip), %rax
+    mov %rax, 0(%rsp)
+    movq ${sa_flags}, 8(%rsp)
+    lea .Lsig_restorer(%rip), %rax
+    mov %rax, 16(%rsp)
+    movq $0, 24(%rsp)
+.endm
+
     /* A Linux process's signal round trip (LINUX_SIGNAL). The stack:
      * 0..32 the sigaction, 32 the handler's report. */
     .globl extregs_user_linux_signal
@@ -715,12 +726,7 @@ extregs_user_linux_signal:
     mov %rdi, %r14
     sub $48, %rsp
     movq $0, 32(%rsp)
-    lea .Lsig_handler(%rip), %rax
-    mov %rax, 0(%rsp)
-    movq ${sa_flags}, 8(%rsp)
-    lea .Lsig_restorer(%rip), %rax
-    mov %rax, 16(%rsp)
-    movq $0, 24(%rsp)
+    USER_SIGACTION .Lsig_handler
     mov ${rt_sigaction}, %eax
     mov ${sigusr1}, %edi
     mov %rsp, %rsi
@@ -819,12 +825,7 @@ extregs_user_fuzz_signal:
     mov %rdi, %r12
     mov %rsi, %r13
     sub $32, %rsp
-    lea .Lfuzz_signal_handler(%rip), %rax
-    mov %rax, 0(%rsp)
-    movq ${sa_flags}, 8(%rsp)
-    lea .Lsig_restorer(%rip), %rax
-    mov %rax, 16(%rsp)
-    movq $0, 24(%rsp)
+    USER_SIGACTION .Lfuzz_signal_handler
     mov ${sigill}, %ebx
     call .Lfuzz_signal_install
     mov ${sigtrap}, %ebx
