@@ -100,7 +100,9 @@ run() {
         return 0
     fi
     local why
-    why=$(grep -m1 '\[FAIL\]' "$out" || grep -v '^$' "$out" | tail -n1 || true)
+    # The first [FAIL], else the last line that says something (Linux's
+    # fatal-signal line rather than the code bytes after it).
+    why=$(grep -m1 '\[FAIL\]' "$out" || grep -v -e '^$' -e '^Code: ' "$out" | tail -n1 || true)
     echo "FAIL $label: exit $status: ${why:0:160}"
     failed=$((failed + 1))
     return 1

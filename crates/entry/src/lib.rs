@@ -104,8 +104,11 @@ pub(crate) fn enter_from_user_mode<P: EntryPlatform>(arch: &mut ArchExtRegs) -> 
 /// the exit work, by value).
 fn extension_of(regs: &mut PtRegs) -> ArchExtRegs {
     // SAFETY: every caller's `regs` is the `regs` of a whole ExtendedPtRegs (the entry frame at
-    // task_pt_regs, by the public functions' contracts); the reference to the frame lives only
-    // for this read.
+    // task_pt_regs, by the public functions' contracts). Its pointer is a child of the caller's
+    // `&mut ExtendedPtRegs` (`&mut frame.regs`), so under Tree Borrows the container_of step
+    // back to the whole frame stays within the parent's permission (`from_regs`' argument);
+    // nothing else refers to the extension while this reads it, and the new reference lives only
+    // for the read.
     unsafe { ExtendedPtRegs::from_regs(regs) }.arch
 }
 

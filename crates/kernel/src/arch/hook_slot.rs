@@ -24,6 +24,9 @@ pub unsafe trait FnPointer: Copy {}
 unsafe impl FnPointer for fn() {}
 // SAFETY: a function-pointer type (the entry code's trap and event hooks).
 unsafe impl FnPointer for fn(&mut extregs_regs::PtRegs, u8) -> bool {}
+// SAFETY: a function-pointer type (the scheduler's reaper of an exited
+// task's resources).
+unsafe impl FnPointer for fn(usize) {}
 // SAFETY: a function-pointer type (the signal delivery of the exit-to-user
 // loop).
 unsafe impl FnPointer for fn(&mut extregs_regs::PtRegs) {}

@@ -70,8 +70,43 @@ unsafe impl FrameAllocator<Size4KiB> for BootFrameAllocator {
     }
 }
 
-/// Gives a frame back. The allocator's lock is taken with interrupts off,
-/// so a task preempted while holding it can't block the next one.
+/// The frame allocator, locked with interrupts off on this CPU until the
+/// guard drops (the lock first, then IF as it was): a task can't be
+/// preempted while it holds the lock, so the next one never spins on it.
+struct AllocatorGuard {
+    lock: Option<spin::MutexGuard<'static, Option<BootFrameAllocator>>>,
+    interrupts_were_on: bool,
+}
+
+fn lock_allocator() -> AllocatorGuard {
+    let interrupts_were_on = x86_64::instructions::interrupts::are_enabled();
+    x86_64::instructions::interrupts::disable();
+    AllocatorGuard { lock: Some(FRAME_ALLOCATOR.lock()), interrupts_were_on }
+}
+
+impl core::ops::Deref for AllocatorGuard {
+    type Target = BootFrameAllocator;
+    fn deref(&self) -> &BootFrameAllocator {
+        self.lock.as_ref().and_then(|lock| lock.as_ref()).expect("memory::init ran")
+    }
+}
+
+impl core::ops::DerefMut for AllocatorGuard {
+    fn deref_mut(&mut self) -> &mut BootFrameAllocator {
+        self.lock.as_mut().and_then(|lock| lock.as_mut()).expect("memory::init ran")
+    }
+}
+
+impl Drop for AllocatorGuard {
+    fn drop(&mut self) {
+        drop(self.lock.take());
+        if self.interrupts_were_on {
+            x86_64::instructions::interrupts::enable();
+        }
+    }
+}
+
+/// Gives a frame back (the allocator locked as [`lock_allocator`] says).
 ///
 /// # Safety
 ///
@@ -79,26 +114,19 @@ unsafe impl FrameAllocator<Size4KiB> for BootFrameAllocator {
 /// (flushed), reference or pointer reaches it any more, so the allocator
 /// may hand it out again.
 pub unsafe fn free_frame(frame: PhysFrame) {
-    x86_64::instructions::interrupts::without_interrupts(|| {
-        let mut allocator_slot = FRAME_ALLOCATOR.lock();
-        let allocator = allocator_slot.as_mut().expect("memory::init ran");
-        let link = physical_to_virtual(frame.start_address()).as_mut_ptr::<u64>();
-        // SAFETY: the caller hands the frame over (this function's contract): nothing else
-        // reads or writes it, so its first word may hold the list's link; the pointer is the
-        // physical map's view of it.
-        unsafe { link.write_volatile(allocator.free_list) };
-        allocator.free_list = frame.start_address().as_u64();
-        allocator.free_count += 1;
-    });
+    let mut allocator = lock_allocator();
+    let link = physical_to_virtual(frame.start_address()).as_mut_ptr::<u64>();
+    // SAFETY: the caller hands the frame over (this function's contract): nothing else reads or
+    // writes it, so its first word may hold the list's link; the pointer is the physical map's
+    // view of it.
+    unsafe { link.write_volatile(allocator.free_list) };
+    allocator.free_list = frame.start_address().as_u64();
+    allocator.free_count += 1;
 }
 
-/// Allocates a frame, or None when memory is exhausted (the lock taken
-/// with interrupts off, as in [`free_frame`]).
+/// Allocates a frame, or None when memory is exhausted.
 pub fn try_allocate_frame() -> Option<PhysFrame> {
-    x86_64::instructions::interrupts::without_interrupts(|| {
-        let mut allocator_slot = FRAME_ALLOCATOR.lock();
-        allocator_slot.as_mut().expect("memory::init ran").allocate_frame()
-    })
+    lock_allocator().allocate_frame()
 }
 
 static FRAME_ALLOCATOR: Mutex<Option<BootFrameAllocator>> = Mutex::new(None);
@@ -216,8 +244,8 @@ fn map_identity(frame: PhysFrame) {
     if translate(page.start_address()) == Some(frame.start_address()) {
         return;
     }
-    let mut allocator_slot = FRAME_ALLOCATOR.lock();
-    let allocator = allocator_slot.as_mut().expect("memory::init ran");
+    let mut allocator_guard = lock_allocator();
+    let allocator = &mut *allocator_guard;
     with_page_table(|table| {
         let flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
         // SAFETY: a low frame reserved for the trampoline, mapped at its own address in the
@@ -277,8 +305,10 @@ fn walk(address: VirtAddr) -> Option<(PhysAddr, PageTableFlags)> {
         let entry_pointer =
             physical_to_virtual(table).as_ptr::<u64>().wrapping_add(usize::from(index));
         // SAFETY: `table` is a page table of the live hierarchy (CR3, then each present entry's
-        // frame), read through the physical map, which maps all of RAM; the 8-byte aligned entry
-        // is read by value, volatile, creating no reference to the table.
+        // frame), read through the physical map, which maps all of RAM; the pointer's provenance
+        // is the physical map's (an address made from its offset, as every physical-map access
+        // here is: no Rust allocation lives there). The 8-byte aligned entry is read by value,
+        // volatile, creating no reference to the table, so it aliases no `&mut` a writer holds.
         let raw = unsafe { entry_pointer.read_volatile() };
         let flags = PageTableFlags::from_bits_retain(raw);
         if !flags.contains(PageTableFlags::PRESENT) {
@@ -371,8 +401,8 @@ pub fn map_kernel_buffer(pages: u64) -> Option<&'static mut [u8]> {
     for index in 0..pages {
         let frame = try_allocate_frame()?;
         let page = Page::<Size4KiB>::containing_address(first + index * 4096);
-        let mut allocator_slot = FRAME_ALLOCATOR.lock();
-        let allocator = allocator_slot.as_mut().expect("memory::init ran");
+        let mut allocator_guard = lock_allocator();
+        let allocator = &mut *allocator_guard;
         with_page_table(|table| {
             // SAFETY: the page lies in a kernel slot just taken from the free set: nothing else
             // maps there, so the mapping aliases only its frame's physical-map view.
@@ -400,9 +430,7 @@ pub fn map_mmio(physical: PhysAddr) -> VirtAddr {
 }
 
 pub fn allocate_frame() -> PhysFrame {
-    let mut allocator_slot = FRAME_ALLOCATOR.lock();
-    let allocator = allocator_slot.as_mut().expect("memory::init ran");
-    allocator.allocate_frame().expect("a free frame")
+    lock_allocator().allocate_frame().expect("a free frame")
 }
 
 /// Maps `frame` at the start of an unused level-4 slot (the one holding `at`,
@@ -415,8 +443,8 @@ fn map_in_free_slot(
     extra_table_flags: PageTableFlags,
     at: Option<VirtAddr>,
 ) -> VirtAddr {
-    let mut allocator_slot = FRAME_ALLOCATOR.lock();
-    let allocator = allocator_slot.as_mut().expect("memory::init ran");
+    let mut allocator_guard = lock_allocator();
+    let allocator = &mut *allocator_guard;
     with_page_table(|table| {
         let level_4 = table.level_4_table();
         let address = match at {
@@ -497,8 +525,8 @@ pub fn map_user_page(
     }
     let table_flags =
         PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::USER_ACCESSIBLE;
-    let mut allocator_slot = FRAME_ALLOCATOR.lock();
-    let allocator = allocator_slot.as_mut().expect("memory::init ran");
+    let mut allocator_guard = lock_allocator();
+    let allocator = &mut *allocator_guard;
     with_page_table(|table| {
         let page = Page::<Size4KiB>::containing_address(address);
         // SAFETY: the page was unmapped and lies in the user slot (nothing of the kernel is

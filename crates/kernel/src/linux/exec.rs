@@ -82,13 +82,12 @@ const AT_MINSIGSTKSZ: u64 = 51;
 
 /// Runs the recorded program as a process and waits for it: its exit
 /// status (Linux's wait status as a shell shows it) and its pid. Its
-/// memory is freed before this returns.
+/// memory is freed by the wait (the reaper `linux::init` installs).
 pub fn run_program() -> Result<(i32, u32), sched::SpawnError> {
     let program = PROGRAM.get().expect("the exec mode recorded its program");
     super::init();
     let handle = sched::spawn(format_args!("{}", program.name.as_str()), process_start, 0)?;
     let status = sched::wait(handle);
-    super::reap(handle.slot());
     Ok((status, handle.pid()))
 }
 
@@ -121,29 +120,24 @@ pub fn process_start(_: usize) {
     })
 }
 
-/// A user page of the kernel's own page table that the next kernel
-/// program's address space shares ([`spawn_kernel_program`]; 0: none).
-static SHARED_USER_PAGE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
 /// Spawns one of the kernel's own user programs as a Linux process (the
 /// selftests' and the fuzzer's way to run signal round trips with the
 /// Linux ABI): its own address space with the kernel's user text mapped
 /// where the kernel maps it (read-only, executable, the frames still the
 /// kernel image's), a fresh stack, and `shared_page`, a writable user page
 /// of the kernel's own table (the fuzzer's), at its same address if not 0;
-/// `%rdi`, `%rsi` = `args`. Reap it with [`super::reap`] after `wait`.
+/// `%rdi`, `%rsi` = `args`. `wait` frees its address space.
 pub fn spawn_kernel_program(
     program: crate::user::programs::Program,
     args: [u64; 2],
     shared_page: u64,
 ) -> Result<sched::TaskHandle, sched::SpawnError> {
     super::init();
-    SHARED_USER_PAGE.store(shared_page, core::sync::atomic::Ordering::SeqCst);
     sched::spawn_with_user_args(
         format_args!("linux-{}", program.name),
         kernel_program_start,
         crate::user::user_address_of(program) as usize,
-        args,
+        [args[0], args[1], shared_page],
     )
 }
 
@@ -166,7 +160,7 @@ fn kernel_program_start(user_rip: usize) {
         }
     }
     process.text = user_text..user_text + (text.end - text.start);
-    let shared = SHARED_USER_PAGE.swap(0, core::sync::atomic::Ordering::SeqCst);
+    let [arg0, arg1, shared] = sched::current_user_args();
     if shared != 0 {
         let frame = crate::arch::memory::translate(x86_64::VirtAddr::new(shared))
             .map(x86_64::structures::paging::PhysFrame::containing_address)
@@ -181,8 +175,10 @@ fn kernel_program_start(user_rip: usize) {
         process.mm.destroy();
         fail("no memory for the stack");
     }
+    // No heap here: brk starts right after the text.
+    process.mm.brk_start = process.text.end;
+    process.mm.brk = process.text.end;
     x86_64::instructions::interrupts::without_interrupts(|| install_current(process));
-    let [arg0, arg1] = sched::current_user_args();
     crate::user::enter_user_mode(PtRegs {
         ip: user_rip as u64,
         cs: u64::from(selectors::USER_CS),

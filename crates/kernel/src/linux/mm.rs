@@ -281,6 +281,14 @@ impl AddressSpace {
         }
     }
 
+    /// Is `page` mapped to a frame the address space doesn't own?
+    fn is_borrowed(&mut self, page: u64) -> bool {
+        self.entry(page, false).is_some_and(|entry| {
+            // SAFETY: as in `set_pages`.
+            unsafe { (*entry).flags() }.contains(BORROWED)
+        })
+    }
+
     /// The frame behind `page`, if it has one.
     fn frame_of(&mut self, page: u64) -> Option<PhysFrame> {
         let entry = self.entry(page, false)?;
@@ -545,6 +553,13 @@ impl AddressSpace {
         if self.vma_count + 2 > MAX_VMAS {
             return -ENOMEM;
         }
+        // Borrowed pages are the kernel's own text, which other tasks run:
+        // never writable for one process.
+        if prot & PROT_WRITE != 0
+            && (start..end).step_by(PAGE as usize).any(|page| self.is_borrowed(page))
+        {
+            return -EACCES;
+        }
         if let Err(errno) = self.remove_vmas(start, end) {
             return errno;
         }
@@ -572,7 +587,9 @@ impl AddressSpace {
             }
             let mut page = start;
             while page < end {
-                if let Some(frame) = self.frame_of(page) {
+                // A borrowed frame is the kernel's (its user text): never
+                // cleared for one process.
+                if let (Some(frame), false) = (self.frame_of(page), self.is_borrowed(page)) {
                     zero_frame(frame);
                 }
                 page += PAGE;
@@ -658,7 +675,15 @@ impl AddressSpace {
         if self.pages + growth > MAX_PAGES {
             return -ENOMEM;
         }
+        // The new mapping, and the splits of the old and the target range:
+        // refused before anything changes.
+        if self.vma_count + 3 > MAX_VMAS {
+            return -ENOMEM;
+        }
         let target = if flags & MREMAP_FIXED != 0 {
+            if new_address < MMAP_MIN_ADDR && is_page_aligned(new_address) {
+                return -EPERM;
+            }
             if !is_page_aligned(new_address)
                 || new_address.checked_add(new_size).is_none_or(|end| end > TASK_SIZE_MAX)
                 || (new_address < old_end && old < new_address + new_size)

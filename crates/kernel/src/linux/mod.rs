@@ -50,6 +50,7 @@ pub mod counters {
 pub fn init() {
     crate::user::personality::install_linux(syscall::dispatch, signal::force_fault);
     crate::entry::hooks::install_signal_delivery(signal::do_signal);
+    sched::install_reaper(reap);
 }
 
 /// Runs `body` on the running task's process. Panics if it is none.
@@ -76,9 +77,9 @@ fn install_current(process: Process) {
 }
 
 /// Frees the memory of the process that ran in task slot `slot`, which
-/// has exited (it left its page table on the way out: `sched`'s exit).
-/// The reaper calls this before the slot can be reused.
-pub fn reap(slot: usize) {
+/// has exited (it left its page table on the way out: `sched`'s exit):
+/// the scheduler's reaper, called by `wait` before the slot is free.
+fn reap(slot: usize) {
     if let Some(process) = PROCESSES[slot].lock().take() {
         process.mm.destroy();
     }

@@ -181,22 +181,33 @@ impl SignalState {
         self.pending |= bit(signal);
     }
 
-    /// Is `sp` on the alternate stack (Linux's `on_sig_stack`)?
-    fn on_alt_stack(&self, sp: u64) -> bool {
+    /// Is `sp` inside the alternate stack (Linux's `__on_sig_stack`)?
+    fn inside_alt_stack(&self, sp: u64) -> bool {
         self.alt_stack.ss_size != 0
             && sp > self.alt_stack.ss_sp
             && sp - self.alt_stack.ss_sp <= self.alt_stack.ss_size
     }
 
-    /// `ss_flags` as `sigaltstack` and `uc_stack` report them.
-    fn alt_stack_flags(&self, sp: u64) -> i32 {
+    /// Linux's `on_sig_stack`: an SS_AUTODISARM stack counts as never in
+    /// use (it is disarmed while a handler runs on it).
+    fn on_alt_stack(&self, sp: u64) -> bool {
+        self.alt_stack.ss_flags & SS_AUTODISARM == 0 && self.inside_alt_stack(sp)
+    }
+
+    /// Linux's `sas_ss_flags(sp)`: disabled, in use, or neither (0).
+    fn sas_ss_flags(&self, sp: u64) -> i32 {
         if self.alt_stack.ss_size == 0 {
             SS_DISABLE
         } else if self.on_alt_stack(sp) {
             SS_ONSTACK
         } else {
-            self.alt_stack.ss_flags & SS_AUTODISARM
+            0
         }
+    }
+
+    /// `ss_flags` as `sigaltstack` reports them.
+    fn alt_stack_flags(&self, sp: u64) -> i32 {
+        self.sas_ss_flags(sp) | (self.alt_stack.ss_flags & SS_AUTODISARM)
     }
 }
 
@@ -340,20 +351,24 @@ fn setup_frame(
         force_sigsegv(signals, signal);
         return false;
     }
+    // Linux's get_sigframe: below the red zone, or at the top of the
+    // alternate stack when the handler asks for it and it is not in use.
+    let nested_on_alt_stack = signals.on_alt_stack(regs.sp);
     let mut sp = regs.sp.wrapping_sub(RED_ZONE);
-    let on_alt_stack = signals.on_alt_stack(regs.sp);
-    if action.flags & SA_ONSTACK != 0 && signals.alt_stack.ss_size != 0 && !on_alt_stack {
+    let mut entering_alt_stack = false;
+    if action.flags & SA_ONSTACK != 0 && signals.sas_ss_flags(sp) == 0 {
         // Wrapping: a user-chosen stack may wrap; the copy below then
         // fails and SIGSEGV is forced, as on Linux.
         sp = signals.alt_stack.ss_sp.wrapping_add(signals.alt_stack.ss_size);
+        entering_alt_stack = true;
     }
     let fpstate = (sp.wrapping_sub(FPSTATE_SIZE as u64)) & !(FPSTATE_ALIGN - 1);
     let frame_address =
         (fpstate.wrapping_sub(core::mem::size_of::<RtSigFrame>() as u64) & !15).wrapping_sub(8);
-    let overflowed_alt_stack = action.flags & SA_ONSTACK != 0
-        && signals.alt_stack.ss_size != 0
-        && !on_alt_stack
-        && frame_address < signals.alt_stack.ss_sp;
+    // A frame that would leave the alternate stack it started on overflows
+    // it: SIGSEGV instead (Linux returns a bogus address for the same).
+    let overflowed_alt_stack =
+        (nested_on_alt_stack || entering_alt_stack) && !signals.inside_alt_stack(frame_address);
     let trap = signals.last_trap;
     let frame = RtSigFrame {
         pretcode: action.restorer,
@@ -362,7 +377,8 @@ fn setup_frame(
             uc_link: 0,
             uc_stack: StackT {
                 ss_sp: signals.alt_stack.ss_sp,
-                ss_flags: signals.alt_stack_flags(regs.sp),
+                // Linux's __save_altstack: the flags as sigaltstack set them.
+                ss_flags: signals.alt_stack.ss_flags,
                 padding: 0,
                 ss_size: signals.alt_stack.ss_size,
             },
@@ -527,12 +543,8 @@ fn set_alt_stack(signals: &mut SignalState, new: &StackT, sp: u64) -> Result<(),
     if new.ss_size < MIN_SIGNAL_STACK {
         return Err(-ENOMEM);
     }
-    signals.alt_stack = StackT {
-        ss_sp: new.ss_sp,
-        ss_flags: new.ss_flags & SS_AUTODISARM,
-        padding: 0,
-        ss_size: new.ss_size,
-    };
+    signals.alt_stack =
+        StackT { ss_sp: new.ss_sp, ss_flags: new.ss_flags, padding: 0, ss_size: new.ss_size };
     Ok(())
 }
 

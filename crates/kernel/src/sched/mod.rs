@@ -338,7 +338,7 @@ pub fn spawn(
     entry: fn(usize),
     arg: usize,
 ) -> Result<TaskHandle, SpawnError> {
-    spawn_with_user_args(name, entry, arg, [0, 0])
+    spawn_with_user_args(name, entry, arg, [0, 0, 0])
 }
 
 /// [`spawn`], also recording the two first user-mode arguments of a user
@@ -348,7 +348,7 @@ pub fn spawn_with_user_args(
     name: core::fmt::Arguments<'_>,
     entry: fn(usize),
     arg: usize,
-    user_args: [u64; 2],
+    user_args: [u64; 3],
 ) -> Result<TaskHandle, SpawnError> {
     assert!(INITIALISED.load(Ordering::Acquire), "sched::init ran");
     let name = task::format_name(name);
@@ -414,6 +414,18 @@ pub fn exit_current_with_status(status: i32) -> ! {
     unreachable!("a zombie task was switched back in");
 }
 
+/// Frees what an exited task held beyond its slot, installed by the layer
+/// that gave it (the Linux personality: the address space); called by
+/// [`wait`] with the zombie's slot, interrupts off, before the slot is
+/// free again.
+static REAPER: crate::arch::hook_slot::HookSlot<fn(usize)> =
+    crate::arch::hook_slot::HookSlot::empty();
+
+/// Installs the reaper (see [`REAPER`]).
+pub fn install_reaper(reap: fn(usize)) {
+    REAPER.set(reap);
+}
+
 /// Blocks until the task exits, then frees its slot; returns its exit
 /// status (see [`exit_current_with_status`]).
 pub fn wait(handle: TaskHandle) -> i32 {
@@ -422,6 +434,11 @@ pub fn wait(handle: TaskHandle) -> i32 {
         let done = with_irqs_off(|| {
             assert_eq!(task.id.load(Ordering::Relaxed), handle.pid, "task waited for twice");
             if task.state() == TaskState::Zombie {
+                // What the task held beyond its slot (a Linux process's
+                // address space) goes before the slot can be reused.
+                if let Some(reap) = REAPER.get() {
+                    reap(handle.slot);
+                }
                 task.set_state(TaskState::Free);
                 task.id.store(0, Ordering::Relaxed);
                 return true;
@@ -737,9 +754,9 @@ pub fn preempt_schedule_irq() {
 }
 
 /// The running task's user arguments (see [`spawn_with_user_args`]).
-pub fn current_user_args() -> [u64; 2] {
+pub fn current_user_args() -> [u64; 3] {
     let task = current_task();
-    [task.user_args[0].load(Ordering::Relaxed), task.user_args[1].load(Ordering::Relaxed)]
+    core::array::from_fn(|index| task.user_args[index].load(Ordering::Relaxed))
 }
 
 /// Is the scheduler tick running?

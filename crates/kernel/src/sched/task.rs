@@ -170,8 +170,9 @@ pub struct Task {
     pub fatal_signal: AtomicU32,
     /// The status `wait` reports: the exit code, or 128 + the signal.
     pub exit_status: AtomicI32,
-    /// A user task's first `%rdi` and `%rsi`.
-    pub user_args: [AtomicU64; 2],
+    /// A user task's first `%rdi` and `%rsi`, and one more word for its
+    /// start code.
+    pub user_args: [AtomicU64; 3],
     /// The task runs user code: its x87/SSE registers are switched with
     /// it (`user_state`).
     pub user_fpu: AtomicBool,
@@ -226,7 +227,7 @@ impl Task {
             user_gs_base: AtomicU64::new(0),
             fatal_signal: AtomicU32::new(0),
             exit_status: AtomicI32::new(0),
-            user_args: [const { AtomicU64::new(0) }; 2],
+            user_args: [const { AtomicU64::new(0) }; 3],
             user_fpu: AtomicBool::new(false),
             user_fs_base: AtomicU64::new(0),
             page_table: AtomicU64::new(0),

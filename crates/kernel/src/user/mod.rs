@@ -249,7 +249,7 @@ pub fn spawn(
         name,
         user_task_start,
         user_address_of(program) as usize,
-        [arg0, arg1],
+        [arg0, arg1, 0],
     )
 }
 
@@ -258,7 +258,7 @@ pub fn spawn(
 /// and leave for user mode.
 fn user_task_start(user_rip: usize) {
     let slot = sched::current_slot();
-    let [arg0, arg1] = sched::current_user_args();
+    let [arg0, arg1, _] = sched::current_user_args();
     let stack_top = USER_STACKS + (slot as u64 + 1) * USER_STACK_STRIDE;
     for page in 1..=USER_STACK_PAGES {
         map_fresh_user_page(stack_top - page * PAGE);

@@ -188,9 +188,6 @@ pub(super) fn raise_from_user_mode() {
         report_and_die("user_task", 0, format_args!("could not spawn the user task"));
     };
     let status = sched::wait(handle);
-    if signal_level {
-        linux::reap(handle.slot());
-    }
     if pic_nmi {
         gdt::set_user_port_access(apic::PIC_MASTER_DATA, false);
         PIC_NMI_ARMED.store(false, Ordering::SeqCst);
@@ -282,9 +279,11 @@ fn check_signal_round_trip(
 /// `rt_sigreturn` (RESULT's `user_signals`).
 pub(super) static USER_SIGNALS: AtomicU64 = AtomicU64::new(0);
 
-/// The event being handled is the signal-ending ring-3 level's: the event
-/// hook leaves it unclaimed, for the Linux personality to make a signal.
-static LEAVE_TO_SIGNAL: AtomicBool = AtomicBool::new(false);
+/// The frame of the signal-ending ring-3 level's event (0: none): the
+/// event hook leaves that event unclaimed, for the Linux personality to
+/// make a signal. Keyed by the frame's address, so a foreign NMI landing
+/// between the mark and the hook's answer can't take it.
+static LEAVE_TO_SIGNAL: AtomicU64 = AtomicU64::new(0);
 
 /// Where in the fuzzer's user page the trampoline stores its GPRs.
 pub(super) const USER_OUTPUT_OFFSET: u64 = 512;
@@ -308,7 +307,8 @@ pub(super) fn event_hook(regs: &mut PtRegs, vector: u8) -> bool {
         return false;
     }
     handle(regs, vector);
-    !LEAVE_TO_SIGNAL.swap(false, Ordering::SeqCst)
+    let frame = regs as *mut PtRegs as u64;
+    LEAVE_TO_SIGNAL.compare_exchange(frame, 0, Ordering::SeqCst, Ordering::SeqCst).is_err()
 }
 
 /// The fuzz page's PKS fault handler.
@@ -460,7 +460,7 @@ pub(super) fn handle(regs: &mut PtRegs, vector: u8) {
         }
         // The signal-ending level: its signal handler resumes it.
         _ if is_user_signal_level(depth) && regs.user_mode() => {
-            LEAVE_TO_SIGNAL.store(true, Ordering::SeqCst);
+            LEAVE_TO_SIGNAL.store(regs as *mut PtRegs as u64, Ordering::SeqCst);
         }
         kind if kind.is_trap() => {}
         // Faults and the wait loops continue after the event.

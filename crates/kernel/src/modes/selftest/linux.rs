@@ -18,7 +18,6 @@ use core::sync::atomic::Ordering;
 fn run_linux_signal(mode: u64) -> Option<(i32, usize)> {
     let handle = linux::exec::spawn_kernel_program(programs::LINUX_SIGNAL, [mode, 0], 0).ok()?;
     let status = sched::wait(handle);
-    linux::reap(handle.slot());
     Some((status, handle.slot()))
 }
 
