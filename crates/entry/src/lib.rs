@@ -103,12 +103,10 @@ pub(crate) fn enter_from_user_mode<P: EntryPlatform>(arch: &mut ArchExtRegs) -> 
 /// The arch state in the extension of the user frame `regs` (read after
 /// the exit work, by value).
 fn extension_of(regs: &mut PtRegs) -> ArchExtRegs {
-    // SAFETY: every caller's `regs` is the `regs` of a whole ExtendedPtRegs (the entry frame at
-    // task_pt_regs, by the public functions' contracts). Its pointer is a child of the caller's
-    // `&mut ExtendedPtRegs` (`&mut frame.regs`), so under Tree Borrows the container_of step
-    // back to the whole frame stays within the parent's permission (`from_regs`' argument);
-    // nothing else refers to the extension while this reads it, and the new reference lives only
-    // for the read.
+    // `regs` is a child of the caller's `&mut ExtendedPtRegs` (`&mut frame.regs`): under Tree
+    // Borrows, container_of back to the whole frame stays within that parent's permission.
+    // SAFETY: `regs` is inside a whole ExtendedPtRegs (the callers' contracts); nothing else
+    // refers to the extension during this read, and the new reference lives only for it.
     unsafe { ExtendedPtRegs::from_regs(regs) }.arch
 }
 

@@ -156,10 +156,9 @@ pub unsafe fn switch_page_table(table: u64) {
     let (live, flags) = Cr3::read();
     if live.start_address().as_u64() != table {
         let frame = PhysFrame::containing_address(PhysAddr::new(table));
-        // SAFETY: `table` is the kernel's level-4 table or a process's, whose kernel half is a
-        // copy of the kernel's (every kernel-half slot preallocated at init), alive while loaded
-        // (this function's contract): the code, stack and data running now stay mapped at the
-        // same addresses across the write.
+        // SAFETY: `table` is the kernel's level-4 table or a live process's (the contract), whose
+        // kernel half is the kernel's (every slot preallocated at init): the code, stack and data
+        // running now stay mapped at the same addresses across the write.
         unsafe { Cr3::write(frame, flags) };
     }
 }
@@ -267,11 +266,10 @@ fn with_page_table<T>(f: impl FnOnce(&mut OffsetPageTable<'static>) -> T) -> T {
     let (level_4_frame, _) = Cr3::read();
     let level_4 = physical_to_virtual(level_4_frame.start_address()).as_mut_ptr::<PageTable>();
     let offset = VirtAddr::new(PHYSICAL_MEMORY_OFFSET.load(Ordering::Relaxed));
-    // SAFETY: CR3 names the live level-4 table; all physical memory is mapped at `offset`. The
-    // `&mut` lives for `f` only. Its users change mappings: at boot (one CPU), or the kernel's
-    // user pages and pkey pages from init's task, never from an interrupt or NMI handler, whose
-    // lookups go through `walk` (raw reads, no reference). A Linux process's own lower half is
-    // changed only by `linux::mm` through raw pointers, never through this.
+    // The `&mut` lives for `f` only; its users change mappings at boot or from init's task, never
+    // from a handler (whose lookups are `walk`'s raw reads), and never a process's lower half.
+    // SAFETY: CR3 names the live level-4 table, all RAM is mapped at `offset`, and no other
+    // reference to that table exists while `f` runs (above).
     let mut table = unsafe { OffsetPageTable::new(&mut *level_4, offset) };
     f(&mut table)
 }
@@ -304,11 +302,9 @@ fn walk(address: VirtAddr) -> Option<(PhysAddr, PageTableFlags)> {
     for (depth, index) in indexes.into_iter().enumerate() {
         let entry_pointer =
             physical_to_virtual(table).as_ptr::<u64>().wrapping_add(usize::from(index));
-        // SAFETY: `table` is a page table of the live hierarchy (CR3, then each present entry's
-        // frame), read through the physical map, which maps all of RAM; the pointer's provenance
-        // is the physical map's (an address made from its offset, as every physical-map access
-        // here is: no Rust allocation lives there). The 8-byte aligned entry is read by value,
-        // volatile, creating no reference to the table, so it aliases no `&mut` a writer holds.
+        // SAFETY: a page table of the live hierarchy, reached through the physical map (its
+        // provenance: no Rust allocation lives there); the aligned entry is read by value, volatile,
+        // making no reference, so it aliases no `&mut` a writer holds.
         let raw = unsafe { entry_pointer.read_volatile() };
         let flags = PageTableFlags::from_bits_retain(raw);
         if !flags.contains(PageTableFlags::PRESENT) {

@@ -132,10 +132,9 @@ impl AddressSpace {
         let frame = memory::try_allocate_frame()?;
         let level_4 = frame.start_address().as_u64();
         let kernel = page_table_at(memory::kernel_page_table());
-        // SAFETY: `table` is a frame just allocated (owned here, no other reference), `kernel` the
-        // kernel's level-4 table, both through the physical map. The kernel half's entries never
-        // change after memory::init (every slot preallocated), so reading them races with nothing;
-        // the two references are to different frames.
+        // SAFETY: `table` is a frame just allocated (owned here), `kernel` the kernel's level-4
+        // table, different frames through the physical map; kernel-half entries don't change
+        // after memory::init (every slot preallocated), so the read races with nothing.
         let (table, kernel) = unsafe { (&mut *page_table_at(level_4), &*kernel) };
         for slot in 0..512 {
             table[slot] = if slot >= memory::KERNEL_HALF_FIRST_SLOT {

@@ -21,7 +21,7 @@
 //!                          its PID)
 //!   BASE + 0x1000_0000     task slot s's user stack ends at
 //!                          + (s + 1) * 1 MiB, 16 KiB, unmapped below
-//!   BASE = 0x7f80_0000_0000  the programs (`programs.rs`), read-only,
+//!   BASE = 0x7f80_0000_0000  the programs (`programs/`), read-only,
 //!                          executable
 //! ```
 //!
