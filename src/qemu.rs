@@ -150,6 +150,20 @@ pub fn check_cmdline(cmdline: &str) -> Result<()> {
     Ok(())
 }
 
+/// A boot in `mode=exec`: the program goes to the kernel as fw_cfg file
+/// `opt/extregs/program`, its argv (NUL-separated, argv[0] first) as
+/// `opt/extregs/argv` (`extregs exec`, and the bench's peer section).
+pub fn exec_config(program: &Path, argv_file: &Path) -> RunConfig {
+    RunConfig {
+        cmdline: "mode=exec".into(),
+        fw_cfg_files: vec![
+            ("opt/extregs/program".into(), program.to_path_buf()),
+            ("opt/extregs/argv".into(), argv_file.to_path_buf()),
+        ],
+        ..RunConfig::default()
+    }
+}
+
 /// The machine every boot runs on (q35, 256 MiB, the accelerator and CPU
 /// of `config`, the serial console on stdio, no display, no reboot): what
 /// the kernel's boots and the bench's Linux peer share.

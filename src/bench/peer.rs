@@ -177,15 +177,8 @@ pub fn run_on_extregs(program: &Path) -> Result<PeerFigures> {
     let argv = work_dir().join("peer_bench.argv");
     std::fs::write(&argv, b"peer_bench\0")
         .map_err(|error| Error::io(argv.display().to_string(), error))?;
-    let config = RunConfig {
-        cmdline: "mode=exec".into(),
-        timeout: Duration::from_secs(180),
-        fw_cfg_files: vec![
-            ("opt/extregs/program".into(), program.to_path_buf()),
-            ("opt/extregs/argv".into(), argv),
-        ],
-        ..RunConfig::default()
-    };
+    let config =
+        RunConfig { timeout: Duration::from_secs(180), ..qemu::exec_config(program, &argv) };
     let outcome = qemu::run(&config)?;
     let (code, why) = outcome.verdict();
     if code != 0 {

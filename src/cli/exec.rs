@@ -87,16 +87,11 @@ fn try_exec(args: ExecArgs) -> Result<i32, String> {
         firmware: args.firmware,
         accel: Accel::Tcg,
         cpu: args.cpu,
-        cmdline: "mode=exec".into(),
         timeout: Duration::from_secs(args.timeout),
         echo: !args.quiet,
         granular: args.granular,
         nmi_storm: args.nmi_storm,
-        fw_cfg_files: vec![
-            ("opt/extregs/program".into(), program),
-            ("opt/extregs/argv".into(), argv_file.0.clone()),
-        ],
-        ..RunConfig::default()
+        ..qemu::exec_config(&program, &argv_file.0)
     };
     let outcome = qemu::run(&config).map_err(|error| error.to_string())?;
     if args.quiet {
