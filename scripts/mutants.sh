@@ -67,6 +67,9 @@ mutants=(
   "fpu-state-not-switched|crates/kernel/src/sched/user_state.rs|s/^        fpu::save(unsafe { \&mut \*FPU_STATES\[prev\].0.get() });$/        let _ = prev;/|fpu_state_is_per_task"
   "pending-signals-not-checked-on-exit|crates/kernel/src/sched/mod.rs|s/^        signal_pending: current_task().signal_pending.load(Ordering::Relaxed),$/        signal_pending: false,/|signal_delivered_and_returned_at_task_pt_regs"
   "syscall-frame-8-bytes-off|crates/entry-asm/src/entry_64.S|/^\tmovq\t%rsp, %gs:PERCPU_USER_RSP_SCRATCH$/{n;s/$/\n\tsubq\t\$8, %rsp/}|syscall_preserves_gprs"
+  # SMP scheduling: Linux's on_cpu rule and per-task PKRS across CPUs.
+  "prev-queued-before-its-rsp-is-saved|crates/kernel/src/sched/mod.rs|s/^                prev_task.set_state(TaskState::Runnable);$/&\n                if !prev_is_idle { queue.push(prev); }/; s/^            queue.push(from);$/            \/\/ mutant: queued by schedule instead/|nobody_runs_a_half_switched_task"
+  "migrated-task-keeps-the-cpus-pkrs|crates/kernel/src/sched/mod.rs|s/^        unsafe { pks::update_pkrs(next_task.switched_out_pkrs.load(Ordering::Relaxed)) };$/        if next_task.last_cpu.load(Ordering::Relaxed) as usize == cpu { unsafe { pks::update_pkrs(next_task.switched_out_pkrs.load(Ordering::Relaxed)) } }/|migration_keeps_pkrs_and_gprs"
 )
 
 selected=("$@")

@@ -62,6 +62,41 @@ fn tasks_mode_survives_an_nmi_storm() {
     );
 }
 
+/// On 2 CPUs, and on 4 under a QMP NMI storm, the workers run on every
+/// CPU: each CPU's tick preempts them, a worker preempted on one CPU
+/// resumes on another (migrations), and every worker still finds its own
+/// registers and PKRS.
+#[test]
+fn tasks_mode_spreads_its_workers_over_every_cpu() {
+    for (cpus, storm) in [(2u64, false), (4, true)] {
+        let config = RunConfig {
+            cmdline: "mode=tasks tasks=8 seconds=3".into(),
+            timeout: BOOT_TIMEOUT,
+            smp: Some(cpus.to_string()),
+            nmi_storm: storm,
+            ..RunConfig::default()
+        };
+        let outcome = qemu::run(&config).expect("QEMU starts");
+        let result = assert_tasks_ok(&outcome, 8);
+        let setting = format!("{cpus} CPUs, NMI storm {storm}: {result}");
+        assert_eq!(result["cpus"], cpus, "{setting}");
+        assert!(result["migrations"].as_u64().unwrap() > 0, "{setting}");
+        for key in ["cpu_context_switches", "cpu_preemptions"] {
+            let per_cpu = result[key].as_array().expect(key);
+            assert_eq!(per_cpu.len() as u64, cpus, "{key}: {setting}");
+            for (cpu, count) in per_cpu.iter().enumerate() {
+                assert!(count.as_u64().unwrap() > 0, "{key}: CPU {cpu} has none: {setting}");
+            }
+        }
+        // The run lasts 750 of the boot CPU's ticks: more timer frames
+        // checked than that means the APs' were checked too.
+        assert!(result["timer_frames_checked"].as_u64().unwrap() > 750, "{setting}");
+        if storm {
+            assert!(result["nmis"].as_u64().unwrap() > 0, "{setting}");
+        }
+    }
+}
+
 #[test]
 fn tasks_mode_without_pks_says_its_pks_checks_are_skipped() {
     let outcome = boot(Firmware::Bios, "qemu64", "mode=tasks tasks=3 seconds=2");

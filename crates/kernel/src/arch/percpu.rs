@@ -23,8 +23,10 @@ impl<T> PerCpu<T> {
         PerCpu(slots)
     }
 
-    /// This CPU's slot (Linux's `this_cpu_ptr`). The caller runs on this
-    /// CPU until it is done with the reference: nothing here migrates.
+    /// This CPU's slot (Linux's `this_cpu_ptr`). Tasks migrate between
+    /// CPUs, so the caller must stay on this CPU until it is done with the
+    /// reference (interrupts or preemption off, or a handler), unless any
+    /// CPU's slot would do.
     pub fn this(&self) -> &T {
         &self.0[this_cpu()]
     }

@@ -31,6 +31,20 @@ pub fn with_event_hook<T>(hook: TrapHook, body: impl FnOnce() -> T) -> T {
     EVENT_HOOK.this().with(hook, body)
 }
 
+/// Runs `body` with `hook` offered every event before anything else on
+/// every CPU (for tasks that migrate: `mode=tasks`'s workers), then
+/// removes it from each.
+pub fn with_event_hook_on_every_cpu<T>(hook: TrapHook, body: impl FnOnce() -> T) -> T {
+    for cpu in 0..extregs_regs::NR_CPUS {
+        EVENT_HOOK.of(cpu).set(hook);
+    }
+    let result = body();
+    for cpu in 0..extregs_regs::NR_CPUS {
+        EVENT_HOOK.of(cpu).clear();
+    }
+    result
+}
+
 /// Is an event hook installed? (The frame checker leaves a nested NMI to
 /// the fuzzer's own report when it is.)
 pub fn event_hook_installed() -> bool {

@@ -127,9 +127,12 @@ pub fn handle(regs: &mut PtRegs, vector: u8) {
             apic::eoi();
         }
         apic::RESCHEDULE_VECTOR => {
-            // An idle AP woken to look at its work (sched::ap::run_on_ap).
+            // Another CPU queued a task for this one, or changed the tick
+            // (sched::kick, start_tick), or left an idle AP work
+            // (sched::ap::run_on_ap).
             RESCHEDULE_IPIS.fetch_add(1, Ordering::SeqCst);
             apic::eoi();
+            crate::sched::reschedule_ipi();
         }
         SPURIOUS_VECTOR => {
             // A real spurious interrupt sets no ISR bit and must not be

@@ -19,9 +19,14 @@
 //! An event hook also checks every timer IRQ frame: the PKRS the extension
 //! saved must be the interrupted task's own. Without PKS the PKRS checks
 //! are skipped, and the mode says so.
+//!
+//! The workers may run on every online CPU: each CPU's tick preempts them,
+//! and a worker preempted on one CPU may resume on another, through the
+//! frame (and the saved PKRS) on its own stack. RESULT counts those
+//! `migrations` and each CPU's context switches and preemptions.
 
 use crate::arch::pks::{self, KeyRights, PksFault};
-use crate::arch::{apic, memory};
+use crate::arch::{apic, memory, smp};
 use crate::debug::result;
 use crate::entry::hooks;
 use crate::sched::{self, TaskHandle, TICK_HZ};
@@ -195,13 +200,20 @@ pub fn run(tasks: u32, seconds: u32) -> bool {
         );
     }
     let sched_before = sched::counts();
+    let cpus: [(u64, u64); extregs_regs::NR_CPUS] = core::array::from_fn(sched::cpu_counts);
+    let online = smp::online_cpus().fold(0u32, |mask, (cpu, _)| mask | 1 << cpu);
     let nmis_before = crate::entry::nmi::count();
     let wrmsrs_before = pks::wrmsr_count();
     let (frames_before, _) = result::frame_counts();
     let mut handles: [Option<TaskHandle>; MAX_WORKERS] = [None; MAX_WORKERS];
-    hooks::with_event_hook(check_timer_frame, || {
+    hooks::with_event_hook_on_every_cpu(check_timer_frame, || {
         for (index, handle) in handles.iter_mut().enumerate().take(workers) {
-            match sched::spawn(format_args!("worker-{}", index + 1), worker, index) {
+            match sched::spawn_with_affinity(
+                format_args!("worker-{}", index + 1),
+                worker,
+                index,
+                online,
+            ) {
                 Ok(spawned) => *handle = Some(spawned),
                 Err(why) => panic!("spawning worker {index}: {why:?}"),
             }
@@ -225,6 +237,15 @@ pub fn run(tasks: u32, seconds: u32) -> bool {
     let preemptions = irq_preemptions + enable_preemptions;
     let yields = YIELDS.load(Ordering::Relaxed);
     let model_errors = counts.model_errors - sched_before.model_errors;
+    let migrations = counts.migrations - sched_before.migrations;
+    let online_cpus = smp::cpus_online() as usize;
+    let mut cpu_switches = [0u64; extregs_regs::NR_CPUS];
+    let mut cpu_preemptions = [0u64; extregs_regs::NR_CPUS];
+    for cpu in 0..online_cpus {
+        let (switches, preemptions) = sched::cpu_counts(cpu);
+        cpu_switches[cpu] = switches - cpus[cpu].0;
+        cpu_preemptions[cpu] = preemptions - cpus[cpu].1;
+    }
     let pkrs_wrmsrs = pks::wrmsr_count() - wrmsrs_before;
     let nmis = crate::entry::nmi::count() - nmis_before;
     let (frames_after, _) = result::frame_counts();
@@ -245,6 +266,11 @@ pub fn run(tasks: u32, seconds: u32) -> bool {
         frames_after - frames_before
     );
     println!(
+        "extregs: tasks: {online_cpus} CPUs: {migrations} migrations; context switches per CPU {:?}, preemptions per CPU {:?}",
+        &cpu_switches[..online_cpus],
+        &cpu_preemptions[..online_cpus]
+    );
+    println!(
         "extregs: tasks: mismatches: gprs {gpr_mismatches}, pkrs {pkrs_mismatches}, pages {page_mismatches}; scheduler model errors {model_errors}"
     );
     let ok = all_progressed
@@ -257,9 +283,11 @@ pub fn run(tasks: u32, seconds: u32) -> bool {
     result::emit(
         ok,
         format_args!(
-            ",\"tasks\":{workers},\"seconds\":{seconds},\"tick_hz\":{TICK_HZ},\"context_switches\":{context_switches},\"preemptions\":{preemptions},\"enable_preemptions\":{enable_preemptions},\"yields\":{yields},\"per_task\":{},\"pkrs_mismatches\":{pkrs_mismatches},\"gpr_mismatches\":{gpr_mismatches},\"page_mismatches\":{page_mismatches},\"model_errors\":{model_errors},\"timer_frames_checked\":{timer_frames},\"pkrs_wrmsrs\":{pkrs_wrmsrs},\"nmis\":{nmis},\"pks_checks\":{}",
+            ",\"tasks\":{workers},\"seconds\":{seconds},\"tick_hz\":{TICK_HZ},\"context_switches\":{context_switches},\"preemptions\":{preemptions},\"enable_preemptions\":{enable_preemptions},\"yields\":{yields},\"per_task\":{},\"pkrs_mismatches\":{pkrs_mismatches},\"gpr_mismatches\":{gpr_mismatches},\"page_mismatches\":{page_mismatches},\"model_errors\":{model_errors},\"timer_frames_checked\":{timer_frames},\"pkrs_wrmsrs\":{pkrs_wrmsrs},\"nmis\":{nmis},\"pks_checks\":{},\"migrations\":{migrations},\"cpu_context_switches\":{},\"cpu_preemptions\":{}",
             result::JsonList(&per_task[..workers]),
-            pks::enabled()
+            pks::enabled(),
+            result::JsonList(&cpu_switches[..online_cpus]),
+            result::JsonList(&cpu_preemptions[..online_cpus])
         ),
     );
     ok

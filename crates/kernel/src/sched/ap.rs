@@ -1,9 +1,8 @@
 //! The APs' side of the scheduler: each AP's boot flow becomes its idle
-//! task `swapper/K` ([`become_ap_idle_task`]), which only idles and runs
-//! the work CPU 0 leaves it ([`run_on_ap`]). APs never schedule: the run
-//! queue and the tick are CPU 0's.
+//! task `swapper/K` ([`become_ap_idle_task`]), which idles, runs the tasks
+//! the shared run queue holds for it, and runs the work CPU 0 leaves it
+//! ([`run_on_ap`]).
 
-use super::idle;
 use super::task::{self, TaskState, TASKS};
 use crate::arch::percpu::PerCpu;
 use crate::arch::{apic, irqflags, pks};
@@ -35,6 +34,9 @@ pub fn become_ap_idle_task(cpu: usize) {
     task.stack_bottom.store(stack.start, Ordering::Relaxed);
     task.stack_top.store(stack.end, Ordering::Relaxed);
     task.set_state(TaskState::Running);
+    task.allowed_cpus.store(1 << cpu, Ordering::Relaxed);
+    task.last_cpu.store(cpu as u32, Ordering::Relaxed);
+    task.on_cpu.store(true, Ordering::Relaxed);
     super::CURRENT.this().store(slot, Ordering::Relaxed);
     // SAFETY: interrupts off; the idle task never enters user mode, so its stack top is only a
     // well-defined value for this CPU's TSS.RSP0.
@@ -45,17 +47,15 @@ pub fn become_ap_idle_task(cpu: usize) {
 static AP_WORK: PerCpu<crate::arch::hook_slot::HookSlot<fn()>> =
     PerCpu::new([const { crate::arch::hook_slot::HookSlot::empty() }; NR_CPUS]);
 
-/// An AP's idle loop: it never schedules (the run queue and the tick are
-/// the boot CPU's), it only takes the interrupts and NMIs sent to it, and
-/// runs the work [`run_on_ap`] leaves it.
+/// An AP's idle task: runs the work [`run_on_ap`] leaves it, and
+/// otherwise idles until the run queue holds a task for this CPU, which it
+/// switches to (as the boot CPU's idle task does).
 pub fn ap_idle_loop() -> ! {
     loop {
         irqflags::local_irq_disable();
         match AP_WORK.this().take() {
             Some(work) => work(),
-            None => {
-                idle::idle_once();
-            }
+            None => super::idle_until_work(),
         }
     }
 }

@@ -1,7 +1,17 @@
-//! Kernel tasks and preemption, on one CPU.
+//! Kernel tasks and preemption, on every CPU.
 //!
-//! * A run queue with round-robin [`schedule`]: a task that gives up the CPU
-//!   while runnable goes to the back.
+//! * One run queue for all CPUs, with round-robin [`schedule`]: a task that
+//!   gives up the CPU while runnable goes to the back, and each CPU takes
+//!   the first task its affinity allows ([`spawn_with_affinity`],
+//!   [`set_affinity`]; [`spawn`] keeps a task on the boot CPU).
+//! * Linux's `on_cpu` rule: a task switched out goes back on the queue only
+//!   once the switch has saved its RSP ([`finish_task_switch`], on the next
+//!   task's stack), and a wakeup of a task still switching out leaves the
+//!   queueing to that switch; a CPU that picks a task whose `on_cpu` is
+//!   still set panics rather than run it on a stale RSP.
+//! * Wakeups and queued tasks kick an idle CPU the task may run on with a
+//!   reschedule IPI; every CPU has its own LAPIC tick, and only the boot
+//!   CPU's advances the tick count and wakes sleepers.
 //! * [`spawn`], [`exit_current`], [`wait`] (for another task's exit),
 //!   [`sleep_ticks`] and [`yield_now`]; the idle task runs when nothing
 //!   else can.
@@ -18,9 +28,10 @@
 //!   switch installs the next task's value through the per-CPU cache, so a
 //!   WRMSR happens only when the value changes.
 //!
-//! The run queue is behind a spin lock that is only ever taken with
-//! interrupts off (an IRQ could otherwise find it held by the code it
-//! interrupted); NMI handlers never take it.
+//! The run queue is behind a spin lock (the scheduler lock: it also orders
+//! every task state change against the wakeups that race it) that is only
+//! ever taken with interrupts off (an IRQ could otherwise find it held by
+//! the code it interrupted); NMI handlers never take it.
 
 pub mod ap;
 pub mod idle;
@@ -28,14 +39,14 @@ pub mod task;
 pub mod user_state;
 
 use crate::arch::irqflags;
-use crate::arch::percpu::PerCpu;
-use crate::arch::{apic, pks};
-use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::arch::percpu::{self, PerCpu};
+use crate::arch::{apic, pks, smp};
+use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use extregs_entry_asm::extregs_context_switch;
 use extregs_regs::NR_CPUS;
 use extregs_regs::{ExtendedPtRegs, InactiveTaskFrame};
 use spin::Mutex;
-use task::{TaskName, TaskState, IDLE_SLOT, INIT_SLOT, MAX_TASKS, TASKS};
+use task::{TaskName, TaskState, IDLE_SLOT, INIT_SLOT, MAX_TASKS, NO_CPU, TASKS};
 
 /// Scheduler ticks per second.
 pub const TICK_HZ: u32 = 250;
@@ -85,6 +96,18 @@ static IRQ_PREEMPTIONS: AtomicU64 = AtomicU64::new(0);
 static ENABLE_PREEMPTIONS: AtomicU64 = AtomicU64::new(0);
 static USER_PREEMPTIONS: AtomicU64 = AtomicU64::new(0);
 static USER_KILLS: AtomicU64 = AtomicU64::new(0);
+/// Switches into a task that last ran on another CPU.
+static MIGRATIONS: AtomicU64 = AtomicU64::new(0);
+/// Context switches and preemptions (a running task switched out at an
+/// interrupt's exit, a `preempt_enable` or a return to user mode), per CPU.
+static CPU_CONTEXT_SWITCHES: PerCpu<AtomicU64> =
+    PerCpu::new([const { AtomicU64::new(0) }; NR_CPUS]);
+static CPU_PREEMPTIONS: PerCpu<AtomicU64> = PerCpu::new([const { AtomicU64::new(0) }; NR_CPUS]);
+/// Calls of [`schedule`] per CPU (the half-switched-task selftest waits
+/// for another CPU's).
+static SCHEDULE_CALLS: PerCpu<AtomicU64> = PerCpu::new([const { AtomicU64::new(0) }; NR_CPUS]);
+/// Is this CPU's LAPIC timer running as the tick?
+static TICK_ARMED: PerCpu<AtomicBool> = PerCpu::new([const { AtomicBool::new(false) }; NR_CPUS]);
 /// Switches that found the RCU or lockdep model wrong (RCU not watching,
 /// or lockdep believing hardirqs on while the switch runs with IF clear).
 static MODEL_ERRORS: AtomicU64 = AtomicU64::new(0);
@@ -107,23 +130,78 @@ impl RunQueue {
         self.len += 1;
     }
 
-    fn pop(&mut self) -> Option<usize> {
-        if self.len == 0 {
-            return None;
+    /// The queue position of the first task `cpu` may run.
+    fn first_allowed(&self, cpu: usize) -> Option<usize> {
+        (0..self.len).find(|&position| {
+            let slot = usize::from(self.slots[(self.head + position) % MAX_TASKS]);
+            allowed_on(slot, cpu)
+        })
+    }
+
+    fn has_work_for(&self, cpu: usize) -> bool {
+        self.first_allowed(cpu).is_some()
+    }
+
+    /// Takes the first task `cpu` may run out of the queue; the tasks
+    /// before it keep their order.
+    fn take_first_allowed(&mut self, cpu: usize) -> Option<usize> {
+        let position = self.first_allowed(cpu)?;
+        let slot = usize::from(self.slots[(self.head + position) % MAX_TASKS]);
+        for earlier in (0..position).rev() {
+            self.slots[(self.head + earlier + 1) % MAX_TASKS] =
+                self.slots[(self.head + earlier) % MAX_TASKS];
         }
-        let slot = usize::from(self.slots[self.head]);
         self.head = (self.head + 1) % MAX_TASKS;
         self.len -= 1;
         Some(slot)
     }
 }
 
-static RUN_QUEUE: Mutex<RunQueue> = Mutex::new(RunQueue::new());
+/// May the task in `slot` run on `cpu`?
+fn allowed_on(slot: usize, cpu: usize) -> bool {
+    TASKS[slot].allowed_cpus.load(Ordering::Relaxed) & (1 << cpu) != 0
+}
 
-/// Takes the run-queue lock; interrupts must be off.
-fn run_queue() -> spin::MutexGuard<'static, RunQueue> {
+static RUN_QUEUE: Mutex<RunQueue> = Mutex::new(RunQueue::new());
+/// The CPU holding the run-queue lock, plus one (0: none): a CPU that
+/// takes it twice would spin on itself for ever, so it panics instead.
+static RUN_QUEUE_HOLDER: AtomicUsize = AtomicUsize::new(0);
+
+/// The run-queue lock, held.
+struct RunQueueGuard(spin::MutexGuard<'static, RunQueue>);
+
+impl core::ops::Deref for RunQueueGuard {
+    type Target = RunQueue;
+    fn deref(&self) -> &RunQueue {
+        &self.0
+    }
+}
+
+impl core::ops::DerefMut for RunQueueGuard {
+    fn deref_mut(&mut self) -> &mut RunQueue {
+        &mut self.0
+    }
+}
+
+impl Drop for RunQueueGuard {
+    fn drop(&mut self) {
+        // Before the inner guard unlocks (fields drop after this).
+        RUN_QUEUE_HOLDER.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Takes the run-queue lock (the scheduler lock); interrupts must be off.
+fn run_queue() -> RunQueueGuard {
     debug_assert!(!x86_64::instructions::interrupts::are_enabled());
-    RUN_QUEUE.try_lock().expect("the run-queue lock is only taken with interrupts off")
+    let me = percpu::this_cpu() + 1;
+    assert_ne!(
+        RUN_QUEUE_HOLDER.load(Ordering::Relaxed),
+        me,
+        "the run-queue lock taken twice on one CPU"
+    );
+    let guard = RUN_QUEUE.lock();
+    RUN_QUEUE_HOLDER.store(me, Ordering::Relaxed);
+    RunQueueGuard(guard)
 }
 
 /// Counts since boot.
@@ -141,6 +219,8 @@ pub struct SchedCounts {
     /// User tasks killed by a fault nothing handled.
     pub user_kills: u64,
     pub model_errors: u64,
+    /// Switches into a task that last ran on another CPU.
+    pub migrations: u64,
 }
 
 pub fn counts() -> SchedCounts {
@@ -152,7 +232,16 @@ pub fn counts() -> SchedCounts {
         user_preemptions: USER_PREEMPTIONS.load(Ordering::Relaxed),
         user_kills: USER_KILLS.load(Ordering::Relaxed),
         model_errors: MODEL_ERRORS.load(Ordering::Relaxed),
+        migrations: MIGRATIONS.load(Ordering::Relaxed),
     }
+}
+
+/// CPU `cpu`'s context switches and preemptions since boot.
+pub fn cpu_counts(cpu: usize) -> (u64, u64) {
+    (
+        CPU_CONTEXT_SWITCHES.of(cpu).load(Ordering::Relaxed),
+        CPU_PREEMPTIONS.of(cpu).load(Ordering::Relaxed),
+    )
 }
 
 /// Makes the boot flow task 1 (`init`) and creates the idle task; unmaps
@@ -182,9 +271,19 @@ pub fn init() {
     // stack top is only a well-defined value for TSS.RSP0.
     unsafe { crate::arch::gdt::set_kernel_stack_top(stack.end) };
     init.set_state(TaskState::Running);
+    init.allowed_cpus.store(task::BOOT_CPU_ONLY, Ordering::Relaxed);
+    init.last_cpu.store(0, Ordering::Relaxed);
+    init.on_cpu.store(true, Ordering::Relaxed);
     CURRENT.this().store(INIT_SLOT, Ordering::Relaxed);
     let idle = &TASKS[IDLE_SLOT];
-    prepare_new_task(IDLE_SLOT, 0, task::format_name(format_args!("swapper/0")), idle_task, 0);
+    prepare_new_task(
+        IDLE_SLOT,
+        0,
+        task::format_name(format_args!("swapper/0")),
+        idle_task,
+        0,
+        task::BOOT_CPU_ONLY,
+    );
     idle.set_state(TaskState::Runnable);
     INITIALISED.store(true, Ordering::Release);
 }
@@ -198,7 +297,19 @@ fn current_stack_pointer() -> u64 {
 
 /// The running task.
 fn current_task() -> &'static task::Task {
-    &TASKS[CURRENT.this().load(Ordering::Relaxed)]
+    &TASKS[current_slot()]
+}
+
+/// The running task's slot, read so that a migration can't split the
+/// read: finding this CPU's number and then its `CURRENT` are two steps,
+/// and a task preempted between them and resumed on another CPU would read
+/// the first CPU's task. With interrupts off no switch can come between;
+/// once read, the slot stays right wherever the task goes.
+fn current_slot_of_this_task() -> usize {
+    if !x86_64::instructions::interrupts::are_enabled() {
+        return CURRENT.this().load(Ordering::Relaxed);
+    }
+    x86_64::instructions::interrupts::without_interrupts(|| CURRENT.this().load(Ordering::Relaxed))
 }
 
 /// What dumps print about the running task.
@@ -294,8 +405,18 @@ pub enum SpawnError {
 ///
 /// After the switch's `ret`, RSP is 8 below a 16-byte boundary, as at the
 /// entry of any function that was called.
-fn prepare_new_task(slot: usize, pid: u32, name: TaskName, entry: fn(usize), arg: usize) {
+fn prepare_new_task(
+    slot: usize,
+    pid: u32,
+    name: TaskName,
+    entry: fn(usize),
+    arg: usize,
+    allowed_cpus: u32,
+) {
     let task = &TASKS[slot];
+    task.allowed_cpus.store(allowed_cpus, Ordering::Relaxed);
+    task.last_cpu.store(NO_CPU, Ordering::Relaxed);
+    task.on_cpu.store(false, Ordering::Relaxed);
     let stack = task::stack_range(slot);
     task.id.store(pid, Ordering::Relaxed);
     task.set_name(name);
@@ -332,13 +453,28 @@ fn prepare_new_task(slot: usize, pid: u32, name: TaskName, entry: fn(usize), arg
 }
 
 /// Creates a task running `entry(arg)` with the default PKRS and puts it on
-/// the run queue. `name` is cut to 15 bytes.
+/// the run queue; it runs on the boot CPU only. `name` is cut to 15 bytes.
 pub fn spawn(
     name: core::fmt::Arguments<'_>,
     entry: fn(usize),
     arg: usize,
 ) -> Result<TaskHandle, SpawnError> {
-    spawn_with_user_args(name, entry, arg, [0, 0, 0])
+    spawn_task(name, entry, arg, [0, 0, 0], task::BOOT_CPU_ONLY)
+}
+
+/// [`spawn`], for a task that may run on the CPUs of `allowed_cpus` (bit
+/// `k`: CPU `k`; `task::ALL_CPUS` for any).
+///
+/// # Panics
+///
+/// If `allowed_cpus` names no CPU.
+pub fn spawn_with_affinity(
+    name: core::fmt::Arguments<'_>,
+    entry: fn(usize),
+    arg: usize,
+    allowed_cpus: u32,
+) -> Result<TaskHandle, SpawnError> {
+    spawn_task(name, entry, arg, [0, 0, 0], allowed_cpus)
 }
 
 /// [`spawn`], also recording the two first user-mode arguments of a user
@@ -350,30 +486,44 @@ pub fn spawn_with_user_args(
     arg: usize,
     user_args: [u64; 3],
 ) -> Result<TaskHandle, SpawnError> {
+    spawn_task(name, entry, arg, user_args, task::BOOT_CPU_ONLY)
+}
+
+fn spawn_task(
+    name: core::fmt::Arguments<'_>,
+    entry: fn(usize),
+    arg: usize,
+    user_args: [u64; 3],
+    allowed_cpus: u32,
+) -> Result<TaskHandle, SpawnError> {
     assert!(INITIALISED.load(Ordering::Acquire), "sched::init ran");
+    assert!(allowed_cpus & task::ALL_CPUS != 0, "a task must be allowed on some CPU");
     let name = task::format_name(name);
-    with_irqs_off(|| {
+    let handle = with_irqs_off(|| {
+        let mut queue = run_queue();
         let slot = (INIT_SLOT + 1..task::FIRST_AP_IDLE_SLOT)
             .find(|&slot| TASKS[slot].state() == TaskState::Free)
             .ok_or(SpawnError::NoFreeSlot)?;
         let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed) as u32;
-        prepare_new_task(slot, pid, name, entry, arg);
+        prepare_new_task(slot, pid, name, entry, arg, allowed_cpus & task::ALL_CPUS);
         for (stored, value) in TASKS[slot].user_args.iter().zip(user_args) {
             stored.store(value, Ordering::Relaxed);
         }
         TASKS[slot].set_state(TaskState::Runnable);
-        run_queue().push(slot);
+        queue.push(slot);
         Ok(TaskHandle { slot, pid })
-    })
+    })?;
+    with_irqs_off(|| kick(handle.slot));
+    Ok(handle)
 }
 
 /// The first code a new task runs (the `ret` of its first switch lands
 /// here, interrupts off).
 extern "C" fn task_start() -> ! {
-    SWITCHING_FROM.this().store(0, Ordering::Relaxed);
+    finish_task_switch();
     assert_on_own_stack("task_start");
     // The idle task keeps IF clear: it sets it only in `sti; hlt`.
-    if CURRENT.this().load(Ordering::Relaxed) != IDLE_SLOT {
+    if !task::is_idle_slot(CURRENT.this().load(Ordering::Relaxed)) {
         irqflags::local_irq_enable();
     }
     let task = current_task();
@@ -404,13 +554,18 @@ pub fn exit_current_with_status(status: i32) -> ! {
     let slot = CURRENT.this().load(Ordering::Relaxed);
     assert!(slot != INIT_SLOT && slot != IDLE_SLOT, "init and idle never exit");
     let task = &TASKS[slot];
-    task.exit_status.store(status, Ordering::Relaxed);
-    task.set_state(TaskState::Zombie);
-    let waiter = task.waiter.swap(0, Ordering::Relaxed);
+    // Under the scheduler lock: a `wait` on another CPU either sees the
+    // zombie or has registered itself as the waiter by now.
+    let waiter = {
+        let _queue = run_queue();
+        task.exit_status.store(status, Ordering::Relaxed);
+        task.set_state(TaskState::Zombie);
+        task.waiter.swap(0, Ordering::Relaxed)
+    };
     if waiter != 0 {
         wake(waiter - 1);
     }
-    schedule();
+    schedule(SwitchKind::Blocking);
     unreachable!("a zombie task was switched back in");
 }
 
@@ -432,8 +587,16 @@ pub fn wait(handle: TaskHandle) -> i32 {
     let task = &TASKS[handle.slot];
     loop {
         let done = with_irqs_off(|| {
+            let queue = run_queue();
             assert_eq!(task.id.load(Ordering::Relaxed), handle.pid, "task waited for twice");
             if task.state() == TaskState::Zombie {
+                drop(queue);
+                // Its CPU may still be switching away from it, on its
+                // stack: the slot (and the stack) is free only once that
+                // switch has finished (Linux's `on_cpu`).
+                while task.on_cpu.load(Ordering::Acquire) {
+                    core::hint::spin_loop();
+                }
                 // What the task held beyond its slot (a Linux process's
                 // address space) goes before the slot can be reused.
                 if let Some(reap) = REAPER.get() {
@@ -447,7 +610,8 @@ pub fn wait(handle: TaskHandle) -> i32 {
             let previous = task.waiter.swap(waiter, Ordering::Relaxed);
             assert!(previous == 0 || previous == waiter, "a second task waits for the same task");
             current_task().set_state(TaskState::Waiting);
-            schedule();
+            drop(queue);
+            schedule(SwitchKind::Blocking);
             false
         });
         if done {
@@ -460,23 +624,30 @@ pub fn wait(handle: TaskHandle) -> i32 {
 pub fn sleep_ticks(ticks: u64) {
     assert!(TICK_RUNNING.load(Ordering::Relaxed), "sleep_ticks needs the tick (start_tick)");
     with_irqs_off(|| {
-        let task = current_task();
-        task.wake_tick
-            .store(TICKS.load(Ordering::Relaxed).saturating_add(ticks), Ordering::Relaxed);
-        task.set_state(TaskState::Sleeping);
-        schedule();
+        {
+            let _queue = run_queue();
+            let task = current_task();
+            task.wake_tick
+                .store(TICKS.load(Ordering::Relaxed).saturating_add(ticks), Ordering::Relaxed);
+            task.set_state(TaskState::Sleeping);
+        }
+        schedule(SwitchKind::Blocking);
     });
 }
 
 /// Blocks the running task until [`unpark`] (no tick needed).
 pub fn park() {
     with_irqs_off(|| {
-        let task = current_task();
-        if task.wakeup_pending.swap(false, Ordering::Relaxed) {
-            return;
+        {
+            // Under the scheduler lock, against an unpark on another CPU.
+            let _queue = run_queue();
+            let task = current_task();
+            if task.wakeup_pending.swap(false, Ordering::Relaxed) {
+                return;
+            }
+            task.set_state(TaskState::Parked);
         }
-        task.set_state(TaskState::Parked);
-        schedule();
+        schedule(SwitchKind::Blocking);
     });
 }
 
@@ -487,15 +658,22 @@ pub fn unpark_and_resched(handle: TaskHandle) {
     assert!(!x86_64::instructions::interrupts::are_enabled(), "unpark from a handler");
     assert_eq!(TASKS[handle.slot].id.load(Ordering::Relaxed), handle.pid, "unpark of a dead task");
     let task = &TASKS[handle.slot];
-    if task.state() == TaskState::Parked {
-        task.set_state(TaskState::Runnable);
-        run_queue().push(handle.slot);
-    } else {
-        // Not parked yet: its next park returns at once.
-        task.wakeup_pending.store(true, Ordering::Relaxed);
-    }
-    if run_queue().len != 0 {
+    let (queued, work_here) = {
+        let mut queue = run_queue();
+        let queued = if task.state() == TaskState::Parked {
+            make_runnable(&mut queue, handle.slot)
+        } else {
+            // Not parked yet: its next park returns at once.
+            task.wakeup_pending.store(true, Ordering::Relaxed);
+            false
+        };
+        (queued, queue.has_work_for(percpu::this_cpu()))
+    };
+    if work_here {
         NEED_RESCHED.this().store(true, Ordering::Relaxed);
+    }
+    if queued {
+        kick(handle.slot);
     }
 }
 
@@ -503,7 +681,53 @@ pub fn unpark_and_resched(handle: TaskHandle) {
 /// back of the run queue).
 pub fn yield_now() {
     with_irqs_off(|| {
-        schedule();
+        schedule(SwitchKind::Blocking);
+    });
+}
+
+/// The CPU `handle`'s task last ran on (None before it first ran).
+pub fn last_cpu_of(handle: TaskHandle) -> Option<usize> {
+    let cpu = TASKS[handle.slot].last_cpu.load(Ordering::Relaxed);
+    (cpu != NO_CPU).then_some(cpu as usize)
+}
+
+/// [`set_affinity`] of the running task: it yields, and resumes on a CPU
+/// of `allowed_cpus`.
+pub fn set_current_affinity(allowed_cpus: u32) {
+    let slot = current_slot();
+    let handle = TaskHandle { slot, pid: TASKS[slot].id.load(Ordering::Relaxed) };
+    set_affinity(handle, allowed_cpus);
+}
+
+/// Lets the task run only on the CPUs of `allowed_cpus` (bit `k`: CPU
+/// `k`). A task running on a CPU it may no longer use is moved at that
+/// CPU's next scheduling point: at once for the running task (it yields),
+/// at the next interrupt's exit for a task on another CPU (which is sent a
+/// reschedule IPI).
+///
+/// # Panics
+///
+/// If `allowed_cpus` names no online CPU, or the task is not alive.
+pub fn set_affinity(handle: TaskHandle, allowed_cpus: u32) {
+    let online = smp::online_cpus().fold(0u32, |mask, (cpu, _)| mask | 1 << cpu);
+    assert!(allowed_cpus & online != 0, "affinity {allowed_cpus:#x} names no online CPU");
+    let task = &TASKS[handle.slot];
+    with_irqs_off(|| {
+        {
+            let _queue = run_queue();
+            assert_eq!(task.id.load(Ordering::Relaxed), handle.pid, "affinity of a dead task");
+            task.allowed_cpus.store(allowed_cpus & task::ALL_CPUS, Ordering::Relaxed);
+        }
+        if CURRENT.this().load(Ordering::Relaxed) == handle.slot {
+            schedule(SwitchKind::Blocking);
+            return;
+        }
+        let running_on = task.last_cpu.load(Ordering::Relaxed) as usize;
+        if task.on_cpu.load(Ordering::Acquire) && allowed_cpus & (1 << running_on) == 0 {
+            NEED_RESCHED.of(running_on).store(true, Ordering::Relaxed);
+            apic::send_ipi(crate::arch::gdt::apic_id_of(running_on), apic::RESCHEDULE_VECTOR);
+        }
+        kick(handle.slot);
     });
 }
 
@@ -523,10 +747,70 @@ pub extern "C" fn yield_from_asm() {
 
 /// Makes a sleeping or waiting task runnable. Interrupts off.
 fn wake(slot: usize) {
+    let queued = {
+        let mut queue = run_queue();
+        matches!(TASKS[slot].state(), TaskState::Sleeping | TaskState::Waiting)
+            && make_runnable(&mut queue, slot)
+    };
+    if queued {
+        kick(slot);
+    }
+}
+
+/// Marks a blocked task runnable and queues it, unless a CPU is still
+/// switching away from it: that switch's [`finish_task_switch`] queues it
+/// once its RSP is saved (or, if it has not switched yet, its `schedule`
+/// finds it runnable and keeps it). True if queued here.
+fn make_runnable(queue: &mut RunQueue, slot: usize) -> bool {
     let task = &TASKS[slot];
-    if matches!(task.state(), TaskState::Sleeping | TaskState::Waiting) {
-        task.set_state(TaskState::Runnable);
-        run_queue().push(slot);
+    task.set_state(TaskState::Runnable);
+    if task.on_cpu.load(Ordering::Acquire) {
+        return false;
+    }
+    queue.push(slot);
+    true
+}
+
+/// A task was queued: sends a reschedule IPI to an idle CPU it may run
+/// on (or marks this CPU, if it is idle and allowed). A CPU that is busy
+/// takes the task at its next tick or scheduling point. Interrupts off.
+fn kick(slot: usize) {
+    let this = percpu::this_cpu();
+    for (cpu, apic_id) in smp::online_cpus() {
+        if !allowed_on(slot, cpu)
+            || CURRENT.of(cpu).load(Ordering::Relaxed) != task::idle_slot_of(cpu)
+        {
+            continue;
+        }
+        NEED_RESCHED.of(cpu).store(true, Ordering::Relaxed);
+        if cpu != this {
+            apic::send_ipi(apic_id, apic::RESCHEDULE_VECTOR);
+        }
+        return;
+    }
+}
+
+/// Linux's `finish_task_switch`: runs first thing in the task a switch
+/// has just switched to, on its own stack, interrupts off. The task left
+/// has had its RSP saved by now: its `on_cpu` clears (release order,
+/// after that save) and, if it is still runnable, it goes back on the run
+/// queue, where another CPU may pick it.
+fn finish_task_switch() {
+    let from = SWITCHING_FROM.this().swap(0, Ordering::Relaxed);
+    assert!(from != 0, "finish_task_switch without a switch in flight");
+    let from = from - 1;
+    let from_task = &TASKS[from];
+    let queued = {
+        let mut queue = run_queue();
+        from_task.on_cpu.store(false, Ordering::Release);
+        let requeue = !task::is_idle_slot(from) && from_task.state() == TaskState::Runnable;
+        if requeue {
+            queue.push(from);
+        }
+        requeue
+    };
+    if queued {
+        kick(from);
     }
 }
 
@@ -544,15 +828,25 @@ fn with_irqs_off<T>(body: impl FnOnce() -> T) -> T {
     result
 }
 
+/// Why [`schedule`] runs: the running task blocks or yields, or it is
+/// preempted (counted per CPU).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SwitchKind {
+    Blocking,
+    Preemption,
+}
+
 /// Picks the next task and switches to it; returns (true) when this task
-/// runs again, or at once (false) when it stays on the CPU. Interrupts must
-/// be off.
-fn schedule() -> bool {
+/// runs again, possibly on another CPU, or at once (false) when it stays on
+/// the CPU. Interrupts must be off.
+fn schedule(kind: SwitchKind) -> bool {
+    let cpu = percpu::this_cpu();
     let prev = CURRENT.this().load(Ordering::Relaxed);
     let prev_task = &TASKS[prev];
+    let prev_is_idle = task::is_idle_slot(prev);
     // Linux's "scheduling while atomic": no switch inside a
     // preempt_disable section, an interrupt handler or an NMI.
-    let expected_count = if prev == IDLE_SLOT { IDLE_PREEMPT_COUNT } else { 0 };
+    let expected_count = if prev_is_idle { IDLE_PREEMPT_COUNT } else { 0 };
     let count = prev_task.preempt_count.load(Ordering::Relaxed);
     if count != expected_count {
         panic!(
@@ -561,36 +855,137 @@ fn schedule() -> bool {
             prev_task.name()
         );
     }
-    let prev_running = prev_task.state() == TaskState::Running;
+    SCHEDULE_CALLS.this().fetch_add(1, Ordering::Relaxed);
     let next = {
         let mut queue = run_queue();
-        match queue.pop() {
-            Some(next) => {
-                if prev_running && prev != IDLE_SLOT {
-                    prev_task.set_state(TaskState::Runnable);
-                    queue.push(prev);
-                }
-                next
+        // A task that was about to block may have been woken already (by
+        // another CPU, or an interrupt): it is still runnable. One whose
+        // affinity no longer allows this CPU must go.
+        let prev_runnable = !prev_is_idle
+            && matches!(prev_task.state(), TaskState::Running | TaskState::Runnable)
+            && allowed_on(prev, cpu);
+        let next = match queue.take_first_allowed(cpu) {
+            Some(next) => next,
+            None if prev_runnable => prev,
+            None => task::idle_slot_of(cpu),
+        };
+        if next == prev {
+            prev_task.set_state(TaskState::Running);
+        } else {
+            if prev_is_idle || matches!(prev_task.state(), TaskState::Running) {
+                // Queued by finish_task_switch once the switch has saved
+                // its RSP (never before: another CPU would pick it up).
+                prev_task.set_state(TaskState::Runnable);
             }
-            None if prev_running => prev,
-            None => IDLE_SLOT,
+            claim(next, cpu);
         }
+        next
     };
     NEED_RESCHED.this().store(false, Ordering::Relaxed);
     if next == prev {
-        prev_task.set_state(TaskState::Running);
         return false;
     }
-    if prev == IDLE_SLOT {
-        prev_task.set_state(TaskState::Runnable);
+    if kind == SwitchKind::Preemption {
+        CPU_PREEMPTIONS.this().fetch_add(1, Ordering::Relaxed);
     }
     switch_to(prev, next);
     true
 }
 
-/// Switches from `prev` (running) to `next`. Returns when `prev` is
-/// switched back in.
+/// This CPU takes `next` (scheduler lock held). A task whose `on_cpu` is
+/// still set is being switched out by some CPU that has not saved its RSP
+/// yet: running it would resume it on a stale stack pointer.
+fn claim(next: usize, cpu: usize) {
+    let next_task = &TASKS[next];
+    if next_task.on_cpu.load(Ordering::Acquire) {
+        panic!(
+            "CPU {cpu} picked task {} ({}) while CPU {} has not finished switching it out",
+            next_task.id.load(Ordering::Relaxed),
+            next_task.name(),
+            next_task.last_cpu.load(Ordering::Relaxed)
+        );
+    }
+    next_task.on_cpu.store(true, Ordering::Relaxed);
+    next_task.set_state(TaskState::Running);
+}
+
+/// A selftest's hold on one switch (see [`hold_switch_out_of`]): the task
+/// slot plus one whose next switch-out waits, before its RSP is saved,
+/// until another CPU has run `schedule`.
+static HOLD_SWITCH_OF: AtomicUsize = AtomicUsize::new(0);
+static HOLD_SWITCH_RESULT: AtomicU8 = AtomicU8::new(HOLD_PENDING);
+const HOLD_PENDING: u8 = 0;
+const HOLD_OTHER_CPU_SCHEDULED: u8 = 1;
+const HOLD_TIMED_OUT: u8 = 2;
+
+/// Makes the next switch away from `handle`'s task on CPU `holder_cpu`
+/// stop halfway, before the switch saves its RSP, until CPU `other_cpu`
+/// has run [`schedule`] (it is sent a reschedule IPI) or a second has
+/// passed: the window in which a scheduler that queued the task too early
+/// would let `other_cpu` run it. [`held_switch_result`] then says which.
+pub fn hold_switch_out_of(handle: TaskHandle, holder_cpu: usize, other_cpu: usize) {
+    HOLD_HOLDER_CPU.store(holder_cpu, Ordering::Relaxed);
+    HOLD_OTHER_CPU.store(other_cpu, Ordering::Relaxed);
+    HOLD_SWITCH_RESULT.store(HOLD_PENDING, Ordering::Relaxed);
+    HOLD_SWITCH_OF.store(handle.slot + 1, Ordering::Release);
+}
+static HOLD_HOLDER_CPU: AtomicUsize = AtomicUsize::new(0);
+static HOLD_OTHER_CPU: AtomicUsize = AtomicUsize::new(0);
+
+/// Drops a hold that has not happened (so it can't catch a later task in
+/// the same slot).
+pub fn cancel_switch_hold() {
+    HOLD_SWITCH_OF.store(0, Ordering::Release);
+}
+
+/// What the held switch saw: `Some(true)` if the other CPU scheduled
+/// while the switch was held, `Some(false)` if it timed out, None if the
+/// switch has not happened.
+pub fn held_switch_result() -> Option<bool> {
+    match HOLD_SWITCH_RESULT.load(Ordering::Acquire) {
+        HOLD_OTHER_CPU_SCHEDULED => Some(true),
+        HOLD_TIMED_OUT => Some(false),
+        _ => None,
+    }
+}
+
+/// The hold itself, in `switch_to` between the state changes and the
+/// context switch.
+fn hold_switch_if_asked(prev: usize) {
+    if HOLD_SWITCH_OF.load(Ordering::Acquire) != prev + 1
+        || HOLD_HOLDER_CPU.load(Ordering::Relaxed) != percpu::this_cpu()
+    {
+        return;
+    }
+    HOLD_SWITCH_OF.store(0, Ordering::Relaxed);
+    let other = HOLD_OTHER_CPU.load(Ordering::Relaxed);
+    let before = SCHEDULE_CALLS.of(other).load(Ordering::Relaxed);
+    NEED_RESCHED.of(other).store(true, Ordering::Relaxed);
+    apic::send_ipi(crate::arch::gdt::apic_id_of(other), apic::RESCHEDULE_VECTOR);
+    let deadline = tsc() + apic::tsc_ticks_per_ms() * 1000;
+    let result = loop {
+        // Each call counts before it looks at the queue, so a count past
+        // `before` is a look at the queue during the hold.
+        if SCHEDULE_CALLS.of(other).load(Ordering::Relaxed) > before {
+            break HOLD_OTHER_CPU_SCHEDULED;
+        }
+        if tsc() > deadline {
+            break HOLD_TIMED_OUT;
+        }
+        core::hint::spin_loop();
+    };
+    HOLD_SWITCH_RESULT.store(result, Ordering::Release);
+}
+
+fn tsc() -> u64 {
+    // SAFETY: RDTSC reads a counter; no memory is touched.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Switches from `prev` (running) to `next` (claimed by this CPU). Returns
+/// when `prev` is switched back in, on whichever CPU picks it.
 fn switch_to(prev: usize, next: usize) {
+    let cpu = percpu::this_cpu();
     let (prev_task, next_task) = (&TASKS[prev], &TASKS[next]);
     // Never from an IST stack (or any stack not the task's own).
     assert_on_own_stack("switch_to, leaving");
@@ -606,8 +1001,9 @@ fn switch_to(prev: usize, next: usize) {
         // kernel memory, the stacks included) read/write.
         unsafe { pks::update_pkrs(next_task.switched_out_pkrs.load(Ordering::Relaxed)) };
     }
-    // SAFETY: `next` is switched out: only a switch into it (this one)
-    // reads its ThreadContext, and nothing writes it meanwhile.
+    // SAFETY: `next` is switched out and this CPU claimed it after an acquire load found its
+    // `on_cpu` clear, which the CPU that switched it out set with release order after saving its
+    // RSP: only this switch reads its ThreadContext now, and nothing writes it meanwhile.
     let next_sp = unsafe { (*next_task.thread.get()).sp };
     if !next_task.stack().contains(&next_sp) {
         panic!(
@@ -622,16 +1018,22 @@ fn switch_to(prev: usize, next: usize) {
     // switch comes from kernel mode and uses its IST, not RSP0.
     unsafe { crate::arch::gdt::set_kernel_stack_top(next_task.stack_top.load(Ordering::Relaxed)) };
     user_state::switch(prev, next);
-    next_task.set_state(TaskState::Running);
+    let last_cpu = next_task.last_cpu.swap(cpu as u32, Ordering::Relaxed);
+    if last_cpu != NO_CPU && last_cpu as usize != cpu {
+        MIGRATIONS.fetch_add(1, Ordering::Relaxed);
+    }
     SWITCHING_FROM.this().store(prev + 1, Ordering::Relaxed);
     CURRENT.this().store(next, Ordering::Relaxed);
     CONTEXT_SWITCHES.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: interrupts off; `prev` runs, so its ThreadContext is ours; `next` is switched out,
-    // so its `sp` points at the InactiveTaskFrame its last switch (or prepare_new_task) left on
-    // its own stack, which nothing else uses. Both pointers come from the TASKS static.
+    CPU_CONTEXT_SWITCHES.this().fetch_add(1, Ordering::Relaxed);
+    hold_switch_if_asked(prev);
+    // SAFETY: interrupts off; `prev` runs, so its ThreadContext is ours; `next` is claimed by this
+    // CPU, so its `sp` points at the InactiveTaskFrame its last switch (or prepare_new_task) left
+    // on its own stack, which nothing else uses. Both pointers come from the TASKS static.
     unsafe { extregs_context_switch(prev_task.thread.get(), next_task.thread.get()) };
-    // Back in `prev`, on its own stack: the switch into it is complete.
-    SWITCHING_FROM.this().store(0, Ordering::Relaxed);
+    // Back in `prev`, on its own stack (on the CPU that picked it): the
+    // switch into it is complete, and the task this CPU left can be queued.
+    finish_task_switch();
     assert_on_own_stack("switch_to");
 }
 
@@ -675,42 +1077,100 @@ fn assert_on_own_stack(place: &str) {
 /// preempts, as in Linux), then schedule.
 fn idle_task(_: usize) {
     loop {
-        irqflags::local_irq_disable();
-        if !NEED_RESCHED.this().load(Ordering::Relaxed) {
-            idle::idle_once();
-        }
-        schedule();
+        idle_until_work();
     }
+}
+
+/// One round of a CPU's idle task: `sti; hlt` unless a reschedule is due
+/// or the run queue holds a task this CPU may run, then schedule.
+/// Interrupts off on return.
+pub(crate) fn idle_until_work() {
+    irqflags::local_irq_disable();
+    // A task queued after this look kicks this CPU (it finds it idle) with
+    // a reschedule IPI, which the `sti; hlt` takes.
+    let work = run_queue().has_work_for(percpu::this_cpu());
+    if !work && !NEED_RESCHED.this().load(Ordering::Relaxed) {
+        idle::idle_once();
+    }
+    schedule(SwitchKind::Blocking);
 }
 
 /// The scheduler tick, from the LAPIC timer's IRQ handler: wakes sleepers
 /// whose tick has come and asks for a reschedule when another task is
 /// runnable (a time slice is one tick).
 pub fn scheduler_tick() {
-    let now = TICKS.fetch_add(1, Ordering::Relaxed) + 1;
+    let cpu = percpu::this_cpu();
+    // Only the boot CPU's tick is the clock (and wakes sleepers); every
+    // CPU's tick ends time slices.
+    if cpu == 0 {
+        let now = TICKS.fetch_add(1, Ordering::Relaxed) + 1;
+        if !INITIALISED.load(Ordering::Acquire) {
+            return;
+        }
+        for (slot, task) in TASKS.iter().enumerate() {
+            if task.state() == TaskState::Sleeping && task.wake_tick.load(Ordering::Relaxed) <= now
+            {
+                wake(slot);
+            }
+        }
+    }
     if !INITIALISED.load(Ordering::Acquire) {
         return;
     }
-    for (slot, task) in TASKS.iter().enumerate() {
-        if task.state() == TaskState::Sleeping && task.wake_tick.load(Ordering::Relaxed) <= now {
-            wake(slot);
-        }
-    }
-    if run_queue().len != 0 {
+    let current = CURRENT.this().load(Ordering::Relaxed);
+    if run_queue().has_work_for(cpu) || !allowed_on(current, cpu) {
         NEED_RESCHED.this().store(true, Ordering::Relaxed);
     }
 }
 
-/// Starts the periodic tick at [`TICK_HZ`].
-pub fn start_tick() {
-    TICK_RUNNING.store(true, Ordering::Relaxed);
-    apic::start_timer_us(apic::TimerMode::Periodic, 1_000_000 / TICK_HZ);
+/// A reschedule IPI arrived (Linux's `scheduler_ipi`): look at the run
+/// queue at this interrupt's exit, and start or stop this CPU's tick to
+/// match the boot CPU's.
+pub fn reschedule_ipi() {
+    NEED_RESCHED.this().store(true, Ordering::Relaxed);
+    sync_local_tick();
 }
 
-/// Stops the tick.
+/// Starts or stops this CPU's LAPIC tick to match [`TICK_RUNNING`].
+fn sync_local_tick() {
+    let wanted = TICK_RUNNING.load(Ordering::Relaxed);
+    if TICK_ARMED.this().swap(wanted, Ordering::Relaxed) == wanted {
+        return;
+    }
+    if wanted {
+        apic::start_timer_us(apic::TimerMode::Periodic, 1_000_000 / TICK_HZ);
+    } else {
+        apic::stop_timer();
+    }
+}
+
+/// Tells every other online CPU to match [`TICK_RUNNING`].
+fn sync_other_ticks() {
+    let this = percpu::this_cpu();
+    for (cpu, apic_id) in smp::online_cpus() {
+        if cpu != this {
+            apic::send_ipi(apic_id, apic::RESCHEDULE_VECTOR);
+        }
+    }
+}
+
+/// Starts the periodic tick at [`TICK_HZ`] on every online CPU (the
+/// others start theirs at the reschedule IPI this sends).
+pub fn start_tick() {
+    TICK_RUNNING.store(true, Ordering::Relaxed);
+    with_irqs_off(|| {
+        sync_local_tick();
+        sync_other_ticks();
+    });
+}
+
+/// Stops the tick on every CPU.
 pub fn stop_tick() {
-    apic::stop_timer();
     TICK_RUNNING.store(false, Ordering::Relaxed);
+    with_irqs_off(|| {
+        sync_local_tick();
+        sync_other_ticks();
+    });
     if let Some(sleeper) = TASKS.iter().find(|task| task.state() == TaskState::Sleeping) {
         panic!(
             "stop_tick with task {} ({}) asleep: it would never wake",
@@ -744,7 +1204,7 @@ pub fn preempt_schedule_irq() {
         preempt_count()
     );
     loop {
-        if schedule() {
+        if schedule(SwitchKind::Preemption) {
             IRQ_PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
         }
         if !NEED_RESCHED.this().load(Ordering::Relaxed) {
@@ -766,7 +1226,7 @@ pub fn tick_running() -> bool {
 
 /// The running task's slot (its kernel stack is `task::stack_range(slot)`).
 pub fn current_slot() -> usize {
-    CURRENT.this().load(Ordering::Relaxed)
+    current_slot_of_this_task()
 }
 
 /// Linux's `force_sig_fault()` of a fatal signal: the running task dies
@@ -793,7 +1253,7 @@ pub fn schedule_before_user_return() {
         "schedule before a user return with preempt count {:#x} or IF set",
         preempt_count()
     );
-    if schedule() {
+    if schedule(SwitchKind::Preemption) {
         USER_PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -844,7 +1304,7 @@ pub fn preempt_enable() {
         && x86_64::instructions::interrupts::are_enabled()
     {
         irqflags::local_irq_disable();
-        if schedule() {
+        if schedule(SwitchKind::Preemption) {
             ENABLE_PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
         }
         irqflags::local_irq_enable();

@@ -190,6 +190,37 @@ pub struct Task {
     /// the exit-to-user loop delivers it. Kept by the personality that
     /// owns the signal state.
     pub signal_pending: AtomicBool,
+    /// Linux's `on_cpu`: set by the CPU that picks the task (under the
+    /// scheduler lock), cleared with release order by the CPU that switched
+    /// away from it once its switch has saved the task's RSP
+    /// (`finish_task_switch`). No CPU may switch to a task while it is set:
+    /// its saved RSP would be stale.
+    pub on_cpu: AtomicBool,
+    /// The CPUs the task may run on, one bit each (bit `k`: CPU `k`).
+    pub allowed_cpus: AtomicU32,
+    /// The CPU the task last ran on (`NO_CPU` before it ran).
+    pub last_cpu: AtomicU32,
+}
+
+/// [`Task::last_cpu`] of a task that has not run yet.
+pub const NO_CPU: u32 = u32::MAX;
+/// [`Task::allowed_cpus`] of a task that may run anywhere.
+pub const ALL_CPUS: u32 = (1 << extregs_regs::NR_CPUS) - 1;
+/// [`Task::allowed_cpus`] of a task that stays on the boot CPU.
+pub const BOOT_CPU_ONLY: u32 = 1;
+
+/// Is `slot` an idle task's (`swapper/0` or an AP's `swapper/K`)?
+pub fn is_idle_slot(slot: usize) -> bool {
+    slot == IDLE_SLOT || slot >= FIRST_AP_IDLE_SLOT
+}
+
+/// The idle task of CPU `cpu`.
+pub fn idle_slot_of(cpu: usize) -> usize {
+    if cpu == 0 {
+        IDLE_SLOT
+    } else {
+        ap_idle_slot(cpu)
+    }
 }
 
 /// The kernel's own user programs (`user::programs`).
@@ -199,10 +230,14 @@ pub const PERSONALITY_LINUX: u8 = 1;
 
 // SAFETY: every field but `thread` is atomic. `thread` is written only by
 // `context_switch` (storing the RSP of the task being switched *out*, which
-// is the running task) and by `spawn` (before the task is on the run
-// queue), and read only by the switch *into* the task and by the bench's
-// partner task reading init's while init is switched out; all of these run
-// on the one CPU at times no write can be in progress (the writes run with
+// is the running task, on the CPU running it) and by `spawn` (before the
+// task is on the run queue), and read only by the switch *into* the task,
+// on whichever CPU picked it, and by the bench's partner task reading
+// init's while init is switched out. The switch into a task reads `thread`
+// only after an acquire load of `on_cpu` found it clear, and the CPU that
+// switched the task out clears `on_cpu` with release order after its store
+// of `thread`; a task is on the run queue only while `on_cpu` is clear. So
+// no read overlaps a write, on one CPU or across CPUs (the writes run with
 // interrupts off, and NMI handlers never touch it).
 unsafe impl Sync for Task {}
 
@@ -233,6 +268,9 @@ impl Task {
             page_table: AtomicU64::new(0),
             personality: AtomicU8::new(PERSONALITY_KERNEL),
             signal_pending: AtomicBool::new(false),
+            on_cpu: AtomicBool::new(false),
+            allowed_cpus: AtomicU32::new(BOOT_CPU_ONLY),
+            last_cpu: AtomicU32::new(NO_CPU),
         }
     }
 

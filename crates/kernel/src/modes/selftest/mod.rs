@@ -8,6 +8,7 @@
 mod hardening;
 mod irqs;
 mod linux;
+mod migration;
 mod paranoid;
 mod pkeys;
 mod sched;
@@ -134,6 +135,8 @@ const TESTS: &[(&str, Test)] = &[
     ("user_nmi_latch_is_per_cpu", smp::user_nmi_latch_is_per_cpu),
     ("backtrace_answers_from_every_cpu", smp::backtrace_answers_from_every_cpu),
     ("icr_high_survives_a_nested_send", smp::icr_high_survives_a_nested_send),
+    ("migration_keeps_pkrs_and_gprs", migration::migration_keeps_pkrs_and_gprs),
+    ("nobody_runs_a_half_switched_task", migration::nobody_runs_a_half_switched_task),
 ];
 
 /// Runs every test, prints KTAP and the RESULT line; true when none failed.
