@@ -41,13 +41,13 @@ mutants=(
   "paranoid-print-waits-for-console|crates/kernel/src/arch/serial.rs|/^        if CONSOLE_OWNER.load(Ordering::SeqCst) == me {$/{n;s/return Err(());/\/\/ mutant: waits for its own CPU/}|console_from_paranoid_handler"
   "pks-edit-accepted-inside-a-write|crates/kernel/src/arch/pks.rs|s/^    if interrupted_a_pkrs_write(regs) {$/    if false {/|pkrs_write_window_every_instruction"
   "ist-guard-pages-left-mapped|crates/kernel/src/main.rs|s/^    gdt::protect_ist_stacks();$//|ist_stacks_have_guard_pages"
-  "switch-forgets-pkrs|crates/kernel/src/sched/mod.rs|s/^        unsafe { pks::update_pkrs(next_task.switched_out_pkrs.load(Ordering::Relaxed)) };$/        let _ = next_task;/|pkrs_per_task_after_switch"
+  "switch-forgets-pkrs|crates/kernel/src/sched/switch.rs|s/^        unsafe { pks::update_pkrs(next_task.switched_out_pkrs.load(Ordering::Relaxed)) };$/        let _ = next_task;/|pkrs_per_task_after_switch"
   "switch-forgets-r15|crates/entry-asm/src/switch_64.S|/INACTIVE_TASK_FRAME_R15/d|nmi_during_context_switch"
   "preemption-with-preempt-count-held|crates/entry/src/lib.rs|s/^    if P::preempt_count() == 0 \&\& P::need_resched() {$/    if P::need_resched() {/|preempt_disable_holds_off_preemption"
   "task-sp-saved-after-switch|crates/entry-asm/src/switch_64.S|/^\tmovq\t%rsp, THREAD_SP(%rdi)$/d; s/^\tmovq\tTHREAD_SP(%rsi), %rsp$/&\n\tmovq\t%rsp, THREAD_SP(%rdi)/|preemption_on_irq_exit"
   # User mode: SWAPGS, RSP0, the SYSRET check, CLAC.
   "sysret-exit-without-swapgs|crates/entry-asm/src/entry_64.S|/^\tmovq\tIRET_FRAME_SP(%rsp), %rsp$/{n;d}|syscall_preserves_gprs"
-  "rsp0-not-switched|crates/kernel/src/sched/mod.rs|s/^    unsafe { crate::arch::gdt::set_kernel_stack_top(next_task.stack_top.load(Ordering::Relaxed)) };$/    let _ = next_task;/|syscall_preserves_gprs"
+  "rsp0-not-switched|crates/kernel/src/sched/switch.rs|s/^    unsafe { crate::arch::gdt::set_kernel_stack_top(next_task.stack_top.load(Ordering::Relaxed)) };$/    let _ = next_task;/|syscall_preserves_gprs"
   "sysret-to-non-canonical-rcx|crates/kernel/src/user/syscall.rs|/^        && regs.ip < TASK_SIZE_MAX$/d|syscall_sysret_and_iret_paths"
   "entry-keeps-user-access|crates/entry-asm/src/entry_64.S|/^\tclac$/d|smap_stops_kernel_access_to_user_memory"
   "nmi-in-user-nmi-not-latched|crates/kernel/src/entry/nmi.rs|s/^    USER_NMI_STATE.this().store(USER_NMI_LATCHED, Ordering::SeqCst);\$/    return false;/|user_frames_sit_at_task_pt_regs"
@@ -65,11 +65,12 @@ mutants=(
   "sigreturn-accepts-kernel-cs|crates/kernel/src/linux/signal.rs|/^pub fn sigreturn/,/^}/s/^    regs.cs = u64::from(selectors::USER_CS);$/    regs.cs = u64::from(context.cs);/|sigreturn_forces_user_selectors"
   "signal-frame-8-bytes-off|crates/kernel/src/linux/signal.rs|s/ \& !15).wrapping_sub(8);$/ \& !15).wrapping_sub(0);/|signal_delivered_and_returned_at_task_pt_regs"
   "fpu-state-not-switched|crates/kernel/src/sched/user_state.rs|s/^        fpu::save(unsafe { \&mut \*FPU_STATES\[prev\].0.get() });$/        let _ = prev;/|fpu_state_is_per_task"
-  "pending-signals-not-checked-on-exit|crates/kernel/src/sched/mod.rs|s/^        signal_pending: current_task().signal_pending.load(Ordering::Relaxed),$/        signal_pending: false,/|signal_delivered_and_returned_at_task_pt_regs"
+  "pending-signals-not-checked-on-exit|crates/kernel/src/sched/preempt.rs|s/^        signal_pending: current_task().signal_pending.load(Ordering::Relaxed),$/        signal_pending: false,/|signal_delivered_and_returned_at_task_pt_regs"
   "syscall-frame-8-bytes-off|crates/entry-asm/src/entry_64.S|/^\tmovq\t%rsp, %gs:PERCPU_USER_RSP_SCRATCH$/{n;s/$/\n\tsubq\t\$8, %rsp/}|syscall_preserves_gprs"
   # SMP scheduling: Linux's on_cpu rule and per-task PKRS across CPUs.
-  "prev-queued-before-its-rsp-is-saved|crates/kernel/src/sched/mod.rs|s/^                prev_task.set_state(TaskState::Runnable);$/&\n                if !prev_is_idle { queue.push(prev); }/; s/^            queue.push(from);$/            \/\/ mutant: queued by schedule instead/|nobody_runs_a_half_switched_task"
-  "migrated-task-keeps-the-cpus-pkrs|crates/kernel/src/sched/mod.rs|s/^        unsafe { pks::update_pkrs(next_task.switched_out_pkrs.load(Ordering::Relaxed)) };$/        if next_task.last_cpu.load(Ordering::Relaxed) as usize == cpu { unsafe { pks::update_pkrs(next_task.switched_out_pkrs.load(Ordering::Relaxed)) } }/|migration_keeps_pkrs_and_gprs"
+  "prev-queued-before-its-rsp-is-saved|crates/kernel/src/sched/switch.rs|s/^                prev_task.set_state(TaskState::Runnable);$/&\n                if !prev_is_idle { queue.push(prev); }/; s/^            queue.push(from);$/            \/\/ mutant: queued by schedule instead/|nobody_runs_a_half_switched_task"
+  "migrated-task-keeps-the-cpus-pkrs|crates/kernel/src/sched/switch.rs|s/^        unsafe { pks::update_pkrs(next_task.switched_out_pkrs.load(Ordering::Relaxed)) };$/        if came_from as usize == cpu { unsafe { pks::update_pkrs(next_task.switched_out_pkrs.load(Ordering::Relaxed)) } }/|migration_keeps_pkrs_and_gprs"
+  "io-ports-not-switched|crates/kernel/src/sched/switch.rs|s/^    crate::arch::gdt::load_user_ports(next_task.user_ports.load(Ordering::Relaxed));$/    let _ = next_task.user_ports.load(Ordering::Relaxed);/|io_bitmap_is_per_task"
 )
 
 selected=("$@")

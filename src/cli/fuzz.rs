@@ -52,7 +52,8 @@ pub(crate) struct FuzzArgs {
     #[arg(long, default_value_t = 600)]
     pub(crate) timeout: u64,
     /// Switch on a named fault (skip-gpr-restore, skip-pkrs-restore,
-    /// extension-offset, nmi-exit-forgets-lockdep, nmi-reuses-ist-frame).
+    /// extension-offset, nmi-exit-forgets-lockdep, nmi-reuses-ist-frame;
+    /// skip-tlb-shootdown is for the SMP selftests, see docs/smp.md).
     /// Only a kernel built with EXTREGS_FAULT_INJECTION=1 accepts it.
     #[arg(long)]
     pub(crate) inject: Option<String>,

@@ -62,6 +62,7 @@ const REQUIRED_SELFTESTS: &[&str] = &[
     "signal_delivered_and_returned_at_task_pt_regs",
     "sigreturn_forces_user_selectors",
     "fpu_state_is_per_task",
+    "io_bitmap_is_per_task",
 ];
 
 /// The selftests that need a second CPU: on one they print `# SKIP needs
@@ -74,6 +75,10 @@ pub const NEED_TWO_CPUS: &[&str] = &[
     "user_nmi_latch_is_per_cpu",
     "backtrace_answers_from_every_cpu",
     "icr_high_survives_a_nested_send",
+    "migration_keeps_pkrs_and_gprs",
+    "nobody_runs_a_half_switched_task",
+    "tlb_shootdown_after_unmap",
+    "tlb_shootdown_after_pkey_retag",
 ];
 
 pub fn selftest_results(outcome: &Outcome) -> Vec<report::KtapResult> {

@@ -169,16 +169,20 @@ pub enum Fault {
     NmiExitForgetsLockdep,
     /// A nested NMI is handled as the outermost, reusing the NMI IST frame.
     NmiReusesIstFrame,
+    /// TLB shootdowns flush the sending CPU only (the SMP selftests catch
+    /// it; the one fault that runs on more than one CPU).
+    SkipTlbShootdown,
 }
 
 impl Fault {
     /// Every fault with its command-line spelling.
-    pub const ALL: [(Fault, &'static str); 5] = [
+    pub const ALL: [(Fault, &'static str); 6] = [
         (Fault::SkipGprRestore, "skip-gpr-restore"),
         (Fault::SkipPkrsRestore, "skip-pkrs-restore"),
         (Fault::ExtensionOffset, "extension-offset"),
         (Fault::NmiExitForgetsLockdep, "nmi-exit-forgets-lockdep"),
         (Fault::NmiReusesIstFrame, "nmi-reuses-ist-frame"),
+        (Fault::SkipTlbShootdown, "skip-tlb-shootdown"),
     ];
 }
 
@@ -487,7 +491,7 @@ pub fn parse(text: &str) -> Result<CommandLine, CommandLineError<'_>> {
                 inject = Some(lookup(&Fault::ALL, value).ok_or(CommandLineError::BadValue {
                     key,
                     value,
-                    expected: "skip-gpr-restore, skip-pkrs-restore, extension-offset, nmi-exit-forgets-lockdep, nmi-reuses-ist-frame",
+                    expected: "skip-gpr-restore, skip-pkrs-restore, extension-offset, nmi-exit-forgets-lockdep, nmi-reuses-ist-frame, skip-tlb-shootdown",
                 })?);
                 // Any mode but bench: a bad frame must fail every mode.
             }

@@ -138,6 +138,7 @@ fn write_icr(destination: u32, low: u32) {
     match mode() {
         Mode::X2Apic => {
             let value = (u64::from(destination) << 32) | u64::from(low);
+            x2apic_fence();
             // SAFETY: x2APIC mode; the ICR is one 64-bit MSR (0x830).
             unsafe { Msr::new(0x800 + reg::ICR_LOW / 16).write(value) };
         }
@@ -418,7 +419,7 @@ const PIC_OCW3_READ_IRR: u8 = 0x0a;
 /// ([`PIC_MASTER_DATA`], [`PIC_MASK_IRQ0_OPEN`]) raises the 8259's output,
 /// and the CPU takes the NMI soon after (under TCG at the end of the
 /// translation block): from user mode, if a user task wrote it (the TSS's
-/// I/O bitmap must let it, `gdt::set_user_port_access`). The NMI's handler
+/// I/O bitmap must let that task: `sched::set_user_port_access`). The NMI's handler
 /// calls [`acknowledge_pic_nmi`] before anything else: in QEMU's 8259 model
 /// every later update of the chip (a write, or any IRQ line it sees move,
 /// such as the serial port's) raises the output again, and LINT0 turns each
@@ -639,7 +640,6 @@ const ICR_LEVEL_TRIGGER: u32 = 1 << 15;
 /// INIT to the CPU with `apic_id` (asserted, then deasserted, as Linux
 /// sends it): the CPU resets and waits for a STARTUP.
 pub fn send_init(apic_id: u32) {
-    x2apic_fence();
     write_icr(apic_id, ICR_DELIVERY_INIT | ICR_LEVEL_TRIGGER | ICR_ASSERT);
     write_icr(apic_id, ICR_DELIVERY_INIT | ICR_LEVEL_TRIGGER);
 }
@@ -647,13 +647,14 @@ pub fn send_init(apic_id: u32) {
 /// STARTUP (SIPI) to the CPU with `apic_id`: it starts in real mode at
 /// `vector * 4096`.
 pub fn send_startup(apic_id: u32, vector: u8) {
-    x2apic_fence();
     write_icr(apic_id, ICR_DELIVERY_STARTUP | u32::from(vector));
 }
 
 /// In x2APIC mode the ICR write is a WRMSR, which does not order the
-/// stores before it (Linux's `weak_wrmsr_fence`): the AP must see the
-/// trampoline's data block the boot CPU just wrote.
+/// stores before it (Linux's `weak_wrmsr_fence`): the target must see what
+/// the sender stored before the send (an AP the trampoline's data block, a
+/// reschedule IPI's target the run queue and the tick flag, a shootdown's
+/// the request).
 fn x2apic_fence() {
     if matches!(mode(), Mode::X2Apic) {
         // SAFETY: fences only order memory accesses.

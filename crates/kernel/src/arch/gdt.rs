@@ -4,7 +4,7 @@
 //! Linux's paranoid entries per CPU: #DF, NMI, #DB and #MC, each with an
 //! unmapped guard page below it. Also the ring-3 plumbing: TSS.RSP0 (the
 //! running task's kernel stack top, [`set_kernel_stack_top`]), the TSS's I/O
-//! permission bitmap ([`set_user_port_access`]), the SYSCALL MSRs and the GS
+//! permission bitmap ([`load_user_ports`]), the SYSCALL MSRs and the GS
 //! bases.
 //!
 //! Each CPU has its own GDT because `ltr` marks the TSS descriptor busy,
@@ -23,6 +23,7 @@
 //!   +----------------------+  <- block start = any RSP on it & -IST_BLOCK_SIZE
 //! ```
 
+use crate::arch::percpu::PerCpu;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering};
 use extregs_regs::{selectors, IstTop, IST_BLOCK_SIZE, IST_GUARD_SIZE, NR_CPUS};
@@ -200,8 +201,8 @@ pub fn ist_stack_name(index: u16) -> &'static str {
 
 /// The TSS and, right after it, its I/O permission bitmap. Interior
 /// mutability because the #DB entry moves its IST pointer while a #DB runs
-/// ([`shift_debug_ist`]), the scheduler moves RSP0, and the fuzzer opens one
-/// port to ring 3 for a while ([`set_user_port_access`]); the CPU reads it
+/// ([`shift_debug_ist`]), and the scheduler moves RSP0 and loads the next
+/// task's open ports ([`load_user_ports`]); the CPU reads it
 /// on every event that switches stacks and on every `in`/`out` in ring 3.
 struct TssCell(UnsafeCell<TssWithIoBitmap>);
 
@@ -214,8 +215,10 @@ struct TssWithIoBitmap {
     io_bitmap: [u8; IO_BITMAP_PORTS / 8 + 1],
 }
 
-/// Ports the I/O bitmap covers (the 8259's two master ports are in it).
+/// Ports the I/O bitmap covers (the 8259's two master ports are in it):
+/// 64, one `u64` of a task's open ports.
 const IO_BITMAP_PORTS: usize = 0x40;
+const_assert_eq!(IO_BITMAP_PORTS, 64);
 
 // SAFETY: each CPU writes only its own TSS after boot (every accessor below
 // picks this CPU's), through raw-pointer stores from code that documents
@@ -279,26 +282,32 @@ pub fn tss_range() -> core::ops::Range<u64> {
     start..start + core::mem::size_of::<TssWithIoBitmap>() as u64
 }
 
-/// Lets ring 3 use `port` with `in`/`out` (`allowed`), or refuses it again:
-/// one bit of the TSS's I/O permission bitmap, as Linux's `ioperm()` does
-/// per task. Here the bitmap is per CPU, so while a port is open every user
-/// task may use it; the one caller (the fuzzer's ring-3 NMI level) opens
-/// it only while its own user task is the only one.
-///
-/// # Panics
-///
-/// If `port` is past the bitmap.
-pub fn set_user_port_access(port: u16, allowed: bool) {
-    let port = usize::from(port);
-    assert!(port < IO_BITMAP_PORTS, "port {port:#x} is past the I/O bitmap");
-    // SAFETY: a raw byte store through a fresh UnsafeCell pointer (no reference to the TSS lives
-    // after `init`); byte ≤ 7 (port < 0x40), never the 0xff the descriptor's limit relies on. The
-    // CPU reads it only for `in`/`out` in ring 3, and the kernel is running here.
+/// Ports the I/O permission bitmap covers: a task's open ports are a
+/// `u64`, bit `p` for port `p`.
+pub const USER_PORTS: u16 = IO_BITMAP_PORTS as u16;
+
+/// The ports this CPU's I/O bitmap opens to ring 3 (bit `p`: port `p`).
+static OPEN_PORTS: PerCpu<AtomicU64> = PerCpu::new([const { AtomicU64::new(0) }; NR_CPUS]);
+
+/// Makes this CPU's I/O permission bitmap open exactly the ports of
+/// `open` (bit `p`: port `p`) to ring 3: the switch loads the next task's
+/// own ports (Linux's `ioperm()` is per task), so a port one task opened
+/// never opens for another task, on this CPU or any other. Writes the
+/// bitmap only when it changes. Interrupts off.
+pub fn load_user_ports(open: u64) {
+    if OPEN_PORTS.this().swap(open, Ordering::Relaxed) == open {
+        return;
+    }
+    let closed = (!open).to_le_bytes();
+    // The CPU reads these bytes only for `in`/`out` in ring 3, and the kernel runs here, interrupts
+    // off; the bitmap's last 0xff byte, which the descriptor's limit relies on, is not among them.
+    // SAFETY: raw byte stores through a fresh UnsafeCell pointer (no reference to the TSS lives
+    // after `init`) into this CPU's bitmap's first 8 bytes (64 ports), as argued above.
     unsafe {
-        let byte = (&raw mut (*this_tss()).io_bitmap).cast::<u8>().add(port / 8);
-        let bit = 1u8 << (port % 8);
-        let old = byte.read_volatile();
-        byte.write_volatile(if allowed { old & !bit } else { old | bit });
+        let bitmap = (&raw mut (*this_tss()).io_bitmap).cast::<u8>();
+        for (index, byte) in closed.iter().enumerate() {
+            bitmap.add(index).write_volatile(*byte);
+        }
     }
 }
 

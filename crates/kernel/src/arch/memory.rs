@@ -48,7 +48,28 @@ const LOW_MEMORY_END: u64 = 0x10_0000;
 // or above 1 MiB, and each is returned at most once until it is freed
 // again (`next` only grows; a freed frame leaves the list when handed out).
 unsafe impl FrameAllocator<Size4KiB> for BootFrameAllocator {
+    /// Every frame comes zero-filled: `map_to` links a new page table into
+    /// its parent before it clears it (x86_64's `create_next_table`), and a
+    /// frame back from [`free_frame`] (a process's old page table among
+    /// them) may hold present-looking entries that another CPU's page walk,
+    /// or [`walk`], could see in between.
     fn allocate_frame(&mut self) -> Option<PhysFrame> {
+        let frame = self.take_frame()?;
+        let words = physical_to_virtual(frame.start_address()).as_mut_ptr::<u64>();
+        for index in 0..512 {
+            // SAFETY: the frame was just taken off the free list or the memory map, so nothing
+            // else uses it; the physical map maps it (key 0) at `words`, 512 words = 4 KiB.
+            unsafe { words.add(index).write_volatile(0) };
+        }
+        // The zeroes before any store that links the frame into a table.
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        Some(frame)
+    }
+}
+
+impl BootFrameAllocator {
+    /// The next free frame, as it is.
+    fn take_frame(&mut self) -> Option<PhysFrame> {
         if self.free_list != 0 {
             let frame = PhysFrame::containing_address(PhysAddr::new(self.free_list));
             let link = physical_to_virtual(frame.start_address()).as_ptr::<u64>();
@@ -187,7 +208,6 @@ pub fn init(physical_memory_offset: u64, regions: &'static MemoryRegions) {
 /// Gives every unused kernel-half level-4 slot an empty level-3 table and
 /// records it in [`FREE_KERNEL_SLOTS`].
 fn preallocate_kernel_half() {
-    let mut free = FREE_KERNEL_SLOTS.lock();
     for slot in KERNEL_HALF_FIRST_SLOT..512 {
         let unused = with_page_table(|table| table.level_4_table()[slot].is_unused());
         if !unused {
@@ -197,22 +217,19 @@ fn preallocate_kernel_half() {
         with_page_table(|table| {
             table.level_4_table_mut()[slot]
                 .set_frame(frame, PageTableFlags::PRESENT | PageTableFlags::WRITABLE);
+            let mut free = FREE_KERNEL_SLOTS.lock();
+            free[(slot - KERNEL_HALF_FIRST_SLOT) / 64] |=
+                1 << ((slot - KERNEL_HALF_FIRST_SLOT) % 64);
         });
-        free[(slot - KERNEL_HALF_FIRST_SLOT) / 64] |= 1 << ((slot - KERNEL_HALF_FIRST_SLOT) % 64);
     }
 }
 
 /// A fresh frame, zero-filled through the physical map.
+///
+/// Every frame the allocator hands out is zero-filled (see its
+/// `allocate_frame`); this name is for the callers that rely on it.
 pub fn allocate_zeroed_frame() -> PhysFrame {
-    let frame = allocate_frame();
-    let words = physical_to_virtual(frame.start_address()).as_mut_ptr::<u64>();
-    for index in 0..512 {
-        // SAFETY: the frame was just allocated (nobody else holds it) and is mapped at `words`
-        // by the physical map; 512 words are exactly the 4 KiB frame, and no Rust reference
-        // aliases a frame the allocator has only now handed out.
-        unsafe { words.add(index).write_volatile(0) };
-    }
-    frame
+    allocate_frame()
 }
 
 /// Is the whole 4 KiB frame at `address` inside one usable region?
@@ -243,9 +260,9 @@ fn map_identity(frame: PhysFrame) {
     if translate(page.start_address()) == Some(frame.start_address()) {
         return;
     }
-    let mut allocator_guard = lock_allocator();
-    let allocator = &mut *allocator_guard;
     with_page_table(|table| {
+        let mut allocator_guard = lock_allocator();
+        let allocator = &mut *allocator_guard;
         let flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
         // SAFETY: a low frame reserved for the trampoline, mapped at its own address in the
         // lower half's first slot, where the kernel keeps nothing else: the mapping aliases only
@@ -261,15 +278,36 @@ pub fn physical_to_virtual(address: PhysAddr) -> VirtAddr {
     VirtAddr::new(PHYSICAL_MEMORY_OFFSET.load(Ordering::Relaxed) + address.as_u64())
 }
 
-/// Runs `f` on the active page tables.
+/// The lock every change of the kernel's page tables holds (Linux's
+/// `init_mm.page_table_lock`), with interrupts off, so its holder is never
+/// preempted. Never taken from a handler. Its holder may be waiting for
+/// this CPU to answer a TLB shootdown (`tlb`), so a CPU waiting for it
+/// answers the shootdown in flight as it spins. It comes before the frame
+/// allocator's lock and the free-slot set.
+static PAGE_TABLE_LOCK: Mutex<()> = Mutex::new(());
+
+/// Runs `f` on the active page tables, under the page-table lock, with
+/// interrupts off.
 fn with_page_table<T>(f: impl FnOnce(&mut OffsetPageTable<'static>) -> T) -> T {
+    x86_64::instructions::interrupts::without_interrupts(|| with_page_table_locked(f))
+}
+
+fn with_page_table_locked<T>(f: impl FnOnce(&mut OffsetPageTable<'static>) -> T) -> T {
+    let _page_table_lock = loop {
+        if let Some(guard) = PAGE_TABLE_LOCK.try_lock() {
+            break guard;
+        }
+        crate::arch::tlb::answer_pending_shootdown();
+        core::hint::spin_loop();
+    };
     let (level_4_frame, _) = Cr3::read();
     let level_4 = physical_to_virtual(level_4_frame.start_address()).as_mut_ptr::<PageTable>();
     let offset = VirtAddr::new(PHYSICAL_MEMORY_OFFSET.load(Ordering::Relaxed));
-    // The `&mut` lives for `f` only; its users change mappings at boot or from init's task, never
-    // from a handler (whose lookups are `walk`'s raw reads), and never a process's lower half.
+    // The `&mut` lives for `f` only, under the page-table lock; its users change mappings in task
+    // context, never from a handler (whose lookups are `walk`'s raw reads), and never a process's
+    // lower half.
     // SAFETY: CR3 names the live level-4 table, all RAM is mapped at `offset`, and no other
-    // reference to that table exists while `f` runs (above).
+    // reference to that table exists while `f` runs (the lock, above).
     let mut table = unsafe { OffsetPageTable::new(&mut *level_4, offset) };
     f(&mut table)
 }
@@ -397,9 +435,9 @@ pub fn map_kernel_buffer(pages: u64) -> Option<&'static mut [u8]> {
     for index in 0..pages {
         let frame = try_allocate_frame()?;
         let page = Page::<Size4KiB>::containing_address(first + index * 4096);
-        let mut allocator_guard = lock_allocator();
-        let allocator = &mut *allocator_guard;
         with_page_table(|table| {
+            let mut allocator_guard = lock_allocator();
+            let allocator = &mut *allocator_guard;
             // SAFETY: the page lies in a kernel slot just taken from the free set: nothing else
             // maps there, so the mapping aliases only its frame's physical-map view.
             unsafe { table.map_to(page, frame, flags, allocator) }
@@ -439,9 +477,9 @@ fn map_in_free_slot(
     extra_table_flags: PageTableFlags,
     at: Option<VirtAddr>,
 ) -> VirtAddr {
-    let mut allocator_guard = lock_allocator();
-    let allocator = &mut *allocator_guard;
     with_page_table(|table| {
+        let mut allocator_guard = lock_allocator();
+        let allocator = &mut *allocator_guard;
         let level_4 = table.level_4_table();
         let address = match at {
             Some(address) if usize::from(address.p4_index()) >= KERNEL_HALF_FIRST_SLOT => {
@@ -521,9 +559,9 @@ pub fn map_user_page(
     }
     let table_flags =
         PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::USER_ACCESSIBLE;
-    let mut allocator_guard = lock_allocator();
-    let allocator = &mut *allocator_guard;
     with_page_table(|table| {
+        let mut allocator_guard = lock_allocator();
+        let allocator = &mut *allocator_guard;
         let page = Page::<Size4KiB>::containing_address(address);
         // SAFETY: the page was unmapped and lies in the user slot (nothing of the kernel is
         // mapped there): the mapping aliases only its frame's physical-map view (for program
@@ -533,6 +571,101 @@ pub fn map_user_page(
             .flush();
     });
     true
+}
+
+/// Unmaps the kernel page at `address` and returns its frame, once every
+/// online CPU has flushed it from its TLB (`tlb::flush_kernel_range`): no
+/// CPU reads through the old entry after this returns. Task context.
+///
+/// # Safety
+///
+/// The caller owns the page (one it mapped, such as a pkey page): no
+/// reference or pointer into it is used after this, by any CPU, and no
+/// other code expects it mapped.
+///
+/// # Panics
+///
+/// If `address` is not a mapped 4 KiB page of the kernel half.
+pub unsafe fn unmap_kernel_page(address: VirtAddr) -> PhysFrame {
+    assert!(address.as_u64() >= KERNEL_HALF_START, "{address:?} is not in the kernel half");
+    let page = Page::<Size4KiB>::containing_address(address);
+    with_page_table(|table| {
+        let frame = match table.unmap(page) {
+            // The shootdown below flushes this CPU too.
+            Ok((frame, flush)) => {
+                flush.ignore();
+                frame
+            }
+            Err(why) => panic!("unmapping the kernel page at {address:?}: {why:?}"),
+        };
+        crate::arch::tlb::flush_kernel_range(page.start_address(), 1);
+        frame
+    })
+}
+
+/// Maps `frame` at the kernel address `address` (a page a caller unmapped
+/// with [`unmap_kernel_page`], or one of a level-4 slot it owns), writable,
+/// not executable, tagged with `pkey`. No shootdown: no TLB holds a
+/// not-present entry.
+///
+/// # Safety
+///
+/// The caller owns `frame` and the page at `address`: nothing else maps
+/// the frame writable (the physical map aside), and nothing else uses the
+/// address.
+pub unsafe fn map_kernel_page(address: VirtAddr, frame: PhysFrame, pkey: u8) {
+    assert!(address.as_u64() >= KERNEL_HALF_START, "{address:?} is not in the kernel half");
+    assert!(pkey < 16, "PKS has 16 keys");
+    use x86_64::registers::model_specific::{Efer, EferFlags};
+    let page = Page::<Size4KiB>::containing_address(address);
+    let mut flags = PageTableFlags::PRESENT
+        | PageTableFlags::WRITABLE
+        | PageTableFlags::from_bits_retain(u64::from(pkey) << PTE_PKEY_SHIFT);
+    if Efer::read().contains(EferFlags::NO_EXECUTE_ENABLE) {
+        flags |= PageTableFlags::NO_EXECUTE;
+    }
+    with_page_table(|table| {
+        let mut allocator_guard = lock_allocator();
+        let allocator = &mut *allocator_guard;
+        // SAFETY: the caller owns the frame and the page (this function's contract).
+        unsafe { table.map_to(page, frame, flags, allocator) }
+            .expect("mapping a kernel page")
+            .ignore();
+    });
+}
+
+/// Gives the kernel page at `address` the protection key `pkey` and
+/// returns once every online CPU has flushed the old entry (a TLB entry
+/// keeps the key it was filled with): no CPU reaches the page with the old
+/// key's rights after this returns. Task context.
+///
+/// # Panics
+///
+/// If `address` is not a mapped 4 KiB page of the kernel half, or `pkey`
+/// is not below 16.
+pub fn set_page_pkey(address: VirtAddr, pkey: u8) {
+    assert!(address.as_u64() >= KERNEL_HALF_START, "{address:?} is not in the kernel half");
+    assert!(pkey < 16, "PKS has 16 keys");
+    let page = Page::<Size4KiB>::containing_address(address);
+    with_page_table(|table| {
+        let key_bits = PageTableFlags::from_bits_retain(0xf << PTE_PKEY_SHIFT);
+        let flags =
+            match x86_64::structures::paging::Translate::translate(&*table, page.start_address()) {
+                x86_64::structures::paging::mapper::TranslateResult::Mapped {
+                    flags,
+                    frame: x86_64::structures::paging::mapper::MappedFrame::Size4KiB(_),
+                    ..
+                } => flags,
+                other => panic!("{address:?} is not a mapped 4 KiB kernel page: {other:?}"),
+            };
+        let new_flags = (flags - key_bits)
+            | PageTableFlags::from_bits_retain(u64::from(pkey) << PTE_PKEY_SHIFT);
+        // SAFETY: only the key bits change; the page keeps its frame and its other rights.
+        unsafe { table.update_flags(page, new_flags) }
+            .expect("updating a mapped page's flags")
+            .ignore();
+        crate::arch::tlb::flush_kernel_range(page.start_address(), 1);
+    });
 }
 
 /// Unmaps the 4 KiB page at `address` (a guard page inside the kernel's own

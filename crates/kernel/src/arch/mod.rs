@@ -25,4 +25,5 @@ pub mod memory;
 pub mod percpu;
 pub mod pks;
 pub mod smp;
+pub mod tlb;
 pub mod uaccess;

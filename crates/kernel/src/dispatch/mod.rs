@@ -188,6 +188,8 @@ unsafe fn paranoid_entry(regs: &mut PtRegs, vector: u8) {
     let user_nmi = regs.user_mode() && vector == NMI_VECTOR;
     if user_nmi {
         user::counters::USER_NMIS.fetch_add(1, Ordering::Relaxed);
+        user::counters::CPU_USER_NMIS[crate::arch::percpu::this_cpu()]
+            .fetch_add(1, Ordering::Relaxed);
     }
     loop {
         // SAFETY: per this function's contract.

@@ -31,8 +31,9 @@ pub fn activate(fault: Fault) -> Result<(), &'static str> {
         return Err("this kernel was built without fault injection (build it with EXTREGS_FAULT_INJECTION=1)");
     }
     // The flags are global and armed for the next exit on any CPU: another
-    // CPU's exit would consume them (or skip its own registers).
-    if crate::arch::smp::cpus_online() > 1 {
+    // CPU's exit would consume them (or skip its own registers). The
+    // shootdown fault is a plain switch, and needs a second CPU to matter.
+    if fault != Fault::SkipTlbShootdown && crate::arch::smp::cpus_online() > 1 {
         return Err("fault injection runs on one CPU: boot with --smp 1");
     }
     ACTIVE.store(index_of(fault), Ordering::SeqCst);
@@ -44,6 +45,7 @@ pub fn activate(fault: Fault) -> Result<(), &'static str> {
         Fault::NmiReusesIstFrame => unsafe {
             (&raw mut extregs_entry_asm::faults::extregs_fault_nmi_reuse).write_volatile(1)
         },
+        Fault::SkipTlbShootdown => crate::arch::tlb::skip_remote_flushes(),
         _ => {}
     }
     Ok(())

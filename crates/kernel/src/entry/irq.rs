@@ -134,6 +134,12 @@ pub fn handle(regs: &mut PtRegs, vector: u8) {
             apic::eoi();
             crate::sched::reschedule_ipi();
         }
+        crate::arch::tlb::TLB_SHOOTDOWN_VECTOR => {
+            // Another CPU changed a kernel mapping and waits for this
+            // CPU's TLB to forget the old entry.
+            crate::arch::tlb::handle_shootdown_ipi();
+            apic::eoi();
+        }
         SPURIOUS_VECTOR => {
             // A real spurious interrupt sets no ISR bit and must not be
             // EOI'd; one delivered as an ordinary interrupt on this vector

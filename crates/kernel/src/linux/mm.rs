@@ -22,8 +22,9 @@
 //! allocator on unmap and when the process ends ([`AddressSpace::destroy`]).
 //!
 //! One process is one task, and it changes only its own tables, from its
-//! own syscalls, so a TLB flush is this CPU's `invlpg` (the SMP shootdown
-//! is part 2's work).
+//! own syscalls, so a TLB flush is this CPU's `invlpg`: no other CPU holds
+//! entries of its lower half (every switch that loads another CR3 flushes
+//! them; there is no PCID), so no shootdown is owed (`arch/tlb.rs`).
 
 use crate::arch::memory;
 use crate::arch::uaccess::TASK_SIZE_MAX;

@@ -47,6 +47,9 @@ static GPR_MISMATCHES: AtomicU64 = AtomicU64::new(0);
 static PKRS_MISMATCHES: AtomicU64 = AtomicU64::new(0);
 static PAGE_MISMATCHES: AtomicU64 = AtomicU64::new(0);
 static TIMER_FRAMES_CHECKED: AtomicU64 = AtomicU64::new(0);
+/// The same, per CPU (each CPU's tick preempts the workers it runs).
+static CPU_TIMER_FRAMES_CHECKED: [AtomicU64; extregs_regs::NR_CPUS] =
+    [const { AtomicU64::new(0) }; extregs_regs::NR_CPUS];
 static YIELDS: AtomicU64 = AtomicU64::new(0);
 static STOP: AtomicBool = AtomicBool::new(false);
 /// The page of each key 1..=15 (index = key).
@@ -171,6 +174,7 @@ fn wrong_rights(regs: &mut PtRegs, fault: PksFault) -> bool {
 fn check_timer_frame(regs: &mut PtRegs, vector: u8) -> bool {
     if vector == apic::TIMER_VECTOR && pks::enabled() {
         TIMER_FRAMES_CHECKED.fetch_add(1, Ordering::Relaxed);
+        CPU_TIMER_FRAMES_CHECKED[crate::arch::percpu::this_cpu()].fetch_add(1, Ordering::Relaxed);
         // SAFETY: `regs` is the IRQ stub's frame (an event hook is only
         // offered entry frames).
         let saved = unsafe { ExtendedPtRegs::from_regs(regs) }.arch.pks;
@@ -241,6 +245,8 @@ pub fn run(tasks: u32, seconds: u32) -> bool {
     let online_cpus = smp::cpus_online() as usize;
     let mut cpu_switches = [0u64; extregs_regs::NR_CPUS];
     let mut cpu_preemptions = [0u64; extregs_regs::NR_CPUS];
+    let cpu_timer_frames: [u64; extregs_regs::NR_CPUS] =
+        core::array::from_fn(|cpu| CPU_TIMER_FRAMES_CHECKED[cpu].load(Ordering::Relaxed));
     for cpu in 0..online_cpus {
         let (switches, preemptions) = sched::cpu_counts(cpu);
         cpu_switches[cpu] = switches - cpus[cpu].0;
@@ -283,11 +289,12 @@ pub fn run(tasks: u32, seconds: u32) -> bool {
     result::emit(
         ok,
         format_args!(
-            ",\"tasks\":{workers},\"seconds\":{seconds},\"tick_hz\":{TICK_HZ},\"context_switches\":{context_switches},\"preemptions\":{preemptions},\"enable_preemptions\":{enable_preemptions},\"yields\":{yields},\"per_task\":{},\"pkrs_mismatches\":{pkrs_mismatches},\"gpr_mismatches\":{gpr_mismatches},\"page_mismatches\":{page_mismatches},\"model_errors\":{model_errors},\"timer_frames_checked\":{timer_frames},\"pkrs_wrmsrs\":{pkrs_wrmsrs},\"nmis\":{nmis},\"pks_checks\":{},\"migrations\":{migrations},\"cpu_context_switches\":{},\"cpu_preemptions\":{}",
+            ",\"tasks\":{workers},\"seconds\":{seconds},\"tick_hz\":{TICK_HZ},\"context_switches\":{context_switches},\"preemptions\":{preemptions},\"enable_preemptions\":{enable_preemptions},\"yields\":{yields},\"per_task\":{},\"pkrs_mismatches\":{pkrs_mismatches},\"gpr_mismatches\":{gpr_mismatches},\"page_mismatches\":{page_mismatches},\"model_errors\":{model_errors},\"timer_frames_checked\":{timer_frames},\"pkrs_wrmsrs\":{pkrs_wrmsrs},\"nmis\":{nmis},\"pks_checks\":{},\"migrations\":{migrations},\"cpu_context_switches\":{},\"cpu_preemptions\":{},\"cpu_timer_frames_checked\":{}",
             result::JsonList(&per_task[..workers]),
             pks::enabled(),
             result::JsonList(&cpu_switches[..online_cpus]),
-            result::JsonList(&cpu_preemptions[..online_cpus])
+            result::JsonList(&cpu_preemptions[..online_cpus]),
+            result::JsonList(&cpu_timer_frames[..online_cpus])
         ),
     );
     ok

@@ -35,8 +35,26 @@
 
 pub mod ap;
 pub mod idle;
+mod pkrs;
+mod preempt;
+mod runqueue;
+mod switch;
 pub mod task;
+mod tick;
 pub mod user_state;
+
+pub use pkrs::{
+    current_pkrs, pks_reset_current, pks_set_noaccess, pks_set_readwrite, pks_set_rights,
+};
+pub use preempt::{
+    exit_to_user_mode_work, force_fatal_signal, hardirq_enter, hardirq_exit, kill_current_task,
+    need_resched, nmi_enter, nmi_exit, preempt_count, preempt_disable, preempt_enable,
+    preempt_schedule_irq, schedule_before_user_return,
+};
+use runqueue::{allowed_on, run_queue, RunQueue};
+pub use switch::{cancel_switch_hold, held_switch_result, hold_switch_out_of};
+use switch::{finish_task_switch, kick, make_runnable, schedule, wake, SwitchKind};
+pub use tick::{reschedule_ipi, scheduler_tick, start_tick, stop_tick, tick_running, ticks};
 
 use crate::arch::irqflags;
 use crate::arch::percpu::{self, PerCpu};
@@ -111,98 +129,6 @@ static TICK_ARMED: PerCpu<AtomicBool> = PerCpu::new([const { AtomicBool::new(fal
 /// Switches that found the RCU or lockdep model wrong (RCU not watching,
 /// or lockdep believing hardirqs on while the switch runs with IF clear).
 static MODEL_ERRORS: AtomicU64 = AtomicU64::new(0);
-
-/// A FIFO of runnable task slots.
-struct RunQueue {
-    slots: [u8; MAX_TASKS],
-    head: usize,
-    len: usize,
-}
-
-impl RunQueue {
-    const fn new() -> RunQueue {
-        RunQueue { slots: [0; MAX_TASKS], head: 0, len: 0 }
-    }
-
-    fn push(&mut self, slot: usize) {
-        assert!(self.len < MAX_TASKS, "run queue overflow");
-        self.slots[(self.head + self.len) % MAX_TASKS] = slot as u8;
-        self.len += 1;
-    }
-
-    /// The queue position of the first task `cpu` may run.
-    fn first_allowed(&self, cpu: usize) -> Option<usize> {
-        (0..self.len).find(|&position| {
-            let slot = usize::from(self.slots[(self.head + position) % MAX_TASKS]);
-            allowed_on(slot, cpu)
-        })
-    }
-
-    fn has_work_for(&self, cpu: usize) -> bool {
-        self.first_allowed(cpu).is_some()
-    }
-
-    /// Takes the first task `cpu` may run out of the queue; the tasks
-    /// before it keep their order.
-    fn take_first_allowed(&mut self, cpu: usize) -> Option<usize> {
-        let position = self.first_allowed(cpu)?;
-        let slot = usize::from(self.slots[(self.head + position) % MAX_TASKS]);
-        for earlier in (0..position).rev() {
-            self.slots[(self.head + earlier + 1) % MAX_TASKS] =
-                self.slots[(self.head + earlier) % MAX_TASKS];
-        }
-        self.head = (self.head + 1) % MAX_TASKS;
-        self.len -= 1;
-        Some(slot)
-    }
-}
-
-/// May the task in `slot` run on `cpu`?
-fn allowed_on(slot: usize, cpu: usize) -> bool {
-    TASKS[slot].allowed_cpus.load(Ordering::Relaxed) & (1 << cpu) != 0
-}
-
-static RUN_QUEUE: Mutex<RunQueue> = Mutex::new(RunQueue::new());
-/// The CPU holding the run-queue lock, plus one (0: none): a CPU that
-/// takes it twice would spin on itself for ever, so it panics instead.
-static RUN_QUEUE_HOLDER: AtomicUsize = AtomicUsize::new(0);
-
-/// The run-queue lock, held.
-struct RunQueueGuard(spin::MutexGuard<'static, RunQueue>);
-
-impl core::ops::Deref for RunQueueGuard {
-    type Target = RunQueue;
-    fn deref(&self) -> &RunQueue {
-        &self.0
-    }
-}
-
-impl core::ops::DerefMut for RunQueueGuard {
-    fn deref_mut(&mut self) -> &mut RunQueue {
-        &mut self.0
-    }
-}
-
-impl Drop for RunQueueGuard {
-    fn drop(&mut self) {
-        // Before the inner guard unlocks (fields drop after this).
-        RUN_QUEUE_HOLDER.store(0, Ordering::Relaxed);
-    }
-}
-
-/// Takes the run-queue lock (the scheduler lock); interrupts must be off.
-fn run_queue() -> RunQueueGuard {
-    debug_assert!(!x86_64::instructions::interrupts::are_enabled());
-    let me = percpu::this_cpu() + 1;
-    assert_ne!(
-        RUN_QUEUE_HOLDER.load(Ordering::Relaxed),
-        me,
-        "the run-queue lock taken twice on one CPU"
-    );
-    let guard = RUN_QUEUE.lock();
-    RUN_QUEUE_HOLDER.store(me, Ordering::Relaxed);
-    RunQueueGuard(guard)
-}
 
 /// Counts since boot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -417,6 +343,7 @@ fn prepare_new_task(
     task.allowed_cpus.store(allowed_cpus, Ordering::Relaxed);
     task.last_cpu.store(NO_CPU, Ordering::Relaxed);
     task.on_cpu.store(false, Ordering::Relaxed);
+    task.user_ports.store(0, Ordering::Relaxed);
     let stack = task::stack_range(slot);
     task.id.store(pid, Ordering::Relaxed);
     task.set_name(name);
@@ -467,7 +394,7 @@ pub fn spawn(
 ///
 /// # Panics
 ///
-/// If `allowed_cpus` names no CPU.
+/// If `allowed_cpus` names no online CPU.
 pub fn spawn_with_affinity(
     name: core::fmt::Arguments<'_>,
     entry: fn(usize),
@@ -489,6 +416,18 @@ pub fn spawn_with_user_args(
     spawn_task(name, entry, arg, user_args, task::BOOT_CPU_ONLY)
 }
 
+/// [`spawn_with_user_args`] for a task that may run on the CPUs of
+/// `allowed_cpus` (see [`spawn_with_affinity`]).
+pub fn spawn_with_user_args_on(
+    name: core::fmt::Arguments<'_>,
+    entry: fn(usize),
+    arg: usize,
+    user_args: [u64; 3],
+    allowed_cpus: u32,
+) -> Result<TaskHandle, SpawnError> {
+    spawn_task(name, entry, arg, user_args, allowed_cpus)
+}
+
 fn spawn_task(
     name: core::fmt::Arguments<'_>,
     entry: fn(usize),
@@ -497,7 +436,8 @@ fn spawn_task(
     allowed_cpus: u32,
 ) -> Result<TaskHandle, SpawnError> {
     assert!(INITIALISED.load(Ordering::Acquire), "sched::init ran");
-    assert!(allowed_cpus & task::ALL_CPUS != 0, "a task must be allowed on some CPU");
+    let online = smp::online_cpus().fold(0u32, |mask, (cpu, _)| mask | 1 << cpu);
+    assert!(allowed_cpus & online != 0, "affinity {allowed_cpus:#x} names no online CPU");
     let name = task::format_name(name);
     let handle = with_irqs_off(|| {
         let mut queue = run_queue();
@@ -586,7 +526,7 @@ pub fn install_reaper(reap: fn(usize)) {
 pub fn wait(handle: TaskHandle) -> i32 {
     let task = &TASKS[handle.slot];
     loop {
-        let done = with_irqs_off(|| {
+        let reaped = with_irqs_off(|| {
             let queue = run_queue();
             assert_eq!(task.id.load(Ordering::Relaxed), handle.pid, "task waited for twice");
             if task.state() == TaskState::Zombie {
@@ -602,9 +542,13 @@ pub fn wait(handle: TaskHandle) -> i32 {
                 if let Some(reap) = REAPER.get() {
                     reap(handle.slot);
                 }
-                task.set_state(TaskState::Free);
+                // Everything read of the slot first: once it is free, a
+                // spawn on another CPU may fill it.
+                let _queue = run_queue();
+                let status = task.exit_status.load(Ordering::Relaxed);
                 task.id.store(0, Ordering::Relaxed);
-                return true;
+                task.set_state(TaskState::Free);
+                return Some(status);
             }
             let waiter = CURRENT.this().load(Ordering::Relaxed) + 1;
             let previous = task.waiter.swap(waiter, Ordering::Relaxed);
@@ -612,10 +556,10 @@ pub fn wait(handle: TaskHandle) -> i32 {
             current_task().set_state(TaskState::Waiting);
             drop(queue);
             schedule(SwitchKind::Blocking);
-            false
+            None
         });
-        if done {
-            return task.exit_status.load(Ordering::Relaxed);
+        if let Some(status) = reaped {
+            return status;
         }
     }
 }
@@ -685,6 +629,35 @@ pub fn yield_now() {
     });
 }
 
+/// Opens `port` to `handle`'s user mode (`allowed`), or closes it again:
+/// the task's own I/O permission bits (Linux's `ioperm()`), loaded by
+/// every switch into it, on whichever CPU. Takes effect at once if the task
+/// runs on this CPU, otherwise at its next switch in.
+///
+/// # Panics
+///
+/// If `port` is past the bitmap (`gdt::USER_PORTS`), or the task is not
+/// alive.
+pub fn set_user_port_access(handle: TaskHandle, port: u16, allowed: bool) {
+    assert!(port < crate::arch::gdt::USER_PORTS, "port {port:#x} is past the I/O bitmap");
+    let task = &TASKS[handle.slot];
+    with_irqs_off(|| {
+        // Under the scheduler lock, which a reap holds to free the slot:
+        // the bits go to this task, never to the next one in its slot.
+        let _queue = run_queue();
+        assert_eq!(task.id.load(Ordering::Relaxed), handle.pid, "port access of a dead task");
+        let bit = 1u64 << port;
+        let ports = if allowed {
+            task.user_ports.fetch_or(bit, Ordering::Relaxed) | bit
+        } else {
+            task.user_ports.fetch_and(!bit, Ordering::Relaxed) & !bit
+        };
+        if CURRENT.this().load(Ordering::Relaxed) == handle.slot {
+            crate::arch::gdt::load_user_ports(ports);
+        }
+    });
+}
+
 /// The CPU `handle`'s task last ran on (None before it first ran).
 pub fn last_cpu_of(handle: TaskHandle) -> Option<usize> {
     let cpu = TASKS[handle.slot].last_cpu.load(Ordering::Relaxed);
@@ -722,8 +695,11 @@ pub fn set_affinity(handle: TaskHandle, allowed_cpus: u32) {
             schedule(SwitchKind::Blocking);
             return;
         }
-        let running_on = task.last_cpu.load(Ordering::Relaxed) as usize;
-        if task.on_cpu.load(Ordering::Acquire) && allowed_cpus & (1 << running_on) == 0 {
+        let (on_cpu, running_on) = {
+            let _queue = run_queue();
+            (task.on_cpu.load(Ordering::Relaxed), task.last_cpu.load(Ordering::Relaxed) as usize)
+        };
+        if on_cpu && allowed_cpus & (1 << running_on) == 0 {
             NEED_RESCHED.of(running_on).store(true, Ordering::Relaxed);
             apic::send_ipi(crate::arch::gdt::apic_id_of(running_on), apic::RESCHEDULE_VECTOR);
         }
@@ -745,75 +721,6 @@ pub extern "C" fn yield_from_asm() {
     yield_now();
 }
 
-/// Makes a sleeping or waiting task runnable. Interrupts off.
-fn wake(slot: usize) {
-    let queued = {
-        let mut queue = run_queue();
-        matches!(TASKS[slot].state(), TaskState::Sleeping | TaskState::Waiting)
-            && make_runnable(&mut queue, slot)
-    };
-    if queued {
-        kick(slot);
-    }
-}
-
-/// Marks a blocked task runnable and queues it, unless a CPU is still
-/// switching away from it: that switch's [`finish_task_switch`] queues it
-/// once its RSP is saved (or, if it has not switched yet, its `schedule`
-/// finds it runnable and keeps it). True if queued here.
-fn make_runnable(queue: &mut RunQueue, slot: usize) -> bool {
-    let task = &TASKS[slot];
-    task.set_state(TaskState::Runnable);
-    if task.on_cpu.load(Ordering::Acquire) {
-        return false;
-    }
-    queue.push(slot);
-    true
-}
-
-/// A task was queued: sends a reschedule IPI to an idle CPU it may run
-/// on (or marks this CPU, if it is idle and allowed). A CPU that is busy
-/// takes the task at its next tick or scheduling point. Interrupts off.
-fn kick(slot: usize) {
-    let this = percpu::this_cpu();
-    for (cpu, apic_id) in smp::online_cpus() {
-        if !allowed_on(slot, cpu)
-            || CURRENT.of(cpu).load(Ordering::Relaxed) != task::idle_slot_of(cpu)
-        {
-            continue;
-        }
-        NEED_RESCHED.of(cpu).store(true, Ordering::Relaxed);
-        if cpu != this {
-            apic::send_ipi(apic_id, apic::RESCHEDULE_VECTOR);
-        }
-        return;
-    }
-}
-
-/// Linux's `finish_task_switch`: runs first thing in the task a switch
-/// has just switched to, on its own stack, interrupts off. The task left
-/// has had its RSP saved by now: its `on_cpu` clears (release order,
-/// after that save) and, if it is still runnable, it goes back on the run
-/// queue, where another CPU may pick it.
-fn finish_task_switch() {
-    let from = SWITCHING_FROM.this().swap(0, Ordering::Relaxed);
-    assert!(from != 0, "finish_task_switch without a switch in flight");
-    let from = from - 1;
-    let from_task = &TASKS[from];
-    let queued = {
-        let mut queue = run_queue();
-        from_task.on_cpu.store(false, Ordering::Release);
-        let requeue = !task::is_idle_slot(from) && from_task.state() == TaskState::Runnable;
-        if requeue {
-            queue.push(from);
-        }
-        requeue
-    };
-    if queued {
-        kick(from);
-    }
-}
-
 /// Runs `body` with interrupts off (and the lockdep model told), then puts
 /// IF back as it was (Linux's `local_irq_save`/`local_irq_restore`).
 fn with_irqs_off<T>(body: impl FnOnce() -> T) -> T {
@@ -826,215 +733,6 @@ fn with_irqs_off<T>(body: impl FnOnce() -> T) -> T {
         irqflags::local_irq_enable();
     }
     result
-}
-
-/// Why [`schedule`] runs: the running task blocks or yields, or it is
-/// preempted (counted per CPU).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum SwitchKind {
-    Blocking,
-    Preemption,
-}
-
-/// Picks the next task and switches to it; returns (true) when this task
-/// runs again, possibly on another CPU, or at once (false) when it stays on
-/// the CPU. Interrupts must be off.
-fn schedule(kind: SwitchKind) -> bool {
-    let cpu = percpu::this_cpu();
-    let prev = CURRENT.this().load(Ordering::Relaxed);
-    let prev_task = &TASKS[prev];
-    let prev_is_idle = task::is_idle_slot(prev);
-    // Linux's "scheduling while atomic": no switch inside a
-    // preempt_disable section, an interrupt handler or an NMI.
-    let expected_count = if prev_is_idle { IDLE_PREEMPT_COUNT } else { 0 };
-    let count = prev_task.preempt_count.load(Ordering::Relaxed);
-    if count != expected_count {
-        panic!(
-            "scheduling while atomic: task {} ({}) has preempt count {count:#x}",
-            prev_task.id.load(Ordering::Relaxed),
-            prev_task.name()
-        );
-    }
-    SCHEDULE_CALLS.this().fetch_add(1, Ordering::Relaxed);
-    let next = {
-        let mut queue = run_queue();
-        // A task that was about to block may have been woken already (by
-        // another CPU, or an interrupt): it is still runnable. One whose
-        // affinity no longer allows this CPU must go.
-        let prev_runnable = !prev_is_idle
-            && matches!(prev_task.state(), TaskState::Running | TaskState::Runnable)
-            && allowed_on(prev, cpu);
-        let next = match queue.take_first_allowed(cpu) {
-            Some(next) => next,
-            None if prev_runnable => prev,
-            None => task::idle_slot_of(cpu),
-        };
-        if next == prev {
-            prev_task.set_state(TaskState::Running);
-        } else {
-            if prev_is_idle || matches!(prev_task.state(), TaskState::Running) {
-                // Queued by finish_task_switch once the switch has saved
-                // its RSP (never before: another CPU would pick it up).
-                prev_task.set_state(TaskState::Runnable);
-            }
-            claim(next, cpu);
-        }
-        next
-    };
-    NEED_RESCHED.this().store(false, Ordering::Relaxed);
-    if next == prev {
-        return false;
-    }
-    if kind == SwitchKind::Preemption {
-        CPU_PREEMPTIONS.this().fetch_add(1, Ordering::Relaxed);
-    }
-    switch_to(prev, next);
-    true
-}
-
-/// This CPU takes `next` (scheduler lock held). A task whose `on_cpu` is
-/// still set is being switched out by some CPU that has not saved its RSP
-/// yet: running it would resume it on a stale stack pointer.
-fn claim(next: usize, cpu: usize) {
-    let next_task = &TASKS[next];
-    if next_task.on_cpu.load(Ordering::Acquire) {
-        panic!(
-            "CPU {cpu} picked task {} ({}) while CPU {} has not finished switching it out",
-            next_task.id.load(Ordering::Relaxed),
-            next_task.name(),
-            next_task.last_cpu.load(Ordering::Relaxed)
-        );
-    }
-    next_task.on_cpu.store(true, Ordering::Relaxed);
-    next_task.set_state(TaskState::Running);
-}
-
-/// A selftest's hold on one switch (see [`hold_switch_out_of`]): the task
-/// slot plus one whose next switch-out waits, before its RSP is saved,
-/// until another CPU has run `schedule`.
-static HOLD_SWITCH_OF: AtomicUsize = AtomicUsize::new(0);
-static HOLD_SWITCH_RESULT: AtomicU8 = AtomicU8::new(HOLD_PENDING);
-const HOLD_PENDING: u8 = 0;
-const HOLD_OTHER_CPU_SCHEDULED: u8 = 1;
-const HOLD_TIMED_OUT: u8 = 2;
-
-/// Makes the next switch away from `handle`'s task on CPU `holder_cpu`
-/// stop halfway, before the switch saves its RSP, until CPU `other_cpu`
-/// has run [`schedule`] (it is sent a reschedule IPI) or a second has
-/// passed: the window in which a scheduler that queued the task too early
-/// would let `other_cpu` run it. [`held_switch_result`] then says which.
-pub fn hold_switch_out_of(handle: TaskHandle, holder_cpu: usize, other_cpu: usize) {
-    HOLD_HOLDER_CPU.store(holder_cpu, Ordering::Relaxed);
-    HOLD_OTHER_CPU.store(other_cpu, Ordering::Relaxed);
-    HOLD_SWITCH_RESULT.store(HOLD_PENDING, Ordering::Relaxed);
-    HOLD_SWITCH_OF.store(handle.slot + 1, Ordering::Release);
-}
-static HOLD_HOLDER_CPU: AtomicUsize = AtomicUsize::new(0);
-static HOLD_OTHER_CPU: AtomicUsize = AtomicUsize::new(0);
-
-/// Drops a hold that has not happened (so it can't catch a later task in
-/// the same slot).
-pub fn cancel_switch_hold() {
-    HOLD_SWITCH_OF.store(0, Ordering::Release);
-}
-
-/// What the held switch saw: `Some(true)` if the other CPU scheduled
-/// while the switch was held, `Some(false)` if it timed out, None if the
-/// switch has not happened.
-pub fn held_switch_result() -> Option<bool> {
-    match HOLD_SWITCH_RESULT.load(Ordering::Acquire) {
-        HOLD_OTHER_CPU_SCHEDULED => Some(true),
-        HOLD_TIMED_OUT => Some(false),
-        _ => None,
-    }
-}
-
-/// The hold itself, in `switch_to` between the state changes and the
-/// context switch.
-fn hold_switch_if_asked(prev: usize) {
-    if HOLD_SWITCH_OF.load(Ordering::Acquire) != prev + 1
-        || HOLD_HOLDER_CPU.load(Ordering::Relaxed) != percpu::this_cpu()
-    {
-        return;
-    }
-    HOLD_SWITCH_OF.store(0, Ordering::Relaxed);
-    let other = HOLD_OTHER_CPU.load(Ordering::Relaxed);
-    let before = SCHEDULE_CALLS.of(other).load(Ordering::Relaxed);
-    NEED_RESCHED.of(other).store(true, Ordering::Relaxed);
-    apic::send_ipi(crate::arch::gdt::apic_id_of(other), apic::RESCHEDULE_VECTOR);
-    let deadline = tsc() + apic::tsc_ticks_per_ms() * 1000;
-    let result = loop {
-        // Each call counts before it looks at the queue, so a count past
-        // `before` is a look at the queue during the hold.
-        if SCHEDULE_CALLS.of(other).load(Ordering::Relaxed) > before {
-            break HOLD_OTHER_CPU_SCHEDULED;
-        }
-        if tsc() > deadline {
-            break HOLD_TIMED_OUT;
-        }
-        core::hint::spin_loop();
-    };
-    HOLD_SWITCH_RESULT.store(result, Ordering::Release);
-}
-
-fn tsc() -> u64 {
-    // SAFETY: RDTSC reads a counter; no memory is touched.
-    unsafe { core::arch::x86_64::_rdtsc() }
-}
-
-/// Switches from `prev` (running) to `next` (claimed by this CPU). Returns
-/// when `prev` is switched back in, on whichever CPU picks it.
-fn switch_to(prev: usize, next: usize) {
-    let cpu = percpu::this_cpu();
-    let (prev_task, next_task) = (&TASKS[prev], &TASKS[next]);
-    // Never from an IST stack (or any stack not the task's own).
-    assert_on_own_stack("switch_to, leaving");
-    // Nothing may switch with the models claiming otherwise: IF is off, so
-    // lockdep must say hardirqs are off, and RCU must watch (only the idle
-    // loop's `hlt` doesn't, and it is over before idle switches).
-    if irqflags::lockdep_hardirqs_enabled() || !irqflags::rcu_is_watching() {
-        MODEL_ERRORS.fetch_add(1, Ordering::Relaxed);
-    }
-    if pks::enabled() {
-        prev_task.switched_out_pkrs.store(pks::cached_pkrs(), Ordering::Relaxed);
-        // SAFETY: PKS is on; every value a task runs with keeps key 0 (all
-        // kernel memory, the stacks included) read/write.
-        unsafe { pks::update_pkrs(next_task.switched_out_pkrs.load(Ordering::Relaxed)) };
-    }
-    // SAFETY: `next` is switched out and this CPU claimed it after an acquire load found its
-    // `on_cpu` clear, which the CPU that switched it out set with release order after saving its
-    // RSP: only this switch reads its ThreadContext now, and nothing writes it meanwhile.
-    let next_sp = unsafe { (*next_task.thread.get()).sp };
-    if !next_task.stack().contains(&next_sp) {
-        panic!(
-            "switch to task {} ({}): its saved RSP {next_sp:#x} is outside its stack {:#x?}",
-            next_task.id.load(Ordering::Relaxed),
-            next_task.name(),
-            next_task.stack()
-        );
-    }
-    // SAFETY: interrupts are off and `next` runs next: its user frames must land at the top of its
-    // own kernel stack (a stale RSP0 would build them on the previous task's). An NMI before the
-    // switch comes from kernel mode and uses its IST, not RSP0.
-    unsafe { crate::arch::gdt::set_kernel_stack_top(next_task.stack_top.load(Ordering::Relaxed)) };
-    user_state::switch(prev, next);
-    let last_cpu = next_task.last_cpu.swap(cpu as u32, Ordering::Relaxed);
-    if last_cpu != NO_CPU && last_cpu as usize != cpu {
-        MIGRATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-    SWITCHING_FROM.this().store(prev + 1, Ordering::Relaxed);
-    CURRENT.this().store(next, Ordering::Relaxed);
-    CONTEXT_SWITCHES.fetch_add(1, Ordering::Relaxed);
-    CPU_CONTEXT_SWITCHES.this().fetch_add(1, Ordering::Relaxed);
-    hold_switch_if_asked(prev);
-    // SAFETY: interrupts off; `prev` runs, so its ThreadContext is ours; `next` is claimed by this
-    // CPU, so its `sp` points at the InactiveTaskFrame its last switch (or prepare_new_task) left
-    // on its own stack, which nothing else uses. Both pointers come from the TASKS static.
-    unsafe { extregs_context_switch(prev_task.thread.get(), next_task.thread.get()) };
-    // Back in `prev`, on its own stack (on the CPU that picked it): the
-    // switch into it is complete, and the task this CPU left can be queued.
-    finish_task_switch();
-    assert_on_own_stack("switch_to");
 }
 
 /// Sets the running task's user FS base (`arch_prctl(ARCH_SET_FS)`): the
@@ -1095,262 +793,13 @@ pub(crate) fn idle_until_work() {
     schedule(SwitchKind::Blocking);
 }
 
-/// The scheduler tick, from the LAPIC timer's IRQ handler: wakes sleepers
-/// whose tick has come and asks for a reschedule when another task is
-/// runnable (a time slice is one tick).
-pub fn scheduler_tick() {
-    let cpu = percpu::this_cpu();
-    // Only the boot CPU's tick is the clock (and wakes sleepers); every
-    // CPU's tick ends time slices.
-    if cpu == 0 {
-        let now = TICKS.fetch_add(1, Ordering::Relaxed) + 1;
-        if !INITIALISED.load(Ordering::Acquire) {
-            return;
-        }
-        for (slot, task) in TASKS.iter().enumerate() {
-            if task.state() == TaskState::Sleeping && task.wake_tick.load(Ordering::Relaxed) <= now
-            {
-                wake(slot);
-            }
-        }
-    }
-    if !INITIALISED.load(Ordering::Acquire) {
-        return;
-    }
-    let current = CURRENT.this().load(Ordering::Relaxed);
-    if run_queue().has_work_for(cpu) || !allowed_on(current, cpu) {
-        NEED_RESCHED.this().store(true, Ordering::Relaxed);
-    }
-}
-
-/// A reschedule IPI arrived (Linux's `scheduler_ipi`): look at the run
-/// queue at this interrupt's exit, and start or stop this CPU's tick to
-/// match the boot CPU's.
-pub fn reschedule_ipi() {
-    NEED_RESCHED.this().store(true, Ordering::Relaxed);
-    sync_local_tick();
-}
-
-/// Starts or stops this CPU's LAPIC tick to match [`TICK_RUNNING`].
-fn sync_local_tick() {
-    let wanted = TICK_RUNNING.load(Ordering::Relaxed);
-    if TICK_ARMED.this().swap(wanted, Ordering::Relaxed) == wanted {
-        return;
-    }
-    if wanted {
-        apic::start_timer_us(apic::TimerMode::Periodic, 1_000_000 / TICK_HZ);
-    } else {
-        apic::stop_timer();
-    }
-}
-
-/// Tells every other online CPU to match [`TICK_RUNNING`].
-fn sync_other_ticks() {
-    let this = percpu::this_cpu();
-    for (cpu, apic_id) in smp::online_cpus() {
-        if cpu != this {
-            apic::send_ipi(apic_id, apic::RESCHEDULE_VECTOR);
-        }
-    }
-}
-
-/// Starts the periodic tick at [`TICK_HZ`] on every online CPU (the
-/// others start theirs at the reschedule IPI this sends).
-pub fn start_tick() {
-    TICK_RUNNING.store(true, Ordering::Relaxed);
-    with_irqs_off(|| {
-        sync_local_tick();
-        sync_other_ticks();
-    });
-}
-
-/// Stops the tick on every CPU.
-pub fn stop_tick() {
-    TICK_RUNNING.store(false, Ordering::Relaxed);
-    with_irqs_off(|| {
-        sync_local_tick();
-        sync_other_ticks();
-    });
-    if let Some(sleeper) = TASKS.iter().find(|task| task.state() == TaskState::Sleeping) {
-        panic!(
-            "stop_tick with task {} ({}) asleep: it would never wake",
-            sleeper.id.load(Ordering::Relaxed),
-            sleeper.name()
-        );
-    }
-}
-
-/// The scheduler ticks since boot.
-pub fn ticks() -> u64 {
-    TICKS.load(Ordering::Relaxed)
-}
-
-/// The platform hooks of the generic entry.
-pub fn preempt_count() -> u32 {
-    current_task().preempt_count.load(Ordering::Relaxed)
-}
-
-pub fn need_resched() -> bool {
-    NEED_RESCHED.this().load(Ordering::Relaxed)
-}
-
-/// Linux's `preempt_schedule_irq()`: called by `irqentry_exit` with
-/// interrupts off, preempt count 0 and a reschedule pending; switches away
-/// and returns when this task is picked again.
-pub fn preempt_schedule_irq() {
-    assert!(
-        preempt_count() == 0 && !x86_64::instructions::interrupts::are_enabled(),
-        "preempt_schedule_irq with preempt count {:#x} or IF set",
-        preempt_count()
-    );
-    loop {
-        if schedule(SwitchKind::Preemption) {
-            IRQ_PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        if !NEED_RESCHED.this().load(Ordering::Relaxed) {
-            break;
-        }
-    }
-}
-
 /// The running task's user arguments (see [`spawn_with_user_args`]).
 pub fn current_user_args() -> [u64; 3] {
     let task = current_task();
     core::array::from_fn(|index| task.user_args[index].load(Ordering::Relaxed))
 }
 
-/// Is the scheduler tick running?
-pub fn tick_running() -> bool {
-    TICK_RUNNING.load(Ordering::Relaxed)
-}
-
 /// The running task's slot (its kernel stack is `task::stack_range(slot)`).
 pub fn current_slot() -> usize {
     current_slot_of_this_task()
-}
-
-/// Linux's `force_sig_fault()` of a fatal signal: the running task dies
-/// on its way back to user mode (the exit work loop's
-/// [`kill_current_task`]).
-pub fn force_fatal_signal(signal: u32) {
-    current_task().fatal_signal.store(signal, Ordering::Relaxed);
-}
-
-/// The exit-to-user work pending for the running task.
-pub fn exit_to_user_mode_work() -> extregs_entry::ExitToUserWork {
-    extregs_entry::ExitToUserWork {
-        need_resched: NEED_RESCHED.this().load(Ordering::Relaxed),
-        fatal_signal: current_task().fatal_signal.load(Ordering::Relaxed) != 0,
-        signal_pending: current_task().signal_pending.load(Ordering::Relaxed),
-    }
-}
-
-/// The exit loop's reschedule: the user task is switched out (it was
-/// preempted in user mode, or its syscall ended with a reschedule due).
-pub fn schedule_before_user_return() {
-    assert!(
-        preempt_count() == 0 && !x86_64::instructions::interrupts::are_enabled(),
-        "schedule before a user return with preempt count {:#x} or IF set",
-        preempt_count()
-    );
-    if schedule(SwitchKind::Preemption) {
-        USER_PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// The exit loop's fatal signal: the task dies with status 128 + signal.
-pub fn kill_current_task() -> ! {
-    let signal = current_task().fatal_signal.load(Ordering::Relaxed);
-    USER_KILLS.fetch_add(1, Ordering::Relaxed);
-    exit_current_with_status(128 + signal as i32)
-}
-
-/// A hard interrupt handler starts (Linux's `irq_enter_rcu`): the running
-/// task's preempt count gains [`HARDIRQ_OFFSET`] until [`hardirq_exit`].
-pub fn hardirq_enter() {
-    current_task().preempt_count.fetch_add(HARDIRQ_OFFSET, Ordering::Relaxed);
-}
-
-/// The hard interrupt handler is done (before `irqentry_exit`).
-pub fn hardirq_exit() {
-    current_task().preempt_count.fetch_sub(HARDIRQ_OFFSET, Ordering::Relaxed);
-}
-
-/// A paranoid entry's handler starts (Linux's `__nmi_enter`).
-pub fn nmi_enter() {
-    current_task().preempt_count.fetch_add(NMI_OFFSET, Ordering::Relaxed);
-}
-
-/// The paranoid handler is done.
-pub fn nmi_exit() {
-    current_task().preempt_count.fetch_sub(NMI_OFFSET, Ordering::Relaxed);
-}
-
-/// Holds preemption off for the running task until the matching
-/// [`preempt_enable`].
-pub fn preempt_disable() {
-    current_task().preempt_count.fetch_add(1, Ordering::Relaxed);
-    compiler_fence(Ordering::SeqCst);
-}
-
-/// Ends a [`preempt_disable`] section; the enable that drops the count to 0
-/// switches at once when a reschedule is pending (and IF is set).
-pub fn preempt_enable() {
-    compiler_fence(Ordering::SeqCst);
-    let previous = current_task().preempt_count.fetch_sub(1, Ordering::Relaxed);
-    assert!(previous != 0, "preempt_enable without preempt_disable");
-    if previous == 1
-        && NEED_RESCHED.this().load(Ordering::Relaxed)
-        && x86_64::instructions::interrupts::are_enabled()
-    {
-        irqflags::local_irq_disable();
-        if schedule(SwitchKind::Preemption) {
-            ENABLE_PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        irqflags::local_irq_enable();
-    }
-}
-
-/// Sets the running task's rights for `pkey` (its own PKRS, and the live
-/// one: it runs in task context).
-pub fn pks_set_rights(pkey: u8, rights: pks::KeyRights) {
-    assert!((1..16).contains(&pkey), "pkey {pkey}: key 0 is all kernel memory, keys end at 15");
-    with_irqs_off(|| {
-        let task = current_task();
-        let value = pks::with_key_rights(task.pkrs.load(Ordering::Relaxed), pkey, rights);
-        task.pkrs.store(value, Ordering::Relaxed);
-        if pks::enabled() {
-            // SAFETY: PKS is on; key 0 (all kernel memory) keeps its rights
-            // unless a caller revokes them on purpose.
-            unsafe { pks::update_pkrs(value) };
-        }
-    });
-}
-
-/// Grants the running task read/write access to `pkey`'s pages.
-pub fn pks_set_readwrite(pkey: u8) {
-    pks_set_rights(pkey, pks::KeyRights::ReadWrite);
-}
-
-/// Revokes the running task's access to `pkey`'s pages.
-pub fn pks_set_noaccess(pkey: u8) {
-    pks_set_rights(pkey, pks::KeyRights::NoAccess);
-}
-
-/// Puts the running task's own PKRS, and the live one, back to the
-/// default (the selftest harness, after each test).
-pub fn pks_reset_current() {
-    with_irqs_off(|| {
-        let default_pkrs = if pks::enabled() { pks::PKRS_DEFAULT } else { 0 };
-        current_task().pkrs.store(default_pkrs, Ordering::Relaxed);
-        if pks::enabled() {
-            // SAFETY: PKS is on; the default keeps key 0 read/write.
-            unsafe { pks::update_pkrs(default_pkrs) };
-        }
-    });
-}
-
-/// The running task's own PKRS.
-pub fn current_pkrs() -> u32 {
-    current_task().pkrs.load(Ordering::Relaxed)
 }

@@ -200,6 +200,10 @@ pub struct Task {
     pub allowed_cpus: AtomicU32,
     /// The CPU the task last ran on (`NO_CPU` before it ran).
     pub last_cpu: AtomicU32,
+    /// The I/O ports the task's user mode may use (bit `p`: port `p`,
+    /// below `gdt::USER_PORTS`), loaded into the TSS of whichever CPU runs
+    /// it (Linux's per-task `ioperm()` bitmap).
+    pub user_ports: AtomicU64,
 }
 
 /// [`Task::last_cpu`] of a task that has not run yet.
@@ -271,6 +275,7 @@ impl Task {
             on_cpu: AtomicBool::new(false),
             allowed_cpus: AtomicU32::new(BOOT_CPU_ONLY),
             last_cpu: AtomicU32::new(NO_CPU),
+            user_ports: AtomicU64::new(0),
         }
     }
 

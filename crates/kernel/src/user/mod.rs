@@ -81,6 +81,9 @@ pub mod counters {
     pub static IRET_EXITS: AtomicU64 = AtomicU64::new(0);
     pub static USER_SINGLE_STEPS: AtomicU64 = AtomicU64::new(0);
     pub static USER_NMIS: AtomicU64 = AtomicU64::new(0);
+    /// NMIs from user mode, per CPU (user tasks run on every CPU).
+    pub static CPU_USER_NMIS: [AtomicU64; extregs_regs::NR_CPUS] =
+        [const { AtomicU64::new(0) }; extregs_regs::NR_CPUS];
     pub static USER_IRQS: AtomicU64 = AtomicU64::new(0);
     /// #GPs on the IRETQ to user mode (a non-canonical return RIP).
     pub static BAD_IRETS: AtomicU64 = AtomicU64::new(0);
@@ -237,19 +240,35 @@ fn write_user_word(address: u64, value: u64) {
     unsafe { alias.write_volatile(value) };
 }
 
-/// Spawns a user task running `program` with `%rdi = arg0`, `%rsi = arg1`.
+/// Spawns a user task running `program` with `%rdi = arg0`, `%rsi = arg1`,
+/// on the boot CPU.
 pub fn spawn(
     name: core::fmt::Arguments<'_>,
     program: Program,
     arg0: u64,
     arg1: u64,
 ) -> Result<sched::TaskHandle, sched::SpawnError> {
+    spawn_on(name, program, arg0, arg1, crate::sched::task::BOOT_CPU_ONLY)
+}
+
+/// [`spawn`] on the CPUs of `allowed_cpus` (bit `k`: CPU `k`). Its pages
+/// live in the kernel's own page tables, which every CPU shares, and are
+/// never unmapped (a slot's stack is reused), so no shootdown is owed
+/// when the task moves.
+pub fn spawn_on(
+    name: core::fmt::Arguments<'_>,
+    program: Program,
+    arg0: u64,
+    arg1: u64,
+    allowed_cpus: u32,
+) -> Result<sched::TaskHandle, sched::SpawnError> {
     assert!(INITIALISED.get().is_some(), "user::init ran");
-    sched::spawn_with_user_args(
+    sched::spawn_with_user_args_on(
         name,
         user_task_start,
         user_address_of(program) as usize,
         [arg0, arg1, 0],
+        allowed_cpus,
     )
 }
 

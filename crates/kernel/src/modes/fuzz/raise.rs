@@ -157,13 +157,12 @@ pub(super) fn raise_from_user_mode() {
     user::write_user_ptregs(page, &level.gprs);
     let pic_nmi = level.kind == Kind::SelfNmi;
     if pic_nmi {
-        // The NMI the user task's `out` sets off; the port is open to ring 3
-        // only while this level's task is the one user task.
+        // The NMI the user task's `out` sets off (the port is opened to
+        // that task alone, below).
         if let Err(why) = without_interrupts(apic::arm_pic_nmi) {
             report_and_die("user_nmi_source", 0, format_args!("{why}"));
         }
         PIC_NMI_ARMED.store(true, Ordering::SeqCst);
-        gdt::set_user_port_access(apic::PIC_MASTER_DATA, true);
     }
     // A level that ends in a signal runs as a Linux process: its handler,
     // not the fuzzer's hook, resumes it, through rt_sigreturn.
@@ -187,9 +186,12 @@ pub(super) fn raise_from_user_mode() {
     let Ok(handle) = spawned else {
         report_and_die("user_task", 0, format_args!("could not spawn the user task"));
     };
+    if pic_nmi {
+        // The task's own I/O bitmap (it runs only once this task waits).
+        sched::set_user_port_access(handle, apic::PIC_MASTER_DATA, true);
+    }
     let status = sched::wait(handle);
     if pic_nmi {
-        gdt::set_user_port_access(apic::PIC_MASTER_DATA, false);
         PIC_NMI_ARMED.store(false, Ordering::SeqCst);
         without_interrupts(apic::disarm_pic_nmi);
     }

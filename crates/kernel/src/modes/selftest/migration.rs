@@ -1,7 +1,8 @@
 //! Selftests of tasks that move between CPUs: a task preempted on one CPU
-//! and resumed on another keeps its registers and PKRS, and no CPU runs a
-//! task that another CPU is still switching out. They need an AP (on one
-//! CPU they print `# SKIP needs 2 CPUs`) and run with the tick on.
+//! and resumed on another keeps its registers and PKRS, no CPU runs a task
+//! that another CPU is still switching out, and a task's I/O permission
+//! bitmap is its own. The first two need an AP (on one CPU they print
+//! `# SKIP needs 2 CPUs`); the bitmap test runs on one CPU too.
 
 use super::{check, wait_until, Context, Outcome, EVENT_TIMEOUT_TSC};
 use crate::arch::percpu::this_cpu;
@@ -221,5 +222,56 @@ pub fn nobody_runs_a_half_switched_task(_: &Context) -> Outcome {
         sched::held_switch_result() == Some(true),
         "CPU 0 did not schedule while the switch on CPU {ap} was held"
     );
+    Outcome::Pass
+}
+
+/// `in` from this port is harmless: it reads the master 8259's mask.
+const OPENED_PORT: u16 = crate::arch::apic::PIC_MASTER_DATA;
+/// A kernel user task killed by a #GP (Linux's SIGSEGV), as `wait` says.
+const KILLED_BY_SIGSEGV: i32 = 128 + 11;
+
+/// Runs the port-reading user program on `cpu`, its I/O bitmap opening
+/// [`OPENED_PORT`] when `opened`; its exit status.
+fn port_reader_status(cpu: usize, opened: bool) -> Option<i32> {
+    use crate::user::{self, programs};
+    // Spawned on the boot CPU, which runs this test and does not switch
+    // before `wait`: the port is set before the task can run anywhere.
+    let handle = user::spawn_on(
+        format_args!("port-read"),
+        programs::PORT_READ,
+        u64::from(OPENED_PORT),
+        0,
+        1,
+    )
+    .ok()?;
+    if opened {
+        sched::set_user_port_access(handle, OPENED_PORT, true);
+    }
+    if cpu != 0 {
+        sched::set_affinity(handle, 1 << cpu);
+    }
+    Some(sched::wait(handle))
+}
+
+/// The I/O permission bitmap is per task: a port opened for one user task
+/// lets it read the port, on an AP, and never opens for the next task on
+/// that CPU, for a task on another CPU, or after the task is gone; opened
+/// for a task on the boot CPU, it works there too.
+pub fn io_bitmap_is_per_task(_: &Context) -> Outcome {
+    let ap = first_ap().unwrap_or(0);
+    let runs = [
+        ("opened, on the AP", ap, true, 0),
+        ("not opened, next on the AP", ap, false, KILLED_BY_SIGSEGV),
+        ("not opened, on CPU 0", 0, false, KILLED_BY_SIGSEGV),
+        ("opened, on CPU 0", 0, true, 0),
+        ("not opened, next on CPU 0", 0, false, KILLED_BY_SIGSEGV),
+    ];
+    for (what, cpu, opened, expected) in runs {
+        let status = port_reader_status(cpu, opened);
+        check!(
+            status == Some(expected),
+            "port {OPENED_PORT:#x} {what} (CPU {cpu}): status {status:?}, expected {expected}"
+        );
+    }
     Outcome::Pass
 }

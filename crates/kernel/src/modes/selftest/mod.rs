@@ -13,6 +13,7 @@ mod paranoid;
 mod pkeys;
 mod sched;
 mod smp;
+mod tlb;
 mod user;
 
 use crate::arch::irqflags;
@@ -137,6 +138,9 @@ const TESTS: &[(&str, Test)] = &[
     ("icr_high_survives_a_nested_send", smp::icr_high_survives_a_nested_send),
     ("migration_keeps_pkrs_and_gprs", migration::migration_keeps_pkrs_and_gprs),
     ("nobody_runs_a_half_switched_task", migration::nobody_runs_a_half_switched_task),
+    ("io_bitmap_is_per_task", migration::io_bitmap_is_per_task),
+    ("tlb_shootdown_after_unmap", tlb::tlb_shootdown_after_unmap),
+    ("tlb_shootdown_after_pkey_retag", tlb::tlb_shootdown_after_pkey_retag),
 ];
 
 /// Runs every test, prints KTAP and the RESULT line; true when none failed.

@@ -34,6 +34,7 @@ extern "C" {
     fn extregs_user_ud2();
     fn extregs_user_syscall_loop();
     fn extregs_user_load();
+    fn extregs_user_port_read();
     fn extregs_user_gpr_check();
     fn extregs_user_get_regs();
     fn extregs_user_set_return();
@@ -229,6 +230,13 @@ program!(
     "Loads 8 bytes from the address in `%rdi` (a kernel address: killed \
      with SIGSEGV) and exits with their second byte (the status shows what \
      was read)."
+);
+program!(
+    PORT_READ,
+    "port-read",
+    extregs_user_port_read,
+    "Reads one byte from the I/O port in `%rdi` (`in %dx, %al`), then exits 0: \
+     killed with SIGSEGV (a #GP) unless the task's I/O bitmap opens the port."
 );
 program!(
     GPR_CHECK,

@@ -117,6 +117,13 @@ extregs_user_load:
     mov %eax, %edi
     USER_EXIT
 
+    .globl extregs_user_port_read
+extregs_user_port_read:
+    mov %edi, %edx
+    in %dx, %al
+    xor %edi, %edi
+    USER_EXIT
+
     .globl extregs_user_gpr_check
 extregs_user_gpr_check:
     movabs $0x0b0b0b0b0b0b0b0b, %rbx
