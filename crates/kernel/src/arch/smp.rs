@@ -302,6 +302,11 @@ pub fn online_cpus() -> impl Iterator<Item = (usize, u32)> {
     (0..MAX_CPUS).filter(|&cpu| cpu_online(cpu)).map(|cpu| (cpu, gdt::apic_id_of(cpu)))
 }
 
+/// The online CPUs as an affinity mask (bit `k`: CPU `k`).
+pub fn online_mask() -> u32 {
+    online_cpus().fold(0, |mask, (cpu, _)| mask | 1 << cpu)
+}
+
 /// Starts every enabled AP of the MADT (at most [`MAX_CPUS`] in all), with
 /// Linux's lines. `features` are the boot CPU's (each AP sets up the
 /// same), `hooks` what the layers above do with an AP once it is up.

@@ -138,6 +138,7 @@ pub fn spawn_kernel_program(
         kernel_program_start,
         crate::user::user_address_of(program) as usize,
         [args[0], args[1], shared_page],
+        sched::task::BOOT_CPU_ONLY,
     )
 }
 

@@ -205,7 +205,7 @@ pub fn run(tasks: u32, seconds: u32) -> bool {
     }
     let sched_before = sched::counts();
     let cpus: [(u64, u64); extregs_regs::NR_CPUS] = core::array::from_fn(sched::cpu_counts);
-    let online = smp::online_cpus().fold(0u32, |mask, (cpu, _)| mask | 1 << cpu);
+    let online = smp::online_mask();
     let nmis_before = crate::entry::nmi::count();
     let wrmsrs_before = pks::wrmsr_count();
     let (frames_before, _) = result::frame_counts();

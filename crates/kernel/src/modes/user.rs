@@ -42,7 +42,7 @@ struct Expected {
 }
 
 fn spawn(name: &'static str, program: programs::Program, arg0: u64, status: i32) -> Expected {
-    let online = crate::arch::smp::online_cpus().fold(0u32, |mask, (cpu, _)| mask | 1 << cpu);
+    let online = crate::arch::smp::online_mask();
     match user::spawn_on(format_args!("{name}"), program, arg0, 0, online) {
         Ok(handle) => Expected { handle, name, status },
         Err(why) => panic!("spawning {name}: {why:?}"),

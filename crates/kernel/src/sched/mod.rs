@@ -404,21 +404,10 @@ pub fn spawn_with_affinity(
     spawn_task(name, entry, arg, [0, 0, 0], allowed_cpus)
 }
 
-/// [`spawn`], also recording the two first user-mode arguments of a user
-/// task (`user::spawn`), which its start code reads with
-/// [`current_user_args`].
+/// [`spawn_with_affinity`], also recording the two first user-mode
+/// arguments of a user task (`user::spawn`), which its start code reads
+/// with [`current_user_args`].
 pub fn spawn_with_user_args(
-    name: core::fmt::Arguments<'_>,
-    entry: fn(usize),
-    arg: usize,
-    user_args: [u64; 3],
-) -> Result<TaskHandle, SpawnError> {
-    spawn_task(name, entry, arg, user_args, task::BOOT_CPU_ONLY)
-}
-
-/// [`spawn_with_user_args`] for a task that may run on the CPUs of
-/// `allowed_cpus` (see [`spawn_with_affinity`]).
-pub fn spawn_with_user_args_on(
     name: core::fmt::Arguments<'_>,
     entry: fn(usize),
     arg: usize,
@@ -436,7 +425,7 @@ fn spawn_task(
     allowed_cpus: u32,
 ) -> Result<TaskHandle, SpawnError> {
     assert!(INITIALISED.load(Ordering::Acquire), "sched::init ran");
-    let online = smp::online_cpus().fold(0u32, |mask, (cpu, _)| mask | 1 << cpu);
+    let online = smp::online_mask();
     assert!(allowed_cpus & online != 0, "affinity {allowed_cpus:#x} names no online CPU");
     let name = task::format_name(name);
     let handle = with_irqs_off(|| {
@@ -682,7 +671,7 @@ pub fn set_current_affinity(allowed_cpus: u32) {
 ///
 /// If `allowed_cpus` names no online CPU, or the task is not alive.
 pub fn set_affinity(handle: TaskHandle, allowed_cpus: u32) {
-    let online = smp::online_cpus().fold(0u32, |mask, (cpu, _)| mask | 1 << cpu);
+    let online = smp::online_mask();
     assert!(allowed_cpus & online != 0, "affinity {allowed_cpus:#x} names no online CPU");
     let task = &TASKS[handle.slot];
     with_irqs_off(|| {

@@ -263,7 +263,7 @@ pub fn spawn_on(
     allowed_cpus: u32,
 ) -> Result<sched::TaskHandle, sched::SpawnError> {
     assert!(INITIALISED.get().is_some(), "user::init ran");
-    sched::spawn_with_user_args_on(
+    sched::spawn_with_user_args(
         name,
         user_task_start,
         user_address_of(program) as usize,

@@ -5,18 +5,15 @@
 //! `# SKIP needs 2 CPUs`); the bitmap test runs on one CPU too.
 
 use super::{check, wait_until, Context, Outcome, EVENT_TIMEOUT_TSC};
+use crate::arch::irqflags;
 use crate::arch::percpu::this_cpu;
 use crate::arch::pks::{self, KeyRights};
-use crate::arch::{irqflags, smp};
 use crate::sched::{self, TaskHandle};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-/// The first online AP's CPU number.
+/// The first online AP's CPU number, or the skip on one CPU.
 fn first_ap() -> Result<usize, Outcome> {
-    smp::online_cpus()
-        .map(|(cpu, _)| cpu)
-        .find(|&cpu| cpu != 0)
-        .ok_or(Outcome::Skip("needs 2 CPUs"))
+    super::smp::first_ap().map(|(cpu, _)| cpu)
 }
 
 /// The key the migrating task changes (read-only) in its own PKRS.

@@ -18,7 +18,7 @@ fn online_aps() -> impl Iterator<Item = (usize, u32)> {
 }
 
 /// The first online AP, or the skip every test here gives on one CPU.
-fn first_ap() -> Result<(usize, u32), Outcome> {
+pub(super) fn first_ap() -> Result<(usize, u32), Outcome> {
     online_aps().next().ok_or(Outcome::Skip("needs 2 CPUs"))
 }
 
