@@ -10,7 +10,8 @@
 # `extregs exec`. One line per program, then "N passed, N failed".
 #
 # A program passes when it exits 0 and prints no "[FAIL]". The REQUIRED
-# ones must pass, on -cpu max and again under an NMI storm; the others are
+# ones must pass, on -cpu max, again under an NMI storm, and again on two
+# CPUs (the process then runs on the AP, CPU 0 keeping init); the others are
 # run and reported with the line that explains the outcome
 # (docs/linux-abi.md says why each fails).
 set -euo pipefail
@@ -114,6 +115,7 @@ done
 for name in "${REQUIRED[@]}"; do
     run "$name" || required_failed+=("$name")
     run "$name" --nmi-storm || required_failed+=("$name under --nmi-storm")
+    run "$name" --smp 2 || required_failed+=("$name on --smp 2")
 done
 for name in "${OTHERS[@]}"; do
     run "$name" || true

@@ -39,6 +39,9 @@ pub(crate) struct ExecArgs {
     /// (not the boot log).
     #[arg(long)]
     pub(crate) quiet: bool,
+    /// CPUs (1 to 8): the process may run on any of them (docs/smp.md).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) smp: u32,
     /// The static x86-64 ELF program.
     pub(crate) path: PathBuf,
     /// Its arguments (argv[1] on).
@@ -60,6 +63,9 @@ pub(crate) fn exec(args: ExecArgs) -> i32 {
 }
 
 fn try_exec(args: ExecArgs) -> Result<i32, String> {
+    if !(1..=8).contains(&args.smp) {
+        return Err("--smp must be from 1 to 8".into());
+    }
     if args.timeout == 0 {
         return Err("--timeout must be at least 1 second".into());
     }
@@ -91,6 +97,7 @@ fn try_exec(args: ExecArgs) -> Result<i32, String> {
         echo: !args.quiet,
         granular: args.granular,
         nmi_storm: args.nmi_storm,
+        smp: (args.smp > 1).then(|| args.smp.to_string()),
         ..qemu::exec_config(&program, &argv_file.0)
     };
     let outcome = qemu::run(&config).map_err(|error| error.to_string())?;

@@ -40,8 +40,9 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) granular: bool,
     /// CPUs (1 to 8): QEMU's -smp. The kernel brings every AP online with
-    /// its own entry state; modes run on CPU 0 while the APs idle, taking
-    /// NMIs and IPIs (docs/smp.md).
+    /// its own entry state; `mode=tasks` and `mode=user` run tasks on
+    /// every CPU, the other modes on CPU 0 while the APs idle, taking NMIs
+    /// and IPIs (docs/smp.md).
     #[arg(long, default_value_t = 1)]
     pub(crate) smp: u32,
 }

@@ -85,6 +85,28 @@ fn the_signal_abi_holds_for_musl_and_glibc_programs() {
     }
 }
 
+/// With two CPUs the process runs on the AP (CPU 0 keeps init): the
+/// signal ABI, the FPU and the memory calls hold there, every entry of the
+/// process taken through the AP's own entry state.
+#[test]
+fn a_process_runs_on_an_ap_with_two_cpus() {
+    for name in ["probe_signals", "probe_mm"] {
+        let program = probe(name, "musl-gcc");
+        let (status, stdout, stderr) = exec(&["--smp", "2"], &program, &[]);
+        assert_eq!(status, 0, "{name}: {stdout}\n{stderr}");
+        assert!(stdout.contains(&format!("{name}: 0 failures")), "{name}: {stdout}");
+        let result = result_of(&stdout);
+        assert_eq!(result["cpus"], 2, "{result}");
+        assert_eq!(result["process_cpus"], serde_json::json!([1]), "{result}");
+        assert_eq!(number(&result, "frame_errors"), 0, "{result}");
+    }
+    // A CPU count the machine can't have is refused with one line.
+    let program = probe("probe_signals", "musl-gcc");
+    let (status, _, stderr) = exec(&["--smp", "9"], &program, &[]);
+    assert_eq!(status, 2, "{stderr}");
+    assert!(stderr.contains("--smp must be from 1 to 8"), "{stderr}");
+}
+
 #[test]
 fn the_memory_calls_follow_linux() {
     for compiler in ["musl-gcc", "gcc"] {

@@ -81,14 +81,25 @@ const AT_EXECFN: u64 = 31;
 const AT_MINSIGSTKSZ: u64 = 51;
 
 /// Runs the recorded program as a process and waits for it: its exit
-/// status (Linux's wait status as a shell shows it) and its pid. Its
-/// memory is freed by the wait (the reaper `linux::init` installs).
-pub fn run_program() -> Result<(i32, u32), sched::SpawnError> {
+/// status (Linux's wait status as a shell shows it), its pid and the CPUs
+/// it ran on (bit `k`: CPU `k`). With APs online it runs on them, not on
+/// CPU 0, where init only waits: `extregs exec --smp 2` takes every entry
+/// of the process on an AP. Its memory is freed by the wait (the reaper
+/// `linux::init` installs). It owes no TLB shootdown when it moves: only
+/// the CPU running it holds entries of its lower half (docs/smp.md).
+pub fn run_program() -> Result<(i32, u32, u32), sched::SpawnError> {
     let program = PROGRAM.get().expect("the exec mode recorded its program");
     super::init();
-    let handle = sched::spawn(format_args!("{}", program.name.as_str()), process_start, 0)?;
-    let status = sched::wait(handle);
-    Ok((status, handle.pid()))
+    let online = crate::arch::smp::online_mask();
+    let aps = online & !1;
+    let handle = sched::spawn_with_affinity(
+        format_args!("{}", program.name.as_str()),
+        process_start,
+        0,
+        if aps != 0 { aps } else { online },
+    )?;
+    let (status, ran_on) = sched::wait_and_cpus(handle);
+    Ok((status, handle.pid(), ran_on))
 }
 
 /// The task body of the process: builds its address space, enters user

@@ -64,7 +64,7 @@ pub fn run() -> bool {
     );
     let user_before = crate::user::counts();
     sched::start_tick();
-    let (status, pid) = match exec::run_program() {
+    let (status, pid, ran_on) = match exec::run_program() {
         Ok(ended) => ended,
         Err(why) => {
             sched::stop_tick();
@@ -72,6 +72,12 @@ pub fn run() -> bool {
         }
     };
     sched::stop_tick();
+    let mut ran_on_cpus = [0u64; extregs_regs::NR_CPUS];
+    let mut ran_on_count = 0;
+    for cpu in (0..extregs_regs::NR_CPUS).filter(|&cpu| ran_on & (1 << cpu) != 0) {
+        ran_on_cpus[ran_on_count] = cpu as u64;
+        ran_on_count += 1;
+    }
     let user = crate::user::counts();
     let signals = counters::SIGNALS_DELIVERED.load(Ordering::Relaxed);
     let sigreturns = counters::SIGRETURNS.load(Ordering::Relaxed);
@@ -85,10 +91,11 @@ pub fn run() -> bool {
     result::emit(
         true,
         format_args!(
-            ",\"exit_status\":{status},\"signals_delivered\":{signals},\"sigreturns\":{sigreturns},\"syscalls\":{syscalls},\"enosys\":{enosys},\"user_frames_checked\":{},\"user_nmis\":{},\"bad_irets\":{}",
+            ",\"exit_status\":{status},\"signals_delivered\":{signals},\"sigreturns\":{sigreturns},\"syscalls\":{syscalls},\"enosys\":{enosys},\"user_frames_checked\":{},\"user_nmis\":{},\"bad_irets\":{},\"process_cpus\":{}",
             user.user_frames_checked - user_before.user_frames_checked,
             user.user_nmis - user_before.user_nmis,
-            user.bad_irets - user_before.bad_irets
+            user.bad_irets - user_before.bad_irets,
+            result::JsonList(&ran_on_cpus[..ran_on_count])
         ),
     );
     true

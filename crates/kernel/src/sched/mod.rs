@@ -344,6 +344,7 @@ fn prepare_new_task(
     task.last_cpu.store(NO_CPU, Ordering::Relaxed);
     task.on_cpu.store(false, Ordering::Relaxed);
     task.user_ports.store(0, Ordering::Relaxed);
+    task.ran_on.store(0, Ordering::Relaxed);
     let stack = task::stack_range(slot);
     task.id.store(pid, Ordering::Relaxed);
     task.set_name(name);
@@ -513,6 +514,12 @@ pub fn install_reaper(reap: fn(usize)) {
 /// Blocks until the task exits, then frees its slot; returns its exit
 /// status (see [`exit_current_with_status`]).
 pub fn wait(handle: TaskHandle) -> i32 {
+    wait_and_cpus(handle).0
+}
+
+/// [`wait`], also returning every CPU the task ran on (bit `k`: CPU `k`),
+/// read before its slot is freed.
+pub fn wait_and_cpus(handle: TaskHandle) -> (i32, u32) {
     let task = &TASKS[handle.slot];
     loop {
         let reaped = with_irqs_off(|| {
@@ -535,9 +542,10 @@ pub fn wait(handle: TaskHandle) -> i32 {
                 // spawn on another CPU may fill it.
                 let _queue = run_queue();
                 let status = task.exit_status.load(Ordering::Relaxed);
+                let ran_on = task.ran_on.load(Ordering::Relaxed);
                 task.id.store(0, Ordering::Relaxed);
                 task.set_state(TaskState::Free);
-                return Some(status);
+                return Some((status, ran_on));
             }
             let waiter = CURRENT.this().load(Ordering::Relaxed) + 1;
             let previous = task.waiter.swap(waiter, Ordering::Relaxed);
@@ -547,8 +555,8 @@ pub fn wait(handle: TaskHandle) -> i32 {
             schedule(SwitchKind::Blocking);
             None
         });
-        if let Some(status) = reaped {
-            return status;
+        if let Some(ended) = reaped {
+            return ended;
         }
     }
 }

@@ -161,6 +161,7 @@ pub(super) fn claim(next: usize, cpu: usize) -> u32 {
     next_task.set_state(TaskState::Running);
     // Under the lock, with on_cpu: whoever sees the task on a CPU sees
     // which one (set_affinity's IPI goes there).
+    next_task.ran_on.fetch_or(1 << cpu, Ordering::Relaxed);
     next_task.last_cpu.swap(cpu as u32, Ordering::Relaxed)
 }
 

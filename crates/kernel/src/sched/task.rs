@@ -204,6 +204,8 @@ pub struct Task {
     /// below `gdt::USER_PORTS`), loaded into the TSS of whichever CPU runs
     /// it (Linux's per-task `ioperm()` bitmap).
     pub user_ports: AtomicU64,
+    /// Every CPU the task has run on (bit `k`: CPU `k`).
+    pub ran_on: AtomicU32,
 }
 
 /// [`Task::last_cpu`] of a task that has not run yet.
@@ -276,6 +278,7 @@ impl Task {
             allowed_cpus: AtomicU32::new(BOOT_CPU_ONLY),
             last_cpu: AtomicU32::new(NO_CPU),
             user_ports: AtomicU64::new(0),
+            ran_on: AtomicU32::new(0),
         }
     }
 
