@@ -207,6 +207,11 @@ pub enum FuzzKind {
     /// partner task runs the rest of the program on its own stack, then
     /// parks, and the preempted frame resumes.
     Preempt,
+    /// A timer IRQ whose handler, after raising the levels below it, moves
+    /// the interrupted task to the next CPU: the IRQ's exit switches away,
+    /// and the task (its frames and their extensions on its stack) resumes
+    /// on the other CPU. On one CPU it only reschedules.
+    Migrate,
     /// Ring 3 only: a SYSCALL (`fuzz_event`), whose frame the syscall hook
     /// hands to the fuzzer.
     Syscall,
@@ -216,7 +221,7 @@ pub enum FuzzKind {
 
 impl FuzzKind {
     /// Every kind, indexed by its discriminant (checked below).
-    pub const ALL: [FuzzKind; 13] = [
+    pub const ALL: [FuzzKind; 14] = [
         FuzzKind::IntN,
         FuzzKind::Int3,
         FuzzKind::Ud2,
@@ -228,6 +233,7 @@ impl FuzzKind {
         FuzzKind::SelfIpi,
         FuzzKind::SelfNmi,
         FuzzKind::Preempt,
+        FuzzKind::Migrate,
         FuzzKind::Syscall,
         FuzzKind::UserPageFault,
     ];
@@ -264,6 +270,7 @@ impl FuzzKind {
             FuzzKind::SelfIpi => "self_ipi",
             FuzzKind::SelfNmi => "self_nmi",
             FuzzKind::Preempt => "preempt",
+            FuzzKind::Migrate => "migrate",
             FuzzKind::Syscall => "syscall",
             FuzzKind::UserPageFault => "page_fault",
         }

@@ -678,13 +678,24 @@ pub enum SelfNmiStore {
     X2Apic { msr: u32, high: u32, low: u32 },
 }
 
-/// Sets up everything but the final store of a self-NMI.
+/// Sets up everything but the final store of a self-NMI on this CPU (in
+/// xAPIC mode: this CPU's ICR high names it; every other send puts ICR
+/// high back as it found it).
 pub fn prepare_self_nmi_store() -> SelfNmiStore {
+    let store = self_nmi_store();
+    if let Mode::XApic { .. } = mode() {
+        write(reg::ICR_HIGH, id() << 24);
+    }
+    store
+}
+
+/// The operands of a self-NMI store on this CPU, without setting anything
+/// up (see [`prepare_self_nmi_store`]).
+pub fn self_nmi_store() -> SelfNmiStore {
     let low = ICR_DELIVERY_NMI | ICR_ASSERT;
     match mode() {
         Mode::X2Apic => SelfNmiStore::X2Apic { msr: 0x800 + reg::ICR_LOW / 16, high: id(), low },
         Mode::XApic { registers } => {
-            write(reg::ICR_HIGH, id() << 24);
             SelfNmiStore::XApic { icr_low: registers + u64::from(reg::ICR_LOW), value: low }
         }
     }

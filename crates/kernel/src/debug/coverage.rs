@@ -2,18 +2,25 @@
 //! `entry_64.S` (every stub, the common paths, the NMI entry, with the
 //! `calling.S` macros expanded in them) a foreign event interrupted.
 //!
-//! One bit per byte of entry text, set at the interrupted RIP of every
-//! foreign NMI that landed there: `hit` is the number of distinct
-//! instructions interrupted. One CPU: the bitmap is written only by NMI
-//! handlers, which never nest (a nested NMI is latched, not handled).
+//! One bit per byte of entry text and CPU, set at the interrupted RIP of
+//! every foreign NMI that landed there on that CPU: `hit` is the number of
+//! distinct instructions interrupted on any CPU. Each CPU's bitmap is
+//! written only by that CPU's NMI handlers, which never nest (a nested NMI
+//! is latched, not handled); the bit updates are atomic all the same, and
+//! the reader (`print_hits`, after the run) needs no more.
 
+use crate::arch::percpu::PerCpu;
 use core::sync::atomic::{AtomicU64, Ordering};
+use extregs_regs::NR_CPUS;
 
 /// One bit per byte of entry text (the text is well under this).
 const MAX_TEXT_BYTES: usize = 64 * 1024;
-static HIT: [AtomicU64; MAX_TEXT_BYTES / 64] = [const { AtomicU64::new(0) }; MAX_TEXT_BYTES / 64];
+const WORDS: usize = MAX_TEXT_BYTES / 64;
+static HIT: PerCpu<[AtomicU64; WORDS]> =
+    PerCpu::new([const { [const { AtomicU64::new(0) }; WORDS] }; NR_CPUS]);
 
-/// Notes that an event interrupted `ip` (ignored outside the entry text).
+/// Notes that an event interrupted `ip` on this CPU (ignored outside the
+/// entry text).
 pub fn record(ip: u64) {
     let text = extregs_entry_asm::entry_text_range();
     if !text.contains(&ip) {
@@ -21,23 +28,41 @@ pub fn record(ip: u64) {
     }
     let offset = (ip - text.start) as usize;
     if offset < MAX_TEXT_BYTES {
-        HIT[offset / 64].fetch_or(1 << (offset % 64), Ordering::Relaxed);
+        HIT.this()[offset / 64].fetch_or(1 << (offset % 64), Ordering::Relaxed);
     }
 }
 
-/// Distinct entry-text instructions a foreign event interrupted.
+/// The union of every CPU's bits in word `index`.
+fn union_word(index: usize) -> u64 {
+    (0..NR_CPUS).fold(0, |bits, cpu| bits | HIT.of(cpu)[index].load(Ordering::Relaxed))
+}
+
+/// Distinct entry-text instructions a foreign event interrupted, on any CPU.
 pub fn hit_count() -> u64 {
-    HIT.iter().map(|word| u64::from(word.load(Ordering::Relaxed).count_ones())).sum()
+    (0..WORDS).map(|index| u64::from(union_word(index).count_ones())).sum()
 }
 
 /// Prints `COVERAGE_HIT off,off,…`: the entry-text offsets a foreign
-/// event interrupted, for the runner, which decodes the kernel ELF's entry
-/// text into instructions and reports hit/total and the points never hit.
+/// event interrupted on any CPU, for the runner, which decodes the kernel
+/// ELF's entry text into instructions and reports hit/total and the points
+/// never hit; then, with more than one CPU online, `COVERAGE_HIT_CPU k
+/// off,…` for each CPU k.
 pub fn print_hits() {
     print!("COVERAGE_HIT ");
+    print_offsets(union_word);
+    if crate::arch::smp::cpus_online() > 1 {
+        for (cpu, _) in crate::arch::smp::online_cpus() {
+            print!("COVERAGE_HIT_CPU {cpu} ");
+            print_offsets(|index| HIT.of(cpu)[index].load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// Prints the offsets of the bits `word(index)` gives, and ends the line.
+fn print_offsets(word: impl Fn(usize) -> u64) {
     let mut first = true;
-    for (index, word) in HIT.iter().enumerate() {
-        let mut bits = word.load(Ordering::Relaxed);
+    for index in 0..WORDS {
+        let mut bits = word(index);
         while bits != 0 {
             let bit = bits.trailing_zeros() as usize;
             bits &= bits - 1;

@@ -136,12 +136,15 @@ pub fn process_start(_: usize) {
 /// Linux ABI): its own address space with the kernel's user text mapped
 /// where the kernel maps it (read-only, executable, the frames still the
 /// kernel image's), a fresh stack, and `shared_page`, a writable user page
-/// of the kernel's own table (the fuzzer's), at its same address if not 0;
-/// `%rdi`, `%rsi` = `args`. `wait` frees its address space.
+/// of the kernel's own table (a fuzz lane's), if not 0, mapped at
+/// `user::USER_FUZZ_PAGE`, where the fuzzer's signal program looks;
+/// `%rdi`, `%rsi` = `args`. It runs on the CPUs of `allowed_cpus`. `wait`
+/// frees its address space.
 pub fn spawn_kernel_program(
     program: crate::user::programs::Program,
     args: [u64; 2],
     shared_page: u64,
+    allowed_cpus: u32,
 ) -> Result<sched::TaskHandle, sched::SpawnError> {
     super::init();
     sched::spawn_with_user_args(
@@ -149,7 +152,7 @@ pub fn spawn_kernel_program(
         kernel_program_start,
         crate::user::user_address_of(program) as usize,
         [args[0], args[1], shared_page],
-        sched::task::BOOT_CPU_ONLY,
+        allowed_cpus,
     )
 }
 
@@ -177,7 +180,8 @@ fn kernel_program_start(user_rip: usize) {
         let frame = crate::arch::memory::translate(x86_64::VirtAddr::new(shared))
             .map(x86_64::structures::paging::PhysFrame::containing_address)
             .expect("the shared user page is mapped in the kernel's table");
-        if process.mm.map_borrowed(shared, frame, PROT_READ | PROT_WRITE).is_err() {
+        let at = crate::user::USER_FUZZ_PAGE;
+        if process.mm.map_borrowed(at, frame, PROT_READ | PROT_WRITE).is_err() {
             process.mm.destroy();
             fail("no memory for the shared page");
         }

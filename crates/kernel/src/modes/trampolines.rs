@@ -233,7 +233,7 @@ pub(crate) fn trampoline(kind: Kind) -> (Trampoline, u64, u64) {
         Kind::PksResolved | Kind::PksFixup => {
             entry(extregs_fuzz_pks, extregs_fuzz_pks_site, extregs_fuzz_pks_resume)
         }
-        Kind::Timer | Kind::SelfIpi | Kind::Preempt => {
+        Kind::Timer | Kind::SelfIpi | Kind::Preempt | Kind::Migrate => {
             entry(extregs_fuzz_irq, extregs_fuzz_irq_site, extregs_fuzz_irq_resume)
         }
         Kind::SelfNmi => match apic::current_mode() {

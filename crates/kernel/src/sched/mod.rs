@@ -669,6 +669,31 @@ pub fn set_current_affinity(allowed_cpus: u32) {
     set_affinity(handle, allowed_cpus);
 }
 
+/// From an interrupt handler (interrupts off): lets the interrupted task
+/// run only on the CPUs of `allowed_cpus`, and asks this interrupt's exit
+/// to reschedule, which switches away from the task if this CPU is no
+/// longer one of them (its frames wait on its stack; another CPU resumes
+/// it). The fuzzer's `migrate` event.
+///
+/// # Panics
+///
+/// If interrupts are on, or `allowed_cpus` names no online CPU.
+pub fn move_current_at_exit(allowed_cpus: u32) {
+    assert!(
+        !x86_64::instructions::interrupts::are_enabled(),
+        "move_current_at_exit from a handler"
+    );
+    assert!(
+        allowed_cpus & smp::online_mask() != 0,
+        "affinity {allowed_cpus:#x} names no online CPU"
+    );
+    {
+        let _queue = run_queue();
+        current_task().allowed_cpus.store(allowed_cpus & task::ALL_CPUS, Ordering::Relaxed);
+    }
+    NEED_RESCHED.this().store(true, Ordering::Relaxed);
+}
+
 /// Lets the task run only on the CPUs of `allowed_cpus` (bit `k`: CPU
 /// `k`). A task running on a CPU it may no longer use is moved at that
 /// CPU's next scheduling point: at once for the running task (it yields),

@@ -43,7 +43,7 @@ pub const INIT_SLOT: usize = 1;
 /// Bytes of each task's kernel stack. The IRQ path's Rust frames, a
 /// preempted frame and a second task's nested frames must fit: the dev
 /// build's frames are large.
-pub const TASK_STACK_SIZE: usize = 32 * 1024;
+pub const TASK_STACK_SIZE: usize = 64 * 1024;
 /// The unmapped page below each task stack.
 pub const TASK_GUARD_SIZE: usize = 4096;
 

@@ -15,7 +15,7 @@
 //!   0x7fff_ffff_e000       one mapped user page right below it, so a
 //!                          pointer can straddle the end (refused)
 //!   BASE + 0x3e00_0000     never mapped: the fuzzer's user #PF address
-//!   BASE + 0x3c00_0000     the fuzzer's page: a ring-3 level's GPRs
+//!   BASE + 0x3c00_0000     the fuzzer's pages (one per lane): a ring-3 level's GPRs
 //!   BASE + 0x3800_0000     the bench's syscall samples (16 pages)
 //!   BASE + 0x2000_0000     task slot s's GS page at + s * 4 KiB (word 0:
 //!                          its PID)
@@ -163,24 +163,37 @@ pub fn user_address_of_kernel_text(address: u64) -> u64 {
     USER_TEXT + (address - text.start)
 }
 
-/// The fuzzer's user data page (input and output `PtRegs` of the
-/// outermost level when it runs in ring 3).
+/// The fuzzer's user data pages, one per fuzz lane (input and output
+/// `PtRegs` of the outermost level when it runs in ring 3); a Linux
+/// process that runs a lane's level sees that lane's page here.
 pub const USER_FUZZ_PAGE: u64 = USER_SPACE_BASE + 0x3c00_0000;
+/// How many lanes' pages follow [`USER_FUZZ_PAGE`].
+pub const USER_FUZZ_PAGES: u64 = extregs_regs::NR_CPUS as u64;
 /// Where in the fuzzer's user page the signal-ending level keeps the
 /// address its handler resumes at, and the trampoline it starts.
 pub const FUZZ_SIGNAL_RESUME_OFFSET: u64 = 1024;
 pub const FUZZ_SIGNAL_START_OFFSET: u64 = 1032;
 
-/// Writes one word of the fuzzer's user page (`fuzz_page` mapped it).
-pub fn write_fuzz_page_word(offset: u64, value: u64) {
+/// Writes one word of a fuzz lane's user page (`page`, from `fuzz_page`).
+pub fn write_fuzz_page_word(page: u64, offset: u64, value: u64) {
+    assert!(
+        (USER_FUZZ_PAGE..USER_FUZZ_PAGE + USER_FUZZ_PAGES * PAGE).contains(&page),
+        "{page:#x} is no fuzz page"
+    );
     assert!(offset < PAGE && offset.is_multiple_of(8), "a word inside the fuzz page");
-    write_user_word(USER_FUZZ_PAGE + offset, value);
+    write_user_word(page + offset, value);
 }
 
-/// Maps (once) and zeroes the fuzzer's user page; its address.
-pub fn fuzz_page() -> u64 {
-    map_fresh_user_page(USER_FUZZ_PAGE);
-    USER_FUZZ_PAGE
+/// Maps (once) and zeroes fuzz lane `lane`'s user page; its address.
+///
+/// # Panics
+///
+/// If `lane` is not below [`USER_FUZZ_PAGES`].
+pub fn fuzz_page(lane: usize) -> u64 {
+    assert!((lane as u64) < USER_FUZZ_PAGES, "fuzz lane {lane} has no user page");
+    let page = USER_FUZZ_PAGE + lane as u64 * PAGE;
+    map_fresh_user_page(page);
+    page
 }
 
 /// Writes `regs` at the user address `address` (a page of this module's,

@@ -103,9 +103,17 @@ pub fn allow_breaking_the_kernel_stack() {
 /// The pseudo-vector a syscall hook is called with (SYSCALL has none).
 pub const SYSCALL_PSEUDO_VECTOR: u8 = 0x80;
 
-/// Runs `body` with `hook` receiving every `fuzz_event` syscall's frame.
-pub fn with_syscall_hook<T>(hook: hooks::TrapHook, body: impl FnOnce() -> T) -> T {
-    SYSCALL_HOOK.this().with(hook, body)
+/// Runs `body` with `hook` receiving every `fuzz_event` syscall's frame,
+/// on every CPU (the fuzzer's lanes run on all).
+pub fn with_syscall_hook_on_every_cpu<T>(hook: hooks::TrapHook, body: impl FnOnce() -> T) -> T {
+    for cpu in 0..NR_CPUS {
+        SYSCALL_HOOK.of(cpu).set(hook);
+    }
+    let result = body();
+    for cpu in 0..NR_CPUS {
+        SYSCALL_HOOK.of(cpu).clear();
+    }
+    result
 }
 
 /// The last `get_regs` copy and where its frame was (for the selftests).

@@ -61,31 +61,40 @@ pub(super) const INVARIANTS: [Invariant; 19] = [
     Invariant { name: "nesting", check: nesting },
 ];
 
+/// What the digest records for an asynchronous event's landing point.
+const ASYNC_LANDED: u64 = u64::MAX;
+
 /// Every check on one frame, after counting it and folding it into the
 /// digest. `repeat`: the second run of an NMI level.
 pub(super) fn validate(regs: &mut PtRegs, vector: u8, depth: usize, level: &Level, repeat: bool) {
-    FRAMES.fetch_add(1, Ordering::Relaxed);
+    lane().frames.fetch_add(1, Ordering::Relaxed);
     let user_level = is_user_level(depth);
     if user_level {
-        USER_KIND_COUNTS[level.kind as usize].fetch_add(1, Ordering::Relaxed);
+        lane().user_kind_counts[level.kind as usize].fetch_add(1, Ordering::Relaxed);
     } else {
-        KIND_COUNTS[level.kind as usize].fetch_add(1, Ordering::Relaxed);
+        lane().kind_counts[level.kind as usize].fetch_add(1, Ordering::Relaxed);
     }
     let context = match depth {
         0 if user_level => 1,
         0 => 0,
         _ => 2 + label(depth - 1),
     };
-    DEPTH_COUNTS[label(depth)][depth].fetch_add(1, Ordering::Relaxed);
-    CONTEXT_COUNTS[label(depth)][context].fetch_add(1, Ordering::Relaxed);
+    lane().depth_counts[label(depth)][depth].fetch_add(1, Ordering::Relaxed);
+    lane().context_counts[label(depth)][context].fetch_add(1, Ordering::Relaxed);
     let (site, resume) = sites(depth, level.kind);
     let regs_address = regs as *mut PtRegs as u64;
-    digest(ITERATION.load(Ordering::Relaxed));
-    digest(depth as u64);
-    digest(u64::from(user_level));
-    digest(u64::from(vector));
-    digest(regs.orig_ax);
-    digest(regs.ip.wrapping_sub(site));
+    let lane = lane();
+    lane.fold_digest(lane.iteration.load(Ordering::Relaxed));
+    lane.fold_digest(depth as u64);
+    lane.fold_digest(u64::from(user_level));
+    lane.fold_digest(u64::from(vector));
+    lane.fold_digest(regs.orig_ax);
+    // Where a synchronous event's frame says it happened is the seed's
+    // doing; where an asynchronous one landed in its wait loop is the
+    // clock's (on N CPUs, even under icount, what the other CPUs run moves
+    // it), so for those the digest records only that it landed in the loop
+    // (the `ip` invariant below checks that).
+    lane.fold_digest(if level.kind.is_async() { ASYNC_LANDED } else { regs.ip.wrapping_sub(site) });
     // SAFETY: `regs` is an entry-stub frame (the hooks get nothing else).
     let extended = unsafe { ExtendedPtRegs::from_regs(regs) };
     let extension_address = extended as *mut ExtendedPtRegs as u64;
@@ -361,8 +370,8 @@ fn preempt_nesting(frame: &Frame<'_>, name: &'static str) {
     if is_kernel_nmi(frame) || !parent_preempted(frame.depth) {
         return;
     }
-    let parent = FRAME_ADDRESS[frame.depth - 1].load(Ordering::SeqCst);
-    let partner = PARTNER.get().map_or(0, |partner| partner.pid());
+    let parent = lane().frame_address[frame.depth - 1].load(Ordering::SeqCst);
+    let partner = lane().partner.get().map_or(0, |partner| partner.pid());
     if sched::current_pid() != partner || sched::on_current_stack(parent) {
         frame.violation(
             name,
@@ -380,7 +389,7 @@ fn nesting(frame: &Frame<'_>, name: &'static str) {
     if is_kernel_nmi(frame) || frame.depth == 0 || parent_preempted(frame.depth) {
         return;
     }
-    let parent = FRAME_ADDRESS[frame.depth - 1].load(Ordering::SeqCst);
+    let parent = lane().frame_address[frame.depth - 1].load(Ordering::SeqCst);
     if frame.regs_address + core::mem::size_of::<PtRegs>() as u64
         > parent - GENERIC_PTREGS_SIZE as u64
     {

@@ -49,6 +49,7 @@
 //! stack.
 
 mod check;
+mod lane;
 mod program;
 mod raise;
 mod report;
@@ -69,6 +70,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use extregs_cmdline::FuzzSettings;
 use extregs_regs::{ExtendedPtRegs, PtRegs, GENERIC_PTREGS_SIZE, NO_ERROR_CODE};
+use lane::{lane, Lane, LANES, SHARED};
 use program::*;
 use raise::*;
 use rand_core::{Rng, SeedableRng};
@@ -95,64 +97,21 @@ const PF_PROTECTION_KEY: u64 = 1 << 5;
 /// two QEMUs on two cores).
 const ASYNC_SPINS: u32 = 1_000_000_000;
 
-static ACTIVE: AtomicBool = AtomicBool::new(false);
-/// Levels whose handler is running (so the next event is for this level).
-static DEPTH: AtomicUsize = AtomicUsize::new(0);
-/// Bit d: level d's event was handled (its handler ran to the end).
-static HANDLED: AtomicU32 = AtomicU32::new(0);
-/// Bit d: level d (an NMI) saw the repeat of a latched NMI.
-static REPEATED: AtomicU32 = AtomicU32::new(0);
-/// Where each level's PtRegs was (for the nesting checks).
-static FRAME_ADDRESS: [AtomicU64; MAX_LEVELS] = [const { AtomicU64::new(0) }; MAX_LEVELS];
-static FRAMES: AtomicU64 = AtomicU64::new(0);
-static KIND_COUNTS: [AtomicU64; ALL_KINDS] = [const { AtomicU64::new(0) }; ALL_KINDS];
-/// The ring-3 levels' kinds, counted apart (`user_<kind>` in RESULT).
-static USER_KIND_COUNTS: [AtomicU64; ALL_KINDS] = [const { AtomicU64::new(0) }; ALL_KINDS];
-
 /// Event labels for the coverage pictures: a kind raised in the kernel
 /// (index `kind`), or in ring 3 (`ALL_KINDS + kind`, named `user_<kind>`).
 const LABELS: usize = 2 * ALL_KINDS;
 /// What an event interrupted: the fuzzer's task (0), user mode (1), or
 /// the handler of the level below it (2 + that level's label).
 const CONTEXTS: usize = 2 + LABELS;
-/// Frames per event label and depth (`kind_depth` in FUZZ and RESULT).
-static DEPTH_COUNTS: [[AtomicU64; MAX_LEVELS]; LABELS] =
-    [const { [const { AtomicU64::new(0) }; MAX_LEVELS] }; LABELS];
-/// Frames per event label and interrupted context (`contexts`).
-static CONTEXT_COUNTS: [[AtomicU64; CONTEXTS]; LABELS] =
-    [const { [const { AtomicU64::new(0) }; CONTEXTS] }; LABELS];
-
-/// Foreign NMIs that landed in user mode.
-static FOREIGN_USER_NMIS: AtomicU64 = AtomicU64::new(0);
-static LATCHED_NMIS: AtomicU64 = AtomicU64::new(0);
-static MAX_DEPTH_REACHED: AtomicUsize = AtomicUsize::new(0);
-static DIGEST: AtomicU64 = AtomicU64::new(FNV_OFFSET);
-static SEED: AtomicU64 = AtomicU64::new(0);
-static ITERATION: AtomicU64 = AtomicU64::new(0);
-static EVENT_NUMBER: AtomicU64 = AtomicU64::new(0);
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
-/// Folds `value` into the trace digest (FNV-1a over its bytes).
-fn digest(value: u64) {
-    let mut hash = DIGEST.load(Ordering::Relaxed);
-    for byte in value.to_le_bytes() {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
-    }
-    DIGEST.store(hash, Ordering::Relaxed);
-}
-
-/// `mode=fuzz`.
+/// `mode=fuzz`: one lane per online CPU (at most one per seed), each a
+/// task on its CPU running seeds from its own state (see [`lane`]).
 pub fn run(settings: FuzzSettings) -> bool {
-    match sched::spawn(format_args!("fuzz-partner"), partner, 0) {
-        Ok(handle) => {
-            PARTNER.call_once(|| handle);
-            // Let it park.
-            sched::yield_now();
-        }
-        Err(why) => panic!("spawning the fuzz partner task: {why:?}"),
-    }
+    let cpus = crate::arch::smp::online_cpus().count();
+    let lanes = (settings.seed_count.min(cpus as u64)) as usize;
     if pks::enabled() {
         memory::map_pkey_page_at(
             FUZZ_PKEY,
@@ -161,7 +120,6 @@ pub fn run(settings: FuzzSettings) -> bool {
         );
         pks::register_fault_handler(FUZZ_PKEY, pks_fault);
     }
-    SEED.store(settings.seed, Ordering::Relaxed);
     let max_depth = settings.max_depth as usize;
     let batch = settings.seed_count > 1;
     if batch {
@@ -171,11 +129,13 @@ pub fn run(settings: FuzzSettings) -> bool {
         print!("extregs: fuzz: seed={}", settings.seed);
     }
     println!(
-        " iterations={} max-depth={} (pks={}, {} mode)",
+        " iterations={} max-depth={} (pks={}, {} mode, {lanes} lane{} on {cpus} CPU{})",
         settings.iterations,
         max_depth,
         pks::enabled(),
-        apic::current_mode().name()
+        apic::current_mode().name(),
+        if lanes == 1 { "" } else { "s" },
+        if cpus == 1 { "" } else { "s" },
     );
     // Before any fault is switched on: the probe's NMIs are the kernel's.
     match without_interrupts(apic::probe_pic_nmi) {
@@ -203,46 +163,45 @@ pub fn run(settings: FuzzSettings) -> bool {
         );
         apic::start_foreign_timer(settings.foreign_timer_hz);
     }
-    let _ = user::fuzz_page();
-    let mut totals = SeedSummary::default();
     // Each seed's window of foreign events and checks starts where the
-    // previous one ended, so the FUZZ lines add up to the boot's.
-    let mut window = Window::now();
-    hooks::with_event_hook(event_hook, || {
-        user::syscall::with_syscall_hook(event_hook, || {
-            for offset in 0..settings.seed_count {
-                let seed = settings.seed + offset;
-                let summary = run_seed(seed, settings.iterations, max_depth, &mut window);
-                if batch {
-                    if summary.frame_errors + summary.model_errors > 0 {
-                        // Name this seed: check_frame printed what it found.
-                        report_and_die(
-                            "frame_check",
-                            0,
-                            format_args!(
-                                "{} frames failed the entry checks, {} switches the models",
-                                summary.frame_errors, summary.model_errors
-                            ),
-                        );
-                    }
-                    print!("FUZZ {{");
-                    summary.print_fields(Some(seed), true);
-                    println!("}}");
+    // previous one (on any lane) ended, so the FUZZ lines add up to the
+    // boot's.
+    let shared = SHARED.call_once(|| lane::Shared {
+        settings,
+        next_seed_offset: AtomicU64::new(0),
+        totals: spin::Mutex::new(SeedSummary::default()),
+        window: spin::Mutex::new(Window::now()),
+    });
+    let mut lane_tasks = [None; extregs_regs::NR_CPUS];
+    hooks::with_event_hook_on_every_cpu(event_hook, || {
+        user::syscall::with_syscall_hook_on_every_cpu(event_hook, || {
+            for ((index, slot), (cpu, _)) in
+                lane_tasks.iter_mut().enumerate().zip(crate::arch::smp::online_cpus()).take(lanes)
+            {
+                *slot = Some(start_lane(index, cpu));
+            }
+            for task in lane_tasks.iter().flatten() {
+                let status = sched::wait(*task);
+                if status != 0 {
+                    panic!("fuzz lane task {} ended with status {status}", task.pid());
                 }
-                totals.add(&summary);
             }
         })
     });
     if settings.foreign_timer_hz > 0 {
         apic::stop_foreign_timer();
     }
-    if let Some(partner) = PARTNER.get() {
-        PARTNER_STOP.store(true, Ordering::SeqCst);
-        without_interrupts(|| {
-            sched::unpark_and_resched(*partner);
-        });
-        sched::wait(*partner);
+    for lane in LANES.iter().take(lanes) {
+        if let Some(partner) = lane.partner.get() {
+            lane.partner_stop.store(true, Ordering::SeqCst);
+            without_interrupts(|| {
+                sched::unpark_and_resched(*partner);
+            });
+            sched::wait(*partner);
+        }
     }
+    let totals = *shared.totals.lock();
+    let cross_cpu_nmis = totals.cross_cpu_nmis;
     let (frames_checked, frame_errors) = result::frame_counts();
     // The preempt events' switches must also have found the RCU and lockdep
     // models right.
@@ -258,8 +217,10 @@ pub fn run(settings: FuzzSettings) -> bool {
     } else {
         print!("extregs: fuzz: ");
     }
+    // With several lanes, the seeds' times add up to more than the boot's:
+    // frames/s is per lane (what one CPU validates).
     print!(
-        "{} iterations, {} frames validated in {} ms ({} frames/s), max depth {}",
+        "{} iterations, {} frames validated in {} ms ({} frames/s per lane), max depth {}",
         totals.iterations,
         totals.frames,
         totals.microseconds / 1000,
@@ -274,15 +235,14 @@ pub fn run(settings: FuzzSettings) -> bool {
     let entry_points_hit = coverage::hit_count();
     coverage::print_hits();
     println!(
-        "extregs: fuzz: {} foreign NMIs and {} foreign IRQs validated; they interrupted {entry_points_hit} distinct instructions of the {}-byte entry text",
+        "extregs: fuzz: {} foreign NMIs and {} foreign IRQs validated ({cross_cpu_nmis} NMIs sent by the lanes to other CPUs); they interrupted {entry_points_hit} distinct instructions of the {}-byte entry text",
         totals.foreign_nmis,
         totals.foreign_irqs,
         coverage::text_bytes()
     );
     print!(
-        "RESULT {{\"mode\":\"fuzz\",\"ok\":{ok},\"pks\":{},\"cpus\":{},\"frames_checked\":{frames_checked},\"frame_errors\":{frame_errors}",
+        "RESULT {{\"mode\":\"fuzz\",\"ok\":{ok},\"pks\":{},\"cpus\":{cpus},\"lanes\":{lanes},\"frames_checked\":{frames_checked},\"frame_errors\":{frame_errors}",
         pks::enabled(),
-        crate::arch::smp::cpus_online()
     );
     print!(
         ",\"model_errors\":{model_errors},\"entry_points_hit\":{entry_points_hit},\"entry_text_bytes\":{},\"max_depth\":{max_depth},\"user_nmi\":{},\"user_signals\":{}",
@@ -301,76 +261,118 @@ pub fn run(settings: FuzzSettings) -> bool {
     ok
 }
 
-/// Runs one seed's `iterations` programs from a fresh state: every
-/// per-seed counter and the digest start over, and the PRNG is seeded
-/// with `seed` alone, so the seed's digest does not depend on the seeds a
-/// batch ran before it (each iteration ends with every frame unwound, the
-/// PKRS and the lockdep model put back; `raise` checks both).
-fn run_seed(seed: u64, iterations: u64, max_depth: usize, window: &mut Window) -> SeedSummary {
-    SEED.store(seed, Ordering::Relaxed);
-    FRAMES.store(0, Ordering::Relaxed);
-    for counter in KIND_COUNTS.iter().chain(USER_KIND_COUNTS.iter()) {
-        counter.store(0, Ordering::Relaxed);
+/// Sets up lane `index` at home on `cpu` (its user page, its partner task,
+/// parked) and starts its task.
+fn start_lane(index: usize, cpu: usize) -> sched::TaskHandle {
+    let lane = &LANES[index];
+    lane.index.store(index, Ordering::Relaxed);
+    lane.home_cpu.store(cpu, Ordering::Relaxed);
+    lane.user_page.store(user::fuzz_page(index), Ordering::Relaxed);
+    let home = 1 << cpu;
+    let partner =
+        match sched::spawn_with_affinity(format_args!("fuzz-partner{index}"), partner, index, home)
+        {
+            Ok(handle) => handle,
+            Err(why) => panic!("spawning a fuzz partner task: {why:?}"),
+        };
+    // Both bind themselves to the lane first thing (they may run on their
+    // CPU before this returns); the partner is known before the lane starts.
+    lane.partner.call_once(|| partner);
+    match sched::spawn_with_affinity(format_args!("fuzz-lane{index}"), lane::lane_main, index, home)
+    {
+        Ok(handle) => handle,
+        Err(why) => panic!("spawning a fuzz lane task: {why:?}"),
     }
-    for counter in DEPTH_COUNTS.iter().flatten().chain(CONTEXT_COUNTS.iter().flatten()) {
-        counter.store(0, Ordering::Relaxed);
-    }
-    FOREIGN_NMIS.store(0, Ordering::Relaxed);
-    FOREIGN_USER_NMIS.store(0, Ordering::Relaxed);
-    LATCHED_NMIS.store(0, Ordering::Relaxed);
-    MAX_DEPTH_REACHED.store(0, Ordering::Relaxed);
-    DIGEST.store(FNV_OFFSET, Ordering::Relaxed);
-    EVENT_NUMBER.store(0, Ordering::Relaxed);
+}
+
+/// Runs one seed's `iterations` programs on `lane` from a fresh state:
+/// every per-seed counter and the digest start over, and the PRNG is
+/// seeded with `seed` alone, so the seed's digest does not depend on the
+/// seeds a batch ran before it, nor on the lane or CPU (each iteration
+/// ends with every frame unwound, the PKRS and the lockdep model put back;
+/// `raise` checks both).
+fn run_seed(lane: &Lane, seed: u64, iterations: u64, max_depth: usize) -> SeedSummary {
+    lane.reset_for_seed(seed);
+    let cross_cpu_nmis_before = lane.cross_cpu_nmis.load(Ordering::Relaxed);
+    let migrations_before = lane.migrations.load(Ordering::Relaxed);
+    let several_cpus = crate::arch::smp::cpus_online() > 1;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     // SAFETY: RDTSC has no side effects.
     let start = unsafe { core::arch::x86_64::_rdtsc() };
     for iteration in 0..iterations {
-        ITERATION.store(iteration, Ordering::Relaxed);
+        lane.iteration.store(iteration, Ordering::Relaxed);
         // Foreign NMIs may come at any time: while the program is rewritten
         // the hook stands aside (they go to the kernel's NMI handler), so
         // nothing reads it meanwhile.
-        ACTIVE.store(false, Ordering::SeqCst);
+        lane.active.store(false, Ordering::SeqCst);
         // A store is only a release: keep the rewrite below it.
         core::sync::atomic::compiler_fence(Ordering::SeqCst);
-        // SAFETY: with ACTIVE clear no handler reads the program, and no fuzz
-        // event is outstanding between iterations.
-        generate(&mut rng, max_depth, unsafe { &mut *PROGRAM.0.get() });
-        HANDLED.store(0, Ordering::SeqCst);
-        REPEATED.store(0, Ordering::SeqCst);
-        OWN_NMI_IP.store(0, Ordering::SeqCst);
-        DEPTH.store(0, Ordering::SeqCst);
-        ACTIVE.store(true, Ordering::SeqCst);
+        if several_cpus {
+            between_iterations(lane);
+        }
+        // SAFETY: with `active` clear no handler reads the program, and no
+        // fuzz event of this lane is outstanding between iterations; only
+        // this lane's task writes it.
+        generate(&mut rng, max_depth, unsafe { &mut *lane.program.0.get() });
+        lane.handled.store(0, Ordering::SeqCst);
+        lane.repeated.store(0, Ordering::SeqCst);
+        lane.own_nmi_ip.store(0, Ordering::SeqCst);
+        lane.depth.store(0, Ordering::SeqCst);
+        lane.active.store(true, Ordering::SeqCst);
         raise(0);
     }
-    ACTIVE.store(false, Ordering::SeqCst);
+    lane.active.store(false, Ordering::SeqCst);
     // SAFETY: as above.
     let cycles = unsafe { core::arch::x86_64::_rdtsc() } - start;
     // The program's own NMIs never reach the kernel's NMI handler (the hook
     // claims them), so every NMI it took was foreign: the ones between this
     // seed's iterations and those since the previous seed ended.
-    let (before, after) = (*window, Window::now());
-    *window = after;
+    let (before, after) = {
+        let mut window = SHARED.get().expect("set up").window.lock();
+        let before = *window;
+        *window = Window::now();
+        (before, *window)
+    };
     SeedSummary {
         iterations,
-        frames: FRAMES.load(Ordering::Relaxed),
+        frames: lane.frames.load(Ordering::Relaxed),
         microseconds: (cycles * 1000 / apic::tsc_ticks_per_ms()).max(1),
-        max_depth_reached: MAX_DEPTH_REACHED.load(Ordering::Relaxed) as u64,
-        latched_nmis: LATCHED_NMIS.load(Ordering::Relaxed),
-        digest: DIGEST.load(Ordering::Relaxed),
-        kinds: core::array::from_fn(|kind| KIND_COUNTS[kind].load(Ordering::Relaxed)),
-        user_kinds: core::array::from_fn(|kind| USER_KIND_COUNTS[kind].load(Ordering::Relaxed)),
+        max_depth_reached: lane.max_depth_reached.load(Ordering::Relaxed) as u64,
+        latched_nmis: lane.latched_nmis.load(Ordering::Relaxed),
+        digest: lane.digest.load(Ordering::Relaxed),
+        kinds: core::array::from_fn(|kind| lane.kind_counts[kind].load(Ordering::Relaxed)),
+        user_kinds: core::array::from_fn(|kind| {
+            lane.user_kind_counts[kind].load(Ordering::Relaxed)
+        }),
         depths: core::array::from_fn(|label| {
-            core::array::from_fn(|depth| DEPTH_COUNTS[label][depth].load(Ordering::Relaxed))
+            core::array::from_fn(|depth| lane.depth_counts[label][depth].load(Ordering::Relaxed))
         }),
         contexts: core::array::from_fn(|label| {
-            core::array::from_fn(|context| CONTEXT_COUNTS[label][context].load(Ordering::Relaxed))
+            core::array::from_fn(|context| {
+                lane.context_counts[label][context].load(Ordering::Relaxed)
+            })
         }),
-        foreign_nmis: FOREIGN_NMIS.load(Ordering::Relaxed)
+        foreign_nmis: lane.foreign_nmis.load(Ordering::Relaxed)
             + (after.kernel_nmis - before.kernel_nmis),
-        foreign_user_nmis: FOREIGN_USER_NMIS.load(Ordering::Relaxed),
+        foreign_user_nmis: lane.foreign_user_nmis.load(Ordering::Relaxed),
         foreign_irqs: after.foreign_irqs - before.foreign_irqs,
         frame_errors: after.frame_errors - before.frame_errors,
         model_errors: after.model_errors - before.model_errors,
         user_nmis_latched: after.user_nmis_latched - before.user_nmis_latched,
+        cross_cpu_nmis: lane.cross_cpu_nmis.load(Ordering::Relaxed) - cross_cpu_nmis_before,
+        migrations: lane.migrations.load(Ordering::Relaxed) - migrations_before,
+    }
+}
+
+/// Between two iterations on N CPUs: interrupts on for a moment (another
+/// CPU's TLB shootdown may be waiting for this one), the CPU given to any
+/// task queued for it (a lane a `migrate` level moved here, a user task),
+/// and this lane's task back home if an iteration moved it.
+fn between_iterations(lane: &Lane) {
+    irqflags::local_irq_enable();
+    irqflags::local_irq_disable();
+    sched::yield_now();
+    if lane.away.swap(false, Ordering::Relaxed) {
+        sched::set_current_affinity(1 << lane.home_cpu.load(Ordering::Relaxed));
     }
 }

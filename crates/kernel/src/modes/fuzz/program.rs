@@ -47,6 +47,7 @@ pub(super) trait KindEvent {
     fn is_maskable_irq(&self) -> bool;
     fn is_trap(&self) -> bool;
     fn needs_pks(&self) -> bool;
+    fn switches_task(&self) -> bool;
 }
 
 impl KindEvent for Kind {
@@ -58,7 +59,7 @@ impl KindEvent for Kind {
             Kind::DivideError => 0,
             Kind::GeneralProtection => 13,
             Kind::PksResolved | Kind::PksFixup => 14,
-            Kind::Timer | Kind::Preempt => TIMER_VECTOR,
+            Kind::Timer | Kind::Preempt | Kind::Migrate => TIMER_VECTOR,
             Kind::SelfIpi => SELF_IPI_VECTOR,
             Kind::SelfNmi => 2,
             Kind::Syscall => user::syscall::SYSCALL_PSEUDO_VECTOR,
@@ -78,11 +79,16 @@ impl KindEvent for Kind {
 
     /// Delivered while the trampoline spins (IF set for the maskable ones).
     fn is_async(&self) -> bool {
-        matches!(*self, Kind::Timer | Kind::SelfIpi | Kind::SelfNmi | Kind::Preempt)
+        matches!(*self, Kind::Timer | Kind::SelfIpi | Kind::SelfNmi | Kind::Preempt | Kind::Migrate)
     }
 
     fn is_maskable_irq(&self) -> bool {
-        matches!(*self, Kind::Timer | Kind::SelfIpi | Kind::Preempt)
+        matches!(*self, Kind::Timer | Kind::SelfIpi | Kind::Preempt | Kind::Migrate)
+    }
+
+    /// The IRQ's exit switches tasks (`preempt`, `migrate`).
+    fn switches_task(&self) -> bool {
+        matches!(*self, Kind::Preempt | Kind::Migrate)
     }
 
     /// A trap: the saved `ip` is already past the instruction.
@@ -146,42 +152,64 @@ pub(super) struct Program {
     pub(super) user_signal: bool,
 }
 
-/// The running program. One CPU: it is written only between iterations,
-/// when no fuzz event is outstanding and with the fuzz hook off (`ACTIVE`
-/// clear, so a foreign NMI meanwhile goes to the kernel's NMI handler and
-/// never reads it); only the hook's handlers read it.
+/// A lane's running program. It is written only by the lane's own task,
+/// between iterations, when no event of the lane is outstanding and with
+/// the lane's hooks off (`Lane::active` clear, so a foreign NMI meanwhile
+/// goes to the kernel's NMI handler and never reads it). Only the handlers
+/// of the lane's events read it, on whichever CPU runs the lane's task of
+/// the moment: never while the writer runs, since the writer is that task
+/// (or, on another CPU, no task of the lane runs while it writes: the
+/// partner is parked and the user task has been waited for).
 pub(super) struct ProgramCell(pub(super) UnsafeCell<Program>);
-// SAFETY: see above; the kernel runs on one CPU and the writer never runs
-// while a reader (a handler of this program) can.
+// SAFETY: see above: the writer never runs while a reader can, on any CPU.
 unsafe impl Sync for ProgramCell {}
 
-pub(super) static PROGRAM: ProgramCell = ProgramCell(UnsafeCell::new(Program {
-    levels: [EMPTY_LEVEL; MAX_LEVELS],
-    len: 0,
-    user: false,
-    user_signal: false,
-}));
+impl ProgramCell {
+    pub(super) const fn new() -> ProgramCell {
+        ProgramCell(UnsafeCell::new(Program {
+            levels: [EMPTY_LEVEL; MAX_LEVELS],
+            len: 0,
+            user: false,
+            user_signal: false,
+        }))
+    }
+}
+
+/// The running task's lane's program.
+fn program() -> *const Program {
+    lane().program.0.get()
+}
 
 pub(super) fn level(index: usize) -> Level {
-    // SAFETY: a plain copy out of the program; see ProgramCell.
-    unsafe { (*PROGRAM.0.get()).levels[index] }
+    // SAFETY: a plain copy out of the lane's program; see ProgramCell.
+    unsafe { (*program()).levels[index] }
 }
 
 pub(super) fn program_len() -> usize {
     // SAFETY: as in `level`.
-    unsafe { (*PROGRAM.0.get()).len }
+    unsafe { (*program()).len }
 }
 
-/// Does level `index` run in ring 3?
 /// Does the ring-3 level end in a signal (and level `index` is it)?
 pub(super) fn is_user_signal_level(index: usize) -> bool {
     // SAFETY: as in `level`.
-    index == 0 && unsafe { (*PROGRAM.0.get()).user && (*PROGRAM.0.get()).user_signal }
+    index == 0 && unsafe { (*program()).user && (*program()).user_signal }
 }
 
+/// Does level `index` run in ring 3?
 pub(super) fn is_user_level(index: usize) -> bool {
     // SAFETY: as in `level`.
-    index == 0 && unsafe { (*PROGRAM.0.get()).user }
+    index == 0 && unsafe { (*program()).user }
+}
+
+/// Points a kernel self-NMI level's GPRs at the CPU that raises (or
+/// checks) it: the program is the seed's, and a seed runs on any CPU. The
+/// x2APIC store names this CPU's APIC ID in EDX; an xAPIC store's
+/// destination is ICR high, which `raise` sets up on this CPU.
+pub(super) fn aim_self_nmi(gprs: &mut PtRegs) {
+    if let apic::SelfNmiStore::X2Apic { high, .. } = apic::self_nmi_store() {
+        gprs.dx = (gprs.dx & !0xffff_ffff) | u64::from(high);
+    }
 }
 
 /// The user trampoline of a ring-3 level's kind.
@@ -247,7 +275,7 @@ pub(super) fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: 
         if rng.next_u32() & 1 == 0 { max_depth } else { 1 + (rng.next_u32() as usize % max_depth) };
     let with_pks = pks::enabled();
     let mut in_nmi = false;
-    let mut preempted = false;
+    let mut switched = false;
     let mut in_hardirq = false;
     // One program in four starts in ring 3.
     program.user = rng.next_u32().is_multiple_of(4);
@@ -265,16 +293,17 @@ pub(super) fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: 
             // synchronous events. One preemption per program (the partner
             // runs the rest, and it has no partner of its own), and never
             // inside an interrupt handler: its HARDIRQ_OFFSET in the preempt
-            // count forbids it, as in Linux.
+            // count forbids it, as in Linux. A migration is a preemption
+            // too (at most one of the two per program).
             if (in_nmi && kind.is_async())
                 || (kind.needs_pks() && !with_pks)
-                || (kind == Kind::Preempt && (preempted || in_hardirq))
+                || (kind.switches_task() && (switched || in_hardirq))
             {
                 continue;
             }
             break kind;
         };
-        preempted |= kind == Kind::Preempt;
+        switched |= kind.switches_task();
         // `int $0x81` enters through an external-interrupt stub, so its
         // handler runs as a hard interrupt too.
         in_hardirq |= kind.is_async() || kind == Kind::IntN;
@@ -377,6 +406,9 @@ pub(super) fn frame_gprs(index: usize, level: &Level) -> PtRegs {
     }
     if is_user_level(index) && level.kind == Kind::Syscall {
         gprs.ax = extregs_entry_asm::ENOSYS.wrapping_neg();
+    }
+    if level.kind == Kind::SelfNmi && !is_user_level(index) {
+        aim_self_nmi(&mut gprs);
     }
     gprs
 }

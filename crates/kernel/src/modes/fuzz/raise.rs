@@ -42,21 +42,31 @@ pub(super) fn raise(index: usize) {
         raise_from_user_mode();
         return;
     }
-    let level = level(index);
+    let lane = lane();
+    let mut level = level(index);
     let (entry, _, _) = trampoline(level.kind);
-    EVENT_NUMBER.fetch_add(1, Ordering::Relaxed);
-    let partner_runs_before = PARTNER_RUNS.load(Ordering::SeqCst);
+    lane.event_number.fetch_add(1, Ordering::Relaxed);
+    lane::nmi_another_cpu(lane);
+    let partner_runs_before = lane.partner_runs.load(Ordering::SeqCst);
     match level.kind {
-        Kind::Timer | Kind::Preempt => apic::start_timer(apic::TimerMode::OneShot, 1),
+        Kind::Timer | Kind::Preempt | Kind::Migrate => {
+            apic::start_timer(apic::TimerMode::OneShot, 1)
+        }
         Kind::SelfIpi => apic::send_self_ipi(SELF_IPI_VECTOR),
+        Kind::SelfNmi => {
+            // At this CPU (after the cross-CPU NMI above: its send puts
+            // ICR high back as it found it).
+            let _ = apic::prepare_self_nmi_store();
+            aim_self_nmi(&mut level.gprs);
+        }
         _ => {}
     }
     extregs_fuzz_spins.store(ASYNC_SPINS, Ordering::SeqCst);
     if level.kind == Kind::SelfNmi {
-        OWN_NMI_IP.store(0, Ordering::SeqCst);
+        lane.own_nmi_ip.store(0, Ordering::SeqCst);
     }
-    HANDLED.fetch_and(!(1 << index), Ordering::SeqCst);
-    REPEATED.fetch_and(!(1 << index), Ordering::SeqCst);
+    lane.handled.fetch_and(!(1 << index), Ordering::SeqCst);
+    lane.repeated.fetch_and(!(1 << index), Ordering::SeqCst);
     let model_before = irqflags::lockdep_hardirqs_enabled();
     if level.lockdep_model {
         irqflags::local_irq_enable_model_only();
@@ -68,10 +78,12 @@ pub(super) fn raise(index: usize) {
         unsafe { pks::write_pkrs(level.pkrs) };
     }
     let mut output = PtRegs::default();
+    let cpu_before = crate::arch::percpu::this_cpu();
     // SAFETY: the trampoline reads `input` and writes `output` (both valid
     // PtRegs), keeps every callee-saved register, and raises exactly one
     // event that the fuzz hook handles (and resumes past, where needed).
     unsafe { entry(&level.gprs, &mut output) };
+    let cpu_after = crate::arch::percpu::this_cpu();
     let live_pkrs = if pks::enabled() { pks::read_pkrs() } else { 0 };
     let model_after = irqflags::lockdep_hardirqs_enabled();
     if pks::enabled() {
@@ -83,7 +95,7 @@ pub(super) fn raise(index: usize) {
     } else {
         irqflags::local_irq_disable_model_only();
     }
-    if HANDLED.load(Ordering::SeqCst) & (1 << index) == 0 {
+    if lane.handled.load(Ordering::SeqCst) & (1 << index) == 0 {
         violation_after(
             index,
             &output,
@@ -91,13 +103,26 @@ pub(super) fn raise(index: usize) {
             format_args!("the {} event never reached its handler", level.kind.name()),
         );
     }
-    if level.kind == Kind::Preempt && PARTNER_RUNS.load(Ordering::SeqCst) == partner_runs_before {
+    if level.kind == Kind::Preempt
+        && lane.partner_runs.load(Ordering::SeqCst) == partner_runs_before
+    {
         violation_after(
             index,
             &output,
             "preempted",
             format_args!("the preempt event's exit never switched to the partner task"),
         );
+    }
+    if level.kind == Kind::Migrate && crate::arch::smp::cpus_online() > 1 {
+        if cpu_after == cpu_before {
+            violation_after(
+                index,
+                &output,
+                "migrated",
+                format_args!("the migrate event's exit left the task on CPU {cpu_before}"),
+            );
+        }
+        lane.migrations.fetch_add(1, Ordering::Relaxed);
     }
     let expected = expected_gprs_after(index, &level);
     for ((name, want), (_, got)) in expected.gprs().iter().zip(output.gprs().iter()) {
@@ -132,7 +157,7 @@ pub(super) fn raise(index: usize) {
     }
     if level.kind == Kind::SelfNmi
         && (index + 1..program_len()).any(|i| self::level(i).send_latched_nmi)
-        && REPEATED.load(Ordering::SeqCst) & (1 << index) == 0
+        && lane.repeated.load(Ordering::SeqCst) & (1 << index) == 0
     {
         violation_after(
             index,
@@ -148,14 +173,19 @@ pub(super) fn raise(index: usize) {
 /// which raises the event from user mode and, after the return, stores its
 /// GPRs back there and exits; then checks them like any level's.
 pub(super) fn raise_from_user_mode() {
+    let lane = lane();
     let level = level(0);
     let trampoline = user_trampoline(level.kind);
-    EVENT_NUMBER.fetch_add(1, Ordering::Relaxed);
-    HANDLED.fetch_and(!1, Ordering::SeqCst);
-    let page = user::fuzz_page();
+    lane.event_number.fetch_add(1, Ordering::Relaxed);
+    lane.handled.fetch_and(!1, Ordering::SeqCst);
+    lane::nmi_another_cpu(lane);
+    let page = lane.user_page.load(Ordering::Relaxed);
     let output_address = page + USER_OUTPUT_OFFSET;
     user::write_user_ptregs(page, &level.gprs);
     let pic_nmi = level.kind == Kind::SelfNmi;
+    // The 8259's NMI reaches CPU 0 alone: this lane takes it (and CPU 0)
+    // for the level.
+    let _pic_claim = pic_nmi.then(|| lane::Claim::pic_nmi(lane));
     if pic_nmi {
         // The NMI the user task's `out` sets off (the port is opened to
         // that task alone, below).
@@ -167,25 +197,39 @@ pub(super) fn raise_from_user_mode() {
     // A level that ends in a signal runs as a Linux process: its handler,
     // not the fuzzer's hook, resumes it, through rt_sigreturn.
     let signal_level = is_user_signal_level(0);
+    let _signal_claim = signal_level.then(|| lane::Claim::signal_level(lane));
     let signals_before = linux::counters::SIGNALS_DELIVERED.load(Ordering::SeqCst);
     let sigreturns_before = linux::counters::SIGRETURNS.load(Ordering::SeqCst);
+    // The user task runs on this CPU alone, which this task keeps (with
+    // interrupts off) until it waits: so it is bound to the lane before it
+    // first runs.
     let spawned = if signal_level {
-        user::write_fuzz_page_word(user::FUZZ_SIGNAL_RESUME_OFFSET, trampoline.resume);
+        user::write_fuzz_page_word(page, user::FUZZ_SIGNAL_RESUME_OFFSET, trampoline.resume);
         user::write_fuzz_page_word(
+            page,
             user::FUZZ_SIGNAL_START_OFFSET,
             user::user_address_of(trampoline.program),
         );
+        // The process sees the lane's page at USER_FUZZ_PAGE.
         linux::exec::spawn_kernel_program(
             user::programs::FUZZ_SIGNAL,
-            [page, output_address],
-            user::USER_FUZZ_PAGE,
+            [user::USER_FUZZ_PAGE, user::USER_FUZZ_PAGE + USER_OUTPUT_OFFSET],
+            page,
+            lane::this_cpu_mask(),
         )
     } else {
-        user::spawn(format_args!("fuzz-user"), trampoline.program, page, output_address)
+        user::spawn_on(
+            format_args!("fuzz-user"),
+            trampoline.program,
+            page,
+            output_address,
+            lane::this_cpu_mask(),
+        )
     };
     let Ok(handle) = spawned else {
         report_and_die("user_task", 0, format_args!("could not spawn the user task"));
     };
+    lane::bind(handle, lane);
     if pic_nmi {
         // The task's own I/O bitmap (it runs only once this task waits).
         sched::set_user_port_access(handle, apic::PIC_MASTER_DATA, true);
@@ -204,7 +248,7 @@ pub(super) fn raise_from_user_mode() {
             format_args!("the ring-3 level's task ended with status {status}"),
         );
     }
-    if HANDLED.load(Ordering::SeqCst) & 1 == 0 {
+    if lane.handled.load(Ordering::SeqCst) & 1 == 0 {
         violation_after(
             0,
             &output,
@@ -214,7 +258,7 @@ pub(super) fn raise_from_user_mode() {
     }
     if level.kind == Kind::SelfNmi
         && (1..program_len()).any(|i| self::level(i).send_latched_nmi)
-        && REPEATED.load(Ordering::SeqCst) & 1 == 0
+        && lane.repeated.load(Ordering::SeqCst) & 1 == 0
     {
         violation_after(
             0,
@@ -281,12 +325,6 @@ fn check_signal_round_trip(
 /// `rt_sigreturn` (RESULT's `user_signals`).
 pub(super) static USER_SIGNALS: AtomicU64 = AtomicU64::new(0);
 
-/// The frame of the signal-ending ring-3 level's event (0: none): the
-/// event hook leaves that event unclaimed, for the Linux personality to
-/// make a signal. Keyed by the frame's address, so a foreign NMI landing
-/// between the mark and the hook's answer can't take it.
-static LEAVE_TO_SIGNAL: AtomicU64 = AtomicU64::new(0);
-
 /// Where in the fuzzer's user page the trampoline stores its GPRs.
 pub(super) const USER_OUTPUT_OFFSET: u64 = 512;
 
@@ -303,38 +341,49 @@ pub(super) fn nmi_ancestor(index: usize) -> bool {
 /// The event hook (everything but #PF): claims the event of the current
 /// level while fuzzing.
 pub(super) fn event_hook(regs: &mut PtRegs, vector: u8) -> bool {
-    // The foreign timer is no level's event: the IRQ dispatcher counts it
-    // (and records its interrupt point); check_frame has validated it.
-    if !ACTIVE.load(Ordering::SeqCst) || vector == apic::FOREIGN_TIMER_VECTOR {
+    // Only a task of a lane with a program running raises fuzz events.
+    let Some(lane) = lane::current_lane().filter(|lane| lane.active.load(Ordering::SeqCst)) else {
         return false;
+    };
+    match vector {
+        // The foreign timer is no level's event: the IRQ dispatcher counts
+        // it (and records its interrupt point); check_frame has validated
+        // it. Nor is a TLB shootdown (answered by its handler).
+        apic::FOREIGN_TIMER_VECTOR | crate::arch::tlb::TLB_SHOOTDOWN_VECTOR => return false,
+        // A reschedule IPI (an idle CPU was kicked, and took a lane's task
+        // before the IPI came): a lane's task switches only at its own
+        // switch points, never in the middle of a level, so it is only
+        // acknowledged; the lane gives the CPU away between iterations.
+        apic::RESCHEDULE_VECTOR => {
+            apic::eoi();
+            return true;
+        }
+        _ => {}
     }
     handle(regs, vector);
     let frame = regs as *mut PtRegs as u64;
-    LEAVE_TO_SIGNAL.compare_exchange(frame, 0, Ordering::SeqCst, Ordering::SeqCst).is_err()
+    lane.leave_to_signal.compare_exchange(frame, 0, Ordering::SeqCst, Ordering::SeqCst).is_err()
 }
 
 /// The fuzz page's PKS fault handler.
 pub(super) fn pks_fault(regs: &mut PtRegs, fault: PksFault) -> bool {
-    if !ACTIVE.load(Ordering::SeqCst) || fault.address != FUZZ_PAGE_ADDRESS {
+    let active = lane::current_lane().is_some_and(|lane| lane.active.load(Ordering::SeqCst));
+    if !active || fault.address != FUZZ_PAGE_ADDRESS {
         return false;
     }
     handle(regs, 14);
     true
 }
 
-/// NMIs the program did not raise (QMP `inject-nmi`, a storm) that came
-/// in while an iteration ran: checked for latching like every NMI (first
-/// thing in [`handle`]), validated by the entry checks that need no program
+/// Is this NMI one the program did not raise? Foreign NMIs (QMP
+/// `inject-nmi`, a storm, another CPU's lane) that come in while an
+/// iteration runs are checked for latching like every NMI (first thing in
+/// [`handle`]), validated by the entry checks that need no program
 /// (`check::check_frame`: extension offset, CS/SS, live PKRS, IST
-/// placement and the NMI frame on the copy), counted, and otherwise left
-/// alone: they never enter the digest. Those between iterations go to the
-/// kernel's NMI handler and are counted from `nmi::count`.
-pub(super) static FOREIGN_NMIS: AtomicU64 = AtomicU64::new(0);
-/// The `ip` the running chain's own NMI left in its frame (0: none yet),
-/// so a latched repeat can be told from a foreign NMI.
-pub(super) static OWN_NMI_IP: AtomicU64 = AtomicU64::new(0);
-
-/// Is this NMI one the program did not raise? `from_pic`: the 8259 had the
+/// placement and the NMI frame on the copy), counted
+/// (`Lane::foreign_nmis`), and otherwise left alone: they never enter the
+/// digest. Those between iterations go to the kernel's NMI handler and are
+/// counted from `nmi::count`. `from_pic`: the 8259 had the
 /// armed IRQ 0 pending when this NMI came (see [`PIC_NMI_ARMED`]).
 pub(super) fn is_foreign_nmi(regs: &PtRegs, depth: usize, from_pic: bool) -> bool {
     if depth >= program_len() {
@@ -344,12 +393,14 @@ pub(super) fn is_foreign_nmi(regs: &PtRegs, depth: usize, from_pic: bool) -> boo
     if level.kind != Kind::SelfNmi {
         return true;
     }
-    if HANDLED.load(Ordering::SeqCst) & (1 << depth) != 0 {
+    if lane().handled.load(Ordering::SeqCst) & (1 << depth) != 0 {
         // After the level's NMI ran: the program's own only as the one
         // repeat a deeper level asked for, on the same interrupted context.
         let expects_repeat = (depth + 1..program_len()).any(|i| self::level(i).send_latched_nmi);
-        let repeated = REPEATED.load(Ordering::SeqCst) & (1 << depth) != 0;
-        return !(expects_repeat && !repeated && regs.ip == OWN_NMI_IP.load(Ordering::SeqCst));
+        let repeated = lane().repeated.load(Ordering::SeqCst) & (1 << depth) != 0;
+        return !(expects_repeat
+            && !repeated
+            && regs.ip == lane().own_nmi_ip.load(Ordering::SeqCst));
     }
     // Before it: in ring 3 the 8259 says whether it raised this one. If it
     // did, it is the program's wherever it landed ([`validate`] then checks
@@ -365,11 +416,12 @@ pub(super) fn is_foreign_nmi(regs: &PtRegs, depth: usize, from_pic: bool) -> boo
 }
 
 pub(super) fn handle(regs: &mut PtRegs, vector: u8) {
-    let depth = DEPTH.load(Ordering::SeqCst);
+    let depth = lane().depth.load(Ordering::SeqCst);
     // Before anything else can touch the 8259 (a console byte moves an IRQ
     // line): acknowledge the armed ring-3 NMI, or in QEMU's 8259 model every
     // update would raise another.
     let from_pic = vector == 2
+        && lane::owns_pic_nmi(lane())
         && PIC_NMI_ARMED.load(Ordering::SeqCst)
         && apic::acknowledge_pic_nmi()
         && PIC_NMI_ARMED.swap(false, Ordering::SeqCst);
@@ -392,23 +444,26 @@ pub(super) fn handle(regs: &mut PtRegs, vector: u8) {
     // that one landed in the kernel, here.
     let latched_ip = if vector == 2 && regs.user_mode() { nmi::take_latched_ip() } else { None };
     if vector == 2 && is_foreign_nmi(regs, depth, from_pic) {
-        FOREIGN_NMIS.fetch_add(1, Ordering::Relaxed);
+        lane().foreign_nmis.fetch_add(1, Ordering::Relaxed);
         if regs.user_mode() && latched_ip.is_none() {
-            FOREIGN_USER_NMIS.fetch_add(1, Ordering::Relaxed);
+            lane().foreign_user_nmis.fetch_add(1, Ordering::Relaxed);
         }
         coverage::record(latched_ip.unwrap_or(regs.ip));
         return;
     }
     // A latched NMI's repeat: the NMI level already ran (its handler is
     // done, so DEPTH is back at it) and the entry runs it again.
-    if vector == 2 && depth < program_len() && HANDLED.load(Ordering::SeqCst) & (1 << depth) != 0 {
+    if vector == 2
+        && depth < program_len()
+        && lane().handled.load(Ordering::SeqCst) & (1 << depth) != 0
+    {
         let level = level(depth);
         if level.kind != Kind::SelfNmi {
             violation(regs, depth, "event_kind", format_args!("a second NMI at a non-NMI level"));
         }
         validate(regs, vector, depth, &level, true);
-        REPEATED.fetch_or(1 << depth, Ordering::SeqCst);
-        LATCHED_NMIS.fetch_add(1, Ordering::Relaxed);
+        lane().repeated.fetch_or(1 << depth, Ordering::SeqCst);
+        lane().latched_nmis.fetch_add(1, Ordering::Relaxed);
         return;
     }
     if depth >= program_len() {
@@ -421,25 +476,31 @@ pub(super) fn handle(regs: &mut PtRegs, vector: u8) {
     }
     let level = level(depth);
     validate(regs, vector, depth, &level, false);
-    FRAME_ADDRESS[depth].store(regs as *mut PtRegs as u64, Ordering::SeqCst);
+    lane().frame_address[depth].store(regs as *mut PtRegs as u64, Ordering::SeqCst);
     if level.kind.is_maskable_irq() {
         // Ack early (as Linux's sysvec handlers do), so nested IRQs of any
         // priority can come in while this handler raises the next level.
         apic::eoi();
     }
-    DEPTH.store(depth + 1, Ordering::SeqCst);
-    MAX_DEPTH_REACHED.fetch_max(depth + 1, Ordering::Relaxed);
+    lane().depth.store(depth + 1, Ordering::SeqCst);
+    lane().max_depth_reached.fetch_max(depth + 1, Ordering::Relaxed);
     if level.kind == Kind::Preempt {
         // The rest of the program runs in the partner task, after this
         // IRQ's exit has switched to it, with this frame and its
         // extension left on the interrupted task's stack.
-        PARTNER_START.store(depth + 1, Ordering::SeqCst);
-        match PARTNER.get() {
+        lane().partner_start.store(depth + 1, Ordering::SeqCst);
+        match lane().partner.get() {
             Some(partner) => sched::unpark_and_resched(*partner),
             None => violation(regs, depth, "preempted", format_args!("no partner task")),
         }
     } else if depth + 1 < program_len() {
         raise(depth + 1);
+    }
+    if level.kind == Kind::Migrate {
+        // The levels below ran; this IRQ's exit now moves the interrupted
+        // task, with this frame and its extension on its stack, to the
+        // next CPU, where it resumes and checks what came back.
+        migrate_at_exit();
     }
     // This level's edits of its own frame. (The trampolines never write
     // PKRS, so an edit is never refused; if one were, the level's PKRS
@@ -462,7 +523,7 @@ pub(super) fn handle(regs: &mut PtRegs, vector: u8) {
         }
         // The signal-ending level: its signal handler resumes it.
         _ if is_user_signal_level(depth) && regs.user_mode() => {
-            LEAVE_TO_SIGNAL.store(regs as *mut PtRegs as u64, Ordering::SeqCst);
+            lane().leave_to_signal.store(regs as *mut PtRegs as u64, Ordering::SeqCst);
         }
         kind if kind.is_trap() => {}
         // Faults and the wait loops continue after the event.
@@ -484,37 +545,45 @@ pub(super) fn handle(regs: &mut PtRegs, vector: u8) {
     if vector == 2 {
         // What a latched repeat will find in the frame (after this
         // handler's edits: ip moved to `resume`).
-        OWN_NMI_IP.store(regs.ip, Ordering::SeqCst);
+        lane().own_nmi_ip.store(regs.ip, Ordering::SeqCst);
     }
-    DEPTH.store(depth, Ordering::SeqCst);
-    HANDLED.fetch_or(1 << depth, Ordering::SeqCst);
+    lane().depth.store(depth, Ordering::SeqCst);
+    lane().handled.fetch_or(1 << depth, Ordering::SeqCst);
 }
 
-/// The task a `preempt` event switches to, and what it does.
-pub(super) static PARTNER: spin::Once<sched::TaskHandle> = spin::Once::new();
-/// The level the partner raises next (the one after the preempt event).
-pub(super) static PARTNER_START: AtomicUsize = AtomicUsize::new(0);
-/// Programs (possibly empty) the partner ran to the end.
-pub(super) static PARTNER_RUNS: AtomicU64 = AtomicU64::new(0);
-pub(super) static PARTNER_STOP: AtomicBool = AtomicBool::new(false);
+/// A `migrate` level's handler: the interrupted task may run only on the
+/// next online CPU from here on (until its lane's next iteration sends it
+/// home), and this IRQ's exit switches away from it. On one CPU, the same
+/// CPU: the exit reschedules and the task stays.
+fn migrate_at_exit() {
+    let this = crate::arch::percpu::this_cpu();
+    let online = crate::arch::smp::online_mask();
+    let after = online & !((2u32 << this) - 1);
+    let next = if after != 0 { after.trailing_zeros() } else { online.trailing_zeros() };
+    lane().away.store(true, Ordering::Relaxed);
+    sched::move_current_at_exit(1 << next);
+}
 
-/// The partner task: parked until a `preempt` event's handler unparks it;
-/// then (switched to by that IRQ's exit) raises the rest of the program,
-/// parks again, and the preempted task resumes.
-pub(super) fn partner(_: usize) {
+/// A lane's partner task (`lane_index`): parked until a `preempt` event's
+/// handler unparks it; then (switched to by that IRQ's exit, on the same
+/// CPU, its home) raises the rest of the program, parks again, and the
+/// preempted task resumes.
+pub(super) fn partner(lane_index: usize) {
+    lane::bind_current(lane_index);
+    let lane = &LANES[lane_index];
     loop {
         sched::park();
-        if PARTNER_STOP.load(Ordering::SeqCst) {
+        if lane.partner_stop.load(Ordering::SeqCst) {
             return;
         }
         // As in the mode's own context: events are raised with IF clear.
         irqflags::local_irq_disable();
-        let start = PARTNER_START.load(Ordering::SeqCst);
+        let start = lane.partner_start.load(Ordering::SeqCst);
         if start < program_len() {
-            DEPTH.store(start, Ordering::SeqCst);
+            lane.depth.store(start, Ordering::SeqCst);
             raise(start);
-            DEPTH.store(start - 1, Ordering::SeqCst);
+            lane.depth.store(start - 1, Ordering::SeqCst);
         }
-        PARTNER_RUNS.fetch_add(1, Ordering::SeqCst);
+        lane.partner_runs.fetch_add(1, Ordering::SeqCst);
     }
 }

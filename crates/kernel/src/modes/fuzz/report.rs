@@ -27,9 +27,9 @@ pub(super) fn print_path(depth: usize) {
 pub(super) fn report_and_die(invariant: &str, depth: usize, detail: core::fmt::Arguments<'_>) -> ! {
     println!(
         "extregs: fuzz: seed={} iteration={} event={} level={}",
-        SEED.load(Ordering::Relaxed),
-        ITERATION.load(Ordering::Relaxed),
-        EVENT_NUMBER.load(Ordering::Relaxed),
+        lane().seed.load(Ordering::Relaxed),
+        lane().iteration.load(Ordering::Relaxed),
+        lane().event_number.load(Ordering::Relaxed),
         depth
     );
     print_path(depth);
@@ -37,10 +37,10 @@ pub(super) fn report_and_die(invariant: &str, depth: usize, detail: core::fmt::A
         false,
         format_args!(
             ",\"seed\":{},\"iteration\":{},\"event\":{},\"level\":{depth},\"violations\":1,\"invariant\":\"{invariant}\",\"frames\":{},\"error\":\"{detail}\"",
-            SEED.load(Ordering::Relaxed),
-            ITERATION.load(Ordering::Relaxed),
-            EVENT_NUMBER.load(Ordering::Relaxed),
-            FRAMES.load(Ordering::Relaxed),
+            lane().seed.load(Ordering::Relaxed),
+            lane().iteration.load(Ordering::Relaxed),
+            lane().event_number.load(Ordering::Relaxed),
+            lane().frames.load(Ordering::Relaxed),
         ),
     );
     exit::exit_qemu(exit::ExitCode::Failure)
@@ -144,6 +144,10 @@ pub(super) struct SeedSummary {
     pub(super) model_errors: u64,
     /// NMIs latched inside NMIs from user mode (their handler's repeats).
     pub(super) user_nmis_latched: u64,
+    /// NMIs the lane sent to other CPUs meanwhile.
+    pub(super) cross_cpu_nmis: u64,
+    /// `migrate` levels that resumed on another CPU.
+    pub(super) migrations: u64,
 }
 
 impl SeedSummary {
@@ -180,6 +184,8 @@ impl SeedSummary {
         self.frame_errors += seed.frame_errors;
         self.model_errors += seed.model_errors;
         self.user_nmis_latched += seed.user_nmis_latched;
+        self.cross_cpu_nmis += seed.cross_cpu_nmis;
+        self.migrations += seed.migrations;
     }
 
     /// Prints the JSON fields (inside a `FUZZ {…}` object, or the rest of
@@ -208,7 +214,10 @@ impl SeedSummary {
                 self.frame_errors, self.model_errors
             );
         }
-        print!("\"user_nmis_latched\":{},", self.user_nmis_latched);
+        print!(
+            "\"user_nmis_latched\":{},\"cross_cpu_nmis\":{},\"migrations\":{},",
+            self.user_nmis_latched, self.cross_cpu_nmis, self.migrations
+        );
         if seed.is_some() {
             print!("\"digest\":\"{:016x}\",", self.digest);
         }

@@ -16,7 +16,13 @@ use core::sync::atomic::Ordering;
 /// Runs `LINUX_SIGNAL` with `mode` as a Linux process; its exit status and
 /// task slot.
 fn run_linux_signal(mode: u64) -> Option<(i32, usize)> {
-    let handle = linux::exec::spawn_kernel_program(programs::LINUX_SIGNAL, [mode, 0], 0).ok()?;
+    let handle = linux::exec::spawn_kernel_program(
+        programs::LINUX_SIGNAL,
+        [mode, 0],
+        0,
+        sched::task::BOOT_CPU_ONLY,
+    )
+    .ok()?;
     let status = sched::wait(handle);
     Some((status, handle.slot()))
 }
