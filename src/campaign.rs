@@ -41,8 +41,8 @@ pub struct CampaignConfig {
     pub granular: bool,
     /// `foreign-timer-hz=` for every boot (0: no foreign timer).
     pub foreign_timer_hz: u32,
-    /// CPUs each boot gets (QEMU's `-smp`); the fuzzer runs on CPU 0 and
-    /// the APs idle, taking the storm's NMIs through their own entries.
+    /// CPUs each boot gets (QEMU's `-smp`): the kernel runs a fuzz lane
+    /// on each, so a boot of N CPUs runs N of its seeds at once.
     pub smp: u32,
 }
 
@@ -59,6 +59,8 @@ pub struct SeedReport {
     pub serial: Option<String>,
     /// Entry-text offsets a foreign event interrupted (`COVERAGE_HIT`).
     pub coverage_hits: BTreeSet<u64>,
+    /// The same, CPU by CPU (`COVERAGE_HIT_CPU`; empty on one CPU).
+    pub coverage_hits_by_cpu: BTreeMap<u32, BTreeSet<u64>>,
 }
 
 impl SeedReport {
@@ -72,6 +74,12 @@ impl SeedReport {
 
     pub fn frames(&self) -> u64 {
         self.number("frames")
+    }
+
+    /// The CPU whose lane ran the seed (its FUZZ line's `cpu`; a one-seed
+    /// boot's lane is CPU 0's).
+    pub fn cpu(&self) -> u64 {
+        self.number("cpu")
     }
 
     /// The violated invariant, when the kernel named one.
@@ -96,6 +104,9 @@ pub struct Totals {
     /// Frames per event kind and the context it interrupted (`task`,
     /// `user`, or the kind whose handler raised it).
     pub contexts: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Frames per event kind and the CPU whose lane ran the seed (`cpu0`,
+    /// …; a `migrate` level's frames below it count for the lane's CPU).
+    pub kind_cpu: BTreeMap<String, BTreeMap<String, u64>>,
     pub wall_seconds: f64,
     /// NMIs the kernels did not raise themselves (an `--nmi-storm`).
     pub foreign_nmis: u64,
@@ -103,8 +114,16 @@ pub struct Totals {
     pub foreign_user_nmis: u64,
     /// Foreign timer IRQs (`--foreign-timer`).
     pub foreign_irqs: u64,
+    /// NMIs the kernels' lanes sent to other CPUs (`--smp`).
+    pub cross_cpu_nmis: u64,
+    /// `migrate` levels that resumed on another CPU.
+    pub migrations: u64,
     /// Union of the seeds' interrupted entry-text offsets.
     pub coverage_hits: BTreeSet<u64>,
+    /// The same, CPU by CPU.
+    pub coverage_hits_by_cpu: BTreeMap<u32, BTreeSet<u64>>,
+    /// Instructions hit on each CPU, once [`Totals::measure_coverage`] ran.
+    pub entry_points_by_cpu: BTreeMap<u32, u64>,
     /// (instructions hit, instructions in the entry text), once
     /// [`Totals::measure_coverage`] decoded the kernel's entry text.
     pub entry_points: Option<(u64, u64)>,
@@ -112,6 +131,8 @@ pub struct Totals {
     pub kernel_frames_per_s: Vec<u64>,
     /// Parallel QEMUs the wall rate came from (0: unknown, a merge).
     pub jobs: u64,
+    /// CPUs (fuzz lanes) in each of those QEMUs (0 or 1: one).
+    pub cpus_per_boot: u64,
 }
 
 impl Totals {
@@ -127,13 +148,30 @@ impl Totals {
         self.foreign_nmis += report.number("foreign_nmis");
         self.foreign_user_nmis += report.number("foreign_user_nmis");
         self.foreign_irqs += report.number("foreign_irqs");
+        self.cross_cpu_nmis += report.number("cross_cpu_nmis");
+        self.migrations += report.number("migrations");
         self.coverage_hits.extend(&report.coverage_hits);
+        for (cpu, hits) in &report.coverage_hits_by_cpu {
+            self.coverage_hits_by_cpu.entry(*cpu).or_default().extend(hits);
+        }
         if report.ok() && report.frames() > 0 {
             self.kernel_frames_per_s.push(report.number("frames_per_s"));
         }
         self.max_depth_reached = self.max_depth_reached.max(report.number("max_depth_reached"));
         if let Some(result) = &report.result {
             self.add_counts(result);
+            let cpu = format!("cpu{}", report.cpu());
+            for (kind, count) in result["kinds"].as_object().into_iter().flatten() {
+                let count = count.as_u64().unwrap_or(0);
+                if count > 0 {
+                    *self
+                        .kind_cpu
+                        .entry(kind.clone())
+                        .or_default()
+                        .entry(cpu.clone())
+                        .or_default() += count;
+                }
+            }
         }
     }
 
@@ -151,10 +189,12 @@ impl Totals {
                 row[depth] += count.as_u64().unwrap_or(0);
             }
         }
-        for (kind, contexts) in counts["contexts"].as_object().into_iter().flatten() {
-            let row = self.contexts.entry(kind.clone()).or_default();
-            for (context, count) in contexts.as_object().into_iter().flatten() {
-                *row.entry(context.clone()).or_default() += count.as_u64().unwrap_or(0);
+        for (name, map) in [("contexts", &mut self.contexts), ("kind_cpu", &mut self.kind_cpu)] {
+            for (kind, columns) in counts[name].as_object().into_iter().flatten() {
+                let row = map.entry(kind.clone()).or_default();
+                for (column, count) in columns.as_object().into_iter().flatten() {
+                    *row.entry(column.clone()).or_default() += count.as_u64().unwrap_or(0);
+                }
             }
         }
     }
@@ -164,6 +204,8 @@ impl Totals {
     pub fn measure_coverage(&mut self) -> crate::error::Result<crate::coverage::EntryText> {
         let text = crate::coverage::EntryText::from_elf(crate::images::kernel_elf())?;
         self.entry_points = Some((text.hit(&self.coverage_hits), text.total()));
+        self.entry_points_by_cpu =
+            self.coverage_hits_by_cpu.iter().map(|(cpu, hits)| (*cpu, text.hit(hits))).collect();
         Ok(text)
     }
 
@@ -187,18 +229,20 @@ impl Totals {
         }
     }
 
-    /// Wall frames/s over `jobs` × the per-kernel median: how much of the
-    /// ideal (QEMUs that never boot) the campaign reached.
+    /// Wall frames/s over `jobs` × CPUs per boot × the per-seed median
+    /// (one seed runs on one lane, one CPU): how much of the ideal (QEMUs
+    /// that never boot, lanes that never wait) the campaign reached.
     pub fn wall_to_kernel_ratio(&self) -> Option<f64> {
         let median = self.kernel_median_frames_per_second()?;
-        (self.jobs > 0 && median > 0.0)
-            .then(|| self.frames_per_second() / (self.jobs as f64 * median))
+        let lanes = self.jobs * self.cpus_per_boot.max(1);
+        (lanes > 0 && median > 0.0).then(|| self.frames_per_second() / (lanes as f64 * median))
     }
 
     pub fn to_json(&self) -> Value {
         json!({
             "kernel_median_frames_per_s": self.kernel_median_frames_per_second(),
             "jobs": self.jobs,
+            "cpus_per_boot": self.cpus_per_boot.max(1),
             "wall_to_kernel_ratio": self.wall_to_kernel_ratio(),
             "seeds_run": self.seeds_run,
             "seeds_failed": self.seeds_failed,
@@ -210,14 +254,19 @@ impl Totals {
             "kinds": self.kinds,
             "kind_depth": self.kind_depth,
             "contexts": self.contexts,
+            "kind_cpu": self.kind_cpu,
             "wall_seconds": self.wall_seconds,
             "frames_per_s": self.frames_per_second(),
             "foreign_nmis": self.foreign_nmis,
             "foreign_user_nmis": self.foreign_user_nmis,
             "foreign_irqs": self.foreign_irqs,
+            "cross_cpu_nmis": self.cross_cpu_nmis,
+            "migrations": self.migrations,
             "entry_points_hit": self.entry_points.map(|(hit, _)| hit),
             "entry_points_total": self.entry_points.map(|(_, total)| total),
             "entry_points_hit_offsets": self.coverage_hits,
+            "entry_points_hit_by_cpu": self.entry_points_by_cpu,
+            "entry_points_hit_offsets_by_cpu": self.coverage_hits_by_cpu,
         })
     }
 }
@@ -234,6 +283,13 @@ pub fn auto_seeds_per_boot(seeds: &Range<u64>, jobs: usize) -> u64 {
     let (length, jobs) = (seeds.end - seeds.start, jobs.max(1) as u64);
     let batches = length.div_ceil(MAX_AUTO_SEEDS_PER_BOOT).div_ceil(jobs) * jobs;
     length.div_ceil(batches).max(1)
+}
+
+/// `per_boot` rounded up to whole rounds of a boot's `smp` lanes (one
+/// seed per CPU at once), within the campaign's `length` seeds.
+pub fn whole_lanes(per_boot: u64, smp: u32, length: u64) -> u64 {
+    let lanes = u64::from(smp.max(1));
+    (per_boot.div_ceil(lanes) * lanes).min(length).max(1)
 }
 
 /// The kernel command line for a batch of seeds (`seed=S` for one).
@@ -279,14 +335,16 @@ pub fn replay_command(config: &CampaignConfig, seed: u64) -> String {
 }
 
 /// Boots one batch of seeds. Returns a report per seed that ran (in seed
-/// order) and the seeds that did not (after a failing one): the batch's
-/// `FUZZ` lines give the seeds that passed; the first seed without one
-/// failed, with the boot's verdict, `RESULT` and serial output.
+/// order) and the seeds that did not (after a failing one), as ranges: the
+/// batch's `FUZZ` lines give the seeds that passed (on N CPUs, N lanes
+/// print them in any order); the seed the failing RESULT names (else the
+/// first without a line) failed, with the boot's verdict, `RESULT` and
+/// serial output.
 pub fn run_batch(
     config: &CampaignConfig,
     seeds: Range<u64>,
     cancel: Option<Arc<AtomicBool>>,
-) -> (Vec<SeedReport>, Range<u64>) {
+) -> (Vec<SeedReport>, Vec<Range<u64>>) {
     let count = seeds.end - seeds.start;
     let run = RunConfig {
         cpu: config.cpu.clone(),
@@ -312,8 +370,9 @@ pub fn run_batch(
                 result: None,
                 serial: None,
                 coverage_hits: BTreeSet::new(),
+                coverage_hits_by_cpu: BTreeMap::new(),
             };
-            return (vec![report], seeds.start + 1..seeds.end);
+            return (vec![report], std::iter::once(seeds.start + 1..seeds.end).collect());
         }
     };
     let (exit, why) = outcome.verdict();
@@ -329,8 +388,9 @@ pub fn split_batch(
     why: String,
     result: Option<Value>,
     serial: String,
-) -> (Vec<SeedReport>, Range<u64>) {
+) -> (Vec<SeedReport>, Vec<Range<u64>>) {
     let coverage_hits = crate::coverage::hits_in(&serial);
+    let coverage_hits_by_cpu = crate::coverage::hits_by_cpu_in(&serial);
     let mut reports = Vec::new();
     if seeds.end - seeds.start == 1 {
         // One seed: its RESULT is its summary (and a replay's format).
@@ -340,9 +400,10 @@ pub fn split_batch(
             why,
             result,
             coverage_hits,
+            coverage_hits_by_cpu,
             serial: (exit != EXIT_SUCCESS).then_some(serial),
         });
-        return (reports, seeds.end..seeds.end);
+        return (reports, Vec::new());
     }
     let mut passed: BTreeMap<u64, Value> = BTreeMap::new();
     for line in serial.lines() {
@@ -353,33 +414,38 @@ pub fn split_batch(
             }
         }
     }
-    let mut next = seeds.start;
-    while let Some(summary) = passed.remove(&next) {
+    let all_passed = passed.len() as u64 == seeds.end - seeds.start;
+    for (&seed, summary) in &passed {
         reports.push(SeedReport {
-            seed: next,
+            seed,
             exit: EXIT_SUCCESS,
             why: "kernel reported success".into(),
-            result: Some(summary),
+            result: Some(summary.clone()),
             serial: None,
             coverage_hits: BTreeSet::new(),
+            coverage_hits_by_cpu: BTreeMap::new(),
         });
-        next += 1;
     }
-    if next == seeds.end && exit == EXIT_SUCCESS {
+    if all_passed && exit == EXIT_SUCCESS {
         // The boot's interrupt points go with its last seed (totals take
         // the union).
         if let Some(last) = reports.last_mut() {
             last.coverage_hits = coverage_hits;
+            last.coverage_hits_by_cpu = coverage_hits_by_cpu;
         }
-        return (reports, seeds.end..seeds.end);
+        return (reports, Vec::new());
     }
-    // `next` is the seed the boot died in. If every seed printed its line
-    // and the boot still failed (RESULT's frame_errors or model_errors, a
-    // hang after the last seed), the failure is reported on the last seed.
-    let failed = if next == seeds.end { seeds.end - 1 } else { next };
-    if failed != next {
-        reports.pop();
-    }
+    // The seed the boot died in: the one its failing RESULT names, if that
+    // printed no line; else the first without a line. If every seed printed
+    // its line and the boot still failed (RESULT's frame_errors or
+    // model_errors, a hang after the last seed), the failure is reported on
+    // the last seed.
+    let named = result.as_ref().and_then(|result| result["seed"].as_u64());
+    let failed = named
+        .filter(|seed| seeds.contains(seed) && !passed.contains_key(seed))
+        .or_else(|| seeds.clone().find(|seed| !passed.contains_key(seed)))
+        .unwrap_or(seeds.end - 1);
+    reports.retain(|report| report.seed != failed);
     let (exit, why) = if exit == EXIT_SUCCESS {
         (crate::exit_codes::EXIT_KERNEL_FAILURE, format!("seed {failed} printed no FUZZ line"))
     } else {
@@ -391,9 +457,19 @@ pub fn split_batch(
         why,
         result,
         coverage_hits,
+        coverage_hits_by_cpu,
         serial: Some(serial),
     });
-    (reports, failed + 1..seeds.end)
+    reports.sort_by_key(|report| report.seed);
+    // The rest go back in the queue, as ranges.
+    let mut unrun: Vec<Range<u64>> = Vec::new();
+    for seed in seeds.filter(|seed| *seed != failed && !passed.contains_key(seed)) {
+        match unrun.last_mut() {
+            Some(range) if range.end == seed => range.end += 1,
+            _ => unrun.push(seed..seed + 1),
+        }
+    }
+    (reports, unrun)
 }
 
 /// Runs every seed on `config.jobs` workers. `on_report` sees each seed as
@@ -407,7 +483,11 @@ pub fn run_campaign(
 ) -> (Vec<SeedReport>, Totals, bool) {
     let started = Instant::now();
     let per_boot = match config.seeds_per_boot {
-        0 => auto_seeds_per_boot(&config.seeds, config.jobs),
+        0 => whole_lanes(
+            auto_seeds_per_boot(&config.seeds, config.jobs),
+            config.smp,
+            config.seeds.end - config.seeds.start,
+        ),
         n => n,
     };
     // The batches still to boot; a failed boot's unrun seeds go back in front.
@@ -435,22 +515,27 @@ pub fn run_campaign(
                 // After Ctrl-C the seeds a killed boot finished still count;
                 // the one it was killed in is not a result.
                 let cancelled = cancel.load(Ordering::SeqCst);
-                let results = reports.into_iter().filter(|report| !cancelled || report.ok());
-                if results.map(|report| sender.send(report)).any(|sent| sent.is_err()) {
+                let mut results = reports.into_iter().filter(|report| !cancelled || report.ok());
+                if results.any(|report| sender.send(report).is_err()) {
                     break;
                 }
                 if cancelled {
                     break;
                 }
-                if !unrun.is_empty() {
-                    queue.lock().expect("queue lock").push_front(unrun);
+                let mut queue = queue.lock().expect("queue lock");
+                for range in unrun.into_iter().rev() {
+                    queue.push_front(range);
                 }
             })
         })
         .collect();
     drop(sender);
     let mut reports = Vec::new();
-    let mut totals = Totals { jobs: config.jobs.max(1) as u64, ..Totals::default() };
+    let mut totals = Totals {
+        jobs: config.jobs.max(1) as u64,
+        cpus_per_boot: u64::from(config.smp.max(1)),
+        ..Totals::default()
+    };
     for report in receiver {
         totals.add(&report);
         totals.wall_seconds = started.elapsed().as_secs_f64();
@@ -690,11 +775,20 @@ pub fn merge(documents: &[(String, Value)]) -> Result<Value> {
         totals.foreign_nmis += number("foreign_nmis");
         totals.foreign_user_nmis += number("foreign_user_nmis");
         totals.foreign_irqs += number("foreign_irqs");
+        totals.cross_cpu_nmis += number("cross_cpu_nmis");
+        totals.migrations += number("migrations");
         totals.max_depth_reached = totals.max_depth_reached.max(number("max_depth_reached"));
         totals.wall_seconds = totals.wall_seconds.max(t["wall_seconds"].as_f64().unwrap_or(0.0));
         totals.add_counts(t);
         let offsets = t["entry_points_hit_offsets"].as_array().into_iter().flatten();
         totals.coverage_hits.extend(offsets.filter_map(Value::as_u64));
+        for (cpu, offsets) in t["entry_points_hit_offsets_by_cpu"].as_object().into_iter().flatten()
+        {
+            if let Ok(cpu) = cpu.parse::<u32>() {
+                let offsets = offsets.as_array().into_iter().flatten().filter_map(Value::as_u64);
+                totals.coverage_hits_by_cpu.entry(cpu).or_default().extend(offsets);
+            }
+        }
         interrupted |= document["interrupted"].as_bool().unwrap_or(false);
     }
     // The seeds as ranges: one `A..B` when the slices tile it.

@@ -11,7 +11,7 @@
 use crate::error::{Error, Result};
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// One instruction of the entry text.
@@ -128,6 +128,25 @@ pub fn hits_in(serial: &str) -> BTreeSet<u64> {
         .collect()
 }
 
+/// The offsets of each `COVERAGE_HIT_CPU k a,b,…` line in `serial`, by
+/// CPU (a boot of more than one CPU prints one per CPU).
+pub fn hits_by_cpu_in(serial: &str) -> BTreeMap<u32, BTreeSet<u64>> {
+    let mut by_cpu: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+    for line in serial.lines() {
+        let Some(rest) = line.strip_prefix("COVERAGE_HIT_CPU ") else {
+            continue;
+        };
+        let (cpu, list) = rest.split_once(' ').unwrap_or((rest, ""));
+        let Ok(cpu) = cpu.parse::<u32>() else {
+            continue;
+        };
+        let offsets =
+            list.split(',').filter_map(|offset| u64::from_str_radix(offset.trim(), 16).ok());
+        by_cpu.entry(cpu).or_default().extend(offsets);
+    }
+    by_cpu
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +156,16 @@ mod tests {
         let serial = "x\nCOVERAGE_HIT 1a,2b,ff\nRESULT {}\n";
         assert_eq!(hits_in(serial), BTreeSet::from([0x1a, 0x2b, 0xff]));
         assert!(hits_in("COVERAGE_HIT \n").is_empty());
+        let serial = "COVERAGE_HIT 1,2\nCOVERAGE_HIT_CPU 0 1\nCOVERAGE_HIT_CPU 1 2,ff\nCOVERAGE_HIT_CPU 2 \n";
+        let by_cpu = hits_by_cpu_in(serial);
+        assert_eq!(by_cpu[&0], BTreeSet::from([1]));
+        assert_eq!(by_cpu[&1], BTreeSet::from([2, 0xff]));
+        assert!(by_cpu[&2].is_empty());
+        assert_eq!(
+            hits_in(serial),
+            BTreeSet::from([1, 2]),
+            "the per-CPU lines are not the union's"
+        );
     }
 
     #[test]

@@ -99,6 +99,35 @@ pub fn kind_by_context(totals: &Value) -> Heatmap {
     }
 }
 
+/// Event kind × the CPU whose lane ran the seed, from `totals.kind_cpu`
+/// (None for a campaign of one-CPU boots: one column says nothing).
+pub fn kind_by_cpu(totals: &Value) -> Option<Heatmap> {
+    let map = totals["kind_cpu"].as_object().cloned().unwrap_or_default();
+    let rows = ordered(map.keys());
+    let mut columns: Vec<String> = map
+        .values()
+        .flat_map(|cpus| cpus.as_object().into_iter().flatten().map(|(k, _)| k.clone()))
+        .collect::<BTreeSet<String>>()
+        .into_iter()
+        .collect();
+    // cpu2 before cpu10.
+    columns
+        .sort_by_key(|column| column.trim_start_matches("cpu").parse::<u32>().unwrap_or(u32::MAX));
+    if columns.len() < 2 {
+        return None;
+    }
+    let cells = rows
+        .iter()
+        .map(|row| columns.iter().map(|c| map[row][c].as_u64().unwrap_or(0)).collect())
+        .collect();
+    Some(Heatmap {
+        title: "frames by event kind (row) and the CPU whose lane ran the seed (column)".into(),
+        rows,
+        columns,
+        cells,
+    })
+}
+
 /// `12345` as `12.3k`, so a count fits its cell.
 fn short(count: u64) -> String {
     match count {
@@ -236,7 +265,11 @@ pub fn plot(document: &Value, entry_text: Option<&EntryText>, path: &Path) -> Re
     if !totals.is_object() {
         return Err(Error::Usage("not an extregs fuzz campaign document (no totals)".into()));
     }
-    let maps = [kind_by_depth(totals), kind_by_context(totals)];
+    let maps: Vec<Heatmap> =
+        [Some(kind_by_depth(totals)), Some(kind_by_context(totals)), kind_by_cpu(totals)]
+            .into_iter()
+            .flatten()
+            .collect();
     let hits: BTreeSet<u64> = totals["entry_points_hit_offsets"]
         .as_array()
         .into_iter()
@@ -317,6 +350,19 @@ mod tests {
         assert_eq!(map.cells[0], [5, 0, 0, 2, 0]);
         assert_eq!(map.cells[1], [0, 0, 3, 0, 1]);
         assert_eq!(map.cells[2], [0, 4, 0, 0, 0]);
+    }
+
+    #[test]
+    fn kind_by_cpu_needs_two_cpus_and_orders_them() {
+        assert!(kind_by_cpu(&json!({"kind_cpu": {"int3": {"cpu0": 3}}})).is_none());
+        let map = kind_by_cpu(&json!({"kind_cpu": {
+            "int3": {"cpu10": 1, "cpu2": 4},
+            "migrate": {"cpu0": 2}
+        }}))
+        .expect("three CPUs");
+        assert_eq!(map.columns, ["cpu0", "cpu2", "cpu10"]);
+        assert_eq!(map.rows, ["int3", "migrate"]);
+        assert_eq!(map.cells, [vec![0, 4, 1], vec![2, 0, 0]]);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 use extregs_bench::Summary;
 
 pub mod boot;
+pub mod campaign;
 pub mod kernel;
 pub mod native;
 pub mod peer;

@@ -19,15 +19,20 @@ fn totals_add_up_results() {
         why: String::new(),
         result: Some(json!({"frames": frames, "iterations": 10, "max_depth_reached": seed,
             "violations": u64::from(!ok), "kinds": {"int3": 2, "ud2": 1},
-            "foreign_nmis": 4})),
+            "foreign_nmis": 4, "cpu": seed % 2 + seed / 5})),
         serial: None,
         coverage_hits: BTreeSet::from([seed, 7]),
+        coverage_hits_by_cpu: BTreeMap::from([(seed as u32 % 2, BTreeSet::from([seed]))]),
     };
     let mut totals = Totals::default();
     totals.add(&report(3, 100, true));
     totals.add(&report(5, 50, false));
     assert_eq!((totals.seeds_run, totals.seeds_failed, totals.frames), (2, 1, 150));
     assert_eq!((totals.violations, totals.max_depth_reached, totals.iterations), (1, 5, 20));
+    // Seed 3 ran on CPU 1, seed 5 on CPU 2: frames by kind and CPU, and
+    // the entry points each CPU's NMIs hit.
+    assert_eq!(totals.kind_cpu["int3"], BTreeMap::from([("cpu1".into(), 2), ("cpu2".into(), 2)]));
+    assert_eq!(totals.coverage_hits_by_cpu[&1], BTreeSet::from([3, 5]));
     // Foreign NMIs add up; interrupt points are a union across seeds.
     assert_eq!(totals.foreign_nmis, 8);
     assert_eq!(totals.coverage_hits, BTreeSet::from([3, 5, 7]));
@@ -57,7 +62,7 @@ fn a_batch_splits_into_its_seeds() {
     let serial = format!("{}\nextregs: fuzz: VIOLATION gprs\nRESULT {violation}", fuzz_line(5));
     let (reports, unrun) =
         split_batch(5..9, 1, "kernel reported failure".into(), Some(violation), serial);
-    assert_eq!(unrun, 7..9);
+    assert_eq!(unrun, vec![7..9]);
     assert_eq!(reports.len(), 2);
     assert!(reports[0].ok());
     assert_eq!((reports[1].seed, reports[1].exit), (6, 1));
@@ -66,7 +71,7 @@ fn a_batch_splits_into_its_seeds() {
     // A hang in the first seed: no line at all.
     let (reports, unrun) = split_batch(5..8, 124, "timeout".into(), None, String::new());
     assert_eq!((reports.len(), reports[0].seed, reports[0].exit), (1, 5, 124));
-    assert_eq!(unrun, 6..8);
+    assert_eq!(unrun, vec![6..8]);
     // Every line printed, but the boot failed after them (frame_errors
     // in RESULT): the last seed carries the failure, nothing reruns.
     let serial = [fuzz_line(5), fuzz_line(6)].join("\n");
@@ -80,11 +85,38 @@ fn a_batch_splits_into_its_seeds() {
 }
 
 #[test]
+fn a_batch_on_several_cpus_splits_out_of_order() {
+    // Four lanes print their seeds' lines as they finish; the RESULT of
+    // the violation names its seed (7), which is not the first without a
+    // line (6, still running on another lane): 7 failed, 6 and 10 rerun.
+    let serial = [fuzz_line(9), fuzz_line(5), fuzz_line(8)].join("\n");
+    let violation = json!({"ok": false, "seed": 7, "invariant": "migrated"});
+    let (reports, unrun) =
+        split_batch(5..11, 1, "kernel reported failure".into(), Some(violation), serial);
+    assert_eq!(
+        reports.iter().map(|r| (r.seed, r.ok())).collect::<Vec<_>>(),
+        [(5, true), (7, false), (8, true), (9, true)]
+    );
+    assert_eq!(reports[1].invariant(), Some("migrated"));
+    assert_eq!(unrun, vec![6..7, 10..11]);
+    // All lines, out of order, and a success: every seed passed.
+    let serial = [fuzz_line(6), fuzz_line(5)].join("\n");
+    let (reports, unrun) = split_batch(5..7, 0, "ok".into(), Some(json!({"ok": true})), serial);
+    assert!(unrun.is_empty());
+    assert_eq!(reports.iter().map(|r| r.seed).collect::<Vec<_>>(), [5, 6]);
+}
+
+#[test]
 fn automatic_batches_are_even_and_bounded() {
     assert_eq!(auto_seeds_per_boot(&(0..1000), 2), 125); // 8 boots of 125
     assert_eq!(auto_seeds_per_boot(&(0..200), 2), 100);
     assert_eq!(auto_seeds_per_boot(&(0..5), 2), 3);
     assert_eq!(auto_seeds_per_boot(&(7..8), 4), 1);
+    // On N CPUs a boot runs N seeds at once: whole rounds of them.
+    assert_eq!(whole_lanes(3, 2, 100), 4);
+    assert_eq!(whole_lanes(125, 4, 1000), 128);
+    assert_eq!(whole_lanes(3, 4, 3), 3, "never past the campaign");
+    assert_eq!(whole_lanes(6, 1, 100), 6);
     for (length, jobs) in [(1u64, 1usize), (64, 1), (65, 1), (129, 2), (10_000, 3)] {
         let size = auto_seeds_per_boot(&(0..length), jobs);
         assert!((1..=MAX_AUTO_SEEDS_PER_BOOT).contains(&size), "{length} {jobs}: {size}");
@@ -98,6 +130,9 @@ fn median_and_ratio_of_the_kernel_rates() {
     totals.kernel_frames_per_s = vec![400, 100, 200];
     assert_eq!(totals.kernel_median_frames_per_second(), Some(200.0));
     assert_eq!(totals.wall_to_kernel_ratio(), Some(0.75));
+    // One job of two CPUs: two lanes, the same ideal.
+    let one_job_of_two = Totals { jobs: 1, cpus_per_boot: 2, ..totals.clone() };
+    assert_eq!(one_job_of_two.wall_to_kernel_ratio(), Some(0.75));
     totals.kernel_frames_per_s.push(300);
     assert_eq!(totals.kernel_median_frames_per_second(), Some(250.0));
 }

@@ -47,6 +47,12 @@ pub(crate) struct BenchArgs {
     /// --runs times each (docs/linux-abi.md).
     #[arg(long)]
     pub(crate) peer: bool,
+    /// Time a fuzz campaign two ways on this host, in turn, --runs times:
+    /// one QEMU of 2 CPUs (--smp 2 --jobs 1) against two of 1 CPU (--smp 1
+    /// --jobs 2), the same 24 seeds x 1000 iterations; reports each side's
+    /// wall frames/s (boots included) and their ratio.
+    #[arg(long, conflicts_with_all = ["boot", "peer"])]
+    pub(crate) fuzz_smp: bool,
     /// With --boot: time this BIOS image too (another build's, to compare).
     #[arg(long, requires = "boot")]
     pub(crate) also_bios: Option<PathBuf>,
@@ -72,6 +78,9 @@ pub(crate) fn bench(args: BenchArgs) -> i32 {
     }
     if args.peer {
         return peer(&args);
+    }
+    if args.fuzz_smp {
+        return fuzz_smp(&args);
     }
     let runs = args.runs;
     let mut rows = Vec::new();
@@ -290,6 +299,36 @@ fn boot(args: &BenchArgs) -> i32 {
     if let Some(path) = &args.json {
         let document = serde_json::json!({
             "boot": series.iter().map(bench::boot::BootSeries::to_json).collect::<Vec<_>>(),
+            "host_cpu": bench::native::host_cpu(),
+        });
+        if let Err(error) =
+            std::fs::write(path, serde_json::to_string_pretty(&document).unwrap() + "\n")
+        {
+            eprintln!("extregs: cannot write {}: {error}", path.display());
+            return EXIT_USAGE;
+        }
+    }
+    EXIT_SUCCESS
+}
+
+/// `extregs bench --fuzz-smp`: the SMP campaign against two single-CPU
+/// boots (`bench::campaign`).
+fn fuzz_smp(args: &BenchArgs) -> i32 {
+    if args.plot.is_some() {
+        eprintln!("extregs: bench --fuzz-smp draws no chart (--plot is for the entry variants)");
+        return EXIT_USAGE;
+    }
+    let comparison = match bench::campaign::measure(args.runs) {
+        Ok(comparison) => comparison,
+        Err(why) => {
+            eprintln!("extregs: bench --fuzz-smp: {why}");
+            return extregs::exit_codes::EXIT_KERNEL_FAILURE;
+        }
+    };
+    print!("{}", comparison.table());
+    if let Some(path) = &args.json {
+        let document = serde_json::json!({
+            "fuzz_smp": comparison.to_json(),
             "host_cpu": bench::native::host_cpu(),
         });
         if let Err(error) =

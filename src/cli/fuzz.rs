@@ -61,9 +61,10 @@ pub(crate) struct FuzzArgs {
     /// back): foreign events the fuzzer validates and counts.
     #[arg(long)]
     pub(crate) nmi_storm: bool,
-    /// CPUs per boot (1 to 8), QEMU's -smp: the fuzzer runs on CPU 0 while
-    /// the APs idle, online, taking outside NMIs through their own entries.
-    /// Without --jobs, jobs x CPUs stays within the default 2 jobs.
+    /// CPUs per boot (1 to 8), QEMU's -smp: the kernel runs a lane on every
+    /// CPU, so one boot runs that many seeds at once, and the lanes send
+    /// each other NMIs. Without --jobs, jobs x CPUs stays within the
+    /// default 2 jobs (the host's cores).
     #[arg(long, default_value_t = 1)]
     pub(crate) smp: u32,
     /// One guest instruction per translation block (QEMU -singlestep), so
@@ -224,12 +225,14 @@ pub(crate) fn fuzz(args: FuzzArgs) -> i32 {
             .progress_chars("=> "),
     );
     eprintln!(
-        "extregs: fuzz: seeds {}..{} x {} iterations, max depth {}, {} jobs{}",
+        "extregs: fuzz: seeds {}..{} x {} iterations, max depth {}, {} jobs of {} CPU{}{}",
         seeds.start,
         seeds.end,
         args.iterations,
         args.max_depth,
         config.jobs,
+        args.smp,
+        if args.smp == 1 { "" } else { "s" },
         if args.deterministic { ", deterministic (-icount)" } else { "" }
     );
     // Without a terminal (a log, a pipe) the bar draws nothing: each
@@ -290,9 +293,16 @@ pub(crate) fn fuzz(args: FuzzArgs) -> i32 {
         (totals.kernel_median_frames_per_second(), totals.wall_to_kernel_ratio())
     {
         println!(
-            "extregs: fuzz: wall {:.0} frames/s = {ratio:.2} x (jobs={} x {median:.0} frames/s, the median seed's rate inside its kernel)",
+            "extregs: fuzz: wall {:.0} frames/s = {ratio:.2} x (jobs={} x CPUs={} x {median:.0} frames/s, the median seed's rate inside its kernel)",
             totals.frames_per_second(),
             totals.jobs,
+            totals.cpus_per_boot.max(1),
+        );
+    }
+    if args.smp > 1 {
+        println!(
+            "extregs: fuzz: {} NMIs sent between CPUs, {} levels migrated to another CPU",
+            totals.cross_cpu_nmis, totals.migrations
         );
     }
     let kinds: Vec<String> =
@@ -477,6 +487,9 @@ pub(crate) fn report_coverage(
         "extregs: fuzz: {} foreign NMIs ({} in user mode), {} foreign IRQs; interrupt points of the entry text hit: {hit} of {total}",
         totals.foreign_nmis, totals.foreign_user_nmis, totals.foreign_irqs
     );
+    for (cpu, hit_here) in &totals.entry_points_by_cpu {
+        println!("extregs: fuzz:   on CPU {cpu}: {hit_here} of {total}");
+    }
     if let Some(path) = listing {
         let missed = text.missed_listing(&totals.coverage_hits);
         if let Err(error) = std::fs::write(path, missed) {
@@ -521,6 +534,7 @@ pub(crate) fn replay(args: &FuzzArgs, seed: u64) -> i32 {
             why,
             result: outcome.result(),
             coverage_hits: extregs::coverage::hits_in(&outcome.serial),
+            coverage_hits_by_cpu: extregs::coverage::hits_by_cpu_in(&outcome.serial),
             serial: (code != EXIT_SUCCESS).then_some(outcome.serial.clone()),
         };
         let mut totals = campaign::Totals::default();

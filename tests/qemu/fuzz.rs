@@ -128,18 +128,64 @@ fn deterministic_fuzz_gives_the_same_digest_twice() {
 }
 
 #[test]
+fn fuzz_runs_a_lane_on_every_cpu_with_cross_cpu_nmis_and_migrations() {
+    // A short SMP campaign: boots of 2 CPUs, then of 4 under a QMP NMI
+    // storm, each running a seed on every CPU at once; the lanes send each
+    // other NMIs, and `migrate` levels resume on another CPU.
+    for (smp, nmi_storm) in [(2, false), (4, true)] {
+        let config = CampaignConfig {
+            smp,
+            nmi_storm,
+            jobs: 1,
+            ..campaign_config(0..u64::from(2 * smp), 200, false)
+        };
+        let (reports, totals, interrupted) =
+            campaign::run_campaign(&config, Arc::new(AtomicBool::new(false)), |_, _| {});
+        assert!(!interrupted);
+        for report in &reports {
+            assert!(
+                report.ok(),
+                "{smp} CPUs, seed {}: {}\n{}",
+                report.seed,
+                report.why,
+                report.serial.clone().unwrap_or_default()
+            );
+        }
+        assert_eq!(totals.seeds_run, u64::from(2 * smp));
+        assert_eq!(totals.violations, 0);
+        assert!(totals.cross_cpu_nmis > 0, "{smp} CPUs: no NMI between CPUs");
+        assert!(totals.migrations > 0, "{smp} CPUs: no level migrated");
+        let cpus: std::collections::BTreeSet<u64> = reports.iter().map(|r| r.cpu()).collect();
+        assert_eq!(cpus, (0..u64::from(smp)).collect(), "a lane on every CPU");
+        // The heat map's CPU columns: every CPU raised every-day kinds.
+        let int3 = &totals.kind_cpu["int3"];
+        assert_eq!(int3.len(), smp as usize, "{int3:?}");
+        if nmi_storm {
+            assert!(totals.foreign_nmis > 0);
+        }
+    }
+}
+
+#[test]
 fn several_seeds_in_one_boot_give_each_seed_its_own_digest() {
     // One boot per seed, then all five in one boot (`seeds=20..25`): every
     // seed starts from a fresh state, so the digests and counts agree.
-    let digests = |seeds_per_boot| {
-        let config = CampaignConfig { seeds_per_boot, ..campaign_config(20..25, 60, true) };
+    let digests_on = |smp: u32, seeds_per_boot| {
+        let config = CampaignConfig {
+            seeds_per_boot,
+            smp,
+            jobs: if smp > 1 { 1 } else { 2 },
+            ..campaign_config(20..25, 60, true)
+        };
         let (reports, totals, _) =
             campaign::run_campaign(&config, Arc::new(AtomicBool::new(false)), |_, _| {});
         assert_eq!(totals.seeds_run, 5);
+        let mut cpus = std::collections::BTreeSet::new();
         let rows: Vec<(u64, String, u64)> = reports
             .iter()
             .map(|report| {
                 assert!(report.ok(), "seed {}: {}", report.seed, report.why);
+                cpus.insert(report.cpu());
                 let result = report.result.as_ref().expect("a summary");
                 (
                     report.seed,
@@ -148,11 +194,18 @@ fn several_seeds_in_one_boot_give_each_seed_its_own_digest() {
                 )
             })
             .collect();
-        (rows, totals)
+        (rows, totals, cpus)
     };
-    let (one_per_boot, _) = digests(1);
-    let (batched, totals) = digests(5);
+    let digests = |seeds_per_boot| digests_on(1, seeds_per_boot);
+    let (one_per_boot, _, _) = digests(1);
+    let (batched, totals, _) = digests(5);
     assert_eq!(one_per_boot, batched);
+    // Four lanes of a 4-CPU boot run the five seeds at once, under
+    // icount's one virtual clock: each seed's digest is still its own,
+    // the same on whichever CPU it ran as on CPU 0 of a 1-CPU boot.
+    let (on_four_cpus, _, cpus) = digests_on(4, 5);
+    assert_eq!(on_four_cpus, one_per_boot, "4 CPUs: the same digests as 1");
+    assert_eq!(cpus.len(), 4, "every CPU ran a seed: {cpus:?}");
     // The campaign reports its wall rate against the kernels' own.
     assert!(totals.kernel_median_frames_per_second().unwrap() > 0.0);
     assert!(totals.wall_to_kernel_ratio().unwrap() > 0.0);
