@@ -596,6 +596,34 @@ pub fn eoi() {
     write(reg::EOI, 0);
 }
 
+/// Prints this CPU's local APIC interrupt state: the vectors in service
+/// (ISR) and pending (IRR), the timer's LVT and count, for a report of an
+/// interrupt that never came.
+pub fn print_interrupt_state() {
+    const IRR: u32 = 0x200;
+    let vectors = |base: u32| {
+        let mut list = [0u8; 256];
+        let mut count = 0;
+        for vector in 0..=255u8 {
+            if read(base + 0x10 * u32::from(vector / 32)) & (1 << (vector % 32)) != 0 {
+                list[count] = vector;
+                count += 1;
+            }
+        }
+        (list, count)
+    };
+    let (in_service, in_service_count) = vectors(reg::ISR);
+    let (pending, pending_count) = vectors(IRR);
+    println!(
+        "extregs: apic: CPU {} in service {:x?}, pending {:x?}, LVT timer {:#x}, timer count {}",
+        crate::arch::percpu::this_cpu(),
+        &in_service[..in_service_count],
+        &pending[..pending_count],
+        read(reg::LVT_TIMER),
+        read(reg::TIMER_CURRENT)
+    );
+}
+
 /// Is `vector` in service (its ISR bit set)?
 pub fn in_service(vector: u8) -> bool {
     let word = read(reg::ISR + 0x10 * u32::from(vector / 32));

@@ -669,6 +669,19 @@ pub fn set_current_affinity(allowed_cpus: u32) {
     set_affinity(handle, allowed_cpus);
 }
 
+/// From an interrupt handler (interrupts off): forgets a reschedule this
+/// CPU was asked for (a reschedule IPI, or the flag another CPU's `kick`
+/// set while this one looked idle), so this interrupt's exit does not
+/// switch tasks. For code whose task must switch only at its own points
+/// (the fuzzer's lanes, which give the CPU away between iterations).
+pub fn forget_reschedule_request() {
+    assert!(
+        !x86_64::instructions::interrupts::are_enabled(),
+        "forget_reschedule_request from a handler"
+    );
+    NEED_RESCHED.this().store(false, Ordering::Relaxed);
+}
+
 /// From an interrupt handler (interrupts off): lets the interrupted task
 /// run only on the CPUs of `allowed_cpus`, and asks this interrupt's exit
 /// to reschedule, which switches away from the task if this CPU is no

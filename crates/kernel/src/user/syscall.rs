@@ -82,8 +82,12 @@ fn tsc() -> u64 {
 /// The most bytes one `write` prints.
 const WRITE_MAX: usize = 256;
 
-/// An IRQ to raise as the running syscall returns (`*_on_return`).
-static IRQ_ON_RETURN: AtomicU8 = AtomicU8::new(IRQ_ON_RETURN_NONE);
+/// An IRQ to raise as a task's running syscall returns (`*_on_return`),
+/// by task slot: on N CPUs two tasks' syscalls run at once, and a task
+/// may change CPUs inside one (interrupts are on there); the IRQ goes to
+/// the CPU that runs the exit, where the task then returns to user mode.
+static IRQ_ON_RETURN: [AtomicU8; crate::sched::task::MAX_TASKS] =
+    [const { AtomicU8::new(IRQ_ON_RETURN_NONE) }; crate::sched::task::MAX_TASKS];
 const IRQ_ON_RETURN_NONE: u8 = 0;
 const IRQ_ON_RETURN_SELF_IPI: u8 = 1;
 const IRQ_ON_RETURN_TIMER: u8 = 2;
@@ -142,7 +146,7 @@ pub unsafe extern "C" fn extregs_syscall_entry(regs: &mut PtRegs) -> bool {
     };
     regs.ax = result as u64;
     irqflags::local_irq_disable();
-    match IRQ_ON_RETURN.swap(IRQ_ON_RETURN_NONE, Ordering::Relaxed) {
+    match IRQ_ON_RETURN[crate::sched::current_slot()].swap(IRQ_ON_RETURN_NONE, Ordering::Relaxed) {
         IRQ_ON_RETURN_SELF_IPI => {
             crate::arch::apic::send_self_ipi(crate::arch::apic::SELF_IPI_VECTOR)
         }
@@ -215,11 +219,13 @@ fn dispatch(regs: &mut PtRegs) -> i64 {
             0
         }
         SYS_SELF_IPI_ON_RETURN => {
-            IRQ_ON_RETURN.store(IRQ_ON_RETURN_SELF_IPI, Ordering::Relaxed);
+            IRQ_ON_RETURN[crate::sched::current_slot()]
+                .store(IRQ_ON_RETURN_SELF_IPI, Ordering::Relaxed);
             0
         }
         SYS_TIMER_ON_RETURN => {
-            IRQ_ON_RETURN.store(IRQ_ON_RETURN_TIMER, Ordering::Relaxed);
+            IRQ_ON_RETURN[crate::sched::current_slot()]
+                .store(IRQ_ON_RETURN_TIMER, Ordering::Relaxed);
             0
         }
         SYS_FUZZ_EVENT => {

@@ -96,6 +96,7 @@ pub(super) fn raise(index: usize) {
         irqflags::local_irq_disable_model_only();
     }
     if lane.handled.load(Ordering::SeqCst) & (1 << index) == 0 {
+        apic::print_interrupt_state();
         violation_after(
             index,
             &output,
@@ -345,17 +346,31 @@ pub(super) fn event_hook(regs: &mut PtRegs, vector: u8) -> bool {
     let Some(lane) = lane::current_lane().filter(|lane| lane.active.load(Ordering::SeqCst)) else {
         return false;
     };
+    // A lane's task switches only at its own switch points (a `preempt` or
+    // `migrate` exit, a wait, a claim, between iterations), never in the
+    // middle of a level: another task on this CPU would take the event the
+    // level armed. So an interrupt that is not a level's own never lets its
+    // exit switch: a reschedule asked of this CPU (a reschedule IPI, or the
+    // flag a `kick` set while this CPU looked idle) waits for the lane's
+    // next iteration, where it yields.
     match vector {
         // The foreign timer is no level's event: the IRQ dispatcher counts
         // it (and records its interrupt point); check_frame has validated
-        // it. Nor is a TLB shootdown (answered by its handler).
-        apic::FOREIGN_TIMER_VECTOR | crate::arch::tlb::TLB_SHOOTDOWN_VECTOR => return false,
-        // A reschedule IPI (an idle CPU was kicked, and took a lane's task
-        // before the IPI came): a lane's task switches only at its own
-        // switch points, never in the middle of a level, so it is only
-        // acknowledged; the lane gives the CPU away between iterations.
+        // it.
+        apic::FOREIGN_TIMER_VECTOR => {
+            sched::forget_reschedule_request();
+            return false;
+        }
+        // Answered here, as the IRQ dispatcher would.
+        crate::arch::tlb::TLB_SHOOTDOWN_VECTOR => {
+            crate::arch::tlb::handle_shootdown_ipi();
+            apic::eoi();
+            sched::forget_reschedule_request();
+            return true;
+        }
         apic::RESCHEDULE_VECTOR => {
             apic::eoi();
+            sched::forget_reschedule_request();
             return true;
         }
         _ => {}
@@ -481,6 +496,8 @@ pub(super) fn handle(regs: &mut PtRegs, vector: u8) {
         // Ack early (as Linux's sysvec handlers do), so nested IRQs of any
         // priority can come in while this handler raises the next level.
         apic::eoi();
+        // Only a `preempt` or `migrate` exit switches (see `event_hook`).
+        sched::forget_reschedule_request();
     }
     lane().depth.store(depth + 1, Ordering::SeqCst);
     lane().max_depth_reached.fetch_max(depth + 1, Ordering::Relaxed);
