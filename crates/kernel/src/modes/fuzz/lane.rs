@@ -19,9 +19,10 @@
 //!   level at a time ([`Claim::signal_level`]).
 //! - The fuzz pkey page: read only, at one address, with each CPU's own
 //!   PKRS deciding the access.
-//! - The wait loops' spin counter (`extregs_fuzz_spins`): every raise sets
-//!   it back, so with several CPUs an event that never comes is caught by
-//!   the runner's timeout rather than by the count running out.
+//! - The wait loops' counter (`extregs_fuzz_spins`): every raise sets it
+//!   back, so with several CPUs an NMI that never comes is caught by the
+//!   runner's timeout rather than by the count running out (an IRQ that
+//!   never comes always is: that loop halts).
 //! - Cross-CPU NMIs: at a random quarter of its raises a lane sends an NMI
 //!   to another online CPU ([`nmi_another_cpu`]), chosen by a side PRNG
 //!   that is not the seed's, so the programs stay a function of the seed.

@@ -21,9 +21,9 @@
 //! level, a `RESULT` with `"ok":false`, and exits with failure.
 //!
 //! Asynchronous events (LAPIC timer, self-IPI) are armed before the
-//! trampoline, which then spins in a loop with IF set until the handler moves
-//! `ip` to `resume`; the loop counts down a memory counter, so an event that
-//! never comes falls out of it and is reported instead of hanging. A self-NMI
+//! trampoline, which then halts in a loop with IF set until the handler
+//! moves `ip` to `resume` (an IRQ that never comes leaves it halted, for the
+//! runner's timeout). A self-NMI
 //! is sent by the trampoline itself with a store to the ICR, so two GPRs of
 //! that level carry the ICR address and value (x2APIC: the MSR operands).
 //! Inside an NMI only synchronous events are raised (IF must stay clear and
@@ -90,11 +90,11 @@ const MAX_LEVELS: usize = extregs_cmdline::MAX_FUZZ_DEPTH as usize;
 const PF_PRESENT: u64 = 1 << 0;
 const PF_PROTECTION_KEY: u64 = 1 << 5;
 
-/// Spins of an asynchronous trampoline's wait loop before it gives up (the
-/// event never came). Seconds of TCG time: a self-IPI is pending before the
-/// loop starts, but the timer's expiry is a QEMU host timer, which a busy
-/// host can delay by many milliseconds (2,000,000 spins were too few with
-/// two QEMUs on two cores).
+/// Rounds of an asynchronous trampoline's wait loop before it gives up
+/// (the event never came): spins of the NMI loop, wake-ups of the halting
+/// IRQ loop. Seconds of TCG time: the timer's expiry is a QEMU host timer,
+/// which a busy host can delay by many milliseconds (2,000,000 spins were
+/// too few with two QEMUs on two cores).
 const ASYNC_SPINS: u32 = 1_000_000_000;
 
 /// Event labels for the coverage pictures: a kind raised in the kernel
