@@ -33,8 +33,8 @@ pub(crate) struct FuzzArgs {
     /// Deepest nesting (1..=12).
     #[arg(long, default_value_t = 8)]
     pub(crate) max_depth: u32,
-    /// Parallel QEMU instances (default 2; a campaign only: a replay is one
-    /// boot).
+    /// Parallel QEMU instances (default: the host's cores / --smp, at least
+    /// 1; a campaign only: a replay is one boot).
     #[arg(long)]
     pub(crate) jobs: Option<usize>,
     /// Write the campaign (settings, one row per seed, totals) as JSON.
@@ -64,7 +64,7 @@ pub(crate) struct FuzzArgs {
     /// CPUs per boot (1 to 8), QEMU's -smp: the kernel runs a lane on every
     /// CPU, so one boot runs that many seeds at once, and the lanes send
     /// each other NMIs. Without --jobs, jobs x CPUs stays within the
-    /// default 2 jobs (the host's cores).
+    /// host's cores.
     #[arg(long, default_value_t = 1)]
     pub(crate) smp: u32,
     /// One guest instruction per translation block (QEMU -singlestep), so
@@ -456,14 +456,31 @@ pub(crate) fn campaign_config(
     }
 }
 
-/// Parallel boots of a campaign without `--jobs`, on one CPU each.
-pub(crate) const DEFAULT_FUZZ_JOBS: usize = 2;
-
 /// Parallel boots without `--jobs` for boots of `smp` CPUs: QEMU's TCG runs
-/// one host thread per vCPU, so jobs x CPUs stays within
-/// [`DEFAULT_FUZZ_JOBS`] (the host cores it was chosen for), at least 1.
+/// one host thread per vCPU, so jobs x CPUs stays within the host's cores
+/// (`available_parallelism`; 2 if unknown), at least 1.
 pub(crate) fn default_jobs(smp: u32) -> usize {
-    (DEFAULT_FUZZ_JOBS / smp.max(1) as usize).max(1)
+    let cores = std::thread::available_parallelism().map_or(2, |cores| cores.get());
+    jobs_within(cores, smp)
+}
+
+/// `cores / smp`, at least 1.
+fn jobs_within(cores: usize, smp: u32) -> usize {
+    (cores / smp.max(1) as usize).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jobs_within;
+
+    #[test]
+    fn default_jobs_keep_jobs_times_cpus_within_the_cores() {
+        assert_eq!(jobs_within(2, 1), 2);
+        assert_eq!(jobs_within(2, 2), 1);
+        assert_eq!(jobs_within(2, 4), 1, "one boot even if it has more CPUs than cores");
+        assert_eq!(jobs_within(16, 4), 4);
+        assert_eq!(jobs_within(8, 3), 2);
+    }
 }
 
 /// `fuzz --seed S`: one boot with its output shown; `--json` writes it as a

@@ -19,9 +19,27 @@ pub fn count_frame_checked() {
 }
 
 /// Counts one frame that failed a check; returns how many had failed
-/// before it (the checker reports only the first).
+/// before it (the checker reports only the first). Tells the observer, if
+/// one is installed, in the context that took the frame.
 pub fn count_frame_error() -> u64 {
+    if let Some(observe) = FRAME_ERROR_OBSERVER.get() {
+        observe();
+    }
     FRAME_ERRORS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Called for every frame that fails a check, in the context (the task,
+/// on its CPU) whose entry took it: the fuzzer charges it to that task's
+/// lane, so on N CPUs the seed that took the frame is the one named.
+static FRAME_ERROR_OBSERVER: crate::arch::hook_slot::HookSlot<fn()> =
+    crate::arch::hook_slot::HookSlot::empty();
+
+/// Installs (`Some`) or removes the frame-error observer.
+pub fn observe_frame_errors(observer: Option<fn()>) {
+    match observer {
+        Some(observer) => FRAME_ERROR_OBSERVER.set(observer),
+        None => FRAME_ERROR_OBSERVER.clear(),
+    }
 }
 
 /// (frames checked, frames that failed a check) since boot.

@@ -669,6 +669,20 @@ pub fn set_current_affinity(allowed_cpus: u32) {
     set_affinity(handle, allowed_cpus);
 }
 
+/// Called, in the task being switched away from, for every context switch
+/// that finds the lockdep or RCU model wrong (the fuzzer charges it to the
+/// task's lane).
+static MODEL_ERROR_OBSERVER: crate::arch::hook_slot::HookSlot<fn()> =
+    crate::arch::hook_slot::HookSlot::empty();
+
+/// Installs (`Some`) or removes the model-error observer.
+pub fn observe_model_errors(observer: Option<fn()>) {
+    match observer {
+        Some(observer) => MODEL_ERROR_OBSERVER.set(observer),
+        None => MODEL_ERROR_OBSERVER.clear(),
+    }
+}
+
 /// From an interrupt handler (interrupts off): forgets a reschedule this
 /// CPU was asked for (a reschedule IPI, or the flag another CPU's `kick`
 /// set while this one looked idle), so this interrupt's exit does not

@@ -261,6 +261,9 @@ pub(super) fn switch_to(prev: usize, next: usize, came_from: u32) {
     // loop's `hlt` doesn't, and it is over before idle switches).
     if irqflags::lockdep_hardirqs_enabled() || !irqflags::rcu_is_watching() {
         MODEL_ERRORS.fetch_add(1, Ordering::Relaxed);
+        if let Some(observe) = super::MODEL_ERROR_OBSERVER.get() {
+            observe();
+        }
     }
     if pks::enabled() {
         prev_task.switched_out_pkrs.store(pks::cached_pkrs(), Ordering::Relaxed);

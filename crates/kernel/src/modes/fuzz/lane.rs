@@ -34,6 +34,8 @@ use extregs_regs::NR_CPUS;
 
 /// Where a task belongs to no lane.
 const NO_LANE: usize = usize::MAX;
+/// A [`LANE_OF_SLOT`] entry that binds no task.
+const UNBOUND: u64 = u64::MAX;
 
 /// One lane's state: everything a seed's run reads and writes.
 pub(super) struct Lane {
@@ -98,6 +100,10 @@ pub(super) struct Lane {
     /// This iteration moved the lane's task off its home CPU (a `migrate`
     /// level, or the 8259's NMI, which only CPU 0 takes).
     pub(super) away: AtomicBool,
+    /// Frames that failed the entry checks, and context switches that
+    /// found the models wrong, in this lane's tasks (see [`observe_errors`]).
+    pub(super) frame_errors: AtomicU64,
+    pub(super) model_errors: AtomicU64,
 }
 
 impl Lane {
@@ -135,6 +141,8 @@ impl Lane {
             migrations: AtomicU64::new(0),
             side_random: AtomicU64::new(0),
             away: AtomicBool::new(false),
+            frame_errors: AtomicU64::new(0),
+            model_errors: AtomicU64::new(0),
         }
     }
 
@@ -182,17 +190,27 @@ impl Lane {
 /// Every lane (lane k's home is the k-th online CPU).
 pub(super) static LANES: [Lane; NR_CPUS] = [const { Lane::new() }; NR_CPUS];
 
-/// The lane each task slot works for ([`NO_LANE`]: none). A binding stays
-/// after its task exits, until the slot's next task is bound: unbinding
-/// after `wait` would race with another lane that has already reused the
-/// slot, and every task spawned while the fuzzer runs is bound before it
-/// first runs (see [`bind`]).
-static LANE_OF_SLOT: [AtomicUsize; sched::task::MAX_TASKS] =
-    [const { AtomicUsize::new(NO_LANE) }; sched::task::MAX_TASKS];
+/// The lane each task slot works for, with the PID of the task it was
+/// bound for (`pid << 32 | lane`; [`UNBOUND`]: none). A binding names its
+/// task, so one left behind in a slot that a new task has reused (it is
+/// never cleared: clearing it after `wait` would race with a lane that has
+/// already reused the slot) binds nothing, and neither does the window
+/// before a lane's own task or partner binds itself.
+static LANE_OF_SLOT: [AtomicU64; sched::task::MAX_TASKS] =
+    [const { AtomicU64::new(UNBOUND) }; sched::task::MAX_TASKS];
+
+/// `lane` bound for the task `pid`.
+fn binding(pid: u32, lane: usize) -> u64 {
+    u64::from(pid) << 32 | lane as u64
+}
 
 /// The lane the running task works for, if any.
 pub(super) fn current_lane() -> Option<&'static Lane> {
-    LANES.get(LANE_OF_SLOT[sched::current_slot()].load(Ordering::Acquire))
+    let bound = LANE_OF_SLOT[sched::current_slot()].load(Ordering::Acquire);
+    if bound == UNBOUND || (bound >> 32) as u32 != sched::current_pid() {
+        return None;
+    }
+    LANES.get((bound & 0xffff_ffff) as usize)
 }
 
 /// The lane of the running task, which must work for one (everything but
@@ -205,13 +223,35 @@ pub(super) fn lane() -> &'static Lane {
 /// caller spawned it on a CPU that is busy with the caller (its own,
 /// interrupts off), or it parks first thing.
 pub(super) fn bind(handle: sched::TaskHandle, lane: &Lane) {
-    LANE_OF_SLOT[handle.slot()].store(lane.index.load(Ordering::Relaxed), Ordering::Release);
+    let bound = binding(handle.pid(), lane.index.load(Ordering::Relaxed));
+    LANE_OF_SLOT[handle.slot()].store(bound, Ordering::Release);
 }
 
 /// Binds the running task to lane `index` (a lane's own task and its
-/// partner, first thing: they may run before their spawner returns).
+/// partner, first thing: they may run before their spawner returns; until
+/// then they are no lane's).
 pub(super) fn bind_current(index: usize) {
-    LANE_OF_SLOT[sched::current_slot()].store(index, Ordering::Release);
+    let bound = binding(sched::current_pid(), index);
+    LANE_OF_SLOT[sched::current_slot()].store(bound, Ordering::Release);
+}
+
+/// Charges a failed entry check or a wrong model to the running task's
+/// lane (`result::observe_frame_errors`, `sched::observe_model_errors`):
+/// on N CPUs the window of boot-wide counters would charge them to
+/// whichever lane's seed finished next.
+pub(super) fn observe_errors(on: bool) {
+    fn frame_error() {
+        if let Some(lane) = current_lane() {
+            lane.frame_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    fn model_error() {
+        if let Some(lane) = current_lane() {
+            lane.model_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    crate::debug::result::observe_frame_errors(on.then_some(frame_error as fn()));
+    sched::observe_model_errors(on.then_some(model_error as fn()));
 }
 
 /// The CPU mask of the CPU the caller runs on (interrupts off, so it stays).
@@ -261,7 +301,9 @@ impl Claim {
     fn take(owner: &'static AtomicUsize, lane: &Lane) -> Claim {
         let index = lane.index.load(Ordering::Relaxed);
         // The holder may be waiting to run on this CPU: give it the CPU.
+        // Interrupts stay off: answer a TLB shootdown meanwhile.
         while owner.compare_exchange(NO_LANE, index, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            crate::arch::tlb::answer_pending_shootdown();
             sched::yield_now();
         }
         Claim(owner)

@@ -173,6 +173,7 @@ pub fn run(settings: FuzzSettings) -> bool {
         window: spin::Mutex::new(Window::now()),
     });
     let mut lane_tasks = [None; extregs_regs::NR_CPUS];
+    lane::observe_errors(true);
     hooks::with_event_hook_on_every_cpu(event_hook, || {
         user::syscall::with_syscall_hook_on_every_cpu(event_hook, || {
             for ((index, slot), (cpu, _)) in
@@ -188,6 +189,7 @@ pub fn run(settings: FuzzSettings) -> bool {
             }
         })
     });
+    lane::observe_errors(false);
     if settings.foreign_timer_hz > 0 {
         apic::stop_foreign_timer();
     }
@@ -293,6 +295,8 @@ fn start_lane(index: usize, cpu: usize) -> sched::TaskHandle {
 /// `raise` checks both).
 fn run_seed(lane: &Lane, seed: u64, iterations: u64, max_depth: usize) -> SeedSummary {
     lane.reset_for_seed(seed);
+    let frame_errors_before = lane.frame_errors.load(Ordering::Relaxed);
+    let model_errors_before = lane.model_errors.load(Ordering::Relaxed);
     let cross_cpu_nmis_before = lane.cross_cpu_nmis.load(Ordering::Relaxed);
     let migrations_before = lane.migrations.load(Ordering::Relaxed);
     let several_cpus = crate::arch::smp::cpus_online() > 1;
@@ -356,8 +360,8 @@ fn run_seed(lane: &Lane, seed: u64, iterations: u64, max_depth: usize) -> SeedSu
             + (after.kernel_nmis - before.kernel_nmis),
         foreign_user_nmis: lane.foreign_user_nmis.load(Ordering::Relaxed),
         foreign_irqs: after.foreign_irqs - before.foreign_irqs,
-        frame_errors: after.frame_errors - before.frame_errors,
-        model_errors: after.model_errors - before.model_errors,
+        frame_errors: lane.frame_errors.load(Ordering::Relaxed) - frame_errors_before,
+        model_errors: lane.model_errors.load(Ordering::Relaxed) - model_errors_before,
         user_nmis_latched: after.user_nmis_latched - before.user_nmis_latched,
         cross_cpu_nmis: lane.cross_cpu_nmis.load(Ordering::Relaxed) - cross_cpu_nmis_before,
         migrations: lane.migrations.load(Ordering::Relaxed) - migrations_before,
@@ -370,6 +374,8 @@ fn run_seed(lane: &Lane, seed: u64, iterations: u64, max_depth: usize) -> SeedSu
 /// and this lane's task back home if an iteration moved it.
 fn between_iterations(lane: &Lane) {
     irqflags::local_irq_enable();
+    // Past the STI shadow, so a pending interrupt is taken here.
+    x86_64::instructions::nop();
     irqflags::local_irq_disable();
     sched::yield_now();
     if lane.away.swap(false, Ordering::Relaxed) {

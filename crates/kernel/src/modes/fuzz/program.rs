@@ -309,7 +309,8 @@ pub(super) fn generate(rng: &mut Xoshiro256PlusPlus, max_depth: usize, program: 
         in_hardirq |= kind.is_async() || kind == Kind::IntN;
         let mut gprs = random_gprs(rng);
         if kind == Kind::SelfNmi {
-            match apic::prepare_self_nmi_store() {
+            // Aimed at the raising CPU when it is raised (`aim_self_nmi`).
+            match apic::self_nmi_store() {
                 apic::SelfNmiStore::XApic { icr_low, value } => {
                     gprs.di = icr_low;
                     gprs.ax = (gprs.ax & !0xffff_ffff) | u64::from(value);
