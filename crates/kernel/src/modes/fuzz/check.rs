@@ -7,6 +7,8 @@ use extregs_regs::GenericExtRegs;
 
 /// What the checks see of one frame.
 pub(super) struct Frame<'a> {
+    /// The lane whose program raised the frame.
+    lane: &'a Lane,
     regs: &'a PtRegs,
     vector: u8,
     depth: usize,
@@ -66,24 +68,30 @@ const ASYNC_LANDED: u64 = u64::MAX;
 
 /// Every check on one frame, after counting it and folding it into the
 /// digest. `repeat`: the second run of an NMI level.
-pub(super) fn validate(regs: &mut PtRegs, vector: u8, depth: usize, level: &Level, repeat: bool) {
-    lane().frames.fetch_add(1, Ordering::Relaxed);
-    let user_level = is_user_level(depth);
+pub(super) fn validate(
+    lane: &Lane,
+    regs: &mut PtRegs,
+    vector: u8,
+    depth: usize,
+    level: &Level,
+    repeat: bool,
+) {
+    lane.frames.fetch_add(1, Ordering::Relaxed);
+    let user_level = lane.is_user_level(depth);
     if user_level {
-        lane().user_kind_counts[level.kind as usize].fetch_add(1, Ordering::Relaxed);
+        lane.user_kind_counts[level.kind as usize].fetch_add(1, Ordering::Relaxed);
     } else {
-        lane().kind_counts[level.kind as usize].fetch_add(1, Ordering::Relaxed);
+        lane.kind_counts[level.kind as usize].fetch_add(1, Ordering::Relaxed);
     }
     let context = match depth {
         0 if user_level => 1,
         0 => 0,
-        _ => 2 + label(depth - 1),
+        _ => 2 + lane.label(depth - 1),
     };
-    lane().depth_counts[label(depth)][depth].fetch_add(1, Ordering::Relaxed);
-    lane().context_counts[label(depth)][context].fetch_add(1, Ordering::Relaxed);
-    let (site, resume) = sites(depth, level.kind);
+    lane.depth_counts[lane.label(depth)][depth].fetch_add(1, Ordering::Relaxed);
+    lane.context_counts[lane.label(depth)][context].fetch_add(1, Ordering::Relaxed);
+    let (site, resume) = lane.sites(depth, level.kind);
     let regs_address = regs as *mut PtRegs as u64;
-    let lane = lane();
     lane.fold_digest(lane.iteration.load(Ordering::Relaxed));
     lane.fold_digest(depth as u64);
     lane.fold_digest(u64::from(user_level));
@@ -100,6 +108,7 @@ pub(super) fn validate(regs: &mut PtRegs, vector: u8, depth: usize, level: &Leve
     let extension_address = extended as *mut ExtendedPtRegs as u64;
     let (saved_pkrs, generic) = (extended.arch.pks, extended.generic);
     let frame = Frame {
+        lane,
         regs,
         vector,
         depth,
@@ -151,9 +160,9 @@ fn extension_offset(frame: &Frame<'_>, name: &'static str) {
 /// its first run left).
 fn gprs(frame: &Frame<'_>, name: &'static str) {
     let expected = if frame.repeat {
-        expected_gprs_after(frame.depth, frame.level)
+        expected_gprs_after(frame.lane, frame.depth, frame.level)
     } else {
-        frame_gprs(frame.depth, frame.level)
+        frame.lane.frame_gprs(frame.depth, frame.level)
     };
     for ((register, want), (_, got)) in expected.gprs().iter().zip(frame.regs.gprs().iter()) {
         if want != got {
@@ -346,7 +355,8 @@ fn stack(frame: &Frame<'_>, name: &'static str) {
         return;
     }
     let stack = gdt::ist_stack_of(frame.regs_address);
-    let expected_stack = if nmi_ancestor(frame.depth) { Some(gdt::NMI_IST_INDEX) } else { None };
+    let expected_stack =
+        if nmi_ancestor(frame.lane, frame.depth) { Some(gdt::NMI_IST_INDEX) } else { None };
     if stack != expected_stack {
         frame.violation(
             name,
@@ -359,19 +369,19 @@ fn stack(frame: &Frame<'_>, name: &'static str) {
 }
 
 /// Was level `depth - 1` a `preempt` level?
-fn parent_preempted(depth: usize) -> bool {
-    depth > 0 && level(depth - 1).kind == Kind::Preempt
+fn parent_preempted(lane: &Lane, depth: usize) -> bool {
+    depth > 0 && lane.level(depth - 1).kind == Kind::Preempt
 }
 
 /// The first event the partner raised after a `preempt` level is on the
 /// partner's own stack, while the preempted parent frame waits on the
 /// other.
 fn preempt_nesting(frame: &Frame<'_>, name: &'static str) {
-    if is_kernel_nmi(frame) || !parent_preempted(frame.depth) {
+    if is_kernel_nmi(frame) || !parent_preempted(frame.lane, frame.depth) {
         return;
     }
-    let parent = lane().frame_address[frame.depth - 1].load(Ordering::SeqCst);
-    let partner = lane().partner.get().map_or(0, |partner| partner.pid());
+    let parent = frame.lane.frame_address[frame.depth - 1].load(Ordering::SeqCst);
+    let partner = frame.lane.partner.get().map_or(0, |partner| partner.pid());
     if sched::current_pid() != partner || sched::on_current_stack(parent) {
         frame.violation(
             name,
@@ -386,10 +396,10 @@ fn preempt_nesting(frame: &Frame<'_>, name: &'static str) {
 
 /// Any other nested frame lies below its parent's frame and extension.
 fn nesting(frame: &Frame<'_>, name: &'static str) {
-    if is_kernel_nmi(frame) || frame.depth == 0 || parent_preempted(frame.depth) {
+    if is_kernel_nmi(frame) || frame.depth == 0 || parent_preempted(frame.lane, frame.depth) {
         return;
     }
-    let parent = lane().frame_address[frame.depth - 1].load(Ordering::SeqCst);
+    let parent = frame.lane.frame_address[frame.depth - 1].load(Ordering::SeqCst);
     if frame.regs_address + core::mem::size_of::<PtRegs>() as u64
         > parent - GENERIC_PTREGS_SIZE as u64
     {

@@ -175,31 +175,76 @@ impl ProgramCell {
     }
 }
 
-/// The running task's lane's program.
-fn program() -> *const Program {
-    lane().program.0.get()
+impl Lane {
+    /// Level `index` of this lane's program (a plain copy; see ProgramCell).
+    pub(super) fn level(&self, index: usize) -> Level {
+        // SAFETY: a plain copy out of the lane's program; see ProgramCell.
+        unsafe { (*self.program.0.get()).levels[index] }
+    }
+
+    pub(super) fn program_len(&self) -> usize {
+        // SAFETY: as in `level`.
+        unsafe { (*self.program.0.get()).len }
+    }
+
+    /// Does the ring-3 level end in a signal (and level `index` is it)?
+    pub(super) fn is_user_signal_level(&self, index: usize) -> bool {
+        // SAFETY: as in `level`.
+        index == 0 && unsafe { (*self.program.0.get()).user && (*self.program.0.get()).user_signal }
+    }
+
+    /// Does level `index` run in ring 3?
+    pub(super) fn is_user_level(&self, index: usize) -> bool {
+        // SAFETY: as in `level`.
+        index == 0 && unsafe { (*self.program.0.get()).user }
+    }
+
+    /// The event and resume addresses of level `index` (user ones for a
+    /// ring-3 level).
+    pub(super) fn sites(&self, index: usize, kind: Kind) -> (u64, u64) {
+        if self.is_user_level(index) {
+            let trampoline = user_trampoline(kind);
+            (trampoline.site, trampoline.resume)
+        } else {
+            let (_, site, resume) = trampoline(kind);
+            (site, resume)
+        }
+    }
+
+    /// The GPRs a level's handler must find in its frame: what the level
+    /// loaded, except that for a ring-3 IRQ level the SYSCALL that asked
+    /// for the IRQ has returned 0 in RAX by then, a SYSCALL's own frame
+    /// says -ENOSYS in RAX until the table answers (the number is in
+    /// orig_ax), and a kernel self-NMI names this CPU.
+    pub(super) fn frame_gprs(&self, index: usize, level: &Level) -> PtRegs {
+        let mut gprs = level.gprs;
+        let user = self.is_user_level(index);
+        if user && level.kind.is_maskable_irq() {
+            gprs.ax = 0;
+        }
+        if user && level.kind == Kind::Syscall {
+            gprs.ax = extregs_entry_asm::ENOSYS.wrapping_neg();
+        }
+        if level.kind == Kind::SelfNmi && !user {
+            aim_self_nmi(&mut gprs);
+        }
+        gprs
+    }
 }
 
+/// Level `index` of the running task's lane's program (for the cold
+/// paths; the hot ones look the lane up once and use its methods).
 pub(super) fn level(index: usize) -> Level {
-    // SAFETY: a plain copy out of the lane's program; see ProgramCell.
-    unsafe { (*program()).levels[index] }
+    lane().level(index)
 }
 
 pub(super) fn program_len() -> usize {
-    // SAFETY: as in `level`.
-    unsafe { (*program()).len }
+    lane().program_len()
 }
 
-/// Does the ring-3 level end in a signal (and level `index` is it)?
-pub(super) fn is_user_signal_level(index: usize) -> bool {
-    // SAFETY: as in `level`.
-    index == 0 && unsafe { (*program()).user && (*program()).user_signal }
-}
-
-/// Does level `index` run in ring 3?
+/// Does level `index` of the running task's lane run in ring 3?
 pub(super) fn is_user_level(index: usize) -> bool {
-    // SAFETY: as in `level`.
-    index == 0 && unsafe { (*program()).user }
+    lane().is_user_level(index)
 }
 
 /// Points a kernel self-NMI level's GPRs at the CPU that raises (or
@@ -223,18 +268,6 @@ pub(super) fn user_trampoline(kind: Kind) -> user::programs::FuzzTrampoline {
         Kind::SelfNmi => UserFuzzEvent::Nmi,
         _ => UserFuzzEvent::Irq,
     })
-}
-
-/// The event and resume addresses of level `index` (user ones for a ring-3
-/// level).
-pub(super) fn sites(index: usize, kind: Kind) -> (u64, u64) {
-    if is_user_level(index) {
-        let trampoline = user_trampoline(kind);
-        (trampoline.site, trampoline.resume)
-    } else {
-        let (_, site, resume) = trampoline(kind);
-        (site, resume)
-    }
 }
 
 /// A random PKRS for an interrupted context: key 0 read/write (all kernel
@@ -395,21 +428,3 @@ pub(super) fn user_level(rng: &mut Xoshiro256PlusPlus, kind: Kind) -> Level {
 
 /// `syscall` is two bytes (0f 05).
 pub(super) const SYSCALL_INSTRUCTION_BYTES: u64 = 2;
-
-/// The GPRs a level's handler must find in its frame: what the level
-/// loaded, except that for a ring-3 IRQ level the SYSCALL that asked for
-/// the IRQ has returned 0 in RAX by then, and a SYSCALL's own frame says
-/// -ENOSYS in RAX until the table answers (the number is in orig_ax).
-pub(super) fn frame_gprs(index: usize, level: &Level) -> PtRegs {
-    let mut gprs = level.gprs;
-    if is_user_level(index) && level.kind.is_maskable_irq() {
-        gprs.ax = 0;
-    }
-    if is_user_level(index) && level.kind == Kind::Syscall {
-        gprs.ax = extregs_entry_asm::ENOSYS.wrapping_neg();
-    }
-    if level.kind == Kind::SelfNmi && !is_user_level(index) {
-        aim_self_nmi(&mut gprs);
-    }
-    gprs
-}

@@ -5,9 +5,9 @@
 use super::*;
 
 /// The GPRs level `index` must see after return.
-pub(super) fn expected_gprs_after(index: usize, level: &Level) -> PtRegs {
-    let mut expected = frame_gprs(index, level);
-    if is_user_level(index) && level.kind == Kind::Syscall {
+pub(super) fn expected_gprs_after(lane: &Lane, index: usize, level: &Level) -> PtRegs {
+    let mut expected = lane.frame_gprs(index, level);
+    if lane.is_user_level(index) && level.kind == Kind::Syscall {
         // The syscall's return value.
         expected.ax = 0;
     }
@@ -38,12 +38,12 @@ pub(super) fn expected_pkrs_after(level: &Level) -> u32 {
 
 /// Raises level `index` from the current context and checks the return.
 pub(super) fn raise(index: usize) {
-    if is_user_level(index) {
+    let lane = lane();
+    if lane.is_user_level(index) {
         raise_from_user_mode();
         return;
     }
-    let lane = lane();
-    let mut level = level(index);
+    let mut level = lane.level(index);
     let (entry, _, _) = trampoline(level.kind);
     lane.event_number.fetch_add(1, Ordering::Relaxed);
     lane::nmi_another_cpu(lane);
@@ -125,7 +125,7 @@ pub(super) fn raise(index: usize) {
         }
         lane.migrations.fetch_add(1, Ordering::Relaxed);
     }
-    let expected = expected_gprs_after(index, &level);
+    let expected = expected_gprs_after(lane, index, &level);
     for ((name, want), (_, got)) in expected.gprs().iter().zip(output.gprs().iter()) {
         if want != got {
             violation_after(
@@ -157,7 +157,7 @@ pub(super) fn raise(index: usize) {
         );
     }
     if level.kind == Kind::SelfNmi
-        && (index + 1..program_len()).any(|i| self::level(i).send_latched_nmi)
+        && (index + 1..lane.program_len()).any(|i| lane.level(i).send_latched_nmi)
         && lane.repeated.load(Ordering::SeqCst) & (1 << index) == 0
     {
         violation_after(
@@ -175,7 +175,7 @@ pub(super) fn raise(index: usize) {
 /// GPRs back there and exits; then checks them like any level's.
 pub(super) fn raise_from_user_mode() {
     let lane = lane();
-    let level = level(0);
+    let level = lane.level(0);
     let trampoline = user_trampoline(level.kind);
     lane.event_number.fetch_add(1, Ordering::Relaxed);
     lane.handled.fetch_and(!1, Ordering::SeqCst);
@@ -197,7 +197,7 @@ pub(super) fn raise_from_user_mode() {
     }
     // A level that ends in a signal runs as a Linux process: its handler,
     // not the fuzzer's hook, resumes it, through rt_sigreturn.
-    let signal_level = is_user_signal_level(0);
+    let signal_level = lane.is_user_signal_level(0);
     let _signal_claim = signal_level.then(|| lane::Claim::signal_level(lane));
     let signals_before = linux::counters::SIGNALS_DELIVERED.load(Ordering::SeqCst);
     let sigreturns_before = linux::counters::SIGRETURNS.load(Ordering::SeqCst);
@@ -258,7 +258,7 @@ pub(super) fn raise_from_user_mode() {
         );
     }
     if level.kind == Kind::SelfNmi
-        && (1..program_len()).any(|i| self::level(i).send_latched_nmi)
+        && (1..lane.program_len()).any(|i| lane.level(i).send_latched_nmi)
         && lane.repeated.load(Ordering::SeqCst) & 1 == 0
     {
         violation_after(
@@ -271,7 +271,7 @@ pub(super) fn raise_from_user_mode() {
     if signal_level {
         check_signal_round_trip(handle.slot(), &output, signals_before, sigreturns_before);
     }
-    let expected = expected_gprs_after(0, &level);
+    let expected = expected_gprs_after(lane, 0, &level);
     for ((name, want), (_, got)) in expected.gprs().iter().zip(output.gprs().iter()) {
         if want != got {
             violation_after(
@@ -335,8 +335,8 @@ pub(super) static PIC_NMI_ARMED: AtomicBool = AtomicBool::new(false);
 
 /// Does level `index` run below an NMI taken in kernel mode (on the NMI
 /// stack)? An NMI from ring 3 runs its handler on the task stack.
-pub(super) fn nmi_ancestor(index: usize) -> bool {
-    (0..index).any(|i| level(i).kind == Kind::SelfNmi && !is_user_level(i))
+pub(super) fn nmi_ancestor(lane: &Lane, index: usize) -> bool {
+    (0..index).any(|i| lane.level(i).kind == Kind::SelfNmi && !lane.is_user_level(i))
 }
 
 /// The event hook (everything but #PF): claims the event of the current
@@ -375,18 +375,20 @@ pub(super) fn event_hook(regs: &mut PtRegs, vector: u8) -> bool {
         }
         _ => {}
     }
-    handle(regs, vector);
+    handle(lane, regs, vector);
     let frame = regs as *mut PtRegs as u64;
     lane.leave_to_signal.compare_exchange(frame, 0, Ordering::SeqCst, Ordering::SeqCst).is_err()
 }
 
 /// The fuzz page's PKS fault handler.
 pub(super) fn pks_fault(regs: &mut PtRegs, fault: PksFault) -> bool {
-    let active = lane::current_lane().is_some_and(|lane| lane.active.load(Ordering::SeqCst));
-    if !active || fault.address != FUZZ_PAGE_ADDRESS {
+    let Some(lane) = lane::current_lane().filter(|lane| lane.active.load(Ordering::SeqCst)) else {
+        return false;
+    };
+    if fault.address != FUZZ_PAGE_ADDRESS {
         return false;
     }
-    handle(regs, 14);
+    handle(lane, regs, 14);
     true
 }
 
@@ -400,43 +402,41 @@ pub(super) fn pks_fault(regs: &mut PtRegs, fault: PksFault) -> bool {
 /// digest. Those between iterations go to the kernel's NMI handler and are
 /// counted from `nmi::count`. `from_pic`: the 8259 had the
 /// armed IRQ 0 pending when this NMI came (see [`PIC_NMI_ARMED`]).
-pub(super) fn is_foreign_nmi(regs: &PtRegs, depth: usize, from_pic: bool) -> bool {
-    if depth >= program_len() {
+pub(super) fn is_foreign_nmi(lane: &Lane, regs: &PtRegs, depth: usize, from_pic: bool) -> bool {
+    if depth >= lane.program_len() {
         return true;
     }
-    let level = level(depth);
+    let level = lane.level(depth);
     if level.kind != Kind::SelfNmi {
         return true;
     }
-    if lane().handled.load(Ordering::SeqCst) & (1 << depth) != 0 {
+    if lane.handled.load(Ordering::SeqCst) & (1 << depth) != 0 {
         // After the level's NMI ran: the program's own only as the one
         // repeat a deeper level asked for, on the same interrupted context.
-        let expects_repeat = (depth + 1..program_len()).any(|i| self::level(i).send_latched_nmi);
-        let repeated = lane().repeated.load(Ordering::SeqCst) & (1 << depth) != 0;
-        return !(expects_repeat
-            && !repeated
-            && regs.ip == lane().own_nmi_ip.load(Ordering::SeqCst));
+        let expects_repeat = (depth + 1..program_len()).any(|i| lane.level(i).send_latched_nmi);
+        let repeated = lane.repeated.load(Ordering::SeqCst) & (1 << depth) != 0;
+        return !(expects_repeat && !repeated && regs.ip == lane.own_nmi_ip.load(Ordering::SeqCst));
     }
     // Before it: in ring 3 the 8259 says whether it raised this one. If it
     // did, it is the program's wherever it landed ([`validate`] then checks
     // ip and cs, so an entry that garbled them is reported as such).
-    if is_user_level(depth) {
+    if lane.is_user_level(depth) {
         return !from_pic;
     }
     // In the kernel the program's own lands right after the trampoline's
     // ICR store (`site`), in its wait loop; one at `site` itself came
     // before the store sent anything.
-    let (site, resume) = sites(depth, level.kind);
+    let (site, resume) = lane.sites(depth, level.kind);
     !(site < regs.ip && regs.ip <= resume)
 }
 
-pub(super) fn handle(regs: &mut PtRegs, vector: u8) {
-    let depth = lane().depth.load(Ordering::SeqCst);
+pub(super) fn handle(lane: &Lane, regs: &mut PtRegs, vector: u8) {
+    let depth = lane.depth.load(Ordering::SeqCst);
     // Before anything else can touch the 8259 (a console byte moves an IRQ
     // line): acknowledge the armed ring-3 NMI, or in QEMU's 8259 model every
     // update would raise another.
     let from_pic = vector == 2
-        && lane::owns_pic_nmi(lane())
+        && lane::owns_pic_nmi(lane)
         && PIC_NMI_ARMED.load(Ordering::SeqCst)
         && apic::acknowledge_pic_nmi()
         && PIC_NMI_ARMED.swap(false, Ordering::SeqCst);
@@ -458,10 +458,10 @@ pub(super) fn handle(regs: &mut PtRegs, vector: u8) {
     // A repeat of an NMI from user mode for an NMI latched in its handler:
     // that one landed in the kernel, here.
     let latched_ip = if vector == 2 && regs.user_mode() { nmi::take_latched_ip() } else { None };
-    if vector == 2 && is_foreign_nmi(regs, depth, from_pic) {
-        lane().foreign_nmis.fetch_add(1, Ordering::Relaxed);
+    if vector == 2 && is_foreign_nmi(lane, regs, depth, from_pic) {
+        lane.foreign_nmis.fetch_add(1, Ordering::Relaxed);
         if regs.user_mode() && latched_ip.is_none() {
-            lane().foreign_user_nmis.fetch_add(1, Ordering::Relaxed);
+            lane.foreign_user_nmis.fetch_add(1, Ordering::Relaxed);
         }
         coverage::record(latched_ip.unwrap_or(regs.ip));
         return;
@@ -469,29 +469,29 @@ pub(super) fn handle(regs: &mut PtRegs, vector: u8) {
     // A latched NMI's repeat: the NMI level already ran (its handler is
     // done, so DEPTH is back at it) and the entry runs it again.
     if vector == 2
-        && depth < program_len()
-        && lane().handled.load(Ordering::SeqCst) & (1 << depth) != 0
+        && depth < lane.program_len()
+        && lane.handled.load(Ordering::SeqCst) & (1 << depth) != 0
     {
-        let level = level(depth);
+        let level = lane.level(depth);
         if level.kind != Kind::SelfNmi {
             violation(regs, depth, "event_kind", format_args!("a second NMI at a non-NMI level"));
         }
-        validate(regs, vector, depth, &level, true);
-        lane().repeated.fetch_or(1 << depth, Ordering::SeqCst);
-        lane().latched_nmis.fetch_add(1, Ordering::Relaxed);
+        validate(lane, regs, vector, depth, &level, true);
+        lane.repeated.fetch_or(1 << depth, Ordering::SeqCst);
+        lane.latched_nmis.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    if depth >= program_len() {
+    if depth >= lane.program_len() {
         violation(
             regs,
             depth,
             "event_kind",
-            format_args!("vector {vector} beyond the program ({} levels)", program_len()),
+            format_args!("vector {vector} beyond the program ({} levels)", lane.program_len()),
         );
     }
-    let level = level(depth);
-    validate(regs, vector, depth, &level, false);
-    lane().frame_address[depth].store(regs as *mut PtRegs as u64, Ordering::SeqCst);
+    let level = lane.level(depth);
+    validate(lane, regs, vector, depth, &level, false);
+    lane.frame_address[depth].store(regs as *mut PtRegs as u64, Ordering::SeqCst);
     if level.kind.is_maskable_irq() {
         // Ack early (as Linux's sysvec handlers do), so nested IRQs of any
         // priority can come in while this handler raises the next level.
@@ -499,18 +499,18 @@ pub(super) fn handle(regs: &mut PtRegs, vector: u8) {
         // Only a `preempt` or `migrate` exit switches (see `event_hook`).
         sched::forget_reschedule_request();
     }
-    lane().depth.store(depth + 1, Ordering::SeqCst);
-    lane().max_depth_reached.fetch_max(depth + 1, Ordering::Relaxed);
+    lane.depth.store(depth + 1, Ordering::SeqCst);
+    lane.max_depth_reached.fetch_max(depth + 1, Ordering::Relaxed);
     if level.kind == Kind::Preempt {
         // The rest of the program runs in the partner task, after this
         // IRQ's exit has switched to it, with this frame and its
         // extension left on the interrupted task's stack.
-        lane().partner_start.store(depth + 1, Ordering::SeqCst);
-        match lane().partner.get() {
+        lane.partner_start.store(depth + 1, Ordering::SeqCst);
+        match lane.partner.get() {
             Some(partner) => sched::unpark_and_resched(*partner),
             None => violation(regs, depth, "preempted", format_args!("no partner task")),
         }
-    } else if depth + 1 < program_len() {
+    } else if depth + 1 < lane.program_len() {
         raise(depth + 1);
     }
     if level.kind == Kind::Migrate {
@@ -531,7 +531,7 @@ pub(super) fn handle(regs: &mut PtRegs, vector: u8) {
             edits_applied &= unsafe { pks::pks_update_saved(regs, pkey, rights) }
         }
     }
-    let (_, resume) = sites(depth, level.kind);
+    let (_, resume) = lane.sites(depth, level.kind);
     match level.kind {
         Kind::PksResolved => {
             // SAFETY: `regs` is this event's entry frame; granting the fuzz
@@ -539,8 +539,8 @@ pub(super) fn handle(regs: &mut PtRegs, vector: u8) {
             edits_applied &= unsafe { pks::pks_update_saved(regs, FUZZ_PKEY, KeyRights::ReadWrite) }
         }
         // The signal-ending level: its signal handler resumes it.
-        _ if is_user_signal_level(depth) && regs.user_mode() => {
-            lane().leave_to_signal.store(regs as *mut PtRegs as u64, Ordering::SeqCst);
+        _ if lane.is_user_signal_level(depth) && regs.user_mode() => {
+            lane.leave_to_signal.store(regs as *mut PtRegs as u64, Ordering::SeqCst);
         }
         kind if kind.is_trap() => {}
         // Faults and the wait loops continue after the event.
@@ -562,10 +562,10 @@ pub(super) fn handle(regs: &mut PtRegs, vector: u8) {
     if vector == 2 {
         // What a latched repeat will find in the frame (after this
         // handler's edits: ip moved to `resume`).
-        lane().own_nmi_ip.store(regs.ip, Ordering::SeqCst);
+        lane.own_nmi_ip.store(regs.ip, Ordering::SeqCst);
     }
-    lane().depth.store(depth, Ordering::SeqCst);
-    lane().handled.fetch_or(1 << depth, Ordering::SeqCst);
+    lane.depth.store(depth, Ordering::SeqCst);
+    lane.handled.fetch_or(1 << depth, Ordering::SeqCst);
 }
 
 /// A `migrate` level's handler: the interrupted task may run only on the
@@ -596,7 +596,7 @@ pub(super) fn partner(lane_index: usize) {
         // As in the mode's own context: events are raised with IF clear.
         irqflags::local_irq_disable();
         let start = lane.partner_start.load(Ordering::SeqCst);
-        if start < program_len() {
+        if start < lane.program_len() {
             lane.depth.store(start, Ordering::SeqCst);
             raise(start);
             lane.depth.store(start - 1, Ordering::SeqCst);

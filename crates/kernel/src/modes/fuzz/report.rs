@@ -5,8 +5,10 @@
 use super::*;
 
 /// The label index of level `index`'s event.
-pub(super) fn label(index: usize) -> usize {
-    level(index).kind as usize + if is_user_level(index) { ALL_KINDS } else { 0 }
+impl Lane {
+    pub(super) fn label(&self, index: usize) -> usize {
+        self.level(index).kind as usize + if self.is_user_level(index) { ALL_KINDS } else { 0 }
+    }
 }
 
 /// Prints label `index`'s name (`int3`, `user_int3`).
@@ -73,7 +75,7 @@ pub(super) fn violation_after(
     println!("extregs: fuzz: registers of level {depth}'s context after the return:");
     let mut frame = ExtendedPtRegs { regs: *output, ..ExtendedPtRegs::default() };
     // The context went on at the trampoline's resume point.
-    frame.regs.ip = sites(depth, level(depth).kind).1;
+    frame.regs.ip = lane().sites(depth, level(depth).kind).1;
     if is_user_level(depth) {
         frame.regs.cs = u64::from(gdt::USER_CS.0);
         frame.regs.ss = u64::from(gdt::USER_DS.0);
