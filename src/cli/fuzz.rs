@@ -469,20 +469,6 @@ fn jobs_within(cores: usize, smp: u32) -> usize {
     (cores / smp.max(1) as usize).max(1)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::jobs_within;
-
-    #[test]
-    fn default_jobs_keep_jobs_times_cpus_within_the_cores() {
-        assert_eq!(jobs_within(2, 1), 2);
-        assert_eq!(jobs_within(2, 2), 1);
-        assert_eq!(jobs_within(2, 4), 1, "one boot even if it has more CPUs than cores");
-        assert_eq!(jobs_within(16, 4), 4);
-        assert_eq!(jobs_within(8, 3), 2);
-    }
-}
-
 /// `fuzz --seed S`: one boot with its output shown; `--json` writes it as a
 /// one-seed campaign (the same format as `--seeds`).
 /// Decodes the entry text, prints the campaign's interrupt-point coverage
@@ -575,4 +561,18 @@ pub(crate) fn replay(args: &FuzzArgs, seed: u64) -> i32 {
         }
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jobs_within;
+
+    #[test]
+    fn default_jobs_keep_jobs_times_cpus_within_the_cores() {
+        assert_eq!(jobs_within(2, 1), 2);
+        assert_eq!(jobs_within(2, 2), 1);
+        assert_eq!(jobs_within(2, 4), 1, "one boot even if it has more CPUs than cores");
+        assert_eq!(jobs_within(16, 4), 4);
+        assert_eq!(jobs_within(8, 3), 2);
+    }
 }
