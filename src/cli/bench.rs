@@ -247,17 +247,8 @@ fn peer(args: &BenchArgs) -> i32 {
         }
     };
     print!("{}", series.table());
-    if let Some(path) = &args.json {
-        let document = serde_json::json!({
-            "peer": series.to_json(),
-            "host_cpu": bench::native::host_cpu(),
-        });
-        if let Err(error) =
-            std::fs::write(path, serde_json::to_string_pretty(&document).unwrap() + "\n")
-        {
-            eprintln!("extregs: cannot write {}: {error}", path.display());
-            return EXIT_USAGE;
-        }
+    if let Err(code) = write_section(args, "peer", series.to_json()) {
+        return code;
     }
     if let Some(path) = &args.plot {
         if let Err(error) = series.plot(path) {
@@ -296,17 +287,9 @@ fn boot(args: &BenchArgs) -> i32 {
             }
         }
     }
-    if let Some(path) = &args.json {
-        let document = serde_json::json!({
-            "boot": series.iter().map(bench::boot::BootSeries::to_json).collect::<Vec<_>>(),
-            "host_cpu": bench::native::host_cpu(),
-        });
-        if let Err(error) =
-            std::fs::write(path, serde_json::to_string_pretty(&document).unwrap() + "\n")
-        {
-            eprintln!("extregs: cannot write {}: {error}", path.display());
-            return EXIT_USAGE;
-        }
+    let boots = series.iter().map(bench::boot::BootSeries::to_json).collect::<Vec<_>>();
+    if let Err(code) = write_section(args, "boot", serde_json::json!(boots)) {
+        return code;
     }
     EXIT_SUCCESS
 }
@@ -326,17 +309,24 @@ fn fuzz_smp(args: &BenchArgs) -> i32 {
         }
     };
     print!("{}", comparison.table());
-    if let Some(path) = &args.json {
-        let document = serde_json::json!({
-            "fuzz_smp": comparison.to_json(),
-            "host_cpu": bench::native::host_cpu(),
-        });
-        if let Err(error) =
-            std::fs::write(path, serde_json::to_string_pretty(&document).unwrap() + "\n")
-        {
-            eprintln!("extregs: cannot write {}: {error}", path.display());
-            return EXIT_USAGE;
-        }
+    if let Err(code) = write_section(args, "fuzz_smp", comparison.to_json()) {
+        return code;
     }
     EXIT_SUCCESS
+}
+
+/// Writes `--json` (if given) as `{section: value, "host_cpu": …}`, the
+/// document of the `--boot`, `--peer` and `--fuzz-smp` measurements.
+fn write_section(args: &BenchArgs, section: &str, value: serde_json::Value) -> Result<(), i32> {
+    let Some(path) = &args.json else {
+        return Ok(());
+    };
+    let mut document = serde_json::Map::new();
+    document.insert(section.to_string(), value);
+    document.insert("host_cpu".into(), serde_json::json!(bench::native::host_cpu()));
+    let text = serde_json::to_string_pretty(&serde_json::Value::Object(document)).unwrap() + "\n";
+    std::fs::write(path, text).map_err(|error| {
+        eprintln!("extregs: cannot write {}: {error}", path.display());
+        EXIT_USAGE
+    })
 }

@@ -66,21 +66,28 @@ fn campaign_config(
     }
 }
 
-#[test]
-fn short_fuzz_campaign_finds_no_violations() {
-    let config = campaign_config(0..4, 200, false);
+/// Runs `config`'s campaign to the end; every seed must pass.
+fn run_clean_campaign(config: &CampaignConfig) -> (Vec<campaign::SeedReport>, campaign::Totals) {
     let (reports, totals, interrupted) =
-        campaign::run_campaign(&config, Arc::new(AtomicBool::new(false)), |_, _| {});
+        campaign::run_campaign(config, Arc::new(AtomicBool::new(false)), |_, _| {});
     assert!(!interrupted);
     for report in &reports {
         assert!(
             report.ok(),
-            "seed {}: {}\n{}",
+            "{} CPUs, seed {}: {}\n{}",
+            config.smp,
             report.seed,
             report.why,
             report.serial.clone().unwrap_or_default()
         );
     }
+    (reports, totals)
+}
+
+#[test]
+fn short_fuzz_campaign_finds_no_violations() {
+    let config = campaign_config(0..4, 200, false);
+    let (_, totals) = run_clean_campaign(&config);
     assert_eq!(totals.seeds_run, 4);
     assert_eq!(totals.violations, 0);
     assert_eq!(totals.iterations, 800);
@@ -139,18 +146,7 @@ fn fuzz_runs_a_lane_on_every_cpu_with_cross_cpu_nmis_and_migrations() {
             jobs: 1,
             ..campaign_config(0..u64::from(2 * smp), 200, false)
         };
-        let (reports, totals, interrupted) =
-            campaign::run_campaign(&config, Arc::new(AtomicBool::new(false)), |_, _| {});
-        assert!(!interrupted);
-        for report in &reports {
-            assert!(
-                report.ok(),
-                "{smp} CPUs, seed {}: {}\n{}",
-                report.seed,
-                report.why,
-                report.serial.clone().unwrap_or_default()
-            );
-        }
+        let (reports, totals) = run_clean_campaign(&config);
         assert_eq!(totals.seeds_run, u64::from(2 * smp));
         assert_eq!(totals.violations, 0);
         assert!(totals.cross_cpu_nmis > 0, "{smp} CPUs: no NMI between CPUs");

@@ -8,7 +8,7 @@ use extregs_regs::GenericExtRegs;
 /// What the checks see of one frame.
 pub(super) struct Frame<'a> {
     /// The lane whose program raised the frame.
-    lane: &'a Lane,
+    lane: &'a OwnLane,
     regs: &'a PtRegs,
     vector: u8,
     depth: usize,
@@ -69,7 +69,7 @@ const ASYNC_LANDED: u64 = u64::MAX;
 /// Every check on one frame, after counting it and folding it into the
 /// digest. `repeat`: the second run of an NMI level.
 pub(super) fn validate(
-    lane: &Lane,
+    lane: &OwnLane,
     regs: &mut PtRegs,
     vector: u8,
     depth: usize,
@@ -369,7 +369,7 @@ fn stack(frame: &Frame<'_>, name: &'static str) {
 }
 
 /// Was level `depth - 1` a `preempt` level?
-fn parent_preempted(lane: &Lane, depth: usize) -> bool {
+fn parent_preempted(lane: &OwnLane, depth: usize) -> bool {
     depth > 0 && lane.level(depth - 1).kind == Kind::Preempt
 }
 

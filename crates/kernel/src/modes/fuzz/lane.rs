@@ -204,18 +204,33 @@ fn binding(pid: u32, lane: usize) -> u64 {
     u64::from(pid) << 32 | lane as u64
 }
 
+/// The running task's lane, as only [`current_lane`] hands it out: the
+/// proof that the holder is one of the lane's tasks or runs in one of its
+/// events, which is what reading the lane's program (its methods, see
+/// `ProgramCell`) requires. It derefs to the [`Lane`] for everything else.
+#[derive(Clone, Copy)]
+pub(super) struct OwnLane(&'static Lane);
+
+impl core::ops::Deref for OwnLane {
+    type Target = Lane;
+
+    fn deref(&self) -> &Lane {
+        self.0
+    }
+}
+
 /// The lane the running task works for, if any.
-pub(super) fn current_lane() -> Option<&'static Lane> {
+pub(super) fn current_lane() -> Option<OwnLane> {
     let bound = LANE_OF_SLOT[sched::current_slot()].load(Ordering::Acquire);
     if bound == UNBOUND || (bound >> 32) as u32 != sched::current_pid() {
         return None;
     }
-    LANES.get((bound & 0xffff_ffff) as usize)
+    LANES.get((bound & 0xffff_ffff) as usize).map(OwnLane)
 }
 
 /// The lane of the running task, which must work for one (everything but
 /// the hooks' first look runs in a lane's task or one of its events).
-pub(super) fn lane() -> &'static Lane {
+pub(super) fn lane() -> OwnLane {
     current_lane().expect("fuzz code runs in a fuzz lane's task")
 }
 
@@ -370,9 +385,8 @@ pub(super) fn lane_main(index: usize) {
         let summary = run_seed(lane, seed, settings.iterations, settings.max_depth as usize);
         if batch {
             if summary.frame_errors + summary.model_errors > 0 {
-                // Name this seed: check_frame printed what it found. (The
-                // counts are boot-wide: on N CPUs another lane's seed may
-                // have been the one.)
+                // Name this seed: check_frame printed what it found (the
+                // counts are this lane's own).
                 report_and_die(
                     "frame_check",
                     0,

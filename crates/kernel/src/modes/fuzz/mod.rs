@@ -70,7 +70,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use extregs_cmdline::FuzzSettings;
 use extregs_regs::{ExtendedPtRegs, PtRegs, GENERIC_PTREGS_SIZE, NO_ERROR_CODE};
-use lane::{lane, Lane, LANES, SHARED};
+use lane::{lane, Lane, OwnLane, LANES, SHARED};
 use program::*;
 use raise::*;
 use rand_core::{Rng, SeedableRng};

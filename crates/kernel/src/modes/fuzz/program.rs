@@ -175,10 +175,16 @@ impl ProgramCell {
     }
 }
 
-impl Lane {
-    /// Level `index` of this lane's program (a plain copy; see ProgramCell).
+/// The program's readers: only an [`OwnLane`] (the running task's own
+/// lane) reads it, so the reader is the lane's writer itself or runs while
+/// no writer can (see [`ProgramCell`]).
+impl OwnLane {
+    /// Level `index` of this lane's program (a plain copy).
     pub(super) fn level(&self, index: usize) -> Level {
-        // SAFETY: a plain copy out of the lane's program; see ProgramCell.
+        // SAFETY: `self` is the running task's own lane (an OwnLane), so no
+        // other CPU writes this program meanwhile and this CPU's writer is
+        // not running (ProgramCell); the place projection copies one Level
+        // out without a reference to the whole program.
         unsafe { (*self.program.0.get()).levels[index] }
     }
 

@@ -5,7 +5,7 @@
 use super::*;
 
 /// The GPRs level `index` must see after return.
-pub(super) fn expected_gprs_after(lane: &Lane, index: usize, level: &Level) -> PtRegs {
+pub(super) fn expected_gprs_after(lane: &OwnLane, index: usize, level: &Level) -> PtRegs {
     let mut expected = lane.frame_gprs(index, level);
     if lane.is_user_level(index) && level.kind == Kind::Syscall {
         // The syscall's return value.
@@ -38,7 +38,7 @@ pub(super) fn expected_pkrs_after(level: &Level) -> u32 {
 
 /// Raises level `index` from the current context and checks the return.
 pub(super) fn raise(index: usize) {
-    let lane = lane();
+    let lane = &lane();
     if lane.is_user_level(index) {
         raise_from_user_mode();
         return;
@@ -174,7 +174,7 @@ pub(super) fn raise(index: usize) {
 /// which raises the event from user mode and, after the return, stores its
 /// GPRs back there and exits; then checks them like any level's.
 pub(super) fn raise_from_user_mode() {
-    let lane = lane();
+    let lane = &lane();
     let level = lane.level(0);
     let trampoline = user_trampoline(level.kind);
     lane.event_number.fetch_add(1, Ordering::Relaxed);
@@ -335,7 +335,7 @@ pub(super) static PIC_NMI_ARMED: AtomicBool = AtomicBool::new(false);
 
 /// Does level `index` run below an NMI taken in kernel mode (on the NMI
 /// stack)? An NMI from ring 3 runs its handler on the task stack.
-pub(super) fn nmi_ancestor(lane: &Lane, index: usize) -> bool {
+pub(super) fn nmi_ancestor(lane: &OwnLane, index: usize) -> bool {
     (0..index).any(|i| lane.level(i).kind == Kind::SelfNmi && !lane.is_user_level(i))
 }
 
@@ -375,7 +375,7 @@ pub(super) fn event_hook(regs: &mut PtRegs, vector: u8) -> bool {
         }
         _ => {}
     }
-    handle(lane, regs, vector);
+    handle(&lane, regs, vector);
     let frame = regs as *mut PtRegs as u64;
     lane.leave_to_signal.compare_exchange(frame, 0, Ordering::SeqCst, Ordering::SeqCst).is_err()
 }
@@ -388,7 +388,7 @@ pub(super) fn pks_fault(regs: &mut PtRegs, fault: PksFault) -> bool {
     if fault.address != FUZZ_PAGE_ADDRESS {
         return false;
     }
-    handle(lane, regs, 14);
+    handle(&lane, regs, 14);
     true
 }
 
@@ -402,7 +402,7 @@ pub(super) fn pks_fault(regs: &mut PtRegs, fault: PksFault) -> bool {
 /// digest. Those between iterations go to the kernel's NMI handler and are
 /// counted from `nmi::count`. `from_pic`: the 8259 had the
 /// armed IRQ 0 pending when this NMI came (see [`PIC_NMI_ARMED`]).
-pub(super) fn is_foreign_nmi(lane: &Lane, regs: &PtRegs, depth: usize, from_pic: bool) -> bool {
+pub(super) fn is_foreign_nmi(lane: &OwnLane, regs: &PtRegs, depth: usize, from_pic: bool) -> bool {
     if depth >= lane.program_len() {
         return true;
     }
@@ -413,7 +413,8 @@ pub(super) fn is_foreign_nmi(lane: &Lane, regs: &PtRegs, depth: usize, from_pic:
     if lane.handled.load(Ordering::SeqCst) & (1 << depth) != 0 {
         // After the level's NMI ran: the program's own only as the one
         // repeat a deeper level asked for, on the same interrupted context.
-        let expects_repeat = (depth + 1..program_len()).any(|i| lane.level(i).send_latched_nmi);
+        let expects_repeat =
+            (depth + 1..lane.program_len()).any(|i| lane.level(i).send_latched_nmi);
         let repeated = lane.repeated.load(Ordering::SeqCst) & (1 << depth) != 0;
         return !(expects_repeat && !repeated && regs.ip == lane.own_nmi_ip.load(Ordering::SeqCst));
     }
@@ -430,7 +431,7 @@ pub(super) fn is_foreign_nmi(lane: &Lane, regs: &PtRegs, depth: usize, from_pic:
     !(site < regs.ip && regs.ip <= resume)
 }
 
-pub(super) fn handle(lane: &Lane, regs: &mut PtRegs, vector: u8) {
+pub(super) fn handle(lane: &OwnLane, regs: &mut PtRegs, vector: u8) {
     let depth = lane.depth.load(Ordering::SeqCst);
     // Before anything else can touch the 8259 (a console byte moves an IRQ
     // line): acknowledge the armed ring-3 NMI, or in QEMU's 8259 model every
@@ -587,7 +588,7 @@ fn migrate_at_exit() {
 /// preempted task resumes.
 pub(super) fn partner(lane_index: usize) {
     lane::bind_current(lane_index);
-    let lane = &LANES[lane_index];
+    let lane = &lane();
     loop {
         sched::park();
         if lane.partner_stop.load(Ordering::SeqCst) {

@@ -5,7 +5,7 @@
 use super::*;
 
 /// The label index of level `index`'s event.
-impl Lane {
+impl lane::OwnLane {
     pub(super) fn label(&self, index: usize) -> usize {
         self.level(index).kind as usize + if self.is_user_level(index) { ALL_KINDS } else { 0 }
     }
@@ -27,7 +27,7 @@ pub(super) fn print_path(depth: usize) {
 }
 
 pub(super) fn report_and_die(invariant: &str, depth: usize, detail: core::fmt::Arguments<'_>) -> ! {
-    let lane = lane();
+    let lane = &lane();
     let (seed, iteration, event) = (
         lane.seed.load(Ordering::Relaxed),
         lane.iteration.load(Ordering::Relaxed),
