@@ -181,10 +181,10 @@ impl ProgramCell {
 impl OwnLane {
     /// Level `index` of this lane's program (a plain copy).
     pub(super) fn level(&self, index: usize) -> Level {
-        // SAFETY: `self` is the running task's own lane (an OwnLane), so no
-        // other CPU writes this program meanwhile and this CPU's writer is
-        // not running (ProgramCell); the place projection copies one Level
-        // out without a reference to the whole program.
+        // A place projection: one Level is copied out, and no reference to
+        // the whole program is made.
+        // SAFETY: `self` is the running task's own lane (an OwnLane): no
+        // writer of this program runs meanwhile, on any CPU (ProgramCell).
         unsafe { (*self.program.0.get()).levels[index] }
     }
 
