@@ -121,8 +121,9 @@ core::arch::global_asm!(
     // The handler resumes at the CLI, so IF is clear again on the way out.
     // The loop halts until an interrupt, so the vCPU waits for the IRQ
     // without spinning: under TCG a LAPIC timer fires in QEMU's main loop,
-    // which a spinning vCPU thread keeps off a host core (a quarter more
-    // frames per second on one CPU, half as many again on two). An IRQ
+    // which a spinning vCPU thread keeps off a host core (a campaign then
+    // validated a third more frames per second on 1-CPU boots, half as many
+    // again on 2-CPU boots; docs/smp.md). An IRQ
     // that never comes leaves the CPU halted, for the runner's timeout.
     "FUZZ_ENTER irq",
     "sti",
