@@ -66,6 +66,14 @@ impl<F: FnPointer> HookSlot<F> {
         self.raw.store(core::ptr::null_mut(), Ordering::SeqCst);
     }
 
+    /// Installs `hook` if it is `Some`, removes the hook if `None`.
+    pub fn set_or_clear(&self, hook: Option<F>) {
+        match hook {
+            Some(hook) => self.set(hook),
+            None => self.clear(),
+        }
+    }
+
     /// The installed hook.
     pub fn get(&self) -> Option<F> {
         Self::from_raw(self.raw.load(Ordering::SeqCst))

@@ -36,10 +36,7 @@ static FRAME_ERROR_OBSERVER: crate::arch::hook_slot::HookSlot<fn()> =
 
 /// Installs (`Some`) or removes the frame-error observer.
 pub fn observe_frame_errors(observer: Option<fn()>) {
-    match observer {
-        Some(observer) => FRAME_ERROR_OBSERVER.set(observer),
-        None => FRAME_ERROR_OBSERVER.clear(),
-    }
+    FRAME_ERROR_OBSERVER.set_or_clear(observer);
 }
 
 /// (frames checked, frames that failed a check) since boot.

@@ -677,10 +677,7 @@ static MODEL_ERROR_OBSERVER: crate::arch::hook_slot::HookSlot<fn()> =
 
 /// Installs (`Some`) or removes the model-error observer.
 pub fn observe_model_errors(observer: Option<fn()>) {
-    match observer {
-        Some(observer) => MODEL_ERROR_OBSERVER.set(observer),
-        None => MODEL_ERROR_OBSERVER.clear(),
-    }
+    MODEL_ERROR_OBSERVER.set_or_clear(observer);
 }
 
 /// From an interrupt handler (interrupts off): forgets a reschedule this
