@@ -1,14 +1,17 @@
 //! Builds the BIOS and UEFI boot images from the kernel artifact (bootloader
 //! 0.11) and hands their paths, and the kernel ELF's, to the runner.
 //!
-//! The images carry the kernel without its DWARF (`objcopy --strip-debug`):
-//! the kernel reads only its symbol table at run time, and the loader reads
-//! the whole file from disk, which under TCG is most of a boot (see
-//! docs/boot.md). The full ELF stays beside them for gdb, `addr2line` and
-//! `decode_stacktrace.sh`: `extregs images` prints it as `kernel=`.
+//! The images carry the kernel without its DWARF and with only its function
+//! symbols (`objcopy --strip-all --keep-symbols`): the kernel reads nothing
+//! else of its symbol table at run time, and the BIOS loader copies the
+//! whole file a byte at a time, which under TCG costs about half a second
+//! per MB (see docs/boot.md). The full ELF stays beside them for gdb,
+//! `addr2line` and `decode_stacktrace.sh`: `extregs images` prints it as
+//! `kernel=`.
 
 use bootloader::{BootConfig, DiskImageBuilder};
-use std::path::PathBuf;
+use object::{Object, ObjectSymbol, SymbolKind};
+use std::path::{Path, PathBuf};
 
 fn main() {
     let kernel = PathBuf::from(
@@ -18,8 +21,8 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let bios_image = out_dir.join("extregs-bios.img");
     let uefi_image = out_dir.join("extregs-uefi.img");
-    let booted_kernel = out_dir.join("kernel-stripped");
-    strip_debug(&kernel, &booted_kernel);
+    let booted_kernel = out_dir.join("kernel-booted");
+    keep_only_function_symbols(&kernel, &booted_kernel, &out_dir.join("kernel-functions.txt"));
     let mut builder = DiskImageBuilder::new(booted_kernel.clone());
     builder.set_boot_config(&boot_config());
     builder.create_bios_image(&bios_image).expect("creating the BIOS image");
@@ -30,19 +33,36 @@ fn main() {
     println!("cargo:rustc-env=EXTREGS_BOOTED_KERNEL_ELF={}", booted_kernel.display());
 }
 
-/// Copies the ELF at `from` to `to` without its debug sections (symbols
-/// stay). `$EXTREGS_OBJCOPY`, or binutils' `objcopy` (which `make`
-/// installs).
-fn strip_debug(from: &std::path::Path, to: &std::path::Path) {
+/// Copies the ELF at `from` to `to` with nothing but its loadable sections
+/// and the function symbols of its symbol table (named in `keep_list`,
+/// which this writes): what the kernel's `debug::symbols::lookup` reads.
+/// The data and label symbols, the DWARF and the rest go.
+/// `$EXTREGS_OBJCOPY`, or binutils' `objcopy` (which `make` installs).
+fn keep_only_function_symbols(from: &Path, to: &Path, keep_list: &Path) {
     println!("cargo:rerun-if-env-changed=EXTREGS_OBJCOPY");
+    let elf = std::fs::read(from).unwrap_or_else(|error| panic!("{}: {error}", from.display()));
+    let elf = object::File::parse(&*elf)
+        .unwrap_or_else(|error| panic!("{} is not an ELF: {error}", from.display()));
+    let mut functions: Vec<&str> = elf
+        .symbols()
+        .filter(|symbol| symbol.kind() == SymbolKind::Text)
+        .filter_map(|symbol| symbol.name().ok().filter(|name| !name.is_empty()))
+        .collect();
+    functions.sort_unstable();
+    functions.dedup();
+    assert!(!functions.is_empty(), "{} has no function symbols", from.display());
+    let list: String = functions.iter().map(|name| format!("{name}\n")).collect();
+    std::fs::write(keep_list, list)
+        .unwrap_or_else(|error| panic!("{}: {error}", keep_list.display()));
     let objcopy = std::env::var("EXTREGS_OBJCOPY").unwrap_or_else(|_| "objcopy".into());
     let status = std::process::Command::new(&objcopy)
-        .arg("--strip-debug")
+        .arg("--strip-all")
+        .arg(format!("--keep-symbols={}", keep_list.display()))
         .arg(from)
         .arg(to)
         .status()
         .unwrap_or_else(|error| panic!("cannot run {objcopy} (binutils is needed): {error}"));
-    assert!(status.success(), "{objcopy} --strip-debug {} failed: {status}", from.display());
+    assert!(status.success(), "{objcopy} --strip-all {} failed: {status}", from.display());
 }
 
 /// The loader's run-time configuration: its log on the serial console

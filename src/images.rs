@@ -22,7 +22,8 @@ pub fn kernel_elf() -> &'static Path {
 }
 
 /// The kernel the images carry: [`kernel_elf`] without its debug sections
-/// (the same code and symbol table, which is all the kernel reads).
+/// and with only its function symbols (the same code, and every symbol the
+/// kernel reads).
 pub fn booted_kernel_elf() -> &'static Path {
     Path::new(env!("EXTREGS_BOOTED_KERNEL_ELF"))
 }
@@ -37,9 +38,9 @@ mod tests {
         std::fs::read(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
     }
 
-    /// The images carry the kernel without DWARF (a boot reads the whole
-    /// file), with every symbol the kernel symbolises from; `kernel=`
-    /// keeps the DWARF for gdb and addr2line.
+    /// The images carry the kernel without DWARF and data symbols (a boot
+    /// reads the whole file), with every function symbol the kernel
+    /// symbolises from; `kernel=` keeps the rest for gdb and addr2line.
     #[test]
     fn the_booted_kernel_is_the_kernel_without_its_dwarf() {
         let (full, booted) = (parse(kernel_elf()), parse(booted_kernel_elf()));
@@ -53,19 +54,25 @@ mod tests {
         };
         assert!(debug(&full).contains(&".debug_line".to_string()), "{:?}", debug(&full));
         assert!(debug(&booted).is_empty(), "{:?}", debug(&booted));
-        // Every function and data symbol: what the kernel symbolises from
-        // (file and section symbols may go with the debug sections).
-        let symbols = |elf: &object::File<'_>| -> BTreeSet<(String, u64, u64)> {
+        // Every function symbol, each at its address with its size: what
+        // the kernel symbolises from. Only those are left.
+        let symbols = |elf: &object::File<'_>, kinds: &[SymbolKind]| {
             elf.symbols()
-                .filter(|symbol| matches!(symbol.kind(), SymbolKind::Text | SymbolKind::Data))
+                .filter(|symbol| kinds.contains(&symbol.kind()))
                 .filter_map(|symbol| {
                     let name = symbol.name().ok().filter(|name| !name.is_empty())?;
                     Some((name.to_string(), symbol.address(), symbol.size()))
                 })
-                .collect()
+                .collect::<BTreeSet<(String, u64, u64)>>()
         };
-        let (full_symbols, booted_symbols) = (symbols(&full), symbols(&booted));
+        let functions = [SymbolKind::Text];
+        let (full_symbols, booted_symbols) =
+            (symbols(&full, &functions), symbols(&booted, &functions));
         assert!(booted_symbols.len() > 1000, "{} symbols", booted_symbols.len());
+        let others = [SymbolKind::Data, SymbolKind::Label, SymbolKind::Unknown];
+        assert!(symbols(&full, &others).len() > 100, "the full ELF keeps its data symbols");
+        let left: Vec<_> = symbols(&booted, &others).into_iter().take(5).collect();
+        assert!(left.is_empty(), "the booted kernel still has data or label symbols: {left:?}");
         let differences: Vec<_> =
             full_symbols.symmetric_difference(&booted_symbols).take(5).collect();
         assert!(differences.is_empty(), "the symbol tables differ: {differences:?}");

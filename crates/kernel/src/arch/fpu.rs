@@ -34,6 +34,13 @@ const FCW_DEFAULT: u16 = 0x037f;
 const MXCSR_MASK_FALLBACK: u32 = 0x0000_ffbf;
 
 impl FxState {
+    /// All zero: an area that holds no state yet (FXRSTOR would take it,
+    /// every exception unmasked), for storage that [`FxState::initial`]
+    /// fills before anything loads it.
+    pub const fn zeroed() -> FxState {
+        FxState([0; 512])
+    }
+
     /// The state a new task starts with (Linux's `fpstate_init_fxstate`).
     pub const fn initial() -> FxState {
         let mut bytes = [0u8; 512];

@@ -28,8 +28,12 @@ struct FpuSlot(UnsafeCell<FxState>);
 // accesses overlap.
 unsafe impl Sync for FpuSlot {}
 
+/// Every task's saved x87/SSE area. All zero at boot (.bss, not 36 KB of
+/// the kernel file): no area is read before [`reset`] puts the reset image
+/// in it, which every task's slot gets before the task runs, and only a
+/// user-FPU task's switch-out writes or its switch-in reads one.
 static FPU_STATES: [FpuSlot; MAX_TASKS] =
-    [const { FpuSlot(UnsafeCell::new(FxState::initial())) }; MAX_TASKS];
+    [const { FpuSlot(UnsafeCell::new(FxState::zeroed())) }; MAX_TASKS];
 
 /// Clears a slot's user state for a new task (no FPU, no bases, the
 /// kernel's page table).

@@ -125,7 +125,9 @@ impl Lane {
             foreign_user_nmis: AtomicU64::new(0),
             latched_nmis: AtomicU64::new(0),
             max_depth_reached: AtomicUsize::new(0),
-            digest: AtomicU64::new(FNV_OFFSET),
+            // `reset_for_seed` starts it at FNV_OFFSET before a seed's first fold; zero here
+            // keeps every lane all-zero, so LANES is .bss and not 100 KB of the kernel file.
+            digest: AtomicU64::new(0),
             seed: AtomicU64::new(0),
             iteration: AtomicU64::new(0),
             event_number: AtomicU64::new(0),

@@ -130,10 +130,13 @@ pub(super) struct Level {
     pub(super) send_latched_nmi: bool,
 }
 
+/// A program's unused level: `generate` writes every level below `len`
+/// before anything reads it. Its fields are all zero bits, so the lanes'
+/// programs are .bss and not part of the kernel file the loader copies.
 pub(super) const EMPTY_LEVEL: Level = Level {
-    kind: Kind::Int3,
+    kind: Kind::IntN,
     gprs: PtRegs::ZERO,
-    pkrs: PKRS_DEFAULT,
+    pkrs: 0,
     lockdep_model: false,
     mutation: Mutation::None,
     send_latched_nmi: false,
