@@ -51,6 +51,10 @@ mutants=(
   "sysret-to-non-canonical-rcx|crates/kernel/src/user/syscall.rs|/^        && regs.ip < TASK_SIZE_MAX$/d|syscall_sysret_and_iret_paths"
   "entry-keeps-user-access|crates/entry-asm/src/entry_64.S|/^\tclac$/d|smap_stops_kernel_access_to_user_memory"
   "nmi-in-user-nmi-not-latched|crates/kernel/src/entry/nmi.rs|s/^    USER_NMI_STATE.this().store(USER_NMI_LATCHED, Ordering::SeqCst);\$/    return false;/|user_frames_sit_at_task_pt_regs"
+  # The NMI walk of the user paths: what only an NMI at one instruction of
+  # them, or the first syscall after them, can tell.
+  "sysret-exit-swapgs-one-later|crates/entry-asm/src/entry_64.S|/^\tmovq\tIRET_FRAME_SP(%rsp), %rsp$/{n;d}; /^extregs_syscall_sysretq:$/{n;s/$/\n\tswapgs/}|nmi_at_every_instruction_of_the_user_paths"
+  "paranoid-gs-inverted-at-sysretq|crates/entry-asm/src/entry_64.S|s/^\tje\t.Lparanoid_gs_kernel_\\\\@$/&\n\tleaq\textregs_syscall_sysretq(%rip), %rcx\n\tcmpq\t%rcx, PTREGS_IP(%rsp)\n\tje\t.Lparanoid_gs_kernel_\\\\@/|nmi_at_every_instruction_of_the_user_paths"
   # Call traces: the vector an <IRQ> section is told by.
   "entry-vector-not-recorded|crates/entry-asm/src/calling.S|0,/^\tRECORD_ENTRY_VECTOR$/{//d}|general_protection_frame"
   "syscall-vector-not-recorded|crates/entry-asm/src/calling.S|/^\tmovw\t\$ENTRY_SYSCALL, EXTREGS_GENERIC_VECTOR(%rsp)$/d|syscall_preserves_gprs"

@@ -511,12 +511,36 @@ pub fn breakpoints_refused_where_entries_run(_: &Context) -> Outcome {
 /// NMIs (through the NMI-stub #DB gate) that hit the armed breakpoint.
 static BREAKPOINT_NMIS: AtomicU64 = AtomicU64::new(0);
 
-/// The NMI handler while a breakpoint walks an entry path: counts, and sets
-/// RF so the breakpointed instruction runs once the NMI returns.
+/// What a breakpoint NMI found wrong inside its handler (`WRONG_*` bits).
+static BREAKPOINT_WRONG: AtomicU64 = AtomicU64::new(0);
+/// The GS base in the handler was not this CPU's kernel area.
+const WRONG_KERNEL_GS: u64 = 1 << 0;
+/// PKRS and this CPU's PKRS cache disagreed in the handler.
+const WRONG_PKRS_CACHE: u64 = 1 << 1;
+/// TSS.RSP0 was not the top of the running task's stack.
+const WRONG_RSP0: u64 = 1 << 2;
+
+/// The NMI handler while a breakpoint walks an entry path: checks the
+/// kernel state the entry must have set up, whatever instruction it
+/// interrupted (the kernel's GS base, PKRS equal to its cache, TSS.RSP0 at
+/// the running task's stack top), counts, and sets RF so the breakpointed
+/// instruction runs once the NMI returns.
 fn breakpoint_nmi_hook(regs: &mut PtRegs, vector: u8) -> bool {
     if vector != NMI_VECTOR {
         return false;
     }
+    let mut wrong = 0;
+    if x86_64::registers::model_specific::GsBase::read().as_u64() != gdt::kernel_gs_base() {
+        wrong |= WRONG_KERNEL_GS;
+    }
+    if pks::enabled() && pks::read_pkrs() != pks::cached_pkrs() {
+        wrong |= WRONG_PKRS_CACHE;
+    }
+    let task_stack_top = crate::sched::task::TASKS[crate::sched::current_slot()].stack().end;
+    if gdt::kernel_stack_top() != task_stack_top {
+        wrong |= WRONG_RSP0;
+    }
+    BREAKPOINT_WRONG.fetch_or(wrong, Ordering::Relaxed);
     BREAKPOINT_NMIS.fetch_add(1, Ordering::Relaxed);
     coverage::record(regs.ip);
     regs.flags |= X86_EFLAGS_RF;
@@ -526,16 +550,20 @@ fn breakpoint_nmi_hook(regs: &mut PtRegs, vector: u8) -> bool {
 /// Arms an instruction breakpoint on every byte of `ranges` in turn (the
 /// #DB gate on the NMI stub) and runs `event` once per byte: where the
 /// byte starts an instruction the event's path runs into the breakpoint,
-/// and the real NMI entry interrupts it right there. `event` checks what
-/// came back. Returns the number of instructions interrupted.
-fn nmi_at_every_instruction(
+/// and the real NMI entry interrupts it right there (up to `max_hits`
+/// times per event: a path the event takes more than once). `event` checks
+/// what came back; the handler checks the kernel state inside. Returns the
+/// number of instructions interrupted.
+pub(super) fn nmi_at_every_instruction(
     name: &str,
     ranges: &[core::ops::Range<u64>],
+    max_hits: u64,
     mut event: impl FnMut() -> Result<(), &'static str>,
 ) -> Result<u64, ()> {
     let mut instructions = 0;
     for address in ranges.iter().flat_map(|range| range.clone()) {
         BREAKPOINT_NMIS.store(0, Ordering::Relaxed);
+        BREAKPOINT_WRONG.store(0, Ordering::Relaxed);
         let outcome = hooks::with_event_hook(breakpoint_nmi_hook, || {
             idt::with_debug_gate(idt::stub_address(NMI_VECTOR), Some(gdt::NMI_IST_INDEX), || {
                 paranoid::arm_execute_breakpoint(address);
@@ -550,11 +578,24 @@ fn nmi_at_every_instruction(
             println!("# {name}: breakpoint at {address:#x}: {why}");
             return Err(());
         }
-        if nmis > 1 {
+        if nmis > max_hits {
             println!("# {name}: the breakpoint at {address:#x} fired {nmis} times");
             return Err(());
         }
-        instructions += nmis;
+        let wrong = BREAKPOINT_WRONG.load(Ordering::Relaxed);
+        for (bit, what) in [
+            (WRONG_KERNEL_GS, "the GS base was not the kernel's"),
+            (WRONG_PKRS_CACHE, "PKRS and its cache disagreed"),
+            (WRONG_RSP0, "TSS.RSP0 was not the running task's stack top"),
+        ] {
+            if wrong & bit != 0 {
+                println!("# {name}: in the NMI at {address:#x}, {what}");
+            }
+        }
+        if wrong != 0 {
+            return Err(());
+        }
+        instructions += u64::from(nmis > 0);
     }
     let bytes: u64 = ranges.iter().map(|range| range.end - range.start).sum();
     println!("# {name}: an NMI at each of its {instructions} instructions ({bytes} bytes walked)");
@@ -590,7 +631,7 @@ pub fn nmi_at_every_instruction_of_the_entry_paths(context: &Context) -> Outcome
         .pkey_page
         .map(|page| pks::with_key_rights(PKRS_DEFAULT, page.pkey, KeyRights::ReadWrite));
     let input = super::gpr_patterns();
-    let int3_path = nmi_at_every_instruction("int3 path", &[int3_stub, tail], || {
+    let int3_path = nmi_at_every_instruction("int3 path", &[int3_stub, tail], 1, || {
         if let Some(value) = interrupted_pkrs {
             // SAFETY: PKS is on; key 0 stays read/write.
             unsafe { pks::write_pkrs(value) };
@@ -608,7 +649,7 @@ pub fn nmi_at_every_instruction_of_the_entry_paths(context: &Context) -> Outcome
             _ => Ok(()),
         }
     });
-    let gp_path = nmi_at_every_instruction("#GP stub", &[gp_stub], || {
+    let gp_path = nmi_at_every_instruction("#GP stub", &[gp_stub], 1, || {
         events::arm(FrameEdit::None);
         expect_event!(
             setup: ["movabsq $0x8000000000000000, %rcx"],
@@ -622,7 +663,7 @@ pub fn nmi_at_every_instruction_of_the_entry_paths(context: &Context) -> Outcome
         }
     });
     let irq_path =
-        nmi_at_every_instruction("self-IPI stub and IRQ head", &[ipi_stub, irq_head], || {
+        nmi_at_every_instruction("self-IPI stub and IRQ head", &[ipi_stub, irq_head], 1, || {
             let before = irq::counts().self_ipi;
             apic::send_self_ipi(SELF_IPI_VECTOR);
             irqflags::local_irq_enable();

@@ -107,6 +107,12 @@ const TESTS: &[(&str, Test)] = &[
     ),
     ("nmi_during_context_switch", sched::nmi_during_context_switch),
     ("idle_task_irqs_record_exit_rcu", sched::idle_task_irqs_record_exit_rcu),
+    // First of the user-mode tests: a broken way in or out is then the
+    // walk's to report, at the instruction where it breaks.
+    (
+        "nmi_at_every_instruction_of_the_user_paths",
+        user::nmi_at_every_instruction_of_the_user_paths,
+    ),
     ("syscall_preserves_gprs", user::syscall_preserves_gprs),
     ("syscall_sysret_and_iret_paths", user::syscall_sysret_and_iret_paths),
     ("user_faults_kill_only_the_faulting_task", user::user_faults_kill_only_the_faulting_task),
