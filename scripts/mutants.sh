@@ -55,6 +55,7 @@ mutants=(
   # them, or the first syscall after them, can tell.
   "sysret-exit-swapgs-one-later|crates/entry-asm/src/entry_64.S|/^\tmovq\tIRET_FRAME_SP(%rsp), %rsp$/{n;d}; /^extregs_syscall_sysretq:$/{n;s/$/\n\tswapgs/}|nmi_at_every_instruction_of_the_user_paths"
   "paranoid-gs-inverted-at-sysretq|crates/entry-asm/src/entry_64.S|s/^\tje\t.Lparanoid_gs_kernel_\\\\@$/&\n\tleaq\textregs_syscall_sysretq(%rip), %rcx\n\tcmpq\t%rcx, PTREGS_IP(%rsp)\n\tje\t.Lparanoid_gs_kernel_\\\\@/|nmi_at_every_instruction_of_the_user_paths"
+  "rsp0-written-after-the-stack-switch|crates/kernel/src/sched/switch.rs|s/^    unsafe { crate::arch::gdt::set_kernel_stack_top(next_task.stack_top.load(Ordering::Relaxed)) };$/    let _ = next_task;/; s/^pub(super) fn finish_task_switch() {$/&\n    unsafe { crate::arch::gdt::set_kernel_stack_top(TASKS[CURRENT.this().load(Ordering::Relaxed)].stack_top.load(Ordering::Relaxed)) };/|nmi_at_every_instruction_of_the_context_switch"
   # Call traces: the vector an <IRQ> section is told by.
   "entry-vector-not-recorded|crates/entry-asm/src/calling.S|0,/^\tRECORD_ENTRY_VECTOR$/{//d}|general_protection_frame"
   "syscall-vector-not-recorded|crates/entry-asm/src/calling.S|/^\tmovw\t\$ENTRY_SYSCALL, EXTREGS_GENERIC_VECTOR(%rsp)$/d|syscall_preserves_gprs"

@@ -48,6 +48,7 @@ const REQUIRED_SELFTESTS: &[&str] = &[
     "pkrs_per_task_after_switch",
     "pkrs_of_preempted_frame_restored_on_resume",
     "nmi_during_context_switch",
+    "nmi_at_every_instruction_of_the_context_switch",
     "idle_task_irqs_record_exit_rcu",
     "nmi_at_every_instruction_of_the_user_paths",
     "syscall_preserves_gprs",

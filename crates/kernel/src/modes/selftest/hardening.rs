@@ -9,21 +9,16 @@
 //! save.
 
 use super::{check, wait_until, Context, Outcome, EVENT_TIMEOUT_TSC};
-use crate::arch::apic::SELF_IPI_VECTOR;
-use crate::arch::irqflags;
 use crate::arch::pks::{self, KeyRights, PksFault, PKRS_DEFAULT};
 use crate::arch::{apic, gdt, idt, memory, serial};
-use crate::debug::coverage;
-use crate::debug::symbols::function_range;
 use crate::entry::events::{self, expect_event, FrameEdit};
 use crate::entry::hooks;
-use crate::entry::{irq, paranoid};
+use crate::entry::paranoid;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use extregs_regs::PtRegs;
 
 use crate::arch::idt::{DEBUG_VECTOR, NMI_VECTOR};
 const INT3_VECTOR: u8 = 3;
-const GP_VECTOR: u8 = 13;
 /// RFLAGS.RF: suppresses an instruction breakpoint for one instruction.
 const X86_EFLAGS_RF: u64 = 1 << 16;
 /// The WRMSR opcode.
@@ -505,192 +500,5 @@ pub fn breakpoints_refused_where_entries_run(_: &Context) -> Outcome {
     }
     let ordinary = extregs_selftest_breakpoint_target as *const () as u64;
     check!(paranoid::breakpoint_refused(ordinary).is_none(), "ordinary code refused");
-    Outcome::Pass
-}
-
-/// NMIs (through the NMI-stub #DB gate) that hit the armed breakpoint.
-static BREAKPOINT_NMIS: AtomicU64 = AtomicU64::new(0);
-
-/// What a breakpoint NMI found wrong inside its handler (`WRONG_*` bits).
-static BREAKPOINT_WRONG: AtomicU64 = AtomicU64::new(0);
-/// The GS base in the handler was not this CPU's kernel area.
-const WRONG_KERNEL_GS: u64 = 1 << 0;
-/// PKRS and this CPU's PKRS cache disagreed in the handler.
-const WRONG_PKRS_CACHE: u64 = 1 << 1;
-/// TSS.RSP0 was not the top of the running task's stack.
-const WRONG_RSP0: u64 = 1 << 2;
-
-/// The NMI handler while a breakpoint walks an entry path: checks the
-/// kernel state the entry must have set up, whatever instruction it
-/// interrupted (the kernel's GS base, PKRS equal to its cache, TSS.RSP0 at
-/// the running task's stack top), counts, and sets RF so the breakpointed
-/// instruction runs once the NMI returns.
-fn breakpoint_nmi_hook(regs: &mut PtRegs, vector: u8) -> bool {
-    if vector != NMI_VECTOR {
-        return false;
-    }
-    let mut wrong = 0;
-    if x86_64::registers::model_specific::GsBase::read().as_u64() != gdt::kernel_gs_base() {
-        wrong |= WRONG_KERNEL_GS;
-    }
-    if pks::enabled() && pks::read_pkrs() != pks::cached_pkrs() {
-        wrong |= WRONG_PKRS_CACHE;
-    }
-    let task_stack_top = crate::sched::task::TASKS[crate::sched::current_slot()].stack().end;
-    if gdt::kernel_stack_top() != task_stack_top {
-        wrong |= WRONG_RSP0;
-    }
-    BREAKPOINT_WRONG.fetch_or(wrong, Ordering::Relaxed);
-    BREAKPOINT_NMIS.fetch_add(1, Ordering::Relaxed);
-    coverage::record(regs.ip);
-    regs.flags |= X86_EFLAGS_RF;
-    true
-}
-
-/// Arms an instruction breakpoint on every byte of `ranges` in turn (the
-/// #DB gate on the NMI stub) and runs `event` once per byte: where the
-/// byte starts an instruction the event's path runs into the breakpoint,
-/// and the real NMI entry interrupts it right there (up to `max_hits`
-/// times per event: a path the event takes more than once). `event` checks
-/// what came back; the handler checks the kernel state inside. Returns the
-/// number of instructions interrupted.
-pub(super) fn nmi_at_every_instruction(
-    name: &str,
-    ranges: &[core::ops::Range<u64>],
-    max_hits: u64,
-    mut event: impl FnMut() -> Result<(), &'static str>,
-) -> Result<u64, ()> {
-    let mut instructions = 0;
-    for address in ranges.iter().flat_map(|range| range.clone()) {
-        BREAKPOINT_NMIS.store(0, Ordering::Relaxed);
-        BREAKPOINT_WRONG.store(0, Ordering::Relaxed);
-        let outcome = hooks::with_event_hook(breakpoint_nmi_hook, || {
-            idt::with_debug_gate(idt::stub_address(NMI_VECTOR), Some(gdt::NMI_IST_INDEX), || {
-                paranoid::arm_execute_breakpoint(address);
-                let outcome = event();
-                paranoid::disarm_breakpoints();
-                outcome
-            })
-        });
-        paranoid::reset_debug_status();
-        let nmis = BREAKPOINT_NMIS.load(Ordering::Relaxed);
-        if let Err(why) = outcome {
-            println!("# {name}: breakpoint at {address:#x}: {why}");
-            return Err(());
-        }
-        if nmis > max_hits {
-            println!("# {name}: the breakpoint at {address:#x} fired {nmis} times");
-            return Err(());
-        }
-        let wrong = BREAKPOINT_WRONG.load(Ordering::Relaxed);
-        for (bit, what) in [
-            (WRONG_KERNEL_GS, "the GS base was not the kernel's"),
-            (WRONG_PKRS_CACHE, "PKRS and its cache disagreed"),
-            (WRONG_RSP0, "TSS.RSP0 was not the running task's stack top"),
-        ] {
-            if wrong & bit != 0 {
-                println!("# {name}: in the NMI at {address:#x}, {what}");
-            }
-        }
-        if wrong != 0 {
-            return Err(());
-        }
-        instructions += u64::from(nmis > 0);
-    }
-    let bytes: u64 = ranges.iter().map(|range| range.end - range.start).sum();
-    println!("# {name}: an NMI at each of its {instructions} instructions ({bytes} bytes walked)");
-    Ok(instructions)
-}
-
-/// A real NMI entry at **every** instruction of three entry paths, by an
-/// instruction breakpoint walked over them with the #DB gate on the NMI
-/// stub (a deterministic complement to the foreign-NMI storm, which only
-/// hits what chance gives it):
-///
-/// * the int3 path: its stub (push -1, PUSH_AND_CLEAR_REGS, the vector,
-///   the jmp) and the common tail (the extension reserved, the call,
-///   POP_REGS, iretq), with all 15 GPRs and the interrupted PKRS checked
-///   after every int3;
-/// * the #GP stub, which has a CPU error code;
-/// * a self-IPI's stub and the IRQ head (`extregs_irq_common`).
-pub fn nmi_at_every_instruction_of_the_entry_paths(context: &Context) -> Outcome {
-    let (common, irq_common) = extregs_entry_asm::common_paths();
-    let ranges = (
-        function_range(idt::stub_address(INT3_VECTOR)),
-        function_range(common),
-        function_range(idt::stub_address(GP_VECTOR)),
-        function_range(irq_common),
-    );
-    let (Some(int3_stub), Some(tail), Some(gp_stub), Some(irq_head)) = ranges else {
-        return Outcome::Skip("no symbol table for the entry stubs");
-    };
-    // The IRQ stubs are 8-byte slots (push the vector, jmp) without symbols.
-    let ipi_stub = idt::stub_address(SELF_IPI_VECTOR);
-    let ipi_stub = ipi_stub..ipi_stub + 8;
-    let interrupted_pkrs = context
-        .pkey_page
-        .map(|page| pks::with_key_rights(PKRS_DEFAULT, page.pkey, KeyRights::ReadWrite));
-    let input = super::gpr_patterns();
-    let int3_path = nmi_at_every_instruction("int3 path", &[int3_stub, tail], 1, || {
-        if let Some(value) = interrupted_pkrs {
-            // SAFETY: PKS is on; key 0 stays read/write.
-            unsafe { pks::write_pkrs(value) };
-        }
-        let (observed, output) = super::int3_with_gprs(&input, FrameEdit::None);
-        let live = interrupted_pkrs.map(|_| pks::read_pkrs());
-        if pks::enabled() {
-            // SAFETY: PKS is on; the default keeps key 0 read/write.
-            unsafe { pks::update_pkrs(PKRS_DEFAULT) };
-        }
-        match () {
-            _ if observed.is_none() => Err("the int3 was not handled"),
-            _ if output.gprs() != input.gprs() => Err("the GPRs did not come back"),
-            _ if live != interrupted_pkrs => Err("the interrupted PKRS did not come back"),
-            _ => Ok(()),
-        }
-    });
-    let gp_path = nmi_at_every_instruction("#GP stub", &[gp_stub], 1, || {
-        events::arm(FrameEdit::None);
-        expect_event!(
-            setup: ["movabsq $0x8000000000000000, %rcx"],
-            event: "movq (%rcx), %rcx",
-            out("rcx") _
-        );
-        match events::observed() {
-            Some(observed) if observed.vector == 13 && observed.regs.orig_ax == 0 => Ok(()),
-            Some(_) => Err("the #GP frame was wrong"),
-            None => Err("the #GP was not handled"),
-        }
-    });
-    let irq_path =
-        nmi_at_every_instruction("self-IPI stub and IRQ head", &[ipi_stub, irq_head], 1, || {
-            let before = irq::counts().self_ipi;
-            apic::send_self_ipi(SELF_IPI_VECTOR);
-            irqflags::local_irq_enable();
-            let arrived = wait_until(|| irq::counts().self_ipi != before, EVENT_TIMEOUT_TSC);
-            irqflags::local_irq_disable();
-            if arrived {
-                Ok(())
-            } else {
-                Err("the self-IPI never arrived")
-            }
-        });
-    let (Ok(int3_path), Ok(gp_path), Ok(irq_path)) = (int3_path, gp_path, irq_path) else {
-        return Outcome::Fail;
-    };
-    // Every instruction, exactly: the int3 stub is 34 (push -1, sub, 15
-    // stores, 15 clears, the vector, the jmp) and the tail 35 for a kernel
-    // frame (testb, jnz, the bad-IRET RIP check's lea, cmp and jne, the
-    // SWAPGS fence's lfence, ASM_CLAC's testb and jz, cld, sub, the
-    // recorded vector's lea and movw, lea, the tagged frame pointer's lea,
-    // call, add, testb, jnz, 15 loads, add,
-    // iretq; the SWAPGS of a user frame is jumped over), plus the CLAC
-    // itself with SMAP; the #GP stub has no push (33);
-    // the IRQ stub is 2 (push, jmp) and the IRQ head 34 (sub, 15 stores,
-    // 15 clears, two movs, the jmp). A change to the stubs changes these.
-    let tail = 35 + u64::from(crate::arch::uaccess::smap_enabled());
-    check!(int3_path == 34 + tail, "{int3_path} instructions of the int3 path interrupted");
-    check!(gp_path == 33, "{gp_path} instructions of the #GP stub interrupted");
-    check!(irq_path == 2 + 34, "{irq_path} instructions of the IRQ path interrupted");
     Outcome::Pass
 }

@@ -15,6 +15,7 @@ mod sched;
 mod smp;
 mod tlb;
 mod user;
+mod walk;
 
 use crate::arch::irqflags;
 use crate::arch::memory::PkeyPage;
@@ -93,7 +94,7 @@ const TESTS: &[(&str, Test)] = &[
     ("ist_stacks_have_guard_pages", hardening::ist_stacks_have_guard_pages),
     (
         "nmi_at_every_instruction_of_the_entry_paths",
-        hardening::nmi_at_every_instruction_of_the_entry_paths,
+        walk::nmi_at_every_instruction_of_the_entry_paths,
     ),
     ("pks_fault_callback_run_exception", pkeys::pks_fault_callback_run_exception),
     ("pkrs_cache_skips_wrmsr", pkeys::pkrs_cache_skips_wrmsr),
@@ -106,12 +107,16 @@ const TESTS: &[(&str, Test)] = &[
         sched::pkrs_of_preempted_frame_restored_on_resume,
     ),
     ("nmi_during_context_switch", sched::nmi_during_context_switch),
+    (
+        "nmi_at_every_instruction_of_the_context_switch",
+        walk::nmi_at_every_instruction_of_the_context_switch,
+    ),
     ("idle_task_irqs_record_exit_rcu", sched::idle_task_irqs_record_exit_rcu),
     // First of the user-mode tests: a broken way in or out is then the
     // walk's to report, at the instruction where it breaks.
     (
         "nmi_at_every_instruction_of_the_user_paths",
-        user::nmi_at_every_instruction_of_the_user_paths,
+        walk::nmi_at_every_instruction_of_the_user_paths,
     ),
     ("syscall_preserves_gprs", user::syscall_preserves_gprs),
     ("syscall_sysret_and_iret_paths", user::syscall_sysret_and_iret_paths),

@@ -7,10 +7,9 @@
 //! counted meanwhile. Every entry from user mode also runs `check_frame`,
 //! whose failures fail the whole run (frame_errors).
 
-use super::{check, hardening, observed_or_fail, Context, Outcome, PF_PRESENT};
+use super::{check, observed_or_fail, Context, Outcome, PF_PRESENT};
 use crate::arch::{gdt, idt, uaccess};
 use crate::debug::result;
-use crate::debug::symbols::function_range;
 use crate::entry::events::{self, expect_event, FrameEdit};
 use crate::entry::hooks;
 use crate::entry::{nmi, paranoid};
@@ -245,83 +244,6 @@ pub fn user_frames_sit_at_task_pt_regs(_: &Context) -> Outcome {
     let after = user::counts();
     check!(after.user_irqs > after_db.user_irqs, "no timer IRQ from user mode");
     check!(frame_errors() == errors, "a user frame failed the entry checks");
-    Outcome::Pass
-}
-
-/// A real NMI entry at every instruction of the ways in from user mode and
-/// out to it, driven by user tasks: the breakpoint walk of
-/// `nmi_at_every_instruction_of_the_entry_paths` over `entry_SYSCALL_64`
-/// (SWAPGS, the stack switch on the user's RSP, the frame, the call, and
-/// the SYSRET exit down to its SWAPGS and SYSRETQ) and over
-/// `extregs_return_to_user` (POP_REGS, SWAPGS, IRETQ). At each instruction
-/// the NMI's handler checks the kernel's GS base, PKRS against its cache
-/// and TSS.RSP0; then the task checks every GPR after its getpid and
-/// reads its PID through the user GS base (`gpr-check`), every entry from
-/// user mode checks its frame at `task_pt_regs` (frame_errors), and the
-/// task must run to its `exit(0)`.
-pub fn nmi_at_every_instruction_of_the_user_paths(_: &Context) -> Outcome {
-    let (return_to_user, _, _) = extregs_entry_asm::user_exit_addresses();
-    let ranges = (
-        function_range(extregs_entry_asm::syscall_entry_address()),
-        function_range(return_to_user),
-    );
-    let (Some(syscall_path), Some(iret_exit)) = ranges else {
-        return Outcome::Skip("no symbol table for the user entry and exit");
-    };
-    let errors = frame_errors();
-    let gpr_check_on_this_cpu = || {
-        let this_cpu = crate::arch::percpu::this_cpu();
-        let spawned =
-            user::spawn_on(format_args!("st-walk"), programs::GPR_CHECK, 0, 0, 1 << this_cpu);
-        let Ok(handle) = spawned else {
-            return Err("gpr-check could not be spawned");
-        };
-        match sched::wait(handle) {
-            0 => Ok(()),
-            _ => Err("gpr-check found a wrong register (or a wrong GS base) after its getpid"),
-        }
-    };
-    // The task's getpid and its exit both enter through entry_SYSCALL_64;
-    // the SYSRET exit runs for the getpid only.
-    let sysret_before = user::counts().sysret_exits;
-    let syscall_walk = hardening::nmi_at_every_instruction(
-        "SYSCALL entry and SYSRET exit",
-        core::slice::from_ref(&syscall_path),
-        2,
-        gpr_check_on_this_cpu,
-    );
-    let sysrets = user::counts().sysret_exits - sysret_before;
-    // The task's first entry to user mode leaves through the IRET exit; a
-    // timer IRQ from user mode may add another.
-    let iret_walk = hardening::nmi_at_every_instruction(
-        "IRET exit to user mode",
-        &[iret_exit],
-        4,
-        gpr_check_on_this_cpu,
-    );
-    let (Ok(syscall_instructions), Ok(iret_instructions)) = (syscall_walk, iret_walk) else {
-        return Outcome::Fail;
-    };
-    check!(frame_errors() == errors, "a user frame failed the entry checks during the walk");
-    check!(
-        sysrets >= syscall_path.end - syscall_path.start,
-        "{sysrets} SYSRET exits: a getpid left by IRET"
-    );
-    // Every instruction, exactly: entry_SYSCALL_64 is 68 (SWAPGS, the two
-    // RSP moves, the six pushes of the frame, PUSH_AND_CLEAR_REGS' 31, cld,
-    // CALL_EXTREGS_ENTRY's 6 (the extension reserved, the recorded vector,
-    // the frame argument, the tagged frame pointer, the call, the extension
-    // released), testb, jz, POP_REGS' 16, the RSP load, SWAPGS, SYSRETQ);
-    // extregs_return_to_user is 18 (POP_REGS' 16, SWAPGS, IRETQ). A change
-    // to them changes these.
-    check!(
-        syscall_instructions == 68,
-        "{syscall_instructions} instructions of entry_SYSCALL_64 interrupted"
-    );
-    check!(
-        iret_instructions == 18,
-        "{iret_instructions} instructions of the IRET exit interrupted"
-    );
     Outcome::Pass
 }
 

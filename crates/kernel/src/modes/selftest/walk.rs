@@ -1,0 +1,438 @@
+//! The breakpoint walks: a real NMI entry, and a real #DB entry, at every
+//! instruction of the ways in and out (the kernel-mode entry paths, the
+//! SYSCALL entry with its SYSRET exit, the IRET exit to user mode) and of
+//! the context switch.
+//!
+//! An instruction breakpoint (DR0) is armed on every byte of a path in
+//! turn, and an event that takes the path runs once per byte: where the
+//! byte starts an instruction, the breakpoint's #DB interrupts the path
+//! right there. For the NMI walk the #DB gate points at the NMI stub
+//! ([`idt::with_debug_gate`]), so what runs is the real NMI entry, which
+//! saves and restores everything a hardware NMI would make it save. At
+//! each instruction the handler checks the kernel state (GS base, PKRS
+//! and its cache, TSS.RSP0), and the event checks what came back.
+
+use super::{check, wait_until, Context, Outcome, EVENT_TIMEOUT_TSC};
+use crate::arch::apic::SELF_IPI_VECTOR;
+use crate::arch::idt::{DEBUG_VECTOR, NMI_VECTOR};
+use crate::arch::irqflags;
+use crate::arch::pks::{self, KeyRights, PKRS_DEFAULT};
+use crate::arch::{apic, gdt, idt};
+use crate::debug::coverage;
+use crate::debug::result;
+use crate::debug::symbols::function_range;
+use crate::entry::events::{self, expect_event, FrameEdit};
+use crate::entry::hooks;
+use crate::entry::{irq, paranoid};
+use crate::sched::{self, task::TASKS};
+use crate::user::{self, programs};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use extregs_regs::PtRegs;
+
+const INT3_VECTOR: u8 = 3;
+const GP_VECTOR: u8 = 13;
+/// RFLAGS.RF: suppresses an instruction breakpoint for one instruction.
+const X86_EFLAGS_RF: u64 = 1 << 16;
+
+/// The real entry a walk runs at each instruction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum WalkEntry {
+    /// The NMI entry: the #DB gate points at the NMI stub, on the NMI's
+    /// IST stack, for the walk.
+    Nmi,
+    /// The #DB entry itself (its own stub and IST stack).
+    Debug,
+}
+
+impl WalkEntry {
+    fn vector(self) -> u8 {
+        match self {
+            WalkEntry::Nmi => NMI_VECTOR,
+            WalkEntry::Debug => DEBUG_VECTOR,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            WalkEntry::Nmi => "an NMI",
+            WalkEntry::Debug => "a #DB",
+        }
+    }
+}
+
+/// The vector the walk's hook takes (its [`WalkEntry`]'s).
+static WALK_VECTOR: AtomicU8 = AtomicU8::new(NMI_VECTOR);
+/// Entries (of [`WALK_VECTOR`]) that hit the armed breakpoint.
+static WALK_HITS: AtomicU64 = AtomicU64::new(0);
+
+/// What a walk's entry found wrong inside its handler (`WRONG_*` bits).
+static WALK_WRONG: AtomicU64 = AtomicU64::new(0);
+/// The GS base in the handler was not this CPU's kernel area.
+const WRONG_KERNEL_GS: u64 = 1 << 0;
+/// PKRS and this CPU's PKRS cache disagreed in the handler.
+const WRONG_PKRS_CACHE: u64 = 1 << 1;
+/// TSS.RSP0 was not the top of the running task's stack.
+const WRONG_RSP0: u64 = 1 << 2;
+
+/// The handler while a breakpoint walks a path: checks the kernel state
+/// the entry must have set up, whatever instruction it interrupted (the
+/// kernel's GS base, PKRS equal to its cache, TSS.RSP0 at the running
+/// task's stack top), counts, records the coverage, and sets RF so the
+/// breakpointed instruction runs once the entry returns.
+fn walk_hook(regs: &mut PtRegs, vector: u8) -> bool {
+    if vector != WALK_VECTOR.load(Ordering::Relaxed) {
+        return false;
+    }
+    let mut wrong = 0;
+    if x86_64::registers::model_specific::GsBase::read().as_u64() != gdt::kernel_gs_base() {
+        wrong |= WRONG_KERNEL_GS;
+    }
+    if pks::enabled() && pks::read_pkrs() != pks::cached_pkrs() {
+        wrong |= WRONG_PKRS_CACHE;
+    }
+    let task_stack_top = TASKS[sched::current_slot()].stack().end;
+    if gdt::kernel_stack_top() != task_stack_top {
+        wrong |= WRONG_RSP0;
+    }
+    WALK_WRONG.fetch_or(wrong, Ordering::Relaxed);
+    WALK_HITS.fetch_add(1, Ordering::Relaxed);
+    coverage::record(regs.ip);
+    regs.flags |= X86_EFLAGS_RF;
+    true
+}
+
+/// Arms an instruction breakpoint on every byte of `ranges` in turn and
+/// runs `event` once per byte: where the byte starts an instruction the
+/// event's path runs into the breakpoint, and the real `entry` interrupts
+/// it right there (up to `max_hits` times per event: a path the event
+/// takes more than once). `event` checks what came back; the handler
+/// checks the kernel state inside. Returns the number of instructions
+/// interrupted.
+fn entry_at_every_instruction(
+    name: &str,
+    entry: WalkEntry,
+    ranges: &[core::ops::Range<u64>],
+    max_hits: u64,
+    mut event: impl FnMut() -> Result<(), &'static str>,
+) -> Result<u64, ()> {
+    WALK_VECTOR.store(entry.vector(), Ordering::Relaxed);
+    let mut instructions = 0;
+    for address in ranges.iter().flat_map(|range| range.clone()) {
+        WALK_HITS.store(0, Ordering::Relaxed);
+        WALK_WRONG.store(0, Ordering::Relaxed);
+        let mut armed_event = || {
+            paranoid::arm_execute_breakpoint(address);
+            let outcome = event();
+            paranoid::disarm_breakpoints();
+            outcome
+        };
+        let outcome = hooks::with_event_hook(walk_hook, || match entry {
+            WalkEntry::Nmi => idt::with_debug_gate(
+                idt::stub_address(NMI_VECTOR),
+                Some(gdt::NMI_IST_INDEX),
+                armed_event,
+            ),
+            WalkEntry::Debug => armed_event(),
+        });
+        paranoid::reset_debug_status();
+        let hits = WALK_HITS.load(Ordering::Relaxed);
+        if let Err(why) = outcome {
+            println!("# {name}: breakpoint at {address:#x}: {why}");
+            return Err(());
+        }
+        if hits > max_hits {
+            println!("# {name}: the breakpoint at {address:#x} fired {hits} times");
+            return Err(());
+        }
+        let wrong = WALK_WRONG.load(Ordering::Relaxed);
+        for (bit, what) in [
+            (WRONG_KERNEL_GS, "the GS base was not the kernel's"),
+            (WRONG_PKRS_CACHE, "PKRS and its cache disagreed"),
+            (WRONG_RSP0, "TSS.RSP0 was not the running task's stack top"),
+        ] {
+            if wrong & bit != 0 {
+                println!("# {name}: in {} at {address:#x}, {what}", entry.name());
+            }
+        }
+        if wrong != 0 {
+            return Err(());
+        }
+        instructions += u64::from(hits > 0);
+    }
+    let bytes: u64 = ranges.iter().map(|range| range.end - range.start).sum();
+    println!(
+        "# {name}: {} at each of its {instructions} instructions ({bytes} bytes walked)",
+        entry.name()
+    );
+    Ok(instructions)
+}
+
+/// A real NMI entry, and then a real #DB entry, at **every** instruction
+/// of three entry paths, by an instruction breakpoint walked over them
+/// (for the NMI, with the #DB gate on the NMI stub): a deterministic
+/// complement to the foreign-NMI storm, which only hits what chance gives
+/// it:
+///
+/// * the int3 path: its stub (push -1, PUSH_AND_CLEAR_REGS, the vector,
+///   the jmp) and the common tail (the extension reserved, the call,
+///   POP_REGS, iretq), with all 15 GPRs and the interrupted PKRS checked
+///   after every int3;
+/// * the #GP stub, which has a CPU error code;
+/// * a self-IPI's stub and the IRQ head (`extregs_irq_common`).
+pub fn nmi_at_every_instruction_of_the_entry_paths(context: &Context) -> Outcome {
+    let (common, irq_common) = extregs_entry_asm::common_paths();
+    let ranges = (
+        function_range(idt::stub_address(INT3_VECTOR)),
+        function_range(common),
+        function_range(idt::stub_address(GP_VECTOR)),
+        function_range(irq_common),
+    );
+    let (Some(int3_stub), Some(tail), Some(gp_stub), Some(irq_head)) = ranges else {
+        return Outcome::Skip("no symbol table for the entry stubs");
+    };
+    let interrupted_pkrs = context
+        .pkey_page
+        .map(|page| pks::with_key_rights(PKRS_DEFAULT, page.pkey, KeyRights::ReadWrite));
+    let input = super::gpr_patterns();
+    for entry in [WalkEntry::Nmi, WalkEntry::Debug] {
+        let outcome = walk_entry_paths(
+            entry,
+            [&int3_stub, &tail, &gp_stub, &irq_head],
+            interrupted_pkrs,
+            &input,
+        );
+        if !matches!(outcome, Outcome::Pass) {
+            return outcome;
+        }
+    }
+    Outcome::Pass
+}
+
+/// [`nmi_at_every_instruction_of_the_entry_paths`] with one entry.
+fn walk_entry_paths(
+    entry: WalkEntry,
+    [int3_stub, tail, gp_stub, irq_head]: [&core::ops::Range<u64>; 4],
+    interrupted_pkrs: Option<u32>,
+    input: &PtRegs,
+) -> Outcome {
+    // The IRQ stubs are 8-byte slots (push the vector, jmp) without symbols.
+    let ipi_stub = idt::stub_address(SELF_IPI_VECTOR);
+    let ipi_stub = ipi_stub..ipi_stub + 8;
+    let int3_path = entry_at_every_instruction(
+        "int3 path",
+        entry,
+        &[int3_stub.clone(), tail.clone()],
+        1,
+        || {
+            if let Some(value) = interrupted_pkrs {
+                // SAFETY: PKS is on; key 0 stays read/write.
+                unsafe { pks::write_pkrs(value) };
+            }
+            let (observed, output) = super::int3_with_gprs(input, FrameEdit::None);
+            let live = interrupted_pkrs.map(|_| pks::read_pkrs());
+            if pks::enabled() {
+                // SAFETY: PKS is on; the default keeps key 0 read/write.
+                unsafe { pks::update_pkrs(PKRS_DEFAULT) };
+            }
+            match () {
+                _ if observed.is_none() => Err("the int3 was not handled"),
+                _ if output.gprs() != input.gprs() => Err("the GPRs did not come back"),
+                _ if live != interrupted_pkrs => Err("the interrupted PKRS did not come back"),
+                _ => Ok(()),
+            }
+        },
+    );
+    let gp_path =
+        entry_at_every_instruction("#GP stub", entry, core::slice::from_ref(gp_stub), 1, || {
+            events::arm(FrameEdit::None);
+            expect_event!(
+                setup: ["movabsq $0x8000000000000000, %rcx"],
+                event: "movq (%rcx), %rcx",
+                out("rcx") _
+            );
+            match events::observed() {
+                Some(observed) if observed.vector == 13 && observed.regs.orig_ax == 0 => Ok(()),
+                Some(_) => Err("the #GP frame was wrong"),
+                None => Err("the #GP was not handled"),
+            }
+        });
+    let irq_path = entry_at_every_instruction(
+        "self-IPI stub and IRQ head",
+        entry,
+        &[ipi_stub, irq_head.clone()],
+        1,
+        || {
+            let before = irq::counts().self_ipi;
+            apic::send_self_ipi(SELF_IPI_VECTOR);
+            irqflags::local_irq_enable();
+            let arrived = wait_until(|| irq::counts().self_ipi != before, EVENT_TIMEOUT_TSC);
+            irqflags::local_irq_disable();
+            if arrived {
+                Ok(())
+            } else {
+                Err("the self-IPI never arrived")
+            }
+        },
+    );
+    let (Ok(int3_path), Ok(gp_path), Ok(irq_path)) = (int3_path, gp_path, irq_path) else {
+        return Outcome::Fail;
+    };
+    // Every instruction, exactly: the int3 stub is 34 (push -1, sub, 15
+    // stores, 15 clears, the vector, the jmp) and the tail 35 for a kernel
+    // frame (testb, jnz, the bad-IRET RIP check's lea, cmp and jne, the
+    // SWAPGS fence's lfence, ASM_CLAC's testb and jz, cld, sub, the
+    // recorded vector's lea and movw, lea, the tagged frame pointer's lea,
+    // call, add, testb, jnz, 15 loads, add,
+    // iretq; the SWAPGS of a user frame is jumped over), plus the CLAC
+    // itself with SMAP; the #GP stub has no push (33);
+    // the IRQ stub is 2 (push, jmp) and the IRQ head 34 (sub, 15 stores,
+    // 15 clears, two movs, the jmp). A change to the stubs changes these.
+    let tail = 35 + u64::from(crate::arch::uaccess::smap_enabled());
+    check!(int3_path == 34 + tail, "{int3_path} instructions of the int3 path interrupted");
+    check!(gp_path == 33, "{gp_path} instructions of the #GP stub interrupted");
+    check!(irq_path == 2 + 34, "{irq_path} instructions of the IRQ path interrupted");
+    Outcome::Pass
+}
+
+/// A real NMI entry, and then a real #DB entry, at every instruction of the
+/// ways in from user mode and out to it, driven by user tasks: the
+/// breakpoint walk of [`nmi_at_every_instruction_of_the_entry_paths`] over
+/// `entry_SYSCALL_64`
+/// (SWAPGS, the stack switch on the user's RSP, the frame, the call, and
+/// the SYSRET exit down to its SWAPGS and SYSRETQ) and over
+/// `extregs_return_to_user` (POP_REGS, SWAPGS, IRETQ). At each instruction
+/// the entry's handler checks the kernel's GS base, PKRS against its cache
+/// and TSS.RSP0; then the task checks every GPR after its getpid and
+/// reads its PID through the user GS base (`gpr-check`), every entry from
+/// user mode checks its frame at `task_pt_regs` (frame_errors), and the
+/// task must run to its `exit(0)`.
+pub fn nmi_at_every_instruction_of_the_user_paths(_: &Context) -> Outcome {
+    let (return_to_user, _, _) = extregs_entry_asm::user_exit_addresses();
+    let ranges = (
+        function_range(extregs_entry_asm::syscall_entry_address()),
+        function_range(return_to_user),
+    );
+    let (Some(syscall_path), Some(iret_exit)) = ranges else {
+        return Outcome::Skip("no symbol table for the user entry and exit");
+    };
+    for entry in [WalkEntry::Nmi, WalkEntry::Debug] {
+        let outcome = walk_user_paths(entry, &syscall_path, &iret_exit);
+        if !matches!(outcome, Outcome::Pass) {
+            return outcome;
+        }
+    }
+    Outcome::Pass
+}
+
+/// [`nmi_at_every_instruction_of_the_user_paths`] with one entry.
+fn walk_user_paths(
+    entry: WalkEntry,
+    syscall_path: &core::ops::Range<u64>,
+    iret_exit: &core::ops::Range<u64>,
+) -> Outcome {
+    let errors = result::frame_counts().1;
+    let gpr_check_on_this_cpu = || {
+        let this_cpu = crate::arch::percpu::this_cpu();
+        let spawned =
+            user::spawn_on(format_args!("st-walk"), programs::GPR_CHECK, 0, 0, 1 << this_cpu);
+        let Ok(handle) = spawned else {
+            return Err("gpr-check could not be spawned");
+        };
+        match sched::wait(handle) {
+            0 => Ok(()),
+            _ => Err("gpr-check found a wrong register (or a wrong GS base) after its getpid"),
+        }
+    };
+    // The task's getpid and its exit both enter through entry_SYSCALL_64;
+    // the SYSRET exit runs for the getpid only.
+    let sysret_before = user::counts().sysret_exits;
+    let syscall_walk = entry_at_every_instruction(
+        "SYSCALL entry and SYSRET exit",
+        entry,
+        core::slice::from_ref(syscall_path),
+        2,
+        gpr_check_on_this_cpu,
+    );
+    let sysrets = user::counts().sysret_exits - sysret_before;
+    // The task's first entry to user mode leaves through the IRET exit; a
+    // timer IRQ from user mode may add another.
+    let iret_walk = entry_at_every_instruction(
+        "IRET exit to user mode",
+        entry,
+        core::slice::from_ref(iret_exit),
+        4,
+        gpr_check_on_this_cpu,
+    );
+    let (Ok(syscall_instructions), Ok(iret_instructions)) = (syscall_walk, iret_walk) else {
+        return Outcome::Fail;
+    };
+    check!(
+        result::frame_counts().1 == errors,
+        "a user frame failed the entry checks during the walk"
+    );
+    check!(
+        sysrets >= syscall_path.end - syscall_path.start,
+        "{sysrets} SYSRET exits: a getpid left by IRET"
+    );
+    // Every instruction, exactly: entry_SYSCALL_64 is 68 (SWAPGS, the two
+    // RSP moves, the six pushes of the frame, PUSH_AND_CLEAR_REGS' 31, cld,
+    // CALL_EXTREGS_ENTRY's 6 (the extension reserved, the recorded vector,
+    // the frame argument, the tagged frame pointer, the call, the extension
+    // released), testb, jz, POP_REGS' 16, the RSP load, SWAPGS, SYSRETQ);
+    // extregs_return_to_user is 18 (POP_REGS' 16, SWAPGS, IRETQ). A change
+    // to them changes these.
+    check!(
+        syscall_instructions == 68,
+        "{syscall_instructions} instructions of entry_SYSCALL_64 interrupted"
+    );
+    check!(
+        iret_instructions == 18,
+        "{iret_instructions} instructions of the IRET exit interrupted"
+    );
+    Outcome::Pass
+}
+
+/// A real NMI entry, and then a real #DB entry, at every instruction of
+/// the context switch (`extregs_context_switch`: the callee-saved registers
+/// stored, prev's RSP saved, next's loaded, its registers loaded, `ret`).
+/// A kernel task on this CPU that returns at once drives it: init switches
+/// to it, and it switches away when it exits. The handler's TSS.RSP0 check
+/// is the point: the scheduler has set RSP0 to next's stack top, and named
+/// next the running task, before the switch's first instruction, so at
+/// every one of them RSP0 is the running task's (a user entry can't come
+/// in the switch, but an RSP0 that lags behind the task is one edit away
+/// from a user frame on another task's stack).
+pub fn nmi_at_every_instruction_of_the_context_switch(_: &Context) -> Outcome {
+    let Some(switch) =
+        function_range(extregs_entry_asm::extregs_context_switch as *const () as u64)
+    else {
+        return Outcome::Skip("no symbol table for the context switch");
+    };
+    let switch_to_a_task_and_back = || {
+        let Ok(handle) = sched::spawn(format_args!("st-walk-switch"), |_| {}, 0) else {
+            return Err("the task could not be spawned");
+        };
+        match sched::wait(handle) {
+            0 => Ok(()),
+            _ => Err("the task did not exit 0"),
+        }
+    };
+    for entry in [WalkEntry::Nmi, WalkEntry::Debug] {
+        // Into the task and out of it, and the idle task's switch between
+        // them when the task exits before init is woken.
+        let Ok(instructions) = entry_at_every_instruction(
+            "context switch",
+            entry,
+            core::slice::from_ref(&switch),
+            4,
+            switch_to_a_task_and_back,
+        ) else {
+            return Outcome::Fail;
+        };
+        // Every instruction, exactly: 17 (sub, the six stores of the
+        // callee-saved registers, the two RSP moves, the six loads, add,
+        // ret). A change to the switch changes this.
+        check!(instructions == 17, "{instructions} instructions of the context switch interrupted");
+    }
+    Outcome::Pass
+}
