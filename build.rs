@@ -46,8 +46,20 @@ fn keep_only_function_symbols(from: &Path, to: &Path, keep_list: &Path) {
     let mut functions: Vec<&str> = elf
         .symbols()
         .filter(|symbol| symbol.kind() == SymbolKind::Text)
-        .filter_map(|symbol| symbol.name().ok().filter(|name| !name.is_empty()))
+        .map(|symbol| {
+            symbol.name().unwrap_or_else(|error| {
+                panic!("{}: a function symbol's name: {error}", from.display())
+            })
+        })
+        .filter(|name| !name.is_empty())
         .collect();
+    // objcopy reads the list a name per line, with `#` starting a comment
+    // and blanks trimmed: a name it would misread would silently go.
+    if let Some(name) = functions.iter().find(|name| {
+        !name.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"_.$".contains(&byte))
+    }) {
+        panic!("{}: function symbol {name:?} can't go in objcopy's keep list", from.display());
+    }
     functions.sort_unstable();
     functions.dedup();
     assert!(!functions.is_empty(), "{} has no function symbols", from.display());

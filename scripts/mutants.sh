@@ -46,14 +46,16 @@ mutants=(
   "preemption-with-preempt-count-held|crates/entry/src/lib.rs|s/^    if P::preempt_count() == 0 \&\& P::need_resched() {$/    if P::need_resched() {/|preempt_disable_holds_off_preemption"
   "task-sp-saved-after-switch|crates/entry-asm/src/switch_64.S|/^\tmovq\t%rsp, THREAD_SP(%rdi)$/d; s/^\tmovq\tTHREAD_SP(%rsi), %rsp$/&\n\tmovq\t%rsp, THREAD_SP(%rdi)/|preemption_on_irq_exit"
   # User mode: SWAPGS, RSP0, the SYSRET check, CLAC.
-  "sysret-exit-without-swapgs|crates/entry-asm/src/entry_64.S|/^\tmovq\tIRET_FRAME_SP(%rsp), %rsp$/{n;d}|syscall_preserves_gprs"
+  "sysret-exit-without-swapgs|crates/entry-asm/src/entry_64.S|/^\tmovq\tIRET_FRAME_SP(%rsp), %rsp$/{n;d}|nmi_at_every_instruction_of_the_user_paths"
   "rsp0-not-switched|crates/kernel/src/sched/switch.rs|s/^    unsafe { crate::arch::gdt::set_kernel_stack_top(next_task.stack_top.load(Ordering::Relaxed)) };$/    let _ = next_task;/|syscall_preserves_gprs"
   "sysret-to-non-canonical-rcx|crates/kernel/src/user/syscall.rs|/^        && regs.ip < TASK_SIZE_MAX$/d|syscall_sysret_and_iret_paths"
   "entry-keeps-user-access|crates/entry-asm/src/entry_64.S|/^\tclac$/d|smap_stops_kernel_access_to_user_memory"
   "nmi-in-user-nmi-not-latched|crates/kernel/src/entry/nmi.rs|s/^    USER_NMI_STATE.this().store(USER_NMI_LATCHED, Ordering::SeqCst);\$/    return false;/|user_frames_sit_at_task_pt_regs"
-  # The NMI walk of the user paths: what only an NMI at one instruction of
-  # them, or the first syscall after them, can tell.
-  "sysret-exit-swapgs-one-later|crates/entry-asm/src/entry_64.S|/^\tmovq\tIRET_FRAME_SP(%rsp), %rsp$/{n;d}; /^extregs_syscall_sysretq:$/{n;s/$/\n\tswapgs/}|nmi_at_every_instruction_of_the_user_paths"
+  # The breakpoint walks (walk.rs): what only an entry at one instruction
+  # of the user paths or of the context switch can tell. (SWAPGS moved one
+  # instruction later on the SYSRET exit is past SYSRETQ, where it never
+  # runs: sysret-exit-without-swapgs above, which the user-path walk, the
+  # first user-mode test, catches.)
   "paranoid-gs-inverted-at-sysretq|crates/entry-asm/src/entry_64.S|s/^\tje\t.Lparanoid_gs_kernel_\\\\@$/&\n\tleaq\textregs_syscall_sysretq(%rip), %rcx\n\tcmpq\t%rcx, PTREGS_IP(%rsp)\n\tje\t.Lparanoid_gs_kernel_\\\\@/|nmi_at_every_instruction_of_the_user_paths"
   "rsp0-written-after-the-stack-switch|crates/kernel/src/sched/switch.rs|s/^    unsafe { crate::arch::gdt::set_kernel_stack_top(next_task.stack_top.load(Ordering::Relaxed)) };$/    let _ = next_task;/; s/^pub(super) fn finish_task_switch() {$/&\n    unsafe { crate::arch::gdt::set_kernel_stack_top(TASKS[CURRENT.this().load(Ordering::Relaxed)].stack_top.load(Ordering::Relaxed)) };/|nmi_at_every_instruction_of_the_context_switch"
   # Call traces: the vector an <IRQ> section is told by.

@@ -29,9 +29,10 @@ struct FpuSlot(UnsafeCell<FxState>);
 unsafe impl Sync for FpuSlot {}
 
 /// Every task's saved x87/SSE area. All zero at boot (.bss, not 36 KB of
-/// the kernel file): no area is read before [`reset`] puts the reset image
-/// in it, which every task's slot gets before the task runs, and only a
-/// user-FPU task's switch-out writes or its switch-in reads one.
+/// the kernel file): only a user-FPU task's switch-out writes or its
+/// switch-in reads one, and only a spawned task becomes one, whose slot
+/// [`reset`] has filled with the reset image (init and the idle tasks
+/// never do; an all-zero area would be a valid FXRSTOR image anyway).
 static FPU_STATES: [FpuSlot; MAX_TASKS] =
     [const { FpuSlot(UnsafeCell::new(FxState::zeroed())) }; MAX_TASKS];
 

@@ -62,36 +62,51 @@ impl WalkEntry {
 
 /// The vector the walk's hook takes (its [`WalkEntry`]'s).
 static WALK_VECTOR: AtomicU8 = AtomicU8::new(NMI_VECTOR);
+/// The kernel GS area of the CPU the breakpoint is armed on, as the walk
+/// read it before arming (the handler must not find it through GS, the
+/// very thing it checks).
+static WALK_KERNEL_GS: AtomicU64 = AtomicU64::new(0);
 /// Entries (of [`WALK_VECTOR`]) that hit the armed breakpoint.
 static WALK_HITS: AtomicU64 = AtomicU64::new(0);
 
 /// What a walk's entry found wrong inside its handler (`WRONG_*` bits).
 static WALK_WRONG: AtomicU64 = AtomicU64::new(0);
-/// The GS base in the handler was not this CPU's kernel area.
+/// The GS base in the handler was not the walking CPU's kernel area, or
+/// the swapped-out base (KERNEL_GS_BASE) was.
 const WRONG_KERNEL_GS: u64 = 1 << 0;
 /// PKRS and this CPU's PKRS cache disagreed in the handler.
 const WRONG_PKRS_CACHE: u64 = 1 << 1;
-/// TSS.RSP0 was not the top of the running task's stack.
+/// TSS.RSP0, or its per-CPU copy that the SYSCALL entry and the IST
+/// entries from user mode load, was not the top of the running task's
+/// stack.
 const WRONG_RSP0: u64 = 1 << 2;
 
 /// The handler while a breakpoint walks a path: checks the kernel state
 /// the entry must have set up, whatever instruction it interrupted (the
-/// kernel's GS base, PKRS equal to its cache, TSS.RSP0 at the running
-/// task's stack top), counts, records the coverage, and sets RF so the
-/// breakpointed instruction runs once the entry returns.
+/// kernel's GS base and not the user's, PKRS equal to its cache, TSS.RSP0
+/// and its per-CPU copy at the running task's stack top), counts, records
+/// the coverage, and sets RF so the breakpointed instruction runs once the
+/// entry returns. A GS base that is a user page usually faults before this
+/// runs (the Rust entry reads GS first, and SMAP stops it): the check is
+/// the backstop for one that points at kernel memory.
 fn walk_hook(regs: &mut PtRegs, vector: u8) -> bool {
     if vector != WALK_VECTOR.load(Ordering::Relaxed) {
         return false;
     }
     let mut wrong = 0;
-    if x86_64::registers::model_specific::GsBase::read().as_u64() != gdt::kernel_gs_base() {
+    let kernel_gs = WALK_KERNEL_GS.load(Ordering::Relaxed);
+    if x86_64::registers::model_specific::GsBase::read().as_u64() != kernel_gs
+        || x86_64::registers::model_specific::KernelGsBase::read().as_u64() == kernel_gs
+    {
         wrong |= WRONG_KERNEL_GS;
     }
     if pks::enabled() && pks::read_pkrs() != pks::cached_pkrs() {
         wrong |= WRONG_PKRS_CACHE;
     }
     let task_stack_top = TASKS[sched::current_slot()].stack().end;
-    if gdt::kernel_stack_top() != task_stack_top {
+    if gdt::kernel_stack_top() != task_stack_top
+        || extregs_entry_asm::top_of_stack() != task_stack_top
+    {
         wrong |= WRONG_RSP0;
     }
     WALK_WRONG.fetch_or(wrong, Ordering::Relaxed);
@@ -116,6 +131,11 @@ fn entry_at_every_instruction(
     mut event: impl FnMut() -> Result<(), &'static str>,
 ) -> Result<u64, ()> {
     WALK_VECTOR.store(entry.vector(), Ordering::Relaxed);
+    // The breakpoint is this CPU's (DR0 and DR7 are per CPU): the walking
+    // task and the event's tasks stay here (init is the boot CPU's; the
+    // event pins what it spawns), which the end checks.
+    let walking_cpu = crate::arch::percpu::this_cpu();
+    WALK_KERNEL_GS.store(gdt::kernel_gs_base(), Ordering::Relaxed);
     let mut instructions = 0;
     for address in ranges.iter().flat_map(|range| range.clone()) {
         WALK_HITS.store(0, Ordering::Relaxed);
@@ -135,6 +155,7 @@ fn entry_at_every_instruction(
             WalkEntry::Debug => armed_event(),
         });
         paranoid::reset_debug_status();
+        assert_eq!(crate::arch::percpu::this_cpu(), walking_cpu, "{name}: the walk moved CPUs");
         let hits = WALK_HITS.load(Ordering::Relaxed);
         if let Err(why) = outcome {
             println!("# {name}: breakpoint at {address:#x}: {why}");
@@ -287,7 +308,10 @@ fn walk_entry_paths(
     // itself with SMAP; the #GP stub has no push (33);
     // the IRQ stub is 2 (push, jmp) and the IRQ head 34 (sub, 15 stores,
     // 15 clears, two movs, the jmp). A change to the stubs changes these.
-    let tail = 35 + u64::from(crate::arch::uaccess::smap_enabled());
+    // A fault-injection build adds POP_REGS' test of its flag (cmpb, jne)
+    // and the exit's clearing of it (movb).
+    let fault_injection = if cfg!(fault_injection) { 3 } else { 0 };
+    let tail = 35 + u64::from(crate::arch::uaccess::smap_enabled()) + fault_injection;
     check!(int3_path == 34 + tail, "{int3_path} instructions of the int3 path interrupted");
     check!(gp_path == 33, "{gp_path} instructions of the #GP stub interrupted");
     check!(irq_path == 2 + 34, "{irq_path} instructions of the IRQ path interrupted");
@@ -354,13 +378,14 @@ fn walk_user_paths(
         gpr_check_on_this_cpu,
     );
     let sysrets = user::counts().sysret_exits - sysret_before;
-    // The task's first entry to user mode leaves through the IRET exit; a
-    // timer IRQ from user mode may add another.
+    // The task's first entry to user mode leaves through the IRET exit (the
+    // tick is stopped; an IRQ from user mode, a reschedule IPI say, would
+    // add one).
     let iret_walk = entry_at_every_instruction(
         "IRET exit to user mode",
         entry,
         core::slice::from_ref(iret_exit),
-        4,
+        2,
         gpr_check_on_this_cpu,
     );
     let (Ok(syscall_instructions), Ok(iret_instructions)) = (syscall_walk, iret_walk) else {
@@ -381,12 +406,15 @@ fn walk_user_paths(
     // released), testb, jz, POP_REGS' 16, the RSP load, SWAPGS, SYSRETQ);
     // extregs_return_to_user is 18 (POP_REGS' 16, SWAPGS, IRETQ). A change
     // to them changes these.
+    // A fault-injection build adds POP_REGS' test of its flag (cmpb, jne)
+    // and each exit's clearing of it (movb).
+    let fault_injection = if cfg!(fault_injection) { 3 } else { 0 };
     check!(
-        syscall_instructions == 68,
+        syscall_instructions == 68 + fault_injection,
         "{syscall_instructions} instructions of entry_SYSCALL_64 interrupted"
     );
     check!(
-        iret_instructions == 18,
+        iret_instructions == 18 + fault_injection,
         "{iret_instructions} instructions of the IRET exit interrupted"
     );
     Outcome::Pass
@@ -418,13 +446,13 @@ pub fn nmi_at_every_instruction_of_the_context_switch(_: &Context) -> Outcome {
         }
     };
     for entry in [WalkEntry::Nmi, WalkEntry::Debug] {
-        // Into the task and out of it, and the idle task's switch between
-        // them when the task exits before init is woken.
+        // Into the task, and out of it to init (its exit wakes init before
+        // it switches away).
         let Ok(instructions) = entry_at_every_instruction(
             "context switch",
             entry,
             core::slice::from_ref(&switch),
-            4,
+            2,
             switch_to_a_task_and_back,
         ) else {
             return Outcome::Fail;
