@@ -40,6 +40,7 @@ const REQUIRED_SELFTESTS: &[&str] = &[
     "console_from_paranoid_handler",
     "ist_stacks_have_guard_pages",
     "nmi_at_every_instruction_of_the_entry_paths",
+    "debug_at_every_instruction_of_the_nmi_entry",
     "pks_fault_callback_run_exception",
     "pkrs_cache_skips_wrmsr",
     "pks_kvm_unit_tests_matrix",

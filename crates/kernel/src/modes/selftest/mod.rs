@@ -96,6 +96,10 @@ const TESTS: &[(&str, Test)] = &[
         "nmi_at_every_instruction_of_the_entry_paths",
         walk::nmi_at_every_instruction_of_the_entry_paths,
     ),
+    (
+        "debug_at_every_instruction_of_the_nmi_entry",
+        walk::debug_at_every_instruction_of_the_nmi_entry,
+    ),
     ("pks_fault_callback_run_exception", pkeys::pks_fault_callback_run_exception),
     ("pkrs_cache_skips_wrmsr", pkeys::pkrs_cache_skips_wrmsr),
     ("pks_kvm_unit_tests_matrix", pkeys::pks_kvm_unit_tests_matrix),

@@ -23,7 +23,7 @@ use crate::debug::result;
 use crate::debug::symbols::function_range;
 use crate::entry::events::{self, expect_event, FrameEdit};
 use crate::entry::hooks;
-use crate::entry::{irq, paranoid};
+use crate::entry::{irq, nmi, paranoid};
 use crate::sched::{self, task::TASKS};
 use crate::user::{self, programs};
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -462,5 +462,56 @@ pub fn nmi_at_every_instruction_of_the_context_switch(_: &Context) -> Outcome {
         // ret). A change to the switch changes this.
         check!(instructions == 17, "{instructions} instructions of the context switch interrupted");
     }
+    Outcome::Pass
+}
+
+/// A real #DB entry at every instruction the outermost NMI runs, from the
+/// NMI stub's first instruction to its final IRETQ: the nesting-state
+/// test, the exit-window test, the frame copy, the paranoid GS decision,
+/// the call, POP_REGS, the state's decrement and the exit window. A
+/// self-NMI from init drives it. The #DB runs on its own IST stack, so
+/// the NMI's landing frame and its copy are untouched; its IRETQ unblocks
+/// NMIs while the NMI runs, which is safe only because no other NMI comes
+/// meanwhile (none is sent; don't run this under an outside NMI storm).
+/// An NMI at these instructions is a nested NMI, a different walk: the
+/// nested, repeat and take-over branches are not taken here.
+pub fn debug_at_every_instruction_of_the_nmi_entry(_: &Context) -> Outcome {
+    let Some(nmi_entry) = function_range(idt::stub_address(NMI_VECTOR)) else {
+        return Outcome::Skip("no symbol table for the NMI entry");
+    };
+    let self_nmi = || {
+        let before = nmi::count_this_cpu();
+        apic::send_self_nmi();
+        if wait_until(|| nmi::count_this_cpu() != before, EVENT_TIMEOUT_TSC) {
+            Ok(())
+        } else {
+            Err("the self-NMI was not handled")
+        }
+    };
+    let Ok(instructions) = entry_at_every_instruction(
+        "outermost NMI",
+        WalkEntry::Debug,
+        core::slice::from_ref(&nmi_entry),
+        1,
+        self_nmi,
+    ) else {
+        return Outcome::Fail;
+    };
+    // Every instruction the outermost NMI runs, exactly: 96 plus the CLAC
+    // with SMAP. The kernel-mode test and the nesting test (testb, jnz,
+    // pushq, cmpb, jne), the exit-window test up to the jb taken (leaq,
+    // cmpq, jb), the five-word frame copy (10 movs), popq and leaq, the
+    // RUNNING mark and orig_ax (movb, pushq), PUSH_AND_CLEAR_REGS' 31,
+    // PARANOID_GS_ENTER's 11 (its SWAPGS and movl jumped over), ASM_CLAC's
+    // testb and jz, cld, the vector, CALL_EXTREGS_ENTRY's 7 (with the
+    // vector from %esi), PARANOID_GS_EXIT's testl and jz, POP_REGS' 16, the
+    // decb, the jnz and IRETQ. A fault-injection build adds the reuse
+    // fault's cmpb and jne and POP_REGS' cmpb and jne.
+    let fault_injection = if cfg!(fault_injection) { 4 } else { 0 };
+    let expected = 96 + u64::from(crate::arch::uaccess::smap_enabled()) + fault_injection;
+    check!(
+        instructions == expected,
+        "{instructions} instructions of the outermost NMI interrupted"
+    );
     Outcome::Pass
 }
