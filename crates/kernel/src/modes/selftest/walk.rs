@@ -29,8 +29,11 @@ use crate::user::{self, programs};
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use extregs_regs::PtRegs;
 
+const DIVIDE_ERROR_VECTOR: u8 = 0;
 const INT3_VECTOR: u8 = 3;
+const INVALID_OPCODE_VECTOR: u8 = 6;
 const GP_VECTOR: u8 = 13;
+const PAGE_FAULT_VECTOR: u8 = 14;
 /// RFLAGS.RF: suppresses an instruction breakpoint for one instruction.
 const X86_EFLAGS_RF: u64 = 1 << 16;
 
@@ -199,7 +202,9 @@ fn entry_at_every_instruction(
 ///   POP_REGS, iretq), with all 15 GPRs and the interrupted PKRS checked
 ///   after every int3;
 /// * the #GP stub, which has a CPU error code;
-/// * a self-IPI's stub and the IRQ head (`extregs_irq_common`).
+/// * a self-IPI's stub and the IRQ head (`extregs_irq_common`);
+/// * the #DE and #UD stubs, and the #PF stub (a PKS fault, so only with
+///   PKS), the other faults the kernel raises.
 pub fn nmi_at_every_instruction_of_the_entry_paths(context: &Context) -> Outcome {
     let (common, irq_common) = extregs_entry_asm::common_paths();
     let ranges = (
@@ -225,7 +230,83 @@ pub fn nmi_at_every_instruction_of_the_entry_paths(context: &Context) -> Outcome
         if !matches!(outcome, Outcome::Pass) {
             return outcome;
         }
+        let outcome = walk_fault_stubs(entry, context);
+        if !matches!(outcome, Outcome::Pass) {
+            return outcome;
+        }
     }
+    Outcome::Pass
+}
+
+/// The #DE, #UD and #PF stubs walked with `entry`, each with the fault it
+/// stands for raised and fixed up at every step (the #PF as a read of the
+/// PKS test page, whose key the default PKRS access-disables).
+fn walk_fault_stubs(entry: WalkEntry, context: &Context) -> Outcome {
+    let stub = |vector: u8| function_range(idt::stub_address(vector));
+    let (Some(divide_error), Some(invalid_op), Some(page_fault)) =
+        (stub(DIVIDE_ERROR_VECTOR), stub(INVALID_OPCODE_VECTOR), stub(PAGE_FAULT_VECTOR))
+    else {
+        return Outcome::Skip("no symbol table for the fault stubs");
+    };
+    let observed_vector = |vector: u8| match events::observed() {
+        Some(observed) if u64::from(observed.vector) == u64::from(vector) => Ok(()),
+        Some(_) => Err("another vector was observed"),
+        None => Err("the fault was not handled"),
+    };
+    let divide_path = entry_at_every_instruction(
+        "#DE stub",
+        entry,
+        core::slice::from_ref(&divide_error),
+        1,
+        || {
+            events::arm(FrameEdit::None);
+            expect_event!(
+                setup: ["xorl %edx, %edx", "movl $1, %eax", "xorl %ecx, %ecx"],
+                event: "divl %ecx",
+                out("rdx") _, out("rcx") _
+            );
+            observed_vector(DIVIDE_ERROR_VECTOR)
+        },
+    );
+    let invalid_op_path = entry_at_every_instruction(
+        "#UD stub",
+        entry,
+        core::slice::from_ref(&invalid_op),
+        1,
+        || {
+            events::arm(FrameEdit::None);
+            expect_event!(setup: [], event: "ud2");
+            observed_vector(INVALID_OPCODE_VECTOR)
+        },
+    );
+    let (Ok(divide_path), Ok(invalid_op_path)) = (divide_path, invalid_op_path) else {
+        return Outcome::Fail;
+    };
+    // The same IDTENTRY as the int3 stub: 34 each.
+    check!(divide_path == 34, "{divide_path} instructions of the #DE stub interrupted");
+    check!(invalid_op_path == 34, "{invalid_op_path} instructions of the #UD stub interrupted");
+    let Some(page) = context.pkey_page else {
+        return Outcome::Pass;
+    };
+    let Ok(page_fault_path) = entry_at_every_instruction(
+        "#PF stub",
+        entry,
+        core::slice::from_ref(&page_fault),
+        1,
+        || {
+            events::arm(FrameEdit::None);
+            expect_event!(
+                setup: [],
+                event: "movq ({address}), %rcx",
+                address = in(reg) page.address.as_u64(), out("rcx") _
+            );
+            observed_vector(PAGE_FAULT_VECTOR)
+        },
+    ) else {
+        return Outcome::Fail;
+    };
+    // An error-code stub, as the #GP one: 33.
+    check!(page_fault_path == 33, "{page_fault_path} instructions of the #PF stub interrupted");
     Outcome::Pass
 }
 
