@@ -14,7 +14,10 @@
 
 use super::{check, wait_until, Context, Outcome, EVENT_TIMEOUT_TSC};
 use crate::arch::apic::SELF_IPI_VECTOR;
-use crate::arch::idt::{DEBUG_VECTOR, NMI_VECTOR};
+use crate::arch::idt::{
+    BREAKPOINT_VECTOR as INT3_VECTOR, DEBUG_VECTOR, GENERAL_PROTECTION_VECTOR as GP_VECTOR,
+    INVALID_OPCODE_VECTOR, NMI_VECTOR, PAGE_FAULT_VECTOR,
+};
 use crate::arch::irqflags;
 use crate::arch::pks::{self, KeyRights, PKRS_DEFAULT};
 use crate::arch::{apic, gdt, idt};
@@ -29,11 +32,8 @@ use crate::user::{self, programs};
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use extregs_regs::PtRegs;
 
+/// #DE (the IDT module names the other vectors walked here).
 const DIVIDE_ERROR_VECTOR: u8 = 0;
-const INT3_VECTOR: u8 = 3;
-const INVALID_OPCODE_VECTOR: u8 = 6;
-const GP_VECTOR: u8 = 13;
-const PAGE_FAULT_VECTOR: u8 = 14;
 /// RFLAGS.RF: suppresses an instruction breakpoint for one instruction.
 const X86_EFLAGS_RF: u64 = 1 << 16;
 
