@@ -248,37 +248,16 @@ fn walk_fault_stubs(entry: WalkEntry, context: &Context) -> Outcome {
     else {
         return Outcome::Skip("no symbol table for the fault stubs");
     };
-    let observed_vector = |vector: u8| match events::observed() {
-        Some(observed) if u64::from(observed.vector) == u64::from(vector) => Ok(()),
-        Some(_) => Err("another vector was observed"),
-        None => Err("the fault was not handled"),
-    };
-    let divide_path = entry_at_every_instruction(
-        "#DE stub",
-        entry,
-        core::slice::from_ref(&divide_error),
-        1,
-        || {
-            events::arm(FrameEdit::None);
-            expect_event!(
-                setup: ["xorl %edx, %edx", "movl $1, %eax", "xorl %ecx, %ecx"],
-                event: "divl %ecx",
-                out("rdx") _, out("rcx") _
-            );
-            observed_vector(DIVIDE_ERROR_VECTOR)
-        },
-    );
-    let invalid_op_path = entry_at_every_instruction(
-        "#UD stub",
-        entry,
-        core::slice::from_ref(&invalid_op),
-        1,
-        || {
-            events::arm(FrameEdit::None);
-            expect_event!(setup: [], event: "ud2");
-            observed_vector(INVALID_OPCODE_VECTOR)
-        },
-    );
+    let divide_path = walk_fault("#DE stub", entry, &divide_error, DIVIDE_ERROR_VECTOR, || {
+        expect_event!(
+            setup: ["xorl %edx, %edx", "movl $1, %eax", "xorl %ecx, %ecx"],
+            event: "divl %ecx",
+            out("rdx") _, out("rcx") _
+        );
+    });
+    let invalid_op_path = walk_fault("#UD stub", entry, &invalid_op, INVALID_OPCODE_VECTOR, || {
+        expect_event!(setup: [], event: "ud2");
+    });
     let (Ok(divide_path), Ok(invalid_op_path)) = (divide_path, invalid_op_path) else {
         return Outcome::Fail;
     };
@@ -288,26 +267,38 @@ fn walk_fault_stubs(entry: WalkEntry, context: &Context) -> Outcome {
     let Some(page) = context.pkey_page else {
         return Outcome::Pass;
     };
-    let Ok(page_fault_path) = entry_at_every_instruction(
-        "#PF stub",
-        entry,
-        core::slice::from_ref(&page_fault),
-        1,
-        || {
-            events::arm(FrameEdit::None);
-            expect_event!(
-                setup: [],
-                event: "movq ({address}), %rcx",
-                address = in(reg) page.address.as_u64(), out("rcx") _
-            );
-            observed_vector(PAGE_FAULT_VECTOR)
-        },
-    ) else {
+    let Ok(page_fault_path) = walk_fault("#PF stub", entry, &page_fault, PAGE_FAULT_VECTOR, || {
+        expect_event!(
+            setup: [],
+            event: "movq ({address}), %rcx",
+            address = in(reg) page.address.as_u64(), out("rcx") _
+        );
+    }) else {
         return Outcome::Fail;
     };
     // An error-code stub, as the #GP one: 33.
     check!(page_fault_path == 33, "{page_fault_path} instructions of the #PF stub interrupted");
     Outcome::Pass
+}
+
+/// One fault stub walked with `entry`: at every step `raise` takes the
+/// fault (armed to be fixed up), and the handler must have seen `vector`.
+fn walk_fault(
+    name: &str,
+    entry: WalkEntry,
+    stub: &core::ops::Range<u64>,
+    vector: u8,
+    mut raise: impl FnMut(),
+) -> Result<u64, ()> {
+    entry_at_every_instruction(name, entry, core::slice::from_ref(stub), 1, || {
+        events::arm(FrameEdit::None);
+        raise();
+        match events::observed() {
+            Some(observed) if observed.vector == vector => Ok(()),
+            Some(_) => Err("another vector was observed"),
+            None => Err("the fault was not handled"),
+        }
+    })
 }
 
 /// [`nmi_at_every_instruction_of_the_entry_paths`] with one entry.
