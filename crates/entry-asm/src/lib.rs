@@ -142,6 +142,12 @@ pub fn compat_syscall_entry_address() -> u64 {
     (&raw const entry_SYSCALL32_ignore) as u64
 }
 
+/// The address of `extregs_enter_user_mode`, a user task's first way out
+/// to user mode (for the breakpoint walks).
+pub fn enter_user_mode_address() -> u64 {
+    extregs_enter_user_mode as *const () as u64
+}
+
 /// The user-mode exits: (`extregs_return_to_user`, its IRETQ, the SYSRETQ
 /// of entry_SYSCALL_64). For tests and for show_regs.
 pub fn user_exit_addresses() -> (u64, u64, u64) {

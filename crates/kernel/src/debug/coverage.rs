@@ -42,12 +42,61 @@ pub fn hit_count() -> u64 {
     (0..WORDS).map(|index| u64::from(union_word(index).count_ones())).sum()
 }
 
-/// Prints `COVERAGE_HIT off,off,…`: the entry-text offsets a foreign
-/// event interrupted on any CPU, for the runner, which decodes the kernel
-/// ELF's entry text into instructions and reports hit/total and the points
-/// never hit; then, with more than one CPU online, `COVERAGE_HIT_CPU k
-/// off,…` for each CPU k.
+/// The exception vectors something in this kernel raises, and who:
+/// #DE, #UD, #GP and #PF (the fuzzer, the selftests, `mode=oops`), #DB
+/// (breakpoints and single steps), the NMI (QMP, IPIs, the self-NMI), #BP
+/// (int3), #DF (`cause=stack-overflow`) and #MC (`cause=machine-check`).
+/// Every external vector (32–255) is raised as well: the selftest
+/// `irq_stubs_report_their_vectors` sends a self-IPI on each one without
+/// a handler, and the others are the APIC's own. The stubs of the other
+/// exceptions (#OF, #BR, #NM, #TS, #NP, #SS, #MF, #AC, #XM, the reserved
+/// and virtualisation vectors), and the compat SYSCALL entry, are on no
+/// path anything here takes.
+pub const RAISED_EXCEPTIONS: [u8; 9] = [
+    0,
+    crate::arch::idt::DEBUG_VECTOR,
+    extregs_regs::NMI_VECTOR,
+    crate::arch::idt::BREAKPOINT_VECTOR,
+    crate::arch::idt::INVALID_OPCODE_VECTOR,
+    crate::arch::idt::DOUBLE_FAULT_VECTOR,
+    crate::arch::idt::GENERAL_PROTECTION_VECTOR,
+    crate::arch::idt::PAGE_FAULT_VECTOR,
+    crate::arch::idt::MACHINE_CHECK_VECTOR,
+];
+
+/// Prints `COVERAGE_NOT_RAISED start-end,…`: the entry-text offset ranges
+/// of the stubs of exceptions nothing raises ([`RAISED_EXCEPTIONS`]) and of
+/// the compat SYSCALL entry, for the runner, which reports them apart
+/// from the reachable instructions (and flags a hit in one as a wrong
+/// claim). Nothing is printed for a stub without a symbol.
+fn print_not_raised() {
+    let text = extregs_entry_asm::entry_text_range();
+    let not_raised = (0..extregs_regs::FIRST_EXTERNAL_VECTOR)
+        .filter(|vector| !RAISED_EXCEPTIONS.contains(vector))
+        .map(crate::arch::idt::stub_address)
+        .chain([extregs_entry_asm::compat_syscall_entry_address()]);
+    print!("COVERAGE_NOT_RAISED ");
+    let mut first = true;
+    for range in not_raised.filter_map(crate::debug::symbols::function_range) {
+        print!(
+            "{}{:x}-{:x}",
+            if first { "" } else { "," },
+            range.start - text.start,
+            range.end - text.start
+        );
+        first = false;
+    }
+    println!();
+}
+
+/// Prints the stubs nothing raises (`COVERAGE_NOT_RAISED`), then
+/// `COVERAGE_HIT off,off,…`: the entry-text offsets a foreign event
+/// interrupted on any CPU, for the runner, which decodes the kernel ELF's
+/// entry text into instructions and reports hit/total and the points never
+/// hit; then, with more than one CPU online, `COVERAGE_HIT_CPU k off,…`
+/// for each CPU k.
 pub fn print_hits() {
+    print_not_raised();
     print!("COVERAGE_HIT ");
     print_offsets(union_word);
     if crate::arch::smp::cpus_online() > 1 {

@@ -21,7 +21,7 @@ use crate::arch::irqflags;
 use crate::arch::memory::PkeyPage;
 use crate::arch::pks::{self, KeyRights, PKRS_DEFAULT};
 use crate::arch::{apic, gdt};
-use crate::debug::result;
+use crate::debug::{coverage, result};
 use crate::entry::events::{self, expect_event, FrameEdit, Observed, FAULT_IP, RESUME_IP};
 use crate::entry::hooks;
 use core::sync::atomic::Ordering;
@@ -96,6 +96,7 @@ const TESTS: &[(&str, Test)] = &[
         "nmi_at_every_instruction_of_the_entry_paths",
         walk::nmi_at_every_instruction_of_the_entry_paths,
     ),
+    ("nmi_at_every_irq_stub", walk::nmi_at_every_irq_stub),
     (
         "debug_at_every_instruction_of_the_nmi_entry",
         walk::debug_at_every_instruction_of_the_nmi_entry,
@@ -207,6 +208,9 @@ pub fn run(context: &Context) -> bool {
         "# extregs-selftest: pass:{passed} fail:{failed} skip:{skipped} total:{}",
         TESTS.len()
     );
+    // Where the walks' NMI entries interrupted the entry text, for the
+    // runner's coverage figures (the #DB walks are not counted).
+    coverage::print_hits();
     let ok = failed == 0;
     result::emit(
         ok,

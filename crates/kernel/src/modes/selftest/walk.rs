@@ -114,7 +114,10 @@ fn walk_hook(regs: &mut PtRegs, vector: u8) -> bool {
     }
     WALK_WRONG.fetch_or(wrong, Ordering::Relaxed);
     WALK_HITS.fetch_add(1, Ordering::Relaxed);
-    coverage::record(regs.ip);
+    // The coverage counts where a real NMI entry ran, not the #DB walk.
+    if vector == NMI_VECTOR {
+        coverage::record(regs.ip);
+    }
     regs.flags |= X86_EFLAGS_RF;
     true
 }
@@ -133,6 +136,19 @@ fn entry_at_every_instruction(
     max_hits: u64,
     mut event: impl FnMut() -> Result<(), &'static str>,
 ) -> Result<u64, ()> {
+    entry_at_every_address(name, entry, ranges, max_hits, |_| event())
+}
+
+/// [`entry_at_every_instruction`] with an event that is told the address
+/// the breakpoint is armed on (a walk over many stubs raises the one
+/// that address belongs to).
+fn entry_at_every_address(
+    name: &str,
+    entry: WalkEntry,
+    ranges: &[core::ops::Range<u64>],
+    max_hits: u64,
+    mut event: impl FnMut(u64) -> Result<(), &'static str>,
+) -> Result<u64, ()> {
     WALK_VECTOR.store(entry.vector(), Ordering::Relaxed);
     // The breakpoint is this CPU's (DR0 and DR7 are per CPU): the walking
     // task and the event's tasks stay here (init is the boot CPU's; the
@@ -145,7 +161,7 @@ fn entry_at_every_instruction(
         WALK_WRONG.store(0, Ordering::Relaxed);
         let mut armed_event = || {
             paranoid::arm_execute_breakpoint(address);
-            let outcome = event();
+            let outcome = event(address);
             paranoid::disarm_breakpoints();
             outcome
         };
@@ -390,6 +406,60 @@ fn walk_entry_paths(
     Outcome::Pass
 }
 
+/// A real NMI entry, and then a real #DB entry, at both instructions (push
+/// the vector, jmp) of every IRQ stub whose vector has no handler of its
+/// own: 218 of the 224 (the self-IPI's stub is walked with the IRQ head).
+/// At every step a self-IPI on the stub's vector must arrive once, as that
+/// vector.
+pub fn nmi_at_every_irq_stub(_: &Context) -> Outcome {
+    // The IRQ stubs are 8-byte slots (push the vector, jmp) without symbols.
+    let mut stubs = [const { 0..0 }; 224];
+    let mut count = 0;
+    for vector in super::irqs::vectors_without_a_handler() {
+        let stub = idt::stub_address(vector);
+        stubs[count] = stub..stub + 8;
+        count += 1;
+    }
+    let stubs = &stubs[..count];
+    let vector_of = |address: u64| {
+        super::irqs::vectors_without_a_handler().find(|vector| {
+            let stub = idt::stub_address(*vector);
+            (stub..stub + 8).contains(&address)
+        })
+    };
+    irq::set_report_unexpected(false);
+    let mut outcome = Outcome::Pass;
+    for entry in [WalkEntry::Nmi, WalkEntry::Debug] {
+        let walk = entry_at_every_address("IRQ stubs", entry, stubs, 1, |address| {
+            let vector = vector_of(address).ok_or("the breakpoint is in no walked stub")?;
+            let before = irq::counts().unexpected;
+            apic::send_self_ipi(vector);
+            let arrived =
+                super::irqs::with_irqs_enabled_until(|| irq::counts().unexpected != before);
+            match () {
+                _ if !arrived => Err("the self-IPI never arrived"),
+                _ if irq::counts().unexpected != before + 1 => Err("the self-IPI counted twice"),
+                _ if irq::last_unexpected_vector() != vector => Err("another vector arrived"),
+                _ => Ok(()),
+            }
+        });
+        match walk {
+            Ok(instructions) if instructions == 2 * count as u64 => {}
+            Ok(instructions) => {
+                println!("# {instructions} instructions of {count} IRQ stubs interrupted");
+                outcome = Outcome::Fail;
+                break;
+            }
+            Err(()) => {
+                outcome = Outcome::Fail;
+                break;
+            }
+        }
+    }
+    irq::set_report_unexpected(true);
+    outcome
+}
+
 /// A real NMI entry, and then a real #DB entry, at every instruction of the
 /// ways in from user mode and out to it, driven by user tasks: the
 /// breakpoint walk of [`nmi_at_every_instruction_of_the_entry_paths`] over
@@ -406,13 +476,14 @@ pub fn nmi_at_every_instruction_of_the_user_paths(_: &Context) -> Outcome {
     let (return_to_user, _, _) = extregs_entry_asm::user_exit_addresses();
     let ranges = (
         function_range(extregs_entry_asm::syscall_entry_address()),
+        function_range(extregs_entry_asm::enter_user_mode_address()),
         function_range(return_to_user),
     );
-    let (Some(syscall_path), Some(iret_exit)) = ranges else {
+    let (Some(syscall_path), Some(enter_user_mode), Some(iret_exit)) = ranges else {
         return Outcome::Skip("no symbol table for the user entry and exit");
     };
     for entry in [WalkEntry::Nmi, WalkEntry::Debug] {
-        let outcome = walk_user_paths(entry, &syscall_path, &iret_exit);
+        let outcome = walk_user_paths(entry, &syscall_path, [&enter_user_mode, &iret_exit]);
         if !matches!(outcome, Outcome::Pass) {
             return outcome;
         }
@@ -424,7 +495,7 @@ pub fn nmi_at_every_instruction_of_the_user_paths(_: &Context) -> Outcome {
 fn walk_user_paths(
     entry: WalkEntry,
     syscall_path: &core::ops::Range<u64>,
-    iret_exit: &core::ops::Range<u64>,
+    [enter_user_mode, iret_exit]: [&core::ops::Range<u64>; 2],
 ) -> Outcome {
     let errors = result::frame_counts().1;
     let gpr_check_on_this_cpu = || {
@@ -450,13 +521,13 @@ fn walk_user_paths(
         gpr_check_on_this_cpu,
     );
     let sysrets = user::counts().sysret_exits - sysret_before;
-    // The task's first entry to user mode leaves through the IRET exit (the
-    // tick is stopped; an IRQ from user mode, a reschedule IPI say, would
-    // add one).
+    // The task's first entry to user mode jumps from
+    // extregs_enter_user_mode into the IRET exit (the tick is stopped; an
+    // IRQ from user mode, a reschedule IPI say, would add one).
     let iret_walk = entry_at_every_instruction(
-        "IRET exit to user mode",
+        "first entry to user mode and the IRET exit",
         entry,
-        core::slice::from_ref(iret_exit),
+        &[enter_user_mode.clone(), iret_exit.clone()],
         2,
         gpr_check_on_this_cpu,
     );
@@ -476,8 +547,9 @@ fn walk_user_paths(
     // CALL_EXTREGS_ENTRY's 6 (the extension reserved, the recorded vector,
     // the frame argument, the tagged frame pointer, the call, the extension
     // released), testb, jz, POP_REGS' 16, the RSP load, SWAPGS, SYSRETQ);
-    // extregs_return_to_user is 18 (POP_REGS' 16, SWAPGS, IRETQ). A change
-    // to them changes these.
+    // extregs_enter_user_mode is 2 (the RSP load, the jmp) and
+    // extregs_return_to_user 18 (POP_REGS' 16, SWAPGS, IRETQ). A change to
+    // them changes these.
     // A fault-injection build adds POP_REGS' test of its flag (cmpb, jne)
     // and each exit's clearing of it (movb).
     let fault_injection = if cfg!(fault_injection) { 3 } else { 0 };
@@ -486,7 +558,7 @@ fn walk_user_paths(
         "{syscall_instructions} instructions of entry_SYSCALL_64 interrupted"
     );
     check!(
-        iret_instructions == 18 + fault_injection,
+        iret_instructions == 2 + 18 + fault_injection,
         "{iret_instructions} instructions of the IRET exit interrupted"
     );
     Outcome::Pass
