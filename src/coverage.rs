@@ -7,12 +7,30 @@
 //! kernel ELF (iced-x86), so the denominator is the number of real
 //! instructions (alignment padding excluded), and the points never hit can
 //! be listed with their symbols.
+//!
+//! The kernel also names the stubs nothing raises (`COVERAGE_NOT_RAISED`:
+//! the exceptions no test, mode or fuzz event raises, and the compat
+//! SYSCALL entry). Their instructions are reported apart: the figure that
+//! counts is hits among the **reachable** instructions, the rest, with the
+//! user entry and exit paths (SYSCALL, SYSRET, the first entry to user
+//! mode, the IRET exit) as a figure of their own.
 
 use crate::error::{Error, Result};
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::path::Path;
+
+/// The functions of the entry text that make up the user entry and exit
+/// paths, for their own figure.
+pub const USER_PATH_FUNCTIONS: [&str; 5] = [
+    "entry_SYSCALL_64",
+    "extregs_syscall_sysretq",
+    "extregs_enter_user_mode",
+    "extregs_return_to_user",
+    "extregs_return_to_user_iretq",
+];
 
 /// One instruction of the entry text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +39,8 @@ pub struct EntryPoint {
     pub offset: u64,
     /// `symbol+0xoff` (demangled) of the instruction.
     pub location: String,
+    /// The symbol alone (empty outside every function symbol).
+    pub function: String,
     /// The instruction, for the listing.
     pub text: String,
 }
@@ -76,8 +96,8 @@ impl EntryText {
             functions
                 .iter()
                 .find(|(at, size, _)| (*at..at + size).contains(&address))
-                .map(|(at, _, name)| format!("{name}+{:#x}", address - at))
-                .unwrap_or_else(|| format!("entry_text+{:#x}", address - start))
+                .map(|(at, _, name)| (format!("{name}+{:#x}", address - at), name.clone()))
+                .unwrap_or_else(|| (format!("entry_text+{:#x}", address - start), String::new()))
         };
         let mut decoder = Decoder::with_ip(64, text, start, DecoderOptions::NONE);
         let mut points = Vec::new();
@@ -89,9 +109,11 @@ impl EntryText {
             {
                 continue;
             }
+            let (location, function) = locate(instruction.ip());
             points.push(EntryPoint {
                 offset: instruction.ip() - start,
-                location: locate(instruction.ip()),
+                location,
+                function,
                 text: format!("{instruction}"),
             });
         }
@@ -108,14 +130,114 @@ impl EntryText {
         self.points.iter().filter(|point| hits.contains(&point.offset)).count() as u64
     }
 
-    /// The instructions not in `hits`, one line each.
-    pub fn missed_listing(&self, hits: &BTreeSet<u64>) -> String {
-        self.points
+    /// The instructions not in `hits`, one line each: the reachable ones,
+    /// then, under a heading, those of the stubs nothing raises.
+    pub fn missed_listing(&self, hits: &BTreeSet<u64>, not_raised: &[Range<u64>]) -> String {
+        let line = |point: &EntryPoint| {
+            format!("{:#06x} {:<48} {}\n", point.offset, point.location, point.text)
+        };
+        let missed = |point: &&EntryPoint| !hits.contains(&point.offset);
+        let (unreached, never_raised): (Vec<&EntryPoint>, Vec<&EntryPoint>) = self
+            .points
             .iter()
-            .filter(|point| !hits.contains(&point.offset))
-            .map(|point| format!("{:#06x} {:<48} {}\n", point.offset, point.location, point.text))
-            .collect()
+            .filter(missed)
+            .partition(|point| !in_ranges(point.offset, not_raised));
+        let mut listing: String = unreached.into_iter().map(line).collect();
+        if !never_raised.is_empty() {
+            listing += "# the stubs of vectors nothing raises (and the compat SYSCALL entry)\n";
+            listing.extend(never_raised.into_iter().map(line));
+        }
+        listing
     }
+
+    /// The figures for `hits`, given the stubs nothing raises.
+    pub fn figures(&self, hits: &BTreeSet<u64>, not_raised: &[Range<u64>]) -> Figures {
+        let mut figures = Figures::default();
+        for point in &self.points {
+            let hit = u64::from(hits.contains(&point.offset));
+            if in_ranges(point.offset, not_raised) {
+                figures.not_raised += 1;
+                figures.not_raised_hit += hit;
+                continue;
+            }
+            figures.reachable += 1;
+            figures.reachable_hit += hit;
+            if USER_PATH_FUNCTIONS.contains(&point.function.as_str()) {
+                figures.user_paths += 1;
+                figures.user_paths_hit += hit;
+            }
+        }
+        figures
+    }
+}
+
+fn in_ranges(offset: u64, ranges: &[Range<u64>]) -> bool {
+    ranges.iter().any(|range| range.contains(&offset))
+}
+
+/// Interrupt-point coverage, split by reachability.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// Instructions on a path some event takes.
+    pub reachable: u64,
+    /// Of those, the ones interrupted.
+    pub reachable_hit: u64,
+    /// Instructions of the user entry and exit paths ([`USER_PATH_FUNCTIONS`]).
+    pub user_paths: u64,
+    /// Of those, the ones interrupted.
+    pub user_paths_hit: u64,
+    /// Instructions of the stubs nothing raises.
+    pub not_raised: u64,
+    /// Of those, the ones interrupted: more than 0 means the kernel's list
+    /// of raised vectors is wrong.
+    pub not_raised_hit: u64,
+}
+
+impl Figures {
+    /// Reachable instructions hit, in percent.
+    pub fn reachable_percent(&self) -> f64 {
+        if self.reachable == 0 {
+            0.0
+        } else {
+            100.0 * self.reachable_hit as f64 / self.reachable as f64
+        }
+    }
+}
+
+impl std::fmt::Display for Figures {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "{} of {} reachable entry instructions hit ({:.1}%); user entry/exit paths {} of {}; \
+             {} instructions in stubs nothing raises",
+            self.reachable_hit,
+            self.reachable,
+            self.reachable_percent(),
+            self.user_paths_hit,
+            self.user_paths,
+            self.not_raised
+        )?;
+        if self.not_raised_hit > 0 {
+            write!(
+                formatter,
+                " (and {} of them hit: the kernel's list is wrong)",
+                self.not_raised_hit
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The ranges of a `COVERAGE_NOT_RAISED a-b,…` line (hex offsets) in
+/// `serial`: the stubs nothing raises. None when the boot printed no such
+/// line (a kernel without coverage, or a boot that died first).
+pub fn not_raised_in(serial: &str) -> Option<Vec<Range<u64>>> {
+    let line = serial.lines().find_map(|line| line.strip_prefix("COVERAGE_NOT_RAISED "))?;
+    let range = |pair: &str| {
+        let (start, end) = pair.trim().split_once('-')?;
+        Some(u64::from_str_radix(start, 16).ok()?..u64::from_str_radix(end, 16).ok()?)
+    };
+    Some(line.split(',').filter_map(range).collect())
 }
 
 /// The offsets of a `COVERAGE_HIT a,b,…` line (hex) in `serial`.
@@ -177,6 +299,39 @@ mod tests {
         assert!(text.points.iter().any(|p| p.text.starts_with("iretq")));
         let hits = BTreeSet::from([text.points[0].offset]);
         assert_eq!(text.hit(&hits), 1);
-        assert_eq!(text.missed_listing(&hits).lines().count() as u64, text.total() - 1);
+        assert_eq!(text.missed_listing(&hits, &[]).lines().count() as u64, text.total() - 1);
+    }
+
+    #[test]
+    fn figures_set_the_stubs_nothing_raises_apart() {
+        let text = EntryText::from_elf(crate::images::kernel_elf()).expect("the kernel ELF");
+        let syscall: Vec<u64> = text
+            .points
+            .iter()
+            .filter(|point| point.function == "entry_SYSCALL_64")
+            .map(|point| point.offset)
+            .collect();
+        assert!(syscall.len() > 60, "entry_SYSCALL_64 is {} instructions", syscall.len());
+        let first = text.points[0].offset;
+        let not_raised = [first..first + 1];
+        let hits: BTreeSet<u64> = syscall.iter().copied().chain([first]).collect();
+        let figures = text.figures(&hits, &not_raised);
+        assert_eq!((figures.not_raised, figures.not_raised_hit), (1, 1));
+        assert_eq!(figures.reachable, text.total() - 1);
+        assert_eq!(figures.reachable_hit, syscall.len() as u64);
+        assert!(figures.user_paths > syscall.len() as u64, "SYSCALL, SYSRET and the IRET exit");
+        assert_eq!(figures.user_paths_hit, syscall.len() as u64);
+        assert!(figures.to_string().contains("the kernel's list is wrong"));
+        let listing = text.missed_listing(&BTreeSet::new(), &not_raised);
+        let heading = listing.lines().position(|line| line.starts_with("# the stubs")).unwrap();
+        assert_eq!(heading as u64, text.total() - 1, "the one not-raised point is listed last");
+    }
+
+    #[test]
+    fn not_raised_lines_parse_as_hex_ranges() {
+        let serial = "x\nCOVERAGE_NOT_RAISED 430-4b0,21a0-21a7\nCOVERAGE_HIT 1\n";
+        assert_eq!(not_raised_in(serial), Some(vec![0x430..0x4b0, 0x21a0..0x21a7]));
+        assert_eq!(not_raised_in("COVERAGE_NOT_RAISED \n"), Some(vec![]));
+        assert_eq!(not_raised_in("COVERAGE_HIT 1\n"), None);
     }
 }

@@ -273,7 +273,7 @@ pub(crate) fn fuzz(args: FuzzArgs) -> i32 {
         });
     bar.finish_and_clear();
     let mut totals = totals;
-    if let Err(code) = report_coverage(&mut totals, args.coverage.as_deref()) {
+    if let Err(code) = report_coverage(&mut totals, &args) {
         return code;
     }
     println!(
@@ -472,11 +472,35 @@ fn jobs_within(cores: usize, smp: u32) -> usize {
 /// `fuzz --seed S`: one boot with its output shown; `--json` writes it as a
 /// one-seed campaign (the same format as `--seeds`).
 /// Decodes the entry text, prints the campaign's interrupt-point coverage
-/// and writes the `--coverage` listing; Err(exit code) when it can't.
-pub(crate) fn report_coverage(
-    totals: &mut campaign::Totals,
-    listing: Option<&Path>,
-) -> Result<(), i32> {
+/// and, with `--coverage`, boots one selftest to count its breakpoint
+/// walks' NMIs as well, prints the figures split by reachability and
+/// writes the listing of what was never hit; Err(exit code) when it can't.
+pub(crate) fn report_coverage(totals: &mut campaign::Totals, args: &FuzzArgs) -> Result<(), i32> {
+    let listing = args.coverage.as_deref();
+    if listing.is_some() {
+        let selftest = RunConfig {
+            cpu: args.cpu.clone(),
+            cmdline: "mode=selftest".into(),
+            timeout: Duration::from_secs(args.timeout),
+            ..RunConfig::default()
+        };
+        match qemu::run(&selftest) {
+            Ok(outcome) if outcome.verdict().0 == EXIT_SUCCESS => {
+                totals.add_walk_coverage(&outcome.serial)
+            }
+            Ok(outcome) => {
+                eprintln!(
+                    "extregs: --coverage: the selftest boot for the walks' coverage failed: {}",
+                    outcome.verdict().1
+                );
+                return Err(EXIT_KERNEL_FAILURE);
+            }
+            Err(error) => {
+                eprintln!("extregs: --coverage: cannot boot the selftest: {error}");
+                return Err(EXIT_USAGE);
+            }
+        }
+    }
     let text = match totals.measure_coverage() {
         Ok(text) => text,
         Err(error) if listing.is_some() => {
@@ -493,13 +517,32 @@ pub(crate) fn report_coverage(
     for (cpu, hit_here) in &totals.entry_points_by_cpu {
         println!("extregs: fuzz:   on CPU {cpu}: {hit_here} of {total}");
     }
-    if let Some(path) = listing {
-        let missed = text.missed_listing(&totals.coverage_hits);
-        if let Err(error) = std::fs::write(path, missed) {
-            eprintln!("extregs: cannot write {}: {error}", path.display());
-            return Err(EXIT_USAGE);
-        }
-        println!("extregs: fuzz: wrote the {} points never hit to {}", total - hit, path.display());
+    let Some(path) = listing else {
+        return Ok(());
+    };
+    let (Some(figures), Some(not_raised)) = (totals.coverage_figures, &totals.coverage_not_raised)
+    else {
+        eprintln!(
+            "extregs: --coverage: no boot named the stubs nothing raises (COVERAGE_NOT_RAISED)"
+        );
+        return Err(EXIT_KERNEL_FAILURE);
+    };
+    println!("extregs: coverage: fuzz and selftest walks: {figures}");
+    let with_walks = totals.coverage_hits.union(&totals.walk_coverage_hits).copied().collect();
+    let missed = text.missed_listing(&with_walks, not_raised);
+    if let Err(error) = std::fs::write(path, missed) {
+        eprintln!("extregs: cannot write {}: {error}", path.display());
+        return Err(EXIT_USAGE);
+    }
+    println!(
+        "extregs: coverage: wrote the {} reachable points never hit, and the {} in stubs nothing raises, to {}",
+        figures.reachable - figures.reachable_hit,
+        figures.not_raised - figures.not_raised_hit,
+        path.display()
+    );
+    if figures.not_raised_hit > 0 {
+        eprintln!("extregs: coverage: a stub the kernel says nothing raises was hit");
+        return Err(EXIT_KERNEL_FAILURE);
     }
     Ok(())
 }
@@ -538,11 +581,12 @@ pub(crate) fn replay(args: &FuzzArgs, seed: u64) -> i32 {
             result: outcome.result(),
             coverage_hits: extregs::coverage::hits_in(&outcome.serial),
             coverage_hits_by_cpu: extregs::coverage::hits_by_cpu_in(&outcome.serial),
+            coverage_not_raised: extregs::coverage::not_raised_in(&outcome.serial),
             serial: (code != EXIT_SUCCESS).then_some(outcome.serial.clone()),
         };
         let mut totals = campaign::Totals::default();
         totals.add(&report);
-        if let Err(code) = report_coverage(&mut totals, args.coverage.as_deref()) {
+        if let Err(code) = report_coverage(&mut totals, args) {
             return code;
         }
         let document = campaign::to_json(&campaign_config, &[report], &totals, false);

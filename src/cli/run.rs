@@ -104,6 +104,7 @@ pub(crate) fn run(args: RunArgs) -> i32 {
             if !outcome.qemu_stderr.trim().is_empty() {
                 eprintln!("qemu: {}", outcome.qemu_stderr.trim_end());
             }
+            print_coverage_figures(&outcome.serial);
             eprintln!("extregs: {why} (exit {code})");
             code
         }
@@ -133,4 +134,21 @@ pub(crate) fn inject_nmi(args: InjectNmiArgs) -> i32 {
     }
     eprintln!("extregs: injected {} NMIs", args.count);
     EXIT_SUCCESS
+}
+
+/// A boot that reported its interrupt-point coverage (a selftest's walks, a
+/// fuzz run) gets one summary line: the figures split by reachability
+/// ([`extregs::coverage::Figures`]). Nothing when the boot printed none, or
+/// the kernel ELF can't be decoded (said on stderr).
+fn print_coverage_figures(serial: &str) {
+    let Some(not_raised) = extregs::coverage::not_raised_in(serial) else {
+        return;
+    };
+    match extregs::coverage::EntryText::from_elf(extregs::images::kernel_elf()) {
+        Ok(text) => {
+            let hits = extregs::coverage::hits_in(serial);
+            eprintln!("extregs: coverage: {}", text.figures(&hits, &not_raised));
+        }
+        Err(error) => eprintln!("extregs: coverage: cannot decode the entry text: {error}"),
+    }
 }

@@ -255,6 +255,7 @@ fn cli_fuzz_replays_a_seed_and_rejects_bad_arguments() {
     }
     let json = std::env::temp_dir().join(format!("extregs-{}-campaign.json", std::process::id()));
     let svg = std::env::temp_dir().join(format!("extregs-{}-campaign.svg", std::process::id()));
+    let missed = std::env::temp_dir().join(format!("extregs-{}-missed.txt", std::process::id()));
     let campaign = extregs_cli(&[
         "fuzz",
         "--seeds",
@@ -265,12 +266,30 @@ fn cli_fuzz_replays_a_seed_and_rejects_bad_arguments() {
         json.to_str().unwrap(),
         "--plot",
         svg.to_str().unwrap(),
+        "--coverage",
+        missed.to_str().unwrap(),
     ]);
     assert_eq!(campaign.status.code(), Some(EXIT_SUCCESS));
     let document: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(document["runs"].as_array().unwrap().len(), 2);
     assert_eq!(document["totals"]["violations"], 0);
+    // --coverage added a selftest boot's walks to the fuzzer's hits, and
+    // split the entry text by reachability.
+    let totals = &document["totals"];
+    let number = |key: &str| totals[key].as_u64().unwrap_or_else(|| panic!("{key}: {totals}"));
+    assert!(number("entry_points_reachable_hit") > number("entry_points_hit"), "{totals}");
+    assert_eq!(number("entry_points_user_paths_hit"), number("entry_points_user_paths"));
+    assert_eq!(number("entry_points_not_raised_hit"), 0);
+    let listing = std::fs::read_to_string(&missed).expect("--coverage wrote its listing");
+    let heading = "# the stubs of vectors nothing raises (and the compat SYSCALL entry)\n";
+    let (reachable, not_raised) = listing.split_once(heading).expect("the listing's two parts");
+    assert_eq!(
+        reachable.lines().count() as u64,
+        number("entry_points_reachable") - number("entry_points_reachable_hit")
+    );
+    assert_eq!(not_raised.lines().count() as u64, number("entry_points_not_raised"));
+    let _ = std::fs::remove_file(&missed);
     // The coverage pictures, drawn live and again from the document; the
     // kernels' per-depth and per-context counts add up to the frames.
     let frames = document["totals"]["frames"].as_u64().unwrap();
