@@ -313,7 +313,7 @@ mod tests {
             .collect();
         assert!(syscall.len() > 60, "entry_SYSCALL_64 is {} instructions", syscall.len());
         let first = text.points[0].offset;
-        let not_raised = [first..first + 1];
+        let not_raised = vec![Range { start: first, end: first + 1 }];
         let hits: BTreeSet<u64> = syscall.iter().copied().chain([first]).collect();
         let figures = text.figures(&hits, &not_raised);
         assert_eq!((figures.not_raised, figures.not_raised_hit), (1, 1));
