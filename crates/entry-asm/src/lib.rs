@@ -120,6 +120,7 @@ extern "C" {
     static extregs_entry_text_end: u8;
     static extregs_entry_common: u8;
     static extregs_irq_common: u8;
+    static extregs_paranoid_common: u8;
     static extregs_return_to_user: u8;
     static extregs_syscall_sysretq: u8;
     static extregs_return_to_user_iretq: u8;
@@ -247,6 +248,13 @@ pub unsafe fn enter_user_mode(regs: *const PtRegs) -> ! {
 pub fn common_paths() -> (u64, u64) {
     // Only the symbols' addresses are taken; nothing is read through them.
     ((&raw const extregs_entry_common) as u64, (&raw const extregs_irq_common) as u64)
+}
+
+/// The address of `extregs_paranoid_common`: the path #DB and #MC from
+/// kernel mode, and every #DF, share after their stubs.
+pub fn paranoid_common_address() -> u64 {
+    // Only the symbol's address is taken; nothing is read through it.
+    (&raw const extregs_paranoid_common) as u64
 }
 
 /// The address range of `entry_64.S`'s code: every stub, the common paths

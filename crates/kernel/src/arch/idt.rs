@@ -39,11 +39,11 @@ pub fn load_with_extra_gates(gates: &[(u8, u64)]) {
     idt.load();
 }
 
-/// A second IDT for tests that route vector 1 (#DB) to another entry stub
-/// (see [`with_debug_gate`]).
+/// A second IDT for tests that route vector 1 (#DB), or a free vector, to
+/// another entry stub (see [`with_gates`]).
 struct SpareIdt(UnsafeCell<InterruptDescriptorTable>);
 
-// SAFETY: one CPU; written only by `with_debug_gate` while the kernel's own
+// SAFETY: one CPU; written only by `with_gates` while the kernel's own
 // IDT is the one loaded (so the CPU does not read it meanwhile).
 unsafe impl Sync for SpareIdt {}
 
@@ -62,6 +62,27 @@ static SPARE_IDT: SpareIdt = SpareIdt(UnsafeCell::new(InterruptDescriptorTable::
 /// being copied. The tests using this send no NMIs of their own meanwhile;
 /// don't run them under an outside NMI storm.
 pub fn with_debug_gate<T>(stub: u64, ist: Option<u16>, body: impl FnOnce() -> T) -> T {
+    with_gates(&[Gate { vector: DEBUG_VECTOR, stub, ist, user: false }], body)
+}
+
+/// A gate [`with_gates`] puts in the IDT for a while.
+#[derive(Clone, Copy)]
+pub struct Gate {
+    pub vector: u8,
+    /// The entry stub the vector enters through.
+    pub stub: u64,
+    /// The IST stack (None: the current stack).
+    pub ist: Option<u16>,
+    /// Whether `int $vector` may come from user mode (DPL 3).
+    pub user: bool,
+}
+
+/// Runs `body` with each of `gates` in the IDT, then reloads the kernel's
+/// IDT: [`with_debug_gate`], and a free external vector routed to another
+/// stub so that `int $vector` runs that stub (the walks of the #DB and NMI
+/// stubs, whose own gates the walk's breakpoint needs). Only vectors whose
+/// gate takes no error code (1, 32–255 and the like).
+pub fn with_gates<T>(gates: &[Gate], body: impl FnOnce() -> T) -> T {
     let kernel = IDT.get().expect("idt::init ran");
     kernel.load();
     // SAFETY: the kernel's IDT is loaded, so the CPU does not read the
@@ -69,15 +90,22 @@ pub fn with_debug_gate<T>(stub: u64, ist: Option<u16>, body: impl FnOnce() -> T)
     // reentered (a test runs it from task context).
     let spare = unsafe { &mut *SPARE_IDT.0.get() };
     *spare = kernel.clone();
-    // SAFETY: `stub` is an entry stub that handles a frame without an error
-    // code and returns with iretq (the callers pass the NMI, #DB or int3
-    // stub); `ist` names one of the TSS's IST stacks.
-    unsafe {
-        let options = spare.debug.set_handler_addr(VirtAddr::new(stub));
-        match ist {
-            Some(index) => options.set_stack_index(index),
-            None => options,
-        };
+    for gate in gates {
+        // SAFETY: `stub` is an entry stub that handles a frame without an
+        // error code and returns with iretq (the callers pass the NMI, #DB
+        // or int3 stub), entered through a vector the CPU raises without
+        // an error code; `ist` names one of the TSS's IST stacks. A user
+        // gate lets ring 3 run that stub by `int`, which every stub takes
+        // as an entry from user mode (the saved CS says so).
+        unsafe {
+            let options = spare[gate.vector].set_handler_addr(VirtAddr::new(gate.stub));
+            if let Some(index) = gate.ist {
+                options.set_stack_index(index);
+            }
+            if gate.user {
+                options.set_privilege_level(x86_64::PrivilegeLevel::Ring3);
+            }
+        }
     }
     // SAFETY: the spare IDT is a static, so it outlives its use; it is not
     // written again until the kernel's IDT is back.

@@ -392,6 +392,16 @@ pub fn set_print_fatal_signals(on: bool) {
     PRINT_FATAL_SIGNALS.store(on, Ordering::Relaxed);
 }
 
+/// Linux's `debug.exception-trace` (`show_unhandled_signals`): the line
+/// about a user fault that kills its task, and its code bytes, are printed
+/// (on unless a test turns it off: a walk that kills a task at every step).
+static SHOW_UNHANDLED_SIGNALS: AtomicBool = AtomicBool::new(true);
+
+/// Turns [`SHOW_UNHANDLED_SIGNALS`] on or off.
+pub fn set_show_unhandled_signals(on: bool) {
+    SHOW_UNHANDLED_SIGNALS.store(on, Ordering::Relaxed);
+}
+
 /// Prints Linux's one line about a user fault, then the code bytes (and,
 /// with print-fatal-signals, the whole frame), and marks the task for death
 /// on its way out (the exit-to-user work). Interrupts off.
@@ -440,6 +450,9 @@ fn print_user_fault(
                 None => Ok(()),
             }
         }
+    }
+    if !SHOW_UNHANDLED_SIGNALS.load(Ordering::Relaxed) {
+        return;
     }
     let in_text = InText(in_text);
     let current = sched::current();

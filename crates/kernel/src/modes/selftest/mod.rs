@@ -16,6 +16,7 @@ mod smp;
 mod tlb;
 mod user;
 mod walk;
+mod walk_user;
 
 use crate::arch::irqflags;
 use crate::arch::memory::PkeyPage;
@@ -98,6 +99,10 @@ const TESTS: &[(&str, Test)] = &[
     ),
     ("nmi_at_every_irq_stub", walk::nmi_at_every_irq_stub),
     (
+        "nmi_at_every_instruction_of_the_debug_entry",
+        walk::nmi_at_every_instruction_of_the_debug_entry,
+    ),
+    (
         "debug_at_every_instruction_of_the_nmi_entry",
         walk::debug_at_every_instruction_of_the_nmi_entry,
     ),
@@ -122,6 +127,10 @@ const TESTS: &[(&str, Test)] = &[
     (
         "nmi_at_every_instruction_of_the_user_paths",
         walk::nmi_at_every_instruction_of_the_user_paths,
+    ),
+    (
+        "nmi_at_every_instruction_of_the_ist_entries_from_user",
+        walk_user::nmi_at_every_instruction_of_the_ist_entries_from_user,
     ),
     ("syscall_preserves_gprs", user::syscall_preserves_gprs),
     ("syscall_sysret_and_iret_paths", user::syscall_sysret_and_iret_paths),

@@ -28,8 +28,9 @@ use crate::entry::events::{self, expect_event, FrameEdit};
 use crate::entry::hooks;
 use crate::entry::{irq, nmi, paranoid};
 use crate::sched::{self, task::TASKS};
+use crate::user::programs::IST_WALK_DEBUG_VECTOR;
 use crate::user::{self, programs};
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU64, AtomicU8, Ordering};
 use extregs_regs::PtRegs;
 
 /// #DE (the IDT module names the other vectors walked here).
@@ -71,6 +72,28 @@ static WALK_VECTOR: AtomicU8 = AtomicU8::new(NMI_VECTOR);
 static WALK_KERNEL_GS: AtomicU64 = AtomicU64::new(0);
 /// Entries (of [`WALK_VECTOR`]) that hit the armed breakpoint.
 static WALK_HITS: AtomicU64 = AtomicU64::new(0);
+/// No vector: what [`WALK_ABSORBS`] holds outside the #DB-stub walk.
+const NO_VECTOR: u16 = 0x100;
+/// The vector of the event a walk raises whose handler the walk's hook
+/// takes over (the walked #DB, which has no other handler to go to).
+static WALK_ABSORBS: AtomicU16 = AtomicU16::new(NO_VECTOR);
+/// Events of [`WALK_ABSORBS`]'s vector the hook took over.
+static WALK_ABSORBED: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `body` with the walk's hook taking over every event of `vector`
+/// (the event a walk raises to drive a stub that has no handler of its own
+/// to go to, or whose handler would kill the driving task).
+pub(super) fn absorbing<T>(vector: u8, body: impl FnOnce() -> T) -> T {
+    WALK_ABSORBS.store(u16::from(vector), Ordering::Relaxed);
+    let result = body();
+    WALK_ABSORBS.store(NO_VECTOR, Ordering::Relaxed);
+    result
+}
+
+/// Events the hook has taken over under [`absorbing`], ever.
+pub(super) fn absorbed() -> u64 {
+    WALK_ABSORBED.load(Ordering::Relaxed)
+}
 
 /// What a walk's entry found wrong inside its handler (`WRONG_*` bits).
 static WALK_WRONG: AtomicU64 = AtomicU64::new(0);
@@ -93,6 +116,10 @@ const WRONG_RSP0: u64 = 1 << 2;
 /// runs (the Rust entry reads GS first, and SMAP stops it): the check is
 /// the backstop for one that points at kernel memory.
 fn walk_hook(regs: &mut PtRegs, vector: u8) -> bool {
+    if u16::from(vector) == WALK_ABSORBS.load(Ordering::Relaxed) {
+        WALK_ABSORBED.fetch_add(1, Ordering::Relaxed);
+        return true;
+    }
     if vector != WALK_VECTOR.load(Ordering::Relaxed) {
         return false;
     }
@@ -136,17 +163,19 @@ fn entry_at_every_instruction(
     max_hits: u64,
     mut event: impl FnMut() -> Result<(), &'static str>,
 ) -> Result<u64, ()> {
-    entry_at_every_address(name, entry, ranges, max_hits, |_| event())
+    entry_at_every_address(name, entry, ranges, max_hits, None, |_| event())
 }
 
 /// [`entry_at_every_instruction`] with an event that is told the address
 /// the breakpoint is armed on (a walk over many stubs raises the one
-/// that address belongs to).
-fn entry_at_every_address(
+/// that address belongs to), and with `extra_gate` in the IDT while the
+/// walk runs.
+pub(super) fn entry_at_every_address(
     name: &str,
     entry: WalkEntry,
     ranges: &[core::ops::Range<u64>],
     max_hits: u64,
+    extra_gate: Option<idt::Gate>,
     mut event: impl FnMut(u64) -> Result<(), &'static str>,
 ) -> Result<u64, ()> {
     WALK_VECTOR.store(entry.vector(), Ordering::Relaxed);
@@ -165,13 +194,21 @@ fn entry_at_every_address(
             paranoid::disarm_breakpoints();
             outcome
         };
-        let outcome = hooks::with_event_hook(walk_hook, || match entry {
-            WalkEntry::Nmi => idt::with_debug_gate(
-                idt::stub_address(NMI_VECTOR),
-                Some(gdt::NMI_IST_INDEX),
-                armed_event,
-            ),
-            WalkEntry::Debug => armed_event(),
+        let nmi_gate = idt::Gate {
+            vector: DEBUG_VECTOR,
+            stub: idt::stub_address(NMI_VECTOR),
+            ist: Some(gdt::NMI_IST_INDEX),
+            user: false,
+        };
+        let gates = match (entry, extra_gate) {
+            (WalkEntry::Nmi, Some(extra)) => &[nmi_gate, extra][..],
+            (WalkEntry::Nmi, None) => &[nmi_gate][..],
+            (WalkEntry::Debug, Some(extra)) => &[extra][..],
+            (WalkEntry::Debug, None) => &[][..],
+        };
+        let outcome = hooks::with_event_hook(walk_hook, || match gates {
+            [] => armed_event(),
+            _ => idt::with_gates(gates, armed_event),
         });
         paranoid::reset_debug_status();
         assert_eq!(crate::arch::percpu::this_cpu(), walking_cpu, "{name}: the walk moved CPUs");
@@ -406,6 +443,77 @@ fn walk_entry_paths(
     Outcome::Pass
 }
 
+/// A real NMI entry at every instruction of a #DB from kernel mode: its
+/// stub and the paranoid path it shares with #MC and #DF
+/// (`extregs_paranoid_common`: the GS decision from MSR_GS_BASE, the call,
+/// the GS swap back, `POP_REGS`, `iretq`). The walk's breakpoint is a #DB
+/// itself (vector 1's gate goes to the NMI stub), so the walked #DB comes
+/// through a free vector routed to the #DB stub on the #DB's IST stack
+/// (`int $0xf0`); its Rust entry runs the paranoid bookkeeping (DR7, DR6,
+/// the IST shift) and the walk's hook takes it over there: the #DB must
+/// have reached its handler once. Only the NMI
+/// walks it: a #DB nested in the #DB stub before its IST shift is the one
+/// thing the entry assumes cannot happen (no breakpoint is ever put in the
+/// entry text outside these walks).
+pub fn nmi_at_every_instruction_of_the_debug_entry(_: &Context) -> Outcome {
+    let ranges = (
+        function_range(idt::stub_address(DEBUG_VECTOR)),
+        function_range(extregs_entry_asm::paranoid_common_address()),
+    );
+    let (Some(debug_stub), Some(paranoid_common)) = ranges else {
+        return Outcome::Skip("no symbol table for the #DB entry");
+    };
+    if !super::irqs::vectors_without_a_handler().any(|vector| vector == IST_WALK_DEBUG_VECTOR) {
+        println!("# vector {IST_WALK_DEBUG_VECTOR:#x} has a handler; the walk needs a free one");
+        return Outcome::Fail;
+    }
+    let soft_debug_gate = idt::Gate {
+        vector: IST_WALK_DEBUG_VECTOR,
+        stub: idt::stub_address(DEBUG_VECTOR),
+        ist: Some(gdt::DEBUG_IST_INDEX),
+        user: false,
+    };
+    let walk = absorbing(DEBUG_VECTOR, || {
+        entry_at_every_address(
+            "#DB stub and paranoid path",
+            WalkEntry::Nmi,
+            &[debug_stub, paranoid_common],
+            1,
+            Some(soft_debug_gate),
+            |_| {
+                let before = absorbed();
+                // SAFETY: `int $0xf0` enters the #DB stub through the walk's
+                // gate, on the #DB's IST stack; the hook takes the #DB over and
+                // the stub returns with iretq, every register restored (the
+                // frame checks of every entry, counted per test, and the hook's
+                // kernel-state checks are this walk's evidence).
+                unsafe {
+                    core::arch::asm!("int {vector}", vector = const IST_WALK_DEBUG_VECTOR);
+                }
+                if absorbed() == before + 1 {
+                    Ok(())
+                } else {
+                    Err("the #DB did not reach its handler once")
+                }
+            },
+        )
+    });
+    let Ok(instructions) = walk else {
+        return Outcome::Fail;
+    };
+    // Every instruction, exactly: the stub's way from kernel mode is 36
+    // (push -1, the CS test and its jnz, PUSH_AND_CLEAR_REGS' 31, the
+    // vector, the jmp) and the paranoid path 40 (PARANOID_GS_ENTER's 11
+    // without its SWAPGS, ASM_CLAC's testb and jz, cld, CALL_EXTREGS_ENTRY's
+    // 7, PARANOID_GS_EXIT's testl and jz, POP_REGS' 16, iretq), plus the
+    // CLAC with SMAP; a fault-injection build adds POP_REGS' test of its
+    // flag (cmpb, jne).
+    let fault_injection = if cfg!(fault_injection) { 2 } else { 0 };
+    let expected = 36 + 40 + u64::from(crate::arch::uaccess::smap_enabled()) + fault_injection;
+    check!(instructions == expected, "{instructions} instructions of the #DB entry interrupted");
+    Outcome::Pass
+}
+
 /// A real NMI entry, and then a real #DB entry, at both instructions (push
 /// the vector, jmp) of every IRQ stub whose vector has no handler of its
 /// own: 218 of the 224 (the self-IPI's stub is walked with the IRQ head).
@@ -430,7 +538,7 @@ pub fn nmi_at_every_irq_stub(_: &Context) -> Outcome {
     irq::set_report_unexpected(false);
     let mut outcome = Outcome::Pass;
     for entry in [WalkEntry::Nmi, WalkEntry::Debug] {
-        let walk = entry_at_every_address("IRQ stubs", entry, stubs, 1, |address| {
+        let walk = entry_at_every_address("IRQ stubs", entry, stubs, 1, None, |address| {
             let vector = vector_of(address).ok_or("the breakpoint is in no walked stub")?;
             let before = irq::counts().unexpected;
             apic::send_self_ipi(vector);

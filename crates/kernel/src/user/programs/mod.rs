@@ -42,6 +42,7 @@ extern "C" {
     fn extregs_user_set_ss();
     fn extregs_user_int3();
     fn extregs_user_single_step();
+    fn extregs_user_ist_soft_int();
     fn extregs_user_raw_syscall();
     fn extregs_user_write();
     fn extregs_user_gs_check();
@@ -270,6 +271,23 @@ program!(
 );
 program!(EXIT0, "exit0", extregs_user_exit0, "`exit(0)` (a target for SET_RETURN).");
 program!(INT3, "int3", extregs_user_int3, "Executes `int3`: killed with SIGTRAP.");
+/// The free external vector the breakpoint walks route to the #DB stub
+/// (on the #DB's IST stack, with a gate user mode may use), so that a walk
+/// whose own breakpoint needs vector 1's gate can still run that stub, from
+/// kernel mode and from user mode.
+pub const IST_WALK_DEBUG_VECTOR: u8 = 0xf0;
+/// The same for the NMI stub (on the NMI's IST stack): an NMI entry from
+/// user mode at a known instruction.
+pub const IST_WALK_NMI_VECTOR: u8 = 0xf1;
+program!(
+    IST_SOFT_INT,
+    "ist-soft-int",
+    extregs_user_ist_soft_int,
+    "Executes `int $0xf0` (`%rdi` = 0) or `int $0xf1` (otherwise), then exits \
+     0. Only the breakpoint walks route those vectors, to the #DB and the NMI \
+     stub, with gates user mode may use; anywhere else the int is a #GP and \
+     kills it with SIGSEGV."
+);
 program!(
     SINGLE_STEP,
     "single-step",

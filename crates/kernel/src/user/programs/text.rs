@@ -237,6 +237,18 @@ extregs_user_int3:
     xor %edi, %edi
     USER_EXIT
 
+    .globl extregs_user_ist_soft_int
+extregs_user_ist_soft_int:
+    test %rdi, %rdi
+    jnz 1f
+    int ${ist_walk_debug}
+    jmp 2f
+1:
+    int ${ist_walk_nmi}
+2:
+    xor %edi, %edi
+    USER_EXIT
+
     .globl extregs_user_single_step
 extregs_user_single_step:
     pushfq
@@ -652,6 +664,8 @@ extregs_user_text_end:
     di = const extregs_entry_asm::asm_offsets::PTREGS_DI,
     ptregs_size = const core::mem::size_of::<extregs_regs::PtRegs>(),
     tf = const extregs_regs::X86_EFLAGS_TF,
+    ist_walk_debug = const super::IST_WALK_DEBUG_VECTOR,
+    ist_walk_nmi = const super::IST_WALK_NMI_VECTOR,
     rt_sigaction = const 13,
     rt_sigreturn = const 15,
     tkill = const 200,
