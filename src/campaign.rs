@@ -61,9 +61,9 @@ pub struct SeedReport {
     pub coverage_hits: BTreeSet<u64>,
     /// The same, CPU by CPU (`COVERAGE_HIT_CPU`; empty on one CPU).
     pub coverage_hits_by_cpu: BTreeMap<u32, BTreeSet<u64>>,
-    /// The entry-text ranges of the stubs nothing raises
-    /// (`COVERAGE_NOT_RAISED`), when the boot printed them.
-    pub coverage_not_raised: Option<Vec<Range<u64>>>,
+    /// What no NMI can land on (`COVERAGE_NOT_RAISED`,
+    /// `COVERAGE_NMI_BLOCKED`), when the boot printed it.
+    pub coverage_unreachable: Option<crate::coverage::Unreachable>,
 }
 
 impl SeedReport {
@@ -128,10 +128,10 @@ pub struct Totals {
     /// Entry-text offsets the selftest's breakpoint walks interrupted with
     /// a real NMI entry (`fuzz --coverage` boots one selftest for them).
     pub walk_coverage_hits: BTreeSet<u64>,
-    /// The stubs nothing raises, as the first boot that named them did.
-    pub coverage_not_raised: Option<Vec<Range<u64>>>,
+    /// What no NMI can land on, as the first boot that named it did.
+    pub coverage_unreachable: Option<crate::coverage::Unreachable>,
     /// The coverage split by reachability, once [`Totals::measure_coverage`]
-    /// ran with [`Totals::coverage_not_raised`] known.
+    /// ran with [`Totals::coverage_unreachable`] known.
     pub coverage_figures: Option<crate::coverage::Figures>,
     /// Instructions hit on each CPU, once [`Totals::measure_coverage`] ran.
     pub entry_points_by_cpu: BTreeMap<u32, u64>,
@@ -165,8 +165,8 @@ impl Totals {
         for (cpu, hits) in &report.coverage_hits_by_cpu {
             self.coverage_hits_by_cpu.entry(*cpu).or_default().extend(hits);
         }
-        if self.coverage_not_raised.is_none() {
-            self.coverage_not_raised.clone_from(&report.coverage_not_raised);
+        if self.coverage_unreachable.is_none() {
+            self.coverage_unreachable.clone_from(&report.coverage_unreachable);
         }
         if report.ok() && report.frames() > 0 {
             self.kernel_frames_per_s.push(report.number("frames_per_s"));
@@ -221,18 +221,18 @@ impl Totals {
         let with_walks: BTreeSet<u64> =
             self.coverage_hits.union(&self.walk_coverage_hits).copied().collect();
         self.coverage_figures =
-            self.coverage_not_raised.as_ref().map(|ranges| text.figures(&with_walks, ranges));
+            self.coverage_unreachable.as_ref().map(|ranges| text.figures(&with_walks, ranges));
         self.entry_points_by_cpu =
             self.coverage_hits_by_cpu.iter().map(|(cpu, hits)| (*cpu, text.hit(hits))).collect();
         Ok(text)
     }
 
     /// Adds the coverage of a selftest boot's serial output: the walks'
-    /// hits, and the stubs nothing raises if no fuzz boot named them.
+    /// hits, and what no NMI can land on if no fuzz boot named it.
     pub fn add_walk_coverage(&mut self, selftest_serial: &str) {
         self.walk_coverage_hits.extend(crate::coverage::hits_in(selftest_serial));
-        if self.coverage_not_raised.is_none() {
-            self.coverage_not_raised = crate::coverage::not_raised_in(selftest_serial);
+        if self.coverage_unreachable.is_none() {
+            self.coverage_unreachable = crate::coverage::unreachable_in(selftest_serial);
         }
     }
 
@@ -299,6 +299,8 @@ impl Totals {
             "entry_points_user_paths_hit": self.coverage_figures.map(|figures| figures.user_paths_hit),
             "entry_points_not_raised": self.coverage_figures.map(|figures| figures.not_raised),
             "entry_points_not_raised_hit": self.coverage_figures.map(|figures| figures.not_raised_hit),
+            "entry_points_nmi_blocked": self.coverage_figures.map(|figures| figures.nmi_blocked),
+            "entry_points_nmi_blocked_hit": self.coverage_figures.map(|figures| figures.nmi_blocked_hit),
             "entry_points_hit_by_cpu": self.entry_points_by_cpu,
             "entry_points_hit_offsets_by_cpu": self.coverage_hits_by_cpu,
         })
@@ -405,7 +407,7 @@ pub fn run_batch(
                 serial: None,
                 coverage_hits: BTreeSet::new(),
                 coverage_hits_by_cpu: BTreeMap::new(),
-                coverage_not_raised: None,
+                coverage_unreachable: None,
             };
             return (vec![report], std::iter::once(seeds.start + 1..seeds.end).collect());
         }
@@ -426,7 +428,7 @@ pub fn split_batch(
 ) -> (Vec<SeedReport>, Vec<Range<u64>>) {
     let coverage_hits = crate::coverage::hits_in(&serial);
     let coverage_hits_by_cpu = crate::coverage::hits_by_cpu_in(&serial);
-    let coverage_not_raised = crate::coverage::not_raised_in(&serial);
+    let coverage_unreachable = crate::coverage::unreachable_in(&serial);
     let mut reports = Vec::new();
     if seeds.end - seeds.start == 1 {
         // One seed: its RESULT is its summary (and a replay's format).
@@ -437,7 +439,7 @@ pub fn split_batch(
             result,
             coverage_hits,
             coverage_hits_by_cpu,
-            coverage_not_raised,
+            coverage_unreachable,
             serial: (exit != EXIT_SUCCESS).then_some(serial),
         });
         return (reports, Vec::new());
@@ -461,7 +463,7 @@ pub fn split_batch(
             serial: None,
             coverage_hits: BTreeSet::new(),
             coverage_hits_by_cpu: BTreeMap::new(),
-            coverage_not_raised: None,
+            coverage_unreachable: None,
         });
     }
     if all_passed && exit == EXIT_SUCCESS {
@@ -470,7 +472,7 @@ pub fn split_batch(
         if let Some(last) = reports.last_mut() {
             last.coverage_hits = coverage_hits;
             last.coverage_hits_by_cpu = coverage_hits_by_cpu;
-            last.coverage_not_raised = coverage_not_raised;
+            last.coverage_unreachable = coverage_unreachable;
         }
         return (reports, Vec::new());
     }
@@ -497,7 +499,7 @@ pub fn split_batch(
         result,
         coverage_hits,
         coverage_hits_by_cpu,
-        coverage_not_raised,
+        coverage_unreachable,
         serial: Some(serial),
     });
     reports.sort_by_key(|report| report.seed);

@@ -8,12 +8,14 @@
 //! instructions (alignment padding excluded), and the points never hit can
 //! be listed with their symbols.
 //!
-//! The kernel also names the stubs nothing raises (`COVERAGE_NOT_RAISED`:
-//! the exceptions no test, mode or fuzz event raises, and the compat
-//! SYSCALL entry). Their instructions are reported apart: the figure that
-//! counts is hits among the **reachable** instructions, the rest, with the
-//! user entry and exit paths (SYSCALL, SYSRET, the first entry to user
-//! mode, the IRET exit) as a figure of their own.
+//! The kernel also names what no NMI can land on: the stubs nothing raises
+//! (`COVERAGE_NOT_RAISED`: the exceptions no test, mode or fuzz event
+//! raises, and the compat SYSCALL entry) and the part of the NMI stub that
+//! runs with NMIs blocked (`COVERAGE_NMI_BLOCKED`). Their instructions are
+//! reported apart: the figure that counts is hits among the **reachable**
+//! instructions, the rest, with the user entry and exit paths (SYSCALL,
+//! SYSRET, the first entry to user mode, the IRET exit) as a figure of
+//! their own.
 
 use crate::error::{Error, Result};
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
@@ -131,43 +133,92 @@ impl EntryText {
     }
 
     /// The instructions not in `hits`, one line each: the reachable ones,
-    /// then, under a heading, those of the stubs nothing raises.
-    pub fn missed_listing(&self, hits: &BTreeSet<u64>, not_raised: &[Range<u64>]) -> String {
+    /// then, each under a heading, those of the stubs nothing raises and
+    /// those that run with NMIs blocked.
+    pub fn missed_listing(&self, hits: &BTreeSet<u64>, unreachable: &Unreachable) -> String {
         let line = |point: &EntryPoint| {
             format!("{:#06x} {:<48} {}\n", point.offset, point.location, point.text)
         };
-        let missed = |point: &&EntryPoint| !hits.contains(&point.offset);
-        let (unreached, never_raised): (Vec<&EntryPoint>, Vec<&EntryPoint>) = self
-            .points
-            .iter()
-            .filter(missed)
-            .partition(|point| !in_ranges(point.offset, not_raised));
-        let mut listing: String = unreached.into_iter().map(line).collect();
-        if !never_raised.is_empty() {
-            listing += "# the stubs of vectors nothing raises (and the compat SYSCALL entry)\n";
-            listing.extend(never_raised.into_iter().map(line));
+        let mut sections = [String::new(), String::new(), String::new()];
+        for point in self.points.iter().filter(|point| !hits.contains(&point.offset)) {
+            sections[unreachable.class(point.offset) as usize] += &line(point);
+        }
+        let [reachable, not_raised, nmi_blocked] = sections;
+        let mut listing = reachable;
+        for (heading, section) in
+            [(NOT_RAISED_HEADING, not_raised), (NMI_BLOCKED_HEADING, nmi_blocked)]
+        {
+            if !section.is_empty() {
+                listing += heading;
+                listing += &section;
+            }
         }
         listing
     }
 
-    /// The figures for `hits`, given the stubs nothing raises.
-    pub fn figures(&self, hits: &BTreeSet<u64>, not_raised: &[Range<u64>]) -> Figures {
+    /// The figures for `hits`, given what no NMI can land on.
+    pub fn figures(&self, hits: &BTreeSet<u64>, unreachable: &Unreachable) -> Figures {
         let mut figures = Figures::default();
         for point in &self.points {
             let hit = u64::from(hits.contains(&point.offset));
-            if in_ranges(point.offset, not_raised) {
-                figures.not_raised += 1;
-                figures.not_raised_hit += hit;
-                continue;
-            }
-            figures.reachable += 1;
-            figures.reachable_hit += hit;
-            if USER_PATH_FUNCTIONS.contains(&point.function.as_str()) {
-                figures.user_paths += 1;
-                figures.user_paths_hit += hit;
+            match unreachable.class(point.offset) {
+                Class::NotRaised => {
+                    figures.not_raised += 1;
+                    figures.not_raised_hit += hit;
+                }
+                Class::NmiBlocked => {
+                    figures.nmi_blocked += 1;
+                    figures.nmi_blocked_hit += hit;
+                }
+                Class::Reachable => {
+                    figures.reachable += 1;
+                    figures.reachable_hit += hit;
+                    if USER_PATH_FUNCTIONS.contains(&point.function.as_str()) {
+                        figures.user_paths += 1;
+                        figures.user_paths_hit += hit;
+                    }
+                }
             }
         }
         figures
+    }
+}
+
+/// The heading of the listing's part for the stubs nothing raises.
+pub const NOT_RAISED_HEADING: &str =
+    "# the stubs of vectors nothing raises (and the compat SYSCALL entry)\n";
+/// The heading of the listing's part for the NMI stub's blocked part.
+pub const NMI_BLOCKED_HEADING: &str = "# the NMI stub's instructions that run with NMIs blocked\n";
+
+/// What no NMI can land on, as a boot named it (offsets into the entry
+/// text).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unreachable {
+    /// The stubs of vectors nothing raises, and the compat SYSCALL entry
+    /// (`COVERAGE_NOT_RAISED`).
+    pub not_raised: Vec<Range<u64>>,
+    /// The NMI stub but for the part an NMI can land on
+    /// (`COVERAGE_NMI_BLOCKED`).
+    pub nmi_blocked: Vec<Range<u64>>,
+}
+
+/// Which part of the report an instruction belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Reachable = 0,
+    NotRaised = 1,
+    NmiBlocked = 2,
+}
+
+impl Unreachable {
+    fn class(&self, offset: u64) -> Class {
+        if in_ranges(offset, &self.not_raised) {
+            Class::NotRaised
+        } else if in_ranges(offset, &self.nmi_blocked) {
+            Class::NmiBlocked
+        } else {
+            Class::Reachable
+        }
     }
 }
 
@@ -178,7 +229,7 @@ fn in_ranges(offset: u64, ranges: &[Range<u64>]) -> bool {
 /// Interrupt-point coverage, split by reachability.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Figures {
-    /// Instructions on a path some event takes.
+    /// Instructions an NMI can land on, on a path some event takes.
     pub reachable: u64,
     /// Of those, the ones interrupted.
     pub reachable_hit: u64,
@@ -191,6 +242,11 @@ pub struct Figures {
     /// Of those, the ones interrupted: more than 0 means the kernel's list
     /// of raised vectors is wrong.
     pub not_raised_hit: u64,
+    /// Instructions of the NMI stub that run with NMIs blocked.
+    pub nmi_blocked: u64,
+    /// Of those, the ones interrupted: more than 0 means the kernel's
+    /// labels of the NMI stub's window are wrong.
+    pub nmi_blocked_hit: u64,
 }
 
 impl Figures {
@@ -202,6 +258,11 @@ impl Figures {
             100.0 * self.reachable_hit as f64 / self.reachable as f64
         }
     }
+
+    /// Hits where the kernel says no NMI can land.
+    pub fn wrong_claims(&self) -> u64 {
+        self.not_raised_hit + self.nmi_blocked_hit
+    }
 }
 
 impl std::fmt::Display for Figures {
@@ -209,35 +270,43 @@ impl std::fmt::Display for Figures {
         write!(
             formatter,
             "{} of {} reachable entry instructions hit ({:.1}%); user entry/exit paths {} of {}; \
-             {} instructions in stubs nothing raises",
+             {} instructions in stubs nothing raises, {} run with NMIs blocked",
             self.reachable_hit,
             self.reachable,
             self.reachable_percent(),
             self.user_paths_hit,
             self.user_paths,
-            self.not_raised
+            self.not_raised,
+            self.nmi_blocked
         )?;
-        if self.not_raised_hit > 0 {
+        if self.wrong_claims() > 0 {
             write!(
                 formatter,
-                " (and {} of them hit: the kernel's list is wrong)",
-                self.not_raised_hit
+                " (and {} of those hit: the kernel's claim is wrong)",
+                self.wrong_claims()
             )?;
         }
         Ok(())
     }
 }
 
-/// The ranges of a `COVERAGE_NOT_RAISED a-b,…` line (hex offsets) in
-/// `serial`: the stubs nothing raises. None when the boot printed no such
-/// line (a kernel without coverage, or a boot that died first).
-pub fn not_raised_in(serial: &str) -> Option<Vec<Range<u64>>> {
-    let line = serial.lines().find_map(|line| line.strip_prefix("COVERAGE_NOT_RAISED "))?;
-    let range = |pair: &str| {
-        let (start, end) = pair.trim().split_once('-')?;
-        Some(u64::from_str_radix(start, 16).ok()?..u64::from_str_radix(end, 16).ok()?)
+/// What no NMI can land on, from a boot's `COVERAGE_NOT_RAISED` and
+/// `COVERAGE_NMI_BLOCKED` lines (hex offset ranges `a-b,…`). None when the
+/// boot printed no `COVERAGE_NOT_RAISED` line (a kernel without coverage,
+/// or a boot that died first).
+pub fn unreachable_in(serial: &str) -> Option<Unreachable> {
+    let ranges = |prefix: &str| {
+        let line = serial.lines().find_map(|line| line.strip_prefix(prefix))?;
+        let range = |pair: &str| {
+            let (start, end) = pair.trim().split_once('-')?;
+            Some(u64::from_str_radix(start, 16).ok()?..u64::from_str_radix(end, 16).ok()?)
+        };
+        Some(line.split(',').filter_map(range).collect::<Vec<_>>())
     };
-    Some(line.split(',').filter_map(range).collect())
+    Some(Unreachable {
+        not_raised: ranges("COVERAGE_NOT_RAISED ")?,
+        nmi_blocked: ranges("COVERAGE_NMI_BLOCKED ").unwrap_or_default(),
+    })
 }
 
 /// The offsets of a `COVERAGE_HIT a,b,…` line (hex) in `serial`.
@@ -299,11 +368,14 @@ mod tests {
         assert!(text.points.iter().any(|p| p.text.starts_with("iretq")));
         let hits = BTreeSet::from([text.points[0].offset]);
         assert_eq!(text.hit(&hits), 1);
-        assert_eq!(text.missed_listing(&hits, &[]).lines().count() as u64, text.total() - 1);
+        assert_eq!(
+            text.missed_listing(&hits, &Unreachable::default()).lines().count() as u64,
+            text.total() - 1
+        );
     }
 
     #[test]
-    fn figures_set_the_stubs_nothing_raises_apart() {
+    fn figures_set_what_no_nmi_can_land_on_apart() {
         let text = EntryText::from_elf(crate::images::kernel_elf()).expect("the kernel ELF");
         let syscall: Vec<u64> = text
             .points
@@ -312,26 +384,35 @@ mod tests {
             .map(|point| point.offset)
             .collect();
         assert!(syscall.len() > 60, "entry_SYSCALL_64 is {} instructions", syscall.len());
-        let first = text.points[0].offset;
-        let not_raised = vec![Range { start: first, end: first + 1 }];
+        let (first, second) = (text.points[0].offset, text.points[1].offset);
+        let unreachable = Unreachable {
+            not_raised: vec![Range { start: first, end: first + 1 }],
+            nmi_blocked: vec![Range { start: second, end: second + 1 }],
+        };
         let hits: BTreeSet<u64> = syscall.iter().copied().chain([first]).collect();
-        let figures = text.figures(&hits, &not_raised);
+        let figures = text.figures(&hits, &unreachable);
         assert_eq!((figures.not_raised, figures.not_raised_hit), (1, 1));
-        assert_eq!(figures.reachable, text.total() - 1);
+        assert_eq!((figures.nmi_blocked, figures.nmi_blocked_hit), (1, 0));
+        assert_eq!(figures.reachable, text.total() - 2);
         assert_eq!(figures.reachable_hit, syscall.len() as u64);
         assert!(figures.user_paths > syscall.len() as u64, "SYSCALL, SYSRET and the IRET exit");
         assert_eq!(figures.user_paths_hit, syscall.len() as u64);
-        assert!(figures.to_string().contains("the kernel's list is wrong"));
-        let listing = text.missed_listing(&BTreeSet::new(), &not_raised);
-        let heading = listing.lines().position(|line| line.starts_with("# the stubs")).unwrap();
-        assert_eq!(heading as u64, text.total() - 1, "the one not-raised point is listed last");
+        assert!(figures.to_string().contains("the kernel's claim is wrong"));
+        let listing = text.missed_listing(&BTreeSet::new(), &unreachable);
+        let lines: Vec<&str> = listing.lines().collect();
+        let total = text.total() as usize;
+        assert_eq!(lines.len(), total + 2, "every point and two headings");
+        assert_eq!(format!("{}\n", lines[total - 2]), NOT_RAISED_HEADING);
+        assert_eq!(format!("{}\n", lines[total]), NMI_BLOCKED_HEADING);
     }
 
     #[test]
-    fn not_raised_lines_parse_as_hex_ranges() {
-        let serial = "x\nCOVERAGE_NOT_RAISED 430-4b0,21a0-21a7\nCOVERAGE_HIT 1\n";
-        assert_eq!(not_raised_in(serial), Some(vec![0x430..0x4b0, 0x21a0..0x21a7]));
-        assert_eq!(not_raised_in("COVERAGE_NOT_RAISED \n"), Some(vec![]));
-        assert_eq!(not_raised_in("COVERAGE_HIT 1\n"), None);
+    fn unreachable_lines_parse_as_hex_ranges() {
+        let serial = "x\nCOVERAGE_NOT_RAISED 430-4b0,21a0-21a7\nCOVERAGE_NMI_BLOCKED 10-20,30-40\n";
+        let unreachable = unreachable_in(serial).unwrap();
+        assert_eq!(unreachable.not_raised, vec![0x430..0x4b0, 0x21a0..0x21a7]);
+        assert_eq!(unreachable.nmi_blocked, vec![0x10..0x20, 0x30..0x40]);
+        assert_eq!(unreachable_in("COVERAGE_NOT_RAISED \n"), Some(Unreachable::default()));
+        assert_eq!(unreachable_in("COVERAGE_HIT 1\n"), None);
     }
 }

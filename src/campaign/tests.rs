@@ -23,7 +23,7 @@ fn totals_add_up_results() {
         serial: None,
         coverage_hits: BTreeSet::from([seed, 7]),
         coverage_hits_by_cpu: BTreeMap::from([(seed as u32 % 2, BTreeSet::from([seed]))]),
-        coverage_not_raised: None,
+        coverage_unreachable: None,
     };
     let mut totals = Totals::default();
     totals.add(&report(3, 100, true));

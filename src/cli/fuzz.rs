@@ -520,7 +520,8 @@ pub(crate) fn report_coverage(totals: &mut campaign::Totals, args: &FuzzArgs) ->
     let Some(path) = listing else {
         return Ok(());
     };
-    let (Some(figures), Some(not_raised)) = (totals.coverage_figures, &totals.coverage_not_raised)
+    let (Some(figures), Some(unreachable)) =
+        (totals.coverage_figures, &totals.coverage_unreachable)
     else {
         eprintln!(
             "extregs: --coverage: no boot named the stubs nothing raises (COVERAGE_NOT_RAISED)"
@@ -529,19 +530,19 @@ pub(crate) fn report_coverage(totals: &mut campaign::Totals, args: &FuzzArgs) ->
     };
     println!("extregs: coverage: fuzz and selftest walks: {figures}");
     let with_walks = totals.coverage_hits.union(&totals.walk_coverage_hits).copied().collect();
-    let missed = text.missed_listing(&with_walks, not_raised);
+    let missed = text.missed_listing(&with_walks, unreachable);
     if let Err(error) = std::fs::write(path, missed) {
         eprintln!("extregs: cannot write {}: {error}", path.display());
         return Err(EXIT_USAGE);
     }
     println!(
-        "extregs: coverage: wrote the {} reachable points never hit, and the {} in stubs nothing raises, to {}",
+        "extregs: coverage: wrote the {} reachable points never hit, and the {} no NMI can land on, to {}",
         figures.reachable - figures.reachable_hit,
-        figures.not_raised - figures.not_raised_hit,
+        figures.not_raised + figures.nmi_blocked - figures.wrong_claims(),
         path.display()
     );
-    if figures.not_raised_hit > 0 {
-        eprintln!("extregs: coverage: a stub the kernel says nothing raises was hit");
+    if figures.wrong_claims() > 0 {
+        eprintln!("extregs: coverage: an NMI landed where the kernel says none can");
         return Err(EXIT_KERNEL_FAILURE);
     }
     Ok(())
@@ -581,7 +582,7 @@ pub(crate) fn replay(args: &FuzzArgs, seed: u64) -> i32 {
             result: outcome.result(),
             coverage_hits: extregs::coverage::hits_in(&outcome.serial),
             coverage_hits_by_cpu: extregs::coverage::hits_by_cpu_in(&outcome.serial),
-            coverage_not_raised: extregs::coverage::not_raised_in(&outcome.serial),
+            coverage_unreachable: extregs::coverage::unreachable_in(&outcome.serial),
             serial: (code != EXIT_SUCCESS).then_some(outcome.serial.clone()),
         };
         let mut totals = campaign::Totals::default();

@@ -141,13 +141,13 @@ pub(crate) fn inject_nmi(args: InjectNmiArgs) -> i32 {
 /// ([`extregs::coverage::Figures`]). Nothing when the boot printed none, or
 /// the kernel ELF can't be decoded (said on stderr).
 fn print_coverage_figures(serial: &str) {
-    let Some(not_raised) = extregs::coverage::not_raised_in(serial) else {
+    let Some(unreachable) = extregs::coverage::unreachable_in(serial) else {
         return;
     };
     match extregs::coverage::EntryText::from_elf(extregs::images::kernel_elf()) {
         Ok(text) => {
             let hits = extregs::coverage::hits_in(serial);
-            eprintln!("extregs: coverage: {}", text.figures(&hits, &not_raised));
+            eprintln!("extregs: coverage: {}", text.figures(&hits, &unreachable));
         }
         Err(error) => eprintln!("extregs: coverage: cannot decode the entry text: {error}"),
     }

@@ -281,14 +281,20 @@ fn cli_fuzz_replays_a_seed_and_rejects_bad_arguments() {
     assert!(number("entry_points_reachable_hit") > number("entry_points_hit"), "{totals}");
     assert_eq!(number("entry_points_user_paths_hit"), number("entry_points_user_paths"));
     assert_eq!(number("entry_points_not_raised_hit"), 0);
+    assert_eq!(number("entry_points_nmi_blocked_hit"), 0);
     let listing = std::fs::read_to_string(&missed).expect("--coverage wrote its listing");
-    let heading = "# the stubs of vectors nothing raises (and the compat SYSCALL entry)\n";
-    let (reachable, not_raised) = listing.split_once(heading).expect("the listing's two parts");
+    let (reachable, rest) = listing
+        .split_once(extregs::coverage::NOT_RAISED_HEADING)
+        .expect("the listing's part for the stubs nothing raises");
+    let (not_raised, nmi_blocked) = rest
+        .split_once(extregs::coverage::NMI_BLOCKED_HEADING)
+        .expect("the listing's part for the NMI stub's blocked part");
     assert_eq!(
         reachable.lines().count() as u64,
         number("entry_points_reachable") - number("entry_points_reachable_hit")
     );
     assert_eq!(not_raised.lines().count() as u64, number("entry_points_not_raised"));
+    assert_eq!(nmi_blocked.lines().count() as u64, number("entry_points_nmi_blocked"));
     let _ = std::fs::remove_file(&missed);
     // The coverage pictures, drawn live and again from the document; the
     // kernels' per-depth and per-context counts add up to the frames.

@@ -582,6 +582,14 @@ asm_exc_nmi:
 	NMI_COPY_WORD IRET_FRAME_SS
 	popq	%rax					/* rsp = &landing */
 	leaq	NMI_TOP_IRET_COPY-NMI_TOP_LANDING(%rsp), %rsp	/* rsp = &iret_copy */
+	/*
+	 * extregs_nmi_run .. extregs_nmi_nested: the only instructions of this
+	 * stub an NMI can land on (after an IRET inside the handler unblocked
+	 * NMIs: the rest of this pass, and a repeat). Everything else here runs
+	 * with NMIs blocked. Interrupt-point coverage reads the two labels.
+	 */
+	.globl	extregs_nmi_run
+extregs_nmi_run:
 .Lnmi_run:
 	movb	$NMI_STATE_RUNNING, NMI_TOP_NMI_STATE-NMI_TOP_IRET_COPY(%rsp)
 	pushq	$-1					/* orig_ax */
@@ -602,6 +610,8 @@ asm_exc_nmi:
 	/* An NMI nested while we ran: handle it on the same iret_copy. */
 	jmp	.Lnmi_run
 
+	.globl	extregs_nmi_nested
+extregs_nmi_nested:
 .Lnmi_nested:
 	movb	$NMI_STATE_PENDING, NMI_TOP_NMI_STATE-NMI_TOP_SCRATCH(%rsp)
 	popq	%rax					/* rsp = &landing */

@@ -121,6 +121,8 @@ extern "C" {
     static extregs_entry_common: u8;
     static extregs_irq_common: u8;
     static extregs_paranoid_common: u8;
+    static extregs_nmi_run: u8;
+    static extregs_nmi_nested: u8;
     static extregs_return_to_user: u8;
     static extregs_syscall_sysretq: u8;
     static extregs_return_to_user_iretq: u8;
@@ -255,6 +257,15 @@ pub fn common_paths() -> (u64, u64) {
 pub fn paranoid_common_address() -> u64 {
     // Only the symbol's address is taken; nothing is read through it.
     (&raw const extregs_paranoid_common) as u64
+}
+
+/// The part of the NMI stub an NMI can land on, `extregs_nmi_run` up to
+/// `extregs_nmi_nested`: the outermost NMI's handler pass from its start
+/// (where a repeat starts too) through its exit. The rest of the stub runs
+/// with NMIs blocked.
+pub fn nmi_interruptible_range() -> core::ops::Range<u64> {
+    // Only the symbols' addresses are taken; nothing is read through them.
+    (&raw const extregs_nmi_run) as u64..(&raw const extregs_nmi_nested) as u64
 }
 
 /// The address range of `entry_64.S`'s code: every stub, the common paths

@@ -89,7 +89,30 @@ fn print_not_raised() {
     println!();
 }
 
-/// Prints the stubs nothing raises (`COVERAGE_NOT_RAISED`), then
+/// Prints `COVERAGE_NMI_BLOCKED start-end,…`: the entry-text offset ranges
+/// of the NMI stub that run with NMIs blocked (all of it but
+/// [`extregs_entry_asm::nmi_interruptible_range`]), where no NMI can land,
+/// for the runner, which reports them apart as well.
+fn print_nmi_blocked() {
+    let text = extregs_entry_asm::entry_text_range();
+    let window = extregs_entry_asm::nmi_interruptible_range();
+    print!("COVERAGE_NMI_BLOCKED ");
+    if let Some(stub) = crate::debug::symbols::function_range(crate::arch::idt::stub_address(
+        extregs_regs::NMI_VECTOR,
+    )) {
+        print!(
+            "{:x}-{:x},{:x}-{:x}",
+            stub.start - text.start,
+            window.start - text.start,
+            window.end - text.start,
+            stub.end - text.start
+        );
+    }
+    println!();
+}
+
+/// Prints the stubs nothing raises (`COVERAGE_NOT_RAISED`) and the NMI
+/// stub's blocked part (`COVERAGE_NMI_BLOCKED`), then
 /// `COVERAGE_HIT off,off,…`: the entry-text offsets a foreign event
 /// interrupted on any CPU, for the runner, which decodes the kernel ELF's
 /// entry text into instructions and reports hit/total and the points never
@@ -97,6 +120,7 @@ fn print_not_raised() {
 /// for each CPU k.
 pub fn print_hits() {
     print_not_raised();
+    print_nmi_blocked();
     print!("COVERAGE_HIT ");
     print_offsets(union_word);
     if crate::arch::smp::cpus_online() > 1 {

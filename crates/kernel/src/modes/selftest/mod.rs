@@ -16,6 +16,7 @@ mod smp;
 mod tlb;
 mod user;
 mod walk;
+mod walk_nmi;
 mod walk_user;
 
 use crate::arch::irqflags;
@@ -105,6 +106,10 @@ const TESTS: &[(&str, Test)] = &[
     (
         "debug_at_every_instruction_of_the_nmi_entry",
         walk::debug_at_every_instruction_of_the_nmi_entry,
+    ),
+    (
+        "nmi_at_every_instruction_of_the_nmi_windows",
+        walk_nmi::nmi_at_every_instruction_of_the_nmi_windows,
     ),
     ("pks_fault_callback_run_exception", pkeys::pks_fault_callback_run_exception),
     ("pkrs_cache_skips_wrmsr", pkeys::pkrs_cache_skips_wrmsr),

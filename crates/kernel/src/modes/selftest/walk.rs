@@ -123,6 +123,27 @@ fn walk_hook(regs: &mut PtRegs, vector: u8) -> bool {
     if vector != WALK_VECTOR.load(Ordering::Relaxed) {
         return false;
     }
+    WALK_WRONG.fetch_or(kernel_state_wrong(), Ordering::Relaxed);
+    WALK_HITS.fetch_add(1, Ordering::Relaxed);
+    // The coverage counts where a real NMI entry ran, not the #DB walk.
+    if vector == NMI_VECTOR {
+        coverage::record(regs.ip);
+    }
+    regs.flags |= X86_EFLAGS_RF;
+    true
+}
+
+/// Notes this CPU's kernel GS area for [`kernel_state_wrong`], read before
+/// any breakpoint is armed (not through GS, the very thing it checks).
+pub(super) fn prepare_kernel_state_checks() {
+    WALK_KERNEL_GS.store(gdt::kernel_gs_base(), Ordering::Relaxed);
+}
+
+/// What is wrong with the kernel state a walk's handler runs in
+/// (`WRONG_*` bits): the GS base not the walking CPU's kernel area, or the
+/// swapped-out base that area; PKRS and its cache apart; TSS.RSP0 or its
+/// per-CPU copy not the running task's stack top.
+pub(super) fn kernel_state_wrong() -> u64 {
     let mut wrong = 0;
     let kernel_gs = WALK_KERNEL_GS.load(Ordering::Relaxed);
     if x86_64::registers::model_specific::GsBase::read().as_u64() != kernel_gs
@@ -139,14 +160,22 @@ fn walk_hook(regs: &mut PtRegs, vector: u8) -> bool {
     {
         wrong |= WRONG_RSP0;
     }
-    WALK_WRONG.fetch_or(wrong, Ordering::Relaxed);
-    WALK_HITS.fetch_add(1, Ordering::Relaxed);
-    // The coverage counts where a real NMI entry ran, not the #DB walk.
-    if vector == NMI_VECTOR {
-        coverage::record(regs.ip);
+    wrong
+}
+
+/// Prints what `wrong` ([`kernel_state_wrong`]'s bits) says went wrong in
+/// `entry_name`'s handler at `address`; true when nothing did.
+pub(super) fn report_kernel_state(name: &str, entry_name: &str, address: u64, wrong: u64) -> bool {
+    for (bit, what) in [
+        (WRONG_KERNEL_GS, "the GS base was not the kernel's"),
+        (WRONG_PKRS_CACHE, "PKRS and its cache disagreed"),
+        (WRONG_RSP0, "TSS.RSP0 was not the running task's stack top"),
+    ] {
+        if wrong & bit != 0 {
+            println!("# {name}: in {entry_name} at {address:#x}, {what}");
+        }
     }
-    regs.flags |= X86_EFLAGS_RF;
-    true
+    wrong == 0
 }
 
 /// Arms an instruction breakpoint on every byte of `ranges` in turn and
@@ -183,7 +212,7 @@ pub(super) fn entry_at_every_address(
     // task and the event's tasks stay here (init is the boot CPU's; the
     // event pins what it spawns), which the end checks.
     let walking_cpu = crate::arch::percpu::this_cpu();
-    WALK_KERNEL_GS.store(gdt::kernel_gs_base(), Ordering::Relaxed);
+    prepare_kernel_state_checks();
     let mut instructions = 0;
     for address in ranges.iter().flat_map(|range| range.clone()) {
         WALK_HITS.store(0, Ordering::Relaxed);
@@ -222,16 +251,7 @@ pub(super) fn entry_at_every_address(
             return Err(());
         }
         let wrong = WALK_WRONG.load(Ordering::Relaxed);
-        for (bit, what) in [
-            (WRONG_KERNEL_GS, "the GS base was not the kernel's"),
-            (WRONG_PKRS_CACHE, "PKRS and its cache disagreed"),
-            (WRONG_RSP0, "TSS.RSP0 was not the running task's stack top"),
-        ] {
-            if wrong & bit != 0 {
-                println!("# {name}: in {} at {address:#x}, {what}", entry.name());
-            }
-        }
-        if wrong != 0 {
+        if !report_kernel_state(name, entry.name(), address, wrong) {
             return Err(());
         }
         instructions += u64::from(hits > 0);
