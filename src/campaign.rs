@@ -125,8 +125,8 @@ pub struct Totals {
     pub coverage_hits: BTreeSet<u64>,
     /// The same, CPU by CPU.
     pub coverage_hits_by_cpu: BTreeMap<u32, BTreeSet<u64>>,
-    /// Entry-text offsets the selftest's breakpoint walks interrupted with
-    /// a real NMI entry (`fuzz --coverage` boots one selftest for them).
+    /// Entry-text offsets the breakpoint walks interrupted with a real NMI
+    /// entry (`fuzz --coverage` boots a selftest and the walked oopses).
     pub walk_coverage_hits: BTreeSet<u64>,
     /// What no NMI can land on, as the first boot that named it did.
     pub coverage_unreachable: Option<crate::coverage::Unreachable>,
@@ -227,12 +227,13 @@ impl Totals {
         Ok(text)
     }
 
-    /// Adds the coverage of a selftest boot's serial output: the walks'
-    /// hits, and what no NMI can land on if no fuzz boot named it.
-    pub fn add_walk_coverage(&mut self, selftest_serial: &str) {
-        self.walk_coverage_hits.extend(crate::coverage::hits_in(selftest_serial));
+    /// Adds the coverage of a walk boot's serial output (a selftest, a
+    /// walked oops): the walks' hits, and what no NMI can land on if no
+    /// boot named it yet.
+    pub fn add_walk_coverage(&mut self, walk_serial: &str) {
+        self.walk_coverage_hits.extend(crate::coverage::hits_in(walk_serial));
         if self.coverage_unreachable.is_none() {
-            self.coverage_unreachable = crate::coverage::unreachable_in(selftest_serial);
+            self.coverage_unreachable = crate::coverage::unreachable_in(walk_serial);
         }
     }
 

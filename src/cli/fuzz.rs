@@ -472,33 +472,14 @@ fn jobs_within(cores: usize, smp: u32) -> usize {
 /// `fuzz --seed S`: one boot with its output shown; `--json` writes it as a
 /// one-seed campaign (the same format as `--seeds`).
 /// Decodes the entry text, prints the campaign's interrupt-point coverage
-/// and, with `--coverage`, boots one selftest to count its breakpoint
-/// walks' NMIs as well, prints the figures split by reachability and
+/// and, with `--coverage`, boots the breakpoint walks ([`walk_boots`]) to
+/// count their NMIs as well, prints the figures split by reachability and
 /// writes the listing of what was never hit; Err(exit code) when it can't.
 pub(crate) fn report_coverage(totals: &mut campaign::Totals, args: &FuzzArgs) -> Result<(), i32> {
     let listing = args.coverage.as_deref();
     if listing.is_some() {
-        let selftest = RunConfig {
-            cpu: args.cpu.clone(),
-            cmdline: "mode=selftest".into(),
-            timeout: Duration::from_secs(args.timeout),
-            ..RunConfig::default()
-        };
-        match qemu::run(&selftest) {
-            Ok(outcome) if outcome.verdict().0 == EXIT_SUCCESS => {
-                totals.add_walk_coverage(&outcome.serial)
-            }
-            Ok(outcome) => {
-                eprintln!(
-                    "extregs: --coverage: the selftest boot for the walks' coverage failed: {}",
-                    outcome.verdict().1
-                );
-                return Err(EXIT_KERNEL_FAILURE);
-            }
-            Err(error) => {
-                eprintln!("extregs: --coverage: cannot boot the selftest: {error}");
-                return Err(EXIT_USAGE);
-            }
+        for serial in walk_boots(args)? {
+            totals.add_walk_coverage(&serial);
         }
     }
     let text = match totals.measure_coverage() {
@@ -528,7 +509,7 @@ pub(crate) fn report_coverage(totals: &mut campaign::Totals, args: &FuzzArgs) ->
         );
         return Err(EXIT_KERNEL_FAILURE);
     };
-    println!("extregs: coverage: fuzz and selftest walks: {figures}");
+    println!("extregs: coverage: fuzz and the breakpoint walks: {figures}");
     let with_walks = totals.coverage_hits.union(&totals.walk_coverage_hits).copied().collect();
     let missed = text.missed_listing(&with_walks, unreachable);
     if let Err(error) = std::fs::write(path, missed) {
@@ -546,6 +527,45 @@ pub(crate) fn report_coverage(totals: &mut campaign::Totals, args: &FuzzArgs) ->
         return Err(EXIT_KERNEL_FAILURE);
     }
     Ok(())
+}
+
+/// The boots whose breakpoint walks `--coverage` counts: one selftest,
+/// and the two walked `mode=oops` causes (the #MC and #DF entries, which
+/// never return, walked up to their handlers). Their serial output, or the
+/// exit code when one did not end as it must (the selftest passing, each
+/// oops dying of its cause after its walk line).
+fn walk_boots(args: &FuzzArgs) -> Result<Vec<String>, i32> {
+    let boots = [
+        ("mode=selftest", EXIT_SUCCESS),
+        ("mode=oops cause=machine-check-walk", EXIT_KERNEL_FAILURE),
+        ("mode=oops cause=stack-overflow-walk", EXIT_KERNEL_FAILURE),
+    ];
+    let mut serials = Vec::new();
+    for (cmdline, expected_exit) in boots {
+        let config = RunConfig {
+            cpu: args.cpu.clone(),
+            cmdline: cmdline.into(),
+            timeout: Duration::from_secs(args.timeout),
+            ..RunConfig::default()
+        };
+        let outcome = match qemu::run(&config) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                eprintln!("extregs: --coverage: cannot boot {cmdline}: {error}");
+                return Err(EXIT_USAGE);
+            }
+        };
+        let (exit, why) = outcome.verdict();
+        let walked = cmdline == "mode=selftest"
+            || (outcome.serial.contains("# dying entry: an NMI at each of its")
+                && !outcome.serial.contains("the kernel state wrong"));
+        if exit != expected_exit || !walked {
+            eprintln!("extregs: --coverage: the walk boot {cmdline} went wrong: {why}");
+            return Err(EXIT_KERNEL_FAILURE);
+        }
+        serials.push(outcome.serial);
+    }
+    Ok(serials)
 }
 
 pub(crate) fn replay(args: &FuzzArgs, seed: u64) -> i32 {

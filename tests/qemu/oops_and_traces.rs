@@ -61,6 +61,37 @@ fn machine_check_is_fatal_even_with_hooks_that_would_claim_it() {
     assert_eq!(result["error"], "machine check");
 }
 
+/// The entries that never return, walked: a real NMI entry at every
+/// instruction the #MC and the #DF entries run before their handlers
+/// (single-stepped), the kernel state right at each, and then the same
+/// death as the plain cause. Exactly: the #MC stub's way from kernel mode
+/// is 36, the #DF stub 33, and the paranoid path up to its call 20 (21
+/// with SMAP, as on `-cpu max`).
+#[test]
+fn dying_entries_take_an_nmi_at_every_instruction_before_their_handlers() {
+    for (cause, instructions, death, error) in [
+        (
+            "machine-check-walk",
+            36 + 21,
+            "extregs: oops: machine check (vector 18)",
+            "machine check",
+        ),
+        ("stack-overflow-walk", 33 + 21, "extregs: oops: unhandled double fault", "double fault"),
+    ] {
+        let outcome = boot(Firmware::Bios, "max", &format!("mode=oops cause={cause}"));
+        assert_verdict(&outcome, EXIT_KERNEL_FAILURE);
+        let walked = format!(
+            "# dying entry: an NMI at each of its {instructions} instructions before the handler\n"
+        );
+        assert!(outcome.serial.contains(&walked), "{cause}: {}", dump(&outcome));
+        assert!(outcome.serial.contains(death), "{cause}: {}", dump(&outcome));
+        let hits = extregs::coverage::hits_in(&outcome.serial);
+        assert_eq!(hits.len(), instructions, "{cause}: {}", dump(&outcome));
+        let result = outcome.result().unwrap();
+        assert_eq!((&result["error"], &result["frame_errors"]), (&error.into(), &0.into()));
+    }
+}
+
 #[test]
 fn task_stack_overflow_ends_in_a_double_fault_naming_the_task() {
     let outcome = boot(Firmware::Bios, "max", "mode=oops cause=task-stack-overflow");

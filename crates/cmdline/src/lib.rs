@@ -99,11 +99,18 @@ pub enum OopsCause {
     /// ud2: the call trace's walk stops with a marker, and the callers it
     /// could not reach print as `? ` entries found on the stack.
     BrokenChain,
+    /// `machine-check`, with a real NMI entry at every instruction the #MC
+    /// entry runs before its handler (single-stepped): the one breakpoint
+    /// walk of an entry that never returns.
+    MachineCheckWalk,
+    /// `stack-overflow`, with a real NMI entry at every instruction the #DF
+    /// entry runs before its handler.
+    StackOverflowWalk,
 }
 
 impl OopsCause {
     /// Every cause with its command-line spelling.
-    pub const ALL: [(OopsCause, &'static str); 11] = [
+    pub const ALL: [(OopsCause, &'static str); 13] = [
         (OopsCause::InvalidOpcode, "ud2"),
         (OopsCause::GeneralProtection, "gp"),
         (OopsCause::PksViolation, "pks"),
@@ -115,6 +122,8 @@ impl OopsCause {
         (OopsCause::UserDoubleFault, "user-double-fault"),
         (OopsCause::Nested, "nested"),
         (OopsCause::BrokenChain, "broken-chain"),
+        (OopsCause::MachineCheckWalk, "machine-check-walk"),
+        (OopsCause::StackOverflowWalk, "stack-overflow-walk"),
     ];
 }
 

@@ -7,6 +7,7 @@ pub mod exec;
 pub mod fuzz;
 pub mod idle;
 pub mod oops;
+pub mod oops_walk;
 pub mod selftest;
 pub mod tasks;
 pub mod trampolines;

@@ -5,7 +5,9 @@
 //! machine check, a nested event chain, and a broken frame-pointer chain.
 
 use crate::arch::exit::{exit_qemu, ExitCode};
-use crate::arch::idt::{BREAKPOINT_VECTOR, INVALID_OPCODE_VECTOR, NMI_VECTOR};
+use crate::arch::idt::{
+    BREAKPOINT_VECTOR, DOUBLE_FAULT_VECTOR, INVALID_OPCODE_VECTOR, MACHINE_CHECK_VECTOR, NMI_VECTOR,
+};
 use crate::arch::memory::PkeyPage;
 use crate::arch::pks;
 use crate::debug::{oops, result};
@@ -111,6 +113,12 @@ pub fn die_on_purpose(cause: OopsCause, pkey_page: Option<PkeyPage>) -> ! {
         OopsCause::UserDoubleFault => oops_user_double_fault(),
         OopsCause::Nested => oops_nested(),
         OopsCause::BrokenChain => oops_broken_chain(),
+        OopsCause::MachineCheckWalk => {
+            super::oops_walk::walked(MACHINE_CHECK_VECTOR, oops_machine_check)
+        }
+        OopsCause::StackOverflowWalk => {
+            super::oops_walk::walked(DOUBLE_FAULT_VECTOR, oops_stack_overflow)
+        }
     }
 }
 

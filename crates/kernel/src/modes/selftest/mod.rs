@@ -15,7 +15,7 @@ mod sched;
 mod smp;
 mod tlb;
 mod user;
-mod walk;
+pub(crate) mod walk;
 mod walk_nmi;
 mod walk_user;
 

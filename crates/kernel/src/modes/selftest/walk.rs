@@ -117,6 +117,10 @@ const WRONG_RSP0: u64 = 1 << 2;
 /// the backstop for one that points at kernel memory.
 fn walk_hook(regs: &mut PtRegs, vector: u8) -> bool {
     if u16::from(vector) == WALK_ABSORBS.load(Ordering::Relaxed) {
+        // An interrupt taken over still needs its EOI.
+        if vector >= extregs_regs::FIRST_EXTERNAL_VECTOR && apic::in_service(vector) {
+            apic::eoi();
+        }
         WALK_ABSORBED.fetch_add(1, Ordering::Relaxed);
         return true;
     }
@@ -135,7 +139,7 @@ fn walk_hook(regs: &mut PtRegs, vector: u8) -> bool {
 
 /// Notes this CPU's kernel GS area for [`kernel_state_wrong`], read before
 /// any breakpoint is armed (not through GS, the very thing it checks).
-pub(super) fn prepare_kernel_state_checks() {
+pub(crate) fn prepare_kernel_state_checks() {
     WALK_KERNEL_GS.store(gdt::kernel_gs_base(), Ordering::Relaxed);
 }
 
@@ -143,7 +147,7 @@ pub(super) fn prepare_kernel_state_checks() {
 /// (`WRONG_*` bits): the GS base not the walking CPU's kernel area, or the
 /// swapped-out base that area; PKRS and its cache apart; TSS.RSP0 or its
 /// per-CPU copy not the running task's stack top.
-pub(super) fn kernel_state_wrong() -> u64 {
+pub(crate) fn kernel_state_wrong() -> u64 {
     let mut wrong = 0;
     let kernel_gs = WALK_KERNEL_GS.load(Ordering::Relaxed);
     if x86_64::registers::model_specific::GsBase::read().as_u64() != kernel_gs
@@ -165,7 +169,7 @@ pub(super) fn kernel_state_wrong() -> u64 {
 
 /// Prints what `wrong` ([`kernel_state_wrong`]'s bits) says went wrong in
 /// `entry_name`'s handler at `address`; true when nothing did.
-pub(super) fn report_kernel_state(name: &str, entry_name: &str, address: u64, wrong: u64) -> bool {
+pub(crate) fn report_kernel_state(name: &str, entry_name: &str, address: u64, wrong: u64) -> bool {
     for (bit, what) in [
         (WRONG_KERNEL_GS, "the GS base was not the kernel's"),
         (WRONG_PKRS_CACHE, "PKRS and its cache disagreed"),
@@ -471,7 +475,10 @@ fn walk_entry_paths(
 /// through a free vector routed to the #DB stub on the #DB's IST stack
 /// (`int $0xf0`); its Rust entry runs the paranoid bookkeeping (DR7, DR6,
 /// the IST shift) and the walk's hook takes it over there: the #DB must
-/// have reached its handler once. Only the NMI
+/// have reached its handler once. Each step raises it twice, the second
+/// time with the user's GS base live in kernel mode (as a #DB on SYSCALL's
+/// first instruction finds it), so both ways of the paranoid GS decision
+/// are walked. Only the NMI
 /// walks it: a #DB nested in the #DB stub before its IST shift is the one
 /// thing the entry assumes cannot happen (no breakpoint is ever put in the
 /// entry text outside these walks).
@@ -498,22 +505,31 @@ pub fn nmi_at_every_instruction_of_the_debug_entry(_: &Context) -> Outcome {
             "#DB stub and paranoid path",
             WalkEntry::Nmi,
             &[debug_stub, paranoid_common],
-            1,
+            2,
             Some(soft_debug_gate),
             |_| {
                 let before = absorbed();
                 // SAFETY: `int $0xf0` enters the #DB stub through the walk's
-                // gate, on the #DB's IST stack; the hook takes the #DB over and
-                // the stub returns with iretq, every register restored (the
-                // frame checks of every entry, counted per test, and the hook's
-                // kernel-state checks are this walk's evidence).
-                unsafe {
+                // gate, on the #DB's IST stack; the hook takes the #DB over
+                // and the stub returns with iretq, every register restored
+                // (the frame checks of every entry, counted per test, and
+                // the hook's kernel-state checks are this walk's evidence).
+                // The second one comes with the user's GS base live, as a
+                // #DB on SYSCALL's first instruction would: nothing between
+                // the SWAPGSes touches %gs, and interrupts are off.
+                x86_64::instructions::interrupts::without_interrupts(|| unsafe {
                     core::arch::asm!("int {vector}", vector = const IST_WALK_DEBUG_VECTOR);
-                }
-                if absorbed() == before + 1 {
+                    core::arch::asm!(
+                        "swapgs",
+                        "int {vector}",
+                        "swapgs",
+                        vector = const IST_WALK_DEBUG_VECTOR
+                    );
+                });
+                if absorbed() == before + 2 {
                     Ok(())
                 } else {
-                    Err("the #DB did not reach its handler once")
+                    Err("the #DBs did not reach their handler once each")
                 }
             },
         )
@@ -523,13 +539,14 @@ pub fn nmi_at_every_instruction_of_the_debug_entry(_: &Context) -> Outcome {
     };
     // Every instruction, exactly: the stub's way from kernel mode is 36
     // (push -1, the CS test and its jnz, PUSH_AND_CLEAR_REGS' 31, the
-    // vector, the jmp) and the paranoid path 40 (PARANOID_GS_ENTER's 11
-    // without its SWAPGS, ASM_CLAC's testb and jz, cld, CALL_EXTREGS_ENTRY's
-    // 7, PARANOID_GS_EXIT's testl and jz, POP_REGS' 16, iretq), plus the
-    // CLAC with SMAP; a fault-injection build adds POP_REGS' test of its
-    // flag (cmpb, jne).
+    // vector, the jmp) and the paranoid path 43 (PARANOID_GS_ENTER's 13
+    // with the SWAPGS and the movl the user's GS base takes,
+    // ASM_CLAC's testb and jz, cld, CALL_EXTREGS_ENTRY's 7,
+    // PARANOID_GS_EXIT's testl, jz and SWAPGS, POP_REGS' 16, iretq), plus
+    // the CLAC with SMAP; a fault-injection build adds POP_REGS' test of
+    // its flag (cmpb, jne).
     let fault_injection = if cfg!(fault_injection) { 2 } else { 0 };
-    let expected = 36 + 40 + u64::from(crate::arch::uaccess::smap_enabled()) + fault_injection;
+    let expected = 36 + 43 + u64::from(crate::arch::uaccess::smap_enabled()) + fault_injection;
     check!(instructions == expected, "{instructions} instructions of the #DB entry interrupted");
     Outcome::Pass
 }
@@ -585,7 +602,43 @@ pub fn nmi_at_every_irq_stub(_: &Context) -> Outcome {
         }
     }
     irq::set_report_unexpected(true);
-    outcome
+    if !matches!(outcome, Outcome::Pass) {
+        return outcome;
+    }
+    walk_handled_irq_stubs()
+}
+
+/// The stubs of the vectors with handlers of their own, but the self-IPI's
+/// (walked with the IRQ head): the LAPIC timer, the shootdown, reschedule,
+/// APIC error and spurious vectors. A self-IPI on each drives its stub,
+/// and the walk's hook takes the interrupt over (with its EOI), so no
+/// handler runs where nothing asked for it.
+fn walk_handled_irq_stubs() -> Outcome {
+    use crate::arch::apic::{ERROR_VECTOR, RESCHEDULE_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR};
+    use crate::arch::tlb::TLB_SHOOTDOWN_VECTOR;
+    for vector in
+        [TIMER_VECTOR, TLB_SHOOTDOWN_VECTOR, RESCHEDULE_VECTOR, ERROR_VECTOR, SPURIOUS_VECTOR]
+    {
+        let stub = idt::stub_address(vector);
+        let stub = stub..stub + 8;
+        for entry in [WalkEntry::Nmi, WalkEntry::Debug] {
+            let walk = absorbing(vector, || {
+                let stubs = core::slice::from_ref(&stub);
+                entry_at_every_address("IRQ stub", entry, stubs, 1, None, |_| {
+                    let before = absorbed();
+                    apic::send_self_ipi(vector);
+                    if super::irqs::with_irqs_enabled_until(|| absorbed() != before) {
+                        Ok(())
+                    } else {
+                        Err("the self-IPI never arrived")
+                    }
+                })
+            });
+            // Two instructions each: push the vector, jmp.
+            check!(walk == Ok(2), "vector {vector:#04x}'s stub: {walk:?} instructions");
+        }
+    }
+    Outcome::Pass
 }
 
 /// A real NMI entry, and then a real #DB entry, at every instruction of the

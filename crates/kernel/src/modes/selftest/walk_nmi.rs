@@ -95,7 +95,9 @@ fn nested_walk_hook(_: &mut PtRegs, vector: u8) -> bool {
 /// ([`extregs_walk_nested_nmi_gate`]). Checked: the gate was entered at
 /// most once; the handler ran twice (the repeat), or three times when the
 /// gate's entry landed in the repeat; every pass found the kernel's GS base,
-/// PKRS equal to its cache and TSS.RSP0 right; the GPRs came back.
+/// PKRS equal to its cache and TSS.RSP0 right; the GPRs came back. Each
+/// step runs twice, the second time from kernel code on the user's GS base,
+/// for both ways of the GS decision.
 pub fn nmi_at_every_instruction_of_the_nmi_windows(_: &Context) -> Outcome {
     let range = extregs_entry_asm::nmi_interruptible_range();
     prepare_kernel_state_checks();
@@ -108,34 +110,42 @@ pub fn nmi_at_every_instruction_of_the_nmi_windows(_: &Context) -> Outcome {
     let input = self_nmi_input();
     let mut instructions = 0;
     for address in range.clone() {
-        PASSES.store(0, Ordering::Relaxed);
-        WRONG.store(0, Ordering::Relaxed);
-        ARM_AT.store(address, Ordering::Relaxed);
-        let hits_before = GATE_HITS.load(Ordering::Relaxed);
-        let output = idt::with_gates(&[gate], || {
-            hooks::with_event_hook(nested_walk_hook, || self_nmi_with_gprs(&input))
-        });
-        paranoid::disarm_breakpoints();
-        paranoid::reset_debug_status();
-        let hits = GATE_HITS.load(Ordering::Relaxed) - hits_before;
-        let passes = PASSES.load(Ordering::Relaxed);
-        let name = "NMI windows";
-        if !report_kernel_state(name, "an NMI", address, WRONG.load(Ordering::Relaxed)) {
-            return Outcome::Fail;
+        let mut landed = false;
+        // Once from kernel code with the kernel's GS base, once with the
+        // user's live (as at SYSCALL's first instruction): both ways of the
+        // paranoid GS decision, in the repeat and on the way out.
+        for user_gs in [false, true] {
+            PASSES.store(0, Ordering::Relaxed);
+            WRONG.store(0, Ordering::Relaxed);
+            ARM_AT.store(address, Ordering::Relaxed);
+            let hits_before = GATE_HITS.load(Ordering::Relaxed);
+            let output = idt::with_gates(&[gate], || {
+                hooks::with_event_hook(nested_walk_hook, || self_nmi_with_gprs(&input, user_gs))
+            });
+            paranoid::disarm_breakpoints();
+            paranoid::reset_debug_status();
+            let hits = GATE_HITS.load(Ordering::Relaxed) - hits_before;
+            let passes = PASSES.load(Ordering::Relaxed);
+            let name = if user_gs { "NMI windows, user GS" } else { "NMI windows" };
+            if !report_kernel_state(name, "an NMI", address, WRONG.load(Ordering::Relaxed)) {
+                return Outcome::Fail;
+            }
+            check!(hits <= 1, "{name}: the gate at {address:#x} was entered {hits} times");
+            // A nested NMI in the first pass's way out finds the outermost
+            // NMI PENDING already (the real nested self-NMI) and changes
+            // nothing: the one repeat answers both. In the repeat it adds a
+            // pass, except at the RUNNING mark itself, whose store
+            // overwrites its PENDING because the pass that store starts
+            // answers it (Linux's repeat_nmi window, where a nested NMI
+            // just returns).
+            check!(
+                passes == 2 || (passes == 3 && hits == 1),
+                "{name}: breakpoint at {address:#x}: {passes} handler passes, {hits} nested"
+            );
+            check!(output.gprs() == input.gprs(), "{name}: breakpoint at {address:#x}: GPRs lost");
+            landed |= hits == 1;
         }
-        check!(hits <= 1, "{name}: the gate at {address:#x} was entered {hits} times");
-        // A nested NMI in the first pass's way out finds the outermost NMI
-        // PENDING already (the real nested self-NMI) and changes nothing:
-        // the one repeat answers both. In the repeat it adds a pass,
-        // except at the RUNNING mark itself, whose store overwrites its
-        // PENDING because the pass that store starts answers it (Linux's
-        // repeat_nmi window, where a nested NMI just returns).
-        check!(
-            passes == 2 || (passes == 3 && hits == 1),
-            "{name}: breakpoint at {address:#x}: {passes} handler passes, {hits} nested"
-        );
-        check!(output.gprs() == input.gprs(), "{name}: breakpoint at {address:#x}: GPRs lost");
-        if hits == 1 {
+        if landed {
             coverage::record(address);
             instructions += 1;
         }
@@ -145,14 +155,15 @@ pub fn nmi_at_every_instruction_of_the_nmi_windows(_: &Context) -> Outcome {
         range.end - range.start
     );
     // Every instruction, exactly: the pass from the state's RUNNING mark
-    // to the call is 55 (movb, push -1, PUSH_AND_CLEAR_REGS' 31,
-    // PARANOID_GS_ENTER's 11 without its SWAPGS, ASM_CLAC's testb and jz,
-    // cld, the vector, CALL_EXTREGS_ENTRY's 6 up to the call), and from the
-    // return on 22 (the add, PARANOID_GS_EXIT's testl and jz, POP_REGS' 16,
-    // decb, jnz, iretq, the repeat's jmp), plus the CLAC with SMAP and, in
-    // a fault-injection build, POP_REGS' test of its flag (cmpb, jne).
+    // to the call is 57 (movb, push -1, PUSH_AND_CLEAR_REGS' 31,
+    // PARANOID_GS_ENTER's 13 with the SWAPGS and movl of the user's GS
+    // base, ASM_CLAC's testb and jz, cld, the vector, CALL_EXTREGS_ENTRY's
+    // 6 up to the call), and from the return on 23 (the add,
+    // PARANOID_GS_EXIT's testl, jz and SWAPGS, POP_REGS' 16, decb, jnz,
+    // iretq, the repeat's jmp), plus the CLAC with SMAP and, in a
+    // fault-injection build, POP_REGS' test of its flag (cmpb, jne).
     let fault_injection = if cfg!(fault_injection) { 2 } else { 0 };
-    let expected = 55 + 22 + u64::from(crate::arch::uaccess::smap_enabled()) + fault_injection;
+    let expected = 57 + 23 + u64::from(crate::arch::uaccess::smap_enabled()) + fault_injection;
     check!(instructions == expected, "{instructions} instructions of the NMI windows interrupted");
     Outcome::Pass
 }
@@ -176,17 +187,38 @@ fn self_nmi_input() -> PtRegs {
 }
 
 /// Sends a self-NMI from the fuzzer's trampoline with every GPR loaded
-/// from `input`, and returns them as the trampoline stored them after.
-fn self_nmi_with_gprs(input: &PtRegs) -> PtRegs {
+/// from `input`, and returns them as the trampoline stored them after;
+/// with `user_gs`, from kernel code running on the user's GS base.
+fn self_nmi_with_gprs(input: &PtRegs, user_gs: bool) -> PtRegs {
     let (trampoline, _, _) = trampolines::trampoline(FuzzKind::SelfNmi);
     // The trampoline's wait after the store: one round, the NMI has been
     // handled by then (it is delivered at the store's boundary).
     extregs_fuzz_spins.store(1, Ordering::SeqCst);
     let mut output = PtRegs::default();
-    // SAFETY: the trampoline reads `input` and writes `output` (both valid
-    // PtRegs), keeps every callee-saved register, and sends one self-NMI
-    // (its registers set up by `self_nmi_input`), which the walk's hook
-    // handles.
-    unsafe { trampoline(input, &mut output) };
+    if !user_gs {
+        // SAFETY: the trampoline reads `input` and writes `output` (both
+        // valid PtRegs), keeps every callee-saved register, and sends one
+        // self-NMI (its registers set up by `self_nmi_input`), which the
+        // walk's hook handles.
+        unsafe { trampoline(input, &mut output) };
+        return output;
+    }
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        // SAFETY: as above, called by hand between two SWAPGSes: the
+        // trampoline touches no %gs, interrupts are off, and the NMI's
+        // paranoid entry finds the user's GS base and swaps for itself.
+        // The asm block is not `nostack`, so RSP is aligned for the call.
+        unsafe {
+            core::arch::asm!(
+                "swapgs",
+                "call {trampoline}",
+                "swapgs",
+                trampoline = in(reg) trampoline,
+                in("rdi") input as *const PtRegs,
+                in("rsi") &mut output as *mut PtRegs,
+                clobber_abi("C"),
+            )
+        };
+    });
     output
 }

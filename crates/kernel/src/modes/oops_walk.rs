@@ -1,0 +1,72 @@
+//! `mode=oops cause=machine-check-walk` and `cause=stack-overflow-walk`:
+//! the breakpoint walk (see the selftests' walks) of an entry that never
+//! returns. A walk over #MC or #DF can't raise the entry once per
+//! instruction, because the first one dies; so it single-steps: an
+//! instruction breakpoint on the stub's first instruction, with the #DB
+//! gate on the NMI stub, lets the real NMI entry interrupt it there, and
+//! the handler sets TF in the interrupted frame, so the #DB of the next
+//! single step is the NMI entry again, one instruction further, until the
+//! entry calls its Rust handler. At each instruction the handler checks
+//! the kernel state (GS base, PKRS and its cache, TSS.RSP0) and records
+//! the coverage; then it prints both, and the handler dies as the plain
+//! cause does.
+
+use crate::arch::{gdt, idt};
+use crate::debug::coverage;
+use crate::entry::{hooks, paranoid};
+use crate::modes::selftest::walk::{
+    kernel_state_wrong, prepare_kernel_state_checks, report_kernel_state,
+};
+use core::sync::atomic::{AtomicU64, Ordering};
+use extregs_regs::{PtRegs, NMI_VECTOR, X86_EFLAGS_RF, X86_EFLAGS_TF};
+
+/// Instructions the walk's NMI entry interrupted.
+static STEPS: AtomicU64 = AtomicU64::new(0);
+/// What the handler found wrong (`kernel_state_wrong`'s bits), and where
+/// it first did.
+static WRONG: AtomicU64 = AtomicU64::new(0);
+static FIRST_WRONG_AT: AtomicU64 = AtomicU64::new(0);
+
+/// The walk's event hook: every NMI entry (the gated #DB of the breakpoint
+/// and of each single step) interrupted the walked entry at `regs.ip`.
+fn step_hook(regs: &mut PtRegs, vector: u8) -> bool {
+    if vector != NMI_VECTOR {
+        return false;
+    }
+    if !extregs_entry_asm::entry_text_range().contains(&regs.ip) {
+        // The entry has called its handler, which is about to die: the walk
+        // is over.
+        regs.flags &= !X86_EFLAGS_TF;
+        let wrong = WRONG.load(Ordering::Relaxed);
+        let name = "dying entry";
+        report_kernel_state(name, "an NMI", FIRST_WRONG_AT.load(Ordering::Relaxed), wrong);
+        println!(
+            "# {name}: an NMI at each of its {} instructions before the handler{}",
+            STEPS.load(Ordering::Relaxed),
+            if wrong == 0 { "" } else { ", the kernel state wrong" }
+        );
+        coverage::print_hits();
+        return true;
+    }
+    let wrong = kernel_state_wrong();
+    if wrong != 0 && WRONG.fetch_or(wrong, Ordering::Relaxed) == 0 {
+        FIRST_WRONG_AT.store(regs.ip, Ordering::Relaxed);
+    }
+    STEPS.fetch_add(1, Ordering::Relaxed);
+    coverage::record(regs.ip);
+    // TF: the next instruction traps too. RF: the breakpoint, a fault, does
+    // not fire again on the first.
+    regs.flags |= X86_EFLAGS_TF | X86_EFLAGS_RF;
+    true
+}
+
+/// Runs `die`, which raises `vector`'s entry and never returns, with the
+/// walk armed on that entry's stub.
+pub fn walked(vector: u8, die: fn() -> !) -> ! {
+    prepare_kernel_state_checks();
+    paranoid::arm_execute_breakpoint(idt::stub_address(vector));
+    hooks::with_event_hook(step_hook, || {
+        idt::with_debug_gate(idt::stub_address(NMI_VECTOR), Some(gdt::NMI_IST_INDEX), || die())
+    });
+    unreachable!("the walked entry returned")
+}
