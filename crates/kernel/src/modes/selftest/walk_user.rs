@@ -21,14 +21,16 @@ use extregs_regs::NMI_VECTOR;
 /// A real NMI entry at every instruction of a #DB from user mode, and a
 /// real #DB entry at every instruction of an NMI from user mode, up to the
 /// jump into the common path (which the other walks cover); and a real
-/// NMI entry at every instruction of an int3 from user mode through the
-/// common tail, and of the common tail's `bad_iret` fixup
-/// ([`bad_iret_walk`]). User tasks pinned to the walking CPU drive them:
+/// NMI entry, then a real #DB entry, at every instruction of an int3 from
+/// user mode through the common tail, and of the common tail's `bad_iret`
+/// fixup ([`bad_iret_walk`]). User tasks pinned to the walking CPU drive
+/// them:
 /// `ist-soft-int` runs `int $0xf0` or `int $0xf1` from ring 3 through
 /// user gates that the walk routes to the #DB and the NMI stub on their
 /// IST stacks, and `int3` its int3. The walk's hook takes the #DB, the NMI
 /// or the int3 over once its Rust entry runs, so the task goes on, and
-/// must exit 0; every entry from user mode checks its frame at
+/// must exit 0 (`ist-soft-int` checks every GPR after its int, and its
+/// user GS base); every entry from user mode checks its frame at
 /// `task_pt_regs` (frame_errors). At each instruction the handler checks
 /// the kernel's GS base: the window between the IST entry and its SWAPGS,
 /// where the user's GS base is live in kernel mode, is the point. An NMI
@@ -81,24 +83,33 @@ pub fn nmi_at_every_instruction_of_the_ist_entries_from_user(_: &Context) -> Out
             |_| run_task(programs::IST_SOFT_INT, 1),
         )
     });
-    // Other entries from user mode pass the common tail too (a page fault
-    // on the task's stack, say), hence more than one hit.
-    let int3_from_user = absorbing(BREAKPOINT_VECTOR, || {
-        entry_at_every_address(
-            "int3 from user mode, common tail",
-            WalkEntry::Nmi,
-            core::slice::from_ref(&common_tail),
-            4,
-            None,
-            |_| run_task(programs::INT3, 0),
-        )
-    });
-    let bad_iret = bad_iret_walk(&common_tail);
-    let (Ok(debug_from_user), Ok(nmi_from_user), Ok(int3_from_user), Ok(bad_iret)) =
-        (debug_from_user, nmi_from_user, int3_from_user, bad_iret)
-    else {
+    let (Ok(debug_from_user), Ok(nmi_from_user)) = (debug_from_user, nmi_from_user) else {
         return Outcome::Fail;
     };
+    // The int3 and bad-IRET walks, with each entry: (int3, bad IRET).
+    let mut counts = [(0, 0); 2];
+    for (entry, count) in [WalkEntry::Nmi, WalkEntry::Debug].into_iter().zip(&mut counts) {
+        // Other entries from user mode pass the common tail too (a page
+        // fault on the task's stack, say), hence more than one hit.
+        let int3_from_user = absorbing(BREAKPOINT_VECTOR, || {
+            entry_at_every_address(
+                "int3 from user mode, common tail",
+                entry,
+                core::slice::from_ref(&common_tail),
+                4,
+                None,
+                |_| run_task(programs::INT3, 0),
+            )
+        });
+        let (Ok(int3_from_user), Ok(bad_iret)) =
+            (int3_from_user, bad_iret_walk(entry, &common_tail))
+        else {
+            return Outcome::Fail;
+        };
+        *count = (int3_from_user, bad_iret);
+    }
+    check!(counts[0] == counts[1], "the NMI and the #DB walks counted {counts:?}");
+    let (int3_from_user, bad_iret) = counts[0];
     check!(
         result::frame_counts().1 == errors,
         "a user frame failed the entry checks during the walk"
@@ -130,22 +141,22 @@ pub fn nmi_at_every_instruction_of_the_ist_entries_from_user(_: &Context) -> Out
 /// Status of a task killed by SIGSEGV.
 const KILLED_BY_SIGSEGV: i32 = 128 + 11;
 
-/// A real NMI entry at every instruction of the common tail that a #GP on
-/// the IRET exit to user mode takes (Linux's `bad_iret`): the `set-ss`
+/// `entry` at every instruction of the common tail that a #GP on the IRET
+/// exit to user mode takes (Linux's `bad_iret`): the `set-ss`
 /// task asks to return with a 32-bit code selector as SS, its IRETQ faults
 /// in ring 0 after the exit's SWAPGS, and the common tail swaps GS back,
 /// calls the fixup that rebuilds the frame as the user's at
 /// `task_pt_regs`, and goes on as from user mode, where the task is killed
 /// with SIGSEGV. At every step the task must be killed so, after exactly
 /// one bad IRET.
-fn bad_iret_walk(common_tail: &core::ops::Range<u64>) -> Result<u64, ()> {
+fn bad_iret_walk(entry: WalkEntry, common_tail: &core::ops::Range<u64>) -> Result<u64, ()> {
     let this_cpu = percpu::this_cpu();
     let user32_cs = u64::from(extregs_regs::selectors::USER32_CS);
     // A line per killed task would be one per byte walked.
     user::set_show_unhandled_signals(false);
     let walk = entry_at_every_address(
         "#GP on the IRET to user mode, common tail",
-        WalkEntry::Nmi,
+        entry,
         core::slice::from_ref(common_tail),
         4,
         None,

@@ -283,10 +283,12 @@ program!(
     IST_SOFT_INT,
     "ist-soft-int",
     extregs_user_ist_soft_int,
-    "Executes `int $0xf0` (`%rdi` = 0) or `int $0xf1` (otherwise), then exits \
-     0. Only the breakpoint walks route those vectors, to the #DB and the NMI \
-     stub, with gates user mode may use; anywhere else the int is a #GP and \
-     kills it with SIGSEGV."
+    "Fills every GPR with a pattern and executes `int $0xf0` (`%rdi` = 0) or \
+     `int $0xf1` (otherwise); then checks every GPR, and that `%gs:0` is its \
+     PID (getpid). Exit 0, 1 (a GPR lost) or 2 (the wrong GS base). Only the \
+     breakpoint walks route those vectors, to the #DB and the NMI stub, with \
+     gates user mode may use; anywhere else the int is a #GP and kills it \
+     with SIGSEGV."
 );
 program!(
     SINGLE_STEP,
