@@ -583,13 +583,13 @@ asm_exc_nmi:
 	popq	%rax					/* rsp = &landing */
 	leaq	NMI_TOP_IRET_COPY-NMI_TOP_LANDING(%rsp), %rsp	/* rsp = &iret_copy */
 	/*
-	 * extregs_nmi_run .. extregs_nmi_nested: the only instructions of this
-	 * stub an NMI can land on (after an IRET inside the handler unblocked
-	 * NMIs: the rest of this pass, and a repeat). Everything else here runs
-	 * with NMIs blocked. Interrupt-point coverage reads the two labels.
+	 * .Lnmi_run .. .Lnmi_nested: the only instructions of this stub an NMI
+	 * can land on (after an IRET inside the handler unblocked NMIs: the
+	 * rest of this pass, and a repeat). Everything else here runs with NMIs
+	 * blocked. extregs_nmi_interruptible, below, holds the two addresses
+	 * for interrupt-point coverage and the walks (data, so that no symbol
+	 * splits asm_exc_nmi for a debugger).
 	 */
-	.globl	extregs_nmi_run
-extregs_nmi_run:
 .Lnmi_run:
 	movb	$NMI_STATE_RUNNING, NMI_TOP_NMI_STATE-NMI_TOP_IRET_COPY(%rsp)
 	pushq	$-1					/* orig_ax */
@@ -610,8 +610,6 @@ extregs_nmi_run:
 	/* An NMI nested while we ran: handle it on the same iret_copy. */
 	jmp	.Lnmi_run
 
-	.globl	extregs_nmi_nested
-extregs_nmi_nested:
 .Lnmi_nested:
 	movb	$NMI_STATE_PENDING, NMI_TOP_NMI_STATE-NMI_TOP_SCRATCH(%rsp)
 	popq	%rax					/* rsp = &landing */
@@ -644,6 +642,14 @@ extregs_nmi_nested:
 	leaq	NMI_TOP_IRET_COPY-NMI_TOP_LANDING(%rsp), %rsp	/* rsp = &iret_copy */
 	jmp	.Lnmi_run
 	.size	asm_exc_nmi, . - asm_exc_nmi
+
+	.pushsection .data.rel.ro.extregs_nmi_interruptible, "aw"
+	.p2align 3
+	.globl	extregs_nmi_interruptible
+extregs_nmi_interruptible:
+	.quad	.Lnmi_run
+	.quad	.Lnmi_nested
+	.popsection
 
 /*
  * entry_SYSCALL_64: the SYSCALL instruction from user mode (LSTAR).

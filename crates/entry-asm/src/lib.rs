@@ -121,8 +121,7 @@ extern "C" {
     static extregs_entry_common: u8;
     static extregs_irq_common: u8;
     static extregs_paranoid_common: u8;
-    static extregs_nmi_run: u8;
-    static extregs_nmi_nested: u8;
+    static extregs_nmi_interruptible: [u64; 2];
     static extregs_return_to_user: u8;
     static extregs_syscall_sysretq: u8;
     static extregs_return_to_user_iretq: u8;
@@ -259,13 +258,15 @@ pub fn paranoid_common_address() -> u64 {
     (&raw const extregs_paranoid_common) as u64
 }
 
-/// The part of the NMI stub an NMI can land on, `extregs_nmi_run` up to
-/// `extregs_nmi_nested`: the outermost NMI's handler pass from its start
-/// (where a repeat starts too) through its exit. The rest of the stub runs
-/// with NMIs blocked.
+/// The part of the NMI stub an NMI can land on (`.Lnmi_run` up to
+/// `.Lnmi_nested`): the outermost NMI's handler pass from its start (where
+/// a repeat starts too) through its exit. The rest of the stub runs with
+/// NMIs blocked.
 pub fn nmi_interruptible_range() -> core::ops::Range<u64> {
-    // Only the symbols' addresses are taken; nothing is read through them.
-    (&raw const extregs_nmi_run) as u64..(&raw const extregs_nmi_nested) as u64
+    // SAFETY: two `.quad`s that entry_64.S defines in a read-only-after-
+    // relocation section and nothing writes; a plain copy out of the static.
+    let [start, end] = unsafe { extregs_nmi_interruptible };
+    start..end
 }
 
 /// The address range of `entry_64.S`'s code: every stub, the common paths
