@@ -27,10 +27,11 @@ use crate::debug::symbols::function_range;
 use crate::entry::events::{self, expect_event, FrameEdit};
 use crate::entry::hooks;
 use crate::entry::{irq, nmi, paranoid};
+use crate::modes::trampolines;
 use crate::sched::{self, task::TASKS};
-use crate::user::programs::IST_WALK_DEBUG_VECTOR;
 use crate::user::{self, programs};
 use core::sync::atomic::{AtomicU16, AtomicU64, AtomicU8, Ordering};
+use extregs_cmdline::FuzzKind;
 use extregs_regs::PtRegs;
 
 /// #DE (the IDT module names the other vectors walked here).
@@ -472,10 +473,12 @@ fn walk_entry_paths(
 /// (`extregs_paranoid_common`: the GS decision from MSR_GS_BASE, the call,
 /// the GS swap back, `POP_REGS`, `iretq`). The walk's breakpoint is a #DB
 /// itself (vector 1's gate goes to the NMI stub), so the walked #DB comes
-/// through a free vector routed to the #DB stub on the #DB's IST stack
-/// (`int $0xf0`); its Rust entry runs the paranoid bookkeeping (DR7, DR6,
-/// the IST shift) and the walk's hook takes it over there: the #DB must
-/// have reached its handler once. Each step raises it twice, the second
+/// through another vector routed to the #DB stub on the #DB's IST stack:
+/// the fuzzer's `int $n` trampoline's, which loads every GPR with a
+/// pattern and stores them after. The #DB's Rust entry runs the paranoid
+/// bookkeeping (DR7, DR6, the IST shift) and the walk's hook takes it over
+/// there: the #DB must have reached its handler once, and the GPRs come
+/// back. Each step raises it twice, the second
 /// time with the user's GS base live in kernel mode (as a #DB on SYSCALL's
 /// first instruction finds it), so both ways of the paranoid GS decision
 /// are walked. Only the NMI
@@ -490,16 +493,16 @@ pub fn nmi_at_every_instruction_of_the_debug_entry(_: &Context) -> Outcome {
     let (Some(debug_stub), Some(paranoid_common)) = ranges else {
         return Outcome::Skip("no symbol table for the #DB entry");
     };
-    if !super::irqs::vectors_without_a_handler().any(|vector| vector == IST_WALK_DEBUG_VECTOR) {
-        println!("# vector {IST_WALK_DEBUG_VECTOR:#x} has a handler; the walk needs a free one");
-        return Outcome::Fail;
-    }
+    // The fuzzer's `int $n` trampoline (GPR patterns in, GPRs out) raises
+    // the walked #DB: its vector goes to the #DB stub, on the #DB's IST.
     let soft_debug_gate = idt::Gate {
-        vector: IST_WALK_DEBUG_VECTOR,
+        vector: trampolines::SOFT_INT_VECTOR,
         stub: idt::stub_address(DEBUG_VECTOR),
         ist: Some(gdt::DEBUG_IST_INDEX),
         user: false,
     };
+    let (int_n, _, _) = trampolines::trampoline(FuzzKind::IntN);
+    let input = super::gpr_patterns();
     let walk = absorbing(DEBUG_VECTOR, || {
         entry_at_every_address(
             "#DB stub and paranoid path",
@@ -509,27 +512,17 @@ pub fn nmi_at_every_instruction_of_the_debug_entry(_: &Context) -> Outcome {
             Some(soft_debug_gate),
             |_| {
                 let before = absorbed();
-                // SAFETY: `int $0xf0` enters the #DB stub through the walk's
-                // gate, on the #DB's IST stack; the hook takes the #DB over
-                // and the stub returns with iretq, every register restored
-                // (the frame checks of every entry, counted per test, and
-                // the hook's kernel-state checks are this walk's evidence).
-                // The second one comes with the user's GS base live, as a
-                // #DB on SYSCALL's first instruction would: nothing between
-                // the SWAPGSes touches %gs, and interrupts are off.
-                x86_64::instructions::interrupts::without_interrupts(|| unsafe {
-                    core::arch::asm!("int {vector}", vector = const IST_WALK_DEBUG_VECTOR);
-                    core::arch::asm!(
-                        "swapgs",
-                        "int {vector}",
-                        "swapgs",
-                        vector = const IST_WALK_DEBUG_VECTOR
-                    );
-                });
-                if absorbed() == before + 2 {
-                    Ok(())
-                } else {
-                    Err("the #DBs did not reach their handler once each")
+                // The second #DB comes with the user's GS base live, as a
+                // #DB on SYSCALL's first instruction finds it.
+                let outputs = [false, true].map(|user_gs| call_trampoline(int_n, &input, user_gs));
+                match () {
+                    _ if absorbed() != before + 2 => {
+                        Err("the #DBs did not reach their handler once each")
+                    }
+                    _ if outputs.iter().any(|output| output.gprs() != input.gprs()) => {
+                        Err("the GPRs did not come back")
+                    }
+                    _ => Ok(()),
                 }
             },
         )
@@ -839,4 +832,44 @@ pub fn debug_at_every_instruction_of_the_nmi_entry(_: &Context) -> Outcome {
         "{instructions} instructions of the outermost NMI interrupted"
     );
     Outcome::Pass
+}
+
+/// Calls one of the fuzzer's GPR trampolines (every GPR loaded from
+/// `input`, one event raised, every GPR stored after) and returns what it
+/// stored; with `user_gs`, from kernel code running on the user's GS base
+/// (SWAPGS before the call and after it), as an event on SYSCALL's first
+/// instruction would find the CPU.
+pub(super) fn call_trampoline(
+    trampoline: trampolines::Trampoline,
+    input: &PtRegs,
+    user_gs: bool,
+) -> PtRegs {
+    let mut output = PtRegs::default();
+    if !user_gs {
+        // SAFETY: the trampoline reads `input` and writes `output` (both
+        // valid PtRegs, borrowed for the call only), keeps every
+        // callee-saved register, and raises one event, which the walk's
+        // hook handles and returns from.
+        unsafe { trampoline(input, &mut output) };
+        return output;
+    }
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        // SAFETY: as above, called by hand between two SWAPGSes: the
+        // trampoline touches no %gs, interrupts are off, and the event's
+        // paranoid entry finds the user's GS base and swaps for itself.
+        // The asm block is not `nostack`, so RSP is aligned for the call,
+        // and clobber_abi("C") covers what the call may change.
+        unsafe {
+            core::arch::asm!(
+                "swapgs",
+                "call {trampoline}",
+                "swapgs",
+                trampoline = in(reg) trampoline,
+                in("rdi") input as *const PtRegs,
+                in("rsi") &mut output as *mut PtRegs,
+                clobber_abi("C"),
+            )
+        };
+    });
+    output
 }

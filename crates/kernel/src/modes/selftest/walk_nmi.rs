@@ -10,7 +10,9 @@
 //! exit window, take the outermost one's place; either way the handler
 //! runs once more, and the interrupted context gets every register back.
 
-use super::walk::{kernel_state_wrong, prepare_kernel_state_checks, report_kernel_state};
+use super::walk::{
+    call_trampoline, kernel_state_wrong, prepare_kernel_state_checks, report_kernel_state,
+};
 use super::{check, Context, Outcome};
 use crate::arch::idt::{self, Gate, BREAKPOINT_VECTOR, DEBUG_VECTOR};
 use crate::arch::{apic, gdt};
@@ -194,31 +196,5 @@ fn self_nmi_with_gprs(input: &PtRegs, user_gs: bool) -> PtRegs {
     // The trampoline's wait after the store: one round, the NMI has been
     // handled by then (it is delivered at the store's boundary).
     extregs_fuzz_spins.store(1, Ordering::SeqCst);
-    let mut output = PtRegs::default();
-    if !user_gs {
-        // SAFETY: the trampoline reads `input` and writes `output` (both
-        // valid PtRegs), keeps every callee-saved register, and sends one
-        // self-NMI (its registers set up by `self_nmi_input`), which the
-        // walk's hook handles.
-        unsafe { trampoline(input, &mut output) };
-        return output;
-    }
-    x86_64::instructions::interrupts::without_interrupts(|| {
-        // SAFETY: as above, called by hand between two SWAPGSes: the
-        // trampoline touches no %gs, interrupts are off, and the NMI's
-        // paranoid entry finds the user's GS base and swaps for itself.
-        // The asm block is not `nostack`, so RSP is aligned for the call.
-        unsafe {
-            core::arch::asm!(
-                "swapgs",
-                "call {trampoline}",
-                "swapgs",
-                trampoline = in(reg) trampoline,
-                in("rdi") input as *const PtRegs,
-                in("rsi") &mut output as *mut PtRegs,
-                clobber_abi("C"),
-            )
-        };
-    });
-    output
+    call_trampoline(trampoline, input, user_gs)
 }

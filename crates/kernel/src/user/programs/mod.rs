@@ -273,8 +273,8 @@ program!(EXIT0, "exit0", extregs_user_exit0, "`exit(0)` (a target for SET_RETURN
 program!(INT3, "int3", extregs_user_int3, "Executes `int3`: killed with SIGTRAP.");
 /// The free external vector the breakpoint walks route to the #DB stub
 /// (on the #DB's IST stack, with a gate user mode may use), so that a walk
-/// whose own breakpoint needs vector 1's gate can still run that stub, from
-/// kernel mode and from user mode.
+/// whose own breakpoint needs vector 1's gate can still run that stub from
+/// user mode.
 pub const IST_WALK_DEBUG_VECTOR: u8 = 0xf0;
 /// The same for the NMI stub (on the NMI's IST stack): an NMI entry from
 /// user mode at a known instruction.
