@@ -25,14 +25,10 @@ use std::ops::Range;
 use std::path::Path;
 
 /// The functions of the entry text that make up the user entry and exit
-/// paths, for their own figure.
-pub const USER_PATH_FUNCTIONS: [&str; 5] = [
-    "entry_SYSCALL_64",
-    "extregs_syscall_sysretq",
-    "extregs_enter_user_mode",
-    "extregs_return_to_user",
-    "extregs_return_to_user_iretq",
-];
+/// paths, for their own figure (the SYSRETQ and the IRETQ are labels
+/// inside the first and the last).
+pub const USER_PATH_FUNCTIONS: [&str; 3] =
+    ["entry_SYSCALL_64", "extregs_enter_user_mode", "extregs_return_to_user"];
 
 /// One instruction of the entry text.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -93,10 +93,14 @@ pub fn with_gates<T>(gates: &[Gate], body: impl FnOnce() -> T) -> T {
     for gate in gates {
         // SAFETY: `stub` is an entry stub that handles a frame without an
         // error code and returns with iretq (the callers pass the NMI, #DB
-        // or int3 stub), entered through a vector the CPU raises without
-        // an error code; `ist` names one of the TSS's IST stacks. A user
-        // gate lets ring 3 run that stub by `int`, which every stub takes
-        // as an entry from user mode (the saved CS says so).
+        // or int3 stub, or the walk's gate in front of the NMI stub),
+        // entered through a vector the CPU raises without an error code;
+        // `ist` names one of the TSS's IST stacks. A user gate lets ring 3
+        // run that stub by `int`, which every stub takes as an entry from
+        // user mode (the saved CS says so). A gate to the NMI stub enters
+        // its IST with NMIs *not* blocked: a real NMI meanwhile would
+        // overwrite the landing frame, so the callers run with NMIs from
+        // outside held back and send none but the ones they wait for.
         unsafe {
             let options = spare[gate.vector].set_handler_addr(VirtAddr::new(gate.stub));
             if let Some(index) = gate.ist {

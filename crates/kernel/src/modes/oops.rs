@@ -57,6 +57,11 @@ pub fn die_on_cpu(cpu: OopsCpu, cause: OopsCause, pkey_page: Option<PkeyPage>) -
             "cause={cause:?} runs tasks, which only CPU 0 schedules: use cpu=0"
         ));
     }
+    if matches!(cause, OopsCause::MachineCheckWalk | OopsCause::StackOverflowWalk) {
+        refuse_cpu(format_args!(
+            "cause={cause:?} walks with the one spare IDT and one walk state: use cpu=0"
+        ));
+    }
     AP_CAUSE.call_once(|| (cause, pkey_page));
     let asked = || crate::arch::smp::online_cpus().filter(|(c, _)| victims.contains(c));
     for (victim, _) in asked() {

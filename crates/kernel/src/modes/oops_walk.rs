@@ -17,7 +17,7 @@ use crate::entry::{hooks, paranoid};
 use crate::modes::selftest::walk::{
     kernel_state_wrong, prepare_kernel_state_checks, report_kernel_state,
 };
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use extregs_regs::{PtRegs, NMI_VECTOR, X86_EFLAGS_RF, X86_EFLAGS_TF};
 
 /// Instructions the walk's NMI entry interrupted.
@@ -26,17 +26,21 @@ static STEPS: AtomicU64 = AtomicU64::new(0);
 /// it first did.
 static WRONG: AtomicU64 = AtomicU64::new(0);
 static FIRST_WRONG_AT: AtomicU64 = AtomicU64::new(0);
+/// The walk is over (reported): later NMIs, the oops's stop of the other
+/// CPUs say, go to their handler as usual.
+static DONE: AtomicBool = AtomicBool::new(false);
 
 /// The walk's event hook: every NMI entry (the gated #DB of the breakpoint
 /// and of each single step) interrupted the walked entry at `regs.ip`.
 fn step_hook(regs: &mut PtRegs, vector: u8) -> bool {
-    if vector != NMI_VECTOR {
+    if vector != NMI_VECTOR || DONE.load(Ordering::Relaxed) {
         return false;
     }
     if !extregs_entry_asm::entry_text_range().contains(&regs.ip) {
         // The entry has called its handler, which is about to die: the walk
         // is over.
         regs.flags &= !X86_EFLAGS_TF;
+        DONE.store(true, Ordering::Relaxed);
         let wrong = WRONG.load(Ordering::Relaxed);
         let name = "dying entry";
         report_kernel_state(name, "an NMI", FIRST_WRONG_AT.load(Ordering::Relaxed), wrong);
@@ -61,7 +65,8 @@ fn step_hook(regs: &mut PtRegs, vector: u8) -> bool {
 }
 
 /// Runs `die`, which raises `vector`'s entry and never returns, with the
-/// walk armed on that entry's stub.
+/// walk armed on that entry's stub. CPU 0 only (`die_on_cpu` refuses the
+/// walked causes elsewhere): the spare IDT and this walk's state are one.
 pub fn walked(vector: u8, die: fn() -> !) -> ! {
     prepare_kernel_state_checks();
     paranoid::arm_execute_breakpoint(idt::stub_address(vector));

@@ -386,7 +386,8 @@ fn walk_entry_paths(
     interrupted_pkrs: Option<u32>,
     input: &PtRegs,
 ) -> Outcome {
-    // The IRQ stubs are 8-byte slots (push the vector, jmp) without symbols.
+    // The IRQ stubs have no symbols; the first 8 bytes hold both of the
+    // self-IPI stub's instructions (push the vector, jmp).
     let ipi_stub = idt::stub_address(SELF_IPI_VECTOR);
     let ipi_stub = ipi_stub..ipi_stub + 8;
     let int3_path = entry_at_every_instruction(
@@ -550,7 +551,9 @@ pub fn nmi_at_every_instruction_of_the_debug_entry(_: &Context) -> Outcome {
 /// At every step a self-IPI on the stub's vector must arrive once, as that
 /// vector.
 pub fn nmi_at_every_irq_stub(_: &Context) -> Outcome {
-    // The IRQ stubs are 8-byte slots (push the vector, jmp) without symbols.
+    // The IRQ stubs have no symbols; the first 8 bytes of each hold both
+    // its instructions (push the vector, jmp; a vector of 0x80 or more
+    // takes a longer push and a 16-byte slot).
     let mut stubs = [const { 0..0 }; 224];
     let mut count = 0;
     for vector in super::irqs::vectors_without_a_handler() {
@@ -855,10 +858,14 @@ pub(super) fn call_trampoline(
     }
     x86_64::instructions::interrupts::without_interrupts(|| {
         // SAFETY: as above, called by hand between two SWAPGSes: the
-        // trampoline touches no %gs, interrupts are off, and the event's
-        // paranoid entry finds the user's GS base and swaps for itself.
-        // The asm block is not `nostack`, so RSP is aligned for the call,
-        // and clobber_abi("C") covers what the call may change.
+        // trampoline touches no %gs (only `input`, `output`, the caller's
+        // stack and the APIC's MMIO or MSR), interrupts are off, and the
+        // only entry it raises is a paranoid one (NMI, #DB), which finds
+        // the user's GS base and swaps for itself; an int3 in that
+        // handler trusts the saved CS, but runs after that swap. Nothing
+        // between the SWAPGSes can fault into a stub that trusts CS. The
+        // asm block is not `nostack`, so RSP is aligned for the call, and
+        // clobber_abi("C") covers what the call may change.
         unsafe {
             core::arch::asm!(
                 "swapgs",
@@ -870,6 +877,13 @@ pub(super) fn call_trampoline(
                 clobber_abi("C"),
             )
         };
+        // The kernel's GS base is back (a lost swap would crash later,
+        // far from here).
+        assert_eq!(
+            x86_64::registers::model_specific::GsBase::read().as_u64(),
+            gdt::kernel_gs_base(),
+            "the trampoline's SWAPGSes did not pair"
+        );
     });
     output
 }

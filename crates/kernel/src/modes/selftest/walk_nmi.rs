@@ -9,6 +9,12 @@
 //! NMI must mark the outermost one PENDING and return at once, or, in the
 //! exit window, take the outermost one's place; either way the handler
 //! runs once more, and the interrupted context gets every register back.
+//!
+//! The walks put the NMI stub's IST entries where NMIs are not blocked
+//! (a #DB gated to it), which a real NMI arriving meanwhile would
+//! overwrite: they run, as every selftest does, with NMIs from outside held
+//! back (`apic::with_outside_nmis_held`), and send none of their own but
+//! the ones they count.
 
 use super::walk::{
     call_trampoline, kernel_state_wrong, prepare_kernel_state_checks, report_kernel_state,
@@ -19,7 +25,7 @@ use crate::arch::{apic, gdt};
 use crate::debug::coverage;
 use crate::entry::{hooks, paranoid};
 use crate::modes::trampolines::{self, extregs_fuzz_spins};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use extregs_cmdline::FuzzKind;
 use extregs_regs::{PtRegs, NMI_VECTOR};
 
@@ -29,6 +35,9 @@ static GATE_HITS: AtomicU64 = AtomicU64::new(0);
 static PASSES: AtomicU64 = AtomicU64::new(0);
 /// Where the first pass arms the breakpoint.
 static ARM_AT: AtomicU64 = AtomicU64::new(0);
+/// Whether the first pass sends a real nested self-NMI (so the outermost
+/// repeats) before arming the breakpoint.
+static SEND_NESTED: AtomicBool = AtomicBool::new(false);
 /// `WRONG_*` bits the handler passes found (see [`kernel_state_wrong`]).
 static WRONG: AtomicU64 = AtomicU64::new(0);
 
@@ -66,10 +75,10 @@ core::arch::global_asm!(
 
 /// The handler while the walk runs. The int3 the first pass raises is
 /// claimed (its IRETQ is the point). Every NMI pass has its kernel state
-/// checked; the first one then unblocks NMIs with that int3, sends a real
-/// self-NMI, which nests at once and leaves the outermost NMI PENDING (so
-/// it repeats), and arms the breakpoint, which fires in the rest of this
-/// pass or in the repeat.
+/// checked; the first one then unblocks NMIs with that int3, sends (with
+/// [`SEND_NESTED`]) a real self-NMI, which nests at once and leaves the
+/// outermost NMI PENDING (so it repeats), and arms the breakpoint, which
+/// fires in the rest of this pass or in the repeat.
 fn nested_walk_hook(_: &mut PtRegs, vector: u8) -> bool {
     match vector {
         BREAKPOINT_VECTOR => true,
@@ -79,7 +88,9 @@ fn nested_walk_hook(_: &mut PtRegs, vector: u8) -> bool {
                 // SAFETY: an int3 that this hook claims; its IRETQ unblocks
                 // NMIs, as any exception in an NMI handler does.
                 unsafe { core::arch::asm!("int3") };
-                apic::send_self_nmi();
+                if SEND_NESTED.load(Ordering::Relaxed) {
+                    apic::send_self_nmi();
+                }
                 paranoid::arm_execute_breakpoint(ARM_AT.load(Ordering::Relaxed));
             }
             true
@@ -91,15 +102,22 @@ fn nested_walk_hook(_: &mut PtRegs, vector: u8) -> bool {
 /// A nested NMI at every instruction of the NMI stub an NMI can land on.
 /// At each step a self-NMI from the fuzzer's NMI trampoline (every GPR
 /// loaded with a pattern, and stored after) is the outermost one; its
-/// first pass unblocks NMIs with an int3, takes a real nested self-NMI
-/// (so the outermost repeats) and arms the breakpoint; the breakpoint's
-/// #DB enters the NMI stub through a gate that disarms it
-/// ([`extregs_walk_nested_nmi_gate`]). Checked: the gate was entered at
-/// most once; the handler ran twice (the repeat), or three times when the
-/// gate's entry landed in the repeat; every pass found the kernel's GS base,
-/// PKRS equal to its cache and TSS.RSP0 right; the GPRs came back. Each
-/// step runs twice, the second time from kernel code on the user's GS base,
-/// for both ways of the GS decision.
+/// first pass unblocks NMIs with an int3 and arms the breakpoint; the
+/// breakpoint's #DB enters the NMI stub through a gate that disarms it
+/// ([`extregs_walk_nested_nmi_gate`]). Each step runs four times: with and
+/// without a real nested self-NMI in the first pass, and from kernel code
+/// with the kernel's GS base and with the user's (as at SYSCALL's first
+/// instruction), for both ways of the paranoid GS decision.
+///
+/// Without the real nested NMI the first pass is the last: on its way out
+/// (state RUNNING) a nested NMI must cause exactly one repeat, and in the
+/// exit window (state IDLE) take over, which is one pass more as well. With
+/// it, the outermost NMI repeats anyway, and the breakpoint also fires in
+/// the repeat, where a nested NMI adds a pass. Checked: the gate was entered
+/// at most once; the handler passes (exactly one more than the gate's
+/// entries without the real nested NMI; two, or three when the gate's entry
+/// landed in the repeat, with it); the kernel state in every pass; the
+/// GPRs.
 pub fn nmi_at_every_instruction_of_the_nmi_windows(_: &Context) -> Outcome {
     let range = extregs_entry_asm::nmi_interruptible_range();
     prepare_kernel_state_checks();
@@ -110,13 +128,13 @@ pub fn nmi_at_every_instruction_of_the_nmi_windows(_: &Context) -> Outcome {
         user: false,
     };
     let input = self_nmi_input();
-    let mut instructions = 0;
+    // Instructions the gate's NMI entry landed on: in any run, and in the
+    // runs without the real nested NMI (the last pass's way out).
+    let (mut instructions, mut last_pass_way_out) = (0, 0);
     for address in range.clone() {
-        let mut landed = false;
-        // Once from kernel code with the kernel's GS base, once with the
-        // user's live (as at SYSCALL's first instruction): both ways of the
-        // paranoid GS decision, in the repeat and on the way out.
-        for user_gs in [false, true] {
+        let (mut landed, mut landed_in_last_pass) = (false, false);
+        for (send_nested, user_gs) in [(true, false), (true, true), (false, false), (false, true)] {
+            SEND_NESTED.store(send_nested, Ordering::Relaxed);
             PASSES.store(0, Ordering::Relaxed);
             WRONG.store(0, Ordering::Relaxed);
             ARM_AT.store(address, Ordering::Relaxed);
@@ -128,45 +146,64 @@ pub fn nmi_at_every_instruction_of_the_nmi_windows(_: &Context) -> Outcome {
             paranoid::reset_debug_status();
             let hits = GATE_HITS.load(Ordering::Relaxed) - hits_before;
             let passes = PASSES.load(Ordering::Relaxed);
-            let name = if user_gs { "NMI windows, user GS" } else { "NMI windows" };
+            let name = match (send_nested, user_gs) {
+                (true, false) => "NMI windows, repeating",
+                (true, true) => "NMI windows, repeating, user GS",
+                (false, false) => "NMI windows, last pass",
+                (false, true) => "NMI windows, last pass, user GS",
+            };
             if !report_kernel_state(name, "an NMI", address, WRONG.load(Ordering::Relaxed)) {
                 return Outcome::Fail;
             }
             check!(hits <= 1, "{name}: the gate at {address:#x} was entered {hits} times");
-            // A nested NMI in the first pass's way out finds the outermost
-            // NMI PENDING already (the real nested self-NMI) and changes
-            // nothing: the one repeat answers both. In the repeat it adds a
-            // pass, except at the RUNNING mark itself, whose store
-            // overwrites its PENDING because the pass that store starts
-            // answers it (Linux's repeat_nmi window, where a nested NMI
-            // just returns).
+            let passes_ok = if send_nested {
+                // A nested NMI in the first pass's way out changes nothing:
+                // before the decrement the state is PENDING already (the
+                // real nested NMI), after it RUNNING, and the repeat's
+                // RUNNING mark overwrites the PENDING it sets, because the
+                // pass that mark starts answers it. In the repeat after its
+                // RUNNING mark (and at its `iretq`, a take-over) it adds a
+                // pass; at the mark itself it is answered by the pass the
+                // mark starts (Linux's repeat_nmi window, where a nested
+                // NMI just returns).
+                passes == 2 || (passes == 3 && hits == 1)
+            } else {
+                passes == 1 + hits
+            };
             check!(
-                passes == 2 || (passes == 3 && hits == 1),
+                passes_ok,
                 "{name}: breakpoint at {address:#x}: {passes} handler passes, {hits} nested"
             );
             check!(output.gprs() == input.gprs(), "{name}: breakpoint at {address:#x}: GPRs lost");
             landed |= hits == 1;
+            landed_in_last_pass |= !send_nested && hits == 1;
         }
         if landed {
             coverage::record(address);
             instructions += 1;
         }
+        last_pass_way_out += u64::from(landed_in_last_pass);
     }
     println!(
-        "# NMI windows: a nested NMI at each of their {instructions} instructions ({} bytes walked)",
+        "# NMI windows: a nested NMI at each of their {instructions} instructions ({} bytes walked), {last_pass_way_out} of them on the last pass's way out",
         range.end - range.start
     );
     // Every instruction, exactly: the pass from the state's RUNNING mark
-    // to the call is 57 (movb, push -1, PUSH_AND_CLEAR_REGS' 31,
+    // to the call is 56 (movb, push -1, PUSH_AND_CLEAR_REGS' 31,
     // PARANOID_GS_ENTER's 13 with the SWAPGS and movl of the user's GS
     // base, ASM_CLAC's testb and jz, cld, the vector, CALL_EXTREGS_ENTRY's
-    // 6 up to the call), and from the return on 23 (the add,
+    // 6 up to the call), and from the return on 24 (the add,
     // PARANOID_GS_EXIT's testl, jz and SWAPGS, POP_REGS' 16, decb, jnz,
     // iretq, the repeat's jmp), plus the CLAC with SMAP and, in a
-    // fault-injection build, POP_REGS' test of its flag (cmpb, jne).
+    // fault-injection build, POP_REGS' test of its flag (cmpb, jne). The
+    // last pass's way out is the 24 but the repeat's jmp: 23.
     let fault_injection = if cfg!(fault_injection) { 2 } else { 0 };
-    let expected = 57 + 23 + u64::from(crate::arch::uaccess::smap_enabled()) + fault_injection;
+    let expected = 56 + 24 + u64::from(crate::arch::uaccess::smap_enabled()) + fault_injection;
     check!(instructions == expected, "{instructions} instructions of the NMI windows interrupted");
+    check!(
+        last_pass_way_out == 23 + fault_injection,
+        "{last_pass_way_out} instructions of the last pass's way out interrupted"
+    );
     Outcome::Pass
 }
 
