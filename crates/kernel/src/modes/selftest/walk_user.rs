@@ -25,17 +25,19 @@ use extregs_regs::NMI_VECTOR;
 /// user mode through the common tail, and of the common tail's `bad_iret`
 /// fixup ([`bad_iret_walk`]). User tasks pinned to the walking CPU drive
 /// them:
-/// `ist-soft-int` runs `int $0xf0` or `int $0xf1` from ring 3 through
+/// `walk-int` runs `int $0xf0` or `int $0xf1` from ring 3 through
 /// user gates that the walk routes to the #DB and the NMI stub on their
-/// IST stacks, and `int3` its int3. The walk's hook takes the #DB, the NMI
+/// IST stacks, or an int3. The walk's hook takes the #DB, the NMI
 /// or the int3 over once its Rust entry runs, so the task goes on, and
-/// must exit 0 (`ist-soft-int` checks every GPR after its int, and its
+/// must exit 0 (`walk-int` checks every GPR after its int, and its
 /// user GS base); every entry from user mode checks its frame at
 /// `task_pt_regs` (frame_errors). At each instruction the handler checks
 /// the kernel's GS base: the window between the IST entry and its SWAPGS,
 /// where the user's GS base is live in kernel mode, is the point. An NMI
 /// can't land in the NMI's own way in (NMIs are blocked there), so that one
-/// is walked with the #DB only.
+/// is walked with the #DB only; and a #DB in the #DB's own way in, before
+/// its IST shift, would land on the same IST frame, the one thing that
+/// entry assumes can't happen, so that one is walked with the NMI only.
 pub fn nmi_at_every_instruction_of_the_ist_entries_from_user(_: &Context) -> Outcome {
     let (common, _) = extregs_entry_asm::common_paths();
     let ranges = (
@@ -70,7 +72,7 @@ pub fn nmi_at_every_instruction_of_the_ist_entries_from_user(_: &Context) -> Out
             core::slice::from_ref(&debug_stub),
             1,
             Some(user_gate(IST_WALK_DEBUG_VECTOR, debug_stub.start, gdt::DEBUG_IST_INDEX)),
-            |_| run_task(programs::IST_SOFT_INT, 0),
+            |_| run_task(programs::WALK_INT, 0),
         )
     });
     let nmi_from_user = absorbing(NMI_VECTOR, || {
@@ -80,7 +82,7 @@ pub fn nmi_at_every_instruction_of_the_ist_entries_from_user(_: &Context) -> Out
             core::slice::from_ref(&nmi_stub),
             1,
             Some(user_gate(IST_WALK_NMI_VECTOR, nmi_stub.start, gdt::NMI_IST_INDEX)),
-            |_| run_task(programs::IST_SOFT_INT, 1),
+            |_| run_task(programs::WALK_INT, 1),
         )
     });
     let (Ok(debug_from_user), Ok(nmi_from_user)) = (debug_from_user, nmi_from_user) else {
@@ -98,7 +100,7 @@ pub fn nmi_at_every_instruction_of_the_ist_entries_from_user(_: &Context) -> Out
                 core::slice::from_ref(&common_tail),
                 4,
                 None,
-                |_| run_task(programs::INT3, 0),
+                |_| run_task(programs::WALK_INT, 2),
             )
         });
         let (Ok(int3_from_user), Ok(bad_iret)) =

@@ -42,7 +42,7 @@ extern "C" {
     fn extregs_user_set_ss();
     fn extregs_user_int3();
     fn extregs_user_single_step();
-    fn extregs_user_ist_soft_int();
+    fn extregs_user_walk_int();
     fn extregs_user_raw_syscall();
     fn extregs_user_write();
     fn extregs_user_gs_check();
@@ -280,15 +280,15 @@ pub const IST_WALK_DEBUG_VECTOR: u8 = 0xf0;
 /// user mode at a known instruction.
 pub const IST_WALK_NMI_VECTOR: u8 = 0xf1;
 program!(
-    IST_SOFT_INT,
-    "ist-soft-int",
-    extregs_user_ist_soft_int,
-    "Fills every GPR with a pattern and executes `int $0xf0` (`%rdi` = 0) or \
-     `int $0xf1` (otherwise); then checks every GPR, and that `%gs:0` is its \
-     PID (getpid). Exit 0, 1 (a GPR lost) or 2 (the wrong GS base). Only the \
-     breakpoint walks route those vectors, to the #DB and the NMI stub, with \
-     gates user mode may use; anywhere else the int is a #GP and kills it \
-     with SIGSEGV."
+    WALK_INT,
+    "walk-int",
+    extregs_user_walk_int,
+    "Fills every GPR with a pattern and executes `int $0xf0` (`%rdi` = 0), \
+     `int $0xf1` (1) or `int3` (otherwise); then checks every GPR, and that \
+     `%gs:0` is its PID (getpid). Exit 0, 1 (a GPR lost) or 2 (the wrong GS \
+     base). Only the breakpoint walks route 0xf0 and 0xf1, to the #DB and the \
+     NMI stub, with gates user mode may use, and take the int3 over; anywhere \
+     else the int is a #GP, and the int3 a SIGTRAP, that kills it."
 );
 program!(
     SINGLE_STEP,

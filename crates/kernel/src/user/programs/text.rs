@@ -237,9 +237,9 @@ extregs_user_int3:
     xor %edi, %edi
     USER_EXIT
 
-    .globl extregs_user_ist_soft_int
-extregs_user_ist_soft_int:
-    push %rdi                       /* which int: 0 = $0xf0, else $0xf1 */
+    .globl extregs_user_walk_int
+extregs_user_walk_int:
+    push %rdi                       /* which: 0 = int $0xf0, 1 = int $0xf1, else int3 */
     mov .List_patterns+0(%rip), %rax
     mov .List_patterns+8(%rip), %rbx
     mov .List_patterns+16(%rip), %rcx
@@ -255,54 +255,58 @@ extregs_user_ist_soft_int:
     mov .List_patterns+96(%rip), %r13
     mov .List_patterns+104(%rip), %r14
     mov .List_patterns+112(%rip), %r15
-    cmpq $0, (%rsp)
-    jne 1f
-    int ${ist_walk_debug}
-    jmp 2f
+    cmpq $1, (%rsp)
+    jb 1f
+    je 2f
+    int3
+    jmp 3f
 1:
-    int ${ist_walk_nmi}
+    int ${ist_walk_debug}
+    jmp 3f
 2:
+    int ${ist_walk_nmi}
+3:
     cmp .List_patterns+0(%rip), %rax
-    jne 3f
+    jne 5f
     cmp .List_patterns+8(%rip), %rbx
-    jne 3f
+    jne 5f
     cmp .List_patterns+16(%rip), %rcx
-    jne 3f
+    jne 5f
     cmp .List_patterns+24(%rip), %rdx
-    jne 3f
+    jne 5f
     cmp .List_patterns+32(%rip), %rsi
-    jne 3f
+    jne 5f
     cmp .List_patterns+40(%rip), %rdi
-    jne 3f
+    jne 5f
     cmp .List_patterns+48(%rip), %rbp
-    jne 3f
+    jne 5f
     cmp .List_patterns+56(%rip), %r8
-    jne 3f
+    jne 5f
     cmp .List_patterns+64(%rip), %r9
-    jne 3f
+    jne 5f
     cmp .List_patterns+72(%rip), %r10
-    jne 3f
+    jne 5f
     cmp .List_patterns+80(%rip), %r11
-    jne 3f
+    jne 5f
     cmp .List_patterns+88(%rip), %r12
-    jne 3f
+    jne 5f
     cmp .List_patterns+96(%rip), %r13
-    jne 3f
+    jne 5f
     cmp .List_patterns+104(%rip), %r14
-    jne 3f
+    jne 5f
     cmp .List_patterns+112(%rip), %r15
-    jne 3f
+    jne 5f
     /* The user's GS base is back: %gs:0 is this task's PID. */
     mov ${getpid}, %eax
     syscall
     cmp %gs:0, %rax
-    jne 4f
+    jne 6f
     xor %edi, %edi
     USER_EXIT
-3:
+5:
     mov $1, %edi
     USER_EXIT
-4:
+6:
     mov $2, %edi
     USER_EXIT
     .p2align 3
