@@ -469,8 +469,6 @@ fn jobs_within(cores: usize, smp: u32) -> usize {
     (cores / smp.max(1) as usize).max(1)
 }
 
-/// `fuzz --seed S`: one boot with its output shown; `--json` writes it as a
-/// one-seed campaign (the same format as `--seeds`).
 /// Decodes the entry text, prints the campaign's interrupt-point coverage
 /// and, with `--coverage`, boots the breakpoint walks ([`walk_boots`]) to
 /// count their NMIs as well, prints the figures split by reachability and
@@ -568,6 +566,8 @@ fn walk_boots(args: &FuzzArgs) -> Result<Vec<String>, i32> {
     Ok(serials)
 }
 
+/// `fuzz --seed S`: one boot with its output shown; `--json` writes it as a
+/// one-seed campaign (the same format as `--seeds`).
 pub(crate) fn replay(args: &FuzzArgs, seed: u64) -> i32 {
     let campaign_config = campaign_config(args, seed..seed + 1, 1);
     let config = RunConfig {

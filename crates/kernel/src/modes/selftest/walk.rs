@@ -73,10 +73,11 @@ static WALK_VECTOR: AtomicU8 = AtomicU8::new(NMI_VECTOR);
 static WALK_KERNEL_GS: AtomicU64 = AtomicU64::new(0);
 /// Entries (of [`WALK_VECTOR`]) that hit the armed breakpoint.
 static WALK_HITS: AtomicU64 = AtomicU64::new(0);
-/// No vector: what [`WALK_ABSORBS`] holds outside the #DB-stub walk.
+/// No vector: what [`WALK_ABSORBS`] holds outside [`absorbing`].
 const NO_VECTOR: u16 = 0x100;
 /// The vector of the event a walk raises whose handler the walk's hook
-/// takes over (the walked #DB, which has no other handler to go to).
+/// takes over (a walked #DB or NMI, which has no handler of its own to go
+/// to; a user task's int3, which would kill it; an IRQ nothing asked for).
 static WALK_ABSORBS: AtomicU16 = AtomicU16::new(NO_VECTOR);
 /// Events of [`WALK_ABSORBS`]'s vector the hook took over.
 static WALK_ABSORBED: AtomicU64 = AtomicU64::new(0);
@@ -479,10 +480,9 @@ fn walk_entry_paths(
 /// pattern and stores them after. The #DB's Rust entry runs the paranoid
 /// bookkeeping (DR7, DR6, the IST shift) and the walk's hook takes it over
 /// there: the #DB must have reached its handler once, and the GPRs come
-/// back. Each step raises it twice, the second
-/// time with the user's GS base live in kernel mode (as a #DB on SYSCALL's
-/// first instruction finds it), so both ways of the paranoid GS decision
-/// are walked. Only the NMI
+/// back. Each step raises it twice, the second time with the user's GS
+/// base live in kernel mode (as a #DB on SYSCALL's first instruction finds
+/// it), so both ways of the paranoid GS decision are walked. Only the NMI
 /// walks it: a #DB nested in the #DB stub before its IST shift is the one
 /// thing the entry assumes cannot happen (no breakpoint is ever put in the
 /// entry text outside these walks).
