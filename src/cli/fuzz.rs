@@ -528,8 +528,9 @@ pub(crate) fn report_coverage(totals: &mut campaign::Totals, args: &FuzzArgs) ->
 }
 
 /// The boots whose breakpoint walks `--coverage` counts: one selftest,
-/// and the two walked `mode=oops` causes (the #MC and #DF entries, which
-/// never return, walked up to their handlers). Their serial output, or the
+/// and the three walked `mode=oops` causes (the #MC entry from kernel and
+/// from user mode and the #DF entry, which never return, walked up to
+/// their handlers). Their serial output, or the
 /// exit code when one did not end as it must (the selftest passing, each
 /// oops dying of its cause after its walk line).
 fn walk_boots(args: &FuzzArgs) -> Result<Vec<String>, i32> {
@@ -537,6 +538,7 @@ fn walk_boots(args: &FuzzArgs) -> Result<Vec<String>, i32> {
         ("mode=selftest", EXIT_SUCCESS),
         ("mode=oops cause=machine-check-walk", EXIT_KERNEL_FAILURE),
         ("mode=oops cause=stack-overflow-walk", EXIT_KERNEL_FAILURE),
+        ("mode=oops cause=user-machine-check-walk", EXIT_KERNEL_FAILURE),
     ];
     let mut serials = Vec::new();
     for (cmdline, expected_exit) in boots {

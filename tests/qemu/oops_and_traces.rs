@@ -62,11 +62,13 @@ fn machine_check_is_fatal_even_with_hooks_that_would_claim_it() {
 }
 
 /// The entries that never return, walked: a real NMI entry at every
-/// instruction the #MC and the #DF entries run before their handlers
-/// (single-stepped), the kernel state right at each, and then the same
-/// death as the plain cause. Exactly: the #MC stub's way from kernel mode
-/// is 36, the #DF stub 33, and the paranoid path up to its call 20 (21
-/// with SMAP, as on `-cpu max`).
+/// instruction the #MC (from kernel and from user mode) and the #DF
+/// entries run before their handlers (single-stepped), the kernel state
+/// right at each, and then the same death as the plain cause. Exactly: the
+/// #MC stub's way from kernel mode is 36, the #DF stub 33, and the
+/// paranoid path up to its call 20 (21 with SMAP, as on `-cpu max`); the
+/// #MC stub's way from user mode is 48, and the common tail's user path up
+/// to its call 10 (11 with SMAP).
 #[test]
 fn dying_entries_take_an_nmi_at_every_instruction_before_their_handlers() {
     for (cause, instructions, death, error) in [
@@ -77,6 +79,12 @@ fn dying_entries_take_an_nmi_at_every_instruction_before_their_handlers() {
             "machine check",
         ),
         ("stack-overflow-walk", 33 + 21, "extregs: oops: unhandled double fault", "double fault"),
+        (
+            "user-machine-check-walk",
+            48 + 11,
+            "extregs: oops: machine check (vector 18)",
+            "machine check",
+        ),
     ] {
         let outcome = boot(Firmware::Bios, "max", &format!("mode=oops cause={cause}"));
         assert_verdict(&outcome, EXIT_KERNEL_FAILURE);

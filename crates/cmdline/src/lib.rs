@@ -106,11 +106,15 @@ pub enum OopsCause {
     /// `stack-overflow`, with a real NMI entry at every instruction the #DF
     /// entry runs before its handler.
     StackOverflowWalk,
+    /// A #MC from user mode (a user task's `int` through a user gate to the
+    /// #MC stub, which only this cause installs), with a real NMI entry at
+    /// every instruction its entry runs before the handler, which dies.
+    UserMachineCheckWalk,
 }
 
 impl OopsCause {
     /// Every cause with its command-line spelling.
-    pub const ALL: [(OopsCause, &'static str); 13] = [
+    pub const ALL: [(OopsCause, &'static str); 14] = [
         (OopsCause::InvalidOpcode, "ud2"),
         (OopsCause::GeneralProtection, "gp"),
         (OopsCause::PksViolation, "pks"),
@@ -124,6 +128,7 @@ impl OopsCause {
         (OopsCause::BrokenChain, "broken-chain"),
         (OopsCause::MachineCheckWalk, "machine-check-walk"),
         (OopsCause::StackOverflowWalk, "stack-overflow-walk"),
+        (OopsCause::UserMachineCheckWalk, "user-machine-check-walk"),
     ];
 }
 

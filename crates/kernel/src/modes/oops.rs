@@ -57,7 +57,12 @@ pub fn die_on_cpu(cpu: OopsCpu, cause: OopsCause, pkey_page: Option<PkeyPage>) -
             "cause={cause:?} runs tasks, which only CPU 0 schedules: use cpu=0"
         ));
     }
-    if matches!(cause, OopsCause::MachineCheckWalk | OopsCause::StackOverflowWalk) {
+    if matches!(
+        cause,
+        OopsCause::MachineCheckWalk
+            | OopsCause::StackOverflowWalk
+            | OopsCause::UserMachineCheckWalk
+    ) {
         refuse_cpu(format_args!(
             "cause={cause:?} walks with the one spare IDT and one walk state: use cpu=0"
         ));
@@ -124,6 +129,7 @@ pub fn die_on_purpose(cause: OopsCause, pkey_page: Option<PkeyPage>) -> ! {
         OopsCause::StackOverflowWalk => {
             super::oops_walk::walked(DOUBLE_FAULT_VECTOR, oops_stack_overflow)
         }
+        OopsCause::UserMachineCheckWalk => super::oops_walk::walked_from_user_machine_check(),
     }
 }
 

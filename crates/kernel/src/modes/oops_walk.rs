@@ -1,6 +1,6 @@
-//! `mode=oops cause=machine-check-walk` and `cause=stack-overflow-walk`:
-//! the breakpoint walk (see the selftests' walks) of an entry that never
-//! returns. A walk over #MC or #DF can't raise the entry once per
+//! `mode=oops cause=machine-check-walk`, `cause=stack-overflow-walk` and
+//! `cause=user-machine-check-walk`: the breakpoint walk (see the
+//! selftests' walks) of an entry that never returns. A walk over #MC or #DF can't raise the entry once per
 //! instruction, because the first one dies; so it single-steps: an
 //! instruction breakpoint on the stub's first instruction, with the #DB
 //! gate on the NMI stub, lets the real NMI entry interrupt it there, and
@@ -11,12 +11,16 @@
 //! the coverage; then it prints both, and the handler dies as the plain
 //! cause does.
 
+use crate::arch::idt::{DEBUG_VECTOR, MACHINE_CHECK_VECTOR};
 use crate::arch::{gdt, idt};
 use crate::debug::coverage;
+use crate::debug::oops;
 use crate::entry::{hooks, paranoid};
 use crate::modes::selftest::walk::{
     kernel_state_wrong, prepare_kernel_state_checks, report_kernel_state,
 };
+use crate::sched;
+use crate::user::{self, programs, programs::IST_WALK_MACHINE_CHECK_VECTOR};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use extregs_regs::{PtRegs, NMI_VECTOR, X86_EFLAGS_RF, X86_EFLAGS_TF};
 
@@ -62,6 +66,39 @@ fn step_hook(regs: &mut PtRegs, vector: u8) -> bool {
     // not fire again on the first.
     regs.flags |= X86_EFLAGS_TF | X86_EFLAGS_RF;
     true
+}
+
+/// `cause=user-machine-check-walk`: a user task's `int $0xf2` through a
+/// user gate to the #MC stub is a #MC from user mode (its frame moved to
+/// `task_pt_regs`, then the user path of the common entry), walked as
+/// [`walked`] walks the others, up to the handler, which dies.
+pub fn walked_from_user_machine_check() -> ! {
+    let stub = idt::stub_address(MACHINE_CHECK_VECTOR);
+    let user_gate = idt::Gate {
+        vector: IST_WALK_MACHINE_CHECK_VECTOR,
+        stub,
+        ist: Some(gdt::MACHINE_CHECK_IST_INDEX),
+        user: true,
+    };
+    let nmi_gate = idt::Gate {
+        vector: DEBUG_VECTOR,
+        stub: idt::stub_address(NMI_VECTOR),
+        ist: Some(gdt::NMI_IST_INDEX),
+        user: false,
+    };
+    prepare_kernel_state_checks();
+    paranoid::arm_execute_breakpoint(stub);
+    hooks::with_event_hook(step_hook, || {
+        idt::with_gates(&[nmi_gate, user_gate], || {
+            match user::spawn(format_args!("walk-mc"), programs::WALK_INT, 3, 0) {
+                Ok(handle) => {
+                    sched::wait(handle);
+                }
+                Err(why) => println!("extregs: error: spawning the #MC task: {why:?}"),
+            }
+        })
+    });
+    oops::finish("the user task's #MC did not die")
 }
 
 /// Runs `die`, which raises `vector`'s entry and never returns, with the

@@ -279,16 +279,20 @@ pub const IST_WALK_DEBUG_VECTOR: u8 = 0xf0;
 /// The same for the NMI stub (on the NMI's IST stack): an NMI entry from
 /// user mode at a known instruction.
 pub const IST_WALK_NMI_VECTOR: u8 = 0xf1;
+/// The same for the #MC stub (on the #MC's IST stack), which only
+/// `mode=oops cause=user-machine-check-walk` routes: a #MC from user mode.
+pub const IST_WALK_MACHINE_CHECK_VECTOR: u8 = 0xf2;
 program!(
     WALK_INT,
     "walk-int",
     extregs_user_walk_int,
     "Fills every GPR with a pattern and executes `int $0xf0` (`%rdi` = 0), \
-     `int $0xf1` (1) or `int3` (otherwise); then checks every GPR, and that \
-     `%gs:0` is its PID (getpid). Exit 0, 1 (a GPR lost) or 2 (the wrong GS \
-     base). Only the breakpoint walks route 0xf0 and 0xf1, to the #DB and the \
-     NMI stub, with gates user mode may use, and take the int3 over; anywhere \
-     else the int is a #GP, and the int3 a SIGTRAP, that kills it."
+     `int $0xf1` (1), `int3` (2) or `int $0xf2` (otherwise); then checks \
+     every GPR, and that `%gs:0` is its PID (getpid). Exit 0, 1 (a GPR lost) \
+     or 2 (the wrong GS base). Only the breakpoint walks route 0xf0, 0xf1 and \
+     0xf2, to the #DB, NMI and #MC stubs, with gates user mode may use, and \
+     take the int3 over; anywhere else the int is a #GP, and the int3 a \
+     SIGTRAP, that kills it."
 );
 program!(
     SINGLE_STEP,

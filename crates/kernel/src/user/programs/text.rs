@@ -239,7 +239,7 @@ extregs_user_int3:
 
     .globl extregs_user_walk_int
 extregs_user_walk_int:
-    push %rdi                       /* which: 0 = int $0xf0, 1 = int $0xf1, else int3 */
+    push %rdi                       /* 0: int $0xf0, 1: int $0xf1, 2: int3, else int $0xf2 */
     mov .List_patterns+0(%rip), %rax
     mov .List_patterns+8(%rip), %rbx
     mov .List_patterns+16(%rip), %rcx
@@ -258,7 +258,12 @@ extregs_user_walk_int:
     cmpq $1, (%rsp)
     jb 1f
     je 2f
+    cmpq $2, (%rsp)
+    jne 4f
     int3
+    jmp 3f
+4:
+    int ${ist_walk_machine_check}
     jmp 3f
 1:
     int ${ist_walk_debug}
@@ -744,6 +749,7 @@ extregs_user_text_end:
     tf = const extregs_regs::X86_EFLAGS_TF,
     ist_walk_debug = const super::IST_WALK_DEBUG_VECTOR,
     ist_walk_nmi = const super::IST_WALK_NMI_VECTOR,
+    ist_walk_machine_check = const super::IST_WALK_MACHINE_CHECK_VECTOR,
     rt_sigaction = const 13,
     rt_sigreturn = const 15,
     tkill = const 200,
