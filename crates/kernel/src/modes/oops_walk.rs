@@ -90,7 +90,11 @@ pub fn walked_from_user_machine_check() -> ! {
     paranoid::arm_execute_breakpoint(stub);
     hooks::with_event_hook(step_hook, || {
         idt::with_gates(&[nmi_gate, user_gate], || {
-            match user::spawn(format_args!("walk-mc"), programs::WALK_INT, 3, 0) {
+            // On this CPU: the breakpoint and the spare IDT are its own.
+            let this_cpu = crate::arch::percpu::this_cpu();
+            let spawned =
+                user::spawn_on(format_args!("walk-mc"), programs::WALK_INT, 3, 0, 1 << this_cpu);
+            match spawned {
                 Ok(handle) => {
                     sched::wait(handle);
                 }
