@@ -30,8 +30,8 @@ static STEPS: AtomicU64 = AtomicU64::new(0);
 /// it first did.
 static WRONG: AtomicU64 = AtomicU64::new(0);
 static FIRST_WRONG_AT: AtomicU64 = AtomicU64::new(0);
-/// The walk is over (reported): later NMIs, the oops's stop of the other
-/// CPUs say, go to their handler as usual.
+/// The walk is over (reported): this CPU's later NMIs (another CPU's oops
+/// stopping this one, say) go to their handler as usual.
 static DONE: AtomicBool = AtomicBool::new(false);
 
 /// The walk's event hook: every NMI entry (the gated #DB of the breakpoint
@@ -96,7 +96,8 @@ pub fn walked_from_user_machine_check() -> ! {
                 user::spawn_on(format_args!("walk-mc"), programs::WALK_INT, 3, 0, 1 << this_cpu);
             match spawned {
                 Ok(handle) => {
-                    sched::wait(handle);
+                    let status = sched::wait(handle);
+                    println!("extregs: error: the #MC task exited with status {status}");
                 }
                 Err(why) => println!("extregs: error: spawning the #MC task: {why:?}"),
             }

@@ -387,8 +387,8 @@ fn walk_entry_paths(
     interrupted_pkrs: Option<u32>,
     input: &PtRegs,
 ) -> Outcome {
-    // The IRQ stubs have no symbols; the first 8 bytes hold both of the
-    // self-IPI stub's instructions (push the vector, jmp).
+    // The IRQ stubs have no symbols; both of the self-IPI stub's
+    // instructions (push the vector, jmp) start in its first 8 bytes.
     let ipi_stub = idt::stub_address(SELF_IPI_VECTOR);
     let ipi_stub = ipi_stub..ipi_stub + 8;
     let int3_path = entry_at_every_instruction(
@@ -515,7 +515,12 @@ pub fn nmi_at_every_instruction_of_the_debug_entry(_: &Context) -> Outcome {
                 let before = absorbed();
                 // The second #DB comes with the user's GS base live, as a
                 // #DB on SYSCALL's first instruction finds it.
-                let outputs = [false, true].map(|user_gs| call_trampoline(int_n, &input, user_gs));
+                let outputs = [false, true].map(|user_gs| {
+                    // SAFETY: the `int $n` trampoline's vector enters the
+                    // #DB stub (the walk's gate), a paranoid one, and the
+                    // walk's hook takes the #DB over.
+                    unsafe { call_trampoline(int_n, &input, user_gs) }
+                });
                 match () {
                     _ if absorbed() != before + 2 => {
                         Err("the #DBs did not reach their handler once each")
@@ -551,9 +556,9 @@ pub fn nmi_at_every_instruction_of_the_debug_entry(_: &Context) -> Outcome {
 /// At every step a self-IPI on the stub's vector must arrive once, as that
 /// vector.
 pub fn nmi_at_every_irq_stub(_: &Context) -> Outcome {
-    // The IRQ stubs have no symbols; the first 8 bytes of each hold both
-    // its instructions (push the vector, jmp; a vector of 0x80 or more
-    // takes a longer push and a 16-byte slot).
+    // The IRQ stubs have no symbols; both of a stub's instructions (push
+    // the vector, jmp) start in its first 8 bytes (a vector of 0x80 or
+    // more takes a longer push and a 16-byte slot).
     let mut stubs = [const { 0..0 }; 224];
     let mut count = 0;
     for vector in super::irqs::vectors_without_a_handler() {
@@ -842,7 +847,15 @@ pub fn debug_at_every_instruction_of_the_nmi_entry(_: &Context) -> Outcome {
 /// stored; with `user_gs`, from kernel code running on the user's GS base
 /// (SWAPGS before the call and after it), as an event on SYSCALL's first
 /// instruction would find the CPU.
-pub(super) fn call_trampoline(
+///
+/// # Safety
+///
+/// The trampoline's event must be handled and returned from (a walk's
+/// hook claims it). With `user_gs` it must also enter a paranoid stub
+/// (NMI, #DB: the self-NMI trampoline, or the `int $n` one with its vector
+/// routed to the #DB stub), which decides about GS from MSR_GS_BASE: a
+/// stub that trusts the saved CS would run the kernel on the user's base.
+pub(super) unsafe fn call_trampoline(
     trampoline: trampolines::Trampoline,
     input: &PtRegs,
     user_gs: bool,
@@ -851,21 +864,23 @@ pub(super) fn call_trampoline(
     if !user_gs {
         // SAFETY: the trampoline reads `input` and writes `output` (both
         // valid PtRegs, borrowed for the call only), keeps every
-        // callee-saved register, and raises one event, which the walk's
-        // hook handles and returns from.
+        // callee-saved register, and raises one event, which the caller
+        // guarantees is handled and returned from.
         unsafe { trampoline(input, &mut output) };
         return output;
     }
+    // Read before the SWAPGSes, not through GS after them.
+    let kernel_gs = gdt::kernel_gs_base();
     x86_64::instructions::interrupts::without_interrupts(|| {
         // SAFETY: as above, called by hand between two SWAPGSes: the
         // trampoline touches no %gs (only `input`, `output`, the caller's
         // stack and the APIC's MMIO or MSR), interrupts are off, and the
-        // only entry it raises is a paranoid one (NMI, #DB), which finds
-        // the user's GS base and swaps for itself; an int3 in that
-        // handler trusts the saved CS, but runs after that swap. Nothing
-        // between the SWAPGSes can fault into a stub that trusts CS. The
-        // asm block is not `nostack`, so RSP is aligned for the call, and
-        // clobber_abi("C") covers what the call may change.
+        // only entry it raises is a paranoid one (the caller's promise),
+        // which finds the user's GS base and swaps for itself; an int3 in
+        // that handler trusts the saved CS, but runs after that swap.
+        // Nothing between the SWAPGSes can fault into a stub that trusts
+        // CS. The asm block is not `nostack`, so RSP is aligned for the
+        // call, and clobber_abi("C") covers what the call may change.
         unsafe {
             core::arch::asm!(
                 "swapgs",
@@ -878,12 +893,13 @@ pub(super) fn call_trampoline(
             )
         };
         // The kernel's GS base is back (a lost swap would crash later,
-        // far from here).
-        assert_eq!(
-            x86_64::registers::model_specific::GsBase::read().as_u64(),
-            gdt::kernel_gs_base(),
-            "the trampoline's SWAPGSes did not pair"
-        );
+        // far from here). Compared with the base read before, and
+        // swapped back first if it is not, so the panic can print.
+        if x86_64::registers::model_specific::GsBase::read().as_u64() != kernel_gs {
+            // SAFETY: puts the kernel's GS base back; interrupts are off.
+            unsafe { core::arch::asm!("swapgs") };
+            panic!("the trampoline's SWAPGSes did not pair");
+        }
     });
     output
 }

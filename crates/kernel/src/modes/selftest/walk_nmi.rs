@@ -140,9 +140,15 @@ pub fn nmi_at_every_instruction_of_the_nmi_windows(_: &Context) -> Outcome {
             ARM_AT.store(address, Ordering::Relaxed);
             let hits_before = GATE_HITS.load(Ordering::Relaxed);
             let output = idt::with_gates(&[gate], || {
-                hooks::with_event_hook(nested_walk_hook, || self_nmi_with_gprs(&input, user_gs))
+                let output = hooks::with_event_hook(nested_walk_hook, || {
+                    self_nmi_with_gprs(&input, user_gs)
+                });
+                // Disarmed while the gate is still in place: a breakpoint
+                // on the repeat's prologue never fires in a run without
+                // the repeat.
+                paranoid::disarm_breakpoints();
+                output
             });
-            paranoid::disarm_breakpoints();
             paranoid::reset_debug_status();
             let hits = GATE_HITS.load(Ordering::Relaxed) - hits_before;
             let passes = PASSES.load(Ordering::Relaxed);
@@ -233,5 +239,7 @@ fn self_nmi_with_gprs(input: &PtRegs, user_gs: bool) -> PtRegs {
     // The trampoline's wait after the store: one round, the NMI has been
     // handled by then (it is delivered at the store's boundary).
     extregs_fuzz_spins.store(1, Ordering::SeqCst);
-    call_trampoline(trampoline, input, user_gs)
+    // SAFETY: the self-NMI's entry is a paranoid one, and the walk's hook
+    // handles it and returns.
+    unsafe { call_trampoline(trampoline, input, user_gs) }
 }
