@@ -91,18 +91,18 @@ pub fn with_gates<T>(gates: &[Gate], body: impl FnOnce() -> T) -> T {
     let spare = unsafe { &mut *SPARE_IDT.0.get() };
     *spare = kernel.clone();
     for gate in gates {
-        // SAFETY: `stub` is an entry stub that handles a frame without an
-        // error code and returns with iretq (the callers pass the NMI, #DB,
-        // #MC or int3 stub, or the walk's gate in front of the NMI stub),
-        // entered through a vector the CPU raises without an error code;
-        // `ist` names one of the TSS's IST stacks. A user gate lets ring 3
-        // run that stub by `int`, which every stub takes as an entry from
-        // user mode (the saved CS says so). A gate to the NMI stub enters
-        // its IST with NMIs *not* blocked: a real NMI meanwhile would
-        // overwrite the landing frame, so the callers send none but the
-        // ones they wait for; the selftests also hold NMIs from outside
-        // back, and a walked oops has no other source of NMIs than one
-        // injected from outside on purpose.
+        // A user gate lets ring 3 run its stub by `int`, which every stub
+        // takes as an entry from user mode (the saved CS says so). A gate
+        // to the NMI stub enters its IST with NMIs *not* blocked: a real
+        // NMI meanwhile would overwrite the landing frame, so the callers
+        // send none but the ones they wait for; the selftests also hold
+        // NMIs from outside back, and a walked oops has no other source of
+        // NMIs than one injected from outside on purpose. The callers pass
+        // the NMI, #DB, #MC or int3 stub, or the walk's gate in front of
+        // the NMI stub.
+        // SAFETY: `stub` handles a frame without an error code and returns
+        // with iretq, for a vector the CPU raises without one; `ist` names
+        // one of the TSS's IST stacks.
         unsafe {
             let options = spare[gate.vector].set_handler_addr(VirtAddr::new(gate.stub));
             if let Some(index) = gate.ist {

@@ -26,6 +26,7 @@ use crate::arch::{apic, gdt};
 use crate::debug::{coverage, result};
 use crate::entry::events::{self, expect_event, FrameEdit, Observed, FAULT_IP, RESUME_IP};
 use crate::entry::hooks;
+use crate::modes::trampolines;
 use core::sync::atomic::Ordering;
 use extregs_entry_asm::{asm_offsets, vector_has_error_code};
 use extregs_regs::{EntryVector, PtRegs, GENERIC_PTREGS_SIZE, NO_ERROR_CODE};
@@ -452,6 +453,69 @@ pub(crate) fn int3_with_gprs(input: &PtRegs, edit: FrameEdit) -> (Option<Observe
     // which the installed recording hook claims.
     unsafe { trampoline(input, &mut output) };
     (events::observed(), output)
+}
+
+/// Calls one of the fuzzer's GPR trampolines (every GPR loaded from
+/// `input`, one event raised, every GPR stored after) and returns what it
+/// stored; with `user_gs`, from kernel code running on the user's GS base
+/// (SWAPGS before the call and after it), as an event on SYSCALL's first
+/// instruction would find the CPU.
+///
+/// # Safety
+///
+/// The trampoline's event must be handled and returned from (a walk's
+/// hook claims it). With `user_gs` it must also enter a paranoid stub
+/// (NMI, #DB: the self-NMI trampoline, or the `int $n` one with its vector
+/// routed to the #DB stub), which decides about GS from MSR_GS_BASE: a
+/// stub that trusts the saved CS would run the kernel on the user's base.
+pub(super) unsafe fn call_trampoline(
+    trampoline: trampolines::Trampoline,
+    input: &PtRegs,
+    user_gs: bool,
+) -> PtRegs {
+    let mut output = PtRegs::default();
+    if !user_gs {
+        // The trampoline keeps every callee-saved register and raises one
+        // event, which the caller guarantees is handled and returned from.
+        // SAFETY: it reads `input` and writes `output`, both valid PtRegs
+        // borrowed for the call only, and nothing else of Rust's.
+        unsafe { trampoline(input, &mut output) };
+        return output;
+    }
+    // Read before the SWAPGSes, not through GS after them.
+    let kernel_gs = gdt::kernel_gs_base();
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        // As above, called by hand between two SWAPGSes. The trampoline
+        // touches no %gs (only `input`, `output`, the caller's stack and
+        // the APIC's MMIO or MSR), interrupts are off, and the only entry
+        // it raises is a paranoid one (the caller's promise), which finds
+        // the user's GS base and swaps for itself; an int3 in that handler
+        // trusts the saved CS, but runs after that swap. Nothing between
+        // the SWAPGSes can fault into a stub that trusts CS.
+        // SAFETY: the pointers are as above; the block is not `nostack`,
+        // so RSP is aligned for the call, and clobber_abi("C") covers
+        // what the call may change.
+        unsafe {
+            core::arch::asm!(
+                "swapgs",
+                "call {trampoline}",
+                "swapgs",
+                trampoline = in(reg) trampoline,
+                in("rdi") input as *const PtRegs,
+                in("rsi") &mut output as *mut PtRegs,
+                clobber_abi("C"),
+            )
+        };
+        // The kernel's GS base is back (a lost swap would crash later,
+        // far from here). Compared with the base read before, and
+        // swapped back first if it is not, so the panic can print.
+        if x86_64::registers::model_specific::GsBase::read().as_u64() != kernel_gs {
+            // SAFETY: puts the kernel's GS base back; interrupts are off.
+            unsafe { core::arch::asm!("swapgs") };
+            panic!("the trampoline's SWAPGSes did not pair");
+        }
+    });
+    output
 }
 
 fn gprs_round_trip(_: &Context) -> Outcome {

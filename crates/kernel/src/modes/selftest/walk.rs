@@ -519,7 +519,7 @@ pub fn nmi_at_every_instruction_of_the_debug_entry(_: &Context) -> Outcome {
                     // SAFETY: the `int $n` trampoline's vector enters the
                     // #DB stub (the walk's gate), a paranoid one, and the
                     // walk's hook takes the #DB over.
-                    unsafe { call_trampoline(int_n, &input, user_gs) }
+                    unsafe { super::call_trampoline(int_n, &input, user_gs) }
                 });
                 match () {
                     _ if absorbed() != before + 2 => {
@@ -840,66 +840,4 @@ pub fn debug_at_every_instruction_of_the_nmi_entry(_: &Context) -> Outcome {
         "{instructions} instructions of the outermost NMI interrupted"
     );
     Outcome::Pass
-}
-
-/// Calls one of the fuzzer's GPR trampolines (every GPR loaded from
-/// `input`, one event raised, every GPR stored after) and returns what it
-/// stored; with `user_gs`, from kernel code running on the user's GS base
-/// (SWAPGS before the call and after it), as an event on SYSCALL's first
-/// instruction would find the CPU.
-///
-/// # Safety
-///
-/// The trampoline's event must be handled and returned from (a walk's
-/// hook claims it). With `user_gs` it must also enter a paranoid stub
-/// (NMI, #DB: the self-NMI trampoline, or the `int $n` one with its vector
-/// routed to the #DB stub), which decides about GS from MSR_GS_BASE: a
-/// stub that trusts the saved CS would run the kernel on the user's base.
-pub(super) unsafe fn call_trampoline(
-    trampoline: trampolines::Trampoline,
-    input: &PtRegs,
-    user_gs: bool,
-) -> PtRegs {
-    let mut output = PtRegs::default();
-    if !user_gs {
-        // SAFETY: the trampoline reads `input` and writes `output` (both
-        // valid PtRegs, borrowed for the call only), keeps every
-        // callee-saved register, and raises one event, which the caller
-        // guarantees is handled and returned from.
-        unsafe { trampoline(input, &mut output) };
-        return output;
-    }
-    // Read before the SWAPGSes, not through GS after them.
-    let kernel_gs = gdt::kernel_gs_base();
-    x86_64::instructions::interrupts::without_interrupts(|| {
-        // SAFETY: as above, called by hand between two SWAPGSes: the
-        // trampoline touches no %gs (only `input`, `output`, the caller's
-        // stack and the APIC's MMIO or MSR), interrupts are off, and the
-        // only entry it raises is a paranoid one (the caller's promise),
-        // which finds the user's GS base and swaps for itself; an int3 in
-        // that handler trusts the saved CS, but runs after that swap.
-        // Nothing between the SWAPGSes can fault into a stub that trusts
-        // CS. The asm block is not `nostack`, so RSP is aligned for the
-        // call, and clobber_abi("C") covers what the call may change.
-        unsafe {
-            core::arch::asm!(
-                "swapgs",
-                "call {trampoline}",
-                "swapgs",
-                trampoline = in(reg) trampoline,
-                in("rdi") input as *const PtRegs,
-                in("rsi") &mut output as *mut PtRegs,
-                clobber_abi("C"),
-            )
-        };
-        // The kernel's GS base is back (a lost swap would crash later,
-        // far from here). Compared with the base read before, and
-        // swapped back first if it is not, so the panic can print.
-        if x86_64::registers::model_specific::GsBase::read().as_u64() != kernel_gs {
-            // SAFETY: puts the kernel's GS base back; interrupts are off.
-            unsafe { core::arch::asm!("swapgs") };
-            panic!("the trampoline's SWAPGSes did not pair");
-        }
-    });
-    output
 }

@@ -16,9 +16,8 @@
 //! back (`apic::with_outside_nmis_held`), and send none of their own but
 //! the ones they count.
 
-use super::walk::{
-    call_trampoline, kernel_state_wrong, prepare_kernel_state_checks, report_kernel_state,
-};
+use super::call_trampoline;
+use super::walk::{kernel_state_wrong, prepare_kernel_state_checks, report_kernel_state};
 use super::{check, Context, Outcome};
 use crate::arch::idt::{self, Gate, BREAKPOINT_VECTOR, DEBUG_VECTOR};
 use crate::arch::{apic, gdt};
