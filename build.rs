@@ -1,9 +1,9 @@
 //! Builds the BIOS and UEFI boot images from the kernel artifact (bootloader
 //! 0.11) and hands their paths, and the kernel ELF's, to the runner.
 //!
-//! The images carry the kernel without its DWARF and with only its function
-//! symbols (`objcopy --strip-all --keep-symbols`): the kernel reads nothing
-//! else of its symbol table at run time, and the BIOS loader copies the
+//! The images carry the kernel without its DWARF and its ELF symbol table,
+//! with the function symbols in the compact, demangled form the kernel reads
+//! (`extregs-ksyms`, section `.extregs_symbols`): the BIOS loader copies the
 //! whole file a byte at a time, which under TCG costs about half a second
 //! per MB (see docs/boot.md). The full ELF stays beside them for gdb,
 //! `addr2line` and `decode_stacktrace.sh`: `extregs images` prints it as
@@ -22,7 +22,7 @@ fn main() {
     let bios_image = out_dir.join("extregs-bios.img");
     let uefi_image = out_dir.join("extregs-uefi.img");
     let booted_kernel = out_dir.join("kernel-booted");
-    keep_only_function_symbols(&kernel, &booted_kernel, &out_dir.join("kernel-functions.txt"));
+    keep_only_function_symbols(&kernel, &booted_kernel, &out_dir.join("kernel-symbols.ksyms"));
     let mut builder = DiskImageBuilder::new(booted_kernel.clone());
     builder.set_boot_config(&boot_config());
     builder.create_bios_image(&bios_image).expect("creating the BIOS image");
@@ -34,42 +34,41 @@ fn main() {
 }
 
 /// Copies the ELF at `from` to `to` with nothing but its loadable sections
-/// and the function symbols of its symbol table (named in `keep_list`,
-/// which this writes): what the kernel's `debug::symbols::lookup` reads.
-/// The data and label symbols, the DWARF and the rest go.
-/// `$EXTREGS_OBJCOPY`, or binutils' `objcopy` (which `make` installs).
-fn keep_only_function_symbols(from: &Path, to: &Path, keep_list: &Path) {
+/// and, in section `extregs_ksyms::SECTION`, its function symbols as an
+/// `extregs-ksyms` table (written to `table`): what the kernel's
+/// `debug::symbols::lookup` reads. The names are demangled here (`{:#}`,
+/// without hashes), so the kernel prints them as they are. The DWARF, the
+/// ELF symbol table and the rest go. `$EXTREGS_OBJCOPY`, or binutils'
+/// `objcopy` (which `make` installs).
+fn keep_only_function_symbols(from: &Path, to: &Path, table: &Path) {
     println!("cargo:rerun-if-env-changed=EXTREGS_OBJCOPY");
     let elf = std::fs::read(from).unwrap_or_else(|error| panic!("{}: {error}", from.display()));
     let elf = object::File::parse(&*elf)
         .unwrap_or_else(|error| panic!("{} is not an ELF: {error}", from.display()));
-    let mut functions: Vec<&str> = elf
+    let functions: Vec<(u64, u64, String)> = elf
         .symbols()
-        .filter(|symbol| symbol.kind() == SymbolKind::Text)
+        .filter(|symbol| symbol.kind() == SymbolKind::Text && symbol.size() > 0)
         .map(|symbol| {
-            symbol.name().unwrap_or_else(|error| {
+            let name = symbol.name().unwrap_or_else(|error| {
                 panic!("{}: a function symbol's name: {error}", from.display())
-            })
+            });
+            (symbol.address(), symbol.size(), format!("{:#}", rustc_demangle::demangle(name)))
         })
-        .filter(|name| !name.is_empty())
         .collect();
-    // objcopy reads the list a name per line, with `#` starting a comment
-    // and blanks trimmed: a name it would misread would silently go.
-    if let Some(name) = functions.iter().find(|name| {
-        !name.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"_.$".contains(&byte))
-    }) {
-        panic!("{}: function symbol {name:?} can't go in objcopy's keep list", from.display());
-    }
-    functions.sort_unstable();
-    functions.dedup();
-    assert!(!functions.is_empty(), "{} has no function symbols", from.display());
-    let list: String = functions.iter().map(|name| format!("{name}\n")).collect();
-    std::fs::write(keep_list, list)
-        .unwrap_or_else(|error| panic!("{}: {error}", keep_list.display()));
+    assert!(functions.len() > 100, "{} has {} function symbols", from.display(), functions.len());
+    let given: Vec<(u64, u64, &str)> =
+        functions.iter().map(|(start, size, name)| (*start, *size, name.as_str())).collect();
+    let encoded = extregs_ksyms::encode(&given).unwrap_or_else(|error| {
+        panic!("{}: its function symbols can't go in a symbol table: {error:?}", from.display())
+    });
+    std::fs::write(table, encoded).unwrap_or_else(|error| panic!("{}: {error}", table.display()));
     let objcopy = std::env::var("EXTREGS_OBJCOPY").unwrap_or_else(|_| "objcopy".into());
     let status = std::process::Command::new(&objcopy)
         .arg("--strip-all")
-        .arg(format!("--keep-symbols={}", keep_list.display()))
+        .arg("--add-section")
+        .arg(format!("{}={}", extregs_ksyms::SECTION, table.display()))
+        .arg("--set-section-flags")
+        .arg(format!("{}=readonly", extregs_ksyms::SECTION))
         .arg(from)
         .arg(to)
         .status()

@@ -22,8 +22,9 @@ pub fn kernel_elf() -> &'static Path {
 }
 
 /// The kernel the images carry: [`kernel_elf`] without its debug sections
-/// and with only its function symbols (the same code, and every symbol the
-/// kernel reads).
+/// and ELF symbol table, with its function symbols, demangled, in the
+/// `extregs-ksyms` table the kernel reads (the same code, and every symbol
+/// the kernel reads).
 pub fn booted_kernel_elf() -> &'static Path {
     Path::new(env!("EXTREGS_BOOTED_KERNEL_ELF"))
 }
@@ -38,47 +39,53 @@ mod tests {
         std::fs::read(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
     }
 
-    /// The images carry the kernel without DWARF and data symbols (a boot
-    /// reads the whole file), with every function symbol the kernel
-    /// symbolises from; `kernel=` keeps the rest for gdb and addr2line.
+    /// The images carry the kernel without DWARF and without its ELF
+    /// symbol table (a boot reads the whole file), with every function
+    /// symbol the kernel symbolises from in its own table, demangled;
+    /// `kernel=` keeps the rest for gdb and addr2line.
     #[test]
     fn the_booted_kernel_is_the_kernel_without_its_dwarf() {
         let (full, booted) = (parse(kernel_elf()), parse(booted_kernel_elf()));
         let (full, booted) =
             (object::File::parse(&*full).unwrap(), object::File::parse(&*booted).unwrap());
+        let sections = |elf: &object::File<'_>| -> Vec<String> {
+            elf.sections().filter_map(|section| section.name().ok().map(str::to_string)).collect()
+        };
         let debug = |elf: &object::File<'_>| -> Vec<String> {
-            elf.sections()
-                .filter_map(|section| section.name().ok().map(str::to_string))
-                .filter(|name| name.starts_with(".debug_"))
-                .collect()
+            sections(elf).into_iter().filter(|name| name.starts_with(".debug_")).collect()
         };
         assert!(debug(&full).contains(&".debug_line".to_string()), "{:?}", debug(&full));
         assert!(debug(&booted).is_empty(), "{:?}", debug(&booted));
-        // Every function symbol, each at its address with its size: what
-        // the kernel symbolises from. Only those are left.
-        let symbols = |elf: &object::File<'_>, kinds: &[SymbolKind]| {
-            elf.symbols()
-                .filter(|symbol| kinds.contains(&symbol.kind()))
-                .filter_map(|symbol| {
-                    let name = symbol.name().ok().filter(|name| !name.is_empty())?;
-                    Some((name.to_string(), symbol.address(), symbol.size()))
-                })
-                .collect::<BTreeSet<(String, u64, u64)>>()
-        };
-        let functions = [SymbolKind::Text];
-        let (full_symbols, booted_symbols) =
-            (symbols(&full, &functions), symbols(&booted, &functions));
-        assert!(booted_symbols.len() > 1000, "{} symbols", booted_symbols.len());
-        let others = [SymbolKind::Data, SymbolKind::Label, SymbolKind::Unknown];
-        assert!(symbols(&full, &others).len() > 100, "the full ELF keeps its data symbols");
-        let left: Vec<_> = symbols(&booted, &others).into_iter().take(5).collect();
-        assert!(left.is_empty(), "the booted kernel still has data or label symbols: {left:?}");
-        let differences: Vec<_> =
-            full_symbols.symmetric_difference(&booted_symbols).take(5).collect();
-        assert!(differences.is_empty(), "the symbol tables differ: {differences:?}");
+        assert!(booted.symbols().next().is_none(), "the booted kernel has an ELF symbol table");
+        // Every function symbol of the full ELF, in its symbol table's
+        // order: the first at each address is what the kernel names.
+        let mut expected = std::collections::BTreeMap::new();
+        for symbol in full.symbols() {
+            if symbol.kind() == SymbolKind::Text && symbol.size() > 0 {
+                let name = format!("{:#}", rustc_demangle::demangle(symbol.name().unwrap()));
+                expected.entry(symbol.address()).or_insert((symbol.size(), name));
+            }
+        }
+        assert!(expected.len() > 1000, "{} functions", expected.len());
+        let section = booted.section_by_name(extregs_ksyms::SECTION).expect("the symbol table");
+        let bytes = section.data().unwrap();
+        let table = extregs_ksyms::Table::parse(bytes).unwrap();
+        assert_eq!(table.len(), expected.len());
+        let mut name = extregs_ksyms::Name::new();
+        for (&start, (size, expected_name)) in &expected {
+            for address in [start, start + size - 1] {
+                let function = table.find(address).unwrap_or_else(|| panic!("{address:#x}"));
+                assert_eq!((function.start, function.size), (start, *size), "{expected_name}");
+                table.name(function.index, &mut name).unwrap();
+                assert_eq!(name.as_str(), expected_name);
+            }
+        }
+        let names: BTreeSet<&str> = expected.values().map(|(_, name)| name.as_str()).collect();
+        assert!(names.contains("kernel::debug::symbols::lookup"), "demangled, without the hash");
         let text = |elf: &object::File<'_>| {
             elf.section_by_name(".text").expect(".text").data().expect("its bytes").to_vec()
         };
         assert_eq!(text(&full), text(&booted));
     }
+
 }

@@ -196,30 +196,12 @@ fn in_noinstr_function(address: u64) -> bool {
     let Some(symbol) = crate::debug::symbols::lookup(address) else {
         return !crate::debug::symbols::available();
     };
-    let mut name = NameBuffer { bytes: [0; 160], length: 0 };
-    let _ =
-        core::fmt::write(&mut name, format_args!("{:#}", rustc_demangle::demangle(symbol.name)));
-    let name = core::str::from_utf8(&name.bytes[..name.length]).unwrap_or("");
+    let name = symbol.name.as_str();
     // A method demangles as `<kernel::…::Type>::method`, a trait
     // implementation as `<kernel::…::Type as Trait>::method`: the prefix is
     // the type's path.
     let name = name.strip_prefix('<').unwrap_or(name);
     NOINSTR_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
-}
-
-/// A demangled name, truncated to what the prefixes need.
-struct NameBuffer {
-    bytes: [u8; 160],
-    length: usize,
-}
-
-impl core::fmt::Write for NameBuffer {
-    fn write_str(&mut self, text: &str) -> core::fmt::Result {
-        let take = text.len().min(self.bytes.len() - self.length);
-        self.bytes[self.length..self.length + take].copy_from_slice(&text.as_bytes()[..take]);
-        self.length += take;
-        Ok(())
-    }
 }
 
 /// Arms DR0 as an execute breakpoint at `address`, refusing what
