@@ -88,4 +88,29 @@ mod tests {
         assert_eq!(text(&full), text(&booted));
     }
 
+    /// The kernel's large statics start zeroed, so they take no room in
+    /// the file the loader copies: a field started non-zero moves a whole
+    /// array into `.data` (docs/boot.md).
+    #[test]
+    fn the_large_statics_are_in_bss() {
+        let full = parse(kernel_elf());
+        let full = object::File::parse(&*full).unwrap();
+        for wanted in [
+            "kernel::sched::task::TASKS",
+            "kernel::sched::user_state::FPU_STATES",
+            "kernel::modes::fuzz::lane::LANES",
+            "kernel::arch::idt::SPARE_IDT",
+        ] {
+            let symbol = full
+                .symbols()
+                .find(|symbol| {
+                    symbol
+                        .name()
+                        .is_ok_and(|name| format!("{:#}", rustc_demangle::demangle(name)) == wanted)
+                })
+                .unwrap_or_else(|| panic!("{wanted} is not in the kernel ELF"));
+            let section = full.section_by_index(symbol.section_index().unwrap()).unwrap();
+            assert_eq!(section.name().unwrap(), ".bss", "{wanted}");
+        }
+    }
 }

@@ -11,6 +11,7 @@ use crate::arch::gdt::{
     DEBUG_IST_INDEX, DOUBLE_FAULT_IST_INDEX, MACHINE_CHECK_IST_INDEX, NMI_IST_INDEX,
 };
 use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
 use extregs_entry_asm::{stub_addresses, FIRST_EXTERNAL_VECTOR, NR_VECTORS};
 use spin::Once;
 use x86_64::structures::idt::InterruptDescriptorTable;
@@ -40,14 +41,17 @@ pub fn load_with_extra_gates(gates: &[(u8, u64)]) {
 }
 
 /// A second IDT for tests that route vector 1 (#DB), or a free vector, to
-/// another entry stub (see [`with_gates`]).
-struct SpareIdt(UnsafeCell<InterruptDescriptorTable>);
+/// another entry stub (see [`with_gates`]). It starts as zero bytes, not as
+/// `InterruptDescriptorTable::new()` (whose gates carry must-be-one bits), so
+/// it takes no room in the kernel file (`.bss`; docs/boot.md):
+/// [`with_gates`] writes all of it before it is ever loaded.
+struct SpareIdt(UnsafeCell<MaybeUninit<InterruptDescriptorTable>>);
 
 // SAFETY: one CPU; written only by `with_gates` while the kernel's own
 // IDT is the one loaded (so the CPU does not read it meanwhile).
 unsafe impl Sync for SpareIdt {}
 
-static SPARE_IDT: SpareIdt = SpareIdt(UnsafeCell::new(InterruptDescriptorTable::new()));
+static SPARE_IDT: SpareIdt = SpareIdt(UnsafeCell::new(MaybeUninit::zeroed()));
 
 /// Runs `body` with vector 1 (#DB: single-step traps and hardware
 /// breakpoints) entering through `stub` on IST `ist` (None: the current
@@ -88,8 +92,7 @@ pub fn with_gates<T>(gates: &[Gate], body: impl FnOnce() -> T) -> T {
     // SAFETY: the kernel's IDT is loaded, so the CPU does not read the
     // spare while it is rewritten; one CPU, and this function is not
     // reentered (a test runs it from task context).
-    let spare = unsafe { &mut *SPARE_IDT.0.get() };
-    *spare = kernel.clone();
+    let spare = unsafe { &mut *SPARE_IDT.0.get() }.write(kernel.clone());
     for gate in gates {
         // A user gate lets ring 3 run its stub by `int`, which every stub
         // takes as an entry from user mode (the saved CS says so). A gate

@@ -198,7 +198,8 @@ pub struct Task {
     pub on_cpu: AtomicBool,
     /// The CPUs the task may run on, one bit each (bit `k`: CPU `k`).
     pub allowed_cpus: AtomicU32,
-    /// The CPU the task last ran on (`NO_CPU` before it ran).
+    /// The CPU the task last ran on (`NO_CPU` before it ran; 0 in a free
+    /// slot).
     pub last_cpu: AtomicU32,
     /// The I/O ports the task's user mode may use (bit `p`: port `p`,
     /// below `gdt::USER_PORTS`), loaded into the TSS of whichever CPU runs
@@ -248,6 +249,10 @@ pub const PERSONALITY_LINUX: u8 = 1;
 unsafe impl Sync for Task {}
 
 impl Task {
+    /// A free slot: every byte zero, so [`TASKS`] is in `.bss`, not in the
+    /// kernel file the loader copies (docs/boot.md). A slot's CPU fields
+    /// mean nothing until it is taken: `prepare_new_task`, init's and the
+    /// APs' idle set-up store its `allowed_cpus` and `last_cpu`.
     const fn new() -> Task {
         Task {
             id: AtomicU32::new(0),
@@ -275,8 +280,8 @@ impl Task {
             personality: AtomicU8::new(PERSONALITY_KERNEL),
             signal_pending: AtomicBool::new(false),
             on_cpu: AtomicBool::new(false),
-            allowed_cpus: AtomicU32::new(BOOT_CPU_ONLY),
-            last_cpu: AtomicU32::new(NO_CPU),
+            allowed_cpus: AtomicU32::new(0),
+            last_cpu: AtomicU32::new(0),
             user_ports: AtomicU64::new(0),
             ran_on: AtomicU32::new(0),
         }
