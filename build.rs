@@ -10,7 +10,7 @@
 //! `kernel=`.
 
 use bootloader::{BootConfig, DiskImageBuilder};
-use object::{Object, ObjectSymbol, SymbolKind};
+use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -23,6 +23,7 @@ fn main() {
     let uefi_image = out_dir.join("extregs-uefi.img");
     let booted_kernel = out_dir.join("kernel-booted");
     keep_only_function_symbols(&kernel, &booted_kernel, &out_dir.join("kernel-symbols.ksyms"));
+    relocate_for_the_fixed_base(&booted_kernel);
     let mut builder = DiskImageBuilder::new(booted_kernel.clone());
     builder.set_boot_config(&boot_config());
     builder.create_bios_image(&bios_image).expect("creating the BIOS image");
@@ -74,6 +75,32 @@ fn keep_only_function_symbols(from: &Path, to: &Path, table: &Path) {
         .status()
         .unwrap_or_else(|error| panic!("cannot run {objcopy} (binutils is needed): {error}"));
     assert!(status.success(), "{objcopy} --strip-all {} failed: {status}", from.display());
+}
+
+/// Applies the booted kernel's packed relative relocations (`DT_RELR`,
+/// which the loader does not know) for the load address its
+/// `BOOTLOADER_CONFIG` fixes, in place (`extregs-prelink`).
+fn relocate_for_the_fixed_base(booted: &Path) {
+    let elf = std::fs::read(booted).unwrap_or_else(|error| panic!("{}: {error}", booted.display()));
+    let config = object::File::parse(&*elf)
+        .ok()
+        .and_then(|file| {
+            file.section_by_name(".bootloader-config")?.data().ok().map(<[u8]>::to_vec)
+        })
+        .unwrap_or_else(|| panic!("{} has no .bootloader-config section", booted.display()));
+    let config = bootloader_api::BootloaderConfig::deserialize(&config)
+        .unwrap_or_else(|error| panic!("{}: its loader config: {error}", booted.display()));
+    let bootloader_api::config::Mapping::FixedAddress(base) = config.mappings.kernel_base else {
+        panic!(
+            "{}: BOOTLOADER_CONFIG must fix mappings.kernel_base: the build applies the kernel's \
+             DT_RELR relocations for that address",
+            booted.display()
+        )
+    };
+    let prelinked = extregs_prelink::prelink(&elf, base)
+        .unwrap_or_else(|error| panic!("{}: can't relocate it: {error}", booted.display()));
+    std::fs::write(booted, prelinked.file)
+        .unwrap_or_else(|error| panic!("{}: {error}", booted.display()));
 }
 
 /// The loader's run-time configuration: its log on the serial console

@@ -88,6 +88,39 @@ mod tests {
         assert_eq!(text(&full), text(&booted));
     }
 
+    /// The booted kernel is relocated at build time for the load address
+    /// its loader config fixes: its loaded bytes are the full ELF's with
+    /// every `DT_RELR` word moved by that address, and no `DT_RELR` tag is
+    /// left for the loader (which refuses it) to find.
+    #[test]
+    fn the_booted_kernel_is_relocated_for_its_fixed_address() {
+        let (full_bytes, booted_bytes) = (parse(kernel_elf()), parse(booted_kernel_elf()));
+        let (full, booted) = (
+            object::File::parse(&*full_bytes).unwrap(),
+            object::File::parse(&*booted_bytes).unwrap(),
+        );
+        let config = booted.section_by_name(".bootloader-config").unwrap().data().unwrap();
+        let config = bootloader_api::BootloaderConfig::deserialize(config).unwrap();
+        let bootloader_api::config::Mapping::FixedAddress(base) = config.mappings.kernel_base
+        else {
+            panic!("the kernel's loader config does not fix its address");
+        };
+        let expected = extregs_prelink::prelink(&full_bytes, base).unwrap();
+        assert!(expected.relocated.len() > 1000, "{} words", expected.relocated.len());
+        let expected = object::File::parse(&*expected.file).unwrap();
+        for name in [".data.rel.ro", ".got", ".data", ".rodata", ".text", ".dynamic"] {
+            let data = |elf: &object::File<'_>| {
+                elf.section_by_name(name).unwrap().data().unwrap().to_vec()
+            };
+            assert!(data(&expected) == data(&booted), "{name} differs");
+            if name == ".data.rel.ro" {
+                assert!(data(&full) != data(&booted), "{name} is not relocated");
+            }
+        }
+        let again = extregs_prelink::prelink(&booted_bytes, base).unwrap();
+        assert!(again.relocated.is_empty(), "a DT_RELR tag is left");
+    }
+
     /// The kernel's large statics start zeroed, so they take no room in
     /// the file the loader copies: a field started non-zero moves a whole
     /// array into `.data` (docs/boot.md).

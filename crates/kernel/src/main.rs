@@ -70,8 +70,12 @@ use extregs_cmdline::Mode;
 /// bootloader places (kernel image, stack, boot info, physical map) goes in
 /// the upper half: the lower half is user space, and a Linux process gets a
 /// lower half of its own (`linux::mm`) that shares only the upper one.
+/// The kernel image goes at a fixed address, the start of that half (where
+/// the dynamic choice put it too): the root build script applies the
+/// kernel's packed relative relocations for it at build time (docs/boot.md).
 pub static BOOTLOADER_CONFIG: BootloaderConfig = {
     let mut config = BootloaderConfig::new_default();
+    config.mappings.kernel_base = Mapping::FixedAddress(memory::KERNEL_HALF_START);
     config.mappings.physical_memory = Some(Mapping::Dynamic);
     config.mappings.dynamic_range_start = Some(memory::KERNEL_HALF_START);
     config.kernel_stack_size = 128 * 1024;
