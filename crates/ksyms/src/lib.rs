@@ -8,15 +8,21 @@
 //! `.symtab` plus `.strtab` were 130 KB of it, the names v0-mangled, with a
 //! demangler (25 KB of code) in the kernel to print them. Here the names are
 //! stored demangled (`{:#}`, no hashes), each sharing its prefix with the
-//! one before it: about 55 KB for the same 1,150 functions.
+//! one before it, and the rest compressed the way kallsyms compresses its
+//! names: bytes 0x80 to 0xff stand for pairs of bytes or tokens (byte-pair
+//! encoding, most frequent pair first). About 32 KB for 1,150 functions.
 //!
 //! The layout, all integers little-endian:
 //!
 //! ```text
 //!   +---------------------------+  offset 0
-//!   | magic "EXKSYMS1"          |  8 bytes
+//!   | magic "EXKSYMS2"          |  8 bytes
 //!   | count: u32                |  functions
 //!   | restarts: u32             |  ceil(count / RESTART_INTERVAL)
+//!   +---------------------------+
+//!   | tokens: 128 × [u8; 2]     |  token 0x80 + k stands for the pair k:
+//!   |                           |  each a character (0x01..=0x7f) or a
+//!   |                           |  token below 0x80 + k; unused: [0, 0]
 //!   +---------------------------+
 //!   | count × { start: u32,     |  sorted by start, no two overlapping:
 //!   |           size: u32 }     |  ELF addresses (link-time), size > 0
@@ -26,14 +32,14 @@
 //!   +---------------------------+
 //!   | names, in entry order:    |  shared: bytes taken from the previous
 //!   |   shared: u8, suffix, 0   |  name (0 at every restart), suffix: the
-//!   |   ...                     |  rest, then a NUL
+//!   |   ...                     |  rest, characters and tokens, then a NUL
 //!   +---------------------------+
 //! ```
 //!
 //! A lookup is a binary search over the entries and at most
 //! `RESTART_INTERVAL` names decoded into a [`Name`] buffer. Every read is
 //! bounds-checked: a malformed table is an [`Error`], never a panic or a
-//! read past it.
+//! read past it. Names are ASCII (the writer refuses others).
 
 #![no_std]
 
@@ -45,7 +51,7 @@ extern crate alloc;
 pub const SECTION: &str = ".extregs_symbols";
 
 /// The table's first eight bytes.
-pub const MAGIC: [u8; 8] = *b"EXKSYMS1";
+pub const MAGIC: [u8; 8] = *b"EXKSYMS2";
 
 /// Every this many entries a name starts from nothing (shared = 0), so a
 /// lookup decodes at most this many names.
@@ -56,6 +62,13 @@ pub const RESTART_INTERVAL: usize = 32;
 pub const MAX_NAME: usize = 1024;
 
 const HEADER_SIZE: usize = 16;
+/// Tokens 0x80..=0xff.
+const TOKENS: usize = 128;
+const FIRST_TOKEN: u8 = 0x80;
+const TOKEN_TABLE_SIZE: usize = TOKENS * 2;
+/// The deepest a token can nest is one level per token: an expansion
+/// stack of this many bytes is enough for any valid table.
+const EXPANSION_STACK: usize = TOKENS + 2;
 const ENTRY_SIZE: usize = 8;
 
 /// What is wrong with a table (or with what the writer was given).
@@ -74,6 +87,11 @@ pub enum Error {
     NameTooLong,
     /// A name is not UTF-8.
     NotUtf8,
+    /// A name holds a token the table does not define, or a token whose
+    /// pair names itself or a later token.
+    BadToken,
+    /// Writer: a name is not ASCII.
+    NotAscii,
     /// Writer: a name holds a NUL byte.
     NulInName,
     /// Writer: a symbol's start or end does not fit in 32 bits.
@@ -128,6 +146,7 @@ impl core::fmt::Debug for Name {
 #[derive(Clone, Copy, Debug)]
 pub struct Table<'a> {
     count: usize,
+    tokens: &'a [u8],
     entries: &'a [u8],
     restarts: &'a [u8],
     names: &'a [u8],
@@ -153,9 +172,10 @@ impl<'a> Table<'a> {
         if restarts != count.div_ceil(RESTART_INTERVAL) {
             return Err(Error::BadRestartCount);
         }
+        let tokens_end = HEADER_SIZE + TOKEN_TABLE_SIZE;
         let entries_end = count
             .checked_mul(ENTRY_SIZE)
-            .and_then(|size| size.checked_add(HEADER_SIZE))
+            .and_then(|size| size.checked_add(tokens_end))
             .ok_or(Error::Truncated)?;
         let restarts_end = restarts
             .checked_mul(4)
@@ -166,7 +186,8 @@ impl<'a> Table<'a> {
         }
         Ok(Table {
             count,
-            entries: &bytes[HEADER_SIZE..entries_end],
+            tokens: &bytes[HEADER_SIZE..tokens_end],
+            entries: &bytes[tokens_end..entries_end],
             restarts: &bytes[entries_end..restarts_end],
             names: &bytes[restarts_end..],
         })
@@ -225,15 +246,52 @@ impl<'a> Table<'a> {
             }
             let rest = self.names.get(at + 1..).ok_or(Error::Truncated)?;
             let suffix_length = rest.iter().position(|&byte| byte == 0).ok_or(Error::Truncated)?;
-            let length = shared + suffix_length;
-            if length > MAX_NAME {
-                return Err(Error::NameTooLong);
+            name.length = shared;
+            for &byte in &rest[..suffix_length] {
+                self.expand(byte, name)?;
             }
-            name.bytes[shared..length].copy_from_slice(&rest[..suffix_length]);
-            name.length = length;
             at += 1 + suffix_length + 1;
         }
         core::str::from_utf8(&name.bytes[..name.length]).map_err(|_| Error::NotUtf8)?;
+        Ok(())
+    }
+
+    /// Appends what `byte` (a character or a token) stands for to `name`.
+    fn expand(&self, byte: u8, name: &mut Name) -> Result<(), Error> {
+        // Depth first, left before right: pop a byte, write a character
+        // or push the token's pair right-first. A token's pair may only
+        // name lower tokens, so this ends, and the stack stays under
+        // EXPANSION_STACK.
+        let mut stack = [0u8; EXPANSION_STACK];
+        stack[0] = byte;
+        let mut depth = 1;
+        while depth > 0 {
+            depth -= 1;
+            let current = stack[depth];
+            if current < FIRST_TOKEN {
+                if current == 0 {
+                    return Err(Error::BadToken);
+                }
+                if name.length == MAX_NAME {
+                    return Err(Error::NameTooLong);
+                }
+                name.bytes[name.length] = current;
+                name.length += 1;
+                continue;
+            }
+            let index = usize::from(current - FIRST_TOKEN) * 2;
+            let (left, right) = (self.tokens[index], self.tokens[index + 1]);
+            let names_a_later_token = |part: u8| part >= current;
+            if left == 0 || right == 0 || names_a_later_token(left) || names_a_later_token(right) {
+                return Err(Error::BadToken);
+            }
+            if depth + 2 > EXPANSION_STACK {
+                return Err(Error::BadToken);
+            }
+            stack[depth] = right;
+            stack[depth + 1] = left;
+            depth += 2;
+        }
         Ok(())
     }
 }
@@ -263,27 +321,20 @@ pub fn encode(symbols: &[(u64, u64, &str)]) -> Result<alloc::vec::Vec<u8>, Error
         if name.bytes().any(|byte| byte == 0) {
             return Err(Error::NulInName);
         }
+        if !name.is_ascii() {
+            return Err(Error::NotAscii);
+        }
     }
     if sorted.windows(2).any(|pair| pair[0].0 + pair[0].1 > pair[1].0) {
         return Err(Error::Overlap);
     }
-    let count = u32::try_from(sorted.len()).map_err(|_| Error::AddressTooLarge)?;
-    let restarts = sorted.len().div_ceil(RESTART_INTERVAL);
-    let mut table = Vec::new();
-    table.extend_from_slice(&MAGIC);
-    table.extend_from_slice(&count.to_le_bytes());
-    table.extend_from_slice(&(restarts as u32).to_le_bytes());
-    for &(start, size, _) in &sorted {
-        table.extend_from_slice(&(start as u32).to_le_bytes());
-        table.extend_from_slice(&(size as u32).to_le_bytes());
-    }
-    let mut names = Vec::new();
-    let mut restart_offsets = Vec::new();
+    // Each name: the bytes it shares with the one before (none at a
+    // restart), and the rest, to be compressed.
+    let mut suffixes: Vec<(u8, Vec<u8>)> = Vec::new();
     let mut previous: &[u8] = &[];
     for (index, &(_, _, name)) in sorted.iter().enumerate() {
         let name = name.as_bytes();
         if index % RESTART_INTERVAL == 0 {
-            restart_offsets.push(u32::try_from(names.len()).map_err(|_| Error::Truncated)?);
             previous = &[];
         }
         let shared = previous
@@ -292,16 +343,81 @@ pub fn encode(symbols: &[(u64, u64, &str)]) -> Result<alloc::vec::Vec<u8>, Error
             .take(usize::from(u8::MAX))
             .take_while(|(a, b)| a == b)
             .count();
-        names.push(shared as u8);
-        names.extend_from_slice(&name[shared..]);
-        names.push(0);
+        suffixes.push((shared as u8, name[shared..].to_vec()));
         previous = name;
+    }
+    let tokens = compress(&mut suffixes);
+    let count = u32::try_from(sorted.len()).map_err(|_| Error::AddressTooLarge)?;
+    let restarts = sorted.len().div_ceil(RESTART_INTERVAL);
+    let mut table = Vec::new();
+    table.extend_from_slice(&MAGIC);
+    table.extend_from_slice(&count.to_le_bytes());
+    table.extend_from_slice(&(restarts as u32).to_le_bytes());
+    for pair in tokens {
+        table.extend_from_slice(&pair);
+    }
+    for &(start, size, _) in &sorted {
+        table.extend_from_slice(&(start as u32).to_le_bytes());
+        table.extend_from_slice(&(size as u32).to_le_bytes());
+    }
+    let mut names = Vec::new();
+    let mut restart_offsets = Vec::new();
+    for (index, (shared, suffix)) in suffixes.iter().enumerate() {
+        if index % RESTART_INTERVAL == 0 {
+            restart_offsets.push(u32::try_from(names.len()).map_err(|_| Error::Truncated)?);
+        }
+        names.push(*shared);
+        names.extend_from_slice(suffix);
+        names.push(0);
     }
     for offset in restart_offsets {
         table.extend_from_slice(&offset.to_le_bytes());
     }
     table.extend_from_slice(&names);
     Ok(table)
+}
+
+/// Byte-pair encoding of the suffixes, in place: up to 128 times, the most
+/// frequent pair of adjacent bytes (characters or tokens made before)
+/// becomes the next token, while a pair still occurs three times or more
+/// (a token costs its two table bytes). Ties go to the smallest pair, so
+/// the table is a function of the names. Returns the token table.
+#[cfg(any(feature = "alloc", test))]
+fn compress(suffixes: &mut [(u8, alloc::vec::Vec<u8>)]) -> [[u8; 2]; TOKENS] {
+    use alloc::collections::BTreeMap;
+    let mut tokens = [[0u8; 2]; TOKENS];
+    for (index, token) in (FIRST_TOKEN..=u8::MAX).enumerate() {
+        let mut counts: BTreeMap<[u8; 2], usize> = BTreeMap::new();
+        for (_, suffix) in suffixes.iter() {
+            for pair in suffix.windows(2) {
+                *counts.entry([pair[0], pair[1]]).or_default() += 1;
+            }
+        }
+        // Most frequent first; of equals, the smallest pair (the map's
+        // order, which max_by_key keeps the last of: hence the reverse).
+        let Some((&pair, &count)) = counts.iter().rev().max_by_key(|&(_, &count)| count) else {
+            break;
+        };
+        if count < 3 {
+            break;
+        }
+        tokens[index] = pair;
+        for (_, suffix) in suffixes.iter_mut() {
+            let mut merged = alloc::vec::Vec::with_capacity(suffix.len());
+            let mut at = 0;
+            while at < suffix.len() {
+                if suffix[at..].starts_with(&pair) {
+                    merged.push(token);
+                    at += 2;
+                } else {
+                    merged.push(suffix[at]);
+                    at += 1;
+                }
+            }
+            *suffix = merged;
+        }
+    }
+    tokens
 }
 
 #[cfg(test)]
