@@ -22,7 +22,11 @@ fn main() {
     let bios_image = out_dir.join("extregs-bios.img");
     let uefi_image = out_dir.join("extregs-uefi.img");
     let booted_kernel = out_dir.join("kernel-booted");
-    keep_only_function_symbols(&kernel, &booted_kernel, &out_dir.join("kernel-symbols.ksyms"));
+    strip_to_code_data_and_symbol_table(
+        &kernel,
+        &booted_kernel,
+        &out_dir.join("kernel-symbols.ksyms"),
+    );
     relocate_for_the_fixed_base(&booted_kernel);
     let mut builder = DiskImageBuilder::new(booted_kernel.clone());
     builder.set_boot_config(&boot_config());
@@ -41,7 +45,7 @@ fn main() {
 /// without hashes), so the kernel prints them as they are. The DWARF, the
 /// ELF symbol table and the rest go. `$EXTREGS_OBJCOPY`, or binutils'
 /// `objcopy` (which `make` installs).
-fn keep_only_function_symbols(from: &Path, to: &Path, table: &Path) {
+fn strip_to_code_data_and_symbol_table(from: &Path, to: &Path, table: &Path) {
     println!("cargo:rerun-if-env-changed=EXTREGS_OBJCOPY");
     let elf = std::fs::read(from).unwrap_or_else(|error| panic!("{}: {error}", from.display()));
     let elf = object::File::parse(&*elf)
@@ -75,6 +79,17 @@ fn keep_only_function_symbols(from: &Path, to: &Path, table: &Path) {
         .status()
         .unwrap_or_else(|error| panic!("cannot run {objcopy} (binutils is needed): {error}"));
     assert!(status.success(), "{objcopy} --strip-all {} failed: {status}", from.display());
+    // The table on pages of its own: the loader maps writable segments
+    // onto the file's frames, and the kernel reads the table only from
+    // pages no such segment covers (`debug::symbols::init`). A second
+    // pass: objcopy does not align a section it adds in the same run.
+    let status = std::process::Command::new(&objcopy)
+        .arg("--set-section-alignment")
+        .arg(format!("{}=4096", extregs_ksyms::SECTION))
+        .arg(to)
+        .status()
+        .unwrap_or_else(|error| panic!("cannot run {objcopy}: {error}"));
+    assert!(status.success(), "{objcopy} --set-section-alignment {} failed", to.display());
 }
 
 /// Applies the booted kernel's packed relative relocations (`DT_RELR`,

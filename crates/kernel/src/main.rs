@@ -115,11 +115,14 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     gdt::protect_ist_stacks();
     let kernel_elf = memory::physical_to_virtual(x86_64::PhysAddr::new(boot_info.kernel_addr));
     // SAFETY: the bootloader loaded the kernel ELF at `kernel_addr` (physical)
-    // with length `kernel_len`, mapped through the physical-memory mapping,
-    // and nothing writes it.
+    // with length `kernel_len`, mapped for good through the physical-memory
+    // mapping, in frames it reports as its own (never handed out); only the
+    // kernel's writable segments, mapped onto some of those frames, write
+    // there, which `symbols::init` allows for.
     unsafe {
         symbols::init(
-            core::slice::from_raw_parts(kernel_elf.as_ptr(), boot_info.kernel_len as usize),
+            kernel_elf.as_ptr(),
+            boot_info.kernel_len as usize,
             boot_info.kernel_image_offset,
         );
     }

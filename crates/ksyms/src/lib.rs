@@ -98,8 +98,13 @@ pub enum Error {
     AddressTooLarge,
     /// Writer: a symbol of size 0.
     EmptySymbol,
-    /// Writer: two symbols overlap without starting at the same address.
+    /// Writer: two symbols overlap, or start at the same address with
+    /// different sizes.
     Overlap,
+    /// Writer: more symbols, or more name bytes, than 32-bit fields hold.
+    TooLarge,
+    /// Reader: no entry with that index.
+    NoSuchEntry,
 }
 
 /// A function the table found: its ELF start address and size, and its
@@ -234,7 +239,7 @@ impl<'a> Table<'a> {
     /// Decodes the name of entry `index` into `name`.
     pub fn name(&self, index: usize, name: &mut Name) -> Result<(), Error> {
         if index >= self.count {
-            return Err(Error::Truncated);
+            return Err(Error::NoSuchEntry);
         }
         let restart = index / RESTART_INTERVAL;
         let mut at = read_u32(self.restarts, restart * 4).ok_or(Error::Truncated)? as usize;
@@ -306,6 +311,10 @@ pub fn encode(symbols: &[(u64, u64, &str)]) -> Result<alloc::vec::Vec<u8>, Error
     let mut sorted: Vec<(u64, u64, &str)> = symbols.to_vec();
     // Stable: of the symbols at one address, the first given stays first.
     sorted.sort_by_key(|&(start, _, _)| start);
+    // Aliases must agree on the size: the one kept answers for both.
+    if sorted.windows(2).any(|pair| pair[0].0 == pair[1].0 && pair[0].1 != pair[1].1) {
+        return Err(Error::Overlap);
+    }
     sorted.dedup_by_key(|&mut (start, _, _)| start);
     for &(start, size, name) in &sorted {
         if size == 0 {
@@ -347,7 +356,7 @@ pub fn encode(symbols: &[(u64, u64, &str)]) -> Result<alloc::vec::Vec<u8>, Error
         previous = name;
     }
     let tokens = compress(&mut suffixes);
-    let count = u32::try_from(sorted.len()).map_err(|_| Error::AddressTooLarge)?;
+    let count = u32::try_from(sorted.len()).map_err(|_| Error::TooLarge)?;
     let restarts = sorted.len().div_ceil(RESTART_INTERVAL);
     let mut table = Vec::new();
     table.extend_from_slice(&MAGIC);
@@ -364,7 +373,7 @@ pub fn encode(symbols: &[(u64, u64, &str)]) -> Result<alloc::vec::Vec<u8>, Error
     let mut restart_offsets = Vec::new();
     for (index, (shared, suffix)) in suffixes.iter().enumerate() {
         if index % RESTART_INTERVAL == 0 {
-            restart_offsets.push(u32::try_from(names.len()).map_err(|_| Error::Truncated)?);
+            restart_offsets.push(u32::try_from(names.len()).map_err(|_| Error::TooLarge)?);
         }
         names.push(*shared);
         names.extend_from_slice(suffix);
@@ -380,7 +389,7 @@ pub fn encode(symbols: &[(u64, u64, &str)]) -> Result<alloc::vec::Vec<u8>, Error
 /// Byte-pair encoding of the suffixes, in place: up to 128 times, the most
 /// frequent pair of adjacent bytes (characters or tokens made before)
 /// becomes the next token, while a pair still occurs three times or more
-/// (a token costs its two table bytes). Ties go to the smallest pair, so
+/// (twice saves nothing worth a token). Ties go to the smallest pair, so
 /// the table is a function of the names. Returns the token table.
 #[cfg(any(feature = "alloc", test))]
 fn compress(suffixes: &mut [(u8, alloc::vec::Vec<u8>)]) -> [[u8; 2]; TOKENS] {

@@ -49,6 +49,7 @@ fn an_alias_names_the_first_symbol_given() {
 #[test]
 fn the_writer_refuses_what_the_reader_could_not_answer() {
     assert_eq!(encode(&[(0x10, 8, "a"), (0x14, 8, "b")]), Err(Error::Overlap));
+    assert_eq!(encode(&[(0x10, 8, "a"), (0x10, 16, "b")]), Err(Error::Overlap), "aliases' sizes");
     assert_eq!(encode(&[(0x10, 0, "a")]), Err(Error::EmptySymbol));
     assert_eq!(encode(&[(0xffff_fff0, 0x20, "a")]), Err(Error::AddressTooLarge));
     assert_eq!(encode(&[(0x10, 1, "a\0b")]), Err(Error::NulInName));
@@ -131,7 +132,7 @@ fn a_bad_header_is_an_error() {
     let table = Table::parse(&empty).unwrap();
     assert!(table.is_empty());
     assert_eq!(table.find(0), None);
-    assert_eq!(table.name(0, &mut Name::new()), Err(Error::Truncated));
+    assert_eq!(table.name(0, &mut Name::new()), Err(Error::NoSuchEntry));
 }
 
 fn symbols_strategy() -> impl Strategy<Value = Vec<(u64, u64, String)>> {
@@ -179,10 +180,11 @@ proptest! {
         let bytes = &bytes[..cut.index(bytes.len() + 1)];
         if let Ok(table) = Table::parse(bytes) {
             let mut name = Name::new();
+            // What this checks is that nothing panics or reads past the
+            // bytes: any answer, or an error, will do.
             for index in 0..table.len().min(200) {
                 let _ = table.find(index as u64 * 7);
                 let _ = table.name(index, &mut name);
-                prop_assert!(name.as_str().len() <= MAX_NAME);
             }
         }
     }

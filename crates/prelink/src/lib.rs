@@ -38,6 +38,8 @@ pub enum Error {
     /// An address (of the table, or one it relocates) is not in the file
     /// bytes of a loaded segment.
     OutsideSegments(u64),
+    /// The table starts with a bitmap, which continues from no address.
+    BitmapWithoutAddress,
 }
 
 impl std::fmt::Display for Error {
@@ -46,6 +48,7 @@ impl std::fmt::Display for Error {
             Error::NotElf(why) => write!(f, "not an ELF64 little-endian file: {why}"),
             Error::NoDynamic => write!(f, "no PT_DYNAMIC segment in the file"),
             Error::BadRelrTags => write!(f, "DT_RELR without DT_RELRSZ, or DT_RELRENT is not 8"),
+            Error::BitmapWithoutAddress => write!(f, "DT_RELR starts with a bitmap"),
             Error::OutsideSegments(address) => {
                 write!(f, "address {address:#x} is not in the file bytes of a PT_LOAD segment")
             }
@@ -122,28 +125,32 @@ fn read_u64(bytes: &[u8], offset: usize) -> u64 {
 /// The addresses a `DT_RELR` table relocates, in its order: an even entry
 /// is an address (and the next word follows it), an odd one a bitmap whose
 /// bits 1 to 63 name the 63 words after the last address covered.
-pub fn relr_addresses(table: &[u64]) -> Vec<u64> {
+pub fn relr_addresses(table: &[u64]) -> Result<Vec<u64>, Error> {
     let mut addresses = Vec::new();
-    let mut next = 0u64;
+    let mut next = None;
     for &entry in table {
         if entry & 1 == 0 {
             addresses.push(entry);
-            next = entry.wrapping_add(8);
+            next = Some(entry.wrapping_add(8));
         } else {
+            // A bitmap continues from an address: one first is malformed.
+            let next = next.as_mut().ok_or(Error::BitmapWithoutAddress)?;
             for bit in 1..64 {
                 if entry >> bit & 1 == 1 {
                     addresses.push(next.wrapping_add((bit - 1) * 8));
                 }
             }
-            next = next.wrapping_add(63 * 8);
+            *next = next.wrapping_add(63 * 8);
         }
     }
-    addresses
+    Ok(addresses)
 }
 
 /// Applies `elf`'s `DT_RELR` relocations for load address `base` and takes
 /// the `DT_RELR*` tags out of its dynamic section (later entries move up,
-/// `DT_NULL` fills the end). A file without `DT_RELR` comes back as it is.
+/// `DT_NULL` fills the end). Entries after the first `DT_NULL` are not
+/// read. A file with a dynamic segment but no `DT_RELR` comes back as it
+/// is.
 pub fn prelink(elf: &[u8], base: u64) -> Result<Prelinked, Error> {
     let (loads, (dynamic_offset, dynamic_size)) = load_segments(elf)?;
     let dynamic_start = usize::try_from(dynamic_offset).map_err(|_| Error::NoDynamic)?;
@@ -157,6 +164,7 @@ pub fn prelink(elf: &[u8], base: u64) -> Result<Prelinked, Error> {
         .0
         .iter()
         .map(|entry| (read_u64(entry, 0), read_u64(entry, 8)))
+        .take_while(|&(tag, _)| tag != 0)
         .collect();
     let tag =
         |wanted: u64| entries.iter().find(|&&(tag, _)| tag == wanted).map(|&(_, value)| value);
@@ -177,7 +185,7 @@ pub fn prelink(elf: &[u8], base: u64) -> Result<Prelinked, Error> {
             Ok(read_u64(elf, file_offset(&loads, elf.len(), address)?))
         })
         .collect::<Result<Vec<u64>, Error>>()?;
-    let relocated = relr_addresses(&table);
+    let relocated = relr_addresses(&table)?;
     for &address in &relocated {
         let offset = file_offset(&loads, elf.len(), address)?;
         let value = read_u64(&file, offset).wrapping_add(base);
@@ -188,7 +196,7 @@ pub fn prelink(elf: &[u8], base: u64) -> Result<Prelinked, Error> {
         .copied()
         .filter(|&(tag, _)| ![DT_RELR, DT_RELRSZ, DT_RELRENT].contains(&tag))
         .chain(std::iter::repeat((0, 0)))
-        .take(entries.len())
+        .take((dynamic_end - dynamic_start) / 16)
         .collect();
     for (index, (tag, value)) in kept.into_iter().enumerate() {
         let at = dynamic_start + index * 16;

@@ -196,7 +196,13 @@ fn in_noinstr_function(address: u64) -> bool {
     let Some(symbol) = crate::debug::symbols::lookup(address) else {
         return !crate::debug::symbols::available();
     };
-    let name = symbol.name.as_str();
+    // A found function whose name does not decode is refused, as an
+    // address without a table is: never guess.
+    let mut name = extregs_ksyms::Name::new();
+    if !symbol.name(&mut name) {
+        return true;
+    }
+    let name = name.as_str();
     // A method demangles as `<kernel::…::Type>::method`, a trait
     // implementation as `<kernel::…::Type as Trait>::method`: the prefix is
     // the type's path.
