@@ -61,31 +61,32 @@ impl KernelFile {
 
     /// Whether the NUL-terminated string at `offset` is `name`.
     fn name_is(&self, offset: u64, name: &[u8]) -> bool {
-        name.iter()
-            .chain(&[0])
-            .enumerate()
-            .all(|(index, &byte)| self.bytes::<1>(offset + index as u64) == Some([byte]))
+        name.iter().chain(&[0]).enumerate().all(|(index, &byte)| {
+            offset.checked_add(index as u64).is_some_and(|at| self.bytes::<1>(at) == Some([byte]))
+        })
     }
 
-    /// The file ranges, rounded out to whole pages, of the loaded segments
-    /// the kernel may write (`PT_LOAD` with `PF_W`), at most 8.
-    fn writable_pages(&self) -> Option<[Range<u64>; 8]> {
+    /// Whether a loaded segment the kernel may write (`PT_LOAD` with
+    /// `PF_W`) covers any page of the file range `range`: the loader maps
+    /// such a segment's pages straight onto the file's frames. None if the
+    /// program headers can't be read.
+    fn writable_page_covers(&self, range: &Range<u64>) -> Option<bool> {
         const PT_LOAD: u32 = 1;
         const PF_W: u32 = 2;
         let (phoff, phentsize, phnum) = (self.u64(32)?, self.u16(54)?, self.u16(56)?);
-        let mut ranges = [const { 0..0 }; 8];
-        let mut count = 0;
         for index in 0..u64::from(phnum) {
             let header = phoff.checked_add(index * u64::from(phentsize))?;
             if self.u32(header)? != PT_LOAD || self.u32(header + 4)? & PF_W == 0 {
                 continue;
             }
             let (offset, filesz) = (self.u64(header + 8)?, self.u64(header + 32)?);
-            let end = offset.checked_add(filesz)?.checked_next_multiple_of(4096)?;
-            *ranges.get_mut(count)? = offset & !0xfff..end;
-            count += 1;
+            let pages =
+                offset & !0xfff..offset.checked_add(filesz)?.checked_next_multiple_of(4096)?;
+            if range.start < pages.end && pages.start < range.end {
+                return Some(true);
+            }
         }
-        Some(ranges)
+        Some(false)
     }
 
     /// The section named `name`: its file offset, address and size.
@@ -93,7 +94,7 @@ impl KernelFile {
         let (shoff, shentsize, shnum, shstrndx) =
             (self.u64(40)?, self.u16(58)?, self.u16(60)?, self.u16(62)?);
         let header = |index: u16| shoff.checked_add(u64::from(index) * u64::from(shentsize));
-        let names = self.u64(header(shstrndx)? + 24)?;
+        let names = self.u64(header(shstrndx)?.checked_add(24)?)?;
         (0..shnum).find_map(|index| {
             let header = header(index)?;
             let name_offset = names.checked_add(u64::from(self.u32(header)?))?;
@@ -120,10 +121,7 @@ pub unsafe fn init(file: *const u8, length: usize, image_offset: u64) {
     let table = || -> Option<Table<'static>> {
         let (offset, _, size) = file.section(extregs_ksyms::SECTION.as_bytes())?;
         let end = offset.checked_add(size)?;
-        let writable = file.writable_pages()?;
-        if end > length as u64
-            || writable.iter().any(|pages| offset < pages.end && pages.start < end)
-        {
+        if end > length as u64 || file.writable_page_covers(&(offset..end))? {
             return None;
         }
         // SAFETY: `offset..end` lies in the file (checked above), which the
