@@ -44,6 +44,7 @@ mod reg {
     pub const EOI: u32 = 0xb0;
     pub const SVR: u32 = 0xf0;
     pub const ISR: u32 = 0x100;
+    pub const IRR: u32 = 0x200;
     pub const ESR: u32 = 0x280;
     pub const ICR_LOW: u32 = 0x300;
     pub const ICR_HIGH: u32 = 0x310;
@@ -600,7 +601,6 @@ pub fn eoi() {
 /// (ISR) and pending (IRR), the timer's LVT and count, for a report of an
 /// interrupt that never came.
 pub fn print_interrupt_state() {
-    const IRR: u32 = 0x200;
     let vectors = |base: u32| {
         let mut list = [0u8; 256];
         let mut count = 0;
@@ -613,7 +613,7 @@ pub fn print_interrupt_state() {
         (list, count)
     };
     let (in_service, in_service_count) = vectors(reg::ISR);
-    let (pending, pending_count) = vectors(IRR);
+    let (pending, pending_count) = vectors(reg::IRR);
     println!(
         "extregs: apic: CPU {} in service {:x?}, pending {:x?}, LVT timer {:#x}, timer count {}",
         crate::arch::percpu::this_cpu(),
@@ -622,6 +622,12 @@ pub fn print_interrupt_state() {
         read(reg::LVT_TIMER),
         read(reg::TIMER_CURRENT)
     );
+}
+
+/// Is `vector` pending (its IRR bit set: accepted, not yet delivered)?
+pub fn pending(vector: u8) -> bool {
+    let word = read(reg::IRR + 0x10 * u32::from(vector / 32));
+    word & (1 << (vector % 32)) != 0
 }
 
 /// Is `vector` in service (its ISR bit set)?
