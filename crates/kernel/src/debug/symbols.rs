@@ -124,12 +124,11 @@ pub unsafe fn init(file: *const u8, length: usize, image_offset: u64) {
         if end > length as u64 || file.writable_page_covers(&(offset..end))? {
             return None;
         }
-        // SAFETY: `offset..end` lies in the file (checked above), which the
-        // caller keeps mapped and readable for good; no writable segment's
-        // pages cover it (checked above) and nothing else writes the
-        // file, so the shared slice is never written while it lives.
-        let bytes =
-            unsafe { core::slice::from_raw_parts(file.start.add(offset as usize), size as usize) };
+        let start = file.start.wrapping_add(offset as usize);
+        // SAFETY: `offset..end` is in the file, mapped readable for good,
+        // and no writable segment's pages cover it (both checked above):
+        // nothing writes these bytes while the shared slice lives.
+        let bytes = unsafe { core::slice::from_raw_parts(start, size as usize) };
         Table::parse(bytes).ok()
     };
     let symbols = if is_elf64 { table() } else { None };
