@@ -114,11 +114,11 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     memory::init(physical_memory_offset, &boot_info.memory_regions);
     gdt::protect_ist_stacks();
     let kernel_elf = memory::physical_to_virtual(x86_64::PhysAddr::new(boot_info.kernel_addr));
-    // SAFETY: the bootloader loaded the kernel ELF at `kernel_addr` (physical)
-    // with length `kernel_len`, mapped for good through the physical-memory
-    // mapping, in frames it reports as its own (never handed out); only the
-    // kernel's writable segments, mapped onto some of those frames, write
-    // there, which `symbols::init` allows for.
+    // The kernel ELF the bootloader loaded at `kernel_addr` (physical), in
+    // frames it reports as its own (never handed out); only the kernel's
+    // writable segments, mapped onto some of those frames, write there.
+    // SAFETY: `kernel_len` bytes, mapped for good through the physical-memory
+    // mapping; the writes above are what `symbols::init` allows for.
     unsafe {
         symbols::init(
             kernel_elf.as_ptr(),
