@@ -8,6 +8,10 @@
 //! per MB (see docs/boot.md). The full ELF stays beside them for gdb,
 //! `addr2line` and `decode_stacktrace.sh`: `extregs images` prints it as
 //! `kernel=`.
+//!
+//! In the BIOS image, the loader's stacks are moved off the pages its code
+//! runs from (`extregs-loader-stack`), which took about a second off every
+//! BIOS boot under TCG (docs/boot.md, "Fourth pass").
 
 use bootloader::{BootConfig, DiskImageBuilder};
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
@@ -31,6 +35,7 @@ fn main() {
     let mut builder = DiskImageBuilder::new(booted_kernel.clone());
     builder.set_boot_config(&boot_config());
     builder.create_bios_image(&bios_image).expect("creating the BIOS image");
+    move_the_bios_loader_stacks(&bios_image);
     builder.create_uefi_image(&uefi_image).expect("creating the UEFI image");
     println!("cargo:rustc-env=EXTREGS_BIOS_IMAGE={}", bios_image.display());
     println!("cargo:rustc-env=EXTREGS_UEFI_IMAGE={}", uefi_image.display());
@@ -116,6 +121,19 @@ fn relocate_for_the_fixed_base(booted: &Path) {
         .unwrap_or_else(|error| panic!("{}: can't relocate it: {error}", booted.display()));
     std::fs::write(booted, prelinked.file)
         .unwrap_or_else(|error| panic!("{}: {error}", booted.display()));
+}
+
+/// Moves the BIOS loader's stacks off the page its boot sector runs from
+/// (`extregs-loader-stack`): under TCG, every store to a page that holds
+/// translated code takes QEMU's self-modifying-code path, and the stock
+/// stack cost about a second of every boot (docs/boot.md, "Fourth pass").
+fn move_the_bios_loader_stacks(image: &Path) {
+    let mut bytes =
+        std::fs::read(image).unwrap_or_else(|error| panic!("{}: {error}", image.display()));
+    extregs_loader_stack::move_stacks(&mut bytes).unwrap_or_else(|error| {
+        panic!("{}: can't move the BIOS loader's stacks: {error}", image.display())
+    });
+    std::fs::write(image, bytes).unwrap_or_else(|error| panic!("{}: {error}", image.display()));
 }
 
 /// The loader's run-time configuration: its log on the serial console
