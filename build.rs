@@ -10,7 +10,7 @@
 //! `kernel=`.
 //!
 //! In the BIOS image, the loader's stacks are moved off the pages its code
-//! runs from (`extregs-loader-stack`), which took about a second off every
+//! runs from (`extregs-loader-stack`), which took about 0.7 s off every
 //! BIOS boot under TCG (docs/boot.md, "Fourth pass").
 
 use bootloader::{BootConfig, DiskImageBuilder};
@@ -126,7 +126,7 @@ fn relocate_for_the_fixed_base(booted: &Path) {
 /// Moves the BIOS loader's stacks off the page its boot sector runs from
 /// (`extregs-loader-stack`): under TCG, every store to a page that holds
 /// translated code takes QEMU's self-modifying-code path, and the stock
-/// stack cost about a second of every boot (docs/boot.md, "Fourth pass").
+/// stack cost about 0.7 s of every BIOS boot (docs/boot.md, "Fourth pass").
 fn move_the_bios_loader_stacks(image: &Path) {
     let mut bytes =
         std::fs::read(image).unwrap_or_else(|error| panic!("{}: {error}", image.display()));

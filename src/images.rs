@@ -208,12 +208,12 @@ mod tests {
         }
     }
 
-    /// The BIOS image's loader runs on the moved stacks: its boot sector
-    /// sets `sp` to 0x7000 and its stage 3 gives stage 4 a stack at
+    /// The BIOS image carries the loader with its stacks moved: its boot
+    /// sector sets `sp` to 0x7000 and its stage 3 gives stage 4 a stack at
     /// 0x90000, each once, and neither stock instruction is left
-    /// (docs/boot.md, "Fourth pass").
+    /// (docs/boot.md, "Fourth pass"). Every BIOS boot test runs that loader.
     #[test]
-    fn the_bios_loader_runs_on_the_moved_stacks() {
+    fn the_bios_image_carries_the_moved_stacks() {
         extregs_loader_stack::verify_moved(&parse(bios_image()))
             .unwrap_or_else(|error| panic!("{}: {error}", bios_image().display()));
     }

@@ -11,9 +11,9 @@
 //! self-modifying-code check (`notdirty_write`, which takes the page's lock
 //! and looks the write up against the page's translations). Stage 2 copies
 //! the kernel file a byte at a time, stage 3 draws a line of text pixel by
-//! pixel, and both spill to the stack on every iteration: about a second of
-//! every boot on this machine went to that check (docs/boot.md, "Fourth
-//! pass", has the profile).
+//! pixel, and both spill to the stack on every iteration: about 0.7 s of
+//! every BIOS boot on this machine went to that check (docs/boot.md,
+//! "Fourth pass", has the profile and the measurements).
 //!
 //! [`move_stacks`] changes two instructions in a built image:
 //!
@@ -24,15 +24,20 @@
 //! - stage 3's `and esp, 0xffffff00`, right before it enters long mode,
 //!   becomes `mov esp, 0x90000; nop` ([`STAGE_4_STACK_TOP`]): stage 4 runs
 //!   on 64 KiB of its own, 0x80000 to 0x90000, conventional memory just
-//!   above the end of stage 2's partition. Stage 4 uses about 29 KiB; on
-//!   the stock stack, which starts near 0x7600, that reaches below the
-//!   stack's own floor (0x500) into the BIOS data area.
+//!   above the end of stage 2's partition (which stage 2's linker script
+//!   ends at 0x80000; [`Error::Stage2ReachesStage4Stack`] guards that) and
+//!   below SeaBIOS's extended BIOS data area (0x9fc00). Other firmware may
+//!   start its EBDA lower, down to 0x80000: the images are made for QEMU's
+//!   SeaBIOS. Stage 4 uses about 29 KiB; on
+//!   the stock stack, where it starts at 0x78f8, that reaches 0x490, below
+//!   the stack's own floor (0x500) and into the BIOS data area.
 //!
 //! Each instruction is found by its bytes and the bytes around it, and must
 //! occur exactly once, or [`move_stacks`] refuses with an [`Error`] (a new
 //! loader version has to be looked at again, not patched blindly). Stage 3
 //! is rewritten through its FAT file system, the partition stage 2 reads it
-//! from, so the file's clusters can lie anywhere.
+//! from, so the file's clusters can lie anywhere, and its directory entry
+//! keeps its modification time.
 
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 
@@ -40,8 +45,11 @@ use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 /// the boot sector's own (0x7000..0x8000).
 pub const BOOT_SECTOR_STACK_TOP: u16 = 0x7000;
 
-/// Stage 4's stack top after the move, and its size: 0x80000..0x90000.
+/// Stage 4's stack top after the move.
 pub const STAGE_4_STACK_TOP: u32 = 0x9_0000;
+
+/// Stage 4's stack size after the move: 0x80000..0x90000, more than twice
+/// the 29 KiB it uses.
 pub const STAGE_4_STACK_SIZE: u32 = 0x1_0000;
 
 /// Where the boot sector loads stage 2's partition (right after itself).
@@ -50,6 +58,10 @@ pub const STAGE_2_LOAD_ADDRESS: u64 = 0x7e00;
 /// The MBR partition type of stage 2's partition; the FAT partition that
 /// holds stage 3 is the next entry (as stage 2 finds it).
 pub const STAGE_2_PARTITION_TYPE: u8 = 0x20;
+
+/// The MBR partition types stage 2 accepts for that FAT partition: FAT12,
+/// FAT16 and FAT32 in their CHS and LBA forms.
+pub const FAT_PARTITION_TYPES: [u8; 6] = [0x01, 0x04, 0x06, 0x0b, 0x0c, 0x0e];
 
 /// Stage 3's file name in the FAT partition.
 pub const STAGE_3_FILE: &str = "boot-stage-3";
@@ -91,6 +103,8 @@ pub enum Error {
     /// No partition of type [`STAGE_2_PARTITION_TYPE`], or no partition
     /// after it.
     NoStage2Partition,
+    /// The partition after stage 2's is not of a FAT type.
+    NotFat { partition_type: u8 },
     /// A partition lies (partly) outside the image.
     PartitionOutsideImage { start: u64, len: u64 },
     /// Stage 2's partition, loaded at 0x7e00, would reach stage 4's moved
@@ -112,6 +126,10 @@ impl std::fmt::Display for Error {
             Error::NoStage2Partition => write!(
                 f,
                 "no partition of type {STAGE_2_PARTITION_TYPE:#x} (stage 2) followed by a FAT one"
+            ),
+            Error::NotFat { partition_type } => write!(
+                f,
+                "the partition after stage 2's has type {partition_type:#x}, not a FAT one"
             ),
             Error::PartitionOutsideImage { start, len } => {
                 write!(f, "a partition ({len} bytes at {start:#x}) lies outside the image")
@@ -200,27 +218,63 @@ fn fat_partition(image: &[u8]) -> Result<std::ops::Range<usize>, Error> {
         return Err(Error::Stage2ReachesStage4Stack { stage_2_end });
     }
     let fat = entries.get(stage_2_index + 1).ok_or(Error::NoStage2Partition)?;
+    if !FAT_PARTITION_TYPES.contains(&fat.sys) {
+        return Err(Error::NotFat { partition_type: fat.sys });
+    }
     let start = u64::from(fat.starting_lba) * SECTOR_SIZE;
     let len = u64::from(fat.sectors) * SECTOR_SIZE;
-    let outside = Error::PartitionOutsideImage { start, len };
-    let start = usize::try_from(start).map_err(|_| Error::PartitionOutsideImage { start, len })?;
+    let outside = || Error::PartitionOutsideImage { start, len };
+    let start = usize::try_from(start).map_err(|_| outside())?;
     let end = usize::try_from(len)
         .ok()
         .and_then(|len| start.checked_add(len))
         .filter(|&end| end <= image.len())
-        .ok_or(outside)?;
+        .ok_or_else(outside)?;
     Ok(start..end)
 }
 
+/// The time fatfs stamps on a file it writes: the file's own modification
+/// time, so that its directory entry keeps its bytes.
+#[derive(Debug)]
+struct KeepModified(fatfs::DateTime);
+
+impl fatfs::TimeProvider for KeepModified {
+    fn get_current_date(&self) -> fatfs::Date {
+        self.0.date
+    }
+
+    fn get_current_date_time(&self) -> fatfs::DateTime {
+        self.0
+    }
+}
+
+/// Stage 3's modification time in the FAT `partition`.
+fn stage_3_modified(partition: &mut [u8]) -> Result<fatfs::DateTime, Error> {
+    let fat_error = |error: std::io::Error| Error::Fat(error.to_string());
+    let fs = fatfs::FileSystem::new(Cursor::new(partition), fatfs::FsOptions::new())
+        .map_err(fat_error)?;
+    let modified = fs
+        .root_dir()
+        .iter()
+        .filter_map(Result::ok)
+        .find(|entry| entry.file_name() == STAGE_3_FILE)
+        .map(|entry| entry.modified())
+        .ok_or_else(|| Error::Fat(format!("{STAGE_3_FILE}: no such file")))?;
+    Ok(modified)
+}
+
 /// Mounts the FAT `partition`, hands `change` stage 3's file, and writes
-/// back the bytes `change` changed (only those: the file keeps its length
-/// and clusters).
+/// back the bytes `change` changed (only those: the file keeps its length,
+/// its clusters and its directory entry).
 fn with_stage_3(
     partition: &mut [u8],
     change: impl FnOnce(&mut [u8]) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let fat_error = |error: std::io::Error| Error::Fat(error.to_string());
-    let options = fatfs::FsOptions::new().update_accessed_date(false);
+    // fatfs wants a `'static` provider; one small leak per image built.
+    let keep: &'static KeepModified =
+        Box::leak(Box::new(KeepModified(stage_3_modified(partition)?)));
+    let options = fatfs::FsOptions::new().update_accessed_date(false).time_provider(keep);
     let fs = fatfs::FileSystem::new(Cursor::new(partition), options).map_err(fat_error)?;
     let mut file = fs
         .root_dir()

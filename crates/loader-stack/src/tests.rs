@@ -19,8 +19,26 @@ fn stage_3_file(at: usize, len: usize) -> Vec<u8> {
     file
 }
 
+/// The time the test images' files were made: not fatfs's default, so a
+/// patch that stamped its own time on stage 3 would change its entry.
+#[derive(Debug)]
+struct MadeAt;
+
+impl fatfs::TimeProvider for MadeAt {
+    fn get_current_date(&self) -> fatfs::Date {
+        fatfs::Date { year: 2001, month: 2, day: 3 }
+    }
+
+    fn get_current_date_time(&self) -> fatfs::DateTime {
+        let time = fatfs::Time { hour: 4, min: 5, sec: 6, millis: 0 };
+        fatfs::DateTime { date: self.get_current_date(), time }
+    }
+}
+
 /// An image with the boot sector's instructions, a stage 2 partition of
-/// `stage_2_sectors` and a FAT partition holding `files`.
+/// `stage_2_sectors` and a FAT partition holding `files`, written in turn;
+/// a file named twice gets the second part appended, after the files
+/// between (so its clusters are not contiguous).
 fn image(stage_2_sectors: u32, files: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let mut image = vec![0u8; (FAT_LBA + FAT_SECTORS) as usize * 512];
     image[BOOT_CODE_AT..BOOT_CODE_AT + BOOT_SECTOR_STOCK.len()].copy_from_slice(&BOOT_SECTOR_STOCK);
@@ -37,10 +55,13 @@ fn image(stage_2_sectors: u32, files: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let fat = &mut image[FAT_LBA as usize * 512..];
     fatfs::format_volume(Cursor::new(&mut *fat), fatfs::FormatVolumeOptions::new())
         .expect("formatting the test partition");
-    let fs = fatfs::FileSystem::new(Cursor::new(&mut *fat), fatfs::FsOptions::new())
+    let options = fatfs::FsOptions::new().time_provider(&MadeAt);
+    let fs = fatfs::FileSystem::new(Cursor::new(&mut *fat), options)
         .expect("mounting the test partition");
     for (name, bytes) in files {
-        fs.root_dir().create_file(name).unwrap().write_all(bytes).unwrap();
+        let mut file = fs.root_dir().create_file(name).unwrap();
+        file.seek(SeekFrom::End(0)).unwrap();
+        file.write_all(bytes).unwrap();
     }
     fs.unmount().unwrap();
     image
@@ -135,10 +156,12 @@ fn a_missing_or_repeated_instruction_is_refused_and_the_image_kept() {
 
     let mut no_mov_sp = image(100, &[(STAGE_3_FILE, stage_3_file(10, 600))]);
     no_mov_sp[BOOT_CODE_AT + BOOT_SECTOR_MOV_SP + 2] = 0x7b;
+    let before = no_mov_sp.clone();
     assert!(matches!(
         move_stacks(&mut no_mov_sp),
         Err(Error::Signature { found: 0, expected: 1, .. })
     ));
+    assert_eq!(no_mov_sp, before);
 }
 
 #[test]
@@ -150,6 +173,10 @@ fn a_missing_stage_3_or_partition_is_refused() {
     let mut no_stage_2 = image(100, &[(STAGE_3_FILE, stage_3_file(10, 600))]);
     no_stage_2[PARTITION_TABLE_OFFSET + 4] = 0x83;
     assert_eq!(move_stacks(&mut no_stage_2), Err(Error::NoStage2Partition));
+
+    let mut not_fat = image(100, &[(STAGE_3_FILE, stage_3_file(10, 600))]);
+    not_fat[PARTITION_TABLE_OFFSET + 16 + 4] = 0x83;
+    assert_eq!(move_stacks(&mut not_fat), Err(Error::NotFat { partition_type: 0x83 }));
 
     let mut cut = image(100, &[(STAGE_3_FILE, stage_3_file(10, 600))]);
     cut.truncate(FAT_LBA as usize * 512 + 4096);
@@ -170,4 +197,35 @@ fn a_stage_2_that_would_reach_the_new_stack_is_refused() {
         move_stacks(&mut over),
         Err(Error::Stage2ReachesStage4Stack { stage_2_end: 0x8_0000 + 512 })
     );
+}
+
+#[test]
+fn the_instruction_is_found_and_patched_across_a_cluster_boundary() {
+    // Stage 3 in two runs of clusters with another file between, the
+    // stock instructions straddling the end of the first run.
+    let probe = image(100, &[]);
+    let fat = &probe[FAT_LBA as usize * 512..];
+    let cluster = fatfs::FileSystem::new(Cursor::new(fat.to_vec()), fatfs::FsOptions::new())
+        .unwrap()
+        .cluster_size() as usize;
+    let whole = stage_3_file(cluster - 3, 3 * cluster);
+    let (first, rest) = whole.split_at(cluster);
+    let mut stock = image(
+        100,
+        &[
+            (STAGE_3_FILE, first.to_vec()),
+            ("between", vec![7; cluster]),
+            (STAGE_3_FILE, rest.to_vec()),
+        ],
+    );
+    assert_eq!(read_stage_3(&mut stock), whole);
+    let mut moved = stock.clone();
+    move_stacks(&mut moved).unwrap();
+    verify_moved(&moved).unwrap();
+    let mut expected = whole.clone();
+    expected[cluster - 3..cluster + 5].copy_from_slice(&stage_3_moved());
+    assert_eq!(read_stage_3(&mut moved), expected);
+    // The two pieces of the instruction are in clusters apart in the image.
+    let changed: Vec<usize> = (0..stock.len()).filter(|&i| stock[i] != moved[i]).collect();
+    assert!(changed.last().unwrap() - changed[1] > cluster, "{changed:x?}");
 }
