@@ -4,8 +4,9 @@
 //! The images carry the kernel without its DWARF and its ELF symbol table,
 //! with the function symbols in the compact, demangled form the kernel reads
 //! (`extregs-ksyms`, section `.extregs_symbols`): the BIOS loader copies the
-//! whole file a byte at a time, which under TCG costs about half a second
-//! per MB (see docs/boot.md). The full ELF stays beside them for gdb,
+//! whole file a byte at a time, which under TCG cost about half a second
+//! per MB while the loader's stack shared its code's page (see
+//! docs/boot.md). The full ELF stays beside them for gdb,
 //! `addr2line` and `decode_stacktrace.sh`: `extregs images` prints it as
 //! `kernel=`.
 //!

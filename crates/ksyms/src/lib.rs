@@ -4,7 +4,8 @@
 //! kernel's `debug::symbols` without an allocator.
 //!
 //! Why not the ELF `.symtab`: the BIOS loader copies the kernel file a byte
-//! at a time, about half a second per MB under TCG (docs/boot.md), and
+//! at a time, about half a second per MB under TCG while the loader's stack
+//! shared its code's page (docs/boot.md), and
 //! `.symtab` plus `.strtab` were 130 KB of it, the names v0-mangled, with a
 //! demangler (25 KB of code) in the kernel to print them. Here the names are
 //! stored demangled (`{:#}`, no hashes), each sharing its prefix with the
