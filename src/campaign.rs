@@ -140,6 +140,10 @@ pub struct Totals {
     pub entry_points: Option<(u64, u64)>,
     /// Each seed's frames/s as its kernel measured it (boot excluded).
     pub kernel_frames_per_s: Vec<u64>,
+    /// Microseconds the kernels spent fuzzing, every seed's added up
+    /// (its lane's own clock: boot, output and waits between seeds are
+    /// not in it).
+    pub kernel_microseconds: u64,
     /// Parallel QEMUs the wall rate came from (0: unknown, a merge).
     pub jobs: u64,
     /// CPUs (fuzz lanes) in each of those QEMUs (0 or 1: one).
@@ -154,6 +158,7 @@ impl Totals {
         }
         self.iterations += report.number("iterations");
         self.frames += report.frames();
+        self.kernel_microseconds += report.number("microseconds");
         self.violations += report.number("violations");
         self.latched_nmis += report.number("latched_nmis");
         self.foreign_nmis += report.number("foreign_nmis");
@@ -258,17 +263,30 @@ impl Totals {
     }
 
     /// Wall frames/s over `jobs` × CPUs per boot × the per-seed median
-    /// (one seed runs on one lane, one CPU): how much of the ideal (QEMUs
-    /// that never boot, lanes that never wait) the campaign reached.
+    /// (one seed runs on one lane, one CPU). When the seeds' rates spread,
+    /// the median is not the lanes' rate, so this is not quite the share
+    /// of the ideal; [`Totals::kernel_time_share`] is.
     pub fn wall_to_kernel_ratio(&self) -> Option<f64> {
         let median = self.kernel_median_frames_per_second()?;
         let lanes = self.jobs * self.cpus_per_boot.max(1);
         (lanes > 0 && median > 0.0).then(|| self.frames_per_second() / (lanes as f64 * median))
     }
 
+    /// The share of the lanes' time (jobs × CPUs per boot × wall time)
+    /// that the kernels spent fuzzing: the campaign's wall rate over what
+    /// lanes that never boot, print or wait would reach at the kernels'
+    /// own rate (their frames over their fuzzing time).
+    pub fn kernel_time_share(&self) -> Option<f64> {
+        let lane_seconds = (self.jobs * self.cpus_per_boot.max(1)) as f64 * self.wall_seconds;
+        (lane_seconds > 0.0 && self.kernel_microseconds > 0)
+            .then(|| self.kernel_microseconds as f64 / 1e6 / lane_seconds)
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "kernel_median_frames_per_s": self.kernel_median_frames_per_second(),
+            "kernel_seconds": self.kernel_microseconds as f64 / 1e6,
+            "kernel_time_share": self.kernel_time_share(),
             "jobs": self.jobs,
             "cpus_per_boot": self.cpus_per_boot.max(1),
             "wall_to_kernel_ratio": self.wall_to_kernel_ratio(),
@@ -814,6 +832,7 @@ pub fn merge(documents: &[(String, Value)]) -> Result<Value> {
         totals.seeds_failed += number("seeds_failed");
         totals.iterations += number("iterations");
         totals.frames += number("frames");
+        totals.kernel_microseconds += (t["kernel_seconds"].as_f64().unwrap_or(0.0) * 1e6) as u64;
         totals.violations += number("violations");
         totals.latched_nmis += number("latched_nmis");
         totals.foreign_nmis += number("foreign_nmis");

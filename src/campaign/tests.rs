@@ -139,6 +139,19 @@ fn median_and_ratio_of_the_kernel_rates() {
 }
 
 #[test]
+fn kernel_time_share_is_fuzzing_time_over_lane_time() {
+    let mut totals = Totals { jobs: 2, wall_seconds: 10.0, ..Totals::default() };
+    assert_eq!(totals.kernel_time_share(), None);
+    totals.kernel_microseconds = 18_000_000;
+    assert_eq!(totals.kernel_time_share(), Some(0.9));
+    // One job of two CPUs: two lanes, the same share.
+    let one_job_of_two = Totals { jobs: 1, cpus_per_boot: 2, ..totals.clone() };
+    assert_eq!(one_job_of_two.kernel_time_share(), Some(0.9));
+    // A merge does not know its jobs: no share.
+    assert_eq!(Totals { jobs: 0, ..totals }.kernel_time_share(), None);
+}
+
+#[test]
 fn shards_parse_or_explain() {
     assert_eq!(parse_shard("1/3").unwrap(), Shard { index: 1, count: 3 });
     assert_eq!(parse_shard("3/3").unwrap(), Shard { index: 3, count: 3 });

@@ -299,6 +299,15 @@ pub(crate) fn fuzz(args: FuzzArgs) -> i32 {
             totals.cpus_per_boot.max(1),
         );
     }
+    if let Some(share) = totals.kernel_time_share() {
+        println!(
+            "extregs: fuzz: the kernels fuzzed {:.1} s of the lanes' {} x {:.1} s: {share:.2} of the ideal at their own rate ({:.0} frames/s, their frames over their fuzzing time)",
+            totals.kernel_microseconds as f64 / 1e6,
+            totals.jobs * totals.cpus_per_boot.max(1),
+            totals.wall_seconds,
+            totals.frames as f64 / (totals.kernel_microseconds as f64 / 1e6),
+        );
+    }
     if args.smp > 1 {
         println!(
             "extregs: fuzz: {} NMIs sent between CPUs, {} levels migrated to another CPU",
