@@ -28,9 +28,9 @@
 //!   ends at 0x80000; [`Error::Stage2ReachesStage4Stack`] guards that) and
 //!   below SeaBIOS's extended BIOS data area (0x9fc00). Other firmware may
 //!   start its EBDA lower, down to 0x80000: the images are made for QEMU's
-//!   SeaBIOS. Stage 4 uses about 29 KiB; on
-//!   the stock stack, where it starts at 0x78f8, that reaches 0x490, below
-//!   the stack's own floor (0x500) and into the BIOS data area.
+//!   SeaBIOS. Stage 4 uses about 29 KiB; on the stock stack, where it
+//!   starts at 0x78f8, that reaches 0x490, below the stack's own floor
+//!   (0x500) and into the BIOS data area.
 //!
 //! Each instruction is found by its bytes and the bytes around it, and must
 //! occur exactly once, or [`move_stacks`] refuses with an [`Error`] (a new
@@ -41,8 +41,9 @@
 
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 
-/// The boot sector's stack top after the move: the top of the page below
-/// the boot sector's own (0x7000..0x8000).
+/// The boot sector's stack top after the move: the stack grows down into
+/// 0x6000..0x7000, the page below the one that holds the boot sector
+/// (0x7000..0x8000).
 pub const BOOT_SECTOR_STACK_TOP: u16 = 0x7000;
 
 /// Stage 4's stack top after the move.
