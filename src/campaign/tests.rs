@@ -69,6 +69,16 @@ fn a_batch_splits_into_its_seeds() {
     assert_eq!((reports[1].seed, reports[1].exit), (6, 1));
     assert_eq!(reports[1].invariant(), Some("gprs"));
     assert!(reports[1].serial.as_deref().unwrap().contains("VIOLATION"));
+    // Every seed printed its line, then the boot failed (an idle task's
+    // frame error): the last seed carries the boot's RESULT, whose sums
+    // over the boot the totals must not add again.
+    let boot_result = json!({"ok": false, "seeds": "5..8", "frames": 999, "microseconds": 999});
+    let serial = [fuzz_line(5), fuzz_line(6), fuzz_line(7)].join("\n");
+    let (reports, unrun) = split_batch(5..8, 1, "failed".into(), Some(boot_result), serial);
+    assert!(unrun.is_empty());
+    let mut totals = Totals::default();
+    reports.iter().for_each(|report| totals.add(report));
+    assert_eq!((totals.seeds_failed, totals.frames, totals.kernel_microseconds), (1, 15 + 16, 0));
     // A hang in the first seed: no line at all.
     let (reports, unrun) = split_batch(5..8, 124, "timeout".into(), None, String::new());
     assert_eq!((reports.len(), reports[0].seed, reports[0].exit), (1, 5, 124));
