@@ -269,8 +269,8 @@ impl Totals {
 
     /// Wall frames/s over `jobs` × CPUs per boot × the per-seed median
     /// (one seed runs on one lane, one CPU). When the seeds' rates spread,
-    /// the median is not the lanes' rate, so this is not quite the share
-    /// of the ideal; [`Totals::kernel_time_share`] is.
+    /// the median is not the rate the lanes ran at; against that rate,
+    /// the share of the ideal is [`Totals::kernel_time_share`].
     pub fn wall_to_kernel_ratio(&self) -> Option<f64> {
         let median = self.kernel_median_frames_per_second()?;
         let lanes = self.jobs * self.cpus_per_boot.max(1);
@@ -279,8 +279,8 @@ impl Totals {
 
     /// The share of the lanes' time (jobs × CPUs per boot × wall time)
     /// that the kernels spent fuzzing: the campaign's wall rate over what
-    /// lanes that never boot, print or wait would reach at the kernels'
-    /// own rate (their frames over their fuzzing time).
+    /// lanes that never boot, or print or reset between seeds, would reach
+    /// at the kernels' own rate (their frames over their fuzzing time).
     pub fn kernel_time_share(&self) -> Option<f64> {
         let lane_seconds = (self.jobs * self.cpus_per_boot.max(1)) as f64 * self.wall_seconds;
         (lane_seconds > 0.0 && self.kernel_microseconds > 0)
