@@ -64,9 +64,49 @@ pub struct SeedReport {
     /// What no NMI can land on (`COVERAGE_NOT_RAISED`,
     /// `COVERAGE_NMI_BLOCKED`), when the boot printed it.
     pub coverage_unreachable: Option<crate::coverage::Unreachable>,
+    /// The frames by kind and depth and by kind and interrupted context
+    /// (`kind_depth`, `contexts`) of every seed of a batch boot, from its
+    /// RESULT: a batch's `FUZZ` lines leave them out. One report of the
+    /// boot carries them.
+    pub boot_breakdowns: Option<Value>,
+    /// This seed passed in a batch boot that printed no RESULT of its
+    /// seeds (it died at a later seed): its frames count, but they are
+    /// missing from `kind_depth` and `contexts`.
+    pub breakdowns_lost: bool,
+}
+
+/// A summary whose frames count without their kind × depth and context
+/// split: a batch's `FUZZ` line, or a violation's RESULT (the frames its
+/// seed validated, not the split).
+fn frames_without_breakdowns(summary: &Value) -> bool {
+    summary["frames"].as_u64().unwrap_or(0) > 0 && summary.get("kind_depth").is_none()
 }
 
 impl SeedReport {
+    /// The report of a boot that ran seed `seed` alone (`seed=S`): its
+    /// RESULT is its summary (and a replay's format), and the boot's
+    /// interrupt points are its own.
+    pub fn of_one_seed_boot(
+        seed: u64,
+        exit: i32,
+        why: String,
+        result: Option<Value>,
+        serial: String,
+    ) -> SeedReport {
+        SeedReport {
+            seed,
+            exit,
+            why,
+            breakdowns_lost: result.as_ref().is_some_and(frames_without_breakdowns),
+            result,
+            coverage_hits: crate::coverage::hits_in(&serial),
+            coverage_hits_by_cpu: crate::coverage::hits_by_cpu_in(&serial),
+            coverage_unreachable: crate::coverage::unreachable_in(&serial),
+            serial: (exit != EXIT_SUCCESS).then_some(serial),
+            boot_breakdowns: None,
+        }
+    }
+
     pub fn ok(&self) -> bool {
         self.exit == EXIT_SUCCESS
     }
@@ -148,6 +188,9 @@ pub struct Totals {
     pub jobs: u64,
     /// CPUs (fuzz lanes) in each of those QEMUs (0 or 1: one).
     pub cpus_per_boot: u64,
+    /// Seeds whose frames are not in `kind_depth` and `contexts` (see
+    /// [`SeedReport::breakdowns_lost`]).
+    pub seeds_without_breakdowns: u64,
 }
 
 impl Totals {
@@ -156,21 +199,12 @@ impl Totals {
         if !report.ok() {
             self.seeds_failed += 1;
         }
-        self.iterations += report.number("iterations");
-        // A batch boot that failed after its seeds' lines hands the seed it
-        // charges the boot's own RESULT (it names `seeds`, not a `seed`),
-        // which sums every seed of the boot: the others count already.
-        if report.result.as_ref().is_none_or(|result| result.get("seeds").is_none()) {
-            self.frames += report.frames();
-            self.kernel_microseconds += report.number("microseconds");
+        if let Some(breakdowns) = &report.boot_breakdowns {
+            self.add_counts(breakdowns);
         }
-        self.violations += report.number("violations");
-        self.latched_nmis += report.number("latched_nmis");
-        self.foreign_nmis += report.number("foreign_nmis");
-        self.foreign_user_nmis += report.number("foreign_user_nmis");
-        self.foreign_irqs += report.number("foreign_irqs");
-        self.cross_cpu_nmis += report.number("cross_cpu_nmis");
-        self.migrations += report.number("migrations");
+        if report.breakdowns_lost {
+            self.seeds_without_breakdowns += 1;
+        }
         self.coverage_hits.extend(&report.coverage_hits);
         for (cpu, hits) in &report.coverage_hits_by_cpu {
             self.coverage_hits_by_cpu.entry(*cpu).or_default().extend(hits);
@@ -178,6 +212,23 @@ impl Totals {
         if self.coverage_unreachable.is_none() {
             self.coverage_unreachable.clone_from(&report.coverage_unreachable);
         }
+        // A batch's RESULT (it names `seeds`, not a `seed`) sums the seeds of
+        // its boot, whose own lines count already: it adds nothing here. (The
+        // seed a failed boot is charged to carries it when that seed printed
+        // no line, so it had nothing to add.)
+        if report.result.as_ref().is_some_and(|result| result.get("seeds").is_some()) {
+            return;
+        }
+        self.iterations += report.number("iterations");
+        self.frames += report.frames();
+        self.kernel_microseconds += report.number("microseconds");
+        self.violations += report.number("violations");
+        self.latched_nmis += report.number("latched_nmis");
+        self.foreign_nmis += report.number("foreign_nmis");
+        self.foreign_user_nmis += report.number("foreign_user_nmis");
+        self.foreign_irqs += report.number("foreign_irqs");
+        self.cross_cpu_nmis += report.number("cross_cpu_nmis");
+        self.migrations += report.number("migrations");
         if report.ok() && report.frames() > 0 {
             self.kernel_frames_per_s.push(report.number("frames_per_s"));
         }
@@ -297,6 +348,7 @@ impl Totals {
             "wall_to_kernel_ratio": self.wall_to_kernel_ratio(),
             "seeds_run": self.seeds_run,
             "seeds_failed": self.seeds_failed,
+            "seeds_without_breakdowns": self.seeds_without_breakdowns,
             "iterations": self.iterations,
             "frames": self.frames,
             "violations": self.violations,
@@ -433,6 +485,8 @@ pub fn run_batch(
                 coverage_hits: BTreeSet::new(),
                 coverage_hits_by_cpu: BTreeMap::new(),
                 coverage_unreachable: None,
+                boot_breakdowns: None,
+                breakdowns_lost: false,
             };
             return (vec![report], std::iter::once(seeds.start + 1..seeds.end).collect());
         }
@@ -451,24 +505,22 @@ pub fn split_batch(
     result: Option<Value>,
     serial: String,
 ) -> (Vec<SeedReport>, Vec<Range<u64>>) {
+    if seeds.end - seeds.start == 1 {
+        return (
+            vec![SeedReport::of_one_seed_boot(seeds.start, exit, why, result, serial)],
+            Vec::new(),
+        );
+    }
     let coverage_hits = crate::coverage::hits_in(&serial);
     let coverage_hits_by_cpu = crate::coverage::hits_by_cpu_in(&serial);
     let coverage_unreachable = crate::coverage::unreachable_in(&serial);
     let mut reports = Vec::new();
-    if seeds.end - seeds.start == 1 {
-        // One seed: its RESULT is its summary (and a replay's format).
-        reports.push(SeedReport {
-            seed: seeds.start,
-            exit,
-            why,
-            result,
-            coverage_hits,
-            coverage_hits_by_cpu,
-            coverage_unreachable,
-            serial: (exit != EXIT_SUCCESS).then_some(serial),
-        });
-        return (reports, Vec::new());
-    }
+    // The RESULT of a boot that ran all its seeds sums them (it names
+    // `seeds`), with the split their lines leave out; a boot that died in a
+    // seed printed that seed's RESULT instead, or none.
+    let boot_breakdowns = result.as_ref().filter(|result| result.get("seeds").is_some()).map(|result| {
+        json!({"kind_depth": result["kind_depth"].clone(), "contexts": result["contexts"].clone()})
+    });
     let mut passed: BTreeMap<u64, Value> = BTreeMap::new();
     for line in serial.lines() {
         let summary = line.strip_prefix("FUZZ ").and_then(|json| serde_json::from_str(json).ok());
@@ -489,15 +541,18 @@ pub fn split_batch(
             coverage_hits: BTreeSet::new(),
             coverage_hits_by_cpu: BTreeMap::new(),
             coverage_unreachable: None,
+            boot_breakdowns: None,
+            breakdowns_lost: boot_breakdowns.is_none(),
         });
     }
     if all_passed && exit == EXIT_SUCCESS {
-        // The boot's interrupt points go with its last seed (totals take
-        // the union).
+        // The boot's interrupt points and breakdowns go with its last seed
+        // (totals take the union, and the sum).
         if let Some(last) = reports.last_mut() {
             last.coverage_hits = coverage_hits;
             last.coverage_hits_by_cpu = coverage_hits_by_cpu;
             last.coverage_unreachable = coverage_unreachable;
+            last.boot_breakdowns = boot_breakdowns;
         }
         return (reports, Vec::new());
     }
@@ -505,27 +560,32 @@ pub fn split_batch(
     // printed no line; else the first without a line. If every seed printed
     // its line and the boot still failed (RESULT's frame_errors or
     // model_errors, a hang after the last seed), the failure is reported on
-    // the last seed.
+    // the last seed, which keeps its line's counts.
     let named = result.as_ref().and_then(|result| result["seed"].as_u64());
     let failed = named
         .filter(|seed| seeds.contains(seed) && !passed.contains_key(seed))
         .or_else(|| seeds.clone().find(|seed| !passed.contains_key(seed)))
         .unwrap_or(seeds.end - 1);
+    let failed_line = passed.get(&failed).cloned();
     reports.retain(|report| report.seed != failed);
     let (exit, why) = if exit == EXIT_SUCCESS {
         (crate::exit_codes::EXIT_KERNEL_FAILURE, format!("seed {failed} printed no FUZZ line"))
     } else {
         (exit, why)
     };
+    let summary = failed_line.or(result);
     reports.push(SeedReport {
         seed: failed,
         exit,
         why,
-        result,
+        breakdowns_lost: boot_breakdowns.is_none()
+            && summary.as_ref().is_some_and(frames_without_breakdowns),
+        result: summary,
         coverage_hits,
         coverage_hits_by_cpu,
         coverage_unreachable,
         serial: Some(serial),
+        boot_breakdowns,
     });
     reports.sort_by_key(|report| report.seed);
     // The rest go back in the queue, as ranges.

@@ -140,6 +140,7 @@ pub fn merge(documents: &[(String, Value)]) -> Result<Value> {
         let number = |key: &str| t[key].as_u64().unwrap_or(0);
         totals.seeds_run += number("seeds_run");
         totals.seeds_failed += number("seeds_failed");
+        totals.seeds_without_breakdowns += number("seeds_without_breakdowns");
         totals.iterations += number("iterations");
         totals.frames += number("frames");
         totals.kernel_microseconds +=

@@ -24,6 +24,8 @@ fn totals_add_up_results() {
         coverage_hits: BTreeSet::from([seed, 7]),
         coverage_hits_by_cpu: BTreeMap::from([(seed as u32 % 2, BTreeSet::from([seed]))]),
         coverage_unreachable: None,
+        boot_breakdowns: None,
+        breakdowns_lost: false,
     };
     let mut totals = Totals::default();
     totals.add(&report(3, 100, true));
@@ -42,7 +44,8 @@ fn totals_add_up_results() {
 
 fn fuzz_line(seed: u64) -> String {
     format!(
-        "FUZZ {{\"seed\":{seed},\"frames\":{},\"frames_per_s\":100,\"digest\":\"{seed:016x}\"}}",
+        "FUZZ {{\"seed\":{seed},\"frames\":{},\"frames_per_s\":100,\"digest\":\"{seed:016x}\",\"kinds\":{{\"int3\":{}}}}}",
+        10 + seed,
         10 + seed
     )
 }
@@ -70,15 +73,22 @@ fn a_batch_splits_into_its_seeds() {
     assert_eq!(reports[1].invariant(), Some("gprs"));
     assert!(reports[1].serial.as_deref().unwrap().contains("VIOLATION"));
     // Every seed printed its line, then the boot failed (an idle task's
-    // frame error): the last seed carries the boot's RESULT, whose sums
-    // over the boot the totals must not add again.
-    let boot_result = json!({"ok": false, "seeds": "5..8", "frames": 999, "microseconds": 999});
+    // frame error): the last seed is charged with it but keeps its line's
+    // counts, and the boot's RESULT, whose sums over the boot the totals
+    // must not add again, gives only the split the lines leave out.
+    let boot_result = json!({"ok": false, "seeds": "5..8", "frames": 999, "microseconds": 999,
+        "iterations": 999, "kinds": {"int3": 999}, "kind_depth": {"int3": [40, 8]},
+        "contexts": {"int3": {"task": 48}}});
     let serial = [fuzz_line(5), fuzz_line(6), fuzz_line(7)].join("\n");
     let (reports, unrun) = split_batch(5..8, 1, "failed".into(), Some(boot_result), serial);
     assert!(unrun.is_empty());
+    assert_eq!((reports[2].seed, reports[2].ok(), reports[2].frames()), (7, false, 17));
     let mut totals = Totals::default();
     reports.iter().for_each(|report| totals.add(report));
-    assert_eq!((totals.seeds_failed, totals.frames, totals.kernel_microseconds), (1, 15 + 16, 0));
+    assert_eq!((totals.seeds_failed, totals.frames, totals.kernel_microseconds), (1, 48, 0));
+    assert_eq!((totals.iterations, totals.kinds["int3"]), (0, 48));
+    assert_eq!(totals.kind_depth["int3"], [40, 8]);
+    assert_eq!(totals.seeds_without_breakdowns, 0);
     // A hang in the first seed: no line at all.
     let (reports, unrun) = split_batch(5..8, 124, "timeout".into(), None, String::new());
     assert_eq!((reports.len(), reports[0].seed, reports[0].exit), (1, 5, 124));
@@ -93,6 +103,42 @@ fn a_batch_splits_into_its_seeds() {
     let (reports, _) = split_batch(5..7, 0, "ok".into(), Some(ok), fuzz_line(5));
     assert_eq!((reports[1].seed, reports[1].exit), (6, 1));
     assert!(reports[1].why.contains("no FUZZ line"));
+}
+
+#[test]
+fn the_depth_and_context_split_comes_from_the_boot_and_is_never_lost_silently() {
+    // A batch's lines leave the split out; its RESULT sums it over the
+    // boot, and it is added once.
+    let result = json!({"ok": true, "seeds": "5..7", "frames": 31, "kinds": {"int3": 31},
+        "kind_depth": {"int3": [30, 1]}, "contexts": {"int3": {"task": 30, "int3": 1}}});
+    let serial = [fuzz_line(5), fuzz_line(6)].join("\n");
+    let (reports, _) = split_batch(5..7, 0, "ok".into(), Some(result), serial);
+    let mut totals = Totals::default();
+    reports.iter().for_each(|report| totals.add(report));
+    assert_eq!((totals.frames, totals.kinds["int3"]), (31, 31));
+    assert_eq!(totals.kind_depth["int3"], [30, 1]);
+    assert_eq!(totals.contexts["int3"], BTreeMap::from([("task".into(), 30), ("int3".into(), 1)]));
+    assert_eq!(totals.seeds_without_breakdowns, 0);
+    // A violation ends the boot before any RESULT of its seeds: the seed
+    // that passed and the violating one (its RESULT has frames, no split)
+    // are counted as left out.
+    let violation = json!({"ok": false, "seed": 6, "invariant": "gprs", "frames": 3});
+    let (reports, _) = split_batch(5..8, 1, "failed".into(), Some(violation), fuzz_line(5));
+    let mut totals = Totals::default();
+    reports.iter().for_each(|report| totals.add(report));
+    assert_eq!((totals.frames, totals.seeds_without_breakdowns), (15 + 3, 2));
+    assert!(totals.kind_depth.is_empty());
+    assert_eq!(totals.to_json()["seeds_without_breakdowns"], 2);
+    // A one-seed boot's RESULT is the seed's own, split included.
+    let whole = json!({"ok": true, "seed": 4, "frames": 2, "kind_depth": {"ud2": [2]}});
+    let report = SeedReport::of_one_seed_boot(4, 0, "ok".into(), Some(whole), String::new());
+    let mut totals = Totals::default();
+    totals.add(&report);
+    assert_eq!((totals.kind_depth["ud2"].clone(), totals.seeds_without_breakdowns), (vec![2], 0));
+    let violation = json!({"ok": false, "seed": 4, "frames": 2});
+    let report =
+        SeedReport::of_one_seed_boot(4, 1, "failed".into(), Some(violation), String::new());
+    assert!(report.breakdowns_lost);
 }
 
 #[test]

@@ -317,6 +317,12 @@ pub(crate) fn fuzz(args: FuzzArgs) -> i32 {
     let kinds: Vec<String> =
         totals.kinds.iter().map(|(kind, count)| format!("{kind} {count}")).collect();
     println!("extregs: fuzz: events: {}", kinds.join(", "));
+    if totals.seeds_without_breakdowns > 0 {
+        println!(
+            "extregs: fuzz: kind_depth and contexts (the depth and context heat maps) leave out the frames of {} seeds: their boot died before its RESULT added them up",
+            totals.seeds_without_breakdowns
+        );
+    }
     for report in reports.iter().filter(|report| !report.ok()) {
         println!(
             "extregs: fuzz: replay seed {}: {}",
@@ -606,16 +612,13 @@ pub(crate) fn replay(args: &FuzzArgs, seed: u64) -> i32 {
         eprintln!("extregs: NMI storm: {sent} NMIs sent over QMP");
     }
     if args.json.is_some() || args.coverage.is_some() || args.plot.is_some() {
-        let report = campaign::SeedReport {
+        let report = campaign::SeedReport::of_one_seed_boot(
             seed,
-            exit: code,
+            code,
             why,
-            result: outcome.result(),
-            coverage_hits: extregs::coverage::hits_in(&outcome.serial),
-            coverage_hits_by_cpu: extregs::coverage::hits_by_cpu_in(&outcome.serial),
-            coverage_unreachable: extregs::coverage::unreachable_in(&outcome.serial),
-            serial: (code != EXIT_SUCCESS).then_some(outcome.serial.clone()),
-        };
+            outcome.result(),
+            outcome.serial.clone(),
+        );
         let mut totals = campaign::Totals::default();
         totals.add(&report);
         if let Err(code) = report_coverage(&mut totals, args) {

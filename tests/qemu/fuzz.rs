@@ -260,10 +260,14 @@ fn cli_fuzz_replays_a_seed_and_rejects_bad_arguments() {
     let json = std::env::temp_dir().join(format!("extregs-{}-campaign.json", std::process::id()));
     let svg = std::env::temp_dir().join(format!("extregs-{}-campaign.svg", std::process::id()));
     let missed = std::env::temp_dir().join(format!("extregs-{}-missed.txt", std::process::id()));
+    // Two batches of two seeds: a batch's FUZZ lines leave the depth and
+    // context split out, and its RESULT gives it.
     let campaign = extregs_cli(&[
         "fuzz",
         "--seeds",
-        "0..2",
+        "0..4",
+        "--seeds-per-boot",
+        "2",
         "--iterations",
         "10",
         "--json",
@@ -276,7 +280,7 @@ fn cli_fuzz_replays_a_seed_and_rejects_bad_arguments() {
     assert_eq!(campaign.status.code(), Some(EXIT_SUCCESS));
     let document: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(document["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(document["runs"].as_array().unwrap().len(), 4);
     assert_eq!(document["totals"]["violations"], 0);
     // --coverage added a selftest boot's walks to the fuzzer's hits, and
     // split the entry text by reachability.
@@ -321,6 +325,7 @@ fn cli_fuzz_replays_a_seed_and_rejects_bad_arguments() {
         .flat_map(|row| row.as_object().unwrap().values().map(|c| c.as_u64().unwrap()))
         .sum();
     assert_eq!((by_depth, by_context), (frames, frames));
+    assert_eq!(document["totals"]["seeds_without_breakdowns"], 0);
     let live = std::fs::read_to_string(&svg).expect("--plot wrote an SVG");
     assert!(live.contains("nesting depth") && live.contains("entry text"), "three heat maps");
     let _ = std::fs::remove_file(&svg);

@@ -57,7 +57,7 @@ pub(super) struct Lane {
     pub(super) kind_counts: [AtomicU64; ALL_KINDS],
     /// The ring-3 levels' kinds, counted apart (`user_<kind>` in RESULT).
     pub(super) user_kind_counts: [AtomicU64; ALL_KINDS],
-    /// Frames per event label and depth (`kind_depth` in FUZZ and RESULT).
+    /// Frames per event label and depth (`kind_depth` in RESULT).
     pub(super) depth_counts: [[AtomicU64; MAX_LEVELS]; LABELS],
     /// Frames per event label and interrupted context (`contexts`).
     pub(super) context_counts: [[AtomicU64; CONTEXTS]; LABELS],
@@ -401,7 +401,7 @@ pub(super) fn lane_main(index: usize) {
             // One line per seed, whole: the other lanes' lines wait.
             let _line = FUZZ_LINE.lock();
             print!("FUZZ {{\"cpu\":{},", lane.home_cpu.load(Ordering::Relaxed));
-            summary.print_fields(Some(seed), true);
+            summary.print_fields(Summary::SeedLine { seed });
             println!("}}");
         }
         shared.totals.lock().add(&summary);

@@ -258,7 +258,11 @@ pub fn run(settings: FuzzSettings) -> bool {
     // A single seed's totals are its own summary (with its digest); a batch's
     // add the seeds up (their digests are on their FUZZ lines).
     print!(",");
-    totals.print_fields(if batch { None } else { Some(settings.seed) }, false);
+    totals.print_fields(if batch {
+        Summary::BatchResult
+    } else {
+        Summary::OneSeedResult { seed: settings.seed }
+    });
     println!("}}");
     ok
 }

@@ -117,6 +117,23 @@ impl Window {
 
 /// One seed's run (or, added up, a batch's): what `FUZZ` lines and
 /// `RESULT` report.
+/// Which summary [`SeedSummary::print_fields`] prints.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Summary {
+    /// A seed's `FUZZ` line in a batch: its digest and its window's entry
+    /// checks, without `kind_depth` and `contexts`. Those two are most of
+    /// the bytes (4 of a line's 5 KB), and every byte crosses the emulated
+    /// UART one port write and one host `write` at a time: printing them
+    /// cost about 3 ms a seed, 1.5 % of a 1,000-iteration seed (and more
+    /// with two QEMUs on two cores; docs/fuzzing.md). The batch's RESULT
+    /// carries them, summed over its seeds.
+    SeedLine { seed: u64 },
+    /// The RESULT of a one-seed boot: the seed's own summary, whole.
+    OneSeedResult { seed: u64 },
+    /// The RESULT of a batch: its seeds added up, breakdowns included.
+    BatchResult,
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct SeedSummary {
     pub(super) iterations: u64,
@@ -185,11 +202,14 @@ impl SeedSummary {
         self.migrations += seed.migrations;
     }
 
-    /// Prints the JSON fields (inside a `FUZZ {…}` object, or the rest of
-    /// a RESULT object). `seed`: the one seed these are of, with its digest.
-    /// `checks`: the window's entry-check and model counts too (a RESULT
-    /// has the boot's own).
-    pub(super) fn print_fields(&self, seed: Option<u64>, checks: bool) {
+    /// Prints the JSON fields of `summary` (inside a `FUZZ {…}` object, or
+    /// the rest of a RESULT object).
+    pub(super) fn print_fields(&self, summary: Summary) {
+        let (seed, checks, breakdowns) = match summary {
+            Summary::SeedLine { seed } => (Some(seed), true, false),
+            Summary::OneSeedResult { seed } => (Some(seed), false, true),
+            Summary::BatchResult => (None, false, true),
+        };
         if let Some(seed) = seed {
             print!("\"seed\":{seed},");
         }
@@ -230,8 +250,12 @@ impl SeedSummary {
         for kind in USER_KINDS {
             print!(",\"user_{}\":{}", kind.name(), self.user_kinds[kind as usize]);
         }
+        print!("}}");
+        if !breakdowns {
+            return;
+        }
         // Frames by depth, and by what they interrupted: the rows with any.
-        print!("}},\"kind_depth\":{{");
+        print!(",\"kind_depth\":{{");
         let mut first = true;
         for (index, counts) in self.depths.iter().enumerate() {
             if counts.iter().all(|&count| count == 0) {
