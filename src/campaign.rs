@@ -53,7 +53,8 @@ pub struct SeedReport {
     /// The runner's verdict (0 success, 1 failure, 124 timeout, 2 set-up).
     pub exit: i32,
     pub why: String,
-    /// The kernel's RESULT object, if it printed one.
+    /// The seed's summary: in a batch its `FUZZ` line (the failed seed's
+    /// too, if it printed one), else the boot's RESULT, if it printed one.
     pub result: Option<Value>,
     /// The serial output, kept only for failures.
     pub serial: Option<String>,
@@ -212,6 +213,7 @@ impl Totals {
         if self.coverage_unreachable.is_none() {
             self.coverage_unreachable.clone_from(&report.coverage_unreachable);
         }
+        self.max_depth_reached = self.max_depth_reached.max(report.number("max_depth_reached"));
         // A batch's RESULT (it names `seeds`, not a `seed`) sums the seeds of
         // its boot, whose own lines count already: it adds nothing here. (The
         // seed a failed boot is charged to carries it when that seed printed
@@ -232,7 +234,6 @@ impl Totals {
         if report.ok() && report.frames() > 0 {
             self.kernel_frames_per_s.push(report.number("frames_per_s"));
         }
-        self.max_depth_reached = self.max_depth_reached.max(report.number("max_depth_reached"));
         if let Some(result) = &report.result {
             self.add_counts(result);
             let cpu = format!("cpu{}", report.cpu());
@@ -451,8 +452,8 @@ pub fn replay_command(config: &CampaignConfig, seed: u64) -> String {
 /// order) and the seeds that did not (after a failing one), as ranges: the
 /// batch's `FUZZ` lines give the seeds that passed (on N CPUs, N lanes
 /// print them in any order); the seed the failing RESULT names (else the
-/// first without a line) failed, with the boot's verdict, `RESULT` and
-/// serial output.
+/// first without a line) failed, with the boot's verdict and serial
+/// output, and its line or else the boot's `RESULT`.
 pub fn run_batch(
     config: &CampaignConfig,
     seeds: Range<u64>,
@@ -488,7 +489,8 @@ pub fn run_batch(
                 boot_breakdowns: None,
                 breakdowns_lost: false,
             };
-            return (vec![report], std::iter::once(seeds.start + 1..seeds.end).collect());
+            let rest = seeds.start + 1..seeds.end;
+            return (vec![report], std::iter::once(rest).filter(|rest| !rest.is_empty()).collect());
         }
     };
     let (exit, why) = outcome.verdict();
@@ -515,12 +517,6 @@ pub fn split_batch(
     let coverage_hits_by_cpu = crate::coverage::hits_by_cpu_in(&serial);
     let coverage_unreachable = crate::coverage::unreachable_in(&serial);
     let mut reports = Vec::new();
-    // The RESULT of a boot that ran all its seeds sums them (it names
-    // `seeds`), with the split their lines leave out; a boot that died in a
-    // seed printed that seed's RESULT instead, or none.
-    let boot_breakdowns = result.as_ref().filter(|result| result.get("seeds").is_some()).map(|result| {
-        json!({"kind_depth": result["kind_depth"].clone(), "contexts": result["contexts"].clone()})
-    });
     let mut passed: BTreeMap<u64, Value> = BTreeMap::new();
     for line in serial.lines() {
         let summary = line.strip_prefix("FUZZ ").and_then(|json| serde_json::from_str(json).ok());
@@ -531,6 +527,18 @@ pub fn split_batch(
         }
     }
     let all_passed = passed.len() as u64 == seeds.end - seeds.start;
+    // The RESULT of a boot that ran all its seeds sums them (it names
+    // `seeds`), with the split their lines leave out; a boot that died in a
+    // seed printed that seed's RESULT instead, or none. The split matches
+    // the frames counted only if every seed's line did too (one can be
+    // unreadable, split by another CPU's output).
+    let boot_breakdowns = result
+        .as_ref()
+        .filter(|result| all_passed && result.get("seeds").is_some())
+        .filter(|result| result.get("kind_depth").is_some() && result.get("contexts").is_some())
+        .map(|result| {
+            json!({"kind_depth": result["kind_depth"].clone(), "contexts": result["contexts"].clone()})
+        });
     for (&seed, summary) in &passed {
         reports.push(SeedReport {
             seed,
@@ -542,7 +550,7 @@ pub fn split_batch(
             coverage_hits_by_cpu: BTreeMap::new(),
             coverage_unreachable: None,
             boot_breakdowns: None,
-            breakdowns_lost: boot_breakdowns.is_none(),
+            breakdowns_lost: boot_breakdowns.is_none() && frames_without_breakdowns(summary),
         });
     }
     if all_passed && exit == EXIT_SUCCESS {
@@ -599,6 +607,17 @@ pub fn split_batch(
     (reports, unrun)
 }
 
+/// A batch's reports once Ctrl-C killed its boot: the seeds it finished
+/// still count; the one it was killed in is not a result. If that one
+/// carried the boot's depth and context split, the others go without it.
+pub fn finished_before_cancel(mut reports: Vec<SeedReport>) -> Vec<SeedReport> {
+    let split_dropped =
+        reports.iter().any(|report| !report.ok() && report.boot_breakdowns.is_some());
+    reports.retain(SeedReport::ok);
+    reports.iter_mut().for_each(|report| report.breakdowns_lost |= split_dropped);
+    reports
+}
+
 /// Runs every seed on `config.jobs` workers. `on_report` sees each seed as
 /// it finishes (the CLI's progress bar); `cancel` stops the campaign: no new
 /// seeds start and running boots are killed. Returns the finished seeds in
@@ -639,18 +658,16 @@ pub fn run_campaign(
                     break;
                 };
                 let (reports, unrun) = run_batch(&config, batch, Some(cancel.clone()));
-                // After Ctrl-C the seeds a killed boot finished still count;
-                // the one it was killed in is not a result.
                 let cancelled = cancel.load(Ordering::SeqCst);
-                let mut results = reports.into_iter().filter(|report| !cancelled || report.ok());
-                if results.any(|report| sender.send(report).is_err()) {
+                let results = if cancelled { finished_before_cancel(reports) } else { reports };
+                if results.into_iter().any(|report| sender.send(report).is_err()) {
                     break;
                 }
                 if cancelled {
                     break;
                 }
                 let mut queue = queue.lock().expect("queue lock");
-                for range in unrun.into_iter().rev() {
+                for range in unrun.into_iter().rev().filter(|range| !range.is_empty()) {
                     queue.push_front(range);
                 }
             })

@@ -139,6 +139,32 @@ fn the_depth_and_context_split_comes_from_the_boot_and_is_never_lost_silently() 
     let report =
         SeedReport::of_one_seed_boot(4, 1, "failed".into(), Some(violation), String::new());
     assert!(report.breakdowns_lost);
+    // A seed's line unreadable (another CPU's output inside it) though the
+    // boot summed every seed: that split holds frames no line counted, so
+    // it is not used, and the seeds that printed go without it.
+    let result = json!({"ok": true, "seeds": "5..7", "kind_depth": {"int3": [31]}, "contexts": {}});
+    let (reports, _) = split_batch(5..7, 0, "ok".into(), Some(result), fuzz_line(5));
+    let mut totals = Totals::default();
+    reports.iter().for_each(|report| totals.add(report));
+    assert_eq!((totals.frames, totals.seeds_without_breakdowns), (15, 1));
+    assert!(totals.kind_depth.is_empty());
+    // A boot that printed every line and its RESULT, then failed, with
+    // Ctrl-C meanwhile: the failed seed, which carries the split, is
+    // dropped, and the others are counted as without it.
+    let result =
+        json!({"ok": false, "seeds": "5..7", "kind_depth": {"int3": [31]}, "contexts": {}});
+    let serial = [fuzz_line(5), fuzz_line(6)].join("\n");
+    let (reports, _) = split_batch(5..7, 1, "failed".into(), Some(result), serial);
+    assert!(reports[1].boot_breakdowns.is_some());
+    let finished = finished_before_cancel(reports);
+    assert_eq!(
+        finished.iter().map(|r| (r.seed, r.breakdowns_lost)).collect::<Vec<_>>(),
+        [(5, true)]
+    );
+    // A line with no frames has no split to lose.
+    let idle = "FUZZ {\"seed\":5,\"frames\":0}";
+    let (reports, _) = split_batch(5..7, 124, "timeout".into(), None, idle.into());
+    assert_eq!((reports[0].breakdowns_lost, reports[1].breakdowns_lost), (false, false));
 }
 
 #[test]

@@ -115,8 +115,6 @@ impl Window {
     }
 }
 
-/// One seed's run (or, added up, a batch's): what `FUZZ` lines and
-/// `RESULT` report.
 /// Which summary [`SeedSummary::print_fields`] prints.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Summary {
@@ -124,9 +122,9 @@ pub(super) enum Summary {
     /// checks, without `kind_depth` and `contexts`. Those two are most of
     /// the bytes (4 of a line's 5 KB), and every byte crosses the emulated
     /// UART one port write and one host `write` at a time: printing them
-    /// cost about 3 ms a seed, 1.5 % of a 1,000-iteration seed (and more
-    /// with two QEMUs on two cores; docs/fuzzing.md). The batch's RESULT
-    /// carries them, summed over its seeds.
+    /// cost about 4 ms a seed, 2 % of a 1,000-iteration seed
+    /// (docs/boot.md, "Fifth pass"). The batch's RESULT carries them,
+    /// summed over its seeds.
     SeedLine { seed: u64 },
     /// The RESULT of a one-seed boot: the seed's own summary, whole.
     OneSeedResult { seed: u64 },
@@ -134,6 +132,8 @@ pub(super) enum Summary {
     BatchResult,
 }
 
+/// One seed's run (or, added up, a batch's): what `FUZZ` lines and
+/// `RESULT` report.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct SeedSummary {
     pub(super) iterations: u64,
