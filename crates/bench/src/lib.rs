@@ -621,6 +621,11 @@ mod tests {
 
     use super::*;
 
+    /// CELL_PKRS is one global cell and the test harness runs tests on
+    /// several threads: the tests that set it and read it back hold this,
+    /// or one's store lands between the other's store and its check.
+    static CELL_PKRS_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     /// The size series' handlers on a stack of their own: the state lands
     /// exactly where each placement says, whole, and PKRS comes back.
     #[test]
@@ -628,6 +633,7 @@ mod tests {
         const WORD: usize = core::mem::size_of::<u64>();
         const REGS_AT: usize = 24;
         let ptregs_words = core::mem::size_of::<PtRegs>() / WORD;
+        let _cell = CELL_PKRS_TESTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut stack = [u64::MAX; 64];
         let base = stack.as_mut_ptr();
         let interrupted_pkrs = 0x1234_5678;
@@ -656,6 +662,7 @@ mod tests {
 
     #[test]
     fn by_value_and_by_reference_restore_what_they_saved() {
+        let _cell = CELL_PKRS_TESTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut regs = PtRegs { cs: 0x10, ..PtRegs::default() };
         CELL_PKRS.store(0x0bad_cafe, Ordering::SeqCst);
         // SAFETY: `regs` is a whole PtRegs; these two keep their state in their own frames.
