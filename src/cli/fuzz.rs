@@ -289,7 +289,13 @@ pub(crate) fn fuzz(args: FuzzArgs) -> i32 {
         totals.max_depth_reached,
         totals.latched_nmis
     );
-    if let (Some(median), Some(ratio)) =
+    if args.deterministic {
+        // The kernels' clock counts instructions under icount: their rates
+        // are per virtual second, no fraction of the wall clock's.
+        println!(
+            "extregs: fuzz: --deterministic: the kernels' clock counts instructions, so their rates are not set against the wall clock"
+        );
+    } else if let (Some(median), Some(ratio)) =
         (totals.kernel_median_frames_per_second(), totals.wall_to_kernel_ratio())
     {
         println!(
@@ -299,7 +305,7 @@ pub(crate) fn fuzz(args: FuzzArgs) -> i32 {
             totals.cpus_per_boot.max(1),
         );
     }
-    if let Some(share) = totals.kernel_time_share() {
+    if let Some(share) = totals.kernel_time_share().filter(|_| !args.deterministic) {
         println!(
             "extregs: fuzz: the kernels fuzzed {:.1} s of the lanes' {} x {:.1} s: {share:.2} of the ideal at their own rate ({:.0} frames/s, their frames over their fuzzing time)",
             totals.kernel_microseconds as f64 / 1e6,
