@@ -45,7 +45,10 @@ for entry in "${faults[@]}"; do
   set -e
   elapsed=$(( $(date +%s) - start ))
   result=$(grep '^RESULT ' <<<"$output" | tail -n 1)
-  if [ "$status" -eq 1 ] && grep -Eq "\"invariant\":\"($invariants)\"" <<<"$result"; then
+  # The violation's RESULT names the invariant, and gives the seed's time
+  # so far with its frames (a campaign counts both).
+  if [ "$status" -eq 1 ] && grep -Eq "\"invariant\":\"($invariants)\"" <<<"$result" \
+    && grep -Eq '"microseconds":[1-9][0-9]*' <<<"$result"; then
     echo "fuzz-faults: $name: caught in ${elapsed} s: $(grep -m1 'VIOLATION' <<<"$output")"
     grep -m1 'fuzz: path:' <<<"$output" | sed 's/^/    /'
   else

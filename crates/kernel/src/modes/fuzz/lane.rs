@@ -69,6 +69,9 @@ pub(super) struct Lane {
     pub(super) max_depth_reached: AtomicUsize,
     pub(super) digest: AtomicU64,
     pub(super) seed: AtomicU64,
+    /// The TSC when the seed's first iteration began (for a violation's
+    /// `microseconds`).
+    pub(super) seed_started_tsc: AtomicU64,
     pub(super) iteration: AtomicU64,
     pub(super) event_number: AtomicU64,
     /// The `ip` the running chain's own NMI left in its frame (0: none yet),
@@ -129,6 +132,7 @@ impl Lane {
             // keeps every lane all-zero, so LANES is .bss and not 100 KB of the kernel file.
             digest: AtomicU64::new(0),
             seed: AtomicU64::new(0),
+            seed_started_tsc: AtomicU64::new(0),
             iteration: AtomicU64::new(0),
             event_number: AtomicU64::new(0),
             own_nmi_ip: AtomicU64::new(0),

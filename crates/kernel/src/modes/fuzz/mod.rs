@@ -307,6 +307,7 @@ fn run_seed(lane: &Lane, seed: u64, iterations: u64, max_depth: usize) -> SeedSu
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     // SAFETY: RDTSC has no side effects.
     let start = unsafe { core::arch::x86_64::_rdtsc() };
+    lane.seed_started_tsc.store(start, Ordering::Relaxed);
     for iteration in 0..iterations {
         lane.iteration.store(iteration, Ordering::Relaxed);
         // Foreign NMIs may come at any time: while the program is rewritten

@@ -34,12 +34,17 @@ pub(super) fn report_and_die(invariant: &str, depth: usize, detail: core::fmt::A
         lane.event_number.load(Ordering::Relaxed),
     );
     let cpu = lane.home_cpu.load(Ordering::Relaxed);
+    // The seed's time so far, so the frames it validated count with it.
+    // SAFETY: RDTSC has no side effects.
+    let now = unsafe { core::arch::x86_64::_rdtsc() };
+    let cycles = now.saturating_sub(lane.seed_started_tsc.load(Ordering::Relaxed));
+    let microseconds = (cycles * 1000 / apic::tsc_ticks_per_ms()).max(1);
     println!("extregs: fuzz: seed={seed} iteration={iteration} event={event} level={depth} (lane of CPU {cpu})");
     print_path(depth);
     result::emit(
         false,
         format_args!(
-            ",\"seed\":{seed},\"cpu\":{cpu},\"iteration\":{iteration},\"event\":{event},\"level\":{depth},\"violations\":1,\"invariant\":\"{invariant}\",\"frames\":{},\"error\":\"{detail}\"",
+            ",\"seed\":{seed},\"cpu\":{cpu},\"iteration\":{iteration},\"event\":{event},\"level\":{depth},\"violations\":1,\"invariant\":\"{invariant}\",\"frames\":{},\"microseconds\":{microseconds},\"error\":\"{detail}\"",
             lane.frames.load(Ordering::Relaxed),
         ),
     );
