@@ -392,7 +392,9 @@ pub(super) fn lane_main(index: usize) {
         if batch {
             if summary.frame_errors + summary.model_errors > 0 {
                 // Name this seed: check_frame printed what it found (the
-                // counts are this lane's own).
+                // counts are this lane's own). The other lanes stop first, so
+                // no line of theirs splits the RESULT.
+                oops::begin_dying();
                 report_and_die(
                     "frame_check",
                     0,
@@ -400,6 +402,7 @@ pub(super) fn lane_main(index: usize) {
                         "{} frames failed the entry checks, {} switches the models",
                         summary.frame_errors, summary.model_errors
                     ),
+                    summary.microseconds,
                 );
             }
             // One line per seed, whole: the other lanes' lines wait.

@@ -305,8 +305,7 @@ fn run_seed(lane: &Lane, seed: u64, iterations: u64, max_depth: usize) -> SeedSu
     let migrations_before = lane.migrations.load(Ordering::Relaxed);
     let several_cpus = crate::arch::smp::cpus_online() > 1;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    // SAFETY: RDTSC has no side effects.
-    let start = unsafe { core::arch::x86_64::_rdtsc() };
+    let start = tsc_now();
     lane.seed_started_tsc.store(start, Ordering::Relaxed);
     for iteration in 0..iterations {
         lane.iteration.store(iteration, Ordering::Relaxed);
@@ -331,8 +330,7 @@ fn run_seed(lane: &Lane, seed: u64, iterations: u64, max_depth: usize) -> SeedSu
         raise(0);
     }
     lane.active.store(false, Ordering::SeqCst);
-    // SAFETY: as above.
-    let cycles = unsafe { core::arch::x86_64::_rdtsc() } - start;
+    let cycles = tsc_now() - start;
     // The program's own NMIs never reach the kernel's NMI handler (the hook
     // claims them), so every NMI it took was foreign: the ones between this
     // seed's iterations and those since the previous seed ended.

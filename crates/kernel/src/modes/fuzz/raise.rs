@@ -191,7 +191,9 @@ pub(super) fn raise_from_user_mode() {
         // The NMI the user task's `out` sets off (the port is opened to
         // that task alone, below).
         if let Err(why) = without_interrupts(apic::arm_pic_nmi) {
-            report_and_die("user_nmi_source", 0, format_args!("{why}"));
+            let microseconds = seed_microseconds(lane, tsc_now());
+            oops::begin_dying();
+            report_and_die("user_nmi_source", 0, format_args!("{why}"), microseconds);
         }
         PIC_NMI_ARMED.store(true, Ordering::SeqCst);
     }
@@ -228,7 +230,9 @@ pub(super) fn raise_from_user_mode() {
         )
     };
     let Ok(handle) = spawned else {
-        report_and_die("user_task", 0, format_args!("could not spawn the user task"));
+        let microseconds = seed_microseconds(lane, tsc_now());
+        oops::begin_dying();
+        report_and_die("user_task", 0, format_args!("could not spawn the user task"), microseconds);
     };
     lane::bind(handle, lane);
     if pic_nmi {

@@ -26,7 +26,27 @@ pub(super) fn print_path(depth: usize) {
     println!();
 }
 
-pub(super) fn report_and_die(invariant: &str, depth: usize, detail: core::fmt::Arguments<'_>) -> ! {
+/// The TSC now.
+pub(super) fn tsc_now() -> u64 {
+    // SAFETY: RDTSC has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Microseconds of `lane`'s seed from its start to TSC `tsc`.
+pub(super) fn seed_microseconds(lane: &Lane, tsc: u64) -> u64 {
+    let cycles = tsc.saturating_sub(lane.seed_started_tsc.load(Ordering::Relaxed));
+    (cycles * 1000 / apic::tsc_ticks_per_ms()).max(1)
+}
+
+/// Prints the failing RESULT of this lane's seed and exits QEMU.
+/// `microseconds`: the seed's time up to the failure (not the dump), so a
+/// campaign counts the frames it validated with it.
+pub(super) fn report_and_die(
+    invariant: &str,
+    depth: usize,
+    detail: core::fmt::Arguments<'_>,
+    microseconds: u64,
+) -> ! {
     let lane = &lane();
     let (seed, iteration, event) = (
         lane.seed.load(Ordering::Relaxed),
@@ -34,11 +54,6 @@ pub(super) fn report_and_die(invariant: &str, depth: usize, detail: core::fmt::A
         lane.event_number.load(Ordering::Relaxed),
     );
     let cpu = lane.home_cpu.load(Ordering::Relaxed);
-    // The seed's time so far, so the frames it validated count with it.
-    // SAFETY: RDTSC has no side effects.
-    let now = unsafe { core::arch::x86_64::_rdtsc() };
-    let cycles = now.saturating_sub(lane.seed_started_tsc.load(Ordering::Relaxed));
-    let microseconds = (cycles * 1000 / apic::tsc_ticks_per_ms()).max(1);
     println!("extregs: fuzz: seed={seed} iteration={iteration} event={event} level={depth} (lane of CPU {cpu})");
     print_path(depth);
     result::emit(
@@ -58,6 +73,7 @@ pub(super) fn violation(
     invariant: &str,
     detail: core::fmt::Arguments<'_>,
 ) -> ! {
+    let detected = tsc_now();
     oops::begin_dying();
     println!("extregs: fuzz: VIOLATION {invariant}: {detail}");
     // SAFETY: the hooks only get entry-stub frames.
@@ -65,7 +81,7 @@ pub(super) fn violation(
     // From here, not from `regs`: the trampolines run with a random RBP,
     // and this handler's callers lead through the frame anyway.
     crate::debug::calltrace::print_call_trace_here();
-    report_and_die(invariant, depth, detail)
+    report_and_die(invariant, depth, detail, seed_microseconds(&lane(), detected))
 }
 
 /// What came back after an event broke an invariant: show it as a frame.
@@ -75,6 +91,7 @@ pub(super) fn violation_after(
     invariant: &str,
     detail: core::fmt::Arguments<'_>,
 ) -> ! {
+    let detected = tsc_now();
     oops::begin_dying();
     println!("extregs: fuzz: VIOLATION {invariant}: {detail}");
     println!("extregs: fuzz: registers of level {depth}'s context after the return:");
@@ -96,7 +113,7 @@ pub(super) fn violation_after(
     unsafe { show_regs::show_regs(&frame.regs) };
     // The context came back: its callers are this code's.
     crate::debug::calltrace::print_call_trace_here();
-    report_and_die(invariant, depth, detail)
+    report_and_die(invariant, depth, detail, seed_microseconds(&lane(), detected))
 }
 
 /// Boot-wide counters a seed's window runs from: foreign events the
