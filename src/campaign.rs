@@ -70,9 +70,11 @@ pub struct SeedReport {
     /// RESULT: a batch's `FUZZ` lines leave them out. One report of the
     /// boot carries them.
     pub boot_breakdowns: Option<Value>,
-    /// This seed passed in a batch boot that printed no RESULT of its
-    /// seeds (it died at a later seed): its frames count, but they are
-    /// missing from `kind_depth` and `contexts`.
+    /// This seed's frames count, but they are missing from `kind_depth`
+    /// and `contexts`: its boot printed no RESULT of its seeds (it died in
+    /// a seed, this one's violation included), or one that could not be
+    /// used (a seed's line unreadable, or the report carrying it dropped
+    /// after Ctrl-C).
     pub breakdowns_lost: bool,
 }
 
@@ -607,14 +609,20 @@ pub fn split_batch(
     (reports, unrun)
 }
 
-/// A batch's reports once Ctrl-C killed its boot: the seeds it finished
-/// still count; the one it was killed in is not a result. If that one
-/// carried the boot's depth and context split, the others go without it.
+/// A batch's reports after Ctrl-C: if the boot was killed for it, the
+/// seeds it finished still count, and the one it was killed in is not a
+/// result (a boot that failed on its own before keeps its failure). If
+/// the dropped one carried the boot's depth and context split, the others
+/// go without it.
 pub fn finished_before_cancel(mut reports: Vec<SeedReport>) -> Vec<SeedReport> {
+    let killed = |report: &SeedReport| report.exit == crate::exit_codes::EXIT_INTERRUPTED;
     let split_dropped =
-        reports.iter().any(|report| !report.ok() && report.boot_breakdowns.is_some());
-    reports.retain(SeedReport::ok);
-    reports.iter_mut().for_each(|report| report.breakdowns_lost |= split_dropped);
+        reports.iter().any(|report| killed(report) && report.boot_breakdowns.is_some());
+    reports.retain(|report| !killed(report));
+    for report in &mut reports {
+        let counted = report.result.as_ref().is_some_and(frames_without_breakdowns);
+        report.breakdowns_lost |= split_dropped && counted;
+    }
     reports
 }
 

@@ -402,20 +402,21 @@ pub fn run(config: &RunConfig) -> Result<Outcome> {
         let slice = left.min(Duration::from_millis(100));
         let exited =
             child.wait_timeout(slice).map_err(|error| Error::io("waiting for QEMU", error))?;
-        let cancelled = config.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::SeqCst))
-            || kvm_failed.load(Ordering::SeqCst);
-        if exited.is_some() || left.is_zero() || cancelled {
-            break exited;
+        let cancelled = config.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::SeqCst));
+        if exited.is_some() || left.is_zero() || cancelled || kvm_failed.load(Ordering::SeqCst) {
+            break exited.ok_or(cancelled);
         }
     };
     let status = match waited {
-        Some(exit) => RunStatus::Exited(exit.code()),
-        None => {
+        Ok(exit) => RunStatus::Exited(exit.code()),
+        Err(cancelled) => {
             let _ = child.kill();
             let _ = child.wait();
             if kvm_failed.load(Ordering::SeqCst) {
                 // Killed because KVM failed: a crash of the run, not a hang.
                 RunStatus::Exited(None)
+            } else if cancelled {
+                RunStatus::Cancelled
             } else {
                 RunStatus::TimedOut
             }

@@ -3,8 +3,8 @@
 
 use crate::error::{Error, Result};
 use crate::exit_codes::{
-    EXIT_KERNEL_FAILURE, EXIT_SUCCESS, EXIT_TIMEOUT, EXIT_USAGE, QEMU_EXIT_FAILURE,
-    QEMU_EXIT_SUCCESS,
+    EXIT_INTERRUPTED, EXIT_KERNEL_FAILURE, EXIT_SUCCESS, EXIT_TIMEOUT, EXIT_USAGE,
+    QEMU_EXIT_FAILURE, QEMU_EXIT_SUCCESS,
 };
 
 /// How QEMU ended.
@@ -14,6 +14,9 @@ pub enum RunStatus {
     Exited(Option<i32>),
     /// Still running at the timeout, and killed.
     TimedOut,
+    /// Still running when its owner cancelled it (a campaign's Ctrl-C),
+    /// and killed: no verdict on the kernel.
+    Cancelled,
 }
 
 /// Everything a boot produced.
@@ -71,6 +74,7 @@ impl Outcome {
             result.as_ref().and_then(|r| r.get("ok")).and_then(serde_json::Value::as_bool);
         match self.status {
             RunStatus::TimedOut => (EXIT_TIMEOUT, "timed out: QEMU was killed".into()),
+            RunStatus::Cancelled => (EXIT_INTERRUPTED, "cancelled: QEMU was killed".into()),
             RunStatus::Exited(Some(QEMU_EXIT_SUCCESS)) => match result_ok {
                 Some(true) => (EXIT_SUCCESS, "kernel reported success".into()),
                 Some(false) => (
@@ -242,6 +246,8 @@ mod tests {
         assert_eq!(hung.verdict().0, 124);
         let killed = Outcome::new(RunStatus::Exited(None), String::new(), String::new());
         assert_eq!(killed.verdict().0, 1);
+        let cancelled = Outcome::new(RunStatus::Cancelled, String::new(), String::new());
+        assert_eq!(cancelled.verdict().0, 130);
     }
 
     #[test]

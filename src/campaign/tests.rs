@@ -148,18 +148,25 @@ fn the_depth_and_context_split_comes_from_the_boot_and_is_never_lost_silently() 
     reports.iter().for_each(|report| totals.add(report));
     assert_eq!((totals.frames, totals.seeds_without_breakdowns), (15, 1));
     assert!(totals.kind_depth.is_empty());
-    // A boot that printed every line and its RESULT, then failed, with
-    // Ctrl-C meanwhile: the failed seed, which carries the split, is
-    // dropped, and the others are counted as without it.
-    let result =
-        json!({"ok": false, "seeds": "5..7", "kind_depth": {"int3": [31]}, "contexts": {}});
+    // A boot that printed every line and its RESULT, then was killed for
+    // Ctrl-C: the seed it is charged to, which carries the split, is no
+    // result, and the others are counted as without the split.
+    let result = json!({"ok": true, "seeds": "5..7", "kind_depth": {"int3": [31]}, "contexts": {}});
     let serial = [fuzz_line(5), fuzz_line(6)].join("\n");
-    let (reports, _) = split_batch(5..7, 1, "failed".into(), Some(result), serial);
+    let (reports, _) = split_batch(5..7, 130, "cancelled".into(), Some(result), serial);
     assert!(reports[1].boot_breakdowns.is_some());
     let finished = finished_before_cancel(reports);
     assert_eq!(
         finished.iter().map(|r| (r.seed, r.breakdowns_lost)).collect::<Vec<_>>(),
         [(5, true)]
+    );
+    // A boot that failed on its own before the Ctrl-C keeps its failure.
+    let violation = json!({"ok": false, "seed": 6, "invariant": "gprs", "frames": 3});
+    let (reports, _) = split_batch(5..8, 1, "failed".into(), Some(violation), fuzz_line(5));
+    let finished = finished_before_cancel(reports);
+    assert_eq!(
+        finished.iter().map(|r| (r.seed, r.ok())).collect::<Vec<_>>(),
+        [(5, true), (6, false)]
     );
     // A line with no frames has no split to lose.
     let idle = "FUZZ {\"seed\":5,\"frames\":0}";

@@ -325,7 +325,7 @@ pub(crate) fn fuzz(args: FuzzArgs) -> i32 {
     println!("extregs: fuzz: events: {}", kinds.join(", "));
     if totals.seeds_without_breakdowns > 0 {
         println!(
-            "extregs: fuzz: kind_depth and contexts (the depth and context heat maps) leave out the frames of {} seeds: their boot died before its RESULT added them up",
+            "extregs: fuzz: kind_depth and contexts (the depth and context heat maps) leave out the frames of {} seeds: their boot's RESULT of its seeds was missing (it died in a seed) or could not be used",
             totals.seeds_without_breakdowns
         );
     }
