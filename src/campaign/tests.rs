@@ -141,13 +141,23 @@ fn the_depth_and_context_split_comes_from_the_boot_and_is_never_lost_silently() 
     assert!(report.breakdowns_lost);
     // A seed's line unreadable (another CPU's output inside it) though the
     // boot summed every seed: that split holds frames no line counted, so
-    // it is not used, and the seeds that printed go without it.
-    let result = json!({"ok": true, "seeds": "5..7", "kind_depth": {"int3": [31]}, "contexts": {}});
+    // it is not used, and the seeds that printed go without it. Its depth,
+    // a maximum, still counts.
+    let result = json!({"ok": true, "seeds": "5..7", "kind_depth": {"int3": [31]}, "contexts": {},
+        "max_depth_reached": 9});
     let (reports, _) = split_batch(5..7, 0, "ok".into(), Some(result), fuzz_line(5));
     let mut totals = Totals::default();
     reports.iter().for_each(|report| totals.add(report));
     assert_eq!((totals.frames, totals.seeds_without_breakdowns), (15, 1));
     assert!(totals.kind_depth.is_empty());
+    assert_eq!(totals.max_depth_reached, 9);
+    // A batch RESULT without the split lends none.
+    let result = json!({"ok": true, "seeds": "5..7"});
+    let serial = [fuzz_line(5), fuzz_line(6)].join("\n");
+    let (reports, _) = split_batch(5..7, 0, "ok".into(), Some(result), serial);
+    assert!(reports
+        .iter()
+        .all(|report| report.boot_breakdowns.is_none() && report.breakdowns_lost));
     // A boot that printed every line and its RESULT, then was killed for
     // Ctrl-C: the seed it is charged to, which carries the split, is no
     // result, and the others are counted as without the split.
