@@ -50,7 +50,8 @@ pub struct CampaignConfig {
 #[derive(Clone, Debug)]
 pub struct SeedReport {
     pub seed: u64,
-    /// The runner's verdict (0 success, 1 failure, 124 timeout, 2 set-up).
+    /// The runner's verdict (0 success, 1 failure, 124 timeout, 2 set-up,
+    /// 130 killed for Ctrl-C).
     pub exit: i32,
     pub why: String,
     /// The seed's summary: in a batch its `FUZZ` line (the failed seed's
