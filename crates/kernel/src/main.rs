@@ -133,7 +133,6 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     uaccess::enable_smep_smap(&features);
     arch::fpu::init_cpu();
     apic::init(features.x2apic);
-    gdt::set_apic_id(apic::id());
     println!(
         "extregs: apic: {} mode, id {}, timer {} ticks/ms (bus/16, PIT-calibrated); PIC masked",
         apic::current_mode().name(),

@@ -12,8 +12,8 @@
 //!
 //! Vectors follow Linux's layout at the top of the IDT.
 
-use crate::arch::memory;
-use crate::arch::percpu::PerCpu;
+use crate::arch::percpu::{this_cpu, PerCpu};
+use crate::arch::{gdt, memory};
 use core::sync::atomic::{AtomicU32, Ordering};
 use spin::Once;
 use x86_64::instructions::port::Port;
@@ -65,6 +65,9 @@ const ICR_DELIVERY_NMI: u32 = 0b100 << 8;
 const ICR_DELIVERY_PENDING: u32 = 1 << 12;
 const ICR_ASSERT: u32 = 1 << 14;
 const ICR_SHORTHAND_SELF: u32 = 0b01 << 18;
+/// The ICR's destination shorthand field (0: no shorthand, ICR_HIGH names
+/// the destination).
+const ICR_SHORTHAND_MASK: u32 = 0b11 << 18;
 /// Timer divide configuration 0b0011: divide the bus clock by 16.
 const TIMER_DIVIDE_BY_16: u32 = 0b0011;
 
@@ -132,8 +135,12 @@ fn write(offset: u32, value: u32) {
 /// that far), saves ICR_HIGH, sends, waits for its own send to leave, and
 /// puts the saved value back. Nested sends then nest cleanly at any
 /// instruction of an outer one, and the fuzzer's preloaded ICR_HIGH (for
-/// its one-store self-NMI) survives them too. x2APIC writes the ICR in one
-/// WRMSR and needs none of this.
+/// its one-store self-NMI) survives them too. A send with a destination
+/// shorthand (self, all, all but self) names its targets in ICR_LOW and
+/// the APIC does not read ICR_HIGH for it, so it leaves ICR_HIGH alone and
+/// is one store after the wait (`destination` is ignored): two register
+/// accesses, not six, as Linux leaves ICR2 alone for its shorthand sends.
+/// x2APIC writes the ICR in one WRMSR and needs none of this.
 #[inline(never)]
 fn write_icr(destination: u32, low: u32) {
     match mode() {
@@ -142,6 +149,10 @@ fn write_icr(destination: u32, low: u32) {
             x2apic_fence();
             // SAFETY: x2APIC mode; the ICR is one 64-bit MSR (0x830).
             unsafe { Msr::new(0x800 + reg::ICR_LOW / 16).write(value) };
+        }
+        Mode::XApic { .. } if low & ICR_SHORTHAND_MASK != 0 => {
+            wait_for_icr_idle();
+            write(reg::ICR_LOW, low);
         }
         Mode::XApic { .. } => {
             wait_for_icr_idle();
@@ -192,6 +203,7 @@ pub fn init(has_x2apic: bool) {
     };
     MODE.call_once(|| mode);
     init_local();
+    gdt::set_apic_id(id());
     let (ticks_per_ms, tsc_per_ms) = calibrate_timer();
     TIMER_TICKS_PER_MS.call_once(|| ticks_per_ms);
     TSC_TICKS_PER_MS.call_once(|| tsc_per_ms);
@@ -213,13 +225,15 @@ fn enable(x2apic: bool) -> u64 {
 }
 
 /// The per-CPU part of the set-up, on the CPU that runs it: TPR 0, the
-/// timer masked, LINT0 masked (QEMU feeds the 8259 to every CPU whose
-/// LINT0 is open; only the boot CPU's PIC work uses it, through the
-/// fuzzer's ExtINT route), LINT1 as NMI (QEMU's `inject-nmi` arrives
+/// timer masked and dividing the bus clock by 16 (which it always does, so
+/// [`start_timer`] does not write the divider again), LINT0 masked (QEMU
+/// feeds the 8259 to every CPU whose LINT0 is open; only the boot CPU's
+/// PIC work uses it, through the fuzzer's ExtINT route), LINT1 as NMI (QEMU's `inject-nmi` arrives
 /// there), the error vector, the APIC software-enabled, ESR cleared.
 fn init_local() {
     write(reg::TPR, 0);
     write(reg::LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    write(reg::TIMER_DIVIDE, TIMER_DIVIDE_BY_16);
     write(reg::LVT_LINT0, LVT_MASKED);
     write(reg::LVT_LINT1, LVT_DELIVERY_NMI);
     write(reg::LVT_ERROR, u32::from(ERROR_VECTOR));
@@ -256,6 +270,7 @@ static OUTSIDE_NMIS_HELD: PerCpu<AtomicU32> =
 pub fn init_ap() {
     enable(matches!(mode(), Mode::X2Apic));
     init_local();
+    gdt::set_apic_id(id());
 }
 
 /// Which mode init chose.
@@ -263,12 +278,18 @@ pub fn current_mode() -> Mode {
     mode()
 }
 
-/// This CPU's APIC ID.
+/// This CPU's APIC ID, read from its ID register.
 pub fn id() -> u32 {
     match mode() {
         Mode::X2Apic => read(reg::ID),
         Mode::XApic { .. } => read(reg::ID) >> 24,
     }
+}
+
+/// This CPU's APIC ID as `init` (or `init_ap`) recorded it in the CPU's
+/// entry area, for the self-NMI senders: no register read on their path.
+fn own_id() -> u32 {
+    gdt::apic_id_of(this_cpu())
 }
 
 /// Counts APIC timer and TSC ticks over 10 ms of PIT channel 2 (mode 0,
@@ -277,7 +298,7 @@ fn calibrate_timer() -> (u32, u64) {
     const PIT_HZ: u32 = 1_193_182;
     const CALIBRATION_MS: u32 = 10;
     let pit_count = (PIT_HZ * CALIBRATION_MS / 1000) as u16;
-    write(reg::TIMER_DIVIDE, TIMER_DIVIDE_BY_16);
+    // The divider is init_local's divide-by-16, as in every later count.
     write(reg::LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
     // SAFETY: ports 0x61 (NMI status/control: gate and OUT of channel 2),
     // 0x43 (PIT mode) and 0x42 (channel 2 data), as on every PC. Channel 2
@@ -567,10 +588,10 @@ pub enum TimerMode {
     Periodic,
 }
 
-/// Starts the timer on [`TIMER_VECTOR`] with `ticks` (divide-by-16 ticks).
+/// Starts the timer on [`TIMER_VECTOR`] with `ticks` (divide-by-16 ticks:
+/// the divider `init_local` set, which nothing changes).
 pub fn start_timer(mode: TimerMode, ticks: u32) {
     let periodic = if mode == TimerMode::Periodic { LVT_TIMER_PERIODIC } else { 0 };
-    write(reg::TIMER_DIVIDE, TIMER_DIVIDE_BY_16);
     write(reg::LVT_TIMER, periodic | u32::from(TIMER_VECTOR));
     write(reg::TIMER_INITIAL, ticks.max(1));
 }
@@ -699,7 +720,7 @@ fn x2apic_fence() {
 /// Sends an NMI to this CPU through the ICR (the self shorthand is not
 /// valid for NMIs, so the destination is this CPU's own APIC ID).
 pub fn send_self_nmi() {
-    write_icr(id(), ICR_DELIVERY_NMI | ICR_ASSERT);
+    write_icr(own_id(), ICR_DELIVERY_NMI | ICR_ASSERT);
 }
 
 /// The operands of a raw self-NMI store, for code that must send one with
@@ -718,7 +739,7 @@ pub enum SelfNmiStore {
 pub fn prepare_self_nmi_store() -> SelfNmiStore {
     let store = self_nmi_store();
     if let Mode::XApic { .. } = mode() {
-        write(reg::ICR_HIGH, id() << 24);
+        write(reg::ICR_HIGH, own_id() << 24);
     }
     store
 }
@@ -728,7 +749,9 @@ pub fn prepare_self_nmi_store() -> SelfNmiStore {
 pub fn self_nmi_store() -> SelfNmiStore {
     let low = ICR_DELIVERY_NMI | ICR_ASSERT;
     match mode() {
-        Mode::X2Apic => SelfNmiStore::X2Apic { msr: 0x800 + reg::ICR_LOW / 16, high: id(), low },
+        Mode::X2Apic => {
+            SelfNmiStore::X2Apic { msr: 0x800 + reg::ICR_LOW / 16, high: own_id(), low }
+        }
         Mode::XApic { registers } => {
             SelfNmiStore::XApic { icr_low: registers + u64::from(reg::ICR_LOW), value: low }
         }

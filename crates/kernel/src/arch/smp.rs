@@ -172,7 +172,6 @@ extern "C" fn ap_main(cpu: u64) -> ! {
     fpu::init_cpu();
     pks::init_ap();
     apic::init_ap();
-    gdt::set_apic_id(apic::id());
     APIC_IDS[cpu].store(apic::id(), Ordering::SeqCst);
     CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
     ONLINE[cpu].store(true, Ordering::SeqCst);
