@@ -65,6 +65,7 @@ mutants=(
   "nmi-nesting-state-global|crates/entry-asm/src/entry_64.S|s/NMI_TOP_NMI_STATE-NMI_TOP_[A-Z_]*(%rsp)/extregs_mutant_nmi_state(%rip)/; \$a .data\nextregs_mutant_nmi_state: .byte 0\n.text|nmi_on_one_cpu_runs_while_another_is_in_nmi"
   "user-nmi-latch-shared-across-cpus|crates/kernel/src/entry/nmi.rs|s/USER_NMI_STATE.this()/USER_NMI_STATE.of(0)/g|user_nmi_latch_is_per_cpu"
   "nested-send-leaves-icr-high|crates/kernel/src/arch/apic.rs|/^            write(reg::ICR_HIGH, interrupted_high);$/d|icr_high_survives_a_nested_send"
+  "shorthand-send-writes-icr-high|crates/kernel/src/arch/apic.rs|/if low & ICR_SHORTHAND_MASK != 0 => {$/a\            write(reg::ICR_HIGH, destination << 24);|icr_high_survives_a_nested_send"
   "pkrs-cache-shared-across-cpus|crates/kernel/src/arch/pks.rs|s/PKRS_CACHE.this()/PKRS_CACHE.of(0)/g|pkrs_cache_and_bracket_are_per_cpu"
   "ap-without-its-own-tss|crates/kernel/src/arch/gdt.rs|s/^    TSS\[this_cpu()\].0.get()$/    TSS[0].0.get()/|each_cpu_has_its_own_entry_state"
   "paranoid-gs-reads-boot-cpu-area|crates/entry-asm/src/entry_64.S|s/^\tmovq\tIST_BLOCK_PER_CPU(%rax), %rax$/\tleaq\textregs_per_cpu(%rip), %rax/|each_cpu_has_its_own_entry_state"

@@ -128,19 +128,21 @@ fn write(offset: u32, value: u32) {
 ///
 /// The xAPIC's ICR is two registers, and the write of ICR_LOW sends with
 /// whatever ICR_HIGH holds then. An NMI (or any paranoid event) that lands
-/// between this writer's two stores and sends an IPI of its own would
-/// leave its destination in ICR_HIGH, and the interrupted send would go to
-/// the wrong CPU. So every writer here leaves ICR_HIGH as it found it: it
-/// waits until no send is pending (the interrupted writer's, if it got
-/// that far), saves ICR_HIGH, sends, waits for its own send to leave, and
-/// puts the saved value back. Nested sends then nest cleanly at any
-/// instruction of an outer one, and the fuzzer's preloaded ICR_HIGH (for
-/// its one-store self-NMI) survives them too. A send with a destination
-/// shorthand (self, all, all but self) names its targets in ICR_LOW and
-/// the APIC does not read ICR_HIGH for it, so it leaves ICR_HIGH alone and
-/// is one store after the wait (`destination` is ignored): two register
-/// accesses, not six, as Linux leaves ICR2 alone for its shorthand sends.
-/// x2APIC writes the ICR in one WRMSR and needs none of this.
+/// between a writer's two stores and sends an IPI of its own would leave
+/// its destination in ICR_HIGH, and the interrupted send would go to the
+/// wrong CPU. So every writer here keeps two rules: it leaves ICR_HIGH as
+/// it found it, and it returns with no send pending (it waits for its own
+/// to leave), so an interrupted writer past its first wait never stores
+/// into a busy ICR. A directed send waits, saves ICR_HIGH, writes it,
+/// stores ICR_LOW, waits, and puts the saved value back. A send with a
+/// destination shorthand (self, all, all but self) names its targets in
+/// ICR_LOW, and the APIC does not read ICR_HIGH for it (Linux leaves ICR2
+/// alone for these too): it waits, stores ICR_LOW and waits, three
+/// accesses against six, and `destination` is ignored. Sends then nest
+/// cleanly at any instruction of an outer one, and the fuzzer's preloaded
+/// ICR_HIGH (for its one-store self-NMI, see [`prepare_self_nmi_store`])
+/// survives them too. x2APIC writes the ICR in one WRMSR and needs none of
+/// this.
 #[inline(never)]
 fn write_icr(destination: u32, low: u32) {
     match mode() {
@@ -153,6 +155,7 @@ fn write_icr(destination: u32, low: u32) {
         Mode::XApic { .. } if low & ICR_SHORTHAND_MASK != 0 => {
             wait_for_icr_idle();
             write(reg::ICR_LOW, low);
+            wait_for_icr_idle();
         }
         Mode::XApic { .. } => {
             wait_for_icr_idle();
@@ -184,8 +187,10 @@ fn wait_for_icr_idle() {
 }
 
 /// Masks the PIC, enables the boot CPU's local APIC (x2APIC when
-/// `has_x2apic`), sets it up as [`init_local`] does, and calibrates the
-/// timer. Interrupts must be disabled.
+/// `has_x2apic`), records its APIC ID in the CPU's entry area
+/// (`gdt::set_apic_id`) before LINT1 lets any NMI in, sets it up as
+/// [`init_local`] does, and calibrates the timer. Interrupts must be
+/// disabled.
 pub fn init(has_x2apic: bool) {
     // SAFETY: the standard PIC ports; remapping to 0x20..0x2f first keeps a
     // spurious PIC IRQ off the exception vectors, then every line is masked.
@@ -202,8 +207,8 @@ pub fn init(has_x2apic: bool) {
         Mode::XApic { registers: registers.as_u64() }
     };
     MODE.call_once(|| mode);
-    init_local();
     gdt::set_apic_id(id());
+    init_local();
     let (ticks_per_ms, tsc_per_ms) = calibrate_timer();
     TIMER_TICKS_PER_MS.call_once(|| ticks_per_ms);
     TSC_TICKS_PER_MS.call_once(|| tsc_per_ms);
@@ -228,8 +233,9 @@ fn enable(x2apic: bool) -> u64 {
 /// timer masked and dividing the bus clock by 16 (which it always does, so
 /// [`start_timer`] does not write the divider again), LINT0 masked (QEMU
 /// feeds the 8259 to every CPU whose LINT0 is open; only the boot CPU's
-/// PIC work uses it, through the fuzzer's ExtINT route), LINT1 as NMI (QEMU's `inject-nmi` arrives
-/// there), the error vector, the APIC software-enabled, ESR cleared.
+/// PIC work uses it, through the fuzzer's ExtINT route), LINT1 as NMI
+/// (QEMU's `inject-nmi` arrives there), the error vector, the APIC
+/// software-enabled, ESR cleared.
 fn init_local() {
     write(reg::TPR, 0);
     write(reg::LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
@@ -265,12 +271,13 @@ pub fn with_outside_nmis_held<T>(body: impl FnOnce() -> T) -> T {
 static OUTSIDE_NMIS_HELD: PerCpu<AtomicU32> =
     PerCpu::new([const { AtomicU32::new(0) }; extregs_regs::NR_CPUS]);
 
-/// Sets up an AP's local APIC in the mode the boot CPU chose
-/// ([`init_local`]; the PIC and the calibration are the boot CPU's).
+/// Sets up an AP's local APIC in the mode the boot CPU chose, recording
+/// its APIC ID first as [`init`] does ([`init_local`]; the PIC and the
+/// calibration are the boot CPU's).
 pub fn init_ap() {
     enable(matches!(mode(), Mode::X2Apic));
-    init_local();
     gdt::set_apic_id(id());
+    init_local();
 }
 
 /// Which mode init chose.
@@ -287,7 +294,7 @@ pub fn id() -> u32 {
 }
 
 /// This CPU's APIC ID as `init` (or `init_ap`) recorded it in the CPU's
-/// entry area, for the self-NMI senders: no register read on their path.
+/// entry area, for the self-NMI senders: no ID-register read on their path.
 fn own_id() -> u32 {
     gdt::apic_id_of(this_cpu())
 }
@@ -735,7 +742,11 @@ pub enum SelfNmiStore {
 
 /// Sets up everything but the final store of a self-NMI on this CPU (in
 /// xAPIC mode: this CPU's ICR high names it; every other send puts ICR
-/// high back as it found it).
+/// high back as it found it). Unlike those sends it leaves its value in
+/// ICR_HIGH, so it must not run inside another sender's window. Its
+/// callers never do: the selftests call it from task context, and the
+/// fuzzer raises its nested levels only from the handlers of its own
+/// events, none of which lands inside a send.
 pub fn prepare_self_nmi_store() -> SelfNmiStore {
     let store = self_nmi_store();
     if let Mode::XApic { .. } = mode() {

@@ -335,11 +335,30 @@ fn send_nmi_to_the_target() {
     apic::send_nmi(NESTED_SEND_TARGET.load(Ordering::SeqCst) as u32);
 }
 
+/// ICR_HIGH around an AP's shorthand send (`u64::MAX`: not yet), for
+/// [`icr_high_survives_a_nested_send`].
+static SHORTHAND_ICR_HIGH_BEFORE: AtomicU64 = AtomicU64::new(u64::MAX);
+static SHORTHAND_ICR_HIGH_AFTER: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// On an AP, in its NMI handler: ICR_HIGH preloaded for a one-store
+/// self-NMI (the AP's own APIC ID, which is not 0, so a shorthand send
+/// that wrote its unused zero destination there would show), then an NMI
+/// to all but self, which reaches the boot CPU.
+fn shorthand_send_on_ap() {
+    let _ = apic::prepare_self_nmi_store();
+    let before = apic::icr_high();
+    apic::send_nmi_all_but_self();
+    SHORTHAND_ICR_HIGH_AFTER.store(u64::from(apic::icr_high()), Ordering::SeqCst);
+    SHORTHAND_ICR_HIGH_BEFORE.store(u64::from(before), Ordering::SeqCst);
+}
+
 /// The xAPIC's two-step ICR write can't be torn by an NMI that sends an
 /// IPI in between: with ICR_HIGH preloaded as a sender's first store
 /// leaves it (here: this CPU, for the fuzzer's one-store self-NMI), the
 /// second store raises an NMI whose handler sends an NMI IPI to an AP; the
 /// AP gets it, and ICR_HIGH is back to what the interrupted sender wrote.
+/// A shorthand send, which the APIC sends without reading ICR_HIGH, leaves
+/// it alone: shown on the AP, whose preloaded ICR_HIGH is not 0.
 pub fn icr_high_survives_a_nested_send(_: &Context) -> Outcome {
     let (cpu, apic_id) = match first_ap() {
         Ok(ap) => ap,
@@ -367,6 +386,27 @@ pub fn icr_high_survives_a_nested_send(_: &Context) -> Outcome {
     check!(
         after == preloaded,
         "ICR_HIGH is {after:#010x} after the nested send, not the interrupted sender's {preloaded:#010x}"
+    );
+    SHORTHAND_ICR_HIGH_AFTER.store(u64::MAX, Ordering::SeqCst);
+    SHORTHAND_ICR_HIGH_BEFORE.store(u64::MAX, Ordering::SeqCst);
+    let own_before = nmi::count_this_cpu();
+    nmi::call_on(cpu, apic_id, shorthand_send_on_ap);
+    let probed = wait_until(
+        || SHORTHAND_ICR_HIGH_BEFORE.load(Ordering::SeqCst) != u64::MAX,
+        EVENT_TIMEOUT_TSC,
+    );
+    let reached = wait_until(|| nmi::count_this_cpu() > own_before, EVENT_TIMEOUT_TSC);
+    check!(probed, "CPU {cpu} never ran its shorthand send");
+    check!(reached, "CPU {cpu}'s NMI to all but itself never reached this CPU");
+    let before = SHORTHAND_ICR_HIGH_BEFORE.load(Ordering::SeqCst);
+    let after = SHORTHAND_ICR_HIGH_AFTER.load(Ordering::SeqCst);
+    check!(
+        before == u64::from(apic_id) << 24,
+        "CPU {cpu}'s preloaded ICR_HIGH is {before:#010x}, not its APIC ID {apic_id}"
+    );
+    check!(
+        after == before,
+        "ICR_HIGH is {after:#010x} after CPU {cpu}'s shorthand send, not its preloaded {before:#010x}"
     );
     Outcome::Pass
 }
