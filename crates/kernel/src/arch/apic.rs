@@ -188,8 +188,8 @@ fn wait_for_icr_idle() {
 
 /// Masks the PIC, enables the boot CPU's local APIC (x2APIC when
 /// `has_x2apic`), records its APIC ID in the CPU's entry area
-/// (`gdt::set_apic_id`) before LINT1 lets any NMI in, sets it up as
-/// [`init_local`] does, and calibrates the timer. Interrupts must be
+/// (`gdt::set_apic_id`) before [`init_local`] (re)opens LINT1, sets it up
+/// as `init_local` does, and calibrates the timer. Interrupts must be
 /// disabled.
 pub fn init(has_x2apic: bool) {
     // SAFETY: the standard PIC ports; remapping to 0x20..0x2f first keeps a
@@ -300,17 +300,23 @@ fn own_id() -> u32 {
 }
 
 /// APIC timer and TSC ticks per millisecond, counted against PIT
-/// channel 2, as Linux's `pit_calibrate_tsc` does.
+/// channel 2 by reading its count, as Linux's `quick_pit_calibrate` does,
+/// rather than waiting for its output (as `pit_calibrate_tsc` does, and
+/// this did before).
 ///
 /// Under TCG the host may take the vCPU off its core at any point of a
 /// count. Waiting for the PIT's output to go high and then reading the
-/// APIC timer (as this did before) let such a pause fall between the two,
-/// and the count came out skewed (seen: half the timer's rate, which made
-/// a 4 s idle last 2 s, and, with both host cores busy, up to 1.6 times
-/// it). So each count reads the three clocks together at both ends
+/// APIC timer let such a pause fall between the two, and the count came
+/// out skewed (seen: half the timer's rate, which made a 4 s idle last
+/// 2 s, and, with both host cores busy, up to 1.6 times it). So each
+/// count reads the three clocks together at both ends
 /// ([`count_over_pit`]), and two counts must agree within
 /// [`CALIBRATION_AGREEMENT`]; when they do not, a third is made, the
 /// median of the three (by timer rate) is taken, and a line says so.
+///
+/// Runs on the boot CPU alone, with interrupts off, before the APs and
+/// the fuzzer's foreign timer exist: nothing else drives the PIT or port
+/// 0x61 meanwhile (no NMI handler touches either).
 fn calibrate_timer() -> (u32, u64) {
     let first = count_over_pit();
     let second = count_over_pit();
@@ -328,11 +334,15 @@ fn calibrate_timer() -> (u32, u64) {
     counts[1]
 }
 
-/// How long one calibration count runs, at least.
+/// How long one calibration count runs, at least (to the PIT tick).
 const CALIBRATION_MS: u64 = 5;
 
 /// How close two calibration counts must be: 2 / 100.
 const CALIBRATION_AGREEMENT: (u64, u64) = (2, 100);
+
+/// How many times a count is made again when the PIT's count may have
+/// wrapped during it (a pause of 55 ms or more).
+const CALIBRATION_WRAP_RETRIES: u32 = 4;
 
 /// The PIT's input clock.
 const PIT_HZ: u64 = 1_193_182;
@@ -342,11 +352,35 @@ const PIT_HZ: u64 = 1_193_182;
 /// `init_local` set, as in every later count). Channel 2 counts down from
 /// 65536 (mode 0, gate high); the count ends at the first reading at least
 /// that long after the first, both taken by [`read_clocks`], so a pause
-/// anywhere else in the count lengthens all three clocks' spans alike.
+/// elsewhere in the count lengthens all three clocks' spans alike. A pause
+/// of 55 ms or more would let the PIT's 16-bit count wrap unseen: its
+/// output, which mode 0 raises when the count runs out and leaves high,
+/// says so, and such a count is made again (a line says so if every try
+/// wrapped, and that count is used).
 fn count_over_pit() -> (u32, u64) {
+    let mut tries = 0;
+    loop {
+        let (count, wrapped) = count_over_pit_once();
+        tries += 1;
+        if !wrapped {
+            return count;
+        }
+        if tries > CALIBRATION_WRAP_RETRIES {
+            println!(
+                "extregs: apic: every calibration count of {tries} outlasted the PIT's 55 ms; using the last ({} timer ticks/ms)",
+                count.0
+            );
+            return count;
+        }
+    }
+}
+
+/// One count, and whether the PIT's count may have wrapped during it.
+fn count_over_pit_once() -> ((u32, u64), bool) {
     write(reg::LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
     // SAFETY: ports 0x61 (NMI status/control: gate and OUT of channel 2),
-    // 0x43 (PIT mode) and 0x42 (channel 2 data), as on every PC. Channel 2
+    // 0x43 (PIT mode) and 0x42 (channel 2 data), as on every PC, which
+    // nothing else drives meanwhile (see `calibrate_timer`). Channel 2
     // drives only the speaker, which stays off (bit 1 clear).
     let control = unsafe {
         let control = inb(0x61);
@@ -357,10 +391,16 @@ fn count_over_pit() -> (u32, u64) {
         control
     };
     write(reg::TIMER_INITIAL, u32::MAX);
-    let start = read_clocks();
+    // SAFETY: channel 2 was just set to lo/hi access, and nothing else
+    // reads it or writes port 0x43 meanwhile (see `calibrate_timer`).
+    let clocks = || unsafe { read_clocks() };
+    // An 8254 loads a new count at its next clock edge: the first reading
+    // may come before it, so it only lets that edge pass.
+    let _ = clocks();
+    let start = clocks();
     let window = PIT_HZ * CALIBRATION_MS / 1000;
     let end = loop {
-        let now = read_clocks();
+        let now = clocks();
         if u64::from(start.pit.wrapping_sub(now.pit)) >= window {
             break now;
         }
@@ -368,11 +408,15 @@ fn count_over_pit() -> (u32, u64) {
     };
     write(reg::TIMER_INITIAL, 0);
     // SAFETY: as above; the gate goes low again, the speaker stays off.
-    unsafe { outb(0x61, control & !0x03) };
+    let wrapped = unsafe {
+        let wrapped = inb(0x61) & 0x20 != 0;
+        outb(0x61, control & !0x03);
+        wrapped
+    };
     let pit_ticks = u64::from(start.pit.wrapping_sub(end.pit));
     let per_ms = |ticks: u64| (ticks * PIT_HZ / (pit_ticks * 1000)).max(1);
     let timer_ticks = u64::from(start.timer - end.timer);
-    (per_ms(timer_ticks).min(u64::from(u32::MAX)) as u32, per_ms(end.tsc - start.tsc))
+    ((per_ms(timer_ticks).min(u64::from(u32::MAX)) as u32, per_ms(end.tsc - start.tsc)), wrapped)
 }
 
 /// The three clocks read together: PIT channel 2's latched count, the APIC
@@ -384,15 +428,23 @@ struct Clocks {
     tsc: u64,
 }
 
-fn read_clocks() -> Clocks {
+/// Reads [`Clocks`].
+///
+/// # Safety
+///
+/// Channel 2 is set to lo/hi-byte access, and nothing else writes port
+/// 0x43 or reads port 0x42 until this returns.
+unsafe fn read_clocks() -> Clocks {
     // SAFETY: port 0x43 with a latch command for channel 2 (0b10 in the
     // channel field, 0b00 in the access field), which freezes its count
-    // until both bytes are read from port 0x42.
+    // until both bytes are read from port 0x42 (the caller's contract: no
+    // one else reads them, or latches, first).
     unsafe { outb(0x43, 0b1000_0000) };
     let timer = read(reg::TIMER_CURRENT);
     // SAFETY: RDTSC has no side effects.
     let tsc = unsafe { core::arch::x86_64::_rdtsc() };
-    // SAFETY: port 0x42 returns the latched count, low byte first.
+    // SAFETY: port 0x42 returns the latched count, low byte first in the
+    // lo/hi access mode the caller set.
     let (low, high) = unsafe { (inb(0x42), inb(0x42)) };
     Clocks { pit: u16::from_le_bytes([low, high]), timer, tsc }
 }
@@ -812,9 +864,9 @@ pub enum SelfNmiStore {
 /// xAPIC mode: this CPU's ICR high names it; every other send puts ICR
 /// high back as it found it). Unlike those sends it leaves its value in
 /// ICR_HIGH, so it must not run inside another sender's window. Its
-/// callers never do: the selftests call it from task context, and the
-/// fuzzer raises its nested levels only from the handlers of its own
-/// events, none of which lands inside a send.
+/// callers never do: the selftests call it from task context or in an
+/// idle AP's NMI, and the fuzzer raises its nested levels only from the
+/// handlers of its own events, none of which lands inside a send.
 pub fn prepare_self_nmi_store() -> SelfNmiStore {
     let store = self_nmi_store();
     if let Mode::XApic { .. } = mode() {

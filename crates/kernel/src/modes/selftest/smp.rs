@@ -343,7 +343,7 @@ static SHORTHAND_ICR_HIGH_AFTER: AtomicU64 = AtomicU64::new(u64::MAX);
 /// On an AP, in its NMI handler: ICR_HIGH preloaded for a one-store
 /// self-NMI (the AP's own APIC ID, which is not 0, so a shorthand send
 /// that wrote its unused zero destination there would show), then an NMI
-/// to all but self, which reaches the boot CPU.
+/// to all but self, which reaches the boot CPU (and any other AP).
 fn shorthand_send_on_ap() {
     let _ = apic::prepare_self_nmi_store();
     let before = apic::icr_high();
