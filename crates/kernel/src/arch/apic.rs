@@ -378,10 +378,10 @@ fn count_over_pit() -> (u32, u64) {
 /// One count, and whether the PIT's count may have wrapped during it.
 fn count_over_pit_once() -> ((u32, u64), bool) {
     write(reg::LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
-    // SAFETY: ports 0x61 (NMI status/control: gate and OUT of channel 2),
-    // 0x43 (PIT mode) and 0x42 (channel 2 data), as on every PC, which
-    // nothing else drives meanwhile (see `calibrate_timer`). Channel 2
-    // drives only the speaker, which stays off (bit 1 clear).
+    // Ports 0x61 (gate and OUT of channel 2, speaker), 0x43 (PIT mode)
+    // and 0x42 (channel 2 data), as on every PC. Channel 2 drives only the
+    // speaker, which stays off (bit 1 clear).
+    // SAFETY: nothing else drives these ports meanwhile (`calibrate_timer`).
     let control = unsafe {
         let control = inb(0x61);
         outb(0x61, (control & !0x02) | 0x01); // gate high: count
@@ -435,10 +435,9 @@ struct Clocks {
 /// Channel 2 is set to lo/hi-byte access, and nothing else writes port
 /// 0x43 or reads port 0x42 until this returns.
 unsafe fn read_clocks() -> Clocks {
-    // SAFETY: port 0x43 with a latch command for channel 2 (0b10 in the
-    // channel field, 0b00 in the access field), which freezes its count
-    // until both bytes are read from port 0x42 (the caller's contract: no
-    // one else reads them, or latches, first).
+    // A latch command for channel 2 (0b10 in the channel field, 0b00 in the
+    // access field) freezes its count until both bytes are read from 0x42.
+    // SAFETY: the caller's contract: no one else reads them, or latches, first.
     unsafe { outb(0x43, 0b1000_0000) };
     let timer = read(reg::TIMER_CURRENT);
     // SAFETY: RDTSC has no side effects.
