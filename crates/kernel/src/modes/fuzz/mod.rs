@@ -330,7 +330,7 @@ fn run_seed(lane: &Lane, seed: u64, iterations: u64, max_depth: usize) -> SeedSu
         raise(0);
     }
     lane.active.store(false, Ordering::SeqCst);
-    let cycles = tsc_now() - start;
+    let microseconds = seed_microseconds(lane, tsc_now());
     // The program's own NMIs never reach the kernel's NMI handler (the hook
     // claims them), so every NMI it took was foreign: the ones between this
     // seed's iterations and those since the previous seed ended.
@@ -343,7 +343,7 @@ fn run_seed(lane: &Lane, seed: u64, iterations: u64, max_depth: usize) -> SeedSu
     SeedSummary {
         iterations,
         frames: lane.frames.load(Ordering::Relaxed),
-        microseconds: (cycles * 1000 / apic::tsc_ticks_per_ms()).max(1),
+        microseconds,
         max_depth_reached: lane.max_depth_reached.load(Ordering::Relaxed) as u64,
         latched_nmis: lane.latched_nmis.load(Ordering::Relaxed),
         digest: lane.digest.load(Ordering::Relaxed),
